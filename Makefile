@@ -1,0 +1,47 @@
+# corral: the two commands are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.corral-installed
+SYSTEM_STAMP := $(VENV)/.corral-system-tools
+
+.PHONY: demo test lint bench chaos install system-tools clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "corral needs Python 3.11 or newer")'
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+# Debian tools the tests run for real (drbdadm dry runs, qemu, htools, the RAPI
+# client). Installed with apt only when root; otherwise a clear message and the
+# tests that need a missing tool are skipped with that tool's name.
+system-tools: $(SYSTEM_STAMP)
+
+$(SYSTEM_STAMP): scripts/ensure-system-tools $(STAMP)
+	@bash scripts/ensure-system-tools
+	@touch $(SYSTEM_STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+test: $(STAMP) system-tools lint
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP) system-tools
+	$(BIN)/python -m bench
+
+chaos: $(STAMP) system-tools
+	$(BIN)/python -m pytest -q -m slow tests/test_chaos.py --chaos-seeds=$(or $(SEEDS),20)
+
+demo: $(STAMP) system-tools
+	$(BIN)/python -m orchestrator.demo
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

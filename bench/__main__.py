@@ -1,0 +1,44 @@
+"""`make bench`: run every registered benchmark (or those named on the command line),
+print each table and write bench/results/<name>.json."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import time
+from pathlib import Path
+
+# Each module exposes `run() -> dict` with a "table" (list of rows, first row the
+# header) plus any figures worth keeping.
+BENCHMARKS: list[str] = []
+
+
+def _print_table(rows: list[list[object]]) -> None:
+    if not rows:
+        return
+    text = [[str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in text) for i in range(len(text[0]))]
+    for n, row in enumerate(text):
+        print("  ".join(c.rjust(w) if n else c.ljust(w) for c, w in zip(row, widths, strict=True)))
+        if n == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main(argv: list[str]) -> int:
+    names = argv or BENCHMARKS
+    out_dir = Path(__file__).parent / "results"
+    out_dir.mkdir(exist_ok=True)
+    for name in names:
+        module = importlib.import_module(f"bench.{name}")
+        print(f"\n== {name} ==")
+        started = time.time()
+        result = module.run()
+        result["started_at"] = started
+        _print_table(result.get("table", []))
+        (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
