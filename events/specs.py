@@ -118,3 +118,17 @@ class ClusterPolicy:
     lost_timeout_s: float = 8.0
     default_sync: bool = False  # wait for initial DRBD sync before starting
     extra: tuple[tuple[str, str], ...] = field(default=())
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DesiredCluster:
+    """Everything operators declared: the desired half of ClusterState, and what a
+    desired-state file loads into. Mappings are keyed by name; treat them as
+    read-only (they are replaced, never mutated, by the fold)."""
+
+    name: str
+    policy: ClusterPolicy = ClusterPolicy()
+    groups: dict[GroupName, GroupSpec] = field(default_factory=dict)
+    nodes: dict[NodeName, NodeSpec] = field(default_factory=dict)
+    instances: dict[InstanceName, InstanceSpec] = field(default_factory=dict)
+    etcd_endpoints: tuple[str, ...] = ()
