@@ -211,6 +211,29 @@ class PlacementRefused(Event):
 # --------------------------------------------------------------------------- jobs
 
 
+class JobKind(StrEnum):
+    """Operations a job can carry (`JobSubmitted.kind`)."""
+
+    INSTANCE_START = "instance.start"
+    INSTANCE_STOP = "instance.stop"
+    INSTANCE_REBOOT = "instance.reboot"
+    INSTANCE_MIGRATE = "instance.migrate"
+    INSTANCE_FAILOVER = "instance.failover"
+    INSTANCE_REPLACE_DISKS = "instance.replace-disks"
+    INSTANCE_GROW_DISK = "instance.grow-disk"
+    INSTANCE_ACTIVATE_DISKS = "instance.activate-disks"
+    INSTANCE_DEACTIVATE_DISKS = "instance.deactivate-disks"
+    INSTANCE_CREATE = "instance.create"
+    INSTANCE_REMOVE = "instance.remove"
+    NODE_EVACUATE = "node.evacuate"
+    NODE_MIGRATE = "node.migrate"
+    NODE_FAILOVER = "node.failover"
+    BALANCE = "cluster.balance"
+
+
+JOB_FINAL_STATUSES = frozenset({"success", "error", "canceled"})
+
+
 class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
