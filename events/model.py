@@ -190,6 +190,9 @@ class InstancePlaced(Event):
     disks: tuple[DiskPlacement, ...]
     kind: PlacementKind = PlacementKind.INITIAL
     score: float | None = None
+    # A node whose copy this placement supersedes: it was fenced while primary, so
+    # when it returns its DRBD data may be discarded (safety rule 3). None otherwise.
+    superseded: NodeName | None = None
 
     def objects(self) -> tuple[str, ...]:
         return (instance_key(self.instance),)

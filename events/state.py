@@ -33,6 +33,7 @@ class Placement:
     kind: PlacementKind
     revision: int  # etcd revision of the InstancePlaced event that decided it
     event_id: str = ""
+    superseded: NodeName | None = None  # see InstancePlaced.superseded
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
