@@ -1,0 +1,639 @@
+"""Level-triggered planning for one instance: from the folded ClusterState (desired
+spec, placement decision, what the nodes last reported) decide the next steps whose
+preconditions hold, or say why nothing can be done yet.
+
+Pure: no I/O, no logging, no clocks (the caller passes `now`). Comes after
+`events.projection` (the state it reads) and before `reactors.step_runner` (which
+turns each Step into node commands and records the outcome as events).
+
+The safety rules of docs/architecture are enforced here, as preconditions:
+1. a VM starts on its primary only when no other node may be running it: every
+   other node that held it is freshly observed without it, or fenced;
+2. a DRBD disk is promoted only when its own disk is UpToDate and its peer is
+   Secondary, or disconnected and (last seen Secondary, or fenced);
+3. data is discarded only on a node the placement says it supersedes (it was
+   fenced while primary); any other split brain raises an alert and waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from events.ids import InstanceName, NodeName
+from events.model import DiskPlacement, DrbdResourceObs, NodeHealth, VmObs, instance_key
+from events.specs import InstanceSpec, NodeSpec, PowerState
+from events.state import ClusterState, NodeObservation, Placement
+from reactors.naming import disk_name, parse_disk_name
+
+# An observation older than this does not prove anything about a node's VMs.
+FRESH_S = 30.0
+
+UP_TO_DATE = "UpToDate"
+CONNECTED = "Connected"
+PRIMARY = "Primary"
+SECONDARY = "Secondary"
+RUNNING_VM_STATES = frozenset(
+    {"running", "paused", "inmigrate", "postmigrate", "prelaunch", "finish-migrate"}
+)
+
+
+class StepKind(StrEnum):
+    CREATE_DISK = "create-disk"  # lvcreate + resource file + create-md
+    DRBD_UP = "drbd-up"  # (re)write resource file + drbdadm adjust
+    DRBD_DISCARD = "drbd-discard"  # rejoin as sync target, dropping stale data (rule 3)
+    DRBD_INITIAL_PRIMARY = "drbd-initial-primary"  # fresh pair: primary --force
+    DRBD_PRIMARY = "drbd-primary"
+    DRBD_SECONDARY = "drbd-secondary"
+    GROW_DISK = "grow-disk"  # lvextend on both nodes, drbdadm resize on the primary
+    START_VM = "start-vm"
+    STOP_VM = "stop-vm"
+    REMOVE_DISK = "remove-disk"  # drbdadm down + rm resource file + lvremove
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DrbdPeerConfig:
+    node: NodeName
+    address: str
+    node_id: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DiskConfig:
+    """Everything needed to write one DRBD resource and its backing LV."""
+
+    resource: str
+    index: int
+    size_mib: int
+    minor: int
+    port: int
+    volume_group: str
+    hosts: tuple[DrbdPeerConfig, ...]  # both nodes, primary first
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Step:
+    kind: StepKind
+    node: NodeName
+    instance: InstanceName
+    disk: DiskConfig | None = None
+    spec: InstanceSpec | None = None  # for START_VM
+    disks: tuple[DiskConfig, ...] = ()  # for START_VM: the disks, in order
+    grow_peer: NodeName | None = None  # for GROW_DISK: the secondary to extend too
+    note: str = ""
+
+    @property
+    def summary(self) -> str:
+        what = self.disk.resource if self.disk else self.instance
+        return f"{self.kind.value} {what} on {self.node}" + (f" ({self.note})" if self.note else "")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstancePlan:
+    instance: InstanceName
+    steps: tuple[Step, ...] = ()
+    waiting: tuple[str, ...] = ()  # why some work cannot proceed yet
+    alerts: tuple[tuple[str, str], ...] = ()  # (alert key, message)
+    converged: bool = False
+    restart_required: bool = False
+    degraded: bool = False
+    notes: tuple[str, ...] = field(default=())
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def _obs(state: ClusterState, node: NodeName) -> NodeObservation | None:
+    return state.observed.get(node)
+
+
+def node_actionable(state: ClusterState, node: NodeName) -> bool:
+    """We can run commands there: declared, not offline, reachable and probed."""
+    spec = state.desired.nodes.get(node)
+    obs = _obs(state, node)
+    return (
+        spec is not None
+        and not spec.offline
+        and obs is not None
+        and obs.health == NodeHealth.ONLINE
+        and obs.facts is not None
+    )
+
+
+def node_fenced(state: ClusterState, node: NodeName) -> bool:
+    obs = _obs(state, node)
+    return obs is not None and obs.health == NodeHealth.FENCED
+
+
+def node_fresh(state: ClusterState, node: NodeName, *, now: float) -> bool:
+    obs = _obs(state, node)
+    return node_actionable(state, node) and obs is not None and now - obs.observed_at <= FRESH_S
+
+
+def vm_on(obs: NodeObservation | None, instance: str) -> VmObs | None:
+    if obs is None:
+        return None
+    for vm in obs.vms:
+        if vm.name == instance:
+            return vm
+    return None
+
+
+def vm_alive(vm: VmObs | None) -> bool:
+    return vm is not None and vm.status in RUNNING_VM_STATES
+
+
+def drbd_on(obs: NodeObservation | None, resource: str) -> DrbdResourceObs | None:
+    if obs is None:
+        return None
+    for res in obs.drbd:
+        if res.name == resource:
+            return res
+    return None
+
+
+def lv_size_on(obs: NodeObservation | None, vg: str, name: str) -> int | None:
+    if obs is None:
+        return None
+    for vol in obs.volumes:
+        if vol.vg == vg and vol.name == name:
+            return vol.size_mib
+    return None
+
+
+def nodes_running(state: ClusterState, instance: str) -> list[NodeName]:
+    """Nodes whose last observation shows the VM alive (stale ones included: a node
+    we cannot see may still be running it, unless it is fenced)."""
+    found = []
+    for node, obs in state.observed.items():
+        if obs.health == NodeHealth.FENCED:
+            continue
+        if vm_alive(vm_on(obs, instance)):
+            found.append(node)
+    return sorted(found)
+
+
+# --------------------------------------------------------------------------- config
+
+
+def disk_configs(
+    *, state: ClusterState, instance: InstanceName, placement: Placement
+) -> tuple[DiskConfig, ...]:
+    spec = state.desired.instances.get(instance)
+    configs = []
+    for disk in placement.disks:
+        size = disk.size_mib
+        if spec is not None and disk.index < len(spec.disks):
+            size = max(size, spec.disks[disk.index].size_mib)
+        configs.append(
+            _disk_config(state=state, instance=instance, placement=placement, disk=disk, size=size)
+        )
+    return tuple(configs)
+
+
+def _disk_config(
+    *,
+    state: ClusterState,
+    instance: InstanceName,
+    placement: Placement,
+    disk: DiskPlacement,
+    size: int,
+) -> DiskConfig:
+    hosts = []
+    for node_id, node in enumerate((placement.primary, placement.secondary)):
+        spec: NodeSpec | None = state.desired.nodes.get(node)
+        address = spec.drbd_address if spec else "0.0.0.0"
+        hosts.append(DrbdPeerConfig(node=node, address=address, node_id=node_id))
+    primary_spec = state.desired.nodes.get(placement.primary)
+    vg = primary_spec.volume_group if primary_spec else "corral"
+    # Node ids must not depend on which side is primary (they are written into the
+    # DRBD metadata): order them by name so a failover keeps them stable.
+    hosts.sort(key=lambda h: h.node)
+    hosts = [DrbdPeerConfig(node=h.node, address=h.address, node_id=i) for i, h in enumerate(hosts)]
+    return DiskConfig(
+        resource=disk_name(instance, disk.index),
+        index=disk.index,
+        size_mib=size,
+        minor=disk.minor,
+        port=disk.port,
+        volume_group=vg,
+        hosts=tuple(hosts),
+    )
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def plan_instance(*, state: ClusterState, instance: InstanceName, now: float) -> InstancePlan:
+    """The next steps for one instance (present or removed)."""
+    spec = state.desired.instances.get(instance)
+    placement = state.placements.get(instance)
+    if spec is None:
+        return _plan_removal(state=state, instance=instance, now=now)
+    if placement is None:
+        reason = state.refusals.get(instance)
+        return InstancePlan(
+            instance=instance,
+            waiting=(f"not placed: {reason}" if reason else "waiting for placement",),
+        )
+    configs = disk_configs(state=state, instance=instance, placement=placement)
+    return _plan_present(state=state, spec=spec, placement=placement, configs=configs, now=now)
+
+
+def _plan_present(
+    *,
+    state: ClusterState,
+    spec: InstanceSpec,
+    placement: Placement,
+    configs: tuple[DiskConfig, ...],
+    now: float,
+) -> InstancePlan:
+    name = spec.name
+    p, s = placement.primary, placement.secondary
+    steps: list[Step] = []
+    waiting: list[str] = []
+    alerts: list[tuple[str, str]] = []
+    degraded = False
+    want_running = spec.power == PowerState.RUNNING
+
+    # VMs where they should not be: stop them first (ERROR_wrongnode / ERROR_up).
+    running = nodes_running(state, name)
+    for node in running:
+        if node == p and want_running:
+            continue
+        if node_actionable(state, node):
+            steps.append(
+                Step(
+                    kind=StepKind.STOP_VM,
+                    node=node,
+                    instance=name,
+                    note="not its primary" if node != p else "desired stopped",
+                )
+            )
+        else:
+            waiting.append(f"VM may still run on unreachable {node}; waiting for it or a fence")
+    if steps:
+        return InstancePlan(instance=name, steps=tuple(steps), waiting=tuple(waiting))
+
+    p_ok = node_actionable(state, p)
+    s_ok = node_actionable(state, s)
+    p_obs, s_obs = _obs(state, p), _obs(state, s)
+    if not p_ok:
+        waiting.append(f"primary {p} is not reachable")
+    if not s_ok:
+        degraded = True
+        waiting.append(f"secondary {s} is not reachable")
+
+    disks_ready = True  # every disk Primary-capable on p
+    for cfg in configs:
+        for node, node_obs, ok in ((p, p_obs, p_ok), (s, s_obs, s_ok)):
+            if not ok:
+                continue
+            size = lv_size_on(node_obs, cfg.volume_group, cfg.resource)
+            res = drbd_on(node_obs, cfg.resource)
+            if size is None:
+                steps.append(Step(kind=StepKind.CREATE_DISK, node=node, instance=name, disk=cfg))
+                continue
+            peer = s if node == p else p
+            if res is None:
+                if node == s and placement.superseded == s:
+                    steps.append(
+                        Step(
+                            kind=StepKind.DRBD_DISCARD,
+                            node=node,
+                            instance=name,
+                            disk=cfg,
+                            note=f"{s} was fenced while primary; its copy is superseded",
+                        )
+                    )
+                else:
+                    steps.append(Step(kind=StepKind.DRBD_UP, node=node, instance=name, disk=cfg))
+                continue
+            peer_names = {pe.peer for pe in res.peers}
+            if res.peers and peer not in peer_names:
+                steps.append(
+                    Step(
+                        kind=StepKind.DRBD_UP,
+                        node=node,
+                        instance=name,
+                        disk=cfg,
+                        note=f"peer changed to {peer}",
+                    )
+                )
+                continue
+            link = next((pe for pe in res.peers if pe.peer == peer), None)
+            if link is not None and link.connection == "StandAlone":
+                if node == s and placement.superseded == s:
+                    steps.append(
+                        Step(
+                            kind=StepKind.DRBD_DISCARD,
+                            node=node,
+                            instance=name,
+                            disk=cfg,
+                            note="split brain on the superseded copy",
+                        )
+                    )
+                elif node == p and _peer_standalone(s_obs, cfg.resource, p) and s_ok:
+                    key = f"split-brain:{cfg.resource}"
+                    alerts.append(
+                        (
+                            key,
+                            f"DRBD {cfg.resource} is StandAlone on {p} and {s}: possible split "
+                            "brain; both copies kept, resolve by hand",
+                        )
+                    )
+                    degraded = True
+                else:
+                    steps.append(
+                        Step(
+                            kind=StepKind.DRBD_UP,
+                            node=node,
+                            instance=name,
+                            disk=cfg,
+                            note="reconnect",
+                        )
+                    )
+                continue
+            if size < cfg.size_mib and node == p and s_ok:
+                steps.append(
+                    Step(
+                        kind=StepKind.GROW_DISK,
+                        node=p,
+                        instance=name,
+                        disk=cfg,
+                        grow_peer=s,
+                        note=f"{size}M -> {cfg.size_mib}M",
+                    )
+                )
+                continue
+        # Roles, once both sides are up (or the peer is gone).
+        p_res = drbd_on(p_obs, cfg.resource) if p_ok else None
+        s_res = drbd_on(s_obs, cfg.resource) if s_ok else None
+        if s_res is not None and s_res.role == PRIMARY and not vm_alive(vm_on(s_obs, name)):
+            steps.append(Step(kind=StepKind.DRBD_SECONDARY, node=s, instance=name, disk=cfg))
+            disks_ready = False
+            continue
+        if p_res is None:
+            disks_ready = False
+            continue
+        if _disk_degraded(p_res, s):
+            degraded = True
+        if not want_running:
+            if p_res.role == PRIMARY and not vm_alive(vm_on(p_obs, name)):
+                steps.append(Step(kind=StepKind.DRBD_SECONDARY, node=p, instance=name, disk=cfg))
+            continue
+        if p_res.role == PRIMARY:
+            continue
+        disks_ready = False
+        link = next((pe for pe in p_res.peers if pe.peer == s), None)
+        fresh_pair = (
+            p_res.disk == "Inconsistent"
+            and link is not None
+            and link.connection == CONNECTED
+            and link.peer_disk == "Inconsistent"
+        )
+        if fresh_pair:
+            steps.append(
+                Step(
+                    kind=StepKind.DRBD_INITIAL_PRIMARY,
+                    node=p,
+                    instance=name,
+                    disk=cfg,
+                    note="new disk pair: initial sync from the primary",
+                )
+            )
+            continue
+        if p_res.disk != UP_TO_DATE:
+            waiting.append(f"{cfg.resource} on {p} is {p_res.disk}, not UpToDate")
+            continue
+        if link is not None and link.connection == CONNECTED:
+            if link.peer_role == PRIMARY:
+                waiting.append(f"{cfg.resource} is still Primary on {s}")
+                continue
+            steps.append(Step(kind=StepKind.DRBD_PRIMARY, node=p, instance=name, disk=cfg))
+            continue
+        # Peer disconnected: rule 2.
+        last_peer_role = _last_role(s_obs, cfg.resource)
+        if (
+            node_fenced(state, s)
+            or (s_ok and last_peer_role != PRIMARY)
+            or (last_peer_role == SECONDARY)
+        ):
+            steps.append(
+                Step(
+                    kind=StepKind.DRBD_PRIMARY,
+                    node=p,
+                    instance=name,
+                    disk=cfg,
+                    note="peer disconnected"
+                    + (" and fenced" if node_fenced(state, s) else ", last seen Secondary"),
+                )
+            )
+        else:
+            waiting.append(
+                f"{cfg.resource}: peer {s} disconnected and not proven Secondary or fenced"
+            )
+
+    # Old copies on nodes no longer in the placement: remove once the new pair is
+    # healthy (never drop a copy before its replacement is UpToDate).
+    for node, obs in sorted(state.observed.items()):
+        if node in (p, s) or not node_actionable(state, node):
+            continue
+        leftovers = _leftover_disks(obs, name)
+        if not leftovers:
+            continue
+        if all(_pair_healthy(p_obs, s_obs, cfg, p, s) for cfg in configs):
+            for res_name in leftovers:
+                steps.append(
+                    Step(
+                        kind=StepKind.REMOVE_DISK,
+                        node=node,
+                        instance=name,
+                        disk=_bare_disk(res_name, state, node),
+                        note="old copy; the new pair is UpToDate",
+                    )
+                )
+        else:
+            waiting.append(f"old copy on {node} kept until the new pair is UpToDate")
+
+    vm = vm_on(p_obs, name) if p_ok else None
+    restart_required = bool(
+        vm_alive(vm)
+        and vm is not None
+        and vm.memory_mib
+        and (vm.memory_mib != spec.memory_mib or (vm.vcpus and vm.vcpus != spec.vcpus))
+    )
+    if want_running and not steps and p_ok and disks_ready and not vm_alive(vm):
+        blockers = _start_blockers(state=state, instance=name, primary=p, now=now)
+        if state.desired.policy.default_sync:
+            for cfg in configs:
+                p_res = drbd_on(p_obs, cfg.resource)
+                if p_res is not None and _disk_degraded(p_res, s):
+                    blockers.append(f"{cfg.resource}: waiting for the initial sync")
+        if blockers:
+            waiting.extend(blockers)
+        else:
+            steps.append(
+                Step(kind=StepKind.START_VM, node=p, instance=name, spec=spec, disks=configs)
+            )
+    converged = (
+        not steps and not waiting and not alerts and (vm_alive(vm) if want_running else not running)
+    )
+    return InstancePlan(
+        instance=name,
+        steps=tuple(_dedupe(steps)),
+        waiting=tuple(waiting),
+        alerts=tuple(alerts),
+        converged=converged,
+        restart_required=restart_required,
+        degraded=degraded,
+    )
+
+
+def _start_blockers(
+    *, state: ClusterState, instance: InstanceName, primary: NodeName, now: float
+) -> list[str]:
+    """Safety rule 1: every other node that may hold the VM is fresh and without it,
+    or fenced."""
+    blockers = []
+    placement = state.placements.get(instance)
+    suspects = set(nodes_running(state, instance))
+    if placement is not None:
+        suspects.add(placement.secondary)
+    for seen_node, seen_obs in state.observed.items():
+        if vm_on(seen_obs, instance) is not None:
+            suspects.add(seen_node)
+    suspects.discard(primary)
+    for node in sorted(suspects):
+        if node_fenced(state, node):
+            continue
+        obs = _obs(state, node)
+        if node_fresh(state, node, now=now) and not vm_alive(vm_on(obs, instance)):
+            continue
+        if obs is None and node not in state.desired.nodes:
+            continue
+        blockers.append(f"cannot prove the VM is not running on {node} (not fresh, not fenced)")
+    return blockers
+
+
+def _plan_removal(*, state: ClusterState, instance: InstanceName, now: float) -> InstancePlan:
+    """An instance removed from desired state: stop it everywhere, then remove its
+    disks everywhere. Only for instances the log knew (never for unknown names: a
+    wrong or empty event log must not wipe a node)."""
+    if instance_key(instance) not in state.versions:
+        return InstancePlan(instance=instance, converged=True)
+    steps: list[Step] = []
+    waiting: list[str] = []
+    running = nodes_running(state, instance)
+    for node in running:
+        if node_actionable(state, node):
+            steps.append(Step(kind=StepKind.STOP_VM, node=node, instance=instance, note="removed"))
+        else:
+            waiting.append(f"VM may still run on unreachable {node}")
+    if steps or waiting:
+        return InstancePlan(instance=instance, steps=tuple(steps), waiting=tuple(waiting))
+    for node, obs in sorted(state.observed.items()):
+        leftovers = _leftover_disks(obs, instance)
+        if not leftovers:
+            continue
+        if not node_actionable(state, node):
+            waiting.append(f"leftovers on unreachable {node} are removed when it returns")
+            continue
+        for res_name in leftovers:
+            steps.append(
+                Step(
+                    kind=StepKind.REMOVE_DISK,
+                    node=node,
+                    instance=instance,
+                    disk=_bare_disk(res_name, state, node),
+                    note="instance removed",
+                )
+            )
+    return InstancePlan(
+        instance=instance,
+        steps=tuple(steps),
+        waiting=tuple(waiting),
+        converged=not steps and not waiting,
+    )
+
+
+def _leftover_disks(obs: NodeObservation, instance: str) -> list[str]:
+    names = set()
+    for vol in obs.volumes:
+        parsed = parse_disk_name(vol.name)
+        if parsed and parsed[0] == instance:
+            names.add(vol.name)
+    for res in obs.drbd:
+        parsed = parse_disk_name(res.name)
+        if parsed and parsed[0] == instance:
+            names.add(res.name)
+    return sorted(names)
+
+
+def _bare_disk(resource: str, state: ClusterState, node: NodeName) -> DiskConfig:
+    parsed = parse_disk_name(resource)
+    spec = state.desired.nodes.get(node)
+    obs = _obs(state, node)
+    res = drbd_on(obs, resource)
+    vg = spec.volume_group if spec else "corral"
+    for vol in obs.volumes if obs else ():
+        if vol.name == resource:
+            vg = vol.vg
+    return DiskConfig(
+        resource=resource,
+        index=parsed[1] if parsed else 0,
+        size_mib=0,
+        minor=res.minor if res and res.minor is not None else -1,
+        port=0,
+        volume_group=vg,
+        hosts=(),
+    )
+
+
+def _peer_standalone(obs: NodeObservation | None, resource: str, peer: NodeName) -> bool:
+    res = drbd_on(obs, resource)
+    if res is None:
+        return False
+    link = next((pe for pe in res.peers if pe.peer == peer), None)
+    return link is not None and link.connection == "StandAlone"
+
+
+def _last_role(obs: NodeObservation | None, resource: str) -> str | None:
+    res = drbd_on(obs, resource)
+    return res.role if res else None
+
+
+def _disk_degraded(res: DrbdResourceObs, peer: NodeName) -> bool:
+    if res.disk != UP_TO_DATE:
+        return True
+    link = next((pe for pe in res.peers if pe.peer == peer), None)
+    return link is None or link.connection != CONNECTED or link.peer_disk != UP_TO_DATE
+
+
+def _pair_healthy(
+    p_obs: NodeObservation | None,
+    s_obs: NodeObservation | None,
+    cfg: DiskConfig,
+    p: NodeName,
+    s: NodeName,
+) -> bool:
+    p_res, s_res = drbd_on(p_obs, cfg.resource), drbd_on(s_obs, cfg.resource)
+    return (
+        p_res is not None
+        and s_res is not None
+        and not _disk_degraded(p_res, s)
+        and not _disk_degraded(s_res, p)
+    )
+
+
+def _dedupe(steps: Iterable[Step]) -> list[Step]:
+    seen: set[tuple[str, str, str]] = set()
+    out = []
+    for step in steps:
+        key = (step.kind.value, step.node, step.disk.resource if step.disk else "")
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append(step)
+    return out

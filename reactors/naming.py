@@ -1,0 +1,96 @@
+"""How corral names what it creates on nodes, and how it hands out DRBD minors and
+ports without collisions.
+
+Pure: no I/O, no logging. Used by the instance planner (`reactors.instance_plan`)
+and the placement reactor (which records minors/ports in InstancePlaced once).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from events.ids import InstanceName, NodeName
+from events.state import ClusterState
+
+MINOR_BASE = 0
+MINOR_LIMIT = 1 << 20  # DRBD allows minors up to 2^20 - 1
+PORT_BASE = 11000
+PORT_LIMIT = 14999
+
+_DISK_RE = re.compile(r"^(?P<instance>[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?)-d(?P<index>\d+)$")
+
+
+def disk_name(instance: str, index: int) -> str:
+    """The LV name and the DRBD resource name of one instance disk."""
+    return f"{instance}-d{index}"
+
+
+def parse_disk_name(name: str) -> tuple[InstanceName, int] | None:
+    """Inverse of `disk_name`; None for anything corral did not create."""
+    m = _DISK_RE.match(name)
+    if not m:
+        return None
+    return InstanceName(m.group("instance")), int(m.group("index"))
+
+
+def run_dir() -> str:
+    return "/run/corral"
+
+
+def used_minors_and_ports(
+    state: ClusterState, *, exclude: InstanceName | None = None
+) -> tuple[dict[NodeName, set[int]], set[int]]:
+    """Minors in use per node and ports in use cluster-wide, from placements and
+    from what nodes report (so a leftover resource is never collided with)."""
+    minors: dict[NodeName, set[int]] = {}
+    ports: set[int] = set()
+    for name, placement in state.placements.items():
+        if name == exclude:
+            continue
+        for disk in placement.disks:
+            for node in (placement.primary, placement.secondary):
+                minors.setdefault(node, set()).add(disk.minor)
+            ports.add(disk.port)
+    for node, obs in state.observed.items():
+        for res in obs.drbd:
+            parsed = parse_disk_name(res.name)
+            if parsed and parsed[0] == exclude:
+                continue
+            if res.minor is not None:
+                minors.setdefault(node, set()).add(res.minor)
+    return minors, ports
+
+
+def allocate_minors_ports(
+    *,
+    state: ClusterState,
+    nodes: Iterable[NodeName],
+    count: int,
+    exclude: InstanceName | None = None,
+    reserved_minors: dict[NodeName, set[int]] | None = None,
+    reserved_ports: set[int] | None = None,
+) -> list[tuple[int, int]]:
+    """`count` (minor, port) pairs: each minor free on every node in `nodes`, each
+    port free cluster-wide. Raises ValueError when the ranges are exhausted."""
+    minors, ports = used_minors_and_ports(state, exclude=exclude)
+    for node, extra in (reserved_minors or {}).items():
+        minors.setdefault(node, set()).update(extra)
+    ports |= reserved_ports or set()
+    taken: set[int] = set()
+    node_list = list(nodes)
+    for node in node_list:
+        taken |= minors.get(node, set())
+    result: list[tuple[int, int]] = []
+    minor, port = MINOR_BASE, PORT_BASE
+    while len(result) < count:
+        while minor in taken:
+            minor += 1
+        while port in ports:
+            port += 1
+        if minor >= MINOR_LIMIT or port > PORT_LIMIT:
+            raise ValueError("no free DRBD minor or port left")
+        result.append((minor, port))
+        taken.add(minor)
+        ports.add(port)
+    return result
