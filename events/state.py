@@ -48,6 +48,7 @@ class NodeObservation:
     health_since: float = 0.0
     fenced_at: float | None = None  # set by NodeFenced, cleared by NodeRecovered
     fenced_by: str = ""
+    fence_event_id: str = ""  # the NodeFenced event: the cause of the failovers it allows
     fence_failures: int = 0
 
 
