@@ -47,6 +47,11 @@ class StepKind(StrEnum):
     START_VM = "start-vm"
     STOP_VM = "stop-vm"
     REMOVE_DISK = "remove-disk"  # drbdadm down + rm resource file + lvremove
+    # Live migration only (driven by reactors.jobs, never planned here):
+    DRBD_DUAL_PRIMARY = "drbd-dual-primary"  # resource file with allow-two-primaries + adjust
+    DRBD_SINGLE_PRIMARY = "drbd-single-primary"  # back to one primary + adjust
+    START_VM_INCOMING = "start-vm-incoming"  # qemu -incoming tcp:ADDR:PORT on the target
+    MIGRATE_VM = "migrate-vm"  # QMP migrate on the source, until completed or failed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -78,6 +83,8 @@ class Step:
     spec: InstanceSpec | None = None  # for START_VM
     disks: tuple[DiskConfig, ...] = ()  # for START_VM: the disks, in order
     grow_peer: NodeName | None = None  # for GROW_DISK: the secondary to extend too
+    migrate_address: str = ""  # for START_VM_INCOMING / MIGRATE_VM
+    migrate_port: int = 0
     note: str = ""
 
     @property

@@ -16,7 +16,7 @@ from events.state import ClusterState
 MINOR_BASE = 0
 MINOR_LIMIT = 1 << 20  # DRBD allows minors up to 2^20 - 1
 PORT_BASE = 11000
-PORT_LIMIT = 14999
+PORT_LIMIT = 29999
 
 _DISK_RE = re.compile(r"^(?P<instance>[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?)-d(?P<index>\d+)$")
 
@@ -71,16 +71,19 @@ def allocate_minors_ports(
     reserved_minors: dict[NodeName, set[int]] | None = None,
     reserved_ports: set[int] | None = None,
 ) -> list[tuple[int, int]]:
-    """`count` (minor, port) pairs: each minor free on every node in `nodes`, each
-    port free cluster-wide. Raises ValueError when the ranges are exhausted."""
+    """`count` (minor, port) pairs, both unique cluster-wide: an instance keeps its
+    minors and ports when its secondary moves or it fails over, so a running
+    primary never has to change device. `nodes` is kept for callers that want the
+    nodes' reported minors considered even if no placement names them. Raises
+    ValueError when the ranges are exhausted."""
     minors, ports = used_minors_and_ports(state, exclude=exclude)
     for node, extra in (reserved_minors or {}).items():
         minors.setdefault(node, set()).update(extra)
     ports |= reserved_ports or set()
     taken: set[int] = set()
-    node_list = list(nodes)
-    for node in node_list:
-        taken |= minors.get(node, set())
+    del nodes
+    for node_minors in minors.values():
+        taken |= node_minors
     result: list[tuple[int, int]] = []
     minor, port = MINOR_BASE, PORT_BASE
     while len(result) < count:
