@@ -1,0 +1,180 @@
+"""Events to bytes and back: JSON with the envelope
+`{"type", "v", "id", "time", "actor", "reason", "causation_id", "correlation_id",
+"data"}`, nested frozen dataclasses, enums, tuples and frozensets included, and an
+upcaster registry that brings old schema versions up to date before decoding.
+
+Pure: no I/O, no logging. Comes after `events.model`; used by `events.store` (and
+for snapshots of ClusterState).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Callable
+from enum import Enum
+from functools import cache
+from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+
+from events.model import EVENT_TYPES, Event
+
+T = TypeVar("T")
+_ENVELOPE = ("id", "time", "actor", "reason", "causation_id", "correlation_id")
+
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+# (type, version) -> function turning that version's `data` into version + 1's.
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+
+class CorruptEvent(ValueError):
+    """Stored bytes that do not decode into an event; says why."""
+
+
+def register_upcaster(event_type: str, from_version: int, fn: Upcaster) -> None:
+    UPCASTERS[(event_type, from_version)] = fn
+
+
+def to_plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {
+            f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init
+        }
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, tuple | list):
+        return [to_plain(v) for v in value]
+    if isinstance(value, frozenset | set):
+        return sorted(to_plain(v) for v in value)
+    if isinstance(value, dict):
+        return {str(k): to_plain(v) for k, v in value.items()}
+    return value
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def from_plain(tp: Any, value: Any) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return from_plain(arg, value)
+            except (TypeError, ValueError, KeyError) as exc:
+                errors.append(str(exc))
+        raise ValueError(f"{value!r} matches none of {tp}: {errors}")
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, list):
+            raise TypeError(f"expected a list for {tp}, got {type(value).__name__}")
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(from_plain(args[0], v) for v in value)
+        if len(args) != len(value):
+            raise ValueError(f"expected {len(args)} items for {tp}")
+        return tuple(from_plain(a, v) for a, v in zip(args, value, strict=True))
+    if origin in (frozenset, set):
+        (arg,) = get_args(tp)
+        if not isinstance(value, list):
+            raise TypeError(f"expected a list for {tp}")
+        return frozenset(from_plain(arg, v) for v in value)
+    if origin is dict:
+        kt, vt = get_args(tp)
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object for {tp}")
+        return {from_plain(kt, k): from_plain(vt, v) for k, v in value.items()}
+    if isinstance(tp, typing.NewType):
+        return from_plain(tp.__supertype__, value)
+    if isinstance(tp, type) and issubclass(tp, Enum):
+        return tp(value)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object for {tp.__name__}")
+        hints = _hints(tp)
+        kwargs = {}
+        for f in dataclasses.fields(tp):
+            if not f.init:
+                continue
+            if f.name in value:
+                kwargs[f.name] = from_plain(hints[f.name], value[f.name])
+            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise KeyError(f"{tp.__name__}.{f.name} is missing")
+        return tp(**kwargs)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(f"expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(f"expected an integer, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise TypeError(f"expected a string, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise TypeError(f"expected true/false, got {value!r}")
+        return value
+    if tp is type(None):
+        if value is not None:
+            raise TypeError("expected null")
+        return None
+    raise TypeError(f"cannot decode type {tp!r}")
+
+
+def encode(event: Event) -> bytes:
+    plain = to_plain(event)
+    envelope = {k: plain.pop(k) for k in _ENVELOPE}
+    doc = {"type": event.TYPE, "v": event.VERSION, **envelope, "data": plain}
+    return json.dumps(doc, separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode(raw: bytes) -> Event:
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise CorruptEvent(f"not JSON: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise CorruptEvent("not a JSON object")
+    event_type = doc.get("type")
+    cls = EVENT_TYPES.get(event_type) if isinstance(event_type, str) else None
+    if cls is None:
+        raise CorruptEvent(f"unknown event type {event_type!r}")
+    version = doc.get("v", 1)
+    data = doc.get("data")
+    if not isinstance(version, int) or not isinstance(data, dict):
+        raise CorruptEvent("missing schema version or data")
+    while version < cls.VERSION:
+        step = UPCASTERS.get((cls.TYPE, version))
+        if step is None:
+            raise CorruptEvent(f"no upcaster for {cls.TYPE} v{version}")
+        data = step(dict(data))
+        version += 1
+    if version > cls.VERSION:
+        raise CorruptEvent(f"{cls.TYPE} v{version} is newer than this corral (v{cls.VERSION})")
+    try:
+        return typing.cast(Event, from_plain(cls, {**{k: doc.get(k) for k in _ENVELOPE}, **data}))
+    except (TypeError, ValueError, KeyError) as exc:
+        raise CorruptEvent(f"{cls.TYPE}: {exc}") from exc
+
+
+def encode_value(value: Any) -> bytes:
+    return json.dumps(to_plain(value), separators=(",", ":"), sort_keys=True).encode()
+
+
+def decode_value(tp: type[T], raw: bytes) -> T:
+    try:
+        return typing.cast(T, from_plain(tp, json.loads(raw)))
+    except (ValueError, TypeError, KeyError) as exc:
+        raise CorruptEvent(f"{tp.__name__}: {exc}") from exc

@@ -1,0 +1,297 @@
+"""The fold: events in, immutable ClusterState out.
+
+Pure: no I/O, no logging. Comes after `events.store` (which reads events in
+revision order) and before everything that reads state (reactors, CLI, API).
+Total: events about unknown objects, removals of absent things and replays of
+already-folded revisions never raise; each call copies the top-level maps once,
+applies the batch to the copies and returns a new ClusterState.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import replace
+
+from events.ids import InstanceName, JobId, NodeName
+from events.model import (
+    AlertCleared,
+    AlertRaised,
+    DesiredStateApplied,
+    Event,
+    InstanceDeclared,
+    InstancePlaced,
+    InstancePowerSet,
+    InstanceRemoved,
+    InstanceUpdated,
+    JobCancelRequested,
+    JobStatus,
+    JobSubmitted,
+    JobUpdated,
+    NodeDeclared,
+    NodeFenced,
+    NodeFenceFailed,
+    NodeFlagsSet,
+    NodeHealth,
+    NodeHealthChanged,
+    NodeObserved,
+    NodeRecovered,
+    NodeRemoved,
+    NodeUpdated,
+    PlacementRefused,
+    PolicySet,
+    StepFailed,
+    StepStarted,
+    StepSucceeded,
+)
+from events.specs import DesiredCluster, GroupSpec, InstanceSpec, NodeSpec
+from events.state import (
+    Alert,
+    ClusterState,
+    JobState,
+    NodeObservation,
+    Placement,
+    StepRecord,
+)
+
+MAX_JOB_LOG = 500
+
+
+class _Builder:
+    """Mutable copies of the state's maps for the length of one fold call."""
+
+    def __init__(self, state: ClusterState) -> None:
+        self.revision = state.revision
+        self.count = state.event_count
+        self.name = state.desired.name
+        self.policy = state.desired.policy
+        self.etcd = state.desired.etcd_endpoints
+        self.groups = dict(state.desired.groups)
+        self.nodes = dict(state.desired.nodes)
+        self.instances = dict(state.desired.instances)
+        self.placements = dict(state.placements)
+        self.refusals = dict(state.refusals)
+        self.observed = dict(state.observed)
+        self.jobs = dict(state.jobs)
+        self.alerts = dict(state.alerts)
+        self.steps = dict(state.last_steps)
+        self.versions = dict(state.versions)
+        self.last_applied = state.last_applied
+        self.skipped = list(state.skipped)
+
+    def build(self) -> ClusterState:
+        return ClusterState(
+            revision=self.revision,
+            event_count=self.count,
+            desired=DesiredCluster(
+                name=self.name,
+                policy=self.policy,
+                groups=self.groups,
+                nodes=self.nodes,
+                instances=self.instances,
+                etcd_endpoints=self.etcd,
+            ),
+            placements=self.placements,
+            refusals=self.refusals,
+            observed=self.observed,
+            jobs=self.jobs,
+            alerts=self.alerts,
+            last_steps=self.steps,
+            versions=self.versions,
+            last_applied=self.last_applied,
+            skipped=tuple(self.skipped[-100:]),
+        )
+
+    # ----------------------------------------------------------------- helpers
+
+    def obs(self, node: NodeName) -> NodeObservation:
+        return self.observed.get(node) or NodeObservation()
+
+    def set_node(self, spec: NodeSpec) -> None:
+        self.nodes[spec.name] = spec
+        if spec.group not in self.groups:
+            self.groups[spec.group] = GroupSpec(name=spec.group)
+
+    def set_instance(self, spec: InstanceSpec) -> None:
+        self.instances[spec.name] = spec
+
+    def job(self, job_id: JobId) -> JobState | None:
+        return self.jobs.get(job_id)
+
+
+def fold(state: ClusterState, events: Iterable[tuple[int, Event]]) -> ClusterState:
+    """Apply `events` (revision, event), in order, to `state`."""
+    b = _Builder(state)
+    for revision, event in events:
+        if revision <= b.revision:
+            continue
+        try:
+            _apply(b, revision, event)
+        except Exception as exc:  # total: a bad event is skipped and named
+            b.skipped.append(f"{revision}:{event.TYPE}:{event.id}: {type(exc).__name__}: {exc}")
+        b.revision = revision
+        b.count += 1
+        for key in event.objects():
+            b.versions[key] = b.versions.get(key, 0) + 1
+    return b.build()
+
+
+def _apply(b: _Builder, revision: int, e: Event) -> None:
+    if isinstance(e, PolicySet):
+        b.name = e.cluster_name or b.name
+        b.policy = e.policy
+    elif isinstance(e, NodeDeclared | NodeUpdated):
+        b.set_node(e.spec)
+    elif isinstance(e, NodeRemoved):
+        b.nodes.pop(e.node, None)
+    elif isinstance(e, NodeFlagsSet):
+        spec = b.nodes.get(e.node)
+        if spec is not None:
+            b.nodes[e.node] = replace(
+                spec,
+                drained=spec.drained if e.drained is None else e.drained,
+                offline=spec.offline if e.offline is None else e.offline,
+            )
+    elif isinstance(e, InstanceDeclared | InstanceUpdated):
+        b.set_instance(e.spec)
+        b.refusals.pop(e.spec.name, None)
+    elif isinstance(e, InstanceRemoved):
+        b.instances.pop(e.instance, None)
+        b.placements.pop(e.instance, None)
+        b.refusals.pop(e.instance, None)
+    elif isinstance(e, InstancePowerSet):
+        inst = b.instances.get(e.instance)
+        if inst is not None:
+            b.instances[e.instance] = replace(inst, power=e.power)
+    elif isinstance(e, DesiredStateApplied):
+        b.last_applied = e
+    elif isinstance(e, InstancePlaced):
+        b.placements[e.instance] = Placement(
+            primary=e.primary,
+            secondary=e.secondary,
+            disks=e.disks,
+            kind=e.kind,
+            revision=revision,
+            event_id=e.id,
+            superseded=e.superseded,
+        )
+        b.refusals.pop(e.instance, None)
+    elif isinstance(e, PlacementRefused):
+        b.refusals[e.instance] = e.reason or ", ".join(f"{r}: {n}" for r, n in e.failures)
+    elif isinstance(e, JobSubmitted):
+        b.jobs[e.job_id] = JobState(
+            job_id=e.job_id,
+            kind=e.kind,
+            targets=e.targets,
+            params=e.params,
+            status=JobStatus.QUEUED,
+            actor=e.actor,
+            reason=e.reason,
+            submitted_at=e.time,
+            revision=revision,
+        )
+    elif isinstance(e, JobUpdated):
+        job = b.job(e.job_id)
+        if job is not None:
+            log = job.log
+            if e.log:
+                log = (*log, (e.time, e.log))[-MAX_JOB_LOG:]
+            status = e.status or job.status
+            b.jobs[e.job_id] = replace(
+                job,
+                status=status,
+                log=log,
+                error=e.error or job.error,
+                started_at=job.started_at
+                if job.started_at is not None or status != JobStatus.RUNNING
+                else e.time,
+                ended_at=e.time
+                if status in (JobStatus.SUCCESS, JobStatus.ERROR, JobStatus.CANCELED)
+                else job.ended_at,
+                revision=revision,
+            )
+    elif isinstance(e, JobCancelRequested):
+        job = b.job(e.job_id)
+        if job is not None:
+            b.jobs[e.job_id] = replace(job, cancel_requested=True, revision=revision)
+    elif isinstance(e, StepStarted):
+        prev = b.steps.get(e.key)
+        b.steps[e.key] = StepRecord(
+            step=e.step,
+            node=e.node,
+            ok=None,
+            error="",
+            at=e.time,
+            failures_in_a_row=prev.failures_in_a_row if prev else 0,
+        )
+    elif isinstance(e, StepSucceeded):
+        b.steps[e.key] = StepRecord(step=e.step, node=e.node, ok=True, error="", at=e.time)
+    elif isinstance(e, StepFailed):
+        prev = b.steps.get(e.key)
+        failures = (prev.failures_in_a_row if prev and prev.step == e.step else 0) + 1
+        b.steps[e.key] = StepRecord(
+            step=e.step, node=e.node, ok=False, error=e.error, at=e.time, failures_in_a_row=failures
+        )
+    elif isinstance(e, NodeObserved):
+        o = b.obs(e.node)
+        b.observed[e.node] = replace(
+            o,
+            facts=e.facts if e.facts is not None else o.facts,
+            volumes=e.volumes if e.volumes is not None else o.volumes,
+            drbd=e.drbd if e.drbd is not None else o.drbd,
+            vms=e.vms if e.vms is not None else o.vms,
+            observed_at=e.time,
+        )
+    elif isinstance(e, NodeHealthChanged):
+        o = b.obs(e.node)
+        if o.health == NodeHealth.FENCED and e.health != NodeHealth.FENCED:
+            # Only NodeRecovered ends a fence: a stray health event must not
+            # make a fenced node look usable again.
+            return
+        b.observed[e.node] = replace(
+            o, health=e.health, health_detail=e.detail or e.reason, health_since=e.time
+        )
+    elif isinstance(e, NodeFenced):
+        o = b.obs(e.node)
+        b.observed[e.node] = replace(
+            o,
+            health=NodeHealth.FENCED,
+            health_detail=f"fenced ({e.method}{': ' + e.confirmed_by if e.confirmed_by else ''})",
+            health_since=e.time,
+            fenced_at=e.time,
+            fenced_by=e.confirmed_by or e.agent or e.actor,
+            fence_event_id=e.id,
+            fence_failures=0,
+            vms=(),  # a powered-off node runs nothing
+        )
+    elif isinstance(e, NodeFenceFailed):
+        o = b.obs(e.node)
+        b.observed[e.node] = replace(o, fence_failures=o.fence_failures + 1)
+    elif isinstance(e, NodeRecovered):
+        o = b.obs(e.node)
+        b.observed[e.node] = replace(
+            o,
+            health=NodeHealth.ONLINE,
+            health_detail=e.reason or "recovered",
+            health_since=e.time,
+            fenced_at=None,
+            fence_event_id="",
+        )
+    elif isinstance(e, AlertRaised):
+        b.alerts[e.alert] = Alert(
+            alert=e.alert,
+            severity=e.severity,
+            message=e.message,
+            subject=e.subject,
+            raised_at=e.time,
+        )
+    elif isinstance(e, AlertCleared):
+        b.alerts.pop(e.alert, None)
+    # Unknown event types (from a newer corral) are counted and versioned only.
+
+
+def fold_all(events: Iterable[tuple[int, Event]]) -> ClusterState:
+    return fold(ClusterState(), events)
+
+
+def instance_names(state: ClusterState) -> list[InstanceName]:
+    return sorted(state.desired.instances)
