@@ -61,6 +61,8 @@ class _Builder:
 
     def __init__(self, state: ClusterState) -> None:
         self.revision = state.revision
+        self.revision_ids = set(state.revision_ids)
+        self.bumped = set(state.revision_keys)  # object keys versioned at self.revision
         self.count = state.event_count
         self.name = state.desired.name
         self.policy = state.desired.policy
@@ -81,6 +83,8 @@ class _Builder:
     def build(self) -> ClusterState:
         return ClusterState(
             revision=self.revision,
+            revision_ids=frozenset(self.revision_ids),
+            revision_keys=frozenset(self.bumped),
             event_count=self.count,
             desired=DesiredCluster(
                 name=self.name,
@@ -119,19 +123,30 @@ class _Builder:
 
 
 def fold(state: ClusterState, events: Iterable[tuple[int, Event]]) -> ClusterState:
-    """Apply `events` (revision, event), in order, to `state`."""
+    """Apply `events` (revision, event), in order, to `state`.
+
+    Events appended together share one etcd revision. Per-object versions count
+    appends, not events (one bump per object per revision), which is exactly what
+    the store's version keys count, so an expected version read from the state can
+    be checked by etcd."""
     b = _Builder(state)
     for revision, event in events:
-        if revision <= b.revision:
+        if revision < b.revision or (revision == b.revision and event.id in b.revision_ids):
             continue
+        if revision > b.revision:
+            b.revision = revision
+            b.revision_ids = set()
+            b.bumped = set()
         try:
             _apply(b, revision, event)
         except Exception as exc:  # total: a bad event is skipped and named
             b.skipped.append(f"{revision}:{event.TYPE}:{event.id}: {type(exc).__name__}: {exc}")
-        b.revision = revision
+        b.revision_ids.add(event.id)
         b.count += 1
         for key in event.objects():
-            b.versions[key] = b.versions.get(key, 0) + 1
+            if key not in b.bumped:
+                b.bumped.add(key)
+                b.versions[key] = b.versions.get(key, 0) + 1
     return b.build()
 
 

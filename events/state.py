@@ -94,6 +94,10 @@ class StepRecord:
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterState:
     revision: int = 0  # etcd revision of the last folded event
+    # Events of one append share a revision; these are the ids already folded at
+    # `revision`, so a replay of that revision applies only what is new.
+    revision_ids: frozenset[str] = frozenset()
+    revision_keys: frozenset[str] = frozenset()  # object keys versioned at `revision`
     event_count: int = 0
     desired: DesiredCluster = field(default_factory=lambda: DesiredCluster(name=""))
     placements: dict[InstanceName, Placement] = field(default_factory=dict)

@@ -32,13 +32,28 @@ def test_every_event_type_round_trips(data: st.DataObject) -> None:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(any_event, max_size=40), st.integers(min_value=0, max_value=40))
-def test_fold_is_total_and_incremental(events: list[Event], cut: int) -> None:
-    numbered = [(i + 1, e) for i, e in enumerate(events)]
+@given(
+    st.lists(st.tuples(any_event, st.booleans()), max_size=40, unique_by=lambda t: t[0].id),
+    st.integers(min_value=0, max_value=40),
+)
+def test_fold_is_total_and_incremental(batched: list[tuple[Event, bool]], cut: int) -> None:
+    # Events appended together share a revision: `same` puts an event in the
+    # previous one's batch.
+    numbered: list[tuple[int, Event]] = []
+    revision = 0
+    for event, same in batched:
+        if not same or revision == 0:
+            revision += 1
+        numbered.append((revision, event))
+    events = [e for _, e in numbered]
     whole = fold(ClusterState(), numbered)
     cut = min(cut, len(numbered))
     stepwise = fold(fold(ClusterState(), numbered[:cut]), numbered[cut:])
     assert stepwise == whole
+    one_by_one = ClusterState()
+    for item in numbered:
+        one_by_one = fold(one_by_one, [item])
+    assert one_by_one == whole
     assert whole.event_count == len(events)
     # Replaying already-folded revisions changes nothing.
     assert fold(whole, numbered) == whole
