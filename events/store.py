@@ -1,0 +1,371 @@
+"""The event log in etcd (aetcd): atomic, idempotent appends with per-object
+optimistic concurrency, ordered reads, a resuming subscription, and snapshots of
+the folded state.
+
+Key layout (everything under `/corral/<cluster>/`, so one etcd holds several):
+- `events/<event-id>`: write-once (create-if-absent), value `<index>\\n<json>` where
+  index orders the events of one append; the etcd revision of the append is the
+  global order, so appending the same id twice stores it once.
+- `versions/<object-key>`: put once per append that touches the object; its etcd
+  `version` is the object's version (the fold counts the same).
+- `snapshots/latest`: the encoded ClusterState at its revision.
+Comes after `events.codec`; before `events.projection` (readers fold what it yields).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import aetcd
+import aetcd.exceptions as etcd_errors
+import structlog
+from aetcd import rpc
+
+from events.codec import CorruptEvent, decode, decode_value, encode, encode_value
+from events.model import Event
+from events.state import ClusterState
+
+log = structlog.get_logger("corral.store")
+T = TypeVar("T")
+
+MAX_TXN_OPS = 120  # etcd's default --max-txn-ops is 128
+PAGE = 1000
+RETRYABLE = (
+    etcd_errors.ConnectionFailedError,
+    etcd_errors.ConnectionTimeoutError,
+    etcd_errors.InternalError,
+)
+
+
+class EtcdUnavailable(Exception):
+    """etcd did not answer; str() is one line naming the endpoint and what to do."""
+
+    def __init__(self, endpoint: str, detail: str = "") -> None:
+        self.endpoint = endpoint
+        super().__init__(
+            f"etcd at {endpoint} is not reachable{': ' + detail if detail else ''} "
+            "(start it, or point corral at a running one with --etcd HOST:PORT "
+            "or $CORRAL_ETCD)"
+        )
+
+
+class VersionConflict(Exception):
+    """A stale writer: the object changed since the version it expected."""
+
+    def __init__(self, key: str, expected: int, actual: int) -> None:
+        self.key, self.expected, self.actual = key, expected, actual
+        super().__init__(f"{key} is at version {actual}, not {expected}: re-read and retry")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CorruptRecord:
+    key: str
+    revision: int
+    why: str
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+def _split_endpoint(endpoint: str) -> tuple[str, int]:
+    endpoint = endpoint.removeprefix("http://")
+    host, _, port = endpoint.rpartition(":")
+    return host or "127.0.0.1", int(port or 2379)
+
+
+@dataclass
+class EventStore:
+    client: aetcd.Client
+    cluster: str
+    endpoint: str
+    corrupt: list[CorruptRecord] = field(default_factory=list)
+
+    # ------------------------------------------------------------------ keys
+
+    @property
+    def root(self) -> bytes:
+        return f"/corral/{self.cluster}/".encode()
+
+    @property
+    def events_prefix(self) -> bytes:
+        return self.root + b"events/"
+
+    def event_key(self, event_id: str) -> bytes:
+        return self.events_prefix + event_id.encode()
+
+    def version_key(self, object_key: str) -> bytes:
+        return self.root + b"versions/" + object_key.encode()
+
+    # ------------------------------------------------------------------ connect
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def connect(
+        cls, endpoints: Sequence[str], cluster: str, *, timeout: float = 5.0
+    ) -> AsyncIterator[EventStore]:
+        """Connect to the first endpoint that answers; EtcdUnavailable if none."""
+        last = ""
+        for endpoint in endpoints:
+            host, port = _split_endpoint(endpoint)
+            client = aetcd.Client(host=host, port=port, timeout=int(max(timeout, 1)))
+            try:
+                await asyncio.wait_for(client.connect(), timeout)
+                await asyncio.wait_for(client.status(), timeout)
+            except (TimeoutError, etcd_errors.ClientError, OSError) as exc:
+                last = f"{type(exc).__name__}"
+                with contextlib.suppress(Exception):
+                    await client.close()
+                continue
+            store = cls(client=client, cluster=cluster, endpoint=endpoint)
+            try:
+                yield store
+            finally:
+                with contextlib.suppress(Exception):
+                    await client.close()
+            return
+        raise EtcdUnavailable(", ".join(endpoints), last)
+
+    # ------------------------------------------------------------------ append
+
+    async def append(
+        self, events: Sequence[Event], *, expected: Mapping[str, int] | None = None
+    ) -> int:
+        """Append atomically; returns the etcd revision holding them. Events whose
+        id is already stored are not stored again. `expected` maps object keys to
+        the version the writer read; a mismatch raises VersionConflict and writes
+        nothing."""
+        if not events:
+            raise ValueError("append needs at least one event")
+        chunks = self._chunks(list(events))
+        if expected and len(chunks) > 1:
+            raise ValueError("an append with expected versions must fit one transaction")
+        revision = 0
+        for chunk in chunks:
+            revision = await self._append_chunk(chunk, expected or {})
+        return revision
+
+    def _chunks(self, events: list[Event]) -> list[list[Event]]:
+        chunks: list[list[Event]] = []
+        current: list[Event] = []
+        keys: set[str] = set()
+        for event in events:
+            new_keys = set(event.objects()) - keys
+            if current and len(current) + len(keys) + 1 + len(new_keys) > MAX_TXN_OPS:
+                chunks.append(current)
+                current, keys = [], set()
+                new_keys = set(event.objects())
+            current.append(event)
+            keys |= new_keys
+        if current:
+            chunks.append(current)
+        return chunks
+
+    async def _append_chunk(self, events: list[Event], expected: Mapping[str, int]) -> int:
+        tx = self.client.transactions
+        objects = sorted({k for e in events for k in e.objects()} | set(expected))
+        compare = [tx.create(self.event_key(e.id)) == 0 for e in events]
+        compare += [tx.version(self.version_key(k)) == v for k, v in sorted(expected.items())]
+        ops = [tx.put(self.event_key(e.id), b"%d\n" % i + encode(e)) for i, e in enumerate(events)]
+        marker = events[0].id.encode()
+        ops += [tx.put(self.version_key(k), marker) for k in objects if k in _touched(events)]
+        succeeded, _ = await self._call(
+            self.client.transaction(compare=compare, success=ops, failure=[])
+        )
+        if succeeded:
+            return await self._revision_of(events[0].id)
+        # Find out why: a stale version, or ids already stored (idempotent retry).
+        for key, want in sorted(expected.items()):
+            actual = await self._version(key)
+            if actual != want:
+                raise VersionConflict(key, want, actual)
+        missing = []
+        revision = 0
+        for e in events:
+            rev = await self._revision_of(e.id)
+            if rev:
+                revision = max(revision, rev)
+            else:
+                missing.append(e)
+        if not missing:
+            return revision
+        return await self._append_chunk(missing, expected)
+
+    async def _version(self, key: str) -> int:
+        got: Any = await self._call(self.client.get(self.version_key(key)))
+        return int(got.version) if got else 0
+
+    async def _revision_of(self, event_id: str) -> int:
+        got: Any = await self._call(self.client.get(self.event_key(event_id)))
+        return int(got.create_revision) if got else 0
+
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        try:
+            return await awaitable
+        except RETRYABLE as exc:
+            raise EtcdUnavailable(self.endpoint, type(exc).__name__) from exc
+
+    # ------------------------------------------------------------------ read
+
+    async def read_all(self, *, from_revision: int = 0) -> AsyncIterator[tuple[int, Event]]:
+        """Every event with revision >= from_revision, in order. Corrupt records are
+        reported (self.corrupt, a warning naming the key) and skipped."""
+        start = self.events_prefix
+        end = _prefix_end(self.events_prefix)
+        min_rev = max(from_revision, 0)
+        while True:
+            request = rpc.RangeRequest(
+                key=start,
+                range_end=end,
+                limit=PAGE,
+                sort_order=rpc.RangeRequest.ASCEND,
+                sort_target=rpc.RangeRequest.CREATE,
+                min_create_revision=min_rev,
+            )
+            try:
+                response = await self.client.kvstub.Range(
+                    request, timeout=self.client._timeout, metadata=self.client.metadata
+                )
+            except Exception as exc:
+                raise EtcdUnavailable(self.endpoint, type(exc).__name__) from exc
+            kvs = list(response.kvs)
+            if not kvs:
+                return
+            # Keep whole revisions per page: drop a trailing partial revision
+            # unless it is the only one.
+            if response.more and kvs[-1].create_revision != kvs[0].create_revision:
+                last = kvs[-1].create_revision
+                kvs = [kv for kv in kvs if kv.create_revision != last]
+                next_min = last
+            else:
+                next_min = kvs[-1].create_revision + 1
+            for revision, event in self._decode_group(kvs):
+                yield revision, event
+            if not response.more:
+                return
+            min_rev = next_min
+
+    def _decode_group(self, kvs: list[object]) -> list[tuple[int, Event]]:
+        decoded: list[tuple[int, int, Event]] = []
+        for kv in kvs:
+            revision = int(kv.create_revision)  # type: ignore[attr-defined]
+            key = bytes(kv.key).decode(errors="replace")  # type: ignore[attr-defined]
+            try:
+                index, event = self._decode_value(bytes(kv.value))  # type: ignore[attr-defined]
+            except CorruptEvent as exc:
+                record = CorruptRecord(key=key, revision=revision, why=str(exc))
+                self.corrupt.append(record)
+                log.warning("corrupt event skipped", key=key, revision=revision, why=str(exc))
+                continue
+            decoded.append((revision, index, event))
+        decoded.sort(key=lambda t: (t[0], t[1]))
+        return [(r, e) for r, _, e in decoded]
+
+    @staticmethod
+    def _decode_value(raw: bytes) -> tuple[int, Event]:
+        head, sep, body = raw.partition(b"\n")
+        if not sep or not head.isdigit():
+            raise CorruptEvent("missing batch index")
+        return int(head), decode(body)
+
+    async def read_object(self, object_key: str) -> list[tuple[int, Event]]:
+        """One object's events, in order (a scan: the log is the index)."""
+        return [(r, e) async for r, e in self.read_all() if object_key in e.objects()]
+
+    async def current_revision(self) -> int:
+        got = await self._call(self.client.get(self.root + b"snapshots/latest"))
+        del got
+        response = await self._call(self.client.get_range(self.root, _prefix_end(self.root)))
+        return int(response.header.revision)  # type: ignore[attr-defined]
+
+    # ------------------------------------------------------------------ subscribe
+
+    async def subscribe(self, from_revision: int) -> AsyncIterator[tuple[int, Event]]:
+        """Every event from `from_revision` on, forever, exactly once and in order,
+        across etcd restarts (reconnect with backoff, re-watch from the last
+        delivered revision) and compaction (a range read, then a fresh watch)."""
+        next_rev = max(from_revision, 1)
+        seen_at: tuple[int, set[str]] = (0, set())
+        backoff = 0.1
+        while True:
+            try:
+                # Catch up by range read first: handles compacted revisions and a
+                # long gap after a disconnect the same way.
+                async for revision, event in self.read_all(from_revision=next_rev):
+                    if revision == seen_at[0] and event.id in seen_at[1]:
+                        continue
+                    if revision != seen_at[0]:
+                        seen_at = (revision, set())
+                    seen_at[1].add(event.id)
+                    next_rev = revision
+                    yield revision, event
+                watch_from = max(next_rev, seen_at[0]) if seen_at[0] else next_rev
+                watch = await self.client.watch(
+                    self.events_prefix,
+                    range_end=_prefix_end(self.events_prefix),
+                    start_revision=watch_from,
+                )
+                backoff = 0.1
+                try:
+                    async for response in watch:
+                        for kv_event in self._watch_events(response):
+                            revision, event = kv_event
+                            if revision < seen_at[0] or (
+                                revision == seen_at[0] and event.id in seen_at[1]
+                            ):
+                                continue
+                            if revision != seen_at[0]:
+                                seen_at = (revision, set())
+                            seen_at[1].add(event.id)
+                            next_rev = revision
+                            yield revision, event
+                finally:
+                    with contextlib.suppress(Exception):
+                        await watch.cancel()
+            except etcd_errors.RevisionCompactedError:
+                log.info("watch revision compacted; catching up by range read", revision=next_rev)
+                continue
+            except (EtcdUnavailable, *RETRYABLE, etcd_errors.ClientError, OSError) as exc:
+                log.warning("event subscription interrupted; resuming", error=type(exc).__name__)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                with contextlib.suppress(Exception):
+                    await self.client.close()
+                with contextlib.suppress(Exception):
+                    await self.client.connect()
+                continue
+
+    def _watch_events(self, watch_event: object) -> list[tuple[int, Event]]:
+        """aetcd yields one key change at a time, in the order of the append."""
+        kv = getattr(watch_event, "kv", None)
+        if kv is None or getattr(watch_event, "kind", "") != "PUT":
+            return []
+        if kv.create_revision != kv.mod_revision:
+            return []  # event keys are write-once; anything else is not an append
+        return self._decode_group([kv])
+
+    # ------------------------------------------------------------------ snapshots
+
+    async def save_snapshot(self, state: ClusterState) -> None:
+        await self._call(self.client.put(self.root + b"snapshots/latest", encode_value(state)))
+
+    async def load_snapshot(self) -> ClusterState | None:
+        got = await self._call(self.client.get(self.root + b"snapshots/latest"))
+        if not got:
+            return None
+        try:
+            return decode_value(ClusterState, bytes(got.value))  # type: ignore[attr-defined]
+        except CorruptEvent as exc:
+            log.warning("snapshot unreadable; replaying the whole log", why=str(exc))
+            return None
+
+    async def compact(self, revision: int) -> None:
+        await self._call(self.client.compact(revision, physical=True))
+
+
+def _touched(events: Sequence[Event]) -> set[str]:
+    return {k for e in events for k in e.objects()}
