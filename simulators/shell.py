@@ -1,0 +1,95 @@
+"""A small shell for simulated hosts: splits an exec request into commands joined
+by `&&`, `||` and `;`, honours `sudo -n`, `> FILE` redirection of stdin, exit codes
+and `command not found` (127), and runs each command through `simulators.tools`.
+
+No I/O. Comes after `simulators.ssh_server` (which hands it the command line and
+stdin) and before `simulators.tools`. Imports nothing from corral's own packages.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from simulators.fabric import Fabric, Host
+from simulators.tools import TOOLS, Result
+
+
+def split_commands(line: str) -> list[tuple[str, list[str]]]:
+    """[(operator before, argv)], operator '' for the first command."""
+    lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|>")
+    lexer.whitespace_split = True
+    tokens = list(lexer)
+    commands: list[tuple[str, list[str]]] = []
+    current: list[str] = []
+    op = ""
+    for tok in tokens:
+        if tok in (";", "&&", "||"):
+            commands.append((op, current))
+            op, current = tok, []
+        else:
+            current.append(tok)
+    commands.append((op, current))
+    return [(o, argv) for o, argv in commands if argv]
+
+
+def reads_stdin(line: str) -> bool:
+    """Whether a command line consumes stdin (tee, bare cat, a `>` redirection)."""
+    try:
+        commands = split_commands(line)
+    except ValueError:
+        return False
+    for _, argv in commands:
+        while argv and argv[0] == "sudo":
+            argv = [a for a in argv[1:] if not a.startswith("-")] if len(argv) > 1 else []
+        if not argv:
+            continue
+        name = argv[0].rsplit("/", 1)[-1]
+        if name == "tee" or (name == "cat" and (len(argv) == 1 or argv[1] == ">")):
+            return True
+    return False
+
+
+def run_line(fabric: Fabric, host: Host, line: str, stdin: bytes) -> Result:
+    try:
+        commands = split_commands(line)
+    except ValueError as exc:
+        return Result(rc=2, err=f"bash: syntax error: {exc}\n")
+    out, err = [], []
+    rc = 0
+    for op, argv in commands:
+        if (op == "&&" and rc != 0) or (op == "||" and rc == 0):
+            continue
+        result = run_argv(fabric, host, argv, stdin)
+        out.append(result.out)
+        err.append(result.err)
+        rc = result.rc
+    return Result(rc=rc, out="".join(out), err="".join(err))
+
+
+def run_argv(fabric: Fabric, host: Host, argv: list[str], stdin: bytes) -> Result:
+    while argv and argv[0] == "sudo":
+        argv = argv[1:]
+        while argv and argv[0].startswith("-"):
+            argv = argv[1:]
+    if ">" in argv:
+        i = argv.index(">")
+        target = argv[i + 1] if i + 1 < len(argv) else ""
+        inner = run_argv(fabric, host, argv[:i], stdin)
+        if inner.rc == 0:
+            if not target.startswith(("/etc/drbd.d/", "/run/corral/", "/var/lib/corral/")):
+                return Result(rc=1, err=f"bash: {target}: Permission denied\n")
+            host.files[target] = inner.out.encode()
+            return Result(err=inner.err)
+        return inner
+    if not argv:
+        return Result()
+    name = argv[0].rsplit("/", 1)[-1]
+    fn = TOOLS.get(name)
+    if fn is None:
+        return Result(rc=127, err=f"bash: line 1: {argv[0]}: command not found\n")
+    if name == "cat" and len(argv) == 1:
+        return Result(out=stdin.decode(errors="replace"))
+    try:
+        return fn(fabric, host, argv, stdin)
+    except (ValueError, IndexError, KeyError) as exc:
+        return Result(rc=1, err=f"{name}: {exc}\n")
