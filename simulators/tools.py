@@ -330,6 +330,8 @@ def _drbdadm(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
             out="initializing activity log\ninitializing bitmap (32 KB) to all zero\n"
             "Writing meta data...\nNew drbd meta data block successfully created.\n"
         )
+    if copy is None and cmd == "down":
+        return Result(rc=10, err=f"{res}: No such resource\n")
     if copy is None:
         vol = _backing(h, res)
         if vol is None:

@@ -1,0 +1,114 @@
+"""The orchestrator process (`corral serve`): loads the cluster state (latest
+snapshot plus the events after it), connects to the nodes named in the desired
+state over SSH with pinned host keys, runs the reactor engine and the HTTP API,
+saves snapshots and audit seals periodically, and stops cleanly on SIGINT/SIGTERM.
+
+Holds wiring only. Comes after `orchestrator.cli` (arguments) and before
+`reactors.engine` and `orchestrator.api`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import structlog
+
+from events.projection import fold
+from events.state import ClusterState
+from events.store import EventStore
+from reactors.context import ReactorSettings
+from reactors.engine import Engine
+from reactors.node_ops import SshNodeOps
+
+log = structlog.get_logger("corral.service")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ServiceConfig:
+    etcd_endpoints: tuple[str, ...]
+    cluster: str
+    known_hosts: Path
+    client_key: Path
+    api_host: str = "127.0.0.1"
+    api_port: int | None = None  # None: no HTTP API
+    rapi_port: int | None = None
+    snapshot_every_s: float = 30.0
+    settings: ReactorSettings = ReactorSettings()
+
+
+async def load_state(store: EventStore) -> ClusterState:
+    """Snapshot plus the events after it."""
+    state = await store.load_snapshot() or ClusterState()
+    batch = []
+    async for revision, event in store.read_all(from_revision=state.revision + 1):
+        batch.append((revision, event))
+        if len(batch) >= 5000:
+            state = fold(state, batch)
+            batch.clear()
+    return fold(state, batch) if batch else state
+
+
+async def run_service(
+    config: ServiceConfig, *, ready: Callable[[Engine], Awaitable[None]] | None = None
+) -> None:
+    async with EventStore.connect(list(config.etcd_endpoints), config.cluster) as store:
+        state = await load_state(store)
+        log.info(
+            "state loaded",
+            cluster=config.cluster,
+            revision=state.revision,
+            nodes=len(state.desired.nodes),
+            instances=len(state.desired.instances),
+        )
+        nodes = SshNodeOps(known_hosts=config.known_hosts, client_key=config.client_key)
+        nodes.update_nodes(state.desired.nodes)
+        engine = Engine.build(log_store=store, nodes=nodes, state=state, settings=config.settings)
+        engine.ctx.on_event(lambda _e, st: nodes.update_nodes(st.desired.nodes))
+        await engine.start()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        api_runner = None
+        if config.api_port is not None:
+            from orchestrator.api.server import start_api
+
+            api_runner = await start_api(
+                state_view=engine.ctx,
+                store=store,
+                host=config.api_host,
+                port=config.api_port,
+                rapi_port=config.rapi_port,
+                auth=None,
+            )
+        snapshots = asyncio.create_task(_snapshots(store, engine, config.snapshot_every_s))
+        if ready is not None:
+            await ready(engine)
+        try:
+            await stop.wait()
+        finally:
+            snapshots.cancel()
+            if api_runner is not None:
+                await api_runner.cleanup()
+            await engine.stop()
+            with contextlib.suppress(Exception):
+                await store.save_snapshot(engine.state)
+            log.info("stopped", revision=engine.state.revision)
+
+
+async def _snapshots(store: EventStore, engine: Engine, every: float) -> None:
+    last = engine.state.revision
+    while True:
+        await asyncio.sleep(every)
+        if engine.state.revision != last:
+            try:
+                await store.save_snapshot(engine.state)
+                last = engine.state.revision
+            except Exception:
+                log.exception("snapshot failed")

@@ -1,0 +1,511 @@
+"""The job runner: carries out queued operations (start, stop, reboot, failover,
+live migration, replace-disks, grow-disk, node migrate/failover/evacuate) one job
+per object at a time, disjoint objects in parallel, with status and a per-step log
+recorded as JobUpdated events.
+
+Most jobs only record a decision (a new placement, a bigger disk) and wait for the
+instance workers to converge; live migration is driven step by step here, because
+its order (dual-primary, incoming VM, QMP migrate, demote) cannot be derived from a
+level. A job found `running` after a restart is resumed: a half-done migration is
+finished if the VM already runs on the target, else rolled back.
+Comes after `reactors.placer` and `reactors.workers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field, replace
+
+import structlog
+
+from events.ids import InstanceName, JobId, NodeName
+from events.model import (
+    Event,
+    InstancePlaced,
+    InstanceUpdated,
+    JobStatus,
+    JobUpdated,
+    PlacementKind,
+    instance_key,
+)
+from events.specs import DiskSpec
+from events.state import ClusterState, JobState
+from reactors.context import ReactorContext, new_event_id
+from reactors.instance_plan import (
+    Step,
+    StepKind,
+    disk_configs,
+    drbd_on,
+    node_actionable,
+    plan_instance,
+    vm_alive,
+    vm_on,
+)
+from reactors.placer import Placer
+from reactors.prober import Prober
+from reactors.workers import InstanceWorkers
+
+log = structlog.get_logger("corral.jobs")
+
+MIGRATION_PORT_BASE = 8000
+
+
+class JobError(Exception):
+    pass
+
+
+@dataclass
+class JobRunner:
+    ctx: ReactorContext
+    prober: Prober
+    placer: Placer
+    workers: InstanceWorkers
+    converge_timeout_s: float = 600.0
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _running: dict[JobId, asyncio.Task[None]] = field(default_factory=dict)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def on_event(self, event: Event, state: ClusterState) -> None:
+        del state
+        if event.TYPE.startswith("job."):
+            self._wake.set()
+
+    def tasks(self) -> list[asyncio.Task[None]]:
+        return list(self._running.values())
+
+    async def run(self) -> None:
+        while not self.ctx.stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            state = self.ctx.state
+            busy: set[str] = set()
+            for job in state.jobs.values():
+                if job.job_id in self._running:
+                    busy.update(job.targets)
+            for job in sorted(state.jobs.values(), key=lambda j: (j.submitted_at, j.job_id)):
+                if job.job_id in self._running:
+                    continue
+                if job.status == JobStatus.QUEUED and job.cancel_requested:
+                    await self._update(job.job_id, JobStatus.CANCELED, "canceled while queued")
+                    continue
+                if job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+                    continue
+                if busy & set(job.targets):
+                    continue
+                busy.update(job.targets)
+                self._running[job.job_id] = asyncio.create_task(self._run_job(job))
+
+    async def _run_job(self, job: JobState) -> None:
+        bound = log.bind(job=job.job_id, kind=job.kind, targets=list(job.targets))
+        try:
+            resumed = job.status == JobStatus.RUNNING
+            if not resumed:
+                await self._update(job.job_id, JobStatus.RUNNING, f"started {job.kind}")
+            else:
+                await self._update(job.job_id, None, "resumed after an orchestrator restart")
+            await self._dispatch(job, resumed=resumed)
+            await self._update(job.job_id, JobStatus.SUCCESS, "done")
+            bound.info("job succeeded")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            bound.warning("job failed", error=str(exc))
+            await self._update(job.job_id, JobStatus.ERROR, "failed", error=str(exc)[:500])
+        finally:
+            self._running.pop(job.job_id, None)
+            self._wake.set()
+
+    async def _update(
+        self, job_id: JobId, status: JobStatus | None, line: str, *, error: str = ""
+    ) -> None:
+        await self.ctx.append(
+            [
+                JobUpdated(
+                    id=new_event_id(),
+                    time=self.ctx.now(),
+                    actor=self.ctx.actor,
+                    correlation_id=job_id,
+                    job_id=job_id,
+                    status=status,
+                    log=line,
+                    error=error,
+                )
+            ]
+        )
+
+    # ------------------------------------------------------------------ dispatch
+
+    async def _dispatch(self, job: JobState, *, resumed: bool) -> None:
+        params = dict(job.params)
+        target = job.targets[0].partition("/")[2]
+        kind = job.kind
+        if kind in ("instance.start", "instance.stop"):
+            await self._wait_converged(job, InstanceName(target))
+        elif kind == "instance.reboot":
+            await self._reboot(job, InstanceName(target))
+        elif kind == "instance.failover":
+            await self._failover(job, InstanceName(target))
+        elif kind == "instance.migrate":
+            await self._migrate_or_failover(job, InstanceName(target), resumed=resumed)
+        elif kind == "instance.replace-disks":
+            await self._replace_disks(job, InstanceName(target), params)
+        elif kind == "instance.grow-disk":
+            await self._grow(job, InstanceName(target), params)
+        elif kind == "instance.activate-disks":
+            await self._wait_converged(job, InstanceName(target))
+        elif kind in ("node.migrate", "node.failover", "node.evacuate"):
+            await self._node_job(job, NodeName(target), kind)
+        else:
+            raise JobError(f"job kind {kind!r} is not supported")
+
+    async def _log(self, job: JobState, line: str) -> None:
+        await self._update(job.job_id, None, line)
+
+    async def _wait_converged(self, job: JobState, name: InstanceName) -> None:
+        deadline = self.ctx.now() + self.converge_timeout_s
+        last_wait: tuple[str, ...] = ()
+        while True:
+            if self.ctx.state.jobs.get(job.job_id, job).cancel_requested:
+                raise JobError("canceled")
+            plan = plan_instance(state=self.ctx.state, instance=name, now=self.ctx.now())
+            if plan.converged:
+                return
+            if plan.waiting and plan.waiting != last_wait:
+                last_wait = plan.waiting
+                await self._log(job, f"{name}: waiting: " + "; ".join(plan.waiting))
+            if self.ctx.now() > deadline:
+                raise JobError(
+                    f"{name} did not converge in {self.converge_timeout_s:.0f}s: "
+                    + "; ".join(plan.waiting or tuple(s.summary for s in plan.steps))
+                )
+            self.workers.mark(name)
+            await self.ctx.wait_change(timeout=1.0)
+
+    # ------------------------------------------------------------------ instance jobs
+
+    async def _reboot(self, job: JobState, name: InstanceName) -> None:
+        placement = self.ctx.state.placements.get(name)
+        if placement is None:
+            raise JobError(f"{name} is not placed")
+        obs = self.ctx.state.observed.get(placement.primary)
+        if vm_alive(vm_on(obs, name)):
+            outcome = await self.ctx.nodes.execute(
+                Step(kind=StepKind.STOP_VM, node=placement.primary, instance=name, note="reboot")
+            )
+            if not outcome.ok:
+                raise JobError(f"stop for reboot failed: {outcome.error}")
+            await self._log(job, f"stopped {name} on {placement.primary}")
+            await self.prober.probe(placement.primary)
+        await self._wait_converged(job, name)
+
+    def _check_failover(self, name: InstanceName) -> tuple[NodeName, NodeName]:
+        state = self.ctx.state
+        placement = state.placements.get(name)
+        if placement is None:
+            raise JobError(f"{name} is not placed")
+        s = placement.secondary
+        if not node_actionable(state, s):
+            raise JobError(f"secondary {s} is not reachable")
+        for cfg in disk_configs(state=state, instance=name, placement=placement):
+            res = drbd_on(state.observed.get(s), cfg.resource)
+            if res is None or res.disk != "UpToDate":
+                raise JobError(
+                    f"{cfg.resource} on {s} is {res.disk if res else 'down'}, not UpToDate"
+                )
+        return placement.primary, s
+
+    async def _swap(self, job: JobState, name: InstanceName, kind: PlacementKind) -> None:
+        p, s = self._check_failover(name)
+        placement = self.ctx.state.placements[name]
+        await self.ctx.append(
+            [
+                InstancePlaced(
+                    id=new_event_id(),
+                    time=self.ctx.now(),
+                    actor=self.ctx.actor,
+                    correlation_id=job.job_id,
+                    reason=f"{job.kind} requested by {job.actor}: {job.reason}".strip(": "),
+                    instance=name,
+                    primary=s,
+                    secondary=p,
+                    disks=placement.disks,
+                    kind=kind,
+                )
+            ],
+            expected={instance_key(name): self.ctx.state.versions.get(instance_key(name), 0)},
+        )
+        await self._log(job, f"decided: primary {p} -> {s}")
+
+    async def _failover(self, job: JobState, name: InstanceName) -> None:
+        if not any(line.startswith("decided:") for _, line in job.log):
+            await self._swap(job, name, PlacementKind.FAILOVER)
+        await self._wait_converged(job, name)
+
+    async def _migrate_or_failover(
+        self, job: JobState, name: InstanceName, *, resumed: bool
+    ) -> None:
+        state = self.ctx.state
+        placement = state.placements.get(name)
+        if placement is None:
+            raise JobError(f"{name} is not placed")
+        if resumed:
+            await self._recover_migration(job, name)
+            return
+        if not vm_alive(vm_on(state.observed.get(placement.primary), name)):
+            await self._log(job, f"{name} is not running: failing over instead of migrating")
+            await self._failover(job, name)
+            return
+        await self._live_migrate(job, name)
+
+    async def _exec(self, job: JobState, step: Step) -> None:
+        outcome = await self.ctx.nodes.execute(step)
+        await self._log(job, f"{step.summary}: {'ok' if outcome.ok else 'FAILED ' + outcome.error}")
+        if not outcome.ok:
+            raise JobError(f"{step.summary} failed: {outcome.error}")
+
+    async def _live_migrate(self, job: JobState, name: InstanceName) -> None:
+        p, s = self._check_failover(name)
+        state = self.ctx.state
+        placement = state.placements[name]
+        spec = state.desired.instances[name]
+        configs = disk_configs(state=state, instance=name, placement=placement)
+        s_spec = state.desired.nodes[s]
+        port = MIGRATION_PORT_BASE + (configs[0].minor % 1000 if configs else 0)
+        try:
+            for cfg in configs:
+                for node in (p, s):
+                    await self._exec(
+                        job,
+                        Step(kind=StepKind.DRBD_DUAL_PRIMARY, node=node, instance=name, disk=cfg),
+                    )
+                await self._exec(
+                    job, Step(kind=StepKind.DRBD_PRIMARY, node=s, instance=name, disk=cfg)
+                )
+            await self._exec(
+                job,
+                Step(
+                    kind=StepKind.START_VM_INCOMING,
+                    node=s,
+                    instance=name,
+                    spec=spec,
+                    disks=configs,
+                    migrate_address=s_spec.drbd_address,
+                    migrate_port=port,
+                ),
+            )
+            await self._exec(
+                job,
+                Step(
+                    kind=StepKind.MIGRATE_VM,
+                    node=p,
+                    instance=name,
+                    migrate_address=s_spec.drbd_address,
+                    migrate_port=port,
+                ),
+            )
+        except JobError:
+            await self._rollback_migration(job, name, p, s)
+            raise
+        await self._finish_migration(job, name, p, s)
+
+    async def _finish_migration(
+        self, job: JobState, name: InstanceName, p: NodeName, s: NodeName
+    ) -> None:
+        """The VM runs on `s`: quit the source, demote it, back to one primary, and
+        record the new placement."""
+        state = self.ctx.state
+        placement = state.placements[name]
+        await self._exec(job, Step(kind=StepKind.STOP_VM, node=p, instance=name, note="source"))
+        for cfg in disk_configs(state=state, instance=name, placement=placement):
+            await self._exec(
+                job, Step(kind=StepKind.DRBD_SECONDARY, node=p, instance=name, disk=cfg)
+            )
+            for node in (p, s):
+                await self._exec(
+                    job,
+                    Step(kind=StepKind.DRBD_SINGLE_PRIMARY, node=node, instance=name, disk=cfg),
+                )
+        await self.ctx.append(
+            [
+                InstancePlaced(
+                    id=new_event_id(),
+                    time=self.ctx.now(),
+                    actor=self.ctx.actor,
+                    correlation_id=job.job_id,
+                    reason=f"live migration requested by {job.actor}",
+                    instance=name,
+                    primary=s,
+                    secondary=p,
+                    disks=placement.disks,
+                    kind=PlacementKind.MIGRATE,
+                )
+            ]
+        )
+        await self.prober.probe(p)
+        await self.prober.probe(s)
+        await self._log(job, f"decided: primary {p} -> {s} (migrated)")
+
+    async def _rollback_migration(
+        self, job: JobState, name: InstanceName, p: NodeName, s: NodeName
+    ) -> None:
+        """The VM stays on `p`: quit any incoming copy on `s`, demote `s`, one primary."""
+        state = self.ctx.state
+        placement = state.placements[name]
+        steps = [Step(kind=StepKind.STOP_VM, node=s, instance=name, note="incoming copy")]
+        for cfg in disk_configs(state=state, instance=name, placement=placement):
+            steps.append(Step(kind=StepKind.DRBD_SECONDARY, node=s, instance=name, disk=cfg))
+            for node in (p, s):
+                steps.append(
+                    Step(kind=StepKind.DRBD_SINGLE_PRIMARY, node=node, instance=name, disk=cfg)
+                )
+        for step in steps:
+            outcome = await self.ctx.nodes.execute(step)
+            await self._log(
+                job, f"rollback {step.summary}: {'ok' if outcome.ok else outcome.error}"
+            )
+        await self.prober.probe(p)
+        await self.prober.probe(s)
+
+    async def _recover_migration(self, job: JobState, name: InstanceName) -> None:
+        """A migration job found running after a restart: look at the nodes."""
+        placement = self.ctx.state.placements[name]
+        if any(line.startswith("decided:") for _, line in job.log):
+            await self._wait_converged(job, name)
+            return
+        p, s = placement.primary, placement.secondary
+        await self.prober.probe(p)
+        await self.prober.probe(s)
+        state = self.ctx.state
+        on_p = vm_on(state.observed.get(p), name)
+        on_s = vm_on(state.observed.get(s), name)
+        if (
+            on_s is not None
+            and on_s.status == "running"
+            and (on_p is None or on_p.status in ("postmigrate", "paused", "shutdown"))
+        ):
+            await self._log(job, "the VM already runs on the target: finishing the migration")
+            await self._finish_migration(job, name, p, s)
+            await self._wait_converged(job, name)
+            return
+        await self._log(job, "interrupted before the switch: rolling back to the source")
+        await self._rollback_migration(job, name, p, s)
+        raise JobError("interrupted by an orchestrator restart; rolled back, VM on " + p)
+
+    async def _replace_disks(
+        self, job: JobState, name: InstanceName, params: dict[str, str]
+    ) -> None:
+        mode = params.get("mode", "change-secondary")
+        placement = self.ctx.state.placements.get(name)
+        if placement is None:
+            raise JobError(f"{name} is not placed")
+        if mode == "change-secondary":
+            if not any(line.startswith("decided:") for _, line in job.log):
+                why = await self.placer.replace_secondary(
+                    name,
+                    kind=PlacementKind.REPLACE_SECONDARY,
+                    reason=f"replace-disks requested by {job.actor}",
+                    correlation=job.job_id,
+                    target=params.get("node") or None,
+                )
+                if why:
+                    raise JobError(f"no new secondary: {why}")
+                new = self.ctx.state.placements[name].secondary
+                await self._log(job, f"decided: secondary {placement.secondary} -> {new}")
+            await self._wait_converged(job, name)
+        elif mode == "secondary-rebuild":
+            s = placement.secondary
+            for cfg in disk_configs(state=self.ctx.state, instance=name, placement=placement):
+                await self._exec(
+                    job, Step(kind=StepKind.REMOVE_DISK, node=s, instance=name, disk=cfg)
+                )
+            await self.prober.probe(s)
+            await self._wait_converged(job, name)
+        else:
+            raise JobError(
+                f"replace-disks mode {mode!r} is not supported "
+                "(use change-secondary or secondary-rebuild)"
+            )
+
+    async def _grow(self, job: JobState, name: InstanceName, params: dict[str, str]) -> None:
+        spec = self.ctx.state.desired.instances.get(name)
+        if spec is None:
+            raise JobError(f"no instance {name}")
+        try:
+            index = int(params.get("disk", "0"))
+            amount = int(params["amount_mib"])
+        except (KeyError, ValueError) as exc:
+            raise JobError(f"grow-disk needs disk and amount_mib: {exc}") from exc
+        if not 0 <= index < len(spec.disks) or amount <= 0:
+            raise JobError(f"no disk {index} on {name}, or a non-positive amount")
+        if not any(line.startswith("decided:") for _, line in job.log):
+            disks = list(spec.disks)
+            disks[index] = DiskSpec(size_mib=disks[index].size_mib + amount)
+            new_spec = replace(spec, disks=tuple(disks))
+            await self.ctx.append(
+                [
+                    InstanceUpdated(
+                        id=new_event_id(),
+                        time=self.ctx.now(),
+                        actor=job.actor,
+                        correlation_id=job.job_id,
+                        reason=f"grow-disk {index} by {amount}M",
+                        spec=new_spec,
+                    )
+                ]
+            )
+            await self._log(job, f"decided: disk {index} -> {disks[index].size_mib}M")
+        await self._wait_converged(job, name)
+
+    # ------------------------------------------------------------------ node jobs
+
+    async def _node_job(self, job: JobState, node: NodeName, kind: str) -> None:
+        state = self.ctx.state
+        primaries = sorted(n for n, p in state.placements.items() if p.primary == node)
+        secondaries = sorted(n for n, p in state.placements.items() if p.secondary == node)
+        failed: list[str] = []
+        for name in primaries:
+            sub = replace(job, log=())
+            try:
+                if kind == "node.failover":
+                    await self._failover(sub, name)
+                else:
+                    running = vm_alive(vm_on(self.ctx.state.observed.get(node), name))
+                    if running:
+                        await self._live_migrate(sub, name)
+                        await self._wait_converged(sub, name)
+                    else:
+                        await self._failover(sub, name)
+                await self._log(job, f"{name}: primary moved off {node}")
+            except JobError as exc:
+                failed.append(f"{name}: {exc}")
+                await self._log(job, f"{name}: FAILED {exc}")
+        if kind == "node.evacuate":
+            state = self.ctx.state
+            movers = sorted(
+                n for n, p in state.placements.items() if p.secondary == node or n in secondaries
+            )
+            for name in movers:
+                if state.placements[name].secondary != node:
+                    continue
+                why = await self.placer.replace_secondary(
+                    name,
+                    kind=PlacementKind.REPLACE_SECONDARY,
+                    reason=f"evacuating {node}",
+                    correlation=job.job_id,
+                )
+                if why:
+                    failed.append(f"{name}: {why}")
+                    await self._log(job, f"{name}: no new secondary: {why}")
+                else:
+                    await self._log(
+                        job, f"{name}: secondary -> {self.ctx.state.placements[name].secondary}"
+                    )
+            for name in movers:
+                try:
+                    await self._wait_converged(replace(job, log=()), name)
+                except JobError as exc:
+                    failed.append(f"{name}: {exc}")
+        if failed:
+            raise JobError(f"{len(failed)} instance(s) not moved: " + "; ".join(failed[:5]))

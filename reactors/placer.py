@@ -1,0 +1,193 @@
+"""The placement reactor: gives every declared instance without a placement a
+primary and a secondary (the allocator in `reactors.placement_bridge`), DRBD minors
+and ports (`reactors.naming`), and records the decision once as InstancePlaced, or
+the refusal with its reasons as PlacementRefused. Also picks new secondaries for
+re-protection and replace-disks.
+
+One placer at a time, one instance at a time: every decision sees the previous
+one folded in, so two instances never take the same memory. Writes are guarded by
+the instance's version (a concurrent change makes the append fail and the next
+pass re-decide). Comes after `reactors.context`; before `reactors.workers`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import structlog
+
+from events.ids import InstanceName
+from events.model import (
+    DiskPlacement,
+    Event,
+    InstancePlaced,
+    PlacementKind,
+    PlacementRefused,
+    instance_key,
+)
+from events.state import ClusterState
+from reactors.context import ReactorContext, new_event_id
+from reactors.naming import allocate_minors_ports
+from reactors.placement_bridge import choose_new_secondary, choose_pair
+
+log = structlog.get_logger("corral.placer")
+
+_WAKING = frozenset(
+    {
+        "instance.declared",
+        "instance.updated",
+        "node.declared",
+        "node.updated",
+        "node.flags_set",
+        "policy.set",
+        "node.recovered",
+    }
+)
+
+
+@dataclass
+class Placer:
+    ctx: ReactorContext
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def on_event(self, event: Event, state: ClusterState) -> None:
+        del state
+        if event.TYPE in _WAKING:
+            self._wake.set()
+
+    async def run(self) -> None:
+        while not self.ctx.stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.place_pending()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("placement pass failed")
+                await asyncio.sleep(1.0)
+                self._wake.set()
+
+    def pending(self, state: ClusterState) -> list[InstanceName]:
+        return sorted(n for n in state.desired.instances if n not in state.placements)
+
+    async def place_pending(self) -> None:
+        async with self._lock:
+            for name in self.pending(self.ctx.state):
+                await self._place(name)
+
+    async def _place(self, name: InstanceName) -> None:
+        state = self.ctx.state
+        spec = state.desired.instances.get(name)
+        if spec is None or name in state.placements:
+            return
+        key = instance_key(name)
+        choice = choose_pair(state=state, spec=spec)
+        if choice.refusal is not None:
+            if state.refusals.get(name) == choice.refusal:
+                return
+            await self.ctx.append(
+                [
+                    PlacementRefused(
+                        id=new_event_id(),
+                        time=self.ctx.now(),
+                        actor=self.ctx.actor,
+                        reason=choice.refusal,
+                        instance=name,
+                        failures=choice.failures,
+                    )
+                ],
+                expected={key: state.versions.get(key, 0)},
+            )
+            log.warning("placement refused", instance=name, reason=choice.refusal)
+            return
+        assert choice.primary is not None and choice.secondary is not None
+        pairs = allocate_minors_ports(
+            state=state, nodes=(choice.primary, choice.secondary), count=len(spec.disks)
+        )
+        disks = tuple(
+            DiskPlacement(index=i, size_mib=d.size_mib, minor=m, port=p)
+            for i, (d, (m, p)) in enumerate(zip(spec.disks, pairs, strict=True))
+        )
+        await self.ctx.append(
+            [
+                InstancePlaced(
+                    id=new_event_id(),
+                    time=self.ctx.now(),
+                    actor=self.ctx.actor,
+                    reason=choice.reason,
+                    instance=name,
+                    primary=choice.primary,
+                    secondary=choice.secondary,
+                    disks=disks,
+                    kind=PlacementKind.INITIAL,
+                    score=choice.score,
+                )
+            ],
+            expected={key: state.versions.get(key, 0)},
+        )
+
+    async def replace_secondary(
+        self,
+        name: InstanceName,
+        *,
+        kind: PlacementKind,
+        reason: str,
+        correlation: str | None = None,
+        target: str | None = None,
+    ) -> str | None:
+        """Record a new secondary for `name` (allocator's choice, or `target`).
+        Returns None on success, else why not."""
+        async with self._lock:
+            state = self.ctx.state
+            placement = state.placements.get(name)
+            spec = state.desired.instances.get(name)
+            if placement is None or spec is None:
+                return f"{name} is not placed"
+            choice = choose_new_secondary(state=state, instance=name, target=target)
+            if choice.refusal is not None or choice.secondary is None:
+                key = f"noredundancy:{name}"
+                if key not in state.alerts:
+                    from events.model import AlertRaised
+
+                    await self.ctx.append(
+                        [
+                            AlertRaised(
+                                id=new_event_id(),
+                                time=self.ctx.now(),
+                                actor=self.ctx.actor,
+                                alert=key,
+                                severity="warning",
+                                message=f"no new secondary for {name}: {choice.refusal}",
+                                subject=instance_key(name),
+                            )
+                        ]
+                    )
+                return choice.refusal or "no candidate"
+            disks = placement.disks  # minors and ports are cluster-wide: they stay
+            key = instance_key(name)
+            await self.ctx.append(
+                [
+                    InstancePlaced(
+                        id=new_event_id(),
+                        time=self.ctx.now(),
+                        actor=self.ctx.actor,
+                        reason=f"{reason}; {choice.reason}",
+                        correlation_id=correlation,
+                        instance=name,
+                        primary=placement.primary,
+                        secondary=choice.secondary,
+                        disks=disks,
+                        kind=kind,
+                        score=choice.score,
+                        superseded=placement.superseded,
+                    )
+                ],
+                expected={key: state.versions.get(key, 0)},
+            )
+            return None

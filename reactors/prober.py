@@ -1,0 +1,146 @@
+"""Observation: every node is probed once per interval with one combined read
+(facts, LVs, DRBD status, VM processes); a NodeObserved event is appended only when
+something changed. The probe results also feed node health: reachability is
+recorded here, judged in `reactors.healer`.
+
+Does no planning. Comes after `reactors.node_ops` (which runs the probe over SSH)
+and before the fold, which the instance workers and the healer read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import structlog
+
+from events.ids import NodeName
+from events.model import (
+    DrbdResourceObs,
+    NodeFacts,
+    NodeHealth,
+    NodeHealthChanged,
+    NodeObserved,
+    NodeRecovered,
+    VmObs,
+    VolumeObs,
+)
+from events.state import NodeObservation
+from reactors.context import ReactorContext, new_event_id
+from reactors.ports import NodeSnapshot
+
+log = structlog.get_logger("corral.prober")
+
+
+@dataclass
+class ProbeRecord:
+    last_ok: float | None = None
+    failing_since: float | None = None
+    last_error: str = ""
+    last_boot_id: str = ""
+    probes: int = 0
+
+
+@dataclass
+class Prober:
+    ctx: ReactorContext
+    records: dict[NodeName, ProbeRecord] = field(default_factory=dict)
+    _locks: dict[NodeName, asyncio.Lock] = field(default_factory=dict)
+
+    def record(self, node: NodeName) -> ProbeRecord:
+        return self.records.setdefault(node, ProbeRecord())
+
+    async def run_node(self, node: NodeName) -> None:
+        """Probe `node` every interval until it is no longer declared."""
+        while not self.ctx.stopping and node in self.ctx.state.desired.nodes:
+            spec = self.ctx.state.desired.nodes[node]
+            if not spec.offline:
+                await self.probe(node)
+            await asyncio.sleep(self.ctx.settings.probe_interval_s)
+
+    async def probe(self, node: NodeName, *, causation: str | None = None) -> int | None:
+        """Probe now; append what changed. Returns the revision written, if any."""
+        lock = self._locks.setdefault(node, asyncio.Lock())
+        async with lock:
+            rec = self.record(node)
+            now = self.ctx.now()
+            try:
+                snap = await asyncio.wait_for(
+                    self.ctx.nodes.probe(node), self.ctx.settings.probe_timeout_s
+                )
+            except Exception as exc:  # unreachable, timeout, unparsable output
+                rec.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                if rec.failing_since is None:
+                    rec.failing_since = now
+                    log.warning("probe failed", node=node, error=rec.last_error)
+                return None
+            rec.last_ok = now
+            rec.failing_since = None
+            rec.last_error = ""
+            rec.probes += 1
+            events: list[NodeObserved | NodeHealthChanged | NodeRecovered] = []
+            current = self.ctx.state.observed.get(node)
+            changed = _diff(current, snap)
+            if changed is not None:
+                events.append(
+                    NodeObserved(
+                        id=new_event_id(),
+                        time=now,
+                        actor=self.ctx.actor,
+                        node=node,
+                        facts=changed.facts,
+                        volumes=changed.volumes,
+                        drbd=changed.drbd,
+                        vms=changed.vms,
+                    )
+                )
+            health = current.health if current else NodeHealth.UNKNOWN
+            if health in (NodeHealth.FENCED, NodeHealth.LOST):
+                events.append(
+                    NodeRecovered(
+                        id=new_event_id(),
+                        time=now,
+                        actor=self.ctx.actor,
+                        node=node,
+                        boot_id=snap.facts.boot_id,
+                        reason=f"answers again after being {health.value}",
+                    )
+                )
+            elif health != NodeHealth.ONLINE:
+                events.append(
+                    NodeHealthChanged(
+                        id=new_event_id(),
+                        time=now,
+                        actor=self.ctx.actor,
+                        node=node,
+                        health=NodeHealth.ONLINE,
+                        reason="probe succeeded",
+                    )
+                )
+            rec.last_boot_id = snap.facts.boot_id
+            if not events:
+                return None
+            return await self.ctx.append(events)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Changed:
+    facts: NodeFacts | None = None
+    volumes: tuple[VolumeObs, ...] | None = None
+    drbd: tuple[DrbdResourceObs, ...] | None = None
+    vms: tuple[VmObs, ...] | None = None
+
+
+def _diff(current: NodeObservation | None, snap: NodeSnapshot) -> _Changed | None:
+    """The parts of `snap` that differ from what the log already says."""
+    if current is None:
+        return _Changed(facts=snap.facts, volumes=snap.volumes, drbd=snap.drbd, vms=snap.vms)
+    changed = _Changed(
+        facts=snap.facts if current.facts != snap.facts else None,
+        volumes=snap.volumes if tuple(current.volumes) != snap.volumes else None,
+        drbd=snap.drbd if tuple(current.drbd) != snap.drbd else None,
+        vms=snap.vms if tuple(current.vms) != snap.vms else None,
+    )
+    if changed == _Changed():
+        return None
+    return changed

@@ -1,0 +1,208 @@
+"""Instance workers: one reconcile loop per instance at a time (kopf-style), woken
+by events that touch the instance and by a periodic resync (level-triggered). Each
+pass plans from the folded state (`reactors.instance_plan`), carries out the steps
+whose preconditions hold, records StepStarted/StepSucceeded/StepFailed, probes the
+nodes it touched (act, then verify) and plans again.
+
+Must not decide anything itself: decisions live in the pure planner. Comes after
+`reactors.context`; uses `reactors.prober` for the verify half.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import structlog
+
+from events.ids import InstanceName
+from events.model import (
+    AlertRaised,
+    Event,
+    StepFailed,
+    StepStarted,
+    StepSucceeded,
+    instance_key,
+)
+from events.state import ClusterState
+from reactors.context import ReactorContext, instances_touching_node, new_event_id
+from reactors.instance_plan import InstancePlan, Step, plan_instance
+from reactors.prober import Prober
+
+log = structlog.get_logger("corral.workers")
+
+_ACTIVE_JOB_STATES = ("running", "canceling")
+
+
+def instance_locked_by_job(state: ClusterState, instance: InstanceName) -> str | None:
+    """A running job (live migration...) owns the instance; workers keep off it."""
+    key = instance_key(instance)
+    for job in state.jobs.values():
+        if job.status in _ACTIVE_JOB_STATES and key in job.targets and job.kind in EXCLUSIVE_JOBS:
+            return job.job_id
+    return None
+
+
+# Jobs that drive the instance step by step themselves; others (failover, replace
+# secondary, grow) only record decisions and let the workers converge.
+EXCLUSIVE_JOBS = frozenset({"instance.migrate"})
+
+
+@dataclass
+class InstanceWorkers:
+    ctx: ReactorContext
+    prober: Prober
+    _dirty: set[InstanceName] = field(default_factory=set)
+    _running: dict[InstanceName, asyncio.Task[None]] = field(default_factory=dict)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    _retry_at: dict[InstanceName, float] = field(default_factory=dict)
+    last_plans: dict[InstanceName, InstancePlan] = field(default_factory=dict)
+
+    def mark(self, *names: InstanceName) -> None:
+        self._dirty.update(names)
+        self._wake.set()
+
+    def mark_all(self) -> None:
+        state = self.ctx.state
+        names = set(state.desired.instances) | set(state.placements)
+        for node in state.observed:
+            names |= instances_touching_node(state, node)
+        self.mark(*names)
+
+    def on_event(self, event: Event, state: ClusterState) -> None:
+        for key in event.objects():
+            kind, _, name = key.partition("/")
+            if kind == "instance":
+                self.mark(InstanceName(name))
+            elif kind == "node":
+                from events.ids import NodeName
+
+                self.mark(*instances_touching_node(state, NodeName(name)))
+            elif kind == "cluster":
+                self.mark_all()
+
+    async def run(self) -> None:
+        sem = asyncio.Semaphore(self.ctx.settings.max_parallel_instances)
+        resync = asyncio.create_task(self._resync())
+        try:
+            while not self.ctx.stopping:
+                await self._wake.wait()
+                self._wake.clear()
+                now = self.ctx.now()
+                for name in sorted(self._dirty):
+                    if name in self._running:
+                        continue  # it will be re-run when the current pass ends
+                    if self._retry_at.get(name, 0.0) > now:
+                        continue
+                    self._dirty.discard(name)
+                    self._running[name] = asyncio.create_task(self._pass(name, sem))
+        finally:
+            resync.cancel()
+            for task in self._running.values():
+                task.cancel()
+
+    async def _resync(self) -> None:
+        while not self.ctx.stopping:
+            await asyncio.sleep(self.ctx.settings.resync_interval_s)
+            self.mark_all()
+
+    async def _pass(self, name: InstanceName, sem: asyncio.Semaphore) -> None:
+        try:
+            async with sem:
+                await self.reconcile_once(name)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("reconcile pass crashed", instance=name)
+            self._retry_at[name] = self.ctx.now() + 5.0
+        finally:
+            self._running.pop(name, None)
+            if name in self._dirty:
+                self._wake.set()
+
+    async def reconcile_once(self, name: InstanceName) -> InstancePlan | None:
+        state = self.ctx.state
+        if instance_locked_by_job(state, name):
+            return None
+        plan = plan_instance(state=state, instance=name, now=self.ctx.now())
+        self.last_plans[name] = plan
+        bound = log.bind(instance=name)
+        await self._raise_alerts(plan)
+        if not plan.steps:
+            return plan
+        bound.info("steps", steps=[s.summary for s in plan.steps], waiting=list(plan.waiting))
+        results = await asyncio.gather(*(self._run_step(step) for step in plan.steps))
+        touched = {step.node for step in plan.steps}
+        await asyncio.gather(*(self.prober.probe(node) for node in touched))
+        if all(results):
+            self._retry_at.pop(name, None)
+            self.mark(name)
+        else:
+            record = self.ctx.state.last_steps.get(instance_key(name))
+            failures = max(record.failures_in_a_row if record else 1, 1)
+            delay = min(self.ctx.settings.step_backoff_max_s, 0.5 * 2 ** min(failures, 8))
+            self._retry_at[name] = self.ctx.now() + delay
+            loop = asyncio.get_running_loop()
+            loop.call_later(delay, self.mark, name)
+        return plan
+
+    async def _run_step(self, step: Step) -> bool:
+        key = instance_key(step.instance)
+        started = StepStarted(
+            id=new_event_id(),
+            time=self.ctx.now(),
+            actor=self.ctx.actor,
+            key=key,
+            step=step.kind.value,
+            node=step.node,
+            command=step.summary,
+            reason=step.note,
+        )
+        await self.ctx.append([started], wait=False)
+        outcome = await self.ctx.nodes.execute(step)
+        done: Event
+        if outcome.ok:
+            done = StepSucceeded(
+                id=new_event_id(),
+                time=self.ctx.now(),
+                actor=self.ctx.actor,
+                causation_id=started.id,
+                key=key,
+                step=step.kind.value,
+                node=step.node,
+                command=outcome.command,
+                duration_s=outcome.duration_s,
+            )
+        else:
+            log.warning("step failed", step=step.summary, error=outcome.error)
+            done = StepFailed(
+                id=new_event_id(),
+                time=self.ctx.now(),
+                actor=self.ctx.actor,
+                causation_id=started.id,
+                key=key,
+                step=step.kind.value,
+                node=step.node,
+                command=outcome.command,
+                duration_s=outcome.duration_s,
+                error=outcome.error,
+            )
+        await self.ctx.append([done], wait=False)
+        return outcome.ok
+
+    async def _raise_alerts(self, plan: InstancePlan) -> None:
+        new = [
+            AlertRaised(
+                id=new_event_id(),
+                time=self.ctx.now(),
+                actor=self.ctx.actor,
+                alert=key,
+                severity="critical",
+                message=message,
+                subject=instance_key(plan.instance),
+            )
+            for key, message in plan.alerts
+            if key not in self.ctx.state.alerts
+        ]
+        if new:
+            await self.ctx.append(new)
