@@ -1,0 +1,115 @@
+"""Operations as jobs on the simulated cluster: migrate, failover, replace-disks
+(new secondary), grow-disk, evacuate a node, remove an instance. Each ends in the
+right observed state and leaves nothing behind on any simulated host."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from events.ids import InstanceName
+from events.model import InstanceRemoved, JobKind
+from orchestrator.operations import submit_job
+from tests.cluster_harness import Cluster, cluster, eid, instances
+
+
+def leftovers(c: Cluster, instance: str, allowed: set[str]) -> list[str]:
+    """Anything of `instance` on hosts outside `allowed`."""
+    found = []
+    for h in c.lab.fabric.hosts.values():
+        if h.name in allowed:
+            continue
+        if instance in h.vms:
+            found.append(f"vm on {h.name}")
+        found += [f"lv {v} on {h.name}" for v in h.volumes if v.startswith(instance + "-d")]
+        found += [f"drbd {r} on {h.name}" for r in h.copies if r.startswith(instance + "-d")]
+        found += [f"file {f} on {h.name}" for f in h.files if f"/{instance}-d" in f]
+    return found
+
+
+async def run_job(c: Cluster, kind: JobKind, target: str, **params: str) -> str:
+    assert c.engine is not None
+    accepted = await submit_job(
+        c.store,
+        c.engine.state,
+        kind=kind,
+        target=target,
+        params=params,
+        actor="alice",
+        reason="test",
+    )
+    job_id = accepted.job_id
+    assert job_id is not None
+    await c.wait_for(
+        f"job {kind}",
+        lambda: (
+            c.engine is not None
+            and c.engine.state.jobs.get(job_id) is not None
+            and c.engine.state.jobs[job_id].status in ("success", "error", "canceled")
+        ),
+        timeout=60,
+    )
+    job = c.engine.state.jobs[job_id]  # type: ignore[union-attr]
+    assert job.status == "success", (job.error, job.log)
+    return job_id
+
+
+async def test_jobs_move_instances_and_leave_nothing_behind(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        await c.declare_nodes()
+        await c.declare_instances(instances(6))
+        engine = await c.start_engine()
+        await c.wait_for("converged", c.converged, timeout=60)
+        name = InstanceName("vm000")
+
+        # Live migration: DRBD dual-primary only during the move.
+        before = engine.state.placements[name]
+        await run_job(c, JobKind.INSTANCE_MIGRATE, name)
+        after = engine.state.placements[name]
+        assert (after.primary, after.secondary) == (before.secondary, before.primary)
+        await c.wait_for("converged after migrate", c.converged)
+        assert c.running_on(name) == [after.primary]
+        assert c.primaries(f"{name}-d0") == [after.primary]
+        assert (
+            "allow-two-primaries no"
+            in c.lab.host(after.primary).files[f"/etc/drbd.d/{name}-d0.res"].decode()
+        )
+
+        # Failover: stop, swap roles, start.
+        await run_job(c, JobKind.INSTANCE_FAILOVER, name)
+        await c.wait_for("converged after failover", c.converged)
+        p = engine.state.placements[name]
+        assert (p.primary, p.secondary) == (before.primary, before.secondary)
+        assert c.running_on(name) == [p.primary]
+
+        # Replace disks: a new secondary, resynced; the old copy removed.
+        old_secondary = p.secondary
+        await run_job(c, JobKind.INSTANCE_REPLACE_DISKS, name, mode="change-secondary")
+        p = engine.state.placements[name]
+        assert p.secondary != old_secondary
+        await c.wait_for(
+            "old copy removed", lambda: not leftovers(c, name, {p.primary, p.secondary})
+        )
+        assert c.lab.host(p.secondary).copies[f"{name}-d0"].disk == "UpToDate"
+
+        # Grow a disk on both nodes.
+        await run_job(c, JobKind.INSTANCE_GROW_DISK, name, disk="0", amount_mib="1024")
+        for node in (p.primary, p.secondary):
+            assert c.lab.host(node).volumes[f"{name}-d0"].size_mib == 10 * 1024 + 1024
+
+        # Evacuate a node: no primaries, no secondaries left on it.
+        node = p.primary
+        await run_job(c, JobKind.NODE_EVACUATE, node)
+        await c.wait_for("converged after evacuate", c.converged, timeout=60)
+        state = engine.state
+        assert all(node not in (pl.primary, pl.secondary) for pl in state.placements.values())
+        host = c.lab.host(node)
+        await c.wait_for(
+            "evacuated node empty", lambda: not host.vms and not host.copies and not host.volumes
+        )
+
+        # Remove an instance: nothing left anywhere.
+        gone = InstanceName("vm001")
+        await c.declare([InstanceRemoved(id=eid(), time=time.time(), actor="alice", instance=gone)])
+        await c.wait_for("vm001 gone", lambda: not leftovers(c, gone, set()))
+        assert c.running_on(gone) == []
