@@ -26,7 +26,6 @@ from events.model import (
     JobStatus,
     JobUpdated,
     PlacementKind,
-    instance_key,
 )
 from events.specs import DiskSpec
 from events.state import ClusterState, JobState
@@ -234,7 +233,6 @@ class JobRunner:
                     kind=kind,
                 )
             ],
-            expected={instance_key(name): self.ctx.state.versions.get(instance_key(name), 0)},
         )
         await self._log(job, f"decided: primary {p} -> {s}")
 

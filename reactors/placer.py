@@ -170,7 +170,6 @@ class Placer:
                     )
                 return choice.refusal or "no candidate"
             disks = placement.disks  # minors and ports are cluster-wide: they stay
-            key = instance_key(name)
             await self.ctx.append(
                 [
                     InstancePlaced(
@@ -188,6 +187,5 @@ class Placer:
                         superseded=placement.superseded,
                     )
                 ],
-                expected={key: state.versions.get(key, 0)},
             )
             return None

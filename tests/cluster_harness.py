@@ -132,7 +132,28 @@ class Cluster:
             if check():
                 return
             await asyncio.sleep(0.1)
-        raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        raise AssertionError(f"timed out after {timeout}s waiting for {what}\n{self.explain()}")
+
+    def explain(self) -> str:
+        """Node health and every unconverged instance's plan, for failure messages."""
+        if self.engine is None:
+            return "(engine not running)"
+        state = self.engine.state
+        lines = [
+            f"{n}: {o.health.value} {o.health_detail}" for n, o in sorted(state.observed.items())
+        ]
+        for name in sorted(set(state.desired.instances) | set(state.placements)):
+            plan = plan_instance(state=state, instance=name, now=time.time())
+            if not plan.converged:
+                p = state.placements.get(name)
+                last = state.last_steps.get(f"instance/{name}")
+                lines.append(
+                    f"{name} {p.primary if p else '-'}/{p.secondary if p else '-'}: "
+                    f"steps={[s.summary for s in plan.steps]} waiting={list(plan.waiting)} "
+                    f"last={last}"
+                )
+        lines += [f"alert {a.alert}: {a.message}" for a in state.alerts.values()]
+        return "\n".join(lines[:60])
 
     def converged(self, names: list[InstanceName] | None = None) -> bool:
         assert self.engine is not None
