@@ -34,9 +34,6 @@ class ServiceConfig:
     cluster: str
     known_hosts: Path
     client_key: Path
-    api_host: str = "127.0.0.1"
-    api_port: int | None = None  # None: no HTTP API
-    rapi_port: int | None = None
     snapshot_every_s: float = 30.0
     settings: ReactorSettings = ReactorSettings()
 
@@ -75,18 +72,6 @@ async def run_service(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-        api_runner = None
-        if config.api_port is not None:
-            from orchestrator.api.server import start_api
-
-            api_runner = await start_api(
-                state_view=engine.ctx,
-                store=store,
-                host=config.api_host,
-                port=config.api_port,
-                rapi_port=config.rapi_port,
-                auth=None,
-            )
         snapshots = asyncio.create_task(_snapshots(store, engine, config.snapshot_every_s))
         if ready is not None:
             await ready(engine)
@@ -94,8 +79,6 @@ async def run_service(
             await stop.wait()
         finally:
             snapshots.cancel()
-            if api_runner is not None:
-                await api_runner.cleanup()
             await engine.stop()
             with contextlib.suppress(Exception):
                 await store.save_snapshot(engine.state)

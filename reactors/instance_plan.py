@@ -384,7 +384,7 @@ def _plan_present(
         if p_res is None:
             disks_ready = False
             continue
-        if _disk_degraded(p_res, s):
+        if _disk_degraded(p_res, s) or (s_ok and (s_res is None or s_res.disk != UP_TO_DATE)):
             degraded = True
         if not want_running:
             if p_res.role == PRIMARY and not vm_alive(vm_on(p_obs, name)):
@@ -485,7 +485,11 @@ def _plan_present(
                 Step(kind=StepKind.START_VM, node=p, instance=name, spec=spec, disks=configs)
             )
     converged = (
-        not steps and not waiting and not alerts and (vm_alive(vm) if want_running else not running)
+        not steps
+        and not waiting
+        and not alerts
+        and not degraded
+        and (vm_alive(vm) if want_running else not running)
     )
     return InstancePlan(
         instance=name,
