@@ -471,7 +471,14 @@ def _plan_present(
         and vm.memory_mib
         and (vm.memory_mib != spec.memory_mib or (vm.vcpus and vm.vcpus != spec.vcpus))
     )
-    if want_running and not steps and p_ok and disks_ready and not vm_alive(vm):
+    # Work on the secondary side (a new copy being built) never holds the VM back,
+    # nor does re-pointing the primary's DRBD at a new peer.
+    holding = [
+        st
+        for st in steps
+        if st.node == p and not (st.kind == StepKind.DRBD_UP and st.note.startswith("peer"))
+    ]
+    if want_running and not holding and p_ok and disks_ready and not vm_alive(vm):
         blockers = _start_blockers(state=state, instance=name, primary=p, now=now)
         if state.desired.policy.default_sync:
             for cfg in configs:

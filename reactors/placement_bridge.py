@@ -219,8 +219,20 @@ class SecondaryChoice:
 
 
 def choose_new_secondary(
-    *, state: ClusterState, instance: InstanceName, target: str | None = None
+    *,
+    state: ClusterState,
+    instance: InstanceName,
+    target: str | None = None,
+    relax_n1: bool = False,
 ) -> SecondaryChoice:
+    """A node for the instance's second copy. With `relax_n1`, N+1 may be broken
+    (after a node loss, two copies matter more than spare memory); the caller
+    raises an alert when it uses that."""
+    if relax_n1:
+        from dataclasses import replace
+
+        policy = replace(state.desired.policy, n_plus_one=False)
+        state = replace(state, desired=replace(state.desired, policy=policy))
     placement = state.placements[instance]
     spec = state.desired.instances[instance]
     all_loads = loads(state, exclude=instance)

@@ -150,6 +150,16 @@ class Placer:
             if placement is None or spec is None:
                 return f"{name} is not placed"
             choice = choose_new_secondary(state=state, instance=name, target=target)
+            n1_note = ""
+            if choice.secondary is None and kind == PlacementKind.HEAL:
+                # Two copies matter more than spare memory: rebuild redundancy even
+                # if N+1 cannot hold any more, and say so.
+                relaxed = choose_new_secondary(
+                    state=state, instance=name, target=target, relax_n1=True
+                )
+                if relaxed.secondary is not None:
+                    choice = relaxed
+                    n1_note = f" (N+1 cannot be kept for {name}: {choice.reason})"
             if choice.refusal is not None or choice.secondary is None:
                 key = f"noredundancy:{name}"
                 if key not in state.alerts:
@@ -176,7 +186,7 @@ class Placer:
                         id=new_event_id(),
                         time=self.ctx.now(),
                         actor=self.ctx.actor,
-                        reason=f"{reason}; {choice.reason}",
+                        reason=f"{reason}; {choice.reason}{n1_note}",
                         correlation_id=correlation,
                         instance=name,
                         primary=placement.primary,
