@@ -234,12 +234,8 @@ async def demo(workdir: Path) -> None:
                             f"{e.actor:<8} {e.reason[:60]}"
                         )
             out("\nwhere to look next:")
-            out(
-                "  make test                       the whole suite (real etcd, SSH, simulated nodes)"
-            )
-            out(
-                "  docs/architecture.md            how the reactors and the safety rules fit together"
-            )
+            out("  make test             the whole suite (real etcd, SSH, simulated nodes)")
+            out("  docs/architecture.md  how the reactors and the safety rules fit together")
     finally:
         if engine is not None:
             await engine.stop()
