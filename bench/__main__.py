@@ -11,7 +11,7 @@ from pathlib import Path
 
 # Each module exposes `run() -> dict` with a "table" (list of rows, first row the
 # header) plus any figures worth keeping.
-BENCHMARKS: list[str] = []
+BENCHMARKS: list[str] = ["event_store", "converge", "heal"]
 
 
 def _print_table(rows: list[list[object]]) -> None:
@@ -20,7 +20,11 @@ def _print_table(rows: list[list[object]]) -> None:
     text = [[str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in text) for i in range(len(text[0]))]
     for n, row in enumerate(text):
-        print("  ".join(c.rjust(w) if n else c.ljust(w) for c, w in zip(row, widths, strict=True)))
+        cells = [
+            c.ljust(w) if (i == 0 or n == 0) else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
+        print("  ".join(cells))
         if n == 0:
             print("  ".join("-" * w for w in widths))
 
