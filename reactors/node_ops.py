@@ -12,7 +12,6 @@ through the `NodeOps` protocol.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from reactors.instance_plan import Step, StepKind
 from reactors.naming import run_dir
 from reactors.node_commands import CommandLine, drbdadm, parse_probe, probe_line, step_lines
 from reactors.ports import NodeSnapshot, NodeUnreachable, StepOutcome
+from reactors.qmp import QmpError, qmp_session
 
 log = structlog.get_logger("corral.nodes")
 
@@ -231,30 +231,12 @@ class SshNodeOps:
         path = f"{run_dir()}/{instance}.qmp"
         reader, writer = await conn.open_unix_connection(path)
         try:
-            await asyncio.wait_for(reader.readline(), 5)  # greeting
-            for cmd, args in (("qmp_capabilities", None), (command, arguments)):
-                msg: dict[str, Any] = {"execute": cmd}
-                if args:
-                    msg["arguments"] = args
-                writer.write(json.dumps(msg).encode() + b"\n")
-                while True:
-                    line = await asyncio.wait_for(reader.readline(), 10)
-                    if not line:
-                        if cmd == "quit":
-                            return {"return": {}}
-                        raise _StepFailed(f"QMP {cmd}: connection closed", summary=f"qmp {cmd}")
-                    reply: dict[str, Any] = json.loads(line)
-                    if "event" in reply:
-                        continue
-                    break
-                if "error" in reply:
-                    raise _StepFailed(
-                        f"QMP {cmd}: {reply['error'].get('desc', reply['error'])}",
-                        summary=f"qmp {cmd}",
-                    )
-            return reply
+            replies = await qmp_session(reader, writer, [(command, arguments)])
+        except QmpError as exc:
+            raise _StepFailed(str(exc), summary=f"qmp {command}") from exc
         finally:
             writer.close()
+        return replies[0] if replies else {"return": {}}
 
     async def _stop_vm(self, node: NodeName, instance: str) -> str:
         try:
