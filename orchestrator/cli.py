@@ -25,7 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="corral: DRBD-mirrored KVM clusters driven by an event log in etcd",
     )
     parser.add_argument("--version", action="version", version=f"corral {_version()}")
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from simulators.cli import add_sim_parser
+
+    add_sim_parser(sub)
     return parser
 
 
@@ -35,6 +38,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
+    if args.command == "sim":
+        from simulators.cli import run_sim
+
+        return run_sim(args)
     return 0
 
 

@@ -181,3 +181,37 @@ async def test_fence_agent_powers_off_and_reports_status(lab: Lab) -> None:
     assert (await asyncio.to_thread(fence, "on")).returncode == 0
     conn = await connect(lab, "node2")
     assert (await run(conn, "hostname"))[1] == "node2\n"
+
+
+async def test_sim_cli_starts_a_lab_process_that_a_client_reaches(tmp_path: Path) -> None:
+    state = tmp_path / "lab"
+    corral = [sys.executable, "-m", "orchestrator.cli"]
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [*corral, *args, "--state-dir", str(state)], capture_output=True, text=True, timeout=60
+        )
+
+    bad = await asyncio.to_thread(cli, "sim", "up", "--memory", "lots")
+    assert bad.returncode == 1 and "--memory" in bad.stderr
+    up = await asyncio.to_thread(cli, "sim", "up", "--nodes", "2")
+    assert up.returncode == 0, up.stderr
+    try:
+        inv = json.loads((state / "inventory.json").read_text())
+        node = inv["nodes"][1]
+        conn = await asyncssh.connect(
+            "127.0.0.1",
+            node["port"],
+            username="corral",
+            client_keys=[inv["client_key"]],
+            known_hosts=inv["known_hosts"],
+        )
+        assert (await conn.run("hostname")).stdout == "node2\n"
+        conn.close()
+        crash = await asyncio.to_thread(cli, "sim", "fault", "crash", "node2")
+        assert crash.returncode == 0
+        status = await asyncio.to_thread(cli, "sim", "status")
+        assert "node2      power off" in status.stdout
+    finally:
+        down = await asyncio.to_thread(cli, "sim", "down")
+    assert down.returncode == 0 and not (state / "lab.pid").exists()
