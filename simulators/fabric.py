@@ -93,7 +93,7 @@ class Fabric:
     isolated_from_orchestrator: set[str] = field(default_factory=set)
     command_faults: dict[str, list[CommandFault]] = field(default_factory=dict)
     _connected: set[tuple[str, frozenset[str]]] = field(default_factory=set)
-    _last_tick: float = field(default=0.0)
+    _last_tick: float | None = None
     frozen: bool = False
 
     # ---------------------------------------------------------------- topology
@@ -132,7 +132,7 @@ class Fabric:
     def tick(self) -> None:
         """Advance connections and resyncs to now."""
         now = self.clock()
-        elapsed = 0.0 if self._last_tick == 0.0 or self.frozen else now - self._last_tick
+        elapsed = 0.0 if self._last_tick is None or self.frozen else now - self._last_tick
         self._last_tick = now
         for host in self.hosts.values():
             if not host.powered:
