@@ -46,6 +46,8 @@ class Prober:
     ctx: ReactorContext
     records: dict[NodeName, ProbeRecord] = field(default_factory=dict)
     _locks: dict[NodeName, asyncio.Lock] = field(default_factory=dict)
+    _requested: dict[NodeName, int] = field(default_factory=dict)
+    _covered: dict[NodeName, int] = field(default_factory=dict)
 
     def record(self, node: NodeName) -> ProbeRecord:
         return self.records.setdefault(node, ProbeRecord())
@@ -59,68 +61,82 @@ class Prober:
             await asyncio.sleep(self.ctx.settings.probe_interval_s)
 
     async def probe(self, node: NodeName, *, causation: str | None = None) -> int | None:
-        """Probe now; append what changed. Returns the revision written, if any."""
+        """Probe now; append what changed. Returns the revision written, if any.
+
+        Requests are coalesced: a caller is satisfied by any probe that started
+        after it asked, so twenty workers finishing steps on one node cause one or
+        two probes, not twenty in a row."""
+        asked = self._requested[node] = self._requested.get(node, 0) + 1
         lock = self._locks.setdefault(node, asyncio.Lock())
         async with lock:
-            rec = self.record(node)
-            now = self.ctx.now()
+            if self._covered.get(node, 0) >= asked:
+                return None
+            started_for = self._requested[node]
             try:
-                snap = await asyncio.wait_for(
-                    self.ctx.nodes.probe(node), self.ctx.settings.probe_timeout_s
+                return await self._probe_once(node)
+            finally:
+                self._covered[node] = started_for
+
+    async def _probe_once(self, node: NodeName) -> int | None:
+        rec = self.record(node)
+        now = self.ctx.now()
+        try:
+            snap = await asyncio.wait_for(
+                self.ctx.nodes.probe(node), self.ctx.settings.probe_timeout_s
+            )
+        except Exception as exc:  # unreachable, timeout, unparsable output
+            rec.last_error = f"{type(exc).__name__}: {exc}"[:300]
+            if rec.failing_since is None:
+                rec.failing_since = now
+                log.warning("probe failed", node=node, error=rec.last_error)
+            return None
+        rec.last_ok = now
+        rec.failing_since = None
+        rec.last_error = ""
+        rec.probes += 1
+        events: list[NodeObserved | NodeHealthChanged | NodeRecovered] = []
+        current = self.ctx.state.observed.get(node)
+        changed = _diff(current, snap)
+        if changed is not None:
+            events.append(
+                NodeObserved(
+                    id=new_event_id(),
+                    time=now,
+                    actor=self.ctx.actor,
+                    node=node,
+                    facts=changed.facts,
+                    volumes=changed.volumes,
+                    drbd=changed.drbd,
+                    vms=changed.vms,
                 )
-            except Exception as exc:  # unreachable, timeout, unparsable output
-                rec.last_error = f"{type(exc).__name__}: {exc}"[:300]
-                if rec.failing_since is None:
-                    rec.failing_since = now
-                    log.warning("probe failed", node=node, error=rec.last_error)
-                return None
-            rec.last_ok = now
-            rec.failing_since = None
-            rec.last_error = ""
-            rec.probes += 1
-            events: list[NodeObserved | NodeHealthChanged | NodeRecovered] = []
-            current = self.ctx.state.observed.get(node)
-            changed = _diff(current, snap)
-            if changed is not None:
-                events.append(
-                    NodeObserved(
-                        id=new_event_id(),
-                        time=now,
-                        actor=self.ctx.actor,
-                        node=node,
-                        facts=changed.facts,
-                        volumes=changed.volumes,
-                        drbd=changed.drbd,
-                        vms=changed.vms,
-                    )
+            )
+        health = current.health if current else NodeHealth.UNKNOWN
+        if health in (NodeHealth.FENCED, NodeHealth.LOST):
+            events.append(
+                NodeRecovered(
+                    id=new_event_id(),
+                    time=now,
+                    actor=self.ctx.actor,
+                    node=node,
+                    boot_id=snap.facts.boot_id,
+                    reason=f"answers again after being {health.value}",
                 )
-            health = current.health if current else NodeHealth.UNKNOWN
-            if health in (NodeHealth.FENCED, NodeHealth.LOST):
-                events.append(
-                    NodeRecovered(
-                        id=new_event_id(),
-                        time=now,
-                        actor=self.ctx.actor,
-                        node=node,
-                        boot_id=snap.facts.boot_id,
-                        reason=f"answers again after being {health.value}",
-                    )
+            )
+        elif health != NodeHealth.ONLINE:
+            events.append(
+                NodeHealthChanged(
+                    id=new_event_id(),
+                    time=now,
+                    actor=self.ctx.actor,
+                    node=node,
+                    health=NodeHealth.ONLINE,
+                    reason="probe succeeded",
                 )
-            elif health != NodeHealth.ONLINE:
-                events.append(
-                    NodeHealthChanged(
-                        id=new_event_id(),
-                        time=now,
-                        actor=self.ctx.actor,
-                        node=node,
-                        health=NodeHealth.ONLINE,
-                        reason="probe succeeded",
-                    )
-                )
-            rec.last_boot_id = snap.facts.boot_id
-            if not events:
-                return None
-            return await self.ctx.append(events)
+            )
+        rec.last_boot_id = snap.facts.boot_id
+        if not events:
+            return None
+        return await self.ctx.append(events)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
