@@ -60,9 +60,12 @@ class ReactorContext:
     async def follow(self) -> None:
         """Fold every new event into `state`, forever (the one subscription)."""
         async for revision, event in self.log_store.subscribe(self.state.revision + 1):
-            if revision <= self.state.revision:
+            # Events of one append share a revision: the fold (not a revision
+            # compare) decides what is new.
+            before = self.state
+            self.state = fold(before, [(revision, event)])
+            if self.state is before or self.state.event_count == before.event_count:
                 continue
-            self.state = fold(self.state, [(revision, event)])
             for listener in list(self._listeners):
                 listener(event, self.state)
             async with self._changed:

@@ -48,13 +48,29 @@ class Healer:
     _failed_over: set[EventId] = field(default_factory=set)
 
     async def run(self) -> None:
+        # Re-protection (allocations, one append each) runs beside the tick so that
+        # rebuilding redundancy never delays detection, fencing or failover.
+        reprotect = asyncio.create_task(self._reprotect_loop())
+        try:
+            while not self.ctx.stopping:
+                try:
+                    await self.tick()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("healer tick failed")
+                await asyncio.sleep(self.tick_s)
+        finally:
+            reprotect.cancel()
+
+    async def _reprotect_loop(self) -> None:
         while not self.ctx.stopping:
             try:
-                await self.tick()
+                await self._reprotect()
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.exception("healer tick failed")
+                log.exception("re-protection pass failed")
             await asyncio.sleep(self.tick_s)
 
     async def tick(self) -> None:
@@ -101,7 +117,6 @@ class Healer:
                         )
                     ]
                 )
-        await self._reprotect()
 
     async def _health(self, node: NodeName, health: NodeHealth, detail: str) -> None:
         log.warning("node health", node=node, health=health.value, detail=detail)

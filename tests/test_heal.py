@@ -129,7 +129,7 @@ async def test_failed_fence_blocks_failover_until_confirm_off(tmp_path: Path) ->
             timeout=20,
         )
         assert engine.state.observed[node].health == NodeHealth.LOST  # type: ignore[index]
-        assert f"fence:{node}" in engine.state.alerts
+        await c.wait_for("fence alert", lambda: f"fence:{node}" in engine.state.alerts)
         for name in hit:
             assert c.running_on(name) == []  # no failover without a fence
         await confirm_node_off(
