@@ -215,3 +215,28 @@ async def test_sim_cli_starts_a_lab_process_that_a_client_reaches(tmp_path: Path
     finally:
         down = await asyncio.to_thread(cli, "sim", "down")
     assert down.returncode == 0 and not (state / "lab.pid").exists()
+
+
+async def test_command_faults_and_a_failed_disk(lab: Lab) -> None:
+    from simulators.fabric import CommandFault
+
+    c1 = await connect(lab, "node1")
+    lab.add_fault("node1", CommandFault(match="lvs", kind="fail", nth=2))
+    assert (await run(c1, "lvs --reportformat json"))[0] == 0
+    rc, _, err = await run(c1, "lvs --reportformat json")
+    assert rc == 1 and "simulated failure" in err
+    assert (await run(c1, "lvs --reportformat json"))[0] == 0
+    lab.add_fault("node1", CommandFault(match="vgs", kind="slow", seconds=0.3))
+    started = asyncio.get_running_loop().time()
+    assert (await run(c1, "vgs --reportformat json"))[0] == 0
+    assert asyncio.get_running_loop().time() - started >= 0.3
+    lab.add_fault("node1", CommandFault(match="nproc", kind="hang"))
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(c1.run("nproc"), 0.5)
+    await run(c1, "lvcreate -L 64m -n web-d0 corral")
+    await run(c1, "tee /etc/drbd.d/web-d0.res", RES.format(two="no"))
+    await run(c1, "drbdadm create-md --force web-d0 && drbdadm up web-d0")
+    lab.fabric.fail_disk("node1", "web-d0")
+    assert (await status(c1))["devices"][0]["disk-state"] == "Failed"  # type: ignore[index]
+    rc, _, err = await run(c1, "drbdadm primary --force web-d0")
+    assert rc == 11 and "UpToDate" in err

@@ -145,3 +145,13 @@ async def test_unreachable_etcd_is_one_clear_line() -> None:
             pass
     message = str(info.value)
     assert endpoint in message and "\n" not in message and "--etcd" in message
+
+
+async def test_read_one_objects_events_in_order(etcd: LocalEtcd) -> None:
+    async with EventStore.connect([etcd.endpoint], "c1") as store:
+        a = [ev(i, node="a") for i in range(5)]
+        b = [ev(10 + i, node="b") for i in range(5)]
+        for x, y in zip(a, b, strict=True):
+            await store.append([x, y])
+        got = await store.read_object("node/a")
+        assert [e.id for _, e in got] == [e.id for e in a]
