@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.corral-installed
 SYSTEM_STAMP := $(VENV)/.corral-system-tools
 
-.PHONY: demo test lint bench install system-tools clean
+.PHONY: demo test lint bench chaos install system-tools clean
 
 install: $(STAMP)
 
@@ -36,6 +36,9 @@ test: $(STAMP) system-tools lint
 
 bench: $(STAMP) system-tools
 	$(BIN)/python -m bench
+
+chaos: $(STAMP) system-tools
+	$(BIN)/python -m tests.chaos_main $(or $(SEEDS),20)
 
 demo: $(STAMP) system-tools
 	$(BIN)/python -m orchestrator.demo
