@@ -3,7 +3,12 @@
     corral sim up [--nodes 4] [--memory 24G] [--disk 730G] [--cpus 8]
                   [--node name=n5,memory=64G,disk=2T,cpus=16 ...] [--state-dir ./var/lab]
     corral sim status | down
-    corral sim fault crash|partition|heal|kill-vm NODE [--vm NAME] [--from-peers]
+    corral sim fault crash|partition|heal|kill-vm NODE [--vm NAME] [--from-peers] [--peers-only]
+    corral sim fault cut-link|restore-link NODE --peer OTHER
+    corral sim fault fail-disk NODE --resource RES
+    corral sim fault fail-command|slow-command|hang-command NODE --match TEXT
+                     [--nth N] [--seconds S]
+    corral sim fault clear-commands NODE
     corral sim power on|off NODE
 
 Registered by `orchestrator.cli`; imports nothing from corral's own packages.
@@ -27,6 +32,19 @@ from typing import Any
 
 from simulators.lab import HostConfig
 
+FAULT_KINDS = [
+    "crash",
+    "partition",
+    "heal",
+    "kill-vm",
+    "cut-link",
+    "restore-link",
+    "fail-disk",
+    "fail-command",
+    "slow-command",
+    "hang-command",
+    "clear-commands",
+]
 _SIZE = re.compile(r"^(\d+)([MGT]?)$", re.I)
 
 
@@ -56,14 +74,26 @@ def add_sim_parser(sub: Any) -> None:
     for name in ("status", "down"):
         ss.add_parser(name)
     fault = ss.add_parser("fault", help="inject a fault")
-    fault.add_argument("kind", choices=["crash", "partition", "heal", "kill-vm"])
+    fault.add_argument("kind", choices=FAULT_KINDS)
     fault.add_argument("node")
-    fault.add_argument("--vm")
+    fault.add_argument("--vm", help="kill-vm: the VM to kill")
     fault.add_argument(
         "--from-peers",
         action="store_true",
         help="partition from DRBD peers too (default: orchestrator only)",
     )
+    fault.add_argument(
+        "--peers-only",
+        action="store_true",
+        help="partition from DRBD peers only; the orchestrator still reaches the node",
+    )
+    fault.add_argument("--peer", help="cut-link/restore-link: the other end")
+    fault.add_argument("--resource", help="fail-disk: the DRBD resource whose disk fails")
+    fault.add_argument("--match", help="*-command: a substring of the command line")
+    fault.add_argument(
+        "--nth", type=int, default=0, help="*-command: only the Nth match (1-based); 0 = every"
+    )
+    fault.add_argument("--seconds", type=float, default=0.0, help="slow-command: added delay")
     power = ss.add_parser("power", help="power a node on or off")
     power.add_argument("action", choices=["on", "off"])
     power.add_argument("node")
@@ -200,9 +230,15 @@ def run_sim(args: argparse.Namespace) -> int:
     if args.sim_command == "fault":
         body: dict[str, Any] = {"kind": args.kind, "node": args.node}
         if args.kind == "partition":
-            body.update(from_orchestrator=True, from_peers=args.from_peers)
-        if args.kind == "kill-vm":
-            body["vm"] = args.vm
+            body.update(
+                from_orchestrator=not args.peers_only,
+                from_peers=args.from_peers or args.peers_only,
+            )
+        for field in ("vm", "peer", "resource", "match"):
+            if getattr(args, field) is not None:
+                body[field] = getattr(args, field)
+        if args.kind.endswith("-command"):
+            body.update(nth=args.nth, seconds=args.seconds)
         print(json.dumps(_post(f"{url}/fault", body)))
         return 0
     return 1

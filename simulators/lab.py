@@ -239,13 +239,39 @@ class Lab:
             await self.heal_partition(node)
         elif kind == "kill-vm":
             self.fabric.kill_vm(node, str(body.get("vm")))
-        elif kind == "fail-command":
+        elif kind in ("cut-link", "restore-link"):
+            peer = body.get("peer")
+            if peer not in self.fabric.hosts or peer == node:
+                return web.json_response({"error": f"no peer node {peer!r}"}, status=400)
+            if kind == "cut-link":
+                self.cut_link(node, str(peer))
+            else:
+                self.restore_link(node, str(peer))
+        elif kind == "fail-disk":
+            res = str(body.get("resource", ""))
+            if res not in self.host(node).copies:
+                return web.json_response(
+                    {"error": f"node {node!r} has no DRBD resource {res!r}"}, status=400
+                )
+            self.fabric.fail_disk(node, res)
+        elif kind in ("fail-command", "slow-command", "hang-command"):
+            try:
+                nth = int(body.get("nth", 0))
+                seconds = float(body.get("seconds", 0.0))
+            except (TypeError, ValueError):
+                return web.json_response({"error": "nth and seconds must be numbers"}, status=400)
+            match = str(body.get("match", ""))
+            if not match or nth < 0 or seconds < 0:
+                return web.json_response(
+                    {"error": "a command fault needs match (non-empty), nth >= 0, seconds >= 0"},
+                    status=400,
+                )
             self.add_fault(
                 node,
-                CommandFault(
-                    match=str(body.get("match", "")), kind="fail", nth=int(body.get("nth", 0))
-                ),
+                CommandFault(match=match, kind=kind.split("-")[0], nth=nth, seconds=seconds),
             )
+        elif kind == "clear-commands":
+            self.fabric.command_faults.pop(node, None)
         else:
             return web.json_response({"error": f"unknown fault {kind!r}"}, status=400)
         return web.json_response({"ok": True})

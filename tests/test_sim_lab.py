@@ -207,6 +207,17 @@ async def test_sim_cli_starts_a_lab_process_that_a_client_reaches(tmp_path: Path
             known_hosts=inv["known_hosts"],
         )
         assert (await conn.run("hostname")).stdout == "node2\n"
+        armed = await asyncio.to_thread(
+            cli, "sim", "fault", "fail-command", "node2", "--match", "hostname", "--nth", "1"
+        )
+        assert armed.returncode == 0, armed.stderr
+        failed = await conn.run("hostname")
+        assert failed.exit_status == 1 and "simulated failure" in str(failed.stderr)
+        assert (await conn.run("hostname")).stdout == "node2\n"
+        no_peer = await asyncio.to_thread(cli, "sim", "fault", "cut-link", "node2", "--peer", "x")
+        assert no_peer.returncode == 1 and "no peer node 'x'" in no_peer.stderr
+        cut = await asyncio.to_thread(cli, "sim", "fault", "cut-link", "node2", "--peer", "node1")
+        assert cut.returncode == 0, cut.stderr
         conn.close()
         crash = await asyncio.to_thread(cli, "sim", "fault", "crash", "node2")
         assert crash.returncode == 0
