@@ -54,6 +54,7 @@ from events.state import (
 )
 
 MAX_JOB_LOG = 500
+MAX_VM_STARTS = 10
 
 
 class _Builder:
@@ -78,6 +79,7 @@ class _Builder:
         self.steps = dict(state.last_steps)
         self.versions = dict(state.versions)
         self.last_applied = state.last_applied
+        self.vm_starts = dict(state.vm_starts)
         self.skipped = list(state.skipped)
 
     def build(self) -> ClusterState:
@@ -102,6 +104,7 @@ class _Builder:
             last_steps=self.steps,
             versions=self.versions,
             last_applied=self.last_applied,
+            vm_starts=self.vm_starts,
             skipped=tuple(self.skipped[-100:]),
         )
 
@@ -170,10 +173,12 @@ def _apply(b: _Builder, revision: int, e: Event) -> None:
         b.set_instance(e.spec)
         b.refusals.pop(e.spec.name, None)
     elif isinstance(e, InstanceRemoved):
+        b.vm_starts.pop(e.instance, None)
         b.instances.pop(e.instance, None)
         b.placements.pop(e.instance, None)
         b.refusals.pop(e.instance, None)
     elif isinstance(e, InstancePowerSet):
+        b.vm_starts.pop(e.instance, None)  # a person asked: restart budget renewed
         inst = b.instances.get(e.instance)
         if inst is not None:
             b.instances[e.instance] = replace(inst, power=e.power)
@@ -240,6 +245,9 @@ def _apply(b: _Builder, revision: int, e: Event) -> None:
         )
     elif isinstance(e, StepSucceeded):
         b.steps[e.key] = StepRecord(step=e.step, node=e.node, ok=True, error="", at=e.time)
+        if e.step == "start-vm" and e.node is not None and e.key.startswith("instance/"):
+            name = InstanceName(e.key.partition("/")[2])
+            b.vm_starts[name] = (*b.vm_starts.get(name, ()), (e.time, e.node))[-MAX_VM_STARTS:]
     elif isinstance(e, StepFailed):
         prev = b.steps.get(e.key)
         failures = (prev.failures_in_a_row if prev and prev.step == e.step else 0) + 1

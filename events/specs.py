@@ -117,6 +117,12 @@ class ClusterPolicy:
     suspect_timeout_s: float = 3.0
     lost_timeout_s: float = 8.0
     default_sync: bool = False  # wait for initial DRBD sync before starting
+    # The watcher restarts a VM that stopped by itself at most `restart_limit` times
+    # on one node within `restart_window_s`, waiting restart_backoff_s, then twice
+    # that, and so on (at most 60 s), after each start; then it is ERROR_down.
+    restart_limit: int = 5
+    restart_window_s: float = 600.0
+    restart_backoff_s: float = 2.0
     extra: tuple[tuple[str, str], ...] = field(default=())
 
 

@@ -108,4 +108,9 @@ class ClusterState:
     last_steps: dict[str, StepRecord] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)  # object key -> events seen
     last_applied: DesiredStateApplied | None = None
+    # Recent successful VM starts per instance (time, node), newest last, for the
+    # watcher's bounded restarts; cleared when a person asks for a start.
+    vm_starts: dict[InstanceName, tuple[tuple[float, NodeName], ...]] = field(
+        default_factory=dict
+    )
     skipped: tuple[str, ...] = ()  # keys of events the fold could not use, with why

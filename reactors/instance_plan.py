@@ -31,6 +31,8 @@ UP_TO_DATE = "UpToDate"
 CONNECTED = "Connected"
 PRIMARY = "Primary"
 SECONDARY = "Secondary"
+# The longest wait between two restarts of a crashed VM (see ClusterPolicy.restart_*).
+RESTART_BACKOFF_MAX_S = 60.0
 RUNNING_VM_STATES = frozenset(
     {"running", "paused", "inmigrate", "postmigrate", "prelaunch", "finish-migrate"}
 )
@@ -102,6 +104,7 @@ class InstancePlan:
     converged: bool = False
     restart_required: bool = False
     degraded: bool = False
+    error_down: bool = False  # crashed too often: not restarted until a person asks
     notes: tuple[str, ...] = field(default=())
 
 
@@ -261,6 +264,7 @@ def _plan_present(
     steps: list[Step] = []
     waiting: list[str] = []
     alerts: list[tuple[str, str]] = []
+    error_down = False
     degraded = False
     want_running = spec.power == PowerState.RUNNING
 
@@ -485,7 +489,20 @@ def _plan_present(
                 p_res = drbd_on(p_obs, cfg.resource)
                 if p_res is not None and _disk_degraded(p_res, s):
                     blockers.append(f"{cfg.resource}: waiting for the initial sync")
-        if blockers:
+        verdict = restart_verdict(state=state, instance=name, node=p, now=now)
+        if verdict == "error_down":
+            error_down = True
+            pol = state.desired.policy
+            message = (
+                f"ERROR_down: {name} stopped running {pol.restart_limit} times on {p} within "
+                f"{pol.restart_window_s:.0f}s; not restarted again until "
+                f"`corral instance start {name}`"
+            )
+            waiting.append(message)
+            alerts.append((f"error-down:{name}", message))
+        elif verdict:
+            waiting.append(verdict)
+        elif blockers:
             waiting.extend(blockers)
         else:
             steps.append(
@@ -506,7 +523,32 @@ def _plan_present(
         converged=converged,
         restart_required=restart_required,
         degraded=degraded,
+        error_down=error_down,
     )
+
+
+def restart_verdict(
+    *, state: ClusterState, instance: InstanceName, node: NodeName, now: float
+) -> str:
+    """"" to start now, "error_down" when the restart budget on `node` is spent,
+    else why to wait (the backoff after the last start)."""
+    pol = state.desired.policy
+    recent = [
+        t
+        for t, n in state.vm_starts.get(instance, ())
+        if n == node and now - t < pol.restart_window_s
+    ]
+    if not recent:
+        return ""
+    if len(recent) >= pol.restart_limit:
+        return "error_down"
+    wait = min(pol.restart_backoff_s * 2.0 ** (len(recent) - 1), RESTART_BACKOFF_MAX_S)
+    if now - recent[-1] < wait:
+        return (
+            f"restart {len(recent)} of {pol.restart_limit - 1} on {node} after "
+            f"{wait:.0f}s backoff (last start {now - recent[-1]:.0f}s ago)"
+        )
+    return ""
 
 
 def _start_blockers(

@@ -17,6 +17,7 @@ import structlog
 
 from events.ids import InstanceName
 from events.model import (
+    AlertCleared,
     AlertRaised,
     Event,
     StepFailed,
@@ -28,6 +29,9 @@ from events.state import ClusterState
 from reactors.context import ReactorContext, instances_touching_node, new_event_id
 from reactors.instance_plan import InstancePlan, Step, plan_instance
 from reactors.prober import Prober
+
+# Alerts a plan raises and that end by themselves when the plan stops raising them.
+PLANNER_ALERT_PREFIXES = ("error-down:",)
 
 log = structlog.get_logger("corral.workers")
 
@@ -204,5 +208,23 @@ class InstanceWorkers:
             for key, message in plan.alerts
             if key not in self.ctx.state.alerts
         ]
-        if new:
-            await self.ctx.append(new)
+        # Alerts the planner raises for one instance end when the plan stops
+        # raising them (an ERROR_down instance started again by a person).
+        raised = {key for key, _ in plan.alerts}
+        subject = instance_key(plan.instance)
+        cleared = [
+            AlertCleared(
+                id=new_event_id(),
+                time=self.ctx.now(),
+                actor=self.ctx.actor,
+                alert=a.alert,
+                subject=subject,
+                reason="the condition is gone",
+            )
+            for a in self.ctx.state.alerts.values()
+            if a.subject == subject
+            and a.alert.startswith(PLANNER_ALERT_PREFIXES)
+            and a.alert not in raised
+        ]
+        if new or cleared:
+            await self.ctx.append([*new, *cleared])

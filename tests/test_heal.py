@@ -5,11 +5,14 @@ until a person confirms the node is off."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from pathlib import Path
 
+from events.ids import InstanceName
 from events.model import NodeHealth
-from orchestrator.operations import confirm_node_off
+from events.specs import ClusterPolicy
 from tests.cluster_harness import cluster, instances
 
 
@@ -132,10 +135,61 @@ async def test_failed_fence_blocks_failover_until_confirm_off(tmp_path: Path) ->
         await c.wait_for("fence alert", lambda: f"fence:{node}" in engine.state.alerts)
         for name in hit:
             assert c.running_on(name) == []  # no failover without a fence
-        await confirm_node_off(
-            c.store, engine.state, node=node, actor="bob", reason="pulled the power cord myself"
+        no_reason = await c.corral("node", "confirm-off", node)
+        assert no_reason.returncode == 1 and "reason" in no_reason.stderr
+        for name in hit:
+            assert c.running_on(name) == []
+        vouched = await c.corral(
+            "node",
+            "confirm-off",
+            node,
+            "--reason",
+            "pulled the power cord myself",
+            actor="user:bob",
         )
+        assert vouched.returncode == 0, vouched.stderr
         await c.wait_for(
             "failover after confirm-off", lambda: all(c.running_on(n) for n in hit), timeout=30
         )
-        assert engine.state.observed[node].fenced_by == "bob"  # type: ignore[index]
+        assert engine.state.observed[node].fenced_by == "user:bob"  # type: ignore[index]
+
+
+async def test_a_vm_that_keeps_crashing_is_restarted_a_bounded_number_of_times(
+    tmp_path: Path,
+) -> None:
+    policy = ClusterPolicy(restart_limit=3, restart_backoff_s=0.3, restart_window_s=120)
+    async with cluster(tmp_path) as c:
+        await c.declare_nodes(policy=policy)
+        await c.declare_instances(instances(1))
+        engine = await c.start_engine()
+        await c.wait_for("converged", c.converged, timeout=60)
+        name = "vm000"
+        primary = engine.state.placements[InstanceName(name)].primary
+        # It crashes twice: the watcher starts it again each time, after a backoff.
+        for crash in (1, 2):
+            c.lab.fabric.kill_vm(primary, name)
+            await c.wait_for(
+                f"restart after crash {crash}",
+                lambda n=crash: (
+                    len(engine.state.vm_starts.get(InstanceName(name), ())) == n + 1
+                    and c.running_on(name) == [primary]
+                ),
+                timeout=30,
+            )
+        # The third crash spends the budget (3 starts): it stays down, with an alert.
+        c.lab.fabric.kill_vm(primary, name)
+        await c.wait_for(
+            "ERROR_down alert", lambda: f"error-down:{name}" in engine.state.alerts, timeout=30
+        )
+        await asyncio.sleep(1.0)
+        assert c.running_on(name) == []
+        listed = await c.corral("instance", "list", "--json")
+        row = next(r for r in json.loads(listed.stdout) if r["name"] == name)
+        assert row["status"] == "ERROR_down"
+        # A person starts it: the budget is renewed, it runs, the alert ends.
+        started = await c.corral("instance", "start", name, "--wait")
+        assert started.returncode == 0, started.stdout + started.stderr
+        assert c.running_on(name) == [primary]
+        await c.wait_for(
+            "alert cleared", lambda: f"error-down:{name}" not in engine.state.alerts, timeout=10
+        )
