@@ -19,6 +19,7 @@ from pathlib import Path
 import structlog
 
 from events.projection import fold
+from events.seals import seal_pending
 from events.state import ClusterState
 from events.store import EventStore
 from reactors.context import ReactorSettings
@@ -86,6 +87,8 @@ async def run_service(
 
 
 async def _snapshots(store: EventStore, engine: Engine, every: float) -> None:
+    """Snapshot the folded state and seal the events appended since the last seal
+    (`corral audit verify` checks the seals), every `every` seconds."""
     last = engine.state.revision
     while True:
         await asyncio.sleep(every)
@@ -93,5 +96,8 @@ async def _snapshots(store: EventStore, engine: Engine, every: float) -> None:
             try:
                 await store.save_snapshot(engine.state)
                 last = engine.state.revision
+                sealed = await seal_pending(store)
+                if sealed:
+                    log.info("sealed", events=sealed, revision=last)
             except Exception:
-                log.exception("snapshot failed")
+                log.exception("snapshot or seal failed")

@@ -28,6 +28,36 @@ QMP_GREETING = {
 }
 
 
+class SerialSession(asyncssh.SSHUNIXSession[bytes]):
+    """A VM's serial console (`-serial unix:PATH,server=on`): a getty that echoes
+    what is typed and asks for a login again at each Enter."""
+
+    def __init__(self, vm_name: str) -> None:
+        self.vm_name = vm_name
+        self.chan: asyncssh.SSHUNIXChannel[bytes] | None = None
+
+    def connection_made(self, chan: asyncssh.SSHUNIXChannel[bytes]) -> None:  # type: ignore[override]
+        self.chan = chan
+        chan.write(f"\r\nDebian GNU/Linux 12 {self.vm_name} ttyS0\r\n\r\n".encode())
+        chan.write(f"{self.vm_name} login: ".encode())
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self.chan is None:
+            return
+        for byte in data:
+            if byte in (10, 13):
+                self.chan.write(f"\r\n{self.vm_name} login: ".encode())
+            else:
+                self.chan.write(bytes([byte]))
+
+
+def serial_path(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "-serial" and argv[i + 1].startswith("unix:"):
+            return argv[i + 1][5:].split(",", 1)[0]
+    return None
+
+
 class QmpSession(asyncssh.SSHUNIXSession[bytes]):
     """QMP as qemu 7.2 speaks it, for one simulated VM."""
 
@@ -253,6 +283,8 @@ class _Server(asyncssh.SSHServer):
         for vm in host.vms.values():
             if vm.qmp_path == dest_path:
                 return QmpSession(self.owner.fabric, host, vm.name)
+            if vm.status != "shutdown" and serial_path(vm.argv) == dest_path:
+                return SerialSession(vm.name)
         raise asyncssh.ChannelOpenError(
             asyncssh.OPEN_CONNECT_FAILED, f"{dest_path}: Connection refused"
         )

@@ -5,6 +5,9 @@ instances and to wait for convergence. Assertions look at the simulated hosts.""
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -44,6 +47,25 @@ class Cluster:
     engine: Engine | None
     settings: ReactorSettings
     tmp: Path
+
+    async def corral(
+        self, *args: str, actor: str = "user:alice"
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real `corral` command line against this cluster's etcd."""
+        env = {
+            **os.environ,
+            "CORRAL_ETCD": self.etcd.endpoint,
+            "CORRAL_CLUSTER": "lab",
+            "CORRAL_ACTOR": actor,
+        }
+        return await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "orchestrator.cli", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=env,
+        )
 
     async def declare(self, events: list[Event]) -> int:
         return await self.store.append(events)

@@ -1,0 +1,242 @@
+"""Read-only views of the folded state for people: one row per instance and per
+node (with Ganeti-style instance status words), the cluster summary behind
+`corral status`, and the findings of `corral cluster verify` (N+1, degraded DRBD,
+orphan volumes and VM processes, instances running where they should not).
+
+Pure: no I/O, no logging; `now` is passed in. Comes after `events.projection`
+and `reactors.instance_plan`; printed by `orchestrator.cli_status` and
+`orchestrator.cli_objects`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from events.ids import InstanceName, NodeName
+from events.model import NodeHealth
+from events.specs import PowerState
+from events.state import ClusterState
+from reactors.instance_plan import plan_instance, vm_alive, vm_on
+from reactors.naming import parse_disk_name
+from reactors.placement_bridge import loads
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceRow:
+    name: str
+    status: str  # running, ADMIN_down, ERROR_down, ERROR_nodedown, building, unplaced
+    primary: str | None
+    secondary: str | None
+    memory_mib: int
+    vcpus: int
+    disk_mib: int
+    degraded: bool
+    converged: bool
+    restart_required: bool
+    waiting: tuple[str, ...]
+    tags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeRow:
+    name: str
+    health: str
+    flags: tuple[str, ...]  # drained, offline, fenced
+    memory_mib: int
+    memory_used_mib: int  # by primaries
+    n1_reserve_mib: int  # largest failover it must absorb
+    n1_ok: bool
+    disk_mib: int
+    disk_used_mib: int
+    primaries: int
+    secondaries: int
+    vms_running: int
+
+
+def instance_row(state: ClusterState, name: InstanceName, *, now: float) -> InstanceRow:
+    spec = state.desired.instances[name]
+    placement = state.placements.get(name)
+    plan = plan_instance(state=state, instance=name, now=now)
+    if placement is None:
+        status = "unplaced"
+    else:
+        obs = state.observed.get(placement.primary)
+        running = vm_alive(vm_on(obs, name))
+        health = obs.health if obs is not None else NodeHealth.UNKNOWN
+        if health in (NodeHealth.LOST, NodeHealth.FENCED) and not running:
+            status = "ERROR_nodedown"
+        elif spec.power is PowerState.STOPPED:
+            status = "ERROR_up" if running else "ADMIN_down"
+        elif running:
+            status = "running"
+        elif plan.converged or plan.error_down:
+            status = "ERROR_down"
+        else:
+            built = any(s.kind.value == "start-vm" for s in plan.steps) or not plan.steps
+            status = "starting" if built else "building"
+    return InstanceRow(
+        name=name,
+        status=status,
+        primary=placement.primary if placement else None,
+        secondary=placement.secondary if placement else None,
+        memory_mib=spec.memory_mib,
+        vcpus=spec.vcpus,
+        disk_mib=spec.disk_mib,
+        degraded=plan.degraded,
+        converged=plan.converged,
+        restart_required=plan.restart_required,
+        waiting=plan.waiting,
+        tags=tuple(sorted(spec.tags)),
+    )
+
+
+def node_rows(state: ClusterState) -> list[NodeRow]:
+    load = loads(state)
+    rows = []
+    for name in sorted(state.desired.nodes):
+        spec = state.desired.nodes[name]
+        obs = state.observed.get(name)
+        ld = load[name]
+        flags = tuple(
+            f
+            for f, on in (
+                ("drained", spec.drained),
+                ("offline", spec.offline),
+            )
+            if on
+        )
+        rows.append(
+            NodeRow(
+                name=name,
+                health=(obs.health.value if obs else NodeHealth.UNKNOWN.value),
+                flags=flags,
+                memory_mib=ld.mem_total,
+                memory_used_mib=ld.mem_primary,
+                n1_reserve_mib=ld.n1_need(),
+                n1_ok=ld.n1_need() <= ld.mem_free,
+                disk_mib=ld.disk_total,
+                disk_used_mib=ld.disk_used,
+                primaries=sum(1 for p in state.placements.values() if p.primary == name),
+                secondaries=sum(1 for p in state.placements.values() if p.secondary == name),
+                vms_running=sum(1 for vm in (obs.vms if obs else ()) if vm_alive(vm)),
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Finding:
+    severity: str  # "error" or "warning"
+    check: str  # n+1, degraded, orphan-volume, orphan-vm, wrong-node, unplaced, alert
+    subject: str
+    message: str
+
+
+def verify(state: ClusterState, *, now: float) -> list[Finding]:
+    """What `corral cluster verify` reports, from the last observations."""
+    out: list[Finding] = []
+    for nrow in node_rows(state):
+        if not nrow.n1_ok:
+            out.append(
+                Finding(
+                    severity="warning",
+                    check="n+1",
+                    subject=f"node/{nrow.name}",
+                    message=f"{nrow.name} could not absorb the failover of its largest peer: "
+                    f"needs {nrow.n1_reserve_mib}M free, has "
+                    f"{nrow.memory_mib - nrow.memory_used_mib}M",
+                )
+            )
+    for name in sorted(state.desired.instances):
+        row = instance_row(state, name, now=now)
+        if row.status == "unplaced":
+            out.append(
+                Finding(
+                    severity="error",
+                    check="unplaced",
+                    subject=f"instance/{name}",
+                    message=state.refusals.get(name, "waiting for placement"),
+                )
+            )
+        elif row.degraded:
+            out.append(
+                Finding(
+                    severity="warning",
+                    check="degraded",
+                    subject=f"instance/{name}",
+                    message=f"{name}'s disks are not UpToDate on both {row.primary} and "
+                    f"{row.secondary}" + (f": {'; '.join(row.waiting)}" if row.waiting else ""),
+                )
+            )
+        if row.status in ("ERROR_down", "ERROR_nodedown", "ERROR_up"):
+            out.append(
+                Finding(
+                    severity="error",
+                    check="instance-state",
+                    subject=f"instance/{name}",
+                    message=f"{name} is {row.status}",
+                )
+            )
+    for node, obs in sorted(state.observed.items()):
+        if obs.health == NodeHealth.FENCED:
+            continue
+        for vm in obs.vms:
+            if not vm_alive(vm):
+                continue
+            inst = InstanceName(vm.name)
+            p = state.placements.get(inst)
+            if inst not in state.desired.instances:
+                out.append(
+                    Finding(
+                        severity="warning",
+                        check="orphan-vm",
+                        subject=f"node/{node}",
+                        message=f"{node} runs {vm.name} (pid {vm.pid}), which is not declared",
+                    )
+                )
+            elif p is not None and p.primary != node:
+                out.append(
+                    Finding(
+                        severity="error",
+                        check="wrong-node",
+                        subject=f"instance/{vm.name}",
+                        message=f"{vm.name} runs on {node}; its primary is {p.primary}",
+                    )
+                )
+        for vol in obs.volumes:
+            parsed = parse_disk_name(vol.name)
+            if parsed is None:
+                continue
+            inst, _ = parsed
+            p = state.placements.get(inst)
+            if inst not in state.desired.instances or (
+                p is not None and node not in (p.primary, p.secondary, p.superseded)
+            ):
+                out.append(
+                    Finding(
+                        severity="warning",
+                        check="orphan-volume",
+                        subject=f"node/{node}",
+                        message=f"{node} holds volume {vol.vg}/{vol.name} that no instance "
+                        "placed there uses",
+                    )
+                )
+    for alert in sorted(state.alerts.values(), key=lambda a: a.alert):
+        out.append(
+            Finding(
+                severity="error" if alert.severity == "critical" else "warning",
+                check="alert",
+                subject=alert.subject,
+                message=alert.message,
+            )
+        )
+    return out
+
+
+def nodes_by_health(state: ClusterState) -> dict[str, list[NodeName]]:
+    groups: dict[str, list[NodeName]] = {}
+    for name in sorted(state.desired.nodes):
+        obs = state.observed.get(name)
+        health = obs.health.value if obs else "unknown"
+        groups.setdefault(health, []).append(name)
+    return groups
