@@ -1,7 +1,8 @@
 """Building blocks of the desired-state loader (`orchestrator.desired_file`): where a
 value sits in its YAML file, the list of problems found so far, a reader for YAML
 mappings that reports unknown and missing keys, and one parser per field type of the
-format (names, tags, sizes, durations, addresses, URLs, MAC addresses).
+format (names, tags, sizes, durations, addresses, URLs, MAC addresses, fence agents
+with their options and secret references, disks and NICs).
 
 Pure: no I/O and no logging. A parser never raises: it records a `FileProblem` and
 returns None. Messages never repeat a value that may be a secret. Comes after the
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from events.ids import InvalidName, check_name, check_tag
+from events.specs import DiskSpec, FenceSpec, NicSpec, SecretRef
 
 T = TypeVar("T")
 
@@ -31,9 +33,23 @@ MAX_MIB = 2**40  # 1 EiB: anything bigger is a typo
 _UNITS = {"m": 1, "g": 1024, "t": 1024 * 1024, "p": 1024 * 1024 * 1024}
 _SIZE_RE = re.compile(r"^(\d{1,15}(?:\.\d{1,6})?)\s*(?:([mgtp])(?:ib|i)?)?$", re.IGNORECASE)
 _DURATION_RE = re.compile(r"^(\d{1,9}(?:\.\d{1,6})?)\s*(ms|s|m|h)?$")
-_DURATION_UNITS = {"ms": Fraction(1, 1000), "s": Fraction(1), "m": Fraction(60), "h": Fraction(3600)}
+_DURATION_UNITS = {
+    "ms": Fraction(1, 1000),
+    "s": Fraction(1),
+    "m": Fraction(60),
+    "h": Fraction(3600),
+}
 _HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME_RE = re.compile(rf"^{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?$")
+_FENCE_KEYS = ("agent", "options", "secrets")
+_NIC_KEYS = ("link", "mode", "mac", "ip")
+_NIC_MODES = ("bridged", "routed", "openvswitch")
+_AGENT_RE = re.compile(r"^fence_[a-z0-9_]+$")
+_OPTION_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+_SECRET_LIKE_RE = re.compile(r"pass|secret|token|credential|(^|[_-])(key|psk)([_-]|$)")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NO_OPTIONS: tuple[tuple[str, str], ...] = ()
+_NO_SECRETS: tuple[tuple[str, SecretRef], ...] = ()
 _MAC_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$")
 
 
@@ -163,14 +179,23 @@ class Mapping:
     """A YAML mapping being read. Reports a non-mapping and unknown keys when made."""
 
     def __init__(
-        self, problems: Problems, value: Any, at: At, *, allowed: Sequence[str], what: str
+        self,
+        problems: Problems,
+        value: Any,
+        at: At,
+        *,
+        allowed: Sequence[str] | None,
+        what: str,
     ) -> None:
+        """`allowed` None: any key (the caller checks them)."""
         self.problems = problems
         self.at = node_at(value, at) if isinstance(value, dict) else at
         self.value: dict[Any, Any] = value if isinstance(value, dict) else {}
         self.ok = isinstance(value, dict)
         if not self.ok:
             problems.add(at, f"{what} must be a mapping, got {kind(value)}")
+            return
+        if allowed is None:
             return
         for key in self.value:
             if isinstance(key, str) and key in allowed:
@@ -198,10 +223,10 @@ class Mapping:
     def get(self, key: str) -> tuple[Any, At]:
         return self.value.get(key), self.value_at(key)
 
-    def missing(self, key: str, hint: str = "") -> None:
+    def missing(self, key: str, message: str = "") -> None:
         self.problems.add(
             self.at.moved(line=self.at.line, column=self.at.column, field=self.at.sub(key)),
-            f"required field {key!r} is missing{hint}",
+            message or f"required field {key!r} is missing",
         )
 
     def opt(self, key: str, parse: Parser[T], default: T) -> T | None:
@@ -210,11 +235,13 @@ class Mapping:
             return default
         return parse(self.problems, *self.get(key))
 
-    def req(self, key: str, parse: Parser[T], default: T | None = None, hint: str = "") -> T | None:
+    def req(
+        self, key: str, parse: Parser[T], default: T | None = None, message: str = ""
+    ) -> T | None:
         """Like `opt`, but reports the key missing when absent and no default is given."""
         if key not in self.value:
             if default is None:
-                self.missing(key, hint)
+                self.missing(key, message)
             return default
         return parse(self.problems, *self.get(key))
 
@@ -449,3 +476,181 @@ def url(problems: Problems, value: Any, at: At) -> str | None:
         problems.add(at, bad)
         return None
     return str(value).rstrip("/")
+
+
+def fence(problems: Problems, value: Any, at: At) -> FenceSpec | None:
+    m = Mapping(problems, value, at, allowed=_FENCE_KEYS, what="fence")
+    if not m.ok:
+        return None
+    agent = m.req("agent", _agent, message="fence agent missing: `agent:` is required")
+    options = m.opt("options", _options, _NO_OPTIONS)
+    secrets = m.opt("secrets", _secrets, _NO_SECRETS)
+    if options is not None and secrets is not None:
+        both = {k for k, _ in options} & {k for k, _ in secrets}
+        for key in sorted(both):
+            problems.add(
+                m.value_at("secrets"),
+                f"{key!r} is given both in options and in secrets; keep only the secret",
+            )
+        if both:
+            return None
+    if agent is None or options is None or secrets is None:
+        return None
+    return FenceSpec(agent=agent, options=options, secrets=secrets)
+
+
+def _agent(problems: Problems, value: Any, at: At) -> str | None:
+    if not isinstance(value, str) or not _AGENT_RE.match(value):
+        problems.add(
+            at,
+            f"{show(value)} is not a fence agent name; expected fence_ followed by "
+            "lowercase letters, digits or '_' (e.g. fence_ipmilan)",
+        )
+        return None
+    return str(value)
+
+
+def _option_key(problems: Problems, key: Any, at: At) -> str | None:
+    if not isinstance(key, str) or not _OPTION_RE.match(key) or len(key) > 64:
+        problems.add(
+            at,
+            f"option name {show(key)} must be lowercase letters, digits, '_' or '-', "
+            "starting with a letter",
+        )
+        return None
+    return str(key)
+
+
+def _options(problems: Problems, value: Any, at: At) -> tuple[tuple[str, str], ...] | None:
+    if not isinstance(value, dict):
+        problems.add(at, f"fence options must be a mapping, got {kind(value)}")
+        return None
+    m = Mapping(problems, value, at, allowed=None, what="fence options")
+    out: list[tuple[str, str]] = []
+    ok = True
+    for key, raw in value.items():
+        key_at = m.key_at(key)
+        name = _option_key(problems, key, key_at)
+        if name is None:
+            ok = False
+            continue
+        if _SECRET_LIKE_RE.search(name) and not name.endswith("_script"):
+            problems.add(
+                key_at,
+                f"{name!r} looks like a secret and must not be written in the file; "
+                f"use `secrets: {{{name}: {{env: VARIABLE}}}}` or "
+                f"`secrets: {{{name}: {{file: /path}}}}` instead",
+            )
+            ok = False
+            continue
+        text = _option_value(problems, raw, m.value_at(name))
+        if text is None:
+            ok = False
+            continue
+        out.append((name, text))
+    return tuple(out) if ok else None
+
+
+def _option_value(problems: Problems, value: Any, at: At) -> str | None:
+    if is_bool(value):
+        return "1" if value else "0"
+    if isinstance(value, int | float | str):
+        text = str(value)
+        if any(c in text for c in "\n\r\0") or len(text) > 1024:
+            problems.add(at, "an option value must be one line of at most 1024 characters")
+            return None
+        return text
+    problems.add(at, f"an option value must be a string, number or boolean, got {kind(value)}")
+    return None
+
+
+def _secrets(problems: Problems, value: Any, at: At) -> tuple[tuple[str, SecretRef], ...] | None:
+    if not isinstance(value, dict):
+        problems.add(at, f"fence secrets must be a mapping, got {kind(value)}")
+        return None
+    m = Mapping(problems, value, at, allowed=None, what="fence secrets")
+    out: list[tuple[str, SecretRef]] = []
+    ok = True
+    for key in value:
+        name = _option_key(problems, key, m.key_at(key))
+        ref = _secret_ref(problems, *m.get(name)) if name is not None else None
+        if ref is None or name is None:
+            ok = False
+            continue
+        out.append((name, ref))
+    return tuple(out) if ok else None
+
+
+def _secret_ref(problems: Problems, value: Any, at: At) -> SecretRef | None:
+    m = Mapping(problems, value, at, allowed=("env", "file"), what="a secret")
+    if not m.ok:
+        return None
+    if m.has("env") == m.has("file"):
+        problems.add(
+            m.at,
+            "give exactly one of `env: VARIABLE` or `file: /path` for a secret",
+        )
+        return None
+    if m.has("env"):
+        env, env_at = m.get("env")
+        if not isinstance(env, str) or not _ENV_RE.match(env):
+            # Not echoed: a secret pasted here by mistake must not reach a log.
+            problems.add(env_at, "env must name an environment variable (letters, digits and '_')")
+            return None
+        return SecretRef(env=str(env))
+    path, path_at = m.get("file")
+    if (
+        not isinstance(path, str)
+        or not path.startswith("/")
+        or any(c in path for c in "\n\r\0")
+        or ".." in path.split("/")
+    ):
+        problems.add(path_at, "file must be an absolute path without '..' (not echoed here)")
+        return None
+    return SecretRef(file=str(path))
+
+
+def _disk(problems: Problems, value: Any, at: At) -> DiskSpec | None:
+    if isinstance(value, dict):
+        m = Mapping(problems, value, at, allowed=("size",), what="a disk")
+        mib = m.req("size", size)
+    else:
+        mib = size(problems, value, at)
+    return None if mib is None else DiskSpec(size_mib=mib)
+
+
+disks = listed(_disk, what="disks", non_empty=True)
+
+
+def _nic(problems: Problems, value: Any, at: At) -> NicSpec | None:
+    m = Mapping(problems, value, at, allowed=_NIC_KEYS, what="a nic")
+    if not m.ok:
+        return None
+    link = m.opt("link", _link, "br0")
+    mode = m.opt("mode", choice(_NIC_MODES), "bridged")
+    mac_address = m.opt("mac", mac, "")
+    ip_address = m.opt("ip", ip, "")
+    if link is None or mode is None or mac_address is None or ip_address is None:
+        return None
+    return NicSpec(link=link, mode=mode, mac=mac_address or None, ip=ip_address or None)
+
+
+def _link(problems: Problems, value: Any, at: At) -> str | None:
+    link = name("nic link")(problems, value, at)
+    if link is not None and len(link) > 15:
+        problems.add(at, f"nic link {link!r} is longer than 15 characters (a Linux interface)")
+        return None
+    return link
+
+
+def choice(allowed: Sequence[str]) -> Parser[str]:
+    def parse(problems: Problems, value: Any, at: At) -> str | None:
+        if not isinstance(value, str) or value not in allowed:
+            problems.add(at, f"{show(value)} is not one of: {', '.join(allowed)}")
+            return None
+        return str(value)
+
+    return parse
+
+
+nics = listed(_nic, what="nics")
