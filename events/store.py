@@ -149,6 +149,22 @@ class EventStore:
             revision = await self._append_chunk(chunk, expected or {})
         return revision
 
+    def transactions_for(
+        self, events: Sequence[Event], *, expected: Mapping[str, int]
+    ) -> list[tuple[list[Event], dict[str, int]]]:
+        """Split a large append into transactions that fit etcd's per-transaction
+        operation limit, each carrying the expected versions of its own objects.
+        For callers (such as `corral apply`) whose appends may exceed one
+        transaction and that can be re-run safely when a later one conflicts."""
+        out = []
+        for chunk in self._chunks(list(events)):
+            keys = {k for e in chunk for k in e.objects()}
+            out.append((chunk, {k: v for k, v in expected.items() if k in keys}))
+        unclaimed = set(expected) - {k for _, exp in out for k in exp}
+        if unclaimed and out:
+            out[0][1].update({k: expected[k] for k in unclaimed})
+        return out
+
     def _chunks(self, events: list[Event]) -> list[list[Event]]:
         chunks: list[list[Event]] = []
         current: list[Event] = []

@@ -66,6 +66,8 @@ def resolve_target(
             "whose cluster.etcd lists it"
         )
     for e in endpoints:
+        if e.startswith("https://"):
+            raise UsageError(f"--etcd: {e!r}: TLS to etcd is not supported yet; use http://")
         hostport = e.split("://", 1)[1] if "://" in e else e
         host, _, port = hostport.rstrip("/").rpartition(":")
         if not host or not port.isdigit() or not 0 < int(port) < 65536:

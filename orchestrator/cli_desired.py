@@ -60,6 +60,9 @@ def add_desired_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
             p.add_argument("-m", "--message", default="", help="why (recorded with the apply)")
             p.add_argument("--wait", action="store_true", help="follow the work until converged")
             p.add_argument(
+                "-v", "--verbose", action="store_true", help="with --wait: print every step"
+            )
+            p.add_argument(
                 "--timeout", type=float, default=900.0, help="seconds --wait waits (default 900)"
             )
 
@@ -154,15 +157,26 @@ async def _run_apply(args: argparse.Namespace, desired: DesiredFile, target: Tar
             now=time.time(),
             new_id=new_event_id,
         )
-        try:
-            revision = await store.append(
-                events, expected=expected_versions(diff=diff, state=state)
-            )
-        except VersionConflict as exc:
-            raise UsageError(
-                f"{exc.args[0] if exc.args else exc}: the cluster changed while planning; "
-                "nothing was recorded, run apply again"
-            ) from exc
+        # One transaction when it fits etcd's limit (then all or nothing); a large
+        # apply goes in several, each checking its own objects' versions. If a later
+        # one conflicts, what went before stays recorded: running apply again
+        # finishes the job, since it only records what still differs.
+        batches = store.transactions_for(events, expected=expected_versions(diff=diff, state=state))
+        revision = state.revision
+        done = 0
+        for batch, expected in batches:
+            try:
+                revision = await store.append(batch, expected=expected)
+            except VersionConflict as exc:
+                recorded = (
+                    "nothing was recorded"
+                    if not done
+                    else f"{done} of {len(events)} events were recorded"
+                )
+                raise UsageError(
+                    f"{exc}: the cluster changed while applying; {recorded}; run apply again"
+                ) from exc
+            done += len(batch)
         if not args.json:
             print(render_plan(diff=diff, placements=()))
             print(f"\nRecorded at revision {revision} ({len(events)} events).")
@@ -175,6 +189,7 @@ async def _run_apply(args: argparse.Namespace, desired: DesiredFile, target: Tar
                 diff=diff,
                 timeout=args.timeout,
                 quiet=args.json,
+                verbose=args.verbose,
             )
         if args.json:
             print_json(
@@ -206,6 +221,7 @@ async def _follow(
     diff: Diff,
     timeout: float,
     quiet: bool,
+    verbose: bool = False,
 ) -> tuple[bool, dict[str, str]]:
     """Follow the log from the apply on, printing step results of the applied
     instances and a progress line, until each is converged or has failed."""
@@ -245,7 +261,7 @@ async def _follow(
                     record = st.last_steps.get(key)
                     if record is not None and record.failures_in_a_row >= 3:
                         failed[key] = event.error
-                else:
+                elif verbose:
                     say(f"{key}: {event.step} on {event.node} ok ({event.duration_s:.1f}s)")
             if isinstance(event, PlacementRefused) and event.instance in pending:
                 failed[instance_key(event.instance)] = event.reason

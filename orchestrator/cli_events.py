@@ -99,6 +99,8 @@ def _summary(event: Event) -> str:
             continue
         if f.name in ("spec", "policy", "facts", "volumes", "drbd", "vms", "disks", "params"):
             value = _short(value)
+        elif isinstance(value, float):
+            value = round(value, 3)
         parts.append(f"{f.name}={value}")
     text = " ".join(str(p) for p in parts)
     if event.reason:
