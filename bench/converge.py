@@ -34,13 +34,34 @@ async def _one(nodes: int, count: int) -> dict[str, Any]:
             took = time.monotonic() - started
             assert c.engine is not None
             ops = c.engine.ctx.nodes
+            cli: dict[str, float] = {}
+            if count <= 100:
+                cli = await _cli_times(c)
             return {
+                **cli,
                 "nodes": nodes,
                 "instances": count,
                 "seconds": round(took, 1),
                 "ssh_commands": getattr(ops, "commands_run", 0),
                 "events": c.engine.state.event_count,
             }
+
+
+async def _cli_times(c: Any) -> dict[str, float]:
+    """Wall time of the real `corral status` / `corral instance list` processes on
+    this cluster, from exec to exit (median and max of 7 runs)."""
+    out: dict[str, float] = {}
+    for label, argv in (("status", ("status",)), ("instance_list", ("instance", "list"))):
+        times = []
+        for _ in range(7):
+            t0 = time.monotonic()
+            done = await c.corral(*argv)
+            times.append(time.monotonic() - t0)
+            assert done.returncode == 0, done.stderr
+        times.sort()
+        out[f"cli_{label}_median_s"] = round(times[len(times) // 2], 3)
+        out[f"cli_{label}_max_s"] = round(times[-1], 3)
+    return out
 
 
 def run() -> dict[str, Any]:
@@ -53,5 +74,23 @@ def run() -> dict[str, Any]:
     table: list[list[Any]] = [["nodes", "instances", "converge (s)", "ssh commands", "events"]]
     table += [
         [r["nodes"], r["instances"], r["seconds"], r["ssh_commands"], r["events"]] for r in results
+    ]
+    small = results[0]
+    table += [
+        ["", "", "", "", ""],
+        [
+            "corral status, 60/4 (s)",
+            "median",
+            small["cli_status_median_s"],
+            "max",
+            small["cli_status_max_s"],
+        ],
+        [
+            "corral instance list, 60/4 (s)",
+            "median",
+            small["cli_instance_list_median_s"],
+            "max",
+            small["cli_instance_list_max_s"],
+        ],
     ]
     return {"results": results, "table": table}

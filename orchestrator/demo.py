@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import sys
 import tempfile
@@ -18,14 +19,12 @@ import time
 from pathlib import Path
 
 from events.ids import InstanceName, NodeName
-from events.model import Event, InstanceDeclared, NodeDeclared, PolicySet
-from events.specs import ClusterPolicy, DiskSpec, FenceSpec, InstanceSpec, NodeSpec
+from events.specs import DiskSpec, InstanceSpec
 from events.state import ClusterState
 from events.store import EventStore
 from orchestrator.heal_timeline import build_timeline, percentile
 from orchestrator.local_etcd import LocalEtcd
 from orchestrator.logs import configure_logging
-from orchestrator.operations import new_event_id
 from orchestrator.service import load_state
 from reactors.context import ReactorSettings
 from reactors.engine import Engine
@@ -33,6 +32,7 @@ from reactors.instance_plan import plan_instance
 from reactors.node_ops import SshNodeOps
 from simulators.lab import Lab, seed_hosts
 
+EXAMPLE = Path(__file__).resolve().parent.parent / "deploy" / "examples" / "seed-cluster.yaml"
 SETTINGS = ReactorSettings(
     actor="reactor",
     probe_interval_s=0.5,
@@ -61,25 +61,6 @@ def seed_instances() -> list[InstanceSpec]:
     return specs
 
 
-def node_specs(lab: Lab) -> list[NodeSpec]:
-    return [
-        NodeSpec(
-            name=NodeName(name),
-            address="127.0.0.1",
-            port=server.port,
-            memory_mib=server.host.memory_mib,
-            disk_mib=server.host.vg_size_mib,
-            cpus=server.host.cpus,
-            host_memory_mib=1024,
-            fence=FenceSpec(
-                agent="fence_corral_sim",
-                options=(("ip", "127.0.0.1"), ("ipport", str(lab.control_port)), ("plug", name)),
-            ),
-        )
-        for name, server in lab.servers.items()
-    ]
-
-
 def out(line: str = "") -> None:
     print(line, flush=True)
 
@@ -95,22 +76,6 @@ def summary(state: ClusterState) -> tuple[int, int, int]:
         if plan.degraded:
             degraded += 1
     return placed, running, degraded
-
-
-def node_table(state: ClusterState) -> None:
-    out(f"  {'node':<8} {'health':<10} {'primaries':>9} {'secondaries':>11} {'mem used':>10}")
-    for name, spec in sorted(state.desired.nodes.items()):
-        obs = state.observed.get(name)
-        prim = [n for n, p in state.placements.items() if p.primary == name]
-        sec = [n for n, p in state.placements.items() if p.secondary == name]
-        mem = sum(
-            state.desired.instances[n].memory_mib for n in prim if n in state.desired.instances
-        )
-        health = obs.health.value if obs else "unknown"
-        out(
-            f"  {name:<8} {health:<10} {len(prim):>9} {len(sec):>11} {mem:>7} MiB"
-            f" / {spec.memory_mib - spec.host_memory_mib}"
-        )
 
 
 async def wait_converged(engine: Engine, *, label: str, timeout: float) -> float:
@@ -137,7 +102,60 @@ async def wait_converged(engine: Engine, *, label: str, timeout: float) -> float
     raise TimeoutError(f"{label}: not converged in {timeout:.0f}s")
 
 
-async def demo(workdir: Path) -> None:
+def lab_cluster_file(lab: Lab, *, example: Path, etcd_endpoint: str, out_path: Path) -> Path:
+    """The example seed-cluster file, pointed at the lab: each node's SSH address and
+    port become the simulated node's, and its fence agent the lab's power switch.
+    The instances and the policy are the example's, unchanged."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="rt")
+    doc = yaml.load(example.read_text())
+    doc["cluster"]["etcd"] = [f"http://{etcd_endpoint}"]
+    for node in doc["nodes"]:
+        server = lab.servers[node["name"]]
+        node["address"] = "127.0.0.1"
+        node["port"] = server.port
+        node.pop("replication_address", None)
+        node["fence"] = {
+            "agent": "fence_corral_sim",
+            "options": {"ip": "127.0.0.1", "ipport": str(lab.control_port), "plug": node["name"]},
+        }
+    with out_path.open("w") as fh:
+        yaml.dump(doc, fh)
+    return out_path
+
+
+async def corral(*args: str, env: dict[str, str], limit: int = 0) -> int:
+    """Run the real `corral` command line, showing what it prints (the first
+    `limit` lines and the last few, when `limit` is set)."""
+    out(f"$ corral {' '.join(args)}")
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "orchestrator.cli",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=env,
+    )
+    assert proc.stdout is not None
+    shown = 0
+    tail: list[str] = []
+    async for raw in proc.stdout:
+        line = raw.decode(errors="replace").rstrip("\n")
+        if not limit or shown < limit:
+            out("  " + line)
+            shown += 1
+        else:
+            tail = [*tail, line][-4:]
+    if tail:
+        out("  ...")
+        for line in tail:
+            out("  " + line)
+    return await proc.wait()
+
+
+async def demo(workdir: Path, *, stay: bool) -> None:
     out("== corral demo: a 4-node seed cluster, 60 DRBD-mirrored VMs, then a node dies ==")
     etcd = LocalEtcd(data_dir=workdir / "etcd").start()
     out(f"etcd          : started on {etcd.endpoint} (data in {workdir / 'etcd'})")
@@ -146,46 +164,47 @@ async def demo(workdir: Path) -> None:
         f"simulated lab : {len(lab.servers)} nodes, real SSH servers on ports "
         f"{', '.join(str(s.port) for s in lab.servers.values())}"
     )
+    env = {
+        **os.environ,
+        "CORRAL_ETCD": etcd.endpoint,
+        "CORRAL_CLUSTER": "seed",
+        "CORRAL_ACTOR": "user:demo",
+    }
     engine: Engine | None = None
     try:
         async with EventStore.connect([etcd.endpoint], "seed") as store:
-            events: list[Event] = [
-                PolicySet(
-                    id=new_event_id(),
-                    time=time.time(),
-                    actor="demo",
-                    cluster_name="seed",
-                    policy=ClusterPolicy(exclusion_tag_prefixes=("service:",)),
-                    reason="seed cluster policy",
-                )
-            ]
-            events += [
-                NodeDeclared(id=new_event_id(), time=time.time(), actor="demo", spec=s)
-                for s in node_specs(lab)
-            ]
-            events += [
-                InstanceDeclared(id=new_event_id(), time=time.time(), actor="demo", spec=s)
-                for s in seed_instances()
-            ]
-            for i in range(0, len(events), 40):
-                await store.append(events[i : i + 40])
-            out(f"desired state : 4 nodes and 60 instances recorded in etcd ({len(events)} events)")
             state = await load_state(store)
             nodes = SshNodeOps(
                 known_hosts=lab.known_hosts_path or Path(), client_key=lab.client_key_path or Path()
             )
-            nodes.update_nodes(state.desired.nodes)
             engine = Engine.build(log_store=store, nodes=nodes, state=state, settings=SETTINGS)
+            engine.ctx.on_event(lambda _e, st: nodes.update_nodes(st.desired.nodes))
             await engine.start()
-            out("orchestrator  : reactors running (probe every 0.5s, lost after 4s)\n")
-            out("-- bringing the cluster up --")
-            took = await wait_converged(engine, label="up", timeout=300)
-            out(f"\nall 60 instances running with both DRBD copies UpToDate in {took:.1f}s")
-            node_table(engine.state)
+            out("orchestrator  : reactors running (probe every 0.5s, lost after 4s)")
+            cluster_file = lab_cluster_file(
+                lab,
+                example=EXAMPLE,
+                etcd_endpoint=etcd.endpoint,
+                out_path=workdir / "seed-cluster.yaml",
+            )
+            out(f"desired state : {EXAMPLE} pointed at the lab -> {cluster_file}\n")
+            out("-- what would change? --")
+            await corral("plan", "-f", str(cluster_file), env=env, limit=12)
+            out("\n-- apply it and follow the work --")
+            started = time.monotonic()
+            rc = await corral(
+                "apply", "-f", str(cluster_file), "--wait", "-m", "seed cluster", env=env, limit=8
+            )
+            if rc != 0:
+                raise RuntimeError("apply did not converge")
+            took = time.monotonic() - started
+            out(f"\nall 60 instances running with both DRBD copies UpToDate in {took:.1f}s\n")
+            await corral("status", env=env)
             victim = "node2"
             hit = sorted(n for n, p in engine.state.placements.items() if p.primary == victim)
             sec = sorted(n for n, p in engine.state.placements.items() if p.secondary == victim)
             out(f"\n-- crashing {victim}: {len(hit)} primaries and {len(sec)} secondaries on it --")
+            crash_rev = engine.state.revision
             crashed_at = time.time()
             await lab.crash(victim)
             while True:
@@ -210,32 +229,39 @@ async def demo(workdir: Path) -> None:
             if tl.reprotected:
                 last = max(tl.reprotected.values())
                 out(f"  new secondaries      {tl.rel(last)}  ({len(tl.reprotected)} decided)")
-            out(f"  all re-protected     +{took + (time.time() - crashed_at - took):6.2f}s")
-            node_table(engine.state)
-            example = hit[0] if hit else None
-            if example:
-                out(f"\nthe log for {example} since the crash:")
-                for rev, e in all_events:
-                    if (
-                        e.time >= crashed_at
-                        and (
-                            f"instance/{example}" in e.objects() or f"node/{victim}" in e.objects()
-                        )
-                        and e.TYPE not in ("node.observed", "step.started")
-                    ):
-                        detail = (
-                            getattr(e, "step", "")
-                            or getattr(e, "health", "")
-                            or getattr(e, "kind", "")
-                        )
-                        out(
-                            f"  rev {rev:>5} +{e.time - crashed_at:5.2f}s {e.TYPE:<18} "
-                            f"{detail!s:<14} "
-                            f"{e.actor:<8} {e.reason[:60]}"
-                        )
+            out(f"  all re-protected     +{time.time() - crashed_at:6.2f}s")
+            if hit:
+                out(f"\n-- the story of {hit[0]}, from the event log --")
+                await corral(
+                    "events",
+                    "--object",
+                    hit[0],
+                    "--since",
+                    str(crash_rev),
+                    "--type",
+                    "node.",
+                    "--type",
+                    "instance.",
+                    "--type",
+                    "step.succeeded",
+                    env=env,
+                    limit=20,
+                )
+            out("")
+            await corral("status", env=env)
             out("\nwhere to look next:")
-            out("  make test             the whole suite (real etcd, SSH, simulated nodes)")
-            out("  docs/architecture.md  how the reactors and the safety rules fit together")
+            out("  corral status / corral instance list / corral events --follow")
+            out("  docs/cli.md            every command, with its --json output")
+            out("  docs/desired-state.md  the file format; deploy/examples/seed-cluster.yaml")
+            out("  make test              the whole suite (real etcd, SSH, simulated nodes)")
+            if stay:
+                out("\nThe cluster keeps running. In another terminal:")
+                out(f"  export CORRAL_ETCD={etcd.endpoint} CORRAL_CLUSTER=seed")
+                out("  .venv/bin/corral status")
+                out(f"  .venv/bin/corral sim fault crash node3 --state-dir {workdir / 'lab'}")
+                out(f"  .venv/bin/corral plan -f {cluster_file}")
+                out("Press Ctrl-C to stop everything.")
+                await asyncio.Event().wait()
     finally:
         if engine is not None:
             await engine.stop()
@@ -248,7 +274,7 @@ def main() -> int:
     configure_logging(level="error")
     workdir = Path(tempfile.mkdtemp(prefix="corral-demo-"))
     try:
-        asyncio.run(demo(workdir))
+        asyncio.run(demo(workdir, stay=sys.stdin.isatty() and not os.environ.get("CI")))
     except KeyboardInterrupt:
         print("\ninterrupted: everything the demo started has been stopped.", file=sys.stderr)
         return 130
