@@ -110,7 +110,5 @@ class ClusterState:
     last_applied: DesiredStateApplied | None = None
     # Recent successful VM starts per instance (time, node), newest last, for the
     # watcher's bounded restarts; cleared when a person asks for a start.
-    vm_starts: dict[InstanceName, tuple[tuple[float, NodeName], ...]] = field(
-        default_factory=dict
-    )
+    vm_starts: dict[InstanceName, tuple[tuple[float, NodeName], ...]] = field(default_factory=dict)
     skipped: tuple[str, ...] = ()  # keys of events the fold could not use, with why

@@ -530,7 +530,7 @@ def _plan_present(
 def restart_verdict(
     *, state: ClusterState, instance: InstanceName, node: NodeName, now: float
 ) -> str:
-    """"" to start now, "error_down" when the restart budget on `node` is spent,
+    """ "" to start now, "error_down" when the restart budget on `node` is spent,
     else why to wait (the backoff after the last start)."""
     pol = state.desired.policy
     recent = [

@@ -51,7 +51,12 @@ async def qmp_session(
         if args:
             msg["arguments"] = args
         writer.write(json.dumps(msg).encode() + b"\n")
-        reply = await _reply(reader, cmd, timeout)
+        try:
+            reply = await _reply(reader, cmd, timeout)
+        except ConnectionResetError:
+            if cmd != "quit":
+                raise
+            reply = None  # qemu exits as it answers `quit`; a reset is that exit
         if reply is None:
             if cmd == "quit":
                 replies.append({"return": {}})
