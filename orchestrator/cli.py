@@ -26,6 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     from orchestrator.cli_desired import add_desired_parsers
     from orchestrator.cli_events import add_events_parsers
     from orchestrator.cli_objects import add_object_parsers
+    from orchestrator.cli_plan_tools import add_plan_tool_parsers
     from orchestrator.cli_serve import add_serve_parser
     from orchestrator.cli_status import add_status_parsers
     from simulators.cli import add_sim_parser
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_status_parsers(sub)
     add_object_parsers(sub)
     add_events_parsers(sub)
+    add_plan_tool_parsers(sub)
     add_serve_parser(sub)
     add_sim_parser(sub)
     return parser
@@ -91,6 +93,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         from orchestrator.cli_events import run_audit
 
         return run_audit(args)
+    if args.command == "export":
+        from orchestrator.cli_plan_tools import run_export
+
+        return run_export(args)
+    if args.command == "capacity":
+        from orchestrator.cli_plan_tools import run_capacity
+
+        return run_capacity(args)
     if args.command == "serve":
         from orchestrator.cli_serve import run_serve
 

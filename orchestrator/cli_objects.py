@@ -122,6 +122,9 @@ def add_object_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         )
         if action in _NODE_JOBS:
             p.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    from orchestrator.cli_plan_tools import add_reboot_plan_parser
+
+    add_reboot_plan_parser(nsub)
     add = nsub.add_parser("add", help="declare a node (the desired-state file is the usual way)")
     add.add_argument("name")
     add.add_argument("--address", required=True)
@@ -146,6 +149,10 @@ def add_object_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def run_objects(args: argparse.Namespace) -> int:
+    if args.command == "node" and args.action == "reboot-plan":
+        from orchestrator.cli_plan_tools import run_reboot_plan
+
+        return run_reboot_plan(args)
     return asyncio.run(_run(args))
 
 

@@ -1,0 +1,158 @@
+"""Rolling reboots (what Ganeti's hroller answers): groups of nodes that can go
+down together.
+
+Without evacuation, a group never holds both nodes of one instance (every
+instance keeps one copy of its disks up), and the primaries of the group's nodes
+fit, by memory, on their secondaries outside the group, where they are
+live-migrated before the reboot. With evacuation, each node's primaries and
+secondaries move to nodes outside its group before it goes down: a group is
+accepted only when the memory of its primaries and the disk of all its instances
+fit in what the nodes outside it have free (an aggregate check; `corral node
+evacuate` picks the actual targets). Offline nodes are left out; drained nodes
+take part.
+
+Pure: no I/O, no logging. Comes after `events.projection` (or
+`reactors.htools_state` for a snapshot file); printed by the CLI.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from events.ids import InstanceName, NodeName
+from events.state import ClusterState
+from reactors.placement_bridge import loads
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Move:
+    instance: InstanceName
+    source: NodeName
+    target: NodeName
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RebootGroup:
+    nodes: tuple[NodeName, ...]
+    migrations: tuple[Move, ...]  # primaries live-migrated to their secondaries first
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RebootPlan:
+    groups: tuple[RebootGroup, ...]
+    evacuate: bool
+    skipped: tuple[str, ...]  # nodes left out, with why
+
+
+def plan_reboots(*, state: ClusterState, evacuate: bool = False) -> RebootPlan:
+    load = loads(state)
+    skipped = [f"{n}: offline" for n, s in sorted(state.desired.nodes.items()) if s.offline]
+    candidates = [n for n, s in sorted(state.desired.nodes.items()) if not s.offline]
+    peers: dict[NodeName, set[NodeName]] = {n: set() for n in candidates}
+    primaries: dict[NodeName, list[InstanceName]] = {n: [] for n in candidates}
+    for name, p in sorted(state.placements.items()):
+        if name not in state.desired.instances:
+            continue
+        if p.primary in peers and p.secondary in peers:
+            peers[p.primary].add(p.secondary)
+            peers[p.secondary].add(p.primary)
+        if p.primary in primaries:
+            primaries[p.primary].append(name)
+    # Most constrained first (DSatur-like): many peers, much memory to move.
+    order = sorted(
+        candidates,
+        key=lambda n: (-len(peers[n]), -load[n].mem_primary, n),
+    )
+    groups: list[list[NodeName]] = []
+    incoming: list[dict[NodeName, int]] = []
+    for node in order:
+        placed = False
+        for gi, group in enumerate(groups):
+            if peers[node] & set(group):
+                continue
+            extra = _fits(
+                state=state,
+                node=node,
+                group=group,
+                incoming=incoming[gi],
+                primaries=primaries,
+                evacuate=evacuate,
+            )
+            if extra is None:
+                continue
+            group.append(node)
+            for target, mem in extra.items():
+                incoming[gi][target] = incoming[gi].get(target, 0) + mem
+            placed = True
+            break
+        if not placed:
+            extra = _fits(
+                state=state,
+                node=node,
+                group=[],
+                incoming={},
+                primaries=primaries,
+                evacuate=evacuate,
+            )
+            if extra is None:
+                skipped.append(
+                    f"{node}: its primaries do not fit elsewhere even alone; "
+                    "add capacity or stop some instances first"
+                )
+                continue
+            groups.append([node])
+            incoming.append(dict(extra))
+    result = []
+    for group in groups:
+        moves = tuple(
+            Move(instance=i, source=n, target=state.placements[i].secondary)
+            for n in sorted(group)
+            for i in primaries[n]
+        )
+        result.append(RebootGroup(nodes=tuple(sorted(group)), migrations=moves))
+    result.sort(key=lambda g: (-len(g.nodes), g.nodes))
+    return RebootPlan(groups=tuple(result), evacuate=evacuate, skipped=tuple(skipped))
+
+
+def _fits(
+    *,
+    state: ClusterState,
+    node: NodeName,
+    group: list[NodeName],
+    incoming: dict[NodeName, int],
+    primaries: dict[NodeName, list[InstanceName]],
+    evacuate: bool,
+) -> dict[NodeName, int] | None:
+    """The memory `node`'s primaries would add to each target if `node` joined
+    `group`, or None when it does not fit."""
+    load = loads(state)
+    down = set(group) | {node}
+    extra: dict[NodeName, int] = {}
+    running = [i for i in primaries[node] if state.desired.instances[i].power.value == "running"]
+    if evacuate:
+        up = [n for n in load if n not in down and not state.desired.nodes[n].offline]
+        mem_free = sum(load[n].mem_free - incoming.get(n, 0) for n in up)
+        disk_free = sum(load[n].disk_total - load[n].disk_used for n in up)
+        mem_need = sum(state.desired.instances[i].memory_mib for i in running)
+        disk_need = sum(
+            state.desired.instances[i].disk_mib
+            for i, p in state.placements.items()
+            if node in (p.primary, p.secondary) and i in state.desired.instances
+        )
+        if mem_need > mem_free or disk_need > disk_free:
+            return None
+        # Spread the memory in aggregate: charge it to the emptiest node for the
+        # bookkeeping of later group members.
+        if up and mem_need:
+            target = max(up, key=lambda n: load[n].mem_free - incoming.get(n, 0))
+            extra[target] = mem_need
+        return extra
+    for i in running:
+        target = state.placements[i].secondary
+        if target in down:
+            return None
+        extra[target] = extra.get(target, 0) + state.desired.instances[i].memory_mib
+    for target, mem in extra.items():
+        if load[target].mem_free - incoming.get(target, 0) < mem:
+            return None
+    return extra

@@ -1,0 +1,236 @@
+"""Capacity and rolling-reboot planning, on generated clusters and side by side
+with Ganeti's hspace and hroller reading the same htools text file; and the CLI
+forms of both (`corral capacity`, `corral node reboot-plan`, offline on a file)."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from events.ids import EventId, InstanceName, NodeName
+from events.model import (
+    DiskPlacement,
+    InstanceDeclared,
+    InstancePlaced,
+    NodeDeclared,
+    PlacementKind,
+    PolicySet,
+)
+from events.projection import fold, fold_all
+from events.specs import ClusterPolicy, NodeSpec
+from events.state import ClusterState
+from orchestrator.demo import seed_instances
+from reactors.balance_model import from_state
+from reactors.capacity_plan import NewNode, Spec, capacity
+from reactors.htools_text import render
+from reactors.placement_bridge import choose_pair
+from reactors.reboot_plan import plan_reboots
+from tests.conftest import require_tool
+
+HTOOLS = "/usr/lib/ganeti/3.0/usr/bin"
+
+
+def generated(nodes: int, count: int, *, seed: int = 1) -> ClusterState:
+    """`nodes` seed-sized nodes (some bigger), `count` seed-mix instances placed by
+    corral's allocator one after another."""
+    rnd = random.Random(seed)
+    events = [
+        (
+            1,
+            PolicySet(
+                id=EventId("policy"),
+                time=0.0,
+                actor="test",
+                cluster_name="gen",
+                policy=ClusterPolicy(exclusion_tag_prefixes=("service:",)),
+            ),
+        )
+    ]
+    for i in range(nodes):
+        big = rnd.random() < 0.25
+        events.append(
+            (
+                1,
+                NodeDeclared(
+                    id=EventId(f"node{i}"),
+                    time=0.0,
+                    actor="test",
+                    spec=NodeSpec(
+                        name=NodeName(f"node{i + 1}"),
+                        address=f"10.0.0.{i + 1}",
+                        memory_mib=(48 if big else 24) * 1024,
+                        disk_mib=(1460 if big else 730) * 1024,
+                        cpus=16 if big else 8,
+                        host_memory_mib=1024,
+                    ),
+                ),
+            )
+        )
+    state = fold_all(events)
+    mix = seed_instances()
+    for k in range(count):
+        spec = replace(mix[k % len(mix)], name=InstanceName(f"vm{k:04d}"))
+        choice = choose_pair(state=state, spec=spec)
+        if choice.primary is None or choice.secondary is None:
+            break
+        state = fold(
+            state,
+            [
+                (
+                    k + 2,
+                    InstanceDeclared(id=EventId(f"d{k}"), time=0.0, actor="test", spec=spec),
+                ),
+                (
+                    k + 2,
+                    InstancePlaced(
+                        id=EventId(f"p{k}"),
+                        time=0.0,
+                        actor="test",
+                        instance=spec.name,
+                        primary=choice.primary,
+                        secondary=choice.secondary,
+                        disks=(
+                            DiskPlacement(index=0, size_mib=spec.disk_mib, minor=k, port=11000 + k),
+                        ),
+                        kind=PlacementKind.INITIAL,
+                    ),
+                ),
+            ],
+        )
+    return state
+
+
+def htools_file(state: ClusterState, path: Path) -> Path:
+    """The htools text of `state`, with node1 as the master (hroller needs one)."""
+    lines = render(from_state(state=state)).split("\n")
+    for i, line in enumerate(lines):
+        if line.startswith("node1|"):
+            cols = line.split("|")
+            cols[7] = "M"
+            lines[i] = "|".join(cols)
+    path.write_text("\n".join(lines))
+    return path
+
+
+@pytest.mark.parametrize(("nodes", "count"), [(4, 30), (8, 60), (12, 150)])
+def test_reboot_groups_are_safe_and_no_more_than_hroller(
+    tmp_path: Path, nodes: int, count: int
+) -> None:
+    state = generated(nodes, count)
+    plan = plan_reboots(state=state)
+    planned = [n for g in plan.groups for n in g.nodes]
+    assert sorted(planned) == sorted(state.desired.nodes)  # every node, once
+    for group in plan.groups:
+        down = set(group.nodes)
+        for name, p in state.placements.items():
+            assert not {p.primary, p.secondary} <= down, f"{name} loses both copies"
+        incoming: dict[str, int] = {}
+        for move in group.migrations:
+            assert move.target not in down
+            incoming[move.target] = (
+                incoming.get(move.target, 0) + state.desired.instances[move.instance].memory_mib
+            )
+        used = {
+            n: sum(
+                state.desired.instances[i].memory_mib
+                for i, p in state.placements.items()
+                if p.primary == n
+            )
+            for n in state.desired.nodes
+        }
+        for target, mem in incoming.items():
+            spec = state.desired.nodes[NodeName(target)]
+            assert used[target] + mem <= spec.memory_mib - spec.host_memory_mib
+    hroller = require_tool(f"{HTOOLS}/hroller", "ganeti-htools-3.0")
+    f = htools_file(state, tmp_path / "cluster.txt")
+    out = subprocess.run(
+        [hroller, "-t", str(f), "--no-headers"], capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    theirs = [line for line in out.stdout.splitlines() if line.strip()]
+    assert len(plan.groups) <= len(theirs), (plan.groups, theirs)
+
+
+def hspace_count(tool: str, f: Path, spec: Spec) -> int:
+    out = subprocess.run(
+        [
+            tool,
+            "-t",
+            str(f),
+            f"--standard-alloc={spec.disk_mib},{spec.memory_mib},{spec.vcpus}",
+            "--machine-readable",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    fields = dict(line.split("=", 1) for line in out.stdout.splitlines() if "=" in line)
+    return int(fields["HTS_FIN_INST_CNT"]) - int(fields["HTS_INI_INST_CNT"])
+
+
+@pytest.mark.parametrize(("nodes", "count"), [(4, 30), (8, 60)])
+def test_capacity_fits_at_least_as_many_as_hspace(tmp_path: Path, nodes: int, count: int) -> None:
+    state = generated(nodes, count)
+    spec = Spec(memory_mib=1024, disk_mib=20 * 1024, vcpus=1)
+    ours = capacity(state=state, specs=(spec,))
+    final = ours.state
+    # N+1 holds after every allocation: check the end state with the htools rule.
+    from reactors.cluster_score import n1_failures
+
+    assert n1_failures(from_state(state=final)) == ()
+    hspace = require_tool(f"{HTOOLS}/hspace", "ganeti-htools-3.0")
+    theirs = hspace_count(hspace, htools_file(state, tmp_path / "c.txt"), spec)
+    assert ours.total >= theirs, (ours.total, theirs)
+
+
+def test_capacity_with_hypothetical_nodes_and_the_cli(tmp_path: Path) -> None:
+    state = generated(4, 30)
+    spec = Spec(memory_mib=1024, disk_mib=20 * 1024, vcpus=1)
+    base = capacity(state=state, specs=(spec,)).total
+    more = capacity(
+        state=state,
+        specs=(spec,),
+        add_nodes=(NewNode(memory_mib=24 * 1024, disk_mib=730 * 1024, cpus=8),) * 2,
+    )
+    assert more.added_nodes == ("new1", "new2")
+    assert more.total > base
+    f = htools_file(state, tmp_path / "c.txt")
+    corral = [sys.executable, "-m", "orchestrator.cli"]
+    out = subprocess.run(
+        [*corral, "capacity", "--htools", str(f), "--spec", "1G,20G,1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["total"] == base
+    tiered = subprocess.run(
+        [*corral, "capacity", "--htools", str(f), "--spec", "4G,40G,2", "--spec", "512M,10G,1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert tiered.returncode == 0 and "total" in tiered.stdout
+    bad = subprocess.run(
+        [*corral, "capacity", "--htools", str(f), "--spec", "1G,lots,1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert bad.returncode == 1 and "--spec" in bad.stderr and "Traceback" not in bad.stderr
+    rp = subprocess.run(
+        [*corral, "node", "reboot-plan", "--htools", str(f), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert rp.returncode == 0, rp.stderr
+    groups = json.loads(rp.stdout)["groups"]
+    assert sorted(n for g in groups for n in g["nodes"]) == sorted(state.desired.nodes)
