@@ -15,6 +15,7 @@ import pytest
 
 from events.ids import EventId, InstanceName, NodeName
 from events.model import (
+    Event,
     DiskPlacement,
     InstanceDeclared,
     InstancePlaced,
@@ -40,7 +41,7 @@ def generated(nodes: int, count: int, *, seed: int = 1) -> ClusterState:
     """`nodes` seed-sized nodes (some bigger), `count` seed-mix instances placed by
     corral's allocator one after another."""
     rnd = random.Random(seed)
-    events = [
+    events: list[tuple[int, Event]] = [
         (
             1,
             PolicySet(
@@ -130,7 +131,7 @@ def test_reboot_groups_are_safe_and_no_more_than_hroller(
         down = set(group.nodes)
         for name, p in state.placements.items():
             assert not {p.primary, p.secondary} <= down, f"{name} loses both copies"
-        incoming: dict[str, int] = {}
+        incoming: dict[NodeName, int] = {}
         for move in group.migrations:
             assert move.target not in down
             incoming[move.target] = (
@@ -145,7 +146,7 @@ def test_reboot_groups_are_safe_and_no_more_than_hroller(
             for n in state.desired.nodes
         }
         for target, mem in incoming.items():
-            spec = state.desired.nodes[NodeName(target)]
+            spec = state.desired.nodes[target]
             assert used[target] + mem <= spec.memory_mib - spec.host_memory_mib
     hroller = require_tool(f"{HTOOLS}/hroller", "ganeti-htools-3.0")
     f = htools_file(state, tmp_path / "cluster.txt")
