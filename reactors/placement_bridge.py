@@ -1,23 +1,38 @@
 """Placement from the folded state: which nodes may take an instance (online, not
 drained or offline, healthy, enough memory, disk and vcpu ratio, N+1 kept, failure
-domains apart) and, among those, the pair that leaves the cluster most balanced.
-Refusals say which resource failed on how many nodes, the way hail reports them.
+domains apart) and, among those, the pair that leaves the lowest Ganeti cluster score
+(hbal's `compCV`, exactly as `reactors.cluster_score` computes it), the way Ganeti's
+hail answers an allocate request: every valid pair is tried and the lowest resulting
+score wins. Instances sharing an exclusion tag on one primary are scored (the score's
+`pri_tags_score`), not forbidden. Refusals say which resource failed on how many
+nodes, the way hail reports them.
 
-Pure: no I/O, no logging. Comes after `events.projection`; used by
-`reactors.placer`. N+1 follows htools: a node X must have free memory for the
-largest sum of memory of instances whose primary is one peer P and secondary X.
+Pure: no I/O, no logging. Comes after `events.projection` (a folded `ClusterState`,
+turned into htools' model by `reactors.balance_model.from_state`); scores candidates
+with `reactors.score_delta`; used by `reactors.placer` and `orchestrator.plan_view`
+(`loads` also by `orchestrator.cluster_report`). N+1 follows htools: a node X must
+have free memory for the largest sum of memory of instances whose primary is one
+peer P and secondary X. Ties (scores within 1e-10) go to the lowest primary name,
+then the lowest secondary name.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
 
 from events.ids import InstanceName, NodeName
 from events.model import NodeHealth
-from events.specs import InstanceSpec
+from events.specs import InstanceSpec, PowerState
 from events.state import ClusterState
+from reactors.balance_model import from_state
+from reactors.score_delta import Baseline, NewInstance, prepare
+
+# Scores closer than this are a tie, broken by node names (the incremental score
+# and a full re-scoring agree far closer than this).
+TIE = 1e-10
 
 
 @dataclass
@@ -108,22 +123,6 @@ def _domains(tags: frozenset[str], prefixes: tuple[str, ...]) -> set[str]:
     return {t for t in tags if prefixes and t.startswith(prefixes)}
 
 
-def _score(all_loads: dict[NodeName, NodeLoad]) -> float:
-    """Std-dev of free memory and free disk fractions plus N+1 failures: the part
-    of the hbal score that placement moves."""
-    mem = [(n.mem_free / n.mem_total) if n.mem_total else 0.0 for n in all_loads.values()]
-    disk = [(1 - n.disk_used / n.disk_total) if n.disk_total else 0.0 for n in all_loads.values()]
-    n1 = sum(1 for n in all_loads.values() if n.n1_need() > n.mem_free)
-    return 0.5 * _std(mem) + 0.5 * _std(disk) + n1
-
-
-def _std(values: list[float]) -> float:
-    if not values:
-        return 0.0
-    mean = sum(values) / len(values)
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / len(values))
-
-
 def _fits(
     *,
     state: ClusterState,
@@ -154,7 +153,6 @@ def _fits(
 
 def choose_pair(*, state: ClusterState, spec: InstanceSpec) -> PairChoice:
     all_loads = loads(state, exclude=spec.name)
-    candidates = []
     failures: Counter[str] = Counter()
     usable = []
     for node in sorted(all_loads):
@@ -165,7 +163,7 @@ def choose_pair(*, state: ClusterState, spec: InstanceSpec) -> PairChoice:
             usable.append(node)
     prim_nodes = [spec.primary] if spec.primary else usable
     sec_nodes = [spec.secondary] if spec.secondary else usable
-    prefixes = state.desired.policy.exclusion_tag_prefixes
+    pairs: list[tuple[NodeName, NodeName]] = []
     for pn in prim_nodes:
         if pn not in all_loads or pn not in usable:
             failures["FailPinned"] += 1
@@ -173,41 +171,62 @@ def choose_pair(*, state: ClusterState, spec: InstanceSpec) -> PairChoice:
         for sn in sec_nodes:
             if sn == pn or sn not in all_loads or sn not in usable:
                 continue
-            p, s = all_loads[pn], all_loads[sn]
-            why = _fits(state=state, spec=spec, p=p, s=s)
+            why = _fits(state=state, spec=spec, p=all_loads[pn], s=all_loads[sn])
             if why:
                 failures[why] += 1
                 continue
-            p.mem_primary += spec.memory_mib
-            p.disk_used += spec.disk_mib
-            s.disk_used += spec.disk_mib
-            s.secondary_for[pn] = s.secondary_for.get(pn, 0) + spec.memory_mib
-            conflicts = sum(
-                p.exclusion[t] for t in spec.tags if prefixes and t.startswith(prefixes)
-            )
-            score = _score(all_loads) + 2.0 * conflicts
-            p.mem_primary -= spec.memory_mib
-            p.disk_used -= spec.disk_mib
-            s.disk_used -= spec.disk_mib
-            s.secondary_for[pn] -= spec.memory_mib
-            if not s.secondary_for[pn]:
-                del s.secondary_for[pn]
-            candidates.append((score, pn, sn))
-    if not candidates:
+            pairs.append((pn, sn))
+    if not pairs:
         detail = ", ".join(f"{k}: {v}" for k, v in sorted(failures.items())) or "no nodes"
         return PairChoice(
             refusal=f"no node pair can take {spec.name} "
             f"({spec.memory_mib}M, {spec.disk_mib}M disk, {spec.vcpus} vcpus): {detail}",
             failures=tuple(sorted(failures.items())),
         )
-    score, pn, sn = min(candidates)
+    base = _baseline(state, without=spec.name)
+    scored = base.pair_scores(inst=_new_instance(spec), pairs=pairs)
+    score, best_p, best_s = _best(scored)
     return PairChoice(
-        primary=pn,
-        secondary=sn,
-        score=round(score, 6),
-        reason=f"allocator: {pn}/{sn} of {len(candidates)} possible pairs, "
-        f"balance score {score:.4f}",
+        primary=NodeName(best_p),
+        secondary=NodeName(best_s),
+        score=score,
+        reason=f"allocator: {best_p}/{best_s} of {len(pairs)} possible pairs, "
+        f"Ganeti cluster score after {score:.6f} (was {base.total:.6f})",
     )
+
+
+def _baseline(state: ClusterState, *, without: InstanceName | None = None) -> Baseline:
+    """The prepared htools model of `state`, without instance `without` (placed or
+    not) so that it can be placed afresh."""
+    if without is not None and without in state.placements:
+        state = replace(
+            state, placements={k: v for k, v in state.placements.items() if k != without}
+        )
+    return prepare(from_state(state=state))
+
+
+def _new_instance(spec: InstanceSpec) -> NewInstance:
+    """The instance as `balance_model.from_state` will see it once placed."""
+    return NewInstance(
+        mem=spec.memory_mib,
+        dsk=spec.disk_mib,
+        vcpus=spec.vcpus,
+        running=spec.power == PowerState.RUNNING,
+        auto_balance=spec.auto_balance,
+        tags=tuple(sorted(spec.tags)),
+    )
+
+
+def _best(scored: Sequence[tuple[float, str, str]]) -> tuple[float, str, str]:
+    """The lowest score; among scores within TIE of it, the lowest names. A score
+    that is not a number (a node without memory) ranks last."""
+
+    def key(score: float) -> float:
+        return score if not math.isnan(score) else math.inf
+
+    low = min(key(c[0]) for c in scored)
+    ties = [c for c in scored if key(c[0]) <= low + TIE]
+    return min(ties, key=lambda c: (c[1], c[2]))
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -229,8 +248,6 @@ def choose_new_secondary(
     (after a node loss, two copies matter more than spare memory); the caller
     raises an alert when it uses that."""
     if relax_n1:
-        from dataclasses import replace
-
         policy = replace(state.desired.policy, n_plus_one=False)
         state = replace(state, desired=replace(state.desired, policy=policy))
     placement = state.placements[instance]
@@ -240,7 +257,7 @@ def choose_new_secondary(
     if p is None:
         return SecondaryChoice(refusal=f"primary {placement.primary} is not a declared node")
     failures: Counter[str] = Counter()
-    candidates = []
+    targets: list[NodeName] = []
     for sn in sorted(all_loads):
         if sn in (placement.primary, placement.secondary):
             continue
@@ -249,27 +266,33 @@ def choose_new_secondary(
         why = _usable(state, sn)
         if why is None:
             # The primary's own memory stays where it is: only s-side checks.
-            s = all_loads[sn]
-            p.mem_primary += 0
-            why = _fits(state=state, spec=spec, p=_as_if_free(p, spec), s=s)
+            why = _fits(state=state, spec=spec, p=_as_if_free(p, spec), s=all_loads[sn])
         if why:
             failures[why] += 1
             continue
-        s = all_loads[sn]
-        s.disk_used += spec.disk_mib
-        s.secondary_for[placement.primary] = (
-            s.secondary_for.get(placement.primary, 0) + spec.memory_mib
-        )
-        score = _score(all_loads)
-        s.disk_used -= spec.disk_mib
-        s.secondary_for[placement.primary] -= spec.memory_mib
-        candidates.append((score, sn))
-    if not candidates:
+        targets.append(sn)
+    if not targets:
         detail = ", ".join(f"{k}: {v}" for k, v in sorted(failures.items())) or "no other node"
         return SecondaryChoice(refusal=f"no node can hold {instance}'s second copy: {detail}")
-    score, sn = min(candidates)
+    base = _baseline(state)
+    current = base.instances.get(instance)
+    if current is not None and current.snode is not None:
+        scored: list[tuple[float, str, str]] = [
+            (base.after_move_secondary(instance=instance, secondary=sn), placement.primary, sn)
+            for sn in targets
+        ]
+    else:
+        # Its old secondary is not a declared node, so htools do not see it yet.
+        base = _baseline(state, without=instance)
+        scored = base.pair_scores(
+            inst=_new_instance(spec), pairs=[(placement.primary, sn) for sn in targets]
+        )
+    score, _, best = _best(scored)
     return SecondaryChoice(
-        secondary=sn, score=round(score, 6), reason=f"new secondary {sn} (score {score:.4f})"
+        secondary=NodeName(best),
+        score=score,
+        reason=f"new secondary {best} of {len(targets)} possible nodes, "
+        f"Ganeti cluster score after {score:.6f} (was {base.total:.6f})",
     )
 
 
