@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     from orchestrator.cli_events import add_events_parsers
     from orchestrator.cli_objects import add_object_parsers
     from orchestrator.cli_plan_tools import add_plan_tool_parsers
-    from orchestrator.cli_serve import add_serve_parser
+    from orchestrator.cli_serve import add_serve_parser, add_token_parser
     from orchestrator.cli_status import add_status_parsers
     from simulators.cli import add_sim_parser
 
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_events_parsers(sub)
     add_plan_tool_parsers(sub)
     add_serve_parser(sub)
+    add_token_parser(sub)
     add_sim_parser(sub)
     return parser
 
@@ -105,6 +106,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from orchestrator.cli_serve import run_serve
 
         return run_serve(args)
+    if args.command == "token":
+        from orchestrator.cli_serve import run_token
+
+        return run_token(args)
     return 1
 
 

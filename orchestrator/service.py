@@ -15,6 +15,7 @@ import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import structlog
 
@@ -37,6 +38,15 @@ class ServiceConfig:
     client_key: Path
     snapshot_every_s: float = 30.0
     settings: ReactorSettings = ReactorSettings()
+    # The native API and dashboard (plain HTTP; put TLS in front of it) and the
+    # Ganeti RAPI v2 (HTTPS). None: not served.
+    api_listen: tuple[str, int] | None = None
+    api_tokens: Path | None = None
+    public_metrics: bool = False
+    rapi_listen: tuple[str, int] | None = None
+    rapi_users: Path | None = None
+    rapi_cert_dir: Path | None = None
+    rapi_anonymous_reads: bool = True
 
 
 async def load_state(store: EventStore) -> ClusterState:
@@ -74,16 +84,68 @@ async def run_service(
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         snapshots = asyncio.create_task(_snapshots(store, engine, config.snapshot_every_s))
+        servers = await _start_servers(config, engine, store, nodes)
         if ready is not None:
             await ready(engine)
         try:
             await stop.wait()
         finally:
+            for runner in servers:
+                with contextlib.suppress(Exception):
+                    await runner.cleanup()
             snapshots.cancel()
             await engine.stop()
             with contextlib.suppress(Exception):
                 await store.save_snapshot(engine.state)
             log.info("stopped", revision=engine.state.revision)
+
+
+async def _start_servers(
+    config: ServiceConfig, engine: Engine, store: EventStore, nodes: SshNodeOps
+) -> list[Any]:
+    """The HTTP servers the configuration asks for; their runners, to clean up."""
+    runners: list[Any] = []
+    if config.api_listen is not None:
+        from orchestrator.api_auth import ApiAuth
+        from orchestrator.api_metrics import ApiMetrics
+        from orchestrator.api_server import start_api
+
+        metrics = ApiMetrics()
+        nodes.on_command = lambda n, c, d, ok: metrics.ssh.observe(
+            node=n, command=c, duration_s=d, ok=ok
+        )
+
+        auth = ApiAuth.from_file(config.api_tokens) if config.api_tokens else ApiAuth()
+        host, port = config.api_listen
+        runners.append(
+            await start_api(
+                host=host,
+                port=port,
+                state=lambda: engine.state,
+                store=store,
+                auth=auth,
+                metrics=metrics,
+                public_metrics=config.public_metrics,
+            )
+        )
+    if config.rapi_listen is not None:
+        from orchestrator.rapi_server import start_rapi
+        from orchestrator.rapi_users import RapiUsers
+
+        users = RapiUsers.from_file(config.rapi_users) if config.rapi_users else RapiUsers({})
+        host, port = config.rapi_listen
+        runners.append(
+            await start_rapi(
+                host=host,
+                port=port,
+                state=lambda: engine.state,
+                store=store,
+                users=users,
+                cert_dir=config.rapi_cert_dir or Path("rapi-cert"),
+                anonymous_reads=config.rapi_anonymous_reads,
+            )
+        )
+    return runners
 
 
 async def _snapshots(store: EventStore, engine: Engine, every: float) -> None:

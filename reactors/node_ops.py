@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -56,6 +56,17 @@ class SshNodeOps:
     _limits: dict[NodeName, asyncio.Semaphore] = field(default_factory=dict)
     commands_run: int = 0
     command_errors: int = 0
+    # Called after every command with (node, the command's first word, seconds,
+    # answered): the service feeds /metrics with it; a command that ran and exited
+    # non-zero was answered, a timeout or a broken connection was not. Never given
+    # the command's text.
+    on_command: Callable[[str, str, float, bool], None] | None = None
+
+    def _observe(self, node: NodeName, command: CommandLine, started: float, ok: bool) -> None:
+        if self.on_command is not None:
+            words = [w for w in command.line.split(maxsplit=3)[:3] if w not in ("sudo", "-n")]
+            word = words[0].rsplit("/", 1)[-1] if words else "?"
+            self.on_command(node, word, time.monotonic() - started, ok)
 
     def update_nodes(self, specs: Mapping[NodeName, NodeSpec]) -> None:
         for name, spec in specs.items():
@@ -113,15 +124,18 @@ class SshNodeOps:
                 )
             except TimeoutError as exc:
                 self.command_errors += 1
+                self._observe(node, command, started, False)
                 raise NodeUnreachable(
                     f"{node}: '{command.summary}' timed out after {self.command_timeout_s:.0f}s"
                 ) from exc
             except (OSError, asyncssh.Error) as exc:
                 self._conns.pop(node, None)
                 self.command_errors += 1
+                self._observe(node, command, started, False)
                 raise NodeUnreachable(f"{node}: {type(exc).__name__}: {exc}") from exc
             self.commands_run += 1
             rc = result.exit_status if result.exit_status is not None else 255
+            self._observe(node, command, started, True)  # answered: not a transport error
             return CommandResult(
                 rc=rc,
                 stdout=str(result.stdout or ""),

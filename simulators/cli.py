@@ -71,8 +71,9 @@ def add_sim_parser(sub: Any) -> None:
         help="one node with its own sizes: name=n5,memory=64G,disk=2T,cpus=16",
     )
     up.add_argument("--sync-rate", default="1G", help="DRBD resync speed per second")
-    for name in ("status", "down"):
-        ss.add_parser(name)
+    status = ss.add_parser("status", help="power, VMs and isolation of every lab node")
+    status.add_argument("--json", action="store_true", help="print JSON")
+    ss.add_parser("down", help="stop the lab")
     fault = ss.add_parser("fault", help="inject a fault")
     fault.add_argument("kind", choices=FAULT_KINDS)
     fault.add_argument("node")

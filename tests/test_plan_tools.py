@@ -15,8 +15,8 @@ import pytest
 
 from events.ids import EventId, InstanceName, NodeName
 from events.model import (
-    Event,
     DiskPlacement,
+    Event,
     InstanceDeclared,
     InstancePlaced,
     NodeDeclared,
