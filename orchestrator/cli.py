@@ -1,116 +1,164 @@
 """The `corral` command line: parses arguments and hands each subcommand to the
 module that owns it. Must not hold cluster logic itself.
 
-Entry point of the `corral` console script; subcommand modules live beside it
-(`cli_desired`, `cli_status`, `cli_objects`, `cli_events`, `cli_serve`, and
-`simulators.cli` for `corral sim`). Every error a user can cause is printed as one
-clear message with exit status 1, never a traceback.
+Entry point of the `corral` console script. To keep start-up short, only the
+module owning the command being run is imported (its parser and its code); the
+top-level help lists every command from the table below without importing any.
+Every error a user can cause is printed as one clear message with exit status 1,
+never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
+
+# command -> (module, function adding its parsers, function running it, help)
+COMMANDS: dict[str, tuple[str, str, str, str]] = {
+    "plan": (
+        "orchestrator.cli_desired",
+        "add_desired_parsers",
+        "run_desired",
+        "show what applying a desired-state file would change (exit 2 if anything)",
+    ),
+    "apply": (
+        "orchestrator.cli_desired",
+        "add_desired_parsers",
+        "run_desired",
+        "record a desired-state file as the cluster's desired state",
+    ),
+    "status": (
+        "orchestrator.cli_status",
+        "add_status_parsers",
+        "run_status",
+        "cluster summary: nodes, instances, N+1, problems",
+    ),
+    "cluster": (
+        "orchestrator.cli_status",
+        "add_status_parsers",
+        "run_cluster",
+        "cluster-wide checks (cluster verify)",
+    ),
+    "instance": (
+        "orchestrator.cli_objects",
+        "add_object_parsers",
+        "run_objects",
+        "list, inspect and operate instances",
+    ),
+    "node": (
+        "orchestrator.cli_objects",
+        "add_object_parsers",
+        "run_objects",
+        "list, inspect and operate nodes; reboot-plan",
+    ),
+    "job": (
+        "orchestrator.cli_objects",
+        "add_object_parsers",
+        "run_objects",
+        "list, inspect, follow and cancel jobs",
+    ),
+    "events": (
+        "orchestrator.cli_events",
+        "add_events_parsers",
+        "run_events",
+        "the event log: filter, follow, or the state at a revision",
+    ),
+    "audit": (
+        "orchestrator.cli_events",
+        "add_events_parsers",
+        "run_audit",
+        "audit the event log (audit verify)",
+    ),
+    "balance": (
+        "orchestrator.cli_balance",
+        "add_balance_parsers",
+        "run_balance",
+        "plan or apply moves that balance the cluster (like hbal)",
+    ),
+    "capacity": (
+        "orchestrator.cli_plan_tools",
+        "add_plan_tool_parsers",
+        "run_capacity",
+        "how many more instances of a spec fit, N+1-safe (like hspace)",
+    ),
+    "export": (
+        "orchestrator.cli_plan_tools",
+        "add_plan_tool_parsers",
+        "run_export",
+        "export the live cluster (htools text format)",
+    ),
+    "serve": (
+        "orchestrator.cli_serve",
+        "add_serve_parser",
+        "run_serve",
+        "run the orchestrator, API, dashboard and RAPI in the foreground",
+    ),
+    "token": (
+        "orchestrator.cli_serve",
+        "add_token_parser",
+        "run_token",
+        "API tokens for `corral serve --api`",
+    ),
+    "sim": (
+        "simulators.cli",
+        "add_sim_parser",
+        "run_sim",
+        "a lab of simulated nodes (real SSH servers)",
+    ),
+}
 
 
 def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
         return version("corral")
     except PackageNotFoundError:
         return "unknown"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from orchestrator.cli_desired import add_desired_parsers
-    from orchestrator.cli_events import add_events_parsers
-    from orchestrator.cli_objects import add_object_parsers
-    from orchestrator.cli_plan_tools import add_plan_tool_parsers
-    from orchestrator.cli_serve import add_serve_parser, add_token_parser
-    from orchestrator.cli_status import add_status_parsers
-    from simulators.cli import add_sim_parser
-
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser for `command` (its module imported), or the overview of every
+    command when None or unknown."""
     parser = argparse.ArgumentParser(
         prog="corral",
         description="corral: DRBD-mirrored KVM clusters driven by an event log in etcd",
     )
     parser.add_argument("--version", action="version", version=f"corral {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    add_desired_parsers(sub)
-    add_status_parsers(sub)
-    add_object_parsers(sub)
-    add_events_parsers(sub)
-    add_plan_tool_parsers(sub)
-    add_serve_parser(sub)
-    add_token_parser(sub)
-    add_sim_parser(sub)
+    if command in COMMANDS:
+        module, add, _, _ = COMMANDS[command]
+        getattr(importlib.import_module(module), add)(sub)
+        for name, (_, _, _, text) in COMMANDS.items():
+            if name not in sub.choices:
+                sub.add_parser(name, help=text)
+    else:
+        for name, (_, _, _, text) in COMMANDS.items():
+            sub.add_parser(name, help=text)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in args_list if not a.startswith("-")), None)
+    parser = build_parser(command)
+    args = parser.parse_args(args_list)
     if args.command is None:
         parser.print_help()
         return 0
-    if args.command == "sim":
-        from simulators.cli import run_sim
-
-        return run_sim(args)
     from orchestrator.cli_context import UsageError
 
+    module, _, run, _ = COMMANDS[args.command]
     try:
-        return _dispatch(args)
+        result: int = getattr(importlib.import_module(module), run)(args)
+        return result
     except UsageError as exc:
         print(f"corral {args.command}: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
-
-
-def _dispatch(args: argparse.Namespace) -> int:
-    if args.command in ("plan", "apply"):
-        from orchestrator.cli_desired import run_desired
-
-        return run_desired(args)
-    if args.command == "status":
-        from orchestrator.cli_status import run_status
-
-        return run_status(args)
-    if args.command == "cluster":
-        from orchestrator.cli_status import run_cluster
-
-        return run_cluster(args)
-    if args.command in ("instance", "node", "job"):
-        from orchestrator.cli_objects import run_objects
-
-        return run_objects(args)
-    if args.command == "events":
-        from orchestrator.cli_events import run_events
-
-        return run_events(args)
-    if args.command == "audit":
-        from orchestrator.cli_events import run_audit
-
-        return run_audit(args)
-    if args.command == "export":
-        from orchestrator.cli_plan_tools import run_export
-
-        return run_export(args)
-    if args.command == "capacity":
-        from orchestrator.cli_plan_tools import run_capacity
-
-        return run_capacity(args)
-    if args.command == "serve":
-        from orchestrator.cli_serve import run_serve
-
-        return run_serve(args)
-    if args.command == "token":
-        from orchestrator.cli_serve import run_token
-
-        return run_token(args)
-    return 1
 
 
 if __name__ == "__main__":

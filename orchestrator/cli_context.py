@@ -19,9 +19,9 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
+from events.loading import load_state
 from events.state import ClusterState
 from events.store import EtcdUnavailable, EventStore
-from orchestrator.service import load_state
 
 ENV_ETCD = "CORRAL_ETCD"
 ENV_CLUSTER = "CORRAL_CLUSTER"
@@ -99,7 +99,7 @@ async def open_store(target: Target) -> AsyncIterator[EventStore]:
         async with EventStore.connect(list(target.endpoints), target.cluster) as store:
             yield store
     except EtcdUnavailable as exc:
-        raise UsageError(f"etcd at {', '.join(target.endpoints)} does not answer ({exc})") from exc
+        raise UsageError(f"{exc}") from exc
 
 
 async def current_state(store: EventStore) -> ClusterState:

@@ -19,9 +19,8 @@ from typing import Any
 
 import structlog
 
-from events.projection import fold
+from events.loading import load_state
 from events.seals import seal_pending
-from events.state import ClusterState
 from events.store import EventStore
 from reactors.context import ReactorSettings
 from reactors.engine import Engine
@@ -47,18 +46,6 @@ class ServiceConfig:
     rapi_users: Path | None = None
     rapi_cert_dir: Path | None = None
     rapi_anonymous_reads: bool = True
-
-
-async def load_state(store: EventStore) -> ClusterState:
-    """Snapshot plus the events after it."""
-    state = await store.load_snapshot() or ClusterState()
-    batch = []
-    async for revision, event in store.read_all(from_revision=state.revision + 1):
-        batch.append((revision, event))
-        if len(batch) >= 5000:
-            state = fold(state, batch)
-            batch.clear()
-    return fold(state, batch) if batch else state
 
 
 async def run_service(

@@ -125,7 +125,7 @@ class Cluster:
             )
 
     async def start_engine(self) -> Engine:
-        from orchestrator.service import load_state
+        from events.loading import load_state
 
         state = await load_state(self.store)
         nodes = SshNodeOps(

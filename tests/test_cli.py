@@ -171,4 +171,4 @@ async def test_bad_input_is_named_and_changes_nothing(tmp_path: Path) -> None:
         assert await c.store.current_revision() == before
         # An etcd that does not answer is said plainly.
         out = await c.corral("status", "--etcd", "http://127.0.0.1:1")
-        assert out.returncode == 1 and "does not answer" in out.stderr
+        assert out.returncode == 1 and "is not reachable" in out.stderr
