@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from orchestrator.demo import seed_instances
 from simulators.lab import HostConfig
 from tests.cluster_harness import FAST, cluster, instances
 
@@ -27,10 +28,25 @@ async def _one(nodes: int, count: int) -> dict[str, Any]:
         ]
         async with cluster(Path(tmp), hosts=hosts, settings=FAST, sync_rate_mib_s=10_000_000) as c:
             await c.declare_nodes()
-            await c.declare_instances(instances(count, memory=(512, 1024, 2048, 4096)))
+            # The seed cluster's own mix (58.5 GiB on 4 x 24 GiB nodes) for 60/4;
+            # 512 MiB-4 GiB for the large one (96 GiB nodes).
+            specs = (
+                seed_instances()
+                if count == 60
+                else instances(count, memory=(512, 1024, 2048, 4096))
+            )
+            await c.declare_instances(specs)
             started = time.monotonic()
-            await c.start_engine()
-            await c.wait_for("converged", c.converged, timeout=1800)
+            engine = await c.start_engine()
+
+            def done() -> bool:
+                if engine.state.refusals:
+                    raise RuntimeError(
+                        f"placement refused: {sorted(engine.state.refusals.items())[:3]}"
+                    )
+                return c.converged()
+
+            await c.wait_for("converged", done, timeout=1800)
             took = time.monotonic() - started
             assert c.engine is not None
             ops = c.engine.ctx.nodes

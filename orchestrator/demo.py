@@ -19,13 +19,13 @@ import time
 from pathlib import Path
 
 from events.ids import InstanceName, NodeName
+from events.loading import load_state
 from events.specs import DiskSpec, InstanceSpec
 from events.state import ClusterState
 from events.store import EventStore
 from orchestrator.heal_timeline import build_timeline, percentile
 from orchestrator.local_etcd import LocalEtcd
 from orchestrator.logs import configure_logging
-from orchestrator.service import load_state
 from reactors.context import ReactorSettings
 from reactors.engine import Engine
 from reactors.instance_plan import plan_instance
@@ -255,6 +255,36 @@ async def demo(workdir: Path, *, stay: bool) -> None:
             out("  docs/desired-state.md  the file format; deploy/examples/seed-cluster.yaml")
             out("  make test              the whole suite (real etcd, SSH, simulated nodes)")
             if stay:
+                from orchestrator.api_auth import ApiAuth, new_token_entry
+                from orchestrator.api_server import start_api
+                from orchestrator.rapi_server import start_rapi
+                from orchestrator.rapi_users import RapiUsers
+                from orchestrator.roles import Role
+
+                token, entry = new_token_entry(name="demo", role=Role.ADMIN)
+                running = engine
+                api = await start_api(
+                    host="127.0.0.1",
+                    port=0,
+                    state=lambda: running.state,
+                    store=store,
+                    auth=ApiAuth(entries=(entry,)),
+                )
+                rapi = await start_rapi(
+                    host="127.0.0.1",
+                    port=0,
+                    state=lambda: running.state,
+                    store=store,
+                    users=RapiUsers({}),
+                    cert_dir=workdir / "rapi",
+                )
+                api_port, rapi_port = api.addresses[0][1], rapi.addresses[0][1]
+                out(f"\ndashboard: http://127.0.0.1:{api_port}/  (token: {token})")
+                out(f"API      : http://127.0.0.1:{api_port}/api/v1/openapi.json")
+                out(
+                    f"RAPI v2  : https://127.0.0.1:{rapi_port}/2/instances?bulk=1  "
+                    f"(hbal -m https://127.0.0.1:{rapi_port})"
+                )
                 out("\nThe cluster keeps running. In another terminal:")
                 out(f"  export CORRAL_ETCD={etcd.endpoint} CORRAL_CLUSTER=seed")
                 out("  .venv/bin/corral status")
