@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Mapping, Sequence
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -84,6 +85,9 @@ class EventStore:
     cluster: str
     endpoint: str
     corrupt: list[CorruptRecord] = field(default_factory=list)
+    # Called with (operation, seconds) after each etcd request made through
+    # `_call` (the service feeds /metrics with it).
+    on_request: Callable[[str, float], None] | None = None
 
     # ------------------------------------------------------------------ keys
 
@@ -190,7 +194,7 @@ class EventStore:
         marker = events[0].id.encode()
         ops += [tx.put(self.version_key(k), marker) for k in objects if k in _touched(events)]
         succeeded, _ = await self._call(
-            self.client.transaction(compare=compare, success=ops, failure=[])
+            self.client.transaction(compare=compare, success=ops, failure=[]), operation="append"
         )
         if succeeded:
             return await self._revision_of(events[0].id)
@@ -219,11 +223,15 @@ class EventStore:
         got: Any = await self._call(self.client.get(self.event_key(event_id)))
         return int(got.create_revision) if got else 0
 
-    async def _call(self, awaitable: Awaitable[T]) -> T:
+    async def _call(self, awaitable: Awaitable[T], *, operation: str = "get") -> T:
+        started = time.monotonic()
         try:
             return await awaitable
         except RETRYABLE as exc:
             raise EtcdUnavailable(self.endpoint, type(exc).__name__) from exc
+        finally:
+            if self.on_request is not None:
+                self.on_request(operation, time.monotonic() - started)
 
     # ------------------------------------------------------------------ read
 
@@ -367,7 +375,10 @@ class EventStore:
     # ------------------------------------------------------------------ snapshots
 
     async def save_snapshot(self, state: ClusterState) -> None:
-        await self._call(self.client.put(self.root + b"snapshots/latest", encode_value(state)))
+        await self._call(
+            self.client.put(self.root + b"snapshots/latest", encode_value(state)),
+            operation="snapshot",
+        )
 
     async def load_snapshot(self) -> ClusterState | None:
         got = await self._call(self.client.get(self.root + b"snapshots/latest"))

@@ -19,7 +19,14 @@ from collections import Counter as _Tally
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from events.model import JobStatus, NodeHealth
+from events.model import (
+    InstancePlaced,
+    JobStatus,
+    NodeFenced,
+    NodeHealth,
+    NodeHealthChanged,
+    StepSucceeded,
+)
 from events.state import ClusterState
 from orchestrator.cluster_report import instance_row, node_rows
 
@@ -208,6 +215,21 @@ class ApiMetrics:
         )
     )
     ssh: SshCommandMetrics = field(default_factory=SshCommandMetrics)
+    etcd_seconds: HistogramMetric = field(
+        default_factory=lambda: HistogramMetric(
+            name="corral_etcd_request_duration_seconds",
+            help="etcd requests of the event store (append, get), by operation.",
+            label_names=("operation",),
+        )
+    )
+    reconcile_seconds: HistogramMetric = field(
+        default_factory=lambda: HistogramMetric(
+            name="corral_reconcile_duration_seconds",
+            help="One reconcile pass of one instance: plan, run its steps, re-probe.",
+            label_names=(),
+        )
+    )
+    node_loss: NodeLossTimeline = field(default_factory=lambda: NodeLossTimeline())
 
     def render(self) -> list[str]:
         return (
@@ -216,7 +238,56 @@ class ApiMetrics:
             + self.auth_failures.render()
             + self.forbidden.render()
             + self.ssh.render()
+            + self.etcd_seconds.render()
+            + self.reconcile_seconds.render()
+            + self.node_loss.render()
         )
+
+
+@dataclass
+class NodeLossTimeline:
+    """The last node loss, phase by phase, in seconds after its first sign
+    (suspect): lost, fenced, first and last instance back on its secondary. Fed
+    with every folded event (`on_event`) by the service."""
+
+    node: str = ""
+    started: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)
+    _failing_over: set[str] = field(default_factory=set)
+
+    def on_event(self, event: object) -> None:
+        if isinstance(event, NodeHealthChanged):
+            health = event.health.value
+            if health == "suspect" or (health == "lost" and event.node != self.node):
+                self.node, self.started = event.node, event.time
+                self.phases, self._failing_over = {health: 0.0}, set()
+            elif health == "lost" and event.node == self.node:
+                self.phases["lost"] = event.time - self.started
+        elif isinstance(event, NodeFenced) and event.node == self.node:
+            self.phases["fenced"] = event.time - self.started
+        elif isinstance(event, InstancePlaced) and (
+            event.superseded == self.node and event.kind.value == "failover"
+        ):
+            self._failing_over.add(f"instance/{event.instance}")
+        elif isinstance(event, StepSucceeded) and (
+            event.step == "start-vm" and event.key in self._failing_over
+        ):
+            self._failing_over.discard(event.key)
+            back = event.time - self.started
+            self.phases.setdefault("first_back", back)
+            self.phases["last_back"] = back
+
+    def render(self) -> list[str]:
+        name = "corral_last_node_loss_phase_seconds"
+        lines = _head(
+            name,
+            "gauge",
+            "The last node loss: seconds from its first sign (suspect) to each phase.",
+        )
+        for phase, seconds in sorted(self.phases.items(), key=lambda kv: kv[1]):
+            labels = _labels((("node", self.node), ("phase", phase)))
+            lines.append(f"{name}{labels} {_num(seconds)}")
+        return lines
 
 
 @dataclass

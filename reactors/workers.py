@@ -11,6 +11,8 @@ Must not decide anything itself: decisions live in the pure planner. Comes after
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -60,6 +62,8 @@ class InstanceWorkers:
     _running: dict[InstanceName, asyncio.Task[None]] = field(default_factory=dict)
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _retry_at: dict[InstanceName, float] = field(default_factory=dict)
+    # Called with the seconds each reconcile pass took (the service feeds /metrics).
+    on_reconcile: Callable[[float], None] | None = None
     last_plans: dict[InstanceName, InstancePlan] = field(default_factory=dict)
 
     def mark(self, *names: InstanceName) -> None:
@@ -113,7 +117,10 @@ class InstanceWorkers:
     async def _pass(self, name: InstanceName, sem: asyncio.Semaphore) -> None:
         try:
             async with sem:
+                started = time.monotonic()
                 await self.reconcile_once(name)
+                if self.on_reconcile is not None:
+                    self.on_reconcile(time.monotonic() - started)
         except asyncio.CancelledError:
             raise
         except Exception:
