@@ -66,6 +66,19 @@ async def test_dashboard_login_stop_and_live_events(tmp_path: Path) -> None:
                 overview = ARTIFACTS / "dashboard-overview.png"
                 await page.screenshot(path=str(overview), full_page=True)
 
+                # The node view: its details, and the instance list narrowed to it.
+                await page.click("#nodes tr[data-node=node1]")
+                await page.wait_for_selector("#node-detail:has-text('Node node1')")
+                shown = await page.locator("#instances tbody tr").count()
+                on_node1 = [
+                    n
+                    for n, p in engine.state.placements.items()
+                    if "node1" in (p.primary, p.secondary)
+                ]
+                assert shown == len(on_node1)
+                await page.fill("#filter", "")
+                await page.dispatch_event("#filter", "input")
+
                 victim = "vm001"
                 assert c.running_on(victim)
                 await page.click(f"button[data-action=stop][data-name={victim}]")

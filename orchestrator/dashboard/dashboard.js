@@ -235,6 +235,26 @@ $("#login-form").addEventListener("submit", async (ev) => {
 });
 
 $("#logout").addEventListener("click", () => logout());
+// The node view: clicking a node shows its details and narrows the instance list to it.
+$("#nodes").addEventListener("click", async (ev) => {
+  const row = ev.target.closest("tr[data-node]");
+  if (!row) return;
+  const name = row.dataset.node;
+  $("#filter").value = name;
+  renderInstances(instanceRows);
+  try {
+    const n = await api(`/api/v1/nodes/${encodeURIComponent(name)}`);
+    $("#node-detail").hidden = false;
+    $("#node-detail").innerHTML = `<h2>Node ${esc(n.name)}</h2>
+      <p>${esc(n.health)}${n.health_detail ? " — " + esc(n.health_detail) : ""};
+      address ${esc(n.address)}:${esc(n.port)}, replication ${esc(n.replication_address)};
+      fence agent ${esc(n.fence_agent || "none")}${n.fenced_by ? ", fenced by " + esc(n.fenced_by) : ""}</p>
+      <p>primaries: ${esc((n.instances_primary || []).join(", ") || "none")}<br>
+      secondaries: ${esc((n.instances_secondary || []).join(", ") || "none")}</p>`;
+  } catch (e) {
+    $("#alerts").textContent = e.message;
+  }
+});
 $("#filter").addEventListener("input", () => renderInstances(instanceRows));
 $("#only-problems").addEventListener("change", () => renderInstances(instanceRows));
 $("#instances").addEventListener("click", async (ev) => {
