@@ -35,6 +35,7 @@ test: $(STAMP) system-tools lint
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP) system-tools
+	$(BIN)/python -m pytest -q -m slow
 	$(BIN)/python -m bench
 
 chaos: $(STAMP) system-tools

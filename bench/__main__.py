@@ -11,7 +11,7 @@ from pathlib import Path
 
 # Each module exposes `run() -> dict` with a "table" (list of rows, first row the
 # header) plus any figures worth keeping.
-BENCHMARKS: list[str] = ["event_store", "sim_scale", "converge", "heal", "alloc", "api"]
+BENCHMARKS: list[str] = ["event_store", "sim_scale", "converge", "heal", "alloc", "api", "balance"]
 
 
 def _print_table(rows: list[list[object]]) -> None:

@@ -1,0 +1,267 @@
+"""`corral balance`: plan moves that lower Ganeti's cluster score (`--plan`, live
+or offline on an htools file like `hbal -t`), or plan and carry them out on the
+live cluster (`--apply`): jobs submitted through `orchestrator.operations`, moves
+touching disjoint nodes in parallel rounds, each round waited for with progress
+lines, stopping at the first failed job.
+
+Must not move anything itself: the job runner does, one job per instance at a
+time. Comes after `orchestrator.cli_context` (state, actor) and the pure planners
+`reactors.balance_plan` / `reactors.balance_apply`; wired into `orchestrator.cli`
+by `add_balance_parsers` / `run_balance`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from events.ids import JobId
+from events.model import JOB_FINAL_STATUSES, NodeHealth
+from events.projection import fold
+from events.state import ClusterState
+from events.store import EventStore
+from orchestrator.cli_context import (
+    UsageError,
+    actor,
+    add_target_options,
+    current_state,
+    open_store,
+    print_json,
+    size,
+    target_from_args,
+)
+from orchestrator.operations import OperationRefused, submit_job
+from reactors.balance_apply import job_steps, rounds
+from reactors.balance_model import BCluster, from_state
+from reactors.balance_plan import DEFAULT_MIN_GAIN, BalancePlan, Move, plan_balance
+from reactors.htools_text import parse, render
+
+_UNHEALTHY = (NodeHealth.LOST, NodeHealth.FENCED, NodeHealth.PARTITIONED, NodeHealth.SUSPECT)
+
+
+def add_balance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    bal = sub.add_parser(
+        "balance", help="plan (or apply) moves that lower the cluster score, N+1-safely"
+    )
+    mode = bal.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--plan", action="store_true", help="print the moves, change nothing")
+    mode.add_argument("--apply", action="store_true", help="plan, then carry the moves out")
+    bal.add_argument("--htools", type=Path, help="plan on an htools text file, offline (--plan)")
+    bal.add_argument(
+        "--write-htools", type=Path, metavar="OUT", help="write the balanced cluster here"
+    )
+    bal.add_argument("--max-moves", type=int, default=1000, help="at most this many moves")
+    bal.add_argument(
+        "--min-gain",
+        type=float,
+        default=DEFAULT_MIN_GAIN,
+        help="stop when a move gains less (once the score is below 0.1, as hbal)",
+    )
+    add_target_options(bal)
+
+
+def run_balance(args: argparse.Namespace) -> int:
+    if args.max_moves < 0:
+        raise UsageError("--max-moves must not be negative")
+    if args.apply and args.htools is not None:
+        raise UsageError("--apply works on the live cluster only; use --plan with --htools")
+    if args.htools is not None:
+        cluster = _read_htools(args.htools)
+        plan, took = _plan(cluster, args, avoid=frozenset())
+        _report(plan, took, args)
+        return 0
+    if args.apply:
+        return asyncio.run(_apply(args))
+    state = asyncio.run(_load(args))
+    plan, took = _plan(from_state(state=state), args, avoid=_avoid(state))
+    _report(plan, took, args)
+    return 0
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def _read_htools(path: Path) -> BCluster:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"--htools: cannot read {path}: {exc.strerror}") from exc
+    try:
+        return parse(text)
+    except ValueError as exc:
+        raise UsageError(f"--htools: {path}: {exc}") from exc
+
+
+async def _load(args: argparse.Namespace) -> ClusterState:
+    async with open_store(target_from_args(args)) as store:
+        return await current_state(store)
+
+
+def _avoid(state: ClusterState) -> frozenset[str]:
+    """Nodes that must take nothing: not answering, suspected, lost or fenced."""
+    return frozenset(name for name, obs in state.observed.items() if obs.health in _UNHEALTHY)
+
+
+def _plan(
+    cluster: BCluster, args: argparse.Namespace, *, avoid: frozenset[str]
+) -> tuple[BalancePlan, float]:
+    started = time.monotonic()
+    try:
+        plan = plan_balance(
+            cluster=cluster, max_moves=args.max_moves, min_gain=args.min_gain, avoid=avoid
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+    took = time.monotonic() - started
+    if args.write_htools is not None:
+        try:
+            args.write_htools.write_text(render(plan.cluster_after))
+        except OSError as exc:
+            raise UsageError(
+                f"--write-htools: cannot write {args.write_htools}: {exc.strerror}"
+            ) from exc
+    return plan, took
+
+
+def _plan_doc(plan: BalancePlan, took: float) -> dict[str, Any]:
+    return {
+        "score_before": round(plan.score_before, 8),
+        "score_after": round(plan.score_after, 8),
+        "moves": [
+            {**asdict(m), "kind": m.kind.value, "score_after": round(m.score_after, 8)}
+            for m in plan.moves
+        ],
+        "data_moved_mib": plan.data_mib,
+        "migrations": plan.migrations,
+        "rounds": len(rounds(plan.moves)),
+        "n1_failures_before": list(plan.n1_failures_before),
+        "n1_failures_after": list(plan.n1_failures_after),
+        "stopped_by": plan.stopped_by,
+        "candidates_scored": plan.candidates_scored,
+        "seconds": round(took, 3),
+    }
+
+
+def _move_line(n: int, m: Move) -> str:
+    data = f"{size(m.data_mib)} copied" if m.data_mib else "no data"
+    return (
+        f"{n:>4}. {m.instance} {m.old_primary}:{m.old_secondary} => "
+        f"{m.new_primary}:{m.new_secondary}  {m.kind.value}, {data}, "
+        f"score {m.score_after:.8f}"
+    )
+
+
+def _report(plan: BalancePlan, took: float, args: argparse.Namespace) -> None:
+    if args.json:
+        print_json(_plan_doc(plan, took))
+        return
+    for n, m in enumerate(plan.moves, 1):
+        print(_move_line(n, m))
+    print(
+        f"cluster score {plan.score_before:.8f} -> {plan.score_after:.8f} in "
+        f"{len(plan.moves)} moves ({len(rounds(plan.moves))} rounds), "
+        f"{size(plan.data_mib) if plan.data_mib else 'no'} data copied, "
+        f"{plan.migrations} live migrations; planned in {took:.2f}s ({plan.stopped_by})"
+    )
+    if plan.n1_failures_after:
+        print(f"N+1 still failing on: {', '.join(plan.n1_failures_after)}")
+
+
+# --------------------------------------------------------------------------- applying
+
+
+class _Follower:
+    """Folds the event log as it grows, so waiting tasks can look at job states."""
+
+    def __init__(self, store: EventStore, state: ClusterState) -> None:
+        self.store = store
+        self.state = state
+        self.changed = asyncio.Condition()
+
+    async def run(self) -> None:
+        async for revision, event in self.store.subscribe(self.state.revision + 1):
+            self.state = fold(self.state, [(revision, event)])
+            async with self.changed:
+                self.changed.notify_all()
+
+    async def until_done(self, job_id: JobId) -> tuple[str, str]:
+        async with self.changed:
+            while True:
+                job = self.state.jobs.get(job_id)
+                if job is not None and job.status.value in JOB_FINAL_STATUSES:
+                    return job.status.value, job.error or ""
+                await self.changed.wait()
+
+
+async def _run_move(follower: _Follower, store: EventStore, move: Move) -> str | None:
+    """Submit the move's jobs one after another; None on success, else why not."""
+    for kind, params in job_steps(move):
+        try:
+            accepted = await submit_job(
+                store,
+                follower.state,
+                kind=kind,
+                target=move.instance,
+                params=params,
+                actor=actor(),
+                reason=f"balance: {move.kind.value} {move.instance}",
+            )
+        except OperationRefused as exc:
+            return f"{move.instance}: {kind.value} refused: {exc}"
+        assert accepted.job_id is not None
+        status, error = await follower.until_done(accepted.job_id)
+        if status != "success":
+            return f"{move.instance}: job {accepted.job_id} ({kind.value}) {status}: {error}"
+    return None
+
+
+async def _apply(args: argparse.Namespace) -> int:
+    async with open_store(target_from_args(args)) as store:
+        state = await current_state(store)
+        plan, took = _plan(from_state(state=state), args, avoid=_avoid(state))
+        batches = rounds(plan.moves)
+        quiet = args.json
+        if not quiet:
+            _report(plan, took, args)
+        follower = _Follower(store, state)
+        follow = asyncio.create_task(follower.run())
+        failures: list[str] = []
+        done = 0
+        try:
+            for n, batch in enumerate(batches, 1):
+                started = time.monotonic()
+                results = await asyncio.gather(*(_run_move(follower, store, m) for m in batch))
+                done += sum(r is None for r in results)
+                failures = [r for r in results if r is not None]
+                if not quiet:
+                    print(
+                        f"round {n}/{len(batches)}: {len(batch)} move(s), "
+                        f"{len(batch) - len(failures)} done in {time.monotonic() - started:.1f}s"
+                        f" ({done}/{len(plan.moves)} moves so far)",
+                        flush=True,
+                    )
+                if failures:
+                    break
+        finally:
+            follow.cancel()
+            try:
+                await follow
+            except asyncio.CancelledError:
+                pass
+        if quiet:
+            print_json({**_plan_doc(plan, took), "done": done, "failures": failures})
+        elif failures:
+            for f in failures:
+                print(f"failed: {f}", file=sys.stderr)
+            print(
+                f"stopped after {done} of {len(plan.moves)} moves: a job failed",
+                file=sys.stderr,
+            )
+        else:
+            print(f"balanced: {done} moves done, cluster score now {plan.score_after:.8f}")
+        return 1 if failures else 0
