@@ -122,6 +122,12 @@ def add_object_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         )
         if action in _NODE_JOBS:
             p.add_argument("--wait", action="store_true", help="follow the job until it ends")
+        if action == "evacuate":
+            p.add_argument(
+                "--plan",
+                action="store_true",
+                help="print what would move where (and the data to resync); change nothing",
+            )
     from orchestrator.cli_plan_tools import add_reboot_plan_parser
 
     add_reboot_plan_parser(nsub)
@@ -429,9 +435,63 @@ async def _node(args: argparse.Namespace, store: EventStore, state: ClusterState
             [event], expected={f"node/{name}": state.versions.get(f"node/{name}", 0)}
         )
         return await _accepted(args, store, Accepted(revision=revision, event_ids=(event.id,)))
+    if args.action == "evacuate":
+        return await _evacuate(args, store, state, name)
     accepted = await submit_job(
         store, state, kind=_NODE_JOBS[args.action], target=name, actor=actor(), reason=args.reason
     )
+    return await _accepted(args, store, accepted)
+
+
+async def _evacuate(
+    args: argparse.Namespace, store: EventStore, state: ClusterState, name: NodeName
+) -> int:
+    """The plan first; with --plan only the plan. Otherwise the node is drained (so
+    nothing new lands on it) and the evacuate job recorded."""
+    from reactors.evacuate_plan import plan_evacuation
+
+    plan = plan_evacuation(state=state, node=name)
+    doc = {
+        "node": name,
+        "moves": [asdict(m) for m in plan.moves],
+        "refused": [{"instance": i, "reason": r} for i, r in plan.refused],
+        "data_mib": plan.data_mib,
+        "n1_failures_after": list(plan.n1_failures_after),
+    }
+    if args.plan:
+        if args.json:
+            print_json(doc)
+            return 0
+        for m in plan.moves:
+            print(
+                f"{m.instance:<20} {m.kind:<26} {m.old_primary}/{m.old_secondary} -> "
+                f"{m.new_primary}/{m.new_secondary}"
+                + (f"  ({size(m.data_mib)} to resync)" if m.data_mib else "")
+            )
+        for i, r in plan.refused:
+            print(f"{i:<20} cannot move: {r}")
+        n1 = ", ".join(plan.n1_failures_after) or "none"
+        print(
+            f"\n{len(plan.moves)} move(s), {size(plan.data_mib)} to resync; "
+            f"N+1 failures after: {n1}"
+        )
+        return 1 if plan.refused else 0
+    if plan.refused:
+        raise UsageError(
+            f"{len(plan.refused)} instance(s) on {name} have nowhere to go "
+            f"({plan.refused[0][0]}: {plan.refused[0][1]}); see `corral node evacuate {name} "
+            "--plan`; nothing was recorded"
+        )
+    if not state.desired.nodes[name].drained:
+        await set_node_flags(
+            store, state, node=name, drained=True, actor=actor(), reason=f"evacuating {name}"
+        )
+        state = await current_state(store)
+    accepted = await submit_job(
+        store, state, kind=JobKind.NODE_EVACUATE, target=name, actor=actor(), reason=args.reason
+    )
+    if not args.json:
+        print(f"{name} drained; {len(plan.moves)} move(s) planned, {size(plan.data_mib)} to resync")
     return await _accepted(args, store, accepted)
 
 
