@@ -71,6 +71,11 @@ def add_sim_parser(sub: Any) -> None:
         help="one node with its own sizes: name=n5,memory=64G,disk=2T,cpus=16",
     )
     up.add_argument("--sync-rate", default="1G", help="DRBD resync speed per second")
+    up.add_argument(
+        "--from-htools",
+        type=Path,
+        help="nodes with the sizes of an htools text file's nodes (replaces --nodes)",
+    )
     status = ss.add_parser("status", help="power, VMs and isolation of every lab node")
     status.add_argument("--json", action="store_true", help="print JSON")
     ss.add_parser("down", help="stop the lab")
@@ -102,6 +107,32 @@ def add_sim_parser(sub: Any) -> None:
         p.add_argument("--state-dir", type=Path, default=Path("var/lab"))
 
 
+def hosts_from_htools(text: str, *, source: str) -> list[HostConfig]:
+    """The nodes section (the second) of an htools text file (`hbal -t` format:
+    name|t_mem|n_mem|f_mem|t_dsk|f_dsk|t_cpu|...), as lab hosts of the same sizes.
+    Names are lowercased; a node named like an FQDN keeps its dots."""
+    sections = text.split("\n\n")
+    if len(sections) < 2:
+        raise argparse.ArgumentTypeError(f"{source}: not an htools text file (no nodes section)")
+    hosts = []
+    for lineno, line in enumerate(
+        sections[1].splitlines(), start=len(sections[0].splitlines()) + 2
+    ):
+        if not line.strip():
+            continue
+        cols = line.split("|")
+        try:
+            name, t_mem, t_dsk, t_cpu = cols[0].lower(), int(cols[1]), int(cols[4]), int(cols[6])
+        except (IndexError, ValueError):
+            raise argparse.ArgumentTypeError(
+                f"{source}:{lineno}: not a node line (name|t_mem|n_mem|f_mem|t_dsk|f_dsk|t_cpu|...)"
+            ) from None
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.-]{0,62}", name) or min(t_mem, t_dsk, t_cpu) <= 0:
+            raise argparse.ArgumentTypeError(f"{source}:{lineno}: bad node {cols[0]!r}")
+        hosts.append(HostConfig(name=name, memory_mib=t_mem, disk_mib=t_dsk, cpus=t_cpu))
+    return hosts
+
+
 def _hosts(args: argparse.Namespace) -> list[HostConfig]:
     memory = parse_size(args.memory, what="--memory")
     disk = parse_size(args.disk, what="--disk")
@@ -109,6 +140,12 @@ def _hosts(args: argparse.Namespace) -> list[HostConfig]:
         HostConfig(name=f"node{i + 1}", memory_mib=memory, disk_mib=disk, cpus=args.cpus)
         for i in range(args.nodes)
     ]
+    if args.from_htools is not None:
+        try:
+            text = args.from_htools.read_text()
+        except OSError as exc:
+            raise argparse.ArgumentTypeError(f"--from-htools: {exc}") from exc
+        hosts = hosts_from_htools(text, source=str(args.from_htools))
     for spec in args.node:
         fields = dict(part.split("=", 1) for part in spec.split(",") if "=" in part)
         if "name" not in fields:

@@ -235,3 +235,34 @@ def test_capacity_with_hypothetical_nodes_and_the_cli(tmp_path: Path) -> None:
     assert rp.returncode == 0, rp.stderr
     groups = json.loads(rp.stdout)["groups"]
     assert sorted(n for g in groups for n in g["nodes"]) == sorted(state.desired.nodes)
+
+
+def test_a_lab_sized_like_an_htools_file(tmp_path: Path) -> None:
+    import argparse
+
+    from simulators.cli import hosts_from_htools
+
+    state = generated(8, 40)
+    f = htools_file(state, tmp_path / "c.txt")
+    hosts = hosts_from_htools(f.read_text(), source=str(f))
+    assert [(h.name, h.memory_mib, h.disk_mib, h.cpus) for h in hosts] == [
+        (n, s.memory_mib, s.disk_mib, s.cpus) for n, s in sorted(state.desired.nodes.items())
+    ]
+    broken = f.read_text().replace("|8|N|", "|eight|N|", 1)
+    with pytest.raises(argparse.ArgumentTypeError, match=r"c.txt:\d+: not a node line"):
+        hosts_from_htools(broken, source=str(f))
+    up = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "sim",
+            "up",
+            "--from-htools",
+            str(tmp_path / "no"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert up.returncode == 1 and "--from-htools" in up.stderr
