@@ -51,6 +51,19 @@ def add_balance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     mode = bal.add_mutually_exclusive_group(required=True)
     mode.add_argument("--plan", action="store_true", help="print the moves, change nothing")
     mode.add_argument("--apply", action="store_true", help="plan, then carry the moves out")
+    mode.add_argument(
+        "--watch",
+        action="store_true",
+        help="keep balancing: every --interval seconds, apply up to --max-moves moves when "
+        "they would lower the score by at least --threshold",
+    )
+    bal.add_argument("--interval", type=float, default=300.0, help="--watch: seconds between looks")
+    bal.add_argument(
+        "--threshold", type=float, default=1.0, help="--watch: the score drop worth moving for"
+    )
+    bal.add_argument(
+        "--rounds", type=int, default=0, help="--watch: stop after this many looks (0: never)"
+    )
     bal.add_argument("--htools", type=Path, help="plan on an htools text file, offline (--plan)")
     bal.add_argument(
         "--write-htools", type=Path, metavar="OUT", help="write the balanced cluster here"
@@ -68,7 +81,9 @@ def add_balance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
 def run_balance(args: argparse.Namespace) -> int:
     if args.max_moves < 0:
         raise UsageError("--max-moves must not be negative")
-    if args.apply and args.htools is not None:
+    if args.watch and (args.interval <= 0 or args.threshold < 0 or args.rounds < 0):
+        raise UsageError("--interval must be positive, --threshold and --rounds not negative")
+    if (args.apply or args.watch) and args.htools is not None:
         raise UsageError("--apply works on the live cluster only; use --plan with --htools")
     if args.htools is not None:
         cluster = _read_htools(args.htools)
@@ -77,10 +92,45 @@ def run_balance(args: argparse.Namespace) -> int:
         return 0
     if args.apply:
         return asyncio.run(_apply(args))
+    if args.watch:
+        return _watch(args)
     state = asyncio.run(_load(args))
     plan, took = _plan(from_state(state=state), args, avoid=_avoid(state))
     _report(plan, took, args)
     return 0
+
+
+def _watch(args: argparse.Namespace) -> int:
+    """The continuous mode: rate-limited by --interval and --max-moves per look; moves
+    only when the plan gains at least --threshold. Ends on Ctrl-C, after --rounds
+    looks, or when an applied move fails (exit 1)."""
+    looks = 0
+    while True:
+        looks += 1
+        state = asyncio.run(_load(args))
+        plan, _ = _plan(from_state(state=state), args, avoid=_avoid(state))
+        gain = plan.score_before - plan.score_after
+        stamp = time.strftime("%H:%M:%S")
+        if plan.moves and gain >= args.threshold:
+            print(
+                f"{stamp} score {plan.score_before:.4f}: {len(plan.moves)} move(s) gain "
+                f"{gain:.4f} >= {args.threshold}; applying",
+                flush=True,
+            )
+            if asyncio.run(_apply(args)) != 0:
+                return 1
+        else:
+            print(
+                f"{stamp} score {plan.score_before:.4f}: best plan gains {gain:.4f} "
+                f"< {args.threshold}; nothing to do",
+                flush=True,
+            )
+        if args.rounds and looks >= args.rounds:
+            return 0
+        try:
+            time.sleep(args.interval)
+        except KeyboardInterrupt:
+            return 0
 
 
 # --------------------------------------------------------------------------- planning

@@ -452,3 +452,11 @@ async def test_balance_apply_on_a_simulated_cluster(tmp_path: Path) -> None:
         assert not n1_failures(from_state(state=engine.state))
         again = await _balance(c, "--plan", "--json")
         assert len(json.loads(again.stdout)["moves"]) <= 1
+        # The continuous mode looks, finds nothing worth a move, and submits no job.
+        jobs = len(engine.state.jobs)
+        watched = await _balance(
+            c, "--watch", "--rounds", "2", "--interval", "0.2", "--threshold", "0.5"
+        )
+        assert watched.returncode == 0, watched.stdout + watched.stderr
+        assert watched.stdout.count("nothing to do") == 2
+        assert len(engine.state.jobs) == jobs
