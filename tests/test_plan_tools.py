@@ -37,7 +37,7 @@ from tests.conftest import require_tool
 HTOOLS = "/usr/lib/ganeti/3.0/usr/bin"
 
 
-def generated(nodes: int, count: int, *, seed: int = 1) -> ClusterState:
+def generated(nodes: int, count: int, *, seed: int = 1, big_share: float = 0.25) -> ClusterState:
     """`nodes` seed-sized nodes (some bigger), `count` seed-mix instances placed by
     corral's allocator one after another."""
     rnd = random.Random(seed)
@@ -54,7 +54,7 @@ def generated(nodes: int, count: int, *, seed: int = 1) -> ClusterState:
         )
     ]
     for i in range(nodes):
-        big = rnd.random() < 0.25
+        big = rnd.random() < big_share
         events.append(
             (
                 1,
@@ -176,9 +176,13 @@ def hspace_count(tool: str, f: Path, spec: Spec) -> int:
     return int(fields["HTS_FIN_INST_CNT"]) - int(fields["HTS_INI_INST_CNT"])
 
 
-@pytest.mark.parametrize(("nodes", "count"), [(4, 30), (8, 60)])
-def test_capacity_fits_at_least_as_many_as_hspace(tmp_path: Path, nodes: int, count: int) -> None:
-    state = generated(nodes, count)
+@pytest.mark.parametrize(
+    ("nodes", "count", "big_share"), [(4, 30, 0.0), (4, 30, 0.25), (8, 60, 0.25), (12, 100, 0.0)]
+)
+def test_capacity_fits_at_least_as_many_as_hspace(
+    tmp_path: Path, nodes: int, count: int, big_share: float
+) -> None:
+    state = generated(nodes, count, big_share=big_share)
     spec = Spec(memory_mib=1024, disk_mib=20 * 1024, vcpus=1)
     ours = capacity(state=state, specs=(spec,))
     final = ours.state
