@@ -12,17 +12,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from events.ids import InstanceName, JobId, NodeName, check_name
-from events.model import JOB_FINAL_STATUSES, JobKind, NodeDeclared, NodeRemoved, instance_key
+from events.ids import InstanceName, NodeName, check_name
+from events.model import JobKind, NodeDeclared, NodeRemoved, instance_key
 from events.specs import FenceSpec, NodeSpec
-from events.state import ClusterState, JobState
+from events.state import ClusterState
 from events.store import EventStore
+from orchestrator.cli_console import console
 from orchestrator.cli_context import (
     UsageError,
     actor,
@@ -34,17 +34,16 @@ from orchestrator.cli_context import (
     table,
     target_from_args,
 )
+from orchestrator.cli_jobs import job_command, report_accepted
 from orchestrator.cluster_report import instance_row, node_rows
 from orchestrator.operations import (
     Accepted,
     OperationRefused,
-    cancel_job,
     confirm_node_off,
     new_event_id,
     set_node_flags,
     submit_job,
 )
-from reactors.naming import run_dir
 
 _INSTANCE_JOBS = {
     "start": JobKind.INSTANCE_START,
@@ -170,7 +169,7 @@ async def _run(args: argparse.Namespace) -> int:
                 return await _instance(args, store, state)
             if args.command == "node":
                 return await _node(args, store, state)
-            return await _job(args, store, state)
+            return await job_command(args, store, state)
         except OperationRefused as exc:
             where = f"{exc.field}: " if exc.field else ""
             raise UsageError(f"refused: {where}{exc}; nothing was recorded") from exc
@@ -212,7 +211,7 @@ async def _instance(args: argparse.Namespace, store: EventStore, state: ClusterS
     if args.action == "info":
         return _instance_info(args, state, InstanceName(name), now=now)
     if args.action == "console":
-        return await _console(args, state, InstanceName(name))
+        return await console(args, state, InstanceName(name))
     params: dict[str, str] = {}
     if args.action == "replace-disks":
         params["mode"] = args.mode
@@ -229,7 +228,7 @@ async def _instance(args: argparse.Namespace, store: EventStore, state: ClusterS
         actor=actor(),
         reason=args.reason,
     )
-    return await _accepted(args, store, accepted)
+    return await report_accepted(args, store, accepted)
 
 
 def _instance_info(
@@ -280,72 +279,6 @@ def _instance_info(
         ls = info["last_step"]
         ok = {True: "ok", False: "FAILED", None: "running"}[ls["ok"]]
         print(f"last step        {ls['step']} on {ls['node']}: {ok} {ls['error']}".rstrip())
-    return 0
-
-
-async def _console(args: argparse.Namespace, state: ClusterState, name: InstanceName) -> int:
-    import asyncssh
-
-    placement = state.placements.get(name)
-    if placement is None:
-        raise UsageError(f"{name} is not placed yet; it has no console")
-    if args.known_hosts is None or args.client_key is None:
-        raise UsageError(
-            "console needs --known-hosts and --client-key (or CORRAL_KNOWN_HOSTS and "
-            "CORRAL_CLIENT_KEY): host keys are always pinned"
-        )
-    node = state.desired.nodes[placement.primary]
-    path = f"{run_dir()}/{name}.serial"
-    try:
-        async with asyncssh.connect(
-            node.address,
-            node.port,
-            username=node.ssh_user,
-            known_hosts=str(args.known_hosts),
-            client_keys=[str(args.client_key)],
-        ) as conn:
-            reader, writer = await conn.open_unix_connection(path, encoding=None)
-            print(
-                f"connected to {name}'s serial console on {node.name}; Ctrl-] quits",
-                file=sys.stderr,
-            )
-            return await _relay(reader, writer)
-    except (OSError, asyncssh.Error) as exc:
-        raise UsageError(f"console of {name} on {node.name}: {exc}") from exc
-
-
-async def _relay(reader: Any, writer: Any) -> int:
-    loop = asyncio.get_running_loop()
-    stdin = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(stdin), sys.stdin)
-    tty = sys.stdin.isatty()
-    old = None
-    if tty:
-        import termios
-        import tty as ttymod
-
-        old = termios.tcgetattr(sys.stdin.fileno())
-        ttymod.setraw(sys.stdin.fileno())
-
-    async def pump_out() -> None:
-        while data := await reader.read(4096):
-            sys.stdout.buffer.write(data)
-            sys.stdout.buffer.flush()
-
-    out = asyncio.create_task(pump_out())
-    try:
-        while data := await stdin.read(1024):
-            if b"\x1d" in data:  # Ctrl-]
-                break
-            writer.write(data)
-        await asyncio.sleep(0.2)
-    finally:
-        out.cancel()
-        writer.close()
-        if old is not None:
-            import termios
-
-            termios.tcsetattr(sys.stdin.fileno(), termios.TCSADRAIN, old)
     return 0
 
 
@@ -415,12 +348,12 @@ async def _node(args: argparse.Namespace, store: EventStore, state: ClusterState
         accepted = await set_node_flags(
             store, state, node=name, actor=actor(), reason=args.reason, **_NODE_FLAGS[args.action]
         )
-        return await _accepted(args, store, accepted)
+        return await report_accepted(args, store, accepted)
     if args.action == "confirm-off":
         accepted = await confirm_node_off(
             store, state, node=name, actor=actor(), reason=args.reason
         )
-        return await _accepted(args, store, accepted)
+        return await report_accepted(args, store, accepted)
     if args.action == "remove":
         held = sorted(i for i, p in state.placements.items() if name in (p.primary, p.secondary))
         if held:
@@ -434,13 +367,15 @@ async def _node(args: argparse.Namespace, store: EventStore, state: ClusterState
         revision = await store.append(
             [event], expected={f"node/{name}": state.versions.get(f"node/{name}", 0)}
         )
-        return await _accepted(args, store, Accepted(revision=revision, event_ids=(event.id,)))
+        return await report_accepted(
+            args, store, Accepted(revision=revision, event_ids=(event.id,))
+        )
     if args.action == "evacuate":
         return await _evacuate(args, store, state, name)
     accepted = await submit_job(
         store, state, kind=_NODE_JOBS[args.action], target=name, actor=actor(), reason=args.reason
     )
-    return await _accepted(args, store, accepted)
+    return await report_accepted(args, store, accepted)
 
 
 async def _evacuate(
@@ -492,7 +427,7 @@ async def _evacuate(
     )
     if not args.json:
         print(f"{name} drained; {len(plan.moves)} move(s) planned, {size(plan.data_mib)} to resync")
-    return await _accepted(args, store, accepted)
+    return await report_accepted(args, store, accepted)
 
 
 async def _node_add(
@@ -529,120 +464,4 @@ async def _node_add(
         id=new_event_id(), time=time.time(), actor=actor(), reason=args.reason, spec=spec
     )
     revision = await store.append([event], expected={f"node/{name}": 0})
-    return await _accepted(args, store, Accepted(revision=revision, event_ids=(event.id,)))
-
-
-# ---------------------------------------------------------------------- jobs
-
-
-def _job_dict(job: JobState) -> dict[str, Any]:
-    return {
-        "job_id": job.job_id,
-        "kind": job.kind,
-        "targets": list(job.targets),
-        "params": dict(job.params),
-        "status": job.status.value,
-        "actor": job.actor,
-        "reason": job.reason,
-        "submitted_at": job.submitted_at,
-        "started_at": job.started_at,
-        "ended_at": job.ended_at,
-        "error": job.error,
-        "log": [{"time": t, "line": line} for t, line in job.log],
-    }
-
-
-async def _job(args: argparse.Namespace, store: EventStore, state: ClusterState) -> int:
-    if args.action == "list":
-        jobs = sorted(state.jobs.values(), key=lambda j: j.job_id)
-        if not args.all:
-            jobs = jobs[-50:]
-        if args.json:
-            print_json([{k: v for k, v in _job_dict(j).items() if k != "log"} for j in jobs])
-            return 0
-        print(
-            table(
-                [
-                    (j.job_id, j.kind, " ".join(j.targets), j.status.value, j.actor, j.error[:60])
-                    for j in jobs
-                ],
-                header=("JOB", "KIND", "TARGETS", "STATUS", "ACTOR", "ERROR"),
-            )
-        )
-        return 0
-    job = state.jobs.get(JobId(args.job_id))
-    if job is None:
-        raise UsageError(f"no job {args.job_id!r}")
-    if args.action == "info":
-        d = _job_dict(job)
-        if args.json:
-            print_json(d)
-        else:
-            for key in ("job_id", "kind", "targets", "status", "actor", "reason", "error"):
-                print(f"{key:<10} {d[key]}")
-            for entry in d["log"]:
-                print(
-                    f"  {time.strftime('%H:%M:%S', time.localtime(entry['time']))} {entry['line']}"
-                )
-        return 0
-    if args.action == "cancel":
-        accepted = await cancel_job(store, state, job_id=job.job_id, actor=actor())
-        return await _accepted(args, store, accepted)
-    return await _watch(store, state, job.job_id, quiet=args.json)
-
-
-async def _watch(store: EventStore, state: ClusterState, job_id: JobId, *, quiet: bool) -> int:
-    """Print the job's log as it grows until it ends; exit 0 on success."""
-    from events.projection import fold
-
-    shown = 0
-
-    def show(st: ClusterState) -> JobState | None:
-        nonlocal shown
-        job = st.jobs.get(job_id)
-        if job is None:
-            return None
-        for t, line in job.log[shown:]:
-            if not quiet:
-                print(f"{time.strftime('%H:%M:%S', time.localtime(t))} {line}", flush=True)
-        shown = len(job.log)
-        return job
-
-    job = show(state)
-    if job is None or job.status.value not in JOB_FINAL_STATUSES:
-        async for revision, event in store.subscribe(state.revision + 1):
-            state = fold(state, [(revision, event)])
-            job = show(state)
-            if job is not None and job.status.value in JOB_FINAL_STATUSES:
-                break
-    assert job is not None
-    if quiet:
-        print_json(_job_dict(job))
-    else:
-        print(f"job {job_id}: {job.status.value}" + (f": {job.error}" if job.error else ""))
-    return 0 if job.status.value == "success" else 1
-
-
-async def _accepted(args: argparse.Namespace, store: EventStore, accepted: Accepted) -> int:
-    if getattr(args, "wait", False) and accepted.job_id is not None:
-        state = await current_state(store)
-        if not args.json:
-            print(f"job {accepted.job_id} accepted at revision {accepted.revision}")
-        return await _watch(store, state, accepted.job_id, quiet=args.json)
-    if args.json:
-        print_json(
-            {
-                "accepted": True,
-                "revision": accepted.revision,
-                "job_id": accepted.job_id,
-                "event_ids": list(accepted.event_ids),
-            }
-        )
-    elif accepted.job_id:
-        print(
-            f"job {accepted.job_id} accepted (revision {accepted.revision}); "
-            f"follow it with `corral job watch {accepted.job_id}`"
-        )
-    else:
-        print(f"recorded at revision {accepted.revision}")
-    return 0
+    return await report_accepted(args, store, Accepted(revision=revision, event_ids=(event.id,)))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from events.ids import InstanceName
 from events.projection import fold_all
 from orchestrator.cli_status import status_dict
 from tests.cluster_harness import Cluster, cluster
@@ -172,3 +173,43 @@ async def test_bad_input_is_named_and_changes_nothing(tmp_path: Path) -> None:
         # An etcd that does not answer is said plainly.
         out = await c.corral("status", "--etcd", "http://127.0.0.1:1")
         assert out.returncode == 1 and "is not reachable" in out.stderr
+
+
+async def test_console_reaches_the_serial_console_of_the_primary(tmp_path: Path) -> None:
+    import asyncio
+    import os
+    import subprocess
+    import sys
+
+    async with cluster(tmp_path) as c:
+        engine = await c.start_engine()
+        f = tmp_path / "cluster.yaml"
+        f.write_text(cluster_yaml(c, THREE))
+        assert (await c.corral("apply", "-f", str(f), "--wait")).returncode == 0
+        env = {**os.environ, "CORRAL_ETCD": c.etcd.endpoint, "CORRAL_CLUSTER": "lab"}
+        argv = [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "instance",
+            "console",
+            "db1",
+            "--known-hosts",
+            str(c.lab.known_hosts_path),
+            "--client-key",
+            str(c.lab.client_key_path),
+        ]
+        done = await asyncio.to_thread(
+            subprocess.run,
+            argv,
+            input=b"root\r\x1d",
+            capture_output=True,
+            timeout=60,
+            env=env,
+        )
+        assert done.returncode == 0, done.stderr
+        primary = engine.state.placements[InstanceName("db1")].primary
+        assert b"db1 login: root" in done.stdout, done.stdout
+        assert f"on {primary}".encode() in done.stderr
+        no_keys = await c.corral("instance", "console", "db1")
+        assert no_keys.returncode == 1 and "--known-hosts" in no_keys.stderr
