@@ -21,7 +21,12 @@ effect on every per-node statistic is computed from those nodes alone, from runn
 sums of deviations kept per step (the idea of `reactors.score_delta`, extended to
 failovers and to moves that take a copy off a node); target-side checks and changes
 are derived once per step and node, and candidates whose own side already rules
-them out (memory, disk, vCPU ratio, N+1, failure domains) are never scored. Among
+them out (memory, disk, vCPU ratio, N+1, failure domains) are never scored. Most
+candidates are not scored at all: a candidate's delta has a lower bound that is the
+sum of a bound for the instance's own side (kept from step to step while its nodes
+are unchanged) and one for the target node (`_Bounds`), and candidates are visited
+best bound first until no bound can come within `cost_tolerance` of the best delta
+found; the result is the one of scoring every candidate. Among
 moves whose gains are within `cost_tolerance` (relative) of the best, the one that
 copies the least data, then migrates the fewest times, wins. A final pass folds
 repeated moves of one instance into one where the rules allow, so the plan ends in
@@ -274,6 +279,7 @@ class _Work:
                         self.loc_excl[(loc, e)] += 1
         self.online_idx = [k for k in range(n_nodes) if self.online[k]]
         self.vals = [self._values(k) for k in range(n_nodes)]
+        self.version = [0] * n_nodes  # bumped whenever a node's figures change
 
     # ---------------------------------------------------------------- values
 
@@ -367,6 +373,7 @@ class _Work:
         self._sec(new_s, new_p, inst, +1)
         self.p[i], self.s[i] = new_p, new_s
         for k in touched:
+            self.version[k] += 1
             row = self.rows[k]
             for peer in [q for q, v in row.items() if v == 0]:
                 del row[peer]
@@ -459,6 +466,13 @@ class _Search:
         self.scored = 0
         self.stats = _stats(work)
         self.memo: dict[tuple[int, ...], tuple[tuple[tuple[int, float], ...], float]] = {}
+        self.best_delta = -_EPS
+        self.keep = 1.0
+        self.tol = 0.0
+        self.pool: list[_Cand] = []
+        self.owns: dict[int, _Own] = {}
+        self.excl_ids: dict[tuple[str, ...], int] = {(): 0}
+        self.exact: dict[int, _Exact] = {}
 
     def node_delta(
         self,
@@ -587,109 +601,99 @@ class _Search:
     # ------------------------------------------------------------- the step
 
     def best(self, *, tolerance: float) -> list[_Cand]:
-        """Every candidate within `tolerance` of the best gain (the best first)."""
+        """Every candidate within `tolerance` of the best gain (the best first).
+
+        Each candidate is (the instance's own side, a target node; none for a
+        failover). Its delta is bounded from below by the sum of a bound per side
+        (`_Bounds`); own sides are visited in the order of their best possible
+        bound, their targets in the order of theirs, and a visit stops once no
+        further candidate can get within `tolerance` of the best gain found so
+        far. What is visited is scored exactly, so the result is the one of
+        scoring every candidate."""
         w = self.w
         self.stats = _stats(w)
         self.memo = {}
-        best_delta = -_EPS
-        pool: list[_Cand] = []
-        n_nodes = len(w.names)
-        targets = [k for k in range(n_nodes) if w.usable[k]]
-        domains = w.has_locs
-        for i, inst in enumerate(w.insts):
-            if not w.movable[i]:
-                continue
-            p, s = w.p[i], w.s[i]
-            mem, res, dsk = inst.mem, inst.res, inst.dsk
-            # --- own sides, shared by every target
-            # s becomes primary (failover, failover-and-replace)
-            s_can_pri = (
-                w.usable[s]
-                and w.c_free[s] >= mem
-                and w.all_vcpus[s] + inst.all_vcpus <= w.vcpu_limit[s]
-            )
-            tags_ps = self.tags_delta(inst, p, s)
-            # p as the primary of a replace keeps N+1 (corral's replace check)
-            p_n1_ok = not w.online[p] or w.r_mem[p] <= w.c_free[p]
-            # ---------------- failover
-            if s_can_pri:
-                r_s = w.new_r(s, p, res, -1, 0)
-                r_p = w.new_r(p, -1, 0, s, res)
-                if r_s <= w.c_free[s] - mem and self._ok_gain(p, r_p, w.c_free[p] + mem):
-                    acc = [0.0] * (2 * _NM)
-                    sc = self.node_delta(
-                        p,
-                        inst.run_mem,
-                        -inst.stop_mem,
-                        0,
-                        -inst.vcpus,
-                        0,
-                        -1,
-                        1,
-                        r_p,
-                        acc,
-                    )
-                    sc += self.node_delta(
-                        s,
-                        -inst.run_mem,
-                        inst.stop_mem,
-                        0,
-                        inst.vcpus,
-                        0,
-                        1,
-                        -1,
-                        r_s,
-                        acc,
-                    )
-                    d = sc + self.combine(acc) + tags_ps + self.loc_delta(p, s, s, p)
-                    self.scored += 1
-                    if d < best_delta * (1 - tolerance) + 0.0:
-                        best_delta = self._push(
-                            pool, _Cand(d, 0, 1, MoveKind.FAILOVER, i, s, p), best_delta, tolerance
-                        )
-            # precomputed own-side deltas for the target moves
-            # (a) s loses its copy (replace-secondary, replace-and-failover)
-            acc_ls = [0.0] * (2 * _NM)
-            r_s_ls = w.new_r(s, p, res, -1, 0)
-            sc_ls = self.node_delta(s, 0, 0, dsk, 0, -inst.su, 0, -1, r_s_ls, acc_ls)
-            # (b) p loses its copy, s becomes primary (failover-and-replace)
-            acc_fr = [0.0] * (2 * _NM)
-            sc_fr = 0.0
-            if s_can_pri:
-                r_s_fr = w.new_r(s, p, res, -1, 0)
-                if r_s_fr <= w.c_free[s] - mem:
-                    sc_fr = self.node_delta(
-                        p,
-                        inst.run_mem,
-                        -inst.stop_mem,
-                        dsk,
-                        -inst.vcpus,
-                        -inst.su,
-                        -1,
-                        0,
-                        w.r_mem[p],
-                        acc_fr,
-                    )
-                    sc_fr += self.node_delta(
-                        s,
-                        -inst.run_mem,
-                        inst.stop_mem,
-                        0,
-                        inst.vcpus,
-                        0,
-                        1,
-                        -1,
-                        r_s_fr,
-                        acc_fr,
-                    )
-                    sc_fr += tags_ps
-                else:
-                    acc_fr = []
-            else:
-                acc_fr = []
-            # (c) p loses its copy (replace-primary)
-            acc_lp = [0.0] * (2 * _NM)
-            sc_lp = self.node_delta(
+        self.exact = {}
+        self.best_delta = -_EPS
+        self.keep = 1 - tolerance
+        self.tol = tolerance
+        self.pool = []
+        targets = [k for k in range(len(w.names)) if w.usable[k]]
+        owns = [self._own(i) for i in range(len(w.insts)) if w.movable[i]]
+        order = _Bounds(self, owns, targets).order()
+        keep = self.keep
+        evaluators = {
+            MoveKind.FAILOVER: self._eval_fo,
+            MoveKind.REPLACE_SECONDARY: self._eval_rs,
+            MoveKind.FAILOVER_AND_REPLACE: self._eval_fr,
+            MoveKind.REPLACE_AND_FAILOVER: self._eval_rf,
+            MoveKind.REPLACE_PRIMARY: self._eval_rp,
+        }
+        for key, lb_o, kind, own, tl in order:
+            if key >= self.best_delta * keep + _MARGIN:
+                break
+            evaluate = evaluators[kind]
+            for lb_t, t in tl:
+                if lb_o + lb_t >= self.best_delta * keep + _MARGIN:
+                    break
+                if t != own.p and t != own.s:
+                    evaluate(own, t)
+        limit = self.best_delta * keep
+        return sorted(
+            (c for c in self.pool if c.delta <= limit + 1e-12),
+            key=lambda c: c.delta,
+        )
+
+    def _consider(self, cand: _Cand) -> None:
+        self.scored += 1
+        if cand.delta < self.best_delta * self.keep:
+            self.best_delta = self._push(self.pool, cand, self.best_delta, self.tol)
+
+    # ------------------------------------------------------------ own sides
+
+    def _own(self, i: int) -> _Own:
+        """The instance's own side (kept from earlier steps while its nodes are
+        unchanged): which kinds its nodes allow and, per kind, the bound parts."""
+        w = self.w
+        p, s = w.p[i], w.s[i]
+        stamp = (p, s, w.version[p], w.version[s])
+        hit = self.owns.get(i)
+        if hit is not None and hit.stamp == stamp:
+            return hit
+        inst = w.insts[i]
+        mem, res, dsk = inst.mem, inst.res, inst.dsk
+        s_can_pri = (
+            w.usable[s]
+            and w.c_free[s] >= mem
+            and w.all_vcpus[s] + inst.all_vcpus <= w.vcpu_limit[s]
+        )
+        p_n1_ok = not w.online[p] or w.r_mem[p] <= w.c_free[p]
+        r_s_less = w.new_r(s, p, res, -1, 0)  # s without this instance's reservation
+        s_pri_ok = s_can_pri and r_s_less <= w.c_free[s] - mem
+        loc_own = -_W_LOC * len(w.locs[p] & w.locs[s]) if w.has_locs and w.online[p] else 0.0
+        tags_src = self._tags_src(inst, p)
+        sec_key = (inst.dsk, inst.su, inst.res)
+        excl_id = self.excl_ids.setdefault(inst.excl, len(self.excl_ids))
+        pri_key = (
+            inst.run_mem,
+            inst.stop_mem,
+            inst.dsk,
+            inst.vcpus,
+            inst.su,
+            inst.all_vcpus,
+            excl_id,
+        )
+        sides: list[tuple[MoveKind, _CSide, tuple[int, ...]]] = []
+        cf = self._cf
+        if s_pri_ok:
+            r_p = w.new_r(p, -1, 0, s, res)
+            if self._ok_gain(p, r_p, w.c_free[p] + mem):
+                d1, q = [0.0] * _NM, [0.0] * _NM
+                sc = cf(p, inst.run_mem, -inst.stop_mem, 0, -inst.vcpus, 0, -1, 1, r_p, d1, q)
+                sc += cf(s, -inst.run_mem, inst.stop_mem, 0, inst.vcpus, 0, 1, -1, r_s_less, d1, q)
+                sides.append((MoveKind.FAILOVER, (d1, q, None, sc + tags_src + loc_own), ()))
+            d1, q = [0.0] * _NM, [0.0] * _NM
+            sc = cf(
                 p,
                 inst.run_mem,
                 -inst.stop_mem,
@@ -699,128 +703,275 @@ class _Search:
                 -1,
                 0,
                 w.r_mem[p],
-                acc_lp,
+                d1,
+                q,
             )
-            # replace-primary's temporary primary on s has the memory and, as the
-            # primary of the replace, keeps N+1 without this instance's reservation
-            rp_ok = s_can_pri and w.new_r(s, p, res, -1, 0) <= w.c_free[s] - mem
-            for t in targets:
-                if t in (p, s):
-                    continue
-                t_dsk_ok = w.f_dsk[t] >= dsk
-                if not t_dsk_ok:
-                    continue
-                row_t = w.rows[t]
-                free_t = w.c_free[t]
-                r_t = w.r_mem[t]
-                # ---------------- replace-secondary: (p, t)
-                if p_n1_ok and not (domains and w.locs[p] & w.locs[t]):
-                    r_new = max(r_t, row_t.get(p, 0) + res)
-                    if r_new <= free_t:
-                        acc = acc_ls.copy()
-                        sc = sc_ls + self.node_delta(t, 0, 0, -dsk, 0, inst.su, 0, 1, r_new, acc)
-                        d = sc + self.combine(acc) + self.loc_delta(p, s, p, t)
-                        self.scored += 1
-                        if d < best_delta * (1 - tolerance):
-                            best_delta = self._push(
-                                pool,
-                                _Cand(d, dsk, 0, MoveKind.REPLACE_SECONDARY, i, p, t),
-                                best_delta,
-                                tolerance,
-                            )
-                # ---------------- failover-and-replace: (s, t)
-                if acc_fr and not (domains and w.locs[s] & w.locs[t]):
-                    r_new = max(r_t, row_t.get(s, 0) + res)
-                    if r_new <= free_t:
-                        acc = acc_fr.copy()
-                        sc = sc_fr + self.node_delta(t, 0, 0, -dsk, 0, inst.su, 0, 1, r_new, acc)
-                        d = sc + self.combine(acc) + self.loc_delta(p, s, s, t)
-                        self.scored += 1
-                        if d < best_delta * (1 - tolerance):
-                            best_delta = self._push(
-                                pool,
-                                _Cand(d, dsk, 1, MoveKind.FAILOVER_AND_REPLACE, i, s, t),
-                                best_delta,
-                                tolerance,
-                            )
-                # t becomes primary: memory, vCPU ratio, its own N+1
-                if free_t - mem < r_t or w.all_vcpus[t] + inst.all_vcpus > w.vcpu_limit[t]:
-                    continue
-                tags_pt = self.tags_delta(inst, p, t)
-                # ---------------- replace-and-failover: (t, p)
-                if p_n1_ok and not (domains and w.locs[p] & w.locs[t]):
-                    r_p = w.new_r(p, -1, 0, t, res)
-                    if not w.online[p] or r_p <= w.c_free[p] + mem:
-                        acc = acc_ls.copy()
-                        sc = sc_ls + self.node_delta(
-                            p,
-                            inst.run_mem,
-                            -inst.stop_mem,
-                            0,
-                            -inst.vcpus,
-                            0,
-                            -1,
-                            1,
-                            r_p,
-                            acc,
-                        )
-                        sc += self.node_delta(
-                            t,
-                            -inst.run_mem,
-                            inst.stop_mem,
-                            -dsk,
-                            inst.vcpus,
-                            inst.su,
-                            1,
-                            0,
-                            r_t,
-                            acc,
-                        )
-                        d = sc + self.combine(acc) + tags_pt + self.loc_delta(p, s, t, p)
-                        self.scored += 1
-                        if d < best_delta * (1 - tolerance):
-                            best_delta = self._push(
-                                pool,
-                                _Cand(d, dsk, 1, MoveKind.REPLACE_AND_FAILOVER, i, t, p),
-                                best_delta,
-                                tolerance,
-                            )
-                # ---------------- replace-primary: (t, s)
-                if rp_ok and not (domains and w.locs[s] & w.locs[t]):
-                    # the replace's new secondary t takes s as its peer
-                    if max(r_t, row_t.get(s, 0) + res) > free_t:
-                        continue
-                    r_s = w.new_r(s, p, res, t, res)
-                    if w.online[s] and r_s > w.c_free[s]:
-                        continue
-                    acc = acc_lp.copy()
-                    sc = sc_lp + self.node_delta(s, 0, 0, 0, 0, 0, 0, 0, r_s, acc)
-                    sc += self.node_delta(
-                        t,
-                        -inst.run_mem,
-                        inst.stop_mem,
-                        -dsk,
-                        inst.vcpus,
-                        inst.su,
-                        1,
-                        0,
-                        r_t,
-                        acc,
+            sc += cf(s, -inst.run_mem, inst.stop_mem, 0, inst.vcpus, 0, 1, -1, r_s_less, d1, q)
+            sides.append(
+                (MoveKind.FAILOVER_AND_REPLACE, (d1, q, None, sc + tags_src + loc_own), sec_key)
+            )
+        if p_n1_ok:
+            d1, q = [0.0] * _NM, [0.0] * _NM
+            sc_ls = cf(s, 0, 0, dsk, 0, -inst.su, 0, -1, r_s_less, d1, q)
+            sides.append((MoveKind.REPLACE_SECONDARY, (d1, q, None, sc_ls + loc_own), sec_key))
+            # replace-and-failover: p becomes the secondary, with t as a new peer
+            r_lo = max(w.r_mem[p], res)
+            r_hi = w.c_free[p] + mem if w.online[p] else r_lo
+            if r_lo <= r_hi:
+                d1, q = d1.copy(), q.copy()
+                sc = cf(
+                    p, inst.run_mem, -inst.stop_mem, 0, -inst.vcpus, 0, -1, 1, r_lo, d1, q, True
+                )
+                rng = self._rem_range(p, r_lo, r_hi)
+                sides.append(
+                    (
+                        MoveKind.REPLACE_AND_FAILOVER,
+                        (d1, q, rng, sc_ls + sc + tags_src + loc_own),
+                        pri_key,
                     )
-                    d = sc + self.combine(acc) + tags_pt + self.loc_delta(p, s, t, s)
-                    self.scored += 1
-                    if d < best_delta * (1 - tolerance):
-                        best_delta = self._push(
-                            pool,
-                            _Cand(d, dsk, 2, MoveKind.REPLACE_PRIMARY, i, t, s),
-                            best_delta,
-                            tolerance,
-                        )
-        limit = best_delta * (1 - tolerance)
-        return sorted(
-            (c for c in pool if c.delta <= limit + 1e-12),
-            key=lambda c: c.delta,
+                )
+        if s_pri_ok:
+            # replace-primary: s keeps its copy, loses p as a peer and takes t
+            r_lo = max(r_s_less, res)
+            r_hi = w.c_free[s]
+            if r_lo <= r_hi:
+                d1, q = [0.0] * _NM, [0.0] * _NM
+                sc = cf(
+                    p,
+                    inst.run_mem,
+                    -inst.stop_mem,
+                    dsk,
+                    -inst.vcpus,
+                    -inst.su,
+                    -1,
+                    0,
+                    w.r_mem[p],
+                    d1,
+                    q,
+                )
+                sc += cf(s, 0, 0, 0, 0, 0, 0, 0, r_lo, d1, q, True)
+                rng = self._rem_range(s, r_lo, r_hi)
+                sides.append(
+                    (MoveKind.REPLACE_PRIMARY, (d1, q, rng, sc + tags_src + loc_own), pri_key)
+                )
+        own = _Own(
+            stamp=stamp,
+            i=i,
+            inst=inst,
+            p=p,
+            s=s,
+            p_n1_ok=p_n1_ok,
+            s_pri_ok=s_pri_ok,
+            r_s_less=r_s_less,
+            sides=sides,
         )
+        self.owns[i] = own
+        return own
+
+    def _cf(
+        self,
+        k: int,
+        dfm: int,
+        dstop: int,
+        ddsk: int,
+        dcpu: int,
+        dsp: int,
+        dnp: int,
+        dns: int,
+        new_r: int,
+        d1: list[float],
+        q: list[float],
+        skip_rem: bool = False,
+    ) -> float:
+        """Like `_node_delta`, but independent of the current means: adds node k's
+        change of each value (d1) and of its square (q) and returns the change of
+        the scalar components. `skip_rem`: leave p_rem out (taken as a range)."""
+        w = self.w
+        np_old, ns_old = w.n_pri[k], w.n_sec[k]
+        np_new, ns_new = np_old + dnp, ns_old + dns
+        if not w.online[k]:
+            return _W_OFF_ALL * (dnp + dns) + _W_OFF_PRI * dnp
+        f_new = w.f_mem[k] + dfm
+        old = w.vals[k]
+        new = w.node_values(
+            k,
+            f_new,
+            w.stopped[k] + dstop,
+            w.f_dsk[k] + ddsk,
+            w.used_cpus[k] + dcpu,
+            w.ispind[k] + dsp,
+            np_new,
+            ns_new,
+            new_r,
+        )
+        for m in range(_NM):
+            nv = new[m]
+            ov = old[m]
+            if nv != ov and not (skip_rem and m == 3):
+                d1[m] += nv - ov
+                q[m] += nv * nv - ov * ov
+        scalar = _W_RTOTAL * (new[3] - old[3])
+        fail_old = w.f_mem[k] < w.r_mem[k]
+        fail_new = f_new < new_r
+        if fail_old or fail_new:
+            scalar += _W_N1 * ((np_new + ns_new) * fail_new - (np_old + ns_old) * fail_old)
+        return scalar
+
+    def _rem_range(self, k: int, r_lo: int, r_hi: int) -> tuple[float, float, float] | None:
+        """Node k's p_rem (old value, low, high) with its reserved memory anywhere
+        in [r_lo, r_hi]; None for an offline node (no p_rem scored)."""
+        w = self.w
+        if not w.online[k]:
+            return None
+        return (w.vals[k][3], r_lo / w.t_mem[k], r_hi / w.t_mem[k])
+
+    def _tags_src(self, inst: _Inst, src: int) -> float:
+        """A lower bound of `tags_delta(inst, src, any other node)`."""
+        w = self.w
+        if not inst.excl or not w.online[src]:
+            return 0.0
+        tags = w.ptags[src]
+        out = -_W_TAGS * sum(1 for e in inst.excl if tags[e] >= 2)
+        if w.has_locs:
+            out -= _W_LOC_EXCL * len(w.locs[src]) * len(inst.excl)
+        return out
+
+    def _exact_own(self, own: _Own) -> _Exact:
+        """The own side's exact parts for this step (as `node_delta` gives them)."""
+        hit = self.exact.get(own.i)
+        if hit is not None:
+            return hit
+        w = self.w
+        inst, p, s = own.inst, own.p, own.s
+        dsk = inst.dsk
+        acc_ls = [0.0] * (2 * _NM)
+        sc_ls = self.node_delta(s, 0, 0, dsk, 0, -inst.su, 0, -1, own.r_s_less, acc_ls)
+        acc_fr: list[float] = []
+        sc_fr = 0.0
+        if own.s_pri_ok:
+            acc_fr = [0.0] * (2 * _NM)
+            sc_fr = self.node_delta(
+                p,
+                inst.run_mem,
+                -inst.stop_mem,
+                dsk,
+                -inst.vcpus,
+                -inst.su,
+                -1,
+                0,
+                w.r_mem[p],
+                acc_fr,
+            )
+            sc_fr += self.node_delta(
+                s, -inst.run_mem, inst.stop_mem, 0, inst.vcpus, 0, 1, -1, own.r_s_less, acc_fr
+            )
+            sc_fr += self.tags_delta(inst, p, s)
+        acc_lp = [0.0] * (2 * _NM)
+        sc_lp = self.node_delta(
+            p, inst.run_mem, -inst.stop_mem, dsk, -inst.vcpus, -inst.su, -1, 0, w.r_mem[p], acc_lp
+        )
+        hit = self.exact[own.i] = _Exact(acc_ls, sc_ls, acc_fr, sc_fr, acc_lp, sc_lp)
+        return hit
+
+    # ---------------------------------------------- one candidate, scored exactly
+
+    def _eval_fo(self, own: _Own, _t: int) -> None:
+        """failover: (s, p)."""
+        w = self.w
+        inst, p, s = own.inst, own.p, own.s
+        r_p = w.new_r(p, -1, 0, s, inst.res)
+        acc = [0.0] * (2 * _NM)
+        sc = self.node_delta(p, inst.run_mem, -inst.stop_mem, 0, -inst.vcpus, 0, -1, 1, r_p, acc)
+        sc += self.node_delta(
+            s, -inst.run_mem, inst.stop_mem, 0, inst.vcpus, 0, 1, -1, own.r_s_less, acc
+        )
+        d = sc + self.combine(acc) + self.tags_delta(inst, p, s) + self.loc_delta(p, s, s, p)
+        self._consider(_Cand(d, 0, 1, MoveKind.FAILOVER, own.i, s, p))
+
+    def _eval_rs(self, own: _Own, t: int) -> None:
+        """replace-secondary: (p, t)."""
+        w = self.w
+        inst, p, s = own.inst, own.p, own.s
+        if not own.p_n1_ok or w.f_dsk[t] < inst.dsk or (w.has_locs and w.locs[p] & w.locs[t]):
+            return
+        r_new = max(w.r_mem[t], w.rows[t].get(p, 0) + inst.res)
+        if r_new > w.c_free[t]:
+            return
+        ex = self._exact_own(own)
+        acc = ex.acc_ls.copy()
+        sc = ex.sc_ls + self.node_delta(t, 0, 0, -inst.dsk, 0, inst.su, 0, 1, r_new, acc)
+        d = sc + self.combine(acc) + self.loc_delta(p, s, p, t)
+        self._consider(_Cand(d, inst.dsk, 0, MoveKind.REPLACE_SECONDARY, own.i, p, t))
+
+    def _eval_fr(self, own: _Own, t: int) -> None:
+        """failover-and-replace: (s, t)."""
+        w = self.w
+        inst, p, s = own.inst, own.p, own.s
+        if not own.s_pri_ok or w.f_dsk[t] < inst.dsk or (w.has_locs and w.locs[s] & w.locs[t]):
+            return
+        r_new = max(w.r_mem[t], w.rows[t].get(s, 0) + inst.res)
+        if r_new > w.c_free[t]:
+            return
+        ex = self._exact_own(own)
+        acc = ex.acc_fr.copy()
+        sc = ex.sc_fr + self.node_delta(t, 0, 0, -inst.dsk, 0, inst.su, 0, 1, r_new, acc)
+        d = sc + self.combine(acc) + self.loc_delta(p, s, s, t)
+        self._consider(_Cand(d, inst.dsk, 1, MoveKind.FAILOVER_AND_REPLACE, own.i, s, t))
+
+    def _t_pri_ok(self, inst: _Inst, t: int) -> bool:
+        """t can become the primary: disk, memory, vCPU ratio, its own N+1."""
+        w = self.w
+        return (
+            w.f_dsk[t] >= inst.dsk
+            and w.c_free[t] - inst.mem >= w.r_mem[t]
+            and w.all_vcpus[t] + inst.all_vcpus <= w.vcpu_limit[t]
+        )
+
+    def _eval_rf(self, own: _Own, t: int) -> None:
+        """replace-and-failover: (t, p)."""
+        w = self.w
+        inst, p, s = own.inst, own.p, own.s
+        if not own.p_n1_ok or not self._t_pri_ok(inst, t):
+            return
+        if w.has_locs and w.locs[p] & w.locs[t]:
+            return
+        r_p = w.new_r(p, -1, 0, t, inst.res)
+        if w.online[p] and r_p > w.c_free[p] + inst.mem:
+            return
+        ex = self._exact_own(own)
+        acc = ex.acc_ls.copy()
+        sc = ex.sc_ls + self.node_delta(
+            p, inst.run_mem, -inst.stop_mem, 0, -inst.vcpus, 0, -1, 1, r_p, acc
+        )
+        sc += self.node_delta(
+            t, -inst.run_mem, inst.stop_mem, -inst.dsk, inst.vcpus, inst.su, 1, 0, w.r_mem[t], acc
+        )
+        d = sc + self.combine(acc) + self.tags_delta(inst, p, t) + self.loc_delta(p, s, t, p)
+        self._consider(_Cand(d, inst.dsk, 1, MoveKind.REPLACE_AND_FAILOVER, own.i, t, p))
+
+    def _eval_rp(self, own: _Own, t: int) -> None:
+        """replace-primary: (t, s)."""
+        w = self.w
+        inst, p, s = own.inst, own.p, own.s
+        if not own.s_pri_ok or not self._t_pri_ok(inst, t):
+            return
+        if w.has_locs and w.locs[s] & w.locs[t]:
+            return
+        r_t = w.r_mem[t]
+        # the replace's new secondary t takes s as its peer
+        if max(r_t, w.rows[t].get(s, 0) + inst.res) > w.c_free[t]:
+            return
+        r_s = w.new_r(s, p, inst.res, t, inst.res)
+        if w.online[s] and r_s > w.c_free[s]:
+            return
+        ex = self._exact_own(own)
+        acc = ex.acc_lp.copy()
+        sc = ex.sc_lp + self.node_delta(s, 0, 0, 0, 0, 0, 0, 0, r_s, acc)
+        sc += self.node_delta(
+            t, -inst.run_mem, inst.stop_mem, -inst.dsk, inst.vcpus, inst.su, 1, 0, r_t, acc
+        )
+        d = sc + self.combine(acc) + self.tags_delta(inst, p, t) + self.loc_delta(p, s, t, s)
+        self._consider(_Cand(d, inst.dsk, 2, MoveKind.REPLACE_PRIMARY, own.i, t, s))
 
     def _ok_gain(self, k: int, new_r: int, new_free: int) -> bool:
         """A node that gains a reservation keeps N+1 (offline nodes are not checked:
@@ -836,6 +987,339 @@ class _Search:
             limit = best * (1 - tolerance)
             pool[:] = [c for c in pool if c.delta <= limit]
         return best
+
+
+# ------------------------------------------------------------------ bounds
+
+
+# Margin kept between a bound and the delta it must beat (float rounding).
+_MARGIN = 1e-9
+_SEC_KINDS = frozenset({MoveKind.REPLACE_SECONDARY, MoveKind.FAILOVER_AND_REPLACE})
+
+# A side's parts, independent of the current means: per metric the change of the
+# values (d1) and of their squares (q), p_rem of one node taken over a range
+# (old value, low, high) or None, and the scalar's lower bound.
+_CSide = tuple[list[float], list[float], tuple[float, float, float] | None, float]
+
+
+@dataclass(slots=True, kw_only=True)
+class _Own:
+    """One instance's own side, kept while its nodes are unchanged (`stamp`)."""
+
+    stamp: tuple[int, int, int, int]
+    i: int
+    inst: _Inst
+    p: int
+    s: int
+    p_n1_ok: bool
+    s_pri_ok: bool  # s can take the primary without this instance's reservation
+    r_s_less: int
+    sides: list[tuple[MoveKind, _CSide, tuple[int, ...]]]
+
+
+@dataclass(slots=True)
+class _Exact:
+    acc_ls: list[float]  # s loses its copy
+    sc_ls: float
+    acc_fr: list[float]  # failover, then p loses its copy ([]: not allowed)
+    sc_fr: float
+    acc_lp: list[float]  # p loses its copy
+    sc_lp: float
+
+
+class _Bounds:
+    """Lower bounds of candidate deltas, as the sum of one bound per side.
+
+    For a scored metric with standard deviation sd (variance V = sd^2), a move
+    whose two sides change the sums of deviations from the mean by (d1o, d2o)
+    and (d1t, d2t) changes the variance by y = (d2o + d2t)/n - ((d1o + d1t)/n)^2,
+    which is at least a + b with a = d2o/n - 2 (d1o/n)^2 (b likewise) and at most
+    d2o/n + d2t/n. Over the step's range [ymin, ymax] of y, the change of the
+    standard deviation, y / (sqrt(V + y) + sd), is at least h(y) = y * k_neg
+    (y < 0) or y * k_pos (y >= 0), k_neg = 1 / (sqrt(V + ymin) + sd), k_pos = 1 /
+    (sqrt(V + ymax) + sd); h is increasing and concave with h(0) = 0, so h(y) >=
+    h(a) + h(b). A side's bound is its scalar's lower bound plus the weighted h
+    of its a (or b) per metric. Where a node's reserved memory depends on the
+    other side (a new N+1 peer), its p_rem is taken over the whole range the N+1
+    rule leaves it and the scalar at the range's low end (reserved memory only
+    adds to the score); exclusion tags the target gains only add and count 0.
+    A target's own change is separable per metric, so targets are tabulated per
+    node, metric and the one instance figure that metric depends on."""
+
+    def __init__(self, search: _Search, owns: list[_Own], targets: list[int]) -> None:
+        self.search = search
+        self.w = search.w
+        self.owns = owns
+        self.targets = targets
+        st = search.stats
+        self.center = st.center
+        self.n = float(st.n)
+        self.on = all(math.isfinite(x) for x in st.center) and all(math.isfinite(x) for x in st.std)
+
+    def order(self) -> list[tuple[float, float, MoveKind, _Own, list[tuple[float, int]]]]:
+        """(bound of the best candidate, own bound, kind, own side, targets with
+        their bounds, lowest first) per own side, lowest first."""
+        if not self.on:
+            every = [(-math.inf, t) for t in self.targets]
+            return [
+                (-math.inf, -math.inf, kind, o, [(-math.inf, -1)] if not key else every)
+                for o in self.owns
+                for kind, _, key in o.sides
+            ]
+        vecs = [(kind, o, self._vec(side), key) for o in self.owns for kind, side, key in o.sides]
+        fam_fo = [v for kind, _, v, _ in vecs if kind is MoveKind.FAILOVER]
+        fam_sec = [v for kind, _, v, _ in vecs if kind in _SEC_KINDS]
+        fam_pri = [
+            v for kind, _, v, _ in vecs if kind is not MoveKind.FAILOVER and kind not in _SEC_KINDS
+        ]
+        sec_keys = {key for kind, _, _, key in vecs if kind in _SEC_KINDS}
+        pri_keys = {
+            key
+            for kind, _, _, key in vecs
+            if kind is not MoveKind.FAILOVER and kind not in _SEC_KINDS
+        }
+        sec_tab = self._sec_tables(sec_keys)
+        pri_tab = self._pri_tables(pri_keys)
+        k_fo = self._slopes(fam_fo, [(0.0, 0.0)] * _NM)
+        k_sec = self._slopes(fam_sec, self._ranges(sec_tab))
+        k_pri = self._slopes(fam_pri, self._ranges(pri_tab))
+        sec_lists = {key: self._sec_list(key, sec_tab, k_sec) for key in sec_keys}
+        pri_lists = {key: self._pri_list(key, pri_tab, k_pri) for key in pri_keys}
+        none = [(0.0, -1)]
+        out: list[tuple[float, float, MoveKind, _Own, list[tuple[float, int]]]] = []
+        for kind, o, v, key in vecs:
+            if kind is MoveKind.FAILOVER:
+                lb_o = self._lb(v, k_fo)
+                tl = none
+            elif kind in _SEC_KINDS:
+                lb_o = self._lb(v, k_sec)
+                tl = sec_lists[key]
+            else:
+                lb_o = self._lb(v, k_pri)
+                tl = pri_lists[key]
+            if tl:
+                out.append((lb_o + tl[0][0], lb_o, kind, o, tl))
+        out.sort(key=lambda e: e[0])
+        return out
+
+    # ---------------------------------------------------------------- own sides
+
+    def _vec(self, side: _CSide) -> tuple[list[float], list[float], float]:
+        """Per metric a's low and high bound, and the scalar."""
+        d1s, qs, rng, scalar = side
+        n = self.n
+        c = self.center
+        lows: list[float] = []
+        highs: list[float] = []
+        for m in range(_NM):
+            l1 = h1 = d1s[m]
+            l2 = h2 = qs[m] - 2.0 * c[m] * l1
+            if m == 3 and rng is not None:
+                r_lo, r_hi = self._range_part(rng)
+                l1 += r_lo[0]
+                h1 += r_hi[0]
+                l2 += r_lo[1]
+                h2 += r_hi[1]
+            sq = max(l1 * l1, h1 * h1)
+            lows.append(l2 / n - 2.0 * sq / (n * n))
+            highs.append(h2 / n)
+        return lows, highs, scalar
+
+    def _range_part(
+        self, rng: tuple[float, float, float]
+    ) -> tuple[tuple[float, float], tuple[float, float]]:
+        """((d1 low, d2 low), (d1 high, d2 high)) of a p_rem value anywhere in
+        [low, high] instead of `old`."""
+        old, lo, hi = rng
+        c = self.center[3]
+        base = (old - c) * (old - c)
+        mid = min(max(c, lo), hi)
+        f_lo = (lo - c) * (lo - c) - base
+        f_hi = (hi - c) * (hi - c) - base
+        f_mid = (mid - c) * (mid - c) - base
+        return (lo - old, f_mid), (hi - old, max(f_lo, f_hi))
+
+    # ---------------------------------------------------------------- targets
+
+    def _b(self, m: int, old: float, new: float) -> tuple[float, float]:
+        c = self.center[m]
+        d1 = new - old
+        d2 = (new - c) * (new - c) - (old - c) * (old - c)
+        return d2 / self.n - 2.0 * (d1 / self.n) ** 2, d2 / self.n
+
+    def _sec_tables(
+        self, keys: set[tuple[int, ...]]
+    ) -> dict[int, dict[int, dict[int, tuple[float, float, float]]]]:
+        """Per target, metric and figure: (low, high, scalar) of the target taking
+        a copy (p_dsk: disk; p_rem: reservation, over the range; n_all; spindles:
+        spindle use)."""
+        w = self.w
+        n = self.n
+        dsks = {k[0] for k in keys}
+        sus = {k[1] for k in keys}
+        ress = {k[2] for k in keys}
+        out: dict[int, dict[int, dict[int, tuple[float, float, float]]]] = {}
+        for t in self.targets:
+            old = w.vals[t]
+            tab: dict[int, dict[int, tuple[float, float, float]]] = {2: {}, 3: {}, 6: {}, 7: {}}
+            t_dsk = w.t_dsk[t]
+            for dsk in dsks:
+                new = 1.0 if t_dsk == 0 else (w.f_dsk[t] - dsk) / t_dsk
+                tab[2][dsk] = (*self._b(2, old[2], new), 0.0)
+            tab[6][0] = (*self._b(6, old[6], float(w.n_pri[t] + w.n_sec[t] + 1)), 0.0)
+            sden = w.sden[t]
+            for su in sus:
+                new = (w.ispind[t] + su) / sden if sden else math.nan
+                tab[7][su] = (*self._b(7, old[7], new), 0.0)
+            r_t = w.r_mem[t]
+            r_hi = w.c_free[t]
+            for res in ress:
+                r_lo = max(r_t, res)
+                if r_lo > r_hi:
+                    continue
+                (l1, l2), (h1, h2) = self._range_part(
+                    (old[3], r_lo / w.t_mem[t], r_hi / w.t_mem[t])
+                )
+                sq = max(l1 * l1, h1 * h1)
+                scalar = _W_RTOTAL * (r_lo / w.t_mem[t] - old[3])
+                tab[3][res] = (l2 / n - 2.0 * sq / (n * n), h2 / n, scalar)
+            out[t] = tab
+        return out
+
+    def _pri_tables(
+        self, keys: set[tuple[int, ...]]
+    ) -> dict[int, dict[int, dict[int, tuple[float, float, float]]]]:
+        """Per target, metric and figure: (low, high, 0) of the target taking the
+        primary and its copy (p_mem: running memory; p_mem_forth: memory; p_dsk:
+        disk; p_cpu: vCPUs; n_pri; n_all; spindles: spindle use). Its scalar is 0:
+        a target that passes the memory rule keeps N+1 and its reservation."""
+        w = self.w
+        runs = {k[0] for k in keys}
+        mems = {k[0] + k[1] for k in keys}
+        dsks = {k[2] for k in keys}
+        cpus = {k[3] for k in keys}
+        sus = {k[4] for k in keys}
+        out: dict[int, dict[int, dict[int, tuple[float, float, float]]]] = {}
+        for t in self.targets:
+            old = w.vals[t]
+            t_mem = w.t_mem[t]
+            tab: dict[int, dict[int, tuple[float, float, float]]] = {
+                m: {} for m in (0, 1, 2, 4, 5, 6, 7)
+            }
+            for run in runs:
+                tab[0][run] = (*self._b(0, old[0], (w.f_mem[t] - run) / t_mem), 0.0)
+            for mem in mems:
+                new = (w.f_mem[t] - w.stopped[t] - mem) / t_mem
+                tab[1][mem] = (*self._b(1, old[1], new), 0.0)
+            t_dsk = w.t_dsk[t]
+            for dsk in dsks:
+                new = 1.0 if t_dsk == 0 else (w.f_dsk[t] - dsk) / t_dsk
+                tab[2][dsk] = (*self._b(2, old[2], new), 0.0)
+            for cpu in cpus:
+                new = (w.used_cpus[t] + cpu) / w.t_cpu[t] / w.speed[t]
+                tab[4][cpu] = (*self._b(4, old[4], new), 0.0)
+            tab[5][0] = (*self._b(5, old[5], float(w.n_pri[t] + 1)), 0.0)
+            tab[6][0] = (*self._b(6, old[6], float(w.n_pri[t] + w.n_sec[t] + 1)), 0.0)
+            sden = w.sden[t]
+            for su in sus:
+                new = (w.ispind[t] + su) / sden if sden else math.nan
+                tab[7][su] = (*self._b(7, old[7], new), 0.0)
+            out[t] = tab
+        return out
+
+    @staticmethod
+    def _ranges(
+        tables: dict[int, dict[int, dict[int, tuple[float, float, float]]]],
+    ) -> list[tuple[float, float]]:
+        """Per metric, the lowest low and the highest high over every entry."""
+        lo = [0.0] * _NM
+        hi = [0.0] * _NM
+        for tab in tables.values():
+            for m, entries in tab.items():
+                for low, high, _ in entries.values():
+                    lo[m] = min(lo[m], low)
+                    hi[m] = max(hi[m], high)
+        return list(zip(lo, hi, strict=True))
+
+    def _sec_list(
+        self,
+        key: tuple[int, ...],
+        tables: dict[int, dict[int, dict[int, tuple[float, float, float]]]],
+        slopes: list[tuple[float, float]],
+    ) -> list[tuple[float, int]]:
+        dsk, su, res = key
+        w = self.w
+        out: list[tuple[float, int]] = []
+        for t, tab in tables.items():
+            if w.f_dsk[t] < dsk or res not in tab[3]:
+                continue
+            lb = 0.0
+            for m, fig in ((2, dsk), (3, res), (6, 0), (7, su)):
+                low, _, scalar = tab[m][fig]
+                k_neg, k_pos = slopes[m]
+                lb += scalar + low * (k_neg if low < 0.0 else k_pos)
+            out.append((lb if lb == lb else -math.inf, t))
+        out.sort()
+        return out
+
+    def _pri_list(
+        self,
+        key: tuple[int, ...],
+        tables: dict[int, dict[int, dict[int, tuple[float, float, float]]]],
+        slopes: list[tuple[float, float]],
+    ) -> list[tuple[float, int]]:
+        run, stop, dsk, cpu, su, all_vcpus, excl_id = key
+        mem = run + stop
+        w = self.w
+        excl = next(e for e, k in self.search.excl_ids.items() if k == excl_id) if excl_id else ()
+        out: list[tuple[float, int]] = []
+        for t, tab in tables.items():
+            if (
+                w.f_dsk[t] < dsk
+                or w.c_free[t] - mem < w.r_mem[t]
+                or w.all_vcpus[t] + all_vcpus > w.vcpu_limit[t]
+            ):
+                continue
+            # the exclusion tags it already has (tags_delta's target part)
+            tags = w.ptags[t]
+            lb = _W_TAGS * sum(1 for e in excl if tags[e] >= 1)
+            for m, fig in ((0, run), (1, mem), (2, dsk), (4, cpu), (5, 0), (6, 0), (7, su)):
+                low = tab[m][fig][0]
+                k_neg, k_pos = slopes[m]
+                lb += low * (k_neg if low < 0.0 else k_pos)
+            out.append((lb if lb == lb else -math.inf, t))
+        out.sort()
+        return out
+
+    # ---------------------------------------------------------------- slopes
+
+    def _slopes(
+        self, owns: list[tuple[list[float], list[float], float]], others: list[tuple[float, float]]
+    ) -> list[tuple[float, float]]:
+        """Per metric (k_neg, k_pos), each times the metric's weight; `others`:
+        per metric the other side's lowest low and highest high."""
+        out: list[tuple[float, float]] = []
+        std = self.search.stats.std
+        for m in range(_NM):
+            sd = std[m]
+            if sd <= 0.0 or not owns:
+                out.append((0.0, 0.0))
+                continue
+            var = sd * sd
+            y_min = min(v[0][m] for v in owns) + min(others[m][0], 0.0)
+            y_max = max(v[1][m] for v in owns) + max(others[m][1], 0.0)
+            k_neg = 1.0 / (math.sqrt(max(var + y_min, 0.0)) + sd) if y_min < 0 else 0.5 / sd
+            k_pos = 1.0 / (math.sqrt(var + y_max) + sd) if y_max > 0 else 0.5 / sd
+            out.append((_M_WEIGHT[m] * k_neg, _M_WEIGHT[m] * k_pos))
+        return out
+
+    @staticmethod
+    def _lb(v: tuple[list[float], list[float], float], slopes: list[tuple[float, float]]) -> float:
+        lows, _, scalar = v
+        out = scalar
+        for a, (k_neg, k_pos) in zip(lows, slopes, strict=True):
+            out += a * (k_neg if a < 0.0 else k_pos)
+        return out if out == out else -math.inf
 
 
 def _pick(cands: list[_Cand], names: list[str], insts: list[_Inst]) -> _Cand:
