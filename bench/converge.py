@@ -47,11 +47,25 @@ async def _one(nodes: int, count: int) -> dict[str, Any]:
             started = time.monotonic()
             engine = await c.start_engine()
 
+            last_full = [0.0]
+
             def done() -> bool:
                 if engine.state.refusals:
                     raise RuntimeError(
                         f"placement refused: {sorted(engine.state.refusals.items())[:3]}"
                     )
+                # Planning 1,000 instances takes a while: look at what the hosts run
+                # first (cheap), and plan everything at most every 2 s, so the
+                # watcher does not starve the orchestrator it is timing.
+                running = sum(
+                    1
+                    for h in c.lab.fabric.hosts.values()
+                    for v in h.vms.values()
+                    if v.status == "running"
+                )
+                if running < count or (count > 100 and time.monotonic() - last_full[0] < 2.0):
+                    return False
+                last_full[0] = time.monotonic()
                 return c.converged()
 
             await c.wait_for("converged", done, timeout=1800)

@@ -93,6 +93,18 @@ async def wait_converged(engine: Engine, *, label: str, timeout: float) -> float
             last = line
         if running == total:
             return time.monotonic() - started
+        # Instances the allocator cannot give a new secondary (say, not enough disk
+        # left on the surviving nodes) stay degraded with an alert: report them
+        # rather than wait for what cannot happen.
+        stuck = {
+            a.subject.partition("/")[2]: a.message
+            for a in engine.state.alerts.values()
+            if a.alert.startswith("noredundancy:")
+        }
+        if stuck and running + len(stuck) >= total:
+            for name, why in sorted(stuck.items()):
+                out(f"  still degraded {name}: {why}")
+            return time.monotonic() - started
         refused = engine.state.refusals
         if refused and placed + len(refused) == total and running == placed:
             for name, why in sorted(refused.items()):
@@ -229,7 +241,14 @@ async def demo(workdir: Path, *, stay: bool) -> None:
             if tl.reprotected:
                 last = max(tl.reprotected.values())
                 out(f"  new secondaries      {tl.rel(last)}  ({len(tl.reprotected)} decided)")
-            out(f"  all re-protected     +{time.time() - crashed_at:6.2f}s")
+            _, _, still = summary(engine.state)
+            if still:
+                out(
+                    f"  re-protection ended  +{time.time() - crashed_at:6.2f}s  ({still} still "
+                    "degraded: no node can hold another copy, see above)"
+                )
+            else:
+                out(f"  all re-protected     +{time.time() - crashed_at:6.2f}s")
             if hit:
                 out(f"\n-- the story of {hit[0]}, from the event log --")
                 await corral(

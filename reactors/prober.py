@@ -57,7 +57,14 @@ class Prober:
         while not self.ctx.stopping and node in self.ctx.state.desired.nodes:
             spec = self.ctx.state.desired.nodes[node]
             if not spec.offline:
-                await self.probe(node)
+                try:
+                    await self.probe(node)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    # The loop must outlive any one probe (etcd slow to answer, the
+                    # fold lagging): a node nobody probes would look dead.
+                    log.exception("probe pass failed; probing again", node=node)
             await asyncio.sleep(self.ctx.settings.probe_interval_s)
 
     async def probe(self, node: NodeName, *, causation: str | None = None) -> int | None:
