@@ -12,7 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from simulators.drbd_model import Copy, DrbdError, LinkState, new_uuid, resolve_connect
@@ -94,6 +94,7 @@ class Fabric:
     command_faults: dict[str, list[CommandFault]] = field(default_factory=dict)
     _connected: set[tuple[str, frozenset[str]]] = field(default_factory=set)
     _last_tick: float | None = None
+    _res_tick: dict[str, float] = field(default_factory=dict)
     frozen: bool = False
 
     # ---------------------------------------------------------------- topology
@@ -129,15 +130,23 @@ class Fabric:
 
     # ---------------------------------------------------------------- time
 
-    def tick(self) -> None:
-        """Advance connections and resyncs to now."""
+    def tick(self, only: Collection[str] | None = None) -> None:
+        """Advance connections and resyncs to now: of every resource, or of the
+        resources named in `only` (what one command touches; ticking all of them
+        on every command would make a large lab quadratic). Each resource keeps its
+        own last tick, so partial and full ticks account time the same way."""
         now = self.clock()
-        elapsed = 0.0 if self._last_tick is None or self.frozen else now - self._last_tick
-        self._last_tick = now
+        since_all = self._last_tick
+        if only is None:
+            self._last_tick = now
         for host in self.hosts.values():
             if not host.powered:
                 continue
             for res, copy in host.copies.items():
+                if only is not None and res not in only:
+                    continue
+                last = self._res_tick.get(res, since_all)
+                elapsed = 0.0 if last is None or self.frozen else max(0.0, now - last)
                 if not copy.up:
                     continue
                 peer = self.peer_copy(host.name, res)
@@ -164,6 +173,9 @@ class Fabric:
                     if key not in self._connected:
                         continue
                 self._advance_sync(copy, pcopy, elapsed)
+        touched = only if only is not None else {r for h in self.hosts.values() for r in h.copies}
+        for res in touched:
+            self._res_tick[res] = now
 
     def _disconnected(self, copy: Copy) -> None:
         if copy.role == "Primary":

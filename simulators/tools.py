@@ -311,7 +311,7 @@ def _drbdadm(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
     if len(words) != 2:
         return Result(rc=20, err="USAGE: drbdadm COMMAND [OPTION...] {all|RESOURCE...}\n")
     cmd, res = words
-    f.tick()
+    f.tick(only={res})
     copy, error = _load_config(h, res)
     if error is not None:
         return error
@@ -352,7 +352,7 @@ def _drbdadm(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
         vol = _backing(h, res)
         if vol is not None:
             copy.size_mib = vol.size_mib
-        f.tick()
+        f.tick(only={res})
         return Result()
     if not copy.up:
         return Result(rc=10, err=f"{res}: No such resource\n")
@@ -361,7 +361,7 @@ def _drbdadm(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
             return _state_error(res, -12, "Device is held open by someone")
         copy.up = False
         copy.role = "Secondary"
-        f.tick()
+        f.tick(only={res})
         return Result()
     if cmd == "primary":
         peer = f.peer_copy(h.name, res)
@@ -384,7 +384,7 @@ def _drbdadm(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
             copy.history.append(copy.current)
             copy.current = _new_gen()
         copy.role = "Primary"
-        f.tick()
+        f.tick(only={res})
         return Result()
     if cmd == "secondary":
         if h.holder_of(minor):
@@ -393,12 +393,12 @@ def _drbdadm(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
         return Result()
     if cmd == "disconnect":
         copy.standalone = True
-        f.tick()
+        f.tick(only={res})
         return Result()
     if cmd == "connect":
         copy.standalone = False
         copy.discard_my_data = discard
-        f.tick()
+        f.tick(only={res})
         return Result()
     if cmd == "outdate":
         if copy.role == "Primary":
@@ -423,7 +423,7 @@ def _new_gen() -> int:
 def _drbdsetup(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
     if len(argv) < 2 or argv[1] != "status" or "--json" not in argv:
         return Result(rc=20, err="drbdsetup: only 'status --json' is supported here\n")
-    f.tick()
+    f.tick(only=set(h.copies))
     names = [a for a in argv[2:] if not a.startswith("--")]
     out = []
     for res, copy in sorted(h.copies.items()):
@@ -536,7 +536,7 @@ def _qemu(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
             for part in argv[i + 1].split(","):
                 if part.startswith("file="):
                     drives.append(part[5:])
-    f.tick()
+    f.tick(only=set(h.copies))
     for drive in drives:
         m = re.fullmatch(r"/dev/drbd(\d+)", drive)
         if not m:
