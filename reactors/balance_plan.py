@@ -23,14 +23,15 @@ failovers and to moves that take a copy off a node); target-side checks and chan
 are derived once per step and node, and candidates whose own side already rules
 them out (memory, disk, vCPU ratio, N+1, failure domains) are never scored. Most
 candidates are not scored at all: a candidate's delta has a lower bound that is the
-sum of a bound for the instance's own side (kept from step to step while its nodes
-are unchanged) and one for the target node (`_Bounds`), and candidates are visited
-best bound first until no bound can come within `cost_tolerance` of the best delta
-found; the result is the one of scoring every candidate. Among
-moves whose gains are within `cost_tolerance` (relative) of the best, the one that
-copies the least data, then migrates the fewest times, wins. A final pass folds
-repeated moves of one instance into one where the rules allow, so the plan ends in
-the same placement with fewer moves and less data copied.
+sum of a bound for the instance's own side (its parts that do not depend on the
+cluster-wide means kept from step to step while its nodes are unchanged, and
+re-evaluated at each step's means) and one for the target node (`_Bounds`), and
+candidates are visited best bound first until no bound can come within
+`cost_tolerance` of the best delta found; the result is the one of scoring every
+candidate. Among moves whose gains are within `cost_tolerance` (relative) of the
+best, the one that copies the least data, then migrates the fewest times, wins. A
+final pass folds repeated moves of one instance into one where the rules allow, so
+the plan ends in the same placement with fewer moves and less data copied.
 
 Rules every intermediate placement keeps (those of `reactors.placement_bridge`):
 a node taking a primary has the memory (all its primaries, running or not, within
@@ -465,6 +466,7 @@ class _Search:
         self.w = work
         self.scored = 0
         self.stats = _stats(work)
+        self.vn: list[float] = []
         self.memo: dict[tuple[int, ...], tuple[tuple[tuple[int, float], ...], float]] = {}
         self.best_delta = -_EPS
         self.keep = 1.0
@@ -546,17 +548,15 @@ class _Search:
         return tuple(entries), scalar
 
     def combine(self, acc: list[float]) -> float:
-        st = self.stats
-        n = st.n
+        n = self.stats.n
+        sqrt = math.sqrt
         out = 0.0
-        for m in range(_NM):
-            d1 = acc[2 * m]
-            d2 = acc[2 * m + 1]
+        it = iter(acc)
+        for weight, std, vn, d1, d2 in zip(_M_WEIGHT, self.stats.std, self.vn, it, it, strict=True):
             if d1 == 0.0 and d2 == 0.0:
                 continue
-            std = st.std[m]
-            var = (std * std * n + d2) / n - (d1 / n) * (d1 / n)
-            out += _M_WEIGHT[m] * ((math.sqrt(var) if var > 0.0 else 0.0) - std)
+            var = (vn + d2) / n - (d1 / n) * (d1 / n)
+            out += weight * ((sqrt(var) if var > 0.0 else 0.0) - std)
         return out
 
     def tags_delta(self, inst: _Inst, src: int, dst: int) -> float:
@@ -612,6 +612,7 @@ class _Search:
         scoring every candidate."""
         w = self.w
         self.stats = _stats(w)
+        self.vn = [std * std * self.stats.n for std in self.stats.std]  # n V, for combine
         self.memo = {}
         self.exact = {}
         self.best_delta = -_EPS
@@ -620,18 +621,25 @@ class _Search:
         self.pool = []
         targets = [k for k in range(len(w.names)) if w.usable[k]]
         owns = [self._own(i) for i in range(len(w.insts)) if w.movable[i]]
-        order = _Bounds(self, owns, targets).order()
+        bounds = _Bounds(self, owns, targets)
+        order = bounds.order()
         keep = self.keep
         evaluators = {
             MoveKind.FAILOVER: self._eval_fo,
-            MoveKind.REPLACE_SECONDARY: self._eval_rs,
-            MoveKind.FAILOVER_AND_REPLACE: self._eval_fr,
             MoveKind.REPLACE_AND_FAILOVER: self._eval_rf,
             MoveKind.REPLACE_PRIMARY: self._eval_rp,
         }
-        for key, lb_o, kind, own, tl in order:
-            if key >= self.best_delta * keep + _MARGIN:
+        for key, lb_o, kind, own, tl, v, others in order:
+            cutoff = self.best_delta * keep + _MARGIN
+            if key >= cutoff:
                 break
+            if v is not None:
+                lb_o = max(lb_o, bounds.own_bound(v, others))
+                if lb_o + tl[0][0] >= cutoff:
+                    continue
+            if kind in _SEC_KINDS:
+                self._scan_copy(own, kind, lb_o, tl)
+                continue
             evaluate = evaluators[kind]
             for lb_t, t in tl:
                 if lb_o + lb_t >= self.best_delta * keep + _MARGIN:
@@ -644,9 +652,12 @@ class _Search:
             key=lambda c: c.delta,
         )
 
-    def _consider(self, cand: _Cand) -> None:
+    def _consider(
+        self, d: float, data: int, migrations: int, kind: MoveKind, i: int, new_p: int, new_s: int
+    ) -> None:
         self.scored += 1
-        if cand.delta < self.best_delta * self.keep:
+        if d < self.best_delta * self.keep:
+            cand = _Cand(d, data, migrations, kind, i, new_p, new_s)
             self.best_delta = self._push(self.pool, cand, self.best_delta, self.tol)
 
     # ------------------------------------------------------------ own sides
@@ -764,6 +775,7 @@ class _Search:
             s_pri_ok=s_pri_ok,
             r_s_less=r_s_less,
             sides=sides,
+            coefs=[_coef(side, float(len(w.online_idx))) for _, side, _ in sides],
         )
         self.owns[i] = own
         return own
@@ -870,7 +882,14 @@ class _Search:
         sc_lp = self.node_delta(
             p, inst.run_mem, -inst.stop_mem, dsk, -inst.vcpus, -inst.su, -1, 0, w.r_mem[p], acc_lp
         )
-        hit = self.exact[own.i] = _Exact(acc_ls, sc_ls, acc_fr, sc_fr, acc_lp, sc_lp)
+        hit = self.exact[own.i] = _Exact(
+            acc_ls,
+            sc_ls,
+            acc_fr,
+            sc_fr,
+            acc_lp,
+            sc_lp,
+        )
         return hit
 
     # ---------------------------------------------- one candidate, scored exactly
@@ -886,37 +905,52 @@ class _Search:
             s, -inst.run_mem, inst.stop_mem, 0, inst.vcpus, 0, 1, -1, own.r_s_less, acc
         )
         d = sc + self.combine(acc) + self.tags_delta(inst, p, s) + self.loc_delta(p, s, s, p)
-        self._consider(_Cand(d, 0, 1, MoveKind.FAILOVER, own.i, s, p))
+        self._consider(d, 0, 1, MoveKind.FAILOVER, own.i, s, p)
 
-    def _eval_rs(self, own: _Own, t: int) -> None:
-        """replace-secondary: (p, t)."""
+    def _scan_copy(
+        self, own: _Own, kind: MoveKind, lb_o: float, tl: list[tuple[float, int]]
+    ) -> None:
+        """Replace-secondary (p, t) or failover-and-replace (s, t), over the
+        targets `tl` (lowest bound first) until no further bound can get within
+        the tolerance of the best gain."""
         w = self.w
         inst, p, s = own.inst, own.p, own.s
-        if not own.p_n1_ok or w.f_dsk[t] < inst.dsk or (w.has_locs and w.locs[p] & w.locs[t]):
-            return
-        r_new = max(w.r_mem[t], w.rows[t].get(p, 0) + inst.res)
-        if r_new > w.c_free[t]:
-            return
-        ex = self._exact_own(own)
-        acc = ex.acc_ls.copy()
-        sc = ex.sc_ls + self.node_delta(t, 0, 0, -inst.dsk, 0, inst.su, 0, 1, r_new, acc)
-        d = sc + self.combine(acc) + self.loc_delta(p, s, p, t)
-        self._consider(_Cand(d, inst.dsk, 0, MoveKind.REPLACE_SECONDARY, own.i, p, t))
-
-    def _eval_fr(self, own: _Own, t: int) -> None:
-        """failover-and-replace: (s, t)."""
-        w = self.w
-        inst, p, s = own.inst, own.p, own.s
-        if not own.s_pri_ok or w.f_dsk[t] < inst.dsk or (w.has_locs and w.locs[s] & w.locs[t]):
-            return
-        r_new = max(w.r_mem[t], w.rows[t].get(s, 0) + inst.res)
-        if r_new > w.c_free[t]:
-            return
-        ex = self._exact_own(own)
-        acc = ex.acc_fr.copy()
-        sc = ex.sc_fr + self.node_delta(t, 0, 0, -inst.dsk, 0, inst.su, 0, 1, r_new, acc)
-        d = sc + self.combine(acc) + self.loc_delta(p, s, s, t)
-        self._consider(_Cand(d, inst.dsk, 1, MoveKind.FAILOVER_AND_REPLACE, own.i, s, t))
+        if kind is MoveKind.REPLACE_SECONDARY:
+            if not own.p_n1_ok:
+                return
+            peer, migrations = p, 0
+        else:
+            if not own.s_pri_ok:
+                return
+            peer, migrations = s, 1
+        dsk, su, res = inst.dsk, inst.su, inst.res
+        f_dsk, r_mem, c_free, rows = w.f_dsk, w.r_mem, w.c_free, w.rows
+        locs = w.locs if w.has_locs else None
+        keep = self.keep
+        node_delta, combine, loc_delta = self.node_delta, self.combine, self.loc_delta
+        base: list[float] | None = None
+        sc0 = 0.0
+        for lb_t, t in tl:
+            if lb_o + lb_t >= self.best_delta * keep + _MARGIN:
+                break
+            if t in (p, s) or f_dsk[t] < dsk or (locs is not None and locs[peer] & locs[t]):
+                continue
+            r_new = max(r_mem[t], rows[t].get(peer, 0) + res)
+            if r_new > c_free[t]:
+                continue
+            if base is None:
+                ex = self._exact_own(own)
+                if migrations:
+                    base, sc0 = ex.acc_fr, ex.sc_fr
+                else:
+                    base, sc0 = ex.acc_ls, ex.sc_ls
+            acc = base.copy()
+            sc = sc0 + node_delta(t, 0, 0, -dsk, 0, su, 0, 1, r_new, acc)
+            d = sc + combine(acc) + loc_delta(p, s, peer, t)
+            self.scored += 1
+            if d < self.best_delta * keep:
+                cand = _Cand(d, dsk, migrations, kind, own.i, peer, t)
+                self.best_delta = self._push(self.pool, cand, self.best_delta, self.tol)
 
     def _t_pri_ok(self, inst: _Inst, t: int) -> bool:
         """t can become the primary: disk, memory, vCPU ratio, its own N+1."""
@@ -947,7 +981,7 @@ class _Search:
             t, -inst.run_mem, inst.stop_mem, -inst.dsk, inst.vcpus, inst.su, 1, 0, w.r_mem[t], acc
         )
         d = sc + self.combine(acc) + self.tags_delta(inst, p, t) + self.loc_delta(p, s, t, p)
-        self._consider(_Cand(d, inst.dsk, 1, MoveKind.REPLACE_AND_FAILOVER, own.i, t, p))
+        self._consider(d, inst.dsk, 1, MoveKind.REPLACE_AND_FAILOVER, own.i, t, p)
 
     def _eval_rp(self, own: _Own, t: int) -> None:
         """replace-primary: (t, s)."""
@@ -971,7 +1005,7 @@ class _Search:
             t, -inst.run_mem, inst.stop_mem, -inst.dsk, inst.vcpus, inst.su, 1, 0, r_t, acc
         )
         d = sc + self.combine(acc) + self.tags_delta(inst, p, t) + self.loc_delta(p, s, t, s)
-        self._consider(_Cand(d, inst.dsk, 2, MoveKind.REPLACE_PRIMARY, own.i, t, s))
+        self._consider(d, inst.dsk, 2, MoveKind.REPLACE_PRIMARY, own.i, t, s)
 
     def _ok_gain(self, k: int, new_r: int, new_free: int) -> bool:
         """A node that gains a reservation keeps N+1 (offline nodes are not checked:
@@ -1015,6 +1049,7 @@ class _Own:
     s_pri_ok: bool  # s can take the primary without this instance's reservation
     r_s_less: int
     sides: list[tuple[MoveKind, _CSide, tuple[int, ...]]]
+    coefs: list[_Coef]  # per side, its bound's mean-independent parts
 
 
 @dataclass(slots=True)
@@ -1044,7 +1079,10 @@ class _Bounds:
     rule leaves it and the scalar at the range's low end (reserved memory only
     adds to the score); exclusion tags the target gains only add and count 0.
     A target's own change is separable per metric, so targets are tabulated per
-    node, metric and the one instance figure that metric depends on."""
+    node, metric and the one instance figure that metric depends on. The slopes
+    are the family's (failovers, copy-taking or primary-taking targets), over
+    every side of it; an own side about to be visited gets slopes over its own,
+    narrower range (`own_bound`), which only tightens its bound."""
 
     def __init__(self, search: _Search, owns: list[_Own], targets: list[int]) -> None:
         self.search = search
@@ -1054,75 +1092,94 @@ class _Bounds:
         st = search.stats
         self.center = st.center
         self.n = float(st.n)
+        self.std = st.std
+        self.var = [sd * sd for sd in st.std]
         self.on = all(math.isfinite(x) for x in st.center) and all(math.isfinite(x) for x in st.std)
+        w = self.w
+        # per target, the figures its taking a primary is checked against
+        self.pri_rules = [
+            (t, w.f_dsk[t], w.c_free[t], w.r_mem[t], w.all_vcpus[t], w.vcpu_limit[t])
+            for t in targets
+        ]
 
-    def order(self) -> list[tuple[float, float, MoveKind, _Own, list[tuple[float, int]]]]:
+    def order(self) -> list[_Entry]:
         """(bound of the best candidate, own bound, kind, own side, targets with
-        their bounds, lowest first) per own side, lowest first."""
+        their bounds, lowest first, and what `own_bound` tightens the own bound
+        with) per own side, lowest first. The own bound here takes the slopes of
+        the side's whole family; `own_bound` gives a tighter one."""
         if not self.on:
             every = [(-math.inf, t) for t in self.targets]
             return [
-                (-math.inf, -math.inf, kind, o, [(-math.inf, -1)] if not key else every)
+                (-math.inf, -math.inf, kind, o, [(-math.inf, -1)] if not key else every, None, [])
                 for o in self.owns
                 for kind, _, key in o.sides
             ]
-        vecs = [(kind, o, self._vec(side), key) for o in self.owns for kind, side, key in o.sides]
-        fam_fo = [v for kind, _, v, _ in vecs if kind is MoveKind.FAILOVER]
-        fam_sec = [v for kind, _, v, _ in vecs if kind in _SEC_KINDS]
-        fam_pri = [
-            v for kind, _, v, _ in vecs if kind is not MoveKind.FAILOVER and kind not in _SEC_KINDS
-        ]
-        sec_keys = {key for kind, _, _, key in vecs if kind in _SEC_KINDS}
-        pri_keys = {
-            key
-            for kind, _, _, key in vecs
-            if kind is not MoveKind.FAILOVER and kind not in _SEC_KINDS
-        }
+        vecs: list[tuple[MoveKind, _Own, tuple[list[float], list[float], float], tuple[int, ...]]]
+        vecs = []
+        fam_fo: list[tuple[list[float], list[float], float]] = []
+        fam_sec: list[tuple[list[float], list[float], float]] = []
+        fam_pri: list[tuple[list[float], list[float], float]] = []
+        sec_keys: set[tuple[int, ...]] = set()
+        pri_keys: set[tuple[int, ...]] = set()
+        vec = self._vec
+        for o in self.owns:
+            for (kind, _, key), coef in zip(o.sides, o.coefs, strict=True):
+                v = vec(coef)
+                vecs.append((kind, o, v, key))
+                if kind is MoveKind.FAILOVER:
+                    fam_fo.append(v)
+                elif kind in _SEC_KINDS:
+                    fam_sec.append(v)
+                    sec_keys.add(key)
+                else:
+                    fam_pri.append(v)
+                    pri_keys.add(key)
         sec_tab = self._sec_tables(sec_keys)
         pri_tab = self._pri_tables(pri_keys)
-        k_fo = self._slopes(fam_fo, [(0.0, 0.0)] * _NM)
-        k_sec = self._slopes(fam_sec, self._ranges(sec_tab))
-        k_pri = self._slopes(fam_pri, self._ranges(pri_tab))
-        sec_lists = {key: self._sec_list(key, sec_tab, k_sec) for key in sec_keys}
-        pri_lists = {key: self._pri_list(key, pri_tab, k_pri) for key in pri_keys}
+        no_range = [(0.0, 0.0)] * _NM
+        r_sec = self._ranges(sec_tab)
+        r_pri = self._ranges(pri_tab)
+        k_fo = self._slopes(fam_fo, no_range)
+        k_sec = self._slopes(fam_sec, r_sec)
+        k_pri = self._slopes(fam_pri, r_pri)
+        sec_h = self._apply(sec_tab, k_sec)
+        pri_h = self._apply(pri_tab, k_pri)
+        sec_lists = {key: self._sec_list(key, sec_h) for key in sec_keys}
+        pri_lists = {key: self._pri_list(key, pri_h) for key in pri_keys}
         none = [(0.0, -1)]
-        out: list[tuple[float, float, MoveKind, _Own, list[tuple[float, int]]]] = []
+        out: list[_Entry] = []
+        lb = self._lb
         for kind, o, v, key in vecs:
             if kind is MoveKind.FAILOVER:
-                lb_o = self._lb(v, k_fo)
+                lb_o = lb(v, k_fo)
                 tl = none
+                others = no_range
             elif kind in _SEC_KINDS:
-                lb_o = self._lb(v, k_sec)
+                lb_o = lb(v, k_sec)
                 tl = sec_lists[key]
+                others = r_sec
             else:
-                lb_o = self._lb(v, k_pri)
+                lb_o = lb(v, k_pri)
                 tl = pri_lists[key]
+                others = r_pri
             if tl:
-                out.append((lb_o + tl[0][0], lb_o, kind, o, tl))
+                out.append((lb_o + tl[0][0], lb_o, kind, o, tl, v, others))
         out.sort(key=lambda e: e[0])
         return out
 
     # ---------------------------------------------------------------- own sides
 
-    def _vec(self, side: _CSide) -> tuple[list[float], list[float], float]:
-        """Per metric a's low and high bound, and the scalar."""
-        d1s, qs, rng, scalar = side
-        n = self.n
+    def _vec(self, coef: _Coef) -> tuple[list[float], list[float], float]:
+        """Per metric a's low and high bound, and the scalar, at the current means
+        (from the side's mean-independent coefficients, see `_coef`)."""
+        base_lo, base_hi, slope, rng, scalar = coef
         c = self.center
-        lows: list[float] = []
-        highs: list[float] = []
-        for m in range(_NM):
-            l1 = h1 = d1s[m]
-            l2 = h2 = qs[m] - 2.0 * c[m] * l1
-            if m == 3 and rng is not None:
-                r_lo, r_hi = self._range_part(rng)
-                l1 += r_lo[0]
-                h1 += r_hi[0]
-                l2 += r_lo[1]
-                h2 += r_hi[1]
-            sq = max(l1 * l1, h1 * h1)
-            lows.append(l2 / n - 2.0 * sq / (n * n))
-            highs.append(h2 / n)
+        lows = [a + b * x for a, b, x in zip(base_lo, slope, c, strict=True)]
+        highs = [a + b * x for a, b, x in zip(base_hi, slope, c, strict=True)]
+        if rng is not None:
+            (_, f_lo), (_, f_hi) = self._range_part(rng)
+            lows[3] += f_lo / self.n
+            highs[3] += f_hi / self.n
         return lows, highs, scalar
 
     def _range_part(
@@ -1130,14 +1187,7 @@ class _Bounds:
     ) -> tuple[tuple[float, float], tuple[float, float]]:
         """((d1 low, d2 low), (d1 high, d2 high)) of a p_rem value anywhere in
         [low, high] instead of `old`."""
-        old, lo, hi = rng
-        c = self.center[3]
-        base = (old - c) * (old - c)
-        mid = min(max(c, lo), hi)
-        f_lo = (lo - c) * (lo - c) - base
-        f_hi = (hi - c) * (hi - c) - base
-        f_mid = (mid - c) * (mid - c) - base
-        return (lo - old, f_mid), (hi - old, max(f_lo, f_hi))
+        return _range_part(rng, self.center[3])
 
     # ---------------------------------------------------------------- targets
 
@@ -1147,167 +1197,207 @@ class _Bounds:
         d2 = (new - c) * (new - c) - (old - c) * (old - c)
         return d2 / self.n - 2.0 * (d1 / self.n) ** 2, d2 / self.n
 
-    def _sec_tables(
-        self, keys: set[tuple[int, ...]]
-    ) -> dict[int, dict[int, dict[int, tuple[float, float, float]]]]:
-        """Per target, metric and figure: (low, high, scalar) of the target taking
-        a copy (p_dsk: disk; p_rem: reservation, over the range; n_all; spindles:
-        spindle use)."""
+    def _column(self, m: int, news: list[float]) -> tuple[list[float], list[float]]:
+        """Per target (in `targets` order), the low and high of metric m going
+        from its current value to `news`."""
+        w = self.w
+        b = self._b
+        lows: list[float] = []
+        highs: list[float] = []
+        for t, new in zip(self.targets, news, strict=True):
+            low, high = b(m, w.vals[t][m], new)
+            lows.append(low)
+            highs.append(high)
+        return lows, highs
+
+    def _sec_tables(self, keys: set[tuple[int, ...]]) -> _Tables:
+        """Per metric and figure, per target (None: the target cannot take it):
+        (low, high, scalar) of the target taking a copy (p_dsk: disk; p_rem:
+        reservation, over the range; n_all; spindles: spindle use)."""
         w = self.w
         n = self.n
-        dsks = {k[0] for k in keys}
-        sus = {k[1] for k in keys}
-        ress = {k[2] for k in keys}
-        out: dict[int, dict[int, dict[int, tuple[float, float, float]]]] = {}
-        for t in self.targets:
-            old = w.vals[t]
-            tab: dict[int, dict[int, tuple[float, float, float]]] = {2: {}, 3: {}, 6: {}, 7: {}}
-            t_dsk = w.t_dsk[t]
-            for dsk in dsks:
-                new = 1.0 if t_dsk == 0 else (w.f_dsk[t] - dsk) / t_dsk
-                tab[2][dsk] = (*self._b(2, old[2], new), 0.0)
-            tab[6][0] = (*self._b(6, old[6], float(w.n_pri[t] + w.n_sec[t] + 1)), 0.0)
-            sden = w.sden[t]
-            for su in sus:
-                new = (w.ispind[t] + su) / sden if sden else math.nan
-                tab[7][su] = (*self._b(7, old[7], new), 0.0)
-            r_t = w.r_mem[t]
-            r_hi = w.c_free[t]
-            for res in ress:
-                r_lo = max(r_t, res)
+        ts = self.targets
+        tab: _Tables = {2: {}, 3: {}, 6: {}, 7: {}}
+        for dsk in {k[0] for k in keys}:
+            tab[2][dsk] = self._disk_column(dsk)
+        tab[6][0] = self._plain(6, [float(w.n_pri[t] + w.n_sec[t] + 1) for t in ts])
+        for su in {k[1] for k in keys}:
+            tab[7][su] = self._spindle_column(su)
+        for res in {k[2] for k in keys}:
+            col: list[tuple[float, float, float] | None] = []
+            for t in ts:
+                r_lo = max(w.r_mem[t], res)
+                r_hi = w.c_free[t]
                 if r_lo > r_hi:
+                    col.append(None)
                     continue
-                (l1, l2), (h1, h2) = self._range_part(
-                    (old[3], r_lo / w.t_mem[t], r_hi / w.t_mem[t])
-                )
+                old = w.vals[t][3]
+                (l1, l2), (h1, h2) = self._range_part((old, r_lo / w.t_mem[t], r_hi / w.t_mem[t]))
                 sq = max(l1 * l1, h1 * h1)
-                scalar = _W_RTOTAL * (r_lo / w.t_mem[t] - old[3])
-                tab[3][res] = (l2 / n - 2.0 * sq / (n * n), h2 / n, scalar)
-            out[t] = tab
-        return out
+                scalar = _W_RTOTAL * (r_lo / w.t_mem[t] - old)
+                col.append((l2 / n - 2.0 * sq / (n * n), h2 / n, scalar))
+            tab[3][res] = col
+        return tab
 
-    def _pri_tables(
-        self, keys: set[tuple[int, ...]]
-    ) -> dict[int, dict[int, dict[int, tuple[float, float, float]]]]:
-        """Per target, metric and figure: (low, high, 0) of the target taking the
-        primary and its copy (p_mem: running memory; p_mem_forth: memory; p_dsk:
-        disk; p_cpu: vCPUs; n_pri; n_all; spindles: spindle use). Its scalar is 0:
-        a target that passes the memory rule keeps N+1 and its reservation."""
+    def _plain(self, m: int, news: list[float]) -> list[tuple[float, float, float] | None]:
+        lows, highs = self._column(m, news)
+        return [(low, high, 0.0) for low, high in zip(lows, highs, strict=True)]
+
+    def _disk_column(self, dsk: int) -> list[tuple[float, float, float] | None]:
         w = self.w
-        runs = {k[0] for k in keys}
-        mems = {k[0] + k[1] for k in keys}
-        dsks = {k[2] for k in keys}
-        cpus = {k[3] for k in keys}
-        sus = {k[4] for k in keys}
-        out: dict[int, dict[int, dict[int, tuple[float, float, float]]]] = {}
-        for t in self.targets:
-            old = w.vals[t]
-            t_mem = w.t_mem[t]
-            tab: dict[int, dict[int, tuple[float, float, float]]] = {
-                m: {} for m in (0, 1, 2, 4, 5, 6, 7)
-            }
-            for run in runs:
-                tab[0][run] = (*self._b(0, old[0], (w.f_mem[t] - run) / t_mem), 0.0)
-            for mem in mems:
-                new = (w.f_mem[t] - w.stopped[t] - mem) / t_mem
-                tab[1][mem] = (*self._b(1, old[1], new), 0.0)
-            t_dsk = w.t_dsk[t]
-            for dsk in dsks:
-                new = 1.0 if t_dsk == 0 else (w.f_dsk[t] - dsk) / t_dsk
-                tab[2][dsk] = (*self._b(2, old[2], new), 0.0)
-            for cpu in cpus:
-                new = (w.used_cpus[t] + cpu) / w.t_cpu[t] / w.speed[t]
-                tab[4][cpu] = (*self._b(4, old[4], new), 0.0)
-            tab[5][0] = (*self._b(5, old[5], float(w.n_pri[t] + 1)), 0.0)
-            tab[6][0] = (*self._b(6, old[6], float(w.n_pri[t] + w.n_sec[t] + 1)), 0.0)
-            sden = w.sden[t]
-            for su in sus:
-                new = (w.ispind[t] + su) / sden if sden else math.nan
-                tab[7][su] = (*self._b(7, old[7], new), 0.0)
-            out[t] = tab
-        return out
+        return self._plain(
+            2,
+            [1.0 if w.t_dsk[t] == 0 else (w.f_dsk[t] - dsk) / w.t_dsk[t] for t in self.targets],
+        )
+
+    def _spindle_column(self, su: int) -> list[tuple[float, float, float] | None]:
+        w = self.w
+        return self._plain(
+            7,
+            [(w.ispind[t] + su) / w.sden[t] if w.sden[t] else math.nan for t in self.targets],
+        )
+
+    def _pri_tables(self, keys: set[tuple[int, ...]]) -> _Tables:
+        """Per metric and figure, per target: (low, high, 0) of the target taking
+        the primary and its copy (p_mem: running memory; p_mem_forth: memory;
+        p_dsk: disk; p_cpu: vCPUs; n_pri; n_all; spindles: spindle use). Its
+        scalar is 0: a target that passes the memory rule keeps N+1 and its
+        reservation."""
+        w = self.w
+        ts = self.targets
+        tab: _Tables = {m: {} for m in (0, 1, 2, 4, 5, 6, 7)}
+        for run in {k[0] for k in keys}:
+            tab[0][run] = self._plain(0, [(w.f_mem[t] - run) / w.t_mem[t] for t in ts])
+        for mem in {k[0] + k[1] for k in keys}:
+            tab[1][mem] = self._plain(
+                1, [(w.f_mem[t] - w.stopped[t] - mem) / w.t_mem[t] for t in ts]
+            )
+        for dsk in {k[2] for k in keys}:
+            tab[2][dsk] = self._disk_column(dsk)
+        for cpu in {k[3] for k in keys}:
+            tab[4][cpu] = self._plain(
+                4, [(w.used_cpus[t] + cpu) / w.t_cpu[t] / w.speed[t] for t in ts]
+            )
+        tab[5][0] = self._plain(5, [float(w.n_pri[t] + 1) for t in ts])
+        tab[6][0] = self._plain(6, [float(w.n_pri[t] + w.n_sec[t] + 1) for t in ts])
+        for su in {k[4] for k in keys}:
+            tab[7][su] = self._spindle_column(su)
+        return tab
 
     @staticmethod
-    def _ranges(
-        tables: dict[int, dict[int, dict[int, tuple[float, float, float]]]],
-    ) -> list[tuple[float, float]]:
-        """Per metric, the lowest low and the highest high over every entry."""
+    def _ranges(tables: _Tables) -> list[tuple[float, float]]:
+        """Per metric, the lowest low and the highest high over every entry (and 0)."""
         lo = [0.0] * _NM
         hi = [0.0] * _NM
-        for tab in tables.values():
-            for m, entries in tab.items():
-                for low, high, _ in entries.values():
-                    lo[m] = min(lo[m], low)
-                    hi[m] = max(hi[m], high)
+        for m, entries in tables.items():
+            for col in entries.values():
+                for e in col:
+                    if e is not None:
+                        low, high, _ = e
+                        if low < lo[m]:
+                            lo[m] = low
+                        if high > hi[m]:
+                            hi[m] = high
         return list(zip(lo, hi, strict=True))
 
+    @staticmethod
+    def _apply(
+        tables: _Tables, slopes: list[tuple[float, float]]
+    ) -> dict[int, dict[int, list[float | None]]]:
+        """Per metric and figure, per target: scalar + the weighted h of its low
+        (NaN: -inf, the bound is void; None: the target cannot take it)."""
+        out: dict[int, dict[int, list[float | None]]] = {}
+        inf = math.inf
+        for m, entries in tables.items():
+            k_neg, k_pos = slopes[m]
+            per: dict[int, list[float | None]] = {}
+            for fig, col in entries.items():
+                hs: list[float | None] = []
+                for e in col:
+                    if e is None:
+                        hs.append(None)
+                        continue
+                    low, _, scalar = e
+                    v = scalar + low * (k_neg if low < 0.0 else k_pos)
+                    hs.append(v if v == v else -inf)
+                per[fig] = hs
+            out[m] = per
+        return out
+
     def _sec_list(
-        self,
-        key: tuple[int, ...],
-        tables: dict[int, dict[int, dict[int, tuple[float, float, float]]]],
-        slopes: list[tuple[float, float]],
+        self, key: tuple[int, ...], hs: dict[int, dict[int, list[float | None]]]
     ) -> list[tuple[float, int]]:
         dsk, su, res = key
-        w = self.w
-        out: list[tuple[float, int]] = []
-        for t, tab in tables.items():
-            if w.f_dsk[t] < dsk or res not in tab[3]:
-                continue
-            lb = 0.0
-            for m, fig in ((2, dsk), (3, res), (6, 0), (7, su)):
-                low, _, scalar = tab[m][fig]
-                k_neg, k_pos = slopes[m]
-                lb += scalar + low * (k_neg if low < 0.0 else k_pos)
-            out.append((lb if lb == lb else -math.inf, t))
+        f_dsk = self.w.f_dsk
+        out = [
+            (a + b + c + d, t)
+            for t, a, b, c, d in zip(
+                self.targets, hs[2][dsk], hs[3][res], hs[6][0], hs[7][su], strict=True
+            )
+            if b is not None
+            and a is not None
+            and c is not None
+            and d is not None
+            and f_dsk[t] >= dsk
+        ]
         out.sort()
         return out
 
     def _pri_list(
-        self,
-        key: tuple[int, ...],
-        tables: dict[int, dict[int, dict[int, tuple[float, float, float]]]],
-        slopes: list[tuple[float, float]],
+        self, key: tuple[int, ...], hs: dict[int, dict[int, list[float | None]]]
     ) -> list[tuple[float, int]]:
         run, stop, dsk, cpu, su, all_vcpus, excl_id = key
         mem = run + stop
         w = self.w
         excl = next(e for e, k in self.search.excl_ids.items() if k == excl_id) if excl_id else ()
         out: list[tuple[float, int]] = []
-        for t, tab in tables.items():
-            if (
-                w.f_dsk[t] < dsk
-                or w.c_free[t] - mem < w.r_mem[t]
-                or w.all_vcpus[t] + all_vcpus > w.vcpu_limit[t]
-            ):
+        for (t, f_dsk, c_free, r_mem, all_v, limit), a, b, c, d, e, f, g in zip(
+            self.pri_rules,
+            hs[0][run],
+            hs[1][mem],
+            hs[2][dsk],
+            hs[4][cpu],
+            hs[5][0],
+            hs[6][0],
+            hs[7][su],
+            strict=True,
+        ):
+            if f_dsk < dsk or c_free - mem < r_mem or all_v + all_vcpus > limit:
                 continue
-            # the exclusion tags it already has (tags_delta's target part)
-            tags = w.ptags[t]
-            lb = _W_TAGS * sum(1 for e in excl if tags[e] >= 1)
-            for m, fig in ((0, run), (1, mem), (2, dsk), (4, cpu), (5, 0), (6, 0), (7, su)):
-                low = tab[m][fig][0]
-                k_neg, k_pos = slopes[m]
-                lb += low * (k_neg if low < 0.0 else k_pos)
-            out.append((lb if lb == lb else -math.inf, t))
+            assert a is not None and b is not None and c is not None and d is not None
+            assert e is not None and f is not None and g is not None
+            if excl:
+                # the exclusion tags it already has (tags_delta's target part)
+                tags = w.ptags[t]
+                lb = _W_TAGS * sum(1 for x in excl if tags[x] >= 1)
+                out.append((lb + a + b + c + d + e + f + g, t))
+            else:
+                out.append((a + b + c + d + e + f + g, t))
         out.sort()
         return out
 
     # ---------------------------------------------------------------- slopes
 
     def _slopes(
-        self, owns: list[tuple[list[float], list[float], float]], others: list[tuple[float, float]]
+        self,
+        owns: list[tuple[list[float], list[float], float]],
+        others: list[tuple[float, float]],
     ) -> list[tuple[float, float]]:
         """Per metric (k_neg, k_pos), each times the metric's weight; `others`:
         per metric the other side's lowest low and highest high."""
         out: list[tuple[float, float]] = []
         std = self.search.stats.std
+        if owns:
+            mins = list(map(min, zip(*[v[0] for v in owns], strict=True)))
+            maxs = list(map(max, zip(*[v[1] for v in owns], strict=True)))
         for m in range(_NM):
             sd = std[m]
             if sd <= 0.0 or not owns:
                 out.append((0.0, 0.0))
                 continue
             var = sd * sd
-            y_min = min(v[0][m] for v in owns) + min(others[m][0], 0.0)
-            y_max = max(v[1][m] for v in owns) + max(others[m][1], 0.0)
+            y_min = mins[m] + min(others[m][0], 0.0)
+            y_max = maxs[m] + max(others[m][1], 0.0)
             k_neg = 1.0 / (math.sqrt(max(var + y_min, 0.0)) + sd) if y_min < 0 else 0.5 / sd
             k_pos = 1.0 / (math.sqrt(var + y_max) + sd) if y_max > 0 else 0.5 / sd
             out.append((_M_WEIGHT[m] * k_neg, _M_WEIGHT[m] * k_pos))
@@ -1316,10 +1406,94 @@ class _Bounds:
     @staticmethod
     def _lb(v: tuple[list[float], list[float], float], slopes: list[tuple[float, float]]) -> float:
         lows, _, scalar = v
-        out = scalar
-        for a, (k_neg, k_pos) in zip(lows, slopes, strict=True):
-            out += a * (k_neg if a < 0.0 else k_pos)
+        out = sum(
+            [
+                a * (k_neg if a < 0.0 else k_pos)
+                for a, (k_neg, k_pos) in zip(lows, slopes, strict=True)
+            ],
+            scalar,
+        )
         return out if out == out else -math.inf
+
+    def own_bound(
+        self, v: tuple[list[float], list[float], float], others: list[tuple[float, float]]
+    ) -> float:
+        """An own side's bound, with slopes of its own: per metric, over the
+        range of y its candidates can have (its a plus the family's targets'
+        lowest low or highest high, as in `_slopes`). Its range is within the
+        family's, so its h is at least the family's h the targets are bounded
+        with, and h_own(a + b) >= h_own(a) + h_own(b) >= h_own(a) + h_family(b).
+        At least the family-slope bound of `order`."""
+        lows, highs, scalar = v
+        out = scalar
+        sqrt = math.sqrt
+        for a, high, sd, var, weight, (o_lo, o_hi) in zip(
+            lows, highs, self.std, self.var, _M_WEIGHT, others, strict=True
+        ):
+            if sd <= 0.0:
+                out += a * 0.0
+            elif a < 0.0:
+                y_min = a + min(o_lo, 0.0)
+                out += a * (weight / (sqrt(max(var + y_min, 0.0)) + sd))
+            else:
+                y_max = high + max(o_hi, 0.0)
+                out += a * (weight / (sqrt(var + y_max) + sd) if y_max > 0 else weight * 0.5 / sd)
+        return out if out == out else -math.inf
+
+
+# One own side's entry of `_Bounds.order`.
+_Entry = tuple[
+    float,
+    float,
+    MoveKind,
+    _Own,
+    list[tuple[float, int]],
+    tuple[list[float], list[float], float] | None,
+    list[tuple[float, float]],
+]
+
+_Tables = dict[int, dict[int, list[tuple[float, float, float] | None]]]
+
+# An own side's parts that do not depend on the current means: per metric the
+# low's and the high's constant term and their common slope in the metric's mean,
+# the p_rem range (added at the current mean) and the scalar.
+_Coef = tuple[list[float], list[float], list[float], tuple[float, float, float] | None, float]
+
+
+def _coef(side: _CSide, n: float) -> _Coef:
+    """`_Bounds._vec`'s low and high of a side are linear in the metric's mean c:
+    low = q/n - 2 c d1/n - 2 sq/n^2, high = q/n - 2 c d1/n (sq: the largest square
+    of d1 over the p_rem range), plus the range's part of d2 for p_rem."""
+    d1s, qs, rng, scalar = side
+    base_lo: list[float] = []
+    base_hi: list[float] = []
+    slope: list[float] = []
+    for m in range(_NM):
+        d1 = d1s[m]
+        sq = d1 * d1
+        if m == 3 and rng is not None:
+            old, lo, hi = rng
+            l1 = d1 + (lo - old)
+            h1 = d1 + (hi - old)
+            sq = max(l1 * l1, h1 * h1)
+        base_lo.append(qs[m] / n - 2.0 * sq / (n * n))
+        base_hi.append(qs[m] / n)
+        slope.append(-2.0 * d1 / n)
+    return base_lo, base_hi, slope, rng, scalar
+
+
+def _range_part(
+    rng: tuple[float, float, float], c: float
+) -> tuple[tuple[float, float], tuple[float, float]]:
+    """((d1 low, d2 low), (d1 high, d2 high)) of a p_rem value anywhere in
+    [low, high] instead of `old`, deviations taken from c."""
+    old, lo, hi = rng
+    base = (old - c) * (old - c)
+    mid = min(max(c, lo), hi)
+    f_lo = (lo - c) * (lo - c) - base
+    f_hi = (hi - c) * (hi - c) - base
+    f_mid = (mid - c) * (mid - c) - base
+    return (lo - old, f_mid), (hi - old, max(f_lo, f_hi))
 
 
 def _pick(cands: list[_Cand], names: list[str], insts: list[_Inst]) -> _Cand:
