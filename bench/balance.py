@@ -18,6 +18,7 @@ bench/__main__.py.
 from __future__ import annotations
 
 import math
+import os
 import re
 import subprocess
 import tempfile
@@ -35,6 +36,12 @@ from tests.test_balance import HTOOLS_BIN, generated_cluster, run_hbal, with_pla
 
 # (full nodes, empty nodes, instances)
 RUNS: tuple[tuple[int, int, int], ...] = ((12, 4, 500), (24, 8, 512), (32, 8, 512))
+# CORRAL_BENCH_BALANCE="32,8,512;24,8,512" runs only those (full, empty, instances).
+if os.environ.get("CORRAL_BENCH_BALANCE"):
+    RUNS = tuple(
+        (int(f), int(e), int(n))
+        for f, e, n in (part.split(",") for part in os.environ["CORRAL_BENCH_BALANCE"].split(";"))
+    )
 HBAL_TIMEOUT_S = 1200.0
 MEMORY = (512, 1024, 1024, 2048, 4096)
 STD_SPEC = Spec(memory_mib=1024, disk_mib=20480, vcpus=1)
