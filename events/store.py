@@ -23,14 +23,24 @@ from typing import Any, TypeVar
 
 import aetcd
 import aetcd.exceptions as etcd_errors
-import structlog
 from aetcd import rpc
 
 from events.codec import CorruptEvent, decode, decode_value, encode, encode_value
 from events.model import Event
 from events.state import ClusterState
 
-log = structlog.get_logger("corral.store")
+
+class _LazyLog:
+    """structlog imported on the first log line, not at import: a short-lived CLI
+    process that only reads the log should not pay for it."""
+
+    def __getattr__(self, name: str) -> Any:
+        import structlog
+
+        return getattr(structlog.get_logger("corral.store"), name)
+
+
+log = _LazyLog()
 T = TypeVar("T")
 
 MAX_TXN_OPS = 120  # etcd's default --max-txn-ops is 128

@@ -119,6 +119,14 @@ def _version() -> str:
         return "unknown"
 
 
+class _VersionAction(argparse.Action):
+    """`--version`, reading the installed version only when asked."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kw: object) -> None:
+        print(f"corral {_version()}")
+        parser.exit()
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser for `command` (its module imported), or the overview of every
     command when None or unknown."""
@@ -126,7 +134,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         prog="corral",
         description="corral: DRBD-mirrored KVM clusters driven by an event log in etcd",
     )
-    parser.add_argument("--version", action="version", version=f"corral {_version()}")
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="print the version")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     if command in COMMANDS:
         module, add, _, _ = COMMANDS[command]
