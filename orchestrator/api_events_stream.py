@@ -28,11 +28,11 @@ from orchestrator.api_routes import (
     ApiError,
     EventFilter,
     ctx_of,
-    event_json,
     event_visible,
     log_of,
     principal_of,
 )
+from orchestrator.cluster_report import event_json
 
 _EVENT_ID = re.compile(r"^(\d{1,15})(?:\.(\d{1,9}))?$")
 QUEUE_SIZE = 512

@@ -27,7 +27,6 @@ from typing import Any
 import structlog
 from aiohttp import web
 
-from events.codec import to_plain
 from events.ids import InstanceName, InvalidName, JobId, NodeName, check_name
 from events.model import Event, instance_key
 from events.specs import InstanceSpec
@@ -394,36 +393,6 @@ def node_info(state: ClusterState, name: NodeName, principal: Principal) -> dict
         "instances_secondary": shown(
             [i for i, p in state.placements.items() if p.secondary == name]
         ),
-    }
-
-
-def job_json(job: JobState, *, with_log: bool) -> dict[str, Any]:
-    """`corral job info --json` (with the log) or one `job list --json` row."""
-    out: dict[str, Any] = {
-        "job_id": job.job_id,
-        "kind": job.kind,
-        "targets": list(job.targets),
-        "params": dict(job.params),
-        "status": job.status.value,
-        "actor": job.actor,
-        "reason": job.reason,
-        "submitted_at": job.submitted_at,
-        "started_at": job.started_at,
-        "ended_at": job.ended_at,
-        "error": job.error,
-    }
-    if with_log:
-        out["log"] = [{"time": t, "line": line} for t, line in job.log]
-    return out
-
-
-def event_json(revision: int, event: Event) -> dict[str, Any]:
-    """One event as `corral events --json` prints it."""
-    return {
-        "revision": revision,
-        "type": event.TYPE,
-        "objects": list(event.objects()),
-        **to_plain(event),
     }
 
 

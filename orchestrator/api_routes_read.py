@@ -28,10 +28,8 @@ from orchestrator.api_routes import (
     ApiError,
     EventFilter,
     ctx_of,
-    event_json,
     event_visible,
     instance_info,
-    job_json,
     json_response,
     node_info,
     parse_since,
@@ -48,7 +46,7 @@ from orchestrator.api_routes import (
     visible_names,
 )
 from orchestrator.cli_status import status_dict
-from orchestrator.cluster_report import instance_row, node_rows, verify
+from orchestrator.cluster_report import event_json, instance_row, job_json, node_rows, verify
 
 MAX_EVENTS = 10_000
 MAX_REVISION = 10**15

@@ -17,7 +17,6 @@ from dataclasses import asdict, fields
 from datetime import datetime
 from typing import Any
 
-from events.codec import to_plain
 from events.model import Event
 from events.projection import fold
 from events.seals import verify
@@ -30,6 +29,7 @@ from orchestrator.cli_context import (
     target_from_args,
 )
 from orchestrator.cli_status import render_status, status_dict
+from orchestrator.cluster_report import event_json
 
 _META = {"id", "time", "actor", "reason", "causation_id", "correlation_id"}
 _RELATIVE = re.compile(r"^(\d+)([smhd])$")
@@ -121,15 +121,6 @@ def _line(revision: int, event: Event) -> str:
     return f"{revision:>7}  {when}  {event.TYPE:<20} {event.actor:<14} {_summary(event)}"
 
 
-def _json(revision: int, event: Event) -> dict[str, Any]:
-    return {
-        "revision": revision,
-        "type": event.TYPE,
-        "objects": list(event.objects()),
-        **to_plain(event),
-    }
-
-
 def run_events(args: argparse.Namespace) -> int:
     try:
         return asyncio.run(_events(args))
@@ -166,11 +157,11 @@ async def _events(args: argparse.Namespace) -> int:
         if args.limit > 0:
             matched = matched[-args.limit :]
         if args.json and not args.follow:
-            print_json([_json(r, e) for r, e in matched])
+            print_json([event_json(r, e) for r, e in matched])
             return 0
         for revision, event in matched:
             if args.json:
-                print(json.dumps(_json(revision, event), default=str), flush=True)
+                print(json.dumps(event_json(revision, event), default=str), flush=True)
             else:
                 print(_line(revision, event), flush=True)
         if not args.follow:
@@ -179,7 +170,7 @@ async def _events(args: argparse.Namespace) -> int:
         async for revision, event in store.subscribe(start):
             if _matches(event, types=args.type, objects=args.object, since_time=since_time):
                 if args.json:
-                    print(json.dumps(_json(revision, event), default=str), flush=True)
+                    print(json.dumps(event_json(revision, event), default=str), flush=True)
                 else:
                     print(_line(revision, event), flush=True)
     return 0

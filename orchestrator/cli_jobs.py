@@ -10,31 +10,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Any
 
 from events.ids import JobId
 from events.model import JOB_FINAL_STATUSES
 from events.state import ClusterState, JobState
 from events.store import EventStore
 from orchestrator.cli_context import UsageError, actor, current_state, print_json, table
+from orchestrator.cluster_report import job_json
 from orchestrator.operations import Accepted, cancel_job
-
-
-def job_dict(job: JobState) -> dict[str, Any]:
-    return {
-        "job_id": job.job_id,
-        "kind": job.kind,
-        "targets": list(job.targets),
-        "params": dict(job.params),
-        "status": job.status.value,
-        "actor": job.actor,
-        "reason": job.reason,
-        "submitted_at": job.submitted_at,
-        "started_at": job.started_at,
-        "ended_at": job.ended_at,
-        "error": job.error,
-        "log": [{"time": t, "line": line} for t, line in job.log],
-    }
 
 
 async def job_command(args: argparse.Namespace, store: EventStore, state: ClusterState) -> int:
@@ -43,7 +26,7 @@ async def job_command(args: argparse.Namespace, store: EventStore, state: Cluste
         if not args.all:
             jobs = jobs[-50:]
         if args.json:
-            print_json([{k: v for k, v in job_dict(j).items() if k != "log"} for j in jobs])
+            print_json([job_json(j, with_log=False) for j in jobs])
             return 0
         print(
             table(
@@ -59,7 +42,7 @@ async def job_command(args: argparse.Namespace, store: EventStore, state: Cluste
     if job is None:
         raise UsageError(f"no job {args.job_id!r}")
     if args.action == "info":
-        d = job_dict(job)
+        d = job_json(job, with_log=True)
         if args.json:
             print_json(d)
         else:
@@ -102,7 +85,7 @@ async def watch_job(store: EventStore, state: ClusterState, job_id: JobId, *, qu
                 break
     assert job is not None
     if quiet:
-        print_json(job_dict(job))
+        print_json(job_json(job, with_log=True))
     else:
         print(f"job {job_id}: {job.status.value}" + (f": {job.error}" if job.error else ""))
     return 0 if job.status.value == "success" else 1

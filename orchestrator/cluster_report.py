@@ -11,11 +11,13 @@ and `reactors.instance_plan`; printed by `orchestrator.cli_status` and
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from events.codec import to_plain
 from events.ids import InstanceName, NodeName
-from events.model import NodeHealth
+from events.model import Event, NodeHealth
 from events.specs import PowerState
-from events.state import ClusterState
+from events.state import ClusterState, JobState
 from reactors.instance_plan import plan_instance, vm_alive, vm_on
 from reactors.naming import parse_disk_name
 from reactors.placement_bridge import loads
@@ -240,3 +242,33 @@ def nodes_by_health(state: ClusterState) -> dict[str, list[NodeName]]:
         health = obs.health.value if obs else "unknown"
         groups.setdefault(health, []).append(name)
     return groups
+
+
+def job_json(job: JobState, *, with_log: bool) -> dict[str, Any]:
+    """`corral job info --json` (with the log) or one `job list --json` row."""
+    out: dict[str, Any] = {
+        "job_id": job.job_id,
+        "kind": job.kind,
+        "targets": list(job.targets),
+        "params": dict(job.params),
+        "status": job.status.value,
+        "actor": job.actor,
+        "reason": job.reason,
+        "submitted_at": job.submitted_at,
+        "started_at": job.started_at,
+        "ended_at": job.ended_at,
+        "error": job.error,
+    }
+    if with_log:
+        out["log"] = [{"time": t, "line": line} for t, line in job.log]
+    return out
+
+
+def event_json(revision: int, event: Event) -> dict[str, Any]:
+    """One event as `corral events --json` prints it."""
+    return {
+        "revision": revision,
+        "type": event.TYPE,
+        "objects": list(event.objects()),
+        **to_plain(event),
+    }
