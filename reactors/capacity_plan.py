@@ -4,6 +4,11 @@ N+1-safe, on a projection of the cluster, until the allocator refuses; with a
 tiered list of specs, go on with the next smaller spec when one no longer fits.
 Hypothetical nodes can be added first ("what if we buy two more nodes").
 
+Each allocation scores every node pair at once with `reactors.pair_scores`
+(numpy), which chooses what `reactors.placement_bridge.choose_pair` chooses; the
+last request of each tier (the refusal) goes through `choose_pair` itself, and
+so does every request of a tagged spec.
+
 Pure: no I/O, no logging; the live state is never changed, only folded copies.
 Comes after `events.projection` (or `reactors.htools_state` for a snapshot file)
 and `reactors.placement_bridge` (the allocator); printed by the CLI.
@@ -25,7 +30,8 @@ from events.model import (
 from events.projection import fold
 from events.specs import DiskSpec, InstanceSpec, NodeSpec
 from events.state import ClusterState
-from reactors.placement_bridge import choose_pair
+from reactors.pair_scores import Allocator
+from reactors.placement_bridge import choose_pair, new_instance
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -106,51 +112,80 @@ def capacity(
     projected, added = with_new_nodes(state=state, nodes=add_nodes)
     tiers = []
     n = 0
-    rev = projected.revision
     for spec in specs:
         count = 0
         why = "limit reached"
+        fast = Allocator.of(state=projected, inst=new_instance(_probe(spec, 0)))
+        if fast is not None:
+            # Every pair at once per allocation; the placements are folded in one go.
+            picks: list[tuple[InstanceSpec, NodeName, NodeName]] = []
+            while n < limit:
+                pick = fast.pick()
+                if pick is None:
+                    break
+                fast.place(pick)
+                n += 1
+                picks.append((_probe(spec, n), pick.primary, pick.secondary))
+            projected = _with_placed(projected, picks)
+            count = len(picks)
+        # Pair by pair from here: a tagged spec all along, and otherwise one last
+        # request, so the refusal is the allocator's own words (and, should the
+        # two allocators ever disagree, the pair-by-pair one has the last say).
         while n < limit:
-            n += 1
-            name = InstanceName(f"capacity-probe-{n}")
-            inst = InstanceSpec(
-                name=name,
-                memory_mib=spec.memory_mib,
-                vcpus=spec.vcpus,
-                disks=(DiskSpec(size_mib=spec.disk_mib),),
-            )
+            inst = _probe(spec, n + 1)
             choice = choose_pair(state=projected, spec=inst)
             if choice.primary is None or choice.secondary is None:
                 why = choice.refusal or "refused"
                 break
-            rev += 1
-            projected = fold(
-                projected,
-                [
-                    (
-                        rev,
-                        InstanceDeclared(
-                            id=EventId(f"capacity-decl-{n}"), time=0.0, actor="capacity", spec=inst
-                        ),
-                    ),
-                    (
-                        rev,
-                        InstancePlaced(
-                            id=EventId(f"capacity-placed-{n}"),
-                            time=0.0,
-                            actor="capacity",
-                            instance=name,
-                            primary=choice.primary,
-                            secondary=choice.secondary,
-                            # Minors/ports do not matter for capacity.
-                            disks=(
-                                DiskPlacement(index=0, size_mib=spec.disk_mib, minor=0, port=0),
-                            ),
-                            kind=PlacementKind.INITIAL,
-                        ),
-                    ),
-                ],
-            )
+            n += 1
+            projected = _with_placed(projected, [(inst, choice.primary, choice.secondary)])
             count += 1
         tiers.append(TierResult(spec=spec, count=count, stopped_by=why))
     return CapacityResult(tiers=tuple(tiers), added_nodes=added, state=projected)
+
+
+def _probe(spec: Spec, n: int) -> InstanceSpec:
+    return InstanceSpec(
+        name=InstanceName(f"capacity-probe-{n}"),
+        memory_mib=spec.memory_mib,
+        vcpus=spec.vcpus,
+        disks=(DiskSpec(size_mib=spec.disk_mib),),
+    )
+
+
+def _with_placed(
+    state: ClusterState, placed: list[tuple[InstanceSpec, NodeName, NodeName]]
+) -> ClusterState:
+    """`state` with each probe declared and placed, in one fold."""
+    rev = state.revision
+    events: list[tuple[int, Event]] = []
+    for inst, primary, secondary in placed:
+        rev += 1
+        events.append(
+            (
+                rev,
+                InstanceDeclared(
+                    id=EventId(f"capacity-decl-{inst.name}"),
+                    time=0.0,
+                    actor="capacity",
+                    spec=inst,
+                ),
+            )
+        )
+        events.append(
+            (
+                rev,
+                InstancePlaced(
+                    id=EventId(f"capacity-placed-{inst.name}"),
+                    time=0.0,
+                    actor="capacity",
+                    instance=inst.name,
+                    primary=primary,
+                    secondary=secondary,
+                    # Minors/ports do not matter for capacity.
+                    disks=(DiskPlacement(index=0, size_mib=inst.disk_mib, minor=0, port=0),),
+                    kind=PlacementKind.INITIAL,
+                ),
+            )
+        )
+    return fold(state, events) if events else state

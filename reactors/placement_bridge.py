@@ -67,7 +67,7 @@ class PairChoice:
     failures: tuple[tuple[str, int], ...] = ()
 
 
-def _usable(state: ClusterState, node: NodeName) -> str | None:
+def unusable(state: ClusterState, node: NodeName) -> str | None:
     spec = state.desired.nodes[node]
     if spec.offline:
         return "FailOffline"
@@ -156,7 +156,7 @@ def choose_pair(*, state: ClusterState, spec: InstanceSpec) -> PairChoice:
     failures: Counter[str] = Counter()
     usable = []
     for node in sorted(all_loads):
-        why = _usable(state, node)
+        why = unusable(state, node)
         if why:
             failures[why] += 1
         else:
@@ -184,7 +184,7 @@ def choose_pair(*, state: ClusterState, spec: InstanceSpec) -> PairChoice:
             failures=tuple(sorted(failures.items())),
         )
     base = _baseline(state, without=spec.name)
-    scored = base.pair_scores(inst=_new_instance(spec), pairs=pairs)
+    scored = base.pair_scores(inst=new_instance(spec), pairs=pairs)
     score, best_p, best_s = _best(scored)
     return PairChoice(
         primary=NodeName(best_p),
@@ -205,7 +205,7 @@ def _baseline(state: ClusterState, *, without: InstanceName | None = None) -> Ba
     return prepare(from_state(state=state))
 
 
-def _new_instance(spec: InstanceSpec) -> NewInstance:
+def new_instance(spec: InstanceSpec) -> NewInstance:
     """The instance as `balance_model.from_state` will see it once placed."""
     return NewInstance(
         mem=spec.memory_mib,
@@ -263,7 +263,7 @@ def choose_new_secondary(
             continue
         if target and sn != target:
             continue
-        why = _usable(state, sn)
+        why = unusable(state, sn)
         if why is None:
             # The primary's own memory stays where it is: only s-side checks.
             why = _fits(state=state, spec=spec, p=_as_if_free(p, spec), s=all_loads[sn])
@@ -285,7 +285,7 @@ def choose_new_secondary(
         # Its old secondary is not a declared node, so htools do not see it yet.
         base = _baseline(state, without=instance)
         scored = base.pair_scores(
-            inst=_new_instance(spec), pairs=[(placement.primary, sn) for sn in targets]
+            inst=new_instance(spec), pairs=[(placement.primary, sn) for sn in targets]
         )
     score, _, best = _best(scored)
     return SecondaryChoice(

@@ -61,7 +61,7 @@ _STD_METRICS: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 _P_REM = 3  # index of p_rem in _STD_METRICS
 _W = WEIGHTS
-_METRIC_WEIGHT = tuple(sum(WEIGHTS[name] for name in names) for _, names in _STD_METRICS)
+METRIC_WEIGHT = tuple(sum(WEIGHTS[name] for name in names) for _, names in _STD_METRICS)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -289,7 +289,7 @@ class Baseline:
                 std = math.sqrt(var)
             else:
                 std = stat.std_after(changes[m])
-            delta += _METRIC_WEIGHT[m] * (std - self.base_std[m])
+            delta += METRIC_WEIGHT[m] * (std - self.base_std[m])
         return delta
 
 
