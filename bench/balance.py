@@ -9,7 +9,8 @@ reported as "> T s") and `plan_balance` on the same cluster; wall time, moves,
 data copied (a secondary change copies the instance's disk) and final score,
 both scored by `reactors.cluster_score` on the start cluster with each final
 placement (hbal's saved file has stale free memory). Then how many 1G/20G/1cpu
-instances still fit: `hspace --standard-alloc` vs `reactors.capacity_plan`.
+instances still fit: `hspace --standard-alloc` vs `corral capacity --htools FILE`
+(a fresh process, as hspace is) and `reactors.capacity_plan` in this process.
 
 Not imported by corral; run by `python -m bench balance` once registered in
 bench/__main__.py.
@@ -17,10 +18,12 @@ bench/__main__.py.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -74,6 +77,34 @@ def _hspace(path: Path) -> tuple[int | None, float]:
     return (int(m.group(1)) if m else None), took
 
 
+def _corral_capacity_cli(path: Path) -> tuple[int | None, float]:
+    """`corral capacity --htools FILE` as a user runs it (a fresh process that
+    reads the file), timed the way hspace is."""
+    started = time.perf_counter()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "capacity",
+            "--htools",
+            str(path),
+            "--spec",
+            f"{STD_SPEC.memory_mib}M,{STD_SPEC.disk_mib}M,{STD_SPEC.vcpus}",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=HBAL_TIMEOUT_S,
+        check=False,
+    )
+    took = time.perf_counter() - started
+    try:
+        return int(json.loads(out.stdout)["total"]), took
+    except (ValueError, KeyError):
+        return None, took
+
+
 def _fmt(value: float | None, digits: int = 4) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
@@ -92,8 +123,9 @@ def run() -> dict[str, Any]:
             "hbal data GiB",
             "corral score",
             "hbal score",
-            "corral capacity (s)",
+            "corral capacity (planner s / CLI s)",
             "hspace capacity (s)",
+            "hspace time / corral (CLI / planner)",
         ]
     ]
     figures: dict[str, Any] = {}
@@ -117,6 +149,7 @@ def run() -> dict[str, Any]:
             t0 = time.perf_counter()
             cap = capacity(state=to_state(cluster=start), specs=(STD_SPEC,))
             cap_s = time.perf_counter() - t0
+            cli_count, cli_s = _corral_capacity_cli(path)
             hs_count, hs_s = _hspace(path)
             hbal_time = f"{hbal.seconds:.1f}" if hbal.finished else f"> {HBAL_TIMEOUT_S:.0f}"
             table.append(
@@ -132,8 +165,9 @@ def run() -> dict[str, Any]:
                     "-" if hbal_data is None else f"{hbal_data / 1024:.0f}",
                     _fmt(plan.score_after),
                     _fmt(hbal_score),
-                    f"{cap.total} ({cap_s:.1f})",
-                    f"{hs_count if hs_count is not None else '-'} ({hs_s:.1f})",
+                    f"{cap.total} ({cap_s:.2f} / {cli_s:.2f})",
+                    f"{hs_count if hs_count is not None else '-'} ({hs_s:.2f})",
+                    f"{hs_s / cli_s:.1f}x / {hs_s / cap_s:.1f}x",
                 ]
             )
             figures[label] = {
@@ -152,6 +186,8 @@ def run() -> dict[str, Any]:
                 "hbal_score": hbal_score,
                 "corral_capacity": cap.total,
                 "corral_capacity_seconds": round(cap_s, 3),
+                "corral_capacity_cli": cli_count,
+                "corral_capacity_cli_seconds": round(cli_s, 3),
                 "hspace_capacity": hs_count,
                 "hspace_seconds": round(hs_s, 3),
             }

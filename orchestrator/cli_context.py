@@ -17,11 +17,12 @@ import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from events.loading import load_state
 from events.state import ClusterState
-from events.store import EtcdUnavailable, EventStore
+
+if TYPE_CHECKING:
+    from events.store import EventStore
 
 ENV_ETCD = "CORRAL_ETCD"
 ENV_CLUSTER = "CORRAL_CLUSTER"
@@ -95,6 +96,10 @@ def actor() -> str:
 
 @asynccontextmanager
 async def open_store(target: Target) -> AsyncIterator[EventStore]:
+    # The store (aetcd, grpc) is imported only by commands that talk to etcd:
+    # offline ones (`--htools FILE`) start without it.
+    from events.store import EtcdUnavailable, EventStore
+
     try:
         async with EventStore.connect(list(target.endpoints), target.cluster) as store:
             yield store
@@ -103,6 +108,8 @@ async def open_store(target: Target) -> AsyncIterator[EventStore]:
 
 
 async def current_state(store: EventStore) -> ClusterState:
+    from events.loading import load_state
+
     return await load_state(store)
 
 

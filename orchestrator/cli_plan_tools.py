@@ -11,7 +11,6 @@ Read-only. Comes after `orchestrator.cli_context` (state) and the pure planners 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 import time
 from dataclasses import asdict
@@ -112,6 +111,8 @@ def _state(args: argparse.Namespace) -> ClusterState:
             return to_state(cluster=parse(text))
         except ValueError as exc:
             raise UsageError(f"--htools: {path}: {exc}") from exc
+
+    import asyncio
 
     async def load() -> ClusterState:
         async with open_store(target_from_args(args)) as store:
