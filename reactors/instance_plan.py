@@ -25,7 +25,7 @@ from events.ids import InstanceName, NodeName
 from events.model import DiskPlacement, DrbdResourceObs, NodeHealth, VmObs, instance_key
 from events.specs import InstanceSpec, NodeSpec, PowerState
 from events.state import ClusterState, NodeObservation, Placement
-from reactors.naming import disk_name, parse_disk_name
+from reactors.naming import disk_name, disks_by_instance, parse_disk_name
 
 UP_TO_DATE = "UpToDate"
 CONNECTED = "Connected"
@@ -619,16 +619,7 @@ def _plan_removal(*, state: ClusterState, instance: InstanceName, now: float) ->
 
 
 def _leftover_disks(obs: NodeObservation, instance: str) -> list[str]:
-    names = set()
-    for vol in obs.volumes:
-        parsed = parse_disk_name(vol.name)
-        if parsed and parsed[0] == instance:
-            names.add(vol.name)
-    for res in obs.drbd:
-        parsed = parse_disk_name(res.name)
-        if parsed and parsed[0] == instance:
-            names.add(res.name)
-    return sorted(names)
+    return list(disks_by_instance(obs).get(InstanceName(instance), ()))
 
 
 def _bare_disk(resource: str, state: ClusterState, node: NodeName) -> DiskConfig:

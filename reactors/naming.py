@@ -8,10 +8,11 @@ and the placement reactor (which records minors/ports in InstancePlaced once).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from itertools import chain
 
 from events.ids import InstanceName, NodeName
-from events.state import ClusterState
+from events.state import ClusterState, NodeObservation
 
 MINOR_BASE = 0
 MINOR_LIMIT = 1 << 20  # DRBD allows minors up to 2^20 - 1
@@ -32,6 +33,32 @@ def parse_disk_name(name: str) -> tuple[InstanceName, int] | None:
     if not m:
         return None
     return InstanceName(m.group("instance")), int(m.group("index"))
+
+
+# An observation is immutable (a new probe replaces it), so which corral disks it
+# holds is worked out once per observation, not once per instance planned: with
+# 1,000 instances on 40 nodes that scan was most of a reconcile pass. Keyed by
+# identity; the observation is kept with its entry so an id is never reused.
+_DISKS_SEEN: dict[int, tuple[NodeObservation, dict[InstanceName, tuple[str, ...]]]] = {}
+_DISKS_SEEN_MAX = 4096
+
+
+def disks_by_instance(obs: NodeObservation) -> Mapping[InstanceName, tuple[str, ...]]:
+    """The LV and DRBD resource names corral created on this node, per instance
+    (sorted; metadata LVs and foreign names left out)."""
+    hit = _DISKS_SEEN.get(id(obs))
+    if hit is not None and hit[0] is obs:
+        return hit[1]
+    found: dict[InstanceName, set[str]] = {}
+    for name in chain((v.name for v in obs.volumes), (r.name for r in obs.drbd)):
+        parsed = parse_disk_name(name)
+        if parsed is not None:
+            found.setdefault(parsed[0], set()).add(name)
+    index = {inst: tuple(sorted(names)) for inst, names in found.items()}
+    if len(_DISKS_SEEN) >= _DISKS_SEEN_MAX:
+        _DISKS_SEEN.clear()
+    _DISKS_SEEN[id(obs)] = (obs, index)
+    return index
 
 
 def run_dir() -> str:
