@@ -13,13 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from events.ids import EventId, InstanceName
-from events.model import DiskPlacement, Event, InstancePlaced, PlacementKind
+from events.ids import InstanceName
+from events.model import DiskPlacement, Event, PlacementKind
 from events.projection import fold
 from events.state import ClusterState
 from orchestrator.desired_diff import Action, Diff
 from reactors.naming import allocate_minors_ports
 from reactors.placement_bridge import choose_pair
+from reactors.what_if import planned_placement, project
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -33,8 +34,8 @@ class PlacementPreview:
 def preview_placements(*, state: ClusterState, events: list[Event]) -> tuple[PlacementPreview, ...]:
     """Fold `events` onto `state` as if appended, then place every unplaced
     instance in name order, folding each choice before the next (as the placer does)."""
-    rev = state.revision + 1
-    projected = fold(state, [(rev, e) for e in events])
+    # Appended together, the events share one revision.
+    projected = fold(state, [(state.revision + 1, e) for e in events])
     out = []
     for name in sorted(n for n in projected.desired.instances if n not in projected.placements):
         spec = projected.desired.instances[name]
@@ -52,11 +53,7 @@ def preview_placements(*, state: ClusterState, events: list[Event]) -> tuple[Pla
         pairs = allocate_minors_ports(
             state=projected, nodes=(choice.primary, choice.secondary), count=len(spec.disks)
         )
-        rev += 1
-        placed = InstancePlaced(
-            id=EventId(f"preview-{name}"),
-            time=0.0,
-            actor="plan",
+        placed = planned_placement(
             instance=name,
             primary=choice.primary,
             secondary=choice.secondary,
@@ -66,7 +63,7 @@ def preview_placements(*, state: ClusterState, events: list[Event]) -> tuple[Pla
             ),
             kind=PlacementKind.INITIAL,
         )
-        projected = fold(projected, [(rev, placed)])
+        projected = project(projected, [placed])
     return tuple(out)
 
 

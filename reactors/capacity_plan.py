@@ -23,15 +23,14 @@ from events.model import (
     DiskPlacement,
     Event,
     InstanceDeclared,
-    InstancePlaced,
     NodeDeclared,
     PlacementKind,
 )
-from events.projection import fold
 from events.specs import DiskSpec, InstanceSpec, NodeSpec
 from events.state import ClusterState
 from reactors.pair_scores import Allocator
 from reactors.placement_bridge import choose_pair, new_instance
+from reactors.what_if import planned_placement, project
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -97,9 +96,7 @@ def with_new_nodes(
                 ),
             )
         )
-    if not events:
-        return state, ()
-    return fold(state, [(state.revision + 1, e) for e in events]), tuple(names)
+    return project(state, events), tuple(names)
 
 
 def capacity(
@@ -157,35 +154,22 @@ def _with_placed(
     state: ClusterState, placed: list[tuple[InstanceSpec, NodeName, NodeName]]
 ) -> ClusterState:
     """`state` with each probe declared and placed, in one fold."""
-    rev = state.revision
-    events: list[tuple[int, Event]] = []
+    events: list[Event] = []
     for inst, primary, secondary in placed:
-        rev += 1
         events.append(
-            (
-                rev,
-                InstanceDeclared(
-                    id=EventId(f"capacity-decl-{inst.name}"),
-                    time=0.0,
-                    actor="capacity",
-                    spec=inst,
-                ),
+            InstanceDeclared(
+                id=EventId(f"capacity-decl-{inst.name}"), time=0.0, actor="capacity", spec=inst
             )
         )
         events.append(
-            (
-                rev,
-                InstancePlaced(
-                    id=EventId(f"capacity-placed-{inst.name}"),
-                    time=0.0,
-                    actor="capacity",
-                    instance=inst.name,
-                    primary=primary,
-                    secondary=secondary,
-                    # Minors/ports do not matter for capacity.
-                    disks=(DiskPlacement(index=0, size_mib=inst.disk_mib, minor=0, port=0),),
-                    kind=PlacementKind.INITIAL,
-                ),
+            planned_placement(
+                instance=inst.name,
+                primary=primary,
+                secondary=secondary,
+                # Minors/ports do not matter for capacity.
+                disks=(DiskPlacement(index=0, size_mib=inst.disk_mib, minor=0, port=0),),
+                kind=PlacementKind.INITIAL,
+                actor="capacity",
             )
         )
-    return fold(state, events) if events else state
+    return project(state, events)

@@ -5,7 +5,8 @@ N+1-safe, the node itself drained so nothing new lands there. The same steps the
 evacuate job takes, run on a folded projection.
 
 Pure: no I/O, no logging. Comes after `events.projection` and
-`reactors.placement_bridge`; printed by `orchestrator.cli_objects`.
+`reactors.placement_bridge` (each step projected with `reactors.what_if`);
+printed by `orchestrator.cli_objects`.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from events.ids import EventId, InstanceName, NodeName
-from events.model import InstancePlaced, NodeFlagsSet, PlacementKind
-from events.projection import fold
+from events.model import NodeFlagsSet, PlacementKind
 from events.state import ClusterState
 from reactors.balance_model import from_state
 from reactors.cluster_score import n1_failures
 from reactors.placement_bridge import choose_new_secondary
+from reactors.what_if import planned_placement, project
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -46,38 +47,23 @@ class EvacuationPlan:
 
 
 def plan_evacuation(*, state: ClusterState, node: NodeName) -> EvacuationPlan:
-    rev = state.revision + 1
-    projected = fold(
+    projected = project(
         state,
-        [
-            (
-                rev,
-                NodeFlagsSet(
-                    id=EventId("evac-drain"), time=0.0, actor="plan", node=node, drained=True
-                ),
-            )
-        ],
+        [NodeFlagsSet(id=EventId("evac-drain"), time=0.0, actor="plan", node=node, drained=True)],
     )
     moves: list[EvacuationMove] = []
     refused: list[tuple[InstanceName, str]] = []
     for name in sorted(n for n, p in projected.placements.items() if p.primary == node):
         p = projected.placements[name]
-        rev += 1
-        projected = fold(
+        projected = project(
             projected,
             [
-                (
-                    rev,
-                    InstancePlaced(
-                        id=EventId(f"evac-swap-{name}"),
-                        time=0.0,
-                        actor="plan",
-                        instance=name,
-                        primary=p.secondary,
-                        secondary=p.primary,
-                        disks=p.disks,
-                        kind=PlacementKind.MIGRATE,
-                    ),
+                planned_placement(
+                    instance=name,
+                    primary=p.secondary,
+                    secondary=p.primary,
+                    disks=p.disks,
+                    kind=PlacementKind.MIGRATE,
                 )
             ],
         )
@@ -98,22 +84,15 @@ def plan_evacuation(*, state: ClusterState, node: NodeName) -> EvacuationPlan:
         if choice.secondary is None:
             refused.append((name, choice.refusal or "no candidate"))
             continue
-        rev += 1
-        projected = fold(
+        projected = project(
             projected,
             [
-                (
-                    rev,
-                    InstancePlaced(
-                        id=EventId(f"evac-sec-{name}"),
-                        time=0.0,
-                        actor="plan",
-                        instance=name,
-                        primary=p.primary,
-                        secondary=choice.secondary,
-                        disks=p.disks,
-                        kind=PlacementKind.REPLACE_SECONDARY,
-                    ),
+                planned_placement(
+                    instance=name,
+                    primary=p.primary,
+                    secondary=choice.secondary,
+                    disks=p.disks,
+                    kind=PlacementKind.REPLACE_SECONDARY,
                 )
             ],
         )
