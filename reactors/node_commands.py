@@ -201,10 +201,9 @@ def parse_pgrep(text: str) -> tuple[VmObs, ...]:
         pid_s, _, cmdline = line.strip().partition(" ")
         if not pid_s.isdigit() or "qemu-system" not in cmdline:
             continue
-        try:
-            argv = shlex.split(cmdline)
-        except ValueError:
-            argv = cmdline.split()
+        # pgrep -a prints /proc/PID/cmdline with its NULs as spaces: no quoting to
+        # undo (and corral's argv never holds a space: names are validated).
+        argv = cmdline.split()
         name = _arg(argv, "-name")
         if not name:
             continue
