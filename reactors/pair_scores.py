@@ -278,13 +278,13 @@ class Allocator:
         ok = self._fits()
         if not ok.any():
             return None
-        scores = np.where(ok, np.nan_to_num(self._scores(), nan=np.inf), np.inf)
+        raw = self._scores()
+        scores = np.where(ok & ~np.isnan(raw), raw, np.inf)
         low = scores.min()
-        if not np.isfinite(low):
-            # Every fitting pair scores NaN/inf: the lowest names win, as in _best.
-            flat = int(np.argmax(ok.ravel()))
-        else:
-            flat = int(np.argmax((scores <= low + TIE).ravel()))
+        # The lowest names among the lowest scores, as in placement_bridge._best;
+        # when every fitting pair scores NaN or +inf, among all of them.
+        best = ok if low == np.inf else scores <= low + TIE
+        flat = int(np.argmax(best.ravel()))
         p, s = divmod(flat, len(self.names))
         return Pick(primary=self.names[p], secondary=self.names[s], score_delta=float(scores[p, s]))
 
