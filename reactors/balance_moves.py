@@ -1,0 +1,104 @@
+"""The balancer's vocabulary: the move kinds, the operations a move is made of
+(`MoveStep`), one planned move (`Move`) and the whole plan (`BalancePlan`), with
+how many live migrations each kind takes.
+
+Pure: no I/O, no logging, no asyncio; plain frozen values, nothing here plans or
+scores. Comes first in the balancer's data flow (it needs only
+`reactors.balance_model`'s `BCluster`); every other `reactors.balance_*` module
+uses these types, `reactors.balance_plan` returns them, and
+`reactors.balance_apply` and the `corral balance` command read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from reactors.balance_model import BCluster
+
+
+class MoveKind(StrEnum):
+    FAILOVER = "failover"
+    REPLACE_SECONDARY = "replace-secondary"
+    FAILOVER_AND_REPLACE = "failover-and-replace"
+    REPLACE_AND_FAILOVER = "replace-and-failover"
+    REPLACE_PRIMARY = "replace-primary"
+
+
+class StepKind(StrEnum):
+    """The operations a move is made of, in order: a live migration (primary and
+    secondary swap) or a change of secondary to a named node."""
+
+    MIGRATE = "migrate"
+    REPLACE_SECONDARY = "replace-secondary"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MoveStep:
+    kind: StepKind
+    node: str | None = None  # the new secondary of a REPLACE_SECONDARY
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Move:
+    """One instance move; `score_after` is the cluster score once it (and every
+    earlier move of the plan) is done."""
+
+    instance: str
+    kind: MoveKind
+    old_primary: str
+    old_secondary: str
+    new_primary: str
+    new_secondary: str
+    data_mib: int
+    migrations: int
+    score_after: float
+
+    @property
+    def nodes(self) -> frozenset[str]:
+        return frozenset(
+            (self.old_primary, self.old_secondary, self.new_primary, self.new_secondary)
+        )
+
+    def steps(self) -> tuple[MoveStep, ...]:
+        """The operations, in order, that carry the move out."""
+        mig = MoveStep(kind=StepKind.MIGRATE)
+        if self.kind is MoveKind.FAILOVER:
+            return (mig,)
+        if self.kind is MoveKind.REPLACE_SECONDARY:
+            return (MoveStep(kind=StepKind.REPLACE_SECONDARY, node=self.new_secondary),)
+        if self.kind is MoveKind.FAILOVER_AND_REPLACE:
+            return (mig, MoveStep(kind=StepKind.REPLACE_SECONDARY, node=self.new_secondary))
+        if self.kind is MoveKind.REPLACE_AND_FAILOVER:
+            return (MoveStep(kind=StepKind.REPLACE_SECONDARY, node=self.new_primary), mig)
+        return (mig, MoveStep(kind=StepKind.REPLACE_SECONDARY, node=self.new_primary), mig)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BalancePlan:
+    moves: tuple[Move, ...]
+    score_before: float
+    score_after: float
+    data_mib: int
+    migrations: int
+    n1_failures_before: tuple[str, ...]
+    n1_failures_after: tuple[str, ...]
+    cluster_after: BCluster
+    candidates_scored: int
+    stopped_by: str
+
+    def placements(self) -> dict[str, tuple[str, str | None]]:
+        """Instance -> (primary, secondary) once every move is done."""
+        return {i.name: (i.pnode, i.snode) for i in self.cluster_after.instances}
+
+
+# Live migrations each kind takes; the kinds' order breaks ties between otherwise
+# equal candidates.
+MIGRATIONS = {
+    MoveKind.FAILOVER: 1,
+    MoveKind.REPLACE_SECONDARY: 0,
+    MoveKind.FAILOVER_AND_REPLACE: 1,
+    MoveKind.REPLACE_AND_FAILOVER: 1,
+    MoveKind.REPLACE_PRIMARY: 2,
+}
+KIND_ORDER = {k: n for n, k in enumerate(MoveKind)}
