@@ -12,8 +12,8 @@ placement (hbal's saved file has stale free memory). Then how many 1G/20G/1cpu
 instances still fit: `hspace --standard-alloc` vs `corral capacity --htools FILE`
 (a fresh process, as hspace is) and `reactors.capacity_plan` in this process.
 
-Not imported by corral; run by `python -m bench balance` once registered in
-bench/__main__.py.
+Not imported by corral; run by `make bench` (every benchmark) or alone by
+`python -m bench balance`.
 """
 
 from __future__ import annotations
