@@ -64,12 +64,14 @@ class Deltas:
         self.stats = stats_of(work)
         self.vn: list[float] = []
         self.memo: dict[tuple[int, ...], tuple[tuple[tuple[int, float], ...], float]] = {}
+        self.tags_memo: dict[tuple[tuple[str, ...], int, int], float] = {}
 
     def start(self) -> None:
         """A new step: the current means and deviations, an empty memo."""
         self.stats = stats_of(self.w)
         self.vn = [std * std * self.stats.n for std in self.stats.std]  # n V, for combine
         self.memo = {}
+        self.tags_memo = {}
 
     def node_delta(
         self,
@@ -156,10 +158,17 @@ class Deltas:
 
     def tags_delta(self, inst: Inst, src: int, dst: int) -> float:
         """The change of the tag and location-exclusion components when the
-        instance's primary moves from src to dst."""
-        w = self.w
+        instance's primary moves from src to dst. Memoised for the step."""
         if not inst.excl:
             return 0.0
+        key = (inst.excl, src, dst)
+        hit = self.tags_memo.get(key)
+        if hit is None:
+            hit = self.tags_memo[key] = self._tags_delta(inst, src, dst)
+        return hit
+
+    def _tags_delta(self, inst: Inst, src: int, dst: int) -> float:
+        w = self.w
         out = 0.0
         if w.online[src]:
             tags = w.ptags[src]

@@ -16,6 +16,7 @@ from collections import Counter
 
 from reactors.balance_model import BCluster
 from reactors.balance_rules import valid_sequence
+from reactors.balance_work import Work
 
 
 def fold(
@@ -26,6 +27,7 @@ def fold(
     the whole sequence stays within the rules; drop moves that end where they
     started."""
     seq = list(moves)
+    base = Work(cluster, avoid)
     changed = True
     while changed:
         changed = False
@@ -42,7 +44,7 @@ def fold(
                 for where in (positions[0], positions[-1] - len(positions) + 1):
                     options.append([*rest[:where], last, *rest[where:]])
             for option in options:
-                if valid_sequence(cluster=cluster, avoid=avoid, moves=option):
+                if valid_sequence(cluster=cluster, avoid=avoid, moves=option, base=base):
                     seq = option
                     changed = True
                     break

@@ -18,11 +18,16 @@ from reactors.balance_work import Work
 
 
 def valid_sequence(
-    *, cluster: BCluster, avoid: frozenset[str], moves: list[tuple[int, int, int]]
+    *,
+    cluster: BCluster,
+    avoid: frozenset[str],
+    moves: list[tuple[int, int, int]],
+    base: Work | None = None,
 ) -> bool:
     """Whether `moves` (instance index, new primary, new secondary) can be carried
-    out in order, each keeping the rules; used by the folding pass."""
-    work = Work(cluster, avoid)
+    out in order, each keeping the rules; used by the folding pass. `base`: the
+    untouched `Work(cluster, avoid)`, cloned instead of built again."""
+    work = base.clone() if base is not None else Work(cluster, avoid)
     for i, new_p, new_s in moves:
         if check_move(work, i, new_p, new_s) is None:
             return False

@@ -4,8 +4,9 @@ tolerance of the best delta found is scored exactly, own sides and targets visit
 best bound first (`Search.best`); copy-taking candidates are scored at every node
 at once (`Search._copy_deltas`). The result is the one of scoring every
 candidate. Also what the search keeps from step to step (the `Sides`, the
-`NodeArrays`, the `Own` sides) and refreshes only for the nodes a move changed,
-and the choice among near-equal candidates (`choose`).
+`NodeArrays`, the `Own` sides) and refreshes only for the nodes a move changed
+(own sides in batches, `reactors.balance_batch`, which also gives every step's
+exact own parts), and the choice among near-equal candidates (`choose`).
 
 Pure: no I/O, no logging, no asyncio; it reads the `Work`, never changes it
 (`reactors.balance_plan` applies the chosen move). Comes after
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from reactors.balance_arrays import Floats, NodeArrays
+from reactors.balance_batch import Exacts, Figures, own_sides
 from reactors.balance_bounds import Bounds
 from reactors.balance_deltas import Deltas
 from reactors.balance_moves import KIND_ORDER, MoveKind
@@ -33,7 +35,6 @@ from reactors.balance_sides import (
     SLOTS,
     Own,
     Sides,
-    own_side,
 )
 from reactors.balance_work import M_WEIGHT, NM, W_LOC, W_N1, W_RTOTAL, Inst, Work
 
@@ -42,7 +43,9 @@ _MARGIN = 1e-9
 # The least gain a move must have to be a candidate at all.
 _EPS = 1e-9
 # Copy-taking own sides whose candidates are scored together (`_copy_deltas`).
-_CHUNK = 32
+_CHUNK = 128
+# Replace-secondary's slot in `SLOTS` (its family's other kind: failover-and-replace).
+_LS_SLOT = SLOTS.index(MoveKind.REPLACE_SECONDARY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,19 +62,6 @@ class Cand:
     new_s: int
 
 
-@dataclass(slots=True)
-class Exact:
-    """An own side's exact parts for the step (`Deltas.node_delta` sums)."""
-
-    # (tuples: kept for the step, copied before use)
-    acc_ls: tuple[float, ...]  # s loses its copy
-    sc_ls: float
-    acc_fr: tuple[float, ...]  # failover, then p loses its copy ((): not allowed)
-    sc_fr: float
-    acc_lp: tuple[float, ...]  # p loses its copy
-    sc_lp: float
-
-
 class Search:
     """hbal's greedy step over the working model: every instance, move kind and
     target, scored exactly where its bound can reach the best delta (`best`)."""
@@ -85,10 +75,10 @@ class Search:
         self.tol = 0.0
         self.pool: list[Cand] = []
         self.owns: dict[int, Own] = {}
-        self.exact: dict[int, Exact] = {}
         # per copy-taking own side (its row): every node's delta and whether it can
         # take the copy, for this step (`_copy_deltas`)
         self.copies: dict[int, tuple[list[float], list[bool], int]] = {}
+        self.ex: Exacts  # the step's exact own parts (`best`)
         n_nodes = len(work.names)
         self.targets = [k for k in range(n_nodes) if work.usable[k]]
         # kept from step to step, refreshed for the nodes whose figures changed
@@ -96,6 +86,13 @@ class Search:
         self.sides = Sides(len(work.insts))
         self.arrays = NodeArrays(work)
         self.by_node: list[set[int]] = [set() for _ in range(n_nodes)]
+        # each own side's nodes and r_s_less, by instance (for `Exacts`)
+        n_inst = len(work.insts)
+        self.own_p = np.zeros(n_inst, dtype=np.int64)
+        self.own_s = np.zeros(n_inst, dtype=np.int64)
+        self.own_rsl = np.zeros(n_inst, dtype=np.int64)
+        self.own_rp = np.zeros(n_inst, dtype=np.int64)
+        self.figs = Figures(work)
         for i in range(len(work.insts)):
             if work.movable[i]:
                 self.by_node[work.p[i]].add(i)
@@ -113,13 +110,14 @@ class Search:
         scoring every candidate."""
         w = self.w
         self.deltas.start()
-        self.exact = {}
         self.best_delta = -_EPS
         self.keep = 1 - tolerance
         self.tol = tolerance
         self.pool = []
         self.copies = {}
         self._refresh()
+        ends = (self.own_p, self.own_s, self.own_rsl, self.own_rp)
+        self.ex = Exacts(w, self.deltas.stats, self.deltas.vn, ends, self.figs)
         bounds = Bounds(w, self.deltas.stats, self.sides, self.arrays, self.targets)
         rows, keys, lbs, firsts = bounds.rows, bounds.key, bounds.lb, bounds.first
         owns = self.owns
@@ -175,77 +173,27 @@ class Search:
         redo: set[int] = set()
         for k in self.arrays.refresh(w):
             redo |= self.by_node[k]
-        for i in sorted(redo):
+        if not redo:
+            return
+        owns, r_ps = own_sides(w, self.sides, sorted(redo), self.figs)
+        for own, r_p in zip(owns, r_ps, strict=True):
+            i = own.i
+            self.own_rp[i] = r_p
             old = self.owns.get(i)
-            own, sides = own_side(w, i, self.sides.excl_ids)
             if old is not None:
                 self.by_node[old.p].discard(i)
                 self.by_node[old.s].discard(i)
             self.by_node[own.p].add(i)
             self.by_node[own.s].add(i)
             self.owns[i] = own
-            self.sides.put(i, sides)
-
-    def _exact_own(self, own: Own) -> Exact:
-        """The own side's exact parts for this step (as `Deltas.node_delta` gives them)."""
-        hit = self.exact.get(own.i)
-        if hit is not None:
-            return hit
-        w = self.w
-        inst, p, s = own.inst, own.p, own.s
-        dsk = inst.dsk
-        acc_ls = [0.0] * (2 * NM)
-        sc_ls = self.deltas.node_delta(s, 0, 0, dsk, 0, -inst.su, 0, -1, own.r_s_less, acc_ls)
-        acc_fr: list[float] = []
-        sc_fr = 0.0
-        if own.s_pri_ok:
-            acc_fr = [0.0] * (2 * NM)
-            sc_fr = self.deltas.node_delta(
-                p,
-                inst.run_mem,
-                -inst.stop_mem,
-                dsk,
-                -inst.vcpus,
-                -inst.su,
-                -1,
-                0,
-                w.r_mem[p],
-                acc_fr,
-            )
-            sc_fr += self.deltas.node_delta(
-                s, -inst.run_mem, inst.stop_mem, 0, inst.vcpus, 0, 1, -1, own.r_s_less, acc_fr
-            )
-            sc_fr += self.deltas.tags_delta(inst, p, s)
-        acc_lp = [0.0] * (2 * NM)
-        sc_lp = self.deltas.node_delta(
-            p, inst.run_mem, -inst.stop_mem, dsk, -inst.vcpus, -inst.su, -1, 0, w.r_mem[p], acc_lp
-        )
-        hit = self.exact[own.i] = Exact(
-            tuple(acc_ls),
-            sc_ls,
-            tuple(acc_fr),
-            sc_fr,
-            tuple(acc_lp),
-            sc_lp,
-        )
-        return hit
+            self.own_p[i], self.own_s[i], self.own_rsl[i] = own.p, own.s, own.r_s_less
 
     def _eval_fo(self, own: Own, _t: int) -> None:
         """failover: (s, p)."""
-        w = self.w
-        inst, p, s = own.inst, own.p, own.s
-        r_p = w.new_r(p, -1, 0, s, inst.res)
-        acc = [0.0] * (2 * NM)
-        sc = self.deltas.node_delta(
-            p, inst.run_mem, -inst.stop_mem, 0, -inst.vcpus, 0, -1, 1, r_p, acc
-        )
-        sc += self.deltas.node_delta(
-            s, -inst.run_mem, inst.stop_mem, 0, inst.vcpus, 0, 1, -1, own.r_s_less, acc
-        )
+        p, s = own.p, own.s
         d = (
-            sc
-            + self.deltas.combine(acc)
-            + self.deltas.tags_delta(inst, p, s)
+            self.ex.fo[own.i]
+            + self.deltas.tags_delta(own.inst, p, s)
             + self.deltas.loc_delta(p, s, s, p)
         )
         self._consider(d, 0, 1, MoveKind.FAILOVER, own.i, s, p)
@@ -273,16 +221,23 @@ class Search:
         ds, oks, at = deltas
         dsk = own.inst.dsk
         keep = self.keep
+        best = self.best_delta
+        limit = best * keep  # as `best_delta * keep`, redone when best_delta changes
+        cutoff = limit + _MARGIN
+        scored = 0
         for lb_t, t in tl:
-            if lb_o + lb_t >= self.best_delta * keep + _MARGIN:
+            if lb_o + lb_t >= cutoff:
                 break
             if not oks[at + t]:
                 continue
             d = ds[at + t]
-            self.scored += 1
-            if d < self.best_delta * keep:
+            scored += 1
+            if d < limit:
                 cand = Cand(d, dsk, migrations, kind, own.i, peer, t)
-                self.best_delta = self._push(self.pool, cand, self.best_delta, self.tol)
+                best = self.best_delta = self._push(self.pool, cand, best, self.tol)
+                limit = best * keep
+                cutoff = limit + _MARGIN
+        self.scored += scored
 
     def _copy_deltas(self, rows: list[int]) -> None:
         """The exact delta of every candidate of the given copy-taking own sides
@@ -292,28 +247,28 @@ class Search:
         w = self.w
         a = self.arrays
         st = self.deltas.stats
-        nb = len(rows)
-        base = np.empty((nb, 2 * NM))
-        sc0 = np.empty(nb)
-        loc = np.zeros(nb)
-        peer = np.empty(nb, dtype=np.int64)
-        p = np.empty(nb, dtype=np.int64)
-        s = np.empty(nb, dtype=np.int64)
-        dsk = np.empty(nb, dtype=np.int64)
-        su = np.empty(nb, dtype=np.int64)
-        res = np.empty(nb, dtype=np.int64)
-        for j, r in enumerate(rows):
-            own = self.owns[r // NSLOT]
-            ex = self._exact_own(own)
-            if SLOTS[r % NSLOT] is MoveKind.REPLACE_SECONDARY:
-                base[j], sc0[j], peer[j] = ex.acc_ls, ex.sc_ls, own.p
-            else:
-                base[j], sc0[j], peer[j] = ex.acc_fr, ex.sc_fr, own.s
-            p[j], s[j] = own.p, own.s
-            dsk[j], su[j], res[j] = own.inst.dsk, own.inst.su, own.inst.res
-            if w.has_locs and w.online[own.p]:
-                # `loc_delta`: the new pair never shares a location
-                loc[j] = W_LOC * (0 - len(w.locs[own.p] & w.locs[own.s]))
+        ex = self.ex
+        owns = self.owns
+        tags_delta = self.deltas.tags_delta
+        at = np.array(rows, dtype=np.int64)
+        idx = at // NSLOT
+        is_ls = at % NSLOT == _LS_SLOT
+        tags = [
+            0.0 if ls else tags_delta(owns[i].inst, owns[i].p, owns[i].s)
+            for i, ls in zip(idx.tolist(), is_ls.tolist(), strict=True)
+        ]
+        base = np.where(is_ls[:, None], ex.ls[idx], ex.fr[idx])
+        sc0 = np.where(is_ls, ex.sc_ls_a[idx], ex.sc_fr_a[idx] + np.array(tags, dtype=np.float64))
+        p, s = self.own_p[idx], self.own_s[idx]
+        peer = np.where(is_ls, p, s)
+        loc = np.zeros(len(rows))
+        if w.has_locs:
+            for j, i in enumerate(idx.tolist()):
+                own = owns[i]
+                if w.online[own.p]:
+                    # `loc_delta`: the new pair never shares a location
+                    loc[j] = W_LOC * (0 - len(w.locs[own.p] & w.locs[own.s]))
+        dsk, su, res = ex.dsk[idx], ex.su[idx], ex.res[idx]
         with np.errstate(all="ignore"):
             every = np.arange(len(w.names))
             r_new = np.maximum(a.r_mem, a.res[peer] + res[:, None])
@@ -382,9 +337,8 @@ class Search:
         r_p = w.new_r(p, -1, 0, t, inst.res)
         if w.online[p] and r_p > w.c_free[p] + inst.mem:
             return
-        ex = self._exact_own(own)
-        acc = list(ex.acc_ls)
-        sc = ex.sc_ls + self.deltas.node_delta(
+        acc: list[float] = self.ex.ls[own.i].tolist()
+        sc = self.ex.sc_ls[own.i] + self.deltas.node_delta(
             p, inst.run_mem, -inst.stop_mem, 0, -inst.vcpus, 0, -1, 1, r_p, acc
         )
         sc += self.deltas.node_delta(
@@ -413,9 +367,8 @@ class Search:
         r_s = w.new_r(s, p, inst.res, t, inst.res)
         if w.online[s] and r_s > w.c_free[s]:
             return
-        ex = self._exact_own(own)
-        acc = list(ex.acc_lp)
-        sc = ex.sc_lp + self.deltas.node_delta(s, 0, 0, 0, 0, 0, 0, 0, r_s, acc)
+        acc: list[float] = self.ex.lp[own.i].tolist()
+        sc = self.ex.sc_lp[own.i] + self.deltas.node_delta(s, 0, 0, 0, 0, 0, 0, 0, r_s, acc)
         sc += self.deltas.node_delta(
             t, -inst.run_mem, inst.stop_mem, -inst.dsk, inst.vcpus, inst.su, 1, 0, r_t, acc
         )

@@ -3,12 +3,16 @@ two nodes allow (memory, vCPU ratio, N+1 on the nodes it leaves or swaps), and p
 kind the parts of its lower bound that do not depend on the cluster-wide means
 (`own_side`, `coef`), with the key its targets are tabulated by; and every own
 side's parts as array rows (`Sides`), kept from step to step and rewritten only
-for the instances on the nodes a move changed.
+for the instances on the nodes a move changed. `own_side`, `coef` and
+`Sides.put` define one instance's rows; the search computes them for all the
+instances a move made stale at once (`reactors.balance_batch`, operation for
+operation).
 
 Pure: no I/O, no logging, no asyncio; it reads the `Work`, never changes it.
 Comes after `reactors.balance_work`; read by `reactors.balance_bounds` (which
-ranks the sides at each step's means) and `reactors.balance_search` (which keeps
-the `Sides` up to date and scores the sides it visits).
+ranks the sides at each step's means), `reactors.balance_batch` (which computes
+own sides in batches) and `reactors.balance_search` (which keeps the `Sides` up
+to date and scores the sides it visits).
 """
 
 from __future__ import annotations

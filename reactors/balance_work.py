@@ -13,6 +13,7 @@ and `reactors.balance_plan`, which applies each chosen move to it.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import Counter
 from dataclasses import dataclass
@@ -140,6 +141,32 @@ class Work:
         self.online_idx = [k for k in range(n_nodes) if self.online[k]]
         self.vals = [self._values(k) for k in range(n_nodes)]
         self.version = [0] * n_nodes  # bumped whenever a node's figures change
+
+    def clone(self) -> Work:
+        """An independent copy, as `Work(cluster, avoid)` of the same cluster
+        gives it after the same moves (figures that moves change are copied,
+        the rest shared)."""
+        new = copy.copy(self)
+        new.f_mem = self.f_mem.copy()
+        new.f_dsk = self.f_dsk.copy()
+        new.stopped = self.stopped.copy()
+        new.used_cpus = self.used_cpus.copy()
+        new.all_vcpus = self.all_vcpus.copy()
+        new.ispind = self.ispind.copy()
+        new.n_pri = self.n_pri.copy()
+        new.n_sec = self.n_sec.copy()
+        new.rows = [row.copy() for row in self.rows]
+        new.ptags = [tags.copy() for tags in self.ptags]
+        new.p = self.p.copy()
+        new.s = self.s.copy()
+        new.fixed_sp = self.fixed_sp.copy()
+        new.c_free = self.c_free.copy()
+        new.r_mem = self.r_mem.copy()
+        new.r2 = self.r2.copy()
+        new.loc_excl = self.loc_excl.copy()
+        new.vals = self.vals.copy()
+        new.version = self.version.copy()
+        return new
 
     # ---------------------------------------------------------------- values
 
