@@ -6,7 +6,9 @@ side's parts as array rows (`Sides`), kept from step to step and rewritten only
 for the instances on the nodes a move changed. `own_side`, `coef` and
 `Sides.put` define one instance's rows; the search computes them for all the
 instances a move made stale at once (`reactors.balance_batch`, operation for
-operation).
+operation). The planner never calls `own_side`, `coef`, `_cf`, `_rem_range` or
+`Sides.put`: they are the readable reference the batch must reproduce, and
+`tests/test_balance_batch.py` checks it against them bit for bit.
 
 Pure: no I/O, no logging, no asyncio; it reads the `Work`, never changes it.
 Comes after `reactors.balance_work`; read by `reactors.balance_bounds` (which
@@ -81,7 +83,8 @@ def own_side(
 ) -> tuple[Own, list[tuple[MoveKind, Coef, tuple[int, ...]]]]:
     """The instance's own side (kept from step to step while its nodes are
     unchanged, see `Search._refresh`): which kinds its nodes allow and, per kind, the
-    bound's mean-independent parts (`coef`) and its targets' key."""
+    bound's mean-independent parts (`coef`) and its targets' key. The reference
+    `reactors.balance_batch.own_sides` is tested against; not called by the planner."""
     p, s = w.p[i], w.s[i]
     inst = w.insts[i]
     mem, res, dsk = inst.mem, inst.res, inst.dsk
@@ -204,7 +207,8 @@ def _cf(
 ) -> float:
     """Like `Deltas._node_delta`, but independent of the current means: adds node k's
     change of each value (d1) and of its square (q) and returns the change of
-    the scalar components. `skip_rem`: leave p_rem out (taken as a range)."""
+    the scalar components. `skip_rem`: leave p_rem out (taken as a range).
+    The reference of `reactors.balance_batch._change` and `_add`."""
     np_old, ns_old = w.n_pri[k], w.n_sec[k]
     np_new, ns_new = np_old + dnp, ns_old + dns
     if not w.online[k]:
@@ -238,7 +242,8 @@ def _cf(
 
 def _rem_range(w: Work, k: int, r_lo: int, r_hi: int) -> tuple[float, float, float] | None:
     """Node k's p_rem (old value, low, high) with its reserved memory anywhere
-    in [r_lo, r_hi]; None for an offline node (no p_rem scored)."""
+    in [r_lo, r_hi]; None for an offline node (no p_rem scored). The reference
+    of the batch's p_rem ranges."""
     if not w.online[k]:
         return None
     return (w.vals[k][3], r_lo / w.t_mem[k], r_hi / w.t_mem[k])
@@ -264,7 +269,8 @@ def _ok_gain(w: Work, k: int, new_r: int, new_free: int) -> bool:
 def coef(side: CSide, n: float) -> Coef:
     """`Bounds._vecs`'s low and high of a side are linear in the metric's mean c:
     low = q/n - 2 c d1/n - 2 sq/n^2, high = q/n - 2 c d1/n (sq: the largest square
-    of d1 over the p_rem range), plus the range's part of d2 for p_rem."""
+    of d1 over the p_rem range), plus the range's part of d2 for p_rem. The
+    reference of the coefficients `reactors.balance_batch` writes."""
     d1s, qs, rng, scalar = side
     base_lo: list[float] = []
     base_hi: list[float] = []
@@ -323,7 +329,9 @@ class Sides:
         self.excl_ids: dict[tuple[str, ...], int] = {(): 0}
 
     def put(self, i: int, sides: list[tuple[MoveKind, Coef, tuple[int, ...]]]) -> None:
-        """Rewrite the rows of instance i: its own sides (kind, `coef`, key)."""
+        """Rewrite the rows of instance i: its own sides (kind, `coef`, key). The
+        reference of how `reactors.balance_batch.own_sides` writes its rows (the
+        planner does not call it)."""
         first = i * NSLOT
         self.valid[first : first + NSLOT] = False
         for kind, coef, key in sides:
