@@ -23,10 +23,6 @@ from reactors.balance_work import (
     NM,
     W_LOC,
     W_LOC_EXCL,
-    W_N1,
-    W_OFF_ALL,
-    W_OFF_PRI,
-    W_RTOTAL,
     W_TAGS,
     Inst,
     Work,
@@ -110,38 +106,14 @@ class Deltas:
         dns: int,
         new_r: int,
     ) -> tuple[tuple[tuple[int, float], ...], float]:
-        w = self.w
-        np_old, ns_old = w.n_pri[k], w.n_sec[k]
-        np_new, ns_new = np_old + dnp, ns_old + dns
-        if not w.online[k]:
-            return (), W_OFF_ALL * (dnp + dns) + W_OFF_PRI * dnp
-        f_new = w.f_mem[k] + dfm
-        old = w.vals[k]
-        new = w.node_values(
-            k,
-            f_new,
-            w.stopped[k] + dstop,
-            w.f_dsk[k] + ddsk,
-            w.used_cpus[k] + dcpu,
-            w.ispind[k] + dsp,
-            np_new,
-            ns_new,
-            new_r,
-        )
+        old, new, scalar = self.w.node_change(k, dfm, dstop, ddsk, dcpu, dsp, dnp, dns, new_r)
         c = self.stats.center
         entries: list[tuple[int, float]] = []
-        for m in range(NM):
-            nv = new[m]
-            ov = old[m]
+        for m, (nv, ov) in enumerate(zip(new, old, strict=True)):
             if nv != ov:
                 cm = c[m]
                 entries.append((2 * m, nv - ov))
                 entries.append((2 * m + 1, (nv - cm) * (nv - cm) - (ov - cm) * (ov - cm)))
-        scalar = W_RTOTAL * (new[3] - old[3])
-        fail_old = w.f_mem[k] < w.r_mem[k]
-        fail_new = f_new < new_r
-        if fail_old or fail_new:
-            scalar += W_N1 * ((np_new + ns_new) * fail_new - (np_old + ns_old) * fail_old)
         return tuple(entries), scalar
 
     def combine(self, acc: list[float]) -> float:

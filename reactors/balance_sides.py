@@ -28,10 +28,6 @@ from reactors.balance_work import (
     NM,
     W_LOC,
     W_LOC_EXCL,
-    W_N1,
-    W_OFF_ALL,
-    W_OFF_PRI,
-    W_RTOTAL,
     W_TAGS,
     Inst,
     Work,
@@ -209,34 +205,11 @@ def _cf(
     change of each value (d1) and of its square (q) and returns the change of
     the scalar components. `skip_rem`: leave p_rem out (taken as a range).
     The reference of `reactors.balance_batch._change` and `_add`."""
-    np_old, ns_old = w.n_pri[k], w.n_sec[k]
-    np_new, ns_new = np_old + dnp, ns_old + dns
-    if not w.online[k]:
-        return W_OFF_ALL * (dnp + dns) + W_OFF_PRI * dnp
-    f_new = w.f_mem[k] + dfm
-    old = w.vals[k]
-    new = w.node_values(
-        k,
-        f_new,
-        w.stopped[k] + dstop,
-        w.f_dsk[k] + ddsk,
-        w.used_cpus[k] + dcpu,
-        w.ispind[k] + dsp,
-        np_new,
-        ns_new,
-        new_r,
-    )
-    for m in range(NM):
-        nv = new[m]
-        ov = old[m]
+    old, new, scalar = w.node_change(k, dfm, dstop, ddsk, dcpu, dsp, dnp, dns, new_r)
+    for m, (nv, ov) in enumerate(zip(new, old, strict=True)):
         if nv != ov and not (skip_rem and m == 3):
             d1[m] += nv - ov
             q[m] += nv * nv - ov * ov
-    scalar = W_RTOTAL * (new[3] - old[3])
-    fail_old = w.f_mem[k] < w.r_mem[k]
-    fail_new = f_new < new_r
-    if fail_old or fail_new:
-        scalar += W_N1 * ((np_new + ns_new) * fail_new - (np_old + ns_old) * fail_old)
     return scalar
 
 

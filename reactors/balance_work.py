@@ -209,6 +209,47 @@ class Work:
             ispind / sden if sden else (math.nan if ispind == 0 else math.inf),
         )
 
+    def node_change(
+        self,
+        k: int,
+        dfm: int,
+        dstop: int,
+        ddsk: int,
+        dcpu: int,
+        dsp: int,
+        dnp: int,
+        dns: int,
+        new_r: int,
+    ) -> tuple[tuple[float, ...], tuple[float, ...], float]:
+        """Node k's scored values before and after a change (free memory, stopped
+        memory, free disk, used CPUs, spindles, primaries, secondaries by the given
+        amounts; reservation set to `new_r`), and the change of the components
+        summed over nodes (N+1 count, total reservation). An offline node has no
+        scored values: ((), (), the change of the offline counts)."""
+        np_old, ns_old = self.n_pri[k], self.n_sec[k]
+        np_new, ns_new = np_old + dnp, ns_old + dns
+        if not self.online[k]:
+            return (), (), W_OFF_ALL * (dnp + dns) + W_OFF_PRI * dnp
+        f_new = self.f_mem[k] + dfm
+        old = self.vals[k]
+        new = self.node_values(
+            k,
+            f_new,
+            self.stopped[k] + dstop,
+            self.f_dsk[k] + ddsk,
+            self.used_cpus[k] + dcpu,
+            self.ispind[k] + dsp,
+            np_new,
+            ns_new,
+            new_r,
+        )
+        scalar = W_RTOTAL * (new[3] - old[3])
+        fail_old = self.f_mem[k] < self.r_mem[k]
+        fail_new = f_new < new_r
+        if fail_old or fail_new:
+            scalar += W_N1 * ((np_new + ns_new) * fail_new - (np_old + ns_old) * fail_old)
+        return old, new, scalar
+
     def total(self) -> float:
         """The exact current score, from the per-node values (two-pass)."""
         on = self.online_idx
