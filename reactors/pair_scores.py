@@ -89,7 +89,8 @@ class Allocator:
                     self.sec_for[index[x], index[peer]] = mem
         self.n_plus_one = policy.n_plus_one
         usable = np.array(
-            [unusable(state, x) is None and nodes[i].online for i, x in enumerate(self.names)]
+            [unusable(state, x) is None and nodes[i].online for i, x in enumerate(self.names)],
+            dtype=bool,
         )
         self.allowed: Bools = usable[:, None] & usable[None, :] & ~np.eye(n, dtype=bool)
         dom = policy.failure_domain_prefixes
@@ -101,7 +102,7 @@ class Allocator:
                         self.allowed[i, j] = False
 
         # What the score reads (score_delta's per-node facts).
-        self.online: Bools = np.array([nd.online for nd in nodes])
+        self.online: Bools = np.array([nd.online for nd in nodes], dtype=bool)
         self.t_mem = arr([nd.t_mem for nd in nodes])
         self.f_mem = arr([nd.f_mem for nd in nodes])
         self.stopped_mem = arr([nd.stopped_mem for nd in nodes])
@@ -142,7 +143,7 @@ class Allocator:
         p_ok = (mem_free >= inst.mem) & disk_ok & (self.vcpus_primary + inst.vcpus <= self.vcpu_cap)
         ok: Bools = self.allowed & p_ok[:, None] & disk_ok[None, :]
         if self.n_plus_one:
-            n1_need = self.sec_for.max(axis=1)
+            n1_need = self.sec_for.max(axis=1, initial=0.0)  # no nodes: no need
             # The new instance adds to what s holds for p...
             need_s = self.sec_for.T + (inst.mem if inst.auto_balance else 0)  # [p, s]
             ok &= np.maximum(need_s, n1_need[None, :]) <= mem_free[None, :]

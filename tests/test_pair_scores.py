@@ -93,3 +93,11 @@ def test_tagged_spec_goes_pair_by_pair() -> None:
         _probe(Spec(memory_mib=1024, disk_mib=10240, vcpus=1), 1), tags=frozenset({"service:web"})
     )
     assert Allocator.of(state=state, inst=new_instance(inst)) is None
+
+
+@pytest.mark.parametrize("nodes", [0, 1])
+def test_no_pair_at_all_is_a_refusal_not_a_crash(nodes: int) -> None:
+    state = generated(nodes, 0) if nodes else ClusterState()
+    result = capacity(state=state, specs=(Spec(memory_mib=1024, disk_mib=10240, vcpus=1),))
+    assert result.total == 0
+    assert result.tiers[0].stopped_by.startswith("no node pair can take")
