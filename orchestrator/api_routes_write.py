@@ -21,7 +21,6 @@ from typing import Any
 from aiohttp import web
 
 from events.ids import InvalidName, JobId, NodeName, check_name
-from events.model import JobKind
 from events.store import VersionConflict
 from orchestrator.api_routes import (
     ApiContext,
@@ -44,6 +43,9 @@ from orchestrator.api_routes import (
 from orchestrator.desired_diff import Diff, diff_desired, diff_events, expected_versions
 from orchestrator.desired_file import DesiredFile, DesiredFileError, parse_desired
 from orchestrator.operations import (
+    INSTANCE_VERBS,
+    NODE_FLAG_VERBS,
+    NODE_JOB_VERBS,
     Accepted,
     OperationRefused,
     cancel_job,
@@ -55,28 +57,7 @@ from orchestrator.operations import (
 from orchestrator.plan_view import plan_json, preview_placements
 from orchestrator.roles import Action, Principal, may
 
-INSTANCE_ACTIONS: dict[str, JobKind] = {
-    "start": JobKind.INSTANCE_START,
-    "stop": JobKind.INSTANCE_STOP,
-    "reboot": JobKind.INSTANCE_REBOOT,
-    "migrate": JobKind.INSTANCE_MIGRATE,
-    "failover": JobKind.INSTANCE_FAILOVER,
-    "replace-disks": JobKind.INSTANCE_REPLACE_DISKS,
-    "grow-disk": JobKind.INSTANCE_GROW_DISK,
-    "activate-disks": JobKind.INSTANCE_ACTIVATE_DISKS,
-}
-NODE_JOBS: dict[str, JobKind] = {
-    "evacuate": JobKind.NODE_EVACUATE,
-    "migrate": JobKind.NODE_MIGRATE,
-    "failover": JobKind.NODE_FAILOVER,
-}
-NODE_FLAGS: dict[str, dict[str, bool]] = {
-    "drain": {"drained": True},
-    "undrain": {"drained": False},
-    "offline": {"offline": True},
-    "online": {"offline": False},
-}
-NODE_ACTIONS = (*NODE_FLAGS, *NODE_JOBS, "confirm-off")
+NODE_ACTIONS = (*NODE_FLAG_VERBS, *NODE_JOB_VERBS, "confirm-off")
 REPLACE_MODES = ("change-secondary", "secondary-rebuild")
 MAX_FILES = 100
 MAX_MIB = 2**40
@@ -266,7 +247,7 @@ def _node_param(data: dict[str, Any], key: str, ctx: ApiContext) -> str:
 
 async def instance_action(request: web.Request) -> web.Response:
     action = request.match_info["action"]
-    if action not in INSTANCE_ACTIONS:
+    if action not in INSTANCE_VERBS:
         raise ApiError(404, "not_found", f"no instance action {action!r}", field="action")
     principal = require_role(request, Action.OPERATE)
     ctx = ctx_of(request)
@@ -297,7 +278,7 @@ async def instance_action(request: web.Request) -> web.Response:
         accepted = await submit_job(
             ctx.store,
             state,
-            kind=INSTANCE_ACTIONS[action],
+            kind=INSTANCE_VERBS[action],
             target=spec.name,
             params=params,
             actor=principal.name,
@@ -325,14 +306,14 @@ async def node_action(request: web.Request) -> web.Response:
     data = await json_body(request, _REASON)
     reason = text_field(data, "reason")
     try:
-        if action in NODE_FLAGS:
+        if action in NODE_FLAG_VERBS:
             accepted = await set_node_flags(
                 ctx.store,
                 state,
                 node=node,
                 actor=principal.name,
                 reason=reason,
-                **NODE_FLAGS[action],
+                **NODE_FLAG_VERBS[action],
             )
         elif action == "confirm-off":
             accepted = await confirm_node_off(
@@ -342,7 +323,7 @@ async def node_action(request: web.Request) -> web.Response:
             accepted = await submit_job(
                 ctx.store,
                 state,
-                kind=NODE_JOBS[action],
+                kind=NODE_JOB_VERBS[action],
                 target=node,
                 actor=principal.name,
                 reason=reason,

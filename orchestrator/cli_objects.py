@@ -37,6 +37,9 @@ from orchestrator.cli_context import (
 from orchestrator.cli_jobs import job_command, report_accepted
 from orchestrator.cluster_report import instance_row, node_rows
 from orchestrator.operations import (
+    INSTANCE_VERBS,
+    NODE_FLAG_VERBS,
+    NODE_JOB_VERBS,
     Accepted,
     OperationRefused,
     confirm_node_off,
@@ -44,28 +47,6 @@ from orchestrator.operations import (
     set_node_flags,
     submit_job,
 )
-
-_INSTANCE_JOBS = {
-    "start": JobKind.INSTANCE_START,
-    "stop": JobKind.INSTANCE_STOP,
-    "reboot": JobKind.INSTANCE_REBOOT,
-    "migrate": JobKind.INSTANCE_MIGRATE,
-    "failover": JobKind.INSTANCE_FAILOVER,
-    "replace-disks": JobKind.INSTANCE_REPLACE_DISKS,
-    "grow-disk": JobKind.INSTANCE_GROW_DISK,
-    "activate-disks": JobKind.INSTANCE_ACTIVATE_DISKS,
-}
-_NODE_JOBS = {
-    "evacuate": JobKind.NODE_EVACUATE,
-    "migrate": JobKind.NODE_MIGRATE,
-    "failover": JobKind.NODE_FAILOVER,
-}
-_NODE_FLAGS = {
-    "drain": {"drained": True},
-    "undrain": {"drained": False},
-    "offline": {"offline": True},
-    "online": {"offline": False},
-}
 
 
 def _parse_size(value: str) -> int:
@@ -84,11 +65,11 @@ def add_object_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     inst = sub.add_parser("instance", help="list, inspect and operate instances")
     isub = inst.add_subparsers(dest="action", metavar="ACTION", required=True)
     add_target_options(isub.add_parser("list", help="every instance, one line each"))
-    for action in ("info", "console", *_INSTANCE_JOBS):
+    for action in ("info", "console", *INSTANCE_VERBS):
         p = isub.add_parser(action, help=f"{action} an instance")
         p.add_argument("name")
         add_target_options(p)
-        if action in _INSTANCE_JOBS:
+        if action in INSTANCE_VERBS:
             p.add_argument("--wait", action="store_true", help="follow the job until it ends")
             p.add_argument("--reason", default="", help="why (recorded)")
         if action == "replace-disks":
@@ -110,7 +91,7 @@ def add_object_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     node = sub.add_parser("node", help="list, inspect and operate nodes")
     nsub = node.add_subparsers(dest="action", metavar="ACTION", required=True)
     add_target_options(nsub.add_parser("list", help="every node, one line each"))
-    for action in ("info", "remove", "confirm-off", *_NODE_FLAGS, *_NODE_JOBS):
+    for action in ("info", "remove", "confirm-off", *NODE_FLAG_VERBS, *NODE_JOB_VERBS):
         p = nsub.add_parser(action, help=f"{action} a node")
         p.add_argument("name")
         add_target_options(p)
@@ -119,7 +100,7 @@ def add_object_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
             default="",
             help="why (recorded; confirm-off needs it: how you know the node is off)",
         )
-        if action in _NODE_JOBS:
+        if action in NODE_JOB_VERBS:
             p.add_argument("--wait", action="store_true", help="follow the job until it ends")
         if action == "evacuate":
             p.add_argument(
@@ -222,7 +203,7 @@ async def _instance(args: argparse.Namespace, store: EventStore, state: ClusterS
     accepted = await submit_job(
         store,
         state,
-        kind=_INSTANCE_JOBS[args.action],
+        kind=INSTANCE_VERBS[args.action],
         target=name,
         params=params,
         actor=actor(),
@@ -344,9 +325,14 @@ async def _node(args: argparse.Namespace, store: EventStore, state: ClusterState
                 shown = ", ".join(value) if isinstance(value, list) else value
                 print(f"{key:<20} {shown}")
         return 0
-    if args.action in _NODE_FLAGS:
+    if args.action in NODE_FLAG_VERBS:
         accepted = await set_node_flags(
-            store, state, node=name, actor=actor(), reason=args.reason, **_NODE_FLAGS[args.action]
+            store,
+            state,
+            node=name,
+            actor=actor(),
+            reason=args.reason,
+            **NODE_FLAG_VERBS[args.action],
         )
         return await report_accepted(args, store, accepted)
     if args.action == "confirm-off":
@@ -373,7 +359,12 @@ async def _node(args: argparse.Namespace, store: EventStore, state: ClusterState
     if args.action == "evacuate":
         return await _evacuate(args, store, state, name)
     accepted = await submit_job(
-        store, state, kind=_NODE_JOBS[args.action], target=name, actor=actor(), reason=args.reason
+        store,
+        state,
+        kind=NODE_JOB_VERBS[args.action],
+        target=name,
+        actor=actor(),
+        reason=args.reason,
     )
     return await report_accepted(args, store, accepted)
 

@@ -78,6 +78,30 @@ _INSTANCE_JOBS = {
 }
 _NODE_JOBS = {JobKind.NODE_EVACUATE, JobKind.NODE_MIGRATE, JobKind.NODE_FAILOVER}
 
+# The verbs users type (`corral instance ACTION`, `POST /api/v1/instances/N/ACTION`,
+# and the same for nodes) and what each one submits or sets.
+INSTANCE_VERBS: Mapping[str, JobKind] = {
+    "start": JobKind.INSTANCE_START,
+    "stop": JobKind.INSTANCE_STOP,
+    "reboot": JobKind.INSTANCE_REBOOT,
+    "migrate": JobKind.INSTANCE_MIGRATE,
+    "failover": JobKind.INSTANCE_FAILOVER,
+    "replace-disks": JobKind.INSTANCE_REPLACE_DISKS,
+    "grow-disk": JobKind.INSTANCE_GROW_DISK,
+    "activate-disks": JobKind.INSTANCE_ACTIVATE_DISKS,
+}
+NODE_JOB_VERBS: Mapping[str, JobKind] = {
+    "evacuate": JobKind.NODE_EVACUATE,
+    "migrate": JobKind.NODE_MIGRATE,
+    "failover": JobKind.NODE_FAILOVER,
+}
+NODE_FLAG_VERBS: Mapping[str, Mapping[str, bool]] = {
+    "drain": {"drained": True},
+    "undrain": {"drained": False},
+    "offline": {"offline": True},
+    "online": {"offline": False},
+}
+
 
 def _require_instance(state: ClusterState, name: str) -> InstanceName:
     check_name(name, what="instance name")
