@@ -54,6 +54,8 @@ class NodeSpec:
     disk_mib: int
     cpus: int
     host_memory_mib: int = 1024  # reserved for the host itself (Ganeti: n_mem)
+    # CPUs the host keeps for itself (Ganeti: cpu_n); they count in the vCPU ratio
+    host_cpus: int = 1
     volume_group: str = "corral"
     fence: FenceSpec | None = None
     tags: frozenset[str] = frozenset()

@@ -210,6 +210,7 @@ def from_state(*, state: ClusterState) -> BCluster:
             t_dsk=spec.disk_mib,
             f_dsk=spec.disk_mib - dsk_used.get(spec.name, 0),
             t_cpu=spec.cpus,
+            os_cpus=spec.host_cpus,
             offline=spec.offline,
             drained=spec.drained,
             group=spec.group,

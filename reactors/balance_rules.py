@@ -1,6 +1,8 @@
 """The placement rules one move must keep, checked on the working model: which
 kind a move from an instance's placement to a new pair is, whether the nodes
-that take something have the memory, disk, vCPU ratio and failure domains for it,
+that take something have the memory, disk, vCPU ratio (counting the host's own
+CPUs, as Ganeti does) and failure domains for it, whether a new primary
+keeps anti-affinity (no primary beside one sharing an exclusion tag),
 whether every node that gains a reservation keeps N+1 (`check_move`), and whether
 a whole sequence of moves keeps them step after step (`valid_sequence`).
 
@@ -66,6 +68,8 @@ def check_move(work: Work, i: int, new_p: int, new_s: int) -> MoveKind | None:
             return None
         if w.c_free[new_p] < mem or w.all_vcpus[new_p] + inst.all_vcpus > w.vcpu_limit[new_p]:
             return None
+        if w.tags_clash(i, new_p):
+            return None
     if {new_p, new_s} != {p, s} and w.has_locs and w.locs[new_p] & w.locs[new_s]:
         return None
     # corral's replace checks: the replace's primary keeps N+1 with the instance.
@@ -77,6 +81,8 @@ def check_move(work: Work, i: int, new_p: int, new_s: int) -> MoveKind | None:
         return None
     if kind is MoveKind.REPLACE_PRIMARY:
         if not w.usable[s] or w.all_vcpus[s] + inst.all_vcpus > w.vcpu_limit[s]:
+            return None
+        if w.tags_clash(i, s):  # the temporary primary
             return None
         if w.new_r(s, p, res, -1, 0) > w.c_free[s] - mem:
             return None

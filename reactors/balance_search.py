@@ -191,6 +191,8 @@ class Search:
     def _eval_fo(self, own: Own, _t: int) -> None:
         """failover: (s, p)."""
         p, s = own.p, own.s
+        if self.w.tags_clash(own.i, s):
+            return
         d = (
             self.ex.fo[own.i]
             + self.deltas.tags_delta(own.inst, p, s)
@@ -215,7 +217,7 @@ class Search:
                 return
             peer, migrations = own.p, 0
         else:
-            if not own.s_pri_ok:
+            if not own.s_pri_ok or self.w.tags_clash(own.i, own.s):
                 return
             peer, migrations = own.s, 1
         ds, oks, at = deltas
@@ -330,7 +332,7 @@ class Search:
         """replace-and-failover: (t, p)."""
         w = self.w
         inst, p, s = own.inst, own.p, own.s
-        if not own.p_n1_ok or not self._t_pri_ok(inst, t):
+        if not own.p_n1_ok or not self._t_pri_ok(inst, t) or w.tags_clash(own.i, t):
             return
         if w.has_locs and w.locs[p] & w.locs[t]:
             return
@@ -357,6 +359,8 @@ class Search:
         w = self.w
         inst, p, s = own.inst, own.p, own.s
         if not own.s_pri_ok or not self._t_pri_ok(inst, t):
+            return
+        if w.tags_clash(own.i, t) or w.tags_clash(own.i, s):
             return
         if w.has_locs and w.locs[s] & w.locs[t]:
             return

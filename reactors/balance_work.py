@@ -78,7 +78,7 @@ class Work:
         self.speed = [n.cpu_speed for n in nodes]
         self.t_cpu = [n.t_cpu for n in nodes]
         self.sden = [ratio[n.name] * n.spindles for n in nodes]
-        self.vcpu_limit = [n.t_cpu * cluster.vcpu_ratio for n in nodes]
+        self.vcpu_limit = [n.t_cpu * cluster.vcpu_ratio - n.os_cpus for n in nodes]
         self.locs = [_location_tags(n, loc_prefixes) for n in nodes]
         self.has_locs = any(self.locs)
         self.f_mem = [n.f_mem for n in nodes]
@@ -308,6 +308,17 @@ class Work:
             self.r_mem[k] = max(row.values(), default=0)
             self.r2[k] = _second(row)
             self.vals[k] = self._values(k)
+
+    def tags_clash(self, i: int, k: int) -> bool:
+        """Whether making node k instance i's primary would put it beside a
+        primary that shares one of its exclusion tags (anti-affinity, which
+        hbal and hail refuse as FailTags). An instance whose primary is offline
+        is exempt, as Ganeti's forced moves off an offline node are."""
+        excl = self.insts[i].excl
+        if not excl or not self.online[self.p[i]]:
+            return False
+        tags = self.ptags[k]
+        return any(tags.get(e, 0) > 0 for e in excl)
 
     def _pri(self, k: int, inst: Inst, sign: int) -> None:
         self.f_mem[k] -= sign * inst.run_mem

@@ -62,6 +62,7 @@ def to_state(*, cluster: BCluster, name: str = "htools") -> ClusterState:
                     host_memory_mib=node.n_mem,
                     disk_mib=node.t_dsk,
                     cpus=node.t_cpu,
+                    host_cpus=node.os_cpus,
                     group=GroupName(_safe(node.group) or "default"),
                     tags=frozenset(node.tags),
                     drained=node.drained,

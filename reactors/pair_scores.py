@@ -80,7 +80,9 @@ class Allocator:
         self.disk_total = arr([load[x].disk_total for x in self.names])
         self.disk_used = arr([load[x].disk_used for x in self.names])
         self.vcpus_primary = arr([load[x].vcpus_primary for x in self.names])
-        self.vcpu_cap = arr([load[x].cpus * policy.vcpu_ratio for x in self.names])
+        self.vcpu_cap = arr(
+            [load[x].cpus * policy.vcpu_ratio - load[x].host_cpus for x in self.names]
+        )
         # sec_for[s, p]: memory s must take over if p fails (auto-balanced only).
         self.sec_for = np.zeros((n, n))
         for x in self.names:

@@ -41,6 +41,7 @@ class NodeLoad:
     mem_total: int
     disk_total: int
     cpus: int
+    host_cpus: int = 1
     mem_primary: int = 0
     disk_used: int = 0
     vcpus_primary: int = 0
@@ -92,6 +93,7 @@ def loads(state: ClusterState, *, exclude: InstanceName | None = None) -> dict[N
             mem_total=spec.memory_mib - spec.host_memory_mib,
             disk_total=spec.disk_mib,
             cpus=spec.cpus,
+            host_cpus=spec.host_cpus,
             tags=spec.tags,
         )
         for name, spec in state.desired.nodes.items()
@@ -135,7 +137,8 @@ def _fits(
         return "FailMem"
     if p.disk_total - p.disk_used < spec.disk_mib or s.disk_total - s.disk_used < spec.disk_mib:
         return "FailDisk"
-    if p.vcpus_primary + spec.vcpus > p.cpus * policy.vcpu_ratio:
+    # Ganeti's vCPU ratio counts the host's own CPUs as used.
+    if p.host_cpus + p.vcpus_primary + spec.vcpus > p.cpus * policy.vcpu_ratio:
         return "FailCPU"
     dom = policy.failure_domain_prefixes
     if dom and _domains(p.tags, dom) & _domains(s.tags, dom):

@@ -251,23 +251,25 @@ def with_placement(start: BCluster, placed: BCluster) -> BCluster:
 # --------------------------------------------------------------------------- (a)
 
 
-# Known gaps, kept strict (they fail the run if they start passing): greedy
-# trajectories diverge, and each tool ends in a local optimum the other cannot
-# improve with one move. Figures in docs/balance.md.
-_BEHIND_HBAL = pytest.mark.xfail(
-    strict=True, reason="known gap vs hbal: one move more, or a higher final score"
+# Known gaps, kept strict (they fail the run if they start passing). With
+# hbal's own rules (a new primary never joins one sharing an exclusion tag; the
+# host's CPUs count in the vCPU ratio) both tools run the same greedy search on
+# the same score; where near-equal moves are ordered differently the
+# trajectories part, and each ends in a local optimum the other cannot improve
+# with one move. Figures in docs/balance.md.
+_HIGHER_SCORE = pytest.mark.xfail(
+    strict=True, reason="known gap vs hbal: a higher final score (105.169 vs 105.090)"
 )
+_MORE_MOVES = pytest.mark.xfail(strict=True, reason="known gap vs hbal: a few moves more")
 CASES = [
     # (seed, full nodes, empty nodes, instances, drained)
     pytest.param(1, 7, 1, 70, False, id="8-nodes"),
-    pytest.param(2, 6, 2, 60, True, id="8-nodes-drained", marks=_BEHIND_HBAL),
-    pytest.param(3, 13, 3, 200, False, id="16-nodes"),
-    pytest.param(4, 12, 4, 180, True, id="16-nodes-drained"),
+    pytest.param(2, 6, 2, 60, True, id="8-nodes-drained"),
+    pytest.param(3, 13, 3, 200, False, id="16-nodes", marks=_HIGHER_SCORE),
+    pytest.param(4, 12, 4, 180, True, id="16-nodes-drained", marks=_MORE_MOVES),
     # 24 nodes: tens of seconds each here, so `make bench` runs them (pytest -m slow).
-    pytest.param(7, 20, 4, 150, False, id="24-nodes", marks=pytest.mark.slow),
-    pytest.param(
-        6, 20, 4, 300, True, id="24-nodes-drained", marks=[_BEHIND_HBAL, pytest.mark.slow]
-    ),
+    pytest.param(7, 20, 4, 150, False, id="24-nodes", marks=[_MORE_MOVES, pytest.mark.slow]),
+    pytest.param(6, 20, 4, 300, True, id="24-nodes-drained", marks=pytest.mark.slow),
 ]
 
 
@@ -318,6 +320,7 @@ def _assert_rules(start: BCluster, after: BCluster) -> None:
         for i, j in zip(start.instances, after.instances, strict=True)
         if (i.pnode, i.snode) != (j.pnode, j.snode)
     }
+    old_p = {i.name: i.pnode for i in start.instances}
     for node in after.nodes:
         pri = [i for i in after.instances if i.pnode == node.name]
         sec = [i for i in after.instances if i.snode == node.name]
@@ -327,7 +330,22 @@ def _assert_rules(start: BCluster, after: BCluster) -> None:
         free = node.t_mem - node.n_mem - sum(i.mem for i in pri)
         assert free >= 0, node.name
         assert node.f_dsk >= 0, node.name
-        assert sum(i.vcpus for i in pri) <= node.t_cpu * start.vcpu_ratio, node.name
+        arrived = [i for i in pri if i.name in moved and old_p[i.name] != node.name]
+        if arrived:
+            vcpus = node.os_cpus + sum(i.vcpus for i in pri if not i.offline)
+            assert vcpus <= node.t_cpu * start.vcpu_ratio, node.name
+        # no primary moved in beside one sharing an exclusion tag
+        prefixes = tuple(
+            t[len(EXCLUSION_TAG_PREFIX) :]
+            for t in start.cluster_tags
+            if t.startswith(EXCLUSION_TAG_PREFIX)
+        )
+        for i in arrived:
+            if start.node(old_p[i.name]).htools_offline:
+                continue
+            mine = {t for t in i.tags if prefixes and t.startswith(prefixes)}
+            others = {t for j in pri if j.name != i.name for t in j.tags}
+            assert not (mine & others), (node.name, i.name)
         per_peer: dict[str, int] = {}
         for i in sec:
             per_peer[i.pnode] = per_peer.get(i.pnode, 0) + i.mem
@@ -371,6 +389,69 @@ def test_plan_is_pure_and_respects_max_moves_and_avoid() -> None:
     for move in full_plan.moves:
         steps = job_steps(move)
         assert steps and all(kind for kind, _ in steps)
+
+
+def _small(*, instances: list[BInstance], cpus: int = 32) -> BCluster:
+    """Three 64 GiB nodes: node1 holds every primary, node2 every second copy,
+    node3 is empty; exclusion tags are those starting with "svc"."""
+    used = {"node1": sum(i.mem for i in instances)}
+    nodes = tuple(
+        BNode(
+            name=name,
+            t_mem=65536,
+            n_mem=1024,
+            f_mem=65536 - 1024 - used.get(name, 0),
+            t_dsk=2_000_000,
+            f_dsk=2_000_000 - sum(i.dsk for i in instances if name in (i.pnode, i.snode)),
+            t_cpu=cpus,
+        )
+        for name in ("node1", "node2", "node3")
+    )
+    return BCluster(
+        nodes=nodes, instances=tuple(instances), cluster_tags=(f"{EXCLUSION_TAG_PREFIX}svc",)
+    )
+
+
+def test_no_move_puts_a_primary_beside_one_sharing_an_exclusion_tag() -> None:
+    """Anti-affinity: hbal and hail refuse a primary on a node whose primaries
+    share one of its exclusion tags (FailTags); so does the balancer, even where
+    the move would lower the score by moving a conflict from one node to another."""
+    web = [
+        BInstance(
+            name=f"web{k}",
+            mem=1024,
+            dsk=10240,
+            vcpus=1,
+            pnode="node1",
+            snode="node2",
+            tags=("svc:web",),
+        )
+        for k in range(6)
+    ]
+    start = _small(instances=web)
+    plan = plan_balance(cluster=start)
+    assert plan.moves, "moving primaries off node1 lowers the score"
+    after = {i.name: i for i in plan.cluster_after.instances}
+    moved_in = {name for name, i in after.items() if i.pnode != "node1"}
+    for node in ("node2", "node3"):
+        assert sum(1 for name in moved_in if after[name].pnode == node) <= 1, plan.moves
+
+
+def test_the_vcpu_ratio_counts_the_hosts_own_cpus() -> None:
+    """Ganeti's vCPU ratio counts the node's own CPUs (cpu_n) as used: with 4
+    CPUs, a ratio of 1 and one CPU for the host, a node takes 3 vCPUs of primaries."""
+    vms = [
+        BInstance(name=f"vm{k}", mem=512, dsk=1024, vcpus=1, pnode="node1", snode="node2")
+        for k in range(12)
+    ]
+    start = replace(_small(instances=vms, cpus=4), policy=BPolicy(vcpu_ratio=1.0))
+    plan = plan_balance(cluster=start)
+    after = plan.cluster_after
+    for node in after.nodes:
+        if node.name != "node1":  # node1 starts over the ratio; it only gives
+            taken = sum(i.vcpus for i in after.instances if i.pnode == node.name)
+            assert node.os_cpus + taken <= node.t_cpu * 1.0, (node.name, plan.moves)
+    assert any(i.pnode == "node3" for i in after.instances)
 
 
 # --------------------------------------------------------------------------- (b)
