@@ -35,15 +35,18 @@ the plan ends in the same placement with fewer moves and less data copied.
 
 Rules every intermediate placement keeps (those of `reactors.placement_bridge`):
 a node taking a primary has the memory (all its primaries, running or not, within
-t_mem - n_mem) and the vCPU ratio; a node taking a copy has the disk; every node
+t_mem - n_mem) and the vCPU ratio (the host's own CPUs counted as used, as
+Ganeti does); a node taking a copy has the disk; every node
 that takes anything keeps N+1 (its free memory covers, for each peer, the
 auto-balanced instances that peer would fail over to it); a pair never shares a
 failure domain; both copies are never on one node; offline, drained and `avoid`
 nodes take nothing (instances on them are moved off, which the score rewards).
-Exclusion tags are scored, not forbidden, as in placement. The corral jobs that
-carry a composite move out check their own intermediate steps; those are checked
-here too (the primary of a replace keeps N+1; a replace-primary's temporary
-primary has the memory).
+A new primary never joins a primary that shares one of its exclusion tags
+(anti-affinity, hbal's and hail's FailTags; moves off an offline or drained node
+are exempt, as Ganeti forces those); conflicts already there are scored. The
+corral jobs that carry a composite move out check their own intermediate steps;
+those are checked here too (the primary of a replace keeps N+1; a
+replace-primary's temporary primary has the memory and keeps anti-affinity).
 
 The planner's parts, in the order data flows through them: the move and plan
 types (`reactors.balance_moves`), the mutable working model

@@ -1,11 +1,13 @@
 """Placement from the folded state: which nodes may take an instance (online, not
 drained or offline, healthy, enough memory, disk and vcpu ratio, N+1 kept, failure
-domains apart) and, among those, the pair that leaves the lowest Ganeti cluster score
-(hbal's `compCV`, exactly as `reactors.cluster_score` computes it), the way Ganeti's
-hail answers an allocate request: every valid pair is tried and the lowest resulting
-score wins. Instances sharing an exclusion tag on one primary are scored (the score's
-`pri_tags_score`), not forbidden. Refusals say which resource failed on how many
-nodes, the way hail reports them.
+domains apart, the host's own CPUs counted in the vcpu ratio) and, among those, the
+pair that leaves the lowest Ganeti cluster score (hbal's `compCV`, exactly as
+`reactors.cluster_score` computes it), the way Ganeti's hail answers an allocate
+request: every valid pair is tried and the lowest resulting score wins. As in hail,
+the allocator never puts a primary beside one that shares an exclusion tag
+(FailTags); a primary the user pinned is placed as asked, and the conflict is
+scored (`pri_tags_score`). Refusals say which resource failed on how many nodes,
+the way hail reports them.
 
 Pure: no I/O, no logging. Comes after `events.projection` (a folded `ClusterState`,
 turned into htools' model by `reactors.balance_model.from_state`); scores candidates
@@ -140,6 +142,13 @@ def _fits(
     # Ganeti's vCPU ratio counts the host's own CPUs as used.
     if p.host_cpus + p.vcpus_primary + spec.vcpus > p.cpus * policy.vcpu_ratio:
         return "FailCPU"
+    # Anti-affinity, as hail: a primary the allocator chooses never joins one that
+    # shares an exclusion tag (a primary the user pinned is the user's choice).
+    prefixes = policy.exclusion_tag_prefixes
+    if prefixes and not spec.primary and any(
+        p.exclusion[t] > 0 for t in spec.tags if t.startswith(prefixes)
+    ):
+        return "FailTags"
     dom = policy.failure_domain_prefixes
     if dom and _domains(p.tags, dom) & _domains(s.tags, dom):
         return "FailDomain"

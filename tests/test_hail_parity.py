@@ -648,3 +648,36 @@ def test_pinned_and_refused_requests_keep_their_reasons() -> None:
     pinned = replace(huge, name=InstanceName("pinned"), memory_mib=1024, primary=NodeName("node02"))
     choice = choose_pair(state=state, spec=pinned)
     assert choice.primary == "node02" and choice.secondary == "node00"
+
+
+def test_anti_affinity_and_host_cpus_as_hail() -> None:
+    """A primary the allocator chooses never joins one sharing an exclusion tag
+    (hail: FailTags), unless the user pinned it; the host's own CPU counts in
+    the vCPU ratio (hail: cpu_n)."""
+    policy = ClusterPolicy(exclusion_tag_prefixes=("svc",))
+    web = InstanceSpec(
+        name=InstanceName("web1"),
+        memory_mib=1024,
+        vcpus=1,
+        disks=(DiskSpec(size_mib=1024),),
+        tags=frozenset({"svc:web"}),
+    )
+    nodes = _uniform_nodes(2)
+    state = _state(nodes=nodes, instances=[(web, nodes[0].name, nodes[1].name)], policy=policy)
+    second = replace(web, name=InstanceName("web2"))
+    choice = choose_pair(state=state, spec=second)
+    assert choice.primary == "node01"
+    state = place(state, second, NodeName("node01"), NodeName("node00"))
+    third = replace(web, name=InstanceName("web3"))
+    refused = choose_pair(state=state, spec=third)
+    assert refused.primary is None and dict(refused.failures)["FailTags"] == 2
+    pinned = choose_pair(state=state, spec=replace(third, primary=NodeName("node00")))
+    assert pinned.primary == "node00"
+
+    small = [replace(n, cpus=4) for n in _uniform_nodes(2)]
+    state = _state(nodes=small, instances=[], policy=ClusterPolicy(vcpu_ratio=1.0))
+    three = replace(web, name=InstanceName("three"), vcpus=3, tags=frozenset())
+    assert choose_pair(state=state, spec=three).primary is not None
+    four = replace(three, name=InstanceName("four"), vcpus=4)
+    refused = choose_pair(state=state, spec=four)
+    assert refused.primary is None and dict(refused.failures)["FailCPU"] == 2
