@@ -65,6 +65,7 @@ _NODE_DEFAULT_KEYS = (
     "disk",
     "cpus",
     "host_memory",
+    "host_cpus",
     "volume_group",
     "ssh_user",
     "tags",
@@ -79,6 +80,7 @@ _NODE_KEYS = (
     "disk",
     "cpus",
     "host_memory",
+    "host_cpus",
     "volume_group",
     "ssh_user",
     "tags",
@@ -136,6 +138,7 @@ class _NodeDefaults:
     disk: int | None = None
     cpus: int | None = None
     host_memory: int = 1024
+    host_cpus: int = 1
     volume_group: str = "corral"
     ssh_user: str = "corral"
     tags: frozenset[str] = frozenset()
@@ -449,6 +452,7 @@ def _node_defaults(problems: Problems, value: Any, at: At) -> _NodeDefaults:
         disk=m.opt("disk", s.size, None),
         cpus=m.opt("cpus", s.integer(1, _MAX_CPUS), None),
         host_memory=_or(m.opt("host_memory", s.size, base.host_memory), base.host_memory),
+        host_cpus=_or(m.opt("host_cpus", s.integer(0, _MAX_CPUS), base.host_cpus), base.host_cpus),
         volume_group=_or(m.opt("volume_group", s.name("volume group"), "corral"), "corral"),
         ssh_user=_or(m.opt("ssh_user", s.name("ssh user"), "corral"), "corral"),
         tags=_or(m.opt("tags", s.tags, _NO_TAGS), _NO_TAGS),
@@ -561,6 +565,13 @@ def _node(
             f"({s.fmt_mib(memory)})",
         )
         host_memory = None
+    host_cpus = m.opt("host_cpus", s.integer(0, _MAX_CPUS), d.host_cpus)
+    if cpus is not None and host_cpus is not None and host_cpus > cpus:
+        problems.add(
+            m.value_at("host_cpus") if m.has("host_cpus") else m.value_at("cpus"),
+            f"host_cpus ({host_cpus}) must not be more than the node's cpus ({cpus})",
+        )
+        host_cpus = None
     volume_group = m.opt("volume_group", s.name("volume group"), d.volume_group)
     ssh_user = m.opt("ssh_user", s.name("ssh user"), d.ssh_user)
     node_tags = m.opt("tags", s.tags, d.tags)
@@ -586,6 +597,7 @@ def _node(
         or disk is None
         or cpus is None
         or host_memory is None
+        or host_cpus is None
         or volume_group is None
         or ssh_user is None
         or node_tags is None
@@ -604,6 +616,7 @@ def _node(
         disk_mib=disk,
         cpus=cpus,
         host_memory_mib=host_memory,
+        host_cpus=host_cpus,
         volume_group=volume_group,
         fence=fence,
         tags=node_tags,

@@ -341,6 +341,12 @@ def test_impossible_sizes_are_refused() -> None:
         field="nodes[node3].memory",
         contains="host_memory (1G) must be less than",
     )  # fmt: skip
+    one_problem(
+        with_node("  - name: node3\n    address: 10.0.0.3\n    memory: 4G\n    disk: 1G\n"
+                  "    cpus: 2\n    host_cpus: 3\n    fence: {agent: fence_x}\n"),
+        field="nodes[node3].host_cpus",
+        contains="host_cpus (3) must not be more than the node's cpus (2)",
+    )  # fmt: skip
 
 
 def test_duplicate_names_point_at_the_second_and_mention_the_first() -> None:
@@ -541,7 +547,7 @@ cluster:
   name: d
   defaults:
     node: {memory: 32G, disk: 1T, cpus: 16, host_memory: 2G, ssh_user: admin, port: 2222,
-           tags: [dc:a]}
+           tags: [dc:a], host_cpus: 2}
     instance: {vcpus: 2, os: debian-12, disks: [8G], nics: [{link: br1}]}
 nodes:
   - {name: a, address: 10.0.0.1, fence: {agent: fence_x}}
@@ -555,6 +561,7 @@ instances:
     assert (a.memory_mib, a.disk_mib, a.cpus, a.host_memory_mib) == (32768, 1 << 20, 16, 2048)
     assert (a.ssh_user, a.port, a.tags) == ("admin", 2222, frozenset({"dc:a"}))
     assert (b.memory_mib, b.port) == (8192, 22)
+    assert (a.host_cpus, b.host_cpus) == (2, 2)
     web, db = cluster.instances[InstanceName("web")], cluster.instances[InstanceName("db")]
     assert (web.vcpus, web.os, web.disk_mib, web.nics[0].link) == (2, "debian-12", 8192, "br1")
     assert (db.vcpus, db.os, db.disk_mib) == (4, "none", 51200)
