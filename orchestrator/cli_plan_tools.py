@@ -184,6 +184,8 @@ def run_reboot_plan(args: argparse.Namespace) -> int:
                     {
                         "nodes": list(g.nodes),
                         "migrations": [asdict(m) for m in g.migrations],
+                        "evacuation": [asdict(m) for m in g.evacuation],
+                        "data_mib": g.data_mib,
                     }
                     for g in plan.groups
                 ],
@@ -194,7 +196,14 @@ def run_reboot_plan(args: argparse.Namespace) -> int:
     how = "evacuate each group first" if plan.evacuate else "live-migrate primaries to secondaries"
     print(f"{len(plan.groups)} reboot group(s) ({how}):")
     for i, g in enumerate(plan.groups, 1):
-        print(f"  {i:>2}. {' '.join(g.nodes)}   ({len(g.migrations)} migrations)")
+        if plan.evacuate:
+            copies = sum(1 for m in g.evacuation if m.data_mib)
+            print(
+                f"  {i:>2}. {' '.join(g.nodes)}   ({len(g.evacuation)} moves, {copies} new "
+                f"secondaries, {g.data_mib / 1024:.0f} GiB copied)"
+            )
+        else:
+            print(f"  {i:>2}. {' '.join(g.nodes)}   ({len(g.migrations)} migrations)")
     for s in plan.skipped:
         print(f"  not planned: {s}")
     return 0

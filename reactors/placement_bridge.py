@@ -145,8 +145,10 @@ def _fits(
     # Anti-affinity, as hail: a primary the allocator chooses never joins one that
     # shares an exclusion tag (a primary the user pinned is the user's choice).
     prefixes = policy.exclusion_tag_prefixes
-    if prefixes and not spec.primary and any(
-        p.exclusion[t] > 0 for t in spec.tags if t.startswith(prefixes)
+    if (
+        prefixes
+        and not spec.primary
+        and any(p.exclusion[t] > 0 for t in spec.tags if t.startswith(prefixes))
     ):
         return "FailTags"
     dom = policy.failure_domain_prefixes

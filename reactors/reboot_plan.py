@@ -5,23 +5,33 @@ Without evacuation, a group never holds both nodes of one instance (every
 instance keeps one copy of its disks up), and the primaries of the group's nodes
 fit, by memory, on their secondaries outside the group, where they are
 live-migrated before the reboot. With evacuation, each node's primaries and
-secondaries move to nodes outside its group before it goes down: a group is
-accepted only when the memory of its primaries and the disk of all its instances
-fit in what the nodes outside it have free (an aggregate check; `corral node
-evacuate` picks the actual targets). Offline nodes are left out; drained nodes
-take part.
+secondaries move to nodes outside its group before it goes down. Groups are
+formed with an aggregate check (the memory of the primaries and the disk of all
+instances fit in what the nodes outside have free), then each group is checked
+the way it will be carried out: its nodes drained, then each evacuated in turn
+by `reactors.evacuate_plan` (the allocator picks every new secondary, N+1 kept);
+a group that does not evacuate completely is split into single nodes, and a node
+that cannot be evacuated even alone is left out with the allocator's reason.
+Each group is checked against the current placement, as hroller does. Offline
+nodes are left out; drained nodes take part.
 
 Pure: no I/O, no logging. Comes after `events.projection` (or
-`reactors.htools_state` for a snapshot file); printed by the CLI.
+`reactors.htools_state` for a snapshot file) and uses `reactors.evacuate_plan`;
+printed by the CLI.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from events.ids import InstanceName, NodeName
+from events.ids import EventId, InstanceName, NodeName
+from events.model import NodeFlagsSet
 from events.state import ClusterState
+from reactors.balance_model import from_state
+from reactors.cluster_score import n1_failures
+from reactors.evacuate_plan import EvacuationMove, plan_evacuation
 from reactors.placement_bridge import loads
+from reactors.what_if import project
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,6 +45,13 @@ class Move:
 class RebootGroup:
     nodes: tuple[NodeName, ...]
     migrations: tuple[Move, ...]  # primaries live-migrated to their secondaries first
+    # with evacuation: every move that empties the group, in order
+    evacuation: tuple[EvacuationMove, ...] = ()
+
+    @property
+    def data_mib(self) -> int:
+        """Disk data copied to new secondaries to evacuate the group."""
+        return sum(m.data_mib for m in self.evacuation)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -102,6 +119,10 @@ def plan_reboots(*, state: ClusterState, evacuate: bool = False) -> RebootPlan:
                 continue
             groups.append([node])
             incoming.append(dict(extra))
+    evacuations: dict[tuple[NodeName, ...], tuple[EvacuationMove, ...]] = {}
+    if evacuate:
+        evacuations = _checked(state=state, groups=groups, skipped=skipped)
+        groups = [list(g) for g in evacuations]
     result = []
     for group in groups:
         moves = tuple(
@@ -109,7 +130,8 @@ def plan_reboots(*, state: ClusterState, evacuate: bool = False) -> RebootPlan:
             for n in sorted(group)
             for i in primaries[n]
         )
-        result.append(RebootGroup(nodes=tuple(sorted(group)), migrations=moves))
+        key = tuple(sorted(group))
+        result.append(RebootGroup(nodes=key, migrations=moves, evacuation=evacuations.get(key, ())))
     result.sort(key=lambda g: (-len(g.nodes), g.nodes))
     return RebootPlan(groups=tuple(result), evacuate=evacuate, skipped=tuple(skipped))
 
@@ -156,3 +178,54 @@ def _fits(
         if load[target].mem_free - incoming.get(target, 0) < mem:
             return None
     return extra
+
+
+def _evacuate(
+    *, state: ClusterState, nodes: list[NodeName]
+) -> tuple[tuple[EvacuationMove, ...], str | None]:
+    """The moves that empty `nodes` (all drained first, then each evacuated in
+    turn), and why that fails (None when every instance moved and N+1 holds)."""
+    projected = project(
+        state,
+        [
+            NodeFlagsSet(
+                id=EventId(f"reboot-drain-{n}"), time=0.0, actor="plan", node=n, drained=True
+            )
+            for n in nodes
+        ],
+    )
+    before = set(n1_failures(from_state(state=state)))
+    moves: list[EvacuationMove] = []
+    for node in nodes:
+        plan = plan_evacuation(state=projected, node=node)
+        if plan.refused:
+            name, why = plan.refused[0]
+            return tuple(moves), f"{name} gets no new secondary off {node}: {why}"
+        moves.extend(plan.moves)
+        projected = plan.state_after
+    new_failures = set(n1_failures(from_state(state=projected))) - before
+    if new_failures:
+        return tuple(moves), f"N+1 fails on {', '.join(sorted(new_failures))} once evacuated"
+    return tuple(moves), None
+
+
+def _checked(
+    *, state: ClusterState, groups: list[list[NodeName]], skipped: list[str]
+) -> dict[tuple[NodeName, ...], tuple[EvacuationMove, ...]]:
+    """The groups that evacuate completely, with their moves; a group that does
+    not is split into single nodes, and a node that cannot be evacuated alone is
+    skipped."""
+    out: dict[tuple[NodeName, ...], tuple[EvacuationMove, ...]] = {}
+    for group in groups:
+        moves, why = _evacuate(state=state, nodes=sorted(group))
+        if why is None:
+            out[tuple(sorted(group))] = moves
+            continue
+        for node in sorted(group):
+            if len(group) > 1:
+                moves, why = _evacuate(state=state, nodes=[node])
+            if why is None:
+                out[(node,)] = moves
+            else:
+                skipped.append(f"{node}: cannot be evacuated: {why}")
+    return out

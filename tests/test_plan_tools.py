@@ -158,6 +158,58 @@ def test_reboot_groups_are_safe_and_no_more_than_hroller(
     assert len(plan.groups) <= len(theirs), (plan.groups, theirs)
 
 
+@pytest.mark.parametrize(("nodes", "count"), [(6, 40), (10, 90)])
+def test_reboot_groups_with_evacuation_empty_their_nodes(
+    tmp_path: Path, nodes: int, count: int
+) -> None:
+    """With --evacuate every group is checked the way it will be carried out:
+    after its moves no instance has a copy on the group's nodes, every instance
+    still has two copies and N+1 holds; compared with `hroller --full-evacuation`."""
+    from reactors.cluster_score import n1_failures
+    from reactors.what_if import planned_placement, project
+
+    state = generated(nodes, count)
+    plan = plan_reboots(state=state, evacuate=True)
+    planned = [n for g in plan.groups for n in g.nodes]
+    assert len(planned) == len(set(planned))
+    assert sorted(planned + [s.split(":")[0] for s in plan.skipped]) == sorted(state.desired.nodes)
+    assert plan.groups
+    for group in plan.groups:
+        down = set(group.nodes)
+        after = state
+        for move in group.evacuation:
+            p = after.placements[move.instance]
+            after = project(
+                after,
+                [
+                    planned_placement(
+                        instance=move.instance,
+                        primary=move.new_primary,
+                        secondary=move.new_secondary,
+                        disks=p.disks,
+                        kind=p.kind,
+                    )
+                ],
+            )
+        for name, p in after.placements.items():
+            assert p.primary not in down and p.secondary not in down, (name, group.nodes)
+            assert p.primary != p.secondary
+        assert n1_failures(from_state(state=after)) == ()
+        touched = {n for n, p in state.placements.items() if {p.primary, p.secondary} & down}
+        assert {m.instance for m in group.evacuation} == touched
+    hroller = require_tool(f"{HTOOLS}/hroller", "ganeti-htools-3.0")
+    f = htools_file(state, tmp_path / "cluster.txt")
+    out = subprocess.run(
+        [hroller, "-t", str(f), "--no-headers", "--full-evacuation"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    theirs = [line for line in out.stdout.splitlines() if line.strip()]
+    assert len(plan.groups) <= len(theirs), ([g.nodes for g in plan.groups], theirs)
+
+
 def hspace_count(tool: str, f: Path, spec: Spec) -> int:
     out = subprocess.run(
         [
