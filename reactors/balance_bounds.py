@@ -4,7 +4,10 @@ deviations, per target node a bound tabulated by node, metric and instance figur
 and the order the search visits own sides and their targets in, best bound first
 (`Bounds`). Every bound depends on the step's means, which any move changes, so
 all are re-evaluated at every step, as array arithmetic over every own side at
-once, operation for operation the one of bounding each side alone.
+once (the target tables of a family stacked, `reactors.balance_arrays.Tables`),
+operation for operation the one of bounding each side alone; an own side's
+bound with slopes of its own is worked out only for the sides the search
+reaches, a block of the visiting order at a time (`Bounds.block`).
 
 Pure: no I/O, no logging, no asyncio; it reads the `Work`, the `Sides` and the
 `NodeArrays`, never changes them. Comes after `reactors.balance_sides`,
@@ -19,12 +22,13 @@ import math
 
 import numpy as np
 
-from reactors.balance_arrays import Bools, Floats, Ints, NodeArrays
+from reactors.balance_arrays import Bools, Floats, Ints, NodeArrays, Table, Tables, stack_tables
 from reactors.balance_deltas import Stats
-from reactors.balance_sides import FAMILY, FO, NSLOT, PRI, SEC, Sides, range_part
+from reactors.balance_sides import FAMILY, FO, KEY_MEM, NSLOT, PRI, SEC, Sides
 from reactors.balance_work import M_WEIGHT, NM, W_RTOTAL, W_TAGS, Work
 
-_Tables = dict[int, dict[int, list[tuple[float, float, float] | None]]]
+# A key's targets, lowest bound first: their bounds and their nodes.
+_Targets = tuple[list[float], list[int]]
 
 
 class Bounds:
@@ -47,7 +51,7 @@ class Bounds:
     node, metric and the one instance figure that metric depends on. The slopes
     are the family's (failovers, copy-taking or primary-taking targets), over
     every side of it; an own side about to be visited gets slopes over its own,
-    narrower range (`_own_bounds`), which only tightens its bound.
+    narrower range (`_tight`), which only tightens its bound.
 
     Every bound depends on the step's means and standard deviations, which any
     move changes, so all of them are re-evaluated at every step; what is kept
@@ -65,6 +69,8 @@ class Bounds:
         self.sides = sides
         self.targets = targets
         self.t_idx = np.array(targets, dtype=np.int64)
+        self.old = arrays.vals[self.t_idx]  # the targets' current values
+        self.kids: dict[int, Ints] = {}  # per family, the key ids in use
         self.center = stats.center
         self.n = float(stats.n)
         self.std = stats.std
@@ -74,60 +80,82 @@ class Bounds:
         # bounds and nodes of the targets that can take it, lowest first, and
         # how many there are; key id -> position
         self.mats: dict[int, tuple[Floats, Ints, Ints, Ints]] = {}
-        self.lists: dict[tuple[int, int], list[tuple[float, int]]] = {}
-        # per row: the bound of its best candidate, its own bound (tightened by
-        # `_own_bounds`) and its targets' lowest bound; the rows to visit, best first
-        self.key: list[float] = []
-        self.lb: list[float] = []
-        self.first: list[float] = []
+        self.lists: tuple[dict[int, _Targets], ...] = ({}, {}, {})
+        # a failover's bound for its target (it has none)
+        self.fo_bound = 0.0 if self.on else -math.inf
+        # the rows to visit, best first, and per position in that order: the
+        # bound of its best candidate and its targets' lowest bound (its own
+        # bound, tightened by `_tight`, is worked out a block at a time: `block`)
         self.rows: list[int] = []
+        self.order: Ints = np.zeros(0, dtype=np.int64)
+        self.key_at: Floats = np.zeros(0)
+        self.first_at: Floats = np.zeros(0)
+        # per row: the family-slope bound, a's low and high per metric; per
+        # family the other side's lowest low and highest high (at most 0, at
+        # least 0) per metric
+        self.lb: Floats = np.zeros(0)
+        self.lows: Floats = np.zeros((0, NM))
+        self.highs: Floats = np.zeros((0, NM))
+        self.o_lo: Floats = np.zeros((3, NM))
+        self.o_hi: Floats = np.zeros((3, NM))
         with np.errstate(all="ignore"):
             if self.on:
                 self._rank()
             else:
                 self._void()
 
-    def targets_of(self, r: int) -> list[tuple[float, int]]:
-        """Row r's targets with their bounds, lowest first (-1: a failover's none)."""
-        fam = FAMILY[r % NSLOT]
-        if not self.on:
-            return [(-math.inf, -1)] if fam == FO else [(-math.inf, t) for t in self.targets]
-        if fam == FO:
-            return [(0.0, -1)]
-        kid = int(self.sides.key[r])
-        hit = self.lists.get((fam, kid))
+    def targets_for(self, fam: int, kid: int) -> _Targets:
+        """The targets of the own sides of a copy- or primary-taking family with
+        key id `kid`, lowest bound first: their bounds and their nodes."""
+        hit = self.lists[fam].get(kid)
         if hit is None:
-            ranked, targets, count, pos = self.mats[fam]
-            j = int(pos[kid])
-            n = int(count[j])
-            hit = list(zip(ranked[j, :n].tolist(), targets[j, :n].tolist(), strict=True))
-            self.lists[(fam, kid)] = hit
+            if not self.on:
+                hit = ([-math.inf] * len(self.targets), self.targets)
+            else:
+                ranked, targets, count, pos = self.mats[fam]
+                j = int(pos[kid])
+                n = int(count[j])
+                hit = (ranked[j, :n].tolist(), targets[j, :n].tolist())
+            self.lists[fam][kid] = hit
         return hit
 
     def _void(self) -> None:
         """Means or deviations that are not finite: no bound, every side visited
         (in row order), every target tried."""
-        rows = self.sides.valid.size
-        self.key = self.lb = self.first = [-math.inf] * rows
-        self.rows = np.flatnonzero(self.sides.valid).tolist()
+        self.order = np.flatnonzero(self.sides.valid)
+        self.rows = self.order.tolist()
+        self.key_at = self.first_at = np.full(self.order.size, -math.inf)
+
+    def block(
+        self, start: int, size: int
+    ) -> tuple[list[float], list[float], list[float], list[int]]:
+        """For the rows at positions [start, start + size) of the visiting
+        order: the bound of their best candidate, their own bound, their
+        targets' lowest bound and their key id (`targets_for`)."""
+        end = min(start + size, self.order.size)
+        rows = self.order[start:end]
+        keys, firsts = self.key_at[start:end].tolist(), self.first_at[start:end].tolist()
+        kids: list[int] = self.sides.key[rows].tolist()
+        if not self.on:
+            return keys, keys, firsts, kids
+        with np.errstate(all="ignore"):
+            return keys, self._tight(rows).tolist(), firsts, kids
 
     def _rank(self) -> None:
         """Every row's bounds at the step's means, and the rows in visiting order."""
         s = self.sides
         lows, highs = self._vecs()
         fam_rows = [np.flatnonzero(s.valid & (s.family == f)) for f in (FO, SEC, PRI)]
-        keys = [[s.keys[f][k] for k in np.unique(s.key[fam_rows[f]]).tolist()] for f in (SEC, PRI)]
-        sec_tab = self._sec_tables(set(keys[0]))
-        pri_tab = self._pri_tables(set(keys[1]))
+        sec = self._sec_tables(fam_rows[SEC])
+        pri = self._pri_tables(fam_rows[PRI])
         no_range = [(0.0, 0.0)] * NM
-        others = (no_range, self._ranges(sec_tab), self._ranges(pri_tab))
-        slopes = [
-            self._slopes(lows[fr], highs[fr], o) for fr, o in zip(fam_rows, others, strict=True)
-        ]
-        fam = s.family
-        k_neg = np.array([[k for k, _ in sl] for sl in slopes])[fam]
-        k_pos = np.array([[k for _, k in sl] for sl in slopes])[fam]
-        terms = lows * np.where(lows < 0.0, k_neg, k_pos)
+        others = (no_range, sec.ranges(), pri.ranges())
+        slopes = self._slopes(lows, highs, fam_rows, others)
+        # every row's bound with its family's slopes (rows are instance, then slot)
+        k_neg = np.array([[k for k, _ in sl] for sl in slopes])[list(FAMILY)]
+        k_pos = np.array([[k for _, k in sl] for sl in slopes])[list(FAMILY)]
+        by_slot = lows.reshape(-1, NSLOT, NM)
+        terms = (by_slot * np.where(by_slot < 0.0, k_neg, k_pos)).reshape(-1, NM)
         lb = s.scalar.copy()
         for m in range(NM):
             lb = lb + terms[:, m]
@@ -135,11 +163,10 @@ class Bounds:
         first = np.zeros(lb.size)
         has = np.zeros(lb.size, dtype=np.bool_)
         has[fam_rows[FO]] = True
-        for f, tab, fkeys in ((SEC, sec_tab, keys[0]), (PRI, pri_tab, keys[1])):
-            hs = self._apply(tab, slopes[f])
-            vals, ok = self._sec_matrix(fkeys, hs) if f == SEC else self._pri_matrix(fkeys, hs)
+        for f, tab in ((SEC, sec), (PRI, pri)):
+            vals, ok = tab.matrix(slopes[f]), tab.ok
             pos = np.zeros(len(s.keys[f]), dtype=np.int64)
-            pos[[s.key_ids[f][k] for k in fkeys]] = np.arange(len(fkeys))
+            pos[tab.kids] = np.arange(tab.kids.size)
             # each key's targets that can take it, lowest bound first (then the
             # lowest node: a stable sort of targets in node order)
             masked = np.where(ok, vals, math.inf)
@@ -153,12 +180,14 @@ class Bounds:
                 first[rows] = ranked[at, 0] if ranked.shape[1] else math.inf
                 has[rows] = (count > 0)[at]
         key = lb + first
-        tight = np.maximum(lb, self._own_bounds(lows, highs, others))
         visit = np.flatnonzero(has)
-        self.rows = visit[np.argsort(key[visit], kind="stable")].tolist()
-        self.key = key.tolist()
-        self.lb = tight.tolist()
-        self.first = first.tolist()
+        self.order = visit[np.argsort(key[visit], kind="stable")]
+        self.rows = self.order.tolist()
+        self.key_at = key[self.order]
+        self.first_at = first[self.order]
+        self.lb, self.lows, self.highs = lb, lows, highs
+        self.o_lo = np.minimum(np.array([[lo for lo, _ in o] for o in others]), 0.0)
+        self.o_hi = np.maximum(np.array([[hi for _, hi in o] for o in others]), 0.0)
 
     def _vecs(self) -> tuple[Floats, Floats]:
         """Per row and metric a's low and high bound at the current means (from
@@ -183,272 +212,193 @@ class Bounds:
         return lows, highs
 
     def _slopes(
-        self, lows: Floats, highs: Floats, others: list[tuple[float, float]]
-    ) -> list[tuple[float, float]]:
-        """Per metric (k_neg, k_pos), each times the metric's weight, over a
-        family's rows; `others`: per metric the other side's lowest low and
-        highest high."""
-        out: list[tuple[float, float]] = []
+        self,
+        lows: Floats,
+        highs: Floats,
+        fam_rows: list[Ints],
+        others: tuple[list[tuple[float, float]], ...],
+    ) -> list[list[tuple[float, float]]]:
+        """Per family and metric (k_neg, k_pos), each times the metric's weight,
+        over the family's rows; `others`: per family and metric the other side's
+        lowest low and highest high. A family's lowest low (highest high) is
+        taken as Python's min (max) takes it: NaN when its first row's is NaN,
+        the NaN-skipping one otherwise."""
+        # per slot and metric, over the valid rows (rows are instance, then slot)
+        valid = np.repeat(self.sides.valid.reshape(-1, NSLOT), NM, axis=1)
+        wide = (-1, NSLOT * NM)
+        lo = np.fmin.reduce(lows.reshape(wide), axis=0, where=valid, initial=math.nan)
+        hi = np.fmax.reduce(highs.reshape(wide), axis=0, where=valid, initial=math.nan)
+        lo, hi = lo.reshape(NSLOT, NM), hi.reshape(NSLOT, NM)
+        out: list[list[tuple[float, float]]] = []
         std = self.std
-        have = lows.shape[0] > 0
-        if have:
-            mins = _first_nan(np.fmin.reduce(lows, axis=0), lows[0])
-            maxs = _first_nan(np.fmax.reduce(highs, axis=0), highs[0])
-        for m in range(NM):
-            sd = std[m]
-            if sd <= 0.0 or not have:
-                out.append((0.0, 0.0))
-                continue
-            var = sd * sd
-            y_min = mins[m] + min(others[m][0], 0.0)
-            y_max = maxs[m] + max(others[m][1], 0.0)
-            k_neg = 1.0 / (math.sqrt(max(var + y_min, 0.0)) + sd) if y_min < 0 else 0.5 / sd
-            k_pos = 1.0 / (math.sqrt(var + y_max) + sd) if y_max > 0 else 0.5 / sd
-            out.append((M_WEIGHT[m] * k_neg, M_WEIGHT[m] * k_pos))
-        return out
-
-    def _own_bounds(
-        self, lows: Floats, highs: Floats, others: tuple[list[tuple[float, float]], ...]
-    ) -> Floats:
-        """Every row's own bound with slopes of its own: per metric, over the
-        range of y its candidates can have (its a plus the family's targets'
-        lowest low or highest high, as in `_slopes`). Its range is within the
-        family's, so its h is at least the family's h the targets are bounded
-        with, and h_own(a + b) >= h_own(a) + h_own(b) >= h_own(a) + h_family(b).
-        At least the family-slope bound."""
-        fam = self.sides.family
-        o_lo = np.minimum(np.array([[lo for lo, _ in o] for o in others]), 0.0)[fam]
-        o_hi = np.maximum(np.array([[hi for _, hi in o] for o in others]), 0.0)[fam]
-        out = self.sides.scalar.copy()
-        for m in range(NM):
-            a = lows[:, m]
-            sd = self.std[m]
-            if sd <= 0.0:
-                out = out + a * 0.0
-                continue
-            var = self.var[m]
-            weight = M_WEIGHT[m]
-            y_min = a + o_lo[:, m]
-            neg = a * (weight / (np.sqrt(np.maximum(var + y_min, 0.0)) + sd))
-            y_max = highs[:, m] + o_hi[:, m]
-            pos = a * np.where(y_max > 0, weight / (np.sqrt(var + y_max) + sd), weight * 0.5 / sd)
-            out = out + np.where(a < 0.0, neg, pos)
-        out[np.isnan(out)] = -math.inf
-        return out
-
-    def _range_part(
-        self, rng: tuple[float, float, float]
-    ) -> tuple[tuple[float, float], tuple[float, float]]:
-        """((d1 low, d2 low), (d1 high, d2 high)) of a p_rem value anywhere in
-        [low, high] instead of `old`."""
-        return range_part(rng, self.center[3])
-
-    def _b(self, m: int, old: float, new: float) -> tuple[float, float]:
-        c = self.center[m]
-        d1 = new - old
-        d2 = (new - c) * (new - c) - (old - c) * (old - c)
-        return d2 / self.n - 2.0 * (d1 / self.n) ** 2, d2 / self.n
-
-    def _column(self, m: int, news: list[float]) -> tuple[list[float], list[float]]:
-        """Per target (in `targets` order), the low and high of metric m going
-        from its current value to `news`."""
-        w = self.w
-        b = self._b
-        lows: list[float] = []
-        highs: list[float] = []
-        for t, new in zip(self.targets, news, strict=True):
-            low, high = b(m, w.vals[t][m], new)
-            lows.append(low)
-            highs.append(high)
-        return lows, highs
-
-    def _sec_tables(self, keys: set[tuple[int, ...]]) -> _Tables:
-        """Per metric and figure, per target (None: the target cannot take it):
-        (low, high, scalar) of the target taking a copy (p_dsk: disk; p_rem:
-        reservation, over the range; n_all; spindles: spindle use)."""
-        w = self.w
-        n = self.n
-        ts = self.targets
-        tab: _Tables = {2: {}, 3: {}, 6: {}, 7: {}}
-        for dsk in {k[0] for k in keys}:
-            tab[2][dsk] = self._disk_column(dsk)
-        tab[6][0] = self._plain(6, [float(w.n_pri[t] + w.n_sec[t] + 1) for t in ts])
-        for su in {k[1] for k in keys}:
-            tab[7][su] = self._spindle_column(su)
-        for res in {k[2] for k in keys}:
-            col: list[tuple[float, float, float] | None] = []
-            for t in ts:
-                r_lo = max(w.r_mem[t], res)
-                r_hi = w.c_free[t]
-                if r_lo > r_hi:
-                    col.append(None)
+        for fam in (FO, SEC, PRI):
+            fr = fam_rows[fam]
+            have = fr.size > 0
+            if have:
+                slots = [k for k, f in enumerate(FAMILY) if f == fam]
+                mins = _first_nan(np.fmin.reduce(lo[slots], axis=0), lows[fr[0]])
+                maxs = _first_nan(np.fmax.reduce(hi[slots], axis=0), highs[fr[0]])
+            per: list[tuple[float, float]] = []
+            for m in range(NM):
+                sd = std[m]
+                if sd <= 0.0 or not have:
+                    per.append((0.0, 0.0))
                     continue
-                old = w.vals[t][3]
-                (l1, l2), (h1, h2) = self._range_part((old, r_lo / w.t_mem[t], r_hi / w.t_mem[t]))
-                sq = max(l1 * l1, h1 * h1)
-                scalar = W_RTOTAL * (r_lo / w.t_mem[t] - old)
-                col.append((l2 / n - 2.0 * sq / (n * n), h2 / n, scalar))
-            tab[3][res] = col
-        return tab
+                var = sd * sd
+                y_min = mins[m] + min(others[fam][m][0], 0.0)
+                y_max = maxs[m] + max(others[fam][m][1], 0.0)
+                k_neg = 1.0 / (math.sqrt(max(var + y_min, 0.0)) + sd) if y_min < 0 else 0.5 / sd
+                k_pos = 1.0 / (math.sqrt(var + y_max) + sd) if y_max > 0 else 0.5 / sd
+                per.append((M_WEIGHT[m] * k_neg, M_WEIGHT[m] * k_pos))
+            out.append(per)
+        return out
 
-    def _plain(self, m: int, news: list[float]) -> list[tuple[float, float, float] | None]:
-        lows, highs = self._column(m, news)
-        return [(low, high, 0.0) for low, high in zip(lows, highs, strict=True)]
+    def _tight(self, rows: Ints) -> Floats:
+        """The given rows' own bounds with slopes of their own: per metric, over
+        the range of y its candidates can have (its a plus the family's
+        targets' lowest low or highest high, as in `_slopes`). Its range is
+        within the family's, so its h is at least the family's h the targets
+        are bounded with, and h_own(a + b) >= h_own(a) + h_own(b) >= h_own(a) +
+        h_family(b). At least the family-slope bound (`lb`)."""
+        fam = self.sides.family[rows]
+        a = self.lows[rows]
+        sd = np.array(self.std)
+        var = np.array(self.var)
+        weight = np.array(M_WEIGHT)
+        y_min = a + self.o_lo[fam]
+        neg = a * (weight / (np.sqrt(np.maximum(var + y_min, 0.0)) + sd))
+        y_max = self.highs[rows] + self.o_hi[fam]
+        pos = a * np.where(y_max > 0, weight / (np.sqrt(var + y_max) + sd), weight * 0.5 / sd)
+        terms = np.where(a < 0.0, neg, pos)
+        for m in range(NM):
+            if self.std[m] <= 0.0:
+                terms[:, m] = a[:, m] * 0.0
+        out = self.sides.scalar[rows]
+        for m in range(NM):
+            out = out + terms[:, m]
+        out[np.isnan(out)] = -math.inf
+        return np.maximum(self.lb[rows], out)
 
-    def _disk_column(self, dsk: int) -> list[tuple[float, float, float] | None]:
-        w = self.w
-        return self._plain(
-            2,
-            [1.0 if w.t_dsk[t] == 0 else (w.f_dsk[t] - dsk) / w.t_dsk[t] for t in self.targets],
-        )
+    def _figures(self, f: int, rows: Ints, col: int) -> tuple[Ints, Ints, Bools]:
+        """A figure of the family's keys: its values, per used key (ascending
+        id) its value's position, and which values the used keys have."""
+        vals, inv = self.sides.key_figures(f, col)
+        at = inv[self.kids[f]]
+        used = np.zeros(vals.size, dtype=np.bool_)
+        used[at] = True
+        return vals, at, used
 
-    def _spindle_column(self, su: int) -> list[tuple[float, float, float] | None]:
-        w = self.w
-        return self._plain(
-            7,
-            [(w.ispind[t] + su) / w.sden[t] if w.sden[t] else math.nan for t in self.targets],
-        )
+    def _const(self, m: int, news: Floats, keys: int) -> Table:
+        """A table whose one figure every key has (n_pri, n_all)."""
+        one = np.ones(1, dtype=np.bool_)
+        return Table(m, np.zeros(keys, dtype=np.int64), one, news[None, :])
 
-    def _pri_tables(self, keys: set[tuple[int, ...]]) -> _Tables:
+    def _disk(self, dsk: Ints) -> Floats:
+        a, ti = self.arrays, self.t_idx
+        t_dsk = a.t_dsk[ti]
+        return np.where(t_dsk == 0, 1.0, (a.f_dsk[ti] - dsk[:, None]) / t_dsk)
+
+    def _spindles(self, su: Ints) -> Floats:
+        a, ti = self.arrays, self.t_idx
+        sden = a.sden[ti]
+        return np.where(sden != 0, (a.ispind[ti] + su[:, None]) / sden, math.nan)
+
+    def _sec_tables(self, rows: Ints) -> Tables:
+        """Per metric and figure, per target: (low, high, scalar) of the target
+        taking a copy (p_dsk: disk; p_rem: reservation, over the range; n_all;
+        spindles: spindle use), `none` where it cannot take it; and whether
+        each used key's targets can take it (their disk, their reservation's
+        range)."""
+        a, ti = self.arrays, self.t_idx
+        kids = self.kids[SEC] = _used(self.sides, SEC, rows)
+        dsk, at_d, used_d = self._figures(SEC, rows, 0)
+        su, at_s, used_s = self._figures(SEC, rows, 1)
+        res, at_r, used_r = self._figures(SEC, rows, 2)
+        cols = [Table(2, at_d, used_d, self._disk(dsk))]
+        # p_rem: the reservation anywhere in [max(r_mem, res), c_free]
+        r_lo = np.maximum(a.r_mem[ti], res[:, None])
+        r_hi = a.c_free[ti]
+        t_mem = a.t_mem[ti]
+        c3, n = self.center[3], self.n
+        old = self.old[:, 3]
+        lo, hi = r_lo / t_mem, r_hi / t_mem
+        base = (old - c3) * (old - c3)
+        mid = np.minimum(np.maximum(c3, lo), hi)
+        f_lo = (lo - c3) * (lo - c3) - base
+        f_hi = (hi - c3) * (hi - c3) - base
+        f_mid = (mid - c3) * (mid - c3) - base
+        l1, h1 = lo - old, hi - old
+        sq = np.where(h1 * h1 > l1 * l1, h1 * h1, l1 * l1)
+        high = np.where(f_hi > f_lo, f_hi, f_lo) / n
+        scalar = W_RTOTAL * (lo - old)
+        none = r_lo > r_hi
+        low = f_mid / n - 2.0 * sq / (n * n)
+        cols.append(Table(3, at_r, used_r, None, (low, high, scalar, none)))
+        cols.append(self._const(6, (a.n_all[ti] + 1).astype(np.float64), kids.size))
+        cols.append(Table(7, at_s, used_s, self._spindles(su)))
+        ok = ~none[at_r] & (a.f_dsk[ti] >= dsk[at_d][:, None])
+        return stack_tables(kids, cols, None, ok, self.old, self.center, self.n)
+
+    def _pri_tables(self, rows: Ints) -> Tables:
         """Per metric and figure, per target: (low, high, 0) of the target taking
         the primary and its copy (p_mem: running memory; p_mem_forth: memory;
-        p_dsk: disk; p_cpu: vCPUs; n_pri; n_all; spindles: spindle use). Its
+        p_dsk: disk; p_cpu: vCPUs; n_pri; n_all; spindles: spindle use); its
         scalar is 0: a target that passes the memory rule keeps N+1 and its
-        reservation."""
-        w = self.w
-        ts = self.targets
-        tab: _Tables = {m: {} for m in (0, 1, 2, 4, 5, 6, 7)}
-        for run in {k[0] for k in keys}:
-            tab[0][run] = self._plain(0, [(w.f_mem[t] - run) / w.t_mem[t] for t in ts])
-        for mem in {k[0] + k[1] for k in keys}:
-            tab[1][mem] = self._plain(
-                1, [(w.f_mem[t] - w.stopped[t] - mem) / w.t_mem[t] for t in ts]
-            )
-        for dsk in {k[2] for k in keys}:
-            tab[2][dsk] = self._disk_column(dsk)
-        for cpu in {k[3] for k in keys}:
-            tab[4][cpu] = self._plain(
-                4, [(w.used_cpus[t] + cpu) / w.t_cpu[t] / w.speed[t] for t in ts]
-            )
-        tab[5][0] = self._plain(5, [float(w.n_pri[t] + 1) for t in ts])
-        tab[6][0] = self._plain(6, [float(w.n_pri[t] + w.n_sec[t] + 1) for t in ts])
-        for su in {k[4] for k in keys}:
-            tab[7][su] = self._spindle_column(su)
-        return tab
-
-    @staticmethod
-    def _ranges(tables: _Tables) -> list[tuple[float, float]]:
-        """Per metric, the lowest low and the highest high over every entry (and 0)."""
-        lo = [0.0] * NM
-        hi = [0.0] * NM
-        for m, entries in tables.items():
-            for col in entries.values():
-                for e in col:
-                    if e is not None:
-                        low, high, _ = e
-                        if low < lo[m]:
-                            lo[m] = low
-                        if high > hi[m]:
-                            hi[m] = high
-        return list(zip(lo, hi, strict=True))
-
-    @staticmethod
-    def _apply(
-        tables: _Tables, slopes: list[tuple[float, float]]
-    ) -> dict[int, dict[int, list[float | None]]]:
-        """Per metric and figure, per target: scalar + the weighted h of its low
-        (NaN: -inf, the bound is void; None: the target cannot take it)."""
-        out: dict[int, dict[int, list[float | None]]] = {}
-        inf = math.inf
-        for m, entries in tables.items():
-            k_neg, k_pos = slopes[m]
-            per: dict[int, list[float | None]] = {}
-            for fig, col in entries.items():
-                hs: list[float | None] = []
-                for e in col:
-                    if e is None:
-                        hs.append(None)
-                        continue
-                    low, _, scalar = e
-                    v = scalar + low * (k_neg if low < 0.0 else k_pos)
-                    hs.append(v if v == v else -inf)
-                per[fig] = hs
-            out[m] = per
-        return out
-
-    def _sec_matrix(
-        self, keys: list[tuple[int, ...]], hs: dict[int, dict[int, list[float | None]]]
-    ) -> tuple[Floats, Bools]:
-        """Per copy-taking key (dsk, su, res) and target: the target's bound and
-        whether it can take the copy (its disk, its reservation's range)."""
-        if not keys:
-            return np.zeros((0, len(self.targets))), np.zeros((0, len(self.targets)), np.bool_)
-        a, no_a = _gather(hs[2], [k[0] for k in keys])
-        b, no_b = _gather(hs[3], [k[2] for k in keys])
-        c, no_c = _gather(hs[6], [0] * len(keys))
-        d, no_d = _gather(hs[7], [k[1] for k in keys])
-        dsk = np.array([k[0] for k in keys], dtype=np.int64)
-        f_dsk = self.arrays.f_dsk[self.t_idx]
-        ok = ~(no_a | no_b | no_c | no_d) & (f_dsk >= dsk[:, None])
-        return a + b + c + d, ok
-
-    def _pri_matrix(
-        self, keys: list[tuple[int, ...]], hs: dict[int, dict[int, list[float | None]]]
-    ) -> tuple[Floats, Bools]:
-        """Per primary-taking key (run, stop, dsk, cpu, su, all_vcpus, excl_id)
-        and target: the target's bound (the exclusion tags it already has first)
-        and whether it can take the primary (disk, memory, vCPU ratio)."""
-        if not keys:
-            return np.zeros((0, len(self.targets))), np.zeros((0, len(self.targets)), np.bool_)
-        out = self._tag_rows([k[6] for k in keys])
-        zeros = [0] * len(keys)
-        for m, figs in (
-            (0, [k[0] for k in keys]),
-            (1, [k[0] + k[1] for k in keys]),
-            (2, [k[2] for k in keys]),
-            (4, [k[3] for k in keys]),
-            (5, zeros),
-            (6, zeros),
-            (7, [k[4] for k in keys]),
-        ):
-            out = out + _gather(hs[m], figs)[0]
-        dsk = np.array([k[2] for k in keys], dtype=np.int64)[:, None]
-        mem = np.array([k[0] + k[1] for k in keys], dtype=np.int64)[:, None]
-        all_vcpus = np.array([k[5] for k in keys], dtype=np.int64)[:, None]
-        a = self.arrays
-        ti = self.t_idx
+        reservation. Also per used key and target, the exclusion tags of the
+        key's instance the target already has (the target part of
+        `tags_delta`), and whether it can take the primary (disk, memory, vCPU
+        ratio)."""
+        a, ti = self.arrays, self.t_idx
+        kids = self.kids[PRI] = _used(self.sides, PRI, rows)
+        run, at_run, used_run = self._figures(PRI, rows, 0)
+        mem, at_mem, used_mem = self._figures(PRI, rows, KEY_MEM)
+        dsk, at_d, used_d = self._figures(PRI, rows, 2)
+        cpu, at_c, used_c = self._figures(PRI, rows, 3)
+        su, at_s, used_s = self._figures(PRI, rows, 4)
+        av, at_av, _ = self._figures(PRI, rows, 5)
+        f_mem, t_mem = a.f_mem[ti], a.t_mem[ti]
+        cpus = (a.used_cpus[ti] + cpu[:, None]) / a.t_cpu[ti] / a.speed[ti]
+        cols = [
+            Table(0, at_run, used_run, (f_mem - run[:, None]) / t_mem),
+            Table(1, at_mem, used_mem, (f_mem - a.stopped[ti] - mem[:, None]) / t_mem),
+            Table(2, at_d, used_d, self._disk(dsk)),
+            Table(4, at_c, used_c, cpus),
+            self._const(5, (a.n_pri[ti] + 1).astype(np.float64), kids.size),
+            self._const(6, (a.n_all[ti] + 1).astype(np.float64), kids.size),
+            Table(7, at_s, used_s, self._spindles(su)),
+        ]
         ok = (
-            (a.f_dsk[ti] >= dsk)
-            & (a.c_free[ti] - mem >= a.r_mem[ti])
-            & (a.all_vcpus[ti] + all_vcpus <= a.vcpu_limit[ti])
+            (a.f_dsk[ti] >= dsk[at_d][:, None])
+            & (a.c_free[ti] - mem[at_mem][:, None] >= a.r_mem[ti])
+            & (a.all_vcpus[ti] + av[at_av][:, None] <= a.vcpu_limit[ti])
         )
-        return out, ok
+        eids, at_e, _ = self._figures(PRI, rows, 6)
+        return stack_tables(
+            kids, cols, self._tag_rows(eids)[at_e], ok, self.old, self.center, self.n
+        )
 
-    def _tag_rows(self, excl_ids: list[int]) -> Floats:
-        """Per key: per target, the exclusion tags of the key's instance it
-        already has (the target part of `tags_delta`), weighted."""
+    def _tag_rows(self, eids: Ints) -> Floats:
+        """Per exclusion-tag set (by id): per target, the tags of the set it
+        already has, weighted."""
         w = self.w
         by_id = {k: e for e, k in self.sides.excl_ids.items()}
-        rows: dict[int, list[float]] = {}
-        for eid in set(excl_ids):
+        rows: list[list[float]] = []
+        for eid in eids.tolist():
             excl = by_id[eid] if eid else ()
-            rows[eid] = [
-                W_TAGS * sum(1 for x in excl if w.ptags[t][x] >= 1) if excl else 0.0
-                for t in self.targets
-            ]
-        return np.array([rows[eid] for eid in excl_ids], dtype=np.float64).reshape(
-            len(excl_ids), len(self.targets)
-        )
+            rows.append(
+                [
+                    W_TAGS * sum(1 for x in excl if w.ptags[t][x] >= 1) if excl else 0.0
+                    for t in self.targets
+                ]
+            )
+        return np.array(rows, dtype=np.float64).reshape(eids.size, len(self.targets))
 
 
-def _gather(col: dict[int, list[float | None]], figs: list[int]) -> tuple[Floats, Bools]:
-    """Rows of a table column (per figure, per target) for the given figures,
-    as values and where the entry is None (the target cannot take it)."""
-    at = {fig: j for j, fig in enumerate(col)}
-    vals = np.array([[0.0 if x is None else x for x in c] for c in col.values()], np.float64)
-    none = np.array([[x is None for x in c] for c in col.values()], np.bool_)
-    idx = [at[f] for f in figs]
-    return vals[idx], none[idx]
+def _used(sides: Sides, f: int, rows: Ints) -> Ints:
+    """The key ids the family's rows have, ascending."""
+    used = np.zeros(len(sides.keys[f]), dtype=np.bool_)
+    used[sides.key[rows]] = True
+    return np.flatnonzero(used)
 
 
 def _first_nan(reduced: Floats, first: Floats) -> list[float]:

@@ -1,12 +1,15 @@
 """hbal's greedy step, made fast: at the current placement, every candidate move
 (instance, move kind, target node) whose lower bound can come within the cost
 tolerance of the best delta found is scored exactly, own sides and targets visited
-best bound first (`Search.best`); copy-taking candidates are scored at every node
-at once (`Search._copy_deltas`). The result is the one of scoring every
-candidate. Also what the search keeps from step to step (the `Sides`, the
-`NodeArrays`, the `Own` sides) and refreshes only for the nodes a move changed
-(own sides in batches, `reactors.balance_batch`, which also gives every step's
-exact own parts), and the choice among near-equal candidates (`choose`).
+best bound first (`Search.best`); copy- and primary-taking candidates are scored
+at every node at once, for the next own sides of their family the visit can
+still reach (`Search._copy_deltas`, `Search._pri_deltas`), and failovers for
+every instance at once (`Search._failovers`). The result is the one of scoring
+every candidate. Also what the search keeps from step to step (the `Sides`, the
+`NodeArrays`, the `Own` sides and their node changes) and refreshes only for the
+nodes a move changed (own sides in batches, `reactors.balance_batch`, which also
+gives every step's exact own parts), and the choice among near-equal candidates
+(`choose`).
 
 Pure: no I/O, no logging, no asyncio; it reads the `Work`, never changes it
 (`reactors.balance_plan` applies the chosen move). Comes after
@@ -17,26 +20,27 @@ deltas) and `reactors.balance_sides`; each step's candidates go to
 
 from __future__ import annotations
 
-import math
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
 
-from reactors.balance_arrays import Floats, NodeArrays
-from reactors.balance_batch import Exacts, Figures, own_sides
+from reactors.balance_arrays import Bools, Floats, NodeArrays
+from reactors.balance_batch import Exacts, Figures, own_changes, own_sides
 from reactors.balance_bounds import Bounds
-from reactors.balance_deltas import Deltas
-from reactors.balance_moves import KIND_ORDER, MoveKind
+from reactors.balance_deltas import Change, Copies, Deltas, Primaries
+from reactors.balance_moves import KIND_ORDER, MIGRATIONS, MoveKind
 from reactors.balance_sides import (
     FAMILY,
     NSLOT,
+    PRI,
     SEC,
     SEC_KINDS,
     SLOTS,
     Own,
     Sides,
 )
-from reactors.balance_work import M_WEIGHT, NM, W_LOC, W_N1, W_RTOTAL, Inst, Work
+from reactors.balance_work import NM, W_LOC, Inst, Work
 
 # Margin kept between a bound and the delta it must beat (float rounding).
 _MARGIN = 1e-9
@@ -44,8 +48,17 @@ _MARGIN = 1e-9
 _EPS = 1e-9
 # Copy-taking own sides whose candidates are scored together (`_copy_deltas`).
 _CHUNK = 128
+# Own sides whose own bounds are worked out together (`Bounds.block`).
+_BLOCK = 256
 # Replace-secondary's slot in `SLOTS` (its family's other kind: failover-and-replace).
 _LS_SLOT = SLOTS.index(MoveKind.REPLACE_SECONDARY)
+# Primary-taking own sides scored together (`_pri_deltas`), and replace-and-
+# failover's slot (its family's other kind: replace-primary).
+_PCHUNK = 64
+_RF_SLOT = SLOTS.index(MoveKind.REPLACE_AND_FAILOVER)
+# A chunk's deltas and whether the rules allow each, per row and node, and
+# where one row's start (`Search._store`).
+_Scores = tuple["array[float]", bytes, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,28 +88,36 @@ class Search:
         self.tol = 0.0
         self.pool: list[Cand] = []
         self.owns: dict[int, Own] = {}
-        # per copy-taking own side (its row): every node's delta and whether it can
-        # take the copy, for this step (`_copy_deltas`)
-        self.copies: dict[int, tuple[list[float], list[bool], int]] = {}
+        # per family, per copy- or primary-taking own side (its row): every
+        # node's delta and whether it can take its part, for this step
+        # (`_copy_deltas`, `_pri_deltas`)
+        self.scores: tuple[dict[int, _Scores], ...] = ({}, {}, {})
         self.ex: Exacts  # the step's exact own parts (`best`)
         n_nodes = len(work.names)
         self.targets = [k for k in range(n_nodes) if work.usable[k]]
         # kept from step to step, refreshed for the nodes whose figures changed
-        # (`Work.version`) and the instances with a copy on them (`by_node`)
+        # (`Work.version`) and the instances with a copy on them (`own_p`, `own_s`)
         self.sides = Sides(len(work.insts))
         self.arrays = NodeArrays(work)
-        self.by_node: list[set[int]] = [set() for _ in range(n_nodes)]
         # each own side's nodes and r_s_less, by instance (for `Exacts`)
         n_inst = len(work.insts)
         self.own_p = np.zeros(n_inst, dtype=np.int64)
         self.own_s = np.zeros(n_inst, dtype=np.int64)
         self.own_rsl = np.zeros(n_inst, dtype=np.int64)
         self.own_rp = np.zeros(n_inst, dtype=np.int64)
-        self.figs = Figures(work)
-        for i in range(len(work.insts)):
-            if work.movable[i]:
-                self.by_node[work.p[i]].add(i)
-                self.by_node[work.s[i]].add(i)
+        self.figs = Figures(work, self.arrays)
+        # every instance's `own_changes`, kept from step to step
+        self.own_ch: list[Change] = [
+            (np.zeros((n_inst, NM)), np.zeros((n_inst, NM)), np.zeros(n_inst)) for _ in range(4)
+        ]
+        self.copy_tabs: Copies | None = None  # the step's (`_copy_deltas`)
+        self.pri_tabs: Primaries | None = None  # the step's (`_pri_deltas`)
+        # each instance's failover tag part and failover delta, for this step
+        self.fo_tags = np.zeros(n_inst)
+        self.fo_d: list[float] = []
+        self.movable = np.array(work.movable, dtype=np.bool_)
+        self.own_p[self.movable] = np.array(work.p)[self.movable]
+        self.own_s[self.movable] = np.array(work.s)[self.movable]
 
     def best(self, *, tolerance: float) -> list[Cand]:
         """Every candidate within `tolerance` of the best gain (the best first).
@@ -114,48 +135,69 @@ class Search:
         self.keep = 1 - tolerance
         self.tol = tolerance
         self.pool = []
-        self.copies = {}
+        self.scores = ({}, {}, {})
+        self.copy_tabs = None
+        self.pri_tabs = None
         self._refresh()
-        ends = (self.own_p, self.own_s, self.own_rsl, self.own_rp)
-        self.ex = Exacts(w, self.deltas.stats, self.deltas.vn, ends, self.figs)
+        ends = (self.own_p, self.own_s)
+        self.ex = Exacts(self.deltas.stats, self.deltas.vn, ends, self.own_ch, self.arrays)
+        self._failovers()
         bounds = Bounds(w, self.deltas.stats, self.sides, self.arrays, self.targets)
-        rows, keys, lbs, firsts = bounds.rows, bounds.key, bounds.lb, bounds.first
-        owns = self.owns
-        keep = self.keep
-        evaluators = {
-            MoveKind.FAILOVER: self._eval_fo,
-            MoveKind.REPLACE_AND_FAILOVER: self._eval_rf,
-            MoveKind.REPLACE_PRIMARY: self._eval_rp,
-        }
-        for pos, r in enumerate(rows):
-            cutoff = self.best_delta * keep + _MARGIN
-            if keys[r] >= cutoff:
+        for start in range(0, len(bounds.rows), _BLOCK):
+            if not self._visit(bounds, start):
                 break
-            lb_o = lbs[r]
-            if lb_o + firsts[r] >= cutoff:
-                continue
-            own = owns[r // NSLOT]
-            kind = SLOTS[r % NSLOT]
-            tl = bounds.targets_of(r)
-            if kind in SEC_KINDS:
-                deltas = self.copies.get(r)
-                if deltas is None:
-                    ahead = [q for q in rows[pos : pos + 4 * _CHUNK] if FAMILY[q % NSLOT] == SEC]
-                    self._copy_deltas(ahead[:_CHUNK])
-                    deltas = self.copies[r]
-                self._scan_copy(own, kind, lb_o, tl, deltas)
-                continue
-            evaluate = evaluators[kind]
-            for lb_t, t in tl:
-                if lb_o + lb_t >= self.best_delta * keep + _MARGIN:
-                    break
-                if t != own.p and t != own.s:
-                    evaluate(own, t)
-        limit = self.best_delta * keep
+        limit = self.best_delta * self.keep
         return sorted(
             (c for c in self.pool if c.delta <= limit + 1e-12),
             key=lambda c: c.delta,
         )
+
+    def _visit(self, bounds: Bounds, start: int) -> bool:
+        """Visit the own sides at positions [start, start + _BLOCK) of the
+        visiting order (`best`); False once no further one can come within the
+        tolerance of the best delta."""
+        rows = bounds.rows
+        keys, lbs, firsts, kids = bounds.block(start, _BLOCK)
+        owns = self.owns
+        keep = self.keep
+        lists = bounds.lists
+        fo_bound = bounds.fo_bound
+        end = start + len(keys)
+        for pos, r, key, lb_o, first, kid in zip(
+            range(start, end), rows[start:end], keys, lbs, firsts, kids, strict=True
+        ):
+            cutoff = self.best_delta * keep + _MARGIN
+            if key >= cutoff:
+                return False
+            if lb_o + first >= cutoff:
+                continue
+            own = owns[r // NSLOT]
+            slot = r % NSLOT
+            kind = SLOTS[slot]
+            if kind is MoveKind.FAILOVER:
+                if lb_o + fo_bound < cutoff:
+                    self._eval_fo(own)
+                continue
+            fam = FAMILY[slot]
+            tl = lists[fam].get(kid)
+            if tl is None:
+                tl = bounds.targets_for(fam, kid)
+            got = self.scores[fam].get(r)
+            if got is None:
+                # this side's and the next ones' of its family that can still
+                # be visited (their bound is below the cutoff), scored together
+                limit = max(int(np.searchsorted(bounds.key_at, cutoff)), pos + 1)
+                chunk = _CHUNK if fam == SEC else _PCHUNK
+                ahead = [
+                    q for q in rows[pos : min(limit, pos + 4 * chunk)] if FAMILY[q % NSLOT] == fam
+                ]
+                if fam == SEC:
+                    self._copy_deltas(ahead[:chunk])
+                else:
+                    self._pri_deltas(ahead[:chunk])
+                got = self.scores[fam][r]
+            self._scan(own, kind, lb_o, tl, got)
+        return True
 
     def _consider(
         self, d: float, data: int, migrations: int, kind: MoveKind, i: int, new_p: int, new_s: int
@@ -170,56 +212,87 @@ class Search:
         only the nodes whose figures changed since the last step (the two to four
         the last move touched) and the instances with a copy on one of them."""
         w = self.w
-        redo: set[int] = set()
-        for k in self.arrays.refresh(w):
-            redo |= self.by_node[k]
-        if not redo:
+        changed = self.arrays.refresh(w)
+        if not changed:
             return
-        owns, r_ps = own_sides(w, self.sides, sorted(redo), self.figs)
-        for own, r_p in zip(owns, r_ps, strict=True):
-            i = own.i
-            self.own_rp[i] = r_p
-            old = self.owns.get(i)
-            if old is not None:
-                self.by_node[old.p].discard(i)
-                self.by_node[old.s].discard(i)
-            self.by_node[own.p].add(i)
-            self.by_node[own.s].add(i)
-            self.owns[i] = own
-            self.own_p[i], self.own_s[i], self.own_rsl[i] = own.p, own.s, own.r_s_less
-
-    def _eval_fo(self, own: Own, _t: int) -> None:
-        """failover: (s, p)."""
-        p, s = own.p, own.s
-        if self.w.tags_clash(own.i, s):
+        hit = np.zeros(len(w.names), dtype=np.bool_)
+        hit[changed] = True
+        redo = np.flatnonzero(self.movable & (hit[self.own_p] | hit[self.own_s]))
+        if not redo.size:
             return
-        d = (
-            self.ex.fo[own.i]
-            + self.deltas.tags_delta(own.inst, p, s)
-            + self.deltas.loc_delta(p, s, s, p)
-        )
-        self._consider(d, 0, 1, MoveKind.FAILOVER, own.i, s, p)
+        idx = redo.tolist()
+        owns, r_ps = own_sides(w, self.sides, idx, self.figs)
+        self.owns.update(zip(idx, owns, strict=True))
+        self.own_rp[redo] = r_ps
+        self.own_p[redo] = [own.p for own in owns]
+        self.own_s[redo] = [own.s for own in owns]
+        self.own_rsl[redo] = [own.r_s_less for own in owns]
+        ends = (self.own_p[redo], self.own_s[redo], self.own_rsl[redo], self.own_rp[redo])
+        for full, part in zip(
+            self.own_ch, own_changes(self.arrays, ends, self.figs, redo), strict=True
+        ):
+            for whole, rows in zip(full, part, strict=True):
+                whole[redo] = rows
 
-    def _scan_copy(
+    def _failovers(self) -> None:
+        """Every instance's failover tag part (`tags_delta(inst, p, s)`) and
+        failover delta (`_eval_fo`'s), for this step."""
+        w = self.w
+        p, s = self.own_p, self.own_s
+        on = self.arrays.online
+        if w.has_locs:
+            tags_delta = self.deltas.tags_delta
+            insts = w.insts
+            tags = np.array(
+                [
+                    tags_delta(insts[i], pk, sk) if ok else 0.0
+                    for i, (pk, sk, ok) in enumerate(
+                        zip(p.tolist(), s.tolist(), self.movable.tolist(), strict=True)
+                    )
+                ],
+                dtype=np.float64,
+            )
+            before = np.where(on[p], self.arrays.loc_n[p, s], 0)
+            after = np.where(on[s], self.arrays.loc_n[s, p], 0)
+            loc: Floats | float = W_LOC * (after - before)
+        else:
+            tags = self.arrays.tags_moved(self.arrays.excl_id, p, s)
+            loc = 0.0
+        self.fo_tags = tags
+        self.fo_d = ((self.ex.fo_a + tags) + loc).tolist()
+
+    def _eval_fo(self, own: Own) -> None:
+        """failover: (s, p); its delta is the step's (`_failovers`)."""
+        if self.w.tags_clash(own.i, own.s):
+            return
+        self._consider(self.fo_d[own.i], 0, 1, MoveKind.FAILOVER, own.i, own.s, own.p)
+
+    def _scan(
         self,
         own: Own,
         kind: MoveKind,
         lb_o: float,
-        tl: list[tuple[float, int]],
-        deltas: tuple[list[float], list[bool], int],
+        tl: tuple[list[float], list[int]],
+        deltas: _Scores,
     ) -> None:
-        """Replace-secondary (p, t) or failover-and-replace (s, t), over the
-        targets `tl` (lowest bound first) until no further bound can get within
-        the tolerance of the best gain; `deltas`: every node's exact delta and
-        whether it can take the copy (`_copy_deltas`)."""
-        if kind is MoveKind.REPLACE_SECONDARY:
+        """Replace-secondary (p, t), failover-and-replace (s, t),
+        replace-and-failover (t, p) or replace-primary (t, s), over the targets
+        `tl` (lowest bound first) until no further bound can get within the
+        tolerance of the best gain; `deltas`: every node's exact delta and
+        whether the move's rules let it take its part (`_copy_deltas`,
+        `_pri_deltas`)."""
+        if kind is MoveKind.REPLACE_SECONDARY or kind is MoveKind.REPLACE_AND_FAILOVER:
             if not own.p_n1_ok:
                 return
-            peer, migrations = own.p, 0
+            peer = own.p
         else:
             if not own.s_pri_ok or self.w.tags_clash(own.i, own.s):
                 return
-            peer, migrations = own.s, 1
+            peer = own.s
+        migrations = MIGRATIONS[kind]
+        copy = kind in SEC_KINDS
+        # a new primary t keeps anti-affinity (only instances with exclusion tags)
+        tagged = not copy and bool(own.inst.excl)
         ds, oks, at = deltas
         dsk = own.inst.dsk
         keep = self.keep
@@ -227,15 +300,18 @@ class Search:
         limit = best * keep  # as `best_delta * keep`, redone when best_delta changes
         cutoff = limit + _MARGIN
         scored = 0
-        for lb_t, t in tl:
+        for lb_t, t in zip(tl[0], tl[1], strict=True):
             if lb_o + lb_t >= cutoff:
                 break
-            if not oks[at + t]:
+            if not oks[at + t] or (tagged and self.w.tags_clash(own.i, t)):
                 continue
             d = ds[at + t]
             scored += 1
             if d < limit:
-                cand = Cand(d, dsk, migrations, kind, own.i, peer, t)
+                if copy:
+                    cand = Cand(d, dsk, migrations, kind, own.i, peer, t)
+                else:
+                    cand = Cand(d, dsk, migrations, kind, own.i, t, peer)
                 best = self.best_delta = self._push(self.pool, cand, best, self.tol)
                 limit = best * keep
                 cutoff = limit + _MARGIN
@@ -247,20 +323,13 @@ class Search:
         whether the node can take the copy; what `Deltas.node_delta` and `combine` give
         candidate by candidate, operation for operation."""
         w = self.w
-        a = self.arrays
-        st = self.deltas.stats
         ex = self.ex
         owns = self.owns
-        tags_delta = self.deltas.tags_delta
-        at = np.array(rows, dtype=np.int64)
-        idx = at // NSLOT
-        is_ls = at % NSLOT == _LS_SLOT
-        tags = [
-            0.0 if ls else tags_delta(owns[i].inst, owns[i].p, owns[i].s)
-            for i, ls in zip(idx.tolist(), is_ls.tolist(), strict=True)
-        ]
+        chunk = np.array(rows, dtype=np.int64)
+        idx = chunk // NSLOT
+        is_ls = chunk % NSLOT == _LS_SLOT
         base = np.where(is_ls[:, None], ex.ls[idx], ex.fr[idx])
-        sc0 = np.where(is_ls, ex.sc_ls_a[idx], ex.sc_fr_a[idx] + np.array(tags, dtype=np.float64))
+        sc0 = np.where(is_ls, ex.sc_ls_a[idx], ex.sc_fr_a[idx] + self.fo_tags[idx])
         p, s = self.own_p[idx], self.own_s[idx]
         peer = np.where(is_ls, p, s)
         loc = np.zeros(len(rows))
@@ -270,119 +339,94 @@ class Search:
                 if w.online[own.p]:
                     # `loc_delta`: the new pair never shares a location
                     loc[j] = W_LOC * (0 - len(w.locs[own.p] & w.locs[own.s]))
-        dsk, su, res = ex.dsk[idx], ex.su[idx], ex.res[idx]
+        cp = self.copy_tabs
+        if cp is None:
+            cp = self.copy_tabs = Copies(
+                self.arrays, self.deltas.stats, self.deltas.vn, self.figs.copy_u
+            )
+        dsk_at, su_at, res_at = self.figs.copy_at
+        at = (dsk_at[idx], su_at[idx], peer * cp.n_res + res_at[idx], p, s)
+        d, ok = cp.deltas(base, sc0, loc, at)
+        self._store(SEC, rows, d, ok)
+
+    def _pri_deltas(self, rows: list[int]) -> None:
+        """The exact delta of every candidate of the given primary-taking own
+        sides (replace-and-failover, replace-primary), at every node at once,
+        and whether the move's rules let the node take the primary; what
+        `Deltas.node_delta`, `combine`, `tags_delta` and `loc_delta` give
+        candidate by candidate, operation for operation."""
+        w, a, ex, figs = self.w, self.arrays, self.ex, self.figs
+        chunk = np.array(rows, dtype=np.int64)
+        idx = chunk // NSLOT
+        rf = chunk % NSLOT == _RF_SLOT  # else replace-primary
+        p, s = self.own_p[idx], self.own_s[idx]
+        res, mem, dsk = figs.res[idx], figs.mem[idx], figs.dsk[idx]
+        # the node keeping a copy (rf: p, the new secondary; rp: s) and its
+        # reserved memory once the new primary t is its peer (`Work.new_r`)
+        k = np.where(rf, p, s)
+        r_k = np.maximum(
+            np.where(rf, a.r_mem[p], self.own_rsl[idx])[:, None], a.res[:, k].T + res[:, None]
+        )
+        own = (
+            k,
+            np.where(rf, figs.run[idx], 0),
+            np.where(rf, -figs.stop[idx], 0),
+            np.where(rf, -figs.cpu[idx], 0),
+            np.where(rf, -1, 0),
+            np.where(rf, 1, 0),
+            r_k,
+        )
+        tabs = self.pri_tabs
+        if tabs is None:
+            tabs = self.pri_tabs = Primaries(a, self.deltas.stats, self.deltas.vn, figs.pri_u)
+        at = tuple(x[idx] for x in figs.pri_at)
+        base = np.where(rf[:, None], ex.ls[idx], ex.lp[idx])
+        sc0 = np.where(rf, ex.sc_ls_a[idx], ex.sc_lp_a[idx])
+        d = tabs.deltas(base, sc0, own, (at[0], at[1], at[2], at[3], at[4]))
+        on = a.online
+        if w.has_locs:
+            insts, tags_delta = w.insts, self.deltas.tags_delta
+            every = range(len(w.names))
+            tags = np.array(
+                [
+                    [tags_delta(insts[i], pk, t) for t in every]
+                    for i, pk in zip(idx.tolist(), p.tolist(), strict=True)
+                ],
+                dtype=np.float64,
+            ).reshape(d.shape)
+            before = np.where(on[p], a.loc_n[p, s], 0)[:, None]
+            after = np.where(on[None, :], a.loc_n[:, k].T, 0)
+            loc: Floats | float = W_LOC * (after - before)
+        else:
+            tags = a.tags_moved(a.excl_id[idx], p, None)
+            loc = 0.0
+        d = (d + tags) + loc
+        every_n = np.arange(len(w.names))
         with np.errstate(all="ignore"):
-            every = np.arange(len(w.names))
-            r_new = np.maximum(a.r_mem, a.res[peer] + res[:, None])
             ok = (
-                (every != p[:, None])
-                & (every != s[:, None])
+                (every_n != p[:, None])
+                & (every_n != s[:, None])
+                & a.usable
                 & (a.f_dsk >= dsk[:, None])
-                & (r_new <= a.c_free)
+                & (a.c_free - mem[:, None] >= a.r_mem)
+                & (a.all_vcpus + figs.all_vcpus[idx][:, None] <= a.vcpu_limit)
+                # the node keeping the copy keeps N+1
+                & ~(on[k][:, None] & (r_k > np.where(rf, a.c_free[p] + mem, a.c_free[s])[:, None]))
+                # replace-primary: t, the replace's new secondary, takes s as its peer
+                & (rf[:, None] | (np.maximum(a.r_mem, a.res[s] + res[:, None]) <= a.c_free))
             )
             if a.loc is not None:
-                ok &= ~a.loc[peer]
-            isp = a.ispind + su[:, None]
-            t_dsk, sden = a.t_dsk, a.sden
-            # the node's values that taking a copy changes (`node_values`)
-            new: dict[int, Floats] = {
-                2: np.where(t_dsk == 0, 1.0, (a.f_dsk - dsk[:, None]) / t_dsk),
-                3: r_new / a.t_mem,
-                6: (a.n_all + 1).astype(np.float64),
-                7: np.where(sden != 0, isp / sden, np.where(isp == 0, math.nan, math.inf)),
-            }
-            vals = a.vals
-            center, std, n = st.center, st.std, st.n
-            out: Floats | float = 0.0
-            for m in range(NM):
-                d1: Floats = base[:, 2 * m, None]
-                d2: Floats = base[:, 2 * m + 1, None]
-                nv = new.get(m)
-                if nv is not None:
-                    ov = vals[:, m]
-                    cm = center[m]
-                    changed = nv != ov
-                    d1 = d1 + np.where(changed, nv - ov, 0.0)
-                    d2 = d2 + np.where(changed, (nv - cm) * (nv - cm) - (ov - cm) * (ov - cm), 0.0)
-                var = (self.deltas.vn[m] + d2) / n - (d1 / n) * (d1 / n)
-                term = M_WEIGHT[m] * (np.where(var > 0.0, np.sqrt(var), 0.0) - std[m])
-                out = out + np.where((d1 == 0.0) & (d2 == 0.0), 0.0, term)
-            scalar = W_RTOTAL * (new[3] - vals[:, 3])
-            fail_old = a.f_mem < a.r_mem
-            fail_new = a.f_mem < r_new
-            n1 = (a.n_all + 1) * fail_new - a.n_all * fail_old
-            scalar = np.where(fail_old | fail_new, scalar + W_N1 * n1, scalar)
-            d = (sc0[:, None] + scalar) + out + loc[:, None]
-        # one flat list per chunk (row j's nodes from j * nodes on)
-        ds: list[float] = d.ravel().tolist()
-        oks: list[bool] = ok.ravel().tolist()
-        for j, r in enumerate(rows):
-            self.copies[r] = (ds, oks, j * len(w.names))
+                ok &= ~a.loc[k]
+        self._store(PRI, rows, d, ok)
 
-    def _t_pri_ok(self, inst: Inst, t: int) -> bool:
-        """t can become the primary: disk, memory, vCPU ratio, its own N+1."""
-        w = self.w
-        return (
-            w.f_dsk[t] >= inst.dsk
-            and w.c_free[t] - inst.mem >= w.r_mem[t]
-            and w.all_vcpus[t] + inst.all_vcpus <= w.vcpu_limit[t]
-        )
-
-    def _eval_rf(self, own: Own, t: int) -> None:
-        """replace-and-failover: (t, p)."""
-        w = self.w
-        inst, p, s = own.inst, own.p, own.s
-        if not own.p_n1_ok or not self._t_pri_ok(inst, t) or w.tags_clash(own.i, t):
-            return
-        if w.has_locs and w.locs[p] & w.locs[t]:
-            return
-        r_p = w.new_r(p, -1, 0, t, inst.res)
-        if w.online[p] and r_p > w.c_free[p] + inst.mem:
-            return
-        acc: list[float] = self.ex.ls[own.i].tolist()
-        sc = self.ex.sc_ls[own.i] + self.deltas.node_delta(
-            p, inst.run_mem, -inst.stop_mem, 0, -inst.vcpus, 0, -1, 1, r_p, acc
-        )
-        sc += self.deltas.node_delta(
-            t, -inst.run_mem, inst.stop_mem, -inst.dsk, inst.vcpus, inst.su, 1, 0, w.r_mem[t], acc
-        )
-        d = (
-            sc
-            + self.deltas.combine(acc)
-            + self.deltas.tags_delta(inst, p, t)
-            + self.deltas.loc_delta(p, s, t, p)
-        )
-        self._consider(d, inst.dsk, 1, MoveKind.REPLACE_AND_FAILOVER, own.i, t, p)
-
-    def _eval_rp(self, own: Own, t: int) -> None:
-        """replace-primary: (t, s)."""
-        w = self.w
-        inst, p, s = own.inst, own.p, own.s
-        if not own.s_pri_ok or not self._t_pri_ok(inst, t):
-            return
-        if w.tags_clash(own.i, t) or w.tags_clash(own.i, s):
-            return
-        if w.has_locs and w.locs[s] & w.locs[t]:
-            return
-        r_t = w.r_mem[t]
-        # the replace's new secondary t takes s as its peer
-        if max(r_t, w.rows[t].get(s, 0) + inst.res) > w.c_free[t]:
-            return
-        r_s = w.new_r(s, p, inst.res, t, inst.res)
-        if w.online[s] and r_s > w.c_free[s]:
-            return
-        acc: list[float] = self.ex.lp[own.i].tolist()
-        sc = self.ex.sc_lp[own.i] + self.deltas.node_delta(s, 0, 0, 0, 0, 0, 0, 0, r_s, acc)
-        sc += self.deltas.node_delta(
-            t, -inst.run_mem, inst.stop_mem, -inst.dsk, inst.vcpus, inst.su, 1, 0, r_t, acc
-        )
-        d = (
-            sc
-            + self.deltas.combine(acc)
-            + self.deltas.tags_delta(inst, p, t)
-            + self.deltas.loc_delta(p, s, t, s)
-        )
-        self._consider(d, inst.dsk, 2, MoveKind.REPLACE_PRIMARY, own.i, t, s)
+    def _store(self, fam: int, rows: list[int], d: Floats, ok: Bools) -> None:
+        """Keep the chunk's deltas and rules, one flat sequence each (row j's
+        nodes from j * nodes on; read element by element, so as an `array` of
+        floats and bytes rather than lists)."""
+        ds = array("d", np.ascontiguousarray(d, dtype=np.float64).tobytes())
+        oks = np.ascontiguousarray(ok, dtype=np.bool_).tobytes()
+        width = d.shape[1]
+        self.scores[fam].update((r, (ds, oks, j * width)) for j, r in enumerate(rows))
 
     @staticmethod
     def _push(pool: list[Cand], cand: Cand, best: float, tolerance: float) -> float:

@@ -3,7 +3,8 @@ two nodes allow (memory, vCPU ratio, N+1 on the nodes it leaves or swaps), and p
 kind the parts of its lower bound that do not depend on the cluster-wide means
 (`own_side`, `coef`), with the key its targets are tabulated by; and every own
 side's parts as array rows (`Sides`), kept from step to step and rewritten only
-for the instances on the nodes a move changed. `own_side`, `coef` and
+for the instances on the nodes a move changed, with the keys' figures as arrays
+(`Sides.key_figures`) and each instance's key ids (`Sides.kid_of`). `own_side`, `coef` and
 `Sides.put` define one instance's rows; the search computes them for all the
 instances a move made stale at once (`reactors.balance_batch`, operation for
 operation). The planner never calls `own_side`, `coef`, `_cf`, `_rem_range` or
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from reactors.balance_arrays import Ints
 from reactors.balance_moves import MoveKind
 from reactors.balance_work import (
     NM,
@@ -49,6 +51,8 @@ NSLOT = len(SLOTS)
 SLOT = {k: n for n, k in enumerate(SLOTS)}
 FO, SEC, PRI = 0, 1, 2
 FAMILY = (FO, SEC, SEC, PRI, PRI)
+# `Sides.key_figures`' column for a primary-taking key's memory (run + stop).
+KEY_MEM = -1
 
 # A side's parts, independent of the current means: per metric the change of the
 # values (d1) and of their squares (q), p_rem of one node taken over a range
@@ -300,6 +304,30 @@ class Sides:
         self.keys: tuple[list[tuple[int, ...]], ...] = ([], [], [])
         # the exclusion-tag sets of instances, by id (part of primary-taking keys)
         self.excl_ids: dict[tuple[str, ...], int] = {(): 0}
+        # per instance and family, the id of its key (-1: none given yet)
+        self.kid_of = np.full((n_inst, 3), -1, dtype=np.int64)
+        # `key_figures`' arrays, extended as keys are added
+        self._figs: dict[tuple[int, int], tuple[list[int], dict[int, int], Ints]] = {}
+
+    def key_figures(self, fam: int, col: int) -> tuple[Ints, Ints]:
+        """One figure of a family's keys (`col`: the key's element; for
+        primary-taking keys, KEY_MEM: the memory, running plus stopped): its
+        distinct values, in the order keys first had them, and per key id the
+        position of its value. Extended as keys are added, never rebuilt."""
+        vals, at, inv = self._figs.get((fam, col), ([], {}, np.zeros(0, dtype=np.int64)))
+        keys = self.keys[fam]
+        if inv.size < len(keys):
+            more: list[int] = []
+            for key in keys[inv.size :]:
+                v = key[0] + key[1] if col == KEY_MEM else key[col]
+                j = at.get(v)
+                if j is None:
+                    j = at[v] = len(vals)
+                    vals.append(v)
+                more.append(j)
+            inv = np.concatenate((inv, np.array(more, dtype=np.int64)))
+        self._figs[(fam, col)] = (vals, at, inv)
+        return np.array(vals, dtype=np.int64), inv
 
     def put(self, i: int, sides: list[tuple[MoveKind, Coef, tuple[int, ...]]]) -> None:
         """Rewrite the rows of instance i: its own sides (kind, `coef`, key). The

@@ -329,6 +329,8 @@ class Work:
         self.all_vcpus[k] += sign * inst.all_vcpus
         self.ispind[k] += sign * inst.su
         self.n_pri[k] += sign
+        if not inst.excl:
+            return
         if sign > 0:
             self.ptags[k].update(inst.excl)
         else:
@@ -336,7 +338,7 @@ class Work:
             for e in inst.excl:
                 if self.ptags[k][e] <= 0:
                     del self.ptags[k][e]
-        if self.online[k] and inst.excl:
+        if self.online[k]:
             for loc in self.locs[k]:
                 for e in inst.excl:
                     self.loc_excl[(loc, e)] += sign

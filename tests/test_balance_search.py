@@ -1,0 +1,81 @@
+"""The planner's greedy step (`reactors.balance_search.Search.best`, with its
+bounds, batched scoring and rule checks) against brute force: every instance,
+every pair of nodes, the move kind `balance_rules.check_move` allows, scored as
+the full score after the move minus the score before.
+
+With a tolerance of 1 the step returns every move that lowers the score; that
+set must be exactly the brute force's, with the same deltas (1e-9), at several
+points of a plan, on generated clusters with a drained node, with location
+tags, and with exclusion tags everywhere (so anti-affinity refuses moves).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from reactors.balance_model import LOCATION_TAG_PREFIX, BCluster
+from reactors.balance_rules import check_move
+from reactors.balance_search import Search, choose
+from reactors.balance_work import Work
+from tests.test_balance import generated_cluster
+
+
+def _with_locations(cluster: BCluster) -> BCluster:
+    nodes = tuple(replace(n, tags=(f"rack:r{k % 3}",)) for k, n in enumerate(cluster.nodes))
+    return replace(
+        cluster,
+        nodes=nodes,
+        cluster_tags=(*cluster.cluster_tags, f"{LOCATION_TAG_PREFIX}rack"),
+    )
+
+
+CLUSTERS = {
+    "8-nodes": lambda: generated_cluster(seed=1, full=7, empty=1, instances=70),
+    "drained": lambda: generated_cluster(seed=2, full=6, empty=2, instances=60, drained=True),
+    "locations": lambda: _with_locations(generated_cluster(seed=5, full=6, empty=2, instances=50)),
+}
+
+
+def _brute(work: Work) -> dict[tuple[int, int, int], float]:
+    """Every rule-keeping single move that lowers the score, with its delta."""
+    before = work.total()
+    n = len(work.names)
+    out: dict[tuple[int, int, int], float] = {}
+    for i in range(len(work.insts)):
+        if not work.movable[i]:
+            continue
+        p, s = work.p[i], work.s[i]
+        for a in range(n):
+            for b in range(n):
+                if a == b or (a, b) == (p, s) or check_move(work, i, a, b) is None:
+                    continue
+                trial = work.clone()
+                trial.apply(i, a, b)
+                d = trial.total() - before
+                if d < -1e-9:
+                    out[(i, a, b)] = d
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(CLUSTERS))
+def test_every_improving_move_is_found_with_its_exact_delta(name: str) -> None:
+    cluster = CLUSTERS[name]()
+    work = Work(cluster, frozenset())
+    search = Search(work)
+    checked = 0
+    for step in range(12):
+        found = {(c.inst, c.new_p, c.new_s): c.delta for c in search.best(tolerance=1.0)}
+        if step in (0, 1, 5, 11):
+            brute = _brute(work)
+            assert set(found) == set(brute), (step, set(found) ^ set(brute))
+            for key, d in brute.items():
+                assert abs(found[key] - d) <= 1e-9, (step, key, found[key], d)
+            checked += len(brute)
+        cands = search.best(tolerance=0.002)
+        if not cands:
+            break
+        pick = choose(cands, work.names, work.insts)
+        work.apply(pick.inst, pick.new_p, pick.new_s)
+    assert checked > 50
