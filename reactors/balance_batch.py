@@ -5,8 +5,8 @@ results). The per-instance rules (which kinds the two nodes allow, reservations,
 tag and location parts, target keys) stay scalar; the per-node value changes, their
 sums and the bound coefficients are computed for all instances together, from
 the search's node figures (`reactors.balance_arrays.NodeArrays`, through
-`Figures`). Also every instance's exact own parts of a step (`Exacts`: what
-`Deltas.node_delta` and `Deltas.combine` give one candidate at a time), at the
+`Figures`). Also every instance's exact own parts of a step (`Exacts`: the
+d1/d2 sums of `reactors.balance_deltas` and the deviations they give), at the
 step's means, from its node changes (`own_changes`), which the search keeps
 from step to step.
 
@@ -280,7 +280,7 @@ def own_changes(
 
 class Exacts:
     """Every movable instance's exact own parts for one step, as
-    `Deltas.node_delta` sums them (d1 and d2 per metric, interleaved): its
+    `reactors.balance_deltas` sums them (d1 and d2 per metric, interleaved): its
     secondary losing its copy (`ls`), a failover whose new secondary then loses
     the copy (`fr`, without the tag part) and its primary losing its copy (`lp`),
     each with its scalar; and a failover's delta (`fo_a`, without its tag and
@@ -314,7 +314,8 @@ class Exacts:
 
 
 def _combine(acc: Floats, st: Stats, vn: list[float]) -> Floats:
-    """`Deltas.combine` of every row, operation for operation."""
+    """Per row, the change of the weighted standard deviations once its d1/d2
+    sums are added (`reactors.balance_deltas`)."""
     n = st.n
     out: Floats | float = 0.0
     for m in range(NM):
@@ -326,8 +327,8 @@ def _combine(acc: Floats, st: Stats, vn: list[float]) -> Floats:
 
 
 def _acc(acc: Floats, ch: Change, on: Bools, c: Floats) -> Floats:
-    """`Deltas.node_delta`'s sums: each changed value's change (d1) and change of
-    squared deviation from the mean (d2)."""
+    """Each changed value's change (d1) and change of squared deviation from
+    the mean (d2), summed per metric."""
     new, old, _ = ch
     changed = (new != old) & on[:, None]
     out = acc.copy()

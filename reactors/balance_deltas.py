@@ -1,13 +1,13 @@
 """A candidate move's exact effect on the cluster score, from the two to four nodes
 it changes: the current means and standard deviations of the scored per-node
-values (`Stats`); one candidate at a time, each changed node's contribution to
-the sums of deviations (`Deltas.node_delta`, memoised for the step), the
-standard deviations they give (`Deltas.combine`), and the exclusion-tag and
-location components (`Deltas.tags_delta`, `Deltas.loc_delta`), the readable
-definition; and the same for many candidates at once, as the search scores
-them, operation for operation (the same floating-point results): node changes
-as arrays (`node_changes`) and every node's exact delta as the taker of a copy
-(`Copies`) or of a primary (`Primaries`) for many own sides at once. The idea
+values (`Stats`, with n times each variance); the exclusion-tag and
+location-exclusion components of one primary change (`Deltas.tags_delta`); node
+changes as arrays (`node_changes`); and every node's exact delta as the taker of
+a copy (`Copies`) or of a primary (`Primaries`) for many own sides at once: each
+changed value's change (d1) and change of squared deviation from the mean (d2)
+summed per metric, then each standard deviation rebuilt from n V + d2 and d1.
+tests/test_balance_search.py holds every improving move's delta to the full
+score. The idea
 of `reactors.score_delta`, extended to failovers and to moves that take a copy
 off a node.
 
@@ -30,7 +30,6 @@ from reactors.balance_arrays import Bools, Floats, Ints, NodeArrays
 from reactors.balance_work import (
     M_WEIGHT,
     NM,
-    W_LOC,
     W_LOC_EXCL,
     W_N1,
     W_OFF_ALL,
@@ -120,74 +119,13 @@ class Deltas:
         self.w = work
         self.stats = stats_of(work)
         self.vn: list[float] = []
-        self.memo: dict[tuple[int, ...], tuple[tuple[tuple[int, float], ...], float]] = {}
         self.tags_memo: dict[tuple[tuple[str, ...], int, int], float] = {}
 
     def start(self) -> None:
         """A new step: the current means and deviations, an empty memo."""
         self.stats = stats_of(self.w)
-        self.vn = [std * std * self.stats.n for std in self.stats.std]  # n V, for combine
-        self.memo = {}
+        self.vn = [std * std * self.stats.n for std in self.stats.std]  # n V
         self.tags_memo = {}
-
-    def node_delta(
-        self,
-        k: int,
-        dfm: int,
-        dstop: int,
-        ddsk: int,
-        dcpu: int,
-        dsp: int,
-        dnp: int,
-        dns: int,
-        new_r: int,
-        acc: list[float],
-    ) -> float:
-        """Adds node k's change of every scored per-node value to `acc` (d1 and d2
-        per metric, interleaved) and returns the change of the scalar components.
-        Memoised for the step: many candidates share a node change."""
-        key = (k, dfm, dstop, ddsk, dcpu, dsp, dnp, dns, new_r)
-        hit = self.memo.get(key)
-        if hit is None:
-            hit = self.memo[key] = self._node_delta(*key)
-        entries, scalar = hit
-        for j, v in entries:
-            acc[j] += v
-        return scalar
-
-    def _node_delta(
-        self,
-        k: int,
-        dfm: int,
-        dstop: int,
-        ddsk: int,
-        dcpu: int,
-        dsp: int,
-        dnp: int,
-        dns: int,
-        new_r: int,
-    ) -> tuple[tuple[tuple[int, float], ...], float]:
-        old, new, scalar = self.w.node_change(k, dfm, dstop, ddsk, dcpu, dsp, dnp, dns, new_r)
-        c = self.stats.center
-        entries: list[tuple[int, float]] = []
-        for m, (nv, ov) in enumerate(zip(new, old, strict=True)):
-            if nv != ov:
-                cm = c[m]
-                entries.append((2 * m, nv - ov))
-                entries.append((2 * m + 1, (nv - cm) * (nv - cm) - (ov - cm) * (ov - cm)))
-        return tuple(entries), scalar
-
-    def combine(self, acc: list[float]) -> float:
-        n = self.stats.n
-        sqrt = math.sqrt
-        out = 0.0
-        it = iter(acc)
-        for weight, std, vn, d1, d2 in zip(M_WEIGHT, self.stats.std, self.vn, it, it, strict=True):
-            if d1 == 0.0 and d2 == 0.0:
-                continue
-            var = (vn + d2) / n - (d1 / n) * (d1 / n)
-            out += weight * ((sqrt(var) if var > 0.0 else 0.0) - std)
-        return out
 
     def tags_delta(self, inst: Inst, src: int, dst: int) -> float:
         """The change of the tag and location-exclusion components when the
@@ -227,19 +165,11 @@ class Deltas:
                 )
         return out
 
-    def loc_delta(self, old_p: int, old_s: int, new_p: int, new_s: int) -> float:
-        w = self.w
-        if not w.has_locs:
-            return 0.0
-        before = len(w.locs[old_p] & w.locs[old_s]) if w.online[old_p] else 0
-        after = len(w.locs[new_p] & w.locs[new_s]) if w.online[new_p] else 0
-        return W_LOC * (after - before)
-
 
 class Copies:
     """What taking a copy changes at every node, for one step: per instance
     figure (disk, spindle use; reservation and N+1 peer) and node, the change of
-    each value a copy changes (d1, d2, as `Deltas.node_delta` adds them), the
+    each value a copy changes (d1, d2, as the module docstring says), the
     scalar's change and whether the node can take it; and every node's exact
     delta for many own sides at once (`deltas`)."""
 
@@ -284,8 +214,8 @@ class Copies:
     ) -> tuple[Floats, Bools]:
         """Per own side (row) and node: the exact delta of the node taking the
         copy, from the side's own part (`base`: d1 and d2 per metric; `sc0`: its
-        scalar; `loc`: its location part), what `Deltas.node_delta` and `combine`
-        give candidate by candidate, operation for operation; and whether the
+        scalar; `loc`: its location part), the node's d1 and d2 added and the
+        standard deviations rebuilt; and whether the
         node can take it. `at`: per row its disk, spindle-use and (peer,
         reservation) figures' positions, its primary and its secondary."""
         fd, fs, fr, p, s = at
@@ -341,8 +271,8 @@ def _dd(new: Floats, old: Floats, c: float) -> tuple[Floats, Floats]:
 class Primaries:
     """What taking an instance's primary (and its copy) changes at every node,
     for one step: per instance figure (running memory, memory, disk, vCPUs,
-    spindle use) and node, the change of each value (d1, d2, as
-    `Deltas.node_delta` adds them) and of the scalar; and every node's exact
+    spindle use) and node, the change of each value (d1, d2, as the module
+    docstring says) and of the scalar; and every node's exact
     delta as the new primary of many replace-and-failover and replace-primary
     own sides at once (`deltas`)."""
 
@@ -395,8 +325,8 @@ class Primaries:
         (`base`: d1 and d2 per metric; `sc0`: its scalar) plus the change of the
         node the side keeps a copy on (`own`: that node k, its changes of free
         memory, stopped memory, vCPUs, primaries, secondaries, and its reserved
-        memory once t is its peer, per row and node); what `Deltas.node_delta`
-        and `combine` give candidate by candidate, operation for operation.
+        memory once t is its peer, per row and node), d1 and d2 of both nodes
+        added and the standard deviations rebuilt.
         `at`: per row its figures' positions."""
         a, st, vn = self.a, self.st, self.vn
         n, std, c = st.n, st.std, st.center

@@ -320,8 +320,7 @@ class Search:
     def _copy_deltas(self, rows: list[int]) -> None:
         """The exact delta of every candidate of the given copy-taking own sides
         (replace-secondary, failover-and-replace), at every node at once, and
-        whether the node can take the copy; what `Deltas.node_delta` and `combine` give
-        candidate by candidate, operation for operation."""
+        whether the node can take the copy (`reactors.balance_deltas.Copies`)."""
         w = self.w
         ex = self.ex
         owns = self.owns
@@ -337,7 +336,7 @@ class Search:
             for j, i in enumerate(idx.tolist()):
                 own = owns[i]
                 if w.online[own.p]:
-                    # `loc_delta`: the new pair never shares a location
+                    # the location part: the new pair never shares a location
                     loc[j] = W_LOC * (0 - len(w.locs[own.p] & w.locs[own.s]))
         cp = self.copy_tabs
         if cp is None:
@@ -352,9 +351,8 @@ class Search:
     def _pri_deltas(self, rows: list[int]) -> None:
         """The exact delta of every candidate of the given primary-taking own
         sides (replace-and-failover, replace-primary), at every node at once,
-        and whether the move's rules let the node take the primary; what
-        `Deltas.node_delta`, `combine`, `tags_delta` and `loc_delta` give
-        candidate by candidate, operation for operation."""
+        and whether the move's rules let the node take the primary
+        (`reactors.balance_deltas.Primaries`, with the tag and location parts)."""
         w, a, ex, figs = self.w, self.arrays, self.ex, self.figs
         chunk = np.array(rows, dtype=np.int64)
         idx = chunk // NSLOT

@@ -205,8 +205,9 @@ def _cf(
     q: list[float],
     skip_rem: bool = False,
 ) -> float:
-    """Like `Deltas._node_delta`, but independent of the current means: adds node k's
-    change of each value (d1) and of its square (q) and returns the change of
+    """A node change independent of the current means (`reactors.balance_deltas`
+    needs them): adds node k's change of each value (d1) and of its square (q)
+    and returns the change of
     the scalar components. `skip_rem`: leave p_rem out (taken as a range).
     The reference of `reactors.balance_batch._change` and `_add`."""
     old, new, scalar = w.node_change(k, dfm, dstop, ddsk, dcpu, dsp, dnp, dns, new_r)
