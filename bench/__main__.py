@@ -11,7 +11,16 @@ from pathlib import Path
 
 # Each module exposes `run() -> dict` with a "table" (list of rows, first row the
 # header) plus any figures worth keeping.
-BENCHMARKS: list[str] = ["event_store", "sim_scale", "converge", "heal", "alloc", "api", "balance"]
+BENCHMARKS: list[str] = [
+    "event_store",
+    "sim_scale",
+    "converge",
+    "heal",
+    "alloc",
+    "api",
+    "balance",
+    "balance_seeds",
+]
 
 
 def _print_table(rows: list[list[object]]) -> None:

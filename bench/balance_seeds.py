@@ -1,0 +1,110 @@
+"""corral's balancer against hbal over many generated clusters, not a chosen few:
+for each cluster shape, several seeds; for each, both plans on the same htools
+file, and how often corral's final score, move count and data copied are no
+worse than hbal's. The figures of `bench.balance` are three clusters; this is the
+spread around them.
+
+Each cluster: `tests.test_balance.generated_cluster` (two node sizes, `svc:*`
+exclusion tags, uneven N+1-safe placement, empty nodes added; drained rows have
+one drained node). hbal runs as `hbal -t FILE -S OUT`; both final placements are
+scored by `reactors.cluster_score` on the start cluster.
+
+Not imported by corral; run by `make bench` or `python -m bench balance_seeds`.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.balance import _data_moved
+from reactors.balance_plan import plan_balance
+from reactors.cluster_score import score
+from reactors.htools_text import render
+from tests.test_balance import generated_cluster, run_hbal, with_placement
+
+# (label, full nodes, empty nodes, instances, drained, seeds)
+SHAPES: tuple[tuple[str, int, int, int, bool, range], ...] = (
+    ("8 nodes (7+1), 70 instances", 7, 1, 70, False, range(101, 111)),
+    ("8 nodes (6+2), 60 instances, drained", 6, 2, 60, True, range(101, 111)),
+    ("16 nodes (13+3), 200 instances", 13, 3, 200, False, range(101, 106)),
+    ("16 nodes (12+4), 180 instances, drained", 12, 4, 180, True, range(101, 106)),
+)
+# Scores equal within this are a tie (both are sums of float statistics).
+TIE = 1e-6
+
+
+def run() -> dict[str, Any]:
+    table: list[list[Any]] = [
+        [
+            "shape",
+            "clusters",
+            "score <= hbal",
+            "moves <= hbal",
+            "both",
+            "data <= hbal",
+            "moves corral/hbal (median)",
+            "score diff corral-hbal (median)",
+            "hbal time / corral (median)",
+        ]
+    ]
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, full, empty, count, drained, seeds in SHAPES:
+            results = []
+            for seed in seeds:
+                start = generated_cluster(
+                    seed=seed, full=full, empty=empty, instances=count, drained=drained
+                )
+                path = Path(tmp) / f"c{seed}.data"
+                path.write_text(render(start))
+                t0 = time.perf_counter()
+                plan = plan_balance(cluster=start)
+                ours_s = time.perf_counter() - t0
+                hbal = run_hbal(path=path)
+                assert hbal.balanced is not None
+                theirs = with_placement(start, hbal.balanced)
+                results.append(
+                    {
+                        "seed": seed,
+                        "corral_score": plan.score_after,
+                        "hbal_score": score(theirs).total,
+                        "corral_moves": len(plan.moves),
+                        "hbal_moves": hbal.moves,
+                        "corral_data_mib": plan.data_mib,
+                        "hbal_data_mib": _data_moved(start, theirs),
+                        "corral_seconds": round(ours_s, 3),
+                        "hbal_seconds": round(hbal.seconds, 3),
+                    }
+                )
+            n = len(results)
+            score_ok = [r["corral_score"] <= r["hbal_score"] + TIE for r in results]
+            moves_ok = [r["corral_moves"] <= r["hbal_moves"] for r in results]
+            data_ok = [r["corral_data_mib"] <= r["hbal_data_mib"] for r in results]
+            moves_ratio = statistics.median(r["corral_moves"] / r["hbal_moves"] for r in results)
+            score_diff = statistics.median(r["corral_score"] - r["hbal_score"] for r in results)
+            speed = statistics.median(r["hbal_seconds"] / r["corral_seconds"] for r in results)
+            table.append(
+                [
+                    label,
+                    n,
+                    f"{sum(score_ok)}/{n}",
+                    f"{sum(moves_ok)}/{n}",
+                    f"{sum(a and b for a, b in zip(score_ok, moves_ok, strict=True))}/{n}",
+                    f"{sum(data_ok)}/{n}",
+                    f"{moves_ratio:.3f}",
+                    f"{score_diff:+.4f}",
+                    f"{speed:.1f}x",
+                ]
+            )
+            rows.append({"shape": label, "results": results})
+    return {"table": table, "shapes": rows}
+
+
+if __name__ == "__main__":
+    from bench.__main__ import _print_table
+
+    _print_table(run()["table"])
