@@ -311,15 +311,19 @@ def choose_new_secondary(
 
 
 def _as_if_free(p: NodeLoad, spec: InstanceSpec) -> NodeLoad:
-    """The primary already carries the instance: check the pair as if it did not."""
+    """The primary already carries the instance and keeps it: a new secondary
+    changes nothing there, so the primary-side checks (memory, vCPUs, its own
+    N+1, disk, anti-affinity) pass by construction and only the secondary's are
+    made. (A primary over its vCPU ratio after failovers still gets its
+    instances a second copy.)"""
     return NodeLoad(
         name=p.name,
-        mem_total=p.mem_total,
-        disk_total=p.disk_total + spec.disk_mib,
+        mem_total=max(p.mem_total, spec.memory_mib),
+        disk_total=p.disk_used + spec.disk_mib,
         cpus=p.cpus,
-        mem_primary=max(0, p.mem_primary),
+        host_cpus=0,
+        mem_primary=0,
         disk_used=p.disk_used,
-        vcpus_primary=p.vcpus_primary,
-        secondary_for=p.secondary_for,
+        vcpus_primary=0,
         tags=p.tags,
     )

@@ -681,3 +681,27 @@ def test_anti_affinity_and_host_cpus_as_hail() -> None:
     four = replace(three, name=InstanceName("four"), vcpus=4)
     refused = choose_pair(state=state, spec=four)
     assert refused.primary is None and dict(refused.failures)["FailCPU"] == 2
+
+
+def test_a_new_secondary_only_checks_the_secondary() -> None:
+    """Re-protection after failovers: the primary keeps the instance whatever
+    the new secondary is, so a primary over its vCPU ratio (or memory) does not
+    stop the instance getting a second copy elsewhere."""
+    from reactors.placement_bridge import choose_new_secondary
+
+    nodes = [replace(n, cpus=4) for n in _uniform_nodes(3)]
+    a = InstanceSpec(
+        name=InstanceName("a"), memory_mib=1024, vcpus=3, disks=(DiskSpec(size_mib=1024),)
+    )
+    b = replace(a, name=InstanceName("b"), vcpus=2)
+    state = _state(
+        nodes=nodes,
+        instances=[
+            (a, NodeName("node00"), NodeName("node01")),
+            (b, NodeName("node00"), NodeName("node01")),
+        ],
+        policy=ClusterPolicy(vcpu_ratio=1.0),
+    )
+    # node00 runs 5 vCPUs and keeps 1 CPU: over a ratio of 1 on 4 CPUs
+    choice = choose_new_secondary(state=state, instance=InstanceName("a"))
+    assert choice.secondary == "node02", choice.refusal
