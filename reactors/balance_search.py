@@ -4,8 +4,9 @@ tolerance of the best delta found is scored exactly, own sides and targets visit
 best bound first (`Search.best`); copy- and primary-taking candidates are scored
 at every node at once, for the next own sides of their family the visit can
 still reach (`Search._copy_deltas`, `Search._pri_deltas`), and failovers for
-every instance at once (`Search._failovers`). The result is the one of scoring
-every candidate. Also what the search keeps from step to step (the `Sides`, the
+every instance at once (`Search._failovers`); a new primary that would join one
+sharing an exclusion tag is never a candidate (`Work.tags_clash`). The result is
+the one of scoring every candidate. Also what the search keeps from step to step (the `Sides`, the
 `NodeArrays`, the `Own` sides and their node changes) and refreshes only for the
 nodes a move changed (own sides in batches, `reactors.balance_batch`, which also
 gives every step's exact own parts), and the choice among near-equal candidates
