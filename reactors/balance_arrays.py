@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from reactors.balance_work import NM, W_TAGS, Work
+from reactors.balance_work import NM, W_LOC_EXCL, W_TAGS, Work
 
 Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
@@ -75,6 +75,8 @@ class NodeArrays:
         self.excls = list(ids)
         self.tag1 = np.zeros((len(ids), n_nodes), dtype=np.int64)
         self.tag2 = np.zeros((len(ids), n_nodes), dtype=np.int64)
+        self._loc_of: Floats | None = None  # `loc_excl_moved`'s node x location
+        self._loc_names: list[str] = []
 
     def refresh(self, work: Work) -> list[int]:
         """Copy the figures of every node that changed since the last refresh
@@ -118,6 +120,47 @@ class NodeArrays:
             return np.where((eid == 0)[:, None], 0.0, out)
         out = np.where(on[dst], out + W_TAGS * self.tag1[eid, dst], out)
         return np.where(eid == 0, 0.0, out)
+
+    def loc_excl_moved(self, work: Work, eid: Ints, src: Ints) -> Floats:
+        """The location-exclusion part of `Deltas.tags_delta` for instances with
+        exclusion tags `eid` moving their primary from `src` to every node (one
+        column each). A (location, tag) pair counted b times scores b - 1 (0 when
+        b is 0): a primary joining a location gains 1 per tag already there, one
+        leaving loses 1 per tag there at least twice; a location both nodes are
+        in changes nothing. Counts are whole numbers, so the sum is exact."""
+        if self._loc_of is None:
+            locs = sorted({loc for k in range(len(work.names)) for loc in work.locs[k]})
+            self._loc_names = locs
+            # node x location, online nodes only (an offline node's primaries
+            # are not counted)
+            self._loc_of = np.array(
+                [
+                    [work.online[k] and loc in work.locs[k] for loc in locs]
+                    for k in range(len(work.names))
+                ],
+                dtype=np.float64,
+            )
+        m = self._loc_of
+        counts = work.loc_excl
+        g1 = np.array(
+            [
+                [sum(1 for e in excl if counts.get((loc, e), 0) >= 1) for loc in self._loc_names]
+                for excl in self.excls
+            ],
+            dtype=np.float64,
+        )
+        g2 = np.array(
+            [
+                [sum(1 for e in excl if counts.get((loc, e), 0) >= 2) for loc in self._loc_names]
+                for excl in self.excls
+            ],
+            dtype=np.float64,
+        )
+        ms = m[src]
+        joined = (g1[eid] * (1.0 - ms)) @ m.T
+        left = (g2[eid] * ms).sum(axis=1)[:, None] - (g2[eid] * ms) @ m.T
+        out: Floats = W_LOC_EXCL * (joined - left)
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -116,6 +116,7 @@ class Search:
         # each instance's failover tag part and failover delta, for this step
         self.fo_tags = np.zeros(n_inst)
         self.fo_d: list[float] = []
+        self.clash_s: list[bool] = []
         self.movable = np.array(work.movable, dtype=np.bool_)
         self.own_p[self.movable] = np.array(work.p)[self.movable]
         self.own_s[self.movable] = np.array(work.s)[self.movable]
@@ -237,34 +238,30 @@ class Search:
 
     def _failovers(self) -> None:
         """Every instance's failover tag part (`tags_delta(inst, p, s)`) and
-        failover delta (`_eval_fo`'s), for this step."""
-        w = self.w
+        failover delta (`_eval_fo`'s), and whether its secondary has a primary
+        sharing one of its exclusion tags (`Work.tags_clash(i, s)`: no failover,
+        failover-and-replace or replace-primary), for this step."""
+        w, a = self.w, self.arrays
         p, s = self.own_p, self.own_s
-        on = self.arrays.online
+        on = a.online
+        eid = a.excl_id
+        self.clash_s = ((eid != 0) & on[p] & (a.tag1[eid, s] > 0)).tolist()
         if w.has_locs:
-            tags_delta = self.deltas.tags_delta
-            insts = w.insts
-            tags = np.array(
-                [
-                    tags_delta(insts[i], pk, sk) if ok else 0.0
-                    for i, (pk, sk, ok) in enumerate(
-                        zip(p.tolist(), s.tolist(), self.movable.tolist(), strict=True)
-                    )
-                ],
-                dtype=np.float64,
-            )
-            before = np.where(on[p], self.arrays.loc_n[p, s], 0)
-            after = np.where(on[s], self.arrays.loc_n[s, p], 0)
+            moved = a.loc_excl_moved(w, eid, p)
+            at_s = np.take_along_axis(moved, s[:, None], axis=1)[:, 0]
+            tags = np.where(self.movable & (eid != 0), a.tags_moved(eid, p, s) + at_s, 0.0)
+            before = np.where(on[p], a.loc_n[p, s], 0)
+            after = np.where(on[s], a.loc_n[s, p], 0)
             loc: Floats | float = W_LOC * (after - before)
         else:
-            tags = self.arrays.tags_moved(self.arrays.excl_id, p, s)
+            tags = a.tags_moved(eid, p, s)
             loc = 0.0
         self.fo_tags = tags
         self.fo_d = ((self.ex.fo_a + tags) + loc).tolist()
 
     def _eval_fo(self, own: Own) -> None:
         """failover: (s, p); its delta is the step's (`_failovers`)."""
-        if self.w.tags_clash(own.i, own.s):
+        if self.clash_s[own.i]:
             return
         self._consider(self.fo_d[own.i], 0, 1, MoveKind.FAILOVER, own.i, own.s, own.p)
 
@@ -287,13 +284,11 @@ class Search:
                 return
             peer = own.p
         else:
-            if not own.s_pri_ok or self.w.tags_clash(own.i, own.s):
+            if not own.s_pri_ok or self.clash_s[own.i]:
                 return
             peer = own.s
         migrations = MIGRATIONS[kind]
         copy = kind in SEC_KINDS
-        # a new primary t keeps anti-affinity (only instances with exclusion tags)
-        tagged = not copy and bool(own.inst.excl)
         ds, oks, at = deltas
         dsk = own.inst.dsk
         keep = self.keep
@@ -304,7 +299,7 @@ class Search:
         for lb_t, t in zip(tl[0], tl[1], strict=True):
             if lb_o + lb_t >= cutoff:
                 break
-            if not oks[at + t] or (tagged and self.w.tags_clash(own.i, t)):
+            if not oks[at + t]:
                 continue
             d = ds[at + t]
             scored += 1
@@ -384,15 +379,10 @@ class Search:
         d = tabs.deltas(base, sc0, own, (at[0], at[1], at[2], at[3], at[4]))
         on = a.online
         if w.has_locs:
-            insts, tags_delta = w.insts, self.deltas.tags_delta
-            every = range(len(w.names))
-            tags = np.array(
-                [
-                    [tags_delta(insts[i], pk, t) for t in every]
-                    for i, pk in zip(idx.tolist(), p.tolist(), strict=True)
-                ],
-                dtype=np.float64,
-            ).reshape(d.shape)
+            eid = a.excl_id[idx]
+            tags = a.tags_moved(eid, p, None) + np.where(
+                (eid == 0)[:, None], 0.0, a.loc_excl_moved(w, eid, p)
+            )
             before = np.where(on[p], a.loc_n[p, s], 0)[:, None]
             after = np.where(on[None, :], a.loc_n[:, k].T, 0)
             loc: Floats | float = W_LOC * (after - before)
@@ -413,6 +403,9 @@ class Search:
                 & ~(on[k][:, None] & (r_k > np.where(rf, a.c_free[p] + mem, a.c_free[s])[:, None]))
                 # replace-primary: t, the replace's new secondary, takes s as its peer
                 & (rf[:, None] | (np.maximum(a.r_mem, a.res[s] + res[:, None]) <= a.c_free))
+                # anti-affinity: t has no primary sharing an exclusion tag
+                # (`Work.tags_clash`; none of the instance's when it has none)
+                & ~((a.tag1[a.excl_id[idx]] > 0) & on[p][:, None])
             )
             if a.loc is not None:
                 ok &= ~a.loc[k]
