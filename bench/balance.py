@@ -65,7 +65,7 @@ MEMORY = (512, 1024, 1024, 2048, 4096)
 STD_SPEC = Spec(memory_mib=1024, disk_mib=20480, vcpus=1)
 
 
-def _data_moved(start: BCluster, end: BCluster) -> int:
+def data_moved(start: BCluster, end: BCluster) -> int:
     """MiB copied to reach `end`: an instance's disk once per node that holds a
     copy at the end and did not at the start."""
     before = {i.name: {i.pnode, i.snode} for i in start.instances}
@@ -185,7 +185,7 @@ def run() -> dict[str, Any]:
             if hbal.finished and hbal.balanced is not None:
                 theirs = with_placement(start, hbal.balanced)
                 hbal_score = score(theirs).total
-                hbal_data = _data_moved(start, theirs)
+                hbal_data = data_moved(start, theirs)
             t0 = time.perf_counter()
             cap = capacity(state=to_state(cluster=start), specs=(STD_SPEC,))
             cap_s = time.perf_counter() - t0

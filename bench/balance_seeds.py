@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.balance import _data_moved
+from bench.balance import data_moved
 from reactors.balance_plan import plan_balance
 from reactors.cluster_score import score
 from reactors.htools_text import render
@@ -75,7 +75,7 @@ def run() -> dict[str, Any]:
                         "corral_moves": len(plan.moves),
                         "hbal_moves": hbal.moves,
                         "corral_data_mib": plan.data_mib,
-                        "hbal_data_mib": _data_moved(start, theirs),
+                        "hbal_data_mib": data_moved(start, theirs),
                         "corral_seconds": round(ours_s, 3),
                         "hbal_seconds": round(hbal.seconds, 3),
                     }

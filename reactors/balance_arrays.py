@@ -77,6 +77,7 @@ class NodeArrays:
         self.tag2 = np.zeros((len(ids), n_nodes), dtype=np.int64)
         self._loc_of: Floats | None = None  # `loc_excl_moved`'s node x location
         self._loc_names: list[str] = []
+        self._loc_counts: tuple[tuple[int, ...], Floats, Floats] | None = None
 
     def refresh(self, work: Work) -> list[int]:
         """Copy the figures of every node that changed since the last refresh
@@ -141,21 +142,26 @@ class NodeArrays:
                 dtype=np.float64,
             )
         m = self._loc_of
-        counts = work.loc_excl
-        g1 = np.array(
-            [
-                [sum(1 for e in excl if counts.get((loc, e), 0) >= 1) for loc in self._loc_names]
-                for excl in self.excls
-            ],
-            dtype=np.float64,
-        )
-        g2 = np.array(
-            [
-                [sum(1 for e in excl if counts.get((loc, e), 0) >= 2) for loc in self._loc_names]
-                for excl in self.excls
-            ],
-            dtype=np.float64,
-        )
+        # per exclusion-tag set and location, how many of its tags are there at
+        # least once (g1) and twice (g2); the same until a move changes a node
+        placement = tuple(work.version)
+        if self._loc_counts is None or self._loc_counts[0] != placement:
+            counts = work.loc_excl
+            g = [
+                np.array(
+                    [
+                        [
+                            sum(1 for e in excl if counts.get((loc, e), 0) >= at)
+                            for loc in self._loc_names
+                        ]
+                        for excl in self.excls
+                    ],
+                    dtype=np.float64,
+                )
+                for at in (1, 2)
+            ]
+            self._loc_counts = (placement, g[0], g[1])
+        _, g1, g2 = self._loc_counts
         ms = m[src]
         joined = (g1[eid] * (1.0 - ms)) @ m.T
         left = (g2[eid] * ms).sum(axis=1)[:, None] - (g2[eid] * ms) @ m.T

@@ -22,7 +22,7 @@ import numpy as np
 
 from reactors.balance_arrays import Bools, Floats, Ints, NodeArrays
 from reactors.balance_deltas import Change, Stats, node_changes
-from reactors.balance_sides import FAMILY, NSLOT, Own, Sides, _tags_src
+from reactors.balance_sides import FAMILY, NSLOT, Own, Sides, _tags_src, target_keys
 from reactors.balance_work import M_WEIGHT, NM, W_LOC, Work
 
 _Spec = tuple[Ints, Ints, Ints, Ints, Ints, Ints, int, int, Ints]
@@ -121,17 +121,7 @@ def _write_keys(w: Work, sides: Sides, idx: list[int], ii: Ints, oks: Bools) -> 
         for j in np.flatnonzero(need.any(axis=0)).tolist():
             i = idx[j]
             inst = w.insts[i]
-            sec = (inst.dsk, inst.su, inst.res)
-            excl_id = sides.excl_ids[inst.excl]
-            pri = (
-                inst.run_mem,
-                inst.stop_mem,
-                inst.dsk,
-                inst.vcpus,
-                inst.su,
-                inst.all_vcpus,
-                excl_id,
-            )
+            sec, pri = target_keys(inst, sides.excl_ids[inst.excl])
             for slot, fam in enumerate(fams):
                 if not oks[slot, j] or kids[j, fam] >= 0:
                     continue

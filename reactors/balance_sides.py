@@ -78,6 +78,14 @@ class Own:
     r_s_less: int
 
 
+def target_keys(inst: Inst, excl_id: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """What a target's side of a copy-taking (`sec`) and a primary-taking (`pri`)
+    move depends on in the instance: instances with equal keys share targets."""
+    sec = (inst.dsk, inst.su, inst.res)
+    pri = (inst.run_mem, inst.stop_mem, inst.dsk, inst.vcpus, inst.su, inst.all_vcpus, excl_id)
+    return sec, pri
+
+
 def own_side(
     w: Work, i: int, excl_ids: dict[tuple[str, ...], int]
 ) -> tuple[Own, list[tuple[MoveKind, Coef, tuple[int, ...]]]]:
@@ -96,17 +104,7 @@ def own_side(
     s_pri_ok = s_can_pri and r_s_less <= w.c_free[s] - mem
     loc_own = -W_LOC * len(w.locs[p] & w.locs[s]) if w.has_locs and w.online[p] else 0.0
     tags_src = _tags_src(w, inst, p)
-    sec_key = (inst.dsk, inst.su, inst.res)
-    excl_id = excl_ids.setdefault(inst.excl, len(excl_ids))
-    pri_key = (
-        inst.run_mem,
-        inst.stop_mem,
-        inst.dsk,
-        inst.vcpus,
-        inst.su,
-        inst.all_vcpus,
-        excl_id,
-    )
+    sec_key, pri_key = target_keys(inst, excl_ids.setdefault(inst.excl, len(excl_ids)))
     sides: list[tuple[MoveKind, CSide, tuple[int, ...]]] = []
     if s_pri_ok:
         r_p = w.new_r(p, -1, 0, s, res)
