@@ -75,12 +75,22 @@ def add_balance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         default=DEFAULT_MIN_GAIN,
         help="stop when a move gains less (once the score is below 0.1, as hbal)",
     )
+    bal.add_argument(
+        "--lookahead",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also plan picking each move among the K best by the best pair it starts, "
+        "and keep the plan that ends lower (slower: about K+2 times the plain search)",
+    )
     add_target_options(bal)
 
 
 def run_balance(args: argparse.Namespace) -> int:
     if args.max_moves < 0:
         raise UsageError("--max-moves must not be negative")
+    if args.lookahead < 0:
+        raise UsageError("--lookahead must not be negative")
     if args.watch and (args.interval <= 0 or args.threshold < 0 or args.rounds < 0):
         raise UsageError("--interval must be positive, --threshold and --rounds not negative")
     if (args.apply or args.watch) and args.htools is not None:
@@ -163,7 +173,11 @@ def _plan(
     started = time.monotonic()
     try:
         plan = plan_balance(
-            cluster=cluster, max_moves=args.max_moves, min_gain=args.min_gain, avoid=avoid
+            cluster=cluster,
+            max_moves=args.max_moves,
+            min_gain=args.min_gain,
+            avoid=avoid,
+            lookahead=args.lookahead,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc

@@ -31,7 +31,10 @@ candidates are visited best bound first until no bound can come within
 candidate. Among moves whose gains are within `cost_tolerance` (relative) of the
 best, the one that copies the least data, then migrates the fewest times, wins. A
 final pass folds repeated moves of one instance into one where the rules allow, so
-the plan ends in the same placement with fewer moves and less data copied.
+the plan ends in the same placement with fewer moves and less data copied. With
+`lookahead` K >= 2 the plan is made a second time, each move picked among the K
+best (within 5 %) by its gain plus the best gain after it
+(`reactors.balance_lookahead`), and the plan ending lower is kept.
 
 Rules every intermediate placement keeps (those of `reactors.placement_bridge`):
 a node taking a primary has the memory (all its primaries, running or not, within
@@ -53,8 +56,9 @@ types (`reactors.balance_moves`), the mutable working model
 (`reactors.balance_work`) and its rule checks (`reactors.balance_rules`), exact
 score deltas (`reactors.balance_deltas`), own sides and node figures kept from
 step to step (`reactors.balance_sides`, `reactors.balance_arrays`), the bounds
-(`reactors.balance_bounds`), the greedy step (`reactors.balance_search`) and the
-folding pass (`reactors.balance_fold`). This module runs the steps and builds the
+(`reactors.balance_bounds`), the greedy step (`reactors.balance_search`), the
+optional lookahead (`reactors.balance_lookahead`) and the folding pass
+(`reactors.balance_fold`). This module runs the steps and builds the
 plan; the public names (`plan_balance`, `BalancePlan`, `Move`, `MoveKind`,
 `MoveStep`, `StepKind`, the defaults) are imported from here.
 
@@ -69,6 +73,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from reactors.balance_fold import fold
+from reactors.balance_lookahead import LOOKAHEAD_TOLERANCE, pick_ahead
 from reactors.balance_model import BCluster, BInstance, BNode
 from reactors.balance_moves import (
     MIGRATIONS,
@@ -109,19 +114,66 @@ def plan_balance(
     cost_tolerance: float = DEFAULT_COST_TOLERANCE,
     avoid: frozenset[str] = frozenset(),
     fold_repeats: bool = True,
+    lookahead: int = 0,
 ) -> BalancePlan:
     """Plan moves, best first, until no move gains enough or `max_moves` are
-    planned. `avoid`: nodes that must take nothing (e.g. unhealthy ones)."""
+    planned. `avoid`: nodes that must take nothing (e.g. unhealthy ones).
+    `lookahead` >= 2: also plan choosing each move among the `lookahead` best
+    by the best pair it starts (`reactors.balance_lookahead`), and keep
+    whichever plan ends lower (on a tie: fewer moves, then less data)."""
     if max_moves < 0:
         raise ValueError("max_moves must not be negative")
+    if lookahead < 0:
+        raise ValueError("lookahead must not be negative")
+    widths = (1, lookahead) if lookahead >= 2 else (1,)
+    plans = []
+    for width in widths:
+        seq, scored, stopped_by = _greedy(
+            cluster=cluster,
+            avoid=avoid,
+            max_moves=max_moves,
+            min_gain=min_gain,
+            min_gain_limit=min_gain_limit,
+            cost_tolerance=cost_tolerance,
+            width=width,
+        )
+        if fold_repeats:
+            seq = fold(cluster=cluster, avoid=avoid, moves=seq)
+        plans.append(
+            _build(
+                cluster=cluster,
+                avoid=avoid,
+                moves=seq,
+                before=score(cluster).total,
+                scored=scored,
+                stopped_by=stopped_by,
+            )
+        )
+    best = min(plans, key=lambda p: (round(p.score_after, 9), len(p.moves), p.data_mib))
+    return replace(best, candidates_scored=sum(p.candidates_scored for p in plans))
+
+
+def _greedy(
+    *,
+    cluster: BCluster,
+    avoid: frozenset[str],
+    max_moves: int,
+    min_gain: float,
+    min_gain_limit: float,
+    cost_tolerance: float,
+    width: int,
+) -> tuple[list[tuple[int, int, int]], int, str]:
+    """The chosen moves (instance, new primary, new secondary), how many
+    candidates were scored, and why the search stopped. `width` > 1: each move
+    is picked by `pick_ahead` among that many."""
     work = Work(cluster, avoid)
     search = Search(work)
-    before = score(cluster).total
     current = work.total()
-    chosen: list[tuple[int, int, int, MoveKind]] = []
+    chosen: list[tuple[int, int, int]] = []
     stopped_by = "max moves reached"
+    tolerance = cost_tolerance if width <= 1 else max(cost_tolerance, LOOKAHEAD_TOLERANCE)
     while len(chosen) < max_moves:
-        cands = search.best(tolerance=cost_tolerance)
+        cands = search.best(tolerance=tolerance)
         if not cands:
             stopped_by = "no move lowers the score"
             break
@@ -129,21 +181,14 @@ def plan_balance(
         if current <= min_gain_limit and gain < min_gain:
             stopped_by = f"best gain {gain:.6f} below --min-gain {min_gain}"
             break
-        pick = choose(cands, work.names, work.insts)
+        if width > 1:
+            pick = pick_ahead(search=search, cands=cands, width=width)
+        else:
+            pick = choose(cands, work.names, work.insts)
         work.apply(pick.inst, pick.new_p, pick.new_s)
         current = work.total()
-        chosen.append((pick.inst, pick.new_p, pick.new_s, pick.kind))
-    seq = [(i, np_, ns) for i, np_, ns, _ in chosen]
-    if fold_repeats:
-        seq = fold(cluster=cluster, avoid=avoid, moves=seq)
-    return _build(
-        cluster=cluster,
-        avoid=avoid,
-        moves=seq,
-        before=before,
-        scored=search.scored,
-        stopped_by=stopped_by,
-    )
+        chosen.append((pick.inst, pick.new_p, pick.new_s))
+    return chosen, search.scored, stopped_by
 
 
 def _build(

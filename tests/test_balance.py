@@ -7,7 +7,9 @@ unevenly but N+1-safely, exclusion tags, a drained node in some, empty nodes
 added: each is written as an htools text file; `hbal -t FILE -S OUT` balances
 it, our planner plans on the same cluster; both final placements are scored by
 htools itself (`hinfo -t`), and ours must score no worse, with no N+1 failure and
-no more moves than hbal's.
+no more moves than hbal's; with `lookahead=3`, on the cases the default plan
+misses, no worse a score. The lookahead step itself (`pick_ahead`) is held to a
+fresh search of every pair it weighs.
 
 (b) On a simulated cluster (real etcd, simulated hosts over SSH, the engine),
 instances are pinned unevenly, nodes are added empty, and `corral balance --apply`
@@ -20,6 +22,7 @@ import json
 import random
 import re
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -30,6 +33,7 @@ from events.ids import InstanceName, NodeName
 from events.model import NodeDeclared, PolicySet
 from events.specs import ClusterPolicy, DiskSpec, InstanceSpec
 from reactors.balance_apply import job_steps, rounds
+from reactors.balance_lookahead import LOOKAHEAD_TOLERANCE, pick_ahead
 from reactors.balance_model import (
     EXCLUSION_TAG_PREFIX,
     BCluster,
@@ -41,6 +45,8 @@ from reactors.balance_model import (
     group_uuid,
 )
 from reactors.balance_plan import MoveKind, plan_balance
+from reactors.balance_search import Cand, Search
+from reactors.balance_work import Work
 from reactors.cluster_score import n1_failures, score
 from reactors.htools_text import parse, render
 from simulators.lab import HostConfig
@@ -273,44 +279,88 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("seed", "full", "empty", "count", "drained"), CASES)
-def test_plan_scores_no_worse_than_hbal(
-    tmp_path: Path, seed: int, full: int, empty: int, count: int, drained: bool
-) -> None:
+# hbal's result per case (its move count and the score htools gives its
+# placement), run once for the tests that compare with it.
+_HBAL_RUNS: dict[tuple[int, int, int, int, bool], tuple[int, float]] = {}
+
+
+def _hbal_case(
+    tmp: Path, start: BCluster, case: tuple[int, int, int, int, bool]
+) -> tuple[int, float]:
+    hit = _HBAL_RUNS.get(case)
+    if hit is not None:
+        return hit
     require_tool(f"{HTOOLS_BIN}/hbal", PACKAGE)
-    start = generated_cluster(seed=seed, full=full, empty=empty, instances=count, drained=drained)
-    assert not n1_failures(start)
-    src = tmp_path / "start.data"
+    src = tmp / "start.data"
     src.write_text(render(start))
     theirs = run_hbal(path=src)
     assert abs(theirs.initial - score(start).total) <= TOLERANCE
-    plan = plan_balance(cluster=start)
-    assert abs(plan.score_before - theirs.initial) <= TOLERANCE
-
-    ours_path = tmp_path / "ours.data"
-    ours_path.write_text(render(plan.cluster_after))
-    ours_score, ours_bad = hinfo_score(path=ours_path)
     assert theirs.balanced is not None
     # hbal -S saves stale free memory ("missing ram" to hinfo): score hbal's
     # placement on the starting cluster instead, which must match what it printed.
-    their_path = tmp_path / "theirs.data"
+    their_path = tmp / "theirs.data"
     their_path.write_text(render(with_placement(start, theirs.balanced)))
     their_score, _ = hinfo_score(path=their_path)
     assert abs(their_score - theirs.final) <= 1e-6
+    _HBAL_RUNS[case] = (theirs.moves, their_score)
+    return theirs.moves, their_score
 
+
+def _check_against_hbal(
+    tmp: Path, case: tuple[int, int, int, int, bool], *, lookahead: int, moves_too: bool
+) -> None:
+    seed, full, empty, count, drained = case
+    start = generated_cluster(seed=seed, full=full, empty=empty, instances=count, drained=drained)
+    assert not n1_failures(start)
+    their_moves, their_score = _hbal_case(tmp, start, case)
+    plan = plan_balance(cluster=start, lookahead=lookahead)
+    assert abs(plan.score_before - score(start).total) <= TOLERANCE
+
+    ours_path = tmp / "ours.data"
+    ours_path.write_text(render(plan.cluster_after))
+    ours_score, ours_bad = hinfo_score(path=ours_path)
     detail = (
         f"seed {seed}: ours {ours_score:.6f} in {len(plan.moves)} moves, "
-        f"hbal {their_score:.6f} in {theirs.moves} moves"
+        f"hbal {their_score:.6f} in {their_moves} moves"
     )
     assert abs(ours_score - plan.score_after) <= TOLERANCE, detail
     assert ours_score <= their_score + TOLERANCE, detail
-    assert len(plan.moves) <= theirs.moves, detail
+    if moves_too:
+        assert len(plan.moves) <= their_moves, detail
     assert ours_bad == 0 and not plan.n1_failures_after, detail
     _assert_rules(start, plan.cluster_after)
     # Drained nodes are emptied of primaries when anything can take them.
     for node in start.nodes:
         if node.drained:
             assert not any(i.pnode == node.name for i in plan.cluster_after.instances), detail
+
+
+@pytest.mark.parametrize(("seed", "full", "empty", "count", "drained"), CASES)
+def test_plan_scores_no_worse_than_hbal(
+    tmp_path: Path, seed: int, full: int, empty: int, count: int, drained: bool
+) -> None:
+    """The default (greedy) plan: no higher score and no more moves than hbal's."""
+    case = (seed, full, empty, count, drained)
+    _check_against_hbal(tmp_path, case, lookahead=0, moves_too=True)
+
+
+# The cases the default plan misses on, and one that needs many moves more.
+LOOKAHEAD_CASES = [
+    pytest.param(3, 13, 3, 200, False, id="16-nodes"),
+    pytest.param(4, 12, 4, 180, True, id="16-nodes-drained"),
+    pytest.param(7, 20, 4, 150, False, id="24-nodes", marks=pytest.mark.slow),
+]
+
+
+@pytest.mark.parametrize(("seed", "full", "empty", "count", "drained"), LOOKAHEAD_CASES)
+def test_lookahead_plan_scores_no_worse_than_hbal(
+    tmp_path: Path, seed: int, full: int, empty: int, count: int, drained: bool
+) -> None:
+    """`--lookahead 3`: a final score no higher than hbal's, within every rule;
+    the move count is not asserted (it is higher than hbal's on 16-nodes-drained,
+    see docs/balance.md)."""
+    case = (seed, full, empty, count, drained)
+    _check_against_hbal(tmp_path, case, lookahead=3, moves_too=False)
 
 
 def _assert_rules(start: BCluster, after: BCluster) -> None:
@@ -352,6 +402,80 @@ def _assert_rules(start: BCluster, after: BCluster) -> None:
         assert max(per_peer.values(), default=0) <= free, node.name
     for inst in after.instances:
         assert inst.pnode != inst.snode
+
+
+def test_lookahead_ends_no_higher_than_the_plain_plan_and_keeps_the_rules() -> None:
+    start = generated_cluster(seed=9, full=6, empty=2, instances=60)
+    plain = plan_balance(cluster=start)
+    ahead = plan_balance(cluster=start, lookahead=3)
+    assert ahead.score_after <= plain.score_after + TOLERANCE
+    assert ahead.score_after < ahead.score_before
+    assert not ahead.n1_failures_after
+    _assert_rules(start, ahead.cluster_after)
+    # The plan's recorded end is what the cluster scores after its moves.
+    assert abs(score(ahead.cluster_after).total - ahead.score_after) <= TOLERANCE
+    with pytest.raises(ValueError, match="lookahead"):
+        plan_balance(cluster=start, lookahead=-1)
+
+
+def test_pick_ahead_puts_back_what_it_tries_and_takes_the_best_pair() -> None:
+    start = generated_cluster(seed=9, full=6, empty=2, instances=60)
+    work = Work(start, frozenset())
+    search = Search(work)
+    history: list[tuple[int, int, int]] = []
+
+    def pair_end(c: Cand) -> float:
+        """The score after the moves so far, `c` and the best move after it,
+        by a fresh search on a fresh working model."""
+        w = Work(start, frozenset())
+        for mv in [*history, (c.inst, c.new_p, c.new_s)]:
+            w.apply(*mv)
+        after = Search(w).best(tolerance=0.0)
+        if after:
+            w.apply(after[0].inst, after[0].new_p, after[0].new_s)
+        return w.total()
+
+    differed = 0
+    for _ in range(12):
+        cands = search.best(tolerance=LOOKAHEAD_TOLERANCE)
+        before = (list(work.p), list(work.s), list(work.f_mem), list(work.f_dsk), work.total())
+        pick = pick_ahead(search=search, cands=cands, width=3)
+        now = (list(work.p), list(work.s), list(work.f_mem), list(work.f_dsk), work.total())
+        assert now == before
+        tried: dict[tuple[int, int, int], Cand] = {}
+        for c in cands:
+            tried.setdefault((c.inst, c.new_p, c.new_s), c)
+        first_three = list(tried.values())[:3]
+        assert pair_end(pick) <= min(pair_end(c) for c in first_three) + TOLERANCE
+        differed += pick is not first_three[0]
+        work.apply(pick.inst, pick.new_p, pick.new_s)
+        history.append((pick.inst, pick.new_p, pick.new_s))
+    # the lookahead changed the greedy choice at some of these steps
+    assert differed >= 2
+
+
+def test_balance_cli_plans_an_htools_file_with_lookahead(tmp_path: Path) -> None:
+    start = generated_cluster(seed=9, full=6, empty=2, instances=60)
+    src = tmp_path / "c.data"
+    src.write_text(render(start))
+    out = tmp_path / "balanced.data"
+    corral = [sys.executable, "-m", "orchestrator.cli", "balance", "--plan", "--htools", str(src)]
+    done = subprocess.run(
+        [*corral, "--lookahead", "3", "--json", "--write-htools", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    plain = plan_balance(cluster=start)
+    assert doc["score_after"] <= plain.score_after + TOLERANCE
+    assert not doc["n1_failures_after"]
+    written = parse(out.read_text())
+    assert abs(score(with_placement(start, written)).total - doc["score_after"]) <= 1e-6
+    bad = subprocess.run([*corral, "--lookahead", "-1"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 1 and "--lookahead" in bad.stderr
+    assert "Traceback" not in bad.stderr
 
 
 def test_plan_is_pure_and_respects_max_moves_and_avoid() -> None:
