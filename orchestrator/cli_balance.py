@@ -206,6 +206,7 @@ def _plan_doc(plan: BalancePlan, took: float) -> dict[str, Any]:
         "n1_failures_before": list(plan.n1_failures_before),
         "n1_failures_after": list(plan.n1_failures_after),
         "stopped_by": plan.stopped_by,
+        "search": plan.search,
         "candidates_scored": plan.candidates_scored,
         "seconds": round(took, 3),
     }
@@ -232,6 +233,8 @@ def _report(plan: BalancePlan, took: float, args: argparse.Namespace) -> None:
         f"{size(plan.data_mib) if plan.data_mib else 'no'} data copied, "
         f"{plan.migrations} live migrations; planned in {took:.2f}s ({plan.stopped_by})"
     )
+    if args.lookahead >= 2:
+        print(f"kept the {plan.search} plan (it ended lower, or as low in fewer moves)")
     if plan.n1_failures_after:
         print(f"N+1 still failing on: {', '.join(plan.n1_failures_after)}")
 

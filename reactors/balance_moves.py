@@ -86,6 +86,9 @@ class BalancePlan:
     cluster_after: BCluster
     candidates_scored: int
     stopped_by: str
+    # the search whose plan this is: "greedy", or "lookahead K" when that one
+    # ended lower (`plan_balance`)
+    search: str = "greedy"
 
     def placements(self) -> dict[str, tuple[str, str | None]]:
         """Instance -> (primary, secondary) once every move is done."""

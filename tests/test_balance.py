@@ -409,6 +409,7 @@ def test_lookahead_ends_no_higher_than_the_plain_plan_and_keeps_the_rules() -> N
     plain = plan_balance(cluster=start)
     ahead = plan_balance(cluster=start, lookahead=3)
     assert ahead.score_after <= plain.score_after + TOLERANCE
+    assert plain.search == "greedy" and ahead.search in ("greedy", "lookahead 3")
     assert ahead.score_after < ahead.score_before
     assert not ahead.n1_failures_after
     _assert_rules(start, ahead.cluster_after)
@@ -470,6 +471,10 @@ def test_balance_cli_plans_an_htools_file_with_lookahead(tmp_path: Path) -> None
     doc = json.loads(done.stdout)
     plain = plan_balance(cluster=start)
     assert doc["score_after"] <= plain.score_after + TOLERANCE
+    # which search's plan was kept, and it is that search's result
+    assert doc["search"] in ("greedy", "lookahead 3")
+    kept = plain if doc["search"] == "greedy" else plan_balance(cluster=start, lookahead=3)
+    assert [m["instance"] for m in doc["moves"]] == [m.instance for m in kept.moves]
     assert not doc["n1_failures_after"]
     written = parse(out.read_text())
     assert abs(score(with_placement(start, written)).total - doc["score_after"]) <= 1e-6
