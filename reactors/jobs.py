@@ -471,7 +471,10 @@ class JobRunner:
                 else:
                     running = vm_alive(vm_on(self.ctx.state.observed.get(node), name))
                     if running:
-                        await self._live_migrate(sub, name)
+                        # the workers keep off it while the migration is driven
+                        # here (this job's targets are the node, not the instance)
+                        async with self.workers.hold(name):
+                            await self._live_migrate(sub, name)
                         await self._wait_converged(sub, name)
                     else:
                         await self._failover(sub, name)

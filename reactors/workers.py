@@ -11,8 +11,9 @@ Must not decide anything itself: decisions live in the pure planner. Comes after
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import structlog
@@ -64,6 +65,25 @@ class InstanceWorkers:
     _retry_at: dict[InstanceName, float] = field(default_factory=dict)
     # Called with the seconds each reconcile pass took (the service feeds /metrics).
     on_reconcile: Callable[[float], None] | None = None
+    # Instances a job drives step by step right now (`hold`): no pass runs on them.
+    _held: set[InstanceName] = field(default_factory=set)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, name: InstanceName) -> AsyncIterator[None]:
+        """Keep every reconcile pass off `name` while a job drives it itself
+        (a live migration inside a node job, whose targets are the node): waits
+        for a pass already running on it to end first, and marks it for a pass
+        when the job lets go."""
+        self._held.add(name)
+        try:
+            running = self._running.get(name)
+            if running is not None:
+                await asyncio.wait({running})
+            yield
+        finally:
+            self._held.discard(name)
+            self.mark(name)
+
     last_plans: dict[InstanceName, InstancePlan] = field(default_factory=dict)
 
     def mark(self, *names: InstanceName) -> None:
@@ -133,7 +153,7 @@ class InstanceWorkers:
 
     async def reconcile_once(self, name: InstanceName) -> InstancePlan | None:
         state = self.ctx.state
-        if instance_locked_by_job(state, name):
+        if name in self._held or instance_locked_by_job(state, name):
             return None
         plan = plan_instance(state=state, instance=name, now=self.ctx.now())
         self.last_plans[name] = plan
