@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from reactors.balance_model import LOCATION_TAG_PREFIX, BCluster
-from reactors.balance_plan import Move, plan_balance
+from reactors.balance_plan import Move, MoveKind, plan_balance
 from reactors.capacity_plan import Spec, capacity
 from reactors.cluster_score import n1_failures, score
 from reactors.htools_state import to_state
@@ -73,6 +73,12 @@ def data_moved(start: BCluster, end: BCluster) -> int:
     copy at the end and did not at the start."""
     before = {i.name: {i.pnode, i.snode} for i in start.instances}
     return sum(i.dsk * len({i.pnode, i.snode} - before[i.name]) for i in end.instances)
+
+
+def moved(start: BCluster, end: BCluster) -> int:
+    """How many instances are not on the nodes they started on."""
+    before = {i.name: (i.pnode, i.snode) for i in start.instances}
+    return sum(1 for i in end.instances if (i.pnode, i.snode) != before[i.name])
 
 
 def _hspace(path: Path) -> tuple[int | None, float]:
@@ -135,10 +141,13 @@ def _in_racks(cluster: BCluster, racks: int) -> BCluster:
 
 def _moves_to_reach(moves: Sequence[Move], target: float | None) -> int | None:
     """How many of the plan's moves, taken in order, bring the score to `target`
-    (what `corral balance --plan --max-moves N` would stop at)."""
+    (about what `corral balance --plan --max-moves N` would stop at), counted as
+    hbal counts (a relocation is two of its moves)."""
     if target is None:
         return None
-    for k, move in enumerate(moves, start=1):
+    k = 0
+    for move in moves:
+        k += 2 if move.kind is MoveKind.RELOCATE else 1  # counted as hbal counts
         if move.score_after <= target + 1e-9:
             return k
     return None
@@ -156,14 +165,16 @@ def run() -> dict[str, Any]:
             "corral s",
             "hbal s",
             "speedup",
-            "corral moves",
+            "corral moves (hbal's count)",
             "hbal moves",
+            "instances moved corral / hbal",
+            "live migrations corral / hbal",
             "corral data GiB",
             "hbal data GiB",
             "corral score",
             "hbal score",
             "corral moves to hbal's score",
-            "lookahead-3 s / moves / score",
+            "lookahead-3 s / moves (hbal's count) / score",
             "corral capacity (planner s / CLI s)",
             "hspace capacity (s)",
             "hspace time / corral (CLI / planner)",
@@ -189,6 +200,7 @@ def run() -> dict[str, Any]:
             ahead_s = time.perf_counter() - t0
             hbal = run_hbal(path=path, timeout=HBAL_TIMEOUT_S)
             hbal_score = hbal_data = None
+            theirs = None
             if hbal.finished and hbal.balanced is not None:
                 theirs = with_placement(start, hbal.balanced)
                 hbal_score = score(theirs).total
@@ -207,14 +219,18 @@ def run() -> dict[str, Any]:
                     f"{ours_s:.1f}",
                     hbal_time,
                     f"{hbal.seconds / ours_s:.1f}x" if ours_s else "-",
-                    len(plan.moves),
+                    f"{len(plan.moves)} ({plan.moves_as_hbal})",
                     hbal.moves if hbal.finished else "-",
+                    f"{moved(start, plan.cluster_after)} / "
+                    + ("-" if theirs is None else str(moved(start, theirs))),
+                    f"{plan.migrations} / {hbal.migrations if hbal.finished else '-'}",
                     f"{plan.data_mib / 1024:.0f}",
                     "-" if hbal_data is None else f"{hbal_data / 1024:.0f}",
                     _fmt(plan.score_after),
                     _fmt(hbal_score),
                     "-" if reach is None else reach,
-                    f"{ahead_s:.1f} / {len(ahead.moves)} / {_fmt(ahead.score_after)}",
+                    f"{ahead_s:.1f} / {len(ahead.moves)} ({ahead.moves_as_hbal}) / "
+                    f"{_fmt(ahead.score_after)}",
                     f"{cap.total} ({cap_s:.2f} / {cli_s:.2f})",
                     f"{hs_count if hs_count is not None else '-'} ({hs_s:.2f})",
                     f"{hs_s / cli_s:.1f}x / {hs_s / cap_s:.1f}x",
@@ -224,6 +240,8 @@ def run() -> dict[str, Any]:
                 "score_before": plan.score_before,
                 "corral_seconds": round(ours_s, 3),
                 "corral_moves": len(plan.moves),
+                "corral_moves_as_hbal": plan.moves_as_hbal,
+                "corral_instances_moved": moved(start, plan.cluster_after),
                 "corral_data_mib": plan.data_mib,
                 "corral_migrations": plan.migrations,
                 "corral_score": plan.score_after,
@@ -232,12 +250,16 @@ def run() -> dict[str, Any]:
                 "hbal_finished": hbal.finished,
                 "hbal_seconds": round(hbal.seconds, 3),
                 "hbal_moves": hbal.moves if hbal.finished else None,
+                "hbal_instances_moved": None if theirs is None else moved(start, theirs),
+                "hbal_migrations": hbal.migrations if hbal.finished else None,
                 "hbal_data_mib": hbal_data,
                 "hbal_score": hbal_score,
                 "corral_moves_to_hbal_score": reach,
                 "lookahead": LOOKAHEAD,
                 "lookahead_seconds": round(ahead_s, 3),
                 "lookahead_moves": len(ahead.moves),
+                "lookahead_moves_as_hbal": ahead.moves_as_hbal,
+                "lookahead_migrations": ahead.migrations,
                 "lookahead_data_mib": ahead.data_mib,
                 "lookahead_score": ahead.score_after,
                 "lookahead_n1_failures": list(n1_failures(ahead.cluster_after)),

@@ -200,6 +200,7 @@ def _plan_doc(plan: BalancePlan, took: float) -> dict[str, Any]:
             {**asdict(m), "kind": m.kind.value, "score_after": round(m.score_after, 8)}
             for m in plan.moves
         ],
+        "moves_as_hbal": plan.moves_as_hbal,
         "data_moved_mib": plan.data_mib,
         "migrations": plan.migrations,
         "rounds": len(rounds(plan.moves)),
@@ -221,6 +222,13 @@ def _move_line(n: int, m: Move) -> str:
     )
 
 
+def _as_hbal(plan: BalancePlan) -> str:
+    """A note when relocations make the plan shorter than hbal would count it."""
+    if plan.moves_as_hbal == len(plan.moves):
+        return ""
+    return f" ({plan.moves_as_hbal} as hbal counts them: a relocation is two)"
+
+
 def _report(plan: BalancePlan, took: float, args: argparse.Namespace) -> None:
     if args.json:
         print_json(_plan_doc(plan, took))
@@ -229,7 +237,7 @@ def _report(plan: BalancePlan, took: float, args: argparse.Namespace) -> None:
         print(_move_line(n, m))
     print(
         f"cluster score {plan.score_before:.8f} -> {plan.score_after:.8f} in "
-        f"{len(plan.moves)} moves ({len(rounds(plan.moves))} rounds), "
+        f"{len(plan.moves)} moves{_as_hbal(plan)} ({len(rounds(plan.moves))} rounds), "
         f"{size(plan.data_mib) if plan.data_mib else 'no'} data copied, "
         f"{plan.migrations} live migrations; planned in {took:.2f}s ({plan.stopped_by})"
     )

@@ -1,7 +1,8 @@
 """The balancer's simplifying pass: an instance moved more than once in a plan is
-moved once, straight to where it ends up, where that is a single move kind and the
-whole sequence still keeps the rules; moves that end where they started are
-dropped. The plan ends in the same placement with fewer moves and less data
+moved once, straight to where it ends up, where that is a single move kind (or a
+relocation of both copies to new nodes, `reactors.balance_rules.check_plan_move`)
+and the whole sequence still keeps the rules; moves that end where they started
+are dropped. The plan ends in the same placement with fewer moves and less data
 copied.
 
 Pure: no I/O, no logging, no asyncio; it rewrites a list of moves, nothing else.
@@ -23,8 +24,8 @@ def fold(
     *, cluster: BCluster, avoid: frozenset[str], moves: list[tuple[int, int, int]]
 ) -> list[tuple[int, int, int]]:
     """Replace an instance's repeated moves by one move to where it ends up (at
-    the place of its first or its last move), when that is a single move kind and
-    the whole sequence stays within the rules; drop moves that end where they
+    the place of its first or its last move), when that is a single move kind or
+    a relocation and the whole sequence stays within the rules; drop moves that end where they
     started."""
     seq = list(moves)
     base = Work(cluster, avoid)

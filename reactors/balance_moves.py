@@ -23,6 +23,10 @@ class MoveKind(StrEnum):
     FAILOVER_AND_REPLACE = "failover-and-replace"
     REPLACE_AND_FAILOVER = "replace-and-failover"
     REPLACE_PRIMARY = "replace-primary"
+    # both copies to new nodes: the secondary is replaced by the new primary, the
+    # instance fails over to it, then the secondary is replaced again; the search
+    # never proposes it, the folding pass makes it of two moves of one instance
+    RELOCATE = "relocate"
 
 
 class StepKind(StrEnum):
@@ -71,6 +75,12 @@ class Move:
             return (mig, MoveStep(kind=StepKind.REPLACE_SECONDARY, node=self.new_secondary))
         if self.kind is MoveKind.REPLACE_AND_FAILOVER:
             return (MoveStep(kind=StepKind.REPLACE_SECONDARY, node=self.new_primary), mig)
+        if self.kind is MoveKind.RELOCATE:
+            return (
+                MoveStep(kind=StepKind.REPLACE_SECONDARY, node=self.new_primary),
+                mig,
+                MoveStep(kind=StepKind.REPLACE_SECONDARY, node=self.new_secondary),
+            )
         return (mig, MoveStep(kind=StepKind.REPLACE_SECONDARY, node=self.new_primary), mig)
 
 
@@ -90,6 +100,12 @@ class BalancePlan:
     # ended lower (`plan_balance`)
     search: str = "greedy"
 
+    @property
+    def moves_as_hbal(self) -> int:
+        """The plan's length in hbal's moves: hbal has no move that takes both
+        copies to new nodes, so a relocation is two of them."""
+        return sum(2 if m.kind is MoveKind.RELOCATE else 1 for m in self.moves)
+
     def placements(self) -> dict[str, tuple[str, str | None]]:
         """Instance -> (primary, secondary) once every move is done."""
         return {i.name: (i.pnode, i.snode) for i in self.cluster_after.instances}
@@ -103,5 +119,8 @@ MIGRATIONS = {
     MoveKind.FAILOVER_AND_REPLACE: 1,
     MoveKind.REPLACE_AND_FAILOVER: 1,
     MoveKind.REPLACE_PRIMARY: 2,
+    MoveKind.RELOCATE: 1,
 }
+# Disk copies each kind makes (a failover makes none).
+COPIES = {kind: 0 if kind is MoveKind.FAILOVER else 1 for kind in MoveKind} | {MoveKind.RELOCATE: 2}
 KIND_ORDER = {k: n for n, k in enumerate(MoveKind)}

@@ -10,7 +10,10 @@ Move kinds (the same as hbal's for DRBD instances, named after what they do):
   - replace-and-failover T: the secondary becomes T, then failover to T (the old
     primary keeps a copy as the new secondary; one resync, one migration);
   - replace-primary T: failover, replace the secondary (the old primary) by T,
-    failover to T (two migrations, one resync).
+    failover to T (two migrations, one resync);
+  - relocate T U: replace-and-failover T, then replace-secondary U (both copies
+    to new nodes: one migration, two resyncs). The search never proposes it; the
+    folding pass makes it of an instance's two moves (hbal would count two).
 
 The search is hbal's: greedy, every step tries every instance with every move kind
 and every target node and keeps the lowest resulting score; it stops when no move
@@ -76,6 +79,7 @@ from reactors.balance_fold import fold
 from reactors.balance_lookahead import LOOKAHEAD_TOLERANCE, pick_ahead
 from reactors.balance_model import BCluster, BInstance, BNode
 from reactors.balance_moves import (
+    COPIES,
     MIGRATIONS,
     BalancePlan,
     Move,
@@ -83,7 +87,7 @@ from reactors.balance_moves import (
     MoveStep,
     StepKind,
 )
-from reactors.balance_rules import check_move
+from reactors.balance_rules import check_plan_move
 from reactors.balance_search import Search, choose
 from reactors.balance_work import Work
 from reactors.cluster_score import n1_failures, score
@@ -205,7 +209,7 @@ def _build(
     work = Work(cluster, avoid)
     out: list[Move] = []
     for i, new_p, new_s in moves:
-        kind = check_move(work, i, new_p, new_s)
+        kind = check_plan_move(work, i, new_p, new_s)
         if kind is None:  # pragma: no cover - the search only keeps valid moves
             raise AssertionError(f"planned move of {work.insts[i].name} breaks a rule")
         old_p, old_s = work.p[i], work.s[i]
@@ -219,7 +223,7 @@ def _build(
                 old_secondary=work.names[old_s],
                 new_primary=work.names[new_p],
                 new_secondary=work.names[new_s],
-                data_mib=0 if kind is MoveKind.FAILOVER else inst.dsk,
+                data_mib=COPIES[kind] * inst.dsk,
                 migrations=MIGRATIONS[kind],
                 score_after=work.total(),
             )

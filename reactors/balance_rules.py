@@ -4,7 +4,8 @@ that take something have the memory, disk, vCPU ratio (counting the host's own
 CPUs, as Ganeti does) and failure domains for it, whether a new primary
 keeps anti-affinity (no primary beside one sharing an exclusion tag),
 whether every node that gains a reservation keeps N+1 (`check_move`), and whether
-a whole sequence of moves keeps them step after step (`valid_sequence`).
+a whole sequence of moves keeps them step after step (`valid_sequence`), where
+a move may also be a relocation of both copies (`check_plan_move`).
 
 Pure: no I/O, no logging, no asyncio; it checks copies, it changes nothing
 outside the `Work` it is given. Comes after `reactors.balance_work`; used by
@@ -31,10 +32,31 @@ def valid_sequence(
     untouched `Work(cluster, avoid)`, cloned instead of built again."""
     work = base.clone() if base is not None else Work(cluster, avoid)
     for i, new_p, new_s in moves:
-        if check_move(work, i, new_p, new_s) is None:
+        if check_plan_move(work, i, new_p, new_s) is None:
             return False
         work.apply(i, new_p, new_s)
     return True
+
+
+def check_plan_move(work: Work, i: int, new_p: int, new_s: int) -> MoveKind | None:
+    """`check_move`, and for a pair of two new nodes a relocation: replace the
+    secondary by new_p and fail over to it (a replace-and-failover), then replace
+    the secondary by new_s (a replace-secondary), each step keeping every rule.
+    What a plan's moves may be; the search itself tries single kinds only."""
+    kind = check_move(work, i, new_p, new_s)
+    if kind is not None:
+        return kind
+    p, s = work.p[i], work.s[i]
+    if new_p == new_s or {new_p, new_s} & {p, s}:
+        return None
+    if check_move(work, i, new_p, p) is not MoveKind.REPLACE_AND_FAILOVER:
+        return None
+    work.apply(i, new_p, p)
+    try:
+        second = check_move(work, i, new_p, new_s)
+    finally:
+        work.apply(i, p, s)
+    return MoveKind.RELOCATE if second is MoveKind.REPLACE_SECONDARY else None
 
 
 def check_move(work: Work, i: int, new_p: int, new_s: int) -> MoveKind | None:
