@@ -155,7 +155,7 @@ def plan_balance(
         )
         if width > 1:
             plans[-1] = replace(plans[-1], search=f"lookahead {width}")
-    best = min(plans, key=lambda p: (round(p.score_after, 9), len(p.moves), p.data_mib))
+    best = min(plans, key=lambda p: (round(p.score_after, 9), p.moves_as_hbal, p.data_mib))
     return replace(best, candidates_scored=sum(p.candidates_scored for p in plans))
 
 
