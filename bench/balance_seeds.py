@@ -72,7 +72,8 @@ def run() -> dict[str, Any]:
                         "seed": seed,
                         "corral_score": plan.score_after,
                         "hbal_score": score(theirs).total,
-                        "corral_moves": len(plan.moves),
+                        # as hbal counts them (a relocation is two)
+                        "corral_moves": plan.moves_as_hbal,
                         "hbal_moves": hbal.moves,
                         "corral_data_mib": plan.data_mib,
                         "hbal_data_mib": data_moved(start, theirs),
