@@ -8,7 +8,8 @@ the 16-node one a second time with its nodes in 4 racks (location tags, which
 add the location components to the score and to every candidate's delta).
 For each: `hbal -t FILE -S OUT` (with a timeout; a run that does not finish is
 reported as "> T s") and `plan_balance` on the same cluster (the default greedy
-search, and again with `lookahead=3`, its time, moves and score in one column); wall time, moves,
+search, and again with `lookahead=3`: its time, moves and score in one column);
+wall time, moves,
 data copied (a secondary change copies the instance's disk) and final score,
 both scored by `reactors.cluster_score` on the start cluster with each final
 placement (hbal's saved file has stale free memory). Then how many 1G/20G/1cpu
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from reactors.balance_model import LOCATION_TAG_PREFIX, BCluster
-from reactors.balance_plan import Move, MoveKind, plan_balance
+from reactors.balance_plan import Move, plan_balance
 from reactors.capacity_plan import Spec, capacity
 from reactors.cluster_score import n1_failures, score
 from reactors.htools_state import to_state
@@ -147,7 +148,7 @@ def _moves_to_reach(moves: Sequence[Move], target: float | None) -> int | None:
         return None
     k = 0
     for move in moves:
-        k += 2 if move.kind is MoveKind.RELOCATE else 1  # counted as hbal counts
+        k += move.as_hbal
         if move.score_after <= target + 1e-9:
             return k
     return None

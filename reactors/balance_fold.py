@@ -25,8 +25,8 @@ def fold(
 ) -> list[tuple[int, int, int]]:
     """Replace an instance's repeated moves by one move to where it ends up (at
     the place of its first or its last move), when that is a single move kind or
-    a relocation and the whole sequence stays within the rules; drop moves that end where they
-    started."""
+    a relocation and the whole sequence stays within the rules; drop moves that
+    end where they started."""
     seq = list(moves)
     base = Work(cluster, avoid)
     changed = True

@@ -59,6 +59,12 @@ class Move:
     score_after: float
 
     @property
+    def as_hbal(self) -> int:
+        """How many of hbal's moves this is: hbal has no move that takes both
+        copies to new nodes, so a relocation is two of them."""
+        return 2 if self.kind is MoveKind.RELOCATE else 1
+
+    @property
     def nodes(self) -> frozenset[str]:
         return frozenset(
             (self.old_primary, self.old_secondary, self.new_primary, self.new_secondary)
@@ -102,9 +108,8 @@ class BalancePlan:
 
     @property
     def moves_as_hbal(self) -> int:
-        """The plan's length in hbal's moves: hbal has no move that takes both
-        copies to new nodes, so a relocation is two of them."""
-        return sum(2 if m.kind is MoveKind.RELOCATE else 1 for m in self.moves)
+        """The plan's length in hbal's moves (`Move.as_hbal`)."""
+        return sum(m.as_hbal for m in self.moves)
 
     def placements(self) -> dict[str, tuple[str, str | None]]:
         """Instance -> (primary, secondary) once every move is done."""

@@ -130,7 +130,8 @@ def plan_balance(
     if lookahead < 0:
         raise ValueError("lookahead must not be negative")
     widths = (1, lookahead) if lookahead >= 2 else (1,)
-    plans = []
+    before = score(cluster).total
+    plans: list[BalancePlan] = []
     for width in widths:
         seq, scored, stopped_by = _greedy(
             cluster=cluster,
@@ -148,7 +149,7 @@ def plan_balance(
                 cluster=cluster,
                 avoid=avoid,
                 moves=seq,
-                before=score(cluster).total,
+                before=before,
                 scored=scored,
                 stopped_by=stopped_by,
             )

@@ -67,6 +67,7 @@ class InstanceWorkers:
     on_reconcile: Callable[[float], None] | None = None
     # Instances a job drives step by step right now (`hold`): no pass runs on them.
     _held: set[InstanceName] = field(default_factory=set)
+    last_plans: dict[InstanceName, InstancePlan] = field(default_factory=dict)
 
     @contextlib.asynccontextmanager
     async def hold(self, name: InstanceName) -> AsyncIterator[None]:
@@ -83,8 +84,6 @@ class InstanceWorkers:
         finally:
             self._held.discard(name)
             self.mark(name)
-
-    last_plans: dict[InstanceName, InstancePlan] = field(default_factory=dict)
 
     def mark(self, *names: InstanceName) -> None:
         self._dirty.update(names)

@@ -560,7 +560,7 @@ def test_two_moves_taking_both_copies_to_new_nodes_fold_into_one_relocation() ->
     _assert_rules(start, plan.cluster_after)
 
 
-def test_a_relocation_is_refused_where_its_middle_step_breaks_a_rule() -> None:
+def test_a_relocation_is_refused_where_one_of_its_steps_breaks_a_rule() -> None:
     # vm1 on node1/node2; node3 is the only other node: no pair of two new
     # nodes exists, and a pair with the same node twice is never a move
     inst = BInstance(name="vm1", mem=1024, dsk=10240, vcpus=1, pnode="node1", snode="node2")
