@@ -208,6 +208,17 @@ def _plan_doc(plan: BalancePlan, took: float) -> dict[str, Any]:
         "n1_failures_after": list(plan.n1_failures_after),
         "stopped_by": plan.stopped_by,
         "search": plan.search,
+        "dropped": [
+            {
+                "search": d.search,
+                "score_after": round(d.score_after, 8),
+                "moves": d.moves,
+                "moves_as_hbal": d.moves_as_hbal,
+                "data_moved_mib": d.data_mib,
+                "migrations": d.migrations,
+            }
+            for d in plan.dropped
+        ],
         "candidates_scored": plan.candidates_scored,
         "seconds": round(took, 3),
     }
@@ -241,8 +252,13 @@ def _report(plan: BalancePlan, took: float, args: argparse.Namespace) -> None:
         f"{size(plan.data_mib) if plan.data_mib else 'no'} data copied, "
         f"{plan.migrations} live migrations; planned in {took:.2f}s ({plan.stopped_by})"
     )
-    if args.lookahead >= 2:
-        print(f"kept the {plan.search} plan (it ended lower, or as low in fewer moves)")
+    for d in plan.dropped:
+        print(
+            f"kept the {plan.search} plan; the {d.search} plan ended at "
+            f"{d.score_after:.8f} in {d.moves} moves ({d.moves_as_hbal} as hbal counts "
+            f"them), {size(d.data_mib) if d.data_mib else 'no'} data copied, "
+            f"{d.migrations} live migrations"
+        )
     if plan.n1_failures_after:
         print(f"N+1 still failing on: {', '.join(plan.n1_failures_after)}")
 

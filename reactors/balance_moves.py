@@ -1,5 +1,6 @@
 """The balancer's vocabulary: the move kinds, the operations a move is made of
-(`MoveStep`), one planned move (`Move`) and the whole plan (`BalancePlan`), with
+(`MoveStep`), one planned move (`Move`), the whole plan (`BalancePlan`) and the
+figures of a plan not kept (`PlanSummary`), with
 how many live migrations each kind takes.
 
 Pure: no I/O, no logging, no asyncio; plain frozen values, nothing here plans or
@@ -91,6 +92,19 @@ class Move:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PlanSummary:
+    """The figures of a plan that was made and not kept (`BalancePlan.dropped`),
+    so a user can see what the other search would have done."""
+
+    search: str
+    score_after: float
+    moves: int
+    moves_as_hbal: int
+    data_mib: int
+    migrations: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BalancePlan:
     moves: tuple[Move, ...]
     score_before: float
@@ -105,6 +119,8 @@ class BalancePlan:
     # the search whose plan this is: "greedy", or "lookahead K" when that one
     # ended lower (`plan_balance`)
     search: str = "greedy"
+    # the other searches' plans, made and not kept (with `--lookahead`)
+    dropped: tuple[PlanSummary, ...] = ()
 
     @property
     def moves_as_hbal(self) -> int:
@@ -114,6 +130,17 @@ class BalancePlan:
     def placements(self) -> dict[str, tuple[str, str | None]]:
         """Instance -> (primary, secondary) once every move is done."""
         return {i.name: (i.pnode, i.snode) for i in self.cluster_after.instances}
+
+    def summary(self) -> PlanSummary:
+        """This plan's figures (for when another one is kept)."""
+        return PlanSummary(
+            search=self.search,
+            score_after=self.score_after,
+            moves=len(self.moves),
+            moves_as_hbal=self.moves_as_hbal,
+            data_mib=self.data_mib,
+            migrations=self.migrations,
+        )
 
 
 # Live migrations each kind takes; the kinds' order breaks ties between otherwise

@@ -37,7 +37,8 @@ final pass folds repeated moves of one instance into one where the rules allow, 
 the plan ends in the same placement with fewer moves and less data copied. With
 `lookahead` K >= 2 the plan is made a second time, each move picked among the K
 best (within 5 %) by its gain plus the best gain after it
-(`reactors.balance_lookahead`), and the plan ending lower is kept.
+(`reactors.balance_lookahead`), and the plan ending lower is kept (the other's
+figures go with it, `BalancePlan.dropped`).
 
 Rules every intermediate placement keeps (those of `reactors.placement_bridge`):
 a node taking a primary has the memory (all its primaries, running or not, within
@@ -85,6 +86,7 @@ from reactors.balance_moves import (
     Move,
     MoveKind,
     MoveStep,
+    PlanSummary,
     StepKind,
 )
 from reactors.balance_rules import check_plan_move
@@ -100,6 +102,7 @@ __all__ = [
     "Move",
     "MoveKind",
     "MoveStep",
+    "PlanSummary",
     "StepKind",
     "plan_balance",
 ]
@@ -124,7 +127,8 @@ def plan_balance(
     planned. `avoid`: nodes that must take nothing (e.g. unhealthy ones).
     `lookahead` >= 2: also plan choosing each move among the `lookahead` best
     by the best pair it starts (`reactors.balance_lookahead`), and keep
-    whichever plan ends lower (on a tie: fewer moves, then less data)."""
+    whichever plan ends lower (on a tie: fewer moves, then less data); the
+    other one's figures are in `dropped`."""
     if max_moves < 0:
         raise ValueError("max_moves must not be negative")
     if lookahead < 0:
@@ -157,7 +161,11 @@ def plan_balance(
         if width > 1:
             plans[-1] = replace(plans[-1], search=f"lookahead {width}")
     best = min(plans, key=lambda p: (round(p.score_after, 9), p.moves_as_hbal, p.data_mib))
-    return replace(best, candidates_scored=sum(p.candidates_scored for p in plans))
+    return replace(
+        best,
+        candidates_scored=sum(p.candidates_scored for p in plans),
+        dropped=tuple(p.summary() for p in plans if p is not best),
+    )
 
 
 def _greedy(

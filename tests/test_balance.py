@@ -480,9 +480,29 @@ def test_balance_cli_plans_an_htools_file_with_lookahead(tmp_path: Path) -> None
     assert doc["search"] in ("greedy", "lookahead 3")
     kept = plain if doc["search"] == "greedy" else plan_balance(cluster=start, lookahead=3)
     assert [m["instance"] for m in doc["moves"]] == [m.instance for m in kept.moves]
+    # the plan not kept is reported with its figures; the greedy one is plain's
+    (dropped,) = doc["dropped"]
+    assert {doc["search"], dropped["search"]} == {"greedy", "lookahead 3"}
+    assert dropped["score_after"] >= doc["score_after"] - TOLERANCE
+    figures = ("score_after", "moves_as_hbal", "data_moved_mib", "migrations")
+    greedy = dropped if dropped["search"] == "greedy" else doc
+    assert [greedy[k] for k in figures] == [
+        round(plain.score_after, 8),
+        plain.moves_as_hbal,
+        plain.data_mib,
+        plain.migrations,
+    ]
     assert not doc["n1_failures_after"]
     written = parse(out.read_text())
     assert abs(score(with_placement(start, written)).total - doc["score_after"]) <= 1e-6
+    text = subprocess.run(
+        [*corral, "--lookahead", "3"], capture_output=True, text=True, timeout=120
+    )
+    assert text.returncode == 0, text.stderr
+    assert (
+        f"kept the {doc['search']} plan; the {dropped['search']} plan ended at "
+        f"{dropped['score_after']:.8f} in {dropped['moves']} moves"
+    ) in text.stdout
     bad = subprocess.run([*corral, "--lookahead", "-1"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "--lookahead" in bad.stderr
     assert "Traceback" not in bad.stderr
