@@ -8,7 +8,9 @@ the 16-node one a second time with its nodes in 4 racks (location tags, which
 add the location components to the score and to every candidate's delta).
 For each: `hbal -t FILE -S OUT` (with a timeout; a run that does not finish is
 reported as "> T s") and `plan_balance` on the same cluster (the default greedy
-search, and again with `lookahead=3`: its time, moves and score in one column);
+search, and again with `lookahead=3`, which keeps the shortest plan ending no
+higher than the greedy one: its time, moves, migrations, data and score in one
+column; and which parts of the issue's target each meets);
 wall time, moves,
 data copied (a secondary change copies the instance's disk) and final score,
 both scored by `reactors.cluster_score` on the start cluster with each final
@@ -41,7 +43,13 @@ from reactors.capacity_plan import Spec, capacity
 from reactors.cluster_score import n1_failures, score
 from reactors.htools_state import to_state
 from reactors.htools_text import render
-from tests.test_balance import HTOOLS_BIN, generated_cluster, run_hbal, with_placement
+from tests.test_balance import (
+    HTOOLS_BIN,
+    HbalResult,
+    generated_cluster,
+    run_hbal,
+    with_placement,
+)
 
 # (full nodes, empty nodes, instances, racks: location tags, 0 for none)
 # 13+3 with seed 13: the generator places 520 there (with seed 12 on 12+4 the
@@ -175,7 +183,8 @@ def run() -> dict[str, Any]:
             "corral score",
             "hbal score",
             "corral moves to hbal's score",
-            "lookahead-3 s / moves (hbal's count) / score",
+            "lookahead-3 s / moves (hbal's count) / migrations / data GiB / score",
+            "target met: score / moves / 1/20 time (default | lookahead 3)",
             "corral capacity (planner s / CLI s)",
             "hspace capacity (s)",
             "hspace time / corral (CLI / planner)",
@@ -231,7 +240,11 @@ def run() -> dict[str, Any]:
                     _fmt(hbal_score),
                     "-" if reach is None else reach,
                     f"{ahead_s:.1f} / {len(ahead.moves)} ({ahead.moves_as_hbal}) / "
+                    f"{ahead.migrations} / {ahead.data_mib / 1024:.0f} / "
                     f"{_fmt(ahead.score_after)}",
+                    _target(plan.score_after, plan.moves_as_hbal, ours_s, hbal, hbal_score)
+                    + " | "
+                    + _target(ahead.score_after, ahead.moves_as_hbal, ahead_s, hbal, hbal_score),
                     f"{cap.total} ({cap_s:.2f} / {cli_s:.2f})",
                     f"{hs_count if hs_count is not None else '-'} ({hs_s:.2f})",
                     f"{hs_s / cli_s:.1f}x / {hs_s / cap_s:.1f}x",
@@ -257,6 +270,7 @@ def run() -> dict[str, Any]:
                 "hbal_score": hbal_score,
                 "corral_moves_to_hbal_score": reach,
                 "lookahead": LOOKAHEAD,
+                "lookahead_search": ahead.search,
                 "lookahead_seconds": round(ahead_s, 3),
                 "lookahead_moves": len(ahead.moves),
                 "lookahead_moves_as_hbal": ahead.moves_as_hbal,
@@ -272,6 +286,23 @@ def run() -> dict[str, Any]:
                 "hspace_seconds": round(hs_s, 3),
             }
     return {"table": table, "hbal_timeout_s": HBAL_TIMEOUT_S, **figures}
+
+
+def _target(
+    ours: float, moves: int, seconds: float, hbal: HbalResult, hbal_score: float | None
+) -> str:
+    """The issue's balance target, part by part: a final score no higher than
+    hbal's, no more moves (as hbal counts them), in at most 1/20 of its time."""
+    if not hbal.finished or hbal_score is None:
+        return "-"
+    return " / ".join(
+        "yes" if ok else "no"
+        for ok in (
+            ours <= hbal_score + 1e-6,
+            moves <= hbal.moves,
+            seconds * 20 <= hbal.seconds,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """corral's balancer against hbal over many generated clusters, not a chosen few:
 for each cluster shape, several seeds; for each, both plans on the same htools
 file, and how often corral's final score, move count and data copied are no
-worse than hbal's. The figures of `bench.balance` are three clusters; this is the
-spread around them.
+worse than hbal's; the same for `lookahead=3` (score and moves). The figures
+of `bench.balance` are four clusters; this is the spread around them.
 
 Each cluster: `tests.test_balance.generated_cluster` (two node sizes, `svc:*`
 exclusion tags, uneven N+1-safe placement, empty nodes added; drained rows have
@@ -49,6 +49,8 @@ def run() -> dict[str, Any]:
             "moves corral/hbal (median)",
             "score diff corral-hbal (median)",
             "hbal time / corral (median)",
+            "lookahead 3: score / moves / both <= hbal",
+            "hbal time / lookahead 3 (median)",
         ]
     ]
     rows: list[dict[str, Any]] = []
@@ -64,6 +66,9 @@ def run() -> dict[str, Any]:
                 t0 = time.perf_counter()
                 plan = plan_balance(cluster=start)
                 ours_s = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                ahead = plan_balance(cluster=start, lookahead=3)
+                ahead_s = time.perf_counter() - t0
                 hbal = run_hbal(path=path)
                 assert hbal.balanced is not None
                 theirs = with_placement(start, hbal.balanced)
@@ -79,6 +84,10 @@ def run() -> dict[str, Any]:
                         "hbal_data_mib": data_moved(start, theirs),
                         "corral_seconds": round(ours_s, 3),
                         "hbal_seconds": round(hbal.seconds, 3),
+                        "lookahead_score": ahead.score_after,
+                        "lookahead_moves": ahead.moves_as_hbal,
+                        "lookahead_search": ahead.search,
+                        "lookahead_seconds": round(ahead_s, 3),
                     }
                 )
             n = len(results)
@@ -88,6 +97,12 @@ def run() -> dict[str, Any]:
             moves_ratio = statistics.median(r["corral_moves"] / r["hbal_moves"] for r in results)
             score_diff = statistics.median(r["corral_score"] - r["hbal_score"] for r in results)
             speed = statistics.median(r["hbal_seconds"] / r["corral_seconds"] for r in results)
+            la_score = [r["lookahead_score"] <= r["hbal_score"] + TIE for r in results]
+            la_moves = [r["lookahead_moves"] <= r["hbal_moves"] for r in results]
+            la_both = sum(a and b for a, b in zip(la_score, la_moves, strict=True))
+            la_speed = statistics.median(
+                r["hbal_seconds"] / r["lookahead_seconds"] for r in results
+            )
             table.append(
                 [
                     label,
@@ -99,6 +114,8 @@ def run() -> dict[str, Any]:
                     f"{moves_ratio:.3f}",
                     f"{score_diff:+.4f}",
                     f"{speed:.1f}x",
+                    f"{sum(la_score)}/{n} / {sum(la_moves)}/{n} / {la_both}/{n}",
+                    f"{la_speed:.1f}x",
                 ]
             )
             rows.append({"shape": label, "results": results})

@@ -81,7 +81,14 @@ def add_balance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         default=0,
         metavar="K",
         help="also plan picking each move among the K best by the best pair it starts, "
-        "and keep the plan that ends lower (slower: about K+2 times the plain search)",
+        "and keep the plan --prefer picks (slower: about K+2 times the plain search)",
+    )
+    bal.add_argument(
+        "--prefer",
+        choices=("moves", "score"),
+        default="moves",
+        help="with --lookahead: keep the shortest plan ending no higher than the plain "
+        "one (moves, the default), or the plan ending lowest (score)",
     )
     add_target_options(bal)
 
@@ -178,6 +185,7 @@ def _plan(
             min_gain=args.min_gain,
             avoid=avoid,
             lookahead=args.lookahead,
+            prefer=args.prefer,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -252,11 +260,18 @@ def _report(plan: BalancePlan, took: float, args: argparse.Namespace) -> None:
         f"{size(plan.data_mib) if plan.data_mib else 'no'} data copied, "
         f"{plan.migrations} live migrations; planned in {took:.2f}s ({plan.stopped_by})"
     )
+    if plan.dropped:
+        why = (
+            "it ends lowest"
+            if args.prefer == "score"
+            else "the fewest moves ending no higher than the greedy plan"
+        )
+        print(f"kept: {plan.search} ({why})")
     for d in plan.dropped:
         print(
-            f"kept the {plan.search} plan; the {d.search} plan ended at "
-            f"{d.score_after:.8f} in {d.moves} moves ({d.moves_as_hbal} as hbal counts "
-            f"them), {size(d.data_mib) if d.data_mib else 'no'} data copied, "
+            f"  also planned, {d.search}: score {d.score_after:.8f} in {d.moves} moves "
+            f"({d.moves_as_hbal} as hbal counts them), "
+            f"{size(d.data_mib) if d.data_mib else 'no'} data copied, "
             f"{d.migrations} live migrations"
         )
     if plan.n1_failures_after:

@@ -37,8 +37,11 @@ final pass folds repeated moves of one instance into one where the rules allow, 
 the plan ends in the same placement with fewer moves and less data copied. With
 `lookahead` K >= 2 the plan is made a second time, each move picked among the K
 best (within 5 %) by its gain plus the best gain after it
-(`reactors.balance_lookahead`), and the plan ending lower is kept (the other's
-figures go with it, `BalancePlan.dropped`).
+(`reactors.balance_lookahead`). That plan usually ends lower but runs longer;
+cut at its first move that reaches the greedy plan's final score, it usually
+gets there in fewer moves. By default the shortest plan ending no higher than
+the greedy one is kept (`prefer="score"`: the lowest); the others' figures go
+with it (`BalancePlan.dropped`).
 
 Rules every intermediate placement keeps (those of `reactors.placement_bridge`):
 a node taking a primary has the memory (all its primaries, running or not, within
@@ -112,6 +115,11 @@ DEFAULT_MIN_GAIN_LIMIT = 0.1
 DEFAULT_COST_TOLERANCE = 0.002
 
 
+# Two final scores this close are the same score (float rounding between the
+# step-by-step working total and the full recomputation).
+_SAME = 1e-9
+
+
 def plan_balance(
     *,
     cluster: BCluster,
@@ -122,22 +130,31 @@ def plan_balance(
     avoid: frozenset[str] = frozenset(),
     fold_repeats: bool = True,
     lookahead: int = 0,
+    prefer: str = "moves",
 ) -> BalancePlan:
     """Plan moves, best first, until no move gains enough or `max_moves` are
     planned. `avoid`: nodes that must take nothing (e.g. unhealthy ones).
+
     `lookahead` >= 2: also plan choosing each move among the `lookahead` best
-    by the best pair it starts (`reactors.balance_lookahead`), and keep
-    whichever plan ends lower (on a tie: fewer moves, then less data); the
-    other one's figures are in `dropped`."""
+    by the best pair it starts (`reactors.balance_lookahead`), and consider
+    that plan whole and cut at its first move that reaches the greedy plan's
+    final score. `prefer="moves"` keeps, of the plans ending no higher than
+    the greedy one, the one with the fewest moves (as hbal counts them; then
+    the lower score, then less data); `prefer="score"` keeps the one ending
+    lowest (then fewer moves, then less data). The others' figures are in
+    `dropped`."""
     if max_moves < 0:
         raise ValueError("max_moves must not be negative")
     if lookahead < 0:
         raise ValueError("lookahead must not be negative")
+    if prefer not in ("moves", "score"):
+        raise ValueError(f"prefer must be 'moves' or 'score', not {prefer!r}")
     widths = (1, lookahead) if lookahead >= 2 else (1,)
     before = score(cluster).total
     plans: list[BalancePlan] = []
+    scored_in_all = 0
     for width in widths:
-        seq, scored, stopped_by = _greedy(
+        seq, totals, scored, stopped_by = _greedy(
             cluster=cluster,
             avoid=avoid,
             max_moves=max_moves,
@@ -146,24 +163,34 @@ def plan_balance(
             cost_tolerance=cost_tolerance,
             width=width,
         )
-        if fold_repeats:
-            seq = fold(cluster=cluster, avoid=avoid, moves=seq)
-        plans.append(
-            _build(
-                cluster=cluster,
-                avoid=avoid,
-                moves=seq,
-                before=before,
-                scored=scored,
-                stopped_by=stopped_by,
-            )
-        )
+        scored_in_all += scored
+        runs = [(seq, stopped_by, "greedy")]
         if width > 1:
-            plans[-1] = replace(plans[-1], search=f"lookahead {width}")
-    best = min(plans, key=lambda p: (round(p.score_after, 9), p.moves_as_hbal, p.data_mib))
+            runs = [(seq, stopped_by, f"lookahead {width}")]
+            # the shortest part of it that already ends as low as the greedy plan
+            target = plans[0].score_after
+            reach = next((k for k, t in enumerate(totals) if t <= target + _SAME), None)
+            if reach is not None and reach + 1 < len(seq):
+                why = f"reached the greedy plan's score {target:.8f}"
+                runs.append((seq[: reach + 1], why, f"lookahead {width}, cut at the greedy score"))
+        for moves, why, name in runs:
+            if fold_repeats:
+                moves = fold(cluster=cluster, avoid=avoid, moves=moves)
+            built = _build(
+                cluster=cluster, avoid=avoid, moves=moves, before=before, scored=0, stopped_by=why
+            )
+            plans.append(replace(built, search=name))
+    greedy = plans[0]
+    if prefer == "score":
+        best = min(plans, key=lambda p: (round(p.score_after, 9), p.moves_as_hbal, p.data_mib))
+    else:
+        best = min(
+            (p for p in plans if p.score_after <= greedy.score_after + _SAME),
+            key=lambda p: (p.moves_as_hbal, round(p.score_after, 9), p.data_mib),
+        )
     return replace(
         best,
-        candidates_scored=sum(p.candidates_scored for p in plans),
+        candidates_scored=scored_in_all,
         dropped=tuple(p.summary() for p in plans if p is not best),
     )
 
@@ -177,14 +204,15 @@ def _greedy(
     min_gain_limit: float,
     cost_tolerance: float,
     width: int,
-) -> tuple[list[tuple[int, int, int]], int, str]:
-    """The chosen moves (instance, new primary, new secondary), how many
-    candidates were scored, and why the search stopped. `width` > 1: each move
-    is picked by `pick_ahead` among that many."""
+) -> tuple[list[tuple[int, int, int]], list[float], int, str]:
+    """The chosen moves (instance, new primary, new secondary), the score after
+    each, how many candidates were scored, and why the search stopped.
+    `width` > 1: each move is picked by `pick_ahead` among that many."""
     work = Work(cluster, avoid)
     search = Search(work)
     current = work.total()
     chosen: list[tuple[int, int, int]] = []
+    totals: list[float] = []
     stopped_by = "max moves reached"
     tolerance = cost_tolerance if width <= 1 else max(cost_tolerance, LOOKAHEAD_TOLERANCE)
     while len(chosen) < max_moves:
@@ -203,7 +231,8 @@ def _greedy(
         work.apply(pick.inst, pick.new_p, pick.new_s)
         current = work.total()
         chosen.append((pick.inst, pick.new_p, pick.new_s))
-    return chosen, search.scored, stopped_by
+        totals.append(current)
+    return chosen, totals, search.scored, stopped_by
 
 
 def _build(
