@@ -93,7 +93,7 @@ from reactors.balance_moves import (
     StepKind,
 )
 from reactors.balance_rules import check_plan_move
-from reactors.balance_search import Search, choose
+from reactors.balance_search import Cand, Search, choose
 from reactors.balance_work import Work
 from reactors.cluster_score import n1_failures, score
 
@@ -215,8 +215,10 @@ def _greedy(
     totals: list[float] = []
     stopped_by = "max moves reached"
     tolerance = cost_tolerance if width <= 1 else max(cost_tolerance, LOOKAHEAD_TOLERANCE)
+    ahead: list[Cand] | None = None  # the next step's candidates, when known
     while len(chosen) < max_moves:
-        cands = search.best(tolerance=tolerance)
+        cands = ahead if ahead is not None else search.best(tolerance=tolerance)
+        ahead = None
         if not cands:
             stopped_by = "no move lowers the score"
             break
@@ -225,7 +227,8 @@ def _greedy(
             stopped_by = f"best gain {gain:.6f} below --min-gain {min_gain}"
             break
         if width > 1:
-            pick = pick_ahead(search=search, cands=cands, width=width)
+            picked = pick_ahead(search=search, cands=cands, width=width, tolerance=tolerance)
+            pick, ahead = picked.pick, picked.after
         else:
             pick = choose(cands, work.names, work.insts)
         work.apply(pick.inst, pick.new_p, pick.new_s)

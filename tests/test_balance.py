@@ -462,11 +462,19 @@ def test_pick_ahead_puts_back_what_it_tries_and_takes_the_best_pair() -> None:
             w.apply(after[0].inst, after[0].new_p, after[0].new_s)
         return w.total()
 
-    differed = 0
+    def fresh_cands() -> list[Cand]:
+        """The candidates after the moves so far, by a fresh search."""
+        w = Work(start, frozenset())
+        for mv in history:
+            w.apply(*mv)
+        return Search(w).best(tolerance=LOOKAHEAD_TOLERANCE)
+
+    differed = reused = 0
+    cands = search.best(tolerance=LOOKAHEAD_TOLERANCE)
     for _ in range(12):
-        cands = search.best(tolerance=LOOKAHEAD_TOLERANCE)
         before = (list(work.p), list(work.s), list(work.f_mem), list(work.f_dsk), work.total())
-        pick = pick_ahead(search=search, cands=cands, width=3)
+        picked = pick_ahead(search=search, cands=cands, width=3)
+        pick = picked.pick
         now = (list(work.p), list(work.s), list(work.f_mem), list(work.f_dsk), work.total())
         assert now == before
         tried: dict[tuple[int, int, int], Cand] = {}
@@ -477,8 +485,20 @@ def test_pick_ahead_puts_back_what_it_tries_and_takes_the_best_pair() -> None:
         differed += pick is not first_three[0]
         work.apply(pick.inst, pick.new_p, pick.new_s)
         history.append((pick.inst, pick.new_p, pick.new_s))
-    # the lookahead changed the greedy choice at some of these steps
-    assert differed >= 2
+        # the pick's trial found the next step's candidates: those a fresh search finds
+        if picked.after is None:
+            cands = search.best(tolerance=LOOKAHEAD_TOLERANCE)
+        else:
+            cands = picked.after
+            reused += 1
+        fresh = fresh_cands()
+        assert [(c.inst, c.new_p, c.new_s, c.kind) for c in cands] == [
+            (c.inst, c.new_p, c.new_s, c.kind) for c in fresh
+        ]
+        assert all(abs(a.delta - b.delta) <= 1e-9 for a, b in zip(cands, fresh, strict=True))
+    # the lookahead changed the greedy choice at some of these steps, and the
+    # trials' candidates were used as the next step's
+    assert differed >= 2 and reused >= 6
 
 
 def test_balance_cli_plans_an_htools_file_with_lookahead(tmp_path: Path) -> None:
