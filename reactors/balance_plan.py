@@ -184,8 +184,10 @@ def plan_balance(
     if prefer == "score":
         best = min(plans, key=lambda p: (round(p.score_after, 9), p.moves_as_hbal, p.data_mib))
     else:
+        # (the greedy plan always qualifies, even when the score is NaN, as
+        # htools' is for nodes with no spindles: 0/0 in a ratio)
         best = min(
-            (p for p in plans if p.score_after <= greedy.score_after + _SAME),
+            (p for p in plans if p is greedy or p.score_after <= greedy.score_after + _SAME),
             key=lambda p: (p.moves_as_hbal, round(p.score_after, 9), p.data_mib),
         )
     return replace(
