@@ -164,9 +164,8 @@ def plan_balance(
             width=width,
         )
         scored_in_all += scored
-        runs = [(seq, stopped_by, "greedy")]
+        runs = [(seq, stopped_by, "greedy" if width == 1 else f"lookahead {width}")]
         if width > 1:
-            runs = [(seq, stopped_by, f"lookahead {width}")]
             # the shortest part of it that already ends as low as the greedy plan
             target = plans[0].score_after
             reach = next((k for k, t in enumerate(totals) if t <= target + _SAME), None)
