@@ -8,9 +8,10 @@ the 16-node one a second time with its nodes in 4 racks (location tags, which
 add the location components to the score and to every candidate's delta).
 For each: `hbal -t FILE -S OUT` (with a timeout; a run that does not finish is
 reported as "> T s") and `plan_balance` on the same cluster (the default greedy
-search, and again with `lookahead=3`, which keeps the shortest plan ending no
-higher than the greedy one: its time, moves, migrations, data and score in one
-column; and which parts of the issue's target each meets);
+search, and again with `lookahead=3`, which also makes the lookahead and the
+pairs plans and keeps the shortest plan ending no higher than the greedy one:
+its time, moves, migrations, data, score and name in one column; and which
+parts of the issue's target each meets);
 wall time, moves,
 data copied (a secondary change copies the instance's disk) and final score,
 both scored by `reactors.cluster_score` on the start cluster with each final
@@ -183,7 +184,7 @@ def run() -> dict[str, Any]:
             "corral score",
             "hbal score",
             "corral moves to hbal's score",
-            "lookahead-3 s / moves (hbal's count) / migrations / data GiB / score",
+            "lookahead-3 s / moves (hbal's count) / migrations / data GiB / score / plan kept",
             "target met: score / moves / 1/20 time (default | lookahead 3)",
             "corral capacity (planner s / CLI s)",
             "hspace capacity (s)",
@@ -241,7 +242,7 @@ def run() -> dict[str, Any]:
                     "-" if reach is None else reach,
                     f"{ahead_s:.1f} / {len(ahead.moves)} ({ahead.moves_as_hbal}) / "
                     f"{ahead.migrations} / {ahead.data_mib / 1024:.0f} / "
-                    f"{_fmt(ahead.score_after)}",
+                    f"{_fmt(ahead.score_after)} / {ahead.search}",
                     _target(plan.score_after, plan.moves_as_hbal, ours_s, hbal, hbal_score)
                     + " | "
                     + _target(ahead.score_after, ahead.moves_as_hbal, ahead_s, hbal, hbal_score),

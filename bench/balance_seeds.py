@@ -1,7 +1,8 @@
 """corral's balancer against hbal over many generated clusters, not a chosen few:
 for each cluster shape, several seeds; for each, both plans on the same htools
 file, and how often corral's final score, move count and data copied are no
-worse than hbal's; the same for `lookahead=3` (score and moves). The figures
+worse than hbal's; the same for `lookahead=3` (score and moves, and which of
+its plans it kept). The figures
 of `bench.balance` are four clusters; this is the spread around them.
 
 Each cluster: `tests.test_balance.generated_cluster` (two node sizes, `svc:*`
@@ -51,6 +52,7 @@ def run() -> dict[str, Any]:
             "hbal time / corral (median)",
             "lookahead 3: score / moves / both <= hbal",
             "hbal time / lookahead 3 (median)",
+            "lookahead 3 kept: greedy / lookahead / pairs plan",
         ]
     ]
     rows: list[dict[str, Any]] = []
@@ -116,6 +118,10 @@ def run() -> dict[str, Any]:
                     f"{speed:.1f}x",
                     f"{sum(la_score)}/{n} / {sum(la_moves)}/{n} / {la_both}/{n}",
                     f"{la_speed:.1f}x",
+                    " / ".join(
+                        str(sum(r["lookahead_search"].startswith(k) for r in results))
+                        for k in ("greedy", "lookahead", "pairs")
+                    ),
                 ]
             )
             rows.append({"shape": label, "results": results})

@@ -81,7 +81,8 @@ def add_balance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         default=0,
         metavar="K",
         help="also plan picking each move among the K best by the best pair it starts, "
-        "and keep the plan --prefer picks (slower: about K+2 times the plain search)",
+        "and by the best move it leaves open; keep the plan --prefer picks "
+        "(slower: about K+3 times the plain search)",
     )
     bal.add_argument(
         "--prefer",

@@ -116,8 +116,9 @@ class BalancePlan:
     cluster_after: BCluster
     candidates_scored: int
     stopped_by: str
-    # the search whose plan this is: "greedy", "lookahead K" or "lookahead K,
-    # cut at the greedy score" (`plan_balance` says which it keeps)
+    # the search whose plan this is: "greedy", "lookahead K", "pairs K", or one
+    # of the last two followed by ", cut at the greedy score" (`plan_balance`
+    # says which it keeps)
     search: str = "greedy"
     # the other searches' plans, made and not kept (with `--lookahead`)
     dropped: tuple[PlanSummary, ...] = ()

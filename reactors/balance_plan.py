@@ -35,13 +35,14 @@ candidate. Among moves whose gains are within `cost_tolerance` (relative) of the
 best, the one that copies the least data, then migrates the fewest times, wins. A
 final pass folds repeated moves of one instance into one where the rules allow, so
 the plan ends in the same placement with fewer moves and less data copied. With
-`lookahead` K >= 2 the plan is made a second time, each move picked among the K
-best (within 5 %) by its gain plus the best gain after it
-(`reactors.balance_lookahead`). That plan usually ends lower but runs longer;
-cut at its first move that reaches the greedy plan's final score, it usually
-gets there in fewer moves. By default the shortest plan ending no higher than
-the greedy one is kept (`prefer="score"`: the lowest); the others' figures go
-with it (`BalancePlan.dropped`).
+`lookahead` K >= 2 the plan is made twice more, each move picked among the K
+best (within 5 %) by its gain plus the best gain after it (the lookahead plan),
+and by its gain plus that of the best move it leaves open on other nodes (the
+pairs plan; both in `reactors.balance_lookahead`). Those plans often end lower
+but run longer; cut at their first move that reaches the greedy plan's final
+score, they often get there in fewer moves. By default the shortest plan ending
+no higher than the greedy one is kept (`prefer="score"`: the lowest); the
+others' figures go with it (`BalancePlan.dropped`).
 
 Rules every intermediate placement keeps (those of `reactors.placement_bridge`):
 a node taking a primary has the memory (all its primaries, running or not, within
@@ -80,7 +81,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from reactors.balance_fold import fold
-from reactors.balance_lookahead import LOOKAHEAD_TOLERANCE, pick_ahead
+from reactors.balance_lookahead import LOOKAHEAD_TOLERANCE, pick_ahead, pick_pair
 from reactors.balance_model import BCluster, BInstance, BNode
 from reactors.balance_moves import (
     COPIES,
@@ -136,9 +137,10 @@ def plan_balance(
     planned. `avoid`: nodes that must take nothing (e.g. unhealthy ones).
 
     `lookahead` >= 2: also plan choosing each move among the `lookahead` best
-    by the best pair it starts (`reactors.balance_lookahead`), and consider
-    that plan whole and cut at its first move that reaches the greedy plan's
-    final score. `prefer="moves"` keeps, of the plans ending no higher than
+    by the best pair it starts (`pick_ahead`), and again by its gain plus that
+    of the best move it leaves open (`pick_pair`); consider each of those
+    plans whole and cut at its first move that reaches the greedy plan's final
+    score. `prefer="moves"` keeps, of the plans ending no higher than
     the greedy one, the one with the fewest moves (as hbal counts them; then
     the lower score, then less data); `prefer="score"` keeps the one ending
     lowest (then fewer moves, then less data). The others' figures are in
@@ -149,11 +151,14 @@ def plan_balance(
         raise ValueError("lookahead must not be negative")
     if prefer not in ("moves", "score"):
         raise ValueError(f"prefer must be 'moves' or 'score', not {prefer!r}")
-    widths = (1, lookahead) if lookahead >= 2 else (1,)
+    searches = [("greedy", 1, "greedy")]
+    if lookahead >= 2:
+        searches += [(f"lookahead {lookahead}", lookahead, "ahead")]
+        searches += [(f"pairs {lookahead}", lookahead, "pairs")]
     before = score(cluster).total
     plans: list[BalancePlan] = []
     scored_in_all = 0
-    for width in widths:
+    for name, width, pick in searches:
         seq, totals, scored, stopped_by = _greedy(
             cluster=cluster,
             avoid=avoid,
@@ -162,23 +167,24 @@ def plan_balance(
             min_gain_limit=min_gain_limit,
             cost_tolerance=cost_tolerance,
             width=width,
+            pick=pick,
         )
         scored_in_all += scored
-        runs = [(seq, stopped_by, "greedy" if width == 1 else f"lookahead {width}")]
-        if width > 1:
+        runs = [(seq, stopped_by, name)]
+        if plans:
             # the shortest part of it that already ends as low as the greedy plan
             target = plans[0].score_after
             reach = next((k for k, t in enumerate(totals) if t <= target + _SAME), None)
             if reach is not None and reach + 1 < len(seq):
                 why = f"reached the greedy plan's score {target:.8f}"
-                runs.append((seq[: reach + 1], why, f"lookahead {width}, cut at the greedy score"))
-        for moves, why, name in runs:
+                runs.append((seq[: reach + 1], why, f"{name}, cut at the greedy score"))
+        for moves, why, plan_name in runs:
             if fold_repeats:
                 moves = fold(cluster=cluster, avoid=avoid, moves=moves)
             built = _build(
                 cluster=cluster, avoid=avoid, moves=moves, before=before, scored=0, stopped_by=why
             )
-            plans.append(replace(built, search=name))
+            plans.append(replace(built, search=plan_name))
     greedy = plans[0]
     if prefer == "score":
         best = min(plans, key=lambda p: (round(p.score_after, 9), p.moves_as_hbal, p.data_mib))
@@ -205,17 +211,19 @@ def _greedy(
     min_gain_limit: float,
     cost_tolerance: float,
     width: int,
+    pick: str,
 ) -> tuple[list[tuple[int, int, int]], list[float], int, str]:
     """The chosen moves (instance, new primary, new secondary), the score after
-    each, how many candidates were scored, and why the search stopped.
-    `width` > 1: each move is picked by `pick_ahead` among that many."""
+    each, how many candidates were scored, and why the search stopped. Each
+    move is the best (`choose`, `pick="greedy"`), or picked among the `width`
+    best by `pick_ahead` (`"ahead"`) or by `pick_pair` (`"pairs"`)."""
     work = Work(cluster, avoid)
     search = Search(work)
     current = work.total()
     chosen: list[tuple[int, int, int]] = []
     totals: list[float] = []
     stopped_by = "max moves reached"
-    tolerance = cost_tolerance if width <= 1 else max(cost_tolerance, LOOKAHEAD_TOLERANCE)
+    tolerance = cost_tolerance if pick == "greedy" else max(cost_tolerance, LOOKAHEAD_TOLERANCE)
     ahead: list[Cand] | None = None  # the next step's candidates, when known
     while len(chosen) < max_moves:
         cands = ahead if ahead is not None else search.best(tolerance=tolerance)
@@ -227,14 +235,16 @@ def _greedy(
         if current <= min_gain_limit and gain < min_gain:
             stopped_by = f"best gain {gain:.6f} below --min-gain {min_gain}"
             break
-        if width > 1:
+        if pick == "ahead":
             picked = pick_ahead(search=search, cands=cands, width=width, tolerance=tolerance)
-            pick, ahead = picked.pick, picked.after
+            move, ahead = picked.pick, picked.after
+        elif pick == "pairs":
+            move = pick_pair(work=work, cands=cands, width=width)
         else:
-            pick = choose(cands, work.names, work.insts)
-        work.apply(pick.inst, pick.new_p, pick.new_s)
+            move = choose(cands, work.names, work.insts)
+        work.apply(move.inst, move.new_p, move.new_s)
         current = work.total()
-        chosen.append((pick.inst, pick.new_p, pick.new_s))
+        chosen.append((move.inst, move.new_p, move.new_s))
         totals.append(current)
     return chosen, totals, search.scored, stopped_by
 
