@@ -79,6 +79,7 @@ htools file); read by `reactors.balance_apply` (rounds and jobs) and the
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Literal
 
 from reactors.balance_fold import fold
 from reactors.balance_lookahead import LOOKAHEAD_TOLERANCE, pick_ahead, pick_pair
@@ -116,6 +117,10 @@ DEFAULT_MIN_GAIN_LIMIT = 0.1
 DEFAULT_COST_TOLERANCE = 0.002
 
 
+# How `_greedy` picks each move: the best one (`choose`), or among the best few
+# by `pick_ahead` or by `pick_pair`.
+_Pick = Literal["greedy", "ahead", "pairs"]
+
 # Two final scores this close are the same score (float rounding between the
 # step-by-step working total and the full recomputation).
 _SAME = 1e-9
@@ -151,7 +156,7 @@ def plan_balance(
         raise ValueError("lookahead must not be negative")
     if prefer not in ("moves", "score"):
         raise ValueError(f"prefer must be 'moves' or 'score', not {prefer!r}")
-    searches = [("greedy", 1, "greedy")]
+    searches: list[tuple[str, int, _Pick]] = [("greedy", 1, "greedy")]
     if lookahead >= 2:
         searches += [(f"lookahead {lookahead}", lookahead, "ahead")]
         searches += [(f"pairs {lookahead}", lookahead, "pairs")]
@@ -211,7 +216,7 @@ def _greedy(
     min_gain_limit: float,
     cost_tolerance: float,
     width: int,
-    pick: str,
+    pick: _Pick,
 ) -> tuple[list[tuple[int, int, int]], list[float], int, str]:
     """The chosen moves (instance, new primary, new secondary), the score after
     each, how many candidates were scored, and why the search stopped. Each
