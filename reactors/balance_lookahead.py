@@ -83,10 +83,9 @@ def pick_pair(*, work: Work, cands: list[Cand], width: int) -> Cand:
                 -other.delta
                 for other in cands
                 if other.inst != cand.inst
-                and work.p[other.inst] not in nodes
-                and work.s[other.inst] not in nodes
-                and other.new_p not in nodes
-                and other.new_s not in nodes
+                and nodes.isdisjoint(
+                    (work.p[other.inst], work.s[other.inst], other.new_p, other.new_s)
+                )
             ),
             0.0,
         )

@@ -176,7 +176,7 @@ def plan_balance(
         )
         scored_in_all += scored
         runs = [(seq, stopped_by, name)]
-        if plans:
+        if pick != "greedy":
             # the shortest part of it that already ends as low as the greedy plan
             target = plans[0].score_after
             reach = next((k for k, t in enumerate(totals) if t <= target + _SAME), None)
