@@ -38,7 +38,13 @@ from orchestrator.cli_context import (
 from orchestrator.operations import OperationRefused, submit_job
 from reactors.balance_apply import job_steps, rounds
 from reactors.balance_model import BCluster, from_state
-from reactors.balance_plan import DEFAULT_MIN_GAIN, BalancePlan, Move, plan_balance
+from reactors.balance_plan import (
+    DEFAULT_LOOKAHEAD,
+    DEFAULT_MIN_GAIN,
+    BalancePlan,
+    Move,
+    plan_balance,
+)
 from reactors.htools_text import parse, render
 
 _UNHEALTHY = (NodeHealth.LOST, NodeHealth.FENCED, NodeHealth.PARTITIONED, NodeHealth.SUSPECT)
@@ -78,18 +84,19 @@ def add_balance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     bal.add_argument(
         "--lookahead",
         type=int,
-        default=0,
+        default=DEFAULT_LOOKAHEAD,
         metavar="K",
-        help="also plan picking each move among the K best by the best pair it starts, "
-        "and by the best move it leaves open; keep the plan --prefer picks "
-        "(slower: about K+3 times the plain search)",
+        help="besides the plain greedy search, plan picking each move among the K best "
+        "by the best pair it starts, and by the best move it leaves open; keep the plan "
+        f"--prefer picks (default {DEFAULT_LOOKAHEAD}: about K+3 times the time of the "
+        "plain search; 0: the plain search alone, as hbal's)",
     )
     bal.add_argument(
         "--prefer",
         choices=("moves", "score"),
         default="moves",
-        help="with --lookahead: keep the shortest plan ending no higher than the plain "
-        "one (moves, the default), or the plan ending lowest (score)",
+        help="with --lookahead 2 or more: keep the shortest plan ending no higher than "
+        "the plain one (moves, the default), or the plan ending lowest (score)",
     )
     add_target_options(bal)
 

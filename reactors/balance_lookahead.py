@@ -1,6 +1,6 @@
-"""The balancer's optional one-move lookahead, in two strengths. Greedy search
-(hbal's, and corral's default) can take a move that leaves nothing good to do
-next; looking one move further avoids some of those.
+"""The balancer's one-move lookahead (on by default), in two strengths. Greedy
+search (hbal's, and corral's with `--lookahead 0`) can take a move that leaves
+nothing good to do next; looking one move further avoids some of those.
 
 `pick_ahead` tries each of the few best moves with the best move that could
 follow it and takes the one whose pair lowers the score most, at the price of

@@ -35,7 +35,8 @@ candidate. Among moves whose gains are within `cost_tolerance` (relative) of the
 best, the one that copies the least data, then migrates the fewest times, wins. A
 final pass folds repeated moves of one instance into one where the rules allow, so
 the plan ends in the same placement with fewer moves and less data copied. With
-`lookahead` K >= 2 the plan is made twice more, each move picked among the K
+`lookahead` K >= 2 (the default is 3; 0 is the greedy search alone, as hbal's)
+the plan is made twice more, each move picked among the K
 best (within 5 %) by its gain plus the best gain after it (the lookahead plan),
 and by its gain plus that of the best move it leaves open on other nodes (the
 pairs plan; both in `reactors.balance_lookahead`). Those plans often end lower
@@ -65,7 +66,7 @@ types (`reactors.balance_moves`), the mutable working model
 score deltas (`reactors.balance_deltas`), own sides and node figures kept from
 step to step (`reactors.balance_sides`, `reactors.balance_arrays`), the bounds
 (`reactors.balance_bounds`), the greedy step (`reactors.balance_search`), the
-optional lookahead (`reactors.balance_lookahead`) and the folding pass
+lookahead (`reactors.balance_lookahead`) and the folding pass
 (`reactors.balance_fold`). This module runs the steps and builds the
 plan; the public names (`plan_balance`, `BalancePlan`, `Move`, `MoveKind`,
 `MoveStep`, `StepKind`, the defaults) are imported from here.
@@ -101,6 +102,7 @@ from reactors.cluster_score import n1_failures, score
 
 __all__ = [
     "DEFAULT_COST_TOLERANCE",
+    "DEFAULT_LOOKAHEAD",
     "DEFAULT_MIN_GAIN",
     "DEFAULT_MIN_GAIN_LIMIT",
     "BalancePlan",
@@ -115,6 +117,10 @@ __all__ = [
 DEFAULT_MIN_GAIN = 0.01
 DEFAULT_MIN_GAIN_LIMIT = 0.1
 DEFAULT_COST_TOLERANCE = 0.002
+# The lookahead `corral balance` plans with unless told otherwise (0: the plain
+# greedy search alone, as hbal's). Moves cost minutes of live migration and
+# resync each, planning seconds, so the default spends the planning time.
+DEFAULT_LOOKAHEAD = 3
 
 
 # How `_greedy` picks each move: the best one (`choose`), or among the best few
@@ -135,13 +141,14 @@ def plan_balance(
     cost_tolerance: float = DEFAULT_COST_TOLERANCE,
     avoid: frozenset[str] = frozenset(),
     fold_repeats: bool = True,
-    lookahead: int = 0,
+    lookahead: int = DEFAULT_LOOKAHEAD,
     prefer: str = "moves",
 ) -> BalancePlan:
     """Plan moves, best first, until no move gains enough or `max_moves` are
     planned. `avoid`: nodes that must take nothing (e.g. unhealthy ones).
 
-    `lookahead` >= 2: also plan choosing each move among the `lookahead` best
+    `lookahead` >= 2 (the default, `DEFAULT_LOOKAHEAD`; 0 or 1: the greedy
+    plan alone): also plan choosing each move among the `lookahead` best
     by the best pair it starts (`pick_ahead`), and again by its gain plus that
     of the best move it leaves open (`pick_pair`); consider each of those
     plans whole and cut at its first move that reaches the greedy plan's final
