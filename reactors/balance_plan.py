@@ -79,7 +79,8 @@ htools file); read by `reactors.balance_apply` (rounds and jobs) and the
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from reactors.balance_fold import fold
@@ -110,8 +111,14 @@ __all__ = [
     "MoveKind",
     "MoveStep",
     "PlanSummary",
+    "SearchLimits",
+    "SearchRun",
+    "SearchSpec",
     "StepKind",
+    "choose_plan",
     "plan_balance",
+    "run_search",
+    "searches",
 ]
 
 DEFAULT_MIN_GAIN = 0.01
@@ -123,13 +130,63 @@ DEFAULT_COST_TOLERANCE = 0.002
 DEFAULT_LOOKAHEAD = 3
 
 
-# How `_greedy` picks each move: the best one (`choose`), or among the best few
+# How a search picks each move: the best one (`choose`), or among the best few
 # by `pick_ahead` or by `pick_pair`.
-_Pick = Literal["greedy", "ahead", "pairs"]
+Pick = Literal["greedy", "ahead", "pairs"]
 
 # Two final scores this close are the same score (float rounding between the
 # step-by-step working total and the full recomputation).
 _SAME = 1e-9
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchSpec:
+    """One of the searches a plan is chosen among: its name (`BalancePlan.search`),
+    how many candidates it weighs per move and how it picks among them."""
+
+    name: str
+    width: int
+    pick: Pick
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchLimits:
+    """When every search stops (`plan_balance`'s arguments of those names)."""
+
+    max_moves: int = 1000
+    min_gain: float = DEFAULT_MIN_GAIN
+    min_gain_limit: float = DEFAULT_MIN_GAIN_LIMIT
+    cost_tolerance: float = DEFAULT_COST_TOLERANCE
+
+    def __post_init__(self) -> None:
+        if self.max_moves < 0:
+            raise ValueError("max_moves must not be negative")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SearchRun:
+    """What one search chose: the moves (instance, new primary, new secondary,
+    by index), the working score after each, how many candidates it scored and
+    why it stopped. Plain values, so that a search can run in another process
+    (`orchestrator.balance_cores`)."""
+
+    spec: SearchSpec
+    moves: tuple[tuple[int, int, int], ...]
+    totals: tuple[float, ...]
+    scored: int
+    stopped_by: str
+
+
+def searches(*, lookahead: int) -> tuple[SearchSpec, ...]:
+    """The searches `plan_balance(lookahead=...)` chooses among: the greedy one,
+    and with `lookahead` >= 2 the lookahead and the pairs ones."""
+    if lookahead < 0:
+        raise ValueError("lookahead must not be negative")
+    specs = [SearchSpec(name="greedy", width=1, pick="greedy")]
+    if lookahead >= 2:
+        specs.append(SearchSpec(name=f"lookahead {lookahead}", width=lookahead, pick="ahead"))
+        specs.append(SearchSpec(name=f"pairs {lookahead}", width=lookahead, pick="pairs"))
+    return tuple(specs)
 
 
 def plan_balance(
@@ -156,41 +213,52 @@ def plan_balance(
     the greedy one, the one with the fewest moves (as hbal counts them; then
     the lower score, then less data); `prefer="score"` keeps the one ending
     lowest (then fewer moves, then less data). The others' figures are in
-    `dropped`."""
-    if max_moves < 0:
-        raise ValueError("max_moves must not be negative")
-    if lookahead < 0:
-        raise ValueError("lookahead must not be negative")
+    `dropped`. The searches run one after another here;
+    `orchestrator.balance_cores` runs them on several cores, to the same plan."""
+    limits = SearchLimits(
+        max_moves=max_moves,
+        min_gain=min_gain,
+        min_gain_limit=min_gain_limit,
+        cost_tolerance=cost_tolerance,
+    )
+    specs = searches(lookahead=lookahead)
+    check_prefer(prefer)
+    runs = [run_search(cluster=cluster, avoid=avoid, spec=spec, limits=limits) for spec in specs]
+    return choose_plan(
+        cluster=cluster, avoid=avoid, runs=runs, prefer=prefer, fold_repeats=fold_repeats
+    )
+
+
+def check_prefer(prefer: str) -> None:
+    """`prefer` is one of the two rules `choose_plan` knows."""
     if prefer not in ("moves", "score"):
         raise ValueError(f"prefer must be 'moves' or 'score', not {prefer!r}")
-    searches: list[tuple[str, int, _Pick]] = [("greedy", 1, "greedy")]
-    if lookahead >= 2:
-        searches += [(f"lookahead {lookahead}", lookahead, "ahead")]
-        searches += [(f"pairs {lookahead}", lookahead, "pairs")]
+
+
+def choose_plan(
+    *,
+    cluster: BCluster,
+    avoid: frozenset[str],
+    runs: Sequence[SearchRun],
+    prefer: str,
+    fold_repeats: bool = True,
+) -> BalancePlan:
+    """The plan `prefer` asks for among the runs' plans (the greedy run first),
+    the others' figures in `dropped` (`plan_balance`)."""
+    check_prefer(prefer)
     before = score(cluster).total
     plans: list[BalancePlan] = []
-    scored_in_all = 0
-    for name, width, pick in searches:
-        seq, totals, scored, stopped_by = _greedy(
-            cluster=cluster,
-            avoid=avoid,
-            max_moves=max_moves,
-            min_gain=min_gain,
-            min_gain_limit=min_gain_limit,
-            cost_tolerance=cost_tolerance,
-            width=width,
-            pick=pick,
-        )
-        scored_in_all += scored
-        runs = [(seq, stopped_by, name)]
-        if pick != "greedy":
+    for run in runs:
+        seq, name = list(run.moves), run.spec.name
+        parts = [(seq, run.stopped_by, name)]
+        if run.spec.pick != "greedy":
             # the shortest part of it that already ends as low as the greedy plan
             target = plans[0].score_after
-            reach = next((k for k, t in enumerate(totals) if t <= target + _SAME), None)
+            reach = next((k for k, t in enumerate(run.totals) if t <= target + _SAME), None)
             if reach is not None and reach + 1 < len(seq):
                 why = f"reached the greedy plan's score {target:.8f}"
-                runs.append((seq[: reach + 1], why, f"{name}, cut at the greedy score"))
-        for moves, why, plan_name in runs:
+                parts.append((seq[: reach + 1], why, f"{name}, cut at the greedy score"))
+        for moves, why, plan_name in parts:
             if fold_repeats:
                 moves = fold(cluster=cluster, avoid=avoid, moves=moves)
             built = _build(
@@ -209,56 +277,58 @@ def plan_balance(
         )
     return replace(
         best,
-        candidates_scored=scored_in_all,
+        candidates_scored=sum(run.scored for run in runs),
         dropped=tuple(p.summary() for p in plans if p is not best),
     )
 
 
-def _greedy(
-    *,
-    cluster: BCluster,
-    avoid: frozenset[str],
-    max_moves: int,
-    min_gain: float,
-    min_gain_limit: float,
-    cost_tolerance: float,
-    width: int,
-    pick: _Pick,
-) -> tuple[list[tuple[int, int, int]], list[float], int, str]:
-    """The chosen moves (instance, new primary, new secondary), the score after
-    each, how many candidates were scored, and why the search stopped. Each
-    move is the best (`choose`, `pick="greedy"`), or picked among the `width`
-    best by `pick_ahead` (`"ahead"`) or by `pick_pair` (`"pairs"`)."""
+def run_search(
+    *, cluster: BCluster, avoid: frozenset[str], spec: SearchSpec, limits: SearchLimits
+) -> SearchRun:
+    """One search, move after move. Each move is the best (`choose`,
+    `pick="greedy"`), or picked among the `width` best by `pick_ahead`
+    (`"ahead"`) or by `pick_pair` (`"pairs"`)."""
     work = Work(cluster, avoid)
     search = Search(work)
     current = work.total()
     chosen: list[tuple[int, int, int]] = []
     totals: list[float] = []
     stopped_by = "max moves reached"
-    tolerance = cost_tolerance if pick == "greedy" else max(cost_tolerance, LOOKAHEAD_TOLERANCE)
+    pick = spec.pick
+    tolerance = (
+        limits.cost_tolerance
+        if pick == "greedy"
+        else max(limits.cost_tolerance, LOOKAHEAD_TOLERANCE)
+    )
     ahead: list[Cand] | None = None  # the next step's candidates, when known
-    while len(chosen) < max_moves:
+    while len(chosen) < limits.max_moves:
         cands = ahead if ahead is not None else search.best(tolerance=tolerance)
         ahead = None
         if not cands:
             stopped_by = "no move lowers the score"
             break
         gain = -cands[0].delta
-        if current <= min_gain_limit and gain < min_gain:
-            stopped_by = f"best gain {gain:.6f} below --min-gain {min_gain}"
+        if current <= limits.min_gain_limit and gain < limits.min_gain:
+            stopped_by = f"best gain {gain:.6f} below --min-gain {limits.min_gain}"
             break
         if pick == "ahead":
-            picked = pick_ahead(search=search, cands=cands, width=width, tolerance=tolerance)
+            picked = pick_ahead(search=search, cands=cands, width=spec.width, tolerance=tolerance)
             move, ahead = picked.pick, picked.after
         elif pick == "pairs":
-            move = pick_pair(work=work, cands=cands, width=width)
+            move = pick_pair(work=work, cands=cands, width=spec.width)
         else:
             move = choose(cands, work.names, work.insts)
         work.apply(move.inst, move.new_p, move.new_s)
         current = work.total()
         chosen.append((move.inst, move.new_p, move.new_s))
         totals.append(current)
-    return chosen, totals, search.scored, stopped_by
+    return SearchRun(
+        spec=spec,
+        moves=tuple(chosen),
+        totals=tuple(totals),
+        scored=search.scored,
+        stopped_by=stopped_by,
+    )
 
 
 def _build(
