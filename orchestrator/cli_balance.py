@@ -5,9 +5,11 @@ touching disjoint nodes in parallel rounds, each round waited for with progress
 lines, stopping at the first failed job.
 
 Must not move anything itself: the job runner does, one job per instance at a
-time. Comes after `orchestrator.cli_context` (state, actor) and the pure planners
-`reactors.balance_plan` / `reactors.balance_apply`; wired into `orchestrator.cli`
-by `add_balance_parsers` / `run_balance`.
+time. Comes after `orchestrator.cli_context` (state, actor), the pure planners
+`reactors.balance_plan` / `reactors.balance_apply` and
+`orchestrator.balance_cores` (which runs the planner's searches on the CPUs
+there are); wired into `orchestrator.cli` by `add_balance_parsers` /
+`run_balance`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import argparse
 import asyncio
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ from events.model import JOB_FINAL_STATUSES, NodeHealth
 from events.projection import fold
 from events.state import ClusterState
 from events.store import EventStore
+from orchestrator.balance_cores import plan_on_cores
 from orchestrator.cli_context import (
     UsageError,
     actor,
@@ -38,13 +41,7 @@ from orchestrator.cli_context import (
 from orchestrator.operations import OperationRefused, submit_job
 from reactors.balance_apply import job_steps, rounds
 from reactors.balance_model import BCluster, from_state
-from reactors.balance_plan import (
-    DEFAULT_LOOKAHEAD,
-    DEFAULT_MIN_GAIN,
-    BalancePlan,
-    Move,
-    plan_balance,
-)
+from reactors.balance_plan import DEFAULT_LOOKAHEAD, DEFAULT_MIN_GAIN, BalancePlan, Move
 from reactors.htools_text import parse, render
 
 _UNHEALTHY = (NodeHealth.LOST, NodeHealth.FENCED, NodeHealth.PARTITIONED, NodeHealth.SUSPECT)
@@ -182,12 +179,24 @@ def _avoid(state: ClusterState) -> frozenset[str]:
     return frozenset(name for name, obs in state.observed.items() if obs.health in _UNHEALTHY)
 
 
+@dataclass(frozen=True, slots=True)
+class _Took:
+    """How long planning took, and how many searches ran in worker processes."""
+
+    seconds: float
+    in_workers: int
+
+    def __str__(self) -> str:
+        where = f", {self.in_workers + 1} processes" if self.in_workers else ""
+        return f"{self.seconds:.2f}s{where}"
+
+
 def _plan(
     cluster: BCluster, args: argparse.Namespace, *, avoid: frozenset[str]
-) -> tuple[BalancePlan, float]:
+) -> tuple[BalancePlan, _Took]:
     started = time.monotonic()
     try:
-        plan = plan_balance(
+        planned = plan_on_cores(
             cluster=cluster,
             max_moves=args.max_moves,
             min_gain=args.min_gain,
@@ -197,7 +206,8 @@ def _plan(
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
-    took = time.monotonic() - started
+    plan = planned.plan
+    took = _Took(seconds=time.monotonic() - started, in_workers=planned.in_workers)
     if args.write_htools is not None:
         try:
             args.write_htools.write_text(render(plan.cluster_after))
@@ -208,7 +218,7 @@ def _plan(
     return plan, took
 
 
-def _plan_doc(plan: BalancePlan, took: float) -> dict[str, Any]:
+def _plan_doc(plan: BalancePlan, took: _Took) -> dict[str, Any]:
     return {
         "score_before": round(plan.score_before, 8),
         "score_after": round(plan.score_after, 8),
@@ -236,7 +246,8 @@ def _plan_doc(plan: BalancePlan, took: float) -> dict[str, Any]:
             for d in plan.dropped
         ],
         "candidates_scored": plan.candidates_scored,
-        "seconds": round(took, 3),
+        "seconds": round(took.seconds, 3),
+        "searches_in_workers": took.in_workers,
     }
 
 
@@ -256,7 +267,7 @@ def _as_hbal(plan: BalancePlan) -> str:
     return f" ({plan.moves_as_hbal} as hbal counts them: a relocation is two)"
 
 
-def _report(plan: BalancePlan, took: float, args: argparse.Namespace) -> None:
+def _report(plan: BalancePlan, took: _Took, args: argparse.Namespace) -> None:
     if args.json:
         print_json(_plan_doc(plan, took))
         return
@@ -266,7 +277,7 @@ def _report(plan: BalancePlan, took: float, args: argparse.Namespace) -> None:
         f"cluster score {plan.score_before:.8f} -> {plan.score_after:.8f} in "
         f"{len(plan.moves)} moves{_as_hbal(plan)} ({len(rounds(plan.moves))} rounds), "
         f"{size(plan.data_mib) if plan.data_mib else 'no'} data copied, "
-        f"{plan.migrations} live migrations; planned in {took:.2f}s ({plan.stopped_by})"
+        f"{plan.migrations} live migrations; planned in {took} ({plan.stopped_by})"
     )
     if plan.dropped:
         why = (

@@ -1,0 +1,90 @@
+"""`orchestrator.balance_cores.plan_on_cores`: the balancer's searches spread over
+worker processes give `plan_balance`'s plan, figure for figure, whatever the
+number of cores; a worker that dies mid-search is replaced by the same search
+run in the calling process, and the plan is still the same.
+
+Real worker processes (spawned interpreters), real clusters from
+`tests.test_balance.generated_cluster`; the worker is killed with SIGKILL, as
+the kernel's OOM killer would.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+from orchestrator.balance_cores import MIN_PARALLEL_WORK, CoresPlan, plan_on_cores
+from reactors.balance_plan import plan_balance
+from tests.test_balance import generated_cluster
+
+_MEMORY = (512, 1024, 1024, 2048, 4096)
+
+
+def test_the_plan_is_plan_balance_s_on_any_number_of_cores() -> None:
+    start = generated_cluster(seed=3, full=13, empty=3, instances=200)
+    assert len(start.instances) * len(start.nodes) >= MIN_PARALLEL_WORK
+    alone = plan_balance(cluster=start)
+    assert len(alone.dropped) >= 2  # the three searches ran, and one was kept
+    two = plan_on_cores(cluster=start, cores=2)
+    three = plan_on_cores(cluster=start, cores=3)
+    one = plan_on_cores(cluster=start, cores=1)
+    # the lookahead search ran in a worker on two cores, the pairs one too on three
+    assert (one.in_workers, two.in_workers, three.in_workers) == (0, 1, 2)
+    for planned in (one, two, three):
+        assert planned.plan == alone
+    low = plan_on_cores(cluster=start, cores=2, prefer="score")
+    assert low.in_workers == 1
+    assert low.plan == plan_balance(cluster=start, prefer="score")
+    greedy = plan_on_cores(cluster=start, cores=2, lookahead=0)
+    assert greedy.in_workers == 0
+    assert greedy.plan == plan_balance(cluster=start, lookahead=0)
+    # a small cluster plans here: a worker would cost more than it saves
+    small = generated_cluster(seed=9, full=6, empty=2, instances=60)
+    assert len(small.instances) * len(small.nodes) < MIN_PARALLEL_WORK
+    planned = plan_on_cores(cluster=small, cores=2)
+    assert planned.in_workers == 0 and planned.plan == plan_balance(cluster=small)
+
+
+def _spawned_children() -> list[int]:
+    """This process's children that are multiprocessing's spawned workers."""
+    me = os.getpid()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        if ppid == me and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_worker_killed_mid_search_is_replaced_by_the_same_search_here() -> None:
+    # the 16-node bench cluster: its lookahead search takes seconds in the worker
+    start = generated_cluster(seed=13, full=13, empty=3, instances=520, memory=_MEMORY)
+    out: list[CoresPlan] = []
+    runner = threading.Thread(target=lambda: out.append(plan_on_cores(cluster=start, cores=2)))
+    runner.start()
+    deadline = time.monotonic() + 20
+    killed = []
+    while not killed and time.monotonic() < deadline and runner.is_alive():
+        children = _spawned_children()
+        if children:
+            time.sleep(0.5)  # let it start the search
+            for pid in children:
+                os.kill(pid, signal.SIGKILL)
+            killed = children
+        time.sleep(0.05)
+    runner.join(timeout=120)
+    assert killed, "no worker process was seen"
+    assert not runner.is_alive() and out
+    planned = out[0]
+    assert planned.in_workers == 0  # the killed worker's search ran here instead
+    assert planned.plan == plan_balance(cluster=start)
