@@ -11,7 +11,10 @@ reported as "> T s") and `plan_balance` on the same cluster: the greedy search
 alone (`--lookahead 0`, hbal's search), and the default (`--lookahead 3`,
 which also makes the lookahead and the pairs plans and keeps the shortest plan
 ending no higher than the greedy one: its time, moves, migrations, data, score
-and name in one column); and which parts of the issue's target each meets;
+and name in one column), timed as `corral balance` runs it
+(`orchestrator.balance_cores.plan_on_cores`, the lookahead search in a worker
+process; it must give the same plan) and in one process; and which parts of
+the issue's target each meets;
 wall time, moves,
 data copied (a secondary change copies the instance's disk) and final score,
 both scored by `reactors.cluster_score` on the start cluster with each final
@@ -38,6 +41,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from orchestrator.balance_cores import plan_on_cores, usable_cores
 from reactors.balance_model import LOCATION_TAG_PREFIX, BCluster
 from reactors.balance_plan import DEFAULT_LOOKAHEAD, Move, plan_balance
 from reactors.capacity_plan import Spec, capacity
@@ -184,8 +188,8 @@ def run() -> dict[str, Any]:
             "greedy score",
             "hbal score",
             "greedy moves to hbal's score",
-            "default (lookahead 3) s / moves (hbal's count) / migrations / data GiB / score "
-            "/ plan kept",
+            "default (lookahead 3) s (in one process) / moves (hbal's count) / migrations / "
+            "data GiB / score / plan kept",
             "target met: score / moves / 1/20 time (greedy | default)",
             "corral capacity (planner s / CLI s)",
             "hspace capacity (s)",
@@ -209,7 +213,12 @@ def run() -> dict[str, Any]:
             ours_s = time.perf_counter() - t0
             t0 = time.perf_counter()
             ahead = plan_balance(cluster=start)
+            one_s = time.perf_counter() - t0
+            # as `corral balance` runs it: the searches spread over the cores
+            t0 = time.perf_counter()
+            cores = plan_on_cores(cluster=start)
             ahead_s = time.perf_counter() - t0
+            assert cores.plan == ahead
             hbal = run_hbal(path=path, timeout=HBAL_TIMEOUT_S)
             hbal_score = hbal_data = None
             theirs = None
@@ -241,7 +250,8 @@ def run() -> dict[str, Any]:
                     _fmt(plan.score_after),
                     _fmt(hbal_score),
                     "-" if reach is None else reach,
-                    f"{ahead_s:.1f} / {len(ahead.moves)} ({ahead.moves_as_hbal}) / "
+                    f"{ahead_s:.1f} ({one_s:.1f} in one process) / "
+                    f"{len(ahead.moves)} ({ahead.moves_as_hbal}) / "
                     f"{ahead.migrations} / {ahead.data_mib / 1024:.0f} / "
                     f"{_fmt(ahead.score_after)} / {ahead.search}",
                     _target(plan.score_after, plan.moves_as_hbal, ours_s, hbal, hbal_score)
@@ -274,6 +284,9 @@ def run() -> dict[str, Any]:
                 "lookahead": LOOKAHEAD,
                 "default_search": ahead.search,
                 "default_seconds": round(ahead_s, 3),
+                "default_seconds_one_process": round(one_s, 3),
+                "default_searches_in_workers": cores.in_workers,
+                "cores": usable_cores(),
                 "default_moves": len(ahead.moves),
                 "default_moves_as_hbal": ahead.moves_as_hbal,
                 "default_migrations": ahead.migrations,

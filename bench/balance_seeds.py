@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.balance import data_moved
+from orchestrator.balance_cores import plan_on_cores
 from reactors.balance_plan import plan_balance
 from reactors.cluster_score import score
 from reactors.htools_text import render
@@ -69,9 +70,12 @@ def run() -> dict[str, Any]:
                 t0 = time.perf_counter()
                 plan = plan_balance(cluster=start, lookahead=0)
                 ours_s = time.perf_counter() - t0
+                # as `corral balance` runs it (`plan_on_cores`: on 16 nodes the
+                # lookahead search runs in a worker process, on 8 not)
                 t0 = time.perf_counter()
-                ahead = plan_balance(cluster=start)
+                cores = plan_on_cores(cluster=start)
                 ahead_s = time.perf_counter() - t0
+                ahead = cores.plan
                 hbal = run_hbal(path=path)
                 assert hbal.balanced is not None
                 theirs = with_placement(start, hbal.balanced)
@@ -92,6 +96,7 @@ def run() -> dict[str, Any]:
                         "default_data_mib": ahead.data_mib,
                         "default_search": ahead.search,
                         "default_seconds": round(ahead_s, 3),
+                        "default_searches_in_workers": cores.in_workers,
                     }
                 )
             n = len(results)
