@@ -40,7 +40,8 @@ from reactors.balance_plan import (
 
 # Instances times nodes below which the searches run in this process only. On
 # this project's 2-core machine: 200 instances on 16 nodes (3,200) take about
-# 2 s in all, of which a worker saves about 0.6 s; 70 on 8 nodes, 0.4 s in all.
+# 2 s in one process, of which a worker saves 0.4 to 0.8 s; 70 on 8 nodes
+# (560) take 0.6 s, and a worker makes that 0.04 s longer.
 MIN_PARALLEL_WORK = 2000
 
 
