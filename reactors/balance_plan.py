@@ -74,7 +74,8 @@ plan; the public names (`plan_balance`, `BalancePlan`, `Move`, `MoveKind`,
 Pure: no I/O, no logging, no asyncio; it plans, it never changes anything. Comes
 after `reactors.balance_model` (a `BCluster`, from the folded state or from an
 htools file); read by `reactors.balance_apply` (rounds and jobs) and the
-`corral balance` command.
+`corral balance` command, which runs the searches (`searches`, `run_search`)
+on several cores and weighs them with `choose_plan` (`orchestrator.balance_cores`).
 """
 
 from __future__ import annotations
