@@ -1,6 +1,6 @@
 """`corral balance`'s planning on more than one core: the same plan as
-`reactors.balance_plan.plan_balance`, sooner. The lookahead search (about three
-times the others together) runs in a worker process while this one runs the
+`reactors.balance_plan.plan_balance`, sooner. The lookahead search (about twice
+the other two together) runs in a worker process while this one runs the
 greedy search and then the pairs search (with three cores or more, the pairs
 search gets a worker too); `choose_plan` then weighs their plans here exactly
 as `plan_balance` does, so the plan does not depend on how many cores there are.
