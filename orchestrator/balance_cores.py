@@ -78,10 +78,10 @@ def plan_on_cores(
     specs = searches(lookahead=lookahead)
     check_prefer(prefer)
     cores = usable_cores() if cores is None else cores
-    work = len(cluster.instances) * len(cluster.nodes)
-    away = [s for s in specs if s.pick == "ahead" or (s.pick == "pairs" and cores >= 3)]
-    if cores < 2 or not away or work < MIN_PARALLEL_WORK:
-        away = []
+    spread = cores >= 2 and len(cluster.instances) * len(cluster.nodes) >= MIN_PARALLEL_WORK
+    away = [
+        s for s in specs if spread and (s.pick == "ahead" or (s.pick == "pairs" and cores >= 3))
+    ]
     runs: dict[str, SearchRun] = {}
     pool = None
     futures: dict[str, Future[SearchRun]] = {}
@@ -99,14 +99,11 @@ def plan_on_cores(
                     )
             except (BrokenProcessPool, OSError):
                 futures.clear()  # no worker: every search runs here
-        for spec in specs:
-            if spec.name not in futures:
-                runs[spec.name] = run_search(cluster=cluster, avoid=avoid, spec=spec, limits=limits)
-        for spec in specs:
-            if spec.name not in futures:
-                continue
+        for spec in (s for s in specs if s.name not in futures):
+            runs[spec.name] = run_search(cluster=cluster, avoid=avoid, spec=spec, limits=limits)
+        for spec in (s for s in specs if s.name in futures):
             run = _result(futures[spec.name])
-            if run is None:
+            if run is None:  # the worker died: the same search, here
                 run = run_search(cluster=cluster, avoid=avoid, spec=spec, limits=limits)
             else:
                 in_workers += 1
