@@ -10,7 +10,8 @@ client's threads is not safe), which costs about 0.2 s to start; below
 `MIN_PARALLEL_WORK` (instances times nodes) the searches together take less than
 that saves, and run here one after another. A worker that cannot start or dies
 is not an error: its search runs here instead. An error in the search itself
-(a bug) is raised as it would be in `plan_balance`.
+(a bug) is raised as it would be in `plan_balance`; an error or an interrupt
+here stops the workers before it is raised.
 
 Must not plan anything itself (`reactors.balance_plan` does), and must not
 change the cluster. Comes after the planner's pure parts; called by
@@ -24,6 +25,7 @@ import os
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 
 from reactors.balance_model import BCluster
 from reactors.balance_plan import (
@@ -43,6 +45,9 @@ from reactors.balance_plan import (
 # 2 s in one process, of which a worker saves 0.4 to 0.8 s; 70 on 8 nodes
 # (560) take 0.6 s, and a worker makes that 0.04 s longer.
 MIN_PARALLEL_WORK = 2000
+
+# How long to wait for a terminated worker to exit (it takes SIGTERM at once).
+_STOP_WAIT = 5.0
 
 
 def usable_cores() -> int:
@@ -86,6 +91,7 @@ def plan_on_cores(
     pool = None
     futures: dict[str, Future[SearchRun]] = {}
     in_workers = 0
+    finished = False
     try:
         if away:
             try:
@@ -108,13 +114,29 @@ def plan_on_cores(
             else:
                 in_workers += 1
             runs[spec.name] = run
+        finished = True
     finally:
         if pool is not None:
+            if not finished:
+                _stop_workers(pool)
             pool.shutdown(wait=False, cancel_futures=True)
     plan = choose_plan(
         cluster=cluster, avoid=avoid, runs=[runs[s.name] for s in specs], prefer=prefer
     )
     return CoresPlan(plan=plan, in_workers=in_workers)
+
+
+def _stop_workers(pool: ProcessPoolExecutor) -> None:
+    """End the workers' searches now, when planning failed here: their plans
+    are no longer wanted, and a search left running would hold the command up
+    for seconds after its error (the interpreter waits for its workers)."""
+    # `ProcessPoolExecutor` has no public way to do this before Python 3.14
+    # (`terminate_workers`); its `_processes` are multiprocessing `Process`es.
+    workers: dict[int, BaseProcess] = getattr(pool, "_processes", None) or {}
+    for proc in list(workers.values()):
+        proc.terminate()
+    for proc in list(workers.values()):
+        proc.join(timeout=_STOP_WAIT)
 
 
 def _result(future: Future[SearchRun]) -> SearchRun | None:

@@ -10,8 +10,11 @@ the kernel's OOM killer would.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -88,3 +91,58 @@ def test_a_worker_killed_mid_search_is_replaced_by_the_same_search_here() -> Non
     planned = out[0]
     assert planned.in_workers == 0  # the killed worker's search ran here instead
     assert planned.plan == plan_balance(cluster=start)
+
+
+# Run as a script: plans the 16-node bench cluster on two cores and, once the
+# lookahead search is under way in its worker, interrupts the planning here
+# (as an error in this process's own search would); prints what was raised and
+# which of the worker processes seen are still there after it.
+_INTERRUPTED = """
+import json, os, signal, sys, threading, time
+from orchestrator.balance_cores import plan_on_cores
+from tests.test_balance import generated_cluster
+from tests.test_balance_cores import _MEMORY, _spawned_children
+
+start = generated_cluster(seed=13, full=13, empty=3, instances=520, memory=_MEMORY)
+seen = []
+
+def interrupt(signum, frame):
+    raise RuntimeError("interrupted")
+
+def watch():
+    deadline = time.monotonic() + 20
+    while not seen and time.monotonic() < deadline:
+        seen.extend(_spawned_children())
+        time.sleep(0.05)
+    time.sleep(0.5)  # let it start the search
+    os.kill(os.getpid(), signal.SIGUSR1)
+
+signal.signal(signal.SIGUSR1, interrupt)
+threading.Thread(target=watch, daemon=True).start()
+try:
+    plan_on_cores(cluster=start, cores=2)
+    raised = None
+except RuntimeError as error:
+    raised = str(error)
+left = [pid for pid in seen if os.path.exists(f"/proc/{pid}")]
+print(json.dumps({"raised": raised, "seen": seen, "left": left}))
+"""
+
+
+def test_an_error_here_stops_the_worker_before_it_is_raised() -> None:
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["seen"], "no worker process was seen"
+    assert report["raised"] == "interrupted"
+    # the lookahead search still had seconds to go: without being stopped, its
+    # worker would still be running when the error reached the caller
+    assert report["left"] == []
