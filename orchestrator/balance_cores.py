@@ -11,7 +11,8 @@ client's threads is not safe), which costs about 0.2 s to start; below
 that saves, and run here one after another. A worker that cannot start or dies
 is not an error: its search runs here instead. An error in the search itself
 (a bug) is raised as it would be in `plan_balance`; an error or an interrupt
-here stops the workers before it is raised.
+here stops the workers before it is raised, and a worker ends with the
+planning process however that ends (SIGTERM, SIGKILL).
 
 Must not plan anything itself (`reactors.balance_plan` does), and must not
 change the cluster. Comes after the planner's pure parts; called by
@@ -20,8 +21,10 @@ change the cluster. Comes after the planner's pure parts; called by
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -45,6 +48,9 @@ from reactors.balance_plan import (
 # 2 s in one process, of which a worker saves 0.4 to 0.8 s; 70 on 8 nodes
 # (560) take 0.6 s, and a worker makes that 0.04 s longer.
 MIN_PARALLEL_WORK = 2000
+
+# prctl's option: the signal a process gets when its parent ends (linux/prctl.h).
+_PR_SET_PDEATHSIG = 1
 
 # How long to wait for a terminated worker to exit (it takes SIGTERM at once).
 _STOP_WAIT = 5.0
@@ -98,6 +104,8 @@ def plan_on_cores(
                 pool = ProcessPoolExecutor(
                     max_workers=min(len(away), cores - 1),
                     mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_end_with,
+                    initargs=(os.getpid(),),
                 )
                 for spec in away:
                     futures[spec.name] = pool.submit(
@@ -124,6 +132,22 @@ def plan_on_cores(
         cluster=cluster, avoid=avoid, runs=[runs[s.name] for s in specs], prefer=prefer
     )
     return CoresPlan(plan=plan, in_workers=in_workers)
+
+
+def _end_with(parent: int) -> None:
+    """In a worker, first: end when the planning process ends, however it ends.
+    A SIGTERM or SIGKILL runs none of its clean-up, and a worker left behind
+    would finish its search and then wait for work forever (seen: still there
+    30 s after its parent was sent SIGTERM). Linux's `PR_SET_PDEATHSIG` sends
+    the worker SIGTERM when the thread that started it ends; elsewhere nothing
+    is done."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        return
+    if os.getppid() != parent:  # it ended before that was set
+        os._exit(1)
 
 
 def _stop_workers(pool: ProcessPoolExecutor) -> None:

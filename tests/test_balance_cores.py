@@ -146,3 +146,70 @@ def test_an_error_here_stops_the_worker_before_it_is_raised() -> None:
     # the lookahead search still had seconds to go: without being stopped, its
     # worker would still be running when the error reached the caller
     assert report["left"] == []
+
+
+_PLAN_16_NODES = """
+from orchestrator.balance_cores import plan_on_cores
+from tests.test_balance import generated_cluster
+from tests.test_balance_cores import _MEMORY
+start = generated_cluster(seed=13, full=13, empty=3, instances=520, memory=_MEMORY)
+plan_on_cores(cluster=start, cores=2)
+"""
+
+
+def _running(pid: int) -> bool:
+    """Whether the process is there and not a zombie."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_a_worker_ends_when_the_planning_process_is_killed() -> None:
+    # SIGKILL (as the OOM killer, or a SIGTERM with no handler) runs none of the
+    # planning process's clean-up: the worker must end by itself. Before it did,
+    # it finished its search and then waited for work forever.
+    root = Path(__file__).resolve().parent.parent
+    planner = subprocess.Popen(
+        [sys.executable, "-c", _PLAN_16_NODES], cwd=root, stderr=subprocess.DEVNULL
+    )
+    try:
+        workers: list[int] = []
+        deadline = time.monotonic() + 20
+        while not workers and time.monotonic() < deadline and planner.poll() is None:
+            workers = [
+                pid
+                for pid in _children(planner.pid)
+                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
+            ]
+            time.sleep(0.05)
+        assert workers, "no worker process was seen"
+        time.sleep(0.5)  # let it start the search
+        planner.kill()
+        planner.wait(timeout=10)
+        # its lookahead search alone would take seconds more; 10 s is plenty
+        # for the kernel's signal, not for the search
+        deadline = time.monotonic() + 10
+        while any(_running(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(_running(pid) for pid in workers)
+    finally:
+        if planner.poll() is None:
+            planner.kill()
+            planner.wait()
+
+
+def _children(parent: int) -> list[int]:
+    """The processes whose parent is `parent`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+            found.append(int(entry.name))
+    return found
