@@ -1,11 +1,14 @@
 """`orchestrator.balance_cores.plan_on_cores`: the balancer's searches spread over
 worker processes give `plan_balance`'s plan, figure for figure, whatever the
 number of cores; a worker that dies mid-search is replaced by the same search
-run in the calling process, and the plan is still the same.
+run in the calling process, and the plan is still the same; when planning
+fails in the calling process, or that process is killed, no worker is left
+running.
 
 Real worker processes (spawned interpreters), real clusters from
-`tests.test_balance.generated_cluster`; the worker is killed with SIGKILL, as
-the kernel's OOM killer would.
+`tests.test_balance.generated_cluster`; a worker or the planning process is
+killed with SIGKILL, as the kernel's OOM killer would, and whether a process is
+left is read from /proc.
 """
 
 from __future__ import annotations
