@@ -97,7 +97,6 @@ def plan_on_cores(
     pool = None
     futures: dict[str, Future[SearchRun]] = {}
     in_workers = 0
-    finished = False
     try:
         if away:
             try:
@@ -122,11 +121,12 @@ def plan_on_cores(
             else:
                 in_workers += 1
             runs[spec.name] = run
-        finished = True
+    except BaseException:  # an error or an interrupt here: the workers' plans are not wanted
+        if pool is not None:
+            _stop_workers(pool)
+        raise
     finally:
         if pool is not None:
-            if not finished:
-                _stop_workers(pool)
             pool.shutdown(wait=False, cancel_futures=True)
     plan = choose_plan(
         cluster=cluster, avoid=avoid, runs=[runs[s.name] for s in specs], prefer=prefer

@@ -54,9 +54,10 @@ def test_the_plan_is_plan_balance_s_on_any_number_of_cores() -> None:
     assert planned.in_workers == 0 and planned.plan == plan_balance(cluster=small)
 
 
-def _spawned_children() -> list[int]:
-    """This process's children that are multiprocessing's spawned workers."""
-    me = os.getpid()
+def _spawned_children(parent: int | None = None) -> list[int]:
+    """The children of `parent` (default: this process) that are
+    multiprocessing's spawned workers."""
+    parent = os.getpid() if parent is None else parent
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -67,7 +68,7 @@ def _spawned_children() -> list[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == me and b"spawn_main" in cmdline:
+        if ppid == parent and b"spawn_main" in cmdline:
             found.append(int(entry.name))
     return found
 
@@ -181,11 +182,7 @@ def test_a_worker_ends_when_the_planning_process_is_killed() -> None:
         workers: list[int] = []
         deadline = time.monotonic() + 20
         while not workers and time.monotonic() < deadline and planner.poll() is None:
-            workers = [
-                pid
-                for pid in _children(planner.pid)
-                if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()
-            ]
+            workers = _spawned_children(planner.pid)
             time.sleep(0.05)
         assert workers, "no worker process was seen"
         time.sleep(0.5)  # let it start the search
@@ -201,18 +198,3 @@ def test_a_worker_ends_when_the_planning_process_is_killed() -> None:
         if planner.poll() is None:
             planner.kill()
             planner.wait()
-
-
-def _children(parent: int) -> list[int]:
-    """The processes whose parent is `parent`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
-            found.append(int(entry.name))
-    return found
