@@ -4,10 +4,13 @@ nothing good to do next; looking one move further avoids some of those.
 
 `pick_ahead` tries each of the few best moves with the best move that could
 follow it and takes the one whose pair lowers the score most, at the price of
-one more search step per move tried. Each trial's search keeps every candidate
-within the tolerance, not only the best, so that the picked move's trial
-already holds the next step's candidates (`Ahead.after`): a step then costs one
-search per move tried, not one more.
+one more search step per move tried. Each trial's search keeps the candidates
+within the tolerance up to the `width`-th distinct move, not only the best, so
+that the picked move's trial already holds the next step's candidates
+(`Ahead.after`): a step then costs one search per move tried, not one more. No
+more are needed (a step only weighs its first `width` distinct moves), and a
+search that need not find the others visits fewer candidates
+(`Search.best(top=...)`).
 
 `pick_pair` tries nothing: of the few best moves it takes the one whose gain
 plus that of the best candidate sharing none of its nodes is highest, so that a
@@ -51,7 +54,8 @@ def pick_ahead(
     """Of the first `width` distinct moves in `cands` (best first), the one
     whose gain plus the best gain after it is highest; the earlier one on a
     tie. A single move is taken untried. Every move tried is undone; each
-    trial keeps the candidates within `tolerance` of its best."""
+    trial keeps the candidates within `tolerance` of its best, up to its
+    `width`-th distinct move."""
     work = search.w
     tried = _distinct(cands, width)
     if len(tried) == 1:
@@ -61,7 +65,7 @@ def pick_ahead(
     for cand in tried:
         old_p, old_s = work.p[cand.inst], work.s[cand.inst]
         work.apply(cand.inst, cand.new_p, cand.new_s)
-        after = search.best(tolerance=tolerance)
+        after = search.best(tolerance=tolerance, top=width)
         work.apply(cand.inst, old_p, old_s)
         value = -cand.delta - (after[0].delta if after else 0.0)
         if value > best_value + 1e-9:

@@ -301,9 +301,11 @@ def run_search(
         if pick == "greedy"
         else max(limits.cost_tolerance, LOOKAHEAD_TOLERANCE)
     )
+    # the lookahead only ever weighs a step's first `width` distinct moves
+    top = spec.width if pick == "ahead" else 0
     ahead: list[Cand] | None = None  # the next step's candidates, when known
     while len(chosen) < limits.max_moves:
-        cands = ahead if ahead is not None else search.best(tolerance=tolerance)
+        cands = ahead if ahead is not None else search.best(tolerance=tolerance, top=top)
         ahead = None
         if not cands:
             stopped_by = "no move lowers the score"

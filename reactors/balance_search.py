@@ -6,8 +6,10 @@ at every node at once, for the next own sides of their family the visit can
 still reach (`Search._copy_deltas`, `Search._pri_deltas`), and failovers for
 every instance at once (`Search._failovers`); a new primary that would join one
 sharing an exclusion tag is never a candidate (`Work.tags_clash`). The result is
-the one of scoring every candidate. Also what the search keeps from step to step (the `Sides`, the
-`NodeArrays`, the `Own` sides and their node changes) and refreshes only for the
+the one of scoring every candidate (with `top`, its first `top` distinct moves,
+which is all the lookahead weighs). Also what the search keeps from step to step
+(the `Sides`, the `NodeArrays`, the `Own` sides and their node changes) and
+refreshes only for the
 nodes a move changed (own sides in batches, `reactors.balance_batch`, which also
 gives every step's exact own parts), and the choice among near-equal candidates
 (`choose`).
@@ -21,6 +23,7 @@ deltas) and `reactors.balance_sides`; each step's candidates go to
 
 from __future__ import annotations
 
+import math
 from array import array
 from dataclasses import dataclass
 
@@ -87,6 +90,10 @@ class Search:
         self.best_delta = -_EPS
         self.keep = 1.0
         self.tol = 0.0
+        # the delta a candidate must be below to be pooled (`_push`), and how
+        # many distinct moves the pool must hold at most (0: no such limit)
+        self.limit = -_EPS
+        self.top = 0
         self.pool: list[Cand] = []
         self.owns: dict[int, Own] = {}
         # per family, per copy- or primary-taking own side (its row): every
@@ -121,8 +128,12 @@ class Search:
         self.own_p[self.movable] = np.array(work.p)[self.movable]
         self.own_s[self.movable] = np.array(work.s)[self.movable]
 
-    def best(self, *, tolerance: float) -> list[Cand]:
-        """Every candidate within `tolerance` of the best gain (the best first).
+    def best(self, *, tolerance: float, top: int = 0) -> list[Cand]:
+        """Every candidate within `tolerance` of the best gain (the best first);
+        with `top` > 0, only those of them that come before the `top`-th distinct
+        move (`_distinct_key`), and that move's first one, where that is enough:
+        the list's first `top` distinct moves are then the same, for a search
+        that stops where no candidate can enter that shorter list.
 
         Each candidate is (the instance's own side, a target node; none for a
         failover). Its delta is bounded from below by the sum of a bound per side
@@ -136,6 +147,8 @@ class Search:
         self.best_delta = -_EPS
         self.keep = 1 - tolerance
         self.tol = tolerance
+        self.limit = self.best_delta * self.keep
+        self.top = top
         self.pool = []
         self.scores = ({}, {}, {})
         self.copy_tabs = None
@@ -161,14 +174,13 @@ class Search:
         rows = bounds.rows
         keys, lbs, firsts, kids = bounds.block(start, _BLOCK)
         owns = self.owns
-        keep = self.keep
         lists = bounds.lists
         fo_bound = bounds.fo_bound
         end = start + len(keys)
         for pos, r, key, lb_o, first, kid in zip(
             range(start, end), rows[start:end], keys, lbs, firsts, kids, strict=True
         ):
-            cutoff = self.best_delta * keep + _MARGIN
+            cutoff = self.limit + _MARGIN
             if key >= cutoff:
                 return False
             if lb_o + first >= cutoff:
@@ -205,9 +217,8 @@ class Search:
         self, d: float, data: int, migrations: int, kind: MoveKind, i: int, new_p: int, new_s: int
     ) -> None:
         self.scored += 1
-        if d < self.best_delta * self.keep:
-            cand = Cand(d, data, migrations, kind, i, new_p, new_s)
-            self.best_delta = self._push(self.pool, cand, self.best_delta, self.tol)
+        if d < self.limit:
+            self._push(Cand(d, data, migrations, kind, i, new_p, new_s))
 
     def _refresh(self) -> None:
         """Bring the node arrays and the own sides up to the current placement:
@@ -291,9 +302,7 @@ class Search:
         copy = kind in SEC_KINDS
         ds, oks, at = deltas
         dsk = own.inst.dsk
-        keep = self.keep
-        best = self.best_delta
-        limit = best * keep  # as `best_delta * keep`, redone when best_delta changes
+        limit = self.limit  # redone when a candidate is pooled
         cutoff = limit + _MARGIN
         scored = 0
         for lb_t, t in zip(tl[0], tl[1], strict=True):
@@ -305,11 +314,9 @@ class Search:
             scored += 1
             if d < limit:
                 if copy:
-                    cand = Cand(d, dsk, migrations, kind, own.i, peer, t)
+                    limit = self._push(Cand(d, dsk, migrations, kind, own.i, peer, t))
                 else:
-                    cand = Cand(d, dsk, migrations, kind, own.i, t, peer)
-                best = self.best_delta = self._push(self.pool, cand, best, self.tol)
-                limit = best * keep
+                    limit = self._push(Cand(d, dsk, migrations, kind, own.i, t, peer))
                 cutoff = limit + _MARGIN
         self.scored += scored
 
@@ -420,14 +427,42 @@ class Search:
         width = d.shape[1]
         self.scores[fam].update((r, (ds, oks, j * width)) for j, r in enumerate(rows))
 
-    @staticmethod
-    def _push(pool: list[Cand], cand: Cand, best: float, tolerance: float) -> float:
+    def _push(self, cand: Cand) -> float:
+        """Pool a candidate below `limit`; the new limit: the best delta within
+        the tolerance and, with `top`, below the `top`-th distinct move's delta
+        once the pool has that many (a later candidate of equal delta would
+        come after it in `best`'s stable sort)."""
+        pool = self.pool
         pool.append(cand)
-        if cand.delta < best:
-            best = cand.delta
-            limit = best * (1 - tolerance)
+        if cand.delta < self.best_delta:
+            self.best_delta = cand.delta
+            self.limit = cand.delta * self.keep
+            limit = self.limit
             pool[:] = [c for c in pool if c.delta <= limit]
-        return best
+        if self.top:
+            kth = _kth_distinct(pool, self.top)
+            if kth < self.limit:
+                self.limit = kth
+                pool[:] = [c for c in pool if c.delta <= kth]
+        return self.limit
+
+
+def _distinct_key(cand: Cand) -> tuple[int, int, int]:
+    """The move a candidate makes (one move can be listed under two kinds)."""
+    return (cand.inst, cand.new_p, cand.new_s)
+
+
+def _kth_distinct(pool: list[Cand], k: int) -> float:
+    """The delta of the `k`-th distinct move in `pool`, in `best`'s order (by
+    delta, then pooling order); +inf when it holds fewer."""
+    seen: set[tuple[int, int, int]] = set()
+    for cand in sorted(pool, key=lambda c: c.delta):
+        key = _distinct_key(cand)
+        if key not in seen:
+            seen.add(key)
+            if len(seen) == k:
+                return cand.delta
+    return math.inf
 
 
 def choose(cands: list[Cand], names: list[str], insts: list[Inst]) -> Cand:

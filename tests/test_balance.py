@@ -479,12 +479,12 @@ def test_pick_ahead_puts_back_what_it_tries_and_takes_the_best_pair() -> None:
             w.apply(after[0].inst, after[0].new_p, after[0].new_s)
         return w.total()
 
-    def fresh_cands() -> list[Cand]:
+    def fresh_cands(top: int) -> list[Cand]:
         """The candidates after the moves so far, by a fresh search."""
         w = Work(start, frozenset())
         for mv in history:
             w.apply(*mv)
-        return Search(w).best(tolerance=LOOKAHEAD_TOLERANCE)
+        return Search(w).best(tolerance=LOOKAHEAD_TOLERANCE, top=top)
 
     differed = reused = 0
     cands = search.best(tolerance=LOOKAHEAD_TOLERANCE)
@@ -502,13 +502,16 @@ def test_pick_ahead_puts_back_what_it_tries_and_takes_the_best_pair() -> None:
         differed += pick is not first_three[0]
         work.apply(pick.inst, pick.new_p, pick.new_s)
         history.append((pick.inst, pick.new_p, pick.new_s))
-        # the pick's trial found the next step's candidates: those a fresh search finds
+        # the pick's trial found the next step's candidates: those a fresh search
+        # finds up to its third distinct move, which begin the whole list
         if picked.after is None:
             cands = search.best(tolerance=LOOKAHEAD_TOLERANCE)
+            fresh = fresh_cands(0)
         else:
             cands = picked.after
             reused += 1
-        fresh = fresh_cands()
+            fresh = fresh_cands(3)
+            assert fresh == fresh_cands(0)[: len(fresh)]
         assert [(c.inst, c.new_p, c.new_s, c.kind) for c in cands] == [
             (c.inst, c.new_p, c.new_s, c.kind) for c in fresh
         ]

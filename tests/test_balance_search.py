@@ -7,6 +7,8 @@ With a tolerance of 1 the step returns every move that lowers the score; that
 set must be exactly the brute force's, with the same deltas (1e-9), at several
 points of a plan, on generated clusters with a drained node, with location
 tags, and with exclusion tags everywhere (so anti-affinity refuses moves).
+With `top` (the lookahead's), what the step keeps begins that list and holds
+its first `top` distinct moves.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from dataclasses import replace
 
 import pytest
 
+from reactors.balance_lookahead import LOOKAHEAD_TOLERANCE
 from reactors.balance_model import LOCATION_TAG_PREFIX, BCluster
 from reactors.balance_rules import check_move
-from reactors.balance_search import Search, choose
+from reactors.balance_search import Cand, Search, choose
 from reactors.balance_work import Work
 from tests.test_balance import generated_cluster
 
@@ -79,3 +82,43 @@ def test_every_improving_move_is_found_with_its_exact_delta(name: str) -> None:
         pick = choose(cands, work.names, work.insts)
         work.apply(pick.inst, pick.new_p, pick.new_s)
     assert checked > 50
+
+
+def _first_distinct(cands: list[Cand], k: int) -> list[tuple[tuple[int, int, int], float]]:
+    seen: list[tuple[tuple[int, int, int], float]] = []
+    for c in cands:
+        key = (c.inst, c.new_p, c.new_s)
+        if key not in {s for s, _ in seen}:
+            seen.append((key, c.delta))
+        if len(seen) == k:
+            break
+    return seen
+
+
+@pytest.mark.parametrize("name", sorted(CLUSTERS))
+def test_a_top_limited_step_starts_with_the_same_distinct_moves(name: str) -> None:
+    """`best(top=k)` (what the lookahead asks for) keeps fewer candidates and
+    scores fewer; what it keeps begins the whole list within the tolerance
+    (candidate for candidate, deltas equal) and holds its first k distinct
+    moves."""
+    work = Work(CLUSTERS[name](), frozenset())
+    whole, limited = Search(work), Search(work)
+    shorter = scored_whole = scored_top3 = 0
+    for _ in range(15):
+        before = whole.scored
+        full = whole.best(tolerance=LOOKAHEAD_TOLERANCE)
+        scored_whole += whole.scored - before
+        if not full:
+            break
+        for k in (1, 3):
+            before = limited.scored
+            top = limited.best(tolerance=LOOKAHEAD_TOLERANCE, top=k)
+            assert top == full[: len(top)]
+            assert _first_distinct(top, k) == _first_distinct(full, k)
+            if k == 3:
+                scored_top3 += limited.scored - before
+            shorter += len(top) < len(full)
+        pick = choose(full, work.names, work.insts)
+        work.apply(pick.inst, pick.new_p, pick.new_s)
+    assert shorter > 0
+    assert scored_top3 < scored_whole
