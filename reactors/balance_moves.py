@@ -63,7 +63,7 @@ class Move:
     def as_hbal(self) -> int:
         """How many of hbal's moves this is: hbal has no move that takes both
         copies to new nodes, so a relocation is two of them."""
-        return 2 if self.kind is MoveKind.RELOCATE else 1
+        return HBAL_MOVES[self.kind]
 
     @property
     def nodes(self) -> frozenset[str]:
@@ -157,3 +157,5 @@ MIGRATIONS = {
 # Disk copies each kind makes (a failover makes none).
 COPIES = {kind: 0 if kind is MoveKind.FAILOVER else 1 for kind in MoveKind} | {MoveKind.RELOCATE: 2}
 KIND_ORDER = {k: n for n, k in enumerate(MoveKind)}
+# How many of hbal's moves each kind is (`Move.as_hbal`).
+HBAL_MOVES = {kind: 2 if kind is MoveKind.RELOCATE else 1 for kind in MoveKind}

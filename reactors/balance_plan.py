@@ -89,6 +89,7 @@ from reactors.balance_lookahead import LOOKAHEAD_TOLERANCE, pick_ahead, pick_pai
 from reactors.balance_model import BCluster, BInstance, BNode
 from reactors.balance_moves import (
     COPIES,
+    HBAL_MOVES,
     MIGRATIONS,
     BalancePlan,
     Move,
@@ -248,38 +249,59 @@ def choose_plan(
     the others' figures in `dropped` (`plan_balance`)."""
     check_prefer(prefer)
     before = score(cluster).total
-    plans: list[BalancePlan] = []
+    # every plan considered: its moves, why it stopped and its name, and its
+    # figures; only the one kept is built whole (`_build`)
+    parts: list[tuple[list[tuple[int, int, int]], str, str]] = []
+    figures: list[PlanSummary] = []
     for run in runs:
         seq, name = list(run.moves), run.spec.name
-        parts = [(seq, run.stopped_by, name)]
+        mine = [(seq, run.stopped_by, name)]
         if run.spec.pick != "greedy":
             # the shortest part of it that already ends as low as the greedy plan
-            target = plans[0].score_after
+            target = figures[0].score_after
             reach = next((k for k, t in enumerate(run.totals) if t <= target + _SAME), None)
             if reach is not None and reach + 1 < len(seq):
                 why = f"reached the greedy plan's score {target:.8f}"
-                parts.append((seq[: reach + 1], why, f"{name}, cut at the greedy score"))
-        for moves, why, plan_name in parts:
+                mine.append((seq[: reach + 1], why, f"{name}, cut at the greedy score"))
+        for moves, why, plan_name in mine:
             if fold_repeats:
                 moves = fold(cluster=cluster, avoid=avoid, moves=moves)
-            built = _build(
-                cluster=cluster, avoid=avoid, moves=moves, before=before, scored=0, stopped_by=why
-            )
-            plans.append(replace(built, search=plan_name))
-    greedy = plans[0]
+            parts.append((moves, why, plan_name))
+            figures.append(_figures(cluster=cluster, avoid=avoid, moves=moves, search=plan_name))
+    greedy = figures[0]
     if prefer == "score":
-        best = min(plans, key=lambda p: (round(p.score_after, 9), p.moves_as_hbal, p.data_mib))
+        kept = min(
+            range(len(figures)),
+            key=lambda k: (
+                round(figures[k].score_after, 9),
+                figures[k].moves_as_hbal,
+                figures[k].data_mib,
+            ),
+        )
     else:
         # (the greedy plan always qualifies, even when the score is NaN, as
         # htools' is for nodes with no spindles: 0/0 in a ratio)
-        best = min(
-            (p for p in plans if p is greedy or p.score_after <= greedy.score_after + _SAME),
-            key=lambda p: (p.moves_as_hbal, round(p.score_after, 9), p.data_mib),
+        kept = min(
+            (
+                k
+                for k, f in enumerate(figures)
+                if k == 0 or f.score_after <= greedy.score_after + _SAME
+            ),
+            key=lambda k: (
+                figures[k].moves_as_hbal,
+                round(figures[k].score_after, 9),
+                figures[k].data_mib,
+            ),
         )
+    moves, why, name = parts[kept]
+    built = _build(
+        cluster=cluster, avoid=avoid, moves=moves, before=before, scored=0, stopped_by=why
+    )
     return replace(
-        best,
+        built,
+        search=name,
         candidates_scored=sum(run.scored for run in runs),
-        dropped=tuple(p.summary() for p in plans if p is not best),
+        dropped=tuple(f for k, f in enumerate(figures) if k != kept),
     )
 
 
@@ -380,6 +402,31 @@ def _build(
         cluster_after=after,
         candidates_scored=scored,
         stopped_by=stopped_by,
+    )
+
+
+def _figures(
+    *, cluster: BCluster, avoid: frozenset[str], moves: list[tuple[int, int, int]], search: str
+) -> PlanSummary:
+    """The figures `_build` would give the plan of these moves (`summary`),
+    without building it: each move's kind, and the score once all are done."""
+    work = Work(cluster, avoid)
+    as_hbal = data = migrations = 0
+    for i, new_p, new_s in moves:
+        kind = check_plan_move(work, i, new_p, new_s)
+        if kind is None:  # pragma: no cover - the search only keeps valid moves
+            raise AssertionError(f"planned move of {work.insts[i].name} breaks a rule")
+        as_hbal += HBAL_MOVES[kind]
+        data += COPIES[kind] * work.insts[i].dsk
+        migrations += MIGRATIONS[kind]
+        work.apply(i, new_p, new_s)
+    return PlanSummary(
+        search=search,
+        score_after=score(_cluster_after(cluster, work)).total,
+        moves=len(moves),
+        moves_as_hbal=as_hbal,
+        data_mib=data,
+        migrations=migrations,
     )
 
 
