@@ -2,8 +2,10 @@
 `reactors.balance_plan.plan_balance`, sooner. The lookahead search (about twice
 the other two together) runs in a worker process while this one runs the
 greedy search and then the pairs search (with three cores or more, the pairs
-search gets a worker too); `choose_plan` then weighs their plans here exactly
-as `plan_balance` does, so the plan does not depend on how many cores there are.
+search gets a worker too), and folds and weighs each run's plans here as soon
+as the run is done (`consider`), the ones from here while the worker still
+searches; `keep_plan` then keeps one exactly as `plan_balance` does, so the
+plan does not depend on how many cores there are.
 
 A worker is a fresh interpreter (`spawn`: forking a process that holds the etcd
 client's threads is not safe), which costs about 0.2 s to start; below
@@ -35,10 +37,13 @@ from reactors.balance_plan import (
     DEFAULT_LOOKAHEAD,
     DEFAULT_MIN_GAIN,
     BalancePlan,
+    Considered,
     SearchLimits,
     SearchRun,
+    SearchSpec,
     check_prefer,
-    choose_plan,
+    consider,
+    keep_plan,
     run_search,
     searches,
 )
@@ -94,9 +99,23 @@ def plan_on_cores(
         s for s in specs if spread and (s.pick == "ahead" or (s.pick == "pairs" and cores >= 3))
     ]
     runs: dict[str, SearchRun] = {}
+    # each run's plans, weighed as soon as it is done (`consider`: folding and
+    # figures, here while a worker's search still runs)
+    plans: dict[str, list[Considered]] = {}
+    greedy_name = specs[0].name
     pool = None
     futures: dict[str, Future[SearchRun]] = {}
     in_workers = 0
+
+    def weigh(spec: SearchSpec) -> None:
+        greedy = plans.get(greedy_name)
+        plans[spec.name] = consider(
+            cluster=cluster,
+            avoid=avoid,
+            run=runs[spec.name],
+            greedy_score=greedy[0].figures.score_after if greedy else None,
+        )
+
     try:
         if away:
             try:
@@ -114,6 +133,7 @@ def plan_on_cores(
                 futures.clear()  # no worker: every search runs here
         for spec in (s for s in specs if s.name not in futures):
             runs[spec.name] = run_search(cluster=cluster, avoid=avoid, spec=spec, limits=limits)
+            weigh(spec)
         for spec in (s for s in specs if s.name in futures):
             run = _result(futures[spec.name])
             if run is None:  # the worker died: the same search, here
@@ -121,6 +141,7 @@ def plan_on_cores(
             else:
                 in_workers += 1
             runs[spec.name] = run
+            weigh(spec)
     except BaseException:  # an error or an interrupt here: the workers' plans are not wanted
         if pool is not None:
             _stop_workers(pool)
@@ -128,8 +149,12 @@ def plan_on_cores(
     finally:
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
-    plan = choose_plan(
-        cluster=cluster, avoid=avoid, runs=[runs[s.name] for s in specs], prefer=prefer
+    plan = keep_plan(
+        cluster=cluster,
+        avoid=avoid,
+        plans=[c for s in specs for c in plans[s.name]],
+        prefer=prefer,
+        scored=sum(run.scored for run in runs.values()),
     )
     return CoresPlan(plan=plan, in_workers=in_workers)
 

@@ -75,7 +75,8 @@ Pure: no I/O, no logging, no asyncio; it plans, it never changes anything. Comes
 after `reactors.balance_model` (a `BCluster`, from the folded state or from an
 htools file); read by `reactors.balance_apply` (rounds and jobs) and the
 `corral balance` command, which runs the searches (`searches`, `run_search`)
-on several cores and weighs them with `choose_plan` (`orchestrator.balance_cores`).
+on several cores, weighs each run's plans with `consider` as it ends and keeps one with
+`keep_plan` (`orchestrator.balance_cores`; `choose_plan` does both).
 """
 
 from __future__ import annotations
@@ -109,6 +110,7 @@ __all__ = [
     "DEFAULT_MIN_GAIN",
     "DEFAULT_MIN_GAIN_LIMIT",
     "BalancePlan",
+    "Considered",
     "Move",
     "MoveKind",
     "MoveStep",
@@ -118,6 +120,8 @@ __all__ = [
     "SearchSpec",
     "StepKind",
     "choose_plan",
+    "consider",
+    "keep_plan",
     "plan_balance",
     "run_search",
     "searches",
@@ -237,6 +241,17 @@ def check_prefer(prefer: str) -> None:
         raise ValueError(f"prefer must be 'moves' or 'score', not {prefer!r}")
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Considered:
+    """One plan `choose_plan` weighs: its moves (folded), why it stopped, and
+    its figures (`summary`, its name in `search`), worked out without building
+    it."""
+
+    moves: tuple[tuple[int, int, int], ...]
+    stopped_by: str
+    figures: PlanSummary
+
+
 def choose_plan(
     *,
     cluster: BCluster,
@@ -246,28 +261,72 @@ def choose_plan(
     fold_repeats: bool = True,
 ) -> BalancePlan:
     """The plan `prefer` asks for among the runs' plans (the greedy run first),
-    the others' figures in `dropped` (`plan_balance`)."""
+    the others' figures in `dropped` (`plan_balance`): `consider` each run,
+    then `keep_plan`."""
     check_prefer(prefer)
-    before = score(cluster).total
-    # every plan considered: its moves, why it stopped and its name, and its
-    # figures; only the one kept is built whole (`_build`)
-    parts: list[tuple[list[tuple[int, int, int]], str, str]] = []
-    figures: list[PlanSummary] = []
+    plans: list[Considered] = []
     for run in runs:
-        seq, name = list(run.moves), run.spec.name
-        mine = [(seq, run.stopped_by, name)]
-        if run.spec.pick != "greedy":
-            # the shortest part of it that already ends as low as the greedy plan
-            target = figures[0].score_after
-            reach = next((k for k, t in enumerate(run.totals) if t <= target + _SAME), None)
-            if reach is not None and reach + 1 < len(seq):
-                why = f"reached the greedy plan's score {target:.8f}"
-                mine.append((seq[: reach + 1], why, f"{name}, cut at the greedy score"))
-        for moves, why, plan_name in mine:
-            if fold_repeats:
-                moves = fold(cluster=cluster, avoid=avoid, moves=moves)
-            parts.append((moves, why, plan_name))
-            figures.append(_figures(cluster=cluster, avoid=avoid, moves=moves, search=plan_name))
+        greedy_score = plans[0].figures.score_after if plans else None
+        plans.extend(
+            consider(
+                cluster=cluster,
+                avoid=avoid,
+                run=run,
+                greedy_score=greedy_score,
+                fold_repeats=fold_repeats,
+            )
+        )
+    return keep_plan(
+        cluster=cluster,
+        avoid=avoid,
+        plans=plans,
+        prefer=prefer,
+        scored=sum(run.scored for run in runs),
+    )
+
+
+def consider(
+    *,
+    cluster: BCluster,
+    avoid: frozenset[str],
+    run: SearchRun,
+    greedy_score: float | None,
+    fold_repeats: bool = True,
+) -> list[Considered]:
+    """The plans a run gives `choose_plan`: the whole run, and for a
+    non-greedy run also its shortest part that already ends as low as the
+    greedy plan (`greedy_score`), each folded (`fold_repeats`)."""
+    seq, name = list(run.moves), run.spec.name
+    mine = [(seq, run.stopped_by, name)]
+    if run.spec.pick != "greedy":
+        if greedy_score is None:
+            raise ValueError("a non-greedy run is weighed against the greedy plan's score")
+        reach = next((k for k, t in enumerate(run.totals) if t <= greedy_score + _SAME), None)
+        if reach is not None and reach + 1 < len(seq):
+            why = f"reached the greedy plan's score {greedy_score:.8f}"
+            mine.append((seq[: reach + 1], why, f"{name}, cut at the greedy score"))
+    out: list[Considered] = []
+    for moves, why, plan_name in mine:
+        if fold_repeats:
+            moves = fold(cluster=cluster, avoid=avoid, moves=moves)
+        figures = _figures(cluster=cluster, avoid=avoid, moves=moves, search=plan_name)
+        out.append(Considered(moves=tuple(moves), stopped_by=why, figures=figures))
+    return out
+
+
+def keep_plan(
+    *,
+    cluster: BCluster,
+    avoid: frozenset[str],
+    plans: Sequence[Considered],
+    prefer: str,
+    scored: int,
+) -> BalancePlan:
+    """Of the `consider`ed plans (the greedy one first, the others in the
+    order of their runs), the one `prefer` asks for, built; the others'
+    figures in `dropped`; `scored`: the runs' candidates scored together."""
+    check_prefer(prefer)
+    figures = [c.figures for c in plans]
     greedy = figures[0]
     if prefer == "score":
         kept = min(
@@ -293,14 +352,17 @@ def choose_plan(
                 figures[k].data_mib,
             ),
         )
-    moves, why, name = parts[kept]
     built = _build(
-        cluster=cluster, avoid=avoid, moves=moves, before=before, scored=0, stopped_by=why
+        cluster=cluster,
+        avoid=avoid,
+        moves=list(plans[kept].moves),
+        before=score(cluster).total,
+        scored=scored,
+        stopped_by=plans[kept].stopped_by,
     )
     return replace(
         built,
-        search=name,
-        candidates_scored=sum(run.scored for run in runs),
+        search=figures[kept].search,
         dropped=tuple(f for k, f in enumerate(figures) if k != kept),
     )
 
