@@ -1,6 +1,6 @@
 """`corral balance`'s planning on more than one core: the same plan as
-`reactors.balance_plan.plan_balance`, sooner. The lookahead search (about twice
-the other two together) runs in a worker process while this one runs the
+`reactors.balance_plan.plan_balance`, sooner. The lookahead search (the longest
+of the three) runs in a worker process while this one runs the
 greedy search and then the pairs search (with three cores or more, the pairs
 search gets a worker too), and folds and weighs each run's plans here as soon
 as the run is done (`consider`), the ones from here while the worker still
