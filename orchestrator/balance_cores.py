@@ -36,6 +36,7 @@ from reactors.balance_model import BCluster
 from reactors.balance_plan import (
     DEFAULT_LOOKAHEAD,
     DEFAULT_MIN_GAIN,
+    DEFAULT_PREFER,
     BalancePlan,
     Considered,
     SearchLimits,
@@ -85,7 +86,7 @@ def plan_on_cores(
     max_moves: int = 1000,
     min_gain: float = DEFAULT_MIN_GAIN,
     lookahead: int = DEFAULT_LOOKAHEAD,
-    prefer: str = "moves",
+    prefer: str = DEFAULT_PREFER,
     cores: int | None = None,
 ) -> CoresPlan:
     """`plan_balance` with these arguments, its searches spread over `cores`

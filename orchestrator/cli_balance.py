@@ -41,7 +41,14 @@ from orchestrator.cli_context import (
 from orchestrator.operations import OperationRefused, submit_job
 from reactors.balance_apply import job_steps, rounds
 from reactors.balance_model import BCluster, from_state
-from reactors.balance_plan import DEFAULT_LOOKAHEAD, DEFAULT_MIN_GAIN, BalancePlan, Move
+from reactors.balance_plan import (
+    DEFAULT_LOOKAHEAD,
+    DEFAULT_MIN_GAIN,
+    DEFAULT_PREFER,
+    PREFER,
+    BalancePlan,
+    Move,
+)
 from reactors.htools_text import parse, render
 
 _UNHEALTHY = (NodeHealth.LOST, NodeHealth.FENCED, NodeHealth.PARTITIONED, NodeHealth.SUSPECT)
@@ -90,10 +97,11 @@ def add_balance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
     )
     bal.add_argument(
         "--prefer",
-        choices=("moves", "score"),
-        default="moves",
-        help="with --lookahead 2 or more: keep the shortest plan ending no higher than "
-        "the plain one (moves, the default), or the plan ending lowest (score)",
+        choices=PREFER,
+        default=DEFAULT_PREFER,
+        help="with --lookahead 2 or more: keep the plan ending lowest in no more moves "
+        "than the plain one (budget, the default), the shortest plan ending no higher "
+        "than the plain one (moves), or the plan ending lowest (score)",
     )
     add_target_options(bal)
 
@@ -280,11 +288,11 @@ def _report(plan: BalancePlan, took: _Took, args: argparse.Namespace) -> None:
         f"{plan.migrations} live migrations; planned in {took} ({plan.stopped_by})"
     )
     if plan.dropped:
-        why = (
-            "it ends lowest"
-            if args.prefer == "score"
-            else "the fewest moves ending no higher than the greedy plan"
-        )
+        why = {
+            "budget": "it ends lowest in no more moves than the greedy plan",
+            "moves": "the fewest moves ending no higher than the greedy plan",
+            "score": "it ends lowest",
+        }[args.prefer]
         print(f"kept: {plan.search} ({why})")
     for d in plan.dropped:
         print(

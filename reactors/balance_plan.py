@@ -41,8 +41,9 @@ best (within 5 %) by its gain plus the best gain after it (the lookahead plan),
 and by its gain plus that of the best move it leaves open on other nodes (the
 pairs plan; both in `reactors.balance_lookahead`). Those plans often end lower
 but run longer; cut at their first move that reaches the greedy plan's final
-score, they often get there in fewer moves. By default the shortest plan ending
-no higher than the greedy one is kept (`prefer="score"`: the lowest); the
+score, they often get there in fewer moves. By default the plan ending lowest
+in no more moves than the greedy plan is kept (`prefer="budget"`; "moves": the
+shortest ending no higher than the greedy plan; "score": the lowest); the
 others' figures go with it (`BalancePlan.dropped`).
 
 Rules every intermediate placement keeps (those of `reactors.placement_bridge`):
@@ -109,6 +110,8 @@ __all__ = [
     "DEFAULT_LOOKAHEAD",
     "DEFAULT_MIN_GAIN",
     "DEFAULT_MIN_GAIN_LIMIT",
+    "DEFAULT_PREFER",
+    "PREFER",
     "BalancePlan",
     "Considered",
     "Move",
@@ -134,6 +137,10 @@ DEFAULT_COST_TOLERANCE = 0.002
 # greedy search alone, as hbal's). Moves cost minutes of live migration and
 # resync each, planning seconds, so the default spends the planning time.
 DEFAULT_LOOKAHEAD = 3
+# Which of the searches' plans `corral balance` keeps unless told otherwise
+# (`keep_plan`): the one ending lowest in no more moves than the greedy plan.
+DEFAULT_PREFER = "budget"
+PREFER = ("budget", "moves", "score")
 
 
 # How a search picks each move: the best one (`choose`), or among the best few
@@ -205,7 +212,7 @@ def plan_balance(
     avoid: frozenset[str] = frozenset(),
     fold_repeats: bool = True,
     lookahead: int = DEFAULT_LOOKAHEAD,
-    prefer: str = "moves",
+    prefer: str = DEFAULT_PREFER,
 ) -> BalancePlan:
     """Plan moves, best first, until no move gains enough or `max_moves` are
     planned. `avoid`: nodes that must take nothing (e.g. unhealthy ones).
@@ -215,11 +222,8 @@ def plan_balance(
     by the best pair it starts (`pick_ahead`), and again by its gain plus that
     of the best move it leaves open (`pick_pair`); consider each of those
     plans whole and cut at its first move that reaches the greedy plan's final
-    score. `prefer="moves"` keeps, of the plans ending no higher than
-    the greedy one, the one with the fewest moves (as hbal counts them; then
-    the lower score, then less data); `prefer="score"` keeps the one ending
-    lowest (then fewer moves, then less data). The others' figures are in
-    `dropped`. The searches run one after another here;
+    score; keep one of them (`keep_plan`, by `prefer`). The others' figures
+    are in `dropped`. The searches run one after another here;
     `orchestrator.balance_cores` runs them on several cores, to the same plan."""
     limits = SearchLimits(
         max_moves=max_moves,
@@ -236,9 +240,9 @@ def plan_balance(
 
 
 def check_prefer(prefer: str) -> None:
-    """`prefer` is one of the two rules `choose_plan` knows."""
-    if prefer not in ("moves", "score"):
-        raise ValueError(f"prefer must be 'moves' or 'score', not {prefer!r}")
+    """`prefer` is one of the rules `keep_plan` knows (`PREFER`)."""
+    if prefer not in PREFER:
+        raise ValueError(f"prefer must be one of {', '.join(PREFER)}, not {prefer!r}")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -324,11 +328,29 @@ def keep_plan(
 ) -> BalancePlan:
     """Of the `consider`ed plans (the greedy one first, the others in the
     order of their runs), the one `prefer` asks for, built; the others'
-    figures in `dropped`; `scored`: the runs' candidates scored together."""
+    figures in `dropped`; `scored`: the runs' candidates scored together.
+
+    `prefer="budget"` (the default): of the plans taking no more moves than
+    the greedy plan (as hbal counts them), the one ending lowest (then fewer
+    moves, then less data); "moves": of the plans ending no higher than the
+    greedy plan, the one with the fewest moves (then the lower score, then
+    less data); "score": the one ending lowest (then fewer moves, then less
+    data). Either way the plan kept is no worse than the greedy plan in both
+    score and moves, except with "score", which can take more moves."""
     check_prefer(prefer)
     figures = [c.figures for c in plans]
     greedy = figures[0]
-    if prefer == "score":
+    if prefer == "budget":
+        # the greedy plan's moves are the budget: it always qualifies
+        kept = min(
+            (k for k, f in enumerate(figures) if f.moves_as_hbal <= greedy.moves_as_hbal),
+            key=lambda k: (
+                round(figures[k].score_after, 9),
+                figures[k].moves_as_hbal,
+                figures[k].data_mib,
+            ),
+        )
+    elif prefer == "score":
         kept = min(
             range(len(figures)),
             key=lambda k: (
