@@ -21,7 +21,8 @@ pick itself is a scored candidate like any other. It costs no search beyond the
 step's own, which keeps the candidates within the tolerance.
 
 Pure: no I/O, no logging, no asyncio. `pick_ahead` changes the `Work` only to
-try a move and always puts it back before returning; `pick_pair` only reads it.
+try a move, and puts every one back before returning but the pick, which it
+may leave applied (`Ahead.applied`); `pick_pair` only reads it.
 Comes after `reactors.balance_search` (the step's candidates); its choice goes
 back to `reactors.balance_plan`, which applies it.
 """
@@ -42,10 +43,13 @@ LOOKAHEAD_TOLERANCE = 0.05
 class Ahead:
     """The move picked, and the candidates after it (within
     `LOOKAHEAD_TOLERANCE`, best first) when its trial found them, which are the
-    next step's candidates: the search need not run again for them."""
+    next step's candidates: the search need not run again for them; and
+    whether the pick is already applied to the `Work` (its trial, left in
+    place)."""
 
     pick: Cand
     after: list[Cand] | None
+    applied: bool = False
 
 
 def pick_ahead(
@@ -53,24 +57,38 @@ def pick_ahead(
 ) -> Ahead:
     """Of the first `width` distinct moves in `cands` (best first), the one
     whose gain plus the best gain after it is highest; the earlier one on a
-    tie. A single move is taken untried. Every move tried is undone; each
-    trial keeps the candidates within `tolerance` of its best, up to its
-    `width`-th distinct move."""
+    tie. A single move is taken untried. Each trial keeps the candidates
+    within `tolerance` of its best, up to its `width`-th distinct move.
+
+    The best move is tried last, and when it is the pick (it mostly is) its
+    trial is left in place (`Ahead.applied`); every other move tried is
+    undone. A search refreshes what it keeps for the nodes a move touched, and
+    a move undone touches them again: so the pick's nodes are refreshed once,
+    not twice more. The order changes nothing else: each trial's search is
+    exact, and the pick is weighed in the order of `cands`."""
     work = search.w
     tried = _distinct(cands, width)
     if len(tried) == 1:
         return Ahead(pick=tried[0], after=None)
-    best = Ahead(pick=tried[0], after=None)
-    best_value = float("-inf")
-    for cand in tried:
+    afters: list[list[Cand]] = [[] for _ in tried]
+    first = tried[0]
+    first_was = (work.p[first.inst], work.s[first.inst])
+    for k in [*range(1, len(tried)), 0]:
+        cand = tried[k]
         old_p, old_s = work.p[cand.inst], work.s[cand.inst]
         work.apply(cand.inst, cand.new_p, cand.new_s)
-        after = search.best(tolerance=tolerance, top=width)
-        work.apply(cand.inst, old_p, old_s)
+        afters[k] = search.best(tolerance=tolerance, top=width)
+        if k:
+            work.apply(cand.inst, old_p, old_s)
+    picked, best_value, found = 0, float("-inf"), False
+    for k, cand in enumerate(tried):
+        after = afters[k]
         value = -cand.delta - (after[0].delta if after else 0.0)
         if value > best_value + 1e-9:
-            best, best_value = Ahead(pick=cand, after=after), value
-    return best
+            picked, best_value, found = k, value, True
+    if picked:
+        work.apply(first.inst, *first_was)
+    return Ahead(pick=tried[picked], after=afters[picked] if found else None, applied=not picked)
 
 
 def pick_pair(*, work: Work, cands: list[Cand], width: int) -> Cand:

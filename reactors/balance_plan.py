@@ -420,14 +420,16 @@ def run_search(
         if current <= limits.min_gain_limit and gain < limits.min_gain:
             stopped_by = f"best gain {gain:.6f} below --min-gain {limits.min_gain}"
             break
+        applied = False
         if pick == "ahead":
             picked = pick_ahead(search=search, cands=cands, width=spec.width, tolerance=tolerance)
-            move, ahead = picked.pick, picked.after
+            move, ahead, applied = picked.pick, picked.after, picked.applied
         elif pick == "pairs":
             move = pick_pair(work=work, cands=cands, width=spec.width)
         else:
             move = choose(cands, work.names, work.insts)
-        work.apply(move.inst, move.new_p, move.new_s)
+        if not applied:
+            work.apply(move.inst, move.new_p, move.new_s)
         current = work.total()
         chosen.append((move.inst, move.new_p, move.new_s))
         totals.append(current)
