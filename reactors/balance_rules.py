@@ -9,7 +9,7 @@ a move may also be a relocation of both copies (`check_plan_move`).
 
 Pure: no I/O, no logging, no asyncio; it checks copies, it changes nothing
 outside the `Work` it is given. Comes after `reactors.balance_work`; used by
-`reactors.balance_fold` (whether a folded sequence is valid) and
+`reactors.balance_fold` (whether a folded sequence keeps them) and
 `reactors.balance_plan` (each planned move is checked again as the plan is built).
 """
 
@@ -21,16 +21,12 @@ from reactors.balance_work import Work
 
 
 def valid_sequence(
-    *,
-    cluster: BCluster,
-    avoid: frozenset[str],
-    moves: list[tuple[int, int, int]],
-    base: Work | None = None,
+    *, cluster: BCluster, avoid: frozenset[str], moves: list[tuple[int, int, int]]
 ) -> bool:
     """Whether `moves` (instance index, new primary, new secondary) can be carried
-    out in order, each keeping the rules; used by the folding pass. `base`: the
-    untouched `Work(cluster, avoid)`, cloned instead of built again."""
-    work = base.clone() if base is not None else Work(cluster, avoid)
+    out in order, each keeping the rules (what the tests hold a plan to; the
+    folding pass checks only what a fold changes, with `check_plan_move`)."""
+    work = Work(cluster, avoid)
     for i, new_p, new_s in moves:
         if check_plan_move(work, i, new_p, new_s) is None:
             return False

@@ -9,10 +9,9 @@ sharing an exclusion tag is never a candidate (`Work.tags_clash`). The result is
 the one of scoring every candidate (with `top`, its first `top` distinct moves,
 which is all the lookahead weighs). Also what the search keeps from step to step
 (the `Sides`, the `NodeArrays`, the `Own` sides and their node changes) and
-refreshes only for the
-nodes a move changed (own sides in batches, `reactors.balance_batch`, which also
-gives every step's exact own parts), and the choice among near-equal candidates
-(`choose`).
+refreshes only for the nodes a move changed (own sides in batches,
+`reactors.balance_batch`, which also gives every step's exact own parts), and
+the choice among near-equal candidates (`choose`).
 
 Pure: no I/O, no logging, no asyncio; it reads the `Work`, never changes it
 (`reactors.balance_plan` applies the chosen move). Comes after
