@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reactors.balance_search import Cand, Search
+from reactors.balance_search import Cand, Search, move_key
 from reactors.balance_work import Work
 
 # Candidates whose gain is within this share of the best one are tried (at
@@ -123,7 +123,7 @@ def _distinct(cands: list[Cand], width: int) -> list[Cand]:
     tried: list[Cand] = []
     seen: set[tuple[int, int, int]] = set()
     for cand in cands:
-        key = (cand.inst, cand.new_p, cand.new_s)
+        key = move_key(cand)
         if key not in seen:
             seen.add(key)
             tried.append(cand)

@@ -82,7 +82,7 @@ on several cores, weighs each run's plans with `consider` as it ends and keeps o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -342,38 +342,25 @@ def keep_plan(
     greedy = figures[0]
     if prefer == "budget":
         # the greedy plan's moves are the budget: it always qualifies
-        kept = min(
-            (k for k, f in enumerate(figures) if f.moves_as_hbal <= greedy.moves_as_hbal),
-            key=lambda k: (
-                round(figures[k].score_after, 9),
-                figures[k].moves_as_hbal,
-                figures[k].data_mib,
-            ),
-        )
+        eligible = [k for k, f in enumerate(figures) if f.moves_as_hbal <= greedy.moves_as_hbal]
     elif prefer == "score":
-        kept = min(
-            range(len(figures)),
-            key=lambda k: (
-                round(figures[k].score_after, 9),
-                figures[k].moves_as_hbal,
-                figures[k].data_mib,
-            ),
-        )
+        eligible = list(range(len(figures)))
     else:
         # (the greedy plan always qualifies, even when the score is NaN, as
         # htools' is for nodes with no spindles: 0/0 in a ratio)
-        kept = min(
-            (
-                k
-                for k, f in enumerate(figures)
-                if k == 0 or f.score_after <= greedy.score_after + _SAME
-            ),
-            key=lambda k: (
-                figures[k].moves_as_hbal,
-                round(figures[k].score_after, 9),
-                figures[k].data_mib,
-            ),
-        )
+        eligible = [
+            k
+            for k, f in enumerate(figures)
+            if k == 0 or f.score_after <= greedy.score_after + _SAME
+        ]
+
+    def order(k: int) -> tuple[float, float, int]:
+        f = figures[k]
+        if prefer == "moves":
+            return (f.moves_as_hbal, round(f.score_after, 9), f.data_mib)
+        return (round(f.score_after, 9), f.moves_as_hbal, f.data_mib)
+
+    kept = min(eligible, key=order)
     built = _build(
         cluster=cluster,
         avoid=avoid,
@@ -453,12 +440,8 @@ def _build(
 ) -> BalancePlan:
     work = Work(cluster, avoid)
     out: list[Move] = []
-    for i, new_p, new_s in moves:
-        kind = check_plan_move(work, i, new_p, new_s)
-        if kind is None:  # pragma: no cover - the search only keeps valid moves
-            raise AssertionError(f"planned move of {work.insts[i].name} breaks a rule")
-        old_p, old_s = work.p[i], work.s[i]
-        work.apply(i, new_p, new_s)
+    for i, kind, old_p, old_s in _replay(work, moves):
+        new_p, new_s = work.p[i], work.s[i]
         inst = work.insts[i]
         out.append(
             Move(
@@ -491,6 +474,21 @@ def _build(
     )
 
 
+def _replay(
+    work: Work, moves: Sequence[tuple[int, int, int]]
+) -> Iterator[tuple[int, MoveKind, int, int]]:
+    """Carry out `moves` on `work` one by one, checking each (`check_plan_move`);
+    after each: the instance, the move's kind and the instance's old primary and
+    secondary."""
+    for i, new_p, new_s in moves:
+        kind = check_plan_move(work, i, new_p, new_s)
+        if kind is None:  # pragma: no cover - the search only keeps valid moves
+            raise AssertionError(f"planned move of {work.insts[i].name} breaks a rule")
+        old_p, old_s = work.p[i], work.s[i]
+        work.apply(i, new_p, new_s)
+        yield i, kind, old_p, old_s
+
+
 def _figures(
     *, cluster: BCluster, avoid: frozenset[str], moves: list[tuple[int, int, int]], search: str
 ) -> PlanSummary:
@@ -498,14 +496,10 @@ def _figures(
     without building it: each move's kind, and the score once all are done."""
     work = Work(cluster, avoid)
     as_hbal = data = migrations = 0
-    for i, new_p, new_s in moves:
-        kind = check_plan_move(work, i, new_p, new_s)
-        if kind is None:  # pragma: no cover - the search only keeps valid moves
-            raise AssertionError(f"planned move of {work.insts[i].name} breaks a rule")
+    for i, kind, _, _ in _replay(work, moves):
         as_hbal += HBAL_MOVES[kind]
         data += COPIES[kind] * work.insts[i].dsk
         migrations += MIGRATIONS[kind]
-        work.apply(i, new_p, new_s)
     return PlanSummary(
         search=search,
         score_after=score(_cluster_after(cluster, work)).total,

@@ -130,7 +130,7 @@ class Search:
     def best(self, *, tolerance: float, top: int = 0) -> list[Cand]:
         """Every candidate within `tolerance` of the best gain (the best first);
         with `top` > 0, only those of them that come before the `top`-th distinct
-        move (`_distinct_key`), and that move's first one, where that is enough:
+        move (`move_key`), and that move's first one, where that is enough:
         the list's first `top` distinct moves are then the same, for a search
         that stops where no candidate can enter that shorter list.
 
@@ -446,7 +446,7 @@ class Search:
         return self.limit
 
 
-def _distinct_key(cand: Cand) -> tuple[int, int, int]:
+def move_key(cand: Cand) -> tuple[int, int, int]:
     """The move a candidate makes (one move can be listed under two kinds)."""
     return (cand.inst, cand.new_p, cand.new_s)
 
@@ -456,7 +456,7 @@ def _kth_distinct(pool: list[Cand], k: int) -> float:
     delta, then pooling order); +inf when it holds fewer."""
     seen: set[tuple[int, int, int]] = set()
     for cand in sorted(pool, key=lambda c: c.delta):
-        key = _distinct_key(cand)
+        key = move_key(cand)
         if key not in seen:
             seen.add(key)
             if len(seen) == k:
