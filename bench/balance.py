@@ -9,9 +9,9 @@ add the location components to the score and to every candidate's delta).
 For each: `hbal -t FILE -S OUT` (with a timeout; a run that does not finish is
 reported as "> T s") and `plan_balance` on the same cluster: the greedy search
 alone (`--lookahead 0`, hbal's search), and the default (`--lookahead 3`,
-which also makes the lookahead and the pairs plans and keeps the shortest plan
-ending no higher than the greedy one: its time, moves, migrations, data, score
-and name in one column), timed as `corral balance` runs it
+which also makes the lookahead, pairs and frugal plans and keeps the one
+ending lowest in no more moves than the greedy one: its time, moves,
+migrations, data, score and name in one column), timed as `corral balance` runs it
 (`orchestrator.balance_cores.plan_on_cores`, the lookahead search in a worker
 process; it must give the same plan) and in one process; and which parts of
 the issue's target each meets;

@@ -54,7 +54,7 @@ def run() -> dict[str, Any]:
             "hbal time / greedy (median)",
             "default (lookahead 3): score / moves / both / data <= hbal",
             "hbal time / default (median)",
-            "default kept: greedy / lookahead / pairs plan",
+            "default kept: greedy / lookahead / pairs / frugal plan",
         ]
     ]
     rows: list[dict[str, Any]] = []
@@ -126,7 +126,7 @@ def run() -> dict[str, Any]:
                     f"{la_speed:.1f}x",
                     " / ".join(
                         str(sum(r["default_search"].startswith(k) for r in results))
-                        for k in ("greedy", "lookahead", "pairs")
+                        for k in ("greedy", "lookahead", "pairs", "frugal")
                     ),
                 ]
             )

@@ -1,11 +1,11 @@
 """`corral balance`'s planning on more than one core: the same plan as
 `reactors.balance_plan.plan_balance`, sooner. The lookahead search (the longest
-of the three) runs in a worker process while this one runs the
-greedy search and then the pairs search (with three cores or more, the pairs
-search gets a worker too), and folds and weighs each run's plans here as soon
-as the run is done (`consider`), the ones from here while the worker still
-searches; `keep_plan` then keeps one exactly as `plan_balance` does, so the
-plan does not depend on how many cores there are.
+of the four) runs in a worker process while this one runs the greedy search
+and then the pairs and frugal searches (with three cores or more, the pairs
+search gets a worker too, and with four the frugal one), and folds and weighs
+each run's plans here as soon as the run is done (`consider`), the ones from
+here while the worker still searches; `keep_plan` then keeps one exactly as
+`plan_balance` does, so the plan does not depend on how many cores there are.
 
 A worker is a fresh interpreter (`spawn`: forking a process that holds the etcd
 client's threads is not safe), which costs about 0.2 s to start; below
@@ -96,9 +96,12 @@ def plan_on_cores(
     check_prefer(prefer)
     cores = usable_cores() if cores is None else cores
     spread = cores >= 2 and len(cluster.instances) * len(cluster.nodes) >= MIN_PARALLEL_WORK
-    away = [
-        s for s in specs if spread and (s.pick == "ahead" or (s.pick == "pairs" and cores >= 3))
+    # the longest search first; the others get a worker each while cores last
+    # (the greedy search always runs here: the others' plans are weighed against it)
+    away = [s for s in specs if s.pick == "ahead"] + [
+        s for s in specs if s.pick in ("pairs", "frugal")
     ]
+    away = away[: cores - 1] if spread else []
     runs: dict[str, SearchRun] = {}
     # each run's plans, weighed as soon as it is done (`consider`: folding and
     # figures, here while a worker's search still runs)

@@ -91,9 +91,10 @@ def add_balance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         default=DEFAULT_LOOKAHEAD,
         metavar="K",
         help="besides the plain greedy search, plan picking each move among the K best "
-        "by the best pair it starts, and by the best move it leaves open; keep the plan "
-        f"--prefer picks (default {DEFAULT_LOOKAHEAD}: about K+3 times the time of the "
-        "plain search; 0: the plain search alone, as hbal's)",
+        "by the best pair it starts, and by the best move it leaves open, and greedily "
+        "preferring less data (frugal); keep the plan --prefer picks (default "
+        f"{DEFAULT_LOOKAHEAD}: about K+3 times the time of the plain search; 0: the "
+        "plain search alone, as hbal's)",
     )
     bal.add_argument(
         "--prefer",

@@ -36,12 +36,14 @@ best, the one that copies the least data, then migrates the fewest times, wins. 
 final pass folds repeated moves of one instance into one where the rules allow, so
 the plan ends in the same placement with fewer moves and less data copied. With
 `lookahead` K >= 2 (the default is 3; 0 is the greedy search alone, as hbal's)
-the plan is made twice more, each move picked among the K
+the plan is made three times more: each move picked among the K
 best (within 5 %) by its gain plus the best gain after it (the lookahead plan),
 and by its gain plus that of the best move it leaves open on other nodes (the
-pairs plan; both in `reactors.balance_lookahead`). Those plans often end lower
-but run longer; cut at their first move that reaches the greedy plan's final
-score, they often get there in fewer moves. By default the plan ending lowest
+pairs plan; both in `reactors.balance_lookahead`); and greedily again, but
+preferring less data among gains within `FRUGAL_TOLERANCE` (0.5 %) of the best
+(the frugal plan). Those plans often end lower or copy less but run longer;
+cut at their first move that reaches the greedy plan's final score, they often
+get there in fewer moves. By default the plan ending lowest
 in no more moves than the greedy plan is kept (`prefer="budget"`; "moves": the
 shortest ending no higher than the greedy plan; "score": the lowest); the
 others' figures go with it (`BalancePlan.dropped`).
@@ -111,6 +113,7 @@ __all__ = [
     "DEFAULT_MIN_GAIN",
     "DEFAULT_MIN_GAIN_LIMIT",
     "DEFAULT_PREFER",
+    "FRUGAL_TOLERANCE",
     "PREFER",
     "BalancePlan",
     "Considered",
@@ -143,9 +146,16 @@ DEFAULT_PREFER = "budget"
 PREFER = ("budget", "moves", "score")
 
 
-# How a search picks each move: the best one (`choose`), or among the best few
-# by `pick_ahead` or by `pick_pair`.
-Pick = Literal["greedy", "ahead", "pairs"]
+# How a search picks each move: the best one (`choose`; "frugal": within the
+# wider `FRUGAL_TOLERANCE`), or among the best few by `pick_ahead` or by
+# `pick_pair`.
+Pick = Literal["greedy", "frugal", "ahead", "pairs"]
+
+# The frugal search's cost tolerance: among moves whose gains are within this
+# share of the best one, the one copying the least data is taken (the greedy
+# search's window is `DEFAULT_COST_TOLERANCE`). Chosen among 0.3 to 2 % on the
+# bench's clusters and 30 smaller ones (docs/balance.md).
+FRUGAL_TOLERANCE = 0.005
 
 # Two final scores this close are the same score (float rounding between the
 # step-by-step working total and the full recomputation).
@@ -192,13 +202,14 @@ class SearchRun:
 
 def searches(*, lookahead: int) -> tuple[SearchSpec, ...]:
     """The searches `plan_balance(lookahead=...)` chooses among: the greedy one,
-    and with `lookahead` >= 2 the lookahead and the pairs ones."""
+    and with `lookahead` >= 2 the lookahead, the pairs and the frugal ones."""
     if lookahead < 0:
         raise ValueError("lookahead must not be negative")
     specs = [SearchSpec(name="greedy", width=1, pick="greedy")]
     if lookahead >= 2:
         specs.append(SearchSpec(name=f"lookahead {lookahead}", width=lookahead, pick="ahead"))
         specs.append(SearchSpec(name=f"pairs {lookahead}", width=lookahead, pick="pairs"))
+        specs.append(SearchSpec(name="frugal", width=1, pick="frugal"))
     return tuple(specs)
 
 
@@ -380,8 +391,9 @@ def run_search(
     *, cluster: BCluster, avoid: frozenset[str], spec: SearchSpec, limits: SearchLimits
 ) -> SearchRun:
     """One search, move after move. Each move is the best (`choose`,
-    `pick="greedy"`), or picked among the `width` best by `pick_ahead`
-    (`"ahead"`) or by `pick_pair` (`"pairs"`)."""
+    `pick="greedy"`; `"frugal"`: within `FRUGAL_TOLERANCE` of the best gain,
+    not `limits.cost_tolerance`, unless that is wider), or picked among the
+    `width` best by `pick_ahead` (`"ahead"`) or by `pick_pair` (`"pairs"`)."""
     work = Work(cluster, avoid)
     search = Search(work)
     current = work.total()
@@ -389,11 +401,12 @@ def run_search(
     totals: list[float] = []
     stopped_by = "max moves reached"
     pick = spec.pick
-    tolerance = (
-        limits.cost_tolerance
-        if pick == "greedy"
-        else max(limits.cost_tolerance, LOOKAHEAD_TOLERANCE)
-    )
+    if pick == "greedy":
+        tolerance = limits.cost_tolerance
+    elif pick == "frugal":
+        tolerance = max(limits.cost_tolerance, FRUGAL_TOLERANCE)
+    else:
+        tolerance = max(limits.cost_tolerance, LOOKAHEAD_TOLERANCE)
     # the lookahead only ever weighs a step's first `width` distinct moves
     top = spec.width if pick == "ahead" else 0
     ahead: list[Cand] | None = None  # the next step's candidates, when known
