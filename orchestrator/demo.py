@@ -2,7 +2,8 @@
 lab (4 simulated nodes of 24 GiB / 730 GiB), runs the orchestrator, declares the
 seed cluster (60 instances), shows them come up, crashes a node, and shows it
 detected, fenced, its instances back on their secondaries and new secondaries
-syncing, with a timestamp for each phase. Leaves nothing running, also on Ctrl-C.
+syncing, with a timestamp for each phase. Leaves nothing running, also on Ctrl-C,
+SIGTERM or a closed terminal (SIGHUP).
 
 Wiring only: comes after everything else in the repository.
 """
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -167,23 +169,37 @@ async def corral(*args: str, env: dict[str, str], limit: int = 0) -> int:
     return await proc.wait()
 
 
+# The signals that end the demo as Ctrl-C does (its clean-up runs): `kill`, and
+# the terminal it runs in being closed. etcd runs in a session of its own, so
+# nothing else would stop it.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
 async def demo(workdir: Path, *, stay: bool) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in STOP_SIGNALS:
+        loop.add_signal_handler(sig, task.cancel)
     out("== corral demo: a 4-node seed cluster, 60 DRBD-mirrored VMs, then a node dies ==")
     etcd = LocalEtcd(data_dir=workdir / "etcd").start()
-    out(f"etcd          : started on {etcd.endpoint} (data in {workdir / 'etcd'})")
-    lab = await Lab.start(hosts=seed_hosts(4), state_dir=workdir / "lab", sync_rate_mib_s=40_000)
-    out(
-        f"simulated lab : {len(lab.servers)} nodes, real SSH servers on ports "
-        f"{', '.join(str(s.port) for s in lab.servers.values())}"
-    )
-    env = {
-        **os.environ,
-        "CORRAL_ETCD": etcd.endpoint,
-        "CORRAL_CLUSTER": "seed",
-        "CORRAL_ACTOR": "user:demo",
-    }
+    lab: Lab | None = None
     engine: Engine | None = None
     try:
+        out(f"etcd          : started on {etcd.endpoint} (data in {workdir / 'etcd'})")
+        lab = await Lab.start(
+            hosts=seed_hosts(4), state_dir=workdir / "lab", sync_rate_mib_s=40_000
+        )
+        out(
+            f"simulated lab : {len(lab.servers)} nodes, real SSH servers on ports "
+            f"{', '.join(str(s.port) for s in lab.servers.values())}"
+        )
+        env = {
+            **os.environ,
+            "CORRAL_ETCD": etcd.endpoint,
+            "CORRAL_CLUSTER": "seed",
+            "CORRAL_ACTOR": "user:demo",
+        }
         async with EventStore.connect([etcd.endpoint], "seed") as store:
             state = await load_state(store)
             nodes = SshNodeOps(
@@ -312,11 +328,15 @@ async def demo(workdir: Path, *, stay: bool) -> None:
                 out("Press Ctrl-C to stop everything.")
                 await asyncio.Event().wait()
     finally:
-        if engine is not None:
-            await engine.stop()
-        await lab.stop()
-        etcd.stop()
-        out("\ndemo finished: etcd and the simulated nodes are stopped.")
+        try:
+            if engine is not None:
+                await engine.stop()
+            if lab is not None:
+                await lab.stop()
+        finally:
+            etcd.stop()
+        with contextlib.suppress(OSError):  # the terminal may be gone (SIGHUP)
+            out("\ndemo finished: etcd and the simulated nodes are stopped.")
 
 
 def main() -> int:
@@ -327,6 +347,10 @@ def main() -> int:
     except KeyboardInterrupt:
         print("\ninterrupted: everything the demo started has been stopped.", file=sys.stderr)
         return 130
+    except asyncio.CancelledError:  # SIGTERM or SIGHUP (`STOP_SIGNALS`)
+        with contextlib.suppress(OSError):  # a closed terminal
+            print("\nstopped: everything the demo started has been stopped.", file=sys.stderr)
+        return 143
     finally:
         with contextlib.suppress(OSError):
             shutil.rmtree(workdir)
