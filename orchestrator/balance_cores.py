@@ -124,7 +124,7 @@ def plan_on_cores(
         if away:
             try:
                 pool = ProcessPoolExecutor(
-                    max_workers=min(len(away), cores - 1),
+                    max_workers=len(away),  # at most cores - 1 (above)
                     mp_context=multiprocessing.get_context("spawn"),
                     initializer=_end_with,
                     initargs=(os.getpid(),),
