@@ -148,11 +148,14 @@ def plan_on_cores(
             weigh(spec)
     except BaseException:  # an error or an interrupt here: the workers' plans are not wanted
         if pool is not None:
-            _stop_workers(pool)
+            stopped = _stop_workers(pool)
+            pool.shutdown(wait=stopped, cancel_futures=True)
         raise
-    finally:
-        if pool is not None:
-            pool.shutdown(wait=False, cancel_futures=True)
+    # every worker's search is done: wait for the pool's thread and workers to
+    # end (milliseconds). Returning before they did left a race at interpreter
+    # exit in CPython's pool: "Exception ignored ... Bad file descriptor".
+    if pool is not None:
+        pool.shutdown(wait=True)
     plan = keep_plan(
         cluster=cluster,
         avoid=avoid,
@@ -179,10 +182,11 @@ def _end_with(parent: int) -> None:
         os._exit(1)
 
 
-def _stop_workers(pool: ProcessPoolExecutor) -> None:
+def _stop_workers(pool: ProcessPoolExecutor) -> bool:
     """End the workers' searches now, when planning failed here: their plans
     are no longer wanted, and a search left running would hold the command up
-    for seconds after its error (the interpreter waits for its workers)."""
+    for seconds after its error (the interpreter waits for its workers).
+    Whether they all ended."""
     # `ProcessPoolExecutor` has no public way to do this before Python 3.14
     # (`terminate_workers`); its `_processes` are multiprocessing `Process`es.
     workers: dict[int, BaseProcess] = getattr(pool, "_processes", None) or {}
@@ -190,6 +194,7 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
         proc.terminate()
     for proc in list(workers.values()):
         proc.join(timeout=_STOP_WAIT)
+    return not any(proc.is_alive() for proc in workers.values())
 
 
 def _result(future: Future[SearchRun]) -> SearchRun | None:

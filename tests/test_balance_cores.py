@@ -3,7 +3,7 @@ worker processes give `plan_balance`'s plan, figure for figure, whatever the
 number of cores; a worker that dies mid-search is replaced by the same search
 run in the calling process, and the plan is still the same; when planning
 fails in the calling process, or that process is killed, no worker is left
-running.
+running; and when it returns, its workers and the pool's thread are gone.
 
 Real worker processes (spawned interpreters), real clusters from
 `tests.test_balance.generated_cluster`; a worker or the planning process is
@@ -200,3 +200,17 @@ def test_a_worker_ends_when_the_planning_process_is_killed() -> None:
         if planner.poll() is None:
             planner.kill()
             planner.wait()
+
+
+def test_planning_returns_with_its_workers_and_their_threads_gone() -> None:
+    # Before, the pool was shut down without waiting: its manager thread and
+    # worker were still winding down when the plan came back, and a process
+    # that exited then (the CLI, right after printing) sometimes raced that
+    # thread at interpreter exit and printed "Exception ignored ... OSError:
+    # [Errno 9] Bad file descriptor" (CPython's ProcessPoolExecutor, seen here).
+    start = generated_cluster(seed=3, full=13, empty=3, instances=200)
+    threads_before = set(threading.enumerate())
+    planned = plan_on_cores(cluster=start, cores=2)
+    assert planned.in_workers == 1
+    assert _spawned_children() == []
+    assert set(threading.enumerate()) <= threads_before
