@@ -7,13 +7,17 @@ Most jobs only record a decision (a new placement, a bigger disk) and wait for t
 instance workers to converge; live migration is driven step by step here, because
 its order (dual-primary, incoming VM, QMP migrate, demote) cannot be derived from a
 level. A job found `running` after a restart is resumed: a half-done migration is
-finished if the VM already runs on the target, else rolled back.
+finished if the VM already runs on the target, else rolled back. A migration or
+failover is refused, changing nothing, when its target has too little free memory
+for the instance (as Ganeti checks), counting the moves to that node under way.
 Comes after `reactors.placer` and `reactors.workers`.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 
 import structlog
@@ -40,6 +44,7 @@ from reactors.instance_plan import (
     vm_alive,
     vm_on,
 )
+from reactors.placement_bridge import run_refusal
 from reactors.placer import Placer
 from reactors.prober import Prober
 from reactors.workers import InstanceWorkers
@@ -62,6 +67,10 @@ class JobRunner:
     converge_timeout_s: float = 600.0
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
     _running: dict[JobId, asyncio.Task[None]] = field(default_factory=dict)
+    # instances a migration or failover here is bringing to a node, with their
+    # memory, until the new placement is in the state: two moves to one node
+    # at once must both fit there
+    _incoming: dict[InstanceName, tuple[NodeName, int]] = field(default_factory=dict)
 
     def wake(self) -> None:
         self._wake.set()
@@ -213,10 +222,35 @@ class JobRunner:
                 raise JobError(
                     f"{cfg.resource} on {s} is {res.disk if res else 'down'}, not UpToDate"
                 )
+        coming = 0
+        for other, (node, mib) in self._incoming.items():
+            there = state.placements.get(other)
+            if node == s and other != name and (there is None or there.primary != s):
+                coming += mib
+        why = run_refusal(state=state, instance=name, node=s, incoming_mib=coming)
+        if why:
+            raise JobError(why)
         return placement.primary, s
+
+    @contextmanager
+    def _bringing(self, name: InstanceName, node: NodeName) -> Iterator[None]:
+        """`name`'s memory counts as taken on `node` until this ends (called
+        right after `_check_failover`, with no await between them)."""
+        spec = self.ctx.state.desired.instances.get(name)
+        self._incoming[name] = (node, spec.memory_mib if spec else 0)
+        try:
+            yield
+        finally:
+            self._incoming.pop(name, None)
 
     async def _swap(self, job: JobState, name: InstanceName, kind: PlacementKind) -> None:
         p, s = self._check_failover(name)
+        with self._bringing(name, s):
+            await self._record_swap(job, name, p, s, kind)
+
+    async def _record_swap(
+        self, job: JobState, name: InstanceName, p: NodeName, s: NodeName, kind: PlacementKind
+    ) -> None:
         placement = self.ctx.state.placements[name]
         await self.ctx.append(
             [
@@ -265,6 +299,12 @@ class JobRunner:
 
     async def _live_migrate(self, job: JobState, name: InstanceName) -> None:
         p, s = self._check_failover(name)
+        with self._bringing(name, s):
+            await self._migrate_to(job, name, p, s)
+
+    async def _migrate_to(
+        self, job: JobState, name: InstanceName, p: NodeName, s: NodeName
+    ) -> None:
         state = self.ctx.state
         placement = state.placements[name]
         spec = state.desired.instances[name]

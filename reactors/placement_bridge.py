@@ -327,3 +327,35 @@ def _as_if_free(p: NodeLoad, spec: InstanceSpec) -> NodeLoad:
         vcpus_primary=0,
         tags=p.tags,
     )
+
+
+def run_refusal(
+    *, state: ClusterState, instance: InstanceName, node: NodeName, incoming_mib: int = 0
+) -> str | None:
+    """Why `instance` cannot be started on `node` by a migration or failover
+    (Ganeti checks the target's free memory before either); None when it can,
+    or when it is not meant to run. Memory as the balancer's model counts it
+    (`balance_model.from_state`, htools' f_mem): the node's own, less the
+    host's, less that of the running instances whose primary it is, less
+    `incoming_mib` (other moves to it under way)."""
+    spec = state.desired.instances.get(instance)
+    target = state.desired.nodes.get(node)
+    if spec is None or target is None or spec.power != PowerState.RUNNING:
+        return None
+    used = 0
+    for name, placement in state.placements.items():
+        other = state.desired.instances.get(name)
+        if (
+            name != instance
+            and placement.primary == node
+            and other is not None
+            and other.power == PowerState.RUNNING
+        ):
+            used += other.memory_mib
+    free = target.memory_mib - target.host_memory_mib - used - incoming_mib
+    if free < spec.memory_mib:
+        return (
+            f"not enough memory on {node} for {instance}: "
+            f"it needs {spec.memory_mib}M, {max(free, 0)}M free"
+        )
+    return None

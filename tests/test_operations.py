@@ -1,15 +1,19 @@
 """Operations as jobs on the simulated cluster: migrate, failover, replace-disks
 (new secondary), grow-disk, evacuate a node, remove an instance. Each ends in the
-right observed state and leaves nothing behind on any simulated host."""
+right observed state and leaves nothing behind on any simulated host. A migration
+to a node without the memory for the instance is refused and changes nothing,
+also when two migrations to one node run at once."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
-from events.ids import InstanceName
+from events.ids import InstanceName, NodeName
 from events.model import InstanceRemoved, JobKind
+from events.specs import ClusterPolicy, DiskSpec, InstanceSpec
 from orchestrator.operations import submit_job
+from simulators.lab import HostConfig
 from tests.cluster_harness import Cluster, cluster, eid, instances
 
 
@@ -113,3 +117,93 @@ async def test_jobs_move_instances_and_leave_nothing_behind(tmp_path: Path) -> N
         await c.declare([InstanceRemoved(id=eid(), time=time.time(), actor="alice", instance=gone)])
         await c.wait_for("vm001 gone", lambda: not leftovers(c, gone, set()))
         assert c.running_on(gone) == []
+
+
+async def _finished(c: Cluster, job_ids: list[str]) -> dict[str, tuple[str, str]]:
+    """Each job's final status and error, once all have ended; a job that
+    failed must have run no step on a node (its log says each one run)."""
+
+    def done() -> bool:
+        assert c.engine is not None
+        jobs = c.engine.state.jobs
+        return all(
+            j in jobs and jobs[j].status in ("success", "error", "canceled")  # type: ignore[index]
+            for j in job_ids
+        )
+
+    await c.wait_for("jobs ended", done, timeout=60)
+    assert c.engine is not None
+    jobs = c.engine.state.jobs
+    for j in job_ids:
+        job = jobs[j]  # type: ignore[index]
+        if job.status == "error":
+            ran = [line for _, line in job.log if line.endswith(": ok") or " FAILED " in line]
+            assert not ran, job.log
+    return {j: (jobs[j].status, jobs[j].error) for j in job_ids}  # type: ignore[index]
+
+
+async def test_a_migration_needs_the_memory_on_its_target(tmp_path: Path) -> None:
+    # 8 GiB nodes (7.5 GiB for instances); N+1 off, so that placement alone
+    # does not keep the memory free. vma and vmb (4 GiB each) both have their
+    # second copy on node3: either fits there, not both.
+    hosts = [HostConfig(name=f"node{i}", memory_mib=8192) for i in range(1, 4)]
+    async with cluster(tmp_path, hosts=hosts) as c:
+        await c.declare_nodes(policy=ClusterPolicy(n_plus_one=False))
+        pins = {"vma": ("node1", "node3"), "vmb": ("node2", "node3")}
+        specs = [
+            InstanceSpec(
+                name=InstanceName(name),
+                memory_mib=4096,
+                vcpus=1,
+                disks=(DiskSpec(size_mib=1024),),
+                primary=NodeName(p),
+                secondary=NodeName(s),
+            )
+            for name, (p, s) in pins.items()
+        ]
+        await c.declare_instances(specs)
+        engine = await c.start_engine()
+        await c.wait_for("converged", c.converged, timeout=60)
+        # both asked for at once: the runner starts both, and the second to
+        # start must count the first one's memory as taken on node3
+        submitted = []
+        for name in pins:
+            accepted = await submit_job(
+                c.store,
+                engine.state,
+                kind=JobKind.INSTANCE_MIGRATE,
+                target=name,
+                actor="alice",
+                reason="test",
+            )
+            assert accepted.job_id is not None
+            submitted.append(accepted.job_id)
+        ended = await _finished(c, submitted)
+        statuses = sorted(status for status, _ in ended.values())
+        assert statuses == ["error", "success"], ended
+        (error,) = [e for status, e in ended.values() if status == "error"]
+        assert "not enough memory on node3" in error and "needs 4096M, 3584M free" in error
+        await c.wait_for("converged after the migration", c.converged, timeout=60)
+        on_node3 = [n for n in pins if engine.state.placements[InstanceName(n)].primary == "node3"]
+        assert len(on_node3) == 1
+        (stayed,) = [n for n in pins if n not in on_node3]
+        assert (
+            engine.state.placements[InstanceName(stayed)].primary,
+            engine.state.placements[InstanceName(stayed)].secondary,
+        ) == pins[stayed]
+        assert c.running_on(stayed) == [pins[stayed][0]]
+        assert c.running_on(on_node3[0]) == ["node3"]
+        # asked again on its own (a plan made before the first move), still refused
+        accepted = await submit_job(
+            c.store,
+            engine.state,
+            kind=JobKind.INSTANCE_MIGRATE,
+            target=stayed,
+            actor="alice",
+            reason="test",
+        )
+        assert accepted.job_id is not None
+        ((status, error),) = (await _finished(c, [accepted.job_id])).values()
+        assert status == "error" and "not enough memory on node3" in error
+        assert c.running_on(stayed) == [pins[stayed][0]]
+        assert c.primaries(f"{stayed}-d0") == [pins[stayed][0]]
