@@ -208,7 +208,12 @@ class JobRunner:
             await self.prober.probe(placement.primary)
         await self._wait_converged(job, name)
 
-    def _check_failover(self, name: InstanceName) -> tuple[NodeName, NodeName]:
+    @contextmanager
+    def _failing_over(self, name: InstanceName) -> Iterator[tuple[NodeName, NodeName]]:
+        """Checks that `name` can move to its secondary (reachable, every disk
+        UpToDate there, memory free for it, counting the moves to that node
+        under way); (primary, secondary). Until this ends, `name`'s memory
+        counts as taken on the secondary, for the other moves' checks."""
         state = self.ctx.state
         placement = state.placements.get(name)
         if placement is None:
@@ -225,49 +230,38 @@ class JobRunner:
         coming = 0
         for other, (node, mib) in self._incoming.items():
             there = state.placements.get(other)
+            # (once its new placement is in the state, it is counted there)
             if node == s and other != name and (there is None or there.primary != s):
                 coming += mib
         why = run_refusal(state=state, instance=name, node=s, incoming_mib=coming)
         if why:
             raise JobError(why)
-        return placement.primary, s
-
-    @contextmanager
-    def _bringing(self, name: InstanceName, node: NodeName) -> Iterator[None]:
-        """`name`'s memory counts as taken on `node` until this ends (called
-        right after `_check_failover`, with no await between them)."""
-        spec = self.ctx.state.desired.instances.get(name)
-        self._incoming[name] = (node, spec.memory_mib if spec else 0)
+        spec = state.desired.instances.get(name)
+        self._incoming[name] = (s, spec.memory_mib if spec else 0)
         try:
-            yield
+            yield placement.primary, s
         finally:
             self._incoming.pop(name, None)
 
     async def _swap(self, job: JobState, name: InstanceName, kind: PlacementKind) -> None:
-        p, s = self._check_failover(name)
-        with self._bringing(name, s):
-            await self._record_swap(job, name, p, s, kind)
-
-    async def _record_swap(
-        self, job: JobState, name: InstanceName, p: NodeName, s: NodeName, kind: PlacementKind
-    ) -> None:
-        placement = self.ctx.state.placements[name]
-        await self.ctx.append(
-            [
-                InstancePlaced(
-                    id=new_event_id(),
-                    time=self.ctx.now(),
-                    actor=self.ctx.actor,
-                    correlation_id=job.job_id,
-                    reason=f"{job.kind} requested by {job.actor}: {job.reason}".strip(": "),
-                    instance=name,
-                    primary=s,
-                    secondary=p,
-                    disks=placement.disks,
-                    kind=kind,
-                )
-            ],
-        )
+        with self._failing_over(name) as (p, s):
+            placement = self.ctx.state.placements[name]
+            await self.ctx.append(
+                [
+                    InstancePlaced(
+                        id=new_event_id(),
+                        time=self.ctx.now(),
+                        actor=self.ctx.actor,
+                        correlation_id=job.job_id,
+                        reason=f"{job.kind} requested by {job.actor}: {job.reason}".strip(": "),
+                        instance=name,
+                        primary=s,
+                        secondary=p,
+                        disks=placement.disks,
+                        kind=kind,
+                    )
+                ],
+            )
         await self._log(job, f"decided: primary {p} -> {s}")
 
     async def _failover(self, job: JobState, name: InstanceName) -> None:
@@ -298,8 +292,7 @@ class JobRunner:
             raise JobError(f"{step.summary} failed: {outcome.error}")
 
     async def _live_migrate(self, job: JobState, name: InstanceName) -> None:
-        p, s = self._check_failover(name)
-        with self._bringing(name, s):
+        with self._failing_over(name) as (p, s):
             await self._migrate_to(job, name, p, s)
 
     async def _migrate_to(

@@ -9,9 +9,10 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from events.ids import InstanceName, NodeName
+from events.ids import InstanceName, JobId, NodeName
 from events.model import InstanceRemoved, JobKind
 from events.specs import ClusterPolicy, DiskSpec, InstanceSpec
+from events.state import JobState
 from orchestrator.operations import submit_job
 from simulators.lab import HostConfig
 from tests.cluster_harness import Cluster, cluster, eid, instances
@@ -31,7 +32,8 @@ def leftovers(c: Cluster, instance: str, allowed: set[str]) -> list[str]:
     return found
 
 
-async def run_job(c: Cluster, kind: JobKind, target: str, **params: str) -> str:
+async def submit(c: Cluster, kind: JobKind, target: str, **params: str) -> JobId:
+    """A job as alice asks for it; its id."""
     assert c.engine is not None
     accepted = await submit_job(
         c.store,
@@ -42,18 +44,28 @@ async def run_job(c: Cluster, kind: JobKind, target: str, **params: str) -> str:
         actor="alice",
         reason="test",
     )
-    job_id = accepted.job_id
-    assert job_id is not None
-    await c.wait_for(
-        f"job {kind}",
-        lambda: (
-            c.engine is not None
-            and c.engine.state.jobs.get(job_id) is not None
-            and c.engine.state.jobs[job_id].status in ("success", "error", "canceled")
-        ),
-        timeout=60,
-    )
-    job = c.engine.state.jobs[job_id]  # type: ignore[union-attr]
+    assert accepted.job_id is not None
+    return accepted.job_id
+
+
+async def ended(c: Cluster, job_ids: list[JobId]) -> dict[JobId, JobState]:
+    """The jobs, once every one of them has ended."""
+
+    def done() -> bool:
+        assert c.engine is not None
+        jobs = c.engine.state.jobs
+        return all(
+            j in jobs and jobs[j].status in ("success", "error", "canceled") for j in job_ids
+        )
+
+    await c.wait_for("jobs ended", done, timeout=60)
+    assert c.engine is not None
+    return {j: c.engine.state.jobs[j] for j in job_ids}
+
+
+async def run_job(c: Cluster, kind: JobKind, target: str, **params: str) -> str:
+    job_id = await submit(c, kind, target, **params)
+    job = (await ended(c, [job_id]))[job_id]
     assert job.status == "success", (job.error, job.log)
     return job_id
 
@@ -119,27 +131,9 @@ async def test_jobs_move_instances_and_leave_nothing_behind(tmp_path: Path) -> N
         assert c.running_on(gone) == []
 
 
-async def _finished(c: Cluster, job_ids: list[str]) -> dict[str, tuple[str, str]]:
-    """Each job's final status and error, once all have ended; a job that
-    failed must have run no step on a node (its log says each one run)."""
-
-    def done() -> bool:
-        assert c.engine is not None
-        jobs = c.engine.state.jobs
-        return all(
-            j in jobs and jobs[j].status in ("success", "error", "canceled")  # type: ignore[index]
-            for j in job_ids
-        )
-
-    await c.wait_for("jobs ended", done, timeout=60)
-    assert c.engine is not None
-    jobs = c.engine.state.jobs
-    for j in job_ids:
-        job = jobs[j]  # type: ignore[index]
-        if job.status == "error":
-            ran = [line for _, line in job.log if line.endswith(": ok") or " FAILED " in line]
-            assert not ran, job.log
-    return {j: (jobs[j].status, jobs[j].error) for j in job_ids}  # type: ignore[index]
+def _ran_no_step(job: JobState) -> bool:
+    """Whether the job's log shows no step run on a node (it logs each one)."""
+    return not [line for _, line in job.log if line.endswith(": ok") or " FAILED " in line]
 
 
 async def test_a_migration_needs_the_memory_on_its_target(tmp_path: Path) -> None:
@@ -166,22 +160,13 @@ async def test_a_migration_needs_the_memory_on_its_target(tmp_path: Path) -> Non
         await c.wait_for("converged", c.converged, timeout=60)
         # both asked for at once: the runner starts both, and the second to
         # start must count the first one's memory as taken on node3
-        submitted = []
-        for name in pins:
-            accepted = await submit_job(
-                c.store,
-                engine.state,
-                kind=JobKind.INSTANCE_MIGRATE,
-                target=name,
-                actor="alice",
-                reason="test",
-            )
-            assert accepted.job_id is not None
-            submitted.append(accepted.job_id)
-        ended = await _finished(c, submitted)
-        statuses = sorted(status for status, _ in ended.values())
-        assert statuses == ["error", "success"], ended
-        (error,) = [e for status, e in ended.values() if status == "error"]
+        submitted = [await submit(c, JobKind.INSTANCE_MIGRATE, name) for name in pins]
+        jobs = await ended(c, submitted)
+        statuses = sorted(job.status for job in jobs.values())
+        assert statuses == ["error", "success"], jobs
+        (refused,) = [job for job in jobs.values() if job.status == "error"]
+        assert _ran_no_step(refused), refused.log
+        error = refused.error
         assert "not enough memory on node3" in error and "needs 4096M, 3584M free" in error
         await c.wait_for("converged after the migration", c.converged, timeout=60)
         on_node3 = [n for n in pins if engine.state.placements[InstanceName(n)].primary == "node3"]
@@ -194,16 +179,9 @@ async def test_a_migration_needs_the_memory_on_its_target(tmp_path: Path) -> Non
         assert c.running_on(stayed) == [pins[stayed][0]]
         assert c.running_on(on_node3[0]) == ["node3"]
         # asked again on its own (a plan made before the first move), still refused
-        accepted = await submit_job(
-            c.store,
-            engine.state,
-            kind=JobKind.INSTANCE_MIGRATE,
-            target=stayed,
-            actor="alice",
-            reason="test",
-        )
-        assert accepted.job_id is not None
-        ((status, error),) = (await _finished(c, [accepted.job_id])).values()
-        assert status == "error" and "not enough memory on node3" in error
+        again = await submit(c, JobKind.INSTANCE_MIGRATE, stayed)
+        job = (await ended(c, [again]))[again]
+        assert _ran_no_step(job), job.log
+        assert job.status == "error" and "not enough memory on node3" in job.error
         assert c.running_on(stayed) == [pins[stayed][0]]
         assert c.primaries(f"{stayed}-d0") == [pins[stayed][0]]
