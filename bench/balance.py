@@ -8,13 +8,14 @@ the 16-node one a second time with its nodes in 4 racks (location tags, which
 add the location components to the score and to every candidate's delta).
 For each: `hbal -t FILE -S OUT` (with a timeout; a run that does not finish is
 reported as "> T s") and `plan_balance` on the same cluster: the greedy search
-alone (`--lookahead 0`, hbal's search), and the default (`--lookahead 3`,
-which also makes the lookahead, pairs and frugal plans and keeps the one
-ending lowest in no more moves than the greedy one: its time, moves,
-migrations, data, score and name in one column), timed as `corral balance` runs it
-(`orchestrator.balance_cores.plan_on_cores`, the lookahead search in a worker
-process; it must give the same plan) and in one process; and which parts of
-the issue's target each meets;
+alone (`--lookahead 0`, hbal's search); the default (`--searches auto`: on
+these clusters the quick set, the greedy and frugal searches, keeping the plan
+ending lowest in no more moves than the greedy one), timed as a user runs it
+(`corral balance --plan --htools FILE --json`, a fresh process, whole, as hbal
+is; the median of `BALANCE_CLI_RUNS`), in this process on the cores
+(`orchestrator.balance_cores.plan_on_cores`, which must give the same plan) and
+in one process; and the full set (`--searches full`, adding the lookahead and
+pairs searches) on the cores; and which parts of the issue's target each meets:
 wall time, moves,
 data copied (a secondary change copies the instance's disk) and final score,
 both scored by `reactors.cluster_score` on the start cluster with each final
@@ -33,6 +34,7 @@ import json
 import math
 import os
 import re
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -81,6 +83,10 @@ HBAL_TIMEOUT_S = 1200.0
 LOOKAHEAD = DEFAULT_LOOKAHEAD
 MEMORY = (512, 1024, 1024, 2048, 4096)
 STD_SPEC = Spec(memory_mib=1024, disk_mib=20480, vcpus=1)
+# `corral` as a user runs it
+_CLI = (sys.executable, "-m", "orchestrator.cli")
+# runs of `corral balance --plan` per row (the median counts; hbal runs once)
+BALANCE_CLI_RUNS = 3
 # runs of `corral capacity` and of hspace per row, taking turns (the fastest counts)
 CAPACITY_RUNS = 3
 
@@ -161,6 +167,27 @@ def _corral_capacity_cli(path: Path) -> tuple[int | None, float]:
         return None, took
 
 
+def _balance_cli(path: Path) -> tuple[dict[str, Any], list[float]]:
+    """`corral balance --plan --htools FILE --json` as a user runs it (a fresh
+    process that reads the file and starts its workers), `BALANCE_CLI_RUNS`
+    times: its plan (the same every time) and each run's wall time."""
+    docs: list[dict[str, Any]] = []
+    times: list[float] = []
+    for _ in range(BALANCE_CLI_RUNS):
+        started = time.perf_counter()
+        out = subprocess.run(
+            [*_CLI, "balance", "--plan", "--htools", str(path), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=HBAL_TIMEOUT_S,
+            check=True,
+        )
+        times.append(time.perf_counter() - started)
+        docs.append(json.loads(out.stdout))
+    assert len({json.dumps(d["moves"]) for d in docs}) == 1  # the same plan every time
+    return docs[0], times
+
+
 def _in_racks(cluster: BCluster, racks: int) -> BCluster:
     """The cluster with node k in rack k mod `racks` (htools location tags)."""
     nodes = tuple(
@@ -206,9 +233,11 @@ def run() -> dict[str, Any]:
             "greedy score",
             "hbal score",
             "greedy moves to hbal's score",
-            "default (lookahead 3) s (in one process) / moves (hbal's count) / migrations / "
-            "data GiB / score / plan kept",
-            "target met: score / moves / 1/20 time (greedy | default)",
+            "default (--searches auto): set: `corral balance --plan --htools` s, median "
+            f"of {BALANCE_CLI_RUNS} (in-process on the cores; in one process) / hbal time "
+            "/ command / moves (hbal's count) / migrations / data GiB / score / plan kept",
+            "--searches full (on the cores) s / moves (hbal's) / data GiB / score / kept",
+            "target met: score / moves / 1/20 time (greedy | default command | full)",
             "corral capacity (planner s / CLI s)",
             "hspace capacity (s)",
             "hspace time / corral (CLI / planner)",
@@ -232,11 +261,21 @@ def run() -> dict[str, Any]:
             t0 = time.perf_counter()
             ahead = plan_balance(cluster=start)
             one_s = time.perf_counter() - t0
-            # as `corral balance` runs it: the searches spread over the cores
+            # the searches spread over the cores, as `corral balance` runs them
             t0 = time.perf_counter()
             cores = plan_on_cores(cluster=start)
             ahead_s = time.perf_counter() - t0
             assert cores.plan == ahead
+            # and the command itself, timed whole as hbal is
+            cli_doc, cli_times = _balance_cli(path)
+            assert cli_doc["search"] == ahead.search, cli_doc["search"]
+            assert cli_doc["moves_as_hbal"] == ahead.moves_as_hbal
+            assert abs(cli_doc["score_after"] - ahead.score_after) <= 1e-6
+            bal_cli_s = statistics.median(cli_times)
+            # the full set of searches, which "auto" leaves out at this size
+            t0 = time.perf_counter()
+            full = plan_on_cores(cluster=start, search_set="full").plan
+            full_s = time.perf_counter() - t0
             hbal = run_hbal(path=path, timeout=HBAL_TIMEOUT_S)
             hbal_score = hbal_data = None
             theirs = None
@@ -267,13 +306,18 @@ def run() -> dict[str, Any]:
                     _fmt(plan.score_after),
                     _fmt(hbal_score),
                     "-" if reach is None else reach,
-                    f"{ahead_s:.1f} ({one_s:.1f} in one process) / "
+                    f"{ahead.searches}: {bal_cli_s:.2f} ({ahead_s:.2f}; {one_s:.1f}) / "
+                    f"{hbal.seconds / bal_cli_s:.1f}x / "
                     f"{len(ahead.moves)} ({ahead.moves_as_hbal}) / "
                     f"{ahead.migrations} / {ahead.data_mib / 1024:.0f} / "
                     f"{_fmt(ahead.score_after)} / {ahead.search}",
+                    f"{full_s:.1f} / {full.moves_as_hbal} / {full.data_mib / 1024:.0f} / "
+                    f"{_fmt(full.score_after)} / {full.search}",
                     _target(plan.score_after, plan.moves_as_hbal, ours_s, hbal, hbal_score)
                     + " | "
-                    + _target(ahead.score_after, ahead.moves_as_hbal, ahead_s, hbal, hbal_score),
+                    + _target(ahead.score_after, ahead.moves_as_hbal, bal_cli_s, hbal, hbal_score)
+                    + " | "
+                    + _target(full.score_after, full.moves_as_hbal, full_s, hbal, hbal_score),
                     f"{cap.total} ({cap_s:.2f} / {cli_s:.2f})",
                     f"{hs_count if hs_count is not None else '-'} ({hs_s:.2f})",
                     f"{hs_s / cli_s:.1f}x / {hs_s / cap_s:.1f}x",
@@ -302,6 +346,14 @@ def run() -> dict[str, Any]:
                 "default_search": ahead.search,
                 "default_seconds": round(ahead_s, 3),
                 "default_seconds_one_process": round(one_s, 3),
+                "default_searches": ahead.searches,
+                "default_cli_seconds": [round(t, 3) for t in cli_times],
+                "default_cli_seconds_median": round(bal_cli_s, 3),
+                "full_seconds": round(full_s, 3),
+                "full_search": full.search,
+                "full_moves_as_hbal": full.moves_as_hbal,
+                "full_data_mib": full.data_mib,
+                "full_score": full.score_after,
                 "default_searches_in_workers": cores.in_workers,
                 "cores": usable_cores(),
                 "default_moves": len(ahead.moves),

@@ -1,8 +1,10 @@
 """`corral balance`'s planning on more than one core: the same plan as
-`reactors.balance_plan.plan_balance`, sooner. The lookahead search (the longest
-of the four) runs in a worker process while this one runs the greedy search
-and then the pairs and frugal searches (with three cores or more, the pairs
-search gets a worker too, and with four the frugal one), and folds and weighs
+`reactors.balance_plan.plan_balance`, sooner. With the full set of searches
+the lookahead search (the longest of the four) runs in a worker process while
+this one runs the greedy search and then the pairs and frugal searches (with
+three cores or more, the pairs search gets a worker too, and with four the
+frugal one); with the quick set the frugal search runs in a worker beside the
+greedy one here. This process folds and weighs
 each run's plans here as soon as the run is done (`consider`), the ones from
 here while the worker still searches; `keep_plan` then keeps one exactly as
 `plan_balance` does, so the plan does not depend on how many cores there are.
@@ -29,7 +31,7 @@ import os
 import signal
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.process import BaseProcess
 
 from reactors.balance_model import BCluster
@@ -37,6 +39,7 @@ from reactors.balance_plan import (
     DEFAULT_LOOKAHEAD,
     DEFAULT_MIN_GAIN,
     DEFAULT_PREFER,
+    DEFAULT_SEARCHES,
     BalancePlan,
     Considered,
     SearchLimits,
@@ -47,6 +50,7 @@ from reactors.balance_plan import (
     keep_plan,
     run_search,
     searches,
+    which_searches,
 )
 
 # Instances times nodes below which the searches run in this process only. On
@@ -87,12 +91,14 @@ def plan_on_cores(
     min_gain: float = DEFAULT_MIN_GAIN,
     lookahead: int = DEFAULT_LOOKAHEAD,
     prefer: str = DEFAULT_PREFER,
+    search_set: str = DEFAULT_SEARCHES,
     cores: int | None = None,
 ) -> CoresPlan:
     """`plan_balance` with these arguments, its searches spread over `cores`
     processes (default: the CPUs this process may use)."""
     limits = SearchLimits(max_moves=max_moves, min_gain=min_gain)
-    specs = searches(lookahead=lookahead)
+    which = which_searches(asked=search_set, lookahead=lookahead, cluster=cluster)
+    specs = searches(lookahead=lookahead, which=which)
     check_prefer(prefer)
     cores = usable_cores() if cores is None else cores
     spread = cores >= 2 and len(cluster.instances) * len(cluster.nodes) >= MIN_PARALLEL_WORK
@@ -163,7 +169,7 @@ def plan_on_cores(
         prefer=prefer,
         scored=sum(run.scored for run in runs.values()),
     )
-    return CoresPlan(plan=plan, in_workers=in_workers)
+    return CoresPlan(plan=replace(plan, searches=which), in_workers=in_workers)
 
 
 def _end_with(parent: int) -> None:

@@ -45,7 +45,10 @@ from reactors.balance_plan import (
     DEFAULT_LOOKAHEAD,
     DEFAULT_MIN_GAIN,
     DEFAULT_PREFER,
+    DEFAULT_SEARCHES,
     PREFER,
+    QUICK_FROM,
+    SEARCH_SETS,
     BalancePlan,
     Move,
 )
@@ -86,23 +89,30 @@ def add_balance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         help="stop when a move gains less (once the score is below 0.1, as hbal)",
     )
     bal.add_argument(
+        "--searches",
+        choices=SEARCH_SETS,
+        default=DEFAULT_SEARCHES,
+        help="which searches plan: full (the greedy one, picking each move among the K "
+        "best by the best pair it starts, by the best move it leaves open, and greedily "
+        "preferring less data: frugal; about 6 times the greedy search's CPU), quick "
+        "(greedy and frugal), greedy (alone, as hbal's), or auto (the default: full "
+        f"below {QUICK_FROM:,} instances times nodes, quick from there on)",
+    )
+    bal.add_argument(
         "--lookahead",
         type=int,
         default=DEFAULT_LOOKAHEAD,
         metavar="K",
-        help="besides the plain greedy search, plan picking each move among the K best "
-        "by the best pair it starts, and by the best move it leaves open, and greedily "
-        "preferring less data (frugal); keep the plan --prefer picks (default "
-        f"{DEFAULT_LOOKAHEAD}: about K+3 times the time of the plain search; 0: the "
-        "plain search alone, as hbal's)",
+        help=f"how many of the best moves the full set's lookahead and pairs searches "
+        f"weigh (default {DEFAULT_LOOKAHEAD}; 0 or 1: the greedy search alone)",
     )
     bal.add_argument(
         "--prefer",
         choices=PREFER,
         default=DEFAULT_PREFER,
-        help="with --lookahead 2 or more: keep the plan ending lowest in no more moves "
-        "than the plain one (budget, the default), the shortest plan ending no higher "
-        "than the plain one (moves), or the plan ending lowest (score)",
+        help="of the searches' plans, keep the one ending lowest in no more moves "
+        "than the greedy one (budget, the default), the shortest plan ending no higher "
+        "than the greedy one (moves), or the plan ending lowest (score)",
     )
     add_target_options(bal)
 
@@ -112,6 +122,11 @@ def run_balance(args: argparse.Namespace) -> int:
         raise UsageError("--max-moves must not be negative")
     if args.lookahead < 0:
         raise UsageError("--lookahead must not be negative")
+    if args.lookahead < 2 and args.searches in ("full", "quick"):
+        raise UsageError(
+            f"--lookahead {args.lookahead} asks for the greedy search alone; "
+            f"it does not go with --searches {args.searches}"
+        )
     if args.watch and (args.interval <= 0 or args.threshold < 0 or args.rounds < 0):
         raise UsageError("--interval must be positive, --threshold and --rounds not negative")
     if (args.apply or args.watch) and args.htools is not None:
@@ -212,6 +227,7 @@ def _plan(
             avoid=avoid,
             lookahead=args.lookahead,
             prefer=args.prefer,
+            search_set=args.searches,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
@@ -242,6 +258,7 @@ def _plan_doc(plan: BalancePlan, took: _Took) -> dict[str, Any]:
         "n1_failures_before": list(plan.n1_failures_before),
         "n1_failures_after": list(plan.n1_failures_after),
         "stopped_by": plan.stopped_by,
+        "searches": plan.searches,
         "search": plan.search,
         "dropped": [
             {
@@ -294,7 +311,7 @@ def _report(plan: BalancePlan, took: _Took, args: argparse.Namespace) -> None:
             "moves": "the fewest moves ending no higher than the greedy plan",
             "score": "it ends lowest",
         }[args.prefer]
-        print(f"kept: {plan.search} ({why})")
+        print(f"kept: {plan.search} ({why}), of the {plan.searches} set of searches")
     for d in plan.dropped:
         print(
             f"  also planned, {d.search}: score {d.score_after:.8f} in {d.moves} moves "

@@ -116,12 +116,15 @@ class BalancePlan:
     cluster_after: BCluster
     candidates_scored: int
     stopped_by: str
-    # the search whose plan this is: "greedy", "lookahead K", "pairs K", or one
-    # of the last two followed by ", cut at the greedy score" (`plan_balance`
-    # says which it keeps)
+    # the search whose plan this is: "greedy", "lookahead K", "pairs K",
+    # "frugal", or one of the last three followed by ", cut at the greedy
+    # score" (`plan_balance` says which it keeps)
     search: str = "greedy"
-    # the other searches' plans, made and not kept (with `--lookahead`)
+    # the other searches' plans, made and not kept
     dropped: tuple[PlanSummary, ...] = ()
+    # the set of searches that planned ("full", "quick" or "greedy":
+    # `reactors.balance_plan.which_searches`)
+    searches: str = "greedy"
 
     @property
     def moves_as_hbal(self) -> int:

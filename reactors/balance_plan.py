@@ -113,8 +113,11 @@ __all__ = [
     "DEFAULT_MIN_GAIN",
     "DEFAULT_MIN_GAIN_LIMIT",
     "DEFAULT_PREFER",
+    "DEFAULT_SEARCHES",
     "FRUGAL_TOLERANCE",
     "PREFER",
+    "QUICK_FROM",
+    "SEARCH_SETS",
     "BalancePlan",
     "Considered",
     "Move",
@@ -131,6 +134,7 @@ __all__ = [
     "plan_balance",
     "run_search",
     "searches",
+    "which_searches",
 ]
 
 DEFAULT_MIN_GAIN = 0.01
@@ -140,6 +144,20 @@ DEFAULT_COST_TOLERANCE = 0.002
 # greedy search alone, as hbal's). Moves cost minutes of live migration and
 # resync each, planning seconds, so the default spends the planning time.
 DEFAULT_LOOKAHEAD = 3
+# Which searches run (`which_searches`): "full" (greedy, lookahead K, pairs K,
+# frugal), "quick" (greedy, frugal), "greedy" (alone, as hbal's), or "auto",
+# the default: "full" on clusters below `QUICK_FROM` instances times nodes,
+# "quick" from there on.
+SEARCH_SETS = ("auto", "full", "quick", "greedy")
+DEFAULT_SEARCHES = "auto"
+# Where "auto" turns "quick". The lookahead and pairs searches take about 3
+# and 1.2 times the greedy search's time. Against hbal, on 30 generated
+# clusters of 8 and 16 nodes with 60 to 200 instances (at most 3,200 instances
+# times nodes) keeping their plans ended no higher in no more moves on 18
+# where "quick" did on 10; on 17 of 16 to 24 nodes with 150 to 520 instances
+# (3,600 to 8,320) on 7 where "quick" did on 8, "quick" copying less data
+# over them (docs/balance.md). 3,500 lies between the two sizes measured.
+QUICK_FROM = 3500
 # Which of the searches' plans `corral balance` keeps unless told otherwise
 # (`keep_plan`): the one ending lowest in no more moves than the greedy plan.
 DEFAULT_PREFER = "budget"
@@ -200,15 +218,42 @@ class SearchRun:
     stopped_by: str
 
 
-def searches(*, lookahead: int) -> tuple[SearchSpec, ...]:
-    """The searches `plan_balance(lookahead=...)` chooses among: the greedy one,
-    and with `lookahead` >= 2 the lookahead, the pairs and the frugal ones."""
+def which_searches(*, asked: str, lookahead: int, cluster: BCluster) -> str:
+    """The set of searches that runs when `asked` (one of `SEARCH_SETS`) is:
+    "auto" is "full" below `QUICK_FROM` instances times nodes and "quick" from
+    there on; a `lookahead` below 2 is the greedy search alone ("greedy"),
+    whatever is asked, except that it cannot go with "full" or "quick"."""
+    if asked not in SEARCH_SETS:
+        raise ValueError(f"searches must be one of {', '.join(SEARCH_SETS)}, not {asked!r}")
     if lookahead < 0:
         raise ValueError("lookahead must not be negative")
+    if lookahead < 2:
+        if asked in ("full", "quick"):
+            raise ValueError(
+                f"lookahead {lookahead} is the greedy search alone; it does not go with "
+                f"searches {asked!r}"
+            )
+        return "greedy"
+    if asked == "auto":
+        work = len(cluster.instances) * len(cluster.nodes)
+        return "full" if work < QUICK_FROM else "quick"
+    return asked
+
+
+def searches(*, lookahead: int, which: str) -> tuple[SearchSpec, ...]:
+    """The searches of a set (`which_searches`'s answer) whose plans are weighed,
+    the greedy one first: with "full", also the lookahead and the pairs ones
+    (`lookahead` wide, 2 or more) and the frugal one; with "quick", the frugal
+    one."""
+    if which not in SEARCH_SETS[1:]:
+        raise ValueError(f"no such set of searches: {which!r}")
     specs = [SearchSpec(name="greedy", width=1, pick="greedy")]
-    if lookahead >= 2:
+    if which == "full":
+        if lookahead < 2:
+            raise ValueError("the full set of searches needs a lookahead of 2 or more")
         specs.append(SearchSpec(name=f"lookahead {lookahead}", width=lookahead, pick="ahead"))
         specs.append(SearchSpec(name=f"pairs {lookahead}", width=lookahead, pick="pairs"))
+    if which != "greedy":
         specs.append(SearchSpec(name="frugal", width=1, pick="frugal"))
     return tuple(specs)
 
@@ -224,17 +269,19 @@ def plan_balance(
     fold_repeats: bool = True,
     lookahead: int = DEFAULT_LOOKAHEAD,
     prefer: str = DEFAULT_PREFER,
+    search_set: str = DEFAULT_SEARCHES,
 ) -> BalancePlan:
     """Plan moves, best first, until no move gains enough or `max_moves` are
     planned. `avoid`: nodes that must take nothing (e.g. unhealthy ones).
 
-    `lookahead` >= 2 (the default, `DEFAULT_LOOKAHEAD`; 0 or 1: the greedy
-    plan alone): also plan choosing each move among the `lookahead` best
-    by the best pair it starts (`pick_ahead`), and again by its gain plus that
-    of the best move it leaves open (`pick_pair`); consider each of those
-    plans whole and cut at its first move that reaches the greedy plan's final
-    score; keep one of them (`keep_plan`, by `prefer`). The others' figures
-    are in `dropped`. The searches run one after another here;
+    Which searches plan is `which_searches(asked=search_set, ...)`'s answer:
+    the greedy one always; with "full" also choosing each move among the
+    `lookahead` best by the best pair it starts (`pick_ahead`), and again by
+    its gain plus that of the best move it leaves open (`pick_pair`); with
+    "full" or "quick" also the frugal one. Each plan but the greedy one is
+    considered whole and cut at its first move that reaches the greedy plan's
+    final score; one of them is kept (`keep_plan`, by `prefer`), the others'
+    figures are in `dropped`. The searches run one after another here;
     `orchestrator.balance_cores` runs them on several cores, to the same plan."""
     limits = SearchLimits(
         max_moves=max_moves,
@@ -242,12 +289,14 @@ def plan_balance(
         min_gain_limit=min_gain_limit,
         cost_tolerance=cost_tolerance,
     )
-    specs = searches(lookahead=lookahead)
+    which = which_searches(asked=search_set, lookahead=lookahead, cluster=cluster)
+    specs = searches(lookahead=lookahead, which=which)
     check_prefer(prefer)
     runs = [run_search(cluster=cluster, avoid=avoid, spec=spec, limits=limits) for spec in specs]
-    return choose_plan(
+    plan = choose_plan(
         cluster=cluster, avoid=avoid, runs=runs, prefer=prefer, fold_repeats=fold_repeats
     )
+    return replace(plan, searches=which)
 
 
 def check_prefer(prefer: str) -> None:

@@ -46,6 +46,11 @@ def test_the_plan_is_plan_balance_s_on_any_number_of_cores() -> None:
     low = plan_on_cores(cluster=start, cores=2, prefer="score")
     assert low.in_workers == 1
     assert low.plan == plan_balance(cluster=start, prefer="score")
+    # the quick set: the frugal search in a worker beside the greedy one here
+    quick = plan_on_cores(cluster=start, cores=2, search_set="quick")
+    assert quick.in_workers == 1 and quick.plan.searches == "quick"
+    assert quick.plan == plan_balance(cluster=start, search_set="quick")
+    assert alone.searches == "full"
     greedy = plan_on_cores(cluster=start, cores=2, lookahead=0)
     assert greedy.in_workers == 0
     assert greedy.plan == plan_balance(cluster=start, lookahead=0)
