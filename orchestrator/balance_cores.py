@@ -9,14 +9,18 @@ each run's plans here as soon as the run is done (`consider`), the ones from
 here while the worker still searches; `keep_plan` then keeps one exactly as
 `plan_balance` does, so the plan does not depend on how many cores there are.
 
-A worker is a fresh interpreter (`spawn`: forking a process that holds the etcd
-client's threads is not safe), which costs about 0.2 s to start; below
-`MIN_PARALLEL_WORK` (instances times nodes) the searches together take less than
-that saves, and run here one after another. A worker that cannot start or dies
-is not an error: its search runs here instead. An error in the search itself
-(a bug) is raised as it would be in `plan_balance`; an error or an interrupt
-here stops the workers before it is raised, and a worker ends with the
-planning process however that ends (SIGTERM, SIGKILL).
+A worker is forked when this process runs a single thread (`start_method`:
+offline planning on an htools file, where nothing has started one), which
+takes milliseconds; otherwise it is a fresh interpreter (`spawn`: a fork copies
+only the forking thread, so a lock another thread held, such as one of the
+etcd client's gRPC threads, would stay held in the worker), which costs about
+0.2 s to start. Below `MIN_PARALLEL_WORK` (instances times nodes) the searches
+together take less than a spawned worker saves, and run here one after another.
+A worker that cannot start or dies is not an error: its search runs here
+instead. An error in the search itself (a bug) is raised as it would be in
+`plan_balance`; an error or an interrupt here stops the workers before it is
+raised, and a worker ends with the planning process however that ends
+(SIGTERM, SIGKILL).
 
 Must not plan anything itself (`reactors.balance_plan` does), and must not
 change the cluster. Comes after the planner's pure parts; called by
@@ -74,13 +78,26 @@ def usable_cores() -> int:
         return os.cpu_count() or 1
 
 
+def start_method() -> str:
+    """How to start workers from this process: "fork" when it runs a single
+    thread (nothing another thread holds can be copied into the worker held),
+    "spawn" otherwise or where the threads cannot be counted."""
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+    except OSError:  # pragma: no cover - not Linux
+        return "spawn"
+    return "fork" if threads == 1 else "spawn"
+
+
 @dataclass(frozen=True, slots=True)
 class CoresPlan:
-    """The plan, and how many of its searches ran in a worker process (0: all
-    of them in this one)."""
+    """The plan, how many of its searches ran in a worker process (0: all of
+    them in this one), and how the workers were started ("fork" or "spawn";
+    None when there were none to start)."""
 
     plan: BalancePlan
     in_workers: int
+    started_by: str | None = None
 
 
 def plan_on_cores(
@@ -93,9 +110,13 @@ def plan_on_cores(
     prefer: str = DEFAULT_PREFER,
     search_set: str = DEFAULT_SEARCHES,
     cores: int | None = None,
+    start: str | None = None,
 ) -> CoresPlan:
     """`plan_balance` with these arguments, its searches spread over `cores`
-    processes (default: the CPUs this process may use)."""
+    processes (default: the CPUs this process may use), started by `start`
+    ("fork" or "spawn"; default: `start_method()`'s answer)."""
+    if start not in (None, "fork", "spawn"):
+        raise ValueError(f"start must be fork or spawn, not {start!r}")
     limits = SearchLimits(max_moves=max_moves, min_gain=min_gain)
     which = which_searches(asked=search_set, lookahead=lookahead, cluster=cluster)
     specs = searches(lookahead=lookahead, which=which)
@@ -116,6 +137,7 @@ def plan_on_cores(
     pool = None
     futures: dict[str, Future[SearchRun]] = {}
     in_workers = 0
+    started_by: str | None = None
 
     def weigh(spec: SearchSpec) -> None:
         greedy = plans.get(greedy_name)
@@ -128,10 +150,11 @@ def plan_on_cores(
 
     try:
         if away:
+            started_by = start or start_method()
             try:
                 pool = ProcessPoolExecutor(
                     max_workers=len(away),  # at most cores - 1 (above)
-                    mp_context=multiprocessing.get_context("spawn"),
+                    mp_context=multiprocessing.get_context(started_by),
                     initializer=_end_with,
                     initargs=(os.getpid(),),
                 )
@@ -169,7 +192,9 @@ def plan_on_cores(
         prefer=prefer,
         scored=sum(run.scored for run in runs.values()),
     )
-    return CoresPlan(plan=replace(plan, searches=which), in_workers=in_workers)
+    return CoresPlan(
+        plan=replace(plan, searches=which), in_workers=in_workers, started_by=started_by
+    )
 
 
 def _end_with(parent: int) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -149,6 +150,12 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # No command does matrix work large enough for OpenBLAS's thread pool to
+    # help (the balancer's arrays are a few thousand cells), and its threads,
+    # started when numpy is imported, would keep `corral balance` from forking
+    # its workers (`orchestrator.balance_cores.start_method`). Set before any
+    # command module imports numpy; a value the user set is kept.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     args_list = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in args_list if not a.startswith("-")), None)
     parser = build_parser(command)

@@ -205,10 +205,12 @@ def _avoid(state: ClusterState) -> frozenset[str]:
 
 @dataclass(frozen=True, slots=True)
 class _Took:
-    """How long planning took, and how many searches ran in worker processes."""
+    """How long planning took, how many searches ran in worker processes and
+    how those were started ("fork", "spawn"; None: no worker)."""
 
     seconds: float
     in_workers: int
+    started_by: str | None = None
 
     def __str__(self) -> str:
         where = f", {self.in_workers + 1} processes" if self.in_workers else ""
@@ -232,7 +234,11 @@ def _plan(
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     plan = planned.plan
-    took = _Took(seconds=time.monotonic() - started, in_workers=planned.in_workers)
+    took = _Took(
+        seconds=time.monotonic() - started,
+        in_workers=planned.in_workers,
+        started_by=planned.started_by,
+    )
     if args.write_htools is not None:
         try:
             args.write_htools.write_text(render(plan.cluster_after))
@@ -274,6 +280,7 @@ def _plan_doc(plan: BalancePlan, took: _Took) -> dict[str, Any]:
         "candidates_scored": plan.candidates_scored,
         "seconds": round(took.seconds, 3),
         "searches_in_workers": took.in_workers,
+        "workers_started_by": took.started_by,
     }
 
 

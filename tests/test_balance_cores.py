@@ -22,11 +22,15 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from orchestrator.balance_cores import MIN_PARALLEL_WORK, CoresPlan, plan_on_cores
 from reactors.balance_plan import plan_balance
+from reactors.htools_text import render
 from tests.test_balance import generated_cluster
 
 _MEMORY = (512, 1024, 1024, 2048, 4096)
+_CORRAL = (sys.executable, "-m", "orchestrator.cli")
 
 
 def test_the_plan_is_plan_balance_s_on_any_number_of_cores() -> None:
@@ -51,6 +55,11 @@ def test_the_plan_is_plan_balance_s_on_any_number_of_cores() -> None:
     assert quick.in_workers == 1 and quick.plan.searches == "quick"
     assert quick.plan == plan_balance(cluster=start, search_set="quick")
     assert alone.searches == "full"
+    # whether the worker is forked or spawned, the same plan
+    for method in ("fork", "spawn"):
+        started = plan_on_cores(cluster=start, cores=2, start=method)
+        assert started.started_by == method and started.in_workers == 1
+        assert started.plan == alone
     greedy = plan_on_cores(cluster=start, cores=2, lookahead=0)
     assert greedy.in_workers == 0
     assert greedy.plan == plan_balance(cluster=start, lookahead=0)
@@ -63,8 +72,13 @@ def test_the_plan_is_plan_balance_s_on_any_number_of_cores() -> None:
 
 def _spawned_children(parent: int | None = None) -> list[int]:
     """The children of `parent` (default: this process) that are
-    multiprocessing's spawned workers."""
+    multiprocessing's workers: spawned ones run `spawn_main`, forked ones the
+    parent's own command line."""
     parent = os.getpid() if parent is None else parent
+    try:
+        own = Path(f"/proc/{parent}/cmdline").read_bytes()
+    except OSError:
+        return []
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -75,16 +89,22 @@ def _spawned_children(parent: int | None = None) -> list[int]:
         except OSError:
             continue
         ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        if ppid == parent and b"spawn_main" in cmdline:
+        if ppid == parent and (b"spawn_main" in cmdline or cmdline == own):
             found.append(int(entry.name))
     return found
 
 
-def test_a_worker_killed_mid_search_is_replaced_by_the_same_search_here() -> None:
-    # the 16-node bench cluster: its lookahead search takes seconds in the worker
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_worker_killed_mid_search_is_replaced_by_the_same_search_here(method: str) -> None:
+    # the 16-node bench cluster: with the full set its lookahead search takes
+    # seconds in the worker
     start = generated_cluster(seed=13, full=13, empty=3, instances=520, memory=_MEMORY)
     out: list[CoresPlan] = []
-    runner = threading.Thread(target=lambda: out.append(plan_on_cores(cluster=start, cores=2)))
+    runner = threading.Thread(
+        target=lambda: out.append(
+            plan_on_cores(cluster=start, cores=2, start=method, search_set="full")
+        )
+    )
     runner.start()
     deadline = time.monotonic() + 20
     killed = []
@@ -101,7 +121,7 @@ def test_a_worker_killed_mid_search_is_replaced_by_the_same_search_here() -> Non
     assert not runner.is_alive() and out
     planned = out[0]
     assert planned.in_workers == 0  # the killed worker's search ran here instead
-    assert planned.plan == plan_balance(cluster=start)
+    assert planned.plan == plan_balance(cluster=start, search_set="full")
 
 
 # Run as a script: plans the 16-node bench cluster on two cores and, once the
@@ -110,6 +130,7 @@ def test_a_worker_killed_mid_search_is_replaced_by_the_same_search_here() -> Non
 # which of the worker processes seen are still there after it.
 _INTERRUPTED = """
 import json, os, signal, sys, threading, time
+METHOD = sys.argv[1]
 from orchestrator.balance_cores import plan_on_cores
 from tests.test_balance import generated_cluster
 from tests.test_balance_cores import _MEMORY, _spawned_children
@@ -131,7 +152,7 @@ def watch():
 signal.signal(signal.SIGUSR1, interrupt)
 threading.Thread(target=watch, daemon=True).start()
 try:
-    plan_on_cores(cluster=start, cores=2)
+    plan_on_cores(cluster=start, cores=2, start=METHOD, search_set="full")
     raised = None
 except RuntimeError as error:
     raised = str(error)
@@ -140,10 +161,11 @@ print(json.dumps({"raised": raised, "seen": seen, "left": left}))
 """
 
 
-def test_an_error_here_stops_the_worker_before_it_is_raised() -> None:
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_an_error_here_stops_the_worker_before_it_is_raised(method: str) -> None:
     root = Path(__file__).resolve().parent.parent
     done = subprocess.run(
-        [sys.executable, "-c", _INTERRUPTED],
+        [sys.executable, "-c", _INTERRUPTED, method],
         cwd=root,
         capture_output=True,
         text=True,
@@ -160,11 +182,12 @@ def test_an_error_here_stops_the_worker_before_it_is_raised() -> None:
 
 
 _PLAN_16_NODES = """
+import sys
 from orchestrator.balance_cores import plan_on_cores
 from tests.test_balance import generated_cluster
 from tests.test_balance_cores import _MEMORY
 start = generated_cluster(seed=13, full=13, empty=3, instances=520, memory=_MEMORY)
-plan_on_cores(cluster=start, cores=2)
+plan_on_cores(cluster=start, cores=2, start=sys.argv[1], search_set="full")
 """
 
 
@@ -177,13 +200,14 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_a_worker_ends_when_the_planning_process_is_killed() -> None:
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_a_worker_ends_when_the_planning_process_is_killed(method: str) -> None:
     # SIGKILL (as the OOM killer, or a SIGTERM with no handler) runs none of the
     # planning process's clean-up: the worker must end by itself. Before it did,
     # it finished its search and then waited for work forever.
     root = Path(__file__).resolve().parent.parent
     planner = subprocess.Popen(
-        [sys.executable, "-c", _PLAN_16_NODES], cwd=root, stderr=subprocess.DEVNULL
+        [sys.executable, "-c", _PLAN_16_NODES, method], cwd=root, stderr=subprocess.DEVNULL
     )
     try:
         workers: list[int] = []
@@ -207,7 +231,8 @@ def test_a_worker_ends_when_the_planning_process_is_killed() -> None:
             planner.wait()
 
 
-def test_planning_returns_with_its_workers_and_their_threads_gone() -> None:
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_planning_returns_with_its_workers_and_their_threads_gone(method: str) -> None:
     # Before, the pool was shut down without waiting: its manager thread and
     # worker were still winding down when the plan came back, and a process
     # that exited then (the CLI, right after printing) sometimes raced that
@@ -215,7 +240,66 @@ def test_planning_returns_with_its_workers_and_their_threads_gone() -> None:
     # [Errno 9] Bad file descriptor" (CPython's ProcessPoolExecutor, seen here).
     start = generated_cluster(seed=3, full=13, empty=3, instances=200)
     threads_before = set(threading.enumerate())
-    planned = plan_on_cores(cluster=start, cores=2)
-    assert planned.in_workers == 1
+    planned = plan_on_cores(cluster=start, cores=2, start=method)
+    assert planned.in_workers == 1 and planned.started_by == method
     assert _spawned_children() == []
     assert set(threading.enumerate()) <= threads_before
+
+
+# Run as a script: what `start_method` answers in a process running one
+# thread, and with a second thread running.
+_START_METHOD = """
+import json, threading
+from orchestrator.balance_cores import start_method
+alone = start_method()
+stop = threading.Event()
+other = threading.Thread(target=stop.wait)
+other.start()
+beside = start_method()
+stop.set()
+other.join()
+print(json.dumps([alone, beside]))
+"""
+
+
+def test_workers_are_forked_only_from_a_process_running_one_thread(tmp_path: Path) -> None:
+    root = Path(__file__).resolve().parent.parent
+
+    def answers(blas_threads: str) -> list[str]:
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": blas_threads}
+        done = subprocess.run(
+            [sys.executable, "-c", _START_METHOD],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        )
+        got: list[str] = json.loads(done.stdout)
+        return got
+
+    assert answers("1") == ["fork", "spawn"]
+    # numpy's BLAS pool is threads too (imported with the planner): not forked from
+    assert answers("2") == ["spawn", "spawn"]
+    # `corral balance --plan --htools` starts no thread (and keeps numpy's BLAS
+    # to one): its worker is forked, to the same plan
+    start = generated_cluster(seed=3, full=13, empty=3, instances=200)
+    assert len(start.instances) * len(start.nodes) >= MIN_PARALLEL_WORK
+    src = tmp_path / "c.data"
+    src.write_text(render(start))
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    done = subprocess.run(
+        [*_CORRAL, "balance", "--plan", "--htools", str(src), "--json"],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["workers_started_by"] == "fork" and doc["searches_in_workers"] == 1
+    plan = plan_balance(cluster=start)
+    assert [m["instance"] for m in doc["moves"]] == [m.instance for m in plan.moves]
+    assert doc["search"] == plan.search
