@@ -34,14 +34,18 @@ candidates are visited best bound first until no bound can come within
 candidate. Among moves whose gains are within `cost_tolerance` (relative) of the
 best, the one that copies the least data, then migrates the fewest times, wins. A
 final pass folds repeated moves of one instance into one where the rules allow, so
-the plan ends in the same placement with fewer moves and less data copied. With
-`lookahead` K >= 2 (the default is 3; 0 is the greedy search alone, as hbal's)
-the plan is made three times more: each move picked among the K
+the plan ends in the same placement with fewer moves and less data copied.
+With the full set of searches (`search_set="full"`, `lookahead` K >= 2, 3 by
+default; 0 is the greedy search alone, as hbal's) the plan is made three times
+more: each move picked among the K
 best (within 5 %) by its gain plus the best gain after it (the lookahead plan),
 and by its gain plus that of the best move it leaves open on other nodes (the
 pairs plan; both in `reactors.balance_lookahead`); and greedily again, but
 preferring less data among gains within `FRUGAL_TOLERANCE` (0.5 %) of the best
-(the frugal plan). Those plans often end lower or copy less but run longer;
+(the frugal plan); the quick set makes only the greedy and the frugal plans,
+and the default ("auto") is the full set on clusters below `QUICK_FROM`
+instances times nodes and the quick one from there on. Those plans often end
+lower or copy less but run longer;
 cut at their first move that reaches the greedy plan's final score, they often
 get there in fewer moves. By default the plan ending lowest
 in no more moves than the greedy plan is kept (`prefer="budget"`; "moves": the
@@ -140,9 +144,8 @@ __all__ = [
 DEFAULT_MIN_GAIN = 0.01
 DEFAULT_MIN_GAIN_LIMIT = 0.1
 DEFAULT_COST_TOLERANCE = 0.002
-# The lookahead `corral balance` plans with unless told otherwise (0: the plain
-# greedy search alone, as hbal's). Moves cost minutes of live migration and
-# resync each, planning seconds, so the default spends the planning time.
+# How many of the best moves the full set's lookahead and pairs searches weigh
+# unless told otherwise (0 or 1: the greedy search alone, as hbal's).
 DEFAULT_LOOKAHEAD = 3
 # Which searches run (`which_searches`): "full" (greedy, lookahead K, pairs K,
 # frugal), "quick" (greedy, frugal), "greedy" (alone, as hbal's), or "auto",
