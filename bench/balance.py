@@ -145,9 +145,7 @@ def _corral_capacity_cli(path: Path) -> tuple[int | None, float]:
     started = time.perf_counter()
     out = subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "orchestrator.cli",
+            *_CLI,
             "capacity",
             "--htools",
             str(path),

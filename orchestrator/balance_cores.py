@@ -35,7 +35,7 @@ import os
 import signal
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
 from reactors.balance_model import BCluster
@@ -190,11 +190,10 @@ def plan_on_cores(
         avoid=avoid,
         plans=[c for s in specs for c in plans[s.name]],
         prefer=prefer,
+        searches=which,
         scored=sum(run.scored for run in runs.values()),
     )
-    return CoresPlan(
-        plan=replace(plan, searches=which), in_workers=in_workers, started_by=started_by
-    )
+    return CoresPlan(plan=plan, in_workers=in_workers, started_by=started_by)
 
 
 def _end_with(parent: int) -> None:

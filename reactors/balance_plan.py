@@ -296,10 +296,14 @@ def plan_balance(
     specs = searches(lookahead=lookahead, which=which)
     check_prefer(prefer)
     runs = [run_search(cluster=cluster, avoid=avoid, spec=spec, limits=limits) for spec in specs]
-    plan = choose_plan(
-        cluster=cluster, avoid=avoid, runs=runs, prefer=prefer, fold_repeats=fold_repeats
+    return choose_plan(
+        cluster=cluster,
+        avoid=avoid,
+        runs=runs,
+        prefer=prefer,
+        searches=which,
+        fold_repeats=fold_repeats,
     )
-    return replace(plan, searches=which)
 
 
 def check_prefer(prefer: str) -> None:
@@ -325,11 +329,12 @@ def choose_plan(
     avoid: frozenset[str],
     runs: Sequence[SearchRun],
     prefer: str,
+    searches: str,
     fold_repeats: bool = True,
 ) -> BalancePlan:
     """The plan `prefer` asks for among the runs' plans (the greedy run first),
     the others' figures in `dropped` (`plan_balance`): `consider` each run,
-    then `keep_plan`."""
+    then `keep_plan`; `searches`: the set the runs are (`which_searches`)."""
     check_prefer(prefer)
     plans: list[Considered] = []
     for run in runs:
@@ -348,6 +353,7 @@ def choose_plan(
         avoid=avoid,
         plans=plans,
         prefer=prefer,
+        searches=searches,
         scored=sum(run.scored for run in runs),
     )
 
@@ -387,11 +393,13 @@ def keep_plan(
     avoid: frozenset[str],
     plans: Sequence[Considered],
     prefer: str,
+    searches: str,
     scored: int,
 ) -> BalancePlan:
     """Of the `consider`ed plans (the greedy one first, the others in the
     order of their runs), the one `prefer` asks for, built; the others'
-    figures in `dropped`; `scored`: the runs' candidates scored together.
+    figures in `dropped`; `searches`: the set they came from
+    (`BalancePlan.searches`); `scored`: the runs' candidates scored together.
 
     `prefer="budget"` (the default): of the plans taking no more moves than
     the greedy plan (as hbal counts them), the one ending lowest (then fewer
@@ -436,6 +444,7 @@ def keep_plan(
         built,
         search=figures[kept].search,
         dropped=tuple(f for k, f in enumerate(figures) if k != kept),
+        searches=searches,
     )
 
 

@@ -245,24 +245,34 @@ class JobRunner:
 
     async def _swap(self, job: JobState, name: InstanceName, kind: PlacementKind) -> None:
         with self._failing_over(name) as (p, s):
-            placement = self.ctx.state.placements[name]
-            await self.ctx.append(
-                [
-                    InstancePlaced(
-                        id=new_event_id(),
-                        time=self.ctx.now(),
-                        actor=self.ctx.actor,
-                        correlation_id=job.job_id,
-                        reason=f"{job.kind} requested by {job.actor}: {job.reason}".strip(": "),
-                        instance=name,
-                        primary=s,
-                        secondary=p,
-                        disks=placement.disks,
-                        kind=kind,
-                    )
-                ],
-            )
+            why = f"{job.kind} requested by {job.actor}: {job.reason}".strip(": ")
+            await self.ctx.append([self._swapped(job, name, p=p, s=s, kind=kind, reason=why)])
         await self._log(job, f"decided: primary {p} -> {s}")
+
+    def _swapped(
+        self,
+        job: JobState,
+        name: InstanceName,
+        *,
+        p: NodeName,
+        s: NodeName,
+        kind: PlacementKind,
+        reason: str,
+    ) -> InstancePlaced:
+        """The event recording that `job` made `name`'s secondary `s` its
+        primary and its primary `p` its secondary, disks kept."""
+        return InstancePlaced(
+            id=new_event_id(),
+            time=self.ctx.now(),
+            actor=self.ctx.actor,
+            correlation_id=job.job_id,
+            reason=reason,
+            instance=name,
+            primary=s,
+            secondary=p,
+            disks=self.ctx.state.placements[name].disks,
+            kind=kind,
+        )
 
     async def _failover(self, job: JobState, name: InstanceName) -> None:
         if not any(line.startswith("decided:") for _, line in job.log):
@@ -358,21 +368,9 @@ class JobRunner:
                     job,
                     Step(kind=StepKind.DRBD_SINGLE_PRIMARY, node=node, instance=name, disk=cfg),
                 )
+        why = f"live migration requested by {job.actor}"
         await self.ctx.append(
-            [
-                InstancePlaced(
-                    id=new_event_id(),
-                    time=self.ctx.now(),
-                    actor=self.ctx.actor,
-                    correlation_id=job.job_id,
-                    reason=f"live migration requested by {job.actor}",
-                    instance=name,
-                    primary=s,
-                    secondary=p,
-                    disks=placement.disks,
-                    kind=PlacementKind.MIGRATE,
-                )
-            ]
+            [self._swapped(job, name, p=p, s=s, kind=PlacementKind.MIGRATE, reason=why)]
         )
         await self.prober.probe(p)
         await self.prober.probe(s)
