@@ -30,6 +30,7 @@ change the cluster. Comes after the planner's pure parts; called by
 from __future__ import annotations
 
 import ctypes
+import math
 import multiprocessing
 import os
 import signal
@@ -49,11 +50,13 @@ from reactors.balance_plan import (
     SearchLimits,
     SearchRun,
     SearchSpec,
-    check_prefer,
     consider,
     keep_plan,
     run_search,
     searches,
+    stops_at_greedy,
+    trim_run,
+    which_prefer,
     which_searches,
 )
 
@@ -120,7 +123,8 @@ def plan_on_cores(
     limits = SearchLimits(max_moves=max_moves, min_gain=min_gain)
     which = which_searches(asked=search_set, lookahead=lookahead, cluster=cluster)
     specs = searches(lookahead=lookahead, which=which)
-    check_prefer(prefer)
+    rule = which_prefer(asked=prefer, which=which)
+    trim = stops_at_greedy(rule)
     cores = usable_cores() if cores is None else cores
     spread = cores >= 2 and len(cluster.instances) * len(cluster.nodes) >= MIN_PARALLEL_WORK
     # the longest search first; the others get a worker each while cores last
@@ -138,43 +142,57 @@ def plan_on_cores(
     futures: dict[str, Future[SearchRun]] = {}
     in_workers = 0
     started_by: str | None = None
+    # the greedy plan's score, for the workers' searches (NaN until it is known)
+    shared: ctypes.c_double | None = None
 
-    def weigh(spec: SearchSpec) -> None:
+    def greedy_score() -> float | None:
         greedy = plans.get(greedy_name)
+        return greedy[0].figures.score_after if greedy else None
+
+    def reach() -> float | None:
+        return greedy_score() if trim else None
+
+    def weigh(spec: SearchSpec, run: SearchRun) -> None:
+        known = reach()
+        if known is not None and spec.name != greedy_name:
+            run = trim_run(run, known)
+        runs[spec.name] = run
         plans[spec.name] = consider(
-            cluster=cluster,
-            avoid=avoid,
-            run=runs[spec.name],
-            greedy_score=greedy[0].figures.score_after if greedy else None,
+            cluster=cluster, avoid=avoid, run=run, greedy_score=greedy_score()
         )
+        if spec.name == greedy_name and shared is not None and known is not None:
+            shared.value = known  # the workers' searches can stop there
 
     try:
         if away:
             started_by = start or start_method()
+            context = multiprocessing.get_context(started_by)
+            shared = context.Value("d", math.nan, lock=False) if trim else None
             try:
                 pool = ProcessPoolExecutor(
                     max_workers=len(away),  # at most cores - 1 (above)
-                    mp_context=multiprocessing.get_context(started_by),
-                    initializer=_end_with,
-                    initargs=(os.getpid(),),
+                    mp_context=context,
+                    initializer=_start_worker,
+                    initargs=(os.getpid(), shared),
                 )
                 for spec in away:
                     futures[spec.name] = pool.submit(
-                        run_search, cluster=cluster, avoid=avoid, spec=spec, limits=limits
+                        _search_away, cluster=cluster, avoid=avoid, spec=spec, limits=limits
                     )
             except (BrokenProcessPool, OSError):
                 futures.clear()  # no worker: every search runs here
         for spec in (s for s in specs if s.name not in futures):
-            runs[spec.name] = run_search(cluster=cluster, avoid=avoid, spec=spec, limits=limits)
-            weigh(spec)
+            here = run_search(cluster=cluster, avoid=avoid, spec=spec, limits=limits, reach=reach)
+            weigh(spec, here)
         for spec in (s for s in specs if s.name in futures):
             run = _result(futures[spec.name])
             if run is None:  # the worker died: the same search, here
-                run = run_search(cluster=cluster, avoid=avoid, spec=spec, limits=limits)
+                run = run_search(
+                    cluster=cluster, avoid=avoid, spec=spec, limits=limits, reach=reach
+                )
             else:
                 in_workers += 1
-            runs[spec.name] = run
-            weigh(spec)
+            weigh(spec, run)
     except BaseException:  # an error or an interrupt here: the workers' plans are not wanted
         if pool is not None:
             stopped = _stop_workers(pool)
@@ -189,11 +207,40 @@ def plan_on_cores(
         cluster=cluster,
         avoid=avoid,
         plans=[c for s in specs for c in plans[s.name]],
-        prefer=prefer,
+        prefer=rule,
         searches=which,
         scored=sum(run.scored for run in runs.values()),
     )
     return CoresPlan(plan=plan, in_workers=in_workers, started_by=started_by)
+
+
+# In a worker: the greedy plan's score as the planning process shares it
+# (`_start_worker`), NaN until it is known; None when it shares none.
+_shared_score: ctypes.c_double | None = None
+
+
+def _start_worker(parent: int, shared: ctypes.c_double | None) -> None:
+    """In a worker, first: keep the shared greedy score (`_search_away`), and
+    end with the planning process (`_end_with`)."""
+    global _shared_score
+    _shared_score = shared
+    _end_with(parent)
+
+
+def _search_away(
+    *, cluster: BCluster, avoid: frozenset[str], spec: SearchSpec, limits: SearchLimits
+) -> SearchRun:
+    """`run_search` in a worker, stopping at the greedy plan's score once the
+    planning process shares it (`stops_at_greedy`)."""
+    shared = _shared_score
+
+    def reach() -> float | None:
+        if shared is None:
+            return None
+        known = shared.value
+        return None if math.isnan(known) else known
+
+    return run_search(cluster=cluster, avoid=avoid, spec=spec, limits=limits, reach=reach)
 
 
 def _end_with(parent: int) -> None:

@@ -1,46 +1,34 @@
-"""`corral balance`: plan moves that lower Ganeti's cluster score (`--plan`, live
-or offline on an htools file like `hbal -t`), or plan and carry them out on the
-live cluster (`--apply`): jobs submitted through `orchestrator.operations`, moves
-touching disjoint nodes in parallel rounds, each round waited for with progress
-lines, stopping at the first failed job.
+"""`corral balance`: its options, and planning moves that lower Ganeti's
+cluster score on the CPUs there are (`plan_cluster`) with the report of the
+plan (`report_plan`). Offline on an htools file (`--plan --htools`, like
+`hbal -t`) all happens here; for the live cluster (`--plan`, `--apply`,
+`--watch`) `run_balance` hands over to `orchestrator.cli_balance_live`,
+imported only then, so that offline planning starts without etcd's client.
 
-Must not move anything itself: the job runner does, one job per instance at a
-time. Comes after `orchestrator.cli_context` (state, actor), the pure planners
-`reactors.balance_plan` / `reactors.balance_apply` and
-`orchestrator.balance_cores` (which runs the planner's searches on the CPUs
-there are); wired into `orchestrator.cli` by `add_balance_parsers` /
-`run_balance`.
+Must not move anything itself. Comes after `orchestrator.cli_context` (usage
+errors, output helpers), the pure planners `reactors.balance_plan` /
+`reactors.balance_apply` and `orchestrator.balance_cores` (which runs the
+planner's searches on the CPUs there are); wired into `orchestrator.cli` by
+`add_balance_parsers` / `run_balance`.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from events.ids import JobId
-from events.model import JOB_FINAL_STATUSES, NodeHealth
-from events.projection import fold
-from events.state import ClusterState
-from events.store import EventStore
 from orchestrator.balance_cores import plan_on_cores
 from orchestrator.cli_context import (
     UsageError,
-    actor,
     add_target_options,
-    current_state,
-    open_store,
     print_json,
     size,
-    target_from_args,
 )
-from orchestrator.operations import OperationRefused, submit_job
-from reactors.balance_apply import job_steps, rounds
-from reactors.balance_model import BCluster, from_state
+from reactors.balance_apply import rounds
+from reactors.balance_model import BCluster
 from reactors.balance_plan import (
     DEFAULT_LOOKAHEAD,
     DEFAULT_MIN_GAIN,
@@ -53,8 +41,6 @@ from reactors.balance_plan import (
     Move,
 )
 from reactors.htools_text import parse, render
-
-_UNHEALTHY = (NodeHealth.LOST, NodeHealth.FENCED, NodeHealth.PARTITIONED, NodeHealth.SUSPECT)
 
 
 def add_balance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -111,8 +97,10 @@ def add_balance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         choices=PREFER,
         default=DEFAULT_PREFER,
         help="of the searches' plans, keep the one ending lowest in no more moves "
-        "than the greedy one (budget, the default), the shortest plan ending no higher "
-        "than the greedy one (moves), or the plan ending lowest (score)",
+        "than the greedy one (budget), the shortest plan ending no higher than the "
+        "greedy one (moves: each other search stops where it first gets there), the "
+        "plan ending lowest (score), or auto (the default: moves with the quick set "
+        "of searches, budget with the full one)",
     )
     add_target_options(bal)
 
@@ -133,50 +121,15 @@ def run_balance(args: argparse.Namespace) -> int:
         raise UsageError("--apply works on the live cluster only; use --plan with --htools")
     if args.htools is not None:
         cluster = _read_htools(args.htools)
-        plan, took = _plan(cluster, args, avoid=frozenset())
-        _report(plan, took, args)
+        plan, took = plan_cluster(cluster, args, avoid=frozenset())
+        report_plan(plan, took, args)
         return 0
-    if args.apply:
-        return asyncio.run(_apply(args))
-    if args.watch:
-        return _watch(args)
-    state = asyncio.run(_load(args))
-    plan, took = _plan(from_state(state=state), args, avoid=_avoid(state))
-    _report(plan, took, args)
-    return 0
+    # the live cluster: etcd's client and the event log's code are imported
+    # only here (offline planning, a fresh process each time, does without
+    # them: about 60 ms)
+    from orchestrator.cli_balance_live import run_live
 
-
-def _watch(args: argparse.Namespace) -> int:
-    """The continuous mode: rate-limited by --interval and --max-moves per look; moves
-    only when the plan gains at least --threshold. Ends on Ctrl-C, after --rounds
-    looks, or when an applied move fails (exit 1)."""
-    looks = 0
-    while True:
-        looks += 1
-        state = asyncio.run(_load(args))
-        plan, _ = _plan(from_state(state=state), args, avoid=_avoid(state))
-        gain = plan.score_before - plan.score_after
-        stamp = time.strftime("%H:%M:%S")
-        if plan.moves and gain >= args.threshold:
-            print(
-                f"{stamp} score {plan.score_before:.4f}: {len(plan.moves)} move(s) gain "
-                f"{gain:.4f} >= {args.threshold}; applying",
-                flush=True,
-            )
-            if asyncio.run(_apply(args)) != 0:
-                return 1
-        else:
-            print(
-                f"{stamp} score {plan.score_before:.4f}: best plan gains {gain:.4f} "
-                f"< {args.threshold}; nothing to do",
-                flush=True,
-            )
-        if args.rounds and looks >= args.rounds:
-            return 0
-        try:
-            time.sleep(args.interval)
-        except KeyboardInterrupt:
-            return 0
+    return run_live(args)
 
 
 # --------------------------------------------------------------------------- planning
@@ -193,18 +146,8 @@ def _read_htools(path: Path) -> BCluster:
         raise UsageError(f"--htools: {path}: {exc}") from exc
 
 
-async def _load(args: argparse.Namespace) -> ClusterState:
-    async with open_store(target_from_args(args)) as store:
-        return await current_state(store)
-
-
-def _avoid(state: ClusterState) -> frozenset[str]:
-    """Nodes that must take nothing: not answering, suspected, lost or fenced."""
-    return frozenset(name for name, obs in state.observed.items() if obs.health in _UNHEALTHY)
-
-
 @dataclass(frozen=True, slots=True)
-class _Took:
+class Took:
     """How long planning took, how many searches ran in worker processes and
     how those were started ("fork", "spawn"; None: no worker)."""
 
@@ -217,9 +160,9 @@ class _Took:
         return f"{self.seconds:.2f}s{where}"
 
 
-def _plan(
+def plan_cluster(
     cluster: BCluster, args: argparse.Namespace, *, avoid: frozenset[str]
-) -> tuple[BalancePlan, _Took]:
+) -> tuple[BalancePlan, Took]:
     started = time.monotonic()
     try:
         planned = plan_on_cores(
@@ -234,7 +177,7 @@ def _plan(
     except ValueError as exc:
         raise UsageError(str(exc)) from exc
     plan = planned.plan
-    took = _Took(
+    took = Took(
         seconds=time.monotonic() - started,
         in_workers=planned.in_workers,
         started_by=planned.started_by,
@@ -249,7 +192,7 @@ def _plan(
     return plan, took
 
 
-def _plan_doc(plan: BalancePlan, took: _Took) -> dict[str, Any]:
+def plan_doc(plan: BalancePlan, took: Took) -> dict[str, Any]:
     return {
         "score_before": round(plan.score_before, 8),
         "score_after": round(plan.score_after, 8),
@@ -265,6 +208,7 @@ def _plan_doc(plan: BalancePlan, took: _Took) -> dict[str, Any]:
         "n1_failures_after": list(plan.n1_failures_after),
         "stopped_by": plan.stopped_by,
         "searches": plan.searches,
+        "prefer": plan.prefer,
         "search": plan.search,
         "dropped": [
             {
@@ -300,9 +244,9 @@ def _as_hbal(plan: BalancePlan) -> str:
     return f" ({plan.moves_as_hbal} as hbal counts them: a relocation is two)"
 
 
-def _report(plan: BalancePlan, took: _Took, args: argparse.Namespace) -> None:
+def report_plan(plan: BalancePlan, took: Took, args: argparse.Namespace) -> None:
     if args.json:
-        print_json(_plan_doc(plan, took))
+        print_json(plan_doc(plan, took))
         return
     for n, m in enumerate(plan.moves, 1):
         print(_move_line(n, m))
@@ -317,8 +261,11 @@ def _report(plan: BalancePlan, took: _Took, args: argparse.Namespace) -> None:
             "budget": "it ends lowest in no more moves than the greedy plan",
             "moves": "the fewest moves ending no higher than the greedy plan",
             "score": "it ends lowest",
-        }[args.prefer]
-        print(f"kept: {plan.search} ({why}), of the {plan.searches} set of searches")
+        }[plan.prefer]
+        print(
+            f"kept: {plan.search} ({why}: --prefer {plan.prefer}), "
+            f"of the {plan.searches} set of searches"
+        )
     for d in plan.dropped:
         print(
             f"  also planned, {d.search}: score {d.score_after:.8f} in {d.moves} moves "
@@ -328,98 +275,3 @@ def _report(plan: BalancePlan, took: _Took, args: argparse.Namespace) -> None:
         )
     if plan.n1_failures_after:
         print(f"N+1 still failing on: {', '.join(plan.n1_failures_after)}")
-
-
-# --------------------------------------------------------------------------- applying
-
-
-class _Follower:
-    """Folds the event log as it grows, so waiting tasks can look at job states."""
-
-    def __init__(self, store: EventStore, state: ClusterState) -> None:
-        self.store = store
-        self.state = state
-        self.changed = asyncio.Condition()
-
-    async def run(self) -> None:
-        async for revision, event in self.store.subscribe(self.state.revision + 1):
-            self.state = fold(self.state, [(revision, event)])
-            async with self.changed:
-                self.changed.notify_all()
-
-    async def until_done(self, job_id: JobId) -> tuple[str, str]:
-        async with self.changed:
-            while True:
-                job = self.state.jobs.get(job_id)
-                if job is not None and job.status.value in JOB_FINAL_STATUSES:
-                    return job.status.value, job.error or ""
-                await self.changed.wait()
-
-
-async def _run_move(follower: _Follower, store: EventStore, move: Move) -> str | None:
-    """Submit the move's jobs one after another; None on success, else why not."""
-    for kind, params in job_steps(move):
-        try:
-            accepted = await submit_job(
-                store,
-                follower.state,
-                kind=kind,
-                target=move.instance,
-                params=params,
-                actor=actor(),
-                reason=f"balance: {move.kind.value} {move.instance}",
-            )
-        except OperationRefused as exc:
-            return f"{move.instance}: {kind.value} refused: {exc}"
-        assert accepted.job_id is not None
-        status, error = await follower.until_done(accepted.job_id)
-        if status != "success":
-            return f"{move.instance}: job {accepted.job_id} ({kind.value}) {status}: {error}"
-    return None
-
-
-async def _apply(args: argparse.Namespace) -> int:
-    async with open_store(target_from_args(args)) as store:
-        state = await current_state(store)
-        plan, took = _plan(from_state(state=state), args, avoid=_avoid(state))
-        batches = rounds(plan.moves)
-        quiet = args.json
-        if not quiet:
-            _report(plan, took, args)
-        follower = _Follower(store, state)
-        follow = asyncio.create_task(follower.run())
-        failures: list[str] = []
-        done = 0
-        try:
-            for n, batch in enumerate(batches, 1):
-                started = time.monotonic()
-                results = await asyncio.gather(*(_run_move(follower, store, m) for m in batch))
-                done += sum(r is None for r in results)
-                failures = [r for r in results if r is not None]
-                if not quiet:
-                    print(
-                        f"round {n}/{len(batches)}: {len(batch)} move(s), "
-                        f"{len(batch) - len(failures)} done in {time.monotonic() - started:.1f}s"
-                        f" ({done}/{len(plan.moves)} moves so far)",
-                        flush=True,
-                    )
-                if failures:
-                    break
-        finally:
-            follow.cancel()
-            try:
-                await follow
-            except asyncio.CancelledError:
-                pass
-        if quiet:
-            print_json({**_plan_doc(plan, took), "done": done, "failures": failures})
-        elif failures:
-            for f in failures:
-                print(f"failed: {f}", file=sys.stderr)
-            print(
-                f"stopped after {done} of {len(plan.moves)} moves: a job failed",
-                file=sys.stderr,
-            )
-        else:
-            print(f"balanced: {done} moves done, cluster score now {plan.score_after:.8f}")
-        return 1 if failures else 0

@@ -19,9 +19,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from events.state import ClusterState
-
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # (the offline commands start without the event log's code)
+    from events.state import ClusterState
     from events.store import EventStore
 
 ENV_ETCD = "CORRAL_ETCD"

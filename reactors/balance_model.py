@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from events.specs import PowerState
-from events.state import ClusterState
+
+if TYPE_CHECKING:  # offline planning on an htools file needs no event-log state
+    from events.state import ClusterState
 
 # Cluster tag prefixes htools read (Ganeti's Tags/Constants.hs).
 EXCLUSION_TAG_PREFIX = "htools:iextags:"

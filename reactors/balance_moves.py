@@ -125,6 +125,9 @@ class BalancePlan:
     # the set of searches that planned ("full", "quick" or "greedy":
     # `reactors.balance_plan.which_searches`)
     searches: str = "greedy"
+    # the rule this plan was kept by ("budget", "moves" or "score":
+    # `reactors.balance_plan.which_prefer`)
+    prefer: str = "budget"
 
     @property
     def moves_as_hbal(self) -> int:

@@ -83,12 +83,13 @@ after `reactors.balance_model` (a `BCluster`, from the folded state or from an
 htools file); read by `reactors.balance_apply` (rounds and jobs) and the
 `corral balance` command, which runs the searches (`searches`, `run_search`)
 on several cores, weighs each run's plans with `consider` as it ends and keeps one with
-`keep_plan` (`orchestrator.balance_cores`; `choose_plan` does both).
+`keep_plan` (`orchestrator.balance_cores`; `plan_balance` does the same in
+one process).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
@@ -132,12 +133,14 @@ __all__ = [
     "SearchRun",
     "SearchSpec",
     "StepKind",
-    "choose_plan",
     "consider",
     "keep_plan",
     "plan_balance",
     "run_search",
     "searches",
+    "stops_at_greedy",
+    "trim_run",
+    "which_prefer",
     "which_searches",
 ]
 
@@ -161,10 +164,16 @@ DEFAULT_SEARCHES = "auto"
 # (3,600 to 8,320) on 7 where "quick" did on 8, "quick" copying less data
 # over them (docs/balance.md). 3,500 lies between the two sizes measured.
 QUICK_FROM = 3500
-# Which of the searches' plans `corral balance` keeps unless told otherwise
-# (`keep_plan`): the one ending lowest in no more moves than the greedy plan.
-DEFAULT_PREFER = "budget"
-PREFER = ("budget", "moves", "score")
+# Which of the searches' plans `corral balance` keeps (`keep_plan`): "budget",
+# the one ending lowest in no more moves than the greedy plan; "moves", the
+# shortest ending no higher than it; "score", the lowest; "auto", the default
+# (`which_prefer`): "moves" with the quick set, "budget" with the others. On
+# the 30 smaller clusters (the full set) "budget" kept plans ending no higher
+# than hbal's in no more moves on 18 where "moves" did on 12; on the 17 larger
+# ones (the quick set) "moves" did on 9 where "budget" did on 8, in 2.5 % fewer
+# moves and 2.7 % less data over them (docs/balance.md).
+DEFAULT_PREFER = "auto"
+PREFER = ("auto", "budget", "moves", "score")
 
 
 # How a search picks each move: the best one (`choose`; "frugal": within the
@@ -219,6 +228,8 @@ class SearchRun:
     totals: tuple[float, ...]
     scored: int
     stopped_by: str
+    # the candidates scored once each move was chosen (`trim_run`)
+    scored_at: tuple[int, ...] = ()
 
 
 def which_searches(*, asked: str, lookahead: int, cluster: BCluster) -> str:
@@ -241,6 +252,23 @@ def which_searches(*, asked: str, lookahead: int, cluster: BCluster) -> str:
         work = len(cluster.instances) * len(cluster.nodes)
         return "full" if work < QUICK_FROM else "quick"
     return asked
+
+
+def which_prefer(*, asked: str, which: str) -> str:
+    """The rule `keep_plan` keeps a plan by when `asked` (one of `PREFER`) is,
+    for the set of searches `which` (`which_searches`'s answer): "auto" is
+    "moves" with the quick set and "budget" with the others."""
+    check_prefer(asked)
+    if asked != "auto":
+        return asked
+    return "moves" if which == "quick" else "budget"
+
+
+def stops_at_greedy(prefer: str) -> bool:
+    """Whether, under the rule `prefer` (`which_prefer`'s answer), each search
+    but the greedy one ends at its first move reaching the greedy plan's score
+    (`trim_run`): with "moves" what comes after that never makes a plan kept."""
+    return prefer == "moves"
 
 
 def searches(*, lookahead: int, which: str) -> tuple[SearchSpec, ...]:
@@ -294,20 +322,35 @@ def plan_balance(
     )
     which = which_searches(asked=search_set, lookahead=lookahead, cluster=cluster)
     specs = searches(lookahead=lookahead, which=which)
-    check_prefer(prefer)
-    runs = [run_search(cluster=cluster, avoid=avoid, spec=spec, limits=limits) for spec in specs]
-    return choose_plan(
-        cluster=cluster,
-        avoid=avoid,
-        runs=runs,
-        prefer=prefer,
-        searches=which,
-        fold_repeats=fold_repeats,
+    rule = which_prefer(asked=prefer, which=which)
+    trim = stops_at_greedy(rule)
+    plans: list[Considered] = []
+    scored = 0
+    for spec in specs:
+        greedy_score = plans[0].figures.score_after if plans else None
+        reach = None if greedy_score is None or not trim else greedy_score
+        run = run_search(
+            cluster=cluster, avoid=avoid, spec=spec, limits=limits, reach=_known(reach)
+        )
+        if reach is not None:
+            run = trim_run(run, reach)
+        scored += run.scored
+        plans.extend(
+            consider(
+                cluster=cluster,
+                avoid=avoid,
+                run=run,
+                greedy_score=greedy_score,
+                fold_repeats=fold_repeats,
+            )
+        )
+    return keep_plan(
+        cluster=cluster, avoid=avoid, plans=plans, prefer=rule, searches=which, scored=scored
     )
 
 
 def check_prefer(prefer: str) -> None:
-    """`prefer` is one of the rules `keep_plan` knows (`PREFER`)."""
+    """`prefer` is one of the rules a plan can be asked to be kept by (`PREFER`)."""
     if prefer not in PREFER:
         raise ValueError(f"prefer must be one of {', '.join(PREFER)}, not {prefer!r}")
 
@@ -323,41 +366,6 @@ class Considered:
     figures: PlanSummary
 
 
-def choose_plan(
-    *,
-    cluster: BCluster,
-    avoid: frozenset[str],
-    runs: Sequence[SearchRun],
-    prefer: str,
-    searches: str,
-    fold_repeats: bool = True,
-) -> BalancePlan:
-    """The plan `prefer` asks for among the runs' plans (the greedy run first),
-    the others' figures in `dropped` (`plan_balance`): `consider` each run,
-    then `keep_plan`; `searches`: the set the runs are (`which_searches`)."""
-    check_prefer(prefer)
-    plans: list[Considered] = []
-    for run in runs:
-        greedy_score = plans[0].figures.score_after if plans else None
-        plans.extend(
-            consider(
-                cluster=cluster,
-                avoid=avoid,
-                run=run,
-                greedy_score=greedy_score,
-                fold_repeats=fold_repeats,
-            )
-        )
-    return keep_plan(
-        cluster=cluster,
-        avoid=avoid,
-        plans=plans,
-        prefer=prefer,
-        searches=searches,
-        scored=sum(run.scored for run in runs),
-    )
-
-
 def consider(
     *,
     cluster: BCluster,
@@ -366,18 +374,20 @@ def consider(
     greedy_score: float | None,
     fold_repeats: bool = True,
 ) -> list[Considered]:
-    """The plans a run gives `choose_plan`: the whole run, and for a
+    """The plans a run gives `keep_plan`: the whole run, and for a
     non-greedy run also its shortest part that already ends as low as the
     greedy plan (`greedy_score`), each folded (`fold_repeats`)."""
     seq, name = list(run.moves), run.spec.name
+    if run.stopped_by.startswith(_REACHED):  # (`trim_run`'s)
+        name = f"{name}{_CUT}"
     mine = [(seq, run.stopped_by, name)]
     if run.spec.pick != "greedy":
         if greedy_score is None:
             raise ValueError("a non-greedy run is weighed against the greedy plan's score")
         reach = next((k for k, t in enumerate(run.totals) if t <= greedy_score + _SAME), None)
         if reach is not None and reach + 1 < len(seq):
-            why = f"reached the greedy plan's score {greedy_score:.8f}"
-            mine.append((seq[: reach + 1], why, f"{name}, cut at the greedy score"))
+            why = _reached(greedy_score)
+            mine.append((seq[: reach + 1], why, f"{name}{_CUT}"))
     out: list[Considered] = []
     for moves, why, plan_name in mine:
         if fold_repeats:
@@ -401,14 +411,16 @@ def keep_plan(
     figures in `dropped`; `searches`: the set they came from
     (`BalancePlan.searches`); `scored`: the runs' candidates scored together.
 
-    `prefer="budget"` (the default): of the plans taking no more moves than
+    `prefer` is a rule `which_prefer` answers, not "auto".
+    `prefer="budget"` (the full set's): of the plans taking no more moves than
     the greedy plan (as hbal counts them), the one ending lowest (then fewer
     moves, then less data); "moves": of the plans ending no higher than the
     greedy plan, the one with the fewest moves (then the lower score, then
     less data); "score": the one ending lowest (then fewer moves, then less
     data). Either way the plan kept is no worse than the greedy plan in both
     score and moves, except with "score", which can take more moves."""
-    check_prefer(prefer)
+    if prefer not in PREFER[1:]:
+        raise ValueError(f"keep_plan keeps by budget, moves or score, not {prefer!r}")
     figures = [c.figures for c in plans]
     greedy = figures[0]
     if prefer == "budget":
@@ -445,22 +457,35 @@ def keep_plan(
         search=figures[kept].search,
         dropped=tuple(f for k, f in enumerate(figures) if k != kept),
         searches=searches,
+        prefer=prefer,
     )
 
 
 def run_search(
-    *, cluster: BCluster, avoid: frozenset[str], spec: SearchSpec, limits: SearchLimits
+    *,
+    cluster: BCluster,
+    avoid: frozenset[str],
+    spec: SearchSpec,
+    limits: SearchLimits,
+    reach: Callable[[], float | None] = lambda: None,
 ) -> SearchRun:
     """One search, move after move. Each move is the best (`choose`,
     `pick="greedy"`; `"frugal"`: within `FRUGAL_TOLERANCE` of the best gain,
     not `limits.cost_tolerance`, unless that is wider), or picked among the
-    `width` best by `pick_ahead` (`"ahead"`) or by `pick_pair` (`"pairs"`)."""
+    `width` best by `pick_ahead` (`"ahead"`) or by `pick_pair` (`"pairs"`).
+    A search but the greedy one also stops after a move that ends no higher
+    than `reach()`, once that gives a score (the greedy plan's, when it is
+    known and `stops_at_greedy`; another process may set it while this one
+    searches, so where it stops can vary, but `trim_run` at that score gives
+    one run whatever the timing)."""
     work = Work(cluster, avoid)
     search = Search(work)
     current = work.total()
     chosen: list[tuple[int, int, int]] = []
     totals: list[float] = []
+    scored_at: list[int] = []
     stopped_by = "max moves reached"
+    greedy = spec.pick == "greedy"
     pick = spec.pick
     if pick == "greedy":
         tolerance = limits.cost_tolerance
@@ -494,13 +519,52 @@ def run_search(
         current = work.total()
         chosen.append((move.inst, move.new_p, move.new_s))
         totals.append(current)
+        scored_at.append(search.scored)
+        target = None if greedy else reach()
+        if target is not None and current <= target + _SAME:
+            stopped_by = _reached(target)
+            break
     return SearchRun(
         spec=spec,
         moves=tuple(chosen),
         totals=tuple(totals),
         scored=search.scored,
         stopped_by=stopped_by,
+        scored_at=tuple(scored_at),
     )
+
+
+def trim_run(run: SearchRun, greedy_score: float) -> SearchRun:
+    """A search but the greedy one ending at its first move that reaches
+    `greedy_score` (the greedy plan's: `stops_at_greedy`), with the candidates
+    it had scored by then; as it is when it never does. The same run whether
+    the search stopped there itself (`run_search`'s `reach`) or went on."""
+    if run.spec.pick == "greedy":
+        raise ValueError("the greedy run is the one the others are trimmed against")
+    reach = next((k for k, t in enumerate(run.totals) if t <= greedy_score + _SAME), None)
+    if reach is None:
+        return run
+    return replace(
+        run,
+        moves=run.moves[: reach + 1],
+        totals=run.totals[: reach + 1],
+        scored=run.scored_at[reach],
+        stopped_by=_reached(greedy_score),
+        scored_at=run.scored_at[: reach + 1],
+    )
+
+
+def _known(score: float | None) -> Callable[[], float | None]:
+    return lambda: score
+
+
+# Why a search was cut short of its end (`trim_run`), and its plan's name then.
+_REACHED = "reached the greedy plan's score"
+_CUT = ", cut at the greedy score"
+
+
+def _reached(greedy_score: float) -> str:
+    return f"{_REACHED} {greedy_score:.8f}"
 
 
 def _build(

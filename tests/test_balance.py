@@ -25,6 +25,7 @@ import re
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -49,7 +50,12 @@ from reactors.balance_plan import (
     DEFAULT_LOOKAHEAD,
     QUICK_FROM,
     MoveKind,
+    SearchLimits,
+    consider,
     plan_balance,
+    run_search,
+    searches,
+    trim_run,
     which_searches,
 )
 from reactors.balance_rules import check_plan_move, valid_sequence
@@ -431,7 +437,8 @@ def test_lookahead_keeps_the_plan_prefer_asks_for_within_the_rules() -> None:
     it. The frugal plan, which takes the least data among gains within 0.5 % of
     the best, copies less than the greedy one. The plans not kept are reported
     with their figures, and the one kept is the best of them by the rule asked
-    for."""
+    for. With "moves" each other search stops at the greedy score: its plans
+    are the others' plans cut there, found with fewer candidates scored."""
     start = generated_cluster(seed=4, full=12, empty=4, instances=180, drained=True)
     plain = plan_balance(cluster=start, lookahead=0)
     budget = plan_balance(cluster=start)
@@ -457,11 +464,16 @@ def test_lookahead_keeps_the_plan_prefer_asks_for_within_the_rules() -> None:
     assert low.score_after < short.score_after
     assert low.moves_as_hbal > short.moves_as_hbal
     # each reports the others, the greedy one with the plain plan's figures
-    for plan in (budget, short, low):
-        assert {d.search for d in plan.dropped} | {plan.search} == every
-        assert len(plan.dropped) == len(every) - 1
+    stopped = {"greedy", "lookahead 3, cut at the greedy score"}
+    stopped |= {"pairs 3, cut at the greedy score", "frugal"}
+    for plan, plans in ((budget, every), (short, stopped), (low, every)):
+        assert {d.search for d in plan.dropped} | {plan.search} == plans
+        assert len(plan.dropped) == len(plans) - 1
         assert plain.summary() in plan.dropped
-    assert short.summary() in low.dropped and low.summary() in short.dropped
+    assert short.summary() in low.dropped and low.summary() in budget.dropped
+    assert set(short.dropped) <= set(low.dropped)
+    assert (budget.prefer, short.prefer, low.prefer) == ("budget", "moves", "score")
+    assert short.candidates_scored < low.candidates_scored == budget.candidates_scored
     frugal = next(d for d in budget.dropped if d.search == "frugal")
     assert frugal.data_mib < plain.data_mib
     # kept by the rule: lowest of those in no more moves than the greedy plan;
@@ -587,11 +599,59 @@ def test_pick_pair_keeps_the_next_best_move_open() -> None:
     assert differed >= 2 and partners >= 10
 
 
+def _known_after(*, calls: int, score: float) -> Callable[[], float | None]:
+    """A `reach` that gives `score` from its `calls`-th call on, None before."""
+    asked = 0
+
+    def reach() -> float | None:
+        nonlocal asked
+        asked += 1
+        return score if asked >= calls else None
+
+    return reach
+
+
+def test_a_search_stopped_at_the_greedy_score_is_the_whole_one_trimmed() -> None:
+    """Keeping by "moves", each search but the greedy one stops at its first
+    move reaching the greedy plan's score (`run_search`'s `reach`), whenever
+    that score becomes known (in a worker it comes from another process, at
+    any point of the search): trimming the whole search there (`trim_run`)
+    gives the same run, with the candidates scored up to that move."""
+    start = generated_cluster(seed=4, full=12, empty=4, instances=180, drained=True)
+    limits = SearchLimits()
+    specs = searches(lookahead=3, which="full")
+    greedy = run_search(cluster=start, avoid=frozenset(), spec=specs[0], limits=limits)
+    target = consider(cluster=start, avoid=frozenset(), run=greedy, greedy_score=None)
+    known = target[0].figures.score_after
+    reached = 0
+    for spec in specs[1:]:
+        whole = run_search(cluster=start, avoid=frozenset(), spec=spec, limits=limits)
+        stopped = run_search(
+            cluster=start, avoid=frozenset(), spec=spec, limits=limits, reach=lambda: known
+        )
+        # the score arrives one move after the one reaching it
+        late = _known_after(calls=len(stopped.moves) + 1, score=known)
+        after = run_search(cluster=start, avoid=frozenset(), spec=spec, limits=limits, reach=late)
+        if min(whole.totals) > known + 1e-9:  # (the frugal search here never gets there)
+            assert trim_run(whole, known) == stopped == after == whole
+            continue
+        reached += 1
+        assert len(stopped.moves) < len(after.moves) <= len(whole.moves), spec
+        assert trim_run(whole, known) == stopped == trim_run(after, known)
+        assert stopped.totals[-1] <= known + 1e-9 < min(stopped.totals[:-1])
+        assert stopped.scored < whole.scored
+        assert stopped.stopped_by.startswith("reached the greedy plan's score")
+    assert reached == 2  # the lookahead and the pairs searches
+    with pytest.raises(ValueError, match="greedy run"):
+        trim_run(greedy, known)
+
+
 def test_auto_plans_small_clusters_with_every_search_and_large_ones_quickly() -> None:
     """`searches="auto"` (the default) runs the full set (greedy, lookahead,
     pairs, frugal) below `QUICK_FROM` instances times nodes and the quick set
-    (greedy, frugal) from there on, to the same plan as asking for that set;
-    either set's plan keeps every rule; `lookahead` 0 is the greedy search
+    (greedy, frugal) from there on, to the same plan as asking for that set,
+    keeping the full set's plan by "budget" and the quick set's by "moves"
+    (`prefer="auto"`); either set's plan keeps every rule; `lookahead` 0 is the greedy search
     alone, and cannot go with a set that has more; a set that does not exist
     is refused."""
     small = generated_cluster(seed=3, full=13, empty=3, instances=200)
@@ -612,9 +672,19 @@ def test_auto_plans_small_clusters_with_every_search_and_large_ones_quickly() ->
     assert full.searches == "full"
     full_names = {full.search} | {d.search for d in full.dropped}
     assert {"greedy", "lookahead 3", "pairs 3", "frugal"} <= full_names
+    # the default keeps the quick set's plan by "moves" (the frugal search
+    # stopping at the greedy score, the same plan as the whole one cut there)
+    # and the full set's by "budget"
+    assert (quick.prefer, full.prefer) == ("moves", "budget")
+    whole = plan_balance(cluster=large, search_set="quick", prefer="budget")
+    wholes = {d.search: d for d in whole.dropped} | {whole.search: whole.summary()}
+    for d in (*quick.dropped, quick.summary()):
+        assert wholes[d.search] == d
+        if d.score_after <= wholes["greedy"].score_after + TOLERANCE:
+            assert d.moves_as_hbal >= quick.moves_as_hbal
     # the greedy and frugal plans are the same in either set
     same = {d.search: d for d in full.dropped} | {full.search: full.summary()}
-    for d in (*quick.dropped, quick.summary()):
+    for d in (*whole.dropped, whole.summary()):
         assert same[d.search] == d
     for plan in (quick, full):
         assert plan.score_after < plan.score_before
@@ -702,13 +772,15 @@ def test_balance_cli_plans_an_htools_file_with_lookahead(tmp_path: Path) -> None
     assert low.returncode == 0, low.stderr
     lowest = json.loads(low.stdout)
     assert all(lowest["score_after"] <= d["score_after"] for d in lowest["dropped"])
+    assert lowest["prefer"] == "score"
     bogus = subprocess.run([*corral, "--prefer", "speed"], capture_output=True, text=True)
     assert bogus.returncode == 2 and "--prefer" in bogus.stderr
     bad = subprocess.run([*corral, "--lookahead", "-1"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 1 and "--lookahead" in bad.stderr
     assert "Traceback" not in bad.stderr
-    # the set of searches: "auto" is the full set at this size; quick on asking
-    assert doc["searches"] == "full"
+    # the set of searches: "auto" is the full set at this size, kept by
+    # "budget"; quick on asking, kept by "moves" unless told otherwise
+    assert doc["searches"] == "full" and doc["prefer"] == "budget"
     quick = subprocess.run(
         [*corral, "--searches", "quick", "--json"], capture_output=True, text=True, timeout=120
     )
@@ -716,6 +788,7 @@ def test_balance_cli_plans_an_htools_file_with_lookahead(tmp_path: Path) -> None
     quick_doc = json.loads(quick.stdout)
     quick_plan = plan_balance(cluster=start, search_set="quick")
     assert quick_doc["searches"] == "quick" and quick_doc["search"] == quick_plan.search
+    assert quick_doc["prefer"] == quick_plan.prefer == "moves"
     assert [m["instance"] for m in quick_doc["moves"]] == [m.instance for m in quick_plan.moves]
     assert {d["search"] for d in quick_doc["dropped"]} <= {
         "greedy",

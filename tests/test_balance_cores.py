@@ -47,6 +47,11 @@ def test_the_plan_is_plan_balance_s_on_any_number_of_cores() -> None:
     assert [p.in_workers for p in (one, two, three, four)] == [0, 1, 2, 3]
     for planned in (one, two, three, four):
         assert planned.plan == alone
+    # kept by "moves", the searches in workers stop at the greedy score once
+    # it is shared, wherever they have got to: the same plan
+    short = plan_balance(cluster=start, prefer="moves")
+    for n in (2, 3):
+        assert plan_on_cores(cluster=start, cores=n, prefer="moves").plan == short
     low = plan_on_cores(cluster=start, cores=2, prefer="score")
     assert low.in_workers == 1
     assert low.plan == plan_balance(cluster=start, prefer="score")

@@ -3,9 +3,9 @@
 The folding pass (`reactors.balance_fold.fold`) checks only the moves between an
 instance's first and last move, from a kept working model; it must fold exactly
 as checking every folded sequence whole does (`_fold_checking_whole`, the plain
-version written here). `choose_plan` works out every plan's figures without
-building it and builds only the one it keeps; a plan's figures, where it is
-dropped, must be those of the same plan built and kept.
+version written here). `consider` works out every plan's figures without
+building it, and `keep_plan` builds only the one it keeps; a plan's figures,
+where it is dropped, must be those of the same plan built and kept.
 """
 
 from __future__ import annotations
@@ -77,12 +77,13 @@ def test_folding_checks_what_checking_every_sequence_whole_would(
 
 def test_a_dropped_plans_figures_are_those_of_it_built() -> None:
     start = generated_cluster(seed=4, full=12, empty=4, instances=180, drained=True)
-    by_moves = plan_balance(cluster=start, prefer="moves")
+    # (by "budget" and "score" alike, as "moves" stops the other searches early)
+    by_budget = plan_balance(cluster=start, prefer="budget")
     by_score = plan_balance(cluster=start, prefer="score")
-    assert by_moves.search != by_score.search
-    assert by_moves.summary() in by_score.dropped
-    assert by_score.summary() in by_moves.dropped
-    assert {by_moves.search, *(d.search for d in by_moves.dropped)} == {
+    assert by_budget.search != by_score.search
+    assert by_budget.summary() in by_score.dropped
+    assert by_score.summary() in by_budget.dropped
+    assert {by_budget.search, *(d.search for d in by_budget.dropped)} == {
         by_score.search,
         *(d.search for d in by_score.dropped),
     }
