@@ -8,6 +8,10 @@ greedy one here. This process folds and weighs
 each run's plans here as soon as the run is done (`consider`), the ones from
 here while the worker still searches; `keep_plan` then keeps one exactly as
 `plan_balance` does, so the plan does not depend on how many cores there are.
+When the plan is kept by "moves" (`stops_at_greedy`), the greedy run's end
+score is shared with the workers the moment it is known: a worker's search
+stops at its first move reaching it, and the worker trims and weighs its own
+run (`trim_run`, `consider`), the same run whenever the score arrived.
 
 A worker is forked when this process runs a single thread (`start_method`:
 offline planning on an htools file, where nothing has started one), which
@@ -66,6 +70,10 @@ from reactors.balance_plan import (
 # (560) take 0.6 s, and a worker makes that 0.04 s longer.
 MIN_PARALLEL_WORK = 2000
 
+# A worker's run, with its plans when it could weigh them itself.
+_AwayRun = tuple[SearchRun, list[Considered] | None]
+
+
 # prctl's option: the signal a process gets when its parent ends (linux/prctl.h).
 _PR_SET_PDEATHSIG = 1
 
@@ -96,11 +104,13 @@ def start_method() -> str:
 class CoresPlan:
     """The plan, how many of its searches ran in a worker process (0: all of
     them in this one), and how the workers were started ("fork" or "spawn";
-    None when there were none to start)."""
+    None when there were none to start); how many of the workers' searches
+    stopped at the greedy plan's score and were weighed there (`_search_away`)."""
 
     plan: BalancePlan
     in_workers: int
     started_by: str | None = None
+    weighed_in_workers: int = 0
 
 
 def plan_on_cores(
@@ -139,29 +149,30 @@ def plan_on_cores(
     plans: dict[str, list[Considered]] = {}
     greedy_name = specs[0].name
     pool = None
-    futures: dict[str, Future[SearchRun]] = {}
-    in_workers = 0
+    futures: dict[str, Future[_AwayRun]] = {}
+    in_workers = weighed_away = 0
     started_by: str | None = None
     # the greedy plan's score, for the workers' searches (NaN until it is known)
     shared: ctypes.c_double | None = None
 
     def greedy_score() -> float | None:
-        greedy = plans.get(greedy_name)
-        return greedy[0].figures.score_after if greedy else None
+        greedy = runs.get(greedy_name)
+        return greedy.end if greedy else None
 
     def reach() -> float | None:
         return greedy_score() if trim else None
 
-    def weigh(spec: SearchSpec, run: SearchRun) -> None:
+    def weigh(spec: SearchSpec, run: SearchRun, done: list[Considered] | None = None) -> None:
+        """Keep a run and its plans (`done`: weighed in the worker already)."""
         known = reach()
         if known is not None and spec.name != greedy_name:
             run = trim_run(run, known)
         runs[spec.name] = run
-        plans[spec.name] = consider(
-            cluster=cluster, avoid=avoid, run=run, greedy_score=greedy_score()
-        )
-        if spec.name == greedy_name and shared is not None and known is not None:
-            shared.value = known  # the workers' searches can stop there
+        if spec.name == greedy_name and shared is not None:
+            shared.value = run.end  # the workers' searches can stop there
+        if done is None:
+            done = consider(cluster=cluster, avoid=avoid, run=run, greedy_score=greedy_score())
+        plans[spec.name] = done
 
     try:
         if away:
@@ -185,14 +196,16 @@ def plan_on_cores(
             here = run_search(cluster=cluster, avoid=avoid, spec=spec, limits=limits, reach=reach)
             weigh(spec, here)
         for spec in (s for s in specs if s.name in futures):
-            run = _result(futures[spec.name])
-            if run is None:  # the worker died: the same search, here
-                run = run_search(
+            away_run = _result(futures[spec.name])
+            if away_run is None:  # the worker died: the same search, here
+                here = run_search(
                     cluster=cluster, avoid=avoid, spec=spec, limits=limits, reach=reach
                 )
+                weigh(spec, here)
             else:
                 in_workers += 1
-            weigh(spec, run)
+                weighed_away += away_run[1] is not None
+                weigh(spec, *away_run)
     except BaseException:  # an error or an interrupt here: the workers' plans are not wanted
         if pool is not None:
             stopped = _stop_workers(pool)
@@ -211,7 +224,9 @@ def plan_on_cores(
         searches=which,
         scored=sum(run.scored for run in runs.values()),
     )
-    return CoresPlan(plan=plan, in_workers=in_workers, started_by=started_by)
+    return CoresPlan(
+        plan=plan, in_workers=in_workers, started_by=started_by, weighed_in_workers=weighed_away
+    )
 
 
 # In a worker: the greedy plan's score as the planning process shares it
@@ -229,9 +244,11 @@ def _start_worker(parent: int, shared: ctypes.c_double | None) -> None:
 
 def _search_away(
     *, cluster: BCluster, avoid: frozenset[str], spec: SearchSpec, limits: SearchLimits
-) -> SearchRun:
+) -> _AwayRun:
     """`run_search` in a worker, stopping at the greedy plan's score once the
-    planning process shares it (`stops_at_greedy`)."""
+    planning process shares it (`stops_at_greedy`); once it knows that score
+    the worker also trims and weighs its run (`trim_run`, `consider`), as the
+    planning process would, which then need not."""
     shared = _shared_score
 
     def reach() -> float | None:
@@ -240,7 +257,12 @@ def _search_away(
         known = shared.value
         return None if math.isnan(known) else known
 
-    return run_search(cluster=cluster, avoid=avoid, spec=spec, limits=limits, reach=reach)
+    run = run_search(cluster=cluster, avoid=avoid, spec=spec, limits=limits, reach=reach)
+    known = reach()
+    if known is None:
+        return run, None
+    run = trim_run(run, known)
+    return run, consider(cluster=cluster, avoid=avoid, run=run, greedy_score=known)
 
 
 def _end_with(parent: int) -> None:
@@ -274,7 +296,7 @@ def _stop_workers(pool: ProcessPoolExecutor) -> bool:
     return not any(proc.is_alive() for proc in workers.values())
 
 
-def _result(future: Future[SearchRun]) -> SearchRun | None:
+def _result(future: Future[_AwayRun]) -> _AwayRun | None:
     """The worker's run; None when the worker could not start or died."""
     try:
         return future.result()

@@ -228,8 +228,17 @@ class SearchRun:
     totals: tuple[float, ...]
     scored: int
     stopped_by: str
+    # the working score before the first move
+    start: float
     # the candidates scored once each move was chosen (`trim_run`)
     scored_at: tuple[int, ...] = ()
+
+    @property
+    def end(self) -> float:
+        """The working score after the last move: for the greedy run, the
+        score the other runs are cut at (`consider`) or stop at (`trim_run`),
+        known the moment it ends."""
+        return self.totals[-1] if self.totals else self.start
 
 
 def which_searches(*, asked: str, lookahead: int, cluster: BCluster) -> str:
@@ -326,14 +335,16 @@ def plan_balance(
     trim = stops_at_greedy(rule)
     plans: list[Considered] = []
     scored = 0
+    greedy_score: float | None = None
     for spec in specs:
-        greedy_score = plans[0].figures.score_after if plans else None
         reach = None if greedy_score is None or not trim else greedy_score
         run = run_search(
             cluster=cluster, avoid=avoid, spec=spec, limits=limits, reach=_known(reach)
         )
         if reach is not None:
             run = trim_run(run, reach)
+        if greedy_score is None:
+            greedy_score = run.end
         scored += run.scored
         plans.extend(
             consider(
@@ -357,7 +368,7 @@ def check_prefer(prefer: str) -> None:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Considered:
-    """One plan `choose_plan` weighs: its moves (folded), why it stopped, and
+    """One plan `keep_plan` weighs: its moves (folded), why it stopped, and
     its figures (`summary`, its name in `search`), worked out without building
     it."""
 
@@ -376,7 +387,8 @@ def consider(
 ) -> list[Considered]:
     """The plans a run gives `keep_plan`: the whole run, and for a
     non-greedy run also its shortest part that already ends as low as the
-    greedy plan (`greedy_score`), each folded (`fold_repeats`)."""
+    greedy plan (`greedy_score`: the greedy run's `end`), each folded
+    (`fold_repeats`)."""
     seq, name = list(run.moves), run.spec.name
     if run.stopped_by.startswith(_REACHED):  # (`trim_run`'s)
         name = f"{name}{_CUT}"
@@ -480,7 +492,7 @@ def run_search(
     one run whatever the timing)."""
     work = Work(cluster, avoid)
     search = Search(work)
-    current = work.total()
+    current = start = work.total()
     chosen: list[tuple[int, int, int]] = []
     totals: list[float] = []
     scored_at: list[int] = []
@@ -530,6 +542,7 @@ def run_search(
         totals=tuple(totals),
         scored=search.scored,
         stopped_by=stopped_by,
+        start=start,
         scored_at=tuple(scored_at),
     )
 

@@ -51,7 +51,12 @@ def test_the_plan_is_plan_balance_s_on_any_number_of_cores() -> None:
     # it is shared, wherever they have got to: the same plan
     short = plan_balance(cluster=start, prefer="moves")
     for n in (2, 3):
-        assert plan_on_cores(cluster=start, cores=n, prefer="moves").plan == short
+        stopping = plan_on_cores(cluster=start, cores=n, prefer="moves")
+        assert stopping.plan == short
+        # the lookahead search (three times the greedy one's work) learnt the
+        # greedy score long before its end, stopped there and was weighed there
+        assert stopping.weighed_in_workers >= 1
+    assert two.weighed_in_workers == 0  # (kept by "budget": nothing shared)
     low = plan_on_cores(cluster=start, cores=2, prefer="score")
     assert low.in_workers == 1
     assert low.plan == plan_balance(cluster=start, prefer="score")
