@@ -7,7 +7,7 @@ imported only then, so that offline planning starts without etcd's client.
 
 Must not move anything itself. Comes after `orchestrator.cli_context` (usage
 errors, output helpers), the pure planners `reactors.balance_plan` /
-`reactors.balance_apply` and `orchestrator.balance_cores` (which runs the
+`reactors.balance_rounds` and `orchestrator.balance_cores` (which runs the
 planner's searches on the CPUs there are); wired into `orchestrator.cli` by
 `add_balance_parsers` / `run_balance`.
 """
@@ -27,7 +27,6 @@ from orchestrator.cli_context import (
     print_json,
     size,
 )
-from reactors.balance_apply import rounds
 from reactors.balance_model import BCluster
 from reactors.balance_plan import (
     DEFAULT_LOOKAHEAD,
@@ -40,6 +39,7 @@ from reactors.balance_plan import (
     BalancePlan,
     Move,
 )
+from reactors.balance_rounds import rounds
 from reactors.htools_text import parse, render
 
 

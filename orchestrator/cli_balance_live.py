@@ -31,9 +31,10 @@ from orchestrator.cli_context import (
     target_from_args,
 )
 from orchestrator.operations import OperationRefused, submit_job
-from reactors.balance_apply import job_steps, rounds
+from reactors.balance_apply import job_steps
 from reactors.balance_model import from_state
 from reactors.balance_plan import Move
+from reactors.balance_rounds import rounds
 
 _UNHEALTHY = (NodeHealth.LOST, NodeHealth.FENCED, NodeHealth.PARTITIONED, NodeHealth.SUSPECT)
 

@@ -7,7 +7,8 @@ Pure: no I/O, no logging, no asyncio; plain frozen values, nothing here plans or
 scores. Comes first in the balancer's data flow (it needs only
 `reactors.balance_model`'s `BCluster`); every other `reactors.balance_*` module
 uses these types, `reactors.balance_plan` returns them, and
-`reactors.balance_apply` and the `corral balance` command read them.
+`reactors.balance_rounds`, `reactors.balance_apply` and the `corral balance`
+command read them.
 """
 
 from __future__ import annotations

@@ -80,7 +80,8 @@ plan; the public names (`plan_balance`, `BalancePlan`, `Move`, `MoveKind`,
 
 Pure: no I/O, no logging, no asyncio; it plans, it never changes anything. Comes
 after `reactors.balance_model` (a `BCluster`, from the folded state or from an
-htools file); read by `reactors.balance_apply` (rounds and jobs) and the
+htools file); read by `reactors.balance_rounds` and `reactors.balance_apply` (rounds and
+jobs) and the
 `corral balance` command, which runs the searches (`searches`, `run_search`)
 on several cores, weighs each run's plans with `consider` as it ends and keeps one with
 `keep_plan` (`orchestrator.balance_cores`; `plan_balance` does the same in

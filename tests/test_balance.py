@@ -34,7 +34,7 @@ import pytest
 from events.ids import InstanceName, NodeName
 from events.model import JobKind, NodeDeclared, PolicySet
 from events.specs import ClusterPolicy, DiskSpec, InstanceSpec
-from reactors.balance_apply import job_steps, rounds
+from reactors.balance_apply import job_steps
 from reactors.balance_lookahead import LOOKAHEAD_TOLERANCE, pick_ahead, pick_pair
 from reactors.balance_model import (
     EXCLUSION_TAG_PREFIX,
@@ -58,6 +58,7 @@ from reactors.balance_plan import (
     trim_run,
     which_searches,
 )
+from reactors.balance_rounds import rounds
 from reactors.balance_rules import check_plan_move, valid_sequence
 from reactors.balance_search import Cand, Search
 from reactors.balance_work import Work
