@@ -47,10 +47,12 @@ and the default ("auto") is the full set on clusters below `QUICK_FROM`
 instances times nodes and the quick one from there on. Those plans often end
 lower or copy less but run longer;
 cut at their first move that reaches the greedy plan's final score, they often
-get there in fewer moves. By default the plan ending lowest
-in no more moves than the greedy plan is kept (`prefer="budget"`; "moves": the
-shortest ending no higher than the greedy plan; "score": the lowest); the
-others' figures go with it (`BalancePlan.dropped`).
+get there in fewer moves. One plan is kept (`keep_plan`): "budget", the one
+ending lowest in no more moves than the greedy plan; "moves", the shortest
+ending no higher than the greedy plan (each other search then stops at its
+first move reaching the greedy plan's score: `trim_run`); "score", the lowest;
+the default, "auto", is "budget" with the full set and "moves" with the quick
+one (`which_prefer`). The others' figures go with it (`BalancePlan.dropped`).
 
 Rules every intermediate placement keeps (those of `reactors.placement_bridge`):
 a node taking a primary has the memory (all its primaries, running or not, within
@@ -80,12 +82,11 @@ plan; the public names (`plan_balance`, `BalancePlan`, `Move`, `MoveKind`,
 
 Pure: no I/O, no logging, no asyncio; it plans, it never changes anything. Comes
 after `reactors.balance_model` (a `BCluster`, from the folded state or from an
-htools file); read by `reactors.balance_rounds` and `reactors.balance_apply` (rounds and
-jobs) and the
-`corral balance` command, which runs the searches (`searches`, `run_search`)
-on several cores, weighs each run's plans with `consider` as it ends and keeps one with
-`keep_plan` (`orchestrator.balance_cores`; `plan_balance` does the same in
-one process).
+htools file); read by `reactors.balance_rounds` and `reactors.balance_apply`
+(rounds and jobs) and the `corral balance` command, which runs the searches
+(`searches`, `run_search`) on several cores, weighs each run's plans with
+`consider` as it ends and keeps one with `keep_plan`
+(`orchestrator.balance_cores`; `plan_balance` does the same in one process).
 """
 
 from __future__ import annotations
