@@ -19,7 +19,8 @@ takes milliseconds; otherwise it is a fresh interpreter (`spawn`: a fork copies
 only the forking thread, so a lock another thread held, such as one of the
 etcd client's gRPC threads, would stay held in the worker), which costs about
 0.2 s to start. Below `MIN_PARALLEL_WORK` (instances times nodes) the searches
-together take less than a spawned worker saves, and run here one after another.
+together take less than a spawned worker saves, and run here one after another
+unless the worker can be forked.
 A worker that cannot start or dies is not an error: its search runs here
 instead. An error in the search itself (a bug) is raised as it would be in
 `plan_balance`; an error or an interrupt here stops the workers before it is
@@ -64,10 +65,14 @@ from reactors.balance_plan import (
     which_searches,
 )
 
-# Instances times nodes below which the searches run in this process only. On
-# this project's 2-core machine: 200 instances on 16 nodes (3,200) take about
-# 2 s in one process, of which a worker saves 0.4 to 0.8 s; 70 on 8 nodes
-# (560) take 0.6 s, and a worker makes that 0.04 s longer.
+# Instances times nodes below which the searches run in this process only
+# when a worker would be spawned. On this project's 2-core machine: 200
+# instances on 16 nodes (3,200) take about 2 s in one process, of which a
+# spawned worker saves 0.4 to 0.8 s; 70 on 8 nodes (560) take 0.6 s, and a
+# spawned worker makes that 0.04 s longer. A forked worker costs milliseconds
+# and is used at any size: 0.48-0.67 s in one process against 0.39-0.44 s
+# with one on three 560-clusters, 0.19 s against 0.12-0.14 s on 20 instances
+# on 4 nodes (80).
 MIN_PARALLEL_WORK = 2000
 
 # A worker's run, with its plans when it could weigh them itself.
@@ -136,7 +141,9 @@ def plan_on_cores(
     rule = which_prefer(asked=prefer, which=which)
     trim = stops_at_greedy(rule)
     cores = usable_cores() if cores is None else cores
-    spread = cores >= 2 and len(cluster.instances) * len(cluster.nodes) >= MIN_PARALLEL_WORK
+    method = start or start_method()
+    work = len(cluster.instances) * len(cluster.nodes)
+    spread = cores >= 2 and (method == "fork" or work >= MIN_PARALLEL_WORK)
     # the longest search first; the others get a worker each while cores last
     # (the greedy search always runs here: the others' plans are weighed against it)
     away = [s for s in specs if s.pick == "ahead"] + [
@@ -176,7 +183,7 @@ def plan_on_cores(
 
     try:
         if away:
-            started_by = start or start_method()
+            started_by = method
             context = multiprocessing.get_context(started_by)
             shared = context.Value("d", math.nan, lock=False) if trim else None
             try:

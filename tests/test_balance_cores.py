@@ -73,11 +73,16 @@ def test_the_plan_is_plan_balance_s_on_any_number_of_cores() -> None:
     greedy = plan_on_cores(cluster=start, cores=2, lookahead=0)
     assert greedy.in_workers == 0
     assert greedy.plan == plan_balance(cluster=start, lookahead=0)
-    # a small cluster plans here: a worker would cost more than it saves
+    # a small cluster plans here when the worker would be spawned (it would
+    # cost more than it saves), and with a forked one (milliseconds) there
     small = generated_cluster(seed=9, full=6, empty=2, instances=60)
     assert len(small.instances) * len(small.nodes) < MIN_PARALLEL_WORK
-    planned = plan_on_cores(cluster=small, cores=2)
-    assert planned.in_workers == 0 and planned.plan == plan_balance(cluster=small)
+    planned = plan_on_cores(cluster=small, cores=2, start="spawn")
+    assert planned.in_workers == 0 and planned.started_by is None
+    assert planned.plan == plan_balance(cluster=small)
+    forked = plan_on_cores(cluster=small, cores=2, start="fork")
+    assert forked.in_workers == 1 and forked.started_by == "fork"
+    assert forked.plan == planned.plan
 
 
 def _spawned_children(parent: int | None = None) -> list[int]:
