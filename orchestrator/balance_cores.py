@@ -70,7 +70,7 @@ from reactors.balance_plan import (
 # instances on 16 nodes (3,200) take about 2 s in one process, of which a
 # spawned worker saves 0.4 to 0.8 s; 70 on 8 nodes (560) take 0.6 s, and a
 # spawned worker makes that 0.04 s longer. A forked worker costs milliseconds
-# and is used at any size: 0.48-0.67 s in one process against 0.39-0.44 s
+# and is used at any size: 0.48-0.67 s in one process against 0.38-0.44 s
 # with one on three 560-clusters, 0.19 s against 0.12-0.14 s on 20 instances
 # on 4 nodes (80).
 MIN_PARALLEL_WORK = 2000
