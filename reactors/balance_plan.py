@@ -234,6 +234,9 @@ class SearchRun:
     start: float
     # the candidates scored once each move was chosen (`trim_run`)
     scored_at: tuple[int, ...] = ()
+    # whether it ends at its first move reaching the greedy plan's score
+    # (stopped there by `run_search`'s `reach`, or cut there by `trim_run`)
+    reached: bool = False
 
     @property
     def end(self) -> float:
@@ -392,7 +395,7 @@ def consider(
     greedy plan (`greedy_score`: the greedy run's `end`), each folded
     (`fold_repeats`)."""
     seq, name = list(run.moves), run.spec.name
-    if run.stopped_by.startswith(_REACHED):  # (`trim_run`'s)
+    if run.reached:
         name = f"{name}{_CUT}"
     mine = [(seq, run.stopped_by, name)]
     if run.spec.pick != "greedy":
@@ -499,6 +502,7 @@ def run_search(
     totals: list[float] = []
     scored_at: list[int] = []
     stopped_by = "max moves reached"
+    reached = False
     greedy = spec.pick == "greedy"
     pick = spec.pick
     if pick == "greedy":
@@ -536,7 +540,7 @@ def run_search(
         scored_at.append(search.scored)
         target = None if greedy else reach()
         if target is not None and current <= target + _SAME:
-            stopped_by = _reached(target)
+            stopped_by, reached = _reached(target), True
             break
     return SearchRun(
         spec=spec,
@@ -546,6 +550,7 @@ def run_search(
         stopped_by=stopped_by,
         start=start,
         scored_at=tuple(scored_at),
+        reached=reached,
     )
 
 
@@ -566,6 +571,7 @@ def trim_run(run: SearchRun, greedy_score: float) -> SearchRun:
         scored=run.scored_at[reach],
         stopped_by=_reached(greedy_score),
         scored_at=run.scored_at[: reach + 1],
+        reached=True,
     )
 
 
@@ -573,13 +579,12 @@ def _known(score: float | None) -> Callable[[], float | None]:
     return lambda: score
 
 
-# Why a search was cut short of its end (`trim_run`), and its plan's name then.
-_REACHED = "reached the greedy plan's score"
+# The name of a plan cut where its search reached the greedy plan's score.
 _CUT = ", cut at the greedy score"
 
 
 def _reached(greedy_score: float) -> str:
-    return f"{_REACHED} {greedy_score:.8f}"
+    return f"reached the greedy plan's score {greedy_score:.8f}"
 
 
 def _build(
