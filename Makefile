@@ -49,7 +49,7 @@ chaos: $(STAMP) system-tools
 	$(BIN)/python -m tests.chaos_main $(or $(SEEDS),20)
 
 demo: $(STAMP) system-tools bytecode
-	$(BIN)/python -m orchestrator.demo
+	$(BIN)/python -m devtools.demo
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -5,7 +5,7 @@ from an empty cluster, twice: once by `choose_pair` (in process) and once by the
 real hail (one subprocess per request, as Ganeti runs it, on its own copy of the
 cluster with its own earlier answers applied). Reported: milliseconds per
 allocation for each, how many each refused, the final Ganeti cluster score of each
-cluster (both by `reactors.cluster_score`) and the ratios. With `hail_every` > 1,
+cluster (both by `reactors.htools.score`) and the ratios. With `hail_every` > 1,
 hail answers only every n-th request of the 40-node run and its figures are then
 per request on our cluster (the table says so).
 
@@ -15,7 +15,7 @@ node past 16 DRBD instances; corral has no such cap. Its spindle term is then a
 quarter of ours; everything else is the same model.
 
 Not imported by corral; run by `python -m bench alloc` after registration in
-bench/__main__.py. Reuses the IAllocator writer of tests/test_hail_parity.py.
+bench/__main__.py. Reuses the IAllocator writer of tests/support/htools_tools.py.
 """
 
 from __future__ import annotations
@@ -30,10 +30,11 @@ from typing import Any
 from events.ids import InstanceName, NodeName
 from events.specs import ClusterPolicy, DesiredCluster, DiskSpec, InstanceSpec, NodeSpec
 from events.state import ClusterState
-from reactors.balance_model import from_state
-from reactors.cluster_score import score
-from reactors.placement_bridge import choose_pair
-from tests.test_hail_parity import HAIL, iallocator_request, place, run_hail
+from reactors.htools.model import from_state
+from reactors.htools.score import score
+from reactors.placement.allocator import choose_pair
+from tests.support.generated import place
+from tests.support.htools_tools import HAIL, iallocator_request, run_hail
 
 HAIL_SPINDLES = 4
 RUNS: tuple[tuple[int, int, int], ...] = ((4, 60, 1), (16, 500, 1), (40, 1000, 1))

@@ -17,6 +17,8 @@ from typing import Any
 
 import aiohttp
 
+from devtools.demo import seed_instances
+from devtools.local_etcd import LocalEtcd
 from events.ids import EventId, InstanceName, NodeName
 from events.model import (
     DiskPlacement,
@@ -31,12 +33,10 @@ from events.projection import fold_all
 from events.specs import ClusterPolicy, InstanceSpec, NodeSpec
 from events.state import ClusterState
 from events.store import EventStore
-from orchestrator.api_auth import ApiAuth, new_token_entry
-from orchestrator.api_server import start_api
-from orchestrator.demo import seed_instances
-from orchestrator.local_etcd import LocalEtcd
-from orchestrator.rapi_server import start_rapi
-from orchestrator.rapi_users import RapiUsers
+from orchestrator.api.auth import ApiAuth, new_token_entry
+from orchestrator.api.server import start_api
+from orchestrator.rapi.server import start_rapi
+from orchestrator.rapi.users import RapiUsers
 from orchestrator.roles import Role
 
 NODES = 40

@@ -7,10 +7,10 @@ it kept), and both sets of searches it picks between (`--searches full` and
 `--searches quick`). The figures
 of `bench.balance` are four clusters; this is the spread around them.
 
-Each cluster: `tests.test_balance.generated_cluster` (two node sizes, `svc:*`
+Each cluster: `tests.support.generated.generated_cluster` (two node sizes, `svc:*`
 exclusion tags, uneven N+1-safe placement, empty nodes added; drained rows have
 one drained node). hbal runs as `hbal -t FILE -S OUT`; both final placements are
-scored by `reactors.cluster_score` on the start cluster.
+scored by `reactors.htools.score` on the start cluster.
 
 Not imported by corral; run by `make bench` or `python -m bench balance_seeds`.
 """
@@ -24,11 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.balance import MEMORY, _in_racks, data_moved
-from orchestrator.balance_cores import plan_on_cores
-from reactors.balance_plan import plan_balance, which_searches
-from reactors.cluster_score import score
-from reactors.htools_text import render
-from tests.test_balance import generated_cluster, run_hbal, with_placement
+from reactors.balance.cores import plan_on_cores
+from reactors.balance.plan import plan_balance, which_searches
+from reactors.htools.score import score
+from reactors.htools.text import render
+from tests.support.generated import generated_cluster, with_placement
+from tests.support.htools_tools import run_hbal
 
 # (label, full nodes, empty nodes, instances, drained, racks, memory, seeds):
 # `generated_cluster`'s instance memory sizes; 0 racks: no location tags. The

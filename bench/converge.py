@@ -12,9 +12,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator.demo import seed_instances
+from devtools.demo import seed_instances
 from simulators.lab import HostConfig
-from tests.cluster_harness import FAST, cluster, instances
+from tests.support.cluster_harness import FAST, cluster, instances
 
 
 async def _one(nodes: int, count: int) -> dict[str, Any]:

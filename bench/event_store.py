@@ -11,12 +11,12 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from devtools.local_etcd import LocalEtcd
 from events.ids import EventId, NodeName
 from events.model import Event, NodeFlagsSet
 from events.projection import fold
 from events.state import ClusterState
 from events.store import EventStore
-from orchestrator.local_etcd import LocalEtcd
 
 
 def _event(i: int) -> NodeFlagsSet:

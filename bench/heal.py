@@ -13,7 +13,7 @@ from typing import Any
 
 from orchestrator.heal_timeline import build_timeline, percentile
 from simulators.lab import HostConfig
-from tests.cluster_harness import FAST, cluster, instances
+from tests.support.cluster_harness import FAST, cluster, instances
 
 # 20 nodes: probe each every 0.5 s (FAST's 0.2 s makes the simulator itself the
 # bottleneck on 2 cores); timeouts as in FAST.

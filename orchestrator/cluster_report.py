@@ -4,13 +4,14 @@ node (with Ganeti-style instance status words), the cluster summary behind
 orphan volumes and VM processes, instances running where they should not).
 
 Pure: no I/O, no logging; `now` is passed in. Comes after `events.projection`
-and `reactors.instance_plan`; printed by `orchestrator.cli_status` and
-`orchestrator.cli_objects`.
+and `reactors.plans.instance`; printed by `orchestrator.cli.status` and
+`orchestrator.cli.objects`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from events.codec import to_plain
@@ -18,9 +19,9 @@ from events.ids import InstanceName, NodeName
 from events.model import Event, NodeHealth
 from events.specs import PowerState
 from events.state import ClusterState, JobState
-from reactors.instance_plan import plan_instance, vm_alive, vm_on
 from reactors.naming import parse_disk_name
-from reactors.placement_bridge import loads
+from reactors.placement.allocator import loads
+from reactors.plans.instance import plan_instance, vm_alive, vm_on
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -271,4 +272,47 @@ def event_json(revision: int, event: Event) -> dict[str, Any]:
         "type": event.TYPE,
         "objects": list(event.objects()),
         **to_plain(event),
+    }
+
+
+def status_dict(state: ClusterState, *, now: float) -> dict[str, Any]:
+    rows = [instance_row(state, n, now=now) for n in sorted(state.desired.instances)]
+    nodes = node_rows(state)
+    jobs = [j for j in state.jobs.values() if j.status in ("queued", "running", "canceling")]
+    applied = state.last_applied
+    return {
+        "cluster": state.desired.name,
+        "revision": state.revision,
+        "events": state.event_count,
+        "nodes": {"total": len(nodes), "by_health": nodes_by_health(state)},
+        "instances": {
+            "total": len(rows),
+            "by_status": dict(sorted(Counter(r.status for r in rows).items())),
+            "degraded": [r.name for r in rows if r.degraded],
+            "restart_required": [r.name for r in rows if r.restart_required],
+        },
+        "n_plus_one": {
+            "policy": state.desired.policy.n_plus_one,
+            "failing_nodes": [n.name for n in nodes if not n.n1_ok],
+        },
+        "alerts": [
+            {"alert": a.alert, "severity": a.severity, "subject": a.subject, "message": a.message}
+            for a in sorted(state.alerts.values(), key=lambda a: a.alert)
+        ],
+        "active_jobs": [
+            {"job_id": j.job_id, "kind": j.kind, "targets": list(j.targets), "status": j.status}
+            for j in sorted(jobs, key=lambda j: j.job_id)
+        ],
+        "last_apply": (
+            {
+                "digest": applied.digest,
+                "author": applied.author,
+                "message": applied.message,
+                "files": list(applied.files),
+                "time": applied.time,
+            }
+            if applied
+            else None
+        ),
+        "node_table": [asdict(n) for n in nodes],
     }

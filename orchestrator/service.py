@@ -3,7 +3,7 @@ snapshot plus the events after it), connects to the nodes named in the desired
 state over SSH with pinned host keys, runs the reactor engine and the HTTP API,
 saves snapshots and audit seals periodically, and stops cleanly on SIGINT/SIGTERM.
 
-Holds wiring only. Comes after `orchestrator.cli` (arguments) and before
+Holds wiring only. Comes after `orchestrator.cli.main` (arguments) and before
 `reactors.engine` and `orchestrator.api`.
 """
 
@@ -24,7 +24,7 @@ from events.seals import seal_pending
 from events.store import EventStore
 from reactors.context import ReactorSettings
 from reactors.engine import Engine
-from reactors.node_ops import SshNodeOps
+from reactors.nodes.ssh_ops import SshNodeOps
 
 log = structlog.get_logger("corral.service")
 
@@ -93,9 +93,9 @@ async def _start_servers(
     """The HTTP servers the configuration asks for; their runners, to clean up."""
     runners: list[Any] = []
     if config.api_listen is not None:
-        from orchestrator.api_auth import ApiAuth
-        from orchestrator.api_metrics import ApiMetrics
-        from orchestrator.api_server import start_api
+        from orchestrator.api.auth import ApiAuth
+        from orchestrator.api.metrics import ApiMetrics
+        from orchestrator.api.server import start_api
 
         metrics = ApiMetrics()
         nodes.on_command = lambda n, c, d, ok: metrics.ssh.observe(
@@ -119,8 +119,8 @@ async def _start_servers(
             )
         )
     if config.rapi_listen is not None:
-        from orchestrator.rapi_server import start_rapi
-        from orchestrator.rapi_users import RapiUsers
+        from orchestrator.rapi.server import start_rapi
+        from orchestrator.rapi.users import RapiUsers
 
         users = RapiUsers.from_file(config.rapi_users) if config.rapi_users else RapiUsers({})
         host, port = config.rapi_listen

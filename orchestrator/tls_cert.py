@@ -5,7 +5,7 @@ verify the certificate by default; clients that do can pin `rapi.pem`.
 
 Must not hold or log private key material beyond writing it once with mode 0600;
 must not overwrite an existing certificate (an operator may have put a real one
-there). Comes before `orchestrator.rapi_server`, which wraps its listening socket
+there). Comes before `orchestrator.rapi.server`, which wraps its listening socket
 with the context.
 """
 

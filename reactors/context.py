@@ -21,7 +21,7 @@ from events.ids import EventId, InstanceName, NodeName
 from events.model import Event
 from events.projection import fold
 from events.state import ClusterState
-from reactors.ports import EventLog, NodeOps
+from reactors.seams import EventLog, NodeOps
 
 log = structlog.get_logger("corral.reactors")
 

@@ -20,8 +20,8 @@ from reactors.context import ReactorContext, ReactorSettings
 from reactors.healer import Healer
 from reactors.jobs import JobRunner
 from reactors.placer import Placer
-from reactors.ports import EventLog, NodeOps
 from reactors.prober import Prober
+from reactors.seams import EventLog, NodeOps
 from reactors.workers import InstanceWorkers
 
 log = structlog.get_logger("corral.engine")

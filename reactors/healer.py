@@ -3,7 +3,7 @@ partitioned or lost), fence lost nodes with their fence agent (confirming `statu
 off), fail their instances over to UpToDate secondaries, and re-protect every
 instance that lost its secondary.
 
-Decisions come from `reactors.heal_plan` (pure); this module only times, fences and
+Decisions come from `reactors.plans.heal` (pure); this module only times, fences and
 records. Never fails over without a confirmed fence (safety rules 4 and 6): a node
 whose agent fails is retried with backoff and alerted on, until it is fenced or a
 person runs `corral node confirm-off`. Comes after `reactors.prober` (reachability)
@@ -31,8 +31,8 @@ from events.model import (
 )
 from events.state import ClusterState
 from reactors.context import ReactorContext, new_event_id
-from reactors.heal_plan import assess_unreachable, instances_needing_new_secondary, plan_failovers
 from reactors.placer import Placer
+from reactors.plans.heal import assess_unreachable, instances_needing_new_secondary, plan_failovers
 from reactors.prober import Prober
 
 log = structlog.get_logger("corral.healer")

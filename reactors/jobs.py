@@ -34,7 +34,9 @@ from events.model import (
 from events.specs import DiskSpec
 from events.state import ClusterState, JobState
 from reactors.context import ReactorContext, new_event_id
-from reactors.instance_plan import (
+from reactors.placement.allocator import run_refusal
+from reactors.placer import Placer
+from reactors.plans.instance import (
     Step,
     StepKind,
     disk_configs,
@@ -44,8 +46,6 @@ from reactors.instance_plan import (
     vm_alive,
     vm_on,
 )
-from reactors.placement_bridge import run_refusal
-from reactors.placer import Placer
 from reactors.prober import Prober
 from reactors.workers import InstanceWorkers
 

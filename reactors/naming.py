@@ -1,7 +1,7 @@
 """How corral names what it creates on nodes, and how it hands out DRBD minors and
 ports without collisions.
 
-Pure: no I/O, no logging. Used by the instance planner (`reactors.instance_plan`)
+Pure: no I/O, no logging. Used by the instance planner (`reactors.plans.instance`)
 and the placement reactor (which records minors/ports in InstancePlaced once).
 """
 

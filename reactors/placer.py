@@ -1,5 +1,5 @@
 """The placement reactor: gives every declared instance without a placement a
-primary and a secondary (the allocator in `reactors.placement_bridge`), DRBD minors
+primary and a secondary (the allocator in `reactors.placement.allocator`), DRBD minors
 and ports (`reactors.naming`), and records the decision once as InstancePlaced, or
 the refusal with its reasons as PlacementRefused. Also picks new secondaries for
 re-protection and replace-disks.
@@ -29,7 +29,7 @@ from events.model import (
 from events.state import ClusterState
 from reactors.context import ReactorContext, new_event_id
 from reactors.naming import allocate_minors_ports
-from reactors.placement_bridge import choose_new_secondary, choose_pair
+from reactors.placement.allocator import choose_new_secondary, choose_pair
 
 log = structlog.get_logger("corral.placer")
 

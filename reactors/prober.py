@@ -3,7 +3,7 @@
 something changed. The probe results also feed node health: reachability is
 recorded here, judged in `reactors.healer`.
 
-Does no planning. Comes after `reactors.node_ops` (which runs the probe over SSH)
+Does no planning. Comes after `reactors.nodes.ssh_ops` (which runs the probe over SSH)
 and before the fold, which the instance workers and the healer read.
 """
 
@@ -27,7 +27,7 @@ from events.model import (
 )
 from events.state import NodeObservation
 from reactors.context import ReactorContext, new_event_id
-from reactors.ports import NodeSnapshot
+from reactors.seams import NodeSnapshot
 
 log = structlog.get_logger("corral.prober")
 

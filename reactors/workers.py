@@ -1,6 +1,6 @@
 """Instance workers: one reconcile loop per instance at a time (kopf-style), woken
 by events that touch the instance and by a periodic resync (level-triggered). Each
-pass plans from the folded state (`reactors.instance_plan`), carries out the steps
+pass plans from the folded state (`reactors.plans.instance`), carries out the steps
 whose preconditions hold, records StepStarted/StepSucceeded/StepFailed, probes the
 nodes it touched (act, then verify) and plans again.
 
@@ -30,7 +30,7 @@ from events.model import (
 )
 from events.state import ClusterState
 from reactors.context import ReactorContext, instances_touching_node, new_event_id
-from reactors.instance_plan import InstancePlan, Step, plan_instance
+from reactors.plans.instance import InstancePlan, Step, plan_instance
 from reactors.prober import Prober
 
 # Alerts a plan raises and that end by themselves when the plan stops raising them.

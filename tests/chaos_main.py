@@ -12,7 +12,7 @@ from pathlib import Path
 
 import structlog
 
-from tests.chaos import make_schedule, run_schedule
+from tests.support.chaos import make_schedule, run_schedule
 
 
 def main() -> int:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from orchestrator.local_etcd import LocalEtcd
+from devtools.local_etcd import LocalEtcd
 
 
 @pytest.fixture
@@ -20,12 +19,14 @@ def etcd(tmp_path: Path) -> Iterator[LocalEtcd]:
         server.stop()
 
 
-def require_tool(path_or_name: str, package: str) -> str:
-    """Skip the calling test, naming the Debian package, when a real tool is missing."""
-    found = shutil.which(path_or_name) or (path_or_name if Path(path_or_name).exists() else None)
-    if not found:
-        for prefix in ("/usr/sbin/", "/sbin/"):
-            if Path(prefix + path_or_name).exists():
-                return prefix + path_or_name
-        pytest.skip(f"{path_or_name} not installed (Debian package {package})")
-    return found
+KINDS = ("unit", "etcd", "lab", "real", "parity")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Each test is marked with its kind, from the folder it lives in, so that
+    `pytest -m unit` (or etcd, lab, real, parity) runs one kind alone."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for kind in KINDS:
+            if kind in parts:
+                item.add_marker(getattr(pytest.mark, kind))

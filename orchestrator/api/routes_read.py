@@ -1,0 +1,201 @@
+"""The native API's read routes: status, nodes, instances, jobs, the event log
+(filtered like `corral events`), the status at a past revision (`events --at`),
+`cluster verify`, the live desired state, and `/metrics`. Every answer is the
+same JSON the CLI prints with `--json`, narrowed for scoped principals to their
+own instances (others' are 404).
+
+Read-only: appends nothing and never talks to nodes. Comes after
+`orchestrator.api.server` (context, authentication) and `orchestrator.api.context`
+(helpers, views); reuses `orchestrator.cluster_report` and
+`orchestrator.cluster_report.status_dict` for the views themselves.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+
+from events.codec import to_plain
+from events.ids import InstanceName, JobId
+from events.model import Event
+from events.projection import fold
+from events.state import ClusterState
+from orchestrator.api.context import (
+    ApiError,
+    EventFilter,
+    ctx_of,
+    event_visible,
+    instance_info,
+    json_response,
+    node_info,
+    parse_since,
+    principal_of,
+    query_bool,
+    query_int,
+    require_instance,
+    require_node,
+    require_unscoped,
+    row_json,
+    scoped_status,
+    visible_instance,
+    visible_job,
+    visible_names,
+)
+from orchestrator.api.metrics import CONTENT_TYPE, render_metrics
+from orchestrator.cluster_report import (
+    event_json,
+    instance_row,
+    job_json,
+    node_rows,
+    status_dict,
+    verify,
+)
+
+MAX_EVENTS = 10_000
+MAX_REVISION = 10**15
+
+
+async def get_status(request: web.Request) -> web.Response:
+    state = ctx_of(request).state()
+    now = time.time()
+    d = scoped_status(status_dict(state, now=now), state, principal_of(request), now=now)
+    return json_response(d)
+
+
+async def list_nodes(request: web.Request) -> web.Response:
+    state = ctx_of(request).state()
+    return json_response([row_json(asdict(r)) for r in node_rows(state)])
+
+
+async def get_node(request: web.Request) -> web.Response:
+    state = ctx_of(request).state()
+    name = require_node(state, request.match_info["name"])
+    return json_response(node_info(state, name, principal_of(request)))
+
+
+async def list_instances(request: web.Request) -> web.Response:
+    state = ctx_of(request).state()
+    now = time.time()
+    names = visible_names(state, principal_of(request))
+    return json_response([row_json(asdict(instance_row(state, n, now=now))) for n in names])
+
+
+async def get_instance(request: web.Request) -> web.Response:
+    state = ctx_of(request).state()
+    spec = require_instance(state, principal_of(request), request.match_info["name"])
+    return json_response(instance_info(state, InstanceName(spec.name), now=time.time()))
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    state = ctx_of(request).state()
+    principal = principal_of(request)
+    jobs = sorted(
+        (j for j in state.jobs.values() if visible_job(state, principal, j)),
+        key=lambda j: j.job_id,
+    )
+    if not query_bool(request, "all"):
+        jobs = jobs[-50:]
+    return json_response([job_json(j, with_log=False) for j in jobs])
+
+
+async def get_job(request: web.Request) -> web.Response:
+    state = ctx_of(request).state()
+    job_id = request.match_info["job_id"]
+    job = state.jobs.get(JobId(job_id))
+    if job is None or not visible_job(state, principal_of(request), job):
+        raise ApiError(404, "not_found", f"no job {job_id!r}", field="job_id")
+    return json_response(job_json(job, with_log=True))
+
+
+async def list_events(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    principal = principal_of(request)
+    from_rev, since_time = parse_since(request.query.get("since"), now=time.time())
+    limit = query_int(request, "limit", default=1000, minimum=1, maximum=MAX_EVENTS)
+    flt = EventFilter.from_query(request, since_time=since_time)
+    state = ctx.state()
+    matched: list[tuple[int, Event]] = []
+    async for revision, event in ctx.store.read_all(from_revision=from_rev):
+        if flt.matches(event) and event_visible(event, state, principal):
+            matched.append((revision, event))
+            if len(matched) > 2 * limit:
+                del matched[:-limit]
+    return json_response([event_json(r, e) for r, e in matched[-limit:]])
+
+
+async def state_at(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    if "at" not in request.query:
+        raise ApiError(422, "invalid", "at (a revision) is required", field="at")
+    at = query_int(request, "at", default=0, minimum=0, maximum=MAX_REVISION)
+    state = ClusterState()
+    batch: list[tuple[int, Event]] = []
+    async for revision, event in ctx.store.read_all():
+        if revision > at:
+            break
+        batch.append((revision, event))
+        if len(batch) >= 5000:
+            state = fold(state, batch)
+            batch = []
+    state = fold(state, batch) if batch else state
+    now = time.time()
+    principal = principal_of(request)
+    return json_response(scoped_status(status_dict(state, now=now), state, principal, now=now))
+
+
+async def get_verify(request: web.Request) -> web.Response:
+    state = ctx_of(request).state()
+    principal = principal_of(request)
+    findings = [
+        f
+        for f in verify(state, now=time.time())
+        if not principal.scoped
+        or (
+            f.subject.startswith("instance/")
+            and visible_instance(state, principal, f.subject.partition("/")[2])
+        )
+    ]
+    errors = sum(1 for f in findings if f.severity == "error")
+    return json_response({"findings": [asdict(f) for f in findings], "errors": errors})
+
+
+async def get_desired(request: web.Request) -> web.Response:
+    """The live desired state (files applied plus imperative changes since)."""
+    state = ctx_of(request).state()
+    principal = principal_of(request)
+    d = state.desired
+    out: dict[str, Any] = {
+        "cluster": d.name,
+        "policy": to_plain(d.policy),
+        "groups": [] if principal.scoped else [to_plain(d.groups[g]) for g in sorted(d.groups)],
+        "nodes": [] if principal.scoped else [to_plain(d.nodes[n]) for n in sorted(d.nodes)],
+        "instances": [to_plain(d.instances[n]) for n in visible_names(state, principal)],
+        "revision": state.revision,
+    }
+    return json_response(out)
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    ctx = ctx_of(request)
+    if not ctx.public_metrics:
+        require_unscoped(request, "read cluster-wide metrics")
+    text = render_metrics(ctx.state(), ctx.metrics, now=time.time())
+    return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
+
+
+def add_read_routes(app: web.Application) -> None:
+    app.router.add_get("/api/v1/status", get_status)
+    app.router.add_get("/api/v1/nodes", list_nodes)
+    app.router.add_get("/api/v1/nodes/{name}", get_node)
+    app.router.add_get("/api/v1/instances", list_instances)
+    app.router.add_get("/api/v1/instances/{name}", get_instance)
+    app.router.add_get("/api/v1/jobs", list_jobs)
+    app.router.add_get("/api/v1/jobs/{job_id}", get_job)
+    app.router.add_get("/api/v1/events", list_events)
+    app.router.add_get("/api/v1/state", state_at)
+    app.router.add_get("/api/v1/verify", get_verify)
+    app.router.add_get("/api/v1/desired", get_desired)
+    app.router.add_get("/metrics", get_metrics)

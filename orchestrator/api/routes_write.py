@@ -1,0 +1,374 @@
+"""The native API's changing routes: desired-state plan and apply (a YAML document
+in the body, checked by `orchestrator.desired.file`; every problem comes back as
+422 with file/line/column/field), instance and node operations, and job cancel.
+Each checks the principal's role and scope (`orchestrator.roles`), records through
+`orchestrator.operations` (or one atomic apply) with the principal's name as the
+actor, waits briefly until the orchestrator's fold shows the write, and answers
+202 `{"job_id", "revision", "event_ids"}`.
+
+Must not act on nodes or wait for jobs to finish (reactors do the work; clients
+follow `/api/v1/jobs/{id}` or the event stream). Comes after
+`orchestrator.api.context` (helpers); before `orchestrator.operations` and
+`events.store`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from typing import Any
+
+from aiohttp import web
+
+from events.ids import InvalidName, JobId, NodeName, check_name
+from events.store import VersionConflict
+from orchestrator.api.context import (
+    ApiContext,
+    ApiError,
+    accepted_json,
+    ctx_of,
+    forbid,
+    job_instance_tags,
+    json_body,
+    json_response,
+    log_of,
+    require_instance,
+    require_node,
+    require_role,
+    require_unscoped,
+    text_field,
+    visible_job,
+    wait_folded,
+)
+from orchestrator.desired.diff import Diff, diff_desired, diff_events, expected_versions
+from orchestrator.desired.file import DesiredFile, DesiredFileError, parse_desired
+from orchestrator.desired.plan_view import plan_json, preview_placements
+from orchestrator.operations import (
+    INSTANCE_VERBS,
+    NODE_FLAG_VERBS,
+    NODE_JOB_VERBS,
+    Accepted,
+    OperationRefused,
+    cancel_job,
+    confirm_node_off,
+    new_event_id,
+    set_node_flags,
+    submit_job,
+)
+from orchestrator.roles import Action, Principal, may
+
+NODE_ACTIONS = (*NODE_FLAG_VERBS, *NODE_JOB_VERBS, "confirm-off")
+REPLACE_MODES = ("change-secondary", "secondary-rebuild")
+MAX_FILES = 100
+MAX_MIB = 2**40
+
+_REASON = {"reason": (str,)}
+_INSTANCE_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
+    "replace-disks": {**_REASON, "mode": (str,), "new_secondary": (str,)},
+    "grow-disk": {**_REASON, "disk": (int,), "amount_mib": (int,)},
+}
+_DESIRED_FIELDS = {"files": (list,), "allow_destroy": (bool,), "message": (str,)}
+
+
+def _refused(exc: OperationRefused) -> ApiError:
+    if exc.field in ("instance", "node"):
+        return ApiError(404, "not_found", str(exc), field="name")
+    if exc.field in ("target", "job_id"):
+        return ApiError(409, "conflict", str(exc), field=exc.field)
+    return ApiError(422, "refused", str(exc), field=exc.field or None)
+
+
+async def _accepted(
+    request: web.Request, ctx: ApiContext, accepted: Accepted, *, what: str
+) -> web.Response:
+    log_of(request).info(
+        "api mutation recorded", what=what, revision=accepted.revision, job_id=accepted.job_id
+    )
+    await wait_folded(ctx, accepted.revision)
+    return json_response(accepted_json(accepted), status=202)
+
+
+# ---------------------------------------------------------------------- desired state
+
+
+async def _desired_request(request: web.Request) -> tuple[DesiredFile, bool, str]:
+    data = await json_body(request, _DESIRED_FIELDS, required=("files",))
+    files = data["files"]
+    if not 1 <= len(files) <= MAX_FILES:
+        raise ApiError(422, "invalid", f"files must hold 1..{MAX_FILES} files", field="files")
+    texts: list[tuple[str, str]] = []
+    for i, item in enumerate(files):
+        where = f"files[{i}]"
+        if not isinstance(item, dict):
+            raise ApiError(422, "invalid", f"{where} must be {{name, text}}", field=where)
+        for key in item:
+            if key not in ("name", "text"):
+                raise ApiError(422, "invalid", f"unknown field {key!r}", field=f"{where}.{key}")
+        name, text = item.get("name"), item.get("text")
+        if not isinstance(name, str) or not 1 <= len(name) <= 255 or "\x00" in name:
+            raise ApiError(
+                422, "invalid", "name must be a file name (1-255 characters)", field=f"{where}.name"
+            )
+        if not isinstance(text, str):
+            raise ApiError(422, "invalid", "text must be a string", field=f"{where}.text")
+        texts.append((name, text))
+    if len({n for n, _ in texts}) != len(texts):
+        raise ApiError(422, "invalid", "two files have the same name", field="files")
+    try:
+        desired = parse_desired(texts)
+    except DesiredFileError as exc:
+        n = len(exc.problems)
+        raise ApiError(
+            422,
+            "invalid_desired_state",
+            f"{n} problem{'s' if n != 1 else ''} in the desired state; nothing was recorded",
+            field="files",
+            problems=[asdict(p) for p in exc.problems],
+        ) from None
+    cluster = ctx_of(request).store.cluster
+    if desired.cluster.name != cluster:
+        raise ApiError(
+            422,
+            "invalid_desired_state",
+            f"the files declare cluster {desired.cluster.name!r}, but this is {cluster!r}",
+            field="files",
+        )
+    message = text_field(data, "message")
+    return desired, bool(data.get("allow_destroy", False)), message
+
+
+def _diff(request: web.Request, desired: DesiredFile, allow_destroy: bool) -> Diff:
+    return diff_desired(
+        state=ctx_of(request).state(),
+        wanted=desired.cluster,
+        absent=desired.absent,
+        digest=desired.digest,
+        allow_destroy=allow_destroy,
+    )
+
+
+async def desired_plan(request: web.Request) -> web.Response:
+    principal = require_unscoped(request, "plan desired state")
+    desired, allow_destroy, message = await _desired_request(request)
+    state = ctx_of(request).state()
+    diff = _diff(request, desired, allow_destroy)
+    events = diff_events(
+        diff=diff,
+        wanted=desired.cluster,
+        digest=desired.digest,
+        files=desired.files,
+        author=principal.name,
+        message=message,
+        now=time.time(),
+        new_id=new_event_id,
+    )
+    placements = preview_placements(state=state, events=events) if not diff.problems else ()
+    return json_response(plan_json(diff=diff, placements=placements))
+
+
+async def desired_apply(request: web.Request) -> web.Response:
+    principal = require_role(request, Action.ADMIN)
+    if not may(principal, Action.ADMIN):
+        raise forbid(request, "a principal scoped to tags may not apply desired state")
+    ctx = ctx_of(request)
+    desired, allow_destroy, message = await _desired_request(request)
+    state = ctx.state()
+    diff = _diff(request, desired, allow_destroy)
+    if diff.problems:
+        raise ApiError(
+            422,
+            "refused",
+            "the desired state cannot be applied as it is; nothing was recorded",
+            field="files",
+            problems=[{"message": p} for p in diff.problems],
+        )
+    if diff.empty:
+        return json_response(
+            {"job_id": None, "revision": state.revision, "event_ids": [], "changes": 0}
+        )
+    events = diff_events(
+        diff=diff,
+        wanted=desired.cluster,
+        digest=desired.digest,
+        files=desired.files,
+        author=principal.name,
+        message=message,
+        now=time.time(),
+        new_id=new_event_id,
+    )
+    revision = state.revision
+    done = 0
+    expected = expected_versions(diff=diff, state=state)
+    for batch, batch_expected in ctx.store.transactions_for(events, expected=expected):
+        try:
+            revision = await ctx.store.append(batch, expected=batch_expected)
+        except VersionConflict as exc:
+            recorded = (
+                "nothing was recorded" if not done else f"{done} of {len(events)} events were"
+            )
+            raise ApiError(
+                409,
+                "conflict",
+                f"{exc}: the cluster changed while applying; {recorded}; apply again",
+                field="files",
+            ) from None
+        done += len(batch)
+    log_of(request).info(
+        "api desired state applied",
+        revision=revision,
+        changes=len(diff.changes),
+        digest=desired.digest[:12],
+    )
+    await wait_folded(ctx, revision)
+    return json_response(
+        {
+            "job_id": None,
+            "revision": revision,
+            "event_ids": [e.id for e in events],
+            "changes": len(diff.changes),
+        },
+        status=202,
+    )
+
+
+# ---------------------------------------------------------------------- instances
+
+
+def _node_param(data: dict[str, Any], key: str, ctx: ApiContext) -> str:
+    value = data[key]
+    try:
+        check_name(value, what=key)
+    except InvalidName as exc:
+        raise ApiError(422, "invalid", str(exc), field=key) from None
+    if NodeName(value) not in ctx.state().desired.nodes:
+        raise ApiError(422, "invalid", f"no node named {value!r}", field=key)
+    return str(value)
+
+
+async def instance_action(request: web.Request) -> web.Response:
+    action = request.match_info["action"]
+    if action not in INSTANCE_VERBS:
+        raise ApiError(404, "not_found", f"no instance action {action!r}", field="action")
+    principal = require_role(request, Action.OPERATE)
+    ctx = ctx_of(request)
+    state = ctx.state()
+    spec = require_instance(state, principal, request.match_info["name"])
+    if not may(principal, Action.OPERATE, instance_tags=spec.tags):
+        raise forbid(request, f"{principal.name} may not operate {spec.name}")
+    data = await json_body(request, _INSTANCE_FIELDS.get(action, _REASON))
+    params: dict[str, str] = {}
+    if action == "replace-disks":
+        mode = data.get("mode", "change-secondary")
+        if mode not in REPLACE_MODES:
+            raise ApiError(422, "invalid", f"mode must be one of {REPLACE_MODES}", field="mode")
+        params["mode"] = mode
+        if "new_secondary" in data:
+            params["node"] = _node_param(data, "new_secondary", ctx)
+    if action == "grow-disk":
+        disk = data.get("disk", 0)
+        if not 0 <= disk < len(spec.disks):
+            raise ApiError(422, "invalid", f"disk must be 0..{len(spec.disks) - 1}", field="disk")
+        if "amount_mib" not in data:
+            raise ApiError(422, "invalid", "amount_mib is required", field="amount_mib")
+        amount = data["amount_mib"]
+        if not 1 <= amount <= MAX_MIB:
+            raise ApiError(422, "invalid", "amount_mib must be 1 or more", field="amount_mib")
+        params.update(disk=str(disk), amount_mib=str(amount))
+    try:
+        accepted = await submit_job(
+            ctx.store,
+            state,
+            kind=INSTANCE_VERBS[action],
+            target=spec.name,
+            params=params,
+            actor=principal.name,
+            reason=text_field(data, "reason"),
+        )
+    except OperationRefused as exc:
+        raise _refused(exc) from None
+    return await _accepted(request, ctx, accepted, what=f"instance {action} {spec.name}")
+
+
+# ---------------------------------------------------------------------- nodes
+
+
+async def node_action(request: web.Request) -> web.Response:
+    action = request.match_info["action"]
+    if action not in NODE_ACTIONS:
+        raise ApiError(404, "not_found", f"no node action {action!r}", field="action")
+    needed = Action.ADMIN if action == "confirm-off" else Action.NODE_OPERATE
+    principal = require_role(request, needed)
+    if not may(principal, needed):
+        raise forbid(request, "a principal scoped to tags may not operate nodes")
+    ctx = ctx_of(request)
+    state = ctx.state()
+    node = require_node(state, request.match_info["name"])
+    data = await json_body(request, _REASON)
+    reason = text_field(data, "reason")
+    try:
+        if action in NODE_FLAG_VERBS:
+            accepted = await set_node_flags(
+                ctx.store,
+                state,
+                node=node,
+                actor=principal.name,
+                reason=reason,
+                **NODE_FLAG_VERBS[action],
+            )
+        elif action == "confirm-off":
+            accepted = await confirm_node_off(
+                ctx.store, state, node=node, actor=principal.name, reason=reason
+            )
+        else:
+            accepted = await submit_job(
+                ctx.store,
+                state,
+                kind=NODE_JOB_VERBS[action],
+                target=node,
+                actor=principal.name,
+                reason=reason,
+            )
+    except OperationRefused as exc:
+        raise _refused(exc) from None
+    return await _accepted(request, ctx, accepted, what=f"node {action} {node}")
+
+
+# ---------------------------------------------------------------------- jobs
+
+
+def _may_cancel(principal: Principal, tags: list[frozenset[str]]) -> bool:
+    if not principal.scoped:
+        return may(principal, Action.OPERATE)
+    return any(may(principal, Action.OPERATE, instance_tags=t) for t in tags)
+
+
+async def job_cancel(request: web.Request) -> web.Response:
+    principal = require_role(request, Action.OPERATE)
+    ctx = ctx_of(request)
+    state = ctx.state()
+    job_id = request.match_info["job_id"]
+    job = state.jobs.get(JobId(job_id))
+    if job is None or not visible_job(state, principal, job):
+        raise ApiError(404, "not_found", f"no job {job_id!r}", field="job_id")
+    if not _may_cancel(principal, job_instance_tags(state, job)):
+        raise forbid(request, f"{principal.name} may not cancel job {job_id}")
+    data = await json_body(request, _REASON)
+    try:
+        accepted = await cancel_job(
+            ctx.store,
+            state,
+            job_id=job.job_id,
+            actor=principal.name,
+            reason=text_field(data, "reason"),
+        )
+    except OperationRefused as exc:
+        raise _refused(exc) from None
+    return await _accepted(request, ctx, accepted, what=f"job cancel {job_id}")
+
+
+def add_write_routes(app: web.Application) -> None:
+    app.router.add_post("/api/v1/desired/plan", desired_plan)
+    app.router.add_post("/api/v1/desired/apply", desired_apply)
+    app.router.add_post("/api/v1/instances/{name}/{action}", instance_action)
+    app.router.add_post("/api/v1/nodes/{name}/{action}", node_action)
+    app.router.add_post("/api/v1/jobs/{job_id}/cancel", job_cancel)

@@ -1,0 +1,200 @@
+"""`corral events` (the audit log: filter, follow, or the cluster as it was at a
+revision) and `corral audit verify` (check the hash seals over the log).
+
+Read-only. Comes after `events.store` (reading, subscribing) and
+`events.projection` (folding up to a revision); prints with `orchestrator.cli.status`'s
+status view for `--at`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+import time
+from dataclasses import asdict, fields
+from datetime import datetime
+from typing import Any
+
+from events.model import Event
+from events.projection import fold
+from events.seals import verify
+from events.state import ClusterState
+from orchestrator.cli.context import (
+    UsageError,
+    add_target_options,
+    open_store,
+    print_json,
+    target_from_args,
+)
+from orchestrator.cli.status import render_status
+from orchestrator.cluster_report import event_json, status_dict
+
+_META = {"id", "time", "actor", "reason", "causation_id", "correlation_id"}
+_RELATIVE = re.compile(r"^(\d+)([smhd])$")
+
+
+def add_events_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ev = sub.add_parser("events", help="the event log: filter, follow, or the state at a revision")
+    ev.add_argument("--follow", "-F", action="store_true", help="keep printing new events")
+    ev.add_argument(
+        "--since", help="from this revision (a number), time (2026-11-25T14:00) or age (10m, 2h)"
+    )
+    ev.add_argument(
+        "--type", action="append", default=[], help="event type or prefix (node., step.failed)"
+    )
+    ev.add_argument(
+        "--object",
+        action="append",
+        default=[],
+        help="object key (instance/vm01, node/node2) or bare name",
+    )
+    ev.add_argument("--limit", type=int, default=0, help="only the last N matching events")
+    ev.add_argument("--at", type=int, metavar="REV", help="print the cluster as it was at REV")
+    add_target_options(ev)
+    audit = sub.add_parser("audit", help="audit the event log")
+    asub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    add_target_options(asub.add_parser("verify", help="check every hash seal over the log"))
+
+
+def _since(value: str | None, *, now: float) -> tuple[int, float]:
+    """(from_revision, from_time) for --since."""
+    if not value:
+        return 0, 0.0
+    if value.isdigit():
+        return int(value), 0.0
+    m = _RELATIVE.match(value)
+    if m:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        return 0, now - int(m.group(1)) * unit
+    try:
+        return 0, datetime.fromisoformat(value).timestamp()
+    except ValueError:
+        raise UsageError(
+            f"--since: {value!r} is not a revision, an ISO time or an age like 10m"
+        ) from None
+
+
+def _matches(event: Event, *, types: list[str], objects: list[str], since_time: float) -> bool:
+    if since_time and event.time < since_time:
+        return False
+    if types and not any(t == event.TYPE or event.TYPE.startswith(t) for t in types):
+        return False
+    if objects:
+        keys = event.objects()
+        names = {k.partition("/")[2] for k in keys}
+        if not any(o in keys or o in names for o in objects):
+            return False
+    return True
+
+
+def _summary(event: Event) -> str:
+    parts = []
+    for f in fields(event):
+        if f.name in _META:
+            continue
+        value = getattr(event, f.name)
+        if value in (None, "", (), 0.0) and f.name not in ("health",):
+            continue
+        if f.name in ("spec", "policy", "facts", "volumes", "drbd", "vms", "disks", "params"):
+            value = _short(value)
+        elif isinstance(value, float):
+            value = round(value, 3)
+        parts.append(f"{f.name}={value}")
+    text = " ".join(str(p) for p in parts)
+    if event.reason:
+        text += f" — {event.reason}"
+    return text
+
+
+def _short(value: Any) -> str:
+    if hasattr(value, "name") and hasattr(value, "__dataclass_fields__"):
+        return str(value.name)
+    if isinstance(value, tuple):
+        return f"[{len(value)}]"
+    return "{…}"
+
+
+def _line(revision: int, event: Event) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(event.time))
+    return f"{revision:>7}  {when}  {event.TYPE:<20} {event.actor:<14} {_summary(event)}"
+
+
+def run_events(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_events(args))
+    except KeyboardInterrupt:
+        return 0
+
+
+async def _events(args: argparse.Namespace) -> int:
+    from_rev, since_time = _since(args.since, now=time.time())
+    async with open_store(target_from_args(args)) as store:
+        if args.at is not None:
+            if args.at < 0:
+                raise UsageError("--at: a revision is zero or more")
+            state = ClusterState()
+            batch = []
+            async for revision, event in store.read_all():
+                if revision > args.at:
+                    break
+                batch.append((revision, event))
+            state = fold(state, batch)
+            d = status_dict(state, now=time.time())
+            if args.json:
+                print_json(d)
+            else:
+                print(f"as of revision {args.at} (last event at revision {state.revision})")
+                print(render_status(d))
+            return 0
+        matched: list[tuple[int, Event]] = []
+        last = 0
+        async for revision, event in store.read_all(from_revision=from_rev):
+            last = revision
+            if _matches(event, types=args.type, objects=args.object, since_time=since_time):
+                matched.append((revision, event))
+        if args.limit > 0:
+            matched = matched[-args.limit :]
+        if args.json and not args.follow:
+            print_json([event_json(r, e) for r, e in matched])
+            return 0
+        for revision, event in matched:
+            if args.json:
+                print(json.dumps(event_json(revision, event), default=str), flush=True)
+            else:
+                print(_line(revision, event), flush=True)
+        if not args.follow:
+            return 0
+        start = last + 1 if last else max(from_rev, 1)
+        async for revision, event in store.subscribe(start):
+            if _matches(event, types=args.type, objects=args.object, since_time=since_time):
+                if args.json:
+                    print(json.dumps(event_json(revision, event), default=str), flush=True)
+                else:
+                    print(_line(revision, event), flush=True)
+    return 0
+
+
+def run_audit(args: argparse.Namespace) -> int:
+    return asyncio.run(_audit(args))
+
+
+async def _audit(args: argparse.Namespace) -> int:
+    async with open_store(target_from_args(args)) as store:
+        result = await verify(store)
+        total = 0
+        async for _ in store.read_all():
+            total += 1
+    d = {**asdict(result), "events": total, "unsealed": total - result.sealed_events}
+    if args.json:
+        print_json(d)
+    elif result.ok:
+        print(
+            f"audit verify: ok — {result.sealed_events} events under {result.seals} seals; "
+            f"{d['unsealed']} newer events not sealed yet"
+        )
+    else:
+        where = f" (key {result.key}, revision {result.revision})" if result.key else ""
+        print(f"audit verify: FAILED — {result.problem}{where}")
+    return 0 if result.ok else 1

@@ -1,0 +1,231 @@
+"""The `corral` command line: parses arguments and hands each subcommand to the
+module that owns it. Must not hold cluster logic itself.
+
+Entry point of the `corral` console script. To keep start-up short, only the
+module owning the command being run is imported (its parser and its code); the
+top-level help lists every command from the table below without importing any.
+Every error a user can cause is printed as one clear message with exit status 1,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import os
+import sys
+from collections.abc import Callable, Sequence
+from types import ModuleType
+
+
+def _balance() -> ModuleType:
+    from orchestrator.cli import balance
+
+    return balance
+
+
+def _desired() -> ModuleType:
+    from orchestrator.cli import desired
+
+    return desired
+
+
+def _events() -> ModuleType:
+    from orchestrator.cli import events
+
+    return events
+
+
+def _objects() -> ModuleType:
+    from orchestrator.cli import objects
+
+    return objects
+
+
+def _plan_tools() -> ModuleType:
+    from orchestrator.cli import plan_tools
+
+    return plan_tools
+
+
+def _serve() -> ModuleType:
+    from orchestrator.cli import serve
+
+    return serve
+
+
+def _status() -> ModuleType:
+    from orchestrator.cli import status
+
+    return status
+
+
+# command -> (loader of the module owning it, its add-parsers function, its run
+# function, help). Each loader imports its module only when called, so start-up
+# pays only for the command being run, and the import stays visible to
+# import-linter. Commands from other packages (the lab's `corral sim`) come in as
+# plugins through the `corral.commands` entry point group (see `_plugins`).
+COMMANDS: dict[str, tuple[Callable[[], ModuleType], str, str, str]] = {
+    "plan": (
+        _desired,
+        "add_desired_parsers",
+        "run_desired",
+        "show what applying a desired-state file would change (exit 2 if anything)",
+    ),
+    "apply": (
+        _desired,
+        "add_desired_parsers",
+        "run_desired",
+        "record a desired-state file as the cluster's desired state",
+    ),
+    "status": (
+        _status,
+        "add_status_parsers",
+        "run_status",
+        "cluster summary: nodes, instances, N+1, problems",
+    ),
+    "cluster": (
+        _status,
+        "add_status_parsers",
+        "run_cluster",
+        "cluster-wide checks (cluster verify)",
+    ),
+    "instance": (
+        _objects,
+        "add_object_parsers",
+        "run_objects",
+        "list, inspect and operate instances",
+    ),
+    "node": (
+        _objects,
+        "add_object_parsers",
+        "run_objects",
+        "list, inspect and operate nodes; reboot-plan",
+    ),
+    "job": (_objects, "add_object_parsers", "run_objects", "list, inspect, follow and cancel jobs"),
+    "events": (
+        _events,
+        "add_events_parsers",
+        "run_events",
+        "the event log: filter, follow, or the state at a revision",
+    ),
+    "audit": (_events, "add_events_parsers", "run_audit", "audit the event log (audit verify)"),
+    "balance": (
+        _balance,
+        "add_balance_parsers",
+        "run_balance",
+        "plan or apply moves that balance the cluster (like hbal)",
+    ),
+    "capacity": (
+        _plan_tools,
+        "add_plan_tool_parsers",
+        "run_capacity",
+        "how many more instances of a spec fit, N+1-safe (like hspace)",
+    ),
+    "export": (
+        _plan_tools,
+        "add_plan_tool_parsers",
+        "run_export",
+        "export the live cluster (htools text format)",
+    ),
+    "serve": (
+        _serve,
+        "add_serve_parser",
+        "run_serve",
+        "run the orchestrator, API, dashboard and RAPI in the foreground",
+    ),
+    "token": (_serve, "add_token_parser", "run_token", "API tokens for `corral serve --api`"),
+}
+
+
+def _plugins() -> dict[str, tuple[Callable[[], ModuleType], str, str, str]]:
+    """Commands other installed packages register under the `corral.commands` entry
+    point group as `name = "module"`; the module holds `HELP`, `add_parser(sub)` and
+    `run(args)` and must be cheap to import. The lab registers `sim` this way, so
+    the product never imports the simulators."""
+    from importlib.metadata import entry_points
+
+    found: dict[str, tuple[Callable[[], ModuleType], str, str, str]] = {}
+    for ep in entry_points(group="corral.commands"):
+        try:
+            module = importlib.import_module(ep.value)
+        except ImportError:
+            continue  # a plugin whose package is gone is not a command
+        found[ep.name] = (functools.partial(_loaded, module), "add_parser", "run", str(module.HELP))
+    return found
+
+
+def _loaded(module: ModuleType) -> ModuleType:
+    return module
+
+
+def _commands() -> dict[str, tuple[Callable[[], ModuleType], str, str, str]]:
+    return {**COMMANDS, **_plugins()}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("corral")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class _VersionAction(argparse.Action):
+    """`--version`, reading the installed version only when asked."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object, **kw: object) -> None:
+        print(f"corral {_version()}")
+        parser.exit()
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser for `command` (its module imported), or the overview of every
+    command when None or unknown."""
+    parser = argparse.ArgumentParser(
+        prog="corral",
+        description="corral: DRBD-mirrored KVM clusters driven by an event log in etcd",
+    )
+    parser.add_argument("--version", action=_VersionAction, nargs=0, help="print the version")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = _commands()
+    if command in commands:
+        load, add, _, _ = commands[command]
+        getattr(load(), add)(sub)
+    for name, (_, _, _, text) in commands.items():
+        if name not in sub.choices:
+            sub.add_parser(name, help=text)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    # No command does matrix work large enough for OpenBLAS's thread pool to
+    # help (the balancer's arrays are a few thousand cells), and its threads,
+    # started when numpy is imported, would keep `corral balance` from forking
+    # its workers (`reactors.balance.cores.start_method`). Set before any
+    # command module imports numpy; a value the user set is kept.
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in args_list if not a.startswith("-")), None)
+    parser = build_parser(command)
+    args = parser.parse_args(args_list)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    from orchestrator.cli.context import UsageError
+
+    load, _, run, _ = _commands()[args.command]
+    try:
+        result: int = getattr(load(), run)(args)
+        return result
+    except UsageError as exc:
+        print(f"corral {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,209 @@
+"""Planning commands that change nothing: `corral export htools` (the live cluster
+in htools' text format), `corral capacity` (how many more instances fit, N+1-safe,
+optionally with hypothetical nodes) and `corral node reboot-plan` (groups of nodes
+that can reboot together). Each works on the live cluster or, with `--htools FILE`,
+offline on an htools snapshot the way `hspace -t` / `hroller -t` do.
+
+Read-only. Comes after `orchestrator.cli.context` (state) and the pure planners in
+`reactors` (`htools_text`, `htools_state`, `capacity_plan`, `reboot_plan`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from events.state import ClusterState
+from orchestrator.cli.context import (
+    UsageError,
+    add_target_options,
+    current_state,
+    open_store,
+    print_json,
+    target_from_args,
+)
+from reactors.htools.model import from_state
+from reactors.htools.score import n1_failures, score
+from reactors.htools.state import to_state
+from reactors.htools.text import parse, render
+from reactors.placement.capacity import NewNode, Spec, capacity
+from reactors.placement.reboot import plan_reboots
+
+_UNITS = {"M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def _size(text: str, *, what: str) -> int:
+    t = text.strip().upper()
+    try:
+        value = int(t[:-1]) * _UNITS[t[-1]] if t[-1:] in _UNITS else int(t)
+    except (ValueError, IndexError):
+        raise UsageError(f"{what}: {text!r} is not a size like 512M, 20G or 2T") from None
+    if value <= 0:
+        raise UsageError(f"{what}: {text!r} must be more than zero")
+    return value
+
+
+def parse_triple(text: str, *, what: str) -> tuple[int, int, int]:
+    """MEM,DISK,CPUS such as 1G,20G,1."""
+    parts = text.split(",")
+    if len(parts) != 3:
+        raise UsageError(f"{what}: {text!r} is not MEMORY,DISK,CPUS (e.g. 1G,20G,1)")
+    mem = _size(parts[0], what=what)
+    disk = _size(parts[1], what=what)
+    try:
+        cpus = int(parts[2])
+    except ValueError:
+        raise UsageError(f"{what}: {parts[2]!r} is not a number of cpus") from None
+    if cpus < 1:
+        raise UsageError(f"{what}: cpus must be at least 1")
+    return mem, disk, cpus
+
+
+def add_plan_tool_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    exp = sub.add_parser("export", help="export the live cluster for other tools")
+    esub = exp.add_subparsers(dest="export_format", metavar="FORMAT", required=True)
+    ht = esub.add_parser("htools", help="htools text format (hbal -t, hspace -t, hinfo -t)")
+    ht.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
+    add_target_options(ht)
+    cap = sub.add_parser("capacity", help="how many more instances of a spec fit, N+1-safe")
+    cap.add_argument(
+        "--spec",
+        action="append",
+        required=True,
+        metavar="MEM,DISK,CPUS",
+        help="e.g. 1G,20G,1; repeat for tiers, largest first",
+    )
+    cap.add_argument(
+        "--add-node",
+        action="append",
+        default=[],
+        metavar="MEM,DISK,CPUS",
+        help="a hypothetical node, e.g. 24G,730G,8 (repeat for more)",
+    )
+    cap.add_argument("--htools", type=Path, help="plan on an htools text file, offline")
+    add_target_options(cap)
+
+
+def add_reboot_plan_parser(nsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rp = nsub.add_parser("reboot-plan", help="groups of nodes that can reboot together")
+    rp.add_argument(
+        "--evacuate",
+        action="store_true",
+        help="move primaries and secondaries off each group first (default: live-migrate "
+        "primaries to their secondaries)",
+    )
+    rp.add_argument("--htools", type=Path, help="plan on an htools text file, offline")
+    add_target_options(rp)
+
+
+def _state(args: argparse.Namespace) -> ClusterState:
+    if getattr(args, "htools", None) is not None:
+        path: Path = args.htools
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise UsageError(f"--htools: cannot read {path}: {exc.strerror}") from exc
+        try:
+            return to_state(cluster=parse(text))
+        except ValueError as exc:
+            raise UsageError(f"--htools: {path}: {exc}") from exc
+
+    import asyncio
+
+    async def load() -> ClusterState:
+        async with open_store(target_from_args(args)) as store:
+            return await current_state(store)
+
+    return asyncio.run(load())
+
+
+def run_export(args: argparse.Namespace) -> int:
+    state = _state(args)
+    text = render(from_state(state=state))
+    if args.output:
+        args.output.write_text(text)
+        print(
+            f"wrote {args.output} ({len(state.desired.nodes)} nodes, "
+            f"{len(state.placements)} instances)",
+            file=sys.stderr,
+        )
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def run_capacity(args: argparse.Namespace) -> int:
+    specs = tuple(
+        Spec(memory_mib=m, disk_mib=d, vcpus=c)
+        for m, d, c in (parse_triple(s, what="--spec") for s in args.spec)
+    )
+    nodes = tuple(
+        NewNode(memory_mib=m, disk_mib=d, cpus=c)
+        for m, d, c in (parse_triple(s, what="--add-node") for s in args.add_node)
+    )
+    state = _state(args)
+    started = time.monotonic()
+    result = capacity(state=state, specs=specs, add_nodes=nodes)
+    took = time.monotonic() - started
+    final = from_state(state=result.state)
+    doc: dict[str, Any] = {
+        "tiers": [
+            {**asdict(t.spec), "count": t.count, "stopped_by": t.stopped_by} for t in result.tiers
+        ],
+        "total": result.total,
+        "added_nodes": list(result.added_nodes),
+        "score_after": round(score(final).total, 6),
+        "n1_failures_after": list(n1_failures(final)),
+        "seconds": round(took, 3),
+    }
+    if args.json:
+        print_json(doc)
+        return 0
+    if result.added_nodes:
+        print(f"with {len(result.added_nodes)} more node(s): {', '.join(result.added_nodes)}")
+    for t in result.tiers:
+        print(f"{t.spec.label():<28} {t.count:>6} more   (stopped: {t.stopped_by})")
+    print(
+        f"total {result.total} more instances, N+1-safe; cluster score after {doc['score_after']}"
+    )
+    return 0
+
+
+def run_reboot_plan(args: argparse.Namespace) -> int:
+    state = _state(args)
+    plan = plan_reboots(state=state, evacuate=args.evacuate)
+    if args.json:
+        print_json(
+            {
+                "evacuate": plan.evacuate,
+                "groups": [
+                    {
+                        "nodes": list(g.nodes),
+                        "migrations": [asdict(m) for m in g.migrations],
+                        "evacuation": [asdict(m) for m in g.evacuation],
+                        "data_mib": g.data_mib,
+                    }
+                    for g in plan.groups
+                ],
+                "skipped": list(plan.skipped),
+            }
+        )
+        return 0
+    how = "evacuate each group first" if plan.evacuate else "live-migrate primaries to secondaries"
+    print(f"{len(plan.groups)} reboot group(s) ({how}):")
+    for i, g in enumerate(plan.groups, 1):
+        if plan.evacuate:
+            copies = sum(1 for m in g.evacuation if m.data_mib)
+            print(
+                f"  {i:>2}. {' '.join(g.nodes)}   ({len(g.evacuation)} moves, {copies} new "
+                f"secondaries, {g.data_mib / 1024:.0f} GiB copied)"
+            )
+        else:
+            print(f"  {i:>2}. {' '.join(g.nodes)}   ({len(g.migrations)} migrations)")
+    for s in plan.skipped:
+        print(f"  not planned: {s}")
+    return 0

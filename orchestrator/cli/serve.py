@@ -1,0 +1,125 @@
+"""`corral serve`: run the orchestrator in the foreground against one cluster's
+event log (etcd) and its nodes (SSH with pinned host keys) until SIGINT/SIGTERM.
+
+Wiring only. Comes after `orchestrator.cli.main`; hands over to `orchestrator.service`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+from pathlib import Path
+
+from orchestrator.cli.context import UsageError, resolve_target
+from orchestrator.logs import configure_logging
+from orchestrator.service import ServiceConfig, run_service
+from reactors.context import ReactorSettings
+
+
+def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("serve", help="run the orchestrator (reactors) in the foreground")
+    p.add_argument("--etcd", metavar="URL[,URL]", help="etcd endpoints (default: $CORRAL_ETCD)")
+    p.add_argument("--cluster", help="cluster name (default: $CORRAL_CLUSTER)")
+    p.add_argument("--known-hosts", type=Path, help="the nodes' pinned SSH host keys")
+    p.add_argument("--client-key", type=Path, help="the SSH key corral logs in with")
+    p.add_argument(
+        "--lab",
+        type=Path,
+        metavar="INVENTORY",
+        help="a `corral sim up` inventory.json: takes known-hosts and client key from it",
+    )
+    p.add_argument("--probe-interval", type=float, default=1.0, help="seconds between probes")
+    p.add_argument(
+        "--api",
+        metavar="HOST:PORT",
+        help="serve the native API, /metrics and the dashboard here (plain HTTP)",
+    )
+    p.add_argument("--tokens", type=Path, help="API tokens file (see `corral token add`)")
+    p.add_argument("--public-metrics", action="store_true", help="serve /metrics without a token")
+    p.add_argument("--rapi", metavar="HOST:PORT", help="serve Ganeti RAPI v2 (HTTPS) here")
+    p.add_argument("--rapi-users", type=Path, help="Ganeti RAPI users file")
+    p.add_argument(
+        "--rapi-cert-dir",
+        type=Path,
+        default=Path("/var/lib/corral/rapi"),
+        help="certificate and key (a self-signed pair is made on first start)",
+    )
+    p.add_argument(
+        "--rapi-no-anonymous-reads",
+        action="store_true",
+        help="RAPI reads need a user too (Ganeti allows anonymous GETs)",
+    )
+    p.add_argument("--log-format", choices=["console", "json"], default="console")
+
+
+def _listen(value: str, *, what: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise UsageError(f"{what}: {value!r} is not HOST:PORT")
+    return host, int(port)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    known_hosts, client_key = args.known_hosts, args.client_key
+    if args.lab is not None:
+        try:
+            inv = json.loads(args.lab.read_text())
+            known_hosts = known_hosts or Path(inv["known_hosts"])
+            client_key = client_key or Path(inv["client_key"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UsageError(f"--lab: {args.lab} is not a lab inventory ({exc})") from exc
+    if known_hosts is None or client_key is None:
+        raise UsageError("serve needs --known-hosts and --client-key (or --lab INVENTORY)")
+    for what, path in (("--known-hosts", known_hosts), ("--client-key", client_key)):
+        if not path.is_file():
+            raise UsageError(f"{what}: {path} is not a readable file")
+    target = resolve_target(etcd=args.etcd, cluster=args.cluster, env=os.environ)
+    configure_logging(json=args.log_format == "json")
+    for what, path in (("--tokens", args.tokens), ("--rapi-users", args.rapi_users)):
+        if path is not None and not path.is_file():
+            raise UsageError(f"{what}: {path} is not a readable file")
+    config = ServiceConfig(
+        etcd_endpoints=target.endpoints,
+        cluster=target.cluster,
+        known_hosts=known_hosts,
+        client_key=client_key,
+        settings=ReactorSettings(probe_interval_s=args.probe_interval),
+        api_listen=_listen(args.api, what="--api") if args.api else None,
+        api_tokens=args.tokens,
+        public_metrics=args.public_metrics,
+        rapi_listen=_listen(args.rapi, what="--rapi") if args.rapi else None,
+        rapi_users=args.rapi_users,
+        rapi_cert_dir=args.rapi_cert_dir,
+        rapi_anonymous_reads=not args.rapi_no_anonymous_reads,
+    )
+    try:
+        asyncio.run(run_service(config))
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def add_token_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    t = sub.add_parser("token", help="API tokens for `corral serve --api`")
+    ts = t.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    add = ts.add_parser("add", help="mint a token; prints it once, stores only its hash")
+    add.add_argument("name")
+    add.add_argument("--role", choices=["viewer", "operator", "admin"], required=True)
+    add.add_argument(
+        "--scope", action="append", default=[], metavar="TAG", help="only instances with TAG"
+    )
+    add.add_argument("--file", type=Path, required=True, help="the tokens file (made 0600)")
+
+
+def run_token(args: argparse.Namespace) -> int:
+    from orchestrator.api.auth import TokensFileError, add_token
+    from orchestrator.roles import Role
+
+    try:
+        token = add_token(args.file, name=args.name, role=Role(args.role), scope_tags=args.scope)
+    except (TokensFileError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+    print(token)
+    return 0

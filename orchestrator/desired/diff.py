@@ -1,0 +1,334 @@
+"""What applying a desired-state file would change: the difference between the
+live desired state (folded from the log, including imperative commands such as
+`corral instance stop`) and a loaded file, as a list of changes a person can read,
+and the events that record them.
+
+Pure: no I/O, no logging, no clock (time and ids are passed in). Comes after
+`orchestrator.desired.file` (the loaded file) and before `orchestrator.desired.plan_view`
+(placement preview and printing) and `orchestrator.apply` (appending the events).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from enum import StrEnum
+
+from events.ids import EventId, InstanceName, NodeName
+from events.model import (
+    DesiredStateApplied,
+    Event,
+    InstanceDeclared,
+    InstanceRemoved,
+    InstanceUpdated,
+    NodeDeclared,
+    NodeRemoved,
+    NodeUpdated,
+    PolicySet,
+    instance_key,
+    node_key,
+)
+from events.specs import DesiredCluster, InstanceSpec, PowerState
+from events.state import ClusterState
+
+
+class Action(StrEnum):
+    CREATE = "create"
+    MODIFY = "modify"
+    REMOVE = "remove"
+    START = "start"
+    STOP = "stop"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FieldChange:
+    field: str
+    old: str
+    new: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.old} -> {self.new}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Change:
+    action: Action
+    kind: str  # "cluster", "node" or "instance"
+    name: str
+    fields: tuple[FieldChange, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Diff:
+    changes: tuple[Change, ...]
+    problems: tuple[str, ...]  # why the file cannot be applied as it is
+    drift: bool  # the file equals the last applied one: every change undoes a command
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+
+def _show(value: object) -> str:
+    if isinstance(value, frozenset):
+        return "[" + ", ".join(sorted(str(v) for v in value)) + "]"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(_show(v) for v in value) + "]"
+    if value is None:
+        return "-"
+    if hasattr(value, "__dataclass_fields__"):
+        inner = ", ".join(
+            f"{f.name}={_show(getattr(value, f.name))}"
+            for f in fields(value)  # type: ignore[arg-type]
+            if getattr(value, f.name) not in (None, (), frozenset())
+        )
+        return "{" + inner + "}"
+    return str(value)
+
+
+def _size(value: int) -> str:
+    return f"{value // 1024}G" if value % 1024 == 0 and value >= 1024 else f"{value}M"
+
+
+_SIZE_FIELDS = {"memory_mib", "disk_mib", "host_memory_mib"}
+
+
+def _field_changes(old: object, new: object, *, skip: frozenset[str]) -> list[FieldChange]:
+    out = []
+    for f in fields(old):  # type: ignore[arg-type]
+        if f.name in skip:
+            continue
+        a, b = getattr(old, f.name), getattr(new, f.name)
+        if a == b:
+            continue
+        if f.name in _SIZE_FIELDS:
+            out.append(FieldChange(field=f.name.removesuffix("_mib"), old=_size(a), new=_size(b)))
+        elif f.name == "disks":
+            out.append(
+                FieldChange(
+                    field="disks",
+                    old="[" + ", ".join(_size(d.size_mib) for d in a) + "]",
+                    new="[" + ", ".join(_size(d.size_mib) for d in b) + "]",
+                )
+            )
+        else:
+            out.append(FieldChange(field=f.name, old=_show(a), new=_show(b)))
+    return out
+
+
+def _instance_problems(
+    *, old: InstanceSpec, new: InstanceSpec, placed: bool
+) -> tuple[list[str], list[str]]:
+    problems: list[str] = []
+    notes: list[str] = []
+    if len(old.disks) != len(new.disks):
+        problems.append(
+            f"instance {new.name}: adding or removing disks of an existing instance is not "
+            f"supported ({len(old.disks)} -> {len(new.disks)})"
+        )
+    else:
+        for i, (a, b) in enumerate(zip(old.disks, new.disks, strict=True)):
+            if b.size_mib < a.size_mib:
+                problems.append(
+                    f"instance {new.name}: disk {i} cannot shrink "
+                    f"({_size(a.size_mib)} -> {_size(b.size_mib)})"
+                )
+            elif b.size_mib > a.size_mib:
+                notes.append(f"disk {i} grows online by {_size(b.size_mib - a.size_mib)}")
+    if placed and (old.memory_mib != new.memory_mib or old.vcpus != new.vcpus):
+        notes.append(f"memory/vcpus take effect at the next `corral instance reboot {new.name}`")
+    if placed and (old.primary != new.primary or old.secondary != new.secondary):
+        notes.append(
+            "pins apply to future placements; move it now with "
+            f"`corral instance migrate {new.name}` or `replace-disks`"
+        )
+    return problems, notes
+
+
+def diff_desired(
+    *,
+    state: ClusterState,
+    wanted: DesiredCluster,
+    absent: frozenset[InstanceName] = frozenset(),
+    digest: str = "",
+    allow_destroy: bool = False,
+) -> Diff:
+    """Compare the live desired state with `wanted`. Instances missing from the file
+    are removed only with `allow_destroy` or when marked absent; nodes that still
+    hold instances are never removed."""
+    live = state.desired
+    changes: list[Change] = []
+    problems: list[str] = []
+    if live.name and wanted.name != live.name:
+        problems.append(
+            f"the file is for cluster {wanted.name!r} but this etcd holds cluster {live.name!r}"
+        )
+    if wanted.name != live.name or wanted.policy != live.policy:
+        changes.append(
+            Change(
+                action=Action.CREATE if not live.name else Action.MODIFY,
+                kind="cluster",
+                name=wanted.name,
+                fields=tuple(
+                    _field_changes(live.policy, wanted.policy, skip=frozenset())
+                    if live.name
+                    else ()
+                ),
+            )
+        )
+    for name in sorted(wanted.nodes):
+        new = wanted.nodes[name]
+        old = live.nodes.get(name)
+        if old is None:
+            changes.append(Change(action=Action.CREATE, kind="node", name=name))
+        elif old != new:
+            changes.append(
+                Change(
+                    action=Action.MODIFY,
+                    kind="node",
+                    name=name,
+                    fields=tuple(_field_changes(old, new, skip=frozenset())),
+                )
+            )
+    placed_on: dict[NodeName, list[str]] = {}
+    for inst, p in state.placements.items():
+        for n in (p.primary, p.secondary):
+            placed_on.setdefault(n, []).append(inst)
+    for name in sorted(set(live.nodes) - set(wanted.nodes)):
+        holding = sorted(i for i in placed_on.get(name, []) if i not in absent)
+        kept = [i for i in holding if i in wanted.instances]
+        if kept:
+            problems.append(
+                f"node {name} cannot be removed: it holds {len(kept)} instance(s) "
+                f"({', '.join(kept[:5])}{'...' if len(kept) > 5 else ''}); "
+                f"run `corral node evacuate {name}` first"
+            )
+        changes.append(Change(action=Action.REMOVE, kind="node", name=name))
+    for iname in sorted(wanted.instances):
+        new_i = wanted.instances[iname]
+        old_i = live.instances.get(iname)
+        if old_i is None:
+            changes.append(Change(action=Action.CREATE, kind="instance", name=iname))
+            continue
+        if old_i == new_i:
+            continue
+        bad, notes = _instance_problems(old=old_i, new=new_i, placed=iname in state.placements)
+        problems.extend(bad)
+        only_power = old_i.power != new_i.power and old_i == _with_power(new_i, old_i.power)
+        if only_power:
+            action = Action.START if new_i.power is PowerState.RUNNING else Action.STOP
+            changes.append(Change(action=action, kind="instance", name=iname))
+            continue
+        changes.append(
+            Change(
+                action=Action.MODIFY,
+                kind="instance",
+                name=iname,
+                fields=tuple(_field_changes(old_i, new_i, skip=frozenset({"name"}))),
+                notes=tuple(notes),
+            )
+        )
+    for gone in sorted(set(live.instances) - set(wanted.instances)):
+        if gone not in absent and not allow_destroy:
+            problems.append(
+                f"instance {gone} is not in the file: removing it destroys its disks; "
+                "pass --allow-destroy or mark it `state: absent`"
+            )
+        changes.append(Change(action=Action.REMOVE, kind="instance", name=gone))
+    drift = bool(changes and state.last_applied is not None and state.last_applied.digest == digest)
+    return Diff(changes=tuple(changes), problems=tuple(problems), drift=drift)
+
+
+def _with_power(spec: InstanceSpec, power: PowerState) -> InstanceSpec:
+    return replace(spec, power=power)
+
+
+def diff_events(
+    *,
+    diff: Diff,
+    wanted: DesiredCluster,
+    digest: str,
+    files: tuple[str, ...],
+    author: str,
+    message: str,
+    now: float,
+    new_id: Callable[[], EventId],
+) -> list[Event]:
+    """The events that record `diff`, led by DesiredStateApplied (their cause and
+    correlation), in an order the fold accepts (policy, nodes, instances, removals)."""
+    applied = DesiredStateApplied(
+        id=new_id(),
+        time=now,
+        actor=author,
+        reason=message or f"applied {', '.join(files)}",
+        digest=digest,
+        author=author,
+        message=message,
+        files=files,
+        changes=len(diff.changes),
+    )
+    out: list[Event] = [applied]
+    for ch in diff.changes:
+        why = f"{ch.action} {ch.kind} {ch.name} from {', '.join(files)}"
+        if ch.kind == "cluster":
+            out.append(
+                PolicySet(
+                    id=new_id(),
+                    reason=why,
+                    cluster_name=wanted.name,
+                    policy=wanted.policy,
+                    time=now,
+                    actor=author,
+                )
+            )
+        elif ch.kind == "node" and ch.action is Action.REMOVE:
+            out.append(
+                NodeRemoved(id=new_id(), reason=why, node=NodeName(ch.name), time=now, actor=author)
+            )
+        elif ch.kind == "node":
+            cls = NodeDeclared if ch.action is Action.CREATE else NodeUpdated
+            out.append(
+                cls(
+                    id=new_id(),
+                    reason=why,
+                    spec=wanted.nodes[NodeName(ch.name)],
+                    time=now,
+                    actor=author,
+                )
+            )
+        elif ch.action is Action.REMOVE:
+            out.append(
+                InstanceRemoved(
+                    id=new_id(), reason=why, instance=InstanceName(ch.name), time=now, actor=author
+                )
+            )
+        else:
+            spec = wanted.instances[InstanceName(ch.name)]
+            icls = InstanceDeclared if ch.action is Action.CREATE else InstanceUpdated
+            out.append(icls(id=new_id(), reason=why, spec=spec, time=now, actor=author))
+    # Node removals last, after the instances that referenced them are gone.
+    out.sort(key=lambda e: 1 if isinstance(e, NodeRemoved) else 0)
+    correlation = f"apply:{digest[:12]}"
+    return [applied] + [
+        replace(e, causation_id=applied.id, correlation_id=correlation) for e in out[1:]
+    ]
+
+
+def expected_versions(*, diff: Diff, state: ClusterState) -> dict[str, int]:
+    """Optimistic concurrency for an apply: every object it touches must be at the
+    version the diff was computed from, so a command that raced the plan fails the
+    apply instead of being silently overwritten."""
+    keys: set[str] = set()
+    for ch in diff.changes:
+        if ch.kind == "cluster":
+            keys.add("cluster")
+        elif ch.kind == "node":
+            keys.add(node_key(ch.name))
+        elif ch.kind == "instance":
+            keys.add(instance_key(ch.name))
+    return {k: state.versions.get(k, 0) for k in sorted(keys)}

@@ -1,0 +1,768 @@
+"""The desired-state file: YAML that declares a cluster (its policy, groups, nodes with
+their fence agents, and instances), loaded into an `events.specs.DesiredCluster` after
+checking everything that can be checked without the live cluster. Every problem is
+collected, with file, line, column and field, and reported at once; nothing is
+returned when any exists. The format is documented in docs/desired-state.md.
+
+Must not: do I/O in `parse_desired` (only `load_desired` reads files), read or log
+secrets (fence secrets become `SecretRef`s, and no message repeats an option value),
+or raise anything but `DesiredFileError` for any input. Comes after the CLI reading
+the file (`orchestrator.cli.desired`); before `orchestrator.desired.diff`, whose
+diff/apply turns the result into desired-state events. Field parsers live in
+`orchestrator.desired.schema`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from ruamel.yaml import YAML
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from events.ids import GroupName, InstanceName, NodeName
+from events.specs import (
+    ClusterPolicy,
+    DesiredCluster,
+    DiskSpec,
+    FenceSpec,
+    GroupSpec,
+    InstanceSpec,
+    NicSpec,
+    NodeSpec,
+    PowerState,
+)
+from orchestrator.desired import schema as s
+from orchestrator.desired.schema import At, FileProblem, Mapping, Problems
+
+__all__ = ["DesiredFile", "DesiredFileError", "FileProblem", "load_desired", "parse_desired"]
+
+_TOP_KEYS = ("cluster", "groups", "nodes", "instances")
+_CLUSTER_KEYS = ("name", "etcd", "policy", "defaults")
+_POLICY_KEYS = (
+    "n_plus_one",
+    "vcpu_ratio",
+    "exclusion_tag_prefixes",
+    "failure_domain_prefixes",
+    "suspect_timeout",
+    "lost_timeout",
+    "wait_for_sync",
+    "restart_limit",
+    "restart_window",
+    "restart_backoff",
+)
+_GROUP_KEYS = ("name", "tags")
+_NODE_DEFAULT_KEYS = (
+    "port",
+    "group",
+    "memory",
+    "disk",
+    "cpus",
+    "host_memory",
+    "host_cpus",
+    "volume_group",
+    "ssh_user",
+    "tags",
+)
+_NODE_KEYS = (
+    "name",
+    "address",
+    "port",
+    "replication_address",
+    "group",
+    "memory",
+    "disk",
+    "cpus",
+    "host_memory",
+    "host_cpus",
+    "volume_group",
+    "ssh_user",
+    "tags",
+    "drained",
+    "offline",
+    "fence",
+)
+_INSTANCE_DEFAULT_KEYS = ("memory", "vcpus", "disks", "os", "nics", "tags", "auto_balance")
+_INSTANCE_KEYS = (
+    "name",
+    "memory",
+    "vcpus",
+    "disks",
+    "os",
+    "nics",
+    "tags",
+    "state",
+    "primary",
+    "secondary",
+    "auto_balance",
+)
+_STATES = ("running", "stopped", "absent")
+_MAX_CPUS = 4096
+
+T = TypeVar("T")
+_NO_STRS: tuple[str, ...] = ()
+_NO_TAGS: frozenset[str] = frozenset()
+_NO_NICS: tuple[NicSpec, ...] = ()
+
+
+class DesiredFileError(Exception):
+    """A desired-state file (or directory) with problems; `problems` has all of them,
+    sorted by file, line and column; str() gives one per line."""
+
+    def __init__(self, problems: Sequence[FileProblem]) -> None:
+        self.problems: tuple[FileProblem, ...] = tuple(
+            sorted(dict.fromkeys(problems), key=lambda p: (p.file, p.line, p.column))
+        )
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DesiredFile:
+    cluster: DesiredCluster
+    absent: frozenset[InstanceName]  # `state: absent`: to remove; not in cluster.instances
+    digest: str  # sha256 hex of the file bytes (a directory: of "name\0bytes" per file)
+    files: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _NodeDefaults:
+    port: int = 22
+    group: str = "default"
+    memory: int | None = None
+    disk: int | None = None
+    cpus: int | None = None
+    host_memory: int = 1024
+    host_cpus: int = 1
+    volume_group: str = "corral"
+    ssh_user: str = "corral"
+    tags: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _InstanceDefaults:
+    memory: int | None = None
+    vcpus: int = 1
+    disks: tuple[DiskSpec, ...] | None = None
+    os: str = "none"
+    nics: tuple[NicSpec, ...] = ()
+    tags: frozenset[str] = frozenset()
+    auto_balance: bool = True
+
+
+@dataclass(slots=True, kw_only=True)
+class _Raw:
+    """The top-level sections of all files, with positions, before checking."""
+
+    clusters: list[tuple[Any, At, At]] = field(default_factory=list)  # value, value at, key at
+    groups: list[tuple[int, Any, At]] = field(default_factory=list)
+    nodes: list[tuple[int, Any, At]] = field(default_factory=list)
+    instances: list[tuple[int, Any, At]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Instance:
+    spec: InstanceSpec | None  # None when absent or invalid
+    name: InstanceName
+    absent: bool
+    where: Mapping
+
+
+def parse_desired(texts: Sequence[tuple[str, str]]) -> DesiredFile:
+    """Pure: (filename, text) pairs -> DesiredFile, or raise DesiredFileError with every
+    problem. No I/O. Several pairs are merged as the files of one directory."""
+    problems = Problems()
+    try:
+        result = _parse(problems, texts)
+    except Exception as exc:  # a bug here must still come out as a DesiredFileError
+        first = texts[0][0] if texts else "<none>"
+        problems.add(
+            At(file=first, line=1, column=1, field="file"),
+            f"internal error while checking the file ({type(exc).__name__}); please report it",
+        )
+        result = None
+    if problems.items or result is None:
+        raise DesiredFileError(problems.sorted())
+    return result
+
+
+def load_desired(path: Path) -> DesiredFile:
+    """A .yaml/.yml file, or a directory whose *.yaml/*.yml files (sorted, not
+    recursive) are merged. Unreadable path / empty directory -> DesiredFileError naming
+    the path (line 0, column 0)."""
+
+    def fail(where: Path, message: str) -> DesiredFileError:
+        return DesiredFileError(
+            [FileProblem(file=str(where), line=0, column=0, field="file", message=message)]
+        )
+
+    try:
+        if path.is_dir():
+            files = sorted(
+                (p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()),
+                key=lambda p: p.name,
+            )
+            if not files:
+                raise fail(path, "the directory has no *.yaml or *.yml files")
+        else:
+            files = [path]
+        texts: list[tuple[str, str]] = []
+        for file in files:
+            data = file.read_bytes()
+            try:
+                texts.append((str(file), data.decode("utf-8")))
+            except UnicodeDecodeError as exc:
+                line = data[: exc.start].count(b"\n") + 1
+                raise DesiredFileError(
+                    [
+                        FileProblem(
+                            file=str(file),
+                            line=line,
+                            column=1,
+                            field="file",
+                            message="the file is not UTF-8 text",
+                        )
+                    ]
+                ) from None
+    except OSError as exc:
+        raise fail(Path(exc.filename) if exc.filename else path, exc.strerror or str(exc)) from None
+    return parse_desired(texts)
+
+
+def _digest(texts: Sequence[tuple[str, str]]) -> str:
+    if len(texts) == 1:
+        return hashlib.sha256(texts[0][1].encode("utf-8", "surrogatepass")).hexdigest()
+    h = hashlib.sha256()
+    for name, text in sorted(texts, key=lambda t: Path(t[0]).name):
+        h.update(Path(name).name.encode("utf-8", "surrogatepass") + b"\0")
+        h.update(text.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def _parse(problems: Problems, texts: Sequence[tuple[str, str]]) -> DesiredFile | None:
+    raw = _Raw()
+    for file, text in texts:
+        _sections(problems, raw, file, _load_yaml(problems, file, text))
+    if not texts:
+        problems.add(At(file="<none>", line=1, column=1, field="file"), "no files given")
+        return None
+    if problems.items:
+        # A file that is not YAML may hold anything: checking the others against it
+        # would only add noise ("cluster missing", "node not declared").
+        return None
+    if not raw.clusters:
+        problems.add(
+            At(file=texts[0][0], line=1, column=1, field="cluster"),
+            "the `cluster:` section is missing; exactly one file must declare it "
+            "(at least its name)",
+        )
+        return None
+    for _, _, key_at in raw.clusters[1:]:
+        problems.add(
+            key_at,
+            f"`cluster:` is declared twice (first at {raw.clusters[0][2].line_ref(key_at)}); "
+            "declare it in exactly one file",
+        )
+    cluster_value, cluster_at, _ = raw.clusters[0]
+    header = _cluster(problems, cluster_value, cluster_at)
+    groups = _groups(problems, raw.groups)
+    nodes = _nodes(problems, raw.nodes, header.node_defaults, groups)
+    declared = frozenset(
+        str(item["name"])
+        for _, item, _ in raw.nodes
+        if isinstance(item, dict) and isinstance(item.get("name"), str)
+    )
+    instances = _instances(problems, raw.instances, header.instance_defaults, nodes, declared)
+    if problems.items or header.name is None:
+        return None
+    return DesiredFile(
+        cluster=DesiredCluster(
+            name=header.name,
+            policy=header.policy,
+            groups=groups,
+            nodes={n: spec for n, (spec, _) in nodes.items()},
+            instances={i.name: i.spec for i in instances if i.spec is not None},
+            etcd_endpoints=header.etcd,
+        ),
+        absent=frozenset(i.name for i in instances if i.absent),
+        digest=_digest(texts),
+        files=tuple(name for name, _ in texts),
+    )
+
+
+def _load_yaml(problems: Problems, file: str, text: str) -> Any:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    at = At(file=file, line=1, column=1, field="yaml")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return yaml.load(text)
+    except DuplicateKeyError as exc:
+        mark = exc.problem_mark
+        key = re.search(r'duplicate key "(.*?)"', str(exc.problem or ""))
+        problems.add(
+            at.moved(line=mark.line + 1, column=mark.column + 1) if mark else at,
+            f"duplicate key {key.group(1)[:40]!r}"
+            if key
+            else "duplicate key; a key may appear only once in a mapping",
+        )
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        what = " ".join(str(exc.problem or exc.context or "invalid YAML").split())
+        context = " ".join(str(exc.context or "").split())
+        if context and exc.problem:
+            what = f"{what} ({context})"
+        problems.add(
+            at.moved(line=mark.line + 1, column=mark.column + 1) if mark else at,
+            f"YAML syntax error: {what}",
+        )
+    except YAMLError as exc:
+        position = getattr(exc, "position", None)
+        if isinstance(position, int):
+            before = text[:position]
+            at = at.moved(line=before.count("\n") + 1, column=position - before.rfind("\n"))
+        reason = getattr(exc, "reason", None) or "invalid YAML"
+        problems.add(at, f"YAML error: {' '.join(str(reason).split())}")
+    except RecursionError:
+        problems.add(at, "the YAML is nested too deeply")
+    except Exception as exc:  # ruamel's constructors raise ValueError etc. for bad scalars
+        problems.add(at, f"a value cannot be read as YAML ({type(exc).__name__}: {exc})"[:200])
+    return None
+
+
+def _sections(problems: Problems, raw: _Raw, file: str, doc: Any) -> None:
+    at = At(file=file, line=1, column=1, field="")
+    if doc is None:
+        return
+    top = Mapping(problems, doc, at, allowed=_TOP_KEYS, what="the file")
+    if not top.ok:
+        return
+    if top.has("cluster"):
+        value, value_at = top.get("cluster")
+        raw.clusters.append((value, value_at, top.key_at("cluster")))
+    for key, into in (("groups", raw.groups), ("nodes", raw.nodes), ("instances", raw.instances)):
+        if top.has(key):
+            value, value_at = top.get(key)
+            for i, item, item_at in s.items(problems, value, value_at, what=key):
+                label = _label(item, i)
+                into.append(
+                    (
+                        i,
+                        item,
+                        item_at.moved(
+                            line=item_at.line, column=item_at.column, field=f"{key}[{label}]"
+                        ),
+                    )
+                )
+
+
+def _label(item: Any, index: int) -> str:
+    """How a list entry is named in field paths: its name when it has a valid one."""
+    if isinstance(item, dict):
+        name = item.get("name")
+        if isinstance(name, str) and s.name("name")(Problems(), name, _NOWHERE) is not None:
+            return str(name)
+    return str(index)
+
+
+_NOWHERE = At(file="", line=1, column=1, field="")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class _Header:
+    name: str | None
+    etcd: tuple[str, ...]
+    policy: ClusterPolicy
+    node_defaults: _NodeDefaults
+    instance_defaults: _InstanceDefaults
+
+
+def _cluster(problems: Problems, value: Any, at: At) -> _Header:
+    m = Mapping(problems, value, at, allowed=_CLUSTER_KEYS, what="cluster")
+    name = m.req("name", s.name("cluster name")) if m.ok else None
+    etcd = m.opt("etcd", s.listed(s.url, what="etcd"), _NO_STRS)
+    policy = ClusterPolicy()
+    if m.has("policy"):
+        policy = _policy(problems, *m.get("policy"))
+    node_defaults, instance_defaults = _NodeDefaults(), _InstanceDefaults()
+    if m.has("defaults"):
+        d = Mapping(problems, *m.get("defaults"), allowed=("node", "instance"), what="defaults")
+        if d.has("node"):
+            node_defaults = _node_defaults(problems, *d.get("node"))
+        if d.has("instance"):
+            instance_defaults = _instance_defaults(problems, *d.get("instance"))
+    return _Header(
+        name=name,
+        etcd=etcd or (),
+        policy=policy,
+        node_defaults=node_defaults,
+        instance_defaults=instance_defaults,
+    )
+
+
+def _policy(problems: Problems, value: Any, at: At) -> ClusterPolicy:
+    m = Mapping(problems, value, at, allowed=_POLICY_KEYS, what="policy")
+    base = ClusterPolicy()
+    prefixes = s.listed(s.tag, what="prefixes")
+    suspect = m.opt("suspect_timeout", s.duration, base.suspect_timeout_s)
+    lost = m.opt("lost_timeout", s.duration, base.lost_timeout_s)
+    if suspect is not None and lost is not None and lost <= suspect:
+        key = "lost_timeout" if m.has("lost_timeout") else "suspect_timeout"
+        problems.add(
+            m.value_at(key) if m.has(key) else m.at,
+            f"lost_timeout ({lost:g}s) must be longer than suspect_timeout ({suspect:g}s)",
+        )
+    return ClusterPolicy(
+        n_plus_one=_or(m.opt("n_plus_one", s.boolean, base.n_plus_one), base.n_plus_one),
+        vcpu_ratio=_or(m.opt("vcpu_ratio", s.positive_number, base.vcpu_ratio), base.vcpu_ratio),
+        exclusion_tag_prefixes=_or(m.opt("exclusion_tag_prefixes", prefixes, _NO_STRS), _NO_STRS),
+        failure_domain_prefixes=_or(m.opt("failure_domain_prefixes", prefixes, _NO_STRS), _NO_STRS),
+        suspect_timeout_s=_or(suspect, base.suspect_timeout_s),
+        lost_timeout_s=_or(lost, base.lost_timeout_s),
+        default_sync=_or(m.opt("wait_for_sync", s.boolean, base.default_sync), False),
+        restart_limit=_or(
+            m.opt("restart_limit", s.integer(0, 1000), base.restart_limit), base.restart_limit
+        ),
+        restart_window_s=_or(
+            m.opt("restart_window", s.duration, base.restart_window_s), base.restart_window_s
+        ),
+        restart_backoff_s=_or(
+            m.opt("restart_backoff", s.duration, base.restart_backoff_s), base.restart_backoff_s
+        ),
+    )
+
+
+def _or(value: T | None, default: T) -> T:
+    return default if value is None else value
+
+
+def _node_defaults(problems: Problems, value: Any, at: At) -> _NodeDefaults:
+    m = Mapping(problems, value, at, allowed=_NODE_DEFAULT_KEYS, what="defaults.node")
+    base = _NodeDefaults()
+    return _NodeDefaults(
+        port=_or(m.opt("port", s.integer(1, 65535), base.port), base.port),
+        group=_or(m.opt("group", s.name("group name"), base.group), base.group),
+        memory=m.opt("memory", s.size, None),
+        disk=m.opt("disk", s.size, None),
+        cpus=m.opt("cpus", s.integer(1, _MAX_CPUS), None),
+        host_memory=_or(m.opt("host_memory", s.size, base.host_memory), base.host_memory),
+        host_cpus=_or(m.opt("host_cpus", s.integer(0, _MAX_CPUS), base.host_cpus), base.host_cpus),
+        volume_group=_or(m.opt("volume_group", s.name("volume group"), "corral"), "corral"),
+        ssh_user=_or(m.opt("ssh_user", s.name("ssh user"), "corral"), "corral"),
+        tags=_or(m.opt("tags", s.tags, _NO_TAGS), _NO_TAGS),
+    )
+
+
+def _instance_defaults(problems: Problems, value: Any, at: At) -> _InstanceDefaults:
+    m = Mapping(problems, value, at, allowed=_INSTANCE_DEFAULT_KEYS, what="defaults.instance")
+    base = _InstanceDefaults()
+    return _InstanceDefaults(
+        memory=m.opt("memory", s.size, None),
+        vcpus=_or(m.opt("vcpus", s.integer(1, _MAX_CPUS), base.vcpus), base.vcpus),
+        disks=m.opt("disks", s.disks, None),
+        os=_or(m.opt("os", s.name("os"), base.os), base.os),
+        nics=_or(m.opt("nics", s.nics, _NO_NICS), _NO_NICS),
+        tags=_or(m.opt("tags", s.tags, _NO_TAGS), _NO_TAGS),
+        auto_balance=_or(m.opt("auto_balance", s.boolean, True), True),
+    )
+
+
+def _groups(problems: Problems, entries: list[tuple[int, Any, At]]) -> dict[GroupName, GroupSpec]:
+    groups: dict[GroupName, GroupSpec] = {}
+    first: dict[str, At] = {}
+    for _, item, at in entries:
+        m = Mapping(problems, item, at, allowed=_GROUP_KEYS, what="a group")
+        if not m.ok:
+            continue
+        name = m.req("name", s.name("group name"))
+        group_tags = m.opt("tags", s.tags, _NO_TAGS)
+        if name is None:
+            continue
+        if _duplicate(problems, first, name, m.value_at("name"), what="group"):
+            continue
+        if group_tags is not None:
+            groups[GroupName(name)] = GroupSpec(name=GroupName(name), tags=group_tags)
+    return groups
+
+
+def _duplicate(problems: Problems, first: dict[str, At], name: str, at: At, *, what: str) -> bool:
+    """Report `name` if it was seen before; remember it otherwise."""
+    if name in first:
+        problems.add(
+            at,
+            f"duplicate {what} name {name!r} (first declared at {first[name].line_ref(at)})",
+        )
+        return True
+    first[name] = at
+    return False
+
+
+def _nodes(
+    problems: Problems,
+    entries: list[tuple[int, Any, At]],
+    d: _NodeDefaults,
+    groups: dict[GroupName, GroupSpec],
+) -> dict[NodeName, tuple[NodeSpec, Mapping]]:
+    nodes: dict[NodeName, tuple[NodeSpec, Mapping]] = {}
+    first: dict[str, At] = {}
+    endpoints: dict[tuple[str, int], tuple[str, At]] = {}
+    for _, item, at in entries:
+        m = Mapping(problems, item, at, allowed=_NODE_KEYS, what="a node")
+        if not m.ok:
+            continue
+        name = m.req("name", s.name("node name"))
+        if name is not None and _duplicate(problems, first, name, m.value_at("name"), what="node"):
+            name = None
+        spec = _node(problems, m, d, groups, name)
+        if spec is None or name is None:
+            continue
+        endpoint = (spec.address, spec.port)
+        if endpoint in endpoints:
+            other, other_at = endpoints[endpoint]
+            problems.add(
+                m.value_at("address"),
+                f"node {other!r} ({other_at.line_ref(at)}) already has SSH address "
+                f"{spec.address}:{spec.port}; each node needs its own",
+            )
+            continue
+        endpoints[endpoint] = (name, m.value_at("name"))
+        nodes[NodeName(name)] = (spec, m)
+    return nodes
+
+
+def _node(
+    problems: Problems,
+    m: Mapping,
+    d: _NodeDefaults,
+    groups: dict[GroupName, GroupSpec],
+    name: str | None,
+) -> NodeSpec | None:
+    address = m.req("address", s.address)
+    port = m.opt("port", s.integer(1, 65535), d.port)
+    replication = m.opt("replication_address", s.address, "")
+    group = m.opt("group", s.name("group name"), d.group)
+    if group is not None and group != "default" and group not in groups:
+        declared = _some({"default", *groups})
+        problems.add(
+            m.value_at("group") if m.has("group") else m.at,
+            f"group {group!r} is not declared; declared groups: {declared}",
+        )
+        group = None
+    memory = m.req("memory", s.size, d.memory)
+    disk = m.req("disk", s.size, d.disk)
+    cpus = m.req("cpus", s.integer(1, _MAX_CPUS), d.cpus)
+    host_memory = m.opt("host_memory", s.size, d.host_memory)
+    if memory is not None and host_memory is not None and host_memory >= memory:
+        problems.add(
+            m.value_at("host_memory") if m.has("host_memory") else m.value_at("memory"),
+            f"host_memory ({s.fmt_mib(host_memory)}) must be less than the node's memory "
+            f"({s.fmt_mib(memory)})",
+        )
+        host_memory = None
+    host_cpus = m.opt("host_cpus", s.integer(0, _MAX_CPUS), d.host_cpus)
+    if cpus is not None and host_cpus is not None and host_cpus > cpus:
+        problems.add(
+            m.value_at("host_cpus") if m.has("host_cpus") else m.value_at("cpus"),
+            f"host_cpus ({host_cpus}) must not be more than the node's cpus ({cpus})",
+        )
+        host_cpus = None
+    volume_group = m.opt("volume_group", s.name("volume group"), d.volume_group)
+    ssh_user = m.opt("ssh_user", s.name("ssh user"), d.ssh_user)
+    node_tags = m.opt("tags", s.tags, d.tags)
+    drained = m.opt("drained", s.boolean, False)
+    offline = m.opt("offline", s.boolean, False)
+    fence: FenceSpec | None = None
+    if m.has("fence"):
+        fence = s.fence(problems, *m.get("fence"))
+    else:
+        m.missing(
+            "fence",
+            "fence agent missing: every node needs `fence:` with an agent (e.g. "
+            "`fence: {agent: fence_ipmilan, options: {...}}`) so that a lost node can be "
+            "powered off before its instances move",
+        )
+    if (
+        name is None
+        or address is None
+        or port is None
+        or replication is None
+        or group is None
+        or memory is None
+        or disk is None
+        or cpus is None
+        or host_memory is None
+        or host_cpus is None
+        or volume_group is None
+        or ssh_user is None
+        or node_tags is None
+        or drained is None
+        or offline is None
+        or fence is None
+    ):
+        return None
+    return NodeSpec(
+        name=NodeName(name),
+        address=address,
+        port=port,
+        replication_address=replication or None,
+        group=GroupName(group),
+        memory_mib=memory,
+        disk_mib=disk,
+        cpus=cpus,
+        host_memory_mib=host_memory,
+        host_cpus=host_cpus,
+        volume_group=volume_group,
+        fence=fence,
+        tags=node_tags,
+        drained=drained,
+        offline=offline,
+        ssh_user=ssh_user,
+    )
+
+
+def _instances(
+    problems: Problems,
+    entries: list[tuple[int, Any, At]],
+    d: _InstanceDefaults,
+    nodes: dict[NodeName, tuple[NodeSpec, Mapping]],
+    declared: frozenset[str],
+) -> list[_Instance]:
+    out: list[_Instance] = []
+    first: dict[str, At] = {}
+    macs: dict[str, At] = {}
+    specs = [spec for spec, _ in nodes.values()]
+    roomiest = max(specs, key=lambda n: n.memory_mib - n.host_memory_mib, default=None)
+    biggest = max(specs, key=lambda n: n.disk_mib, default=None)
+    for _, item, at in entries:
+        m = Mapping(problems, item, at, allowed=_INSTANCE_KEYS, what="an instance")
+        if not m.ok:
+            continue
+        name = m.req("name", s.name("instance name"))
+        if name is not None and _duplicate(
+            problems, first, name, m.value_at("name"), what="instance"
+        ):
+            name = None
+        inst = _instance(problems, m, d, declared, name)
+        if inst is None or inst.spec is None:
+            if inst is not None:
+                out.append(inst)
+            continue
+        spec = inst.spec
+        if (
+            roomiest is not None
+            and spec.memory_mib > roomiest.memory_mib - roomiest.host_memory_mib
+        ):
+            usable = roomiest.memory_mib - roomiest.host_memory_mib
+            problems.add(
+                m.value_at("memory") if m.has("memory") else m.at,
+                f"impossible size: memory {s.fmt_mib(spec.memory_mib)} is more than any node "
+                f"can give an instance (at most {s.fmt_mib(usable)} on {roomiest.name}: "
+                "memory - host_memory)",
+            )
+        if biggest is not None and spec.disk_mib > biggest.disk_mib:
+            problems.add(
+                m.value_at("disks") if m.has("disks") else m.at,
+                f"impossible size: disks total {s.fmt_mib(spec.disk_mib)}, more than any "
+                f"node has (at most {s.fmt_mib(biggest.disk_mib)} on {biggest.name})",
+            )
+        for i, nic in enumerate(spec.nics):
+            if nic.mac is None:
+                continue
+            nic_at = m.value_at("nics")
+            nic_at = s.item_at(m.value.get("nics"), i, nic_at, m.at.sub(f"nics[{i}].mac"))
+            if nic.mac in macs:
+                problems.add(
+                    nic_at,
+                    f"MAC address {nic.mac} is already used ({macs[nic.mac].line_ref(nic_at)})",
+                )
+            else:
+                macs[nic.mac] = nic_at
+        out.append(inst)
+    return out
+
+
+def _instance(
+    problems: Problems,
+    m: Mapping,
+    d: _InstanceDefaults,
+    declared: frozenset[str],
+    name: str | None,
+) -> _Instance | None:
+    state = m.opt("state", s.choice(_STATES), "running")
+    absent = state == "absent"
+    # An absent instance needs only its name; whatever else it says is still checked.
+    if absent:
+        memory = m.opt("memory", s.size, d.memory)
+        disks = m.opt("disks", s.disks, d.disks)
+    else:
+        memory = m.req("memory", s.size, d.memory)
+        disks = m.req("disks", s.disks, d.disks)
+    vcpus = m.opt("vcpus", s.integer(1, _MAX_CPUS), d.vcpus)
+    os_name = m.opt("os", s.name("os"), d.os)
+    nics = m.opt("nics", s.nics, d.nics)
+    inst_tags = m.opt("tags", s.tags, d.tags)
+    auto_balance = m.opt("auto_balance", s.boolean, d.auto_balance)
+    primary = _pin(problems, m, "primary", declared)
+    secondary = _pin(problems, m, "secondary", declared)
+    if primary and secondary and primary == secondary:
+        problems.add(
+            m.value_at("secondary"),
+            f"secondary must be a different node than primary ({primary})",
+        )
+        secondary = None
+    if name is None:
+        return None
+    if absent:
+        return _Instance(spec=None, name=InstanceName(name), absent=True, where=m)
+    if (
+        state is None
+        or memory is None
+        or disks is None
+        or vcpus is None
+        or os_name is None
+        or nics is None
+        or inst_tags is None
+        or auto_balance is None
+        or primary is None
+        or secondary is None
+    ):
+        return _Instance(spec=None, name=InstanceName(name), absent=False, where=m)
+    spec = InstanceSpec(
+        name=InstanceName(name),
+        memory_mib=memory,
+        vcpus=vcpus,
+        disks=disks,
+        os=os_name,
+        nics=nics,
+        tags=inst_tags,
+        power=PowerState(state),
+        primary=NodeName(primary) if primary else None,
+        secondary=NodeName(secondary) if secondary else None,
+        auto_balance=auto_balance,
+    )
+    return _Instance(spec=spec, name=InstanceName(name), absent=False, where=m)
+
+
+def _pin(problems: Problems, m: Mapping, key: str, declared: frozenset[str]) -> str | None:
+    """A pinned node name; "" when not pinned; None when invalid (reported)."""
+    node = m.opt(key, s.name("node name"), "")
+    if node and node not in declared:
+        problems.add(
+            m.value_at(key), f"node {node!r} is not declared; declared nodes: {_some(declared)}"
+        )
+        return None
+    return node
+
+
+def _some(names: frozenset[str] | set[str]) -> str:
+    """Up to 10 names for a message."""
+    shown = sorted(names)
+    if not shown:
+        return "none"
+    return ", ".join(shown[:10]) + (f" and {len(shown) - 10} more" if len(shown) > 10 else "")

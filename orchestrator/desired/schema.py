@@ -1,0 +1,656 @@
+"""Building blocks of the desired-state loader (`orchestrator.desired.file`): where a
+value sits in its YAML file, the list of problems found so far, a reader for YAML
+mappings that reports unknown and missing keys, and one parser per field type of the
+format (names, tags, sizes, durations, addresses, URLs, MAC addresses, fence agents
+with their options and secret references, disks and NICs).
+
+Pure: no I/O and no logging. A parser never raises: it records a `FileProblem` and
+returns None. Messages never repeat a value that may be a secret. Comes after the
+YAML parser (ruamel.yaml's round-trip loader, which gives every mapping and sequence
+its `.lc` positions); used only by `orchestrator.desired.file`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import date
+from fractions import Fraction
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from ruamel.yaml.scalarbool import ScalarBoolean
+
+from events.ids import InvalidName, check_name, check_tag
+from events.specs import DiskSpec, FenceSpec, NicSpec, SecretRef
+
+T = TypeVar("T")
+
+MAX_MIB = 2**40  # 1 EiB: anything bigger is a typo
+_UNITS = {"m": 1, "g": 1024, "t": 1024 * 1024, "p": 1024 * 1024 * 1024}
+_SIZE_RE = re.compile(r"^(\d{1,15}(?:\.\d{1,6})?)\s*(?:([mgtp])(?:ib|i)?)?$", re.IGNORECASE)
+_DURATION_RE = re.compile(r"^(\d{1,9}(?:\.\d{1,6})?)\s*(ms|s|m|h)?$")
+_DURATION_UNITS = {
+    "ms": Fraction(1, 1000),
+    "s": Fraction(1),
+    "m": Fraction(60),
+    "h": Fraction(3600),
+}
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"^{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?$")
+_FENCE_KEYS = ("agent", "options", "secrets")
+_NIC_KEYS = ("link", "mode", "mac", "ip")
+_NIC_MODES = ("bridged", "routed", "openvswitch")
+_AGENT_RE = re.compile(r"^fence_[a-z0-9_]+$")
+_OPTION_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
+_SECRET_LIKE_RE = re.compile(r"pass|secret|token|credential|(^|[_-])(key|psk)([_-]|$)")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_NO_OPTIONS: tuple[tuple[str, str], ...] = ()
+_NO_SECRETS: tuple[tuple[str, SecretRef], ...] = ()
+_MAC_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FileProblem:
+    """One thing wrong with a desired-state file, where it is and what was expected."""
+
+    file: str
+    line: int  # 1-based; 0 when the problem is about the path itself
+    column: int  # 1-based; 0 when the problem is about the path itself
+    field: str  # dotted path, e.g. "instances[vm03].memory"
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.field}: {self.message}"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class At:
+    """Where a value is: file, 1-based line and column, and its dotted field path."""
+
+    file: str
+    line: int
+    column: int
+    field: str
+
+    def moved(self, *, line: int, column: int, field: str | None = None) -> At:
+        return At(
+            file=self.file,
+            line=line,
+            column=column,
+            field=self.field if field is None else field,
+        )
+
+    def sub(self, name: str) -> str:
+        return f"{self.field}.{name}" if self.field else name
+
+    def line_ref(self, other: At) -> str:
+        """How to point at `self` from a message about `other`."""
+        if self.file == other.file:
+            return f"line {self.line}"
+        return f"{self.file}:{self.line}"
+
+
+class Problems:
+    """Every problem found so far, in the order found."""
+
+    def __init__(self) -> None:
+        self.items: list[FileProblem] = []
+
+    def add(self, at: At, message: str) -> None:
+        self.items.append(
+            FileProblem(
+                file=at.file, line=at.line, column=at.column, field=at.field, message=message
+            )
+        )
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def sorted(self) -> tuple[FileProblem, ...]:
+        unique = dict.fromkeys(self.items)
+        return tuple(sorted(unique, key=lambda p: (p.file, p.line, p.column, p.field, p.message)))
+
+
+Parser = Callable[[Problems, Any, At], T | None]
+
+
+def _pair(getter: Callable[[], Any], fallback: At, field: str) -> At:
+    """Position from a ruamel `.lc` lookup (0-based) as a 1-based At, else `fallback`."""
+    try:
+        pos = getter()
+        line, column = int(pos[0]) + 1, int(pos[1]) + 1
+    except Exception:  # merged keys and odd nodes have no recorded position
+        return fallback.moved(line=fallback.line, column=fallback.column, field=field)
+    return fallback.moved(line=line, column=column, field=field)
+
+
+def node_at(value: Any, fallback: At) -> At:
+    """The position of a mapping or sequence itself (its first entry), else `fallback`."""
+    lc = getattr(value, "lc", None)
+    if lc is None:
+        return fallback
+    return _pair(lambda: (lc.line, lc.col), fallback, fallback.field)
+
+
+def item_at(seq: Any, index: int, parent: At, field: str) -> At:
+    return _pair(lambda: seq.lc.item(index), parent, field)
+
+
+def kind(value: Any) -> str:
+    """What a YAML value is, for messages (never the value itself)."""
+    if value is None:
+        return "nothing (null)"
+    if is_bool(value):
+        return "a boolean"
+    if isinstance(value, int):
+        return "an integer"
+    if isinstance(value, float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, date):
+        return "a date"
+    return f"a {type(value).__name__}"
+
+
+def show(value: Any) -> str:
+    """A short rendering of a scalar for messages."""
+    if isinstance(value, str):
+        text = value if len(value) <= 40 else value[:37] + "..."
+        return repr(text)
+    if is_bool(value) or isinstance(value, int | float):
+        return repr(value) if not is_bool(value) else str(bool(value)).lower()
+    return kind(value)
+
+
+def is_bool(value: Any) -> bool:
+    return isinstance(value, bool | ScalarBoolean)
+
+
+class Mapping:
+    """A YAML mapping being read. Reports a non-mapping and unknown keys when made."""
+
+    def __init__(
+        self,
+        problems: Problems,
+        value: Any,
+        at: At,
+        *,
+        allowed: Sequence[str] | None,
+        what: str,
+    ) -> None:
+        """`allowed` None: any key (the caller checks them)."""
+        self.problems = problems
+        self.at = node_at(value, at) if isinstance(value, dict) else at
+        self.value: dict[Any, Any] = value if isinstance(value, dict) else {}
+        self.ok = isinstance(value, dict)
+        if not self.ok:
+            problems.add(at, f"{what} must be a mapping, got {kind(value)}")
+            return
+        if allowed is None:
+            return
+        for key in self.value:
+            if isinstance(key, str) and key in allowed:
+                continue
+            name = show(key) if isinstance(key, str | int | float) else kind(key)
+            problems.add(
+                self.key_at(key),
+                f"unknown key {name} in {what}; allowed: {', '.join(allowed)}",
+            )
+
+    def has(self, key: str) -> bool:
+        return key in self.value
+
+    def key_at(self, key: Any) -> At:
+        name = key if isinstance(key, str) else "?"
+        return _pair(lambda: self.value.lc.key(key), self.at, self.at.sub(name))  # type: ignore[attr-defined]
+
+    def value_at(self, key: str) -> At:
+        value = self.value.get(key)
+        if isinstance(value, dict | list):
+            fallback = _pair(lambda: self.value.lc.value(key), self.at, self.at.sub(key))  # type: ignore[attr-defined]
+            return node_at(value, fallback)
+        return _pair(lambda: self.value.lc.value(key), self.at, self.at.sub(key))  # type: ignore[attr-defined]
+
+    def get(self, key: str) -> tuple[Any, At]:
+        return self.value.get(key), self.value_at(key)
+
+    def missing(self, key: str, message: str = "") -> None:
+        self.problems.add(
+            self.at.moved(line=self.at.line, column=self.at.column, field=self.at.sub(key)),
+            message or f"required field {key!r} is missing",
+        )
+
+    def opt(self, key: str, parse: Parser[T], default: T) -> T | None:
+        """The parsed value; `default` when absent; None when invalid (reported)."""
+        if key not in self.value:
+            return default
+        return parse(self.problems, *self.get(key))
+
+    def req(
+        self, key: str, parse: Parser[T], default: T | None = None, message: str = ""
+    ) -> T | None:
+        """Like `opt`, but reports the key missing when absent and no default is given."""
+        if key not in self.value:
+            if default is None:
+                self.missing(key, message)
+            return default
+        return parse(self.problems, *self.get(key))
+
+
+def items(problems: Problems, value: Any, at: At, *, what: str) -> Iterator[tuple[int, Any, At]]:
+    """The entries of a YAML list with their positions; reports a non-list."""
+    if not isinstance(value, list):
+        problems.add(at, f"{what} must be a list, got {kind(value)}")
+        return
+    for i, item in enumerate(value):
+        yield i, item, item_at(value, i, at, f"{at.field}[{i}]")
+
+
+def text(problems: Problems, value: Any, at: At) -> str | None:
+    if not isinstance(value, str) or not value:
+        problems.add(at, f"expected a non-empty string, got {kind(value)}")
+        return None
+    if any(c in value for c in "\n\r\0"):
+        problems.add(at, "must be one line (no newlines or NUL characters)")
+        return None
+    return str(value)
+
+
+def name(what: str) -> Parser[str]:
+    def parse(problems: Problems, value: Any, at: At) -> str | None:
+        if not isinstance(value, str):
+            problems.add(at, f"{what} must be a string, got {kind(value)}")
+            return None
+        try:
+            return check_name(str(value), what=what)
+        except InvalidName as exc:
+            problems.add(at, str(exc))
+            return None
+
+    return parse
+
+
+def tag(problems: Problems, value: Any, at: At) -> str | None:
+    if not isinstance(value, str):
+        problems.add(at, f"a tag must be a string, got {kind(value)}")
+        return None
+    try:
+        return check_tag(str(value))
+    except InvalidName as exc:
+        problems.add(at, str(exc))
+        return None
+
+
+def listed(parse: Parser[T], *, what: str, non_empty: bool = False) -> Parser[tuple[T, ...]]:
+    """A parser for a list whose entries each go through `parse`."""
+
+    def parse_list(problems: Problems, value: Any, at: At) -> tuple[T, ...] | None:
+        if not isinstance(value, list):
+            problems.add(at, f"{what} must be a list, got {kind(value)}")
+            return None
+        if non_empty and not value:
+            problems.add(at, f"{what} must not be empty")
+            return None
+        out: list[T] = []
+        ok = True
+        for _, item, item_pos in items(problems, value, at, what=what):
+            parsed = parse(problems, item, item_pos)
+            if parsed is None:
+                ok = False
+            else:
+                out.append(parsed)
+        return tuple(out) if ok else None
+
+    return parse_list
+
+
+def tags(problems: Problems, value: Any, at: At) -> frozenset[str] | None:
+    parsed = listed(tag, what="tags")(problems, value, at)
+    return None if parsed is None else frozenset(parsed)
+
+
+def boolean(problems: Problems, value: Any, at: At) -> bool | None:
+    if not is_bool(value):
+        problems.add(at, f"expected true or false, got {kind(value)}")
+        return None
+    return bool(value)
+
+
+def integer(lo: int, hi: int) -> Parser[int]:
+    def parse(problems: Problems, value: Any, at: At) -> int | None:
+        if is_bool(value) or not isinstance(value, int):
+            problems.add(at, f"expected a whole number from {lo} to {hi}, got {kind(value)}")
+            return None
+        if not lo <= value <= hi:
+            problems.add(at, f"{int(value)} is out of range: expected {lo} to {hi}")
+            return None
+        return int(value)
+
+    return parse
+
+
+def positive_number(problems: Problems, value: Any, at: At) -> float | None:
+    if is_bool(value) or not isinstance(value, int | float):
+        problems.add(at, f"expected a number greater than 0, got {kind(value)}")
+        return None
+    if not math.isfinite(value) or value <= 0:
+        problems.add(at, f"{show(value)} must be a finite number greater than 0")
+        return None
+    return float(value)
+
+
+def fmt_mib(mib: int) -> str:
+    for unit, mult in (("T", 1024 * 1024), ("G", 1024)):
+        if mib % mult == 0:
+            return f"{mib // mult}{unit}"
+    return f"{mib}M"
+
+
+def size(problems: Problems, value: Any, at: At) -> int | None:
+    """A size in MiB: a whole number of MiB, or '512M', '24G', '2T' (binary units)."""
+    expected = "expected a size: a whole number of MiB or a string like '512M', '24G', '2T'"
+    if is_bool(value) or not isinstance(value, int | str):
+        problems.add(at, f"{expected}, got {kind(value)}")
+        return None
+    if isinstance(value, int):
+        mib = Fraction(int(value))
+    else:
+        match = _SIZE_RE.match(value.strip())
+        if match is None:
+            problems.add(at, f"{show(value)} is not a size; {expected}")
+            return None
+        mib = Fraction(match.group(1)) * _UNITS[(match.group(2) or "m").lower()]
+    if mib <= 0:
+        problems.add(at, f"size {show(value)} must be greater than zero")
+        return None
+    if mib.denominator != 1:
+        problems.add(at, f"size {show(value)} is not a whole number of MiB")
+        return None
+    if mib > MAX_MIB:
+        problems.add(at, f"size {show(value)} is impossibly large (more than 1 EiB)")
+        return None
+    return int(mib)
+
+
+def duration(problems: Problems, value: Any, at: At) -> float | None:
+    """Seconds: a number, or '500ms', '3s', '2m', '1h'."""
+    expected = "expected a duration: a number of seconds or a string like '500ms', '3s', '2m'"
+    if is_bool(value) or not isinstance(value, int | float | str):
+        problems.add(at, f"{expected}, got {kind(value)}")
+        return None
+    if isinstance(value, str):
+        match = _DURATION_RE.match(value.strip())
+        if match is None:
+            problems.add(at, f"{show(value)} is not a duration; {expected}")
+            return None
+        seconds = float(Fraction(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"])
+    else:
+        seconds = float(value)
+    if not math.isfinite(seconds) or seconds <= 0:
+        problems.add(at, f"duration {show(value)} must be greater than zero")
+        return None
+    return seconds
+
+
+def address(problems: Problems, value: Any, at: At) -> str | None:
+    """A hostname or an IP address: nothing a shell or ssh could misread."""
+    if not isinstance(value, str):
+        problems.add(at, f"expected a hostname or IP address, got {kind(value)}")
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if len(value) > 253 or not _HOSTNAME_RE.match(value):
+        problems.add(
+            at,
+            f"{show(value)} is not a hostname or IP address (letters, digits, '-' and '.' "
+            "only, no spaces, no shell characters)",
+        )
+        return None
+    return str(value)
+
+
+def ip(problems: Problems, value: Any, at: At) -> str | None:
+    if not isinstance(value, str):
+        problems.add(at, f"expected an IP address, got {kind(value)}")
+        return None
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        problems.add(at, f"{show(value)} is not an IPv4 or IPv6 address")
+        return None
+
+
+def mac(problems: Problems, value: Any, at: At) -> str | None:
+    if not isinstance(value, str) or not _MAC_RE.match(value.lower()):
+        problems.add(
+            at,
+            f"{show(value)} is not a MAC address; expected six hex pairs like "
+            "'aa:00:00:00:00:01' (quote it)",
+        )
+        return None
+    lowered = value.lower()
+    if int(lowered[:2], 16) & 1:
+        problems.add(at, f"{show(value)} is a multicast MAC address; use a unicast one")
+        return None
+    if lowered == "00:00:00:00:00:00":
+        problems.add(at, "00:00:00:00:00:00 is not a usable MAC address")
+        return None
+    return lowered
+
+
+def url(problems: Problems, value: Any, at: At) -> str | None:
+    """An etcd endpoint: http(s)://host[:port], nothing else."""
+    expected = "expected an etcd URL like 'http://10.0.0.1:2379'"
+    if not isinstance(value, str):
+        problems.add(at, f"{expected}, got {kind(value)}")
+        return None
+    bad = f"{show(value)} is not an etcd endpoint; {expected}"
+    if any(c.isspace() or ord(c) < 32 for c in value):
+        problems.add(at, bad)
+        return None
+    try:
+        parts = urlsplit(value)
+        _ = parts.port
+    except ValueError:
+        problems.add(at, bad)
+        return None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        problems.add(at, bad)
+        return None
+    return str(value).rstrip("/")
+
+
+def fence(problems: Problems, value: Any, at: At) -> FenceSpec | None:
+    m = Mapping(problems, value, at, allowed=_FENCE_KEYS, what="fence")
+    if not m.ok:
+        return None
+    agent = m.req("agent", _agent, message="fence agent missing: `agent:` is required")
+    options = m.opt("options", _options, _NO_OPTIONS)
+    secrets = m.opt("secrets", _secrets, _NO_SECRETS)
+    if options is not None and secrets is not None:
+        both = {k for k, _ in options} & {k for k, _ in secrets}
+        for key in sorted(both):
+            problems.add(
+                m.value_at("secrets"),
+                f"{key!r} is given both in options and in secrets; keep only the secret",
+            )
+        if both:
+            return None
+    if agent is None or options is None or secrets is None:
+        return None
+    return FenceSpec(agent=agent, options=options, secrets=secrets)
+
+
+def _agent(problems: Problems, value: Any, at: At) -> str | None:
+    if not isinstance(value, str) or not _AGENT_RE.match(value):
+        problems.add(
+            at,
+            f"{show(value)} is not a fence agent name; expected fence_ followed by "
+            "lowercase letters, digits or '_' (e.g. fence_ipmilan)",
+        )
+        return None
+    return str(value)
+
+
+def _option_key(problems: Problems, key: Any, at: At) -> str | None:
+    if not isinstance(key, str) or not _OPTION_RE.match(key) or len(key) > 64:
+        problems.add(
+            at,
+            f"option name {show(key)} must be lowercase letters, digits, '_' or '-', "
+            "starting with a letter",
+        )
+        return None
+    return str(key)
+
+
+def _options(problems: Problems, value: Any, at: At) -> tuple[tuple[str, str], ...] | None:
+    if not isinstance(value, dict):
+        problems.add(at, f"fence options must be a mapping, got {kind(value)}")
+        return None
+    m = Mapping(problems, value, at, allowed=None, what="fence options")
+    out: list[tuple[str, str]] = []
+    ok = True
+    for key, raw in value.items():
+        key_at = m.key_at(key)
+        name = _option_key(problems, key, key_at)
+        if name is None:
+            ok = False
+            continue
+        if _SECRET_LIKE_RE.search(name) and not name.endswith("_script"):
+            problems.add(
+                key_at,
+                f"{name!r} looks like a secret and must not be written in the file; "
+                f"use `secrets: {{{name}: {{env: VARIABLE}}}}` or "
+                f"`secrets: {{{name}: {{file: /path}}}}` instead",
+            )
+            ok = False
+            continue
+        text = _option_value(problems, raw, m.value_at(name))
+        if text is None:
+            ok = False
+            continue
+        out.append((name, text))
+    return tuple(out) if ok else None
+
+
+def _option_value(problems: Problems, value: Any, at: At) -> str | None:
+    if is_bool(value):
+        return "1" if value else "0"
+    if isinstance(value, int | float | str):
+        text = str(value)
+        if any(c in text for c in "\n\r\0") or len(text) > 1024:
+            problems.add(at, "an option value must be one line of at most 1024 characters")
+            return None
+        return text
+    problems.add(at, f"an option value must be a string, number or boolean, got {kind(value)}")
+    return None
+
+
+def _secrets(problems: Problems, value: Any, at: At) -> tuple[tuple[str, SecretRef], ...] | None:
+    if not isinstance(value, dict):
+        problems.add(at, f"fence secrets must be a mapping, got {kind(value)}")
+        return None
+    m = Mapping(problems, value, at, allowed=None, what="fence secrets")
+    out: list[tuple[str, SecretRef]] = []
+    ok = True
+    for key in value:
+        name = _option_key(problems, key, m.key_at(key))
+        ref = _secret_ref(problems, *m.get(name)) if name is not None else None
+        if ref is None or name is None:
+            ok = False
+            continue
+        out.append((name, ref))
+    return tuple(out) if ok else None
+
+
+def _secret_ref(problems: Problems, value: Any, at: At) -> SecretRef | None:
+    m = Mapping(problems, value, at, allowed=("env", "file"), what="a secret")
+    if not m.ok:
+        return None
+    if m.has("env") == m.has("file"):
+        problems.add(
+            m.at,
+            "give exactly one of `env: VARIABLE` or `file: /path` for a secret",
+        )
+        return None
+    if m.has("env"):
+        env, env_at = m.get("env")
+        if not isinstance(env, str) or not _ENV_RE.match(env):
+            # Not echoed: a secret pasted here by mistake must not reach a log.
+            problems.add(env_at, "env must name an environment variable (letters, digits and '_')")
+            return None
+        return SecretRef(env=str(env))
+    path, path_at = m.get("file")
+    if (
+        not isinstance(path, str)
+        or not path.startswith("/")
+        or any(c in path for c in "\n\r\0")
+        or ".." in path.split("/")
+    ):
+        problems.add(path_at, "file must be an absolute path without '..' (not echoed here)")
+        return None
+    return SecretRef(file=str(path))
+
+
+def _disk(problems: Problems, value: Any, at: At) -> DiskSpec | None:
+    if isinstance(value, dict):
+        m = Mapping(problems, value, at, allowed=("size",), what="a disk")
+        mib = m.req("size", size)
+    else:
+        mib = size(problems, value, at)
+    return None if mib is None else DiskSpec(size_mib=mib)
+
+
+disks = listed(_disk, what="disks", non_empty=True)
+
+
+def _nic(problems: Problems, value: Any, at: At) -> NicSpec | None:
+    m = Mapping(problems, value, at, allowed=_NIC_KEYS, what="a nic")
+    if not m.ok:
+        return None
+    link = m.opt("link", _link, "br0")
+    mode = m.opt("mode", choice(_NIC_MODES), "bridged")
+    mac_address = m.opt("mac", mac, "")
+    ip_address = m.opt("ip", ip, "")
+    if link is None or mode is None or mac_address is None or ip_address is None:
+        return None
+    return NicSpec(link=link, mode=mode, mac=mac_address or None, ip=ip_address or None)
+
+
+def _link(problems: Problems, value: Any, at: At) -> str | None:
+    link = name("nic link")(problems, value, at)
+    if link is not None and len(link) > 15:
+        problems.add(at, f"nic link {link!r} is longer than 15 characters (a Linux interface)")
+        return None
+    return link
+
+
+def choice(allowed: Sequence[str]) -> Parser[str]:
+    def parse(problems: Problems, value: Any, at: At) -> str | None:
+        if not isinstance(value, str) or value not in allowed:
+            problems.add(at, f"{show(value)} is not one of: {', '.join(allowed)}")
+            return None
+        return str(value)
+
+    return parse
+
+
+nics = listed(_nic, what="nics")

@@ -1,0 +1,121 @@
+"""Ganeti RAPI v2 resources, part three: `/2/jobs`, `/2/jobs/ID` (GET, DELETE to
+cancel a queued job) and `/2/jobs/ID/wait` (Ganeti's long poll: up to 10 s for a
+change of the asked fields or new log entries; `null` when nothing changed).
+
+Must not append anything but a cancel request (`orchestrator.operations.cancel_job`).
+Comes after `orchestrator.rapi.jobs` (integer ids -> corral jobs and RAPI changes)
+and `orchestrator.rapi.views` (Ganeti's job fields); scoped users see only jobs on
+their own instances.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from aiohttp import web
+
+from events.ids import InstanceName
+from events.state import ClusterState
+from orchestrator.operations import OperationRefused, cancel_job
+from orchestrator.rapi import views
+from orchestrator.rapi.resources import WAIT_TIMEOUT_S, Rapi, RapiError, reply
+from orchestrator.roles import Action, sees_instance
+
+
+def job_routes(r: Rapi) -> list[web.RouteDef]:
+    def visible(request: web.Request, job: views.GanetiJob, state: ClusterState) -> bool:
+        who = r.principal(request)
+        if not who.scoped:
+            return True
+        spec = state.desired.instances.get(InstanceName(job.target))
+        return (
+            job.kind.startswith("instance.")
+            and spec is not None
+            and sees_instance(who, tags=spec.tags)
+        )
+
+    async def find(request: web.Request) -> tuple[views.GanetiJob, ClusterState]:
+        try:
+            gid = int(request.match_info["job"])
+        except ValueError:
+            raise RapiError(404, f"job {request.match_info['job']!r} not found") from None
+        state = r.state()
+        got = r.jobs.get(gid, state)
+        if got is None:
+            await r.jobs.refresh()
+            state = r.state()
+            got = r.jobs.get(gid, state)
+        if got is None or not visible(request, got, state):
+            raise RapiError(404, f"job {gid} not found")
+        return got, state
+
+    async def jobs(request: web.Request) -> web.Response:
+        state = r.state()
+        if r.jobs.missing(state):
+            await r.jobs.refresh()
+        found = [j for j in r.jobs.all(state) if visible(request, j, state)]
+        if r.flag(request, "bulk"):
+            return reply([views.job(j, views.J_FIELDS_BULK) for j in found])
+        return reply([{"id": j.id, "uri": f"/2/jobs/{j.id}"} for j in found])
+
+    async def one(request: web.Request) -> web.Response:
+        got, _ = await find(request)
+        return reply(views.job(got))
+
+    async def cancel(request: web.Request) -> web.Response:
+        got, state = await find(request)
+        spec = state.desired.instances.get(InstanceName(got.target))
+        who = r.require(
+            request, Action.OPERATE, instance_tags=spec.tags if spec is not None else None
+        )
+        corral_id = next((j for j in state.jobs if r.jobs.gid_of(j) == got.id), None)
+        if corral_id is None or got.final:
+            return reply([False, f"Job {got.id} is {got.status} and can't be canceled"])
+        try:
+            await cancel_job(
+                r.store,
+                state,
+                job_id=corral_id,
+                actor=who.name,
+                reason=r.reason(request, "canceled through RAPI"),
+            )
+        except OperationRefused as exc:
+            return reply([False, str(exc)])
+        return reply([True, f"Job {got.id} will be canceled"])
+
+    async def wait(request: web.Request) -> web.Response:
+        r.require(request, Action.OPERATE)  # Ganeti: write access only (it blocks)
+        body = await r.body_dict(request)
+        fields = body.get("fields")
+        prev_info = body.get("previous_job_info")
+        prev_serial = body.get("previous_log_serial")
+        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
+            raise RapiError(400, "The 'fields' parameter should be a list")
+        unknown = [f for f in fields if f not in views.JOB_FIELDS_KNOWN]
+        if unknown:
+            raise RapiError(400, f"unknown job fields: {', '.join(unknown)}")
+        if prev_info is not None and not isinstance(prev_info, list):
+            raise RapiError(400, "The 'previous_job_info' parameter should be a list")
+        if prev_serial is not None and (
+            isinstance(prev_serial, bool) or not isinstance(prev_serial, int)
+        ):
+            raise RapiError(400, "The 'previous_log_serial' parameter should be a number")
+        deadline = time.monotonic() + WAIT_TIMEOUT_S
+        while True:
+            got, _ = await find(request)
+            job_info = [views.job_field(got, f) for f in fields]
+            entries = [e for e in views.oplog(got) if prev_serial is None or e[0] > prev_serial]
+            if got.final or entries or job_info != prev_info:
+                return reply({"job_info": job_info, "log_entries": entries})
+            if time.monotonic() > deadline:
+                return reply(None)
+            await asyncio.sleep(0.2)
+
+    return [
+        web.get("/2/jobs", jobs),
+        web.get("/2/jobs/{job}", one),
+        web.delete("/2/jobs/{job}", cancel),
+        web.get("/2/jobs/{job}/wait", wait),
+        web.put("/2/jobs/{job}/wait", wait),
+    ]

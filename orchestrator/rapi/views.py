@@ -1,0 +1,564 @@
+"""The folded cluster state in Ganeti RAPI v2 shapes: `/2/info`, bulk node,
+instance and group objects, and jobs (`/2/jobs/ID`), with Ganeti's field names,
+units (MiB) and status words, so that Ganeti's RAPI client and htools' RAPI loader
+(`hbal -m`, `hspace -m`) read a corral cluster as a Ganeti one.
+
+Pure: no I/O, no logging, no clock (`now` is passed in). Comes after
+`events.projection` (the state), `orchestrator.cluster_report` (status words) and
+`reactors.htools.model` (the htools view: the same free memory and disk numbers
+`hbal -t` exports); before `orchestrator.rapi.resources`, which serves them.
+
+Mapping choices (where Ganeti and corral differ):
+- corral has no master node; htools need one, so the first node by name that is
+  neither offline nor drained is reported as the master (role "M");
+- an instance without a placement yet does not exist for Ganeti (its creation job
+  is still running), so it is left out of the instance resources;
+- corral's transient words map to Ganeti's: `building`/`starting` -> ERROR_down
+  (should run, does not yet); a node that is LOST or FENCED is reported `offline`;
+- `disk_usage` is the sum of the disk sizes (corral keeps DRBD metadata inside
+  the LV), matching the disk numbers of `dtotal`/`dfree`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from events.ids import InstanceName, NodeName
+from events.model import NodeHealth, instance_key, node_key
+from events.specs import InstanceSpec, PowerState
+from events.state import ClusterState, JobState
+from orchestrator.cluster_report import instance_row
+from orchestrator.roles import Principal, sees_instance
+from reactors.htools.model import BCluster, BPolicy, ISpec, from_state, group_uuid
+from reactors.plans.instance import vm_alive, vm_on
+
+_NAMESPACE = uuid.UUID("0b9e3c1a-4f7d-4c1e-8a6b-5d2e7f9a1c33")
+GANETI_STATUSES = frozenset(
+    {
+        "running",
+        "ADMIN_down",
+        "ADMIN_offline",
+        "ERROR_up",
+        "ERROR_down",
+        "ERROR_wrongnode",
+        "ERROR_nodedown",
+        "ERROR_nodeoffline",
+        "USER_down",
+    }
+)
+DISK_TEMPLATE = "drbd"
+HYPERVISOR = "kvm"
+SOFTWARE_VERSION = "2.16.0"  # the RAPI feature level served (Ganeti 2.16 / 3.0)
+
+
+def object_uuid(kind: str, name: str) -> str:
+    """A stable UUID per object (corral names objects; Ganeti wants UUIDs)."""
+    return str(uuid.uuid5(_NAMESPACE, f"{kind}/{name}"))
+
+
+def ts(value: float | None) -> list[int] | None:
+    """Ganeti's timestamps: [seconds, microseconds]."""
+    if value is None:
+        return None
+    sec = int(value)
+    return [sec, round((value - sec) * 1_000_000)]
+
+
+# --------------------------------------------------------------------------- cluster
+
+
+def master_node(state: ClusterState) -> str | None:
+    for name in sorted(state.desired.nodes):
+        spec = state.desired.nodes[name]
+        if not spec.offline and not spec.drained and not _node_down(state, name):
+            return name
+    return min(state.desired.nodes, default=None)
+
+
+def _node_down(state: ClusterState, name: NodeName) -> bool:
+    obs = state.observed.get(name)
+    return obs is not None and obs.health in (NodeHealth.LOST, NodeHealth.FENCED)
+
+
+def _ispec(spec: ISpec) -> dict[str, int]:
+    mem, cpus, disk, disks, nics, spindles = spec
+    return {
+        "memory-size": mem,
+        "cpu-count": cpus,
+        "disk-size": disk,
+        "disk-count": disks,
+        "nic-count": nics,
+        "spindle-use": spindles,
+    }
+
+
+def ipolicy(policy: BPolicy) -> dict[str, Any]:
+    return {
+        "minmax": [{"min": _ispec(lo), "max": _ispec(hi)} for lo, hi in policy.min_max],
+        "std": _ispec(policy.std_spec),
+        "disk-templates": list(policy.disk_templates),
+        "vcpu-ratio": policy.vcpu_ratio,
+        "spindle-ratio": policy.spindle_ratio,
+    }
+
+
+def _ndparams() -> dict[str, Any]:
+    return {"exclusive_storage": False, "spindle_count": 1, "oob_program": None}
+
+
+def cluster_tags(bc: BCluster) -> list[str]:
+    return list(bc.cluster_tags)
+
+
+def info(state: ClusterState, *, bc: BCluster) -> dict[str, Any]:
+    """`GET /2/info` (Ganeti's QueryClusterInfo): what htools read (master, tags,
+    ipolicy, default_hypervisor) plus the common descriptive fields."""
+    name = state.desired.name
+    return {
+        "name": name,
+        "uuid": object_uuid("cluster", name),
+        "master": master_node(state),
+        "software_version": SOFTWARE_VERSION,
+        "protocol_version": 2160000,
+        "config_version": 2160000,
+        "os_api_version": 20,
+        "export_version": 0,
+        "vcs_version": "corral",
+        "architecture": ["64bit", "x86_64"],
+        "default_hypervisor": HYPERVISOR,
+        "enabled_hypervisors": [HYPERVISOR],
+        "enabled_disk_templates": [DISK_TEMPLATE],
+        "hvparams": {HYPERVISOR: {}},
+        "os_hvp": {},
+        "beparams": {"default": _beparams_defaults()},
+        "osparams": {},
+        "nicparams": {"default": {"mode": "bridged", "link": "br0", "vlan": ""}},
+        "ndparams": _ndparams(),
+        "diskparams": {DISK_TEMPLATE: {}},
+        "ipolicy": ipolicy(bc.policy),
+        "candidate_pool_size": 10,
+        "master_netdev": "",
+        "master_netmask": 32,
+        "use_external_mip_script": False,
+        "volume_group_name": "corral",
+        "drbd_usermode_helper": "/bin/true",
+        "file_storage_dir": "",
+        "shared_file_storage_dir": "",
+        "maintain_node_health": True,
+        "default_iallocator": "hail",
+        "default_iallocator_params": {},
+        "reserved_lvs": [],
+        "primary_ip_version": 4,
+        "prealloc_wipe_disks": False,
+        "hidden_os": [],
+        "blacklisted_os": [],
+        "uid_pool": [],
+        "tags": cluster_tags(bc),
+        "ctime": None,
+        "mtime": None,
+    }
+
+
+def _beparams_defaults() -> dict[str, Any]:
+    return {
+        "maxmem": 128,
+        "minmem": 128,
+        "memory": 128,
+        "vcpus": 1,
+        "auto_balance": True,
+        "always_failover": False,
+        "spindle_use": 1,
+    }
+
+
+# --------------------------------------------------------------------------- instances
+
+
+def listed_instances(state: ClusterState, principal: Principal) -> list[InstanceName]:
+    """The instances Ganeti would know (placed on declared nodes) that
+    `principal` may see, by name."""
+    out = []
+    for name in sorted(state.desired.instances):
+        spec = state.desired.instances[name]
+        p = state.placements.get(name)
+        if p is None or p.primary not in state.desired.nodes:
+            continue
+        if sees_instance(principal, tags=spec.tags):
+            out.append(name)
+    return out
+
+
+def ganeti_status(state: ClusterState, name: InstanceName, *, now: float) -> str:
+    status = instance_row(state, name, now=now).status
+    if status in GANETI_STATUSES:
+        return status
+    spec = state.desired.instances[name]
+    return "ERROR_down" if spec.power is PowerState.RUNNING else "ADMIN_down"
+
+
+def beparams(spec: InstanceSpec) -> dict[str, Any]:
+    return {
+        "maxmem": spec.memory_mib,
+        "minmem": spec.memory_mib,
+        "memory": spec.memory_mib,
+        "vcpus": spec.vcpus,
+        "auto_balance": spec.auto_balance,
+        "always_failover": False,
+        "spindle_use": 1,
+    }
+
+
+def instance(state: ClusterState, name: InstanceName, *, now: float) -> dict[str, Any]:
+    """One bulk instance object (Ganeti's I_FIELDS plus what htools read)."""
+    spec = state.desired.instances[name]
+    placement = state.placements[name]
+    vm = vm_on(state.observed.get(placement.primary), name)
+    running = vm_alive(vm)
+    nics = spec.nics
+    return {
+        "name": name,
+        "uuid": object_uuid("instance", name),
+        "os": spec.os,
+        "admin_state": "up" if spec.power is PowerState.RUNNING else "down",
+        "admin_state_source": "admin",
+        "oper_state": running,
+        "oper_ram": ((vm.memory_mib or spec.memory_mib) if vm is not None and running else None),
+        "oper_vcpus": ((vm.vcpus or spec.vcpus) if vm is not None and running else None),
+        "status": ganeti_status(state, name, now=now),
+        "pnode": placement.primary,
+        "snodes": [placement.secondary],
+        "pnode.group.uuid": group_uuid(name=_group_of(state, placement.primary)),
+        "disk_template": DISK_TEMPLATE,
+        "disk.sizes": [d.size_mib for d in spec.disks],
+        "disk.spindles": [None for _ in spec.disks],
+        "disk.count": len(spec.disks),
+        "disk_usage": spec.disk_mib,
+        "nic.count": len(nics),
+        "nic.macs": [n.mac for n in nics],
+        "nic.ips": [n.ip for n in nics],
+        "nic.modes": [n.mode for n in nics],
+        "nic.links": [n.link for n in nics],
+        "nic.bridges": [n.link if n.mode == "bridged" else None for n in nics],
+        "nic.networks": [None for _ in nics],
+        "network_port": None,
+        "hypervisor": HYPERVISOR,
+        "beparams": beparams(spec),
+        "hvparams": {},
+        "custom_beparams": {},
+        "custom_hvparams": {},
+        "custom_nicparams": [{} for _ in nics],
+        "forthcoming": False,
+        "tags": sorted(spec.tags),
+        "ctime": None,
+        "mtime": None,
+        "serial_no": state.versions.get(instance_key(name), 0),
+    }
+
+
+def instance_info(state: ClusterState, name: InstanceName, *, now: float) -> dict[str, Any]:
+    """`/2/instances/NAME/info`'s job result entry (Ganeti's OpInstanceQueryData)."""
+    base = instance(state, name, now=now)
+    placement = state.placements[name]
+    return {
+        "name": name,
+        "uuid": base["uuid"],
+        "config_state": base["admin_state"],
+        "run_state": "up" if base["oper_state"] else "down",
+        "pnode": placement.primary,
+        "snodes": [placement.secondary],
+        "os": base["os"],
+        "hypervisor": HYPERVISOR,
+        "disk_template": DISK_TEMPLATE,
+        "network_port": None,
+        "be_instance": {},
+        "be_actual": base["beparams"],
+        "hv_instance": {},
+        "hv_actual": {},
+        "os_instance": {},
+        "os_actual": {},
+        "nics": [
+            (n.ip, n.mac, n.mode, n.link, None, None, None)
+            for n in state.desired.instances[name].nics
+        ],
+        "disks": [
+            {
+                "iv_name": f"disk/{d.index}",
+                "dev_type": DISK_TEMPLATE,
+                "size": d.size_mib,
+                "mode": "rw",
+                "logical_id": [placement.primary, placement.secondary, d.port, d.minor, d.minor],
+                "pstatus": None,
+                "sstatus": None,
+                "children": [],
+            }
+            for d in placement.disks
+        ],
+        "tags": base["tags"],
+        "ctime": None,
+        "mtime": None,
+    }
+
+
+# --------------------------------------------------------------------------- nodes
+
+
+def _group_of(state: ClusterState, node: str) -> str:
+    spec = state.desired.nodes.get(NodeName(node))
+    return spec.group if spec is not None else "default"
+
+
+def node_role(state: ClusterState, name: NodeName) -> str:
+    """Ganeti's one-letter role: M(aster), C(andidate), R(egular), D(rained), O(ffline)."""
+    spec = state.desired.nodes[name]
+    if spec.offline or _node_down(state, name):
+        return "O"
+    if spec.drained:
+        return "D"
+    return "M" if master_node(state) == name else "R"
+
+
+ROLE_WORDS = {
+    "M": "master",
+    "C": "master-candidate",
+    "R": "regular",
+    "D": "drained",
+    "O": "offline",
+}
+
+
+def node(
+    state: ClusterState,
+    name: NodeName,
+    *,
+    bc: BCluster,
+    visible: Sequence[InstanceName] | None = None,
+) -> dict[str, Any]:
+    """One bulk node object (Ganeti's N_FIELDS plus what htools read). With
+    `visible`, instance lists and counts name only those instances."""
+    spec = state.desired.nodes[name]
+    bnode = bc.node(name)
+    seen = None if visible is None else set(visible)
+    primaries = sorted(
+        n
+        for n, p in state.placements.items()
+        if p.primary == name and n in state.desired.instances and (seen is None or n in seen)
+    )
+    secondaries = sorted(
+        n
+        for n, p in state.placements.items()
+        if p.secondary == name and n in state.desired.instances and (seen is None or n in seen)
+    )
+    role = node_role(state, name)
+    return {
+        "name": name,
+        "uuid": object_uuid("node", name),
+        "offline": role == "O",
+        "drained": spec.drained,
+        "master_candidate": role == "M",
+        "master_capable": True,
+        "vm_capable": True,
+        "role": role,
+        "mtotal": bnode.t_mem,
+        "mnode": bnode.n_mem,
+        "mfree": bnode.f_mem,
+        "dtotal": bnode.t_dsk,
+        "dfree": bnode.f_dsk,
+        "ctotal": bnode.t_cpu,
+        "cnos": bnode.os_cpus,
+        "cnodes": 1,
+        "csockets": 1,
+        "sptotal": bnode.spindles,
+        "spfree": bnode.free_spindles,
+        "pip": spec.address,
+        "sip": spec.drbd_address,
+        "pinst_cnt": len(primaries),
+        "sinst_cnt": len(secondaries),
+        "pinst_list": primaries,
+        "sinst_list": secondaries,
+        "ndparams": _ndparams(),
+        "group": spec.group,
+        "group.uuid": group_uuid(name=spec.group),
+        "tags": sorted(spec.tags),
+        "ctime": None,
+        "mtime": None,
+        "serial_no": state.versions.get(node_key(name), 0),
+    }
+
+
+def groups(state: ClusterState, *, bc: BCluster) -> list[dict[str, Any]]:
+    out = []
+    for g in bc.groups:
+        members = sorted(n.name for n in bc.nodes if n.group == g.name)
+        out.append(
+            {
+                "name": g.name,
+                "uuid": g.uuid,
+                "alloc_policy": g.alloc_policy,
+                "node_cnt": len(members),
+                "node_list": members,
+                "ipolicy": ipolicy(g.policy or bc.policy),
+                "custom_ipolicy": {},
+                "diskparams": {DISK_TEMPLATE: {}},
+                "custom_diskparams": {},
+                "ndparams": _ndparams(),
+                "custom_ndparams": {},
+                "networks": [],
+                "tags": list(g.tags),
+                "ctime": None,
+                "mtime": None,
+                "serial_no": 0,
+            }
+        )
+    return out
+
+
+def htools_view(state: ClusterState) -> BCluster:
+    return from_state(state=state)
+
+
+# --------------------------------------------------------------------------- jobs
+
+# corral job kind -> (Ganeti opcode, the opcode's target field, summary word)
+OPCODES: Mapping[str, tuple[str, str]] = {
+    "instance.start": ("OP_INSTANCE_STARTUP", "instance_name"),
+    "instance.stop": ("OP_INSTANCE_SHUTDOWN", "instance_name"),
+    "instance.reboot": ("OP_INSTANCE_REBOOT", "instance_name"),
+    "instance.migrate": ("OP_INSTANCE_MIGRATE", "instance_name"),
+    "instance.failover": ("OP_INSTANCE_FAILOVER", "instance_name"),
+    "instance.replace-disks": ("OP_INSTANCE_REPLACE_DISKS", "instance_name"),
+    "instance.grow-disk": ("OP_INSTANCE_GROW_DISK", "instance_name"),
+    "instance.activate-disks": ("OP_INSTANCE_ACTIVATE_DISKS", "instance_name"),
+    "instance.deactivate-disks": ("OP_INSTANCE_DEACTIVATE_DISKS", "instance_name"),
+    "instance.create": ("OP_INSTANCE_CREATE", "instance_name"),
+    "instance.remove": ("OP_INSTANCE_REMOVE", "instance_name"),
+    "instance.tags": ("OP_TAGS_SET", "name"),
+    "instance.query": ("OP_INSTANCE_QUERY_DATA", "instance_name"),
+    "node.evacuate": ("OP_NODE_EVACUATE", "node_name"),
+    "node.migrate": ("OP_NODE_MIGRATE", "node_name"),
+    "node.failover": ("OP_NODE_EVACUATE", "node_name"),
+    "node.role": ("OP_NODE_SET_PARAMS", "node_name"),
+    "cluster.balance": ("OP_TEST_DUMMY", "name"),
+}
+
+# A start job recorded for an instance created through RAPI carries this param, so
+# its Ganeti face is the creation opcode.
+GANETI_OP_PARAM = "ganeti_op"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GanetiJob:
+    """One Ganeti job as RAPI shows it: a corral job, or a desired-state change made
+    through RAPI (tags, node role, removal) or a query answered at once."""
+
+    id: int
+    kind: str  # a key of OPCODES
+    target: str  # instance or node name
+    params: tuple[tuple[str, str], ...]
+    status: str  # queued, waiting, running, success, error, canceling, canceled
+    actor: str
+    received_at: float
+    started_at: float | None
+    ended_at: float | None
+    log: tuple[tuple[float, str], ...] = ()
+    error: str = ""
+    result: Any = None
+
+    @property
+    def opcode(self) -> str:
+        op = dict(self.params).get(GANETI_OP_PARAM)
+        return op or OPCODES.get(self.kind, ("OP_TEST_DUMMY", "name"))[0]
+
+    @property
+    def final(self) -> bool:
+        return self.status in ("success", "error", "canceled")
+
+
+def from_corral_job(job_id: int, job: JobState, state: ClusterState) -> GanetiJob:
+    target = job.targets[0].partition("/")[2] if job.targets else ""
+    result: Any = None
+    if job.status == "success":
+        op = dict(job.params).get(GANETI_OP_PARAM)
+        placement = state.placements.get(InstanceName(target))
+        if op == "OP_INSTANCE_CREATE" and placement is not None:
+            result = [placement.primary, placement.secondary]
+        elif job.kind in ("node.evacuate", "node.failover"):
+            result = {"jobs": []}
+    return GanetiJob(
+        id=job_id,
+        kind=job.kind,
+        target=target,
+        params=job.params,
+        status=str(job.status),
+        actor=job.actor,
+        received_at=job.submitted_at,
+        started_at=job.started_at,
+        ended_at=job.ended_at,
+        log=job.log,
+        error=job.error,
+        result=result,
+    )
+
+
+def _op(job: GanetiJob) -> dict[str, Any]:
+    field = OPCODES.get(job.kind, ("", "name"))[1]
+    op: dict[str, Any] = {"OP_ID": job.opcode, field: job.target}
+    op.update({k: v for k, v in job.params if k != GANETI_OP_PARAM})
+    op["reason"] = [[job.actor, "corral", int(job.received_at * 1e9)]]
+    return op
+
+
+def summary(job: GanetiJob) -> str:
+    return f"{job.opcode.removeprefix('OP_')}({job.target})"
+
+
+def oplog(job: GanetiJob) -> list[list[Any]]:
+    """Ganeti log entries: (serial, timestamp, type, message); serials from 1."""
+    return [[i, ts(t), "message", line] for i, (t, line) in enumerate(job.log, start=1)]
+
+
+def job_field(job: GanetiJob, name: str) -> Any:
+    if name == "id":
+        return job.id
+    if name == "status":
+        return job.status
+    if name == "ops":
+        return [_op(job)]
+    if name == "summary":
+        return [summary(job)]
+    if name == "opstatus":
+        return [job.status]
+    if name == "opresult":
+        if job.status == "error":
+            return [["OpExecError", [job.error or "failed"]]]
+        return [job.result]
+    if name == "oplog":
+        return [oplog(job)]
+    if name == "received_ts":
+        return ts(job.received_at)
+    if name == "start_ts":
+        return ts(job.started_at)
+    if name == "end_ts":
+        return ts(job.ended_at)
+    if name == "priority":
+        return 0
+    if name == "oppriority":
+        return [0]
+    if name == "opstart":
+        return [ts(job.started_at)]
+    if name == "opexec":
+        return [ts(job.started_at)]
+    if name == "opend":
+        return [ts(job.ended_at)]
+    raise KeyError(name)
+
+
+J_FIELDS_BULK = ("id", "ops", "status", "summary", "opstatus", "received_ts", "start_ts", "end_ts")
+J_FIELDS = (*J_FIELDS_BULK, "oplog", "opresult")
+JOB_FIELDS_KNOWN = frozenset((*J_FIELDS, "priority", "oppriority", "opstart", "opexec", "opend"))
+
+
+def job(job: GanetiJob, fields: Sequence[str] = J_FIELDS) -> dict[str, Any]:
+    return {f: job_field(job, f) for f in fields}

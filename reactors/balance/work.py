@@ -1,0 +1,364 @@
+"""The balancer's mutable working model: the cluster as indexed per-node figures
+(free memory and disk, reservations per N+1 peer, vCPUs, spindles, exclusion and
+location tags) and per-instance placements (`Work`), with each node's scored
+values and the exact current score (`Work.total`), and `Work.apply` to move one
+instance. Also the score's weights per scored value, as the search uses them.
+
+Pure: no I/O, no logging, no asyncio; it changes only its own copy, never the
+cluster it was built from. Comes after `reactors.htools.model` (a `BCluster`);
+read by `reactors.balance.rules` (the rule checks), `reactors.balance.deltas`,
+`reactors.balance.sides` and `reactors.balance.arrays` (the search's views of it),
+and `reactors.balance.plan`, which applies each chosen move to it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+from reactors.htools.model import MIRRORED_TEMPLATE, BCluster
+from reactors.htools.score import WEIGHTS, _excl_tags, _location_tags, _spindle_ratio
+
+# Metric order of the per-node values whose standard deviation is scored, and the
+# summed weight of the score components each one feeds (see cluster_score).
+M_WEIGHT = (
+    WEIGHTS["free_mem_cv"],
+    WEIGHTS["free_mem_cv_forth"],
+    WEIGHTS["free_disk_cv"] + WEIGHTS["free_disk_cv_forth"],
+    WEIGHTS["reserved_mem_cv"],
+    WEIGHTS["vcpu_ratio_cv"] + WEIGHTS["vcpu_ratio_cv_forth"],
+    WEIGHTS["cpu_load_cv"] + WEIGHTS["mem_load_cv"] + WEIGHTS["net_load_cv"],
+    WEIGHTS["disk_load_cv"],
+    WEIGHTS["spindles_cv"] + WEIGHTS["spindles_cv_forth"],
+)
+NM = len(M_WEIGHT)
+W_N1 = WEIGHTS["n1_cnt"]
+W_RTOTAL = WEIGHTS["reserved_mem_rtotal"]
+W_OFF_ALL = WEIGHTS["offline_all_cnt"]
+W_OFF_PRI = WEIGHTS["offline_pri_cnt"]
+W_TAGS = WEIGHTS["pri_tags_score"]
+W_LOC = WEIGHTS["location_score"]
+W_LOC_EXCL = WEIGHTS["location_exclusion_score"]
+
+
+@dataclass(frozen=True, slots=True)
+class Inst:
+    name: str
+    mem: int
+    run_mem: int  # memory counted in htools' f_mem (running)
+    stop_mem: int  # memory of a stopped primary (free memory "forth")
+    dsk: int
+    vcpus: int  # vCPUs counted by htools (not ADMIN_offline)
+    all_vcpus: int  # vCPUs counted by corral's vcpu ratio
+    su: int
+    res: int  # N+1 reservation on its secondary
+    excl: tuple[str, ...]
+
+
+class Work:
+    """The mutable working copy of the cluster the planner moves instances in."""
+
+    def __init__(self, cluster: BCluster, avoid: frozenset[str]) -> None:
+        nodes = cluster.nodes
+        self.names = [n.name for n in nodes]
+        self.index = {n.name: k for k, n in enumerate(nodes)}
+        n_nodes = len(nodes)
+        self.online = [not n.htools_offline for n in nodes]
+        self.usable = [not n.htools_offline and n.name not in avoid for n in nodes]
+        for n in nodes:
+            if not n.htools_offline and (n.t_mem <= 0 or n.t_cpu <= 0 or n.cpu_speed <= 0):
+                raise ValueError(f"node {n.name} has no memory or CPUs to balance with")
+        ratio = _spindle_ratio(cluster)
+        excl_prefixes = cluster.exclusion_prefixes()
+        loc_prefixes = cluster.location_prefixes()
+        self.t_mem = [float(n.t_mem) for n in nodes]
+        self.t_dsk = [float(n.t_dsk) for n in nodes]
+        self.speed = [n.cpu_speed for n in nodes]
+        self.t_cpu = [n.t_cpu for n in nodes]
+        self.sden = [ratio[n.name] * n.spindles for n in nodes]
+        self.vcpu_limit = [n.t_cpu * cluster.vcpu_ratio - n.os_cpus for n in nodes]
+        self.locs = [_location_tags(n, loc_prefixes) for n in nodes]
+        self.has_locs = any(self.locs)
+        self.f_mem = [n.f_mem for n in nodes]
+        self.f_dsk = [n.f_dsk for n in nodes]
+        self.stopped = [0] * n_nodes
+        self.used_cpus = [n.os_cpus for n in nodes]
+        self.all_vcpus = [0] * n_nodes
+        self.ispind = [0] * n_nodes
+        self.n_pri = [0] * n_nodes
+        self.n_sec = [0] * n_nodes
+        self.rows: list[dict[int, int]] = [{} for _ in nodes]
+        self.ptags: list[Counter[str]] = [Counter() for _ in nodes]
+        self.insts: list[Inst] = []
+        self.p: list[int] = []
+        self.s: list[int] = []
+        self.movable: list[bool] = []
+        self.fixed_sp = [0] * n_nodes
+        for inst in cluster.instances:
+            pk = self.index[inst.pnode]
+            sk = self.index[inst.snode] if inst.snode is not None else -1
+            local = inst.disk_template in ("drbd", "plain")
+            mine = Inst(
+                name=inst.name,
+                mem=inst.mem,
+                run_mem=inst.mem if inst.running else 0,
+                stop_mem=0 if inst.running else inst.mem,
+                dsk=inst.dsk,
+                vcpus=0 if inst.offline else inst.vcpus,
+                all_vcpus=inst.vcpus,
+                su=inst.spindle_use if local else 0,
+                res=inst.mem if (inst.auto_balance and not inst.offline) else 0,
+                excl=tuple(_excl_tags(inst, excl_prefixes)),
+            )
+            self.insts.append(mine)
+            self.p.append(pk)
+            self.s.append(sk)
+            self.movable.append(inst.disk_template == MIRRORED_TEMPLATE and sk >= 0 and sk != pk)
+            self.stopped[pk] += mine.stop_mem
+            self.used_cpus[pk] += mine.vcpus
+            self.all_vcpus[pk] += mine.all_vcpus
+            self.ispind[pk] += mine.su
+            self.n_pri[pk] += 1
+            self.ptags[pk].update(mine.excl)
+            if sk >= 0:
+                self.ispind[sk] += mine.su
+                self.n_sec[sk] += 1
+                row = self.rows[sk]
+                row[pk] = row.get(pk, 0) + mine.res
+        # corral's free memory: what is left once every primary, running or not,
+        # has its memory (htools' f_mem only takes running ones off).
+        self.c_free = [self.f_mem[k] - self.stopped[k] for k in range(n_nodes)]
+        self.r_mem = [max(r.values(), default=0) for r in self.rows]
+        self.r2 = [_second(r) for r in self.rows]
+        self.loc_excl: Counter[tuple[str, str]] = Counter()
+        for mine, pk in zip(self.insts, self.p, strict=True):
+            if self.online[pk]:
+                for loc in self.locs[pk]:
+                    for e in mine.excl:
+                        self.loc_excl[(loc, e)] += 1
+        self.online_idx = [k for k in range(n_nodes) if self.online[k]]
+        self.vals = [self._values(k) for k in range(n_nodes)]
+        self.version = [0] * n_nodes  # bumped whenever a node's figures change
+
+    def clone(self) -> Work:
+        """An independent copy, as `Work(cluster, avoid)` of the same cluster
+        gives it after the same moves (figures that moves change are copied,
+        the rest shared)."""
+        new = copy.copy(self)
+        new.f_mem = self.f_mem.copy()
+        new.f_dsk = self.f_dsk.copy()
+        new.stopped = self.stopped.copy()
+        new.used_cpus = self.used_cpus.copy()
+        new.all_vcpus = self.all_vcpus.copy()
+        new.ispind = self.ispind.copy()
+        new.n_pri = self.n_pri.copy()
+        new.n_sec = self.n_sec.copy()
+        new.rows = [row.copy() for row in self.rows]
+        new.ptags = [tags.copy() for tags in self.ptags]
+        new.p = self.p.copy()
+        new.s = self.s.copy()
+        new.fixed_sp = self.fixed_sp.copy()
+        new.c_free = self.c_free.copy()
+        new.r_mem = self.r_mem.copy()
+        new.r2 = self.r2.copy()
+        new.loc_excl = self.loc_excl.copy()
+        new.vals = self.vals.copy()
+        new.version = self.version.copy()
+        return new
+
+    # ---------------------------------------------------------------- values
+
+    def _values(self, k: int) -> tuple[float, ...]:
+        return self.node_values(
+            k,
+            self.f_mem[k],
+            self.stopped[k],
+            self.f_dsk[k],
+            self.used_cpus[k],
+            self.ispind[k],
+            self.n_pri[k],
+            self.n_sec[k],
+            self.r_mem[k],
+        )
+
+    def node_values(
+        self,
+        k: int,
+        f_mem: int,
+        stopped: int,
+        f_dsk: int,
+        used_cpus: int,
+        ispind: int,
+        n_pri: int,
+        n_sec: int,
+        r_mem: int,
+    ) -> tuple[float, ...]:
+        t_mem = self.t_mem[k]
+        t_dsk = self.t_dsk[k]
+        sden = self.sden[k]
+        return (
+            f_mem / t_mem,
+            (f_mem - stopped) / t_mem,
+            1.0 if t_dsk == 0 else f_dsk / t_dsk,
+            r_mem / t_mem,
+            used_cpus / self.t_cpu[k] / self.speed[k],
+            float(n_pri),
+            float(n_pri + n_sec),
+            ispind / sden if sden else (math.nan if ispind == 0 else math.inf),
+        )
+
+    def node_change(
+        self,
+        k: int,
+        dfm: int,
+        dstop: int,
+        ddsk: int,
+        dcpu: int,
+        dsp: int,
+        dnp: int,
+        dns: int,
+        new_r: int,
+    ) -> tuple[tuple[float, ...], tuple[float, ...], float]:
+        """Node k's scored values before and after a change (free memory, stopped
+        memory, free disk, used CPUs, spindles, primaries, secondaries by the given
+        amounts; reservation set to `new_r`), and the change of the components
+        summed over nodes (N+1 count, total reservation). An offline node has no
+        scored values: ((), (), the change of the offline counts)."""
+        np_old, ns_old = self.n_pri[k], self.n_sec[k]
+        np_new, ns_new = np_old + dnp, ns_old + dns
+        if not self.online[k]:
+            return (), (), W_OFF_ALL * (dnp + dns) + W_OFF_PRI * dnp
+        f_new = self.f_mem[k] + dfm
+        old = self.vals[k]
+        new = self.node_values(
+            k,
+            f_new,
+            self.stopped[k] + dstop,
+            self.f_dsk[k] + ddsk,
+            self.used_cpus[k] + dcpu,
+            self.ispind[k] + dsp,
+            np_new,
+            ns_new,
+            new_r,
+        )
+        scalar = W_RTOTAL * (new[3] - old[3])
+        fail_old = self.f_mem[k] < self.r_mem[k]
+        fail_new = f_new < new_r
+        if fail_old or fail_new:
+            scalar += W_N1 * ((np_new + ns_new) * fail_new - (np_old + ns_old) * fail_old)
+        return old, new, scalar
+
+    def total(self) -> float:
+        """The exact current score, from the per-node values (two-pass)."""
+        on = self.online_idx
+        tot = 0.0
+        n = len(on)
+        for m in range(NM):
+            xs = [self.vals[k][m] for k in on]
+            mean = sum(xs) / n
+            tot += M_WEIGHT[m] * math.sqrt(sum((x - mean) * (x - mean) for x in xs) / n)
+        for k in range(len(self.names)):
+            if self.online[k]:
+                if self.f_mem[k] < self.r_mem[k]:
+                    tot += W_N1 * (self.n_pri[k] + self.n_sec[k])
+                tot += W_RTOTAL * self.vals[k][3]
+                tot += W_TAGS * (sum(self.ptags[k].values()) - len(self.ptags[k]))
+            else:
+                tot += W_OFF_ALL * (self.n_pri[k] + self.n_sec[k]) + W_OFF_PRI * self.n_pri[k]
+        if self.has_locs:
+            for i, _inst in enumerate(self.insts):
+                pk, sk = self.p[i], self.s[i]
+                if self.online[pk] and sk >= 0:
+                    tot += W_LOC * len(self.locs[pk] & self.locs[sk])
+            tot += W_LOC_EXCL * (sum(self.loc_excl.values()) - len(self.loc_excl))
+        return tot
+
+    # ---------------------------------------------------------------- moving
+
+    def new_r(self, k: int, dec: int, dec_by: int, inc: int, inc_by: int) -> int:
+        """r_mem of node k once peer `dec` reserves `dec_by` less and peer `inc`
+        `inc_by` more (-1: none)."""
+        row = self.rows[k]
+        r = self.r_mem[k]
+        if dec >= 0 and dec_by:
+            cur = row.get(dec, 0)
+            if cur == r:
+                r = max(cur - dec_by, self.r2[k])
+        if inc >= 0:
+            r = max(r, row.get(inc, 0) + inc_by)
+        return r
+
+    def apply(self, i: int, new_p: int, new_s: int) -> None:
+        inst = self.insts[i]
+        old_p, old_s = self.p[i], self.s[i]
+        touched = {old_p, old_s, new_p, new_s}
+        # take the instance off
+        self._pri(old_p, inst, -1)
+        self._sec(old_s, old_p, inst, -1)
+        self._pri(new_p, inst, +1)
+        self._sec(new_s, new_p, inst, +1)
+        self.p[i], self.s[i] = new_p, new_s
+        for k in touched:
+            self.version[k] += 1
+            row = self.rows[k]
+            for peer in [q for q, v in row.items() if v == 0]:
+                del row[peer]
+            self.r_mem[k] = max(row.values(), default=0)
+            self.r2[k] = _second(row)
+            self.vals[k] = self._values(k)
+
+    def tags_clash(self, i: int, k: int) -> bool:
+        """Whether making node k instance i's primary would put it beside a
+        primary that shares one of its exclusion tags (anti-affinity, which
+        hbal and hail refuse as FailTags). An instance whose primary is offline
+        is exempt, as Ganeti's forced moves off an offline node are."""
+        excl = self.insts[i].excl
+        if not excl or not self.online[self.p[i]]:
+            return False
+        tags = self.ptags[k]
+        return any(tags.get(e, 0) > 0 for e in excl)
+
+    def _pri(self, k: int, inst: Inst, sign: int) -> None:
+        self.f_mem[k] -= sign * inst.run_mem
+        self.c_free[k] -= sign * inst.mem
+        self.stopped[k] += sign * inst.stop_mem
+        self.f_dsk[k] -= sign * inst.dsk
+        self.used_cpus[k] += sign * inst.vcpus
+        self.all_vcpus[k] += sign * inst.all_vcpus
+        self.ispind[k] += sign * inst.su
+        self.n_pri[k] += sign
+        if not inst.excl:
+            return
+        if sign > 0:
+            self.ptags[k].update(inst.excl)
+        else:
+            self.ptags[k].subtract(inst.excl)
+            for e in inst.excl:
+                if self.ptags[k][e] <= 0:
+                    del self.ptags[k][e]
+        if self.online[k]:
+            for loc in self.locs[k]:
+                for e in inst.excl:
+                    self.loc_excl[(loc, e)] += sign
+                    if self.loc_excl[(loc, e)] <= 0:
+                        del self.loc_excl[(loc, e)]
+
+    def _sec(self, k: int, peer: int, inst: Inst, sign: int) -> None:
+        self.f_dsk[k] -= sign * inst.dsk
+        self.ispind[k] += sign * inst.su
+        self.n_sec[k] += sign
+        row = self.rows[k]
+        row[peer] = row.get(peer, 0) + sign * inst.res
+
+
+def _second(row: dict[int, int]) -> int:
+    """The largest value of `row` once one occurrence of its maximum is left out."""
+    best = second = 0
+    for v in row.values():
+        if v > best:
+            best, second = v, best
+        elif v > second:
+            second = v
+    return second

@@ -1,0 +1,295 @@
+"""Acting on nodes over SSH: one long-lived asyncssh connection per node (pinned
+host keys from a known_hosts file, never accepting unknown keys; key auth;
+keepalive; reconnect on the next use after a failure), a per-node concurrency
+limit and per-command timeouts; running the command lines of
+`reactors.nodes.commands`, QMP through SSH unix-socket forwarding, and fence agents.
+
+Decides nothing. Comes after `reactors.nodes.commands` (what to run, how to parse)
+and serves `reactors.workers`, `reactors.prober`, `reactors.jobs`, `reactors.healer`
+through the `NodeOps` protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+import structlog
+
+from events.ids import NodeName
+from events.specs import FenceSpec, NodeSpec
+from reactors.naming import run_dir
+from reactors.nodes.commands import CommandLine, drbdadm, parse_probe, probe_line, step_lines
+from reactors.nodes.fencing import run_fence_agent
+from reactors.nodes.qmp import QmpError, qmp_session
+from reactors.plans.instance import Step, StepKind
+from reactors.seams import NodeSnapshot, NodeUnreachable, StepOutcome
+
+log = structlog.get_logger("corral.nodes")
+
+
+@dataclass
+class CommandResult:
+    rc: int
+    stdout: str
+    stderr: str
+    duration_s: float
+
+
+@dataclass
+class SshNodeOps:
+    known_hosts: Path
+    client_key: Path
+    per_node_limit: int = 8
+    command_timeout_s: float = 30.0
+    connect_timeout_s: float = 5.0
+    migrate_timeout_s: float = 300.0
+    nodes: dict[NodeName, NodeSpec] = field(default_factory=dict)
+    _conns: dict[NodeName, asyncssh.SSHClientConnection] = field(default_factory=dict)
+    _connecting: dict[NodeName, asyncio.Lock] = field(default_factory=dict)
+    _limits: dict[NodeName, asyncio.Semaphore] = field(default_factory=dict)
+    commands_run: int = 0
+    command_errors: int = 0
+    # Called after every command with (node, the command's first word, seconds,
+    # answered): the service feeds /metrics with it; a command that ran and exited
+    # non-zero was answered, a timeout or a broken connection was not. Never given
+    # the command's text.
+    on_command: Callable[[str, str, float, bool], None] | None = None
+
+    def _observe(self, node: NodeName, command: CommandLine, started: float, ok: bool) -> None:
+        if self.on_command is not None:
+            words = [w for w in command.line.split(maxsplit=3)[:3] if w not in ("sudo", "-n")]
+            word = words[0].rsplit("/", 1)[-1] if words else "?"
+            self.on_command(node, word, time.monotonic() - started, ok)
+
+    def update_nodes(self, specs: Mapping[NodeName, NodeSpec]) -> None:
+        for name, spec in specs.items():
+            old = self.nodes.get(name)
+            if old is not None and (old.address, old.port) != (spec.address, spec.port):
+                conn = self._conns.pop(name, None)
+                if conn is not None:
+                    conn.abort()
+            self.nodes[name] = spec
+
+    # ------------------------------------------------------------------ transport
+
+    async def _connection(self, node: NodeName) -> asyncssh.SSHClientConnection:
+        conn = self._conns.get(node)
+        if conn is not None and not conn.is_closed():
+            return conn
+        lock = self._connecting.setdefault(node, asyncio.Lock())
+        async with lock:
+            conn = self._conns.get(node)
+            if conn is not None and not conn.is_closed():
+                return conn
+            spec = self.nodes.get(node)
+            if spec is None:
+                raise NodeUnreachable(f"{node} is not a declared node")
+            try:
+                conn = await asyncio.wait_for(
+                    asyncssh.connect(
+                        spec.address,
+                        spec.port,
+                        username=spec.ssh_user,
+                        client_keys=[str(self.client_key)],
+                        known_hosts=str(self.known_hosts),
+                        keepalive_interval=2,
+                        keepalive_count_max=2,
+                        agent_path=None,
+                    ),
+                    self.connect_timeout_s,
+                )
+            except (OSError, asyncssh.Error, TimeoutError) as exc:
+                raise NodeUnreachable(
+                    f"{node} ({spec.address}:{spec.port}): {type(exc).__name__}: {exc}"
+                ) from exc
+            self._conns[node] = conn
+            return conn
+
+    async def run(self, node: NodeName, command: CommandLine) -> CommandResult:
+        limit = self._limits.setdefault(node, asyncio.Semaphore(self.per_node_limit))
+        async with limit:
+            conn = await self._connection(node)
+            started = time.monotonic()
+            try:
+                result = await asyncio.wait_for(
+                    conn.run(command.line, input=command.stdin.decode(), check=False),
+                    self.command_timeout_s,
+                )
+            except TimeoutError as exc:
+                self.command_errors += 1
+                self._observe(node, command, started, False)
+                raise NodeUnreachable(
+                    f"{node}: '{command.summary}' timed out after {self.command_timeout_s:.0f}s"
+                ) from exc
+            except (OSError, asyncssh.Error) as exc:
+                self._conns.pop(node, None)
+                self.command_errors += 1
+                self._observe(node, command, started, False)
+                raise NodeUnreachable(f"{node}: {type(exc).__name__}: {exc}") from exc
+            self.commands_run += 1
+            rc = result.exit_status if result.exit_status is not None else 255
+            self._observe(node, command, started, True)  # answered: not a transport error
+            return CommandResult(
+                rc=rc,
+                stdout=str(result.stdout or ""),
+                stderr=str(result.stderr or ""),
+                duration_s=time.monotonic() - started,
+            )
+
+    async def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
+        for conn in list(self._conns.values()):
+            try:
+                await asyncio.wait_for(conn.wait_closed(), 2)
+            except (TimeoutError, OSError, asyncssh.Error):
+                pass
+        self._conns.clear()
+
+    # ------------------------------------------------------------------ NodeOps
+
+    async def probe(self, node: NodeName) -> NodeSnapshot:
+        spec = self.nodes.get(node)
+        result = await self.run(node, probe_line())
+        return parse_probe(result.stdout, volume_group=spec.volume_group if spec else "corral")
+
+    async def execute(self, step: Step) -> StepOutcome:
+        started = time.monotonic()
+        try:
+            if step.kind == StepKind.STOP_VM:
+                summary = await self._stop_vm(step.node, step.instance)
+            elif step.kind == StepKind.MIGRATE_VM:
+                summary = await self._migrate(step)
+            elif step.kind == StepKind.GROW_DISK:
+                summary = await self._grow(step)
+            else:
+                summary = await self._run_lines(step.node, step_lines(step), step)
+        except _StepFailed as exc:
+            return StepOutcome(
+                ok=False,
+                command=exc.summary,
+                duration_s=time.monotonic() - started,
+                error=str(exc),
+            )
+        except (NodeUnreachable, OSError, asyncssh.Error, ValueError) as exc:
+            return StepOutcome(
+                ok=False,
+                command=step.summary,
+                duration_s=time.monotonic() - started,
+                error=f"{type(exc).__name__}: {exc}"[:500],
+            )
+        return StepOutcome(ok=True, command=summary, duration_s=time.monotonic() - started)
+
+    async def _run_lines(self, node: NodeName, lines: list[CommandLine], step: Step) -> str:
+        done: list[str] = []
+        for cl in lines:
+            result = await self.run(node, cl)
+            if result.rc != 0 and "No valid meta data" in result.stderr and step.disk:
+                # An LV whose metadata was never written (a crash between lvcreate
+                # and create-md): it never held data, so creating it is safe.
+                await self._check(
+                    node,
+                    CommandLine(
+                        line=drbdadm("create-md", "--force", step.disk.resource),
+                        summary=f"drbdadm create-md {step.disk.resource}",
+                    ),
+                )
+                result = await self.run(node, cl)
+            if result.rc != 0 and not (
+                cl.ok_if_stderr and re.search(cl.ok_if_stderr, result.stderr)
+            ):
+                raise _StepFailed(
+                    f"{cl.summary} exited {result.rc}: {result.stderr.strip()[:300]}",
+                    summary="; ".join([*done, cl.summary]),
+                )
+            done.append(cl.summary)
+        return "; ".join(done)
+
+    async def _check(self, node: NodeName, cl: CommandLine) -> CommandResult:
+        result = await self.run(node, cl)
+        if result.rc != 0:
+            raise _StepFailed(
+                f"{cl.summary} exited {result.rc}: {result.stderr.strip()[:300]}",
+                summary=cl.summary,
+            )
+        return result
+
+    async def _grow(self, step: Step) -> str:
+        lines = step_lines(step)
+        if step.grow_peer is not None:
+            await self._run_lines(step.grow_peer, lines, step)
+        await self._run_lines(step.node, lines, step)
+        assert step.disk is not None
+        await self._check(
+            step.node,
+            CommandLine(
+                line=drbdadm("resize", step.disk.resource),
+                summary=f"drbdadm resize {step.disk.resource}",
+            ),
+        )
+        return f"grew {step.disk.resource} to {step.disk.size_mib}M on both nodes"
+
+    # ------------------------------------------------------------------ QMP
+
+    async def qmp(
+        self, node: NodeName, instance: str, command: str, arguments: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        conn = await self._connection(node)
+        path = f"{run_dir()}/{instance}.qmp"
+        reader, writer = await conn.open_unix_connection(path)
+        try:
+            replies = await qmp_session(reader, writer, [(command, arguments)])
+        except QmpError as exc:
+            raise _StepFailed(str(exc), summary=f"qmp {command}") from exc
+        finally:
+            writer.close()
+        return replies[0] if replies else {"return": {}}
+
+    async def _stop_vm(self, node: NodeName, instance: str) -> str:
+        try:
+            await self.qmp(node, instance, "quit")
+            return f"qmp quit {instance}"
+        except (_StepFailed, asyncssh.Error, OSError, TimeoutError, ValueError):
+            pass
+        pidfile = f"{run_dir()}/{instance}.pid"
+        result = await self.run(node, CommandLine(line=f"cat {pidfile}", summary="read pidfile"))
+        pid = result.stdout.strip()
+        if result.rc != 0 or not pid.isdigit():
+            return f"{instance} not running"
+        await self.run(node, CommandLine(line=f"sudo -n kill -9 {pid}", summary=f"kill {pid}"))
+        return f"kill -9 {instance} ({pid})"
+
+    async def _migrate(self, step: Step) -> str:
+        uri = f"tcp:{step.migrate_address}:{int(step.migrate_port)}"
+        await self.qmp(step.node, step.instance, "migrate", {"uri": uri})
+        deadline = time.monotonic() + self.migrate_timeout_s
+        while time.monotonic() < deadline:
+            reply = await self.qmp(step.node, step.instance, "query-migrate")
+            status = reply.get("return", {}).get("status")
+            if status == "completed":
+                return f"qmp migrate {step.instance} to {uri}: completed"
+            if status in ("failed", "cancelled"):
+                raise _StepFailed(
+                    f"migration {status}: {reply['return'].get('error-desc', '')}",
+                    summary=f"qmp migrate {uri}",
+                )
+            await asyncio.sleep(0.2)
+        raise _StepFailed("migration did not complete in time", summary=f"qmp migrate {uri}")
+
+    # ------------------------------------------------------------------ fencing
+
+    async def fence(self, node: NodeName, spec: FenceSpec, action: str) -> tuple[int, str]:
+        return await run_fence_agent(spec, action)
+
+
+class _StepFailed(Exception):
+    def __init__(self, message: str, *, summary: str) -> None:
+        super().__init__(message)
+        self.summary = summary

@@ -1,0 +1,145 @@
+"""The event store against a real etcd (private, on free ports): atomic and
+idempotent appends, optimistic concurrency, ordered reads, a subscription that
+survives etcd being killed and compaction, corrupt records, an unreachable etcd."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from devtools.local_etcd import LocalEtcd, free_port
+from events.ids import EventId
+from events.model import AlertRaised, Event
+from events.projection import fold
+from events.state import ClusterState
+from events.store import EtcdUnavailable, EventStore, VersionConflict
+from tests.support.events import ev
+
+
+async def all_events(store: EventStore, from_revision: int = 0) -> list[tuple[int, Event]]:
+    return [x async for x in store.read_all(from_revision=from_revision)]
+
+
+async def test_append_read_in_order_and_idempotent(etcd: LocalEtcd) -> None:
+    async with EventStore.connect([etcd.endpoint], "c1") as store:
+        batch = [ev(i) for i in range(300)]  # more than one transaction's worth
+        await store.append(batch[:10])
+        await store.append(batch[10:])
+        got = await all_events(store)
+        assert [e.id for _, e in got] == [e.id for e in batch]
+        assert [r for r, _ in got] == sorted(r for r, _ in got)
+        # The same ids again: stored once.
+        rev = await store.append(batch[5:7])
+        assert rev == got[5][0]
+        assert len(await all_events(store)) == 300
+        # Another cluster in the same etcd sees nothing of c1.
+    async with EventStore.connect([etcd.endpoint], "c2") as other:
+        assert await all_events(other) == []
+
+
+async def test_stale_writer_gets_a_conflict_and_writes_nothing(etcd: LocalEtcd) -> None:
+    async with EventStore.connect([etcd.endpoint], "c1") as store:
+        await store.append([ev(1)], expected={"node/n1": 0})
+        await store.append([ev(2)], expected={"node/n1": 1})
+        with pytest.raises(VersionConflict) as info:
+            await store.append([ev(3), ev(4, node="n2")], expected={"node/n1": 1})
+        assert info.value.actual == 2
+        state = fold(ClusterState(), await all_events(store))
+        assert state.event_count == 2
+        assert state.versions["node/n1"] == 2  # the fold counts what etcd counts
+
+
+async def test_subscription_survives_etcd_kill_and_delivers_exactly_once(
+    etcd: LocalEtcd,
+) -> None:
+    async with EventStore.connect([etcd.endpoint], "c1") as store:
+        sent = [ev(i) for i in range(20)]
+        await store.append(sent[:10])
+        received: list[str] = []
+
+        async def consume() -> None:
+            async for _, event in store.subscribe(1):
+                received.append(event.id)
+                if len(received) == 40:
+                    return
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.5)
+        await store.append(sent[10:])
+        await asyncio.sleep(0.3)
+        etcd.kill()
+        await asyncio.sleep(0.5)
+        etcd.restart()
+        more = [ev(100 + i) for i in range(20)]
+        async with EventStore.connect([etcd.endpoint], "c1") as writer:
+            for i in range(0, 20, 5):
+                await writer.append(more[i : i + 5])
+        await asyncio.wait_for(task, 30)
+        assert received == [e.id for e in sent + more]
+
+
+async def test_subscription_from_a_compacted_revision_falls_back_to_a_read(
+    etcd: LocalEtcd,
+) -> None:
+    async with EventStore.connect([etcd.endpoint], "c1") as store:
+        sent = [ev(i) for i in range(10)]
+        for e in sent:
+            await store.append([e])
+        rev = await store.current_revision()
+        await store.compact(rev)
+        got: list[str] = []
+        async for _, event in store.subscribe(1):
+            got.append(event.id)
+            if len(got) == 10:
+                break
+        assert got == [e.id for e in sent]
+
+
+async def test_corrupt_record_is_named_and_skipped(etcd: LocalEtcd) -> None:
+    async with EventStore.connect([etcd.endpoint], "c1") as store:
+        await store.append([ev(1), ev(2)])
+        await store.client.put(store.event_key("garbage"), b"0\n{broken")
+        await store.append([ev(3)])
+        got = await all_events(store)
+        assert len(got) == 3
+        assert store.corrupt and store.corrupt[0].key.endswith("/events/garbage")
+
+
+async def test_snapshot_round_trip(etcd: LocalEtcd) -> None:
+    async with EventStore.connect([etcd.endpoint], "c1") as store:
+        await store.append([ev(1), ev(2)])
+        await store.append(
+            [
+                AlertRaised(
+                    id=EventId("a1"),
+                    time=1.0,
+                    actor="t",
+                    alert="x",
+                    severity="warning",
+                    message="m",
+                )
+            ]
+        )
+        state = fold(ClusterState(), await all_events(store))
+        await store.save_snapshot(state)
+        assert await store.load_snapshot() == state
+
+
+async def test_unreachable_etcd_is_one_clear_line() -> None:
+    endpoint = f"127.0.0.1:{free_port()}"
+    with pytest.raises(EtcdUnavailable) as info:
+        async with EventStore.connect([endpoint], "c1", timeout=1.0):
+            pass
+    message = str(info.value)
+    assert endpoint in message and "\n" not in message and "--etcd" in message
+
+
+async def test_read_one_objects_events_in_order(etcd: LocalEtcd) -> None:
+    async with EventStore.connect([etcd.endpoint], "c1") as store:
+        a = [ev(i, node="a") for i in range(5)]
+        b = [ev(10 + i, node="b") for i in range(5)]
+        for x, y in zip(a, b, strict=True):
+            await store.append([x, y])
+        got = await store.read_object("node/a")
+        assert [e.id for _, e in got] == [e.id for e in a]
