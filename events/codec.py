@@ -3,8 +3,7 @@
 "data"}`, nested frozen dataclasses, enums, tuples and frozensets included, and an
 upcaster registry that brings old schema versions up to date before decoding.
 
-Pure: no I/O, no logging. Comes after `events.model`; used by `events.store` (and
-for snapshots of ClusterState).
+Pure: no I/O, no logging.
 """
 
 from __future__ import annotations

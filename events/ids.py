@@ -1,8 +1,7 @@
 """Typed identifiers and the one validator for every name that may reach a shell,
 a file path or a DRBD resource name.
 
-Pure: no I/O, no logging. Used by `events.specs`, the event model and every command
-builder in `reactors`.
+Pure: no I/O, no logging.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
-"""Start-up reading of the log: the latest snapshot plus every event after it,
-folded. Shared by the orchestrator and the CLI (whose start-up time it bounds).
+"""Start-up reading of the log: the latest snapshot plus every event after it, folded.
 
-Comes after `events.store` (snapshot, read_all) and `events.projection` (fold);
-imports nothing from the reactors or the orchestrator, so a short-lived CLI
-process does not pay for SSH or the reactor engine.
+Must not import the reactors or the orchestrator, so a short-lived CLI process does
+not pay for SSH or the reactor engine.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """The event vocabulary: every cluster action, decision, action result and
 observation is one of these frozen, versioned dataclasses.
 
-Pure: no I/O, no logging. Encoded by `events.codec`, stored by `events.store`,
-folded by `events.projection`. Reactors and the orchestrator construct them with
+Pure: no I/O, no logging. Reactors and the orchestrator construct them with
 `new_event(...)`-style keyword arguments; nothing mutates them.
 
 Every event carries: id, type (class attribute TYPE), schema version (VERSION),

@@ -1,10 +1,8 @@
 """The fold: events in, immutable ClusterState out.
 
-Pure: no I/O, no logging. Comes after `events.store` (which reads events in
-revision order) and before everything that reads state (reactors, CLI, API).
-Total: events about unknown objects, removals of absent things and replays of
-already-folded revisions never raise; each call copies the top-level maps once,
-applies the batch to the copies and returns a new ClusterState.
+Pure: no I/O, no logging. Total: events about unknown objects, removals of absent
+things and replays of already-folded revisions never raise; each call copies the
+top-level maps once, applies the batch to the copies and returns a new ClusterState.
 """
 
 from __future__ import annotations

@@ -3,9 +3,6 @@ events (in log order) is sealed with the digest of each event's stored bytes and
 running hash chained to the previous seal, under `/corral/<cluster>/seals/<seq>`.
 `verify` re-reads the log and names the first event whose bytes no longer match,
 or an event missing from or added to a sealed block.
-
-Comes after `events.store` (raw reads); used by the orchestrator's sealer loop and
-`corral audit verify`.
 """
 
 from __future__ import annotations

@@ -2,10 +2,9 @@
 instances. These are the payloads of desired-state events and the desired half of
 ClusterState.
 
-Pure: no I/O, no logging. Built by the desired-state loader in `orchestrator` (from
-YAML) or by the API; carried by `events.model`; folded by `events.projection`.
-Sizes are integers in MiB everywhere. Secrets are never held here, only references
-to them (`SecretRef`), so a spec can be logged, stored and printed safely.
+Pure: no I/O, no logging. Sizes are integers in MiB everywhere. Secrets are never held
+here, only references to them (`SecretRef`), so a spec can be logged, stored and
+printed safely.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 operators declared), decided (placements made once) and observed (what nodes
 reported) are kept apart, with per-object versions for optimistic concurrency.
 
-Pure: no I/O, no logging. Built only by `events.projection.fold`; read by reactors,
-the CLI and the API. Mappings are never mutated after a fold returns them.
+Pure: no I/O, no logging. Mappings are never mutated after a fold returns them.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ Key layout (everything under `/corral/<cluster>/`, so one etcd holds several):
 - `versions/<object-key>`: put once per append that touches the object; its etcd
   `version` is the object's version (the fold counts the same).
 - `snapshots/latest`: the encoded ClusterState at its revision.
-Comes after `events.codec`; before `events.projection` (readers fold what it yields).
 """
 
 from __future__ import annotations

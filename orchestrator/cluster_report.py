@@ -3,9 +3,7 @@ node (with Ganeti-style instance status words), the cluster summary behind
 `corral status`, and the findings of `corral cluster verify` (N+1, degraded DRBD,
 orphan volumes and VM processes, instances running where they should not).
 
-Pure: no I/O, no logging; `now` is passed in. Comes after `events.projection`
-and `reactors.plans.instance`; printed by `orchestrator.cli.status` and
-`orchestrator.cli.objects`.
+Pure: no I/O, no logging; `now` is passed in.
 """
 
 from __future__ import annotations

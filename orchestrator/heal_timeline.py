@@ -1,9 +1,8 @@
-"""The story of one node loss, read back from the event log: when the node was
-suspected, declared lost, fenced, when each of its instances was decided onto its
-secondary and started there, and when redundancy was rebuilt. Used by the demo and
-the heal benchmark; pure (events in, figures out).
+"""The story of one node loss, read back from the event log: when the node was suspected,
+declared lost, fenced, when each of its instances was decided onto its secondary and
+started there, and when redundancy was rebuilt.
 
-Comes after `events.store` (the caller reads the events); nothing comes after it.
+Pure: events in, figures out; must not read the store itself.
 """
 
 from __future__ import annotations

@@ -1,8 +1,6 @@
 """structlog, configured once at the process edge: a console renderer on a TTY,
 JSON lines otherwise, and a processor that masks any key that looks like a secret.
 Pure modules never log; everything else gets a logger bound to what it works on.
-
-Called by the CLI entry points and the demo, before anything logs.
 """
 
 from __future__ import annotations

@@ -4,9 +4,7 @@ events and appends them, returning only after etcd has them (nothing acknowledge
 is lost). Operations that take time are jobs: the caller gets the job id and the
 revision that recorded the request; reactors do the work.
 
-Must not run node commands or wait for convergence itself. Comes after the
-desired-state loader / argument parsing; before `events.store` (append) and the
-reactors that pick the recorded requests up.
+Must not run node commands or wait for convergence itself.
 """
 
 from __future__ import annotations

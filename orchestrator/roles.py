@@ -1,10 +1,7 @@
 """Who may do what through the HTTP APIs (native and RAPI): three roles and an
 optional tag scope, checked the same way by every endpoint.
 
-Pure: no I/O, no logging. Comes after authentication (`orchestrator.api.auth`,
-`orchestrator.rapi.users`), which turn a token or a Basic-auth user into a
-Principal; before `orchestrator.operations`, which records what was allowed with the
-principal's name as the actor.
+Pure: no I/O, no logging.
 
 - viewer: read everything it can see;
 - operator: viewer + power (start, stop, reboot), console, migrate, failover,

@@ -3,8 +3,7 @@ snapshot plus the events after it), connects to the nodes named in the desired
 state over SSH with pinned host keys, runs the reactor engine and the HTTP API,
 saves snapshots and audit seals periodically, and stops cleanly on SIGINT/SIGTERM.
 
-Holds wiring only. Comes after `orchestrator.cli.main` (arguments) and before
-`reactors.engine` and `orchestrator.api`.
+Holds wiring only.
 """
 
 from __future__ import annotations

@@ -3,10 +3,8 @@ generated on first start into a directory, and the server-side SSL context that
 serves it. Ganeti's RAPI clients (the Python client, htools' curl loader) do not
 verify the certificate by default; clients that do can pin `rapi.pem`.
 
-Must not hold or log private key material beyond writing it once with mode 0600;
-must not overwrite an existing certificate (an operator may have put a real one
-there). Comes before `orchestrator.rapi.server`, which wraps its listening socket
-with the context.
+Must not hold or log private key material beyond writing it once with mode 0600; must
+not overwrite an existing certificate (an operator may have put a real one there).
 """
 
 from __future__ import annotations

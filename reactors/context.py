@@ -2,9 +2,7 @@
 one subscription to the event log, read-your-writes appends, and wake-ups for the
 keys each new event touches.
 
-Does no planning and no node I/O. Comes after `events.store`/`events.projection`;
-every reactor (`reactors.prober`, `reactors.workers`, `reactors.healer`,
-`reactors.placer`, `reactors.jobs`) holds one ReactorContext.
+Does no planning and no node I/O.
 """
 
 from __future__ import annotations

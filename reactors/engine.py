@@ -2,8 +2,7 @@
 instance workers, the healer and the job runner into one set of asyncio tasks, and
 stops them cleanly.
 
-Holds no decisions. Started by `orchestrator.service` (the process) and by tests;
-comes after every other module in `reactors`.
+Holds no decisions.
 """
 
 from __future__ import annotations

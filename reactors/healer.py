@@ -6,8 +6,7 @@ instance that lost its secondary.
 Decisions come from `reactors.plans.heal` (pure); this module only times, fences and
 records. Never fails over without a confirmed fence (safety rules 4 and 6): a node
 whose agent fails is retried with backoff and alerted on, until it is fenced or a
-person runs `corral node confirm-off`. Comes after `reactors.prober` (reachability)
-and before `reactors.workers`, which promote and start from the new placements.
+person runs `corral node confirm-off`.
 """
 
 from __future__ import annotations

@@ -4,13 +4,12 @@ per object at a time, disjoint objects in parallel, with status and a per-step l
 recorded as JobUpdated events.
 
 Most jobs only record a decision (a new placement, a bigger disk) and wait for the
-instance workers to converge; live migration is driven step by step here, because
-its order (dual-primary, incoming VM, QMP migrate, demote) cannot be derived from a
-level. A job found `running` after a restart is resumed: a half-done migration is
-finished if the VM already runs on the target, else rolled back. A migration or
-failover is refused, changing nothing, when its target has too little free memory
-for the instance (as Ganeti checks), counting the moves to that node under way.
-Comes after `reactors.placer` and `reactors.workers`.
+instance workers to converge; live migration is driven step by step here, because its
+order (dual-primary, incoming VM, QMP migrate, demote) cannot be derived from a level.
+A job found `running` after a restart is resumed: a half-done migration is finished if
+the VM already runs on the target, else rolled back. A migration or failover is
+refused, changing nothing, when its target has too little free memory for the instance
+(as Ganeti checks), counting the moves to that node under way.
 """
 
 from __future__ import annotations

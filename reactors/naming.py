@@ -1,8 +1,7 @@
 """How corral names what it creates on nodes, and how it hands out DRBD minors and
 ports without collisions.
 
-Pure: no I/O, no logging. Used by the instance planner (`reactors.plans.instance`)
-and the placement reactor (which records minors/ports in InstancePlaced once).
+Pure: no I/O, no logging.
 """
 
 from __future__ import annotations

@@ -4,10 +4,10 @@ and ports (`reactors.naming`), and records the decision once as InstancePlaced, 
 the refusal with its reasons as PlacementRefused. Also picks new secondaries for
 re-protection and replace-disks.
 
-One placer at a time, one instance at a time: every decision sees the previous
-one folded in, so two instances never take the same memory. Writes are guarded by
-the instance's version (a concurrent change makes the append fail and the next
-pass re-decide). Comes after `reactors.context`; before `reactors.workers`.
+One placer at a time, one instance at a time: every decision sees the previous one
+folded in, so two instances never take the same memory. Writes are guarded by the
+instance's version (a concurrent change makes the append fail and the next pass
+re-decide).
 """
 
 from __future__ import annotations

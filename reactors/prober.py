@@ -3,8 +3,7 @@
 something changed. The probe results also feed node health: reachability is
 recorded here, judged in `reactors.healer`.
 
-Does no planning. Comes after `reactors.nodes.ssh_ops` (which runs the probe over SSH)
-and before the fold, which the instance workers and the healer read.
+Does no planning.
 """
 
 from __future__ import annotations

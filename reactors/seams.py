@@ -4,7 +4,7 @@ step, run a fence agent, drive a live migration). Concrete classes live in
 `events.store` and `reactors.nodes.ssh_ops`; tests use the same concrete classes
 against a real etcd and simulated nodes.
 
-Holds no logic. Comes before `reactors.engine`, which is written against these.
+Holds no logic.
 """
 
 from __future__ import annotations

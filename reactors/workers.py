@@ -4,8 +4,7 @@ pass plans from the folded state (`reactors.plans.instance`), carries out the st
 whose preconditions hold, records StepStarted/StepSucceeded/StepFailed, probes the
 nodes it touched (act, then verify) and plans again.
 
-Must not decide anything itself: decisions live in the pure planner. Comes after
-`reactors.context`; uses `reactors.prober` for the verify half.
+Must not decide anything itself: decisions live in the pure planner.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@
     corral sim fault clear-commands NODE
     corral sim power on|off NODE
 
-Registered by `orchestrator.cli.main`; imports nothing from corral's own packages.
+Imports nothing from corral's own packages.
 """
 
 from __future__ import annotations

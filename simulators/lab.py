@@ -3,8 +3,7 @@ generates host keys and a client key, writes the inventory (JSON), a known_hosts
 file and the client key into a state dir, and serves a small control API (JSON
 over HTTP on loopback) for faults and power, which the fence agent uses.
 
-Used in-process by tests and by `corral sim up` (in its own process). Comes
-before `simulators.ssh_server`. Imports nothing from corral's own packages.
+Imports nothing from corral's own packages.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 SIGTERM/SIGINT, then stops every simulated host. Writes inventory.json and pid
 into the state dir.
 
-Imports nothing from corral's own packages. Comes after `simulators.cli`.
+Imports nothing from corral's own packages.
 """
 
 from __future__ import annotations

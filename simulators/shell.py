@@ -2,8 +2,7 @@
 by `&&`, `||` and `;`, honours `sudo -n`, `> FILE` redirection of stdin, exit codes
 and `command not found` (127), and runs each command through `simulators.tools`.
 
-No I/O. Comes after `simulators.ssh_server` (which hands it the command line and
-stdin) and before `simulators.tools`. Imports nothing from corral's own packages.
+No I/O. Imports nothing from corral's own packages.
 """
 
 from __future__ import annotations

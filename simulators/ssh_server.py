@@ -3,9 +3,8 @@ authorized client key, the host's own host key, exec requests run through
 `simulators.shell`, and QMP served on the VMs' unix sockets through SSH
 direct-streamlocal forwarding (what `conn.open_unix_connection(path)` asks for).
 
-A host that is powered off or cut off from the orchestrator stops listening and
-drops its connections. Comes after `simulators.lab` (which starts these) and
-before `simulators.shell`. Imports nothing from corral's own packages.
+A host that is powered off or cut off from the orchestrator stops listening and drops
+its connections. Imports nothing from corral's own packages.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@ formats, error texts and exit codes: host facts, LVM (`--reportformat json`),
 drbdadm/drbdsetup (DRBD 9), qemu-system-x86_64 (-daemonize, -pidfile, -qmp),
 pgrep/kill, and the few file commands corral uses (tee, cat, rm, mkdir, echo, test).
 
-Operates on `simulators.fabric` state; no I/O. Called by `simulators.shell`.
-Imports nothing from corral's own packages.
+Operates on `simulators.fabric` state; no I/O. Imports nothing from corral's own
+packages.
 """
 
 from __future__ import annotations

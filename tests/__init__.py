@@ -1,0 +1,3 @@
+"""corral's tests, one folder per kind (unit, etcd, lab, real, parity) and shared
+helpers in `tests.support`.
+"""

@@ -3,11 +3,9 @@
 `Authorization: Bearer TOKEN` header, and a helper that mints a new token entry
 (the token is shown once; only its sha256 is stored).
 
-Must not: keep, log or compare plain tokens (only their sha256, compared in
-constant time against every entry), or decide what a principal may do (that is
-`orchestrator.roles`). Comes after the HTTP request (`orchestrator.api.server`'s
-middleware calls `ApiAuth.authenticate`); before `orchestrator.roles` (may /
-sees_instance) and `orchestrator.operations` (which records `api:NAME` as actor).
+Must not: keep, log or compare plain tokens (only their sha256, compared in constant
+time against every entry), or decide what a principal may do (that is
+`orchestrator.roles`).
 """
 
 from __future__ import annotations

@@ -6,10 +6,7 @@ JSON-body parsing that names the bad field, and the JSON views of instances, nod
 jobs and events (the same shapes as the CLI's `--json`).
 
 Must not append events or talk to nodes (the write routes call
-`orchestrator.operations` for that) and must not log tokens. Comes after
-`orchestrator.api.server` (which builds the context and authenticates); before
-`orchestrator.api.routes_read`, `orchestrator.api.routes_write` and
-`orchestrator.api.events_stream`, which use these helpers.
+`orchestrator.operations` for that) and must not log tokens.
 """
 
 from __future__ import annotations

@@ -1,9 +1,8 @@
 """The web dashboard: serves the static page, script and style from
-`orchestrator/dashboard/` at `/` and `/dashboard/...`. The page itself talks to
+`orchestrator/api/dashboard_static/` at `/` and `/dashboard/...`. The page itself talks to
 the native API with the user's token (no server-side sessions, no build step).
 
 Must not expose anything but those three files, and never a directory listing.
-Comes after `orchestrator.api.server` (which mounts these routes beside the API).
 """
 
 from __future__ import annotations

@@ -9,9 +9,7 @@ position in it (one append may hold several events). A client that reconnects wi
 of revision 812") gets every later event, none twice. The `data:` line is the
 event's JSON as `/api/v1/events` returns it (including `revision`).
 
-Read-only. Comes after `orchestrator.api.server` (authentication) and
-`orchestrator.api.context` (filters, visibility, the event view); before
-`events.store` (subscribe).
+Read-only.
 """
 
 from __future__ import annotations

@@ -6,9 +6,7 @@ counters/histograms fed by the API (requests, auth failures) and by whoever runs
 node commands (SSH latency and errors, through `SshCommandMetrics.observe`).
 
 Must not: touch etcd or nodes, or keep cluster state of its own (everything
-cluster-related is recomputed from the state passed in). Comes after
-`orchestrator.cluster_report` (rows) and the request middleware of
-`orchestrator.api.server` (which feeds `ApiMetrics`); served by the `/metrics` route.
+cluster-related is recomputed from the state passed in).
 """
 
 from __future__ import annotations

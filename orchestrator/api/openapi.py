@@ -3,10 +3,8 @@
 schemas of every response it can give (schemathesis checks responses against it
 in `tests/lab/test_api_schema.py`).
 
-Pure data, built once: must not read state or do I/O. Comes after the route
-modules it describes (`orchestrator.api.routes_read`, `api_routes_write`,
-`api_events_stream`); served by `orchestrator.api.server`. When a route or a view
-changes shape, change it here in the same commit.
+Pure data, built once: must not read state or do I/O. When a route or a view changes
+shape, change it here in the same commit.
 """
 
 from __future__ import annotations

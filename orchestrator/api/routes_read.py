@@ -4,10 +4,7 @@
 same JSON the CLI prints with `--json`, narrowed for scoped principals to their
 own instances (others' are 404).
 
-Read-only: appends nothing and never talks to nodes. Comes after
-`orchestrator.api.server` (context, authentication) and `orchestrator.api.context`
-(helpers, views); reuses `orchestrator.cluster_report` and
-`orchestrator.cluster_report.status_dict` for the views themselves.
+Read-only: appends nothing and never talks to nodes.
 """
 
 from __future__ import annotations

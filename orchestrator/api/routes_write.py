@@ -6,10 +6,8 @@ Each checks the principal's role and scope (`orchestrator.roles`), records throu
 actor, waits briefly until the orchestrator's fold shows the write, and answers
 202 `{"job_id", "revision", "event_ids"}`.
 
-Must not act on nodes or wait for jobs to finish (reactors do the work; clients
-follow `/api/v1/jobs/{id}` or the event stream). Comes after
-`orchestrator.api.context` (helpers); before `orchestrator.operations` and
-`events.store`.
+Must not act on nodes or wait for jobs to finish (reactors do the work; clients follow
+`/api/v1/jobs/{id}` or the event stream).
 """
 
 from __future__ import annotations

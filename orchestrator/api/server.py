@@ -7,11 +7,7 @@ without a traceback, logged with structlog), limits bodies to 1 MiB, counts
 requests for `/metrics`, and starts/stops the listening socket.
 
 Must not hold cluster state of its own (it reads the orchestrator's folded state
-through `state()`, always current) or act on nodes; sends no CORS headers. Comes
-after `orchestrator.service` (which owns the engine and the store and calls
-`start_api`); before the route modules `orchestrator.api.routes_read`,
-`orchestrator.api.routes_write`, `orchestrator.api.events_stream` and
-`orchestrator.api.openapi`.
+through `state()`, always current) or act on nodes; sends no CORS headers.
 """
 
 from __future__ import annotations

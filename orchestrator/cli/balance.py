@@ -5,11 +5,7 @@ plan (`report_plan`). Offline on an htools file (`--plan --htools`, like
 `--watch`) `run_balance` hands over to `orchestrator.cli.balance_live`,
 imported only then, so that offline planning starts without etcd's client.
 
-Must not move anything itself. Comes after `orchestrator.cli.context` (usage
-errors, output helpers), the pure planners `reactors.balance.plan` /
-`reactors.balance.rounds` and `reactors.balance.cores` (which runs the
-planner's searches on the CPUs there are); wired into `orchestrator.cli.main` by
-`add_balance_parsers` / `run_balance`.
+Must not move anything itself.
 """
 
 from __future__ import annotations

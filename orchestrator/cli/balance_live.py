@@ -4,10 +4,7 @@
 each round waited for with progress lines, stopping at the first failed job),
 or rebalance whenever the score drifts (`--watch`).
 
-Must not move anything itself: the job runner does, one job per instance at a
-time. Comes after `orchestrator.cli.balance` (the options, the planning on the
-cores and the report, all it shares with offline planning on an htools file),
-which imports this module only for the live cluster.
+Must not move anything itself: the job runner does, one job per instance at a time.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 relayed over SSH (a unix-socket forward to qemu's `-serial unix:` socket) with the
 node's pinned host key. Ctrl-] quits.
 
-Records nothing and changes nothing on the node. Comes after
-`orchestrator.cli.objects` (argument checks, the folded state).
+Records nothing and changes nothing on the node.
 """
 
 from __future__ import annotations

@@ -3,8 +3,7 @@ which cluster (flags, then environment, then the desired-state file), who is
 asking (the actor recorded on events), the folded state, and how to print a table
 or JSON.
 
-Must not decide anything about the cluster. Comes after `orchestrator.cli.main`
-(arguments); before the `cli_*` modules that carry each subcommand out.
+Must not decide anything about the cluster.
 """
 
 from __future__ import annotations

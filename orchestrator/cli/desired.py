@@ -3,10 +3,9 @@ file, compare it with the live desired state, print the changes (and where new
 instances would go), and on apply record them in one atomic append, then
 optionally follow the work until it converges or fails.
 
-Must not act on nodes; reactors do that. Comes after `orchestrator.desired.file`
-(loading) and `orchestrator.desired.diff` (the changes); before `events.store`.
-Exit codes: plan 0 = no changes, 2 = changes, 1 = error (bad file, refused plan,
-etcd unreachable); apply 0 = recorded (and converged with --wait), 1 = error.
+Must not act on nodes; reactors do that. Exit codes: plan 0 = no changes, 2 = changes,
+1 = error (bad file, refused plan, etcd unreachable); apply 0 = recorded (and
+converged with --wait), 1 = error.
 """
 
 from __future__ import annotations

@@ -1,9 +1,7 @@
 """`corral events` (the audit log: filter, follow, or the cluster as it was at a
 revision) and `corral audit verify` (check the hash seals over the log).
 
-Read-only. Comes after `events.store` (reading, subscribing) and
-`events.projection` (folding up to a revision); prints with `orchestrator.cli.status`'s
-status view for `--at`.
+Read-only.
 """
 
 from __future__ import annotations

@@ -2,8 +2,7 @@
 something reports it: the revision, the job id, and with --wait the job followed
 until it ends (its log printed as it grows).
 
-Must not act on nodes. Comes after `orchestrator.cli.objects` (which hands job
-commands and accepted requests here); before `orchestrator.operations`.
+Must not act on nodes.
 """
 
 from __future__ import annotations

@@ -2,9 +2,8 @@
 objects, and ask for imperative operations (recorded as events with the user as
 actor, through `orchestrator.operations`), optionally following the job they start.
 
-Must not act on nodes itself, except `instance console`, which only relays the
-serial console of the primary over SSH. Comes after `orchestrator.cli.context`;
-before `orchestrator.operations` and `events.store`.
+Must not act on nodes itself, except `instance console`, which only relays the serial
+console of the primary over SSH.
 """
 
 from __future__ import annotations

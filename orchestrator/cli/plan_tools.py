@@ -4,8 +4,7 @@ optionally with hypothetical nodes) and `corral node reboot-plan` (groups of nod
 that can reboot together). Each works on the live cluster or, with `--htools FILE`,
 offline on an htools snapshot the way `hspace -t` / `hroller -t` do.
 
-Read-only. Comes after `orchestrator.cli.context` (state) and the pure planners in
-`reactors` (`htools_text`, `htools_state`, `capacity_plan`, `reboot_plan`).
+Read-only.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`corral serve`: run the orchestrator in the foreground against one cluster's
 event log (etcd) and its nodes (SSH with pinned host keys) until SIGINT/SIGTERM.
 
-Wiring only. Comes after `orchestrator.cli.main`; hands over to `orchestrator.service`.
+Wiring only.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
 """`corral status` (the cluster at a glance) and `corral cluster verify` (what is
 wrong, one finding per line; exit 1 when there are errors).
 
-Read-only: appends nothing. Comes after `orchestrator.cli.context` (target, state)
-and `orchestrator.cluster_report` (the rows and findings).
+Read-only: appends nothing.
 """
 
 from __future__ import annotations

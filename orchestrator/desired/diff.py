@@ -3,9 +3,7 @@ live desired state (folded from the log, including imperative commands such as
 `corral instance stop`) and a loaded file, as a list of changes a person can read,
 and the events that record them.
 
-Pure: no I/O, no logging, no clock (time and ids are passed in). Comes after
-`orchestrator.desired.file` (the loaded file) and before `orchestrator.desired.plan_view`
-(placement preview and printing) and `orchestrator.apply` (appending the events).
+Pure: no I/O, no logging, no clock (time and ids are passed in).
 """
 
 from __future__ import annotations

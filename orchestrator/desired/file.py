@@ -6,9 +6,7 @@ returned when any exists. The format is documented in docs/desired-state.md.
 
 Must not: do I/O in `parse_desired` (only `load_desired` reads files), read or log
 secrets (fence secrets become `SecretRef`s, and no message repeats an option value),
-or raise anything but `DesiredFileError` for any input. Comes after the CLI reading
-the file (`orchestrator.cli.desired`); before `orchestrator.desired.diff`, whose
-diff/apply turns the result into desired-state events. Field parsers live in
+or raise anything but `DesiredFileError` for any input. Field parsers live in
 `orchestrator.desired.schema`.
 """
 

@@ -2,10 +2,9 @@
 instance would be placed (the allocator run on the state as it would be after the
 apply), and the text and JSON forms of both.
 
-Pure: no I/O, no logging. Comes after `orchestrator.desired.diff`; printed by
-`orchestrator.cli.desired`. The preview uses the same allocator the placer runs,
-on the same folded state, so what plan says is what apply will do unless the
-cluster changes in between.
+Pure: no I/O, no logging. The preview uses the same allocator the placer runs, on the
+same folded state, so what plan says is what apply will do unless the cluster changes
+in between.
 """
 
 from __future__ import annotations

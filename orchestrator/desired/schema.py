@@ -5,9 +5,7 @@ format (names, tags, sizes, durations, addresses, URLs, MAC addresses, fence age
 with their options and secret references, disks and NICs).
 
 Pure: no I/O and no logging. A parser never raises: it records a `FileProblem` and
-returns None. Messages never repeat a value that may be a secret. Comes after the
-YAML parser (ruamel.yaml's round-trip loader, which gives every mapping and sequence
-its `.lc` positions); used only by `orchestrator.desired.file`.
+returns None. Messages never repeat a value that may be a secret.
 """
 
 from __future__ import annotations

@@ -9,9 +9,7 @@ is what a Ganeti creation job waits for. Removal and tags append
 failover, replace-disks, grow-disk and activate-disks are corral jobs submitted
 through `orchestrator.operations.submit_job`.
 
-Must not run node commands or wait for convergence. Comes after
-`orchestrator.rapi.resources` (context, errors) and before `orchestrator.operations`
-and `events.store`.
+Must not run node commands or wait for convergence.
 """
 
 from __future__ import annotations

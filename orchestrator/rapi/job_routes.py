@@ -3,9 +3,6 @@ cancel a queued job) and `/2/jobs/ID/wait` (Ganeti's long poll: up to 10 s for a
 change of the asked fields or new log entries; `null` when nothing changed).
 
 Must not append anything but a cancel request (`orchestrator.operations.cancel_job`).
-Comes after `orchestrator.rapi.jobs` (integer ids -> corral jobs and RAPI changes)
-and `orchestrator.rapi.views` (Ganeti's job fields); scoped users see only jobs on
-their own instances.
 """
 
 from __future__ import annotations

@@ -16,8 +16,7 @@ running until no node reports anything of the instance). `/2/instances/NAME/info
 answers at once with a finished in-memory job numbered from QUERY_JOB_BASE, far
 above any revision, kept for QUERY_JOB_TTL_S.
 
-Must not append events or change the state. Comes after `events.store` and the
-fold; used by `orchestrator.rapi.resources`.
+Must not append events or change the state.
 """
 
 from __future__ import annotations

@@ -9,8 +9,7 @@ answers with an integer job id (`orchestrator.rapi.jobs`). Reads fold nothing:
 they render the orchestrator's current ClusterState (`orchestrator.rapi.views`).
 
 Must not run node commands, wait for convergence (clients poll the job), or log
-request bodies. Comes after `orchestrator.rapi.server` (TLS, authentication: the
-request carries a Principal) and before `orchestrator.operations` / `events.store`.
+request bodies.
 """
 
 from __future__ import annotations

@@ -9,12 +9,9 @@ does, unless `anonymous_reads=False` (htools can then authenticate with
 `{"code", "message", "explain"}` body and 401s with
 `WWW-Authenticate: Basic realm="Ganeti Remote API"`.
 
-Must not log passwords, Authorization headers or request bodies, and must not
-hold state of its own beyond the job-id index (`orchestrator.rapi.jobs`): it
-renders the orchestrator's folded state and appends through
-`orchestrator.operations`. Started by `corral serve` next to the reactor engine
-(after the state is loaded, before the stop signal is awaited); stopped with
-`await runner.cleanup()`.
+Must not log passwords, Authorization headers or request bodies, and must not hold
+state of its own beyond the job-id index (`orchestrator.rapi.jobs`): it renders the
+orchestrator's folded state and appends through `orchestrator.operations`.
 """
 
 from __future__ import annotations

@@ -12,10 +12,8 @@ File format, one user per line (blank lines and `#` comments ignored):
   `scope=TAG` (repeatable, e.g. `scope=owner:alice`) -> the user sees and acts only
   on instances carrying one of those tags.
 
-Must not log, store in a Principal, or otherwise echo a password or an
-Authorization header; failures are logged with the user name and the reason only,
-and counted. Comes before `orchestrator.roles` (the Principal it returns is what
-`may` checks) and is called by `orchestrator.rapi.server` on every request.
+Must not log, store in a Principal, or otherwise echo a password or an Authorization
+header; failures are logged with the user name and the reason only, and counted.
 """
 
 from __future__ import annotations

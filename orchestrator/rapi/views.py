@@ -3,10 +3,7 @@ instance and group objects, and jobs (`/2/jobs/ID`), with Ganeti's field names,
 units (MiB) and status words, so that Ganeti's RAPI client and htools' RAPI loader
 (`hbal -m`, `hspace -m`) read a corral cluster as a Ganeti one.
 
-Pure: no I/O, no logging, no clock (`now` is passed in). Comes after
-`events.projection` (the state), `orchestrator.cluster_report` (status words) and
-`reactors.htools.model` (the htools view: the same free memory and disk numbers
-`hbal -t` exports); before `orchestrator.rapi.resources`, which serves them.
+Pure: no I/O, no logging, no clock (`now` is passed in).
 
 Mapping choices (where Ganeti and corral differ):
 - corral has no master node; htools need one, so the first node by name that is

@@ -6,10 +6,7 @@ a live migration is `instance.migrate` (primary and secondary swap); a change of
 secondary is `instance.replace-disks` with mode `change-secondary` and the new
 node.
 
-Pure: no I/O, no logging, no asyncio; it submits nothing. Comes after
-`reactors.balance.plan` (a `BalancePlan`) and `reactors.balance.rounds`; read by
-`corral balance --apply`, which
-submits the jobs through `orchestrator.operations.submit_job`.
+Pure: no I/O, no logging, no asyncio; it submits nothing.
 """
 
 from __future__ import annotations

@@ -9,11 +9,7 @@ own sides are built from, stacked into one array each (`Table`, `Tables`,
 `stack_tables`).
 
 Pure: no I/O, no logging, no asyncio; a read-only mirror of `reactors.balance.work`
-(it never changes the `Work`). Comes after `reactors.balance.work`; read by
-`reactors.balance.bounds` (which targets can take a side, and its tables),
-`reactors.balance.batch` (own sides and exact own parts, many at once),
-`reactors.balance.deltas` and `reactors.balance.search` (copy- and
-primary-taking candidates scored at every node at once).
+(it never changes the `Work`).
 """
 
 from __future__ import annotations

@@ -11,9 +11,7 @@ step's means, from its node changes (`own_changes`), which the search keeps
 from step to step.
 
 Pure: no I/O, no logging, no asyncio; it reads the `Work`, never changes it, and
-writes only the rows of the `Sides` it is given. Comes after
-`reactors.balance.sides`, `reactors.balance.arrays` and `reactors.balance.deltas`;
-used by `reactors.balance.search` (`Search._refresh` and every step's `Exacts`).
+writes only the rows of the `Sides` it is given.
 """
 
 from __future__ import annotations

@@ -10,10 +10,7 @@ bound with slopes of its own is worked out only for the sides the search
 reaches, a block of the visiting order at a time (`Bounds.block`).
 
 Pure: no I/O, no logging, no asyncio; it reads the `Work`, the `Sides` and the
-`NodeArrays`, never changes them. Comes after `reactors.balance.sides`,
-`reactors.balance.arrays` and `reactors.balance.deltas` (the step's `Stats`);
-read by `reactors.balance.search`, which visits candidates in its order and stops
-where no bound can reach the best delta found.
+`NodeArrays`, never changes them.
 """
 
 from __future__ import annotations

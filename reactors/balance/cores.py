@@ -27,9 +27,8 @@ instead. An error in the search itself (a bug) is raised as it would be in
 raised, and a worker ends with the planning process however that ends
 (SIGTERM, SIGKILL).
 
-Must not plan anything itself (`reactors.balance.plan` does), and must not
-change the cluster. Comes after the planner's pure parts; called by
-`orchestrator.cli.balance` (and `bench.balance`).
+Must not plan anything itself (`reactors.balance.plan` does), and must not change the
+cluster.
 """
 
 from __future__ import annotations

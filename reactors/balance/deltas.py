@@ -11,11 +11,8 @@ score. The idea
 of `reactors.placement.score_delta`, extended to failovers and to moves that take a copy
 off a node.
 
-Pure: no I/O, no logging, no asyncio; it reads the `Work` and the `NodeArrays`,
-never changes them. Comes after `reactors.balance.work` and
-`reactors.balance.arrays`; used by `reactors.balance.batch` (node changes),
-`reactors.balance.search` (every candidate it scores; `tags_delta` where nodes
-have locations) and `reactors.balance.bounds` (the step's means and deviations).
+Pure: no I/O, no logging, no asyncio; it reads the `Work` and the `NodeArrays`, never
+changes them.
 """
 
 from __future__ import annotations
@@ -55,7 +52,7 @@ def node_changes(
     dns: Ints | int,
     new_r: Ints,
 ) -> Change:
-    """`Work.node_change` (and `balance_sides._cf`) for every row: node k's new
+    """`Work.node_change` (and `reactors.balance.sides._cf`) for every row: node k's new
     values (`Work.node_values`), its old ones and the change of the scalar
     components."""
     np_old, ns_old = a.n_pri[k], a.n_sec[k]

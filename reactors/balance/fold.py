@@ -6,9 +6,6 @@ are dropped. The plan ends in the same placement with fewer moves and less data
 copied.
 
 Pure: no I/O, no logging, no asyncio; it rewrites a list of moves, nothing else.
-Comes after `reactors.balance.search` (the greedy moves, as `reactors.balance.plan`
-collects them), checking sequences with `reactors.balance.rules`; its result goes
-back to `reactors.balance.plan`, which builds the `BalancePlan`.
 """
 
 from __future__ import annotations

@@ -20,11 +20,9 @@ move changes the score's sums, so after it that gain is near, not equal); the
 pick itself is a scored candidate like any other. It costs no search beyond the
 step's own, which keeps the candidates within the tolerance.
 
-Pure: no I/O, no logging, no asyncio. `pick_ahead` changes the `Work` only to
-try a move, and puts every one back before returning but the pick, which it
-may leave applied (`Ahead.applied`); `pick_pair` only reads it.
-Comes after `reactors.balance.search` (the step's candidates); its choice goes
-back to `reactors.balance.plan`, which applies it.
+Pure: no I/O, no logging, no asyncio. `pick_ahead` changes the `Work` only to try a
+move, and puts every one back before returning but the pick, which it may leave
+applied (`Ahead.applied`); `pick_pair` only reads it.
 """
 
 from __future__ import annotations

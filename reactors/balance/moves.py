@@ -4,11 +4,7 @@ figures of a plan not kept (`PlanSummary`), with
 how many live migrations each kind takes.
 
 Pure: no I/O, no logging, no asyncio; plain frozen values, nothing here plans or
-scores. Comes first in the balancer's data flow (it needs only
-`reactors.htools.model`'s `BCluster`); every other `reactors.balance_*` module
-uses these types, `reactors.balance.plan` returns them, and
-`reactors.balance.rounds`, `reactors.balance.apply` and the `corral balance`
-command read them.
+scores.
 """
 
 from __future__ import annotations

@@ -80,13 +80,7 @@ lookahead (`reactors.balance.lookahead`) and the folding pass
 plan; the public names (`plan_balance`, `BalancePlan`, `Move`, `MoveKind`,
 `MoveStep`, `StepKind`, the defaults) are imported from here.
 
-Pure: no I/O, no logging, no asyncio; it plans, it never changes anything. Comes
-after `reactors.htools.model` (a `BCluster`, from the folded state or from an
-htools file); read by `reactors.balance.rounds` and `reactors.balance.apply`
-(rounds and jobs) and the `corral balance` command, which runs the searches
-(`searches`, `run_search`) on several cores, weighs each run's plans with
-`consider` as it ends and keeps one with `keep_plan`
-(`reactors.balance.cores`; `plan_balance` does the same in one process).
+Pure: no I/O, no logging, no asyncio; it plans, it never changes anything.
 """
 
 from __future__ import annotations

@@ -4,10 +4,8 @@ touches), so a move may run in the first round after every earlier move it
 shares a node with; rounds are the layers of that order, and every move of a
 round can run in parallel.
 
-Pure: no I/O, no logging, no asyncio (and none of the event model: the offline
-`corral balance --plan --htools` counts rounds without it). Comes after
-`reactors.balance.plan` (a `BalancePlan`'s moves); read by `corral balance`,
-whose `--apply` runs each round's moves' jobs (`reactors.balance.apply`).
+Pure: no I/O, no logging, no asyncio (and none of the event model: the offline `corral
+balance --plan --htools` counts rounds without it).
 """
 
 from __future__ import annotations

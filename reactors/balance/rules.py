@@ -7,10 +7,8 @@ whether every node that gains a reservation keeps N+1 (`check_move`), and whethe
 a whole sequence of moves keeps them step after step (`valid_sequence`), where
 a move may also be a relocation of both copies (`check_plan_move`).
 
-Pure: no I/O, no logging, no asyncio; it checks copies, it changes nothing
-outside the `Work` it is given. Comes after `reactors.balance.work`; used by
-`reactors.balance.fold` (whether a folded sequence keeps them) and
-`reactors.balance.plan` (each planned move is checked again as the plan is built).
+Pure: no I/O, no logging, no asyncio; it checks copies, it changes nothing outside the
+`Work` it is given.
 """
 
 from __future__ import annotations

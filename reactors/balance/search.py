@@ -14,10 +14,7 @@ refreshes only for the nodes a move changed (own sides in batches,
 the choice among near-equal candidates (`choose`).
 
 Pure: no I/O, no logging, no asyncio; it reads the `Work`, never changes it
-(`reactors.balance.plan` applies the chosen move). Comes after
-`reactors.balance.bounds` (the visiting order), `reactors.balance.deltas` (exact
-deltas) and `reactors.balance.sides`; each step's candidates go to
-`reactors.balance.plan`, whose chosen moves `reactors.balance.fold` simplifies.
+(`reactors.balance.plan` applies the chosen move).
 """
 
 from __future__ import annotations

@@ -12,10 +12,6 @@ operation). The planner never calls `own_side`, `coef`, `_cf`, `_rem_range` or
 `tests/unit/test_balance_batch.py` checks it against them bit for bit.
 
 Pure: no I/O, no logging, no asyncio; it reads the `Work`, never changes it.
-Comes after `reactors.balance.work`; read by `reactors.balance.bounds` (which
-ranks the sides at each step's means), `reactors.balance.batch` (which computes
-own sides in batches) and `reactors.balance.search` (which keeps the `Sides` up
-to date and scores the sides it visits).
 """
 
 from __future__ import annotations

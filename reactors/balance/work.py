@@ -4,11 +4,8 @@ location tags) and per-instance placements (`Work`), with each node's scored
 values and the exact current score (`Work.total`), and `Work.apply` to move one
 instance. Also the score's weights per scored value, as the search uses them.
 
-Pure: no I/O, no logging, no asyncio; it changes only its own copy, never the
-cluster it was built from. Comes after `reactors.htools.model` (a `BCluster`);
-read by `reactors.balance.rules` (the rule checks), `reactors.balance.deltas`,
-`reactors.balance.sides` and `reactors.balance.arrays` (the search's views of it),
-and `reactors.balance.plan`, which applies each chosen move to it.
+Pure: no I/O, no logging, no asyncio; it changes only its own copy, never the cluster
+it was built from.
 """
 
 from __future__ import annotations
@@ -22,7 +19,7 @@ from reactors.htools.model import MIRRORED_TEMPLATE, BCluster
 from reactors.htools.score import WEIGHTS, _excl_tags, _location_tags, _spindle_ratio
 
 # Metric order of the per-node values whose standard deviation is scored, and the
-# summed weight of the score components each one feeds (see cluster_score).
+# summed weight of the score components each one feeds (see reactors.htools.score).
 M_WEIGHT = (
     WEIGHTS["free_mem_cv"],
     WEIGHTS["free_mem_cv_forth"],

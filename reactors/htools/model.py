@@ -4,9 +4,6 @@ policy. One flat, immutable value that both the htools text export and the clust
 score are computed from.
 
 Pure: no I/O, no logging, no asyncio; nothing here decides or changes placement.
-Comes after `events.projection` (`from_state` reads a folded `ClusterState`); read
-by `reactors.htools.text` (export to and import from `hbal -t FILE`) and by
-`reactors.htools.score` (Ganeti's hbal score, N+1 checks).
 
 Sizes are MiB. Drained and offline nodes are kept apart here; htools treat both as
 offline (their RAPI and Luxi loaders read `offline or drained`), and so does the

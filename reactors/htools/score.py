@@ -3,9 +3,7 @@ N+1 check behind its `n1_cnt` component. Lower is better; a perfectly balanced,
 N+1-safe cluster with nothing on offline nodes scores close to 0.
 
 Pure: no I/O, no logging, no asyncio; it scores a cluster, it never moves anything.
-Comes after `reactors.htools.model` (a `BCluster`, from the folded state or from
-`reactors.htools.text.parse`); read by whatever compares placements or reports
-balance. Checked number for number against the real `hinfo`/`hbal` by
+Checked number for number against the real `hinfo`/`hbal` by
 tests/parity/test_cluster_score.py.
 
 The facts, as Ganeti 3.0.2 computes them (Cluster/Metrics.hs, Node.hs, Loader.hs,

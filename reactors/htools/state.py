@@ -2,11 +2,10 @@
 same planners (placement, capacity, reboot groups) run on a snapshot file the way
 htools run on it offline.
 
-Pure: no I/O, no logging. Comes after `reactors.htools.text.parse`; before the
-planners in `reactors.placement.capacity` and `reactors.placement.reboot`. Node free memory
-and disk are recomputed from the instances (corral's model), so a file whose
-f_mem/f_dsk include usage htools cannot attribute to an instance is read as
-emptier than htools read it; offline/drained and tags carry over.
+Pure: no I/O, no logging. Node free memory and disk are recomputed from the instances
+(corral's model), so a file whose f_mem/f_dsk include usage htools cannot attribute to
+an instance is read as emptier than htools read it; offline/drained and tags carry
+over.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
 """Ganeti htools' text backend (`hbal -t FILE`, `hinfo -t FILE`, `hspace -t FILE`):
 `render` writes a `BCluster` in that format, `parse` reads it back.
 
-Pure: no I/O, no logging; callers write and read the files. Comes after
-`reactors.htools.model` (which builds the `BCluster` from the folded state); its
-output goes to the real htools (tests, operators comparing against Ganeti) and
-`parse` reads files htools wrote (`hbal -S`) back into a `BCluster` for
-`reactors.htools.score`.
+Pure: no I/O, no logging; callers write and read the files.
 
 The format: five sections separated by exactly one empty line, fields by `|`,
 lists by `,`, sizes in MiB.

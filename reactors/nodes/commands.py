@@ -3,10 +3,9 @@ exact command lines run over SSH, every name validated and quoted) and pure pars
 (the real tools' output to typed observations, or a ParseError naming the command
 and what did not parse).
 
-Pure: no I/O, no logging. Comes after `reactors.plans.instance` (Steps) and before
-`reactors.nodes.ssh_ops`, which runs the lines and feeds the output back here. Formats
-are the real tools': `lvs/vgs --reportformat json`, `drbdsetup status --json`
-(DRBD 9), `/proc/meminfo`, `pgrep -a`; tests check them against captures.
+Pure: no I/O, no logging. Formats are the real tools': `lvs/vgs --reportformat json`,
+`drbdsetup status --json` (DRBD 9), `/proc/meminfo`, `pgrep -a`; tests check them
+against captures.
 """
 
 from __future__ import annotations
@@ -314,7 +313,7 @@ def qemu_argv(
 
 def step_lines(step: Step) -> list[CommandLine]:
     """The command lines for one step on `step.node` (GROW_DISK's peer half and the
-    QMP-driven steps are handled by node_ops)."""
+    QMP-driven steps are handled by `reactors.nodes.ssh_ops`)."""
     disk = step.disk
     k = step.kind
     if k == StepKind.CREATE_DISK and disk is not None:

@@ -2,10 +2,9 @@
 `key=value` lines on stdin (`action=off`, `ip=...`, `password=...`), exit status
 0 for success (and for `status`: 0 on, 2 off, 1 failure), as fence_ipmilan does.
 
-Secrets named in the FenceSpec are read from their environment variable or file
-only here, at the moment the agent runs; they are written to the agent's stdin and
-never logged, returned or recorded. Comes after `reactors.healer` (which decides to
-fence) and is called through `reactors.nodes.ssh_ops`.
+Secrets named in the FenceSpec are read from their environment variable or file only
+here, at the moment the agent runs; they are written to the agent's stdin and never
+logged, returned or recorded.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 unix-socket forward): read the greeting, negotiate capabilities, run commands,
 skip asynchronous events, turn QMP errors into QmpError.
 
-No logging. Used by `reactors.nodes.ssh_ops` (over SSH) and the real-qemu tests.
+No logging.
 """
 
 from __future__ import annotations

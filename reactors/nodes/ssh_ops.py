@@ -4,9 +4,7 @@ keepalive; reconnect on the next use after a failure), a per-node concurrency
 limit and per-command timeouts; running the command lines of
 `reactors.nodes.commands`, QMP through SSH unix-socket forwarding, and fence agents.
 
-Decides nothing. Comes after `reactors.nodes.commands` (what to run, how to parse)
-and serves `reactors.workers`, `reactors.prober`, `reactors.jobs`, `reactors.healer`
-through the `NodeOps` protocol.
+Decides nothing.
 """
 
 from __future__ import annotations

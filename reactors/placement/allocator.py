@@ -9,15 +9,9 @@ the allocator never puts a primary beside one that shares an exclusion tag
 scored (`pri_tags_score`). Refusals say which resource failed on how many nodes,
 the way hail reports them.
 
-Pure: no I/O, no logging. Comes after `events.projection` (a folded `ClusterState`,
-turned into htools' model by `reactors.htools.model.from_state`); scores candidates
-with `reactors.placement.score_delta`; used by `reactors.placer` and
-`orchestrator.desired.plan_view`
-(`loads` also by `orchestrator.cluster_report`; `run_refusal`, the memory check
-before a migration or failover, by `reactors.jobs`). N+1 follows htools: a node X must
-have free memory for the largest sum of memory of instances whose primary is one
-peer P and secondary X. Ties (scores within 1e-10) go to the lowest primary name,
-then the lowest secondary name.
+Pure: no I/O, no logging. N+1 follows htools: a node X must have free memory for the
+largest sum of memory of instances whose primary is one peer P and secondary X. Ties
+(scores within 1e-10) go to the lowest primary name, then the lowest secondary name.
 """
 
 from __future__ import annotations

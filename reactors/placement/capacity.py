@@ -10,8 +10,6 @@ last request of each tier (the refusal) goes through `choose_pair` itself, and
 so does every request of a tagged spec.
 
 Pure: no I/O, no logging; the live state is never changed, only folded copies.
-Comes after `events.projection` (or `reactors.htools.state` for a snapshot file)
-and `reactors.placement.allocator` (the allocator); printed by the CLI.
 """
 
 from __future__ import annotations

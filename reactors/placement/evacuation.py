@@ -4,9 +4,7 @@ every instance whose secondary is the node gets a new one from the allocator,
 N+1-safe, the node itself drained so nothing new lands there. The same steps the
 evacuate job takes, run on a folded projection.
 
-Pure: no I/O, no logging. Comes after `events.projection` and
-`reactors.placement.allocator` (each step projected with `reactors.placement.what_if`);
-printed by `orchestrator.cli.objects`.
+Pure: no I/O, no logging.
 """
 
 from __future__ import annotations

@@ -10,12 +10,9 @@ The score is exact up to floating-point order: each standard deviation is
 re-centred on the current mean before every allocation, and only the two changed
 values enter it. Instance tags are not modelled here (a tagged instance changes
 the exclusion-tag components); `Allocator.of` refuses such a spec and the caller
-uses `placement_bridge.choose_pair` instead.
+uses `reactors.placement.allocator.choose_pair` instead.
 
-Pure: no I/O, no logging, no asyncio. Comes after `events.projection` (a folded
-`ClusterState`) and `reactors.htools.model`/`reactors.placement.score_delta` (htools'
-per-node facts); used by `reactors.placement.capacity`, which folds the placements it
-returns into a state.
+Pure: no I/O, no logging, no asyncio.
 """
 
 from __future__ import annotations
@@ -74,7 +71,7 @@ class Allocator:
         def arr(values: list[float] | list[int]) -> Floats:
             return np.array(values, dtype=np.float64)
 
-        # What the rules read (placement_bridge.loads).
+        # What the rules read (reactors.placement.allocator.loads).
         self.mem_total = arr([load[x].mem_total for x in self.names])
         self.mem_primary = arr([load[x].mem_primary for x in self.names])
         self.disk_total = arr([load[x].disk_total for x in self.names])
@@ -284,7 +281,7 @@ class Allocator:
         raw = self._scores()
         scores = np.where(ok & ~np.isnan(raw), raw, np.inf)
         low = scores.min()
-        # The lowest names among the lowest scores, as in placement_bridge._best;
+        # The lowest names among the lowest scores, as in reactors.placement.allocator._best;
         # when every fitting pair scores NaN or +inf, among all of them.
         best = ok if low == np.inf else scores <= low + TIE
         flat = int(np.argmax(best.ravel()))

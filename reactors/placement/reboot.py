@@ -15,9 +15,7 @@ that cannot be evacuated even alone is left out with the allocator's reason.
 Each group is checked against the current placement, as hroller does. Offline
 nodes are left out; drained nodes take part.
 
-Pure: no I/O, no logging. Comes after `events.projection` (or
-`reactors.htools.state` for a snapshot file) and uses `reactors.placement.evacuation`;
-printed by the CLI.
+Pure: no I/O, no logging.
 """
 
 from __future__ import annotations

@@ -9,16 +9,13 @@ component, the running sums of its deviations from the current mean. Then
 `Baseline.after_move_secondary` (one instance's secondary replaced) recompute only
 the two or three nodes that change and update the sums, in O(1) per candidate
 (O(peers) for the N+1 reservation of a secondary that loses an instance). The
-per-node values are computed with the very same arithmetic as `cluster_score`, and a
+per-node values are computed with the very same arithmetic as `reactors.htools.score`, and a
 standard deviation that shrinks sharply is recomputed in two passes, so the result
-equals `cluster_score.score(...)` of the changed cluster to within 1e-9.
+equals `reactors.htools.score.score(...)` of the changed cluster to within 1e-9.
 
 Pure: no I/O, no logging, no asyncio; it evaluates candidates, it never decides or
-changes placement. Comes after `reactors.htools.model` (a `BCluster`, usually
-`from_state` of the folded state); read by `reactors.placement.allocator`, which keeps
-the pair (or secondary) with the lowest resulting score. `with_instance` and
-`with_secondary` build the changed cluster itself, for whoever wants to check a
-figure against the full score.
+changes placement. `with_instance` and `with_secondary` build the changed cluster
+itself, for whoever wants to check a figure against the full score.
 """
 
 from __future__ import annotations
@@ -304,7 +301,7 @@ class _Side:
 
 def prepare(cluster: BCluster) -> Baseline:
     """Everything `after_add` / `after_move_secondary` need, from one pass over the
-    cluster (the same facts `cluster_score.score` derives)."""
+    cluster (the same facts `reactors.htools.score.score` derives)."""
     facts = _node_facts(cluster)
     excl_prefixes = cluster.exclusion_prefixes()
     loc_prefixes = cluster.location_prefixes()
@@ -395,7 +392,7 @@ def _stat(values: list[float]) -> _Stat:
 
 
 def _values(n: _Node) -> tuple[float, ...]:
-    """The scored per-node values, with `cluster_score`'s own arithmetic."""
+    """The scored per-node values, with `reactors.htools.score`'s own arithmetic."""
     return (
         _ratio(n.f_mem, n.t_mem),
         _ratio(n.f_mem - n.stopped_mem, n.t_mem),

@@ -2,10 +2,8 @@
 planned changes applied (an instance declared, placed or moved, a node drained),
 so a planner can ask the allocator about the state its own earlier steps leave.
 
-Pure: no I/O, no logging; nothing here is appended to the event log, and the
-events built here never leave the planner that folds them. Comes after
-`events.projection`; used by `reactors.placement.capacity`, `reactors.placement.evacuation`
-and `orchestrator.desired.plan_view`.
+Pure: no I/O, no logging; nothing here is appended to the event log, and the events
+built here never leave the planner that folds them.
 """
 
 from __future__ import annotations

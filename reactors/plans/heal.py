@@ -2,11 +2,8 @@
 is an unreachable node dead or only cut off from us, which instances fail over to
 their secondaries, which cannot and why.
 
-Pure: no I/O, no logging, no clocks (callers pass `now`). Comes after
-`events.projection` and the transport's probe results (held by `reactors.health`,
-which calls `assess_unreachable`); before `reactors.healer`, which fences and records
-the InstancePlaced events these functions propose. The instance planner
-(`reactors.plans.instance`) then promotes and starts, under the same safety rules.
+Pure: no I/O, no logging, no clocks (callers pass `now`). Must not promote or start
+anything: these functions only propose placements.
 """
 
 from __future__ import annotations

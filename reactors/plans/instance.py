@@ -2,9 +2,7 @@
 spec, placement decision, what the nodes last reported) decide the next steps whose
 preconditions hold, or say why nothing can be done yet.
 
-Pure: no I/O, no logging, no clocks (the caller passes `now`). Comes after
-`events.projection` (the state it reads) and before `reactors.step_runner` (which
-turns each Step into node commands and records the outcome as events).
+Pure: no I/O, no logging, no clocks (the caller passes `now`).
 
 The safety rules of docs/architecture are enforced here, as preconditions:
 1. a VM starts on its primary only when no other node may be running it: every

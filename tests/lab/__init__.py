@@ -1,0 +1,1 @@
+"""Tests against simulated nodes over real SSH and a real etcd."""

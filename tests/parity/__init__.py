@@ -1,0 +1,1 @@
+"""Differential tests against Ganeti's htools (hinfo, hbal, hail, hspace, hroller)."""

@@ -2,13 +2,13 @@
 against the full one.
 
 1. `reactors.placement.score_delta` must give, for a new instance on any pair and for any
-   secondary move, the same score as `cluster_score.score` of the changed cluster
+   secondary move, the same score as `reactors.htools.score.score` of the changed cluster
    (within 1e-9), on seeded random clusters and on hypothesis-drawn ones.
 2. For seeded random clusters (4-20 heterogeneous nodes, 0-200 existing instances,
    exclusion tags, failure domains in some, a drained node in some) and a sequence
    of allocate requests applied one after another, the same cluster is written as
    an IAllocator request, the real `hail` answers it, and `choose_pair` answers it.
-   Both answers are scored by `cluster_score.score`: ours must never be worse than
+   Both answers are scored by `reactors.htools.score.score`: ours must never be worse than
    hail's (+1e-9). Where the two disagree on whether the instance fits at all, the
    cause must be one of the constraints only one side enforces, named explicitly.
 

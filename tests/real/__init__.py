@@ -1,0 +1,1 @@
+"""Tests that run real tools: drbdadm, qemu, Chromium."""

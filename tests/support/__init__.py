@@ -1,0 +1,3 @@
+"""Helpers shared by tests and benchmarks (cluster harness, generated clusters,
+reference-tool runners); holds no tests.
+"""

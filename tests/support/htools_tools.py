@@ -84,7 +84,7 @@ def iallocator_request(
     state: ClusterState, spec: InstanceSpec, *, spindle_count: int | None = None
 ) -> dict[str, Any]:
     """The IAllocator allocate message Ganeti would send hail for `spec` on the
-    cluster `state` describes (the same model `balance_model.from_state` builds).
+    cluster `state` describes (the same model `reactors.htools.model.from_state` builds).
     `spindle_count` overrides every node's spindles (the model's 1)."""
     cluster = from_state(state=state)
     desired = state.desired

@@ -1,0 +1,1 @@
+"""Pure tests: no etcd, no SSH, no real tools."""

@@ -1,6 +1,6 @@
 """The planner's greedy step (`reactors.balance.search.Search.best`, with its
 bounds, batched scoring and rule checks) against brute force: every instance,
-every pair of nodes, the move kind `balance_rules.check_move` allows, scored as
+every pair of nodes, the move kind `reactors.balance.rules.check_move` allows, scored as
 the full score after the move minus the score before.
 
 With a tolerance of 1 the step returns every move that lowers the score; that

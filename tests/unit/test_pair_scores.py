@@ -1,5 +1,5 @@
 """The array allocator behind `corral capacity` (`reactors.placement.pair_scores`) against
-the pair-by-pair allocator the placer uses (`placement_bridge.choose_pair`): on the
+the pair-by-pair allocator the placer uses (`reactors.placement.allocator.choose_pair`): on the
 same clusters, allocation after allocation, both choose the same pair, and the
 capacity they find is the same; the end state keeps N+1 by htools' rule."""
 
