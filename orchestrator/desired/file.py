@@ -37,7 +37,7 @@ from events.specs import (
     PowerState,
 )
 from orchestrator.desired import schema as s
-from orchestrator.desired.schema import At, FileProblem, Mapping, Problems
+from orchestrator.desired.schema import At, FileProblem, Problems, YamlMapping
 
 __all__ = ["DesiredFile", "DesiredFileError", "FileProblem", "load_desired", "parse_desired"]
 
@@ -168,7 +168,7 @@ class _Instance:
     spec: InstanceSpec | None  # None when absent or invalid
     name: InstanceName
     absent: bool
-    where: Mapping
+    where: YamlMapping
 
 
 def parse_desired(texts: Sequence[tuple[str, str]]) -> DesiredFile:
@@ -338,7 +338,7 @@ def _sections(problems: Problems, raw: _Raw, file: str, doc: Any) -> None:
     at = At(file=file, line=1, column=1, field="")
     if doc is None:
         return
-    top = Mapping(problems, doc, at, allowed=_TOP_KEYS, what="the file")
+    top = YamlMapping(problems, doc, at, allowed=_TOP_KEYS, what="the file")
     if not top.ok:
         return
     if top.has("cluster"):
@@ -382,7 +382,7 @@ class _Header:
 
 
 def _cluster(problems: Problems, value: Any, at: At) -> _Header:
-    m = Mapping(problems, value, at, allowed=_CLUSTER_KEYS, what="cluster")
+    m = YamlMapping(problems, value, at, allowed=_CLUSTER_KEYS, what="cluster")
     name = m.req("name", s.name("cluster name")) if m.ok else None
     etcd = m.opt("etcd", s.listed(s.url, what="etcd"), _NO_STRS)
     policy = ClusterPolicy()
@@ -390,7 +390,7 @@ def _cluster(problems: Problems, value: Any, at: At) -> _Header:
         policy = _policy(problems, *m.get("policy"))
     node_defaults, instance_defaults = _NodeDefaults(), _InstanceDefaults()
     if m.has("defaults"):
-        d = Mapping(problems, *m.get("defaults"), allowed=("node", "instance"), what="defaults")
+        d = YamlMapping(problems, *m.get("defaults"), allowed=("node", "instance"), what="defaults")
         if d.has("node"):
             node_defaults = _node_defaults(problems, *d.get("node"))
         if d.has("instance"):
@@ -405,7 +405,7 @@ def _cluster(problems: Problems, value: Any, at: At) -> _Header:
 
 
 def _policy(problems: Problems, value: Any, at: At) -> ClusterPolicy:
-    m = Mapping(problems, value, at, allowed=_POLICY_KEYS, what="policy")
+    m = YamlMapping(problems, value, at, allowed=_POLICY_KEYS, what="policy")
     base = ClusterPolicy()
     prefixes = s.listed(s.tag, what="prefixes")
     suspect = m.opt("suspect_timeout", s.duration, base.suspect_timeout_s)
@@ -441,7 +441,7 @@ def _or(value: T | None, default: T) -> T:
 
 
 def _node_defaults(problems: Problems, value: Any, at: At) -> _NodeDefaults:
-    m = Mapping(problems, value, at, allowed=_NODE_DEFAULT_KEYS, what="defaults.node")
+    m = YamlMapping(problems, value, at, allowed=_NODE_DEFAULT_KEYS, what="defaults.node")
     base = _NodeDefaults()
     return _NodeDefaults(
         port=_or(m.opt("port", s.integer(1, 65535), base.port), base.port),
@@ -458,7 +458,7 @@ def _node_defaults(problems: Problems, value: Any, at: At) -> _NodeDefaults:
 
 
 def _instance_defaults(problems: Problems, value: Any, at: At) -> _InstanceDefaults:
-    m = Mapping(problems, value, at, allowed=_INSTANCE_DEFAULT_KEYS, what="defaults.instance")
+    m = YamlMapping(problems, value, at, allowed=_INSTANCE_DEFAULT_KEYS, what="defaults.instance")
     base = _InstanceDefaults()
     return _InstanceDefaults(
         memory=m.opt("memory", s.size, None),
@@ -475,7 +475,7 @@ def _groups(problems: Problems, entries: list[tuple[int, Any, At]]) -> dict[Grou
     groups: dict[GroupName, GroupSpec] = {}
     first: dict[str, At] = {}
     for _, item, at in entries:
-        m = Mapping(problems, item, at, allowed=_GROUP_KEYS, what="a group")
+        m = YamlMapping(problems, item, at, allowed=_GROUP_KEYS, what="a group")
         if not m.ok:
             continue
         name = m.req("name", s.name("group name"))
@@ -506,12 +506,12 @@ def _nodes(
     entries: list[tuple[int, Any, At]],
     d: _NodeDefaults,
     groups: dict[GroupName, GroupSpec],
-) -> dict[NodeName, tuple[NodeSpec, Mapping]]:
-    nodes: dict[NodeName, tuple[NodeSpec, Mapping]] = {}
+) -> dict[NodeName, tuple[NodeSpec, YamlMapping]]:
+    nodes: dict[NodeName, tuple[NodeSpec, YamlMapping]] = {}
     first: dict[str, At] = {}
     endpoints: dict[tuple[str, int], tuple[str, At]] = {}
     for _, item, at in entries:
-        m = Mapping(problems, item, at, allowed=_NODE_KEYS, what="a node")
+        m = YamlMapping(problems, item, at, allowed=_NODE_KEYS, what="a node")
         if not m.ok:
             continue
         name = m.req("name", s.name("node name"))
@@ -536,7 +536,7 @@ def _nodes(
 
 def _node(
     problems: Problems,
-    m: Mapping,
+    m: YamlMapping,
     d: _NodeDefaults,
     groups: dict[GroupName, GroupSpec],
     name: str | None,
@@ -628,7 +628,7 @@ def _instances(
     problems: Problems,
     entries: list[tuple[int, Any, At]],
     d: _InstanceDefaults,
-    nodes: dict[NodeName, tuple[NodeSpec, Mapping]],
+    nodes: dict[NodeName, tuple[NodeSpec, YamlMapping]],
     declared: frozenset[str],
 ) -> list[_Instance]:
     out: list[_Instance] = []
@@ -638,7 +638,7 @@ def _instances(
     roomiest = max(specs, key=lambda n: n.memory_mib - n.host_memory_mib, default=None)
     biggest = max(specs, key=lambda n: n.disk_mib, default=None)
     for _, item, at in entries:
-        m = Mapping(problems, item, at, allowed=_INSTANCE_KEYS, what="an instance")
+        m = YamlMapping(problems, item, at, allowed=_INSTANCE_KEYS, what="an instance")
         if not m.ok:
             continue
         name = m.req("name", s.name("instance name"))
@@ -687,7 +687,7 @@ def _instances(
 
 def _instance(
     problems: Problems,
-    m: Mapping,
+    m: YamlMapping,
     d: _InstanceDefaults,
     declared: frozenset[str],
     name: str | None,
@@ -747,7 +747,7 @@ def _instance(
     return _Instance(spec=spec, name=InstanceName(name), absent=False, where=m)
 
 
-def _pin(problems: Problems, m: Mapping, key: str, declared: frozenset[str]) -> str | None:
+def _pin(problems: Problems, m: YamlMapping, key: str, declared: frozenset[str]) -> str | None:
     """A pinned node name; "" when not pinned; None when invalid (reported)."""
     node = m.opt(key, s.name("node name"), "")
     if node and node not in declared:

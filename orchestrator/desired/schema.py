@@ -173,7 +173,7 @@ def is_bool(value: Any) -> bool:
     return isinstance(value, bool | ScalarBoolean)
 
 
-class Mapping:
+class YamlMapping:
     """A YAML mapping being read. Reports a non-mapping and unknown keys when made."""
 
     def __init__(
@@ -477,7 +477,7 @@ def url(problems: Problems, value: Any, at: At) -> str | None:
 
 
 def fence(problems: Problems, value: Any, at: At) -> FenceSpec | None:
-    m = Mapping(problems, value, at, allowed=_FENCE_KEYS, what="fence")
+    m = YamlMapping(problems, value, at, allowed=_FENCE_KEYS, what="fence")
     if not m.ok:
         return None
     agent = m.req("agent", _agent, message="fence agent missing: `agent:` is required")
@@ -523,7 +523,7 @@ def _options(problems: Problems, value: Any, at: At) -> tuple[tuple[str, str], .
     if not isinstance(value, dict):
         problems.add(at, f"fence options must be a mapping, got {kind(value)}")
         return None
-    m = Mapping(problems, value, at, allowed=None, what="fence options")
+    m = YamlMapping(problems, value, at, allowed=None, what="fence options")
     out: list[tuple[str, str]] = []
     ok = True
     for key, raw in value.items():
@@ -566,7 +566,7 @@ def _secrets(problems: Problems, value: Any, at: At) -> tuple[tuple[str, SecretR
     if not isinstance(value, dict):
         problems.add(at, f"fence secrets must be a mapping, got {kind(value)}")
         return None
-    m = Mapping(problems, value, at, allowed=None, what="fence secrets")
+    m = YamlMapping(problems, value, at, allowed=None, what="fence secrets")
     out: list[tuple[str, SecretRef]] = []
     ok = True
     for key in value:
@@ -580,7 +580,7 @@ def _secrets(problems: Problems, value: Any, at: At) -> tuple[tuple[str, SecretR
 
 
 def _secret_ref(problems: Problems, value: Any, at: At) -> SecretRef | None:
-    m = Mapping(problems, value, at, allowed=("env", "file"), what="a secret")
+    m = YamlMapping(problems, value, at, allowed=("env", "file"), what="a secret")
     if not m.ok:
         return None
     if m.has("env") == m.has("file"):
@@ -610,7 +610,7 @@ def _secret_ref(problems: Problems, value: Any, at: At) -> SecretRef | None:
 
 def _disk(problems: Problems, value: Any, at: At) -> DiskSpec | None:
     if isinstance(value, dict):
-        m = Mapping(problems, value, at, allowed=("size",), what="a disk")
+        m = YamlMapping(problems, value, at, allowed=("size",), what="a disk")
         mib = m.req("size", size)
     else:
         mib = size(problems, value, at)
@@ -621,7 +621,7 @@ disks = listed(_disk, what="disks", non_empty=True)
 
 
 def _nic(problems: Problems, value: Any, at: At) -> NicSpec | None:
-    m = Mapping(problems, value, at, allowed=_NIC_KEYS, what="a nic")
+    m = YamlMapping(problems, value, at, allowed=_NIC_KEYS, what="a nic")
     if not m.ok:
         return None
     link = m.opt("link", _link, "br0")

@@ -1,4 +1,4 @@
-"""Ganeti RAPI v2 resources, part three: `/2/jobs`, `/2/jobs/ID` (GET, DELETE to
+"""Ganeti RAPI v2 job routes: `/2/jobs`, `/2/jobs/ID` (GET, DELETE to
 cancel a queued job) and `/2/jobs/ID/wait` (Ganeti's long poll: up to 10 s for a
 change of the asked fields or new log entries; `null` when nothing changed).
 
@@ -16,7 +16,7 @@ from events.ids import InstanceName
 from events.state import ClusterState
 from orchestrator.operations import OperationRefused, cancel_job
 from orchestrator.rapi import views
-from orchestrator.rapi.resources import WAIT_TIMEOUT_S, Rapi, RapiError, reply
+from orchestrator.rapi.context import WAIT_TIMEOUT_S, Rapi, RapiError, reply
 from orchestrator.roles import Action, sees_instance
 
 

@@ -10,7 +10,7 @@ does, unless `anonymous_reads=False` (htools can then authenticate with
 `WWW-Authenticate: Basic realm="Ganeti Remote API"`.
 
 Must not log passwords, Authorization headers or request bodies, and must not hold
-state of its own beyond the job-id index (`orchestrator.rapi.jobs`): it renders the
+state of its own beyond the job-id index (`orchestrator.rapi.job_index`): it renders the
 orchestrator's folded state and appends through `orchestrator.operations`.
 """
 
@@ -25,20 +25,19 @@ from aiohttp import web
 
 from events.state import ClusterState
 from events.store import EventStore
-from orchestrator.rapi.instances import instance_routes
-from orchestrator.rapi.job_routes import job_routes
-from orchestrator.rapi.jobs import JobIndex
-from orchestrator.rapi.resources import (
+from orchestrator.rapi.cluster_routes import cluster_routes, node_routes
+from orchestrator.rapi.context import (
     ANONYMOUS,
     PRINCIPAL_KEY,
     Handler,
     Rapi,
     RapiError,
-    cluster_routes,
     error_for,
-    node_routes,
     reply,
 )
+from orchestrator.rapi.instance_routes import instance_routes
+from orchestrator.rapi.job_index import JobIndex
+from orchestrator.rapi.job_routes import job_routes
 from orchestrator.rapi.users import REALM, RapiUsers
 from orchestrator.tls_cert import ensure_self_signed, server_context
 

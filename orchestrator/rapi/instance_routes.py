@@ -1,4 +1,4 @@
-"""Ganeti RAPI v2 resources, part two: `/2/instances` and everything under it.
+"""Ganeti RAPI v2 instance routes: `/2/instances` and everything under it.
 
 Creation (`POST /2/instances`, request version 1) appends `instance.declared`
 (expected version: the name is free) and then submits the instance's start (or,
@@ -26,8 +26,8 @@ from events.model import InstanceDeclared, InstanceRemoved, InstanceUpdated, Job
 from events.specs import DiskSpec, InstanceSpec, NicSpec, PowerState
 from orchestrator.cluster_report import instance_row
 from orchestrator.rapi import views
-from orchestrator.rapi.jobs import REMOVE_CORRELATION, TAGS_CORRELATION, ChangeRecord
-from orchestrator.rapi.resources import Rapi, RapiError, reply
+from orchestrator.rapi.context import Rapi, RapiError, reply
+from orchestrator.rapi.job_index import REMOVE_CORRELATION, TAGS_CORRELATION, ChangeRecord
 from orchestrator.roles import Action, Principal
 
 _CREATE_IGNORED = frozenset(
