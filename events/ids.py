@@ -7,6 +7,7 @@ Pure: no I/O, no logging.
 from __future__ import annotations
 
 import re
+import uuid
 from typing import NewType
 
 NodeName = NewType("NodeName", str)
@@ -15,6 +16,12 @@ GroupName = NewType("GroupName", str)
 EventId = NewType("EventId", str)
 JobId = NewType("JobId", str)
 ClusterName = NewType("ClusterName", str)
+
+
+def new_event_id() -> EventId:
+    """A fresh event id (32 hex digits), unique without coordination."""
+    return EventId(uuid.uuid4().hex)
+
 
 # DNS-label-like names, dots allowed for FQDNs. No shell metacharacters, no
 # whitespace, no slashes, no leading dash (would read as an option), at most 63

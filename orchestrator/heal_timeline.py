@@ -2,7 +2,8 @@
 declared lost, fenced, when each of its instances was decided onto its secondary and
 started there, and when redundancy was rebuilt.
 
-Pure: events in, figures out; must not read the store itself.
+Pure: events in, figures out; must not read the store itself. The demo and the heal
+bench read it back after a crash; `/metrics` keeps one folded as events arrive.
 """
 
 from __future__ import annotations
@@ -22,49 +23,84 @@ from events.model import (
 
 @dataclass
 class HealTimeline:
-    node: str
-    crashed_at: float
+    """The phases of one node loss, folded one event at a time (`on_event`).
+
+    With `node` given (the demo and the heal bench, which crashed it at
+    `crashed_at`), only that node's loss is followed and events before `crashed_at`
+    are ignored. Without it (`/metrics`), the timeline follows the latest node loss:
+    a node turning suspect, or another node declared lost, starts a new one."""
+
+    node: str | None = None
+    crashed_at: float | None = None
     suspect_at: float | None = None
     lost_at: float | None = None
     fenced_at: float | None = None
     failover_decided: dict[str, float] = field(default_factory=dict)
     started: dict[str, float] = field(default_factory=dict)  # instance -> start-vm done
     reprotected: dict[str, float] = field(default_factory=dict)  # new secondary decided
+    follows_latest: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.follows_latest = self.node is None
+
+    def on_event(self, e: Event) -> None:
+        if self.crashed_at is not None and e.time < self.crashed_at:
+            return
+        if isinstance(e, NodeHealthChanged):
+            self._health(e)
+        elif isinstance(e, NodeFenced) and e.node == self.node and self.fenced_at is None:
+            self.fenced_at = e.time
+        elif isinstance(e, InstancePlaced):
+            if e.kind == PlacementKind.FAILOVER and e.superseded == self.node:
+                self.failover_decided.setdefault(e.instance, e.time)
+            elif e.kind == PlacementKind.HEAL:
+                self.reprotected.setdefault(e.instance, e.time)
+        elif isinstance(e, StepSucceeded) and e.step == "start-vm":
+            name = e.key.removeprefix("instance/")
+            if name in self.failover_decided:
+                self.started.setdefault(name, e.time)
+
+    def _health(self, e: NodeHealthChanged) -> None:
+        if e.health not in (NodeHealth.SUSPECT, NodeHealth.LOST):
+            return
+        if self.follows_latest and (e.health == NodeHealth.SUSPECT or e.node != self.node):
+            self._restart(e.node)
+        if e.node != self.node:
+            return
+        if e.health == NodeHealth.SUSPECT and self.suspect_at is None:
+            self.suspect_at = e.time
+        if e.health == NodeHealth.LOST and self.lost_at is None:
+            self.lost_at = e.time
+
+    def _restart(self, node: str) -> None:
+        self.node = node
+        self.suspect_at = self.lost_at = self.fenced_at = None
+        self.failover_decided, self.started, self.reprotected = {}, {}, {}
 
     def rel(self, t: float | None) -> str:
-        return "-" if t is None else f"+{t - self.crashed_at:6.2f}s"
+        return "-" if t is None else f"+{t - (self.crashed_at or 0.0):6.2f}s"
 
     def back_times(self) -> list[float]:
-        return sorted(t - self.crashed_at for t in self.started.values())
+        return sorted(t - (self.crashed_at or 0.0) for t in self.started.values())
+
+    def phases(self) -> dict[str, float]:
+        """Seconds from the first sign (suspect, else lost) to each phase reached."""
+        origin = self.suspect_at if self.suspect_at is not None else self.lost_at
+        if origin is None:
+            return {}
+        marks = {"suspect": self.suspect_at, "lost": self.lost_at, "fenced": self.fenced_at}
+        if self.started:
+            marks["first_back"] = min(self.started.values())
+            marks["last_back"] = max(self.started.values())
+        return {phase: t - origin for phase, t in marks.items() if t is not None}
 
 
 def build_timeline(
     *, node: str, crashed_at: float, events: list[tuple[int, Event]]
 ) -> HealTimeline:
     tl = HealTimeline(node=node, crashed_at=crashed_at)
-    failed_over: set[str] = set()
     for _, e in events:
-        if e.time < crashed_at:
-            continue
-        if isinstance(e, NodeHealthChanged) and e.node == node:
-            if e.health == NodeHealth.SUSPECT and tl.suspect_at is None:
-                tl.suspect_at = e.time
-            if e.health == NodeHealth.LOST and tl.lost_at is None:
-                tl.lost_at = e.time
-        elif isinstance(e, NodeFenced) and e.node == node and tl.fenced_at is None:
-            tl.fenced_at = e.time
-        elif isinstance(e, InstancePlaced):
-            if e.kind == PlacementKind.FAILOVER and e.superseded == node:
-                tl.failover_decided.setdefault(e.instance, e.time)
-                failed_over.add(e.instance)
-            elif e.kind == PlacementKind.HEAL:
-                tl.reprotected.setdefault(e.instance, e.time)
-        elif (
-            isinstance(e, StepSucceeded)
-            and e.step == "start-vm"
-            and e.key.removeprefix("instance/") in failed_over
-        ):
-            tl.started.setdefault(e.key.removeprefix("instance/"), e.time)
+        tl.on_event(e)
     return tl
 
 

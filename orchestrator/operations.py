@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from events.ids import EventId, InstanceName, JobId, NodeName, check_name
+from events.ids import EventId, InstanceName, JobId, NodeName, check_name, new_event_id
 from events.model import (
     Event,
     InstancePowerSet,
@@ -51,10 +51,6 @@ class Accepted:
     revision: int
     job_id: JobId | None = None
     event_ids: tuple[EventId, ...] = ()
-
-
-def new_event_id() -> EventId:
-    return EventId(uuid.uuid4().hex)
 
 
 def new_job_id() -> JobId:

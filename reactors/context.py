@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
-from events.ids import EventId, InstanceName, NodeName
+from events.ids import InstanceName, NodeName
 from events.model import Event
 from events.projection import fold
 from events.state import ClusterState
@@ -36,10 +35,6 @@ class ReactorSettings:
     # None: take suspect/lost timeouts from the cluster policy in the event log.
     suspect_timeout_s: float | None = None
     lost_timeout_s: float | None = None
-
-
-def new_event_id() -> EventId:
-    return EventId(uuid.uuid4().hex)
 
 
 @dataclass

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from events.ids import EventId, NodeName
+from events.ids import EventId, NodeName, new_event_id
 from events.model import (
     AlertCleared,
     AlertRaised,
@@ -29,7 +29,7 @@ from events.model import (
     PlacementKind,
 )
 from events.state import ClusterState
-from reactors.context import ReactorContext, new_event_id
+from reactors.context import ReactorContext
 from reactors.placer import Placer
 from reactors.plans.heal import assess_unreachable, instances_needing_new_secondary, plan_failovers
 from reactors.prober import Prober

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field, replace
 
 import structlog
 
-from events.ids import InstanceName, JobId, NodeName
+from events.ids import InstanceName, JobId, NodeName, new_event_id
 from events.model import (
     Event,
     InstancePlaced,
@@ -32,7 +32,7 @@ from events.model import (
 )
 from events.specs import DiskSpec
 from events.state import ClusterState, JobState
-from reactors.context import ReactorContext, new_event_id
+from reactors.context import ReactorContext
 from reactors.placement.allocator import run_refusal
 from reactors.placer import Placer
 from reactors.plans.instance import (

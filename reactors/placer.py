@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from events.ids import InstanceName
+from events.ids import InstanceName, new_event_id
 from events.model import (
     DiskPlacement,
     Event,
@@ -27,7 +27,7 @@ from events.model import (
     instance_key,
 )
 from events.state import ClusterState
-from reactors.context import ReactorContext, new_event_id
+from reactors.context import ReactorContext
 from reactors.naming import allocate_minors_ports
 from reactors.placement.allocator import choose_new_secondary, choose_pair
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from events.ids import NodeName
+from events.ids import NodeName, new_event_id
 from events.model import (
     DrbdResourceObs,
     NodeFacts,
@@ -25,7 +25,7 @@ from events.model import (
     VolumeObs,
 )
 from events.state import NodeObservation
-from reactors.context import ReactorContext, new_event_id
+from reactors.context import ReactorContext
 from reactors.seams import NodeSnapshot
 
 log = structlog.get_logger("corral.prober")

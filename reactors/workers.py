@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from events.ids import InstanceName
+from events.ids import InstanceName, new_event_id
 from events.model import (
     AlertCleared,
     AlertRaised,
@@ -28,7 +28,7 @@ from events.model import (
     instance_key,
 )
 from events.state import ClusterState
-from reactors.context import ReactorContext, instances_touching_node, new_event_id
+from reactors.context import ReactorContext, instances_touching_node
 from reactors.plans.instance import InstancePlan, Step, plan_instance
 from reactors.prober import Prober
 

@@ -18,15 +18,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from events.model import (
-    InstancePlaced,
     JobStatus,
-    NodeFenced,
     NodeHealth,
-    NodeHealthChanged,
-    StepSucceeded,
 )
 from events.state import ClusterState
 from orchestrator.cluster_report import instance_row, node_rows
+from orchestrator.heal_timeline import HealTimeline
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -227,7 +224,7 @@ class ApiMetrics:
             label_names=(),
         )
     )
-    node_loss: NodeLossTimeline = field(default_factory=lambda: NodeLossTimeline())
+    node_loss: HealTimeline = field(default_factory=HealTimeline)
 
     def render(self) -> list[str]:
         return (
@@ -238,54 +235,19 @@ class ApiMetrics:
             + self.ssh.render()
             + self.etcd_seconds.render()
             + self.reconcile_seconds.render()
-            + self.node_loss.render()
+            + node_loss_lines(self.node_loss)
         )
 
 
-@dataclass
-class NodeLossTimeline:
-    """The last node loss, phase by phase, in seconds after its first sign
-    (suspect): lost, fenced, first and last instance back on its secondary. Fed
-    with every folded event (`on_event`) by the service."""
-
-    node: str = ""
-    started: float = 0.0
-    phases: dict[str, float] = field(default_factory=dict)
-    _failing_over: set[str] = field(default_factory=set)
-
-    def on_event(self, event: object) -> None:
-        if isinstance(event, NodeHealthChanged):
-            health = event.health.value
-            if health == "suspect" or (health == "lost" and event.node != self.node):
-                self.node, self.started = event.node, event.time
-                self.phases, self._failing_over = {health: 0.0}, set()
-            elif health == "lost" and event.node == self.node:
-                self.phases["lost"] = event.time - self.started
-        elif isinstance(event, NodeFenced) and event.node == self.node:
-            self.phases["fenced"] = event.time - self.started
-        elif isinstance(event, InstancePlaced) and (
-            event.superseded == self.node and event.kind.value == "failover"
-        ):
-            self._failing_over.add(f"instance/{event.instance}")
-        elif isinstance(event, StepSucceeded) and (
-            event.step == "start-vm" and event.key in self._failing_over
-        ):
-            self._failing_over.discard(event.key)
-            back = event.time - self.started
-            self.phases.setdefault("first_back", back)
-            self.phases["last_back"] = back
-
-    def render(self) -> list[str]:
-        name = "corral_last_node_loss_phase_seconds"
-        lines = _head(
-            name,
-            "gauge",
-            "The last node loss: seconds from its first sign (suspect) to each phase.",
-        )
-        for phase, seconds in sorted(self.phases.items(), key=lambda kv: kv[1]):
-            labels = _labels((("node", self.node), ("phase", phase)))
-            lines.append(f"{name}{labels} {_num(seconds)}")
-        return lines
+def node_loss_lines(timeline: HealTimeline) -> list[str]:
+    name = "corral_last_node_loss_phase_seconds"
+    lines = _head(
+        name, "gauge", "The last node loss: seconds from its first sign (suspect) to each phase."
+    )
+    for phase, seconds in sorted(timeline.phases().items(), key=lambda kv: kv[1]):
+        labels = _labels((("node", timeline.node or ""), ("phase", phase)))
+        lines.append(f"{name}{labels} {_num(seconds)}")
+    return lines
 
 
 @dataclass

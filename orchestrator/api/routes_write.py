@@ -18,7 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
-from events.ids import InvalidName, JobId, NodeName, check_name
+from events.ids import InvalidName, JobId, NodeName, check_name, new_event_id
 from events.store import VersionConflict
 from orchestrator.api.context import (
     ApiContext,
@@ -49,7 +49,6 @@ from orchestrator.operations import (
     OperationRefused,
     cancel_job,
     confirm_node_off,
-    new_event_id,
     set_node_flags,
     submit_job,
 )

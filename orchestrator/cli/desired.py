@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from events.ids import InstanceName
+from events.ids import InstanceName, new_event_id
 from events.model import PlacementRefused, StepFailed, StepSucceeded, instance_key
 from events.projection import fold
 from events.state import ClusterState
@@ -35,7 +35,6 @@ from orchestrator.cli.context import (
 )
 from orchestrator.desired.diff import Action, Diff, diff_desired, diff_events, expected_versions
 from orchestrator.desired.plan_view import plan_json, preview_placements, render_plan
-from orchestrator.operations import new_event_id
 from reactors.plans.instance import plan_instance
 
 if TYPE_CHECKING:

@@ -16,7 +16,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from events.ids import InstanceName, NodeName, check_name
+from events.ids import InstanceName, NodeName, check_name, new_event_id
 from events.model import JobKind, NodeDeclared, NodeRemoved, instance_key
 from events.specs import FenceSpec, NodeSpec
 from events.state import ClusterState
@@ -42,7 +42,6 @@ from orchestrator.operations import (
     Accepted,
     OperationRefused,
     confirm_node_off,
-    new_event_id,
     set_node_flags,
     submit_job,
 )

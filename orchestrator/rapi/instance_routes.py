@@ -15,13 +15,12 @@ Must not run node commands or wait for convergence.
 from __future__ import annotations
 
 import time
-import uuid
 from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
-from events.ids import EventId, InstanceName, check_tag, instance_name, node_name
+from events.ids import InstanceName, check_tag, instance_name, new_event_id, node_name
 from events.model import InstanceDeclared, InstanceRemoved, InstanceUpdated, JobKind, instance_key
 from events.specs import DiskSpec, InstanceSpec, NicSpec, PowerState
 from orchestrator.cluster_report import instance_row
@@ -58,10 +57,6 @@ _CREATE_IGNORED = frozenset(
         "__version__",
     }
 )
-
-
-def _eid() -> EventId:
-    return EventId(uuid.uuid4().hex)
 
 
 def _size(value: Any, what: str) -> int:
@@ -194,7 +189,7 @@ def instance_routes(r: Rapi) -> list[web.RouteDef]:
         revision = await r.store.append(
             [
                 InstanceDeclared(
-                    id=_eid(),
+                    id=new_event_id(),
                     time=time.time(),
                     actor=who.name,
                     reason=r.reason(request, "created through RAPI"),
@@ -234,7 +229,7 @@ def instance_routes(r: Rapi) -> list[web.RouteDef]:
         revision = await r.store.append(
             [
                 InstanceRemoved(
-                    id=_eid(),
+                    id=new_event_id(),
                     time=time.time(),
                     actor=who.name,
                     reason=r.reason(request, "removed through RAPI"),
@@ -360,7 +355,7 @@ def instance_routes(r: Rapi) -> list[web.RouteDef]:
         revision = await r.store.append(
             [
                 InstanceUpdated(
-                    id=_eid(),
+                    id=new_event_id(),
                     time=time.time(),
                     actor=who.name,
                     reason=r.reason(request, f"tags {'added' if adding else 'removed'} via RAPI"),

@@ -170,9 +170,10 @@ def test_the_last_node_loss_timeline_in_metrics() -> None:
         PlacementKind,
         StepSucceeded,
     )
-    from orchestrator.api.metrics import NodeLossTimeline
+    from orchestrator.api.metrics import node_loss_lines
+    from orchestrator.heal_timeline import HealTimeline
 
-    t = NodeLossTimeline()
+    t = HealTimeline()
     n2 = NodeName("node2")
     for e in (
         NodeHealthChanged(
@@ -195,12 +196,12 @@ def test_the_last_node_loss_timeline_in_metrics() -> None:
         StepSucceeded(id=EventId("6"), time=109.0, actor="r", key="instance/vm9", step="start-vm"),
     ):
         t.on_event(e)
-    assert t.phases == {
+    assert t.phases() == {
         "suspect": 0.0,
         "lost": 2.5,
         "fenced": 3.0,
         "first_back": 4.0,
         "last_back": 4.0,
     }
-    text = "\n".join(t.render())
+    text = "\n".join(node_loss_lines(t))
     assert 'corral_last_node_loss_phase_seconds{node="node2",phase="fenced"} 3' in text
