@@ -398,6 +398,16 @@ class NodeHealth(StrEnum):
     LOST = "lost"  # unreachable and its peers lost it too: fencing begins
     FENCED = "fenced"  # confirmed powered off (agent or manual override)
 
+    @property
+    def down(self) -> bool:
+        """Lost or fenced: the node runs nothing of ours any more."""
+        return self in (NodeHealth.LOST, NodeHealth.FENCED)
+
+    @property
+    def healthy(self) -> bool:
+        """May take new work: neither suspected, partitioned, lost nor fenced."""
+        return self in (NodeHealth.ONLINE, NodeHealth.UNKNOWN)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeHealthChanged(Event):

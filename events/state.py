@@ -111,3 +111,8 @@ class ClusterState:
     # watcher's bounded restarts; cleared when a person asks for a start.
     vm_starts: dict[InstanceName, tuple[tuple[float, NodeName], ...]] = field(default_factory=dict)
     skipped: tuple[str, ...] = ()  # keys of events the fold could not use, with why
+
+    def node_down(self, node: NodeName) -> bool:
+        """The node is observed lost or fenced (never seen is not down)."""
+        obs = self.observed.get(node)
+        return obs is not None and obs.health.down

@@ -9,12 +9,13 @@ Pure: no I/O, no logging; `now` is passed in.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from events.codec import to_plain
 from events.ids import InstanceName, NodeName
-from events.model import Event, NodeHealth
+from events.model import Event, NodeHealth, instance_key
 from events.specs import PowerState
 from events.state import ClusterState, JobState
 from reactors.naming import parse_disk_name
@@ -64,7 +65,7 @@ def instance_row(state: ClusterState, name: InstanceName, *, now: float) -> Inst
         obs = state.observed.get(placement.primary)
         running = vm_alive(vm_on(obs, name))
         health = obs.health if obs is not None else NodeHealth.UNKNOWN
-        if health in (NodeHealth.LOST, NodeHealth.FENCED) and not running:
+        if health.down and not running:
             status = "ERROR_nodedown"
         elif spec.power is PowerState.STOPPED:
             status = "ERROR_up" if running else "ADMIN_down"
@@ -313,4 +314,59 @@ def status_dict(state: ClusterState, *, now: float) -> dict[str, Any]:
             else None
         ),
         "node_table": [asdict(n) for n in nodes],
+    }
+
+
+def instance_info(state: ClusterState, name: InstanceName, *, now: float) -> dict[str, Any]:
+    """`corral instance info --json` (and the native API's instance view)."""
+    spec = state.desired.instances[name]
+    placement = state.placements.get(name)
+    record = state.last_steps.get(instance_key(name))
+    return {
+        **row_json(asdict(instance_row(state, name, now=now))),
+        "os": spec.os,
+        "power": spec.power.value,
+        "disks": [
+            {"index": d.index, "size_mib": d.size_mib, "drbd_minor": d.minor, "drbd_port": d.port}
+            for d in (placement.disks if placement else ())
+        ],
+        "nics": [asdict(n) for n in spec.nics],
+        "placed_by": placement.kind.value if placement else None,
+        "refusal": state.refusals.get(name),
+        "last_step": asdict(record) if record is not None else None,
+        "version": state.versions.get(instance_key(name), 0),
+    }
+
+
+def row_json(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in row.items()}
+
+
+def node_info(
+    state: ClusterState, name: NodeName, *, visible: Callable[[InstanceName], bool] | None = None
+) -> dict[str, Any]:
+    """`corral node info --json`; with `visible`, only the instances it lets through
+    are listed (a scoped principal's own)."""
+    row = next(r for r in node_rows(state) if r.name == name)
+    spec = state.desired.nodes[name]
+    obs = state.observed.get(name)
+
+    def shown(names: list[InstanceName]) -> list[str]:
+        return sorted(n for n in names if visible is None or visible(n))
+
+    return {
+        **row_json(asdict(row)),
+        "address": spec.address,
+        "port": spec.port,
+        "replication_address": spec.drbd_address,
+        "group": spec.group,
+        "tags": sorted(spec.tags),
+        "fence_agent": spec.fence.agent if spec.fence else None,
+        "fenced_by": obs.fenced_by if obs else "",
+        "health_detail": obs.health_detail if obs else "",
+        "boot_id": obs.facts.boot_id if obs and obs.facts else None,
+        "instances_primary": shown([i for i, p in state.placements.items() if p.primary == name]),
+        "instances_secondary": shown(
+            [i for i, p in state.placements.items() if p.secondary == name]
+        ),
     }

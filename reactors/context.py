@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import structlog
 
 from events.ids import InstanceName, NodeName
+from events.loading import follow
 from events.model import Event
-from events.projection import fold
 from events.state import ClusterState
 from reactors.seams import EventLog, NodeOps
 
@@ -52,13 +52,8 @@ class ReactorContext:
 
     async def follow(self) -> None:
         """Fold every new event into `state`, forever (the one subscription)."""
-        async for revision, event in self.log_store.subscribe(self.state.revision + 1):
-            # Events of one append share a revision: the fold (not a revision
-            # compare) decides what is new.
-            before = self.state
-            self.state = fold(before, [(revision, event)])
-            if self.state is before or self.state.event_count == before.event_count:
-                continue
+        async for event, state in follow(self.log_store, self.state):
+            self.state = state
             for listener in list(self._listeners):
                 listener(event, self.state)
             async with self._changed:

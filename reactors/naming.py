@@ -7,10 +7,12 @@ Pure: no I/O, no logging.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from itertools import chain
 
 from events.ids import InstanceName, NodeName
+from events.model import DiskPlacement
+from events.specs import DiskSpec
 from events.state import ClusterState, NodeObservation
 
 MINOR_BASE = 0
@@ -88,38 +90,23 @@ def used_minors_and_ports(
     return minors, ports
 
 
-def allocate_minors_ports(
-    *,
-    state: ClusterState,
-    nodes: Iterable[NodeName],
-    count: int,
-    exclude: InstanceName | None = None,
-    reserved_minors: dict[NodeName, set[int]] | None = None,
-    reserved_ports: set[int] | None = None,
-) -> list[tuple[int, int]]:
-    """`count` (minor, port) pairs, both unique cluster-wide: an instance keeps its
-    minors and ports when its secondary moves or it fails over, so a running
-    primary never has to change device. `nodes` is kept for callers that want the
-    nodes' reported minors considered even if no placement names them. Raises
-    ValueError when the ranges are exhausted."""
-    minors, ports = used_minors_and_ports(state, exclude=exclude)
-    for node, extra in (reserved_minors or {}).items():
-        minors.setdefault(node, set()).update(extra)
-    ports |= reserved_ports or set()
-    taken: set[int] = set()
-    del nodes
-    for node_minors in minors.values():
-        taken |= node_minors
-    result: list[tuple[int, int]] = []
+def new_disks(*, state: ClusterState, disks: Sequence[DiskSpec]) -> tuple[DiskPlacement, ...]:
+    """Placements of `disks` with (minor, port) pairs unique cluster-wide: an
+    instance keeps its minors and ports when its secondary moves or it fails over,
+    so a running primary never has to change device. Raises ValueError when the
+    ranges are exhausted."""
+    minors, ports = used_minors_and_ports(state)
+    taken: set[int] = set().union(*minors.values())
+    placed: list[DiskPlacement] = []
     minor, port = MINOR_BASE, PORT_BASE
-    while len(result) < count:
+    for index, disk in enumerate(disks):
         while minor in taken:
             minor += 1
         while port in ports:
             port += 1
         if minor >= MINOR_LIMIT or port > PORT_LIMIT:
             raise ValueError("no free DRBD minor or port left")
-        result.append((minor, port))
+        placed.append(DiskPlacement(index=index, size_mib=disk.size_mib, minor=minor, port=port))
         taken.add(minor)
         ports.add(port)
-    return result
+    return tuple(placed)

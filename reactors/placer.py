@@ -19,7 +19,6 @@ import structlog
 
 from events.ids import InstanceName, new_event_id
 from events.model import (
-    DiskPlacement,
     Event,
     InstancePlaced,
     PlacementKind,
@@ -28,7 +27,7 @@ from events.model import (
 )
 from events.state import ClusterState
 from reactors.context import ReactorContext
-from reactors.naming import allocate_minors_ports
+from reactors.naming import new_disks
 from reactors.placement.allocator import choose_new_secondary, choose_pair
 
 log = structlog.get_logger("corral.placer")
@@ -107,13 +106,7 @@ class Placer:
             log.warning("placement refused", instance=name, reason=choice.refusal)
             return
         assert choice.primary is not None and choice.secondary is not None
-        pairs = allocate_minors_ports(
-            state=state, nodes=(choice.primary, choice.secondary), count=len(spec.disks)
-        )
-        disks = tuple(
-            DiskPlacement(index=i, size_mib=d.size_mib, minor=m, port=p)
-            for i, (d, (m, p)) in enumerate(zip(spec.disks, pairs, strict=True))
-        )
+        disks = new_disks(state=state, disks=spec.disks)
         await self.ctx.append(
             [
                 InstancePlaced(

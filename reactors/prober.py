@@ -117,7 +117,7 @@ class Prober:
                 )
             )
         health = current.health if current else NodeHealth.UNKNOWN
-        if health in (NodeHealth.FENCED, NodeHealth.LOST):
+        if health.down:
             events.append(
                 NodeRecovered(
                     id=new_event_id(),

@@ -13,29 +13,27 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, replace
 from typing import Any
 
 import structlog
 from aiohttp import web
 
 from events.ids import InstanceName, InvalidName, JobId, NodeName, check_name
-from events.model import Event, instance_key
+from events.model import Event
 from events.specs import InstanceSpec
 from events.state import ClusterState, JobState
 from events.store import EventStore
 from orchestrator.api.auth import ApiAuth
 from orchestrator.api.metrics import ApiMetrics
-from orchestrator.cluster_report import instance_row, node_rows
+from orchestrator.cluster_report import instance_row
+from orchestrator.event_query import SINCE_HELP, EventFilter, parse_since
 from orchestrator.operations import Accepted
 from orchestrator.roles import Action, Principal, may, sees_instance
 
-_RELATIVE = re.compile(r"^(\d{1,9})([smhd])$")
 PRINCIPAL_KEY: web.RequestKey[Principal] = web.RequestKey("corral_principal", Principal)
 LOG_KEY: web.RequestKey[Any] = web.RequestKey("corral_log")
 
@@ -220,53 +218,22 @@ def query_bool(request: web.Request, name: str) -> bool:
     return raw in ("true", "1")
 
 
-def parse_since(value: str | None, *, now: float) -> tuple[int, float]:
-    """(from_revision, from_time) for `since`: a revision, an ISO time or an age."""
-    if not value:
-        return 0, 0.0
-    if value.isascii() and value.isdigit() and len(value) <= 18:
-        return int(value), 0.0
-    m = _RELATIVE.match(value)
-    if m:
-        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-        return 0, now - int(m.group(1)) * unit
+def parse_since_query(value: str | None, *, now: float) -> tuple[int, float]:
+    """(from_revision, from_time) for the `since` query parameter."""
     try:
-        return 0, datetime.fromisoformat(value).timestamp()
-    except (ValueError, OverflowError, OSError):
-        raise ApiError(
-            422,
-            "invalid",
-            "since must be a revision, an ISO time or an age like 10m",
-            field="since",
-        ) from None
+        return parse_since(value, now=now)
+    except ValueError:
+        raise ApiError(422, "invalid", f"since must be {SINCE_HELP}", field="since") from None
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EventFilter:
-    types: tuple[str, ...] = ()
-    objects: tuple[str, ...] = ()
-    since_time: float = 0.0
-
-    @classmethod
-    def from_query(cls, request: web.Request, *, since_time: float = 0.0) -> EventFilter:
-        types = tuple(t for t in request.query.getall("type", []) if t)
-        objects = tuple(o for o in request.query.getall("object", []) if o)
-        for what, values in (("type", types), ("object", objects)):
-            if len(values) > 50 or any(len(v) > 200 for v in values):
-                raise ApiError(422, "invalid", f"too many or too long {what} filters", field=what)
-        return cls(types=types, objects=objects, since_time=since_time)
-
-    def matches(self, event: Event) -> bool:
-        if self.since_time and event.time < self.since_time:
-            return False
-        if self.types and not any(t == event.TYPE or event.TYPE.startswith(t) for t in self.types):
-            return False
-        if self.objects:
-            keys = event.objects()
-            names = {k.partition("/")[2] for k in keys}
-            if not any(o in keys or o in names for o in self.objects):
-                return False
-        return True
+def event_filter(request: web.Request, *, since_time: float = 0.0) -> EventFilter:
+    """The `type` and `object` query parameters, bounded."""
+    types = tuple(t for t in request.query.getall("type", []) if t)
+    objects = tuple(o for o in request.query.getall("object", []) if o)
+    for what, values in (("type", types), ("object", objects)):
+        if len(values) > 50 or any(len(v) > 200 for v in values):
+            raise ApiError(422, "invalid", f"too many or too long {what} filters", field=what)
+    return EventFilter(types=types, objects=objects, since_time=since_time)
 
 
 async def json_body(
@@ -339,58 +306,6 @@ def visible_names(state: ClusterState, principal: Principal) -> list[InstanceNam
         for n in sorted(state.desired.instances)
         if sees_instance(principal, tags=state.desired.instances[n].tags)
     ]
-
-
-def instance_info(state: ClusterState, name: InstanceName, *, now: float) -> dict[str, Any]:
-    """`corral instance info --json`."""
-    spec = state.desired.instances[name]
-    placement = state.placements.get(name)
-    record = state.last_steps.get(instance_key(name))
-    return {
-        **row_json(asdict(instance_row(state, name, now=now))),
-        "os": spec.os,
-        "power": spec.power.value,
-        "disks": [
-            {"index": d.index, "size_mib": d.size_mib, "drbd_minor": d.minor, "drbd_port": d.port}
-            for d in (placement.disks if placement else ())
-        ],
-        "nics": [asdict(n) for n in spec.nics],
-        "placed_by": placement.kind.value if placement else None,
-        "refusal": state.refusals.get(name),
-        "last_step": asdict(record) if record is not None else None,
-        "version": state.versions.get(instance_key(name), 0),
-    }
-
-
-def row_json(row: dict[str, Any]) -> dict[str, Any]:
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in row.items()}
-
-
-def node_info(state: ClusterState, name: NodeName, principal: Principal) -> dict[str, Any]:
-    """`corral node info --json`; a scoped principal sees only its instances."""
-    row = next(r for r in node_rows(state) if r.name == name)
-    spec = state.desired.nodes[name]
-    obs = state.observed.get(name)
-
-    def shown(names: list[InstanceName]) -> list[str]:
-        return sorted(n for n in names if visible_instance(state, principal, n))
-
-    return {
-        **row_json(asdict(row)),
-        "address": spec.address,
-        "port": spec.port,
-        "replication_address": spec.drbd_address,
-        "group": spec.group,
-        "tags": sorted(spec.tags),
-        "fence_agent": spec.fence.agent if spec.fence else None,
-        "fenced_by": obs.fenced_by if obs else "",
-        "health_detail": obs.health_detail if obs else "",
-        "boot_id": obs.facts.boot_id if obs and obs.facts else None,
-        "instances_primary": shown([i for i, p in state.placements.items() if p.primary == name]),
-        "instances_secondary": shown(
-            [i for i, p in state.placements.items() if p.secondary == name]
-        ),
-    }
 
 
 def scoped_status(

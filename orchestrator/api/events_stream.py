@@ -24,8 +24,8 @@ from aiohttp import web
 from events.model import Event
 from orchestrator.api.context import (
     ApiError,
-    EventFilter,
     ctx_of,
+    event_filter,
     event_visible,
     log_of,
     principal_of,
@@ -70,7 +70,7 @@ async def events_stream(request: web.Request) -> web.StreamResponse:
     start = resume_point(
         last_event_id=request.headers.get("Last-Event-ID"), since=request.query.get("since")
     )
-    flt = EventFilter.from_query(request)
+    flt = event_filter(request)
     if start is None:
         start = (await ctx.store.current_revision() + 1, 0)
     first_rev, first_index = start

@@ -17,25 +17,21 @@ from aiohttp import web
 
 from events.codec import to_plain
 from events.ids import InstanceName, JobId
+from events.loading import load_state
 from events.model import Event
-from events.projection import fold
-from events.state import ClusterState
 from orchestrator.api.context import (
     ApiError,
-    EventFilter,
     ctx_of,
+    event_filter,
     event_visible,
-    instance_info,
     json_response,
-    node_info,
-    parse_since,
+    parse_since_query,
     principal_of,
     query_bool,
     query_int,
     require_instance,
     require_node,
     require_unscoped,
-    row_json,
     scoped_status,
     visible_instance,
     visible_job,
@@ -44,9 +40,12 @@ from orchestrator.api.context import (
 from orchestrator.api.metrics import CONTENT_TYPE, render_metrics
 from orchestrator.cluster_report import (
     event_json,
+    instance_info,
     instance_row,
     job_json,
+    node_info,
     node_rows,
+    row_json,
     status_dict,
     verify,
 )
@@ -70,7 +69,10 @@ async def list_nodes(request: web.Request) -> web.Response:
 async def get_node(request: web.Request) -> web.Response:
     state = ctx_of(request).state()
     name = require_node(state, request.match_info["name"])
-    return json_response(node_info(state, name, principal_of(request)))
+    principal = principal_of(request)
+    return json_response(
+        node_info(state, name, visible=lambda n: visible_instance(state, principal, n))
+    )
 
 
 async def list_instances(request: web.Request) -> web.Response:
@@ -110,9 +112,9 @@ async def get_job(request: web.Request) -> web.Response:
 async def list_events(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     principal = principal_of(request)
-    from_rev, since_time = parse_since(request.query.get("since"), now=time.time())
+    from_rev, since_time = parse_since_query(request.query.get("since"), now=time.time())
     limit = query_int(request, "limit", default=1000, minimum=1, maximum=MAX_EVENTS)
-    flt = EventFilter.from_query(request, since_time=since_time)
+    flt = event_filter(request, since_time=since_time)
     state = ctx.state()
     matched: list[tuple[int, Event]] = []
     async for revision, event in ctx.store.read_all(from_revision=from_rev):
@@ -128,16 +130,7 @@ async def state_at(request: web.Request) -> web.Response:
     if "at" not in request.query:
         raise ApiError(422, "invalid", "at (a revision) is required", field="at")
     at = query_int(request, "at", default=0, minimum=0, maximum=MAX_REVISION)
-    state = ClusterState()
-    batch: list[tuple[int, Event]] = []
-    async for revision, event in ctx.store.read_all():
-        if revision > at:
-            break
-        batch.append((revision, event))
-        if len(batch) >= 5000:
-            state = fold(state, batch)
-            batch = []
-    state = fold(state, batch) if batch else state
+    state = await load_state(ctx.store, at=at)
     now = time.time()
     principal = principal_of(request)
     return json_response(scoped_status(status_dict(state, now=now), state, principal, now=now))

@@ -15,8 +15,8 @@ import sys
 import time
 
 from events.ids import JobId
-from events.model import JOB_FINAL_STATUSES, NodeHealth
-from events.projection import fold
+from events.loading import follow
+from events.model import JOB_FINAL_STATUSES
 from events.state import ClusterState
 from events.store import EventStore
 from orchestrator.cli.balance_report import plan_cluster, plan_doc, report_plan
@@ -32,8 +32,6 @@ from reactors.balance.apply import job_steps
 from reactors.balance.plan import Move
 from reactors.balance.rounds import rounds
 from reactors.htools.model import from_state
-
-_UNHEALTHY = (NodeHealth.LOST, NodeHealth.FENCED, NodeHealth.PARTITIONED, NodeHealth.SUSPECT)
 
 
 def run_live(args: argparse.Namespace) -> int:
@@ -88,7 +86,7 @@ async def _load(args: argparse.Namespace) -> ClusterState:
 
 def _avoid(state: ClusterState) -> frozenset[str]:
     """Nodes that must take nothing: not answering, suspected, lost or fenced."""
-    return frozenset(name for name, obs in state.observed.items() if obs.health in _UNHEALTHY)
+    return frozenset(name for name, obs in state.observed.items() if not obs.health.healthy)
 
 
 class _Follower:
@@ -100,8 +98,8 @@ class _Follower:
         self.changed = asyncio.Condition()
 
     async def run(self) -> None:
-        async for revision, event in self.store.subscribe(self.state.revision + 1):
-            self.state = fold(self.state, [(revision, event)])
+        async for _, state in follow(self.store, self.state):
+            self.state = state
             async with self.changed:
                 self.changed.notify_all()
 

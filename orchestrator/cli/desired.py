@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from events.ids import InstanceName, new_event_id
+from events.loading import follow
 from events.model import PlacementRefused, StepFailed, StepSucceeded, instance_key
 from events.projection import fold
 from events.state import ClusterState
@@ -247,9 +248,7 @@ async def _follow(
     queue: asyncio.Queue[ClusterState] = asyncio.Queue()
 
     async def reader() -> None:
-        st = state
-        async for revision, event in store.subscribe(state.revision + 1):
-            st = fold(st, [(revision, event)])
+        async for event, st in follow(store, state):
             key = getattr(event, "key", None)
             if isinstance(event, StepSucceeded | StepFailed) and key in {
                 instance_key(n) for n in pending

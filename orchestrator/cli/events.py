@@ -9,16 +9,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import re
 import time
 from dataclasses import asdict, fields
-from datetime import datetime
 from typing import Any
 
+from events.loading import load_state
 from events.model import Event
-from events.projection import fold
 from events.seals import verify
-from events.state import ClusterState
 from orchestrator.cli.context import (
     UsageError,
     add_target_options,
@@ -28,9 +25,9 @@ from orchestrator.cli.context import (
 )
 from orchestrator.cli.status import render_status
 from orchestrator.cluster_report import event_json, status_dict
+from orchestrator.event_query import EventFilter, parse_since
 
 _META = {"id", "time", "actor", "reason", "causation_id", "correlation_id"}
-_RELATIVE = re.compile(r"^(\d+)([smhd])$")
 
 
 def add_events_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -54,37 +51,6 @@ def add_events_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     audit = sub.add_parser("audit", help="audit the event log")
     asub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     add_target_options(asub.add_parser("verify", help="check every hash seal over the log"))
-
-
-def _since(value: str | None, *, now: float) -> tuple[int, float]:
-    """(from_revision, from_time) for --since."""
-    if not value:
-        return 0, 0.0
-    if value.isdigit():
-        return int(value), 0.0
-    m = _RELATIVE.match(value)
-    if m:
-        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-        return 0, now - int(m.group(1)) * unit
-    try:
-        return 0, datetime.fromisoformat(value).timestamp()
-    except ValueError:
-        raise UsageError(
-            f"--since: {value!r} is not a revision, an ISO time or an age like 10m"
-        ) from None
-
-
-def _matches(event: Event, *, types: list[str], objects: list[str], since_time: float) -> bool:
-    if since_time and event.time < since_time:
-        return False
-    if types and not any(t == event.TYPE or event.TYPE.startswith(t) for t in types):
-        return False
-    if objects:
-        keys = event.objects()
-        names = {k.partition("/")[2] for k in keys}
-        if not any(o in keys or o in names for o in objects):
-            return False
-    return True
 
 
 def _summary(event: Event) -> str:
@@ -127,18 +93,16 @@ def run_events(args: argparse.Namespace) -> int:
 
 
 async def _events(args: argparse.Namespace) -> int:
-    from_rev, since_time = _since(args.since, now=time.time())
+    try:
+        from_rev, since_time = parse_since(args.since, now=time.time())
+    except ValueError as exc:
+        raise UsageError(f"--since: {exc}") from None
+    flt = EventFilter.of(types=args.type, objects=args.object, since_time=since_time)
     async with open_store(target_from_args(args)) as store:
         if args.at is not None:
             if args.at < 0:
                 raise UsageError("--at: a revision is zero or more")
-            state = ClusterState()
-            batch = []
-            async for revision, event in store.read_all():
-                if revision > args.at:
-                    break
-                batch.append((revision, event))
-            state = fold(state, batch)
+            state = await load_state(store, at=args.at)
             d = status_dict(state, now=time.time())
             if args.json:
                 print_json(d)
@@ -150,7 +114,7 @@ async def _events(args: argparse.Namespace) -> int:
         last = 0
         async for revision, event in store.read_all(from_revision=from_rev):
             last = revision
-            if _matches(event, types=args.type, objects=args.object, since_time=since_time):
+            if flt.matches(event):
                 matched.append((revision, event))
         if args.limit > 0:
             matched = matched[-args.limit :]
@@ -166,7 +130,7 @@ async def _events(args: argparse.Namespace) -> int:
             return 0
         start = last + 1 if last else max(from_rev, 1)
         async for revision, event in store.subscribe(start):
-            if _matches(event, types=args.type, objects=args.object, since_time=since_time):
+            if flt.matches(event):
                 if args.json:
                     print(json.dumps(event_json(revision, event), default=str), flush=True)
                 else:

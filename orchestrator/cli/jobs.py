@@ -60,7 +60,7 @@ async def job_command(args: argparse.Namespace, store: EventStore, state: Cluste
 
 async def watch_job(store: EventStore, state: ClusterState, job_id: JobId, *, quiet: bool) -> int:
     """Print the job's log as it grows until it ends; exit 0 on success."""
-    from events.projection import fold
+    from events.loading import follow
 
     shown = 0
 
@@ -77,9 +77,8 @@ async def watch_job(store: EventStore, state: ClusterState, job_id: JobId, *, qu
 
     job = show(state)
     if job is None or job.status.value not in JOB_FINAL_STATUSES:
-        async for revision, event in store.subscribe(state.revision + 1):
-            state = fold(state, [(revision, event)])
-            job = show(state)
+        async for _, now_state in follow(store, state):
+            job = show(now_state)
             if job is not None and job.status.value in JOB_FINAL_STATUSES:
                 break
     assert job is not None

@@ -14,10 +14,9 @@ import os
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
 from events.ids import InstanceName, NodeName, check_name, new_event_id
-from events.model import JobKind, NodeDeclared, NodeRemoved, instance_key
+from events.model import JobKind, NodeDeclared, NodeRemoved
 from events.specs import FenceSpec, NodeSpec
 from events.state import ClusterState
 from events.store import EventStore
@@ -34,7 +33,7 @@ from orchestrator.cli.context import (
     target_from_args,
 )
 from orchestrator.cli.jobs import job_command, report_accepted
-from orchestrator.cluster_report import instance_row, node_rows
+from orchestrator.cluster_report import instance_info, instance_row, node_info, node_rows
 from orchestrator.operations import (
     INSTANCE_VERBS,
     NODE_FLAG_VERBS,
@@ -213,32 +212,7 @@ async def _instance(args: argparse.Namespace, store: EventStore, state: ClusterS
 def _instance_info(
     args: argparse.Namespace, state: ClusterState, name: InstanceName, *, now: float
 ) -> int:
-    spec = state.desired.instances[name]
-    row = instance_row(state, name, now=now)
-    placement = state.placements.get(name)
-    info: dict[str, Any] = {
-        **asdict(row),
-        "os": spec.os,
-        "power": spec.power.value,
-        "disks": [
-            {
-                "index": d.index,
-                "size_mib": d.size_mib,
-                "drbd_minor": d.minor,
-                "drbd_port": d.port,
-            }
-            for d in (placement.disks if placement else ())
-        ],
-        "nics": [asdict(n) for n in spec.nics],
-        "placed_by": placement.kind.value if placement else None,
-        "refusal": state.refusals.get(name),
-        "last_step": (
-            asdict(state.last_steps[instance_key(name)])
-            if instance_key(name) in state.last_steps
-            else None
-        ),
-        "version": state.versions.get(instance_key(name), 0),
-    }
+    info = instance_info(state, name, now=now)
     if args.json:
         print_json(info)
         return 0
@@ -252,7 +226,7 @@ def _instance_info(
             f"disk {d['index']:<12} {size(d['size_mib'])}  /dev/drbd{d['drbd_minor']}  "
             f"port {d['drbd_port']}"
         )
-    for w in row.waiting:
+    for w in info["waiting"]:
         print(f"waiting          {w}")
     if info["last_step"]:
         ls = info["last_step"]
@@ -295,32 +269,12 @@ async def _node(args: argparse.Namespace, store: EventStore, state: ClusterState
     if name not in state.desired.nodes:
         raise UsageError(f"no node named {name!r}")
     if args.action == "info":
-        row = next(r for r in node_rows(state) if r.name == name)
-        spec = state.desired.nodes[name]
-        obs = state.observed.get(name)
-        info: dict[str, Any] = {
-            **asdict(row),
-            "address": spec.address,
-            "port": spec.port,
-            "replication_address": spec.drbd_address,
-            "group": spec.group,
-            "tags": sorted(spec.tags),
-            "fence_agent": spec.fence.agent if spec.fence else None,
-            "fenced_by": obs.fenced_by if obs else "",
-            "health_detail": obs.health_detail if obs else "",
-            "boot_id": obs.facts.boot_id if obs and obs.facts else None,
-            "instances_primary": sorted(
-                i for i, p in state.placements.items() if p.primary == name
-            ),
-            "instances_secondary": sorted(
-                i for i, p in state.placements.items() if p.secondary == name
-            ),
-        }
+        info = node_info(state, name)
         if args.json:
             print_json(info)
         else:
             for key, value in info.items():
-                shown = ", ".join(value) if isinstance(value, list) else value
+                shown = ", ".join(value) if isinstance(value, list | tuple) else value
                 print(f"{key:<20} {shown}")
         return 0
     if args.action in NODE_FLAG_VERBS:

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from events.ids import InstanceName
-from events.model import DiskPlacement, Event, PlacementKind
+from events.model import Event, PlacementKind
 from events.projection import fold
 from events.state import ClusterState
 from orchestrator.desired.diff import Action, Diff
-from reactors.naming import allocate_minors_ports
+from reactors.naming import new_disks
 from reactors.placement.allocator import choose_pair
 from reactors.placement.what_if import planned_placement, project
 
@@ -49,17 +49,11 @@ def preview_placements(*, state: ClusterState, events: list[Event]) -> tuple[Pla
         out.append(
             PlacementPreview(instance=name, primary=choice.primary, secondary=choice.secondary)
         )
-        pairs = allocate_minors_ports(
-            state=projected, nodes=(choice.primary, choice.secondary), count=len(spec.disks)
-        )
         placed = planned_placement(
             instance=name,
             primary=choice.primary,
             secondary=choice.secondary,
-            disks=tuple(
-                DiskPlacement(index=i, size_mib=d.size_mib, minor=m, port=p)
-                for i, (d, (m, p)) in enumerate(zip(spec.disks, pairs, strict=True))
-            ),
+            disks=new_disks(state=projected, disks=spec.disks),
             kind=PlacementKind.INITIAL,
         )
         projected = project(projected, [placed])

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from events.ids import InstanceName, NodeName
-from events.model import NodeHealth, instance_key, node_key
+from events.model import instance_key, node_key
 from events.specs import InstanceSpec, PowerState
 from events.state import ClusterState, JobState
 from orchestrator.cluster_report import instance_row
@@ -70,14 +70,9 @@ def ts(value: float | None) -> list[int] | None:
 def master_node(state: ClusterState) -> str | None:
     for name in sorted(state.desired.nodes):
         spec = state.desired.nodes[name]
-        if not spec.offline and not spec.drained and not _node_down(state, name):
+        if not spec.offline and not spec.drained and not state.node_down(name):
             return name
     return min(state.desired.nodes, default=None)
-
-
-def _node_down(state: ClusterState, name: NodeName) -> bool:
-    obs = state.observed.get(name)
-    return obs is not None and obs.health in (NodeHealth.LOST, NodeHealth.FENCED)
 
 
 def _ispec(spec: ISpec) -> dict[str, int]:
@@ -310,7 +305,7 @@ def _group_of(state: ClusterState, node: str) -> str:
 def node_role(state: ClusterState, name: NodeName) -> str:
     """Ganeti's one-letter role: M(aster), C(andidate), R(egular), D(rained), O(ffline)."""
     spec = state.desired.nodes[name]
-    if spec.offline or _node_down(state, name):
+    if spec.offline or state.node_down(name):
         return "O"
     if spec.drained:
         return "D"

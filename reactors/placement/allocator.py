@@ -22,7 +22,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from events.ids import InstanceName, NodeName
-from events.model import NodeHealth
 from events.specs import InstanceSpec, PowerState
 from events.state import ClusterState
 from reactors.htools.model import from_state
@@ -73,12 +72,7 @@ def unusable(state: ClusterState, node: NodeName) -> str | None:
     if spec.drained:
         return "FailDrained"
     obs = state.observed.get(node)
-    if obs is not None and obs.health in (
-        NodeHealth.LOST,
-        NodeHealth.FENCED,
-        NodeHealth.PARTITIONED,
-        NodeHealth.SUSPECT,
-    ):
+    if obs is not None and not obs.health.healthy:
         return "FailHealth"
     return None
 

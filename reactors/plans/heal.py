@@ -130,13 +130,8 @@ def instances_needing_new_secondary(*, state: ClusterState) -> list[InstanceName
         if name not in state.desired.instances:
             continue
         s = state.placements[name].secondary
-        obs = state.observed.get(s)
         spec = state.desired.nodes.get(s)
-        gone = (
-            spec is None
-            or spec.offline
-            or (obs is not None and obs.health in (NodeHealth.FENCED, NodeHealth.LOST))
-        )
+        gone = spec is None or spec.offline or state.node_down(s)
         if gone:
             out.append(name)
     return out
