@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import Generic, TypeVar, overload
 
 from events.ids import InstanceName, JobId, NodeName
 from events.model import (
@@ -55,8 +56,55 @@ MAX_JOB_LOG = 500
 MAX_VM_STARTS = 10
 
 
+K = TypeVar("K")
+V = TypeVar("V")
+
+
+class _CopyOnWrite(Generic[K, V]):
+    """One of the state's maps for the length of a fold call: reads go to the
+    folded state's own dict, and the first write copies it. A fold of one event
+    (the reactors' subscription folds them one at a time) then copies only the
+    maps that event changes, not every map of a cluster of thousands."""
+
+    __slots__ = ("_map", "_owned")
+
+    def __init__(self, original: dict[K, V]) -> None:
+        self._map = original
+        self._owned = False
+
+    def _mine(self) -> dict[K, V]:
+        if not self._owned:
+            self._map = dict(self._map)
+            self._owned = True
+        return self._map
+
+    @overload
+    def get(self, key: K) -> V | None: ...
+    @overload
+    def get(self, key: K, default: V) -> V: ...
+    def get(self, key: K, default: V | None = None) -> V | None:
+        return self._map.get(key, default)
+
+    def __getitem__(self, key: K) -> V:
+        return self._map[key]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._map
+
+    def __setitem__(self, key: K, value: V) -> None:
+        self._mine()[key] = value
+
+    def pop(self, key: K, default: V | None = None) -> V | None:
+        if key not in self._map:
+            return default
+        return self._mine().pop(key)
+
+    def result(self) -> dict[K, V]:
+        return self._map
+
+
 class _Builder:
-    """Mutable copies of the state's maps for the length of one fold call."""
+    """Copy-on-write views of the state's maps for the length of one fold call."""
 
     def __init__(self, state: ClusterState) -> None:
         self.revision = state.revision
@@ -66,18 +114,18 @@ class _Builder:
         self.name = state.desired.name
         self.policy = state.desired.policy
         self.etcd = state.desired.etcd_endpoints
-        self.groups = dict(state.desired.groups)
-        self.nodes = dict(state.desired.nodes)
-        self.instances = dict(state.desired.instances)
-        self.placements = dict(state.placements)
-        self.refusals = dict(state.refusals)
-        self.observed = dict(state.observed)
-        self.jobs = dict(state.jobs)
-        self.alerts = dict(state.alerts)
-        self.steps = dict(state.last_steps)
-        self.versions = dict(state.versions)
+        self.groups = _CopyOnWrite(state.desired.groups)
+        self.nodes = _CopyOnWrite(state.desired.nodes)
+        self.instances = _CopyOnWrite(state.desired.instances)
+        self.placements = _CopyOnWrite(state.placements)
+        self.refusals = _CopyOnWrite(state.refusals)
+        self.observed = _CopyOnWrite(state.observed)
+        self.jobs = _CopyOnWrite(state.jobs)
+        self.alerts = _CopyOnWrite(state.alerts)
+        self.steps = _CopyOnWrite(state.last_steps)
+        self.versions = _CopyOnWrite(state.versions)
         self.last_applied = state.last_applied
-        self.vm_starts = dict(state.vm_starts)
+        self.vm_starts = _CopyOnWrite(state.vm_starts)
         self.skipped = list(state.skipped)
 
     def build(self) -> ClusterState:
@@ -89,20 +137,20 @@ class _Builder:
             desired=DesiredCluster(
                 name=self.name,
                 policy=self.policy,
-                groups=self.groups,
-                nodes=self.nodes,
-                instances=self.instances,
+                groups=self.groups.result(),
+                nodes=self.nodes.result(),
+                instances=self.instances.result(),
                 etcd_endpoints=self.etcd,
             ),
-            placements=self.placements,
-            refusals=self.refusals,
-            observed=self.observed,
-            jobs=self.jobs,
-            alerts=self.alerts,
-            last_steps=self.steps,
-            versions=self.versions,
+            placements=self.placements.result(),
+            refusals=self.refusals.result(),
+            observed=self.observed.result(),
+            jobs=self.jobs.result(),
+            alerts=self.alerts.result(),
+            last_steps=self.steps.result(),
+            versions=self.versions.result(),
             last_applied=self.last_applied,
-            vm_starts=self.vm_starts,
+            vm_starts=self.vm_starts.result(),
             skipped=tuple(self.skipped[-100:]),
         )
 

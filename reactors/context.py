@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from events.ids import InstanceName, NodeName
-from events.loading import follow
+from events.loading import follow_batches
 from events.model import Event
 from events.state import ClusterState
 from reactors.seams import EventLog, NodeOps
@@ -51,11 +51,13 @@ class ReactorContext:
     # ----------------------------------------------------------------- events in
 
     async def follow(self) -> None:
-        """Fold every new event into `state`, forever (the one subscription)."""
-        async for event, state in follow(self.log_store, self.state):
+        """Fold every new event into `state`, forever (the one subscription),
+        a batch of those that arrived together at a time."""
+        async for events, state in follow_batches(self.log_store, self.state):
             self.state = state
-            for listener in list(self._listeners):
-                listener(event, self.state)
+            for event in events:
+                for listener in list(self._listeners):
+                    listener(event, state)
             async with self._changed:
                 self._changed.notify_all()
             if self.stopping:
