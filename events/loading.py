@@ -1,5 +1,6 @@
-"""Reading the log into a state: the latest snapshot plus every event after it, folded,
-or the state as it was at a past revision; and the state kept current as the log grows.
+"""Reading the log into a state: the newest checkpoint plus every event after it,
+folded (read through the event archive where etcd no longer holds them), or the
+state as it was at a past revision; and the state kept current as the log grows.
 
 Must not import the reactors or the orchestrator, so a short-lived CLI process does
 not pay for SSH or the reactor engine.
@@ -11,6 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Protocol
 
+from events.checkpoints import load_checkpoint
 from events.model import Event
 from events.projection import fold
 from events.state import ClusterState
@@ -24,12 +26,14 @@ class Subscribable(Protocol):
 
 
 async def load_state(store: EventStore, *, at: int | None = None) -> ClusterState:
-    """The latest snapshot plus the events after it; with `at`, the cluster as it was
-    at revision `at`, folded from the first event."""
-    snapshot = await store.load_snapshot() if at is None else None
-    state = snapshot or ClusterState()
+    """The cluster folded up to revision `at` (None: everything): the newest
+    checkpoint at or below it (in etcd, else in the archive), then the events
+    after it."""
+    state = await load_checkpoint(store, at_most=at) or ClusterState()
     batch = []
-    async for revision, event in store.read_all(from_revision=state.revision + 1):
+    # From the checkpoint's own revision: it may hold only part of that append
+    # (the fold skips the events it already has).
+    async for revision, event in store.read_all(from_revision=state.revision):
         if at is not None and revision > at:
             break
         batch.append((revision, event))

@@ -52,6 +52,9 @@ from events.state import (
     StepRecord,
 )
 
+# Raised whenever folding the same events would give a different ClusterState (a
+# new field, a changed rule): checkpoints made by another fold version are not used.
+FOLD_VERSION = 1
 MAX_JOB_LOG = 500
 MAX_VM_STARTS = 10
 

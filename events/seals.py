@@ -7,11 +7,13 @@ or an event missing from or added to a sealed block.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 from dataclasses import dataclass
 
-from events.store import EventStore, _prefix_end
+from events.archive import ArchiveError, IndexEntry, RawRecord
+from events.store import PAGE, EventStore, _prefix_end
 
 GENESIS = "0" * 64
 
@@ -48,24 +50,40 @@ def _chain(prev: str, digests: tuple[str, ...]) -> str:
     return h.hexdigest()
 
 
-async def _raw_events(store: EventStore, from_revision: int) -> list[tuple[int, int, str, bytes]]:
-    """(revision, batch index, key, stored value) in log order."""
+async def raw_events(
+    store: EventStore, from_revision: int, *, to_revision: int = 0, limit: int = 0
+) -> list[tuple[int, int, str, bytes]]:
+    """(revision, batch index, key, stored value) in log order, read a page at a
+    time; up to `to_revision` (0: the end) and at most about `limit` (0: all)."""
     from aetcd import rpc
 
-    out = []
+    out: list[tuple[int, int, str, bytes]] = []
     start, end = store.events_prefix, _prefix_end(store.events_prefix)
-    request = rpc.RangeRequest(
-        key=start,
-        range_end=end,
-        sort_order=rpc.RangeRequest.ASCEND,
-        sort_target=rpc.RangeRequest.CREATE,
-        min_create_revision=max(from_revision, 0),
-    )
-    response = await store.client.kvstub.Range(request, metadata=store.client.metadata)
-    for kv in response.kvs:
-        head = bytes(kv.value).partition(b"\n")[0]
-        index = int(head) if head.isdigit() else 0
-        out.append((int(kv.create_revision), index, bytes(kv.key).decode(), bytes(kv.value)))
+    min_rev = max(from_revision, 0)
+    while True:
+        request = rpc.RangeRequest(
+            key=start,
+            range_end=end,
+            limit=PAGE,
+            sort_order=rpc.RangeRequest.ASCEND,
+            sort_target=rpc.RangeRequest.CREATE,
+            min_create_revision=min_rev,
+            max_create_revision=max(to_revision, 0),
+        )
+        response = await store.client.kvstub.Range(request, metadata=store.client.metadata)
+        kvs = list(response.kvs)
+        if response.more and kvs and kvs[-1].create_revision != kvs[0].create_revision:
+            last = kvs[-1].create_revision
+            kvs = [kv for kv in kvs if kv.create_revision != last]
+            min_rev = last
+        elif kvs:
+            min_rev = kvs[-1].create_revision + 1
+        for kv in kvs:
+            head = bytes(kv.value).partition(b"\n")[0]
+            index = int(head) if head.isdigit() else 0
+            out.append((int(kv.create_revision), index, bytes(kv.key).decode(), bytes(kv.value)))
+        if not response.more or (limit and len(out) >= limit):
+            break
     out.sort(key=lambda t: (t[0], t[1], t[2]))
     return out
 
@@ -74,35 +92,60 @@ def _seal_key(store: EventStore, seq: int) -> bytes:
     return store.root + b"seals/%012d" % seq
 
 
+def parse_seal(raw: bytes) -> Seal:
+    doc = json.loads(raw)
+    return Seal(
+        seq=doc["seq"],
+        first_revision=doc["first_revision"],
+        last_revision=doc["last_revision"],
+        keys=tuple(doc["keys"]),
+        digests=tuple(doc["digests"]),
+        prev=doc["prev"],
+        chain=doc["chain"],
+    )
+
+
 async def load_seals(store: EventStore) -> list[Seal]:
+    """The seals still in etcd (archived ones went with their segments)."""
     prefix = store.root + b"seals/"
     got = await store.client.get_prefix(prefix)
-    seals = []
-    for kv in got:
-        doc = json.loads(bytes(kv.value))
-        seals.append(
-            Seal(
-                seq=doc["seq"],
-                first_revision=doc["first_revision"],
-                last_revision=doc["last_revision"],
-                keys=tuple(doc["keys"]),
-                digests=tuple(doc["digests"]),
-                prev=doc["prev"],
-                chain=doc["chain"],
+    return sorted((parse_seal(bytes(kv.value)) for kv in got), key=lambda s: s.seq)
+
+
+async def raw_seals(store: EventStore) -> list[RawRecord]:
+    """The seal keys as stored, for the archive."""
+    prefix = store.root + b"seals/"
+    got = await store.client.get_prefix(prefix)
+    return sorted(
+        (
+            RawRecord(
+                revision=int(kv.create_revision), key=bytes(kv.key).decode(), value=bytes(kv.value)
             )
-        )
-    return sorted(seals, key=lambda s: s.seq)
+            for kv in got
+        ),
+        key=lambda r: r.key,
+    )
+
+
+async def _chain_head(store: EventStore, seals: list[Seal]) -> Seal | None:
+    """The newest seal: in etcd, else the last one archived."""
+    if seals:
+        return seals[-1]
+    segments, _ = await store.archived_segments()
+    if segments and segments[-1].last_seal:
+        return parse_seal(segments[-1].last_seal.encode())
+    return None
 
 
 async def seal_pending(store: EventStore, *, block: int = 100, final: bool = False) -> int:
     """Seal every complete block of unsealed events (and a partial last one when
     `final`). Blocks end on revision boundaries. Returns the number of new seals."""
-    seals = await load_seals(store)
-    prev = seals[-1].chain if seals else GENESIS
-    after = seals[-1].last_revision + 1 if seals else 0
-    events = await _raw_events(store, after)
+    head = await _chain_head(store, await load_seals(store))
+    prev = head.chain if head else GENESIS
+    after = head.last_revision + 1 if head else 0
+    events = await raw_events(store, after)
     new = 0
-    seq = seals[-1].seq + 1 if seals else 0
+    seq = head.seq + 1 if head else 0
     i = 0
     while i < len(events):
         j = min(i + block, len(events))
@@ -145,50 +188,109 @@ def _as_dict(seal: Seal) -> dict[str, object]:
     }
 
 
-async def verify(store: EventStore) -> VerifyResult:
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Block:
+    where: str  # "etcd" or "archive segment N (name)"
+    seal: Seal
+    stored: dict[str, tuple[int, bytes]]  # key -> (revision, stored value)
+
+
+class _Unreadable(Exception):
+    def __init__(self, where: str, why: str) -> None:
+        super().__init__(why)
+        self.where = where
+
+
+async def _archived_blocks(store: EventStore, entry: IndexEntry) -> list[Block]:
+    where = f"archive segment {entry.seq} ({entry.name} at {entry.location})"
+    try:
+        seal_records, event_records = await store.archived_records(entry)
+        seals = [parse_seal(r.value) for r in seal_records]
+    except (ArchiveError, ValueError, KeyError, TypeError) as exc:
+        raise _Unreadable(where, str(exc)) from exc
+    events = [(r.revision, 0, r.key, r.value) for r in event_records]
+    return blocks_of(sorted(seals, key=lambda s: s.seq), events, where=where)
+
+
+def blocks_of(
+    seals: list[Seal], events: list[tuple[int, int, str, bytes]], *, where: str
+) -> list[Block]:
+    """Each seal with the stored events of its revision range (`events` in log
+    order, as `raw_events` returns them)."""
+    revisions = [e[0] for e in events]
+    blocks = []
+    for seal in seals:
+        lo = bisect.bisect_left(revisions, seal.first_revision)
+        hi = bisect.bisect_right(revisions, seal.last_revision)
+        stored = {k: (r, v) for r, _, k, v in events[lo:hi]}
+        blocks.append(Block(where=where, seal=seal, stored=stored))
+    return blocks
+
+
+async def _etcd_blocks(store: EventStore) -> list[Block]:
     seals = await load_seals(store)
+    if not seals:
+        return []
+    events = await raw_events(store, seals[0].first_revision, to_revision=seals[-1].last_revision)
+    return blocks_of(seals, events, where="etcd")
+
+
+def check_block(block: Block, prev: str) -> tuple[str, str, int]:
+    """(problem, key, revision) of the first thing wrong in one sealed block."""
+    seal = block.seal
+    if seal.prev != prev or _chain(prev, seal.digests) != seal.chain:
+        return f"seal {seal.seq} does not chain to the one before", "", 0
+    stored = dict(block.stored)
+    for key, digest in zip(seal.keys, seal.digests, strict=True):
+        if key not in stored:
+            return "sealed event is missing", key, 0
+        revision, value = stored.pop(key)
+        if _digest(key.encode(), value) != digest:
+            return "stored bytes do not match the seal", key, revision
+    if stored:
+        key, (revision, _) = next(iter(stored.items()))
+        return "event inside a sealed range that the seal does not list", key, revision
+    return "", "", 0
+
+
+async def verify(store: EventStore) -> VerifyResult:
+    """Check every seal, archived ones first, then those in etcd; name the first
+    problem and where it is (etcd or which archived segment)."""
     prev = GENESIS
     count = 0
-    for seal in seals:
-        if seal.prev != prev or _chain(prev, seal.digests) != seal.chain:
-            return VerifyResult(
-                ok=False,
-                sealed_events=count,
-                seals=len(seals),
-                problem=f"seal {seal.seq} does not chain to the one before",
+    seals = 0
+    segments, _ = await store.archived_segments()
+
+    def failed(problem: str, key: str = "", revision: int = 0) -> VerifyResult:
+        return VerifyResult(
+            ok=False, sealed_events=count, seals=seals, problem=problem, key=key, revision=revision
+        )
+
+    for entry in segments:
+        try:
+            blocks = await _archived_blocks(store, entry)
+        except _Unreadable as exc:
+            return failed(f"{exc.where}: {exc}")
+        if not blocks or blocks[-1].seal.last_revision != entry.last_revision:
+            return failed(f"{blocks[0].where if blocks else entry.name}: seals do not cover it")
+        for block in blocks:
+            problem, key, revision = check_block(block, prev)
+            if problem:
+                return failed(f"{block.where}: {problem}", key, revision)
+            prev, count, seals = block.seal.chain, count + len(block.seal.keys), seals + 1
+    if segments:
+        watermark = segments[-1].last_revision
+        left = await raw_events(store, 0, to_revision=watermark, limit=1)
+        if left:
+            revision, _, key, _ = left[0]
+            return failed(
+                f"etcd holds an event at or below the archived revision {watermark}", key, revision
             )
-        events = await _raw_events(store, seal.first_revision)
-        block = [e for e in events if e[0] <= seal.last_revision]
-        stored = {k: (r, v) for r, _, k, v in block}
-        for key, digest in zip(seal.keys, seal.digests, strict=True):
-            if key not in stored:
-                return VerifyResult(
-                    ok=False,
-                    sealed_events=count,
-                    seals=len(seals),
-                    problem="sealed event is missing",
-                    key=key,
-                )
-            revision, value = stored.pop(key)
-            if _digest(key.encode(), value) != digest:
-                return VerifyResult(
-                    ok=False,
-                    sealed_events=count,
-                    seals=len(seals),
-                    problem="stored bytes do not match the seal",
-                    key=key,
-                    revision=revision,
-                )
-            count += 1
-        if stored:
-            key, (revision, _) = next(iter(stored.items()))
-            return VerifyResult(
-                ok=False,
-                sealed_events=count,
-                seals=len(seals),
-                problem="event inside a sealed range that the seal does not list",
-                key=key,
-                revision=revision,
+    for block in await _etcd_blocks(store):
+        problem, key, revision = check_block(block, prev)
+        if problem:
+            return failed(
+                problem if block.where == "etcd" else f"{block.where}: {problem}", key, revision
             )
-        prev = seal.chain
-    return VerifyResult(ok=True, sealed_events=count, seals=len(seals))
+        prev, count, seals = block.seal.chain, count + len(block.seal.keys), seals + 1
+    return VerifyResult(ok=True, sealed_events=count, seals=seals)

@@ -8,7 +8,10 @@ Key layout (everything under `/corral/<cluster>/`, so one etcd holds several):
   global order, so appending the same id twice stores it once.
 - `versions/<object-key>`: put once per append that touches the object; its etcd
   `version` is the object's version (the fold counts the same).
-- `snapshots/latest`: the encoded ClusterState at its revision.
+- `checkpoints/<revision>/`: the folded state at a revision (`events.checkpoints`).
+- `archive/segments/<seq>`: where a sealed segment of old events went when its
+  keys left etcd (`events.archive`, `events.retention`); `read_all` reads the
+  archived segments first, transparently.
 """
 
 from __future__ import annotations
@@ -24,9 +27,16 @@ import aetcd
 import aetcd.exceptions as etcd_errors
 from aetcd import rpc
 
-from events.codec import CorruptEvent, decode, decode_value, encode, encode_value
+from events.archive import (
+    ArchiveError,
+    IndexEntry,
+    RawRecord,
+    check_object,
+    decode_segment,
+    open_archive,
+)
+from events.codec import CorruptEvent, decode, encode
 from events.model import Event
-from events.state import ClusterState
 
 
 class _LazyLog:
@@ -63,6 +73,22 @@ class EtcdUnavailable(Exception):
         )
 
 
+class ArchiveUnreadable(Exception):
+    """Events the log needs are in an archived segment that cannot be read."""
+
+    def __init__(self, entry: IndexEntry, detail: str) -> None:
+        self.entry = entry
+        super().__init__(
+            f"events at revisions {entry.first_revision}-{entry.last_revision} are archived "
+            f"in {entry.name} at {entry.location}: {detail}"
+        )
+
+
+class _Compacted(Exception):
+    def __init__(self, resume_at: int) -> None:
+        self.resume_at = resume_at
+
+
 class VersionConflict(Exception):
     """A stale writer: the object changed since the version it expected."""
 
@@ -97,6 +123,11 @@ class EventStore:
     # Called with (operation, seconds) after each etcd request made through
     # `_call` (the service feeds /metrics with it).
     on_request: Callable[[str, float], None] | None = None
+    # Where to read archived objects instead of the location recorded with them
+    # ($CORRAL_ARCHIVE: the same archive mounted elsewhere on this host).
+    archive_override: str = ""
+    _segments: dict[int, IndexEntry] = field(default_factory=dict)
+    _segment_cache: dict[int, list[tuple[int, Event]]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ keys
 
@@ -245,8 +276,31 @@ class EventStore:
     # ------------------------------------------------------------------ read
 
     async def read_all(self, *, from_revision: int = 0) -> AsyncIterator[tuple[int, Event]]:
-        """Every event with revision >= from_revision, in order. Corrupt records are
-        reported (self.corrupt, a warning naming the key) and skipped."""
+        """Every event with revision >= from_revision, in order: archived segments
+        first, then etcd, read as of one revision so that an archiving pass
+        deleting keys meanwhile hides nothing (a compaction under the read makes
+        it start again from where it was). Corrupt records are reported
+        (self.corrupt, a warning naming the key) and skipped."""
+        next_rev = max(from_revision, 0)
+        while True:
+            segments, pinned = await self.archived_segments()
+            for entry in segments:
+                if entry.last_revision < next_rev:
+                    continue
+                for revision, event in await self._archived_events(entry):
+                    if revision >= next_rev:
+                        yield revision, event
+                next_rev = entry.last_revision + 1
+            try:
+                async for revision, event in self._read_etcd(next_rev, pinned):
+                    next_rev = revision
+                    yield revision, event
+                return
+            except _Compacted as exc:
+                next_rev = max(next_rev, exc.resume_at)
+                log.info("log compacted under a read; reading on", revision=next_rev)
+
+    async def _read_etcd(self, from_revision: int, pinned: int) -> AsyncIterator[tuple[int, Event]]:
         start = self.events_prefix
         end = _prefix_end(self.events_prefix)
         min_rev = max(from_revision, 0)
@@ -258,12 +312,15 @@ class EventStore:
                 sort_order=rpc.RangeRequest.ASCEND,
                 sort_target=rpc.RangeRequest.CREATE,
                 min_create_revision=min_rev,
+                revision=pinned,
             )
             try:
                 response = await self.client.kvstub.Range(
                     request, timeout=self.client._timeout, metadata=self.client.metadata
                 )
             except Exception as exc:
+                if "compacted" in str(exc):
+                    raise _Compacted(min_rev) from exc
                 raise EtcdUnavailable(self.endpoint, type(exc).__name__) from exc
             kvs = list(response.kvs)
             if not kvs:
@@ -281,6 +338,63 @@ class EventStore:
             if not response.more:
                 return
             min_rev = next_min
+
+    async def archived_segments(self) -> tuple[list[IndexEntry], int]:
+        """The archive's segments, oldest first, and the etcd revision this list
+        is current at (entries never change once written: only new ones are read)."""
+        prefix = self.root + b"archive/segments/"
+        after = max(self._segments, default=-1) + 1
+        request = rpc.RangeRequest(key=prefix + b"%012d" % after, range_end=_prefix_end(prefix))
+        try:
+            response = await self.client.kvstub.Range(
+                request, timeout=self.client._timeout, metadata=self.client.metadata
+            )
+        except Exception as exc:
+            raise EtcdUnavailable(self.endpoint, type(exc).__name__) from exc
+        for kv in response.kvs:
+            entry = IndexEntry.from_json(bytes(kv.value), key=bytes(kv.key).decode())
+            self._segments[entry.seq] = entry
+        return [self._segments[k] for k in sorted(self._segments)], int(response.header.revision)
+
+    def archive_url(self, recorded: str) -> str:
+        return self.archive_override or recorded
+
+    async def archived_records(self, entry: IndexEntry) -> tuple[list[RawRecord], list[RawRecord]]:
+        """One segment's (seals, events) as stored, after checking the object
+        against its index entry (CorruptArchive, ArchiveError otherwise)."""
+        data = await open_archive(self.archive_url(entry.location)).get(entry.name)
+        check_object(entry, data)
+        segment = await asyncio.to_thread(decode_segment, data, name=entry.name)
+        return list(segment.seals), list(segment.events)
+
+    async def _archived_events(self, entry: IndexEntry) -> list[tuple[int, Event]]:
+        cached = self._segment_cache.get(entry.seq)
+        if cached is not None:
+            return cached
+        try:
+            _, records = await self.archived_records(entry)
+        except ArchiveError as exc:
+            raise ArchiveUnreadable(entry, str(exc)) from exc
+        decoded = await asyncio.to_thread(self._decode_records, records)
+        if len(self._segment_cache) >= 2:
+            self._segment_cache.pop(next(iter(self._segment_cache)))
+        self._segment_cache[entry.seq] = decoded
+        return decoded
+
+    def _decode_records(self, records: list[RawRecord]) -> list[tuple[int, Event]]:
+        out: list[tuple[int, int, Event]] = []
+        for record in records:
+            try:
+                index, event = self._decode_value(record.value)
+            except CorruptEvent as exc:
+                self.corrupt.append(
+                    CorruptRecord(key=record.key, revision=record.revision, why=str(exc))
+                )
+                log.warning("corrupt archived event skipped", key=record.key, why=str(exc))
+                continue
+            out.append((record.revision, index, event))
+        out.sort(key=lambda t: (t[0], t[1]))
+        return [(r, e) for r, _, e in out]
 
     def _decode_group(self, kvs: list[object]) -> list[tuple[int, Event]]:
         decoded: list[tuple[int, int, Event]] = []
@@ -310,8 +424,6 @@ class EventStore:
         return [(r, e) async for r, e in self.read_all() if object_key in e.objects()]
 
     async def current_revision(self) -> int:
-        got = await self._call(self.client.get(self.root + b"snapshots/latest"))
-        del got
         response = await self._call(self.client.get_range(self.root, _prefix_end(self.root)))
         return int(response.header.revision)  # type: ignore[attr-defined]
 
@@ -381,23 +493,7 @@ class EventStore:
             return []  # event keys are write-once; anything else is not an append
         return self._decode_group([kv])
 
-    # ------------------------------------------------------------------ snapshots
-
-    async def save_snapshot(self, state: ClusterState) -> None:
-        await self._call(
-            self.client.put(self.root + b"snapshots/latest", encode_value(state)),
-            operation="snapshot",
-        )
-
-    async def load_snapshot(self) -> ClusterState | None:
-        got = await self._call(self.client.get(self.root + b"snapshots/latest"))
-        if not got:
-            return None
-        try:
-            return decode_value(ClusterState, bytes(got.value))  # type: ignore[attr-defined]
-        except CorruptEvent as exc:
-            log.warning("snapshot unreadable; replaying the whole log", why=str(exc))
-            return None
+    # ------------------------------------------------------------------ compaction
 
     async def compact(self, revision: int) -> None:
         await self._call(self.client.compact(revision, physical=True))

@@ -1,7 +1,8 @@
 """The orchestrator process (`corral serve`): loads the cluster state (latest
 snapshot plus the events after it), connects to the nodes named in the desired
 state over SSH with pinned host keys, runs the reactor engine and the HTTP API,
-saves snapshots and audit seals periodically, and stops cleanly on SIGINT/SIGTERM.
+saves checkpoints and audit seals periodically, archives old
+events when an archive is configured, and stops cleanly on SIGINT/SIGTERM.
 
 Holds wiring only.
 """
@@ -18,7 +19,9 @@ from typing import Any
 
 import structlog
 
+from events.checkpoints import save_checkpoint
 from events.loading import load_state
+from events.retention import ArchiveRefused, RetentionPolicy, archive_pass
 from events.seals import seal_pending
 from events.store import EventStore
 from reactors.context import ReactorSettings
@@ -45,6 +48,10 @@ class ServiceConfig:
     rapi_users: Path | None = None
     rapi_cert_dir: Path | None = None
     rapi_anonymous_reads: bool = True
+    # Where sealed segments of old events go before they leave etcd; None: the
+    # log stays whole in etcd (and grows until etcd's quota).
+    retention: RetentionPolicy | None = None
+    archive_every_s: float = 600.0
 
 
 async def run_service(
@@ -70,6 +77,11 @@ async def run_service(
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
         snapshots = asyncio.create_task(_snapshots(store, engine, config.snapshot_every_s))
+        archiving = (
+            asyncio.create_task(_archiving(store, config.retention, config.archive_every_s))
+            if config.retention is not None
+            else None
+        )
         servers = await _start_servers(config, engine, store, nodes)
         if ready is not None:
             await ready(engine)
@@ -80,9 +92,11 @@ async def run_service(
                 with contextlib.suppress(Exception):
                     await runner.cleanup()
             snapshots.cancel()
+            if archiving is not None:
+                archiving.cancel()
             await engine.stop()
             with contextlib.suppress(Exception):
-                await store.save_snapshot(engine.state)
+                await save_checkpoint(store, engine.state)
             log.info("stopped", revision=engine.state.revision)
 
 
@@ -138,17 +152,30 @@ async def _start_servers(
 
 
 async def _snapshots(store: EventStore, engine: Engine, every: float) -> None:
-    """Snapshot the folded state and seal the events appended since the last seal
-    (`corral audit verify` checks the seals), every `every` seconds."""
+    """Checkpoint the folded state and seal the events appended since the last
+    seal (`corral audit verify` checks the seals), every `every` seconds."""
     last = engine.state.revision
     while True:
         await asyncio.sleep(every)
         if engine.state.revision != last:
             try:
-                await store.save_snapshot(engine.state)
+                await save_checkpoint(store, engine.state)
                 last = engine.state.revision
                 sealed = await seal_pending(store)
                 if sealed:
-                    log.info("sealed", events=sealed, revision=last)
+                    log.info("sealed", seals=sealed, revision=last)
             except Exception:
-                log.exception("snapshot or seal failed")
+                log.exception("checkpoint or seal failed")
+
+
+async def _archiving(store: EventStore, policy: RetentionPolicy, every: float) -> None:
+    """Move old sealed events to the archive whenever enough have gathered."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            while await archive_pass(store, policy) is not None:
+                pass
+        except ArchiveRefused as exc:
+            log.error("archiving refused", why=str(exc))
+        except Exception:
+            log.exception("archiving failed; trying again later")

@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # (the offline commands start without the event log's code)
 ENV_ETCD = "CORRAL_ETCD"
 ENV_CLUSTER = "CORRAL_CLUSTER"
 ENV_ACTOR = "CORRAL_ACTOR"
+ENV_ARCHIVE = "CORRAL_ARCHIVE"  # the archive as mounted on this host, if not where recorded
 
 
 class UsageError(Exception):
@@ -96,12 +97,14 @@ def actor() -> str:
 async def open_store(target: Target) -> AsyncIterator[EventStore]:
     # The store (aetcd, grpc) is imported only by commands that talk to etcd:
     # offline ones (`--htools FILE`) start without it.
-    from events.store import EtcdUnavailable, EventStore
+    from events.archive import ArchiveError
+    from events.store import ArchiveUnreadable, EtcdUnavailable, EventStore
 
     try:
         async with EventStore.connect(list(target.endpoints), target.cluster) as store:
+            store.archive_override = os.environ.get(ENV_ARCHIVE, "")
             yield store
-    except EtcdUnavailable as exc:
+    except (EtcdUnavailable, ArchiveUnreadable, ArchiveError) as exc:
         raise UsageError(f"{exc}") from exc
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from events.loading import load_state
 from events.model import Event
+from events.retention import count_events
 from events.seals import verify
 from orchestrator.cli.context import (
     UsageError,
@@ -145,9 +146,8 @@ def run_audit(args: argparse.Namespace) -> int:
 async def _audit(args: argparse.Namespace) -> int:
     async with open_store(target_from_args(args)) as store:
         result = await verify(store)
-        total = 0
-        async for _ in store.read_all():
-            total += 1
+        segments, _ = await store.archived_segments()
+        total = sum(s.events for s in segments) + await count_events(store)
     d = {**asdict(result), "events": total, "unsealed": total - result.sealed_events}
     if args.json:
         print_json(d)

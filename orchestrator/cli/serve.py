@@ -51,6 +51,19 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         action="store_true",
         help="RAPI reads need a user too (Ganeti allows anonymous GETs)",
     )
+    p.add_argument(
+        "--archive",
+        metavar="URL",
+        help="archive old sealed events here (file:///DIR or s3://BUCKET/PREFIX"
+        "[?endpoint=URL]); without it the whole log stays in etcd",
+    )
+    p.add_argument(
+        "--archive-keep",
+        type=int,
+        default=200_000,
+        metavar="EVENTS",
+        help="events kept in etcd when archiving (default 200000)",
+    )
     p.add_argument("--log-format", choices=["console", "json"], default="console")
 
 
@@ -80,6 +93,22 @@ def run_serve(args: argparse.Namespace) -> int:
     for what, path in (("--tokens", args.tokens), ("--rapi-users", args.rapi_users)):
         if path is not None and not path.is_file():
             raise UsageError(f"{what}: {path} is not a readable file")
+    retention = None
+    if args.archive:
+        from events.archive import ArchiveError, parse_location
+        from events.retention import RetentionPolicy
+
+        try:
+            parse_location(args.archive)
+        except ArchiveError as exc:
+            raise UsageError(f"--archive: {exc}") from exc
+        if args.archive_keep < 1000:
+            raise UsageError("--archive-keep: keep at least 1000 events in etcd")
+        retention = RetentionPolicy(
+            url=args.archive,
+            keep_events=args.archive_keep,
+            min_segment_events=max(1000, args.archive_keep // 4),
+        )
     config = ServiceConfig(
         etcd_endpoints=target.endpoints,
         cluster=target.cluster,
@@ -93,6 +122,7 @@ def run_serve(args: argparse.Namespace) -> int:
         rapi_users=args.rapi_users,
         rapi_cert_dir=args.rapi_cert_dir,
         rapi_anonymous_reads=not args.rapi_no_anonymous_reads,
+        retention=retention,
     )
     try:
         asyncio.run(run_service(config))

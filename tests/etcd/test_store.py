@@ -9,8 +9,7 @@ import asyncio
 import pytest
 
 from devtools.local_etcd import LocalEtcd, free_port
-from events.ids import EventId
-from events.model import AlertRaised, Event
+from events.model import Event
 from events.projection import fold
 from events.state import ClusterState
 from events.store import EtcdUnavailable, EventStore, VersionConflict
@@ -104,26 +103,6 @@ async def test_corrupt_record_is_named_and_skipped(etcd: LocalEtcd) -> None:
         got = await all_events(store)
         assert len(got) == 3
         assert store.corrupt and store.corrupt[0].key.endswith("/events/garbage")
-
-
-async def test_snapshot_round_trip(etcd: LocalEtcd) -> None:
-    async with EventStore.connect([etcd.endpoint], "c1") as store:
-        await store.append([ev(1), ev(2)])
-        await store.append(
-            [
-                AlertRaised(
-                    id=EventId("a1"),
-                    time=1.0,
-                    actor="t",
-                    alert="x",
-                    severity="warning",
-                    message="m",
-                )
-            ]
-        )
-        state = fold(ClusterState(), await all_events(store))
-        await store.save_snapshot(state)
-        assert await store.load_snapshot() == state
 
 
 async def test_unreachable_etcd_is_one_clear_line() -> None:

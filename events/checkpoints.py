@@ -1,0 +1,206 @@
+"""Checkpoints: the folded ClusterState saved with the revision it folds, so a
+process starts from the latest one and folds only the events after it. Stored in
+etcd as compressed chunks (a checkpoint of thousands of instances is larger than
+one etcd request may be) under `checkpoints/<revision>/`, the manifest written
+last, the newest few kept; copies go to the archive with the segments, where
+`corral events --at` finds a starting point for old revisions.
+
+A checkpoint names the fold version that made it: one made by a fold that
+meant something else is ignored (and the log replayed), never trusted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from aetcd import rpc
+
+from events.archive import (
+    ArchiveError,
+    IndexEntry,
+    check_object,
+    checkpoint_object_name,
+    open_archive,
+)
+from events.codec import CorruptEvent, decode_value, encode_value
+from events.projection import FOLD_VERSION
+from events.state import ClusterState
+from events.store import EventStore, _prefix_end, log
+
+CHUNK = 1_000_000  # etcd refuses requests over 1.5 MiB by default
+KEEP = 2
+FORMAT = 1
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Manifest:
+    revision: int
+    events: int
+    chunks: int
+    size: int
+    sha256: str
+    fold_version: int
+    format: int = FORMAT
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {f: getattr(self, f) for f in self.__dataclass_fields__}, separators=(",", ":")
+        ).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> Manifest:
+        doc = json.loads(raw)
+        return cls(**{f: doc[f] for f in cls.__dataclass_fields__})
+
+
+def encode_checkpoint(state: ClusterState) -> bytes:
+    return zlib.compress(encode_value(state), 6)
+
+
+def decode_checkpoint(data: bytes) -> ClusterState:
+    try:
+        return decode_value(ClusterState, zlib.decompress(data))
+    except zlib.error as exc:
+        raise CorruptEvent(f"checkpoint: not a zlib stream: {exc}") from exc
+
+
+def _prefix(store: EventStore) -> bytes:
+    return store.root + b"checkpoints/"
+
+
+def _key(store: EventStore, revision: int, part: str) -> bytes:
+    return _prefix(store) + b"%020d/" % revision + part.encode()
+
+
+async def save_checkpoint(store: EventStore, state: ClusterState) -> Manifest:
+    """Store `state` as the newest checkpoint (encoded off the event loop) and drop
+    all but the newest KEEP."""
+    data = await asyncio.to_thread(encode_checkpoint, state)
+    manifest = Manifest(
+        revision=state.revision,
+        events=state.event_count,
+        chunks=(len(data) + CHUNK - 1) // CHUNK,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        fold_version=FOLD_VERSION,
+    )
+    for n in range(manifest.chunks):
+        await store._call(
+            store.client.put(
+                _key(store, state.revision, f"{n:04d}"), data[n * CHUNK : (n + 1) * CHUNK]
+            ),
+            operation="checkpoint",
+        )
+    await store._call(
+        store.client.put(_key(store, state.revision, "manifest"), manifest.to_json()),
+        operation="checkpoint",
+    )
+    for old in (await manifests(store))[:-KEEP]:
+        start = _prefix(store) + b"%020d/" % old.revision
+        await store._call(store.client.delete_range(start, _prefix_end(start)))
+    return manifest
+
+
+async def manifests(store: EventStore) -> list[Manifest]:
+    """The complete checkpoints in etcd, oldest first."""
+    request = rpc.RangeRequest(
+        key=_prefix(store), range_end=_prefix_end(_prefix(store)), keys_only=True
+    )
+    response: Any = await store._call(
+        store.client.kvstub.Range(request, metadata=store.client.metadata)
+    )
+    found = []
+    for kv in response.kvs:
+        key = bytes(kv.key)
+        if key.endswith(b"/manifest"):
+            got: Any = await store._call(store.client.get(key))
+            if not got:
+                continue
+            try:
+                found.append(Manifest.from_json(bytes(got.value)))
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("checkpoint manifest unreadable; skipped", key=key, why=str(exc))
+    return sorted(found, key=lambda m: m.revision)
+
+
+async def _read(store: EventStore, manifest: Manifest) -> bytes:
+    start = _prefix(store) + b"%020d/" % manifest.revision
+    got: Any = await store._call(store.client.get_range(start, _prefix_end(start)))
+    chunks = sorted(
+        (bytes(kv.key), bytes(kv.value)) for kv in got if not bytes(kv.key).endswith(b"manifest")
+    )
+    data = b"".join(v for _, v in chunks)
+    if len(chunks) != manifest.chunks or hashlib.sha256(data).hexdigest() != manifest.sha256:
+        raise CorruptEvent(f"checkpoint at revision {manifest.revision}: chunks do not match")
+    return data
+
+
+async def load_checkpoint(store: EventStore, *, at_most: int | None = None) -> ClusterState | None:
+    """The newest usable checkpoint (at or below `at_most`), from etcd or, for
+    revisions etcd no longer holds a checkpoint of, from the archive."""
+    candidates = [
+        m
+        for m in await manifests(store)
+        if m.fold_version == FOLD_VERSION
+        and m.format == FORMAT
+        and (at_most is None or m.revision <= at_most)
+    ]
+    for manifest in reversed(candidates):
+        try:
+            data = await _read(store, manifest)
+            return await asyncio.to_thread(decode_checkpoint, data)
+        except CorruptEvent as exc:
+            log.warning("checkpoint unusable; trying an older one", why=str(exc))
+    if at_most is None:
+        return None
+    return await _archived_checkpoint(store, at_most=at_most)
+
+
+async def _archived_checkpoint(store: EventStore, *, at_most: int) -> ClusterState | None:
+    for entry in reversed(await archived_checkpoints(store)):
+        if entry.last_revision > at_most:
+            continue
+        try:
+            data = await open_archive(store.archive_url(entry.location)).get(entry.name)
+            check_object(entry, data)
+            state = await asyncio.to_thread(decode_checkpoint, data)
+        except (ArchiveError, CorruptEvent) as exc:
+            log.warning("archived checkpoint unusable; trying an older one", why=str(exc))
+            continue
+        return state
+    return None
+
+
+async def archived_checkpoints(store: EventStore) -> list[IndexEntry]:
+    prefix = store.root + b"archive/checkpoints/"
+    got: Any = await store._call(store.client.get_prefix(prefix))
+    entries = [IndexEntry.from_json(bytes(kv.value), key=bytes(kv.key).decode()) for kv in got]
+    return sorted(entries, key=lambda e: e.last_revision)
+
+
+async def archive_checkpoint(store: EventStore, manifest: Manifest, url: str) -> IndexEntry:
+    """Copy the checkpoint `manifest` names into the archive and index it."""
+    data = await _read(store, manifest)
+    archive = open_archive(url)
+    name = checkpoint_object_name(manifest.revision, data)
+    await archive.put(name, data)
+    entry = IndexEntry(
+        kind="checkpoint",
+        seq=0,
+        name=name,
+        location=url,
+        sha256=manifest.sha256,
+        size=manifest.size,
+        first_revision=manifest.revision,
+        last_revision=manifest.revision,
+        events=manifest.events,
+    )
+    check_object(entry, await archive.get(name))
+    key = store.root + b"archive/checkpoints/%020d" % manifest.revision
+    await store._call(store.client.put(key, entry.to_json()), operation="archive")
+    return entry

@@ -1,0 +1,97 @@
+"""Checkpoints and the archive against a real etcd and a real S3-compatible server
+(moto in server mode): a checkpoint larger than one etcd request round-trips and
+only the newest are kept; archived events are read back transparently, in order,
+after their keys left etcd; tampering with an archived segment is named by
+`verify`, down to the event when the index was rewritten to match."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+
+import boto3
+import pytest
+
+import events.checkpoints as checkpoints
+from devtools.local_etcd import LocalEtcd
+from events.archive import IndexEntry
+from events.projection import FOLD_VERSION, fold
+from events.retention import RetentionPolicy, archive_pass, count_events
+from events.seals import seal_pending, verify
+from events.state import ClusterState
+from events.store import EventStore
+from tests.support.events import ev
+from tests.support.s3 import s3_server
+
+
+async def test_checkpoints_in_chunks_newest_kept(
+    etcd: LocalEtcd, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(checkpoints, "CHUNK", 300)  # several chunks per checkpoint
+    async with EventStore.connect([etcd.endpoint], "c1") as store:
+        states = []
+        for i in range(3):
+            await store.append([ev(10 * i + j) for j in range(10)])
+            got = [x async for x in store.read_all()]
+            states.append(fold(ClusterState(), got))
+            manifest = await checkpoints.save_checkpoint(store, states[-1])
+            assert manifest.chunks > 1 and manifest.fold_version == FOLD_VERSION
+        kept = await checkpoints.manifests(store)
+        assert [m.revision for m in kept] == [s.revision for s in states[-2:]]
+        assert await checkpoints.load_checkpoint(store) == states[-1]
+        assert await checkpoints.load_checkpoint(store, at_most=states[1].revision) == states[1]
+        # A checkpoint made by another fold version is never used.
+        monkeypatch.setattr(checkpoints, "FOLD_VERSION", FOLD_VERSION + 1)
+        assert await checkpoints.load_checkpoint(store) is None
+
+
+async def test_s3_archive_read_through_and_tampering(etcd: LocalEtcd) -> None:
+    with s3_server() as endpoint:
+        url = f"s3://corral-archive/c1?endpoint={endpoint}"
+        async with EventStore.connect([etcd.endpoint], "c1") as store:
+            events = [ev(i) for i in range(600)]
+            for i in range(0, 600, 10):
+                await store.append(events[i : i + 10])
+            await checkpoints.save_checkpoint(
+                store, fold(ClusterState(), [x async for x in store.read_all()])
+            )
+            await seal_pending(store, block=100, final=True)
+            policy = RetentionPolicy(url=url, keep_events=150, min_segment_events=100)
+            done = await archive_pass(store, policy)
+            assert done is not None and done.segment.events == 400  # whole seals of 100
+            assert await count_events(store) == 200
+            assert await archive_pass(store, policy) is None  # too few left to archive
+            got = [e.id async for _, e in store.read_all()]
+            assert got == [e.id for e in events]
+            from_archive = [e.id async for _, e in store.read_all(from_revision=10)]
+            assert from_archive[0] == events[80].id  # revision 10 is the 9th append
+            assert (await verify(store)).ok
+
+            entry = done.segment
+            s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+            raw = s3.get_object(Bucket="corral-archive", Key=f"c1/{entry.name}")["Body"].read()
+            victim = events[137]
+            text = gzip.decompress(raw).replace(b"event 137", b"event 999")
+            assert text != gzip.decompress(raw)
+            forged = gzip.compress(text)
+            s3.put_object(Bucket="corral-archive", Key=f"c1/{entry.name}", Body=forged)
+            fresh = EventStore(client=store.client, cluster="c1", endpoint=store.endpoint)
+            result = await verify(fresh)
+            assert not result.ok
+            assert f"archive segment {entry.seq}" in result.problem
+            assert entry.name in result.problem and "does not match its index" in result.problem
+
+            # Someone who can also write etcd makes the index match the forgery:
+            # the seals still name the changed event.
+            doc = json.loads(entry.to_json())
+            doc.update(sha256=hashlib.sha256(forged).hexdigest(), size=len(forged))
+            index_key = store.root + b"archive/segments/%012d" % entry.seq
+            await store.client.put(index_key, json.dumps(doc).encode())
+            forged_entry = IndexEntry.from_json(json.dumps(doc).encode(), key="k")
+            assert forged_entry.sha256 != entry.sha256
+            fresh = EventStore(client=store.client, cluster="c1", endpoint=store.endpoint)
+            result = await verify(fresh)
+            assert not result.ok and "do not match the seal" in result.problem
+            assert result.key == store.event_key(victim.id).decode()
+            assert f"archive segment {entry.seq}" in result.problem and result.revision > 0
