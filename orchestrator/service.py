@@ -114,7 +114,7 @@ async def _start_servers(
         nodes.on_command = lambda n, c, d, ok: metrics.ssh.observe(
             node=n, command=c, duration_s=d, ok=ok
         )
-        store.on_request = lambda op, d: metrics.etcd_seconds.observe(d, operation=op)
+        store.on_request = lambda op, d: metrics.etcd_seconds.labels(operation=op).observe(d)
         engine.workers.on_reconcile = lambda d: metrics.reconcile_seconds.observe(d)
         engine.ctx.on_event(lambda e, _st: metrics.node_loss.on_event(e))
 

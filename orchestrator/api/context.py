@@ -114,7 +114,7 @@ def role_allows(principal: Principal, action: Action) -> bool:
 def forbid(request: web.Request, message: str) -> ApiError:
     principal = request.get(PRINCIPAL_KEY)
     name = principal.name if isinstance(principal, Principal) else ""
-    ctx_of(request).metrics.forbidden.inc(principal=name)
+    ctx_of(request).metrics.forbidden.labels(principal=name).inc()
     log_of(request).info("api request forbidden", why=message)
     return ApiError(403, "forbidden", message)
 

@@ -99,9 +99,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         )
         response = _error(500, "internal", "internal error; the orchestrator's log has details")
     metrics = ctx_of(request).metrics
-    metrics.requests.inc(method=request.method, route=route, status=str(response.status))
+    metrics.requests.labels(method=request.method, route=route, status=str(response.status)).inc()
     if isinstance(response, web.Response):  # streams are not timed
-        metrics.request_seconds.observe(time.monotonic() - started, route=route)
+        metrics.request_seconds.labels(route=route).observe(time.monotonic() - started)
     return response
 
 
@@ -126,7 +126,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     result = ctx.auth.authenticate(request.headers.get("Authorization"))
     if result.principal is None:
         reason = result.failure.value if result.failure else "unknown"
-        ctx.metrics.auth_failures.inc(reason=reason)
+        ctx.metrics.auth_failures.labels(reason=reason).inc()
         bound.warning("api authentication failed", reason=reason)
         raise ApiError(401, "unauthenticated", "a valid `Authorization: Bearer TOKEN` is needed")
     request[PRINCIPAL_KEY] = result.principal

@@ -128,7 +128,7 @@ def test_serve_runs_the_orchestrator_and_its_apis(tmp_path: Path) -> None:
         assert [(r["name"], r["status"]) for r in rows] == [("web1", "running")]
         metrics = wait_http(f"http://127.0.0.1:{api_port}/metrics", headers=auth).decode()
         # The probes (one command line starting with nproc) and the build steps.
-        assert 'corral_ssh_command_duration_seconds_count{node="node1",command="nproc"}' in metrics
+        assert 'corral_ssh_command_duration_seconds_count{command="nproc",node="node1"}' in metrics
         commands = set(re.findall(r'command="([^"]*)"', metrics))
         assert {"lvcreate", "drbdadm"} <= commands, commands
         assert "corral_ssh_command_errors_total{" not in metrics, metrics[-600:]
@@ -158,50 +158,3 @@ def test_serve_runs_the_orchestrator_and_its_apis(tmp_path: Path) -> None:
         subprocess.run(
             [*CORRAL, "sim", "down", "--state-dir", str(lab_dir)], capture_output=True, timeout=60
         )
-
-
-def test_the_last_node_loss_timeline_in_metrics() -> None:
-    from events.ids import EventId, InstanceName, NodeName
-    from events.model import (
-        InstancePlaced,
-        NodeFenced,
-        NodeHealth,
-        NodeHealthChanged,
-        PlacementKind,
-        StepSucceeded,
-    )
-    from orchestrator.api.metrics import node_loss_lines
-    from orchestrator.heal_timeline import HealTimeline
-
-    t = HealTimeline()
-    n2 = NodeName("node2")
-    for e in (
-        NodeHealthChanged(
-            id=EventId("1"), time=100.0, actor="r", node=n2, health=NodeHealth.SUSPECT
-        ),
-        NodeHealthChanged(id=EventId("2"), time=102.5, actor="r", node=n2, health=NodeHealth.LOST),
-        NodeFenced(id=EventId("3"), time=103.0, actor="r", node=n2, method="agent"),
-        InstancePlaced(
-            id=EventId("4"),
-            time=103.1,
-            actor="r",
-            instance=InstanceName("vm1"),
-            primary=NodeName("node1"),
-            secondary=n2,
-            disks=(),
-            kind=PlacementKind.FAILOVER,
-            superseded=n2,
-        ),
-        StepSucceeded(id=EventId("5"), time=104.0, actor="r", key="instance/vm1", step="start-vm"),
-        StepSucceeded(id=EventId("6"), time=109.0, actor="r", key="instance/vm9", step="start-vm"),
-    ):
-        t.on_event(e)
-    assert t.phases() == {
-        "suspect": 0.0,
-        "lost": 2.5,
-        "fenced": 3.0,
-        "first_back": 4.0,
-        "last_back": 4.0,
-    }
-    text = "\n".join(node_loss_lines(t))
-    assert 'corral_last_node_loss_phase_seconds{node="node2",phase="fenced"} 3' in text

@@ -4,8 +4,6 @@ whichever node)."""
 
 from __future__ import annotations
 
-import pytest
-
 from events.ids import EventId, InstanceName, NodeName
 from events.model import (
     Event,
@@ -17,8 +15,6 @@ from events.model import (
     StepSucceeded,
 )
 from orchestrator.heal_timeline import HealTimeline, build_timeline
-
-pytestmark = pytest.mark.unit
 
 
 def _placed(i: int, t: float, vm: str, kind: PlacementKind, superseded: str | None) -> Event:

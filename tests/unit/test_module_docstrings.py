@@ -13,8 +13,6 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.unit
-
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("events", "reactors", "orchestrator", "simulators", "devtools", "bench", "tests")
 FLOW = re.compile(r"\b[Cc]omes (after|before|first)\b")
