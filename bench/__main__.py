@@ -16,6 +16,7 @@ BENCHMARKS: list[str] = [
     "sim_scale",
     "converge",
     "heal",
+    "log_scale",
     "alloc",
     "api",
     "balance",

@@ -8,8 +8,9 @@ Pure: no I/O, no logging; `now` is passed in.
 
 from __future__ import annotations
 
+import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -18,9 +19,11 @@ from events.ids import InstanceName, NodeName
 from events.model import Event, NodeHealth, instance_key
 from events.specs import PowerState
 from events.state import ClusterState, JobState
+from orchestrator.incremental import PerInstance
 from reactors.naming import parse_disk_name
-from reactors.placement.allocator import loads
+from reactors.placement.allocator import NodeLoad, loads
 from reactors.plans.instance import plan_instance, vm_alive, vm_on
+from reactors.plans.seen import primaries_on, secondaries_on
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -56,6 +59,17 @@ class NodeRow:
 
 
 def instance_row(state: ClusterState, name: InstanceName, *, now: float) -> InstanceRow:
+    """One instance's row, kept from one state to the next until it changes."""
+    return _ROWS.get(state, name, now=now)
+
+
+def instance_rows(
+    state: ClusterState, names: Iterable[InstanceName], *, now: float
+) -> list[InstanceRow]:
+    return _ROWS.many(state, names, now=now)
+
+
+def _instance_row(state: ClusterState, name: InstanceName, now: float) -> InstanceRow:
     spec = state.desired.instances[name]
     placement = state.placements.get(name)
     plan = plan_instance(state=state, instance=name, now=now)
@@ -92,8 +106,37 @@ def instance_row(state: ClusterState, name: InstanceName, *, now: float) -> Inst
     )
 
 
-def node_rows(state: ClusterState) -> list[NodeRow]:
+_ROWS = PerInstance(_instance_row)
+_ROW_TEXTS = PerInstance(
+    lambda state, name, now: json.dumps(
+        row_json(asdict(instance_row(state, name, now=now))), default=str, separators=(",", ":")
+    )
+)
+
+
+def instance_rows_json(state: ClusterState, names: Iterable[InstanceName], *, now: float) -> str:
+    """`corral instance list --json` rows as one compact JSON array (the native
+    API's instance list), each row's text kept until the instance changes."""
+    return "[" + ",".join(_ROW_TEXTS.many(state, names, now=now)) + "]"
+
+
+_LOADS: list[tuple[tuple[object, ...], dict[NodeName, NodeLoad]]] = []
+
+
+def _loads(state: ClusterState) -> dict[NodeName, NodeLoad]:
+    """The allocator's per-node loads, worked out again only when placements or
+    specs changed (they do not depend on observations)."""
+    key = (state.placements, state.desired.nodes, state.desired.instances, state.desired.policy)
+    if _LOADS and all(a is b for a, b in zip(_LOADS[0][0], key, strict=True)):
+        return _LOADS[0][1]
     load = loads(state)
+    _LOADS[:] = [(key, load)]
+    return load
+
+
+def node_rows(state: ClusterState) -> list[NodeRow]:
+    """One row per declared node."""
+    load = _loads(state)
     rows = []
     for name in sorted(state.desired.nodes):
         spec = state.desired.nodes[name]
@@ -118,8 +161,8 @@ def node_rows(state: ClusterState) -> list[NodeRow]:
                 n1_ok=ld.n1_need() <= ld.mem_free,
                 disk_mib=ld.disk_total,
                 disk_used_mib=ld.disk_used,
-                primaries=sum(1 for p in state.placements.values() if p.primary == name),
-                secondaries=sum(1 for p in state.placements.values() if p.secondary == name),
+                primaries=len(primaries_on(state, name)),
+                secondaries=len(secondaries_on(state, name)),
                 vms_running=sum(1 for vm in (obs.vms if obs else ()) if vm_alive(vm)),
             )
         )
@@ -275,7 +318,7 @@ def event_json(revision: int, event: Event) -> dict[str, Any]:
 
 
 def status_dict(state: ClusterState, *, now: float) -> dict[str, Any]:
-    rows = [instance_row(state, n, now=now) for n in sorted(state.desired.instances)]
+    rows = instance_rows(state, sorted(state.desired.instances), now=now)
     nodes = node_rows(state)
     jobs = [j for j in state.jobs.values() if j.status in ("queued", "running", "canceling")]
     applied = state.last_applied

@@ -18,6 +18,7 @@ from events.ids import InstanceName, NodeName
 from events.loading import follow_batches
 from events.model import Event
 from events.state import ClusterState
+from reactors.plans.seen import instances_on
 from reactors.seams import EventLog, NodeOps
 
 log = structlog.get_logger("corral.reactors")
@@ -110,19 +111,4 @@ class ReactorContext:
 
 def instances_touching_node(state: ClusterState, node: NodeName) -> set[InstanceName]:
     """Instances placed on `node`, plus any whose leftovers the node reports."""
-    from reactors.naming import parse_disk_name
-
-    found = {name for name, p in state.placements.items() if node in (p.primary, p.secondary)}
-    obs = state.observed.get(node)
-    if obs is not None:
-        for vm in obs.vms:
-            found.add(InstanceName(vm.name))
-        for vol in obs.volumes:
-            parsed = parse_disk_name(vol.name)
-            if parsed:
-                found.add(parsed[0])
-        for res in obs.drbd:
-            parsed = parse_disk_name(res.name)
-            if parsed:
-                found.add(parsed[0])
-    return found
+    return instances_on(state, node)

@@ -9,7 +9,7 @@ Does no planning.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import structlog
 
@@ -153,12 +153,35 @@ class _Changed:
     vms: tuple[VmObs, ...] | None = None
 
 
+# A real node's free memory (MemAvailable: page cache, slab) moves at every probe;
+# recorded each time it was one event per node per probe interval, 3.5 million a
+# day at 40 nodes, etcd's whole quota in days. Free memory and free VG space are
+# recorded when they moved by more than this share of the total (or anything else
+# in the facts changed): nothing decides on them, people read them.
+FREE_SPACE_STEP = 0.02
+
+
+def facts_changed(old: NodeFacts | None, new: NodeFacts) -> bool:
+    if old is None:
+        return True
+    if replace(old, memory_free_mib=0, vg_free_mib=0) != replace(
+        new, memory_free_mib=0, vg_free_mib=0
+    ):
+        return True
+    mem_step = max(new.memory_total_mib * FREE_SPACE_STEP, 1)
+    vg_step = max(new.vg_size_mib * FREE_SPACE_STEP, 1)
+    return (
+        abs(old.memory_free_mib - new.memory_free_mib) >= mem_step
+        or abs(old.vg_free_mib - new.vg_free_mib) >= vg_step
+    )
+
+
 def _diff(current: NodeObservation | None, snap: NodeSnapshot) -> _Changed | None:
     """The parts of `snap` that differ from what the log already says."""
     if current is None:
         return _Changed(facts=snap.facts, volumes=snap.volumes, drbd=snap.drbd, vms=snap.vms)
     changed = _Changed(
-        facts=snap.facts if current.facts != snap.facts else None,
+        facts=snap.facts if facts_changed(current.facts, snap.facts) else None,
         volumes=snap.volumes if tuple(current.volumes) != snap.volumes else None,
         drbd=snap.drbd if tuple(current.drbd) != snap.drbd else None,
         vms=snap.vms if tuple(current.vms) != snap.vms else None,

@@ -41,7 +41,7 @@ from orchestrator.api.metrics import CONTENT_TYPE, render_metrics
 from orchestrator.cluster_report import (
     event_json,
     instance_info,
-    instance_row,
+    instance_rows_json,
     job_json,
     node_info,
     node_rows,
@@ -79,7 +79,9 @@ async def list_instances(request: web.Request) -> web.Response:
     state = ctx_of(request).state()
     now = time.time()
     names = visible_names(state, principal_of(request))
-    return json_response([row_json(asdict(instance_row(state, n, now=now))) for n in names])
+    return web.Response(
+        text=instance_rows_json(state, names, now=now), content_type="application/json"
+    )
 
 
 async def get_instance(request: web.Request) -> web.Response:

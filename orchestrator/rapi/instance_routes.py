@@ -173,7 +173,9 @@ def instance_routes(r: Rapi) -> list[web.RouteDef]:
         if not r.flag(request, "bulk"):
             return reply([{"id": n, "uri": f"/2/instances/{n}"} for n in names])
         now = r.clock()
-        return reply([views.instance(state, n, now=now) for n in names])
+        return web.Response(
+            text=views.instances_json(state, names, now=now), content_type="application/json"
+        )
 
     async def create(request: web.Request) -> web.Response:
         who = r.require(request, Action.ADMIN)

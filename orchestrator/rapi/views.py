@@ -18,8 +18,9 @@ Mapping choices (where Ganeti and corral differ):
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,6 +29,7 @@ from events.model import instance_key, node_key
 from events.specs import InstanceSpec, PowerState
 from events.state import ClusterState, JobState
 from orchestrator.cluster_report import instance_row
+from orchestrator.incremental import PerInstance
 from orchestrator.roles import Principal, sees_instance
 from reactors.htools.model import BCluster, BPolicy, ISpec, from_state, group_uuid
 from reactors.plans.instance import vm_alive, vm_on
@@ -248,6 +250,17 @@ def instance(state: ClusterState, name: InstanceName, *, now: float) -> dict[str
         "mtime": None,
         "serial_no": state.versions.get(instance_key(name), 0),
     }
+
+
+_BULK = PerInstance(
+    lambda state, name, now: json.dumps(instance(state, name, now=now)), versions=True
+)
+
+
+def instances_json(state: ClusterState, names: Iterable[InstanceName], *, now: float) -> str:
+    """`/2/instances?bulk=1` as JSON text, each instance's object kept until the
+    instance changes."""
+    return "[" + ", ".join(_BULK.many(state, names, now=now)) + "]"
 
 
 def instance_info(state: ClusterState, name: InstanceName, *, now: float) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from events.model import DiskPlacement, DrbdResourceObs, NodeHealth, VmObs, inst
 from events.specs import InstanceSpec, NodeSpec, PowerState
 from events.state import ClusterState, NodeObservation, Placement
 from reactors.naming import disk_name, disks_by_instance, parse_disk_name
+from reactors.plans.seen import node_items, seen_on
 
 UP_TO_DATE = "UpToDate"
 CONNECTED = "Connected"
@@ -140,12 +141,7 @@ def node_fresh(state: ClusterState, node: NodeName, *, now: float) -> bool:
 
 
 def vm_on(obs: NodeObservation | None, instance: str) -> VmObs | None:
-    if obs is None:
-        return None
-    for vm in obs.vms:
-        if vm.name == instance:
-            return vm
-    return None
+    return None if obs is None else node_items(obs).vms.get(instance)
 
 
 def vm_alive(vm: VmObs | None) -> bool:
@@ -153,28 +149,20 @@ def vm_alive(vm: VmObs | None) -> bool:
 
 
 def drbd_on(obs: NodeObservation | None, resource: str) -> DrbdResourceObs | None:
-    if obs is None:
-        return None
-    for res in obs.drbd:
-        if res.name == resource:
-            return res
-    return None
+    return None if obs is None else node_items(obs).drbd.get(resource)
 
 
 def lv_size_on(obs: NodeObservation | None, vg: str, name: str) -> int | None:
-    if obs is None:
-        return None
-    for vol in obs.volumes:
-        if vol.vg == vg and vol.name == name:
-            return vol.size_mib
-    return None
+    vol = None if obs is None else node_items(obs).volumes.get((vg, name))
+    return None if vol is None else vol.size_mib
 
 
 def nodes_running(state: ClusterState, instance: str) -> list[NodeName]:
     """Nodes whose last observation shows the VM alive (stale ones included: a node
     we cannot see may still be running it, unless it is fenced)."""
     found = []
-    for node, obs in state.observed.items():
+    for node in seen_on(state, InstanceName(instance)):
+        obs = state.observed[node]
         if obs.health == NodeHealth.FENCED:
             continue
         if vm_alive(vm_on(obs, instance)):
@@ -446,10 +434,10 @@ def _plan_present(
 
     # Old copies on nodes no longer in the placement: remove once the new pair is
     # healthy (never drop a copy before its replacement is UpToDate).
-    for node, obs in sorted(state.observed.items()):
+    for node in sorted(seen_on(state, name)):
         if node in (p, s) or not node_actionable(state, node):
             continue
-        leftovers = _leftover_disks(obs, name)
+        leftovers = _leftover_disks(state.observed[node], name)
         if not leftovers:
             continue
         if all(_pair_healthy(p_obs, s_obs, cfg, p, s) for cfg in configs):
@@ -559,8 +547,8 @@ def _start_blockers(
     suspects = set(nodes_running(state, instance))
     if placement is not None:
         suspects.add(placement.secondary)
-    for seen_node, seen_obs in state.observed.items():
-        if vm_on(seen_obs, instance) is not None:
+    for seen_node in seen_on(state, instance):
+        if vm_on(state.observed[seen_node], instance) is not None:
             suspects.add(seen_node)
     suspects.discard(primary)
     for node in sorted(suspects):
@@ -591,8 +579,8 @@ def _plan_removal(*, state: ClusterState, instance: InstanceName, now: float) ->
             waiting.append(f"VM may still run on unreachable {node}")
     if steps or waiting:
         return InstancePlan(instance=instance, steps=tuple(steps), waiting=tuple(waiting))
-    for node, obs in sorted(state.observed.items()):
-        leftovers = _leftover_disks(obs, instance)
+    for node in sorted(seen_on(state, instance)):
+        leftovers = _leftover_disks(state.observed[node], instance)
         if not leftovers:
             continue
         if not node_actionable(state, node):
