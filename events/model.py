@@ -337,6 +337,7 @@ class NodeFacts:
     boot_id: str
     vg_size_mib: int = 0
     vg_free_mib: int = 0
+    drbd_version: str = ""  # the loaded module's, from /proc/drbd ("8.4.11"); "" if none
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

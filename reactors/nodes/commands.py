@@ -16,9 +16,18 @@ import shlex
 from dataclasses import dataclass
 
 from events.ids import check_name
-from events.model import DrbdPeerObs, DrbdResourceObs, NodeFacts, VmObs, VolumeObs
+from events.model import DrbdResourceObs, NodeFacts, VmObs, VolumeObs
 from events.specs import InstanceSpec
 from reactors.naming import run_dir
+from reactors.nodes.drbd_status import (
+    DrbdParseError,
+    parse_drbd_events2,
+    parse_drbd_status_json,
+    parse_drbd_version,
+    parse_resource_hosts,
+    peers_from_hosts,
+)
+from reactors.nodes.drbd_status import drbd_major as major_of
 from reactors.plans.instance import DiskConfig, Step, StepKind
 from reactors.seams import NodeSnapshot
 
@@ -47,50 +56,62 @@ def q(*argv: str) -> str:
 
 # ----------------------------------------------------------------------- probe
 
-PROBE_PARTS = (
-    ("nproc",),
-    ("cat", "/proc/meminfo"),
-    ("cat", "/proc/sys/kernel/random/boot_id"),
-    ("hostname",),
-    (
-        "vgs",
-        "--reportformat",
-        "json",
-        "--units",
-        "m",
-        "--nosuffix",
-        "-o",
-        "vg_name,vg_size,vg_free",
-    ),
-    (
-        "lvs",
-        "--reportformat",
-        "json",
-        "--units",
-        "m",
-        "--nosuffix",
-        "-o",
-        "lv_name,vg_name,lv_size",
-    ),
-    ("drbdsetup", "status", "--json"),
-    ("pgrep", "-a", "-f", "qemu-system-x86_64"),
-)
+
+def _sudo(*argv: str) -> str:
+    return "sudo -n " + q(*argv)
 
 
-def probe_line() -> CommandLine:
-    """All of a node's state in one exec: the parts separated by a marker line."""
-    parts = [
-        f"sudo -n {q(*p)}" if p[0] in ("vgs", "lvs", "drbdsetup") else q(*p) for p in PROBE_PARTS
-    ]
-    line = f" ; echo {SEPARATOR} ; ".join(parts)
-    return CommandLine(line=line, summary="probe")
+_LVM_REPORT = ("--reportformat", "json", "--units", "m", "--nosuffix", "-o")
+PROBE_SECTIONS = 10
 
 
-def parse_probe(text: str, *, volume_group: str) -> NodeSnapshot:
+class DrbdVersionChanged(ParseError):
+    """The probe was built for one DRBD major version and the node runs another
+    (first contact, or a module upgraded across a reboot): probe again for it."""
+
+    def __init__(self, major: int) -> None:
+        super().__init__("probe", f"the node's DRBD module is now version {major}")
+        self.major = major
+
+
+def probe_line(*, drbd_major: int = 9) -> CommandLine:
+    """All of a node's state in one exec, the parts separated by a marker line.
+    DRBD state: `drbdsetup status --json` on 9; `events2` on 8.4, whose drbdsetup
+    refuses --json (exit 20, and its usage text on stdout)."""
+    drbd = (
+        _sudo("drbdsetup", "status", "--json")
+        if drbd_major >= 9
+        else _sudo("drbdsetup", "events2", "--now", "--statistics")
+    )
+    parts = (
+        q("nproc"),
+        q("cat", "/proc/meminfo"),
+        q("cat", "/proc/sys/kernel/random/boot_id"),
+        q("hostname"),
+        _sudo("vgs", *_LVM_REPORT, "vg_name,vg_size,vg_free"),
+        _sudo("lvs", *_LVM_REPORT, "lv_name,vg_name,lv_size"),
+        drbd,
+        q("pgrep", "-a", "-f", "qemu-system-x86_64"),
+        q("head", "-n", "1", "/proc/drbd"),
+        # The peers of 8.4 connections, which events2 names only `peer` (the glob
+        # is the remote shell's).
+        q("grep", "-H", "-E", r"^[[:space:]]*on [^ ]+ [{]") + " /etc/drbd.d/*.res",
+    )
+    assert len(parts) == PROBE_SECTIONS
+    return CommandLine(line=f" ; echo {SEPARATOR} ; ".join(parts), summary="probe")
+
+
+def parse_probe(text: str, *, volume_group: str, drbd_major: int = 9) -> NodeSnapshot:
+    """A probe's output, built by `probe_line(drbd_major=...)`; DrbdVersionChanged
+    when the node's module is of the other major version."""
     sections = text.split(SEPARATOR + "\n")
-    if len(sections) != len(PROBE_PARTS):
-        raise ParseError("probe", f"expected {len(PROBE_PARTS)} sections, got {len(sections)}")
-    cpus_s, meminfo, boot_id, hostname, vgs, lvs, drbd, pgrep = sections
+    if len(sections) != PROBE_SECTIONS:
+        raise ParseError("probe", f"expected {PROBE_SECTIONS} sections, got {len(sections)}")
+    cpus_s, meminfo, boot_id, hostname, vgs, lvs, drbd, pgrep, proc_drbd, res_hosts = sections
+    version = parse_drbd_version(proc_drbd)
+    actual = major_of(version)
+    if actual and actual != (9 if drbd_major >= 9 else 8):
+        raise DrbdVersionChanged(actual)
     try:
         cpus = int(cpus_s.strip())
     except ValueError as exc:
@@ -105,11 +126,21 @@ def parse_probe(text: str, *, volume_group: str) -> NodeSnapshot:
         boot_id=boot_id.strip(),
         vg_size_mib=vg_size,
         vg_free_mib=vg_free,
+        drbd_version=version,
     )
+    peers = peers_from_hosts(parse_resource_hosts(res_hosts), me=facts.hostname)
+    try:
+        drbd_obs = (
+            parse_drbd_status_json(drbd)
+            if drbd_major >= 9
+            else parse_drbd_events2(drbd, peers=peers)
+        )
+    except DrbdParseError as exc:
+        raise ParseError(exc.command, str(exc)) from exc
     return NodeSnapshot(
         facts=facts,
         volumes=parse_lvs(lvs),
-        drbd=parse_drbd_status(drbd),
+        drbd=drbd_obs,
         vms=parse_pgrep(pgrep),
     )
 
@@ -159,39 +190,11 @@ def parse_lvs(text: str) -> tuple[VolumeObs, ...]:
 
 
 def parse_drbd_status(text: str) -> tuple[DrbdResourceObs, ...]:
-    text = text.strip()
-    if not text:
-        return ()
+    """`drbdsetup status --json` (DRBD 9)."""
     try:
-        doc = json.loads(text)
-        resources = []
-        for res in doc:
-            devices = res.get("devices") or [{}]
-            peers = []
-            for conn in res.get("connections", []):
-                pdev = (conn.get("peer_devices") or [{}])[0]
-                peers.append(
-                    DrbdPeerObs(
-                        peer=str(conn["name"]),
-                        connection=str(conn["connection-state"]),
-                        peer_role=str(conn.get("peer-role", "Unknown")),
-                        peer_disk=str(pdev.get("peer-disk-state", "DUnknown")),
-                        replication=str(pdev.get("replication-state", "Off")),
-                        percent_in_sync=float(pdev.get("percent-in-sync", 100.0)),
-                    )
-                )
-            resources.append(
-                DrbdResourceObs(
-                    name=str(res["name"]),
-                    role=str(res["role"]),
-                    disk=str(devices[0].get("disk-state", "DUnknown")),
-                    minor=int(devices[0]["minor"]) if "minor" in devices[0] else None,
-                    peers=tuple(sorted(peers, key=lambda p: p.peer)),
-                )
-            )
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ParseError("drbdsetup status --json", f"unexpected document: {exc}") from exc
-    return tuple(sorted(resources, key=lambda r: r.name))
+        return parse_drbd_status_json(text)
+    except DrbdParseError as exc:
+        raise ParseError(exc.command, str(exc)) from exc
 
 
 def parse_pgrep(text: str) -> tuple[VmObs, ...]:
@@ -230,9 +233,13 @@ def _arg(argv: list[str], flag: str) -> str | None:
 # ----------------------------------------------------------------------- DRBD config
 
 
-def resource_file(disk: DiskConfig, *, allow_two_primaries: bool = False) -> str:
-    """A two-node DRBD 9 resource. Split-brain policies never discard data on their
-    own except where nothing was written (safety rule 3)."""
+def resource_file(
+    disk: DiskConfig, *, allow_two_primaries: bool = False, drbd_major: int = 9
+) -> str:
+    """A two-node resource for the node's DRBD module: DRBD 9 gets each host's
+    node-id (its metadata remembers it); 8.4's drbdadm refuses the keyword, and
+    without it the file is valid for both. Split-brain policies never discard data
+    on their own except where nothing was written (safety rule 3)."""
     check_name(disk.resource, what="DRBD resource name")
     lines = [
         f"resource {disk.resource} {{",
@@ -251,7 +258,7 @@ def resource_file(disk: DiskConfig, *, allow_two_primaries: bool = False) -> str
         address = f"[{host.address}]" if ":" in host.address else host.address
         lines += [
             f"  on {host.node} {{",
-            f"    node-id {host.node_id};",
+            *([f"    node-id {host.node_id};"] if drbd_major >= 9 else []),
             f"    address {address}:{disk.port};",
             f"    device /dev/drbd{disk.minor} minor {disk.minor};",
             f"    disk /dev/{disk.volume_group}/{disk.resource};",
@@ -265,11 +272,11 @@ def resource_file(disk: DiskConfig, *, allow_two_primaries: bool = False) -> str
 # ----------------------------------------------------------------------- steps
 
 
-def _write_config(disk: DiskConfig, *, two: bool = False) -> CommandLine:
+def _write_config(disk: DiskConfig, *, two: bool = False, drbd_major: int = 9) -> CommandLine:
     path = f"/etc/drbd.d/{disk.resource}.res"
     return CommandLine(
         line=f"sudo -n tee {q(path)}",
-        stdin=resource_file(disk, allow_two_primaries=two).encode(),
+        stdin=resource_file(disk, allow_two_primaries=two, drbd_major=drbd_major).encode(),
         summary=f"write {path}",
     )
 
@@ -311,9 +318,10 @@ def qemu_argv(
     return argv
 
 
-def step_lines(step: Step) -> list[CommandLine]:
-    """The command lines for one step on `step.node` (GROW_DISK's peer half and the
-    QMP-driven steps are handled by `reactors.nodes.ssh_ops`)."""
+def step_lines(step: Step, *, drbd_major: int = 9) -> list[CommandLine]:
+    """The command lines for one step on `step.node`, whose DRBD module is
+    `drbd_major` (8 or 9); GROW_DISK's peer half and the QMP-driven steps are
+    handled by `reactors.nodes.ssh_ops`."""
     disk = step.disk
     k = step.kind
     if k == StepKind.CREATE_DISK and disk is not None:
@@ -331,7 +339,7 @@ def step_lines(step: Step) -> list[CommandLine]:
                 ),
                 summary=f"lvcreate {disk.volume_group}/{disk.resource} {disk.size_mib}M",
             ),
-            _write_config(disk),
+            _write_config(disk, drbd_major=drbd_major),
             CommandLine(
                 line=drbdadm("create-md", "--force", disk.resource),
                 summary=f"drbdadm create-md {disk.resource}",
@@ -340,21 +348,21 @@ def step_lines(step: Step) -> list[CommandLine]:
         ]
     if k == StepKind.DRBD_UP and disk is not None:
         return [
-            _write_config(disk),
+            _write_config(disk, drbd_major=drbd_major),
             CommandLine(
                 line=drbdadm("adjust", disk.resource), summary=f"drbdadm adjust {disk.resource}"
             ),
         ]
     if k in (StepKind.DRBD_DUAL_PRIMARY, StepKind.DRBD_SINGLE_PRIMARY) and disk is not None:
         return [
-            _write_config(disk, two=k == StepKind.DRBD_DUAL_PRIMARY),
+            _write_config(disk, two=k == StepKind.DRBD_DUAL_PRIMARY, drbd_major=drbd_major),
             CommandLine(
                 line=drbdadm("adjust", disk.resource), summary=f"drbdadm adjust {disk.resource}"
             ),
         ]
     if k == StepKind.DRBD_DISCARD and disk is not None:
         return [
-            _write_config(disk),
+            _write_config(disk, drbd_major=drbd_major),
             CommandLine(
                 line=drbdadm("adjust", disk.resource), summary=f"drbdadm adjust {disk.resource}"
             ),

@@ -23,7 +23,16 @@ import structlog
 from events.ids import NodeName
 from events.specs import FenceSpec, NodeSpec
 from reactors.naming import run_dir
-from reactors.nodes.commands import CommandLine, drbdadm, parse_probe, probe_line, step_lines
+from reactors.nodes.commands import (
+    CommandLine,
+    DrbdVersionChanged,
+    drbdadm,
+    parse_probe,
+    probe_line,
+    q,
+    step_lines,
+)
+from reactors.nodes.drbd_status import drbd_major, parse_drbd_version
 from reactors.nodes.fencing import run_fence_agent
 from reactors.nodes.qmp import QmpError, qmp_session
 from reactors.plans.instance import Step, StepKind
@@ -52,6 +61,8 @@ class SshNodeOps:
     _conns: dict[NodeName, asyncssh.SSHClientConnection] = field(default_factory=dict)
     _connecting: dict[NodeName, asyncio.Lock] = field(default_factory=dict)
     _limits: dict[NodeName, asyncio.Semaphore] = field(default_factory=dict)
+    # Each node's DRBD module (8 or 9), from its probes: resource files differ.
+    drbd_majors: dict[NodeName, int] = field(default_factory=dict)
     commands_run: int = 0
     command_errors: int = 0
     # Called after every command with (node, the command's first word, seconds,
@@ -155,8 +166,35 @@ class SshNodeOps:
 
     async def probe(self, node: NodeName) -> NodeSnapshot:
         spec = self.nodes.get(node)
-        result = await self.run(node, probe_line())
-        return parse_probe(result.stdout, volume_group=spec.volume_group if spec else "corral")
+        vg = spec.volume_group if spec else "corral"
+        major = await self._drbd_major(node)
+        result = await self.run(node, probe_line(drbd_major=major))
+        try:
+            return parse_probe(result.stdout, volume_group=vg, drbd_major=major)
+        except DrbdVersionChanged as changed:
+            major = self.drbd_majors[node] = changed.major
+        result = await self.run(node, probe_line(drbd_major=major))
+        return parse_probe(result.stdout, volume_group=vg, drbd_major=major)
+
+    async def _drbd_major(self, node: NodeName) -> int:
+        """The node's DRBD major version: from its last probe, else asked (the loaded
+        module's /proc/drbd, else the module file's version); 9 if neither says."""
+        if node in self.drbd_majors:
+            return self.drbd_majors[node]
+        result = await self.run(
+            node,
+            CommandLine(
+                line=q("head", "-n", "1", "/proc/drbd")
+                + " || "
+                + q("/sbin/modinfo", "-F", "version", "drbd"),
+                summary="drbd version",
+            ),
+        )
+        text = result.stdout.strip()
+        major = drbd_major(parse_drbd_version(text) or text)
+        if major:
+            self.drbd_majors[node] = major
+        return major or 9
 
     async def execute(self, step: Step) -> StepOutcome:
         started = time.monotonic()
@@ -168,7 +206,8 @@ class SshNodeOps:
             elif step.kind == StepKind.GROW_DISK:
                 summary = await self._grow(step)
             else:
-                summary = await self._run_lines(step.node, step_lines(step), step)
+                lines = step_lines(step, drbd_major=await self._drbd_major(step.node))
+                summary = await self._run_lines(step.node, lines, step)
         except _StepFailed as exc:
             return StepOutcome(
                 ok=False,
@@ -220,7 +259,7 @@ class SshNodeOps:
         return result
 
     async def _grow(self, step: Step) -> str:
-        lines = step_lines(step)
+        lines = step_lines(step)  # lvextend only: the same on 8.4 and 9
         if step.grow_peer is not None:
             await self._run_lines(step.grow_peer, lines, step)
         await self._run_lines(step.node, lines, step)

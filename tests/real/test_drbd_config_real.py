@@ -67,3 +67,35 @@ def test_real_drbdadm_reports_a_broken_file_with_its_line(tmp_path: Path) -> Non
     dump = drbdadm(tmp_path, broken, "dump", "web-d0")
     assert dump.returncode != 0
     assert "drbd.conf:" in dump.stderr
+
+
+def test_the_84_file_is_valid_for_both_drbdadm_versions(tmp_path: Path) -> None:
+    """Distribution kernels load DRBD 8.4, and drbd-utils hands their commands to
+    drbdadm-84, which refuses `node-id`: the 8.4 file leaves it out, and DRBD 9's
+    drbdadm takes that file too (numbering the two hosts in file order)."""
+    drbdadm_84 = Path("/usr/lib/drbd/drbdadm-84")
+    if not drbdadm_84.exists():
+        import pytest
+
+        pytest.skip("drbd-utils without drbdadm-84")
+    text84 = resource_file(DISK, drbd_major=8)
+    conf = tmp_path / "drbd.conf"
+    for text, ok in ((text84, True), (resource_file(DISK), False)):
+        conf.write_text(text)
+        run = subprocess.run(
+            [str(drbdadm_84), "-c", str(conf), "-d", "up", "web-d0"],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "__DRBD_NODE__": "node1"},
+            timeout=30,
+        )
+        assert (run.returncode == 0) == ok, run.stderr
+        if ok:
+            assert (
+                "drbdsetup-84 connect web-d0 ipv4:10.0.0.1:11007 ipv4:10.0.0.2:11007" in run.stdout
+            )
+        else:
+            assert "but got 'node-id'" in run.stderr
+    up9 = drbdadm(tmp_path, text84, "-d", "up", "web-d0", node="node2")
+    assert up9.returncode == 0, up9.stderr
+    assert "drbdsetup new-peer web-d0 0 --_name=node1" in up9.stdout
