@@ -1,4 +1,4 @@
-"""A model of DRBD 9 two-node resources as a simulated host sees them: resource
+"""A model of DRBD two-node resources (8.4 and 9) as a simulated host sees them: resource
 files parsed from /etc/drbd.d, metadata, roles, disk states, and the data lineage
 (generation identifiers) that decides sync direction and split brain when two
 copies connect.
@@ -47,8 +47,10 @@ class ResourceConfig:
 _TOKEN = re.compile(r'"[^"]*"|[{};]|[^\s{};]+')
 
 
-def parse_resource_file(text: str) -> ResourceConfig:
-    """Parse the subset of drbd.conf syntax corral writes (and drbdadm accepts)."""
+def parse_resource_file(text: str, *, major: int = 9, path: str = "") -> ResourceConfig:
+    """Parse the subset of drbd.conf syntax corral writes (and drbdadm accepts).
+    DRBD 9 takes `node-id` in an `on` section and numbers hosts in file order
+    without it; 8.4's drbdadm refuses the keyword, with the real error text."""
     tokens = [t.strip('"') for t in _TOKEN.findall(re.sub(r"#[^\n]*", "", text))]
     pos = 0
 
@@ -75,6 +77,13 @@ def parse_resource_file(text: str) -> ResourceConfig:
             values: dict[str, list[str]] = {}
             while tokens[pos] != "}":
                 key = tokens[pos]
+                if key == "node-id" and major < 9:
+                    line = text[: text.find("node-id")].count("\n") + 1
+                    raise DrbdError(
+                        f"{path}:{line}: Parse error: 'disk | device | address | meta-disk | "
+                        "flexible-meta-disk' expected,\n\tbut got 'node-id'",
+                        rc=10,
+                    )
                 args = []
                 pos += 1
                 while tokens[pos] != ";":
@@ -89,7 +98,7 @@ def parse_resource_file(text: str) -> ResourceConfig:
                 minor = int(values["device"][values["device"].index("minor") + 1])
                 hosts[host] = HostSection(
                     name=host,
-                    node_id=int(values["node-id"][0]),
+                    node_id=int(values["node-id"][0]) if "node-id" in values else len(hosts),
                     address=ip,
                     port=int(port),
                     minor=minor,

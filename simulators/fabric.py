@@ -49,6 +49,9 @@ class Host:
     vg_name: str
     vg_size_mib: int
     address: str = "127.0.0.1"
+    # The loaded DRBD module: "9.2.5" (drbdsetup status --json) or "8.4.11", the
+    # distribution kernels' (events2 only, connections named `peer`).
+    drbd_version: str = "9.2.5"
     powered: bool = True
     boot_id: str = field(default_factory=lambda: str(uuid.uuid4()))
     volumes: dict[str, Volume] = field(default_factory=dict)
@@ -64,6 +67,10 @@ class Host:
     @property
     def memory_used_mib(self) -> int:
         return 512 + sum(vm.memory_mib for vm in self.vms.values())
+
+    @property
+    def drbd_major(self) -> int:
+        return int(self.drbd_version.split(".")[0])
 
     def holder_of(self, minor: int) -> Vm | None:
         for vm in self.vms.values():

@@ -28,6 +28,7 @@ class HostConfig:
     disk_mib: int = 730 * 1024
     cpus: int = 8
     vg: str = "corral"
+    drbd_version: str = "9.2.5"
 
 
 def seed_hosts(
@@ -83,6 +84,7 @@ class Lab:
                     memory_mib=cfg.memory_mib,
                     vg_name=cfg.vg,
                     vg_size_mib=cfg.disk_mib,
+                    drbd_version=cfg.drbd_version,
                 )
             )
             key = asyncssh.generate_private_key("ssh-ed25519")

@@ -1,7 +1,9 @@
 """The node tools a simulated host answers, with the real tools' argv, output
 formats, error texts and exit codes: host facts, LVM (`--reportformat json`),
-drbdadm/drbdsetup (DRBD 9), qemu-system-x86_64 (-daemonize, -pidfile, -qmp),
-pgrep/kill, and the few file commands corral uses (tee, cat, rm, mkdir, echo, test).
+drbdadm/drbdsetup as DRBD 9 or as the distribution kernels' 8.4 (per host:
+`status --json` or only events2, error texts naming the resource or the minor),
+qemu-system-x86_64 (-daemonize, -pidfile, -qmp), pgrep/kill, and the few file
+commands corral uses (tee, cat, head, grep, rm, mkdir, echo, test).
 
 Operates on `simulators.fabric` state; no I/O. Imports nothing from corral's own
 packages.
@@ -9,12 +11,13 @@ packages.
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from simulators.drbd_model import Copy, DrbdError, parse_resource_file
+from simulators.drbd_model import Copy, DrbdError, ResourceConfig, parse_resource_file
 from simulators.fabric import Fabric, Host, Vm, Volume
 
 
@@ -81,11 +84,50 @@ def _cat(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
             out.append(_meminfo(h))
         elif path == "/proc/sys/kernel/random/boot_id":
             out.append(h.boot_id + "\n")
+        elif path == "/proc/drbd":
+            out.append(_proc_drbd(f, h))
         elif path in h.files:
             out.append(h.files[path].decode())
         else:
             return Result(rc=1, err=f"cat: {path}: No such file or directory\n")
     return Result(out="".join(out))
+
+
+@tool("head")
+def _head(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
+    count = int(argv[argv.index("-n") + 1]) if "-n" in argv else 10
+    paths = [a for i, a in enumerate(argv[1:], 1) if not a.startswith("-") and argv[i - 1] != "-n"]
+    text = _cat(f, h, ["cat", *paths], stdin) if paths else Result(out=stdin.decode())
+    if text.rc != 0:
+        return Result(rc=1, err=text.err.replace("cat:", "head: cannot open", 1))
+    return Result(out="".join(text.out.splitlines(keepends=True)[:count]))
+
+
+@tool("grep")
+def _grep(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
+    """`grep [-H] [-E] PATTERN FILE...`; a FILE with `*` stands for the glob bash
+    would have expanded, passed through as bash does when nothing matches."""
+    args = [a for a in argv[1:] if a not in ("-H", "-E")]
+    if not args:
+        return Result(rc=2, err="Usage: grep [OPTION]... PATTERNS [FILE]...\n")
+    pattern = re.compile(args[0].replace("[[:space:]]", r"\s"))
+    paths: list[str] = []
+    for arg in args[1:]:
+        paths += sorted(p for p in h.files if fnmatch.fnmatchcase(p, arg)) if "*" in arg else []
+        paths += (
+            [arg] if "*" not in arg or not any(fnmatch.fnmatchcase(p, arg) for p in h.files) else []
+        )
+    out: list[str] = []
+    err: list[str] = []
+    for path in paths:
+        if path not in h.files:
+            err.append(f"grep: {path}: No such file or directory\n")
+            continue
+        for line in h.files[path].decode().splitlines():
+            if pattern.search(line):
+                out.append(f"{path}:{line}\n" if "-H" in argv or len(paths) > 1 else line + "\n")
+    rc = 2 if err else (0 if out else 1)
+    return Result(rc=rc, out="".join(out), err="".join(err))
 
 
 @tool("tee")
@@ -277,9 +319,9 @@ def _load_config(h: Host, res: str) -> tuple[Copy | None, Result | None]:
     if path not in h.files:
         return None, Result(rc=10, err=f"'{res}' not defined in your config (for this host).\n")
     try:
-        config = parse_resource_file(h.files[path].decode())
+        config = parse_resource_file(h.files[path].decode(), major=h.drbd_major, path=path)
     except DrbdError as exc:
-        return None, Result(rc=10, err=f"{path}: {exc}\n")
+        return None, Result(rc=10, err=f"{exc}\n")
     if h.name not in config.hosts:
         return None, Result(rc=10, err=f"'{res}' not defined in your config (for this host).\n")
     copy = h.copies.get(res)
@@ -288,17 +330,50 @@ def _load_config(h: Host, res: str) -> tuple[Copy | None, Result | None]:
     return copy, None
 
 
+def _config(h: Host, res: str) -> ResourceConfig:
+    return parse_resource_file(h.files[f"/etc/drbd.d/{res}.res"].decode(), major=h.drbd_major)
+
+
 def _backing(h: Host, res: str) -> Volume | None:
-    copy_cfg = parse_resource_file(h.files[f"/etc/drbd.d/{res}.res"].decode())
+    copy_cfg = _config(h, res)
     disk = copy_cfg.hosts[h.name].disk
     return _lv_arg(h, disk)
 
 
-def _state_error(res: str, code: int, text: str) -> Result:
+def _state_error(h: Host, res: str, verb: str, code: int, text: str) -> Result:
+    """DRBD 9 names the resource; 8.4 (drbdsetup-84) names the minor."""
+    if h.drbd_major < 9:
+        minor = _config(h, res).hosts[h.name].minor
+        return Result(
+            rc=11,
+            err=f"{minor}: State change failed: ({code}) {text}\n"
+            f"Command 'drbdsetup-84 {verb} {minor}' terminated with exit code 11\n",
+        )
     return Result(
         rc=11,
         err=f"{res}: State change failed: ({code}) {text}\n"
-        f"Command 'drbdsetup {text.split()[0].lower()} {res}' terminated with exit code 11\n",
+        f"Command 'drbdsetup {verb} {res}' terminated with exit code 11\n",
+    )
+
+
+def _two_primaries_refused(h: Host, cfg: ResourceConfig) -> Result:
+    me = cfg.hosts[h.name]
+    peer = next(x for n, x in cfg.hosts.items() if n != h.name)
+    tool = (
+        "drbdsetup-84 net-options"
+        if h.drbd_major < 9
+        else f"drbdsetup net-options {cfg.name} {peer.node_id}"
+    )
+    where = (
+        f" ipv4:{me.address}:{me.port} ipv4:{peer.address}:{peer.port}" if h.drbd_major < 9 else ""
+    )
+    return Result(
+        rc=1,
+        err="??: Failure: (164) Can not clear allow_two_primaries as long as\n"
+        "there a primaries on both sides\n"
+        f"Command '{tool}{where} --set-defaults --protocol=C --allow-two-primaries=no "
+        "--after-sb-0pri=discard-zero-changes --after-sb-1pri=disconnect "
+        "--after-sb-2pri=disconnect' terminated with exit code 10\n",
     )
 
 
@@ -312,10 +387,11 @@ def _drbdadm(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
         return Result(rc=20, err="USAGE: drbdadm COMMAND [OPTION...] {all|RESOURCE...}\n")
     cmd, res = words
     f.tick(only={res})
+    before = h.copies[res].config if res in h.copies else None
     copy, error = _load_config(h, res)
     if error is not None:
         return error
-    cfg = parse_resource_file(h.files[f"/etc/drbd.d/{res}.res"].decode())
+    cfg = _config(h, res)
     minor = cfg.hosts[h.name].minor
     if cmd == "create-md":
         vol = _backing(h, res)
@@ -326,6 +402,11 @@ def _drbdadm(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
         if copy is not None and copy.up:
             return Result(rc=20, err=f"Device '{minor}' is configured!\n")
         h.copies[res] = Copy(name=res, config=cfg, size_mib=vol.size_mib)
+        if h.drbd_major < 9:
+            return Result(
+                out="initializing bitmap (8 KB) to all zero\ninitializing activity log\n"
+                "Writing meta data...\nNew drbd meta data block successfully created.\n"
+            )
         return Result(
             out="initializing activity log\ninitializing bitmap (32 KB) to all zero\n"
             "Writing meta data...\nNew drbd meta data block successfully created.\n"
@@ -340,10 +421,24 @@ def _drbdadm(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
             )
         return Result(
             rc=255,
-            err=f"No valid meta data found\nCommand 'drbdmeta {minor} v09 {cfg.hosts[h.name].disk} "
+            err=f"No valid meta data found\nCommand 'drbdmeta {minor} "
+            f"v0{h.drbd_major} {cfg.hosts[h.name].disk} "
             "internal apply-al' terminated with exit code 255\n",
         )
     if cmd in ("up", "adjust"):
+        if (
+            cmd == "adjust"
+            and copy.up
+            and before is not None
+            and before.allow_two_primaries
+            and not cfg.allow_two_primaries
+            and copy.role == "Primary"
+            and (link := f.link(h.name, res)) is not None
+            and link.connection == "Connected"
+            and link.peer_role == "Primary"
+        ):
+            copy.config = before  # the kernel keeps the old net options
+            return _two_primaries_refused(h, cfg)
         if res in h.failed_disks:
             copy.disk = "Failed"
         copy.up = True
@@ -358,7 +453,7 @@ def _drbdadm(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
         return Result(rc=10, err=f"{res}: No such resource\n")
     if cmd == "down":
         if copy.role == "Primary" and h.holder_of(minor):
-            return _state_error(res, -12, "Device is held open by someone")
+            return _state_error(h, res, "down", -12, "Device is held open by someone")
         copy.up = False
         copy.role = "Secondary"
         f.tick(only={res})
@@ -373,10 +468,10 @@ def _drbdadm(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
             and peer[1].role == "Primary"
             and not copy.config.allow_two_primaries
         ):
-            return _state_error(res, -1, "Multiple primaries not allowed by config")
+            return _state_error(h, res, "primary", -1, "Multiple primaries not allowed by config")
         if copy.disk != "UpToDate":
             if not force or copy.disk in ("Failed", "Diskless"):
-                return _state_error(res, -2, "Need access to UpToDate data")
+                return _state_error(h, res, "primary", -2, "Need access to UpToDate data")
             copy.disk = "UpToDate"
             copy.history.append(copy.current)
             copy.current = _new_gen()
@@ -388,7 +483,7 @@ def _drbdadm(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
         return Result()
     if cmd == "secondary":
         if h.holder_of(minor):
-            return _state_error(res, -12, "Device is held open by someone")
+            return _state_error(h, res, "secondary", -12, "Device is held open by someone")
         copy.role = "Secondary"
         return Result()
     if cmd == "disconnect":
@@ -402,7 +497,7 @@ def _drbdadm(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
         return Result()
     if cmd == "outdate":
         if copy.role == "Primary":
-            return _state_error(res, -2, "Refusing to be Outdated while Primary")
+            return _state_error(h, res, "outdate", -2, "Refusing to be Outdated while Primary")
         copy.disk = "Outdated"
         return Result()
     if cmd == "resize":
@@ -419,12 +514,97 @@ def _new_gen() -> int:
     return new_uuid()
 
 
+DRBDSETUP_84_USAGE = (
+    "\nUSAGE: drbdsetup command device arguments options\n\n"
+    "Device is usually /dev/drbdX or /dev/drbd/X.\n\nCommands are:\n"
+)
+
+
+def _proc_drbd(f: Fabric, h: Host) -> str:
+    if h.drbd_major >= 9:
+        return (
+            f"version: {h.drbd_version} (api:2/proto:86-122)\n"
+            "GIT-hash: 0000000000000000000000000000000000000000 build by corral-sim\n"
+            f"Transports (api:18): tcp ({h.drbd_version})\n"
+        )
+    lines = [
+        f"version: {h.drbd_version} (api:1/proto:86-101)\n",
+        "srcversion: F73C670A7EC572DB9CF3E5B \n",
+    ]
+    for res, copy in sorted(h.copies.items(), key=lambda kv: kv[1].config.hosts[h.name].minor):
+        if not copy.up:
+            continue
+        link = f.link(h.name, res)
+        assert link is not None
+        cs = {"Connecting": "WFConnection", "Connected": link.replication}.get(
+            link.connection, link.connection
+        )
+        cs = "Connected" if cs == "Established" else cs
+        lines.append(
+            f" {copy.config.hosts[h.name].minor}: cs:{cs} ro:{copy.role}/{link.peer_role} "
+            f"ds:{copy.disk}/{link.peer_disk} C r-----\n"
+            "    ns:0 nr:0 dw:0 dr:0 al:8 bm:0 lo:0 pe:0 ua:0 ap:0 ep:1 wo:f oos:0\n"
+        )
+    return "".join(lines)
+
+
+def _events2(f: Fabric, h: Host, names: list[str], statistics: bool) -> str:
+    """`drbdsetup events2 --now [--statistics]` as 8.4 prints it (captured), and as
+    DRBD 9 does with its connections named after the peer host."""
+    lines = []
+    for res, copy in sorted(h.copies.items()):
+        if not copy.up or (names and res not in names):
+            continue
+        me = copy.config.hosts[h.name]
+        peer_name, peer = next((n, x) for n, x in copy.config.hosts.items() if n != h.name)
+        link = f.link(h.name, res)
+        assert link is not None
+        conn = (
+            "peer-node-id:0 conn-name:peer"
+            if h.drbd_major < 9
+            else (f"peer-node-id:{peer.node_id} conn-name:{peer_name}")
+        )
+        size = copy.size_mib * 1024
+        oos = 0 if link.percent >= 100 else int(size * (100 - link.percent) / 100)
+        lines.append(
+            f"exists resource name:{res} role:{copy.role} suspended:no"
+            + (" write-ordering:flush" if statistics else "")
+        )
+        lines.append(
+            f"exists connection name:{res} {conn} connection:{link.connection} "
+            f"role:{link.peer_role}" + (" congested:no" if statistics else "")
+        )
+        lines.append(
+            f"exists device name:{res} volume:0 minor:{me.minor} disk:{copy.disk}"
+            + (
+                f" size:{size} read:0 written:0 al-writes:0 bm-writes:0 upper-pending:0"
+                " lower-pending:0 al-suspended:no blocked:no"
+                if statistics
+                else ""
+            )
+        )
+        lines.append(
+            f"exists peer-device name:{res} {conn} volume:0 replication:{link.replication} "
+            f"peer-disk:{link.peer_disk} resync-suspended:no"
+            + (f" received:0 sent:0 out-of-sync:{oos} pending:0 unacked:0" if statistics else "")
+        )
+    lines.append("exists -")
+    return "\n".join(lines) + "\n"
+
+
 @tool("drbdsetup")
 def _drbdsetup(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
-    if len(argv) < 2 or argv[1] != "status" or "--json" not in argv:
-        return Result(rc=20, err="drbdsetup: only 'status --json' is supported here\n")
     f.tick(only=set(h.copies))
     names = [a for a in argv[2:] if not a.startswith("--")]
+    if len(argv) >= 2 and argv[1] == "events2" and "--now" in argv:
+        return Result(out=_events2(f, h, names, "--statistics" in argv))
+    if len(argv) < 2 or argv[1] != "status" or "--json" not in argv:
+        return Result(
+            rc=20, err="drbdsetup: only 'status --json' and 'events2 --now' are simulated\n"
+        )
+    if h.drbd_major < 9:
+        # as 8.4's drbdsetup does: the complaint on stderr, its usage on stdout
+        return Result(rc=20, out=DRBDSETUP_84_USAGE, err="status: unrecognized option '--json'\n")
     out = []
     for res, copy in sorted(h.copies.items()):
         if not copy.up or (names and res not in names):
