@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.corral-installed
 SYSTEM_STAMP := $(VENV)/.corral-system-tools
 
-.PHONY: demo test lint bench chaos install system-tools bytecode clean
+.PHONY: demo test lint bench chaos install system-tools bytecode clean node-image
 
 install: $(STAMP)
 
@@ -47,6 +47,11 @@ bench: $(STAMP) system-tools bytecode
 
 chaos: $(STAMP) system-tools
 	$(BIN)/python -m tests.chaos_main $(or $(SEEDS),20)
+
+# The Debian node image real-node tests boot (root; cached under var/node-image,
+# rebuilt when its recipe changes): prints where it is, its size and build time.
+node-image: $(STAMP)
+	nice -n 10 $(BIN)/python -m devtools.nodevm.image
 
 demo: $(STAMP) system-tools bytecode
 	$(BIN)/python -m devtools.demo
