@@ -30,6 +30,7 @@ from orchestrator.heal_timeline import build_timeline, percentile
 from orchestrator.logs import configure_logging
 from reactors.context import ReactorSettings
 from reactors.engine import Engine
+from reactors.leader import Leadership
 from reactors.nodes.ssh_ops import SshNodeOps
 from reactors.plans.instance import plan_instance
 from simulators.lab import Lab, seed_hosts
@@ -205,9 +206,16 @@ async def demo(workdir: Path, *, stay: bool) -> None:
             nodes = SshNodeOps(
                 known_hosts=lab.known_hosts_path or Path(), client_key=lab.client_key_path or Path()
             )
-            engine = Engine.build(log_store=store, nodes=nodes, state=state, settings=SETTINGS)
+            engine = Engine.build(
+                log_store=store,
+                nodes=nodes,
+                state=state,
+                settings=SETTINGS,
+                leadership=Leadership.for_store(store, ttl_s=SETTINGS.lease_ttl_s),
+            )
             engine.ctx.on_event(lambda _e, st: nodes.update_nodes(st.desired.nodes))
             await engine.start()
+            await engine.wait_leading()
             out("orchestrator  : reactors running (probe every 0.5s, lost after 4s)")
             cluster_file = lab_cluster_file(
                 lab,

@@ -12,6 +12,8 @@ Key layout (everything under `/corral/<cluster>/`, so one etcd holds several):
 - `archive/segments/<seq>`: where a sealed segment of old events went when its
   keys left etcd (`events.archive`, `events.retention`); `read_all` reads the
   archived segments first, transparently.
+- `leader`: the leader's campaign key (`events.election`); its create revision is
+  the leader's term, and an append made with `term=` compares it (a fencing token).
 """
 
 from __future__ import annotations
@@ -97,6 +99,16 @@ class VersionConflict(Exception):
         super().__init__(f"{key} is at version {actual}, not {expected}: re-read and retry")
 
 
+class NotLeader(Exception):
+    """A guarded append refused: the leader key's create revision is no longer the
+    writer's term (a newer leader was elected, or the key expired)."""
+
+    def __init__(self, term: int, current: int) -> None:
+        self.term, self.current = term, current
+        now = f"term {current} leads now" if current else "no leader holds the key now"
+        super().__init__(f"not the leader: this orchestrator's term {term} ended ({now})")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CorruptRecord:
     key: str
@@ -145,6 +157,10 @@ class EventStore:
     def version_key(self, object_key: str) -> bytes:
         return self.root + b"versions/" + object_key.encode()
 
+    @property
+    def leader_key(self) -> bytes:
+        return self.root + b"leader"
+
     # ------------------------------------------------------------------ connect
 
     @classmethod
@@ -177,12 +193,17 @@ class EventStore:
     # ------------------------------------------------------------------ append
 
     async def append(
-        self, events: Sequence[Event], *, expected: Mapping[str, int] | None = None
+        self,
+        events: Sequence[Event],
+        *,
+        expected: Mapping[str, int] | None = None,
+        term: int | None = None,
     ) -> int:
         """Append atomically; returns the etcd revision holding them. Events whose
         id is already stored are not stored again. `expected` maps object keys to
         the version the writer read; a mismatch raises VersionConflict and writes
-        nothing."""
+        nothing. `term` (reactors pass theirs) must still be the leader key's
+        create revision, else NotLeader and nothing is written."""
         if not events:
             raise ValueError("append needs at least one event")
         chunks = self._chunks(list(events))
@@ -190,8 +211,25 @@ class EventStore:
             raise ValueError("an append with expected versions must fit one transaction")
         revision = 0
         for chunk in chunks:
-            revision = await self._append_chunk(chunk, expected or {})
+            revision = await self._append_chunk(chunk, expected or {}, term)
         return revision
+
+    async def confirm_term(self, term: int) -> None:
+        """NotLeader unless `term` still leads, read with a quorum (a transaction
+        that compares and writes nothing); EtcdUnavailable without a quorum."""
+        tx = self.client.transactions
+        ok, _ = await self._call(
+            self.client.transaction(
+                compare=[tx.create(self.leader_key) == term], success=[], failure=[]
+            ),
+            operation="term",
+        )
+        if not ok:
+            raise NotLeader(term, await self._leader_term())
+
+    async def _leader_term(self) -> int:
+        got: Any = await self._call(self.client.get(self.leader_key))
+        return int(got.create_revision) if got else 0
 
     def transactions_for(
         self, events: Sequence[Event], *, expected: Mapping[str, int]
@@ -225,11 +263,15 @@ class EventStore:
             chunks.append(current)
         return chunks
 
-    async def _append_chunk(self, events: list[Event], expected: Mapping[str, int]) -> int:
+    async def _append_chunk(
+        self, events: list[Event], expected: Mapping[str, int], term: int | None
+    ) -> int:
         tx = self.client.transactions
         objects = sorted({k for e in events for k in e.objects()} | set(expected))
         compare = [tx.create(self.event_key(e.id)) == 0 for e in events]
         compare += [tx.version(self.version_key(k)) == v for k, v in sorted(expected.items())]
+        if term is not None:
+            compare.append(tx.create(self.leader_key) == term)
         ops = [tx.put(self.event_key(e.id), b"%d\n" % i + encode(e)) for i, e in enumerate(events)]
         marker = events[0].id.encode()
         ops += [tx.put(self.version_key(k), marker) for k in objects if k in _touched(events)]
@@ -238,11 +280,8 @@ class EventStore:
         )
         if succeeded:
             return await self._revision_of(events[0].id)
-        # Find out why: a stale version, or ids already stored (idempotent retry).
-        for key, want in sorted(expected.items()):
-            actual = await self._version(key)
-            if actual != want:
-                raise VersionConflict(key, want, actual)
+        # Find out why: ids already stored (an idempotent retry: one transaction
+        # stores all of its events or none), a newer leader, or a stale version.
         missing = []
         revision = 0
         for e in events:
@@ -253,7 +292,15 @@ class EventStore:
                 missing.append(e)
         if not missing:
             return revision
-        return await self._append_chunk(missing, expected)
+        if term is not None:
+            current = await self._leader_term()
+            if current != term:
+                raise NotLeader(term, current)
+        for key, want in sorted(expected.items()):
+            actual = await self._version(key)
+            if actual != want:
+                raise VersionConflict(key, want, actual)
+        return await self._append_chunk(missing, expected, term)
 
     async def _version(self, key: str) -> int:
         got: Any = await self._call(self.client.get(self.version_key(key)))

@@ -1,8 +1,10 @@
 """The orchestrator process (`corral serve`): loads the cluster state (latest
-snapshot plus the events after it), connects to the nodes named in the desired
-state over SSH with pinned host keys, runs the reactor engine and the HTTP API,
-saves checkpoints and audit seals periodically, archives old
-events when an archive is configured, and stops cleanly on SIGINT/SIGTERM.
+snapshot plus the events after it), keeps it current, serves the HTTP APIs, and
+campaigns for leadership; while it leads it runs the reactors (nodes reached over
+SSH with pinned host keys), saves checkpoints and audit seals periodically and
+archives old events when an archive is configured; as a standby it serves reads
+and accepts operator writes. Stops cleanly on SIGINT/SIGTERM, giving its lease up
+so that a standby takes over at once.
 
 Holds wiring only.
 """
@@ -20,12 +22,14 @@ from typing import Any
 import structlog
 
 from events.checkpoints import save_checkpoint
+from events.election import Member
 from events.loading import load_state
 from events.retention import ArchiveRefused, RetentionPolicy, archive_pass
 from events.seals import seal_pending
 from events.store import EventStore
 from reactors.context import ReactorSettings
 from reactors.engine import Engine
+from reactors.leader import Leadership
 from reactors.nodes.ssh_ops import SshNodeOps
 
 log = structlog.get_logger("corral.service")
@@ -52,6 +56,9 @@ class ServiceConfig:
     # log stays whole in etcd (and grows until etcd's quota).
     retention: RetentionPolicy | None = None
     archive_every_s: float = 600.0
+    # This orchestrator's name among the cluster's (`corral cluster leader`);
+    # "" = host name, process id and a random suffix.
+    name: str = ""
 
 
 async def run_service(
@@ -68,7 +75,17 @@ async def run_service(
         )
         nodes = SshNodeOps(known_hosts=config.known_hosts, client_key=config.client_key)
         nodes.update_nodes(state.desired.nodes)
-        engine = Engine.build(log_store=store, nodes=nodes, state=state, settings=config.settings)
+        api = f"{config.api_listen[0]}:{config.api_listen[1]}" if config.api_listen else ""
+        leadership = Leadership.for_store(
+            store, ttl_s=config.settings.lease_ttl_s, member=Member.here(api=api, name=config.name)
+        )
+        engine = Engine.build(
+            log_store=store,
+            nodes=nodes,
+            state=state,
+            settings=config.settings,
+            leadership=leadership,
+        )
         engine.ctx.on_event(lambda _e, st: nodes.update_nodes(st.desired.nodes))
         await engine.start()
         stop = asyncio.Event()
@@ -78,7 +95,7 @@ async def run_service(
                 loop.add_signal_handler(sig, stop.set)
         snapshots = asyncio.create_task(_snapshots(store, engine, config.snapshot_every_s))
         archiving = (
-            asyncio.create_task(_archiving(store, config.retention, config.archive_every_s))
+            asyncio.create_task(_archiving(store, engine, config.retention, config.archive_every_s))
             if config.retention is not None
             else None
         )
@@ -115,7 +132,7 @@ async def _start_servers(
             node=n, command=c, duration_s=d, ok=ok
         )
         store.on_request = lambda op, d: metrics.etcd_seconds.labels(operation=op).observe(d)
-        engine.workers.on_reconcile = lambda d: metrics.reconcile_seconds.observe(d)
+        engine.on_reconcile = lambda d: metrics.reconcile_seconds.observe(d)
         engine.ctx.on_event(lambda e, _st: metrics.node_loss.on_event(e))
 
         auth = ApiAuth.from_file(config.api_tokens) if config.api_tokens else ApiAuth()
@@ -152,12 +169,13 @@ async def _start_servers(
 
 
 async def _snapshots(store: EventStore, engine: Engine, every: float) -> None:
-    """Checkpoint the folded state and seal the events appended since the last
-    seal (`corral audit verify` checks the seals), every `every` seconds."""
+    """While leading: checkpoint the folded state and seal the events appended
+    since the last seal (`corral audit verify` checks the seals), every `every`
+    seconds."""
     last = engine.state.revision
     while True:
         await asyncio.sleep(every)
-        if engine.state.revision != last:
+        if engine.leading and engine.state.revision != last:
             try:
                 await save_checkpoint(store, engine.state)
                 last = engine.state.revision
@@ -168,10 +186,15 @@ async def _snapshots(store: EventStore, engine: Engine, every: float) -> None:
                 log.exception("checkpoint or seal failed")
 
 
-async def _archiving(store: EventStore, policy: RetentionPolicy, every: float) -> None:
-    """Move old sealed events to the archive whenever enough have gathered."""
+async def _archiving(
+    store: EventStore, engine: Engine, policy: RetentionPolicy, every: float
+) -> None:
+    """While leading: move old sealed events to the archive whenever enough have
+    gathered."""
     while True:
         await asyncio.sleep(every)
+        if not engine.leading:
+            continue
         try:
             while await archive_pass(store, policy) is not None:
                 pass

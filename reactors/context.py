@@ -1,6 +1,8 @@
 """The reactors' shared view of the cluster: the folded ClusterState kept current by
-one subscription to the event log, read-your-writes appends, and wake-ups for the
-keys each new event touches.
+one subscription to the event log (on standbys too), read-your-writes appends
+guarded by the leader's term, wake-ups for the keys each new event touches, and
+the clocks: wall time for events, and the loop watch's stall-free monotonic time
+for judging health.
 
 Does no planning and no node I/O.
 """
@@ -18,8 +20,10 @@ from events.ids import InstanceName, NodeName
 from events.loading import follow_batches
 from events.model import Event
 from events.state import ClusterState
+from events.store import NotLeader
 from reactors.plans.seen import instances_on
 from reactors.seams import EventLog, NodeOps
+from reactors.stalls import LoopWatch
 
 log = structlog.get_logger("corral.reactors")
 
@@ -36,6 +40,13 @@ class ReactorSettings:
     # None: take suspect/lost timeouts from the cluster policy in the event log.
     suspect_timeout_s: float | None = None
     lost_timeout_s: float | None = None
+    # The leader's lease: a standby takes over at most this long after the
+    # leader stops renewing it.
+    lease_ttl_s: int = 5
+    # Nodes fenced at once (safety rule 7: one at a time by default).
+    fence_at_once: int = 1
+    # Lateness of the event loop above which the orchestrator counts as stalled.
+    stall_threshold_s: float = 0.25
 
 
 @dataclass
@@ -45,8 +56,15 @@ class ReactorContext:
     settings: ReactorSettings
     state: ClusterState
     clock: Callable[[], float] = time.time
+    watch: LoopWatch = field(default_factory=LoopWatch)
+    # The leader's term while this process leads (every append compares it);
+    # None on a standby, whose reactors do not run.
+    term: int | None = None
+    # Called when an append finds the term over (the engine ends the term).
+    on_not_leader: Callable[[NotLeader], None] | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
     _listeners: list[Callable[[Event, ClusterState], None]] = field(default_factory=list)
+    _term_listeners: list[Callable[[Event, ClusterState], None]] = field(default_factory=list)
     stopping: bool = False
 
     # ----------------------------------------------------------------- events in
@@ -57,7 +75,7 @@ class ReactorContext:
         async for events, state in follow_batches(self.log_store, self.state):
             self.state = state
             for event in events:
-                for listener in list(self._listeners):
+                for listener in [*self._listeners, *self._term_listeners]:
                     listener(event, state)
             async with self._changed:
                 self._changed.notify_all()
@@ -66,6 +84,17 @@ class ReactorContext:
 
     def on_event(self, listener: Callable[[Event, ClusterState], None]) -> None:
         self._listeners.append(listener)
+
+    def on_event_this_term(self, listener: Callable[[Event, ClusterState], None]) -> None:
+        """A listener of one term's reactors, dropped when the term ends."""
+        self._term_listeners.append(listener)
+
+    def begin_term(self, term: int) -> None:
+        self.term = term
+
+    def end_term(self) -> None:
+        self.term = None
+        self._term_listeners.clear()
 
     async def wait_revision(self, revision: int, *, timeout: float = 30.0) -> None:
         """Read-your-writes: return once the fold has caught up with `revision`."""
@@ -90,10 +119,30 @@ class ReactorContext:
         expected: Mapping[str, int] | None = None,
         wait: bool = True,
     ) -> int:
-        revision = await self.log_store.append(events, expected=expected)
+        """Reactor appends: guarded by the term (NotLeader once it is over)."""
+        if self.term is None:
+            raise NotLeader(0, 0)
+        try:
+            revision = await self.log_store.append(events, expected=expected, term=self.term)
+        except NotLeader as exc:
+            if self.on_not_leader is not None:
+                self.on_not_leader(exc)
+            raise
         if wait:
             await self.wait_revision(revision)
         return revision
+
+    async def confirm_term(self) -> None:
+        """NotLeader unless this term still leads, confirmed by a quorum of etcd
+        (before an action no event precedes, such as a fence agent's retry)."""
+        if self.term is None:
+            raise NotLeader(0, 0)
+        try:
+            await self.log_store.confirm_term(self.term)
+        except NotLeader as exc:
+            if self.on_not_leader is not None:
+                self.on_not_leader(exc)
+            raise
 
     @property
     def actor(self) -> str:
@@ -101,6 +150,11 @@ class ReactorContext:
 
     def now(self) -> float:
         return self.clock()
+
+    def trusted_now(self) -> float:
+        """Monotonic time with the orchestrator's own stalls taken out: node health
+        is judged on it (safety rule 9)."""
+        return self.watch.trusted_now()
 
     def suspect_timeout(self) -> float:
         return self.settings.suspect_timeout_s or self.state.desired.policy.suspect_timeout_s

@@ -1,6 +1,8 @@
-"""The reactor engine: wires the shared context, the prober, the placer, the
-instance workers, the healer and the job runner into one set of asyncio tasks, and
-stops them cleanly.
+"""The reactor engine: keeps the fold current (on standbys too), watches its own
+event loop for stalls, keeps this process's lease alive, and campaigns; while this
+process leads it runs one term's reactors (prober, placer, instance workers,
+healer, job runner) and stops them the moment the term ends (lease lost, an append
+refused by the term guard, a step-down), then campaigns again.
 
 Holds no decisions.
 """
@@ -9,15 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import structlog
 
+from events.election import read_leadership
 from events.ids import NodeName
 from events.state import ClusterState
+from events.store import NotLeader
 from reactors.context import ReactorContext, ReactorSettings
 from reactors.healer import Healer
 from reactors.jobs import JobRunner
+from reactors.leader import ELECTION_ERRORS, Leadership, TermNodes
 from reactors.placer import Placer
 from reactors.prober import Prober
 from reactors.seams import EventLog, NodeOps
@@ -27,15 +33,39 @@ log = structlog.get_logger("corral.engine")
 
 
 @dataclass
-class Engine:
-    ctx: ReactorContext
+class TermReactors:
+    """One term's reactors and their tasks."""
+
     prober: Prober
     placer: Placer
     workers: InstanceWorkers
     healer: Healer
     jobs: JobRunner
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    node_tasks: dict[NodeName, asyncio.Task[None]] = field(default_factory=dict)
+
+    async def stop(self) -> None:
+        tasks = [*self.tasks, *self.node_tasks.values(), *self.jobs.tasks()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self.tasks.clear()
+        self.node_tasks.clear()
+
+
+@dataclass
+class Engine:
+    ctx: ReactorContext
+    leadership: Leadership
+    # Called with the seconds each reconcile pass took (the service feeds /metrics).
+    on_reconcile: Callable[[float], None] | None = None
+    # Called with each new term (the service feeds /metrics).
+    on_term: Callable[[int | None], None] | None = None
+    reactors: TermReactors | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
-    _node_tasks: dict[NodeName, asyncio.Task[None]] = field(default_factory=dict)
+    _leading: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     def build(
@@ -44,63 +74,160 @@ class Engine:
         log_store: EventLog,
         nodes: NodeOps,
         state: ClusterState,
+        leadership: Leadership,
         settings: ReactorSettings | None = None,
     ) -> Engine:
+        settings = settings or ReactorSettings()
         ctx = ReactorContext(
-            log_store=log_store, nodes=nodes, settings=settings or ReactorSettings(), state=state
+            log_store=log_store,
+            nodes=TermNodes(inner=nodes, leadership=leadership),
+            settings=settings,
+            state=state,
         )
-        prober = Prober(ctx=ctx)
-        placer = Placer(ctx=ctx)
-        workers = InstanceWorkers(ctx=ctx, prober=prober)
-        healer = Healer(ctx=ctx, prober=prober, placer=placer)
-        jobs = JobRunner(ctx=ctx, prober=prober, placer=placer, workers=workers)
-        ctx.on_event(workers.on_event)
-        ctx.on_event(placer.on_event)
-        ctx.on_event(jobs.on_event)
-        return cls(ctx=ctx, prober=prober, placer=placer, workers=workers, healer=healer, jobs=jobs)
+        ctx.watch.threshold_s = settings.stall_threshold_s
+        ctx.on_not_leader = lambda exc: leadership.end_term(str(exc))
+        return cls(ctx=ctx, leadership=leadership)
+
+    # ------------------------------------------------------------ the process
 
     async def start(self) -> None:
         loops = {
             "follow": self.ctx.follow(),
-            "workers": self.workers.run(),
-            "placer": self.placer.run(),
-            "healer": self.healer.run(),
-            "jobs": self.jobs.run(),
-            "nodes": self._watch_nodes(),
+            "loop-watch": self.ctx.watch.run(),
+            "lease": self.leadership.keep_alive(),
+            "lead": self._lead(),
         }
         for name, coro in loops.items():
             self._tasks.append(asyncio.create_task(coro, name=f"corral-{name}"))
-        self.workers.mark_all()
-        self.placer.wake()
-        self.jobs.wake()
         log.info("engine started", revision=self.ctx.state.revision)
 
-    async def _watch_nodes(self) -> None:
-        """One probe loop per declared node; started and stopped as nodes come and go."""
-        while not self.ctx.stopping:
-            declared = set(self.ctx.state.desired.nodes)
-            for node in declared - set(self._node_tasks):
-                self._node_tasks[node] = asyncio.create_task(
-                    self.prober.run_node(node), name=f"corral-probe-{node}"
-                )
-            for node in set(self._node_tasks) - declared:
-                self._node_tasks.pop(node).cancel()
-            for node, task in list(self._node_tasks.items()):
-                if task.done():
-                    self._node_tasks.pop(node)
-            await self.ctx.wait_change(timeout=1.0)
+    async def wait_leading(self, *, timeout: float = 30.0) -> int:
+        """Wait until this process leads; its term."""
+        await asyncio.wait_for(self._leading.wait(), timeout)
+        assert self.ctx.term is not None
+        return self.ctx.term
+
+    @property
+    def leading(self) -> bool:
+        return self.reactors is not None and self.leadership.valid()
 
     async def stop(self) -> None:
         self.ctx.stopping = True
-        tasks = self._tasks + list(self._node_tasks.values()) + self.jobs.tasks()
-        for task in tasks:
+        await self._end_term()
+        for task in self._tasks:
             task.cancel()
-        for task in tasks:
+        for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
-        self._node_tasks.clear()
+        await self.leadership.close()
         await self.ctx.nodes.close()
+
+    # ------------------------------------------------------------ terms
+
+    async def _lead(self) -> None:
+        while not self.ctx.stopping:
+            term = await self.leadership.acquire()
+            try:
+                await self._begin_term(term)
+                why = await self.leadership.wait_lost()
+                log.warning("no longer leading", term=term, reason=why)
+            finally:
+                await self._end_term()
+
+    async def _begin_term(self, term: int) -> None:
+        ctx = self.ctx
+        ctx.begin_term(term)
+        ctx.nodes.set_term(term)
+        prober = Prober(ctx=ctx)
+        placer = Placer(ctx=ctx)
+        workers = InstanceWorkers(ctx=ctx, prober=prober, on_reconcile=self.on_reconcile)
+        healer = Healer(ctx=ctx, prober=prober, placer=placer, on_isolated=self._isolated)
+        jobs = JobRunner(ctx=ctx, prober=prober, placer=placer, workers=workers)
+        ctx.on_event_this_term(workers.on_event)
+        ctx.on_event_this_term(placer.on_event)
+        ctx.on_event_this_term(jobs.on_event)
+        r = TermReactors(prober=prober, placer=placer, workers=workers, healer=healer, jobs=jobs)
+        loops = {
+            "workers": workers.run(),
+            "placer": placer.run(),
+            "healer": healer.run(),
+            "jobs": jobs.run(),
+            "nodes": self._watch_nodes(r),
+        }
+        for name, coro in loops.items():
+            r.tasks.append(asyncio.create_task(coro, name=f"corral-{name}"))
+        self.reactors = r
+        workers.mark_all()
+        placer.wake()
+        jobs.wake()
+        self._leading.set()
+        if self.on_term is not None:
+            self.on_term(term)
+        log.info("reactors running", term=term, revision=ctx.state.revision)
+
+    async def _end_term(self) -> None:
+        r, self.reactors = self.reactors, None
+        self._leading.clear()
+        self.ctx.end_term()
+        if r is not None:
+            await r.stop()
+            if self.on_term is not None:
+                self.on_term(None)
+
+    async def _watch_nodes(self, r: TermReactors) -> None:
+        """One probe loop per declared node; started and stopped as nodes come and go."""
+        while not self.ctx.stopping:
+            declared = set(self.ctx.state.desired.nodes)
+            for node in declared - set(r.node_tasks):
+                r.node_tasks[node] = asyncio.create_task(
+                    r.prober.run_node(node), name=f"corral-probe-{node}"
+                )
+            for node in set(r.node_tasks) - declared:
+                r.node_tasks.pop(node).cancel()
+            for node, task in list(r.node_tasks.items()):
+                if task.done():
+                    r.node_tasks.pop(node)
+            await self.ctx.wait_change(timeout=1.0)
+
+    async def _isolated(self, reason: str) -> None:
+        """The healer finds this leader cut off from most nodes: step down if
+        another orchestrator could lead (it may see more), and stay out for a
+        while so that it does."""
+        try:
+            _, members = await read_leadership(self.leadership.election.store)
+        except ELECTION_ERRORS:
+            return
+        if any(m.id != self.leadership.member.id for m in members):
+            hold_off = 3 * max(self.ctx.lost_timeout(), float(self.leadership.ttl_s))
+            self.leadership.step_down(f"isolated: {reason}", hold_off_s=hold_off)
+
+    # ------------------------------------------------------------ this term's reactors
+
+    def _current(self) -> TermReactors:
+        if self.reactors is None:
+            raise NotLeader(0, 0)
+        return self.reactors
+
+    @property
+    def prober(self) -> Prober:
+        return self._current().prober
+
+    @property
+    def placer(self) -> Placer:
+        return self._current().placer
+
+    @property
+    def workers(self) -> InstanceWorkers:
+        return self._current().workers
+
+    @property
+    def healer(self) -> Healer:
+        return self._current().healer
+
+    @property
+    def jobs(self) -> JobRunner:
+        return self._current().jobs
 
     @property
     def state(self) -> ClusterState:

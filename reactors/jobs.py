@@ -4,12 +4,16 @@ per object at a time, disjoint objects in parallel, with status and a per-step l
 recorded as JobUpdated events.
 
 Most jobs only record a decision (a new placement, a bigger disk) and wait for the
-instance workers to converge; live migration is driven step by step here, because its
-order (dual-primary, incoming VM, QMP migrate, demote) cannot be derived from a level.
-A job found `running` after a restart is resumed: a half-done migration is finished if
-the VM already runs on the target, else rolled back. A migration or failover is
-refused, changing nothing, when its target has too little free memory for the instance
-(as Ganeti checks), counting the moves to that node under way.
+instance workers to converge; live migration is driven step by step here, because
+its order (dual-primary, incoming VM, QMP migrate, demote) cannot be derived from a
+level. A job found `running` after a restart is resumed: a half-done migration is
+finished if the VM already runs on the target, else rolled back. A migration or
+failover is refused, changing nothing, when its target has too little free memory
+for the instance (as Ganeti checks), counting the moves to that node under way.
+
+A job is claimed with an append that carries the version of the job the runner
+read (a second runner's claim fails), and every node command a job runs is
+recorded in its log before it runs: no decision, no command.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from events.model import (
     JobStatus,
     JobUpdated,
     PlacementKind,
+    job_key,
 )
 from events.specs import DiskSpec
 from events.state import ClusterState, JobState
+from events.store import EtcdUnavailable, NotLeader, VersionConflict
 from reactors.context import ReactorContext
 from reactors.placement.allocator import run_refusal
 from reactors.placer import Placer
@@ -46,6 +52,7 @@ from reactors.plans.instance import (
     vm_on,
 )
 from reactors.prober import Prober
+from reactors.seams import StepOutcome
 from reactors.workers import InstanceWorkers
 
 log = structlog.get_logger("corral.jobs")
@@ -102,21 +109,27 @@ class JobRunner:
                 if busy & set(job.targets):
                     continue
                 busy.update(job.targets)
-                self._running[job.job_id] = asyncio.create_task(self._run_job(job))
+                version = state.versions.get(job_key(job.job_id), 0)
+                self._running[job.job_id] = asyncio.create_task(self._run_job(job, version))
 
-    async def _run_job(self, job: JobState) -> None:
+    async def _run_job(self, job: JobState, version: int) -> None:
+        """Run `job` as read at `version` (of its object key)."""
         bound = log.bind(job=job.job_id, kind=job.kind, targets=list(job.targets))
         try:
             resumed = job.status == JobStatus.RUNNING
-            if not resumed:
-                await self._update(job.job_id, JobStatus.RUNNING, f"started {job.kind}")
-            else:
-                await self._update(job.job_id, None, "resumed after an orchestrator restart")
+            await self._claim(job, version, resumed=resumed)
             await self._dispatch(job, resumed=resumed)
             await self._update(job.job_id, JobStatus.SUCCESS, "done")
             bound.info("job succeeded")
         except asyncio.CancelledError:
             raise
+        except VersionConflict:
+            bound.info("job changed before this runner claimed it; deciding again")
+        except (NotLeader, EtcdUnavailable) as exc:
+            # Not a failure of the job: it stays as the log says, and the leader
+            # that can write takes it up again.
+            bound.warning("job interrupted: the log cannot be written", error=str(exc))
+            await asyncio.sleep(1.0)
         except Exception as exc:
             bound.warning("job failed", error=str(exc))
             await self._update(job.job_id, JobStatus.ERROR, "failed", error=str(exc)[:500])
@@ -124,8 +137,26 @@ class JobRunner:
             self._running.pop(job.job_id, None)
             self._wake.set()
 
+    async def _claim(self, job: JobState, version: int, *, resumed: bool) -> None:
+        """Mark the job as this runner's, only if it is still at the version the
+        runner read: of two runners that read it alike, one claim succeeds."""
+        expected = {job_key(job.job_id): version}
+        if resumed:
+            line = "resumed by a new leader or after a restart"
+            await self._update(job.job_id, None, line, expected=expected)
+        else:
+            await self._update(
+                job.job_id, JobStatus.RUNNING, f"started {job.kind}", expected=expected
+            )
+
     async def _update(
-        self, job_id: JobId, status: JobStatus | None, line: str, *, error: str = ""
+        self,
+        job_id: JobId,
+        status: JobStatus | None,
+        line: str,
+        *,
+        error: str = "",
+        expected: dict[str, int] | None = None,
     ) -> None:
         await self.ctx.append(
             [
@@ -139,7 +170,8 @@ class JobRunner:
                     log=line,
                     error=error,
                 )
-            ]
+            ],
+            expected=expected,
         )
 
     # ------------------------------------------------------------------ dispatch
@@ -198,12 +230,8 @@ class JobRunner:
             raise JobError(f"{name} is not placed")
         obs = self.ctx.state.observed.get(placement.primary)
         if vm_alive(vm_on(obs, name)):
-            outcome = await self.ctx.nodes.execute(
-                Step(kind=StepKind.STOP_VM, node=placement.primary, instance=name, note="reboot")
-            )
-            if not outcome.ok:
-                raise JobError(f"stop for reboot failed: {outcome.error}")
-            await self._log(job, f"stopped {name} on {placement.primary}")
+            stop = Step(kind=StepKind.STOP_VM, node=placement.primary, instance=name, note="reboot")
+            await self._exec(job, stop)
             await self.prober.probe(placement.primary)
         await self._wait_converged(job, name)
 
@@ -294,9 +322,17 @@ class JobRunner:
             return
         await self._live_migrate(job, name)
 
-    async def _exec(self, job: JobState, step: Step) -> None:
+    async def _act(self, job: JobState, step: Step, *, prefix: str = "") -> StepOutcome:
+        """Record the command in the job's log, then run it, then record how it went
+        (a command whose intent cannot be recorded does not run)."""
+        await self._log(job, f"{prefix}run {step.summary}")
         outcome = await self.ctx.nodes.execute(step)
-        await self._log(job, f"{step.summary}: {'ok' if outcome.ok else 'FAILED ' + outcome.error}")
+        result = "ok" if outcome.ok else "FAILED " + outcome.error
+        await self._log(job, f"{prefix}{step.summary}: {result}")
+        return outcome
+
+    async def _exec(self, job: JobState, step: Step) -> None:
+        outcome = await self._act(job, step)
         if not outcome.ok:
             raise JobError(f"{step.summary} failed: {outcome.error}")
 
@@ -389,10 +425,7 @@ class JobRunner:
                     Step(kind=StepKind.DRBD_SINGLE_PRIMARY, node=node, instance=name, disk=cfg)
                 )
         for step in steps:
-            outcome = await self.ctx.nodes.execute(step)
-            await self._log(
-                job, f"rollback {step.summary}: {'ok' if outcome.ok else outcome.error}"
-            )
+            await self._act(job, step, prefix="rollback ")
         await self.prober.probe(p)
         await self.prober.probe(s)
 

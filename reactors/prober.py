@@ -1,7 +1,9 @@
 """Observation: every node is probed once per interval with one combined read
 (facts, LVs, DRBD status, VM processes); a NodeObserved event is appended only when
 something changed. The probe results also feed node health: reachability is
-recorded here, judged in `reactors.healer`.
+recorded here, on the loop watch's stall-free clock, and judged in
+`reactors.healer`. A failed probe whose window overlapped a stall of this process
+is no evidence (safety rule 9): it is not counted.
 
 Does no planning.
 """
@@ -33,8 +35,13 @@ log = structlog.get_logger("corral.prober")
 
 @dataclass
 class ProbeRecord:
+    # Times on the loop watch's stall-free clock (`ReactorContext.trusted_now`).
     last_ok: float | None = None
     failing_since: float | None = None
+    # When the fold last held what this node reported (its probe's changes
+    # appended, or nothing to append): its word about its DRBD peers counts as
+    # evidence from then on.
+    reported_at: float | None = None
     last_error: str = ""
     last_boot_id: str = ""
     probes: int = 0
@@ -85,18 +92,23 @@ class Prober:
 
     async def _probe_once(self, node: NodeName) -> int | None:
         rec = self.record(node)
-        now = self.ctx.now()
+        watch = self.ctx.watch
+        began, trusted_began = watch.clock(), self.ctx.trusted_now()
         try:
             snap = await asyncio.wait_for(
                 self.ctx.nodes.probe(node), self.ctx.settings.probe_timeout_s
             )
         except Exception as exc:  # unreachable, timeout, unparsable output
+            if watch.stalled_between(began, watch.clock()):
+                log.info("probe failed during a stall of this process: no evidence", node=node)
+                return None
             rec.last_error = f"{type(exc).__name__}: {exc}"[:300]
             if rec.failing_since is None:
-                rec.failing_since = now
+                rec.failing_since = trusted_began
                 log.warning("probe failed", node=node, error=rec.last_error)
             return None
-        rec.last_ok = now
+        now = self.ctx.now()
+        answered = rec.last_ok = self.ctx.trusted_now()
         rec.failing_since = None
         rec.last_error = ""
         rec.probes += 1
@@ -141,8 +153,11 @@ class Prober:
             )
         rec.last_boot_id = snap.facts.boot_id
         if not events:
+            rec.reported_at = answered
             return None
-        return await self.ctx.append(events)
+        revision = await self.ctx.append(events)
+        rec.reported_at = answered
+        return revision
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

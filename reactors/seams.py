@@ -21,8 +21,14 @@ from reactors.plans.instance import Step
 
 class EventLog(Protocol):
     async def append(
-        self, events: Sequence[Event], *, expected: Mapping[str, int] | None = None
+        self,
+        events: Sequence[Event],
+        *,
+        expected: Mapping[str, int] | None = None,
+        term: int | None = None,
     ) -> int: ...
+
+    async def confirm_term(self, term: int) -> None: ...
 
     def subscribe(self, from_revision: int) -> AsyncIterator[tuple[int, Event]]: ...
 
@@ -55,5 +61,8 @@ class NodeOps(Protocol):
     async def execute(self, step: Step) -> StepOutcome: ...
 
     async def fence(self, node: NodeName, spec: FenceSpec, action: str) -> tuple[int, str]: ...
+
+    def set_term(self, term: int) -> None:
+        """The leader's term, which mutating node commands carry from now on."""
 
     async def close(self) -> None: ...

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 from pathlib import Path
 
 from orchestrator.cli.context import UsageError, resolve_target
@@ -31,6 +32,19 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="a `corral sim up` inventory.json: takes known-hosts and client key from it",
     )
     p.add_argument("--probe-interval", type=float, default=1.0, help="seconds between probes")
+    p.add_argument(
+        "--name",
+        default="",
+        help="this orchestrator's name among the cluster's (default: host-pid-random)",
+    )
+    p.add_argument(
+        "--lease-ttl",
+        type=int,
+        default=5,
+        metavar="SECONDS",
+        help="the leader's lease: a standby takes over at most this long after the "
+        "leader stops (default 5; etcd's minimum is about 2)",
+    )
     p.add_argument(
         "--api",
         metavar="HOST:PORT",
@@ -88,6 +102,10 @@ def run_serve(args: argparse.Namespace) -> int:
     for what, path in (("--known-hosts", known_hosts), ("--client-key", client_key)):
         if not path.is_file():
             raise UsageError(f"{what}: {path} is not a readable file")
+    if not 2 <= args.lease_ttl <= 120:
+        raise UsageError(f"--lease-ttl: {args.lease_ttl} is not between 2 and 120 seconds")
+    if args.name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", args.name):
+        raise UsageError(f"--name: {args.name!r} is not a name (letters, digits, . _ -)")
     target = resolve_target(etcd=args.etcd, cluster=args.cluster, env=os.environ)
     configure_logging(json=args.log_format == "json")
     for what, path in (("--tokens", args.tokens), ("--rapi-users", args.rapi_users)):
@@ -114,7 +132,8 @@ def run_serve(args: argparse.Namespace) -> int:
         cluster=target.cluster,
         known_hosts=known_hosts,
         client_key=client_key,
-        settings=ReactorSettings(probe_interval_s=args.probe_interval),
+        settings=ReactorSettings(probe_interval_s=args.probe_interval, lease_ttl_s=args.lease_ttl),
+        name=args.name,
         api_listen=_listen(args.api, what="--api") if args.api else None,
         api_tokens=args.tokens,
         public_metrics=args.public_metrics,

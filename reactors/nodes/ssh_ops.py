@@ -65,6 +65,9 @@ class SshNodeOps:
     drbd_majors: dict[NodeName, int] = field(default_factory=dict)
     commands_run: int = 0
     command_errors: int = 0
+    # The leader's term (`set_term`): mutating node commands carry it and a node
+    # refuses a term older than the newest it has seen (safety rule 8).
+    term: int | None = None
     # Called after every command with (node, the command's first word, seconds,
     # answered): the service feeds /metrics with it; a command that ran and exited
     # non-zero was answered, a timeout or a broken connection was not. Never given
@@ -76,6 +79,9 @@ class SshNodeOps:
             words = [w for w in command.line.split(maxsplit=3)[:3] if w not in ("sudo", "-n")]
             word = words[0].rsplit("/", 1)[-1] if words else "?"
             self.on_command(node, word, time.monotonic() - started, ok)
+
+    def set_term(self, term: int) -> None:
+        self.term = term
 
     def update_nodes(self, specs: Mapping[NodeName, NodeSpec]) -> None:
         for name, spec in specs.items():

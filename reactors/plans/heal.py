@@ -1,13 +1,17 @@
-"""Self-healing decisions after node loss, as pure functions of the folded state:
-is an unreachable node dead or only cut off from us, which instances fail over to
-their secondaries, which cannot and why.
+"""Self-healing decisions after node loss, as pure functions of the folded state
+and of what the deciding orchestrator hears right now: whether it may judge at all
+(a strict majority of the cluster's nodes answer it: safety rule 7), whether an
+unreachable node is dead, only cut off from us, or unknown (rule 5, and no evidence
+is not evidence of death), whether fencing it now stays within the caps, which
+instances fail over to their secondaries, which cannot and why.
 
-Pure: no I/O, no logging, no clocks (callers pass `now`). Must not promote or start
-anything: these functions only propose placements.
+Pure: no I/O, no logging, no clocks (callers pass what they heard and when).
+Must not promote or start anything: these functions only propose placements.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from events.ids import InstanceName, NodeName
@@ -15,6 +19,57 @@ from events.model import NodeHealth
 from events.state import ClusterState
 from reactors.naming import disk_name
 from reactors.plans.instance import UP_TO_DATE, drbd_on, node_actionable
+
+
+def cluster_members(state: ClusterState) -> frozenset[NodeName]:
+    """The nodes a majority is counted over: every declared node that is not
+    administratively offline (fenced and lost nodes count: they are members that
+    do not answer)."""
+    return frozenset(n for n, spec in state.desired.nodes.items() if not spec.offline)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reach:
+    """Which cluster members the deciding orchestrator hears from right now."""
+
+    members: frozenset[NodeName]
+    reachable: frozenset[NodeName]
+
+    @property
+    def needed(self) -> int:
+        return len(self.members) // 2 + 1
+
+    @property
+    def heard(self) -> int:
+        return len(self.reachable & self.members)
+
+    @property
+    def majority(self) -> bool:
+        """A strict majority answers: only then may this orchestrator declare a
+        node lost (rule 7). Never true for an empty cluster."""
+        return bool(self.members) and self.heard >= self.needed
+
+    def isolation_message(self) -> str:
+        silent = sorted(self.members - self.reachable)
+        return (
+            f"this orchestrator reaches {self.heard} of {len(self.members)} nodes "
+            f"({self.needed} needed to judge): it is probably the one cut off, so it "
+            "declares no node lost, fences nothing and fails nothing over; held back: "
+            + (", ".join(silent) if silent else "nothing")
+        )
+
+
+TIEBREAKER_NOTE = (
+    "two-node cluster: a node loss cannot be told from this orchestrator being cut "
+    "off (1 of 2 is no majority), so no node will be fenced or failed over "
+    "automatically; declare a third node as a tiebreaker (it may be drained and hold "
+    "no instances: a third orchestrator/etcd host, or a diskless DRBD 9 quorum peer), "
+    "or fail over by hand with `corral node confirm-off`"
+)
+
+
+def needs_tiebreaker(state: ClusterState) -> bool:
+    return len(cluster_members(state)) == 2
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -35,14 +90,19 @@ def drbd_peers_of(state: ClusterState, node: NodeName) -> set[NodeName]:
     return peers
 
 
-def assess_unreachable(*, state: ClusterState, node: NodeName) -> Verdict:
-    """Called once `node` has been unreachable for longer than the lost timeout.
-    Safety rule 5: if a DRBD peer we can reach still has a Connected link to it, the
-    node is alive and only partitioned from us. Otherwise it is lost (fence next)."""
+def assess_unreachable(
+    *, state: ClusterState, node: NodeName, reporting: Collection[NodeName]
+) -> Verdict:
+    """Called once `node` has been unreachable for longer than the lost timeout, by
+    an orchestrator that reaches a majority. `reporting`: the nodes whose reports
+    were read after `node` fell silent (the only peers whose word counts).
+    Rule 5: a reporting DRBD peer with a Connected link to it means it is alive,
+    only partitioned from us. Rule 7: every reporting peer has lost its link to
+    it: lost (fence next). No reporting peer: unknown, never dead."""
     seen_by: list[NodeName] = []
     asked: list[NodeName] = []
     for peer in sorted(drbd_peers_of(state, node)):
-        if not node_actionable(state, peer):
+        if peer not in reporting or not node_actionable(state, peer):
             continue
         obs = state.observed.get(peer)
         if obs is None:
@@ -63,10 +123,43 @@ def assess_unreachable(*, state: ClusterState, node: NodeName) -> Verdict:
             seen_by=tuple(seen_by),
         )
     if asked:
-        detail = f"unreachable, and its DRBD peers {', '.join(asked)} lost it too"
-    else:
-        detail = "unreachable, and no reachable DRBD peer shares a disk with it"
-    return Verdict(health=NodeHealth.LOST, detail=detail)
+        return Verdict(
+            health=NodeHealth.LOST,
+            detail=f"unreachable, and its DRBD peers {', '.join(asked)} lost it too",
+        )
+    return Verdict(
+        health=NodeHealth.UNKNOWN,
+        detail=(
+            "unreachable, and no DRBD peer we reach has reported on it since: "
+            "unknown, not dead (no evidence is not evidence of death)"
+        ),
+    )
+
+
+def fencing_held_back(
+    *, state: ClusterState, node: NodeName, members: frozenset[NodeName], at_once: int
+) -> str | None:
+    """Why `node` may not be declared lost (and fenced) now, or None. Fences run
+    `at_once` nodes at a time (one by default), and never so many that fewer than
+    a majority of the members would remain."""
+
+    def health(n: NodeName) -> NodeHealth:
+        obs = state.observed.get(n)
+        return obs.health if obs else NodeHealth.UNKNOWN
+
+    others = sorted(members - {node})
+    fencing = [n for n in others if health(n) == NodeHealth.LOST]
+    if len(fencing) >= at_once:
+        return f"{', '.join(fencing)} is being fenced first ({at_once} node(s) at a time)"
+    down = [n for n in others if health(n) in (NodeHealth.LOST, NodeHealth.FENCED)]
+    remaining = len(members) - len(down) - 1
+    needed = len(members) // 2 + 1
+    if remaining < needed:
+        return (
+            f"fencing it would leave {remaining} of {len(members)} nodes up, fewer than "
+            f"a majority ({needed}); already down: {', '.join(down) or 'none'}"
+        )
+    return None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

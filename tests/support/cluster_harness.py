@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devtools.local_etcd import LocalEtcd
+from events.election import Member
 from events.ids import EventId, InstanceName, NodeName
 from events.model import Event, InstanceDeclared, NodeDeclared, PolicySet
 from events.specs import ClusterPolicy, DiskSpec, FenceSpec, InstanceSpec, NodeSpec
 from events.store import EventStore
 from reactors.context import ReactorSettings
 from reactors.engine import Engine
+from reactors.leader import Leadership
 from reactors.nodes.ssh_ops import SshNodeOps
 from reactors.plans.instance import plan_instance
 from simulators.lab import HostConfig, Lab
@@ -32,6 +34,7 @@ FAST = ReactorSettings(
     suspect_timeout_s=0.8,
     lost_timeout_s=2.0,
     fence_retry_max_s=1.0,
+    lease_ttl_s=3,
 )
 
 
@@ -124,7 +127,17 @@ class Cluster:
                 ]
             )
 
-    async def start_engine(self) -> Engine:
+    async def start_engine(self, *, name: str = "", lead: bool = True) -> Engine:
+        """An orchestrator's engine on this cluster (its own lease, campaigning);
+        with `lead`, returns once it leads."""
+        engine = await self.new_engine(name=name)
+        await engine.start()
+        self.engine = engine
+        if lead:
+            await engine.wait_leading(timeout=30)
+        return engine
+
+    async def new_engine(self, *, name: str = "") -> Engine:
         from events.loading import load_state
 
         state = await load_state(self.store)
@@ -135,12 +148,17 @@ class Cluster:
             connect_timeout_s=2,
         )
         nodes.update_nodes(state.desired.nodes)
+        leadership = Leadership.for_store(
+            self.store, ttl_s=self.settings.lease_ttl_s, member=Member.here(name=name)
+        )
         engine = Engine.build(
-            log_store=self.store, nodes=nodes, state=state, settings=self.settings
+            log_store=self.store,
+            nodes=nodes,
+            state=state,
+            settings=self.settings,
+            leadership=leadership,
         )
         engine.ctx.on_event(lambda _e, st: nodes.update_nodes(st.desired.nodes))
-        await engine.start()
-        self.engine = engine
         return engine
 
     async def stop_engine(self, *, hard: bool = False) -> None:

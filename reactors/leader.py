@@ -1,0 +1,213 @@
+"""Leadership of this orchestrator process: the registration (a lease kept alive
+while the process runs), the campaign for the leader key, and the knowledge of how
+long the current term surely lasts: the send time of the last acknowledged
+keepalive plus the lease TTL, on monotonic time, so a process stopped or starved
+past its lease knows it the moment it runs again. Reactors act only while
+`valid()`; a lost lease, a refused guarded append (`NotLeader`) or a step-down
+ends the term, and the process campaigns again (after a hold-off if it stepped
+down, so that a standby with a better view can lead).
+
+Also `TermNodes`, the node transport as the reactors see it: mutating commands and
+fence agents run only while the term is valid, and the nodes are told the term.
+
+Never decides anything about the cluster; the etcd mechanics are `events.election`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import structlog
+
+from events.election import WATCH_ERRORS, Election, LeaseLost, Member
+from events.ids import NodeName
+from events.specs import FenceSpec
+from events.store import EtcdUnavailable, EventStore
+from reactors.plans.instance import Step
+from reactors.seams import NodeOps, NodeSnapshot, StepOutcome
+
+log = structlog.get_logger("corral.leader")
+
+ELECTION_ERRORS = (EtcdUnavailable, LeaseLost, *WATCH_ERRORS)
+
+
+class TermEnded(Exception):
+    """A command refused locally: this process's term is over (or never began)."""
+
+
+@dataclass
+class Leadership:
+    election: Election
+    clock: Callable[[], float] = time.monotonic
+    # Seconds short of the lease's end at which the term counts as over here:
+    # covers the time between the keepalive's send and etcd's receipt.
+    margin_s: float = 0.3
+    term: int | None = None
+    since: float = 0.0  # wall time the current term began
+    lost_reason: str = ""
+    terms: int = 0  # terms this process has held
+    _valid_until: float = 0.0
+    _ended: set[int] = field(default_factory=set)
+    _lost: asyncio.Event = field(default_factory=asyncio.Event)
+    _registered: asyncio.Event = field(default_factory=asyncio.Event)
+    _hold_off_until: float = 0.0
+
+    @classmethod
+    def for_store(
+        cls, store: EventStore, *, ttl_s: int = 5, member: Member | None = None
+    ) -> Leadership:
+        return cls(election=Election(store=store, member=member or Member.here(), ttl_s=ttl_s))
+
+    @property
+    def ttl_s(self) -> int:
+        return self.election.ttl_s
+
+    @property
+    def member(self) -> Member:
+        return self.election.member
+
+    def valid(self) -> bool:
+        """This process leads, and its lease cannot have ended yet."""
+        return self.term is not None and self.clock() < self._valid_until
+
+    def check(self) -> int:
+        """The term, or TermEnded."""
+        term = self.term
+        if term is None or not self.valid():
+            raise TermEnded(
+                f"not the leader (term {term} ended: {self.lost_reason or 'lease not renewed'})"
+                if term is not None
+                else "not the leader"
+            )
+        return term
+
+    # ------------------------------------------------------------ the lease
+
+    async def keep_alive(self) -> None:
+        """Run for the life of the process: register, refresh the lease every third
+        of its TTL, register again under a new lease if it ended, and end the term
+        as soon as its lease may have ended."""
+        backoff = 0.2
+        while True:
+            try:
+                if not self.election.lease_id:
+                    sent = self.clock()
+                    await self.election.register()
+                    self._valid_until = sent + self.ttl_s - self.margin_s
+                    self._registered.set()
+                sent = self.clock()
+                await self.election.refresh()
+                self._valid_until = sent + self.ttl_s - self.margin_s
+                backoff = 0.2
+            except LeaseLost as exc:
+                self.end_term(str(exc))
+                self.election.lease_id = 0
+                self._registered.clear()
+                continue
+            except ELECTION_ERRORS as exc:
+                log.warning("lease not refreshed", error=f"{type(exc).__name__}: {exc}"[:200])
+                backoff = min(backoff * 2, 2.0)
+            if self.term is not None and not self.valid():
+                self.end_term("the lease could not be refreshed in time")
+            wait = self.ttl_s / 3 if backoff <= 0.2 else backoff
+            if self.term is not None:
+                wait = min(wait, max(0.0, self._valid_until - self.clock()))
+            await asyncio.sleep(wait)
+            if self.term is not None and not self.valid():
+                self.end_term("the lease could not be refreshed in time")
+
+    # ------------------------------------------------------------ the term
+
+    async def acquire(self) -> int:
+        """Campaign until this process leads; its term."""
+        while True:
+            await self._registered.wait()
+            hold = self._hold_off_until - self.clock()
+            if hold > 0:
+                await asyncio.sleep(hold)
+                continue
+            try:
+                term = await self.election.campaign()
+                if term is not None and term in self._ended:
+                    # Our own key from a term that already ended here: give it up
+                    # and campaign for a fresh term.
+                    await self.election.resign(term)
+                    continue
+                if term is not None and self.valid_lease():
+                    self.term, self.since, self.lost_reason = term, time.time(), ""
+                    self.terms += 1
+                    self._lost.clear()
+                    log.info("leading", term=term, member=self.member.id)
+                    return term
+                await self.election.wait_vacant(timeout=float(self.ttl_s))
+            except ELECTION_ERRORS as exc:
+                log.warning("campaign failed", error=f"{type(exc).__name__}: {exc}"[:200])
+                await asyncio.sleep(0.5)
+
+    def valid_lease(self) -> bool:
+        return self.clock() < self._valid_until
+
+    async def wait_lost(self) -> str:
+        """Return (why) once the current term has ended."""
+        await self._lost.wait()
+        return self.lost_reason
+
+    def end_term(self, reason: str) -> None:
+        term = self.term
+        if term is None:
+            return
+        self.term = None
+        self.lost_reason = reason
+        self._ended.add(term)
+        self._lost.set()
+        log.warning("term ended", term=term, reason=reason)
+        # Give the key up (only if it is still this term's) so that a standby
+        # need not wait for the lease to expire; best effort.
+        asyncio.get_running_loop().create_task(self._resign(term))
+
+    def step_down(self, reason: str, *, hold_off_s: float) -> None:
+        """End the term and campaign again only after `hold_off_s`."""
+        self._hold_off_until = self.clock() + hold_off_s
+        self.end_term(reason)
+
+    async def _resign(self, term: int) -> None:
+        with contextlib.suppress(*ELECTION_ERRORS):
+            await asyncio.wait_for(self.election.resign(term), 2.0)
+
+    async def close(self) -> None:
+        self.end_term("stopped")
+        await self.election.release()
+
+
+@dataclass
+class TermNodes:
+    """The node transport under a term: probes always (they change nothing);
+    steps and fence agents only while the term is valid; the nodes are told the
+    term so that they refuse commands of older ones (safety rule 8)."""
+
+    inner: NodeOps
+    leadership: Leadership
+
+    async def probe(self, node: NodeName) -> NodeSnapshot:
+        return await self.inner.probe(node)
+
+    async def execute(self, step: Step) -> StepOutcome:
+        try:
+            self.inner.set_term(self.leadership.check())
+        except TermEnded as exc:
+            return StepOutcome(ok=False, command=step.summary, duration_s=0.0, error=str(exc))
+        return await self.inner.execute(step)
+
+    async def fence(self, node: NodeName, spec: FenceSpec, action: str) -> tuple[int, str]:
+        self.leadership.check()
+        return await self.inner.fence(node, spec, action)
+
+    def set_term(self, term: int) -> None:
+        self.inner.set_term(term)
+
+    async def close(self) -> None:
+        await self.inner.close()
