@@ -2,6 +2,11 @@
 `{"type", "v", "id", "time", "actor", "reason", "causation_id", "correlation_id",
 "data"}`, nested frozen dataclasses, enums, tuples and frozensets included, and an
 upcaster registry that brings old schema versions up to date before decoding.
+Decoding checks what it builds by the rules every entry point uses: names
+(`events.ids`), specs (`events.validation`) and bounded fields (`Annotated` rules), so
+a value written to etcd by anything but corral is refused here (`CorruptEvent`), not
+passed on to a node. `undecodable` stands in for such an event, so the fold can raise
+an alert and keep the versions of the objects it names.
 
 Pure: no I/O, no logging.
 """
@@ -15,9 +20,22 @@ import typing
 from collections.abc import Callable
 from enum import Enum
 from functools import cache
-from typing import Any, TypeVar, Union, get_args, get_origin, get_type_hints
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from events.model import EVENT_TYPES, Event
+from pydantic import TypeAdapter, ValidationError
+
+from events.fields.rules import field_errors
+from events.ids import (
+    EventId,
+    GroupName,
+    InstanceName,
+    NodeName,
+    group_name,
+    instance_name,
+    node_name,
+)
+from events.model import EVENT_TYPES, Event, EventUndecodable
+from events.validation import MODELS, SpecError, validate
 
 T = TypeVar("T")
 _ENVELOPE = ("id", "time", "actor", "reason", "causation_id", "correlation_id")
@@ -51,15 +69,43 @@ def to_plain(value: Any) -> Any:
     return value
 
 
+# Names that reach shells, paths and DRBD resource files, wherever an event holds one.
+_NAMES: dict[Any, Callable[[object], str]] = {
+    NodeName: node_name,
+    InstanceName: instance_name,
+    GroupName: group_name,
+}
+
+
 @cache
 def _hints(cls: type) -> dict[str, Any]:
-    return get_type_hints(cls)
+    return get_type_hints(cls, include_extras=True)
+
+
+@cache
+def _rule(tp: Any) -> TypeAdapter[Any]:
+    return TypeAdapter(tp)
+
+
+def _checked(tp: Any, value: Any) -> Any:
+    """An `Annotated` field's rules applied to its decoded value."""
+    try:
+        return _rule(tp).validate_python(value)
+    except ValidationError as exc:
+        raise ValueError("; ".join(m for _, _, m in field_errors(exc))) from None
 
 
 def from_plain(tp: Any, value: Any) -> Any:
     origin = get_origin(tp)
     if tp is Any:
         return value
+    if origin is Annotated:
+        return _checked(tp, from_plain(get_args(tp)[0], value))
+    if tp in MODELS:
+        try:
+            return validate(tp, value)
+        except SpecError as exc:
+            raise ValueError(f"{tp.__name__}: {exc}") from None
     if origin in (Union, types.UnionType):
         args = get_args(tp)
         if value is None and type(None) in args:
@@ -93,7 +139,9 @@ def from_plain(tp: Any, value: Any) -> Any:
             raise TypeError(f"expected an object for {tp}")
         return {from_plain(kt, k): from_plain(vt, v) for k, v in value.items()}
     if isinstance(tp, typing.NewType):
-        return from_plain(tp.__supertype__, value)
+        plain = from_plain(tp.__supertype__, value)
+        check = _NAMES.get(tp)
+        return plain if check is None else check(plain)
     if isinstance(tp, type) and issubclass(tp, Enum):
         return tp(value)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
@@ -177,3 +225,47 @@ def decode_value(tp: type[T], raw: bytes) -> T:
         return typing.cast(T, from_plain(tp, json.loads(raw)))
     except (ValueError, TypeError, KeyError) as exc:
         raise CorruptEvent(f"{tp.__name__}: {exc}") from exc
+
+
+class _Loose:
+    """Attribute access over plain JSON, so an event class's `objects()` can name the
+    keys of data that does not decode."""
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def __getattr__(self, name: str) -> Any:
+        got = self._value.get(name) if isinstance(self._value, dict) else None
+        return _Loose(got) if isinstance(got, dict) else got
+
+
+def undecodable(raw: bytes, *, key: str, why: str) -> EventUndecodable:
+    """What the log says in place of stored bytes that `decode` refused: as much of
+    the envelope as can be read, and the object keys the stored type would name."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        doc = None
+    doc = doc if isinstance(doc, dict) else {}
+    stored_type = doc.get("type")
+    stored = stored_type if isinstance(stored_type, str) else ""
+    cls = EVENT_TYPES.get(stored)
+    keys: tuple[str, ...] = ()
+    if cls is not None and isinstance(doc.get("data"), dict):
+        try:
+            named = cls.objects(_Loose(doc["data"]))  # type: ignore[arg-type]
+            keys = tuple(k for k in named if isinstance(k, str) and len(k) <= 300)
+        except Exception:
+            keys = ()
+    when = doc.get("time")
+    return EventUndecodable(
+        id=EventId(
+            str(doc.get("id")) if isinstance(doc.get("id"), str) else key.rsplit("/", 1)[-1]
+        ),
+        time=float(when) if isinstance(when, int | float) and not isinstance(when, bool) else 0.0,
+        actor=str(doc.get("actor"))[:200] if isinstance(doc.get("actor"), str) else "",
+        key=key,
+        stored_type=stored[:100],
+        why=why[:500],
+        keys=keys,
+    )

@@ -25,9 +25,10 @@ def new_event_id() -> EventId:
 
 # DNS-label-like names, dots allowed for FQDNs. No shell metacharacters, no
 # whitespace, no slashes, no leading dash (would read as an option), at most 63
-# characters (DRBD resource names and LV names derive from them).
-_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:+=@/-]{0,127}$")
+# characters (DRBD resource names and LV names derive from them). Always matched
+# with fullmatch: `$` alone lets a trailing newline through.
+_NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?")
+_TAG_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:+=@/-]{0,127}")
 
 
 class InvalidName(ValueError):
@@ -42,7 +43,7 @@ def check_name(value: object, *, what: str) -> str:
         raise InvalidName(f"{what} must not be empty")
     if len(value) > 63:
         raise InvalidName(f"{what} {value!r} is longer than 63 characters")
-    if not _NAME_RE.match(value):
+    if not _NAME_RE.fullmatch(value):
         raise InvalidName(
             f"{what} {value!r} must be lowercase letters, digits, '.', '_' or '-', "
             "starting and ending with a letter or digit"
@@ -54,7 +55,7 @@ def check_name(value: object, *, what: str) -> str:
 
 def check_tag(value: object) -> str:
     """Return `value` if it is a safe tag (e.g. `owner:alice`, `service:web`)."""
-    if not isinstance(value, str) or not _TAG_RE.match(value):
+    if not isinstance(value, str) or not _TAG_RE.fullmatch(value):
         raise InvalidName(
             f"tag {value!r} must be 1-128 characters of letters, digits and ._:+=@/- "
             "starting with a letter or digit"

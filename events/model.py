@@ -483,6 +483,22 @@ class AlertCleared(Event):
         return (self.subject,)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EventUndecodable(Event):
+    """Stands in for a stored event that does not decode or breaks a field rule (never
+    stored itself): the fold raises an alert naming it and counts the versions of the
+    objects it names, so nothing waits for it and nothing acts on its content."""
+
+    TYPE: ClassVar[str] = "event.undecodable"
+    key: str  # where it is stored
+    stored_type: str  # the type it claims, "" when unreadable
+    why: str
+    keys: tuple[str, ...] = ()  # the objects it names, as far as they can be read
+
+    def objects(self) -> tuple[str, ...]:
+        return self.keys
+
+
 ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     PolicySet,
     NodeDeclared,

@@ -13,10 +13,12 @@ from typing import Generic, TypeVar, overload
 
 from events.ids import InstanceName, JobId, NodeName
 from events.model import (
+    CLUSTER_KEY,
     AlertCleared,
     AlertRaised,
     DesiredStateApplied,
     Event,
+    EventUndecodable,
     InstanceDeclared,
     InstancePlaced,
     InstancePowerSet,
@@ -358,6 +360,18 @@ def _apply(b: _Builder, revision: int, e: Event) -> None:
         )
     elif isinstance(e, AlertCleared):
         b.alerts.pop(e.alert, None)
+    elif isinstance(e, EventUndecodable):
+        subject = e.keys[0] if e.keys else CLUSTER_KEY
+        b.alerts[f"undecodable:{e.key}"] = Alert(
+            alert=f"undecodable:{e.key}",
+            severity="critical",
+            message=(
+                f"stored event {e.key} ({e.stored_type or 'unknown type'}, revision "
+                f"{revision}) was not applied: {e.why}"
+            ),
+            subject=subject,
+            raised_at=e.time,
+        )
     # Unknown event types (from a newer corral) are counted and versioned only.
 
 

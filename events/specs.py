@@ -11,8 +11,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Annotated
 
-from events.ids import GroupName, InstanceName, NodeName
+from pydantic import Field
+
+from events.fields.fence import AbsolutePath, EnvName, FenceAgent, OptionName, OptionValue
+from events.fields.names import (
+    GroupNameField,
+    InstanceNameField,
+    NodeNameField,
+    OsName,
+    SshUser,
+    Tag,
+    Tags,
+    VolumeGroupName,
+)
+from events.fields.network import EtcdUrl, HostAddress, IpAddress, Link, MacAddress, NicMode
+from events.fields.rules import Flag
+from events.fields.sizes import Count, CpuCount, HostCpus, Port, Positive, SizeMiB
+from events.ids import GroupName
 
 
 class PowerState(StrEnum):
@@ -24,8 +41,8 @@ class PowerState(StrEnum):
 class SecretRef:
     """Where a secret comes from: an environment variable or a file. Never its value."""
 
-    env: str | None = None
-    file: str | None = None
+    env: EnvName | None = None
+    file: AbsolutePath | None = None
 
     def describe(self) -> str:
         return f"env:{self.env}" if self.env else f"file:{self.file}"
@@ -37,30 +54,30 @@ class FenceSpec:
     and its options (key=value lines on the agent's stdin). `secrets` maps option
     names (such as `password`) to references resolved only when the agent runs."""
 
-    agent: str
-    options: tuple[tuple[str, str], ...] = ()
-    secrets: tuple[tuple[str, SecretRef], ...] = ()
+    agent: FenceAgent
+    options: tuple[tuple[OptionName, OptionValue], ...] = ()
+    secrets: tuple[tuple[OptionName, SecretRef], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeSpec:
-    name: NodeName
-    address: str  # SSH address
-    port: int = 22
-    replication_address: str | None = None  # DRBD address; defaults to `address`
-    group: GroupName = GroupName("default")
-    memory_mib: int
-    disk_mib: int
-    cpus: int
-    host_memory_mib: int = 1024  # reserved for the host itself (Ganeti: n_mem)
+    name: NodeNameField
+    address: HostAddress  # SSH address
+    port: Port = 22
+    replication_address: HostAddress | None = None  # DRBD address; defaults to `address`
+    group: GroupNameField = GroupName("default")
+    memory_mib: SizeMiB
+    disk_mib: SizeMiB
+    cpus: CpuCount
+    host_memory_mib: SizeMiB = 1024  # reserved for the host itself (Ganeti: n_mem)
     # CPUs the host keeps for itself (Ganeti: cpu_n); they count in the vCPU ratio
-    host_cpus: int = 1
-    volume_group: str = "corral"
+    host_cpus: HostCpus = 1
+    volume_group: VolumeGroupName = "corral"
     fence: FenceSpec | None = None
-    tags: frozenset[str] = frozenset()
-    drained: bool = False
-    offline: bool = False
-    ssh_user: str = "corral"
+    tags: Tags = frozenset()
+    drained: Flag = False
+    offline: Flag = False
+    ssh_user: SshUser = "corral"
 
     @property
     def drbd_address(self) -> str:
@@ -69,30 +86,30 @@ class NodeSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class DiskSpec:
-    size_mib: int
+    size_mib: SizeMiB
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NicSpec:
-    mac: str | None = None
-    link: str = "br0"
-    mode: str = "bridged"
-    ip: str | None = None
+    mac: MacAddress | None = None
+    link: Link = "br0"
+    mode: NicMode = "bridged"
+    ip: IpAddress | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstanceSpec:
-    name: InstanceName
-    memory_mib: int
-    vcpus: int
-    disks: tuple[DiskSpec, ...]
-    os: str = "none"
-    nics: tuple[NicSpec, ...] = ()
-    tags: frozenset[str] = frozenset()
+    name: InstanceNameField
+    memory_mib: SizeMiB
+    vcpus: CpuCount
+    disks: Annotated[tuple[DiskSpec, ...], Field(min_length=1, max_length=16)]
+    os: OsName = "none"
+    nics: Annotated[tuple[NicSpec, ...], Field(max_length=8)] = ()
+    tags: Tags = frozenset()
     power: PowerState = PowerState.RUNNING
-    primary: NodeName | None = None  # optional pinning
-    secondary: NodeName | None = None
-    auto_balance: bool = True
+    primary: NodeNameField | None = None  # optional pinning
+    secondary: NodeNameField | None = None
+    auto_balance: Flag = True
 
     @property
     def disk_mib(self) -> int:
@@ -101,29 +118,29 @@ class InstanceSpec:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class GroupSpec:
-    name: GroupName
-    tags: frozenset[str] = frozenset()
+    name: GroupNameField
+    tags: Tags = frozenset()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterPolicy:
-    n_plus_one: bool = True
-    vcpu_ratio: float = 4.0
+    n_plus_one: Flag = True
+    vcpu_ratio: Positive = 4.0
     # Instance tags with one of these prefixes are anti-affine: two primaries
     # sharing such a tag avoid one node (Ganeti's htools:iextags).
-    exclusion_tag_prefixes: tuple[str, ...] = ()
+    exclusion_tag_prefixes: tuple[Tag, ...] = ()
     # Node tags with one of these prefixes name failure domains (rack:, psu:):
     # primary and secondary of one instance never share one.
-    failure_domain_prefixes: tuple[str, ...] = ()
-    suspect_timeout_s: float = 3.0
-    lost_timeout_s: float = 8.0
-    default_sync: bool = False  # wait for initial DRBD sync before starting
+    failure_domain_prefixes: tuple[Tag, ...] = ()
+    suspect_timeout_s: Positive = 3.0
+    lost_timeout_s: Positive = 8.0
+    default_sync: Flag = False  # wait for initial DRBD sync
     # The watcher restarts a VM that stopped by itself at most `restart_limit` times
     # on one node within `restart_window_s`, waiting restart_backoff_s, then twice
     # that, and so on (at most 60 s), after each start; then it is ERROR_down.
-    restart_limit: int = 5
-    restart_window_s: float = 600.0
-    restart_backoff_s: float = 2.0
+    restart_limit: Count = 5
+    restart_window_s: Positive = 600.0
+    restart_backoff_s: Positive = 2.0
     extra: tuple[tuple[str, str], ...] = field(default=())
 
 
@@ -135,7 +152,7 @@ class DesiredCluster:
 
     name: str
     policy: ClusterPolicy = ClusterPolicy()
-    groups: dict[GroupName, GroupSpec] = field(default_factory=dict)
-    nodes: dict[NodeName, NodeSpec] = field(default_factory=dict)
-    instances: dict[InstanceName, InstanceSpec] = field(default_factory=dict)
-    etcd_endpoints: tuple[str, ...] = ()
+    groups: dict[GroupNameField, GroupSpec] = field(default_factory=dict)
+    nodes: dict[NodeNameField, NodeSpec] = field(default_factory=dict)
+    instances: dict[InstanceNameField, InstanceSpec] = field(default_factory=dict)
+    etcd_endpoints: tuple[EtcdUrl, ...] = ()

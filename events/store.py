@@ -37,7 +37,7 @@ from events.archive import (
     decode_segment,
     open_archive,
 )
-from events.codec import CorruptEvent, decode, encode
+from events.codec import CorruptEvent, decode, encode, undecodable
 from events.model import Event
 
 
@@ -438,7 +438,7 @@ class EventStore:
                     CorruptRecord(key=record.key, revision=record.revision, why=str(exc))
                 )
                 log.warning("corrupt archived event skipped", key=record.key, why=str(exc))
-                continue
+                index, event = self._stand_in(record.value, key=record.key, why=str(exc))
             out.append((record.revision, index, event))
         out.sort(key=lambda t: (t[0], t[1]))
         return [(r, e) for r, _, e in out]
@@ -454,10 +454,18 @@ class EventStore:
                 record = CorruptRecord(key=key, revision=revision, why=str(exc))
                 self.corrupt.append(record)
                 log.warning("corrupt event skipped", key=key, revision=revision, why=str(exc))
-                continue
+                index, event = self._stand_in(bytes(kv.value), key=key, why=str(exc))  # type: ignore[attr-defined]
             decoded.append((revision, index, event))
         decoded.sort(key=lambda t: (t[0], t[1]))
         return [(r, e) for r, _, e in decoded]
+
+    @staticmethod
+    def _stand_in(raw: bytes, *, key: str, why: str) -> tuple[int, Event]:
+        """A corrupt record as an `event.undecodable` in its place: the fold alerts on
+        it and keeps the versions of the objects it names (never applies it)."""
+        head, sep, body = raw.partition(b"\n")
+        index = int(head) if sep and head.isdigit() and len(head) < 10 else 1 << 30
+        return index, undecodable(body if sep else raw, key=key, why=why)
 
     @staticmethod
     def _decode_value(raw: bytes) -> tuple[int, Event]:

@@ -20,6 +20,7 @@ from events.model import JobKind, NodeDeclared, NodeRemoved
 from events.specs import FenceSpec, NodeSpec
 from events.state import ClusterState
 from events.store import EventStore
+from events.validation import problems_of
 from orchestrator.cli.console import console
 from orchestrator.cli.context import (
     UsageError,
@@ -373,13 +374,22 @@ async def _evacuate(
     return await report_accepted(args, store, accepted)
 
 
+_NODE_FLAGS = {
+    "address": "--address",
+    "port": "--port",
+    "memory_mib": "--memory",
+    "disk_mib": "--disk",
+    "cpus": "--cpus",
+    "host_memory_mib": "--memory",
+    "fence": "--fence-agent/--fence-option",
+}
+
+
 async def _node_add(
     args: argparse.Namespace, store: EventStore, state: ClusterState, name: NodeName
 ) -> int:
     if name in state.desired.nodes:
         raise UsageError(f"node {name} is already declared")
-    if not args.fence_agent.startswith("fence_") or not args.fence_agent.replace("_", "").isalnum():
-        raise UsageError(f"--fence-agent: {args.fence_agent!r} is not a fence_* agent name")
     options = []
     for item in args.fence_option:
         key, sep, value = item.partition("=")
@@ -391,9 +401,6 @@ async def _node_add(
                 "in a desired-state file with `secrets: {password: {env: VAR}}`"
             )
         options.append((key, value))
-    if not 1 <= args.port <= 65535 or args.cpus < 1:
-        raise UsageError("--port must be 1-65535 and --cpus at least 1")
-    check_name(args.address, what="--address")
     spec = NodeSpec(
         name=name,
         address=args.address,
@@ -403,6 +410,11 @@ async def _node_add(
         cpus=args.cpus,
         fence=FenceSpec(agent=args.fence_agent, options=tuple(options)),
     )
+    found = problems_of(spec)  # the model every entry point holds specs to
+    if found:
+        raise UsageError(
+            "; ".join(f"{_NODE_FLAGS.get(str(p.loc[0]), p.path)}: {p.message}" for p in found)
+        )
     event = NodeDeclared(
         id=new_event_id(), time=time.time(), actor=actor(), reason=args.reason, spec=spec
     )

@@ -36,6 +36,7 @@ from events.specs import (
     NodeSpec,
     PowerState,
 )
+from events.validation import cross_problems
 from orchestrator.desired import schema as s
 from orchestrator.desired.schema import At, FileProblem, Problems, YamlMapping
 
@@ -101,7 +102,6 @@ _INSTANCE_KEYS = (
     "auto_balance",
 )
 _STATES = ("running", "stopped", "absent")
-_MAX_CPUS = 4096
 
 T = TypeVar("T")
 _NO_STRS: tuple[str, ...] = ()
@@ -384,7 +384,7 @@ class _Header:
 def _cluster(problems: Problems, value: Any, at: At) -> _Header:
     m = YamlMapping(problems, value, at, allowed=_CLUSTER_KEYS, what="cluster")
     name = m.req("name", s.name("cluster name")) if m.ok else None
-    etcd = m.opt("etcd", s.listed(s.url, what="etcd"), _NO_STRS)
+    etcd = m.opt("etcd", s.rule(DesiredCluster, "etcd_endpoints"), _NO_STRS)
     policy = ClusterPolicy()
     if m.has("policy"):
         policy = _policy(problems, *m.get("policy"))
@@ -407,25 +407,23 @@ def _cluster(problems: Problems, value: Any, at: At) -> _Header:
 def _policy(problems: Problems, value: Any, at: At) -> ClusterPolicy:
     m = YamlMapping(problems, value, at, allowed=_POLICY_KEYS, what="policy")
     base = ClusterPolicy()
-    prefixes = s.listed(s.tag, what="prefixes")
+    prefixes = s.rule(ClusterPolicy, "exclusion_tag_prefixes")
     suspect = m.opt("suspect_timeout", s.duration, base.suspect_timeout_s)
     lost = m.opt("lost_timeout", s.duration, base.lost_timeout_s)
-    if suspect is not None and lost is not None and lost <= suspect:
-        key = "lost_timeout" if m.has("lost_timeout") else "suspect_timeout"
-        problems.add(
-            m.value_at(key) if m.has(key) else m.at,
-            f"lost_timeout ({lost:g}s) must be longer than suspect_timeout ({suspect:g}s)",
-        )
-    return ClusterPolicy(
+    policy = ClusterPolicy(
         n_plus_one=_or(m.opt("n_plus_one", s.boolean, base.n_plus_one), base.n_plus_one),
-        vcpu_ratio=_or(m.opt("vcpu_ratio", s.positive_number, base.vcpu_ratio), base.vcpu_ratio),
+        vcpu_ratio=_or(
+            m.opt("vcpu_ratio", s.rule(ClusterPolicy, "vcpu_ratio"), base.vcpu_ratio),
+            base.vcpu_ratio,
+        ),
         exclusion_tag_prefixes=_or(m.opt("exclusion_tag_prefixes", prefixes, _NO_STRS), _NO_STRS),
         failure_domain_prefixes=_or(m.opt("failure_domain_prefixes", prefixes, _NO_STRS), _NO_STRS),
         suspect_timeout_s=_or(suspect, base.suspect_timeout_s),
         lost_timeout_s=_or(lost, base.lost_timeout_s),
         default_sync=_or(m.opt("wait_for_sync", s.boolean, base.default_sync), False),
         restart_limit=_or(
-            m.opt("restart_limit", s.integer(0, 1000), base.restart_limit), base.restart_limit
+            m.opt("restart_limit", s.rule(ClusterPolicy, "restart_limit"), base.restart_limit),
+            base.restart_limit,
         ),
         restart_window_s=_or(
             m.opt("restart_window", s.duration, base.restart_window_s), base.restart_window_s
@@ -434,6 +432,8 @@ def _policy(problems: Problems, value: Any, at: At) -> ClusterPolicy:
             m.opt("restart_backoff", s.duration, base.restart_backoff_s), base.restart_backoff_s
         ),
     )
+    _spanning(problems, m, policy)
+    return policy
 
 
 def _or(value: T | None, default: T) -> T:
@@ -444,16 +444,20 @@ def _node_defaults(problems: Problems, value: Any, at: At) -> _NodeDefaults:
     m = YamlMapping(problems, value, at, allowed=_NODE_DEFAULT_KEYS, what="defaults.node")
     base = _NodeDefaults()
     return _NodeDefaults(
-        port=_or(m.opt("port", s.integer(1, 65535), base.port), base.port),
-        group=_or(m.opt("group", s.name("group name"), base.group), base.group),
+        port=_or(m.opt("port", s.rule(NodeSpec, "port"), base.port), base.port),
+        group=_or(m.opt("group", s.rule(GroupSpec, "name"), base.group), base.group),
         memory=m.opt("memory", s.size, None),
         disk=m.opt("disk", s.size, None),
-        cpus=m.opt("cpus", s.integer(1, _MAX_CPUS), None),
+        cpus=m.opt("cpus", s.rule(NodeSpec, "cpus"), None),
         host_memory=_or(m.opt("host_memory", s.size, base.host_memory), base.host_memory),
-        host_cpus=_or(m.opt("host_cpus", s.integer(0, _MAX_CPUS), base.host_cpus), base.host_cpus),
-        volume_group=_or(m.opt("volume_group", s.name("volume group"), "corral"), "corral"),
-        ssh_user=_or(m.opt("ssh_user", s.name("ssh user"), "corral"), "corral"),
-        tags=_or(m.opt("tags", s.tags, _NO_TAGS), _NO_TAGS),
+        host_cpus=_or(
+            m.opt("host_cpus", s.rule(NodeSpec, "host_cpus"), base.host_cpus), base.host_cpus
+        ),
+        volume_group=_or(
+            m.opt("volume_group", s.rule(NodeSpec, "volume_group"), "corral"), "corral"
+        ),
+        ssh_user=_or(m.opt("ssh_user", s.rule(NodeSpec, "ssh_user"), "corral"), "corral"),
+        tags=_or(m.opt("tags", s.rule(InstanceSpec, "tags"), _NO_TAGS), _NO_TAGS),
     )
 
 
@@ -462,11 +466,11 @@ def _instance_defaults(problems: Problems, value: Any, at: At) -> _InstanceDefau
     base = _InstanceDefaults()
     return _InstanceDefaults(
         memory=m.opt("memory", s.size, None),
-        vcpus=_or(m.opt("vcpus", s.integer(1, _MAX_CPUS), base.vcpus), base.vcpus),
+        vcpus=_or(m.opt("vcpus", s.rule(InstanceSpec, "vcpus"), base.vcpus), base.vcpus),
         disks=m.opt("disks", s.disks, None),
-        os=_or(m.opt("os", s.name("os"), base.os), base.os),
+        os=_or(m.opt("os", s.rule(InstanceSpec, "os"), base.os), base.os),
         nics=_or(m.opt("nics", s.nics, _NO_NICS), _NO_NICS),
-        tags=_or(m.opt("tags", s.tags, _NO_TAGS), _NO_TAGS),
+        tags=_or(m.opt("tags", s.rule(InstanceSpec, "tags"), _NO_TAGS), _NO_TAGS),
         auto_balance=_or(m.opt("auto_balance", s.boolean, True), True),
     )
 
@@ -478,8 +482,8 @@ def _groups(problems: Problems, entries: list[tuple[int, Any, At]]) -> dict[Grou
         m = YamlMapping(problems, item, at, allowed=_GROUP_KEYS, what="a group")
         if not m.ok:
             continue
-        name = m.req("name", s.name("group name"))
-        group_tags = m.opt("tags", s.tags, _NO_TAGS)
+        name = m.req("name", s.rule(GroupSpec, "name"))
+        group_tags = m.opt("tags", s.rule(InstanceSpec, "tags"), _NO_TAGS)
         if name is None:
             continue
         if _duplicate(problems, first, name, m.value_at("name"), what="group"):
@@ -514,7 +518,7 @@ def _nodes(
         m = YamlMapping(problems, item, at, allowed=_NODE_KEYS, what="a node")
         if not m.ok:
             continue
-        name = m.req("name", s.name("node name"))
+        name = m.req("name", s.rule(NodeSpec, "name"))
         if name is not None and _duplicate(problems, first, name, m.value_at("name"), what="node"):
             name = None
         spec = _node(problems, m, d, groups, name)
@@ -541,10 +545,10 @@ def _node(
     groups: dict[GroupName, GroupSpec],
     name: str | None,
 ) -> NodeSpec | None:
-    address = m.req("address", s.address)
-    port = m.opt("port", s.integer(1, 65535), d.port)
-    replication = m.opt("replication_address", s.address, "")
-    group = m.opt("group", s.name("group name"), d.group)
+    address = m.req("address", s.rule(NodeSpec, "address"))
+    port = m.opt("port", s.rule(NodeSpec, "port"), d.port)
+    replication = m.opt("replication_address", s.rule(NodeSpec, "address"), "")
+    group = m.opt("group", s.rule(GroupSpec, "name"), d.group)
     if group is not None and group != "default" and group not in groups:
         declared = _some({"default", *groups})
         problems.add(
@@ -554,25 +558,12 @@ def _node(
         group = None
     memory = m.req("memory", s.size, d.memory)
     disk = m.req("disk", s.size, d.disk)
-    cpus = m.req("cpus", s.integer(1, _MAX_CPUS), d.cpus)
+    cpus = m.req("cpus", s.rule(NodeSpec, "cpus"), d.cpus)
     host_memory = m.opt("host_memory", s.size, d.host_memory)
-    if memory is not None and host_memory is not None and host_memory >= memory:
-        problems.add(
-            m.value_at("host_memory") if m.has("host_memory") else m.value_at("memory"),
-            f"host_memory ({s.fmt_mib(host_memory)}) must be less than the node's memory "
-            f"({s.fmt_mib(memory)})",
-        )
-        host_memory = None
-    host_cpus = m.opt("host_cpus", s.integer(0, _MAX_CPUS), d.host_cpus)
-    if cpus is not None and host_cpus is not None and host_cpus > cpus:
-        problems.add(
-            m.value_at("host_cpus") if m.has("host_cpus") else m.value_at("cpus"),
-            f"host_cpus ({host_cpus}) must not be more than the node's cpus ({cpus})",
-        )
-        host_cpus = None
-    volume_group = m.opt("volume_group", s.name("volume group"), d.volume_group)
-    ssh_user = m.opt("ssh_user", s.name("ssh user"), d.ssh_user)
-    node_tags = m.opt("tags", s.tags, d.tags)
+    host_cpus = m.opt("host_cpus", s.rule(NodeSpec, "host_cpus"), d.host_cpus)
+    volume_group = m.opt("volume_group", s.rule(NodeSpec, "volume_group"), d.volume_group)
+    ssh_user = m.opt("ssh_user", s.rule(NodeSpec, "ssh_user"), d.ssh_user)
+    node_tags = m.opt("tags", s.rule(InstanceSpec, "tags"), d.tags)
     drained = m.opt("drained", s.boolean, False)
     offline = m.opt("offline", s.boolean, False)
     fence: FenceSpec | None = None
@@ -604,7 +595,7 @@ def _node(
         or fence is None
     ):
         return None
-    return NodeSpec(
+    spec = NodeSpec(
         name=NodeName(name),
         address=address,
         port=port,
@@ -622,6 +613,7 @@ def _node(
         offline=offline,
         ssh_user=ssh_user,
     )
+    return None if _spanning(problems, m, spec) else spec
 
 
 def _instances(
@@ -641,7 +633,7 @@ def _instances(
         m = YamlMapping(problems, item, at, allowed=_INSTANCE_KEYS, what="an instance")
         if not m.ok:
             continue
-        name = m.req("name", s.name("instance name"))
+        name = m.req("name", s.rule(InstanceSpec, "name"))
         if name is not None and _duplicate(
             problems, first, name, m.value_at("name"), what="instance"
         ):
@@ -701,19 +693,13 @@ def _instance(
     else:
         memory = m.req("memory", s.size, d.memory)
         disks = m.req("disks", s.disks, d.disks)
-    vcpus = m.opt("vcpus", s.integer(1, _MAX_CPUS), d.vcpus)
-    os_name = m.opt("os", s.name("os"), d.os)
+    vcpus = m.opt("vcpus", s.rule(InstanceSpec, "vcpus"), d.vcpus)
+    os_name = m.opt("os", s.rule(InstanceSpec, "os"), d.os)
     nics = m.opt("nics", s.nics, d.nics)
-    inst_tags = m.opt("tags", s.tags, d.tags)
+    inst_tags = m.opt("tags", s.rule(InstanceSpec, "tags"), d.tags)
     auto_balance = m.opt("auto_balance", s.boolean, d.auto_balance)
     primary = _pin(problems, m, "primary", declared)
     secondary = _pin(problems, m, "secondary", declared)
-    if primary and secondary and primary == secondary:
-        problems.add(
-            m.value_at("secondary"),
-            f"secondary must be a different node than primary ({primary})",
-        )
-        secondary = None
     if name is None:
         return None
     if absent:
@@ -744,12 +730,35 @@ def _instance(
         secondary=NodeName(secondary) if secondary else None,
         auto_balance=auto_balance,
     )
+    if _spanning(problems, m, spec):
+        return _Instance(spec=None, name=InstanceName(name), absent=False, where=m)
     return _Instance(spec=spec, name=InstanceName(name), absent=False, where=m)
+
+
+# A rule spanning fields names the model's field; the file says it with these keys,
+# the first one present taking the blame.
+_BLAME = {
+    "host_memory_mib": ("host_memory", "memory"),
+    "host_cpus": ("host_cpus", "cpus"),
+    "secondary": ("secondary",),
+    "lost_timeout_s": ("lost_timeout", "suspect_timeout"),
+}
+
+
+def _spanning(problems: Problems, m: YamlMapping, spec: object) -> bool:
+    """The model's rules that span fields (`events.validation`), reported at the key
+    to blame; True when any is broken."""
+    found = cross_problems(spec)
+    for problem in found:
+        keys = _BLAME.get(str(problem.loc[0]), ()) if problem.loc else ()
+        key = next((k for k in keys if m.has(k)), None)
+        problems.add(m.value_at(key) if key else m.at, problem.message)
+    return bool(found)
 
 
 def _pin(problems: Problems, m: YamlMapping, key: str, declared: frozenset[str]) -> str | None:
     """A pinned node name; "" when not pinned; None when invalid (reported)."""
-    node = m.opt(key, s.name("node name"), "")
+    node = m.opt(key, s.rule(NodeSpec, "name"), "")
     if node and node not in declared:
         problems.add(
             m.value_at(key), f"node {node!r} is not declared; declared nodes: {_some(declared)}"

@@ -1,8 +1,9 @@
 """Building blocks of the desired-state loader (`orchestrator.desired.file`): where a
 value sits in its YAML file, the list of problems found so far, a reader for YAML
-mappings that reports unknown and missing keys, and one parser per field type of the
-format (names, tags, sizes, durations, addresses, URLs, MAC addresses, fence agents
-with their options and secret references, disks and NICs).
+mappings that reports unknown and missing keys, the file's own syntax (sizes like
+'24G', durations like '3s', YAML booleans), and `rule`, which holds a value to the
+field rule of the one typed model (`events.validation.check_field`) and reports what
+it refuses at the line and column of the value at fault.
 
 Pure: no I/O and no logging. A parser never raises: it records a `FileProblem` and
 returns None. Messages never repeat a value that may be a secret.
@@ -10,7 +11,6 @@ returns None. Messages never repeat a value that may be a secret.
 
 from __future__ import annotations
 
-import ipaddress
 import math
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -18,16 +18,18 @@ from dataclasses import dataclass
 from datetime import date
 from fractions import Fraction
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 from ruamel.yaml.scalarbool import ScalarBoolean
 
-from events.ids import InvalidName, check_name, check_tag
+from events.fields.fence import option_name, option_value
+from events.fields.rules import FieldError
+from events.fields.sizes import MAX_MIB, fmt_mib
+from events.ids import InvalidName, check_name
 from events.specs import DiskSpec, FenceSpec, NicSpec, SecretRef
+from events.validation import Problem, SpecError, check_field, cross_problems
 
 T = TypeVar("T")
 
-MAX_MIB = 2**40  # 1 EiB: anything bigger is a typo
 _UNITS = {"m": 1, "g": 1024, "t": 1024 * 1024, "p": 1024 * 1024 * 1024}
 _SIZE_RE = re.compile(r"^(\d{1,15}(?:\.\d{1,6})?)\s*(?:([mgtp])(?:ib|i)?)?$", re.IGNORECASE)
 _DURATION_RE = re.compile(r"^(\d{1,9}(?:\.\d{1,6})?)\s*(ms|s|m|h)?$")
@@ -37,18 +39,10 @@ _DURATION_UNITS = {
     "m": Fraction(60),
     "h": Fraction(3600),
 }
-_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-_HOSTNAME_RE = re.compile(rf"^{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?$")
 _FENCE_KEYS = ("agent", "options", "secrets")
 _NIC_KEYS = ("link", "mode", "mac", "ip")
-_NIC_MODES = ("bridged", "routed", "openvswitch")
-_AGENT_RE = re.compile(r"^fence_[a-z0-9_]+$")
-_OPTION_RE = re.compile(r"^[a-z][a-z0-9_-]*$")
-_SECRET_LIKE_RE = re.compile(r"pass|secret|token|credential|(^|[_-])(key|psk)([_-]|$)")
-_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _NO_OPTIONS: tuple[tuple[str, str], ...] = ()
 _NO_SECRETS: tuple[tuple[str, SecretRef], ...] = ()
-_MAC_RE = re.compile(r"^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -263,7 +257,63 @@ def text(problems: Problems, value: Any, at: At) -> str | None:
     return str(value)
 
 
+# ------------------------------------------------------------------ the model's rules
+
+
+def at_loc(value: Any, at: At, loc: Sequence[int | str]) -> At:
+    """The position of the part of `value` that `loc` names (a list index, a key),
+    as deep as the YAML has positions for it."""
+    for part in loc:
+        if isinstance(part, int) and isinstance(value, list) and 0 <= part < len(value):
+            at = item_at(value, part, at, f"{at.field}[{part}]")
+            value = value[part]
+        elif isinstance(part, str) and isinstance(value, dict) and part in value:
+            inner, field = value, at.sub(part)
+            at = _pair(lambda: inner.lc.value(part), at, field)  # type: ignore[attr-defined]  # noqa: B023
+            value = value[part]
+        else:
+            break
+    return at
+
+
+def report(problems: Problems, value: Any, at: At, found: Sequence[Problem], skip: int) -> None:
+    """Each model problem at the position of the value it names (`skip` leading loc
+    parts are the field itself)."""
+    for problem in found:
+        problems.add(at_loc(value, at, problem.loc[skip:]), problem.message)
+
+
+def rule(tp: type, field: str) -> Parser[Any]:
+    """The model's rule for `field` of spec `tp` (the one every entry point uses), as
+    a parser of the YAML value."""
+
+    def parse(problems: Problems, value: Any, at: At) -> Any:
+        if value is None:
+            problems.add(at, "expected a value, got nothing (null)")
+            return None
+        try:
+            return check_field(tp, field, _plain(value))
+        except SpecError as exc:
+            report(problems, value, at, exc.problems, skip=1)
+            return None
+
+    return parse
+
+
+def _plain(value: Any) -> Any:
+    """ruamel's scalars as plain Python (its booleans are ints, its strings str)."""
+    if isinstance(value, ScalarBoolean):
+        return bool(value)
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
 def name(what: str) -> Parser[str]:
+    """A name that is no field of the model (the cluster's)."""
+
     def parse(problems: Problems, value: Any, at: At) -> str | None:
         if not isinstance(value, str):
             problems.add(at, f"{what} must be a string, got {kind(value)}")
@@ -275,17 +325,6 @@ def name(what: str) -> Parser[str]:
             return None
 
     return parse
-
-
-def tag(problems: Problems, value: Any, at: At) -> str | None:
-    if not isinstance(value, str):
-        problems.add(at, f"a tag must be a string, got {kind(value)}")
-        return None
-    try:
-        return check_tag(str(value))
-    except InvalidName as exc:
-        problems.add(at, str(exc))
-        return None
 
 
 def listed(parse: Parser[T], *, what: str, non_empty: bool = False) -> Parser[tuple[T, ...]]:
@@ -311,46 +350,11 @@ def listed(parse: Parser[T], *, what: str, non_empty: bool = False) -> Parser[tu
     return parse_list
 
 
-def tags(problems: Problems, value: Any, at: At) -> frozenset[str] | None:
-    parsed = listed(tag, what="tags")(problems, value, at)
-    return None if parsed is None else frozenset(parsed)
-
-
 def boolean(problems: Problems, value: Any, at: At) -> bool | None:
     if not is_bool(value):
         problems.add(at, f"expected true or false, got {kind(value)}")
         return None
     return bool(value)
-
-
-def integer(lo: int, hi: int) -> Parser[int]:
-    def parse(problems: Problems, value: Any, at: At) -> int | None:
-        if is_bool(value) or not isinstance(value, int):
-            problems.add(at, f"expected a whole number from {lo} to {hi}, got {kind(value)}")
-            return None
-        if not lo <= value <= hi:
-            problems.add(at, f"{int(value)} is out of range: expected {lo} to {hi}")
-            return None
-        return int(value)
-
-    return parse
-
-
-def positive_number(problems: Problems, value: Any, at: At) -> float | None:
-    if is_bool(value) or not isinstance(value, int | float):
-        problems.add(at, f"expected a number greater than 0, got {kind(value)}")
-        return None
-    if not math.isfinite(value) or value <= 0:
-        problems.add(at, f"{show(value)} must be a finite number greater than 0")
-        return None
-    return float(value)
-
-
-def fmt_mib(mib: int) -> str:
-    for unit, mult in (("T", 1024 * 1024), ("G", 1024)):
-        if mib % mult == 0:
-            return f"{mib // mult}{unit}"
-    return f"{mib}M"
 
 
 def size(problems: Problems, value: Any, at: At) -> int | None:
@@ -362,7 +366,7 @@ def size(problems: Problems, value: Any, at: At) -> int | None:
     if isinstance(value, int):
         mib = Fraction(int(value))
     else:
-        match = _SIZE_RE.match(value.strip())
+        match = _SIZE_RE.fullmatch(value.strip())
         if match is None:
             problems.add(at, f"{show(value)} is not a size; {expected}")
             return None
@@ -386,7 +390,7 @@ def duration(problems: Problems, value: Any, at: At) -> float | None:
         problems.add(at, f"{expected}, got {kind(value)}")
         return None
     if isinstance(value, str):
-        match = _DURATION_RE.match(value.strip())
+        match = _DURATION_RE.fullmatch(value.strip())
         if match is None:
             problems.add(at, f"{show(value)} is not a duration; {expected}")
             return None
@@ -399,124 +403,51 @@ def duration(problems: Problems, value: Any, at: At) -> float | None:
     return seconds
 
 
-def address(problems: Problems, value: Any, at: At) -> str | None:
-    """A hostname or an IP address: nothing a shell or ssh could misread."""
-    if not isinstance(value, str):
-        problems.add(at, f"expected a hostname or IP address, got {kind(value)}")
-        return None
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        pass
-    if len(value) > 253 or not _HOSTNAME_RE.match(value):
-        problems.add(
-            at,
-            f"{show(value)} is not a hostname or IP address (letters, digits, '-' and '.' "
-            "only, no spaces, no shell characters)",
-        )
-        return None
-    return str(value)
+def choice(allowed: Sequence[str]) -> Parser[str]:
+    def parse(problems: Problems, value: Any, at: At) -> str | None:
+        if not isinstance(value, str) or value not in allowed:
+            problems.add(at, f"{show(value)} is not one of: {', '.join(allowed)}")
+            return None
+        return str(value)
+
+    return parse
 
 
-def ip(problems: Problems, value: Any, at: At) -> str | None:
-    if not isinstance(value, str):
-        problems.add(at, f"expected an IP address, got {kind(value)}")
-        return None
-    try:
-        return str(ipaddress.ip_address(value))
-    except ValueError:
-        problems.add(at, f"{show(value)} is not an IPv4 or IPv6 address")
-        return None
-
-
-def mac(problems: Problems, value: Any, at: At) -> str | None:
-    if not isinstance(value, str) or not _MAC_RE.match(value.lower()):
-        problems.add(
-            at,
-            f"{show(value)} is not a MAC address; expected six hex pairs like "
-            "'aa:00:00:00:00:01' (quote it)",
-        )
-        return None
-    lowered = value.lower()
-    if int(lowered[:2], 16) & 1:
-        problems.add(at, f"{show(value)} is a multicast MAC address; use a unicast one")
-        return None
-    if lowered == "00:00:00:00:00:00":
-        problems.add(at, "00:00:00:00:00:00 is not a usable MAC address")
-        return None
-    return lowered
-
-
-def url(problems: Problems, value: Any, at: At) -> str | None:
-    """An etcd endpoint: http(s)://host[:port], nothing else."""
-    expected = "expected an etcd URL like 'http://10.0.0.1:2379'"
-    if not isinstance(value, str):
-        problems.add(at, f"{expected}, got {kind(value)}")
-        return None
-    bad = f"{show(value)} is not an etcd endpoint; {expected}"
-    if any(c.isspace() or ord(c) < 32 for c in value):
-        problems.add(at, bad)
-        return None
-    try:
-        parts = urlsplit(value)
-        _ = parts.port
-    except ValueError:
-        problems.add(at, bad)
-        return None
-    if (
-        parts.scheme not in ("http", "https")
-        or not parts.hostname
-        or parts.path not in ("", "/")
-        or parts.query
-        or parts.fragment
-        or parts.username is not None
-    ):
-        problems.add(at, bad)
-        return None
-    return str(value).rstrip("/")
+# ------------------------------------------------------------------ fence agents
 
 
 def fence(problems: Problems, value: Any, at: At) -> FenceSpec | None:
     m = YamlMapping(problems, value, at, allowed=_FENCE_KEYS, what="fence")
     if not m.ok:
         return None
-    agent = m.req("agent", _agent, message="fence agent missing: `agent:` is required")
+    agent = m.req(
+        "agent", rule(FenceSpec, "agent"), message="fence agent missing: `agent:` is required"
+    )
     options = m.opt("options", _options, _NO_OPTIONS)
     secrets = m.opt("secrets", _secrets, _NO_SECRETS)
-    if options is not None and secrets is not None:
-        both = {k for k, _ in options} & {k for k, _ in secrets}
-        for key in sorted(both):
-            problems.add(
-                m.value_at("secrets"),
-                f"{key!r} is given both in options and in secrets; keep only the secret",
-            )
-        if both:
-            return None
     if agent is None or options is None or secrets is None:
         return None
-    return FenceSpec(agent=agent, options=options, secrets=secrets)
-
-
-def _agent(problems: Problems, value: Any, at: At) -> str | None:
-    if not isinstance(value, str) or not _AGENT_RE.match(value):
-        problems.add(
-            at,
-            f"{show(value)} is not a fence agent name; expected fence_ followed by "
-            "lowercase letters, digits or '_' (e.g. fence_ipmilan)",
-        )
-        return None
-    return str(value)
+    spec = FenceSpec(agent=agent, options=options, secrets=secrets)
+    found = cross_problems(spec)
+    for problem in found:
+        where = problem.loc[0] if problem.loc else "agent"
+        if where == "options" and len(problem.loc) > 1:
+            key_at = m.key_at("options")
+            opts = m.value.get("options")
+            key = options[int(problem.loc[1])][0]
+            key_at = _pair(lambda: opts.lc.key(key), key_at, key_at.sub(key))  # type: ignore[union-attr]  # noqa: B023
+            problems.add(key_at, problem.message)
+        else:
+            problems.add(m.value_at(str(where)) if m.has(str(where)) else m.at, problem.message)
+    return None if found else spec
 
 
 def _option_key(problems: Problems, key: Any, at: At) -> str | None:
-    if not isinstance(key, str) or not _OPTION_RE.match(key) or len(key) > 64:
-        problems.add(
-            at,
-            f"option name {show(key)} must be lowercase letters, digits, '_' or '-', "
-            "starting with a letter",
-        )
+    try:
+        return option_name(key)
+    except FieldError as exc:
+        problems.add(at, str(exc))
         return None
-    return str(key)
 
 
 def _options(problems: Problems, value: Any, at: At) -> tuple[tuple[str, str], ...] | None:
@@ -527,39 +458,16 @@ def _options(problems: Problems, value: Any, at: At) -> tuple[tuple[str, str], .
     out: list[tuple[str, str]] = []
     ok = True
     for key, raw in value.items():
-        key_at = m.key_at(key)
-        name = _option_key(problems, key, key_at)
+        name = _option_key(problems, key, m.key_at(key))
         if name is None:
             ok = False
             continue
-        if _SECRET_LIKE_RE.search(name) and not name.endswith("_script"):
-            problems.add(
-                key_at,
-                f"{name!r} looks like a secret and must not be written in the file; "
-                f"use `secrets: {{{name}: {{env: VARIABLE}}}}` or "
-                f"`secrets: {{{name}: {{file: /path}}}}` instead",
-            )
+        try:
+            out.append((name, option_value(_plain(raw))))
+        except FieldError as exc:
+            problems.add(m.value_at(name), str(exc))
             ok = False
-            continue
-        text = _option_value(problems, raw, m.value_at(name))
-        if text is None:
-            ok = False
-            continue
-        out.append((name, text))
     return tuple(out) if ok else None
-
-
-def _option_value(problems: Problems, value: Any, at: At) -> str | None:
-    if is_bool(value):
-        return "1" if value else "0"
-    if isinstance(value, int | float | str):
-        text = str(value)
-        if any(c in text for c in "\n\r\0") or len(text) > 1024:
-            problems.add(at, "an option value must be one line of at most 1024 characters")
-            return None
-        return text
-    problems.add(at, f"an option value must be a string, number or boolean, got {kind(value)}")
-    return None
 
 
 def _secrets(problems: Problems, value: Any, at: At) -> tuple[tuple[str, SecretRef], ...] | None:
@@ -583,29 +491,18 @@ def _secret_ref(problems: Problems, value: Any, at: At) -> SecretRef | None:
     m = YamlMapping(problems, value, at, allowed=("env", "file"), what="a secret")
     if not m.ok:
         return None
-    if m.has("env") == m.has("file"):
-        problems.add(
-            m.at,
-            "give exactly one of `env: VARIABLE` or `file: /path` for a secret",
-        )
+    env = m.opt("env", rule(SecretRef, "env"), "")
+    file = m.opt("file", rule(SecretRef, "file"), "")
+    if env is None or file is None:
         return None
-    if m.has("env"):
-        env, env_at = m.get("env")
-        if not isinstance(env, str) or not _ENV_RE.match(env):
-            # Not echoed: a secret pasted here by mistake must not reach a log.
-            problems.add(env_at, "env must name an environment variable (letters, digits and '_')")
-            return None
-        return SecretRef(env=str(env))
-    path, path_at = m.get("file")
-    if (
-        not isinstance(path, str)
-        or not path.startswith("/")
-        or any(c in path for c in "\n\r\0")
-        or ".." in path.split("/")
-    ):
-        problems.add(path_at, "file must be an absolute path without '..' (not echoed here)")
+    ref = SecretRef(env=env or None, file=file or None)
+    for problem in cross_problems(ref):
+        problems.add(m.at, problem.message)
         return None
-    return SecretRef(file=str(path))
+    return ref
+
+
+# ------------------------------------------------------------------ disks and NICs
 
 
 def _disk(problems: Problems, value: Any, at: At) -> DiskSpec | None:
@@ -624,31 +521,15 @@ def _nic(problems: Problems, value: Any, at: At) -> NicSpec | None:
     m = YamlMapping(problems, value, at, allowed=_NIC_KEYS, what="a nic")
     if not m.ok:
         return None
-    link = m.opt("link", _link, "br0")
-    mode = m.opt("mode", choice(_NIC_MODES), "bridged")
-    mac_address = m.opt("mac", mac, "")
-    ip_address = m.opt("ip", ip, "")
+    link = m.opt("link", rule(NicSpec, "link"), "br0")
+    mode = m.opt("mode", rule(NicSpec, "mode"), "bridged")
+    mac_address = m.opt("mac", rule(NicSpec, "mac"), "")
+    ip_address = m.opt("ip", rule(NicSpec, "ip"), "")
     if link is None or mode is None or mac_address is None or ip_address is None:
         return None
     return NicSpec(link=link, mode=mode, mac=mac_address or None, ip=ip_address or None)
 
 
-def _link(problems: Problems, value: Any, at: At) -> str | None:
-    link = name("nic link")(problems, value, at)
-    if link is not None and len(link) > 15:
-        problems.add(at, f"nic link {link!r} is longer than 15 characters (a Linux interface)")
-        return None
-    return link
-
-
-def choice(allowed: Sequence[str]) -> Parser[str]:
-    def parse(problems: Problems, value: Any, at: At) -> str | None:
-        if not isinstance(value, str) or value not in allowed:
-            problems.add(at, f"{show(value)} is not one of: {', '.join(allowed)}")
-            return None
-        return str(value)
-
-    return parse
-
-
 nics = listed(_nic, what="nics")
+
+__all__ = ["fmt_mib"]

@@ -20,9 +20,10 @@ from typing import Any
 
 from aiohttp import web
 
-from events.ids import InstanceName, check_tag, instance_name, new_event_id, node_name
+from events.ids import InstanceName, check_tag, new_event_id
 from events.model import InstanceDeclared, InstanceRemoved, InstanceUpdated, JobKind, instance_key
-from events.specs import DiskSpec, InstanceSpec, NicSpec, PowerState
+from events.specs import DiskSpec, InstanceSpec, PowerState
+from events.validation import SpecError, check_field, validate
 from orchestrator.cluster_report import instance_row
 from orchestrator.rapi import views
 from orchestrator.rapi.context import Rapi, RapiError, reply
@@ -59,28 +60,57 @@ _CREATE_IGNORED = frozenset(
 )
 
 
-def _size(value: Any, what: str) -> int:
-    if isinstance(value, bool):
-        raise RapiError(400, f"{what} must be a number of MiB")
-    if isinstance(value, int):
-        mib = value
-    elif isinstance(value, str) and value.strip():
+def _size(value: Any) -> Any:
+    """Ganeti's sizes: MiB, or a string with M/G/T; anything else is left for the
+    model to refuse."""
+    if isinstance(value, str) and value.strip():
         text = value.strip().upper().removesuffix("B")
         scale = {"M": 1, "G": 1024, "T": 1024 * 1024}.get(text[-1:], 0)
         digits = text[:-1] if scale else text
-        if not digits.isdigit():
-            raise RapiError(400, f"{what} {value!r} is not a size (MiB, or with M/G/T)")
-        mib = int(digits) * (scale or 1)
-    else:
-        raise RapiError(400, f"{what} must be a number of MiB")
-    if mib <= 0:
-        raise RapiError(400, f"{what} must be positive")
-    return mib
+        if digits.isascii() and digits.isdigit() and len(digits) <= 15:
+            return int(digits) * (scale or 1)
+    return value
+
+
+# The model's field paths in Ganeti's words.
+_GANETI_FIELDS = {
+    "memory_mib": "beparams.memory",
+    "vcpus": "beparams.vcpus",
+    "auto_balance": "beparams.auto_balance",
+    "primary": "pnode",
+    "secondary": "snode",
+    "power": "start",
+}
+
+
+def _ganeti_path(loc: tuple[int | str, ...]) -> str:
+    if not loc:
+        return "body"
+    head = _GANETI_FIELDS.get(str(loc[0]), str(loc[0]))
+    out = head
+    for part in loc[1:]:
+        out += (
+            f"[{part}]" if isinstance(part, int) else f".{'size' if part == 'size_mib' else part}"
+        )
+    return out
+
+
+def _nic(n: Any) -> Any:
+    if not isinstance(n, dict):
+        return n
+    mac = n.get("mac")
+    return {
+        "mac": None if mac in (None, "", "auto", "generate") else mac,
+        "link": n.get("link") or "br0",
+        "mode": n.get("mode") or "bridged",
+        "ip": n.get("ip") or None,
+    }
 
 
 def parse_create(body: dict[str, Any]) -> InstanceSpec:
-    """An InstanceSpec from a Ganeti version-1 creation request; RapiError 400 when
-    it asks for what corral does not do (import, other disk templates, ...)."""
+    """An InstanceSpec from a Ganeti version-1 creation request, held to the same
+    model as a desired-state file (`events.validation`); RapiError 400 naming every
+    field at fault, or what corral does not do (import, other disk templates, ...)."""
     if body.get("__version__") != 1:
         raise RapiError(400, "only request version 1 is supported (__version__: 1)")
     unknown = sorted(set(body) - _CREATE_IGNORED)
@@ -92,53 +122,37 @@ def parse_create(body: dict[str, Any]) -> InstanceSpec:
         raise RapiError(400, "corral instances use the drbd disk template only")
     if body.get("hypervisor", "kvm") != "kvm":
         raise RapiError(400, "corral runs kvm only")
-    name = instance_name(body.get("name") or body.get("instance_name"))
-    disks_in = body.get("disks")
-    if not isinstance(disks_in, list) or not disks_in:
-        raise RapiError(400, "disks must be a non-empty list of {'size': MiB}")
-    disks = []
-    for i, d in enumerate(disks_in):
-        if not isinstance(d, dict) or "size" not in d:
-            raise RapiError(400, f"disk {i} must be an object with a size")
-        disks.append(DiskSpec(size_mib=_size(d["size"], f"disk {i} size")))
-    nics = []
-    for i, n in enumerate(body.get("nics") or []):
-        if not isinstance(n, dict):
-            raise RapiError(400, f"nic {i} must be an object")
-        mac = n.get("mac")
-        nics.append(
-            NicSpec(
-                mac=None if mac in (None, "", "auto", "generate") else str(mac),
-                link=str(n.get("link") or "br0"),
-                mode=str(n.get("mode") or "bridged"),
-                ip=n.get("ip") or None,
-            )
-        )
     be = body.get("beparams") or {}
     if not isinstance(be, dict):
         raise RapiError(400, "beparams must be an object")
-    memory = _size(be.get("maxmem", be.get("memory", 128)), "beparams memory")
-    vcpus = be.get("vcpus", 1)
-    if not isinstance(vcpus, int) or isinstance(vcpus, bool) or vcpus <= 0:
-        raise RapiError(400, "beparams vcpus must be a positive integer")
-    tags = body.get("tags") or []
-    if not isinstance(tags, list):
-        raise RapiError(400, "tags must be a list")
+    disks = body.get("disks")
+    nics = body.get("nics") or []
     start = body.get("start", True)
-    pnode, snode = body.get("pnode"), body.get("snode")
-    return InstanceSpec(
-        name=name,
-        memory_mib=memory,
-        vcpus=vcpus,
-        disks=tuple(disks),
-        os=str(body.get("os") or body.get("os_type") or "none"),
-        nics=tuple(nics),
-        tags=frozenset(check_tag(t) for t in tags),
-        power=PowerState.RUNNING if start else PowerState.STOPPED,
-        primary=node_name(pnode) if pnode else None,
-        secondary=node_name(snode) if snode else None,
-        auto_balance=bool(be.get("auto_balance", True)),
-    )
+    plain = {
+        "name": body.get("name") or body.get("instance_name"),
+        "memory_mib": _size(be.get("maxmem", be.get("memory", 128))),
+        "vcpus": be.get("vcpus", 1),
+        "disks": (
+            [{"size_mib": _size(d.get("size"))} if isinstance(d, dict) else d for d in disks]
+            if isinstance(disks, list)
+            else disks
+        ),
+        "os": body.get("os") or body.get("os_type") or "none",
+        "nics": [_nic(n) for n in nics] if isinstance(nics, list) else nics,
+        "tags": body.get("tags") or [],
+        "power": PowerState.RUNNING if start is True else PowerState.STOPPED,
+        "primary": body.get("pnode") or None,
+        "secondary": body.get("snode") or None,
+        "auto_balance": be.get("auto_balance", True),
+    }
+    if not isinstance(start, bool):
+        raise RapiError(400, "start: expected true or false")
+    try:
+        return validate(InstanceSpec, plain)
+    except SpecError as exc:
+        raise RapiError(
+            400, "; ".join(f"{_ganeti_path(p.loc)}: {p.message}" for p in exc.problems)
+        ) from None
 
 
 def instance_routes(r: Rapi) -> list[web.RouteDef]:
@@ -329,7 +343,10 @@ def instance_routes(r: Rapi) -> list[web.RouteDef]:
         if not 0 <= index < len(spec.disks):
             raise RapiError(404, f"{spec.name} has no disk {index}")
         body = await r.body_dict(request)
-        amount = _size(body.get("amount"), "amount")
+        try:
+            amount = check_field(DiskSpec, "size_mib", _size(body.get("amount")))
+        except SpecError as exc:
+            raise RapiError(400, f"amount: {exc.problems[0].message}") from None
         return await job(
             request,
             JobKind.INSTANCE_GROW_DISK,

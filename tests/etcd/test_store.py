@@ -9,7 +9,7 @@ import asyncio
 import pytest
 
 from devtools.local_etcd import LocalEtcd, free_port
-from events.model import Event
+from events.model import Event, EventUndecodable
 from events.projection import fold
 from events.state import ClusterState
 from events.store import EtcdUnavailable, EventStore, VersionConflict
@@ -95,13 +95,15 @@ async def test_subscription_from_a_compacted_revision_falls_back_to_a_read(
         assert got == [e.id for e in sent]
 
 
-async def test_corrupt_record_is_named_and_skipped(etcd: LocalEtcd) -> None:
+async def test_corrupt_record_is_named_and_stands_in_as_undecodable(etcd: LocalEtcd) -> None:
     async with EventStore.connect([etcd.endpoint], "c1") as store:
         await store.append([ev(1), ev(2)])
         await store.client.put(store.event_key("garbage"), b"0\n{broken")
         await store.append([ev(3)])
-        got = await all_events(store)
-        assert len(got) == 3
+        got = [e for _, e in await all_events(store)]
+        assert len(got) == 4 and isinstance(got[2], EventUndecodable)
+        stand_in = got[2]
+        assert stand_in.key.endswith("/events/garbage") and "not JSON" in stand_in.why
         assert store.corrupt and store.corrupt[0].key.endswith("/events/garbage")
 
 

@@ -12,6 +12,15 @@ from events.codec import CorruptEvent, decode, encode, register_upcaster
 from events.ids import EventId, GroupName, InstanceName, JobId, NodeName
 from events.model import ALL_EVENT_TYPES, Event, NodeDeclared
 from events.projection import fold
+from events.specs import (
+    ClusterPolicy,
+    DiskSpec,
+    FenceSpec,
+    InstanceSpec,
+    NicSpec,
+    NodeSpec,
+    SecretRef,
+)
 from events.state import ClusterState
 
 names = st.from_regex(r"\A[a-z][a-z0-9-]{0,10}[a-z0-9]\Z")
@@ -19,6 +28,88 @@ for t in (NodeName, InstanceName, GroupName, JobId, EventId):
     st.register_type_strategy(t, names.map(t))  # type: ignore[arg-type]
 st.register_type_strategy(float, st.floats(allow_nan=False, allow_infinity=False, width=32))
 st.register_type_strategy(str, st.text(max_size=12))
+
+# Specs as the model allows them (the codec refuses anything else on decode: see
+# test_validation.py); other fields are drawn from their types.
+sizes = st.integers(min_value=1, max_value=2**40)
+cpus = st.integers(min_value=1, max_value=4096)
+tags = st.frozensets(st.from_regex(r"\A[a-z][a-z0-9:]{0,10}\Z"), max_size=3)
+seconds = st.floats(min_value=0.5, max_value=1e6, allow_nan=False, width=32)
+st.register_type_strategy(
+    ClusterPolicy,
+    st.builds(
+        lambda suspect, extra, **kw: ClusterPolicy(
+            suspect_timeout_s=suspect, lost_timeout_s=suspect + extra, **kw
+        ),
+        suspect=seconds,
+        extra=seconds,
+        vcpu_ratio=seconds,
+        restart_limit=st.integers(min_value=0, max_value=1000),
+        restart_window_s=seconds,
+        restart_backoff_s=seconds,
+    ),
+)
+st.register_type_strategy(
+    SecretRef,
+    st.one_of(
+        st.builds(SecretRef, env=st.just("PW")), st.builds(SecretRef, file=st.just("/etc/pw"))
+    ),
+)
+st.register_type_strategy(
+    FenceSpec,
+    st.builds(
+        FenceSpec,
+        agent=st.just("fence_ipmilan"),
+        options=st.lists(
+            st.tuples(st.sampled_from(["ip", "plug"]), st.text("abc", max_size=5)),
+            max_size=2,
+            unique_by=lambda t: t[0],
+        ).map(tuple),
+        secrets=st.lists(st.tuples(st.just("password"), st.from_type(SecretRef)), max_size=1).map(
+            tuple
+        ),
+    ),
+)
+st.register_type_strategy(
+    NodeSpec,
+    st.builds(
+        NodeSpec,
+        address=st.sampled_from(["10.0.0.1", "node1.example"]),
+        port=st.integers(min_value=1, max_value=65535),
+        replication_address=st.none() | st.just("192.168.0.2"),
+        memory_mib=st.integers(min_value=2048, max_value=2**40),
+        disk_mib=sizes,
+        cpus=cpus,
+        host_memory_mib=st.integers(min_value=1, max_value=1024),
+        host_cpus=st.integers(min_value=0, max_value=1),
+        tags=tags,
+    ),
+)
+st.register_type_strategy(
+    NicSpec,
+    st.builds(
+        NicSpec,
+        mac=st.none() | st.just("aa:00:00:00:00:01"),
+        link=st.just("br0"),
+        mode=st.sampled_from(["bridged", "routed"]),
+        ip=st.none() | st.just("10.1.2.3"),
+    ),
+)
+st.register_type_strategy(DiskSpec, st.builds(DiskSpec, size_mib=sizes))
+st.register_type_strategy(
+    InstanceSpec,
+    st.builds(
+        InstanceSpec,
+        memory_mib=sizes,
+        vcpus=cpus,
+        disks=st.lists(st.from_type(DiskSpec), min_size=1, max_size=3).map(tuple),
+        os=st.just("debian"),
+        nics=st.lists(st.from_type(NicSpec), max_size=1).map(tuple),
+        tags=tags,
+        primary=st.none(),
+        secondary=st.none(),
+    ),
+)
 
 any_event = st.one_of(*(st.builds(cls) for cls in ALL_EVENT_TYPES))
 
@@ -84,7 +175,7 @@ def test_upcaster_brings_an_old_version_up_to_date() -> None:
     from events.specs import NodeSpec
 
     spec_plain = codec.to_plain(
-        NodeSpec(name=NodeName("n1"), address="10.0.0.1", memory_mib=1, disk_mib=1, cpus=1)
+        NodeSpec(name=NodeName("n1"), address="10.0.0.1", memory_mib=4096, disk_mib=1, cpus=1)
     )
     old = {
         "type": "node.declared",

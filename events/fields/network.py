@@ -1,0 +1,114 @@
+"""Addresses and NICs: hostnames and IP addresses that SSH and DRBD are pointed at,
+MAC addresses, bridge/interface names, NIC modes, etcd endpoints. Nothing a shell or
+ssh could misread passes.
+
+Pure: no I/O, no logging.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from events.fields.names import named
+from events.fields.rules import FieldError, after, before, kind, schema, show
+
+_HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
+_MAC_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+NIC_MODES = ("bridged", "routed", "openvswitch")
+MAX_LINK = 15  # a Linux interface name
+
+
+def host_address(value: object) -> str:
+    """A hostname or an IP address: nothing a shell or ssh could misread."""
+    if not isinstance(value, str):
+        raise FieldError(f"expected a hostname or IP address, got {kind(value)}")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if len(value) > 253 or not _HOSTNAME_RE.fullmatch(value):
+        raise FieldError(
+            f"{show(value)} is not a hostname or IP address (letters, digits, '-' and '.' "
+            "only, no spaces, no shell characters)"
+        )
+    return value
+
+
+def ip_address(value: object) -> str:
+    if not isinstance(value, str):
+        raise FieldError(f"expected an IP address, got {kind(value)}")
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        raise FieldError(f"{show(value)} is not an IPv4 or IPv6 address") from None
+
+
+def mac_address(value: object) -> str:
+    if not isinstance(value, str) or not _MAC_RE.fullmatch(value.lower()):
+        raise FieldError(
+            f"{show(value)} is not a MAC address; expected six hex pairs like "
+            "'aa:00:00:00:00:01' (quote it)"
+        )
+    lowered = value.lower()
+    if int(lowered[:2], 16) & 1:
+        raise FieldError(f"{show(value)} is a multicast MAC address; use a unicast one")
+    if lowered == "00:00:00:00:00:00":
+        raise FieldError("00:00:00:00:00:00 is not a usable MAC address")
+    return lowered
+
+
+def _link(value: str) -> str:
+    if len(value) > MAX_LINK:
+        raise FieldError(
+            f"nic link {value!r} is longer than {MAX_LINK} characters (a Linux interface)"
+        )
+    return value
+
+
+def _mode(value: object) -> str:
+    if not isinstance(value, str) or value not in NIC_MODES:
+        raise FieldError(f"{show(value)} is not one of: {', '.join(NIC_MODES)}")
+    return value
+
+
+def etcd_url(value: object) -> str:
+    """An etcd endpoint: http(s)://host[:port], nothing else."""
+    expected = "expected an etcd URL like 'http://10.0.0.1:2379'"
+    if not isinstance(value, str):
+        raise FieldError(f"{expected}, got {kind(value)}")
+    bad = f"{show(value)} is not an etcd endpoint; {expected}"
+    if any(c.isspace() or ord(c) < 32 for c in value):
+        raise FieldError(bad)
+    try:
+        parts = urlsplit(value)
+        _ = parts.port
+    except ValueError:
+        raise FieldError(bad) from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+    ):
+        raise FieldError(bad)
+    return value.rstrip("/")
+
+
+HostAddress = Annotated[
+    str, before(host_address), schema(type="string", maxLength=253, description="hostname or IP")
+]
+IpAddress = Annotated[str, before(ip_address), schema(type="string", format="ip")]
+MacAddress = Annotated[
+    str, before(mac_address), schema(type="string", pattern="^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+]
+Link = Annotated[
+    str, named("nic link"), after(_link), schema(type="string", pattern="^[a-z0-9._-]{1,15}$")
+]
+NicMode = Annotated[str, before(_mode), schema(type="string", enum=list(NIC_MODES))]
+EtcdUrl = Annotated[str, before(etcd_url), schema(type="string", format="uri")]
