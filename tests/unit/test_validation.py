@@ -189,3 +189,21 @@ def test_an_undecodable_event_is_an_alert_and_keeps_the_objects_versions() -> No
     junk = undecodable(b"{not json", key="/corral/lab/events/x", why="not JSON")
     assert junk.keys == () and junk.stored_type == ""
     assert json.loads(json.dumps(junk.why))
+
+
+def test_a_checkpoint_is_held_to_the_same_rules() -> None:
+    from dataclasses import replace
+
+    from events.checkpoints import decode_checkpoint, encode_checkpoint
+    from events.specs import DesiredCluster
+
+    good = ClusterState(
+        desired=DesiredCluster(name="lab", instances={InstanceName("vm2"): _spec()})
+    )
+    assert decode_checkpoint(encode_checkpoint(good)) == good
+    forged = replace(
+        good,
+        desired=DesiredCluster(name="lab", instances={InstanceName("vm2"): _spec(os="x; reboot")}),
+    )
+    with pytest.raises(CorruptEvent, match="os"):
+        decode_checkpoint(encode_checkpoint(forged))
