@@ -15,13 +15,15 @@ import asyncio
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import web
+from pydantic import BaseModel, ValidationError
 
+from events.fields.rules import field_errors
 from events.ids import InstanceName, InvalidName, JobId, NodeName, check_name
 from events.model import Event
 from events.specs import InstanceSpec
@@ -236,11 +238,12 @@ def event_filter(request: web.Request, *, since_time: float = 0.0) -> EventFilte
     return EventFilter(types=types, objects=objects, since_time=since_time)
 
 
-async def json_body(
-    request: web.Request, fields: Mapping[str, tuple[type, ...]], *, required: tuple[str, ...] = ()
-) -> dict[str, Any]:
-    """The request body as a JSON object with only `fields` (name -> accepted
-    types); an empty body is `{}`. Bad JSON -> 400, a bad field -> 422 naming it."""
+B = TypeVar("B", bound=BaseModel)
+
+
+async def body_of(request: web.Request, model: type[B]) -> B:
+    """The request body as `model` (a `orchestrator.api.bodies` model); an empty body
+    is `{}`. Bad JSON -> 400, a field the model refuses -> 422 naming it."""
     raw = await request.read()
     if not raw.strip():
         data: Any = {}
@@ -251,33 +254,11 @@ async def json_body(
             raise ApiError(400, "bad_json", "the body is not valid JSON", field="body") from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid", "the body must be a JSON object", field="body")
-    for key, value in data.items():
-        if key not in fields:
-            raise ApiError(422, "invalid", f"unknown field {key!r}", field=str(key))
-        types = fields[key]
-        if isinstance(value, bool) and bool not in types:
-            raise ApiError(422, "invalid", f"{key} has the wrong type", field=key)
-        if not isinstance(value, types):
-            names = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
-            raise ApiError(422, "invalid", f"{key} must be {names}", field=key)
-    for key in required:
-        if key not in data:
-            raise ApiError(422, "invalid", f"{key} is required", field=key)
-    return data
-
-
-_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", list: "a list"}
-
-
-def text_field(data: Mapping[str, Any], key: str, *, max_length: int = 2000) -> str:
-    value = data.get(key, "")
-    if not isinstance(value, str):
-        raise ApiError(422, "invalid", f"{key} must be a string", field=key)
-    if len(value) > max_length:
-        raise ApiError(422, "invalid", f"{key} is longer than {max_length}", field=key)
-    if "\x00" in value:
-        raise ApiError(422, "invalid", f"{key} must not contain NUL", field=key)
-    return value
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        _, path, message = next(iter(field_errors(exc)))
+        raise ApiError(422, "invalid", f"{path}: {message}", field=path or "body") from None
 
 
 async def wait_folded(ctx: ApiContext, revision: int) -> None:

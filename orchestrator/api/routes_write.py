@@ -14,27 +14,32 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
-from typing import Any
 
 from aiohttp import web
 
-from events.ids import InvalidName, JobId, NodeName, check_name, new_event_id
+from events.ids import JobId, new_event_id
 from events.store import VersionConflict
+from orchestrator.api.bodies import (
+    INSTANCE_BODIES,
+    DesiredRequest,
+    GrowDiskRequest,
+    ReasonRequest,
+    ReplaceDisksRequest,
+)
 from orchestrator.api.context import (
     ApiContext,
     ApiError,
     accepted_json,
+    body_of,
     ctx_of,
     forbid,
     job_instance_tags,
-    json_body,
     json_response,
     log_of,
     require_instance,
     require_node,
     require_role,
     require_unscoped,
-    text_field,
     visible_job,
     wait_folded,
 )
@@ -55,16 +60,6 @@ from orchestrator.operations import (
 from orchestrator.roles import Action, Principal, may
 
 NODE_ACTIONS = (*NODE_FLAG_VERBS, *NODE_JOB_VERBS, "confirm-off")
-REPLACE_MODES = ("change-secondary", "secondary-rebuild")
-MAX_FILES = 100
-MAX_MIB = 2**40
-
-_REASON = {"reason": (str,)}
-_INSTANCE_FIELDS: dict[str, dict[str, tuple[type, ...]]] = {
-    "replace-disks": {**_REASON, "mode": (str,), "new_secondary": (str,)},
-    "grow-disk": {**_REASON, "disk": (int,), "amount_mib": (int,)},
-}
-_DESIRED_FIELDS = {"files": (list,), "allow_destroy": (bool,), "message": (str,)}
 
 
 def _refused(exc: OperationRefused) -> ApiError:
@@ -89,26 +84,8 @@ async def _accepted(
 
 
 async def _desired_request(request: web.Request) -> tuple[DesiredFile, bool, str]:
-    data = await json_body(request, _DESIRED_FIELDS, required=("files",))
-    files = data["files"]
-    if not 1 <= len(files) <= MAX_FILES:
-        raise ApiError(422, "invalid", f"files must hold 1..{MAX_FILES} files", field="files")
-    texts: list[tuple[str, str]] = []
-    for i, item in enumerate(files):
-        where = f"files[{i}]"
-        if not isinstance(item, dict):
-            raise ApiError(422, "invalid", f"{where} must be {{name, text}}", field=where)
-        for key in item:
-            if key not in ("name", "text"):
-                raise ApiError(422, "invalid", f"unknown field {key!r}", field=f"{where}.{key}")
-        name, text = item.get("name"), item.get("text")
-        if not isinstance(name, str) or not 1 <= len(name) <= 255 or "\x00" in name:
-            raise ApiError(
-                422, "invalid", "name must be a file name (1-255 characters)", field=f"{where}.name"
-            )
-        if not isinstance(text, str):
-            raise ApiError(422, "invalid", "text must be a string", field=f"{where}.text")
-        texts.append((name, text))
+    data = await body_of(request, DesiredRequest)
+    texts = [(f.name, f.text) for f in data.files]
     if len({n for n, _ in texts}) != len(texts):
         raise ApiError(422, "invalid", "two files have the same name", field="files")
     try:
@@ -130,8 +107,7 @@ async def _desired_request(request: web.Request) -> tuple[DesiredFile, bool, str
             f"the files declare cluster {desired.cluster.name!r}, but this is {cluster!r}",
             field="files",
         )
-    message = text_field(data, "message")
-    return desired, bool(data.get("allow_destroy", False)), message
+    return desired, data.allow_destroy, data.message
 
 
 def _diff(request: web.Request, desired: DesiredFile, allow_destroy: bool) -> Diff:
@@ -231,17 +207,6 @@ async def desired_apply(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------- instances
 
 
-def _node_param(data: dict[str, Any], key: str, ctx: ApiContext) -> str:
-    value = data[key]
-    try:
-        check_name(value, what=key)
-    except InvalidName as exc:
-        raise ApiError(422, "invalid", str(exc), field=key) from None
-    if NodeName(value) not in ctx.state().desired.nodes:
-        raise ApiError(422, "invalid", f"no node named {value!r}", field=key)
-    return str(value)
-
-
 async def instance_action(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     if action not in INSTANCE_VERBS:
@@ -252,25 +217,20 @@ async def instance_action(request: web.Request) -> web.Response:
     spec = require_instance(state, principal, request.match_info["name"])
     if not may(principal, Action.OPERATE, instance_tags=spec.tags):
         raise forbid(request, f"{principal.name} may not operate {spec.name}")
-    data = await json_body(request, _INSTANCE_FIELDS.get(action, _REASON))
+    data = await body_of(request, INSTANCE_BODIES.get(action, ReasonRequest))
     params: dict[str, str] = {}
-    if action == "replace-disks":
-        mode = data.get("mode", "change-secondary")
-        if mode not in REPLACE_MODES:
-            raise ApiError(422, "invalid", f"mode must be one of {REPLACE_MODES}", field="mode")
-        params["mode"] = mode
-        if "new_secondary" in data:
-            params["node"] = _node_param(data, "new_secondary", ctx)
-    if action == "grow-disk":
-        disk = data.get("disk", 0)
-        if not 0 <= disk < len(spec.disks):
+    if isinstance(data, ReplaceDisksRequest):
+        params["mode"] = data.mode
+        if data.new_secondary is not None:
+            if data.new_secondary not in state.desired.nodes:
+                raise ApiError(
+                    422, "invalid", f"no node named {data.new_secondary!r}", field="new_secondary"
+                )
+            params["node"] = data.new_secondary
+    if isinstance(data, GrowDiskRequest):
+        if not data.disk < len(spec.disks):
             raise ApiError(422, "invalid", f"disk must be 0..{len(spec.disks) - 1}", field="disk")
-        if "amount_mib" not in data:
-            raise ApiError(422, "invalid", "amount_mib is required", field="amount_mib")
-        amount = data["amount_mib"]
-        if not 1 <= amount <= MAX_MIB:
-            raise ApiError(422, "invalid", "amount_mib must be 1 or more", field="amount_mib")
-        params.update(disk=str(disk), amount_mib=str(amount))
+        params.update(disk=str(data.disk), amount_mib=str(data.amount_mib))
     try:
         accepted = await submit_job(
             ctx.store,
@@ -279,7 +239,7 @@ async def instance_action(request: web.Request) -> web.Response:
             target=spec.name,
             params=params,
             actor=principal.name,
-            reason=text_field(data, "reason"),
+            reason=data.reason,
         )
     except OperationRefused as exc:
         raise _refused(exc) from None
@@ -300,8 +260,7 @@ async def node_action(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     state = ctx.state()
     node = require_node(state, request.match_info["name"])
-    data = await json_body(request, _REASON)
-    reason = text_field(data, "reason")
+    reason = (await body_of(request, ReasonRequest)).reason
     try:
         if action in NODE_FLAG_VERBS:
             accepted = await set_node_flags(
@@ -349,14 +308,14 @@ async def job_cancel(request: web.Request) -> web.Response:
         raise ApiError(404, "not_found", f"no job {job_id!r}", field="job_id")
     if not _may_cancel(principal, job_instance_tags(state, job)):
         raise forbid(request, f"{principal.name} may not cancel job {job_id}")
-    data = await json_body(request, _REASON)
+    data = await body_of(request, ReasonRequest)
     try:
         accepted = await cancel_job(
             ctx.store,
             state,
             job_id=job.job_id,
             actor=principal.name,
-            reason=text_field(data, "reason"),
+            reason=data.reason,
         )
     except OperationRefused as exc:
         raise _refused(exc) from None

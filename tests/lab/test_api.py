@@ -190,7 +190,7 @@ async def _auth_and_roles_before_apply(api: Api, c: Cluster) -> None:
     )
     assert status == 401
     status, doc = await api.call("GET", "/api/v1/openapi.json", who=None)
-    assert status == 200 and doc["openapi"].startswith("3.0")
+    assert status == 200 and doc["openapi"].startswith("3.1")
     status, page = await api.call("GET", "/", who=None)  # the dashboard's page holds no data
     assert status == 200 and "<html" in page.lower()
     assert (await api.call("GET", "/dashboard/tokens.yaml", who=None))[0] == 404

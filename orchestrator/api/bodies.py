@@ -1,0 +1,83 @@
+"""The native API's request bodies as typed models: what each write route accepts,
+held to the field rules every entry point shares (`events.fields`), and documented in
+the OpenAPI document from the same models. Unknown fields are refused, and so is a
+value of the wrong type (never coerced).
+
+Pure: no I/O, no logging. Must not decide what a principal may do.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from events.fields.names import NodeNameField
+from events.fields.rules import FieldError, before
+from events.fields.sizes import SizeMiB
+
+MAX_FILES = 100
+
+
+def _text(value: object) -> str:
+    if not isinstance(value, str):
+        raise FieldError("must be a string")
+    if len(value) > 2000:
+        raise FieldError("is longer than 2000")
+    if "\x00" in value:
+        raise FieldError("must not contain NUL")
+    return value
+
+
+def _file_name(value: object) -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= 255 or "\x00" in value:
+        raise FieldError("name must be a file name (1-255 characters)")
+    return value
+
+
+Text = Annotated[str, before(_text), Field(max_length=2000)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class ReasonRequest(Body):
+    reason: Text = ""
+
+
+class ReplaceDisksRequest(ReasonRequest):
+    mode: Literal["change-secondary", "secondary-rebuild"] = "change-secondary"
+    new_secondary: NodeNameField | None = None
+
+
+class GrowDiskRequest(ReasonRequest):
+    disk: Annotated[int, Field(ge=0, le=15)] = 0
+    amount_mib: SizeMiB
+
+
+class InstanceActionRequest(ReasonRequest):
+    """What `/instances/{name}/{action}` may hold, over all actions: `mode` and
+    `new_secondary` for replace-disks, `disk` and `amount_mib` for grow-disk."""
+
+    mode: Literal["change-secondary", "secondary-rebuild"] = "change-secondary"
+    new_secondary: NodeNameField | None = None
+    disk: Annotated[int, Field(ge=0, le=15)] = 0
+    amount_mib: SizeMiB | None = None
+
+
+class DesiredFileText(Body):
+    name: Annotated[str, before(_file_name), Field(min_length=1, max_length=255)]
+    text: str
+
+
+class DesiredRequest(Body):
+    files: Annotated[list[DesiredFileText], Field(min_length=1, max_length=MAX_FILES)]
+    allow_destroy: bool = False
+    message: Text = ""
+
+
+INSTANCE_BODIES: dict[str, type[ReasonRequest]] = {
+    "replace-disks": ReplaceDisksRequest,
+    "grow-disk": GrowDiskRequest,
+}
