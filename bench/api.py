@@ -79,7 +79,9 @@ async def _run() -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         etcd = LocalEtcd(data_dir=Path(tmp) / "etcd").start()
         try:
-            async with EventStore.connect([etcd.endpoint], "bench") as store:
+            async with EventStore.connect(
+                [etcd.endpoint], "bench", credentials=etcd.credentials()
+            ) as store:
                 token, entry = new_token_entry(name="bench", role=Role.VIEWER)
                 api = await start_api(
                     host="127.0.0.1",

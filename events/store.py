@@ -38,6 +38,13 @@ from events.archive import (
     open_archive,
 )
 from events.codec import CorruptEvent, decode, encode, undecodable
+from events.etcd_client import (
+    EtcdCredentials,
+    EtcdPermissionDenied,
+    diagnose_tls,
+    make_client,
+    parse_endpoint,
+)
 from events.model import Event
 
 
@@ -66,8 +73,11 @@ RETRYABLE = (
 class EtcdUnavailable(Exception):
     """etcd did not answer; str() is one line naming the endpoint and what to do."""
 
-    def __init__(self, endpoint: str, detail: str = "") -> None:
+    def __init__(self, endpoint: str, detail: str = "", *, tls_refused: bool = False) -> None:
         self.endpoint = endpoint
+        if tls_refused:  # it answered: the certificates are the problem
+            super().__init__(f"etcd at {endpoint}: {detail}")
+            return
         super().__init__(
             f"etcd at {endpoint} is not reachable{': ' + detail if detail else ''} "
             "(start it, or point corral at a running one with --etcd HOST:PORT "
@@ -120,10 +130,8 @@ def _prefix_end(prefix: bytes) -> bytes:
     return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
-def _split_endpoint(endpoint: str) -> tuple[str, int]:
-    endpoint = endpoint.removeprefix("http://")
-    host, _, port = endpoint.rpartition(":")
-    return host or "127.0.0.1", int(port or 2379)
+def _denied(exc: BaseException) -> bool:
+    return "permission denied" in str(exc) or "user name not found" in str(exc)
 
 
 @dataclass
@@ -140,6 +148,8 @@ class EventStore:
     archive_override: str = ""
     _segments: dict[int, IndexEntry] = field(default_factory=dict)
     _segment_cache: dict[int, list[tuple[int, Event]]] = field(default_factory=dict)
+    # The etcd user this store acts as (its certificate's CN), "" without one.
+    identity: str = ""
 
     # ------------------------------------------------------------------ keys
 
@@ -166,29 +176,50 @@ class EventStore:
     @classmethod
     @contextlib.asynccontextmanager
     async def connect(
-        cls, endpoints: Sequence[str], cluster: str, *, timeout: float = 5.0
+        cls,
+        endpoints: Sequence[str],
+        cluster: str,
+        *,
+        credentials: EtcdCredentials | None = None,
+        timeout: float = 5.0,
     ) -> AsyncIterator[EventStore]:
-        """Connect to the first endpoint that answers; EtcdUnavailable if none."""
-        last = ""
-        for endpoint in endpoints:
-            host, port = _split_endpoint(endpoint)
-            client = aetcd.Client(host=host, port=port, timeout=int(max(timeout, 1)))
+        """Connect to the first endpoint that answers; EtcdUnavailable if none.
+        `https://` endpoints (and bare HOST:PORT ones when `credentials` are
+        given) use TLS with those credentials. EtcdConfigError for an endpoint or
+        credential file that cannot work, EtcdPermissionDenied when the identity
+        may not even read the cluster's prefix."""
+        parsed = [parse_endpoint(e, tls=credentials is not None) for e in endpoints]
+        identity = credentials.identity() if credentials is not None else ""
+        last, tls_refused = "", False
+        for endpoint in parsed:
+            client = make_client(endpoint, credentials, timeout=timeout)
             try:
                 await asyncio.wait_for(client.connect(), timeout)
                 await asyncio.wait_for(client.status(), timeout)
+                # Auth is checked per request: read one key of the cluster's
+                # prefix now, so a user without a role fails here, clearly.
+                await asyncio.wait_for(client.get(f"/corral/{cluster}/".encode()), timeout)
             except (TimeoutError, etcd_errors.ClientError, OSError) as exc:
-                last = f"{type(exc).__name__}"
                 with contextlib.suppress(Exception):
                     await client.close()
+                if isinstance(exc, etcd_errors.ClientError) and _denied(exc):
+                    raise EtcdPermissionDenied(
+                        identity=identity, operation=f"reading /corral/{cluster}/", detail=str(exc)
+                    ) from None
+                last, tls_refused = type(exc).__name__, False
+                if endpoint.secure and credentials is not None:
+                    why = await diagnose_tls(endpoint, credentials)
+                    if why.startswith("etcd"):
+                        last, tls_refused = why, True
                 continue
-            store = cls(client=client, cluster=cluster, endpoint=endpoint)
+            store = cls(client=client, cluster=cluster, endpoint=endpoint.url, identity=identity)
             try:
                 yield store
             finally:
                 with contextlib.suppress(Exception):
                     await client.close()
             return
-        raise EtcdUnavailable(", ".join(endpoints), last)
+        raise EtcdUnavailable(", ".join(e.url for e in parsed), last, tls_refused=tls_refused)
 
     # ------------------------------------------------------------------ append
 
@@ -313,9 +344,19 @@ class EventStore:
     async def _call(self, awaitable: Awaitable[T], *, operation: str = "get") -> T:
         started = time.monotonic()
         try:
-            return await awaitable
+            try:
+                return await awaitable
+            except rpc.AioRpcError as raw:  # a raw stub call: aetcd's mapping
+                etcd_errors._handle_exception(raw)
+                raise
         except RETRYABLE as exc:
             raise EtcdUnavailable(self.endpoint, type(exc).__name__) from exc
+        except etcd_errors.ClientError as exc:
+            if _denied(exc):
+                raise EtcdPermissionDenied(
+                    identity=self.identity, operation=operation, detail=str(exc)
+                ) from None
+            raise
         finally:
             if self.on_request is not None:
                 self.on_request(operation, time.monotonic() - started)
@@ -368,6 +409,10 @@ class EventStore:
             except Exception as exc:
                 if "compacted" in str(exc):
                     raise _Compacted(min_rev) from exc
+                if _denied(exc):
+                    raise EtcdPermissionDenied(
+                        identity=self.identity, operation="reading the log", detail=str(exc)
+                    ) from None
                 raise EtcdUnavailable(self.endpoint, type(exc).__name__) from exc
             kvs = list(response.kvs)
             if not kvs:
@@ -479,8 +524,15 @@ class EventStore:
         return [(r, e) async for r, e in self.read_all() if object_key in e.objects()]
 
     async def current_revision(self) -> int:
-        response = await self._call(self.client.get_range(self.root, _prefix_end(self.root)))
-        return int(response.header.revision)  # type: ignore[attr-defined]
+        """etcd's head revision, from a count-only read of the cluster's prefix
+        (no values travel)."""
+        request = rpc.RangeRequest(key=self.root, range_end=_prefix_end(self.root), count_only=True)
+        response = await self._call(
+            self.client.kvstub.Range(
+                request, timeout=self.client._timeout, metadata=self.client.metadata
+            )
+        )
+        return int(response.header.revision)
 
     # ------------------------------------------------------------------ subscribe
 

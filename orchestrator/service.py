@@ -23,6 +23,7 @@ import structlog
 
 from events.checkpoints import save_checkpoint
 from events.election import Member
+from events.etcd_client import EtcdCredentials
 from events.loading import load_state
 from events.retention import ArchiveRefused, RetentionPolicy, archive_pass
 from events.seals import seal_pending
@@ -39,6 +40,7 @@ log = structlog.get_logger("corral.service")
 class ServiceConfig:
     etcd_endpoints: tuple[str, ...]
     cluster: str
+    etcd_credentials: EtcdCredentials | None = None
     known_hosts: Path
     client_key: Path
     snapshot_every_s: float = 30.0
@@ -64,7 +66,9 @@ class ServiceConfig:
 async def run_service(
     config: ServiceConfig, *, ready: Callable[[Engine], Awaitable[None]] | None = None
 ) -> None:
-    async with EventStore.connect(list(config.etcd_endpoints), config.cluster) as store:
+    async with EventStore.connect(
+        list(config.etcd_endpoints), config.cluster, credentials=config.etcd_credentials
+    ) as store:
         state = await load_state(store)
         log.info(
             "state loaded",

@@ -1,4 +1,6 @@
-"""Shared fixtures: a private etcd per test (own data dir, free loopback ports)."""
+"""Shared fixtures: a private etcd per test (own data dir, free loopback ports),
+serving TLS with client-certificate authentication and corral's etcd roles, as a
+production etcd should."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from devtools.local_etcd import LocalEtcd
 
 @pytest.fixture
 def etcd(tmp_path: Path) -> Iterator[LocalEtcd]:
-    server = LocalEtcd(data_dir=tmp_path / "etcd").start()
+    server = LocalEtcd(data_dir=tmp_path / "etcd", tls=True).start()
     try:
         yield server
     finally:

@@ -122,7 +122,7 @@ async def _run_move(follower: _Follower, store: EventStore, move: Move) -> str |
                 kind=kind,
                 target=move.instance,
                 params=params,
-                actor=actor(),
+                actor=actor(store),
                 reason=f"balance: {move.kind.value} {move.instance}",
             )
         except OperationRefused as exc:

@@ -1,7 +1,7 @@
-"""What every `corral` subcommand needs before it can do anything: which etcd and
-which cluster (flags, then environment, then the desired-state file), who is
-asking (the actor recorded on events), the folded state, and how to print a table
-or JSON.
+"""What every `corral` subcommand needs before it can do anything: which etcd, with
+which TLS identity, and which cluster (flags, then environment, then the
+desired-state file), who is asking (the actor recorded on events: the etcd
+identity), the folded state, and how to print a table or JSON.
 
 Must not decide anything about the cluster.
 """
@@ -19,13 +19,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # (the offline commands start without the event log's code)
+    from events.etcd_client import EtcdCredentials
     from events.state import ClusterState
     from events.store import EventStore
 
 ENV_ETCD = "CORRAL_ETCD"
 ENV_CLUSTER = "CORRAL_CLUSTER"
-ENV_ACTOR = "CORRAL_ACTOR"
 ENV_ARCHIVE = "CORRAL_ARCHIVE"  # the archive as mounted on this host, if not where recorded
+# The etcd identity's files, as etcdctl's --cacert/--cert/--key.
+ENV_CACERT = "CORRAL_ETCD_CACERT"
+ENV_CERT = "CORRAL_ETCD_CERT"
+ENV_KEY = "CORRAL_ETCD_KEY"
 
 
 class UsageError(Exception):
@@ -36,18 +40,65 @@ class UsageError(Exception):
 class Target:
     endpoints: tuple[str, ...]
     cluster: str
+    credentials: EtcdCredentials | None = None
 
 
-def add_target_options(parser: argparse.ArgumentParser) -> None:
+def add_etcd_options(parser: argparse.ArgumentParser) -> None:
+    """--etcd and the TLS identity's files (every command that talks to etcd)."""
     parser.add_argument(
         "--etcd",
         metavar="URL[,URL]",
-        help=f"etcd endpoints (default: ${ENV_ETCD}, else the file's cluster.etcd)",
+        help=f"etcd endpoints, https://HOST:PORT for TLS (default: ${ENV_ETCD}, "
+        "else the file's cluster.etcd)",
     )
+    parser.add_argument(
+        "--etcd-cacert", metavar="FILE", help=f"CA of etcd's certificate (default: ${ENV_CACERT})"
+    )
+    parser.add_argument(
+        "--etcd-cert",
+        metavar="FILE",
+        help=f"your etcd client certificate; its CN is who you are (default: ${ENV_CERT})",
+    )
+    parser.add_argument(
+        "--etcd-key", metavar="FILE", help=f"the certificate's private key (default: ${ENV_KEY})"
+    )
+
+
+def add_target_options(parser: argparse.ArgumentParser) -> None:
+    add_etcd_options(parser)
     parser.add_argument(
         "--cluster", help=f"cluster name (default: ${ENV_CLUSTER}, else the file's cluster.name)"
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
+def credentials_from(
+    *,
+    cacert: str | None,
+    cert: str | None,
+    key: str | None,
+    env: Mapping[str, str],
+) -> EtcdCredentials | None:
+    """The TLS identity from flags, then the environment; None when no CA is named."""
+    from pathlib import Path
+
+    ca = cacert or env.get(ENV_CACERT)
+    cert = cert or env.get(ENV_CERT)
+    key = key or env.get(ENV_KEY)
+    if not ca:
+        if cert or key:
+            raise UsageError(
+                f"--etcd-cert/--etcd-key need the CA too: pass --etcd-cacert or set {ENV_CACERT}"
+            )
+        return None
+    from events.etcd_client import EtcdConfigError, EtcdCredentials
+
+    try:
+        return EtcdCredentials(
+            ca=Path(ca), cert=Path(cert) if cert else None, key=Path(key) if key else None
+        )
+    except EtcdConfigError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def resolve_target(
@@ -57,36 +108,48 @@ def resolve_target(
     env: Mapping[str, str],
     file_endpoints: Sequence[str] = (),
     file_cluster: str | None = None,
+    credentials: EtcdCredentials | None = None,
 ) -> Target:
     raw = etcd or env.get(ENV_ETCD) or ",".join(file_endpoints)
     endpoints = tuple(e.strip() for e in raw.split(",") if e.strip())
     if not endpoints:
         raise UsageError(
-            f"which etcd? pass --etcd http://HOST:2379, set {ENV_ETCD}, or use -f FILE "
+            f"which etcd? pass --etcd https://HOST:2379, set {ENV_ETCD}, or use -f FILE "
             "whose cluster.etcd lists it"
         )
+    from events.etcd_client import EtcdConfigError, parse_endpoint
+
     for e in endpoints:
-        if e.startswith("https://"):
-            raise UsageError(f"--etcd: {e!r}: TLS to etcd is not supported yet; use http://")
-        hostport = e.split("://", 1)[1] if "://" in e else e
-        host, _, port = hostport.rstrip("/").rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise UsageError(f"--etcd: {e!r} is not HOST:PORT or http://HOST:PORT")
+        try:
+            parse_endpoint(e, tls=credentials is not None)
+        except EtcdConfigError as exc:
+            raise UsageError(f"--etcd: {exc}") from None
     name = cluster or env.get(ENV_CLUSTER) or file_cluster
     if not name:
         raise UsageError(f"which cluster? pass --cluster NAME or set {ENV_CLUSTER}")
-    return Target(endpoints=endpoints, cluster=name)
+    return Target(endpoints=endpoints, cluster=name, credentials=credentials)
 
 
-def target_from_args(args: argparse.Namespace) -> Target:
-    return resolve_target(etcd=args.etcd, cluster=args.cluster, env=os.environ)
+def target_from_args(args: argparse.Namespace, **file: Any) -> Target:
+    """The target named by the command line and the environment (`file`: the
+    desired-state file's `file_endpoints` and `file_cluster`)."""
+    return resolve_target(
+        etcd=args.etcd,
+        cluster=args.cluster,
+        env=os.environ,
+        credentials=credentials_from(
+            cacert=args.etcd_cacert, cert=args.etcd_cert, key=args.etcd_key, env=os.environ
+        ),
+        **file,
+    )
 
 
-def actor() -> str:
-    """Who is asking: $CORRAL_ACTOR, else user:<login name>."""
-    explicit = os.environ.get(ENV_ACTOR)
-    if explicit:
-        return explicit
+def actor(store: EventStore) -> str:
+    """Who is asking: the etcd user this command authenticated as (its client
+    certificate's CN), which etcd itself checked. Only against an etcd without
+    client certificates (a lab) is it the login name, which nothing checks."""
+    if store.identity:
+        return f"user:{store.identity}"
     try:
         return f"user:{getpass.getuser()}"
     except (KeyError, OSError):
@@ -98,13 +161,22 @@ async def open_store(target: Target) -> AsyncIterator[EventStore]:
     # The store (aetcd, grpc) is imported only by commands that talk to etcd:
     # offline ones (`--htools FILE`) start without it.
     from events.archive import ArchiveError
+    from events.etcd_client import EtcdConfigError, EtcdPermissionDenied
     from events.store import ArchiveUnreadable, EtcdUnavailable, EventStore
 
     try:
-        async with EventStore.connect(list(target.endpoints), target.cluster) as store:
+        async with EventStore.connect(
+            list(target.endpoints), target.cluster, credentials=target.credentials
+        ) as store:
             store.archive_override = os.environ.get(ENV_ARCHIVE, "")
             yield store
-    except (EtcdUnavailable, ArchiveUnreadable, ArchiveError) as exc:
+    except (
+        EtcdUnavailable,
+        EtcdConfigError,
+        EtcdPermissionDenied,
+        ArchiveUnreadable,
+        ArchiveError,
+    ) as exc:
         raise UsageError(f"{exc}") from exc
 
 

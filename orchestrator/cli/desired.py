@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,7 @@ from orchestrator.cli.context import (
     current_state,
     open_store,
     print_json,
-    resolve_target,
+    target_from_args,
 )
 from orchestrator.desired.diff import Action, Diff, diff_desired, diff_events, expected_versions
 from orchestrator.desired.plan_view import plan_json, preview_placements, render_plan
@@ -94,12 +93,8 @@ async def _plan(
 
 def run_desired(args: argparse.Namespace) -> int:
     desired = _load(args.file)
-    target = resolve_target(
-        etcd=args.etcd,
-        cluster=args.cluster,
-        env=os.environ,
-        file_endpoints=desired.cluster.etcd_endpoints,
-        file_cluster=desired.cluster.name,
+    target = target_from_args(
+        args, file_endpoints=desired.cluster.etcd_endpoints, file_cluster=desired.cluster.name
     )
     if target.cluster != desired.cluster.name:
         raise UsageError(
@@ -119,7 +114,7 @@ async def _run_plan(args: argparse.Namespace, desired: DesiredFile, target: Targ
         wanted=desired.cluster,
         digest=desired.digest,
         files=desired.files,
-        author=actor(),
+        author=actor(store),
         message="",
         now=time.time(),
         new_id=new_event_id,
@@ -151,7 +146,7 @@ async def _run_apply(args: argparse.Namespace, desired: DesiredFile, target: Tar
             wanted=desired.cluster,
             digest=desired.digest,
             files=desired.files,
-            author=actor(),
+            author=actor(store),
             message=args.message,
             now=time.time(),
             new_id=new_event_id,

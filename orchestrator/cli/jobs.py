@@ -53,7 +53,7 @@ async def job_command(args: argparse.Namespace, store: EventStore, state: Cluste
                 )
         return 0
     if args.action == "cancel":
-        accepted = await cancel_job(store, state, job_id=job.job_id, actor=actor())
+        accepted = await cancel_job(store, state, job_id=job.job_id, actor=actor(store))
         return await report_accepted(args, store, accepted)
     return await watch_job(store, state, job.job_id, quiet=args.json)
 

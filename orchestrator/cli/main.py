@@ -207,6 +207,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # its workers (`reactors.balance.cores.start_method`). Set before any
     # command module imports numpy; a value the user set is kept.
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # gRPC's C core prints TLS handshake failures to stderr itself; corral says
+    # what went wrong in one line of its own (events.etcd_client).
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
     args_list = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in args_list if not a.startswith("-")), None)
     parser = build_parser(command)

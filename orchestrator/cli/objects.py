@@ -204,7 +204,7 @@ async def _instance(args: argparse.Namespace, store: EventStore, state: ClusterS
         kind=INSTANCE_VERBS[args.action],
         target=name,
         params=params,
-        actor=actor(),
+        actor=actor(store),
         reason=args.reason,
     )
     return await report_accepted(args, store, accepted)
@@ -283,14 +283,14 @@ async def _node(args: argparse.Namespace, store: EventStore, state: ClusterState
             store,
             state,
             node=name,
-            actor=actor(),
+            actor=actor(store),
             reason=args.reason,
             **NODE_FLAG_VERBS[args.action],
         )
         return await report_accepted(args, store, accepted)
     if args.action == "confirm-off":
         accepted = await confirm_node_off(
-            store, state, node=name, actor=actor(), reason=args.reason
+            store, state, node=name, actor=actor(store), reason=args.reason
         )
         return await report_accepted(args, store, accepted)
     if args.action == "remove":
@@ -301,7 +301,7 @@ async def _node(args: argparse.Namespace, store: EventStore, state: ClusterState
                 f"{'...' if len(held) > 5 else ''}); run `corral node evacuate {name}` first"
             )
         event = NodeRemoved(
-            id=new_event_id(), time=time.time(), actor=actor(), reason=args.reason, node=name
+            id=new_event_id(), time=time.time(), actor=actor(store), reason=args.reason, node=name
         )
         revision = await store.append(
             [event], expected={f"node/{name}": state.versions.get(f"node/{name}", 0)}
@@ -316,7 +316,7 @@ async def _node(args: argparse.Namespace, store: EventStore, state: ClusterState
         state,
         kind=NODE_JOB_VERBS[args.action],
         target=name,
-        actor=actor(),
+        actor=actor(store),
         reason=args.reason,
     )
     return await report_accepted(args, store, accepted)
@@ -363,11 +363,16 @@ async def _evacuate(
         )
     if not state.desired.nodes[name].drained:
         await set_node_flags(
-            store, state, node=name, drained=True, actor=actor(), reason=f"evacuating {name}"
+            store, state, node=name, drained=True, actor=actor(store), reason=f"evacuating {name}"
         )
         state = await current_state(store)
     accepted = await submit_job(
-        store, state, kind=JobKind.NODE_EVACUATE, target=name, actor=actor(), reason=args.reason
+        store,
+        state,
+        kind=JobKind.NODE_EVACUATE,
+        target=name,
+        actor=actor(store),
+        reason=args.reason,
     )
     if not args.json:
         print(f"{name} drained; {len(plan.moves)} move(s) planned, {size(plan.data_mib)} to resync")
@@ -416,7 +421,7 @@ async def _node_add(
             "; ".join(f"{_NODE_FLAGS.get(str(p.loc[0]), p.path)}: {p.message}" for p in found)
         )
     event = NodeDeclared(
-        id=new_event_id(), time=time.time(), actor=actor(), reason=args.reason, spec=spec
+        id=new_event_id(), time=time.time(), actor=actor(store), reason=args.reason, spec=spec
     )
     revision = await store.append([event], expected={f"node/{name}": 0})
     return await report_accepted(args, store, Accepted(revision=revision, event_ids=(event.id,)))

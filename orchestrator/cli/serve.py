@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import re
 from pathlib import Path
 
-from orchestrator.cli.context import UsageError, resolve_target
+from orchestrator.cli.context import UsageError, add_etcd_options, target_from_args
 from orchestrator.logs import configure_logging
 from orchestrator.service import ServiceConfig, run_service
 from reactors.context import ReactorSettings
@@ -21,7 +20,7 @@ from reactors.context import ReactorSettings
 
 def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the orchestrator (reactors) in the foreground")
-    p.add_argument("--etcd", metavar="URL[,URL]", help="etcd endpoints (default: $CORRAL_ETCD)")
+    add_etcd_options(p)
     p.add_argument("--cluster", help="cluster name (default: $CORRAL_CLUSTER)")
     p.add_argument("--known-hosts", type=Path, help="the nodes' pinned SSH host keys")
     p.add_argument("--client-key", type=Path, help="the SSH key corral logs in with")
@@ -106,7 +105,7 @@ def run_serve(args: argparse.Namespace) -> int:
         raise UsageError(f"--lease-ttl: {args.lease_ttl} is not between 2 and 120 seconds")
     if args.name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", args.name):
         raise UsageError(f"--name: {args.name!r} is not a name (letters, digits, . _ -)")
-    target = resolve_target(etcd=args.etcd, cluster=args.cluster, env=os.environ)
+    target = target_from_args(args)
     configure_logging(json=args.log_format == "json")
     for what, path in (("--tokens", args.tokens), ("--rapi-users", args.rapi_users)):
         if path is not None and not path.is_file():
@@ -129,6 +128,7 @@ def run_serve(args: argparse.Namespace) -> int:
         )
     config = ServiceConfig(
         etcd_endpoints=target.endpoints,
+        etcd_credentials=target.credentials,
         cluster=target.cluster,
         known_hosts=known_hosts,
         client_key=client_key,

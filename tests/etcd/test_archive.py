@@ -29,7 +29,7 @@ async def test_checkpoints_in_chunks_newest_kept(
     etcd: LocalEtcd, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(checkpoints, "CHUNK", 300)  # several chunks per checkpoint
-    async with EventStore.connect([etcd.endpoint], "c1") as store:
+    async with EventStore.connect([etcd.endpoint], "c1", credentials=etcd.credentials()) as store:
         states = []
         for i in range(3):
             await store.append([ev(10 * i + j) for j in range(10)])
@@ -49,7 +49,9 @@ async def test_checkpoints_in_chunks_newest_kept(
 async def test_s3_archive_read_through_and_tampering(etcd: LocalEtcd) -> None:
     with s3_server() as endpoint:
         url = f"s3://corral-archive/c1?endpoint={endpoint}"
-        async with EventStore.connect([etcd.endpoint], "c1") as store:
+        async with EventStore.connect(
+            [etcd.endpoint], "c1", credentials=etcd.credentials()
+        ) as store:
             events = [ev(i) for i in range(600)]
             for i in range(0, 600, 10):
                 await store.append(events[i : i + 10])

@@ -10,7 +10,7 @@ from tests.support.events import ev
 
 
 async def test_tampering_is_named(etcd: LocalEtcd) -> None:
-    async with EventStore.connect([etcd.endpoint], "c1") as store:
+    async with EventStore.connect([etcd.endpoint], "c1", credentials=etcd.credentials()) as store:
         events = [ev(i) for i in range(250)]
         for i in range(0, 250, 10):
             await store.append(events[i : i + 10])

@@ -54,11 +54,11 @@ def test_serve_runs_the_orchestrator_and_its_apis(tmp_path: Path) -> None:
         timeout=60,
     )
     assert up.returncode == 0, up.stderr
-    etcd = LocalEtcd(data_dir=tmp_path / "etcd").start()
+    etcd = LocalEtcd(data_dir=tmp_path / "etcd", tls=True).start()
     serve = None
     try:
         inv = json.loads((lab_dir / "inventory.json").read_text())
-        env = {**os.environ, "CORRAL_ETCD": etcd.endpoint, "CORRAL_CLUSTER": "lab"}
+        env = {**os.environ, **etcd.client_env("orchestrator"), "CORRAL_CLUSTER": "lab"}
         tokens = tmp_path / "tokens.yaml"
         minted = subprocess.run(
             [*CORRAL, "token", "add", "ops", "--role", "operator", "--file", str(tokens)],

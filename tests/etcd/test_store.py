@@ -21,7 +21,7 @@ async def all_events(store: EventStore, from_revision: int = 0) -> list[tuple[in
 
 
 async def test_append_read_in_order_and_idempotent(etcd: LocalEtcd) -> None:
-    async with EventStore.connect([etcd.endpoint], "c1") as store:
+    async with EventStore.connect([etcd.endpoint], "c1", credentials=etcd.credentials()) as store:
         batch = [ev(i) for i in range(300)]  # more than one transaction's worth
         await store.append(batch[:10])
         await store.append(batch[10:])
@@ -33,12 +33,12 @@ async def test_append_read_in_order_and_idempotent(etcd: LocalEtcd) -> None:
         assert rev == got[5][0]
         assert len(await all_events(store)) == 300
         # Another cluster in the same etcd sees nothing of c1.
-    async with EventStore.connect([etcd.endpoint], "c2") as other:
+    async with EventStore.connect([etcd.endpoint], "c2", credentials=etcd.credentials()) as other:
         assert await all_events(other) == []
 
 
 async def test_stale_writer_gets_a_conflict_and_writes_nothing(etcd: LocalEtcd) -> None:
-    async with EventStore.connect([etcd.endpoint], "c1") as store:
+    async with EventStore.connect([etcd.endpoint], "c1", credentials=etcd.credentials()) as store:
         await store.append([ev(1)], expected={"node/n1": 0})
         await store.append([ev(2)], expected={"node/n1": 1})
         with pytest.raises(VersionConflict) as info:
@@ -52,7 +52,7 @@ async def test_stale_writer_gets_a_conflict_and_writes_nothing(etcd: LocalEtcd) 
 async def test_subscription_survives_etcd_kill_and_delivers_exactly_once(
     etcd: LocalEtcd,
 ) -> None:
-    async with EventStore.connect([etcd.endpoint], "c1") as store:
+    async with EventStore.connect([etcd.endpoint], "c1", credentials=etcd.credentials()) as store:
         sent = [ev(i) for i in range(20)]
         await store.append(sent[:10])
         received: list[str] = []
@@ -71,7 +71,9 @@ async def test_subscription_survives_etcd_kill_and_delivers_exactly_once(
         await asyncio.sleep(0.5)
         etcd.restart()
         more = [ev(100 + i) for i in range(20)]
-        async with EventStore.connect([etcd.endpoint], "c1") as writer:
+        async with EventStore.connect(
+            [etcd.endpoint], "c1", credentials=etcd.credentials()
+        ) as writer:
             for i in range(0, 20, 5):
                 await writer.append(more[i : i + 5])
         await asyncio.wait_for(task, 30)
@@ -81,7 +83,7 @@ async def test_subscription_survives_etcd_kill_and_delivers_exactly_once(
 async def test_subscription_from_a_compacted_revision_falls_back_to_a_read(
     etcd: LocalEtcd,
 ) -> None:
-    async with EventStore.connect([etcd.endpoint], "c1") as store:
+    async with EventStore.connect([etcd.endpoint], "c1", credentials=etcd.credentials()) as store:
         sent = [ev(i) for i in range(10)]
         for e in sent:
             await store.append([e])
@@ -96,7 +98,7 @@ async def test_subscription_from_a_compacted_revision_falls_back_to_a_read(
 
 
 async def test_corrupt_record_is_named_and_stands_in_as_undecodable(etcd: LocalEtcd) -> None:
-    async with EventStore.connect([etcd.endpoint], "c1") as store:
+    async with EventStore.connect([etcd.endpoint], "c1", credentials=etcd.credentials()) as store:
         await store.append([ev(1), ev(2)])
         await store.client.put(store.event_key("garbage"), b"0\n{broken")
         await store.append([ev(3)])
@@ -117,7 +119,7 @@ async def test_unreachable_etcd_is_one_clear_line() -> None:
 
 
 async def test_read_one_objects_events_in_order(etcd: LocalEtcd) -> None:
-    async with EventStore.connect([etcd.endpoint], "c1") as store:
+    async with EventStore.connect([etcd.endpoint], "c1", credentials=etcd.credentials()) as store:
         a = [ev(i, node="a") for i in range(5)]
         b = [ev(10 + i, node="b") for i in range(5)]
         for x, y in zip(a, b, strict=True):

@@ -479,7 +479,7 @@ def _instance(name: str, *tags: str) -> InstanceDeclared:
 
 
 async def test_event_stream_resumes_without_loss_or_duplicates(etcd: LocalEtcd) -> None:
-    async with EventStore.connect([etcd.endpoint], "lab") as store:
+    async with EventStore.connect([etcd.endpoint], "lab", credentials=etcd.credentials()) as store:
         holder: dict[str, ClusterState] = {"state": ClusterState()}
 
         async def append(events: list[Event]) -> int:

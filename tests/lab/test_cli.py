@@ -75,8 +75,9 @@ async def test_plan_apply_edit_remove_and_drift_as_a_user_would(tmp_path: Path) 
         for host in c.lab.fabric.hosts.values():
             assert "web2-d0" not in host.volumes and "web2-d0" not in host.copies
 
-        # An imperative stop: recorded with the user as actor, and plan shows the drift.
-        stopped = await c.corral("instance", "stop", "web1", "--wait", actor="user:carol")
+        # An imperative stop: recorded with the etcd identity as actor, and plan shows
+        # the drift.
+        stopped = await c.corral("instance", "stop", "web1", "--wait", identity="carol")
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
         assert c.running_on("web1") == []
         drift = await c.corral("plan", "-f", str(f))
@@ -145,7 +146,7 @@ async def test_bad_input_is_named_and_changes_nothing(tmp_path: Path) -> None:
             assert "Traceback" not in out.stderr and out.stderr.startswith("corral ")
         assert await c.store.current_revision() == before
         # An etcd that does not answer is said plainly.
-        out = await c.corral("status", "--etcd", "http://127.0.0.1:1")
+        out = await c.corral("status", "--etcd", "https://127.0.0.1:1")
         assert out.returncode == 1 and "is not reachable" in out.stderr
 
 
@@ -160,7 +161,7 @@ async def test_console_reaches_the_serial_console_of_the_primary(tmp_path: Path)
         f = tmp_path / "cluster.yaml"
         f.write_text(cluster_yaml(c, THREE))
         assert (await c.corral("apply", "-f", str(f), "--wait")).returncode == 0
-        env = {**os.environ, "CORRAL_ETCD": c.etcd.endpoint, "CORRAL_CLUSTER": "lab"}
+        env = {**os.environ, **c.etcd.client_env(), "CORRAL_CLUSTER": "lab"}
         argv = [
             sys.executable,
             "-m",

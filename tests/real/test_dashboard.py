@@ -89,7 +89,7 @@ async def test_dashboard_login_stop_and_live_events(tmp_path: Path) -> None:
                 assert engine.state.desired.instances[InstanceName(victim)].power.value == "stopped"
 
                 # An event caused elsewhere (a person draining a node) arrives live.
-                drained = await c.corral("node", "drain", "node4", actor="user:bob")
+                drained = await c.corral("node", "drain", "node4", identity="carol")
                 assert drained.returncode == 0, drained.stderr
                 await page.wait_for_selector("#events li:has-text('node.flags_set')", timeout=15000)
                 after = ARTIFACTS / "dashboard-after-stop.png"

@@ -51,16 +51,10 @@ class Cluster:
     settings: ReactorSettings
     tmp: Path
 
-    async def corral(
-        self, *args: str, actor: str = "user:alice"
-    ) -> subprocess.CompletedProcess[str]:
-        """Run the real `corral` command line against this cluster's etcd."""
-        env = {
-            **os.environ,
-            "CORRAL_ETCD": self.etcd.endpoint,
-            "CORRAL_CLUSTER": "lab",
-            "CORRAL_ACTOR": actor,
-        }
+    async def corral(self, *args: str, identity: str = "alice") -> subprocess.CompletedProcess[str]:
+        """Run the real `corral` command line against this cluster's etcd, as the
+        etcd identity `identity` (an operator unless told otherwise)."""
+        env = {**os.environ, **self.etcd.client_env(identity), "CORRAL_CLUSTER": "lab"}
         return await asyncio.to_thread(
             subprocess.run,
             [sys.executable, "-m", "orchestrator.cli.main", *args],
@@ -242,14 +236,16 @@ async def cluster(
     settings: ReactorSettings = FAST,
     sync_rate_mib_s: float = 200_000,
 ) -> AsyncIterator[Cluster]:
-    etcd = LocalEtcd(data_dir=tmp / "etcd").start()
+    etcd = LocalEtcd(data_dir=tmp / "etcd", tls=True).start()
     lab = await Lab.start(
         hosts=hosts or [HostConfig(name=f"node{i}") for i in range(1, 5)],
         state_dir=tmp / "lab",
         sync_rate_mib_s=sync_rate_mib_s,
     )
     try:
-        async with EventStore.connect([etcd.endpoint], "lab") as store:
+        async with EventStore.connect(
+            [etcd.endpoint], "lab", credentials=etcd.credentials()
+        ) as store:
             c = Cluster(etcd=etcd, lab=lab, store=store, engine=None, settings=settings, tmp=tmp)
             try:
                 yield c

@@ -30,7 +30,7 @@ def cluster_yaml(c: Cluster, instances: str) -> str:
         )
     return f"""cluster:
   name: lab
-  etcd: [http://{c.etcd.endpoint}]
+  etcd: [{c.etcd.endpoint}]
   policy:
     n_plus_one: true
 nodes:

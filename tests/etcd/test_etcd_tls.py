@@ -1,0 +1,175 @@
+"""etcd under TLS with client certificates and corral's roles: the orchestrator, an
+operator's CLI and a read-only identity each do exactly what their etcd role
+allows (etcd itself refuses the rest), the CLI's actor is the certificate's
+identity, and a wrong or missing certificate is one clear line."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from aetcd.exceptions import ClientError
+
+from devtools.local_etcd import LocalEtcd
+from devtools.pki import LocalPki
+from events.checkpoints import save_checkpoint
+from events.etcd_client import EtcdConfigError, EtcdCredentials, EtcdPermissionDenied
+from events.loading import load_state
+from events.seals import seal_pending
+from events.state import ClusterState
+from events.store import EtcdUnavailable, EventStore
+from tests.support.events import ev
+
+CLUSTER_FILE = """cluster:
+  name: c1
+nodes:
+  - name: node1
+    address: 127.0.0.1
+    memory: 8G
+    disk: 100G
+    cpus: 4
+    fence: {agent: fence_ipmilan, options: {ip: 10.0.0.9}}
+"""
+
+
+def corral(etcd: LocalEtcd, identity: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **etcd.client_env(identity), "CORRAL_CLUSTER": "c1"}
+    env["CORRAL_ACTOR"] = "user:mallory"  # no longer believed
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli.main", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+
+
+async def test_each_identity_does_what_its_role_allows(etcd: LocalEtcd, tmp_path: Path) -> None:
+    f = tmp_path / "c1.yaml"
+    f.write_text(CLUSTER_FILE)
+    # The operator's CLI applies a file; the actor is its certificate's CN.
+    applied = await asyncio.to_thread(corral, etcd, "alice", "apply", "-f", str(f), "--json")
+    assert applied.returncode == 0, applied.stderr
+    # The read-only identity reads, verifies the seals, and may not apply.
+    status = await asyncio.to_thread(corral, etcd, "auditor", "status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["nodes"]["total"] == 1
+    f.write_text(CLUSTER_FILE.replace("cpus: 4", "cpus: 8"))
+    refused = await asyncio.to_thread(corral, etcd, "auditor", "apply", "-f", str(f))
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "etcd refused" in refused.stderr and "auditor" in refused.stderr
+    audit = await asyncio.to_thread(corral, etcd, "auditor", "audit", "verify", "--json")
+    assert audit.returncode == 0, audit.stderr
+
+    async with EventStore.connect(
+        [etcd.endpoint], "c1", credentials=etcd.credentials("orchestrator")
+    ) as orchestrator:
+        state = await load_state(orchestrator)
+        recorded = [e for _, e in [x async for x in orchestrator.read_all()]]
+        assert recorded and {e.actor for e in recorded} == {"user:alice"}
+        assert state.desired.nodes["node1"].cpus == 4  # the auditor's apply left nothing
+        # The orchestrator writes checkpoints and seals.
+        await save_checkpoint(orchestrator, state)
+        assert await seal_pending(orchestrator, final=True) == 1
+
+    async with EventStore.connect(
+        [etcd.endpoint], "c1", credentials=etcd.credentials("alice")
+    ) as operator:
+        assert operator.identity == "alice"
+        await operator.append([ev(1)])  # operator events: allowed
+        with pytest.raises(EtcdPermissionDenied, match="alice"):
+            await save_checkpoint(operator, ClusterState())
+        with pytest.raises(ClientError, match="permission denied"):
+            await operator.client.put(operator.root + b"seals/999999999999", b"{}")
+        with pytest.raises(ClientError, match="permission denied"):
+            await operator.client.put(operator.root + b"leader", b"me")
+
+    async with EventStore.connect(
+        [etcd.endpoint], "c1", credentials=etcd.credentials("auditor")
+    ) as reader:
+        assert len([x async for x in reader.read_all()]) == len(recorded) + 1
+        with pytest.raises(EtcdPermissionDenied, match="auditor"):
+            await reader.append([ev(2)])
+        # Another cluster's prefix is not granted at all.
+    with pytest.raises(EtcdPermissionDenied):
+        async with EventStore.connect(
+            [etcd.endpoint], "elsewhere", credentials=etcd.credentials("orchestrator")
+        ):
+            pass
+
+
+async def test_wrong_or_missing_certificates_are_clear(etcd: LocalEtcd, tmp_path: Path) -> None:
+    good = etcd.credentials("alice")
+    assert good is not None and good.cert is not None and good.key is not None
+    # An https endpoint without credentials, or an http one with them.
+    with pytest.raises(EtcdConfigError, match="speaks TLS"):
+        async with EventStore.connect([etcd.endpoint], "c1"):
+            pass
+    with pytest.raises(EtcdConfigError, match="plaintext"):
+        async with EventStore.connect(
+            [etcd.endpoint.replace("https", "http")], "c1", credentials=good
+        ):
+            pass
+    # A missing file, and a key that is not the certificate's.
+    with pytest.raises(EtcdConfigError, match=r"nope\.pem"):
+        async with EventStore.connect(
+            [etcd.endpoint],
+            "c1",
+            credentials=EtcdCredentials(ca=good.ca, cert=tmp_path / "nope.pem", key=good.key),
+        ):
+            pass
+    other = etcd.credentials("auditor")
+    assert other is not None
+    with pytest.raises(EtcdConfigError, match="does not match"):
+        async with EventStore.connect(
+            [etcd.endpoint],
+            "c1",
+            credentials=EtcdCredentials(ca=good.ca, cert=good.cert, key=other.key),
+        ):
+            pass
+    # A certificate from another CA: etcd refuses it, and says so.
+    stranger = LocalPki.create(tmp_path / "other-ca", identities=("alice",))
+    forged = EtcdCredentials(
+        ca=good.ca, cert=stranger.credentials("alice").cert, key=stranger.credentials("alice").key
+    )
+    with pytest.raises(EtcdUnavailable, match="refused the client certificate"):
+        async with EventStore.connect([etcd.endpoint], "c1", credentials=forged, timeout=2):
+            pass
+    # Trusting another CA: etcd's server certificate is not accepted.
+    with pytest.raises(EtcdUnavailable, match="server certificate was not accepted"):
+        async with EventStore.connect(
+            [etcd.endpoint],
+            "c1",
+            credentials=EtcdCredentials(ca=stranger.ca, cert=good.cert, key=good.key),
+            timeout=2,
+        ):
+            pass
+    # A valid certificate whose CN is no etcd user.
+    assert etcd.pki is not None
+    nobody = etcd.pki.issue("nobody", cn="nobody")
+    with pytest.raises(EtcdPermissionDenied, match="nobody"):
+        async with EventStore.connect([etcd.endpoint], "c1", credentials=nobody):
+            pass
+    # The CLI says the same in one line.
+    env = {
+        **os.environ,
+        **etcd.client_env("alice"),
+        "CORRAL_CLUSTER": "c1",
+        "CORRAL_ETCD_CERT": str(stranger.credentials("alice").cert),
+        "CORRAL_ETCD_KEY": str(stranger.credentials("alice").key),
+    }
+    out = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "orchestrator.cli.main", "status"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+    )
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "refused the client certificate" in out.stderr and out.stderr.count("\n") == 1
