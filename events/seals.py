@@ -1,18 +1,26 @@
 """Audit seals: a tamper-evident chain over the stored event log. Every block of
 events (in log order) is sealed with the digest of each event's stored bytes and a
-running hash chained to the previous seal, under `/corral/<cluster>/seals/<seq>`.
+running hash chained to the previous seal, under `/corral/<cluster>/seals/<seq>`,
+and signed with an Ed25519 key that lives on the orchestrator hosts, not in etcd
+(events.seal_keys): a hash chain alone can be recomputed by anyone who can write
+etcd, a signature cannot. Each seal names its algorithm and key id, so seals
+archived before a key rotation still verify against the old public key.
 `verify` re-reads the log and names the first event whose bytes no longer match,
-or an event missing from or added to a sealed block.
+an event missing from or added to a sealed block, or a seal whose signature does
+not verify.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import bisect
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from events.archive import ArchiveError, IndexEntry, RawRecord
+from events.seal_keys import ALGORITHM, SealKeys, SealSigner
 from events.store import PAGE, EventStore, _prefix_end
 
 GENESIS = "0" * 64
@@ -27,6 +35,17 @@ class Seal:
     digests: tuple[str, ...]
     prev: str
     chain: str
+    # The signature over `body()`: algorithm, key id, base64 (all "" if unsigned:
+    # a seal made without a key, which shows accidents but not tampering).
+    alg: str = ""
+    key_id: str = ""
+    sig: str = ""
+
+    def body(self) -> bytes:
+        """The signed bytes: every field but the signature, canonical JSON."""
+        doc = _as_dict(self)
+        del doc["sig"]
+        return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -37,6 +56,8 @@ class VerifyResult:
     problem: str = ""
     key: str = ""
     revision: int = 0
+    signed: int = 0  # seals whose signature was checked
+    keyed: bool = False  # checked against seal keys (else hashes only)
 
 
 def _digest(key: bytes, value: bytes) -> str:
@@ -102,6 +123,9 @@ def parse_seal(raw: bytes) -> Seal:
         digests=tuple(doc["digests"]),
         prev=doc["prev"],
         chain=doc["chain"],
+        alg=doc.get("alg", ""),
+        key_id=doc.get("key_id", ""),
+        sig=doc.get("sig", ""),
     )
 
 
@@ -137,9 +161,16 @@ async def _chain_head(store: EventStore, seals: list[Seal]) -> Seal | None:
     return None
 
 
-async def seal_pending(store: EventStore, *, block: int = 100, final: bool = False) -> int:
+async def seal_pending(
+    store: EventStore,
+    *,
+    signer: SealSigner | None = None,
+    block: int = 100,
+    final: bool = False,
+) -> int:
     """Seal every complete block of unsealed events (and a partial last one when
-    `final`). Blocks end on revision boundaries. Returns the number of new seals."""
+    `final`), signed by `signer` (unsigned without one: a lab). Blocks end on
+    revision boundaries. Returns the number of new seals."""
     head = await _chain_head(store, await load_seals(store))
     prev = head.chain if head else GENESIS
     after = head.last_revision + 1 if head else 0
@@ -164,11 +195,17 @@ async def seal_pending(store: EventStore, *, block: int = 100, final: bool = Fal
             prev=prev,
             chain=_chain(prev, digests),
         )
+        if signer is not None:
+            seal = replace(seal, alg=ALGORITHM, key_id=signer.key_id)
+            seal = replace(seal, sig=base64.b64encode(signer.sign(seal.body())).decode())
         tx = store.client.transactions
-        ok, _ = await store.client.transaction(
-            compare=[tx.create(_seal_key(store, seq)) == 0],
-            success=[tx.put(_seal_key(store, seq), json.dumps(_as_dict(seal)).encode())],
-            failure=[],
+        ok, _ = await store._call(
+            store.client.transaction(
+                compare=[tx.create(_seal_key(store, seq)) == 0],
+                success=[tx.put(_seal_key(store, seq), json.dumps(_as_dict(seal)).encode())],
+                failure=[],
+            ),
+            operation="seal",
         )
         if not ok:
             break  # another sealer got there first
@@ -185,6 +222,9 @@ def _as_dict(seal: Seal) -> dict[str, object]:
         "digests": list(seal.digests),
         "prev": seal.prev,
         "chain": seal.chain,
+        "alg": seal.alg,
+        "key_id": seal.key_id,
+        "sig": seal.sig,
     }
 
 
@@ -235,9 +275,28 @@ async def _etcd_blocks(store: EventStore) -> list[Block]:
     return blocks_of(seals, events, where="etcd")
 
 
-def check_block(block: Block, prev: str) -> tuple[str, str, int]:
-    """(problem, key, revision) of the first thing wrong in one sealed block."""
+def check_signature(seal: Seal, keys: SealKeys) -> str:
+    """ "" when the seal is signed by one of `keys`, else why not."""
+    if not seal.sig:
+        return f"seal {seal.seq} is not signed"
+    if seal.alg != ALGORITHM:
+        return f"seal {seal.seq} is signed with {seal.alg!r}, not {ALGORITHM}"
+    try:
+        signature = base64.b64decode(seal.sig, validate=True)
+    except (binascii.Error, ValueError):
+        return f"seal {seal.seq}: its signature is not base64"
+    why = keys.check(key=seal.key_id, message=seal.body(), signature=signature)
+    return f"seal {seal.seq} {why}" if why else ""
+
+
+def check_block(block: Block, prev: str, keys: SealKeys | None = None) -> tuple[str, str, int]:
+    """(problem, key, revision) of the first thing wrong in one sealed block;
+    with `keys`, the seal must also carry a signature by one of them."""
     seal = block.seal
+    if keys is not None:
+        why = check_signature(seal, keys)
+        if why:
+            return why, "", 0
     if seal.prev != prev or _chain(prev, seal.digests) != seal.chain:
         return f"seal {seal.seq} does not chain to the one before", "", 0
     stored = dict(block.stored)
@@ -253,17 +312,27 @@ def check_block(block: Block, prev: str) -> tuple[str, str, int]:
     return "", "", 0
 
 
-async def verify(store: EventStore) -> VerifyResult:
+async def verify(store: EventStore, *, keys: SealKeys | None = None) -> VerifyResult:
     """Check every seal, archived ones first, then those in etcd; name the first
-    problem and where it is (etcd or which archived segment)."""
+    problem and where it is (etcd or which archived segment). With `keys` (the
+    trusted public seal keys) every seal must be signed by one of them: only
+    then does a pass mean nobody rewrote the log; without, hashes only."""
     prev = GENESIS
     count = 0
     seals = 0
+    keyed = keys is not None
     segments, _ = await store.archived_segments()
 
     def failed(problem: str, key: str = "", revision: int = 0) -> VerifyResult:
         return VerifyResult(
-            ok=False, sealed_events=count, seals=seals, problem=problem, key=key, revision=revision
+            ok=False,
+            sealed_events=count,
+            seals=seals,
+            problem=problem,
+            key=key,
+            revision=revision,
+            signed=seals if keyed else 0,
+            keyed=keyed,
         )
 
     for entry in segments:
@@ -274,7 +343,7 @@ async def verify(store: EventStore) -> VerifyResult:
         if not blocks or blocks[-1].seal.last_revision != entry.last_revision:
             return failed(f"{blocks[0].where if blocks else entry.name}: seals do not cover it")
         for block in blocks:
-            problem, key, revision = check_block(block, prev)
+            problem, key, revision = check_block(block, prev, keys)
             if problem:
                 return failed(f"{block.where}: {problem}", key, revision)
             prev, count, seals = block.seal.chain, count + len(block.seal.keys), seals + 1
@@ -287,10 +356,12 @@ async def verify(store: EventStore) -> VerifyResult:
                 f"etcd holds an event at or below the archived revision {watermark}", key, revision
             )
     for block in await _etcd_blocks(store):
-        problem, key, revision = check_block(block, prev)
+        problem, key, revision = check_block(block, prev, keys)
         if problem:
             return failed(
                 problem if block.where == "etcd" else f"{block.where}: {problem}", key, revision
             )
         prev, count, seals = block.seal.chain, count + len(block.seal.keys), seals + 1
-    return VerifyResult(ok=True, sealed_events=count, seals=seals)
+    return VerifyResult(
+        ok=True, sealed_events=count, seals=seals, signed=seals if keyed else 0, keyed=keyed
+    )

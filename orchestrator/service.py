@@ -26,6 +26,7 @@ from events.election import Member
 from events.etcd_client import EtcdCredentials
 from events.loading import load_state
 from events.retention import ArchiveRefused, RetentionPolicy, archive_pass
+from events.seal_keys import SealSigner
 from events.seals import seal_pending
 from events.store import EventStore
 from reactors.context import ReactorSettings
@@ -54,6 +55,9 @@ class ServiceConfig:
     rapi_users: Path | None = None
     rapi_cert_dir: Path | None = None
     rapi_anonymous_reads: bool = True
+    # The Ed25519 key seals are signed with (on this host, never in etcd); None:
+    # unsigned seals, for a lab only (docs/security.md).
+    seal_signer: SealSigner | None = None
     # Where sealed segments of old events go before they leave etcd; None: the
     # log stays whole in etcd (and grows until etcd's quota).
     retention: RetentionPolicy | None = None
@@ -97,7 +101,9 @@ async def run_service(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
-        snapshots = asyncio.create_task(_snapshots(store, engine, config.snapshot_every_s))
+        snapshots = asyncio.create_task(
+            _snapshots(store, engine, config.snapshot_every_s, config.seal_signer)
+        )
         archiving = (
             asyncio.create_task(_archiving(store, engine, config.retention, config.archive_every_s))
             if config.retention is not None
@@ -172,10 +178,12 @@ async def _start_servers(
     return runners
 
 
-async def _snapshots(store: EventStore, engine: Engine, every: float) -> None:
-    """While leading: checkpoint the folded state and seal the events appended
-    since the last seal (`corral audit verify` checks the seals), every `every`
-    seconds."""
+async def _snapshots(
+    store: EventStore, engine: Engine, every: float, signer: SealSigner | None
+) -> None:
+    """While leading: checkpoint the folded state and seal (signed by `signer`)
+    the events appended since the last seal (`corral audit verify` checks the
+    seals), every `every` seconds."""
     last = engine.state.revision
     while True:
         await asyncio.sleep(every)
@@ -183,7 +191,7 @@ async def _snapshots(store: EventStore, engine: Engine, every: float) -> None:
             try:
                 await save_checkpoint(store, engine.state)
                 last = engine.state.revision
-                sealed = await seal_pending(store)
+                sealed = await seal_pending(store, signer=signer)
                 if sealed:
                     log.info("sealed", seals=sealed, revision=last)
             except Exception:

@@ -1,7 +1,8 @@
 """`corral events` (the audit log: filter, follow, or the cluster as it was at a
-revision) and `corral audit verify` (check the hash seals over the log).
+revision), `corral audit verify` (check the signed seals over the log) and
+`corral audit seal-key` (make a seal signing key pair).
 
-Read-only.
+Read-only towards etcd.
 """
 
 from __future__ import annotations
@@ -9,9 +10,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import time
 from dataclasses import asdict, fields
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from events.loading import load_state
 from events.model import Event
@@ -28,7 +31,12 @@ from orchestrator.cli.status import render_status
 from orchestrator.cluster_report import event_json, status_dict
 from orchestrator.event_query import EventFilter, parse_since
 
+if TYPE_CHECKING:
+    from events.seal_keys import SealKeys
+
 _META = {"id", "time", "actor", "reason", "causation_id", "correlation_id"}
+ENV_SEAL_KEYS = "CORRAL_SEAL_KEYS"
+DEFAULT_SEAL_KEYS = "/etc/corral/seal-keys"
 
 
 def add_events_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -51,7 +59,24 @@ def add_events_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     add_target_options(ev)
     audit = sub.add_parser("audit", help="audit the event log")
     asub = audit.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
-    add_target_options(asub.add_parser("verify", help="check every hash seal over the log"))
+    av = asub.add_parser("verify", help="check every signed seal over the log")
+    add_target_options(av)
+    av.add_argument(
+        "--seal-keys",
+        metavar="DIR",
+        help="the trusted public seal keys (*.pub; default: $CORRAL_SEAL_KEYS, else "
+        f"{DEFAULT_SEAL_KEYS} when it exists); without them only hashes are checked",
+    )
+    keys = asub.add_parser(
+        "seal-key", help="make a new seal signing key pair (for corral serve --seal-key)"
+    )
+    keys.add_argument("--key", type=Path, required=True, help="the private key file to write")
+    keys.add_argument(
+        "--public-dir",
+        type=Path,
+        default=Path(DEFAULT_SEAL_KEYS),
+        help=f"where its public key goes, as KEYID.pub (default {DEFAULT_SEAL_KEYS})",
+    )
 
 
 def _summary(event: Event) -> str:
@@ -140,21 +165,52 @@ async def _events(args: argparse.Namespace) -> int:
 
 
 def run_audit(args: argparse.Namespace) -> int:
+    from events.seal_keys import SealKeyError, new_key_pair
+
+    if args.audit_command == "seal-key":
+        try:
+            kid = new_key_pair(args.key, args.public_dir)
+        except (SealKeyError, OSError) as exc:
+            raise UsageError(str(exc)) from None
+        print(f"seal key {kid}: private {args.key} (mode 0600), public {args.public_dir}/{kid}.pub")
+        return 0
     return asyncio.run(_audit(args))
 
 
+def _seal_keys(args: argparse.Namespace) -> SealKeys | None:
+    """The trusted seal keys: --seal-keys, $CORRAL_SEAL_KEYS, else the default
+    directory when it exists; None (hashes only) otherwise."""
+    from events.seal_keys import SealKeyError, SealKeys
+
+    named = args.seal_keys or os.environ.get(ENV_SEAL_KEYS)
+    directory = Path(named) if named else Path(DEFAULT_SEAL_KEYS)
+    if not named and not directory.is_dir():
+        return None
+    try:
+        return SealKeys.from_dir(directory)
+    except SealKeyError as exc:
+        raise UsageError(str(exc)) from None
+
+
 async def _audit(args: argparse.Namespace) -> int:
+    keys = _seal_keys(args)
     async with open_store(target_from_args(args)) as store:
-        result = await verify(store)
+        result = await verify(store, keys=keys)
         segments, _ = await store.archived_segments()
         total = sum(s.events for s in segments) + await count_events(store)
     d = {**asdict(result), "events": total, "unsealed": total - result.sealed_events}
     if args.json:
         print_json(d)
     elif result.ok:
+        how = (
+            f"signatures checked against {len(keys.keys)} seal key(s)"
+            if keys is not None
+            else "hashes only: no seal keys (--seal-keys), so a rewrite by someone who can "
+            "write etcd would not be seen"
+        )
         print(
-            f"audit verify: ok — {result.sealed_events} events under {result.seals} seals; "
-            f"{d['unsealed']} newer events not sealed yet"
+            f"audit verify: ok — {result.sealed_events} events under {result.seals} seals "
+            f"({how}); {d['unsealed']} newer events not sealed yet"
         )
     else:
         where = f" (key {result.key}, revision {result.revision})" if result.key else ""

@@ -12,10 +12,13 @@ import json
 import re
 from pathlib import Path
 
+from events.seal_keys import SealSigner
 from orchestrator.cli.context import UsageError, add_etcd_options, target_from_args
 from orchestrator.logs import configure_logging
 from orchestrator.service import ServiceConfig, run_service
 from reactors.context import ReactorSettings
+
+DEFAULT_SEAL_KEY = "/etc/corral/seal.key"
 
 
 def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -77,6 +80,13 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         metavar="EVENTS",
         help="events kept in etcd when archiving (default 200000)",
     )
+    p.add_argument(
+        "--seal-key",
+        type=Path,
+        metavar="FILE",
+        help=f"the Ed25519 key audit seals are signed with (default {DEFAULT_SEAL_KEY}; "
+        "required unless --lab; make one with `corral audit seal-key`)",
+    )
     p.add_argument("--log-format", choices=["console", "json"], default="console")
 
 
@@ -85,6 +95,22 @@ def _listen(value: str, *, what: str) -> tuple[str, int]:
     if not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise UsageError(f"{what}: {value!r} is not HOST:PORT")
     return host, int(port)
+
+
+def _seal_signer(path: Path | None, *, lab: bool) -> SealSigner | None:
+    """The seal signing key: --seal-key, else the default file. Only a lab may run
+    without one (its seals then show accidents, not tampering)."""
+    from events.seal_keys import SealKeyError, SealSigner
+
+    chosen = path or Path(DEFAULT_SEAL_KEY)
+    if path is None and lab and not chosen.exists():
+        return None
+    try:
+        return SealSigner.from_file(chosen)
+    except SealKeyError as exc:
+        raise UsageError(
+            f"--seal-key: {exc} (make one with `corral audit seal-key --key {chosen}`)"
+        ) from None
 
 
 def run_serve(args: argparse.Namespace) -> int:
@@ -110,6 +136,7 @@ def run_serve(args: argparse.Namespace) -> int:
     for what, path in (("--tokens", args.tokens), ("--rapi-users", args.rapi_users)):
         if path is not None and not path.is_file():
             raise UsageError(f"{what}: {path} is not a readable file")
+    signer = _seal_signer(args.seal_key, lab=args.lab is not None)
     retention = None
     if args.archive:
         from events.archive import ArchiveError, parse_location
@@ -142,6 +169,7 @@ def run_serve(args: argparse.Namespace) -> int:
         rapi_cert_dir=args.rapi_cert_dir,
         rapi_anonymous_reads=not args.rapi_no_anonymous_reads,
         retention=retention,
+        seal_signer=signer,
     )
     try:
         asyncio.run(run_service(config))

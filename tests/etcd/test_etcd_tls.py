@@ -6,10 +6,12 @@ identity, and a wrong or missing certificate is one clear line."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -173,3 +175,88 @@ async def test_wrong_or_missing_certificates_are_clear(etcd: LocalEtcd, tmp_path
     )
     assert out.returncode == 1 and "Traceback" not in out.stderr
     assert "refused the client certificate" in out.stderr and out.stderr.count("\n") == 1
+
+
+async def _reseal_without_the_key(store: EventStore) -> None:
+    """What someone with full etcd write access can do: recompute every seal's
+    digests and chain over the rewritten log, and sign with a key of their own
+    under the real key's id."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from events.seals import _as_dict, _chain, _digest, load_seals, raw_events
+
+    stored = {k: v for _, _, k, v in await raw_events(store, 0)}
+    mine = Ed25519PrivateKey.generate()
+    prev = "0" * 64
+    for seal in await load_seals(store):
+        digests = tuple(_digest(k.encode(), stored[k]) for k in seal.keys)
+        forged = replace(seal, digests=digests, prev=prev, chain=_chain(prev, digests))
+        forged = replace(forged, sig=base64.b64encode(mine.sign(forged.body())).decode())
+        await store.client.put(
+            store.root + b"seals/%012d" % seal.seq, json.dumps(_as_dict(forged)).encode()
+        )
+        prev = forged.chain
+
+
+async def test_a_forged_event_with_a_stolen_etcd_credential_is_reported(
+    etcd: LocalEtcd, tmp_path: Path
+) -> None:
+    """The orchestrator signs its seals with a key on its host. Someone holding a
+    stolen orchestrator certificate (full write access to the cluster's keys) but
+    not the seal key rewrites an event and every seal after it: the hash chain
+    checks out (what the old unkeyed seals could tell), the signatures do not."""
+    from events.seal_keys import SealSigner, new_key_pair
+    from events.seals import verify
+
+    public_dir = tmp_path / "seal-keys"
+    new_key_pair(tmp_path / "seal.key", public_dir)
+    signer = SealSigner.from_file(tmp_path / "seal.key")
+    events = [ev(i) for i in range(30)]
+    async with EventStore.connect(
+        [etcd.endpoint], "c1", credentials=etcd.credentials("orchestrator")
+    ) as store:
+        for i in range(0, 30, 5):
+            await store.append(events[i : i + 5])
+        assert await seal_pending(store, signer=signer, block=10, final=True) == 3
+    # The stolen credential: the orchestrator's own certificate.
+    async with EventStore.connect(
+        [etcd.endpoint], "c1", credentials=etcd.credentials("orchestrator")
+    ) as thief:
+        victim = thief.event_key(events[17].id)
+        raw = (await thief.client.get(victim)).value
+        rewritten = raw.replace(b"event 17", b"event 71")
+        assert rewritten != raw
+        await thief.client.put(victim, rewritten)
+        await _reseal_without_the_key(thief)
+        hashes_only = await verify(thief)
+        assert hashes_only.ok  # all the old seals could say
+    audit = await asyncio.to_thread(
+        corral, etcd, "auditor", "audit", "verify", "--seal-keys", str(public_dir)
+    )
+    assert audit.returncode == 1, audit.stdout + audit.stderr
+    assert "FAILED" in audit.stdout and "signature" in audit.stdout and "rewritten" in audit.stdout
+    # The honest log verifies with the keys, also after a key rotation: seals made
+    # with the old key still verify while its public key stays trusted.
+    async with EventStore.connect(
+        [etcd.endpoint], "c2", credentials=etcd.credentials("orchestrator")
+    ) as store:
+        await store.append(events[:5])
+        await seal_pending(store, signer=signer, final=True)
+        new_key_pair(tmp_path / "seal2.key", public_dir)
+        await store.append(events[5:10])
+        await seal_pending(store, signer=SealSigner.from_file(tmp_path / "seal2.key"), final=True)
+    ok = await asyncio.to_thread(
+        corral,
+        etcd,
+        "auditor",
+        "audit",
+        "verify",
+        "--cluster",
+        "c2",
+        "--seal-keys",
+        str(public_dir),
+        "--json",
+    )
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    doc = json.loads(ok.stdout)
+    assert doc["ok"] and doc["signed"] == 2 and doc["keyed"]
