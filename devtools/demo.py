@@ -31,6 +31,7 @@ from orchestrator.logs import configure_logging
 from reactors.context import ReactorSettings
 from reactors.engine import Engine
 from reactors.leader import Leadership
+from reactors.nodes.fence_config import FencingConfig
 from reactors.nodes.ssh_ops import SshNodeOps
 from reactors.plans.instance import plan_instance
 from simulators.lab import Lab, seed_hosts
@@ -209,7 +210,9 @@ async def demo(workdir: Path, *, stay: bool) -> None:
         ) as store:
             state = await load_state(store)
             nodes = SshNodeOps(
-                known_hosts=lab.known_hosts_path or Path(), client_key=lab.client_key_path or Path()
+                fencing=FencingConfig.for_lab(),
+                known_hosts=lab.known_hosts_path or Path(),
+                client_key=lab.client_key_path or Path(),
             )
             engine = Engine.build(
                 log_store=store,

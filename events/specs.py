@@ -2,9 +2,9 @@
 instances. These are the payloads of desired-state events and the desired half of
 ClusterState.
 
-Pure: no I/O, no logging. Sizes are integers in MiB everywhere. Secrets are never held
-here, only references to them (`SecretRef`), so a spec can be logged, stored and
-printed safely.
+Pure: no I/O, no logging. Sizes are integers in MiB everywhere. No secret and no
+reference to one is held here (fence secrets belong to the orchestrator hosts'
+fencing configuration), so a spec can be logged, stored and printed safely.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Annotated
 
 from pydantic import Field
 
-from events.fields.fence import AbsolutePath, EnvName, FenceAgent, OptionName, OptionValue
+from events.fields.fence import FenceAgent, OptionName, OptionValue
 from events.fields.names import (
     GroupNameField,
     InstanceNameField,
@@ -38,25 +38,15 @@ class PowerState(StrEnum):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class SecretRef:
-    """Where a secret comes from: an environment variable or a file. Never its value."""
-
-    env: EnvName | None = None
-    file: AbsolutePath | None = None
-
-    def describe(self) -> str:
-        return f"env:{self.env}" if self.env else f"file:{self.file}"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
 class FenceSpec:
-    """A ClusterLabs-convention fence agent (`fence_ipmilan`, `fence_corral_sim`...)
-    and its options (key=value lines on the agent's stdin). `secrets` maps option
-    names (such as `password`) to references resolved only when the agent runs."""
+    """Which of the fence agents the orchestrator hosts allow (`fence_ipmilan`...)
+    a node uses, and the non-secret options (key=value lines on the agent's
+    stdin) the hosts let the desired state set. Secrets and the device's address
+    are the hosts' (reactors.nodes.fence_config); events written before that may
+    still carry a `secrets` field, which decoding drops."""
 
     agent: FenceAgent
     options: tuple[tuple[OptionName, OptionValue], ...] = ()
-    secrets: tuple[tuple[OptionName, SecretRef], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -31,7 +31,6 @@ from events.specs import (
     InstanceSpec,
     NicSpec,
     NodeSpec,
-    SecretRef,
 )
 
 T = TypeVar("T")
@@ -39,7 +38,6 @@ Loc = tuple[int | str, ...]
 
 MODELS: frozenset[type] = frozenset(
     {
-        SecretRef,
         FenceSpec,
         NodeSpec,
         DiskSpec,
@@ -127,26 +125,15 @@ def _problem(loc: Loc, message: str) -> Problem:
     return Problem(loc=loc, path=_written(loc), message=message)
 
 
-def _secret(ref: SecretRef, at: Loc) -> Iterator[Problem]:
-    if (ref.env is None) == (ref.file is None):
-        yield _problem(at, "give exactly one of `env: VARIABLE` or `file: /path` for a secret")
-
-
 def _fence(fence: FenceSpec, at: Loc) -> Iterator[Problem]:
     for i, (name, _) in enumerate(fence.options):
         if SECRET_LIKE_RE.search(name) and not name.endswith("_script"):
             yield _problem(
                 (*at, "options", i),
                 f"{name!r} looks like a secret and must not be written in the file; "
-                f"use `secrets: {{{name}: {{env: VARIABLE}}}}` or "
-                f"`secrets: {{{name}: {{file: /path}}}}` instead",
+                "secrets come from the orchestrator hosts' fencing configuration "
+                "(/etc/corral/fencing.yaml)",
             )
-    both = {k for k, _ in fence.options} & {k for k, _ in fence.secrets}
-    for key in sorted(both):
-        yield _problem(
-            (*at, "secrets"),
-            f"{key!r} is given both in options and in secrets; keep only the secret",
-        )
 
 
 def _node(node: NodeSpec, at: Loc) -> Iterator[Problem]:
@@ -181,7 +168,6 @@ def _policy(policy: ClusterPolicy, at: Loc) -> Iterator[Problem]:
 
 
 _RULES: dict[type, Callable[[Any, Loc], Iterator[Problem]]] = {
-    SecretRef: _secret,
     FenceSpec: _fence,
     NodeSpec: _node,
     InstanceSpec: _instance,

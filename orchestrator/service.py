@@ -32,6 +32,7 @@ from events.store import EventStore
 from reactors.context import ReactorSettings
 from reactors.engine import Engine
 from reactors.leader import Leadership
+from reactors.nodes.fence_config import FencingConfig
 from reactors.nodes.ssh_ops import SshNodeOps
 
 log = structlog.get_logger("corral.service")
@@ -58,6 +59,8 @@ class ServiceConfig:
     # The Ed25519 key seals are signed with (on this host, never in etcd); None:
     # unsigned seals, for a lab only (docs/security.md).
     seal_signer: SealSigner | None = None
+    # Which fence agents this host may run, their device addresses and secrets.
+    fencing: FencingConfig = FencingConfig()
     # Where sealed segments of old events go before they leave etcd; None: the
     # log stays whole in etcd (and grows until etcd's quota).
     retention: RetentionPolicy | None = None
@@ -81,7 +84,9 @@ async def run_service(
             nodes=len(state.desired.nodes),
             instances=len(state.desired.instances),
         )
-        nodes = SshNodeOps(known_hosts=config.known_hosts, client_key=config.client_key)
+        nodes = SshNodeOps(
+            known_hosts=config.known_hosts, client_key=config.client_key, fencing=config.fencing
+        )
         nodes.update_nodes(state.desired.nodes)
         api = f"{config.api_listen[0]}:{config.api_listen[1]}" if config.api_listen else ""
         leadership = Leadership.for_store(

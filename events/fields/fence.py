@@ -1,6 +1,10 @@
-"""Fence-agent fields: the agent's name, option names and one-line option values, and
-where a secret comes from (an environment variable or an absolute path, never the
-secret itself). Option names that look like secrets are refused as plain options.
+"""Fence-agent fields: the agent's name, option names and one-line option values,
+and what an entry point (a desired-state file, `corral node add`) may choose: no
+secret (option names that look like one are refused), no address of the fence
+device and no option that runs or names a program or file on the orchestrator
+host; those are the hosts' fencing configuration (reactors.nodes.fence_config),
+which enforces the same again when an agent runs. Events recorded before these
+rules still decode: the rules are the entry points', not the codec's.
 
 Pure: no I/O, no logging. No message repeats an option value or a secret reference.
 """
@@ -14,7 +18,6 @@ from events.fields.rules import FieldError, before, kind, schema, show
 
 _AGENT_RE = re.compile(r"fence_[a-z0-9_]+")
 _OPTION_RE = re.compile(r"[a-z][a-z0-9_-]*")
-_ENV_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 SECRET_LIKE_RE = re.compile(r"pass|secret|token|credential|(^|[_-])(key|psk)([_-]|$)")
 
 
@@ -47,29 +50,40 @@ def option_value(value: object) -> str:
     raise FieldError(f"an option value must be a string, number or boolean, got {kind(value)}")
 
 
-def _env(value: object) -> str:
-    if not isinstance(value, str) or not _ENV_RE.fullmatch(value) or len(value) > 128:
-        # Not echoed: a secret pasted here by mistake must not reach a log.
-        raise FieldError("env must name an environment variable (letters, digits and '_')")
-    return value
-
-
-def _path(value: object) -> str:
-    if (
-        not isinstance(value, str)
-        or not value.startswith("/")
-        or any(c in value for c in "\n\r\0")
-        or ".." in value.split("/")
-        or len(value) > 4096
-    ):
-        raise FieldError("file must be an absolute path without '..' (not echoed here)")
-    return value
-
-
 FenceAgent = Annotated[str, before(_agent), schema(type="string", pattern="^fence_[a-z0-9_]+$")]
 OptionName = Annotated[
     str, before(option_name), schema(type="string", pattern="^[a-z][a-z0-9_-]*$")
 ]
 OptionValue = Annotated[str, before(option_value), schema(type="string", maxLength=1024)]
-EnvName = Annotated[str, before(_env), schema(type="string", pattern="^[A-Za-z_][A-Za-z0-9_]*$")]
-AbsolutePath = Annotated[str, before(_path), schema(type="string", pattern="^/")]
+
+# The lab's simulator agent: only an orchestrator host in lab mode runs it.
+LAB_FENCE_AGENT = "fence_corral_sim"
+# Options naming the fence device (where the secret goes, whose "off" counts).
+FENCE_ADDRESS_OPTIONS = frozenset(
+    {"ip", "ipaddr", "ipport", "ip_address", "hostname", "host", "port_as_ip", "udpport"}
+)
+_LOCAL_OPTION_RE = re.compile(r".*(_script|_path|_file)|ssh_options|ssl_options|identity_file")
+
+
+def fence_option_refused(name: str) -> bool:
+    """An option no fence agent gets from anyone: it runs or names a program or
+    file on the orchestrator host (`password_script`, `ipmitool_path`...)."""
+    return bool(_LOCAL_OPTION_RE.fullmatch(name))
+
+
+def selection_problems(agent: str, options: tuple[tuple[str, str], ...]) -> list[str]:
+    """What a desired state may not choose for a node's fencing (messages never
+    repeat an option's value)."""
+    out = [
+        f"{name!r} runs or names a program or file on the orchestrator host; corral "
+        "never passes it to a fence agent"
+        for name, _ in options
+        if fence_option_refused(name)
+    ]
+    addresses = sorted({k for k, _ in options} & FENCE_ADDRESS_OPTIONS)
+    if addresses and agent != LAB_FENCE_AGENT:
+        out.append(
+            f"{', '.join(addresses)}: the fence device's address is set per node in the "
+            "orchestrator hosts' fencing configuration (/etc/corral/fencing.yaml), not here"
+        )
+    return out

@@ -402,8 +402,8 @@ async def _node_add(
             raise UsageError(f"--fence-option: {item!r} is not KEY=VALUE")
         if key.lower() in ("password", "passwd", "secret"):
             raise UsageError(
-                "--fence-option: secrets do not go on the command line; declare the node "
-                "in a desired-state file with `secrets: {password: {env: VAR}}`"
+                "--fence-option: secrets do not go on the command line; they come from "
+                "the orchestrator hosts' fencing configuration (/etc/corral/fencing.yaml)"
             )
         options.append((key, value))
     spec = NodeSpec(

@@ -17,8 +17,10 @@ from orchestrator.cli.context import UsageError, add_etcd_options, target_from_a
 from orchestrator.logs import configure_logging
 from orchestrator.service import ServiceConfig, run_service
 from reactors.context import ReactorSettings
+from reactors.nodes.fence_config import FencingConfig
 
 DEFAULT_SEAL_KEY = "/etc/corral/seal.key"
+DEFAULT_FENCING = "/etc/corral/fencing.yaml"
 
 
 def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -87,6 +89,13 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help=f"the Ed25519 key audit seals are signed with (default {DEFAULT_SEAL_KEY}; "
         "required unless --lab; make one with `corral audit seal-key`)",
     )
+    p.add_argument(
+        "--fencing-config",
+        type=Path,
+        metavar="FILE",
+        help=f"the fence agents this host may run, their addresses and secrets (default "
+        f"{DEFAULT_FENCING}; with --lab and no such file: the lab's agent only)",
+    )
     p.add_argument("--log-format", choices=["console", "json"], default="console")
 
 
@@ -113,6 +122,25 @@ def _seal_signer(path: Path | None, *, lab: bool) -> SealSigner | None:
         ) from None
 
 
+def _fencing(path: Path | None, *, lab: bool) -> FencingConfig:
+    """The host's fencing configuration: --fencing-config, else the default file;
+    a lab without one may run the simulator's agent only."""
+    from reactors.nodes.fence_config import FencingConfig, FencingConfigError, load_fencing
+
+    chosen = path or Path(DEFAULT_FENCING)
+    if path is None and not chosen.exists():
+        if lab:
+            return FencingConfig.for_lab()
+        raise UsageError(
+            f"no fencing configuration at {chosen}: say which fence agents this host may run "
+            "(docs/security.md), or pass --fencing-config FILE"
+        )
+    try:
+        return load_fencing(chosen)
+    except FencingConfigError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def run_serve(args: argparse.Namespace) -> int:
     known_hosts, client_key = args.known_hosts, args.client_key
     if args.lab is not None:
@@ -137,6 +165,7 @@ def run_serve(args: argparse.Namespace) -> int:
         if path is not None and not path.is_file():
             raise UsageError(f"{what}: {path} is not a readable file")
     signer = _seal_signer(args.seal_key, lab=args.lab is not None)
+    fencing = _fencing(args.fencing_config, lab=args.lab is not None)
     retention = None
     if args.archive:
         from events.archive import ArchiveError, parse_location
@@ -170,6 +199,7 @@ def run_serve(args: argparse.Namespace) -> int:
         rapi_anonymous_reads=not args.rapi_no_anonymous_reads,
         retention=retention,
         seal_signer=signer,
+        fencing=fencing,
     )
     try:
         asyncio.run(run_service(config))

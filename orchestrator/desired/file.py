@@ -5,9 +5,9 @@ collected, with file, line, column and field, and reported at once; nothing is
 returned when any exists. The format is documented in docs/desired-state.md.
 
 Must not: do I/O in `parse_desired` (only `load_desired` reads files), read or log
-secrets (fence secrets become `SecretRef`s, and no message repeats an option value),
-or raise anything but `DesiredFileError` for any input. Field parsers live in
-`orchestrator.desired.schema`.
+secrets (fence secrets are refused: they are the orchestrator hosts'; no message
+repeats an option value), or raise anything but `DesiredFileError` for any input.
+Field parsers live in `orchestrator.desired.schema`.
 """
 
 from __future__ import annotations

@@ -21,11 +21,11 @@ from typing import Any, TypeVar
 
 from ruamel.yaml.scalarbool import ScalarBoolean
 
-from events.fields.fence import option_name, option_value
+from events.fields.fence import option_name, option_value, selection_problems
 from events.fields.rules import FieldError
 from events.fields.sizes import MAX_MIB, fmt_mib
 from events.ids import InvalidName, check_name
-from events.specs import DiskSpec, FenceSpec, NicSpec, SecretRef
+from events.specs import DiskSpec, FenceSpec, NicSpec
 from events.validation import Problem, SpecError, check_field, cross_problems
 
 T = TypeVar("T")
@@ -39,10 +39,9 @@ _DURATION_UNITS = {
     "m": Fraction(60),
     "h": Fraction(3600),
 }
-_FENCE_KEYS = ("agent", "options", "secrets")
+_FENCE_KEYS = ("agent", "options")
 _NIC_KEYS = ("link", "mode", "mac", "ip")
 _NO_OPTIONS: tuple[tuple[str, str], ...] = ()
-_NO_SECRETS: tuple[tuple[str, SecretRef], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -417,6 +416,14 @@ def choice(allowed: Sequence[str]) -> Parser[str]:
 
 
 def fence(problems: Problems, value: Any, at: At) -> FenceSpec | None:
+    if isinstance(value, dict) and "secrets" in value:
+        problems.add(
+            at,
+            "fence secrets are not part of the desired state: the orchestrator hosts' "
+            "fencing configuration (/etc/corral/fencing.yaml) says where each agent's "
+            "secrets come from; remove `secrets:`",
+        )
+        return None
     m = YamlMapping(problems, value, at, allowed=_FENCE_KEYS, what="fence")
     if not m.ok:
         return None
@@ -424,10 +431,14 @@ def fence(problems: Problems, value: Any, at: At) -> FenceSpec | None:
         "agent", rule(FenceSpec, "agent"), message="fence agent missing: `agent:` is required"
     )
     options = m.opt("options", _options, _NO_OPTIONS)
-    secrets = m.opt("secrets", _secrets, _NO_SECRETS)
-    if agent is None or options is None or secrets is None:
+    if agent is None or options is None:
         return None
-    spec = FenceSpec(agent=agent, options=options, secrets=secrets)
+    spec = FenceSpec(agent=agent, options=options)
+    chosen = selection_problems(agent, options)
+    for message in chosen:
+        problems.add(m.value_at("options"), message)
+    if chosen:
+        return None
     found = cross_problems(spec)
     for problem in found:
         where = problem.loc[0] if problem.loc else "agent"
@@ -468,38 +479,6 @@ def _options(problems: Problems, value: Any, at: At) -> tuple[tuple[str, str], .
             problems.add(m.value_at(name), str(exc))
             ok = False
     return tuple(out) if ok else None
-
-
-def _secrets(problems: Problems, value: Any, at: At) -> tuple[tuple[str, SecretRef], ...] | None:
-    if not isinstance(value, dict):
-        problems.add(at, f"fence secrets must be a mapping, got {kind(value)}")
-        return None
-    m = YamlMapping(problems, value, at, allowed=None, what="fence secrets")
-    out: list[tuple[str, SecretRef]] = []
-    ok = True
-    for key in value:
-        name = _option_key(problems, key, m.key_at(key))
-        ref = _secret_ref(problems, *m.get(name)) if name is not None else None
-        if ref is None or name is None:
-            ok = False
-            continue
-        out.append((name, ref))
-    return tuple(out) if ok else None
-
-
-def _secret_ref(problems: Problems, value: Any, at: At) -> SecretRef | None:
-    m = YamlMapping(problems, value, at, allowed=("env", "file"), what="a secret")
-    if not m.ok:
-        return None
-    env = m.opt("env", rule(SecretRef, "env"), "")
-    file = m.opt("file", rule(SecretRef, "file"), "")
-    if env is None or file is None:
-        return None
-    ref = SecretRef(env=env or None, file=file or None)
-    for problem in cross_problems(ref):
-        problems.add(m.at, problem.message)
-        return None
-    return ref
 
 
 # ------------------------------------------------------------------ disks and NICs

@@ -33,6 +33,7 @@ from reactors.nodes.commands import (
     step_lines,
 )
 from reactors.nodes.drbd_status import drbd_major, parse_drbd_version
+from reactors.nodes.fence_config import FencingConfig
 from reactors.nodes.fencing import run_fence_agent
 from reactors.nodes.qmp import QmpError, qmp_session
 from reactors.plans.instance import Step, StepKind
@@ -58,6 +59,9 @@ class SshNodeOps:
     connect_timeout_s: float = 5.0
     migrate_timeout_s: float = 300.0
     nodes: dict[NodeName, NodeSpec] = field(default_factory=dict)
+    # Which fence agents this host may run (default: none; `corral serve` loads
+    # /etc/corral/fencing.yaml).
+    fencing: FencingConfig = field(default_factory=FencingConfig)
     _conns: dict[NodeName, asyncssh.SSHClientConnection] = field(default_factory=dict)
     _connecting: dict[NodeName, asyncio.Lock] = field(default_factory=dict)
     _limits: dict[NodeName, asyncio.Semaphore] = field(default_factory=dict)
@@ -329,7 +333,7 @@ class SshNodeOps:
     # ------------------------------------------------------------------ fencing
 
     async def fence(self, node: NodeName, spec: FenceSpec, action: str) -> tuple[int, str]:
-        return await run_fence_agent(spec, action)
+        return await run_fence_agent(spec, action, config=self.fencing, node=node)
 
 
 class _StepFailed(Exception):

@@ -145,13 +145,13 @@ async def test_failed_fence_blocks_failover_until_confirm_off(tmp_path: Path) ->
             node,
             "--reason",
             "pulled the power cord myself",
-            actor="user:bob",
+            identity="carol",
         )
         assert vouched.returncode == 0, vouched.stderr
         await c.wait_for(
             "failover after confirm-off", lambda: all(c.running_on(n) for n in hit), timeout=30
         )
-        assert engine.state.observed[node].fenced_by == "user:bob"  # type: ignore[index]
+        assert engine.state.observed[node].fenced_by == "user:carol"  # type: ignore[index]
 
 
 async def test_a_vm_that_keeps_crashing_is_restarted_a_bounded_number_of_times(

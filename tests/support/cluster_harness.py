@@ -24,6 +24,7 @@ from events.store import EventStore
 from reactors.context import ReactorSettings
 from reactors.engine import Engine
 from reactors.leader import Leadership
+from reactors.nodes.fence_config import FencingConfig
 from reactors.nodes.ssh_ops import SshNodeOps
 from reactors.plans.instance import plan_instance
 from simulators.lab import HostConfig, Lab
@@ -136,6 +137,7 @@ class Cluster:
 
         state = await load_state(self.store)
         nodes = SshNodeOps(
+            fencing=FencingConfig.for_lab(),
             known_hosts=self.lab.known_hosts_path,  # type: ignore[arg-type]
             client_key=self.lab.client_key_path,  # type: ignore[arg-type]
             command_timeout_s=10,

@@ -19,7 +19,6 @@ from events.specs import (
     InstanceSpec,
     NicSpec,
     NodeSpec,
-    SecretRef,
 )
 from events.state import ClusterState
 
@@ -50,12 +49,6 @@ st.register_type_strategy(
     ),
 )
 st.register_type_strategy(
-    SecretRef,
-    st.one_of(
-        st.builds(SecretRef, env=st.just("PW")), st.builds(SecretRef, file=st.just("/etc/pw"))
-    ),
-)
-st.register_type_strategy(
     FenceSpec,
     st.builds(
         FenceSpec,
@@ -65,9 +58,6 @@ st.register_type_strategy(
             max_size=2,
             unique_by=lambda t: t[0],
         ).map(tuple),
-        secrets=st.lists(st.tuples(st.just("password"), st.from_type(SecretRef)), max_size=1).map(
-            tuple
-        ),
     ),
 )
 st.register_type_strategy(

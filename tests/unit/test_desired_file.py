@@ -1,6 +1,6 @@
 """The desired-state loader (`orchestrator.desired.file`): the seed example loads into
 the demo's specs; every kind of mistake is reported with file, line, column and field,
-all at once; directories merge; secrets stay references; and no input text makes the
+all at once; directories merge; fence secrets and addresses are refused; and no input text makes the
 loader raise anything but DesiredFileError. Pure: no etcd, no nodes."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from devtools.demo import seed_instances
 from events.ids import InstanceName, NodeName
-from events.specs import PowerState, SecretRef
+from events.specs import PowerState
 from orchestrator.desired.file import (
     DesiredFile,
     DesiredFileError,
@@ -35,13 +35,13 @@ nodes:
     memory: 8G
     disk: 100G
     cpus: 4
-    fence: {agent: fence_ipmilan, options: {ip: 10.2.0.1}}
+    fence: {agent: fence_ipmilan, options: {lanplus: 1}}
   - name: node2
     address: 10.0.0.2
     memory: 16G
     disk: 200G
     cpus: 4
-    fence: {agent: fence_ipmilan, options: {ip: 10.2.0.2}}
+    fence: {agent: fence_ipmilan, options: {lanplus: 1}}
 instances:
   - name: vm01
     memory: 1G
@@ -84,7 +84,7 @@ def test_the_seed_example_loads_into_the_demo_specs() -> None:
     desired = load_desired(EXAMPLE)
     cluster = desired.cluster
     assert cluster.name == "seed"
-    assert cluster.etcd_endpoints == ("http://127.0.0.1:2379",)
+    assert cluster.etcd_endpoints == ("https://127.0.0.1:2379",)
     assert sorted(cluster.nodes) == ["node1", "node2", "node3", "node4"]
     assert len(cluster.instances) == 60
     assert desired.absent == frozenset()
@@ -106,8 +106,7 @@ def test_the_seed_example_loads_into_the_demo_specs() -> None:
     assert node.tags == frozenset({"rack:b"})
     assert node.fence is not None
     assert node.fence.agent == "fence_ipmilan"
-    assert dict(node.fence.options) == {"ip": "10.2.0.3", "username": "admin", "lanplus": "1"}
-    assert node.fence.secrets == (("password", SecretRef(env="CORRAL_IPMI_PASSWORD")),)
+    assert dict(node.fence.options) == {"lanplus": "1"}
     policy = cluster.policy
     assert policy.n_plus_one is True
     assert policy.exclusion_tag_prefixes == ("service:",)
@@ -428,7 +427,7 @@ def test_node_without_fence_agent() -> None:
     )  # fmt: skip
     one_problem(
         with_node("  - name: node3\n    address: 10.0.0.3\n    memory: 8G\n    disk: 1T\n"
-                  "    cpus: 1\n    fence: {options: {ip: 1.2.3.4}}\n"),
+                  "    cpus: 1\n    fence: {options: {lanplus: 1}}\n"),
         field="nodes[node3].fence.agent",
         contains="required",
     )  # fmt: skip
@@ -466,45 +465,42 @@ def test_literal_secret_options_are_refused() -> None:
         p = one_problem(
             text, field=f"nodes[node3].fence.options.{option}", contains="looks like a secret"
         )
-        assert "secrets:" in p.message and "env" in p.message and "file" in p.message
+        assert "fencing configuration" in p.message
         assert "s3cr3t" not in str(DesiredFileError(problems_of(text)))
 
 
-def test_secrets_by_env_and_by_file() -> None:
-    text = with_node(
-        "  - name: node3\n    address: 10.0.0.3\n    memory: 8G\n    disk: 1T\n    cpus: 1\n"
-        "    fence:\n      agent: fence_ipmilan\n      options: {ip: 10.2.0.3, lanplus: true}\n"
-        "      secrets:\n        password: {env: IPMI_PW}\n"
-        "        snmp_priv_passwd: {file: /etc/corral/snmp.pw}\n"
-    )
-    fence = load(text).cluster.nodes[NodeName("node3")].fence
-    assert fence is not None
-    assert dict(fence.options) == {"ip": "10.2.0.3", "lanplus": "1"}
-    assert dict(fence.secrets) == {
-        "password": SecretRef(env="IPMI_PW"),
-        "snmp_priv_passwd": SecretRef(file="/etc/corral/snmp.pw"),
-    }
-
-
 @pytest.mark.parametrize(
-    ("secret", "contains"),
+    ("fence", "contains"),
     [
-        ("{env: A, file: /b}", "exactly one of"),
-        ("{}", "exactly one of"),
-        ("{env: 'hunter2 x'}", "env must name an environment variable"),
-        ("{file: hunter2}", "absolute path"),
-        ("{file: /etc/../hunter2}", "absolute path"),
-        ("hunter2", "must be a mapping"),
+        # The finding: a desired-state admin named the orchestrator's IPMI password
+        # and a device address of theirs, or a program to run.
+        (
+            "{agent: fence_ipmilan, options: {lanplus: 1}, secrets: {password: {env: X}}}",
+            "fence secrets are not part of the desired state",
+        ),
+        ("{agent: fence_ipmilan, options: {ip: 192.0.2.66}}", "fencing configuration"),
+        ("{agent: fence_ipmilan, options: {ipport: 6230}}", "fencing configuration"),
+        ("{agent: fence_ipmilan, options: {password_script: /tmp/x}}", "runs or names"),
+        ("{agent: fence_ipmilan, options: {ipmitool_path: /tmp/x}}", "runs or names"),
+        ("{agent: fence_ssh, options: {ssh_options: '-o ProxyCommand=x'}}", "runs or names"),
     ],
 )
-def test_bad_secret_references(secret: str, contains: str) -> None:
+def test_fence_secrets_addresses_and_local_programs_are_refused(fence: str, contains: str) -> None:
     text = with_node(
         "  - name: node3\n    address: 10.0.0.3\n    memory: 8G\n    disk: 1T\n    cpus: 1\n"
-        f"    fence: {{agent: fence_x, secrets: {{password: {secret}}}}}\n"
+        f"    fence: {fence}\n"
     )
     problems = problems_of(text)
     assert any(contains in p.message for p in problems), problems
-    assert "hunter2" not in str(DesiredFileError(problems))
+
+
+def test_the_lab_agent_takes_its_address_from_the_file() -> None:
+    text = with_node(
+        "  - name: node3\n    address: 10.0.0.3\n    memory: 8G\n    disk: 1T\n    cpus: 1\n"
+        "    fence: {agent: fence_corral_sim, options: {ip: 127.0.0.1, ipport: 9, plug: n3}}\n"
+    )
+    fence = load(text).cluster.nodes[NodeName("node3")].fence
+    assert fence is not None and dict(fence.options)["ipport"] == "9"
 
 
 def test_lost_timeout_must_exceed_suspect_timeout() -> None:
