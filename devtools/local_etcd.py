@@ -32,7 +32,7 @@ from events.etcd_roles import Role
 
 # The clusters a TLS LocalEtcd grants its roles on (the names the tests, the demo
 # and the benchmarks use); `grant_cluster` adds one.
-CLUSTERS = ("lab", "seed", "bench", "c1", "c2")
+CLUSTERS = ("lab", "seed", "bench", "c1", "c2", "t")
 # The etcd users of a TLS LocalEtcd (certificate CN -> corral role).
 IDENTITIES: dict[str, Role] = {
     "orchestrator": Role.ORCHESTRATOR,

@@ -35,7 +35,7 @@ nodes:
     memory: 8G
     disk: 100G
     cpus: 4
-    fence: {agent: fence_ipmilan, options: {ip: 10.0.0.9}}
+    fence: {agent: fence_ipmilan, options: {lanplus: 1}}
 """
 
 

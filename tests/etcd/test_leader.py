@@ -49,7 +49,7 @@ async def stored(store: EventStore, event_id: str) -> bool:
 
 async def test_one_leader_and_a_deposed_leader_cannot_write(etcd: LocalEtcd) -> None:
     async with (
-        EventStore.connect([etcd.endpoint], "t") as store,
+        EventStore.connect([etcd.endpoint], "t", credentials=etcd.credentials()) as store,
         running(store, "a") as a,
         running(store, "b") as b,
     ):
@@ -83,7 +83,7 @@ async def test_one_leader_and_a_deposed_leader_cannot_write(etcd: LocalEtcd) -> 
 
 async def test_the_term_ends_here_before_etcd_can_elect_another(etcd: LocalEtcd) -> None:
     async with (
-        EventStore.connect([etcd.endpoint], "t") as store,
+        EventStore.connect([etcd.endpoint], "t", credentials=etcd.credentials()) as store,
         running(store, "b") as b,
     ):
         a = Leadership.for_store(store, ttl_s=2, member=Member.here(name="a"))
@@ -108,7 +108,7 @@ async def test_the_term_ends_here_before_etcd_can_elect_another(etcd: LocalEtcd)
 
 async def test_resign_hands_over_at_once(etcd: LocalEtcd) -> None:
     async with (
-        EventStore.connect([etcd.endpoint], "t") as store,
+        EventStore.connect([etcd.endpoint], "t", credentials=etcd.credentials()) as store,
         running(store, "a", ttl=10) as a,
         running(store, "b", ttl=10) as b,
     ):

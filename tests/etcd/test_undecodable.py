@@ -17,7 +17,7 @@ from events.store import EventStore
 
 
 async def test_a_bad_event_in_etcd_is_an_alert_not_a_stuck_object(etcd: LocalEtcd) -> None:
-    async with EventStore.connect([etcd.endpoint], "c1") as store:
+    async with EventStore.connect([etcd.endpoint], "c1", credentials=etcd.credentials()) as store:
         spec = InstanceSpec(
             name=InstanceName("vm2"),
             memory_mib=512,
