@@ -10,6 +10,7 @@ time against every entry), or decide what a principal may do (that is
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import io
@@ -186,12 +187,24 @@ def add_token(path: Path, *, name: str, role: Role, scope_tags: Iterable[str] = 
         raise TokensFileError(f"{path}: token name {name!r} already exists")
     token, entry = new_token_entry(name=name, role=role, scope_tags=scope_tags)
     text = dump_tokens([*entries, entry], as_json=path.suffix == ".json")
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    write_private(path, text)
     return token
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text`, mode 0600, atomically: through a new file made
+    with O_EXCL and O_NOFOLLOW next to it (a symlink or a file planted at the
+    temporary name makes this fail instead of writing through it), then renamed."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

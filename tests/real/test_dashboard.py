@@ -61,6 +61,9 @@ async def test_dashboard_login_stop_and_live_events(tmp_path: Path) -> None:
                 await page.click("#login-form button[type=submit]")
                 await page.wait_for_selector("#nodes tbody tr >> nth=3")
                 await page.wait_for_selector("#instances tbody tr >> nth=3")
+                # esc() is used in attribute values too: quotes must be escaped.
+                escaped = await page.evaluate("esc(`\"'><img src=x>&`)")
+                assert escaped == "&quot;&#39;&gt;&lt;img src=x&gt;&amp;"
                 assert await page.locator("#cluster-name").inner_text() == "lab"
                 assert "4 running" in await page.locator("#summary").inner_text()
                 overview = ARTIFACTS / "dashboard-overview.png"

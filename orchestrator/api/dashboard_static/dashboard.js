@@ -13,10 +13,11 @@ function size(mib) {
   return mib + "M";
 }
 
+// HTML-escape for text and for attribute values (quotes included: a value
+// inside data-name="..." must not be able to end the attribute).
+const ESCAPES = { "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" };
 function esc(text) {
-  const d = document.createElement("div");
-  d.textContent = String(text ?? "");
-  return d.innerHTML;
+  return String(text ?? "").replace(/[&<>"']/g, (c) => ESCAPES[c]);
 }
 
 async function api(path, options = {}) {
