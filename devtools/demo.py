@@ -328,6 +328,7 @@ async def demo(workdir: Path, *, stay: bool) -> None:
                     store=store,
                     users=RapiUsers({}),
                     cert_dir=workdir / "rapi",
+                    anonymous_reads=True,  # a lab: htools read it as they read Ganeti
                 )
                 api_port, rapi_port = api.addresses[0][1], rapi.addresses[0][1]
                 out(f"\ndashboard: http://127.0.0.1:{api_port}/  (token: {token})")

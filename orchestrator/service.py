@@ -55,7 +55,7 @@ class ServiceConfig:
     rapi_listen: tuple[str, int] | None = None
     rapi_users: Path | None = None
     rapi_cert_dir: Path | None = None
-    rapi_anonymous_reads: bool = True
+    rapi_anonymous_reads: bool = False
     # The Ed25519 key seals are signed with (on this host, never in etcd); None:
     # unsigned seals, for a lab only (docs/security.md).
     seal_signer: SealSigner | None = None

@@ -136,6 +136,12 @@ COMMANDS: dict[str, tuple[Callable[[], ModuleType], str, str, str]] = {
         "run the orchestrator, API, dashboard and RAPI in the foreground",
     ),
     "token": (_serve, "add_token_parser", "run_token", "API tokens for `corral serve --api`"),
+    "rapi-passwd": (
+        _serve,
+        "add_rapi_passwd_parser",
+        "run_rapi_passwd",
+        "a RAPI users file line with an argon2id password hash",
+    ),
 }
 
 

@@ -65,9 +65,10 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         help="certificate and key (a self-signed pair is made on first start)",
     )
     p.add_argument(
-        "--rapi-no-anonymous-reads",
+        "--rapi-anonymous-reads",
         action="store_true",
-        help="RAPI reads need a user too (Ganeti allows anonymous GETs)",
+        help="let RAPI clients read without a user, as Ganeti does (off: names, addresses "
+        "and tags of everything would be public)",
     )
     p.add_argument(
         "--archive",
@@ -196,7 +197,7 @@ def run_serve(args: argparse.Namespace) -> int:
         rapi_listen=_listen(args.rapi, what="--rapi") if args.rapi else None,
         rapi_users=args.rapi_users,
         rapi_cert_dir=args.rapi_cert_dir,
-        rapi_anonymous_reads=not args.rapi_no_anonymous_reads,
+        rapi_anonymous_reads=args.rapi_anonymous_reads,
         retention=retention,
         seal_signer=signer,
         fencing=fencing,
@@ -218,6 +219,40 @@ def add_token_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "--scope", action="append", default=[], metavar="TAG", help="only instances with TAG"
     )
     add.add_argument("--file", type=Path, required=True, help="the tokens file (made 0600)")
+
+
+def add_rapi_passwd_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "rapi-passwd", help="print a RAPI users file line with an argon2id password hash"
+    )
+    p.add_argument("user")
+    p.add_argument(
+        "--options", default="read", help="the line's options: read, write, admin, scope=TAG"
+    )
+
+
+def run_rapi_passwd(args: argparse.Namespace) -> int:
+    """Reads the password from the terminal (twice) or one line of stdin."""
+    import getpass
+    import sys
+
+    from orchestrator.rapi.users import UsersFileError, hash_password, parse_users
+
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"password for {args.user}: ")
+        if getpass.getpass("again: ") != password:
+            raise UsageError("the two passwords differ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if len(password) < 8:
+        raise UsageError("use a password of at least 8 characters")
+    line = f"{args.user} {{ARGON2}}{hash_password(password)} {args.options}"
+    try:
+        parse_users(line, source="the new line")
+    except UsersFileError as exc:
+        raise UsageError(str(exc)) from None
+    print(line)
+    return 0
 
 
 def run_token(args: argparse.Namespace) -> int:

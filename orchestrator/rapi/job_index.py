@@ -14,7 +14,8 @@ the scan recognises them by actor (`rapi:...`) and, for instance events, by the
 correlation ids below, and their status is derived from the state (a removal is
 running until no node reports anything of the instance). `/2/instances/NAME/info`
 answers at once with a finished in-memory job numbered from QUERY_JOB_BASE, far
-above any revision, kept for QUERY_JOB_TTL_S.
+above any revision, kept for QUERY_JOB_TTL_S and at most MAX_QUERY_JOBS of them
+(oldest dropped first; kept in arrival order, so a purge looks only at the oldest).
 
 Must not append events or change the state.
 """
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -38,7 +40,8 @@ from reactors.naming import parse_disk_name
 TAGS_CORRELATION = "rapi-tags"
 REMOVE_CORRELATION = "rapi-remove"
 QUERY_JOB_BASE = 10**12
-QUERY_JOB_TTL_S = 900.0
+QUERY_JOB_TTL_S = 300.0
+MAX_QUERY_JOBS = 1000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,7 +106,7 @@ class JobIndex:
         self._by_gid: dict[int, JobId | ChangeRecord] = {}
         self._scanned = 0
         self._lock = asyncio.Lock()
-        self._queries: dict[int, GanetiJob] = {}
+        self._queries: OrderedDict[int, GanetiJob] = OrderedDict()
         self._query_ids = itertools.count(QUERY_JOB_BASE)
 
     # ------------------------------------------------------------------ feeding
@@ -117,8 +120,11 @@ class JobIndex:
 
     def add_query(self, *, kind: str, target: str, actor: str, result: Any) -> int:
         now = self._clock()
-        for gid in [g for g, j in self._queries.items() if j.received_at < now - QUERY_JOB_TTL_S]:
-            del self._queries[gid]
+        while self._queries and (
+            len(self._queries) >= MAX_QUERY_JOBS
+            or next(iter(self._queries.values())).received_at < now - QUERY_JOB_TTL_S
+        ):
+            self._queries.popitem(last=False)
         gid = next(self._query_ids)
         self._queries[gid] = GanetiJob(
             id=gid,

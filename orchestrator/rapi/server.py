@@ -3,9 +3,13 @@ Manager-style tools and htools (`hbal -m https://HOST:PORT`) drive corral with i
 
 Serves TLS with the certificate in `cert_dir` (self-signed on first start,
 `orchestrator.tls_cert`); authenticates HTTP Basic credentials against a Ganeti
-users file (`orchestrator.rapi.users`); lets anonymous clients read, as Ganeti
-does, unless `anonymous_reads=False` (htools can then authenticate with
-`-m https://USER:PASSWORD@HOST:PORT`); answers errors with Ganeti's
+users file (`orchestrator.rapi.users`), refusing (429) an address with too many
+failed logins; serves anonymous reads only when asked to (`anonymous_reads=True`,
+as Ganeti does by default: names, addresses and tags of everything); htools
+authenticate with `-m https://USER:PASSWORD@HOST:PORT`; refuses (415) any change
+not sent as `Content-Type: application/json`, so a browser holding Basic
+credentials cannot be driven cross-site with a form or text/plain post; answers
+errors with Ganeti's
 `{"code", "message", "explain"}` body and 401s with
 `WWW-Authenticate: Basic realm="Ganeti Remote API"`.
 
@@ -38,7 +42,7 @@ from orchestrator.rapi.context import (
 from orchestrator.rapi.instance_routes import instance_routes
 from orchestrator.rapi.job_index import JobIndex
 from orchestrator.rapi.job_routes import job_routes
-from orchestrator.rapi.users import REALM, RapiUsers
+from orchestrator.rapi.users import REALM, THROTTLED, RapiUsers
 from orchestrator.tls_cert import ensure_self_signed, server_context
 
 log = structlog.get_logger("corral.rapi")
@@ -55,6 +59,9 @@ def _error_response(err: RapiError) -> web.Response:
     return resp
 
 
+MUTATIONS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+
+
 def _middleware(users: RapiUsers, *, anonymous_reads: bool) -> Callable[..., object]:
     @web.middleware
     async def rapi_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -62,7 +69,13 @@ def _middleware(users: RapiUsers, *, anonymous_reads: bool) -> Callable[..., obj
         peer = request.remote or ""
         user = "-"
         try:
-            auth = users.authenticate(request.headers.get("Authorization"), peer=peer)
+            if request.method in MUTATIONS and request.content_type != "application/json":
+                # A browser holding Basic credentials can be made to send
+                # text/plain or form posts cross-site without a preflight; not JSON.
+                raise RapiError(415, "a change must be sent as Content-Type: application/json")
+            auth = await users.authenticate_async(request.headers.get("Authorization"), peer=peer)
+            if auth.error == THROTTLED:
+                raise RapiError(429, "too many failed logins from this address; try later")
             if auth.error:
                 raise RapiError(401, "invalid user name or password")
             if auth.principal is None:
@@ -102,7 +115,7 @@ def build_app(
     state: Callable[[], ClusterState],
     store: EventStore,
     users: RapiUsers,
-    anonymous_reads: bool = True,
+    anonymous_reads: bool = False,
     clock: Callable[[], float] = time.time,
 ) -> tuple[web.Application, JobIndex]:
     """The aiohttp application (no socket): for `start_rapi` and for tests."""
@@ -127,7 +140,7 @@ async def start_rapi(
     store: EventStore,
     users: RapiUsers,
     cert_dir: Path,
-    anonymous_reads: bool = True,
+    anonymous_reads: bool = False,
     clock: Callable[[], float] = time.time,
 ) -> web.AppRunner:
     """Serve RAPI v2 over HTTPS on host:port until `await runner.cleanup()`.
