@@ -84,6 +84,7 @@ def test_serve_runs_the_orchestrator_and_its_apis(tmp_path: Path) -> None:
                 f"127.0.0.1:{rapi_port}",
                 "--rapi-cert-dir",
                 str(tmp_path / "cert"),
+                "--rapi-anonymous-reads",
                 "--probe-interval",
                 "0.3",
                 "--log-format",
