@@ -38,6 +38,7 @@ from events.retention import RetentionPolicy, archive_pass, count_events
 from events.seals import seal_pending
 from events.state import ClusterState
 from events.store import EventStore
+from orchestrator.cluster_report import saved_rows
 from reactors.prober import FREE_SPACE_STEP
 from tests.support.big_cluster import build_events, next_moment
 
@@ -46,6 +47,7 @@ INSTANCES = 2000
 EVENTS = int(os.environ.get("CORRAL_BENCH_LOG_EVENTS", "1000000"))
 QUOTA = 2 * 1024**3
 JOBS_PER_DAY = 50
+KEEP = int(os.environ.get("CORRAL_BENCH_LOG_KEEP", "200000"))
 PROBE_SAMPLES = int(os.environ.get("CORRAL_BENCH_PROBE_SAMPLES", "60"))
 
 
@@ -177,7 +179,7 @@ async def _run(tmp: Path) -> dict[str, Any]:
             for rev in sorted(by_rev):
                 await _append_all(store, by_rev[rev])
             _, state = await _timed_load(store)
-            await save_checkpoint(store, state)
+            await save_checkpoint(store, state, views=saved_rows(state, now=time.time()))
             cli = await _cli_status(etcd, "big")
             out["cli_status_2000_median_s"] = round(cli[len(cli) // 2], 3)
             out["cli_status_2000_max_s"] = round(cli[-1], 3)
@@ -220,10 +222,13 @@ async def _run(tmp: Path) -> dict[str, Any]:
             await seal_pending(store, block=100, final=True)
             await save_checkpoint(store, with_ck)
             t0 = time.perf_counter()
-            policy = RetentionPolicy(url=(tmp / "archive").as_uri(), keep_events=200_000)
+            policy = RetentionPolicy(
+                url=(tmp / "archive").as_uri(), keep_events=KEEP, min_segment_events=KEEP // 4
+            )
             while await archive_pass(store, policy) is not None:
                 pass
             out["archive_s"] = round(time.perf_counter() - t0, 1)
+            print(f"  {out}", flush=True)
             out["events_in_etcd_after_archive"] = await count_events(store)
             out["db_size_after_archive_mib"] = round(await _db_size(store) / 2**20)
             out["archive_bytes_mib"] = round(

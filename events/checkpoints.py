@@ -110,9 +110,13 @@ def _key(store: EventStore, revision: int, part: str) -> bytes:
     return _prefix(store) + b"%020d/" % revision + part.encode()
 
 
-async def save_checkpoint(store: EventStore, state: ClusterState) -> Manifest:
+async def save_checkpoint(
+    store: EventStore, state: ClusterState, *, views: bytes = b""
+) -> Manifest:
     """Store `state` as the newest checkpoint (encoded off the event loop) and drop
-    all but the newest KEEP."""
+    all but the newest KEEP. `views` (opaque here: the faces' per-instance views of
+    this very state) are kept with it, so that a short-lived process starts with
+    them instead of building every one again."""
     data = await asyncio.to_thread(encode_checkpoint, state)
     manifest = Manifest(
         revision=state.revision,
@@ -127,6 +131,12 @@ async def save_checkpoint(store: EventStore, state: ClusterState) -> Manifest:
             store.client.put(
                 _key(store, state.revision, f"{n:04d}"), data[n * CHUNK : (n + 1) * CHUNK]
             ),
+            operation="checkpoint",
+        )
+    packed = zlib.compress(views, 6) if views else b""
+    if packed and len(packed) <= CHUNK:
+        await store._call(
+            store.client.put(_key(store, state.revision, "views"), packed),
             operation="checkpoint",
         )
     await store._call(
@@ -165,7 +175,9 @@ async def _read(store: EventStore, manifest: Manifest) -> bytes:
     start = _prefix(store) + b"%020d/" % manifest.revision
     got: Any = await store._call(store.client.get_range(start, _prefix_end(start)))
     chunks = sorted(
-        (bytes(kv.key), bytes(kv.value)) for kv in got if not bytes(kv.key).endswith(b"manifest")
+        (bytes(kv.key), bytes(kv.value))
+        for kv in got
+        if not bytes(kv.key).endswith((b"manifest", b"views"))
     )
     data = b"".join(v for _, v in chunks)
     if len(chunks) != manifest.chunks or hashlib.sha256(data).hexdigest() != manifest.sha256:
@@ -192,6 +204,17 @@ async def load_checkpoint(store: EventStore, *, at_most: int | None = None) -> C
     if at_most is None:
         return None
     return await _archived_checkpoint(store, at_most=at_most)
+
+
+async def checkpoint_views(store: EventStore, revision: int) -> bytes:
+    """The views saved with the checkpoint at `revision`; b"" if none (or unreadable)."""
+    got: Any = await store._call(store.client.get(_key(store, revision, "views")))
+    if not got:
+        return b""
+    try:
+        return zlib.decompress(bytes(got.value))
+    except zlib.error:
+        return b""
 
 
 async def _archived_checkpoint(store: EventStore, *, at_most: int) -> ClusterState | None:

@@ -9,7 +9,7 @@ not pay for SSH or the reactor engine.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
 from events.checkpoints import load_checkpoint
@@ -25,15 +25,27 @@ class Subscribable(Protocol):
     def subscribe(self, from_revision: int) -> AsyncIterator[tuple[int, Event]]: ...
 
 
-async def load_state(store: EventStore, *, at: int | None = None) -> ClusterState:
+async def load_state(
+    store: EventStore,
+    *,
+    at: int | None = None,
+    on_checkpoint: Callable[[ClusterState], Awaitable[None]] | None = None,
+) -> ClusterState:
     """The cluster folded up to revision `at` (None: everything): the newest
     checkpoint at or below it (in etcd, else in the archive), then the events
-    after it."""
-    state = await load_checkpoint(store, at_most=at) or ClusterState()
+    after it. `on_checkpoint` is given the checkpoint's own state first (to
+    start views kept from one state to the next from it)."""
+    checkpoint = await load_checkpoint(store, at_most=at)
+    if checkpoint is not None and on_checkpoint is not None:
+        await on_checkpoint(checkpoint)
+    state = checkpoint or ClusterState()
     batch = []
     # From the checkpoint's own revision: it may hold only part of that append
     # (the fold skips the events it already has).
-    async for revision, event in store.read_all(from_revision=state.revision):
+    start = state.revision
+    if start and await store.ids_at(start) <= state.revision_ids:
+        start += 1  # the checkpoint holds that whole append
+    async for revision, event in store.read_all(from_revision=start, known=state.revision_ids):
         if at is not None and revision > at:
             break
         batch.append((revision, event))

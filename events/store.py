@@ -363,12 +363,15 @@ class EventStore:
 
     # ------------------------------------------------------------------ read
 
-    async def read_all(self, *, from_revision: int = 0) -> AsyncIterator[tuple[int, Event]]:
+    async def read_all(
+        self, *, from_revision: int = 0, known: frozenset[str] = frozenset()
+    ) -> AsyncIterator[tuple[int, Event]]:
         """Every event with revision >= from_revision, in order: archived segments
         first, then etcd, read as of one revision so that an archiving pass
         deleting keys meanwhile hides nothing (a compaction under the read makes
-        it start again from where it was). Corrupt records are reported
-        (self.corrupt, a warning naming the key) and skipped."""
+        it start again from where it was). Events of `from_revision` itself whose
+        ids are `known` (a checkpoint holds them) are not even decoded. Corrupt
+        records are reported (self.corrupt, a warning naming the key) and skipped."""
         next_rev = max(from_revision, 0)
         while True:
             segments, pinned = await self.archived_segments()
@@ -380,7 +383,8 @@ class EventStore:
                         yield revision, event
                 next_rev = entry.last_revision + 1
             try:
-                async for revision, event in self._read_etcd(next_rev, pinned):
+                skip = known if next_rev == from_revision else frozenset()
+                async for revision, event in self._read_etcd(next_rev, pinned, skip):
                     next_rev = revision
                     yield revision, event
                 return
@@ -388,7 +392,9 @@ class EventStore:
                 next_rev = max(next_rev, exc.resume_at)
                 log.info("log compacted under a read; reading on", revision=next_rev)
 
-    async def _read_etcd(self, from_revision: int, pinned: int) -> AsyncIterator[tuple[int, Event]]:
+    async def _read_etcd(
+        self, from_revision: int, pinned: int, known: frozenset[str] = frozenset()
+    ) -> AsyncIterator[tuple[int, Event]]:
         start = self.events_prefix
         end = _prefix_end(self.events_prefix)
         min_rev = max(from_revision, 0)
@@ -425,11 +431,36 @@ class EventStore:
                 next_min = last
             else:
                 next_min = kvs[-1].create_revision + 1
+            if known:
+                prefix = len(self.events_prefix)
+                kvs = [
+                    kv
+                    for kv in kvs
+                    if kv.create_revision != from_revision
+                    or bytes(kv.key)[prefix:].decode(errors="replace") not in known
+                ]
             for revision, event in self._decode_group(kvs):
                 yield revision, event
             if not response.more:
                 return
             min_rev = next_min
+
+    async def ids_at(self, revision: int) -> frozenset[str]:
+        """The ids of the events appended at `revision` (their keys only)."""
+        request = rpc.RangeRequest(
+            key=self.events_prefix,
+            range_end=_prefix_end(self.events_prefix),
+            keys_only=True,
+            min_create_revision=revision,
+            max_create_revision=revision,
+        )
+        response: Any = await self._call(
+            self.client.kvstub.Range(
+                request, timeout=self.client._timeout, metadata=self.client.metadata
+            )
+        )
+        prefix = len(self.events_prefix)
+        return frozenset(bytes(kv.key)[prefix:].decode(errors="replace") for kv in response.kvs)
 
     async def archived_segments(self) -> tuple[list[IndexEntry], int]:
         """The archive's segments, oldest first, and the etcd revision this list

@@ -14,6 +14,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import msgspec
+
 from events.codec import to_plain
 from events.ids import InstanceName, NodeName
 from events.model import Event, NodeHealth, instance_key
@@ -67,6 +69,27 @@ def instance_rows(
     state: ClusterState, names: Iterable[InstanceName], *, now: float
 ) -> list[InstanceRow]:
     return _ROWS.many(state, names, now=now)
+
+
+_ROWS_CODEC = (msgspec.json.Encoder(), msgspec.json.Decoder(dict[InstanceName, InstanceRow]))
+
+
+def saved_rows(state: ClusterState, *, now: float) -> bytes:
+    """Every instance's row of `state`, encoded to be kept with its checkpoint.
+    Built with a cache of its own: it runs in a thread beside the event loop."""
+    cache = PerInstance(_instance_row)
+    names = sorted(state.desired.instances)
+    rows = dict(zip(names, cache.many(state, names, now=now), strict=True))
+    return _ROWS_CODEC[0].encode(rows)
+
+
+def prime_rows(state: ClusterState, data: bytes) -> None:
+    """Start the kept rows from those saved with the checkpoint `state`."""
+    try:
+        rows = _ROWS_CODEC[1].decode(data)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return  # a row of another shape: built again
+    _ROWS.prime(state, rows)
 
 
 def _instance_row(state: ClusterState, name: InstanceName, now: float) -> InstanceRow:

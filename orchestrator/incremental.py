@@ -122,6 +122,20 @@ def _clocked(state: ClusterState, name: InstanceName) -> bool:
     return placement is None or not vm_alive(vm_on(state.observed.get(placement.primary), name))
 
 
+def _all_clocked(state: ClusterState) -> set[InstanceName]:
+    alive = {
+        (node, vm.name) for node, obs in state.observed.items() for vm in obs.vms if vm_alive(vm)
+    }
+    out = set()
+    for name, starts in state.vm_starts.items():
+        placement = state.placements.get(name)
+        if not starts or name not in state.desired.instances:
+            continue
+        if placement is None or (placement.primary, name) not in alive:
+            out.add(name)
+    return out
+
+
 class PerInstance(Generic[T]):
     """One view per declared instance, built by `build(state, name, now)` and
     kept until what it is made of changes."""
@@ -143,7 +157,7 @@ class PerInstance(Generic[T]):
                 changed = changed | changed_versions(self._state, state)
             if changed is None:
                 self._values.clear()
-                self._clocked = {n for n in state.vm_starts if _clocked(state, n)}
+                self._clocked = _all_clocked(state)
             else:
                 for name in changed:
                     self._values.pop(name, None)
@@ -156,6 +170,15 @@ class PerInstance(Generic[T]):
             for name in self._clocked:
                 self._values.pop(name, None)
             self._built_at = now
+
+    def prime(self, state: ClusterState, values: dict[InstanceName, T]) -> None:
+        """Start from views of `state` built elsewhere (saved with a checkpoint);
+        those that depend on the clock are built again."""
+        self._state = state
+        self._values = {n: v for n, v in values.items() if n in state.desired.instances}
+        self._clocked = _all_clocked(state)
+        for name in self._clocked:
+            self._values.pop(name, None)
 
     def get(self, state: ClusterState, name: InstanceName, *, now: float) -> T:
         self._sync(state, now)

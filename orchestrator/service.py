@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from events.retention import ArchiveRefused, RetentionPolicy, archive_pass
 from events.seal_keys import SealSigner
 from events.seals import seal_pending
 from events.store import EventStore
+from orchestrator.cluster_report import saved_rows
 from reactors.context import ReactorSettings
 from reactors.engine import Engine
 from reactors.leader import Leadership
@@ -194,8 +196,10 @@ async def _snapshots(
         await asyncio.sleep(every)
         if engine.leading and engine.state.revision != last:
             try:
-                await save_checkpoint(store, engine.state)
-                last = engine.state.revision
+                state = engine.state
+                rows = await asyncio.to_thread(saved_rows, state, now=time.time())
+                await save_checkpoint(store, state, views=rows)
+                last = state.revision
                 sealed = await seal_pending(store, signer=signer)
                 if sealed:
                     log.info("sealed", seals=sealed, revision=last)

@@ -181,9 +181,18 @@ async def open_store(target: Target) -> AsyncIterator[EventStore]:
 
 
 async def current_state(store: EventStore) -> ClusterState:
+    """The folded state; the instance rows saved with its checkpoint start the
+    rows kept from state to state (`corral status` builds only what changed)."""
+    from events.checkpoints import checkpoint_views
     from events.loading import load_state
+    from orchestrator.cluster_report import prime_rows
 
-    return await load_state(store)
+    async def prime(checkpoint: ClusterState) -> None:
+        views = await checkpoint_views(store, checkpoint.revision)
+        if views:
+            prime_rows(checkpoint, views)
+
+    return await load_state(store, on_checkpoint=prime)
 
 
 def print_json(value: Any) -> None:
