@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+from pathlib import Path
 
 import boto3
 import pytest
@@ -97,3 +98,40 @@ async def test_s3_archive_read_through_and_tampering(etcd: LocalEtcd) -> None:
             assert not result.ok and "do not match the seal" in result.problem
             assert result.key == store.event_key(victim.id).decode()
             assert f"archive segment {entry.seq}" in result.problem and result.revision > 0
+
+
+async def test_archived_seals_verify_after_a_key_rotation(etcd: LocalEtcd, tmp_path: Path) -> None:
+    """Seals signed with the old key go to the archive, the newer ones in etcd
+    are signed with the new key: verify with both public keys passes; a segment
+    re-sealed by someone without the old key does not."""
+    from events.seal_keys import SealKeys, SealSigner, new_key_pair
+
+    keys_dir = tmp_path / "keys"
+    new_key_pair(tmp_path / "old.key", keys_dir)
+    old = SealSigner.from_file(tmp_path / "old.key")
+    url = (tmp_path / "archive").as_uri()
+    async with EventStore.connect(
+        [etcd.endpoint], "c1", credentials=etcd.credentials("orchestrator")
+    ) as store:
+        events = [ev(i) for i in range(300)]
+        for i in range(0, 200, 10):
+            await store.append(events[i : i + 10])
+        await seal_pending(store, block=50, final=True, signer=old)
+        await checkpoints.save_checkpoint(
+            store, fold(ClusterState(), [x async for x in store.read_all()])
+        )
+        policy = RetentionPolicy(url=url, keep_events=50, min_segment_events=50, defragment=False)
+        done = await archive_pass(store, policy)
+        assert done is not None and done.segment.events == 150
+        new_key_pair(tmp_path / "new.key", keys_dir)
+        new = SealSigner.from_file(tmp_path / "new.key")
+        for i in range(200, 300, 10):
+            await store.append(events[i : i + 10])
+        await seal_pending(store, block=50, final=True, signer=new)
+        result = await verify(store, keys=SealKeys.from_dir(keys_dir))
+        assert result.ok, result.problem
+        assert result.sealed_events == 300 and result.signed == result.seals == 6
+        # Without the old public key, the archived seals are named.
+        (keys_dir / f"{old.key_id}.pub").unlink()
+        result = await verify(store, keys=SealKeys.from_dir(keys_dir))
+        assert not result.ok and f"archive segment {done.segment.seq}" in result.problem
