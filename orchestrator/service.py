@@ -52,6 +52,8 @@ class ServiceConfig:
     # The native API and dashboard (plain HTTP; put TLS in front of it) and the
     # Ganeti RAPI v2 (HTTPS). None: not served.
     api_listen: tuple[str, int] | None = None
+    # Serve the native API over TLS with this certificate and key (else plain HTTP).
+    api_tls: tuple[Path, Path] | None = None
     api_tokens: Path | None = None
     public_metrics: bool = False
     rapi_listen: tuple[str, int] | None = None
@@ -163,6 +165,7 @@ async def _start_servers(
                 auth=auth,
                 metrics=metrics,
                 public_metrics=config.public_metrics,
+                ssl_context=_api_tls(config.api_tls),
             )
         )
     if config.rapi_listen is not None:
@@ -183,6 +186,14 @@ async def _start_servers(
             )
         )
     return runners
+
+
+def _api_tls(pair: tuple[Path, Path] | None) -> Any:
+    if pair is None:
+        return None
+    from orchestrator.tls_cert import CertPaths, server_context
+
+    return server_context(CertPaths(cert=pair[0], key=pair[1], created=False))
 
 
 async def _snapshots(

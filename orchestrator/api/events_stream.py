@@ -30,6 +30,7 @@ from orchestrator.api.context import (
     log_of,
     principal_of,
 )
+from orchestrator.api.limits import limits_of
 from orchestrator.cluster_report import event_json
 
 _EVENT_ID = re.compile(r"^(\d{1,15})(?:\.(\d{1,9}))?$")
@@ -65,6 +66,12 @@ def sse_frame(revision: int, index: int, event: Event) -> bytes:
 
 
 async def events_stream(request: web.Request) -> web.StreamResponse:
+    principal = principal_of(request)
+    async with limits_of(request).stream(principal.name):
+        return await _stream(request)
+
+
+async def _stream(request: web.Request) -> web.StreamResponse:
     ctx = ctx_of(request)
     principal = principal_of(request)
     start = resume_point(

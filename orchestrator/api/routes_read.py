@@ -37,6 +37,7 @@ from orchestrator.api.context import (
     visible_job,
     visible_names,
 )
+from orchestrator.api.limits import SCAN_LIMIT, limits_of
 from orchestrator.api.metrics import CONTENT_TYPE, render_metrics
 from orchestrator.cluster_report import (
     event_json,
@@ -112,6 +113,10 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 async def list_events(request: web.Request) -> web.Response:
+    """The last `limit` matching events of one page of the log: from `since` (a
+    revision; else about the newest SCAN_LIMIT revisions) and at most SCAN_LIMIT
+    events read. `X-Corral-Next-Since` names where the next page starts when the
+    scan stopped before the head; `X-Corral-Scanned-From` where this one began."""
     ctx = ctx_of(request)
     principal = principal_of(request)
     from_rev, since_time = parse_since_query(request.query.get("since"), now=time.time())
@@ -119,12 +124,25 @@ async def list_events(request: web.Request) -> web.Response:
     flt = event_filter(request, since_time=since_time)
     state = ctx.state()
     matched: list[tuple[int, Event]] = []
-    async for revision, event in ctx.store.read_all(from_revision=from_rev):
-        if flt.matches(event) and event_visible(event, state, principal):
-            matched.append((revision, event))
-            if len(matched) > 2 * limit:
-                del matched[:-limit]
-    return json_response([event_json(r, e) for r, e in matched[-limit:]])
+    scanned, next_since = 0, 0
+    async with limits_of(request).heavy_read():
+        if from_rev <= 0:
+            from_rev = max(1, await ctx.store.current_revision() - SCAN_LIMIT)
+        last = 0
+        async for revision, event in ctx.store.read_all(from_revision=from_rev):
+            if scanned >= SCAN_LIMIT and revision != last:
+                next_since = revision
+                break
+            scanned, last = scanned + 1, revision
+            if flt.matches(event) and event_visible(event, state, principal):
+                matched.append((revision, event))
+                if len(matched) > 2 * limit:
+                    del matched[:-limit]
+    response = json_response([event_json(r, e) for r, e in matched[-limit:]])
+    response.headers["X-Corral-Scanned-From"] = str(from_rev)
+    if next_since:
+        response.headers["X-Corral-Next-Since"] = str(next_since)
+    return response
 
 
 async def state_at(request: web.Request) -> web.Response:
@@ -132,7 +150,8 @@ async def state_at(request: web.Request) -> web.Response:
     if "at" not in request.query:
         raise ApiError(422, "invalid", "at (a revision) is required", field="at")
     at = query_int(request, "at", default=0, minimum=0, maximum=MAX_REVISION)
-    state = await load_state(ctx.store, at=at)
+    async with limits_of(request).heavy_read():
+        state = await load_state(ctx.store, at=at)
     now = time.time()
     principal = principal_of(request)
     return json_response(scoped_status(status_dict(state, now=now), state, principal, now=now))

@@ -13,6 +13,7 @@ through `state()`, always current) or act on nodes; sends no CORS headers.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 
@@ -32,6 +33,7 @@ from orchestrator.api.context import (
     json_response,
 )
 from orchestrator.api.events_stream import add_stream_routes
+from orchestrator.api.limits import LIMITS, ApiLimits
 from orchestrator.api.metrics import ApiMetrics
 from orchestrator.api.openapi import OPENAPI_PATH, add_openapi_route
 from orchestrator.api.routes_read import add_read_routes
@@ -160,6 +162,7 @@ def build_app(
         fold_wait_s=fold_wait_s,
         public_metrics=public_metrics,
     )
+    app[LIMITS] = ApiLimits()
     add_stream_routes(app)
     add_read_routes(app)
     add_write_routes(app)
@@ -183,9 +186,10 @@ async def start_api(
     fold_wait_s: float = 5.0,
     public_metrics: bool = False,
     dashboard: bool = True,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> web.AppRunner:
-    """Listen on host:port (port 0: any free port; `runner.addresses` says which).
-    Stop with `await runner.cleanup()`."""
+    """Listen on host:port (port 0: any free port; `runner.addresses` says which),
+    over TLS with `ssl_context`. Stop with `await runner.cleanup()`."""
     app = build_app(
         state=state,
         store=store,
@@ -198,7 +202,7 @@ async def start_api(
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     await site.start()
     log.info(
         "api listening", addresses=[str(a) for a in runner.addresses], principals=len(auth.entries)

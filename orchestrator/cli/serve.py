@@ -52,7 +52,15 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     p.add_argument(
         "--api",
         metavar="HOST:PORT",
-        help="serve the native API, /metrics and the dashboard here (plain HTTP)",
+        help="serve the native API, /metrics and the dashboard here (HTTP, or HTTPS with "
+        "--api-tls)",
+    )
+    p.add_argument(
+        "--api-tls",
+        nargs=2,
+        type=Path,
+        metavar=("CERT", "KEY"),
+        help="serve the native API and dashboard over HTTPS with this certificate and key",
     )
     p.add_argument("--tokens", type=Path, help="API tokens file (see `corral token add`)")
     p.add_argument("--public-metrics", action="store_true", help="serve /metrics without a token")
@@ -121,6 +129,22 @@ def _seal_signer(path: Path | None, *, lab: bool) -> SealSigner | None:
         raise UsageError(
             f"--seal-key: {exc} (make one with `corral audit seal-key --key {chosen}`)"
         ) from None
+
+
+def _tls_pair(pair: list[Path] | None) -> tuple[Path, Path] | None:
+    if pair is None:
+        return None
+    cert, key = pair
+    for what, path in (("certificate", cert), ("key", key)):
+        if not path.is_file():
+            raise UsageError(f"--api-tls: the {what} {path} is not a readable file")
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(str(cert), str(key))
+    except ssl.SSLError:
+        raise UsageError(f"--api-tls: {key} is not the key of {cert}") from None
+    return cert, key
 
 
 def _fencing(path: Path | None, *, lab: bool) -> FencingConfig:
@@ -193,6 +217,7 @@ def run_serve(args: argparse.Namespace) -> int:
         name=args.name,
         api_listen=_listen(args.api, what="--api") if args.api else None,
         api_tokens=args.tokens,
+        api_tls=_tls_pair(args.api_tls),
         public_metrics=args.public_metrics,
         rapi_listen=_listen(args.rapi, what="--rapi") if args.rapi else None,
         rapi_users=args.rapi_users,
