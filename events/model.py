@@ -462,6 +462,37 @@ class NodeRecovered(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class NodeCheckLine:
+    """One prerequisite of a node, as `corral node add/check` judged it."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeChecked(Event):
+    """`corral node add` or `corral node check` ran the prerequisite checks on a
+    node: every line, the host key it pinned (OpenSSH public key and SHA256
+    fingerprint) and the DRBD module version it found. Recorded for the audit; a
+    node add whose checks failed records nothing."""
+
+    TYPE: ClassVar[str] = "node.checked"
+    node: NodeName
+    address: str
+    ok: bool
+    checks: tuple[NodeCheckLine, ...]
+    host_key: str = ""
+    fingerprint: str = ""
+    drbd_version: str = ""
+    installed: bool = False  # --install ran on this pass
+
+    def objects(self) -> tuple[str, ...]:
+        return (node_key(self.node),)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class AlertRaised(Event):
     TYPE: ClassVar[str] = "alert.raised"
     alert: str  # stable key, e.g. "partitioned:node3"
@@ -523,6 +554,7 @@ ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     NodeFenced,
     NodeFenceFailed,
     NodeRecovered,
+    NodeChecked,
     AlertRaised,
     AlertCleared,
 )

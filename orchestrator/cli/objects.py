@@ -16,11 +16,9 @@ from dataclasses import asdict
 from pathlib import Path
 
 from events.ids import InstanceName, NodeName, check_name, new_event_id
-from events.model import JobKind, NodeDeclared, NodeRemoved
-from events.specs import FenceSpec, NodeSpec
+from events.model import JobKind, NodeRemoved
 from events.state import ClusterState
 from events.store import EventStore
-from events.validation import problems_of
 from orchestrator.cli.console import console
 from orchestrator.cli.context import (
     UsageError,
@@ -47,7 +45,7 @@ from orchestrator.operations import (
 )
 
 
-def _parse_size(value: str) -> int:
+def parse_size(value: str) -> int:
     units = {"M": 1, "G": 1024, "T": 1024 * 1024}
     text = value.strip().upper()
     try:
@@ -81,7 +79,7 @@ def add_object_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
             )
         if action == "grow-disk":
             p.add_argument("--disk", type=int, default=0, help="disk index (default 0)")
-            p.add_argument("--amount", type=_parse_size, required=True, help="e.g. 10G")
+            p.add_argument("--amount", type=parse_size, required=True, help="e.g. 10G")
         if action == "console":
             p.add_argument("--known-hosts", type=Path, default=os.environ.get("CORRAL_KNOWN_HOSTS"))
             p.add_argument("--client-key", type=Path, default=os.environ.get("CORRAL_CLIENT_KEY"))
@@ -109,17 +107,9 @@ def add_object_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     from orchestrator.cli.plan_tools import add_reboot_plan_parser
 
     add_reboot_plan_parser(nsub)
-    add = nsub.add_parser("add", help="declare a node (the desired-state file is the usual way)")
-    add.add_argument("name")
-    add.add_argument("--address", required=True)
-    add.add_argument("--port", type=int, default=22)
-    add.add_argument("--memory", type=_parse_size, required=True)
-    add.add_argument("--disk", type=_parse_size, required=True)
-    add.add_argument("--cpus", type=int, required=True)
-    add.add_argument("--fence-agent", required=True, help="e.g. fence_ipmilan")
-    add.add_argument("--fence-option", action="append", default=[], metavar="KEY=VALUE")
-    add.add_argument("--reason", default="")
-    add_target_options(add)
+    from orchestrator.cli.node_setup import add_node_parsers
+
+    add_node_parsers(nsub)
 
     job = sub.add_parser("job", help="list, inspect, follow and cancel jobs")
     jsub = job.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -266,7 +256,13 @@ async def _node(args: argparse.Namespace, store: EventStore, state: ClusterState
         return 0
     name = NodeName(check_name(args.name, what="node name"))
     if args.action == "add":
-        return await _node_add(args, store, state, name)
+        from orchestrator.cli.node_setup import node_add
+
+        return await node_add(args, store, state, name)
+    if args.action == "check":
+        from orchestrator.cli.node_setup import node_check
+
+        return await node_check(args, store, state, name)
     if name not in state.desired.nodes:
         raise UsageError(f"no node named {name!r}")
     if args.action == "info":
@@ -379,7 +375,7 @@ async def _evacuate(
     return await report_accepted(args, store, accepted)
 
 
-_NODE_FLAGS = {
+NODE_FLAGS = {
     "address": "--address",
     "port": "--port",
     "memory_mib": "--memory",
@@ -388,40 +384,3 @@ _NODE_FLAGS = {
     "host_memory_mib": "--memory",
     "fence": "--fence-agent/--fence-option",
 }
-
-
-async def _node_add(
-    args: argparse.Namespace, store: EventStore, state: ClusterState, name: NodeName
-) -> int:
-    if name in state.desired.nodes:
-        raise UsageError(f"node {name} is already declared")
-    options = []
-    for item in args.fence_option:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise UsageError(f"--fence-option: {item!r} is not KEY=VALUE")
-        if key.lower() in ("password", "passwd", "secret"):
-            raise UsageError(
-                "--fence-option: secrets do not go on the command line; they come from "
-                "the orchestrator hosts' fencing configuration (/etc/corral/fencing.yaml)"
-            )
-        options.append((key, value))
-    spec = NodeSpec(
-        name=name,
-        address=args.address,
-        port=args.port,
-        memory_mib=args.memory,
-        disk_mib=args.disk,
-        cpus=args.cpus,
-        fence=FenceSpec(agent=args.fence_agent, options=tuple(options)),
-    )
-    found = problems_of(spec)  # the model every entry point holds specs to
-    if found:
-        raise UsageError(
-            "; ".join(f"{_NODE_FLAGS.get(str(p.loc[0]), p.path)}: {p.message}" for p in found)
-        )
-    event = NodeDeclared(
-        id=new_event_id(), time=time.time(), actor=actor(store), reason=args.reason, spec=spec
-    )
-    revision = await store.append([event], expected={f"node/{name}": 0})
-    return await report_accepted(args, store, Accepted(revision=revision, event_ids=(event.id,)))
