@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.corral-installed
 SYSTEM_STAMP := $(VENV)/.corral-system-tools
 
-.PHONY: demo test lint bench chaos install system-tools bytecode clean node-image
+.PHONY: demo test lint bench chaos install system-tools bytecode clean node-image e2e
 
 install: $(STAMP)
 
@@ -52,6 +52,11 @@ chaos: $(STAMP) system-tools
 # rebuilt when its recipe changes): prints where it is, its size and build time.
 node-image: $(STAMP)
 	nice -n 10 $(BIN)/python -m devtools.nodevm.image
+
+# Real node VMs (root): node add/check against a real host, then the end-to-end
+# failover on real DRBD. Minutes; not part of `make test`.
+e2e: $(STAMP) system-tools
+	nice -n 5 $(BIN)/python -m pytest -q -m e2e tests/e2e
 
 demo: $(STAMP) system-tools bytecode
 	$(BIN)/python -m devtools.demo

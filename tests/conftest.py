@@ -21,7 +21,7 @@ def etcd(tmp_path: Path) -> Iterator[LocalEtcd]:
         server.stop()
 
 
-KINDS = ("unit", "etcd", "lab", "real", "parity")
+KINDS = ("unit", "etcd", "lab", "real", "parity", "e2e")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -1,0 +1,1 @@
+"""Tests against real node VMs under qemu (`make e2e`)."""
