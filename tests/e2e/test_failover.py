@@ -57,7 +57,7 @@ def desired(vms: NodeVmSet) -> str:
     address: 127.0.0.1
     port: {n.ssh_port}
     replication_address: {n.replication_address}
-    memory: 640M
+    memory: 560M
     disk: 1G
     cpus: 1
     fence:
@@ -113,7 +113,7 @@ def test_crash_heal_and_rejoin_on_real_drbd(etcd_url: str, tmp_path: Path) -> No
                 "--port", str(n.ssh_port), "--replication-address", n.replication_address,
                 "--ssh-key", str(operator), "--known-hosts", str(known),
                 "--client-key", str(corral_key), "--host-key", fp.split()[1], "--install",
-                "--memory", "640M", "--disk", "1G", "--cpus", "1",
+                "--memory", "560M", "--disk", "1G", "--cpus", "1",
             )  # fmt: skip
             assert added.returncode == 0, added.stdout + added.stderr
             print(added.stdout.splitlines()[-2])
