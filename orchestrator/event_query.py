@@ -25,7 +25,7 @@ def parse_since(value: str | None, *, now: float) -> tuple[int, float]:
         return 0, 0.0
     if value.isascii() and value.isdigit() and len(value) <= 18:
         return int(value), 0.0
-    m = _RELATIVE.match(value)
+    m = _RELATIVE.fullmatch(value)
     if m:
         return 0, now - int(m.group(1)) * _UNIT_S[m.group(2)]
     try:

@@ -30,7 +30,7 @@ def disk_name(instance: str, index: int) -> str:
 
 def parse_disk_name(name: str) -> tuple[InstanceName, int] | None:
     """Inverse of `disk_name`; None for anything corral did not create."""
-    m = _DISK_RE.match(name)
+    m = _DISK_RE.fullmatch(name)
     if not m:
         return None
     return InstanceName(m.group("instance")), int(m.group("index"))

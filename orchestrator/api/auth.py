@@ -102,7 +102,7 @@ def _entry(item: object, index: int, source: str) -> TokenEntry:
             f"{where}: role must be one of {', '.join(r.value for r in Role)}"
         ) from None
     digest = item["token_sha256"]
-    if not isinstance(digest, str) or not _HEX64.match(digest):
+    if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
         raise TokensFileError(f"{where}: token_sha256 must be 64 lowercase hex digits")
     raw_tags = item.get("scope_tags") or []
     if not isinstance(raw_tags, list):

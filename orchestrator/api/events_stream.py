@@ -41,7 +41,7 @@ def resume_point(*, last_event_id: str | None, since: str | None) -> tuple[int, 
     """Where to start: (revision, index of the first event to send at it), or None
     for "only what is appended from now on". `Last-Event-ID` wins over `since`."""
     if last_event_id:
-        m = _EVENT_ID.match(last_event_id.strip())
+        m = _EVENT_ID.fullmatch(last_event_id.strip())
         if not m:
             raise ApiError(
                 422,
