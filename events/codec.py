@@ -96,9 +96,10 @@ def _checked(tp: Any, value: Any) -> Any:
 
 
 def from_plain(tp: Any, value: Any) -> Any:
-    origin = get_origin(tp)
+    """`value` (plain JSON) as a `tp`, checked as it is built."""
     if tp is Any:
         return value
+    origin = get_origin(tp)
     if origin is Annotated:
         return _checked(tp, from_plain(get_args(tp)[0], value))
     if tp in MODELS:
@@ -106,38 +107,9 @@ def from_plain(tp: Any, value: Any) -> Any:
             return validate(tp, value)
         except SpecError as exc:
             raise ValueError(f"{tp.__name__}: {exc}") from None
-    if origin in (Union, types.UnionType):
-        args = get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return from_plain(arg, value)
-            except (TypeError, ValueError, KeyError) as exc:
-                errors.append(str(exc))
-        raise ValueError(f"{value!r} matches none of {tp}: {errors}")
-    if origin is tuple:
-        args = get_args(tp)
-        if not isinstance(value, list):
-            raise TypeError(f"expected a list for {tp}, got {type(value).__name__}")
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(from_plain(args[0], v) for v in value)
-        if len(args) != len(value):
-            raise ValueError(f"expected {len(args)} items for {tp}")
-        return tuple(from_plain(a, v) for a, v in zip(args, value, strict=True))
-    if origin in (frozenset, set):
-        (arg,) = get_args(tp)
-        if not isinstance(value, list):
-            raise TypeError(f"expected a list for {tp}")
-        return frozenset(from_plain(arg, v) for v in value)
-    if origin is dict:
-        kt, vt = get_args(tp)
-        if not isinstance(value, dict):
-            raise TypeError(f"expected an object for {tp}")
-        return {from_plain(kt, k): from_plain(vt, v) for k, v in value.items()}
+    container = _CONTAINERS.get(origin)
+    if container is not None:
+        return container(tp, value)
     if isinstance(tp, typing.NewType):
         plain = from_plain(tp.__supertype__, value)
         check = _NAMES.get(tp)
@@ -145,39 +117,93 @@ def from_plain(tp: Any, value: Any) -> Any:
     if isinstance(tp, type) and issubclass(tp, Enum):
         return tp(value)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            raise TypeError(f"expected an object for {tp.__name__}")
-        hints = _hints(tp)
-        kwargs = {}
-        for f in dataclasses.fields(tp):
-            if not f.init:
-                continue
-            if f.name in value:
-                kwargs[f.name] = from_plain(hints[f.name], value[f.name])
-            elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise KeyError(f"{tp.__name__}.{f.name} is missing")
-        return tp(**kwargs)
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(f"expected a number, got {value!r}")
-        return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"expected an integer, got {value!r}")
-        return value
-    if tp is str:
-        if not isinstance(value, str):
-            raise TypeError(f"expected a string, got {value!r}")
-        return value
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise TypeError(f"expected true/false, got {value!r}")
-        return value
-    if tp is type(None):
-        if value is not None:
-            raise TypeError("expected null")
+        return _dataclass(tp, value)
+    return _scalar(tp, value)
+
+
+def _union(tp: Any, value: Any) -> Any:
+    args = get_args(tp)
+    if value is None and type(None) in args:
         return None
-    raise TypeError(f"cannot decode type {tp!r}")
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return from_plain(arg, value)
+        except (TypeError, ValueError, KeyError) as exc:
+            errors.append(str(exc))
+    raise ValueError(f"{value!r} matches none of {tp}: {errors}")
+
+
+def _tuple(tp: Any, value: Any) -> tuple[Any, ...]:
+    args = get_args(tp)
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list for {tp}, got {type(value).__name__}")
+    if len(args) == 2 and args[1] is Ellipsis:
+        return tuple(from_plain(args[0], v) for v in value)
+    if len(args) != len(value):
+        raise ValueError(f"expected {len(args)} items for {tp}")
+    return tuple(from_plain(a, v) for a, v in zip(args, value, strict=True))
+
+
+def _set(tp: Any, value: Any) -> frozenset[Any]:
+    (arg,) = get_args(tp)
+    if not isinstance(value, list):
+        raise TypeError(f"expected a list for {tp}")
+    return frozenset(from_plain(arg, v) for v in value)
+
+
+def _dict(tp: Any, value: Any) -> dict[Any, Any]:
+    kt, vt = get_args(tp)
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object for {tp}")
+    return {from_plain(kt, k): from_plain(vt, v) for k, v in value.items()}
+
+
+_CONTAINERS: dict[Any, Callable[[Any, Any], Any]] = {
+    Union: _union,
+    types.UnionType: _union,
+    tuple: _tuple,
+    frozenset: _set,
+    set: _set,
+    dict: _dict,
+}
+
+
+def _dataclass(tp: type, value: Any) -> Any:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object for {tp.__name__}")
+    hints = _hints(tp)
+    kwargs = {}
+    for f in dataclasses.fields(tp):  # type: ignore[arg-type]
+        if not f.init:
+            continue
+        if f.name in value:
+            kwargs[f.name] = from_plain(hints[f.name], value[f.name])
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise KeyError(f"{tp.__name__}.{f.name} is missing")
+    return tp(**kwargs)
+
+
+# Scalars: (accepts, what a refusal says). bool is an int to Python, never to us.
+_SCALARS: dict[Any, tuple[Callable[[Any], bool], str]] = {
+    float: (lambda v: isinstance(v, int | float) and not isinstance(v, bool), "a number"),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+    str: (lambda v: isinstance(v, str), "a string"),
+    bool: (lambda v: isinstance(v, bool), "true/false"),
+    type(None): (lambda v: v is None, "null"),
+}
+
+
+def _scalar(tp: Any, value: Any) -> Any:
+    rule = _SCALARS.get(tp)
+    if rule is None:
+        raise TypeError(f"cannot decode type {tp!r}")
+    accepts, what = rule
+    if not accepts(value):
+        raise TypeError(f"expected {what}, got {value!r}")
+    return float(value) if tp is float else value
 
 
 def encode(event: Event) -> bytes:

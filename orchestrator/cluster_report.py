@@ -20,7 +20,7 @@ from events.codec import to_plain
 from events.ids import InstanceName, NodeName
 from events.model import Event, NodeHealth, instance_key
 from events.specs import PowerState
-from events.state import ClusterState, JobState
+from events.state import ClusterState, JobState, NodeObservation
 from orchestrator.incremental import PerInstance
 from reactors.naming import parse_disk_name
 from reactors.placement.allocator import NodeLoad, loads
@@ -201,7 +201,28 @@ class Finding:
 
 
 def verify(state: ClusterState, *, now: float) -> list[Finding]:
-    """What `corral cluster verify` reports, from the last observations."""
+    """What `corral cluster verify` reports, from the last observations: N+1 per
+    node, each instance's state, what nodes run or hold that they should not, and
+    every open alert."""
+    out = _n_plus_one_findings(state)
+    out += _instance_findings(state, now=now)
+    for node, obs in sorted(state.observed.items()):
+        if obs.health != NodeHealth.FENCED:
+            out += _orphan_vms(state, node, obs)
+            out += _orphan_volumes(state, node, obs)
+    for alert in sorted(state.alerts.values(), key=lambda a: a.alert):
+        out.append(
+            Finding(
+                severity="error" if alert.severity == "critical" else "warning",
+                check="alert",
+                subject=alert.subject,
+                message=alert.message,
+            )
+        )
+    return out
+
+
+def _n_plus_one_findings(state: ClusterState) -> list[Finding]:
     out: list[Finding] = []
     for nrow in node_rows(state):
         if not nrow.n1_ok:
@@ -215,6 +236,11 @@ def verify(state: ClusterState, *, now: float) -> list[Finding]:
                     f"{nrow.memory_mib - nrow.memory_used_mib}M",
                 )
             )
+    return out
+
+
+def _instance_findings(state: ClusterState, *, now: float) -> list[Finding]:
+    out: list[Finding] = []
     for name in sorted(state.desired.instances):
         row = instance_row(state, name, now=now)
         if row.status == "unplaced":
@@ -245,59 +271,57 @@ def verify(state: ClusterState, *, now: float) -> list[Finding]:
                     message=f"{name} is {row.status}",
                 )
             )
-    for node, obs in sorted(state.observed.items()):
-        if obs.health == NodeHealth.FENCED:
+    return out
+
+
+def _orphan_vms(state: ClusterState, node: NodeName, obs: NodeObservation) -> list[Finding]:
+    out: list[Finding] = []
+    for vm in obs.vms:
+        if not vm_alive(vm):
             continue
-        for vm in obs.vms:
-            if not vm_alive(vm):
-                continue
-            inst = InstanceName(vm.name)
-            p = state.placements.get(inst)
-            if inst not in state.desired.instances:
-                out.append(
-                    Finding(
-                        severity="warning",
-                        check="orphan-vm",
-                        subject=f"node/{node}",
-                        message=f"{node} runs {vm.name} (pid {vm.pid}), which is not declared",
-                    )
+        inst = InstanceName(vm.name)
+        p = state.placements.get(inst)
+        if inst not in state.desired.instances:
+            out.append(
+                Finding(
+                    severity="warning",
+                    check="orphan-vm",
+                    subject=f"node/{node}",
+                    message=f"{node} runs {vm.name} (pid {vm.pid}), which is not declared",
                 )
-            elif p is not None and p.primary != node:
-                out.append(
-                    Finding(
-                        severity="error",
-                        check="wrong-node",
-                        subject=f"instance/{vm.name}",
-                        message=f"{vm.name} runs on {node}; its primary is {p.primary}",
-                    )
-                )
-        for vol in obs.volumes:
-            parsed = parse_disk_name(vol.name)
-            if parsed is None:
-                continue
-            inst, _ = parsed
-            p = state.placements.get(inst)
-            if inst not in state.desired.instances or (
-                p is not None and node not in (p.primary, p.secondary, p.superseded)
-            ):
-                out.append(
-                    Finding(
-                        severity="warning",
-                        check="orphan-volume",
-                        subject=f"node/{node}",
-                        message=f"{node} holds volume {vol.vg}/{vol.name} that no instance "
-                        "placed there uses",
-                    )
-                )
-    for alert in sorted(state.alerts.values(), key=lambda a: a.alert):
-        out.append(
-            Finding(
-                severity="error" if alert.severity == "critical" else "warning",
-                check="alert",
-                subject=alert.subject,
-                message=alert.message,
             )
-        )
+        elif p is not None and p.primary != node:
+            out.append(
+                Finding(
+                    severity="error",
+                    check="wrong-node",
+                    subject=f"instance/{vm.name}",
+                    message=f"{vm.name} runs on {node}; its primary is {p.primary}",
+                )
+            )
+    return out
+
+
+def _orphan_volumes(state: ClusterState, node: NodeName, obs: NodeObservation) -> list[Finding]:
+    out: list[Finding] = []
+    for vol in obs.volumes:
+        parsed = parse_disk_name(vol.name)
+        if parsed is None:
+            continue
+        inst, _ = parsed
+        p = state.placements.get(inst)
+        if inst not in state.desired.instances or (
+            p is not None and node not in (p.primary, p.secondary, p.superseded)
+        ):
+            out.append(
+                Finding(
+                    severity="warning",
+                    check="orphan-volume",
+                    subject=f"node/{node}",
+                    message=f"{node} holds volume {vol.vg}/{vol.name} that no instance "
+                    "placed there uses",
+                )
+            )
     return out
 
 

@@ -46,22 +46,22 @@ class FieldError(ValueError):
     """A value a field rule refuses; the message says why and what is expected."""
 
 
+_KINDS: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (type(None), "nothing (null)"),
+    (bool, "a boolean"),
+    (int, "an integer"),
+    (float, "a number"),
+    (str, "a string"),
+    (Mapping, "a mapping"),
+    ((list, tuple), "a list"),
+)
+
+
 def kind(value: object) -> str:
     """What a value is, for messages (never the value itself)."""
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, dict | Mapping):
-        return "a mapping"
-    if isinstance(value, list | tuple):
-        return "a list"
+    for tp, word in _KINDS:
+        if isinstance(value, tp):
+            return word
     return f"a {type(value).__name__}"
 
 

@@ -16,6 +16,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Awaitable, Callable
+from typing import Required, TypedDict, Unpack
 
 import structlog
 from aiohttp import web
@@ -174,32 +175,31 @@ def build_app(
     return app
 
 
+class AppOptions(TypedDict, total=False):
+    """`build_app`'s options, for callers of `start_api`."""
+
+    state: Required[Callable[[], ClusterState]]
+    store: Required[EventStore]
+    auth: Required[ApiAuth]
+    metrics: ApiMetrics | None
+    heartbeat_s: float
+    fold_wait_s: float
+    public_metrics: bool
+    dashboard: bool
+
+
 async def start_api(
     *,
     host: str,
     port: int,
-    state: Callable[[], ClusterState],
-    store: EventStore,
-    auth: ApiAuth,
-    metrics: ApiMetrics | None = None,
-    heartbeat_s: float = 15.0,
-    fold_wait_s: float = 5.0,
-    public_metrics: bool = False,
-    dashboard: bool = True,
     ssl_context: ssl.SSLContext | None = None,
+    **options: Unpack[AppOptions],
 ) -> web.AppRunner:
     """Listen on host:port (port 0: any free port; `runner.addresses` says which),
-    over TLS with `ssl_context`. Stop with `await runner.cleanup()`."""
-    app = build_app(
-        state=state,
-        store=store,
-        auth=auth,
-        metrics=metrics,
-        heartbeat_s=heartbeat_s,
-        fold_wait_s=fold_wait_s,
-        public_metrics=public_metrics,
-        dashboard=dashboard,
-    )
+    over TLS with `ssl_context`, with the application `build_app(**options)` makes.
+    Stop with `await runner.cleanup()`."""
+    app = build_app(**options)
+    auth = options["auth"]
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, ssl_context=ssl_context)

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from events.ids import InstanceName, new_event_id
 from events.loading import follow
-from events.model import PlacementRefused, StepFailed, StepSucceeded, instance_key
+from events.model import Event, PlacementRefused, StepFailed, StepSucceeded, instance_key
 from events.projection import fold
 from events.state import ClusterState
 from events.store import EventStore, VersionConflict
@@ -219,73 +219,90 @@ async def _follow(
 ) -> tuple[bool, dict[str, str]]:
     """Follow the log from the apply on, printing step results of the applied
     instances and a progress line, until each is converged or has failed."""
-    pending = _watched(diff)
-    total = len(pending)
-    failed: dict[str, str] = {}
-    started = time.monotonic()
-
-    def say(line: str) -> None:
-        if not quiet:
-            print(f"[{time.monotonic() - started:6.1f}s] {line}", flush=True)
-
-    def settle(st: ClusterState) -> None:
-        now = time.time()
-        for name in sorted(pending):
-            plan = plan_instance(state=st, instance=name, now=now)
-            if plan.converged:
-                pending.discard(name)
-                what = "removed" if name not in st.desired.instances else _where(st, name)
-                say(f"{name} converged: {what}  ({total - len(pending)}/{total})")
-
-    settle(state)
-    if not pending:
-        return True, failed
+    progress = _Progress(pending=_watched(diff), quiet=quiet, verbose=verbose)
+    progress.settle(state)
+    if not progress.pending:
+        return True, progress.failed
     queue: asyncio.Queue[ClusterState] = asyncio.Queue()
 
     async def reader() -> None:
         async for event, st in follow(store, state):
-            key = getattr(event, "key", None)
-            if isinstance(event, StepSucceeded | StepFailed) and key in {
-                instance_key(n) for n in pending
-            }:
-                if isinstance(event, StepFailed):
-                    say(f"{key}: {event.step} on {event.node} failed: {event.error}")
-                    record = st.last_steps.get(key)
-                    if record is not None and record.failures_in_a_row >= 3:
-                        failed[key] = event.error
-                elif verbose:
-                    say(f"{key}: {event.step} on {event.node} ok ({event.duration_s:.1f}s)")
-            if isinstance(event, PlacementRefused) and event.instance in pending:
-                failed[instance_key(event.instance)] = event.reason
-                say(f"{event.instance}: cannot be placed: {event.reason}")
+            progress.seen(event, st)
             queue.put_nowait(st)
 
     task = asyncio.create_task(reader())
     deadline = time.monotonic() + timeout
     latest = state
     try:
-        while pending and time.monotonic() < deadline:
+        while progress.pending and time.monotonic() < deadline:
             try:
                 latest = await asyncio.wait_for(queue.get(), timeout=1.0)
                 while not queue.empty():
                     latest = queue.get_nowait()
             except TimeoutError:
                 pass
-            settle(latest)
-            pending -= {InstanceName(k.partition("/")[2]) for k in failed}
+            progress.settle(latest)
     finally:
         task.cancel()
-    if pending:
-        say(f"gave up after {timeout:.0f}s; still working on: {', '.join(sorted(pending))}")
-        for name in sorted(pending):
-            plan = plan_instance(state=latest, instance=name, now=time.time())
-            say(f"  {name}: " + "; ".join(plan.waiting or tuple(s.summary for s in plan.steps)))
-        return False, failed
-    if failed:
-        say(f"{len(failed)} failed: " + ", ".join(sorted(failed)))
-    else:
-        say(f"all {total} converged")
-    return not failed, failed
+    return progress.end(latest, timeout=timeout)
+
+
+class _Progress:
+    """What `apply --wait` has seen so far: instances still pending, those failed."""
+
+    def __init__(self, *, pending: set[InstanceName], quiet: bool, verbose: bool) -> None:
+        self.pending = pending
+        self.total = len(pending)
+        self.failed: dict[str, str] = {}
+        self.quiet, self.verbose = quiet, verbose
+        self.started = time.monotonic()
+
+    def say(self, line: str) -> None:
+        if not self.quiet:
+            print(f"[{time.monotonic() - self.started:6.1f}s] {line}", flush=True)
+
+    def settle(self, st: ClusterState) -> None:
+        now = time.time()
+        for name in sorted(self.pending):
+            plan = plan_instance(state=st, instance=name, now=now)
+            if plan.converged:
+                self.pending.discard(name)
+                what = "removed" if name not in st.desired.instances else _where(st, name)
+                self.say(
+                    f"{name} converged: {what}  ({self.total - len(self.pending)}/{self.total})"
+                )
+        self.pending -= {InstanceName(k.partition("/")[2]) for k in self.failed}
+
+    def seen(self, event: Event, st: ClusterState) -> None:
+        key = getattr(event, "key", None)
+        if isinstance(event, StepSucceeded | StepFailed) and key in {
+            instance_key(n) for n in self.pending
+        }:
+            if isinstance(event, StepFailed):
+                self.say(f"{key}: {event.step} on {event.node} failed: {event.error}")
+                record = st.last_steps.get(key)
+                if record is not None and record.failures_in_a_row >= 3:
+                    self.failed[key] = event.error
+            elif self.verbose:
+                self.say(f"{key}: {event.step} on {event.node} ok ({event.duration_s:.1f}s)")
+        if isinstance(event, PlacementRefused) and event.instance in self.pending:
+            self.failed[instance_key(event.instance)] = event.reason
+            self.say(f"{event.instance}: cannot be placed: {event.reason}")
+
+    def end(self, latest: ClusterState, *, timeout: float) -> tuple[bool, dict[str, str]]:
+        if self.pending:
+            names = ", ".join(sorted(self.pending))
+            self.say(f"gave up after {timeout:.0f}s; still working on: {names}")
+            for name in sorted(self.pending):
+                plan = plan_instance(state=latest, instance=name, now=time.time())
+                steps = plan.waiting or tuple(s.summary for s in plan.steps)
+                self.say(f"  {name}: " + "; ".join(steps))
+            return False, self.failed
+        if self.failed:
+            self.say(f"{len(self.failed)} failed: " + ", ".join(sorted(self.failed)))
+        else:
+            self.say(f"all {self.total} converged")
+        return not self.failed, self.failed
 
 
 def _where(state: ClusterState, name: InstanceName) -> str:

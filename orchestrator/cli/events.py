@@ -20,6 +20,7 @@ from events.loading import load_state
 from events.model import Event
 from events.retention import count_events
 from events.seals import verify
+from events.store import EventStore
 from orchestrator.cli.context import (
     UsageError,
     add_target_options,
@@ -126,16 +127,7 @@ async def _events(args: argparse.Namespace) -> int:
     flt = EventFilter.of(types=args.type, objects=args.object, since_time=since_time)
     async with open_store(target_from_args(args)) as store:
         if args.at is not None:
-            if args.at < 0:
-                raise UsageError("--at: a revision is zero or more")
-            state = await load_state(store, at=args.at)
-            d = status_dict(state, now=time.time())
-            if args.json:
-                print_json(d)
-            else:
-                print(f"as of revision {args.at} (last event at revision {state.revision})")
-                print(render_status(d))
-            return 0
+            return await _state_at(args, store)
         matched: list[tuple[int, Event]] = []
         last = 0
         async for revision, event in store.read_all(from_revision=from_rev):
@@ -148,20 +140,34 @@ async def _events(args: argparse.Namespace) -> int:
             print_json([event_json(r, e) for r, e in matched])
             return 0
         for revision, event in matched:
-            if args.json:
-                print(json.dumps(event_json(revision, event), default=str), flush=True)
-            else:
-                print(_line(revision, event), flush=True)
+            _print_event(revision, event, as_json=args.json)
         if not args.follow:
             return 0
         start = last + 1 if last else max(from_rev, 1)
         async for revision, event in store.subscribe(start):
             if flt.matches(event):
-                if args.json:
-                    print(json.dumps(event_json(revision, event), default=str), flush=True)
-                else:
-                    print(_line(revision, event), flush=True)
+                _print_event(revision, event, as_json=args.json)
     return 0
+
+
+async def _state_at(args: argparse.Namespace, store: EventStore) -> int:
+    if args.at < 0:
+        raise UsageError("--at: a revision is zero or more")
+    state = await load_state(store, at=args.at)
+    d = status_dict(state, now=time.time())
+    if args.json:
+        print_json(d)
+    else:
+        print(f"as of revision {args.at} (last event at revision {state.revision})")
+        print(render_status(d))
+    return 0
+
+
+def _print_event(revision: int, event: Event, *, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(event_json(revision, event), default=str), flush=True)
+    else:
+        print(_line(revision, event), flush=True)
 
 
 def run_audit(args: argparse.Namespace) -> int:

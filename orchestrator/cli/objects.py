@@ -229,31 +229,35 @@ def _instance_info(
 # ---------------------------------------------------------------------- nodes
 
 
+def _node_list(args: argparse.Namespace, state: ClusterState) -> int:
+    rows = node_rows(state)
+    if args.json:
+        print_json([asdict(r) for r in rows])
+        return 0
+    print(
+        table(
+            [
+                (
+                    r.name,
+                    r.health,
+                    ",".join(r.flags) or "-",
+                    f"{size(r.memory_used_mib)}/{size(r.memory_mib)}",
+                    "ok" if r.n1_ok else f"FAIL ({size(r.n1_reserve_mib)})",
+                    f"{size(r.disk_used_mib)}/{size(r.disk_mib)}",
+                    r.primaries,
+                    r.secondaries,
+                )
+                for r in rows
+            ],
+            header=("NODE", "HEALTH", "FLAGS", "MEM", "N+1", "DISK", "PRI", "SEC"),
+        )
+    )
+    return 0
+
+
 async def _node(args: argparse.Namespace, store: EventStore, state: ClusterState) -> int:
     if args.action == "list":
-        rows = node_rows(state)
-        if args.json:
-            print_json([asdict(r) for r in rows])
-            return 0
-        print(
-            table(
-                [
-                    (
-                        r.name,
-                        r.health,
-                        ",".join(r.flags) or "-",
-                        f"{size(r.memory_used_mib)}/{size(r.memory_mib)}",
-                        "ok" if r.n1_ok else f"FAIL ({size(r.n1_reserve_mib)})",
-                        f"{size(r.disk_used_mib)}/{size(r.disk_mib)}",
-                        r.primaries,
-                        r.secondaries,
-                    )
-                    for r in rows
-                ],
-                header=("NODE", "HEALTH", "FLAGS", "MEM", "N+1", "DISK", "PRI", "SEC"),
-            )
-        )
-        return 0
+        return _node_list(args, state)
     name = NodeName(check_name(args.name, what="node name"))
     if args.action == "add":
         from orchestrator.cli.node_setup import node_add
@@ -266,14 +270,7 @@ async def _node(args: argparse.Namespace, store: EventStore, state: ClusterState
     if name not in state.desired.nodes:
         raise UsageError(f"no node named {name!r}")
     if args.action == "info":
-        info = node_info(state, name)
-        if args.json:
-            print_json(info)
-        else:
-            for key, value in info.items():
-                shown = ", ".join(value) if isinstance(value, list | tuple) else value
-                print(f"{key:<20} {shown}")
-        return 0
+        return _node_info(args, state, name)
     if args.action in NODE_FLAG_VERBS:
         accepted = await set_node_flags(
             store,
@@ -290,21 +287,7 @@ async def _node(args: argparse.Namespace, store: EventStore, state: ClusterState
         )
         return await report_accepted(args, store, accepted)
     if args.action == "remove":
-        held = sorted(i for i, p in state.placements.items() if name in (p.primary, p.secondary))
-        if held:
-            raise UsageError(
-                f"node {name} holds {len(held)} instance(s) ({', '.join(held[:5])}"
-                f"{'...' if len(held) > 5 else ''}); run `corral node evacuate {name}` first"
-            )
-        event = NodeRemoved(
-            id=new_event_id(), time=time.time(), actor=actor(store), reason=args.reason, node=name
-        )
-        revision = await store.append(
-            [event], expected={f"node/{name}": state.versions.get(f"node/{name}", 0)}
-        )
-        return await report_accepted(
-            args, store, Accepted(revision=revision, event_ids=(event.id,))
-        )
+        return await _node_remove(args, store, state, name)
     if args.action == "evacuate":
         return await _evacuate(args, store, state, name)
     accepted = await submit_job(
@@ -373,6 +356,35 @@ async def _evacuate(
     if not args.json:
         print(f"{name} drained; {len(plan.moves)} move(s) planned, {size(plan.data_mib)} to resync")
     return await report_accepted(args, store, accepted)
+
+
+def _node_info(args: argparse.Namespace, state: ClusterState, name: NodeName) -> int:
+    info = node_info(state, name)
+    if args.json:
+        print_json(info)
+        return 0
+    for key, value in info.items():
+        shown = ", ".join(value) if isinstance(value, list | tuple) else value
+        print(f"{key:<20} {shown}")
+    return 0
+
+
+async def _node_remove(
+    args: argparse.Namespace, store: EventStore, state: ClusterState, name: NodeName
+) -> int:
+    held = sorted(i for i, p in state.placements.items() if name in (p.primary, p.secondary))
+    if held:
+        raise UsageError(
+            f"node {name} holds {len(held)} instance(s) ({', '.join(held[:5])}"
+            f"{'...' if len(held) > 5 else ''}); run `corral node evacuate {name}` first"
+        )
+    event = NodeRemoved(
+        id=new_event_id(), time=time.time(), actor=actor(store), reason=args.reason, node=name
+    )
+    revision = await store.append(
+        [event], expected={f"node/{name}": state.versions.get(f"node/{name}", 0)}
+    )
+    return await report_accepted(args, store, Accepted(revision=revision, event_ids=(event.id,)))
 
 
 NODE_FLAGS = {

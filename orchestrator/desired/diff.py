@@ -208,29 +208,14 @@ def diff_desired(
             )
         changes.append(Change(action=Action.REMOVE, kind="node", name=name))
     for iname in sorted(wanted.instances):
-        new_i = wanted.instances[iname]
-        old_i = live.instances.get(iname)
-        if old_i is None:
-            changes.append(Change(action=Action.CREATE, kind="instance", name=iname))
-            continue
-        if old_i == new_i:
-            continue
-        bad, notes = _instance_problems(old=old_i, new=new_i, placed=iname in state.placements)
-        problems.extend(bad)
-        only_power = old_i.power != new_i.power and old_i == _with_power(new_i, old_i.power)
-        if only_power:
-            action = Action.START if new_i.power is PowerState.RUNNING else Action.STOP
-            changes.append(Change(action=action, kind="instance", name=iname))
-            continue
-        changes.append(
-            Change(
-                action=Action.MODIFY,
-                kind="instance",
-                name=iname,
-                fields=tuple(_field_changes(old_i, new_i, skip=frozenset({"name"}))),
-                notes=tuple(notes),
-            )
+        change = _instance_change(
+            old=live.instances.get(iname),
+            new=wanted.instances[iname],
+            placed=iname in state.placements,
+            problems=problems,
         )
+        if change is not None:
+            changes.append(change)
     for gone in sorted(set(live.instances) - set(wanted.instances)):
         if gone not in absent and not allow_destroy:
             problems.append(
@@ -240,6 +225,29 @@ def diff_desired(
         changes.append(Change(action=Action.REMOVE, kind="instance", name=gone))
     drift = bool(changes and state.last_applied is not None and state.last_applied.digest == digest)
     return Diff(changes=tuple(changes), problems=tuple(problems), drift=drift)
+
+
+def _instance_change(
+    *, old: InstanceSpec | None, new: InstanceSpec, placed: bool, problems: list[str]
+) -> Change | None:
+    """How one declared instance changes (None: it does not); what the change may
+    not do goes to `problems`."""
+    if old is None:
+        return Change(action=Action.CREATE, kind="instance", name=new.name)
+    if old == new:
+        return None
+    bad, notes = _instance_problems(old=old, new=new, placed=placed)
+    problems.extend(bad)
+    if old.power != new.power and old == _with_power(new, old.power):
+        action = Action.START if new.power is PowerState.RUNNING else Action.STOP
+        return Change(action=action, kind="instance", name=new.name)
+    return Change(
+        action=Action.MODIFY,
+        kind="instance",
+        name=new.name,
+        fields=tuple(_field_changes(old, new, skip=frozenset({"name"}))),
+        notes=tuple(notes),
+    )
 
 
 def _with_power(spec: InstanceSpec, power: PowerState) -> InstanceSpec:

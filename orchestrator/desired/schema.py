@@ -23,6 +23,8 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 
 from events.fields.fence import option_name, option_value, selection_problems
 from events.fields.rules import FieldError
+from events.fields.rules import kind as _kind
+from events.fields.rules import show as _show
 from events.fields.sizes import MAX_MIB, fmt_mib
 from events.ids import InvalidName, check_name
 from events.specs import DiskSpec, FenceSpec, NicSpec
@@ -133,33 +135,14 @@ def item_at(seq: Any, index: int, parent: At, field: str) -> At:
 
 def kind(value: Any) -> str:
     """What a YAML value is, for messages (never the value itself)."""
-    if value is None:
-        return "nothing (null)"
-    if is_bool(value):
-        return "a boolean"
-    if isinstance(value, int):
-        return "an integer"
-    if isinstance(value, float):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list):
-        return "a list"
     if isinstance(value, date):
         return "a date"
-    return f"a {type(value).__name__}"
+    return _kind(_plain(value) if is_bool(value) else value)
 
 
 def show(value: Any) -> str:
     """A short rendering of a scalar for messages."""
-    if isinstance(value, str):
-        text = value if len(value) <= 40 else value[:37] + "..."
-        return repr(text)
-    if is_bool(value) or isinstance(value, int | float):
-        return repr(value) if not is_bool(value) else str(bool(value)).lower()
-    return kind(value)
+    return _show(_plain(value) if is_bool(value) else value)
 
 
 def is_bool(value: Any) -> bool:

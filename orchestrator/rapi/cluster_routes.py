@@ -22,29 +22,34 @@ from orchestrator.rapi.job_index import ChangeRecord
 from orchestrator.roles import Action
 
 
-def cluster_routes(r: Rapi) -> list[web.RouteDef]:
-    async def root(_: web.Request) -> web.Response:
+class ClusterRoutes:
+    """`/`, `/version`, `/2/features`, `/2/info`, `/2/os`, `/2/tags`."""
+
+    def __init__(self, r: Rapi) -> None:
+        self.r = r
+
+    async def root(self, _: web.Request) -> web.Response:
         return reply(None)
 
-    async def version(_: web.Request) -> web.Response:
+    async def version(self, _: web.Request) -> web.Response:
         return reply(2)
 
-    async def features(_: web.Request) -> web.Response:
+    async def features(self, _: web.Request) -> web.Response:
         return reply(list(FEATURES))
 
-    async def info(_: web.Request) -> web.Response:
-        state = r.state()
+    async def info(self, _: web.Request) -> web.Response:
+        state = self.r.state()
         return reply(views.info(state, bc=views.htools_view(state)))
 
-    async def os_list(_: web.Request) -> web.Response:
-        state = r.state()
+    async def os_list(self, _: web.Request) -> web.Response:
+        state = self.r.state()
         return reply(sorted({s.os for s in state.desired.instances.values()} | {"none"}))
 
-    async def tags_get(_: web.Request) -> web.Response:
-        return reply(views.cluster_tags(views.htools_view(r.state())))
+    async def tags_get(self, _: web.Request) -> web.Response:
+        return reply(views.cluster_tags(views.htools_view(self.r.state())))
 
-    async def tags_change(request: web.Request) -> web.Response:
-        r.require(request, Action.ADMIN)
+    async def tags_change(self, request: web.Request) -> web.Response:
+        self.r.require(request, Action.ADMIN)
         raise RapiError(
             501,
             "cluster tags are derived from the cluster policy "
@@ -52,17 +57,22 @@ def cluster_routes(r: Rapi) -> list[web.RouteDef]:
             "desired-state file",
         )
 
-    return [
-        web.get("/", root),
-        web.get("/2", root),
-        web.get("/version", version),
-        web.get("/2/features", features),
-        web.get("/2/info", info),
-        web.get("/2/os", os_list),
-        web.get("/2/tags", tags_get),
-        web.put("/2/tags", tags_change),
-        web.delete("/2/tags", tags_change),
-    ]
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/", self.root),
+            web.get("/2", self.root),
+            web.get("/version", self.version),
+            web.get("/2/features", self.features),
+            web.get("/2/info", self.info),
+            web.get("/2/os", self.os_list),
+            web.get("/2/tags", self.tags_get),
+            web.put("/2/tags", self.tags_change),
+            web.delete("/2/tags", self.tags_change),
+        ]
+
+
+def cluster_routes(r: Rapi) -> list[web.RouteDef]:
+    return ClusterRoutes(r).routes()
 
 
 _ROLE_FLAGS: dict[str, tuple[bool | None, bool | None]] = {
@@ -73,33 +83,38 @@ _ROLE_FLAGS: dict[str, tuple[bool | None, bool | None]] = {
 }
 
 
-def node_routes(r: Rapi) -> list[web.RouteDef]:
-    async def nodes(request: web.Request) -> web.Response:
-        state = r.state()
-        if not r.flag(request, "bulk"):
-            return reply([{"id": n, "uri": f"/2/nodes/{n}"} for n in sorted(state.desired.nodes)])
-        return reply([_node(request, state, n) for n in sorted(state.desired.nodes)])
+class NodeRoutes:
+    """`/2/nodes/...` and `/2/groups/...`."""
 
-    def _node(request: web.Request, state: ClusterState, name: NodeName) -> dict[str, Any]:
-        who = r.principal(request)
+    def __init__(self, r: Rapi) -> None:
+        self.r = r
+
+    async def nodes(self, request: web.Request) -> web.Response:
+        state = self.r.state()
+        if not self.r.flag(request, "bulk"):
+            return reply([{"id": n, "uri": f"/2/nodes/{n}"} for n in sorted(state.desired.nodes)])
+        return reply([self._node(request, state, n) for n in sorted(state.desired.nodes)])
+
+    def _node(self, request: web.Request, state: ClusterState, name: NodeName) -> dict[str, Any]:
+        who = self.r.principal(request)
         visible = views.listed_instances(state, who) if who.scoped else None
         return views.node(state, name, bc=views.htools_view(state), visible=visible)
 
-    async def one(request: web.Request) -> web.Response:
-        state = r.state()
-        spec = r.node(request.match_info["node"], state=state)
-        return reply(_node(request, state, spec.name))
+    async def one(self, request: web.Request) -> web.Response:
+        state = self.r.state()
+        spec = self.r.node(request.match_info["node"], state=state)
+        return reply(self._node(request, state, spec.name))
 
-    async def role_get(request: web.Request) -> web.Response:
-        state = r.state()
-        spec = r.node(request.match_info["node"], state=state)
+    async def role_get(self, request: web.Request) -> web.Response:
+        state = self.r.state()
+        spec = self.r.node(request.match_info["node"], state=state)
         return reply(views.ROLE_WORDS[views.node_role(state, spec.name)])
 
-    async def role_put(request: web.Request) -> web.Response:
-        who = r.require(request, Action.NODE_OPERATE)
-        r.no_dry_run(request)
-        spec = r.node(request.match_info["node"])
-        role = await r.body(request)
+    async def role_put(self, request: web.Request) -> web.Response:
+        who = self.r.require(request, Action.NODE_OPERATE)
+        self.r.no_dry_run(request)
+        spec = self.r.node(request.match_info["node"])
+        role = await self.r.body(request)
         if not isinstance(role, str):
             raise RapiError(400, "the body must be a JSON string: drained, offline or regular")
         if role not in _ROLE_FLAGS:
@@ -111,33 +126,33 @@ def node_routes(r: Rapi) -> list[web.RouteDef]:
         drained, offline = _ROLE_FLAGS[role]
         try:
             accepted = await set_node_flags(
-                r.store,
-                r.state(),
+                self.r.store,
+                self.r.state(),
                 node=spec.name,
                 drained=drained,
                 offline=offline,
                 actor=who.name,
-                reason=r.reason(request, f"role {role} set through RAPI"),
+                reason=self.r.reason(request, f"role {role} set through RAPI"),
             )
         except OperationRefused as exc:
             raise refused_error(exc) from None
-        return await r.recorded_change(
+        return await self.r.recorded_change(
             ChangeRecord(
                 revision=accepted.revision,
                 kind="node.role",
                 target=spec.name,
                 actor=who.name,
-                time=r.clock(),
+                time=self.r.clock(),
                 detail=f"role {role}",
             )
         )
 
-    async def evacuate(request: web.Request) -> web.Response:
-        who = r.require(request, Action.NODE_OPERATE)
-        r.no_dry_run(request)
-        state = r.state()
-        spec = r.node(request.match_info["node"], state=state)
-        body = await r.body_dict(request)
+    async def evacuate(self, request: web.Request) -> web.Response:
+        who = self.r.require(request, Action.NODE_OPERATE)
+        self.r.no_dry_run(request)
+        state = self.r.state()
+        spec = self.r.node(request.match_info["node"], state=state)
+        body = await self.r.body_dict(request)
         if body.get("remote_node"):
             raise RapiError(400, "remote_node is not supported: corral's allocator picks")
         mode = body.get("mode") or "all"
@@ -156,20 +171,20 @@ def node_routes(r: Rapi) -> list[web.RouteDef]:
             )
         else:
             raise RapiError(400, f"unknown evacuation mode {mode!r}")
-        return await r.submit(
+        return await self.r.submit(
             request, kind=kind, target=spec.name, who=who, reason=f"evacuate ({mode}) via RAPI"
         )
 
-    async def migrate(request: web.Request) -> web.Response:
-        who = r.require(request, Action.NODE_OPERATE)
-        r.no_dry_run(request)
-        spec = r.node(request.match_info["node"])
-        body = await r.body_dict(request)
+    async def migrate(self, request: web.Request) -> web.Response:
+        who = self.r.require(request, Action.NODE_OPERATE)
+        self.r.no_dry_run(request)
+        spec = self.r.node(request.match_info["node"])
+        body = await self.r.body_dict(request)
         if body.get("target_node"):
             raise RapiError(
                 400, "target_node is not supported: DRBD instances move to their secondary"
             )
-        return await r.submit(
+        return await self.r.submit(
             request,
             kind=JobKind.NODE_MIGRATE,
             target=spec.name,
@@ -177,31 +192,36 @@ def node_routes(r: Rapi) -> list[web.RouteDef]:
             reason="node migrate via RAPI",
         )
 
-    async def tags(request: web.Request) -> web.Response:
-        return reply(sorted(r.node(request.match_info["node"]).tags))
+    async def tags(self, request: web.Request) -> web.Response:
+        return reply(sorted(self.r.node(request.match_info["node"]).tags))
 
-    async def groups(request: web.Request) -> web.Response:
-        state = r.state()
+    async def groups(self, request: web.Request) -> web.Response:
+        state = self.r.state()
         rows = views.groups(state, bc=views.htools_view(state))
-        if r.flag(request, "bulk"):
+        if self.r.flag(request, "bulk"):
             return reply(rows)
         return reply([{"name": g["name"], "uri": f"/2/groups/{g['name']}"} for g in rows])
 
-    async def group(request: web.Request) -> web.Response:
-        state = r.state()
+    async def group(self, request: web.Request) -> web.Response:
+        state = self.r.state()
         for g in views.groups(state, bc=views.htools_view(state)):
             if g["name"] == request.match_info["group"]:
                 return reply(g)
         raise RapiError(404, f"group {request.match_info['group']!r} not found")
 
-    return [
-        web.get("/2/nodes", nodes),
-        web.get("/2/nodes/{node}", one),
-        web.get("/2/nodes/{node}/role", role_get),
-        web.put("/2/nodes/{node}/role", role_put),
-        web.post("/2/nodes/{node}/evacuate", evacuate),
-        web.post("/2/nodes/{node}/migrate", migrate),
-        web.get("/2/nodes/{node}/tags", tags),
-        web.get("/2/groups", groups),
-        web.get("/2/groups/{group}", group),
-    ]
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/2/nodes", self.nodes),
+            web.get("/2/nodes/{node}", self.one),
+            web.get("/2/nodes/{node}/role", self.role_get),
+            web.put("/2/nodes/{node}/role", self.role_put),
+            web.post("/2/nodes/{node}/evacuate", self.evacuate),
+            web.post("/2/nodes/{node}/migrate", self.migrate),
+            web.get("/2/nodes/{node}/tags", self.tags),
+            web.get("/2/groups", self.groups),
+            web.get("/2/groups/{group}", self.group),
+        ]
+
+
+def node_routes(r: Rapi) -> list[web.RouteDef]:
+    return NodeRoutes(r).routes()

@@ -20,9 +20,14 @@ from orchestrator.rapi.context import WAIT_TIMEOUT_S, Rapi, RapiError, reply
 from orchestrator.roles import Action, sees_instance
 
 
-def job_routes(r: Rapi) -> list[web.RouteDef]:
-    def visible(request: web.Request, job: views.GanetiJob, state: ClusterState) -> bool:
-        who = r.principal(request)
+class JobRoutes:
+    """`/2/jobs` and one job, as Ganeti's clients read them."""
+
+    def __init__(self, r: Rapi) -> None:
+        self.r = r
+
+    def visible(self, request: web.Request, job: views.GanetiJob, state: ClusterState) -> bool:
+        who = self.r.principal(request)
         if not who.scoped:
             return True
         spec = state.desired.instances.get(InstanceName(job.target))
@@ -32,58 +37,58 @@ def job_routes(r: Rapi) -> list[web.RouteDef]:
             and sees_instance(who, tags=spec.tags)
         )
 
-    async def find(request: web.Request) -> tuple[views.GanetiJob, ClusterState]:
+    async def find(self, request: web.Request) -> tuple[views.GanetiJob, ClusterState]:
         try:
             gid = int(request.match_info["job"])
         except ValueError:
             raise RapiError(404, f"job {request.match_info['job']!r} not found") from None
-        state = r.state()
-        got = r.jobs.get(gid, state)
+        state = self.r.state()
+        got = self.r.jobs.get(gid, state)
         if got is None:
-            await r.jobs.refresh()
-            state = r.state()
-            got = r.jobs.get(gid, state)
-        if got is None or not visible(request, got, state):
+            await self.r.jobs.refresh()
+            state = self.r.state()
+            got = self.r.jobs.get(gid, state)
+        if got is None or not self.visible(request, got, state):
             raise RapiError(404, f"job {gid} not found")
         return got, state
 
-    async def jobs(request: web.Request) -> web.Response:
-        state = r.state()
-        if r.jobs.missing(state):
-            await r.jobs.refresh()
-        found = [j for j in r.jobs.all(state) if visible(request, j, state)]
-        if r.flag(request, "bulk"):
+    async def jobs(self, request: web.Request) -> web.Response:
+        state = self.r.state()
+        if self.r.jobs.missing(state):
+            await self.r.jobs.refresh()
+        found = [j for j in self.r.jobs.all(state) if self.visible(request, j, state)]
+        if self.r.flag(request, "bulk"):
             return reply([views.job(j, views.J_FIELDS_BULK) for j in found])
         return reply([{"id": j.id, "uri": f"/2/jobs/{j.id}"} for j in found])
 
-    async def one(request: web.Request) -> web.Response:
-        got, _ = await find(request)
+    async def one(self, request: web.Request) -> web.Response:
+        got, _ = await self.find(request)
         return reply(views.job(got))
 
-    async def cancel(request: web.Request) -> web.Response:
-        got, state = await find(request)
+    async def cancel(self, request: web.Request) -> web.Response:
+        got, state = await self.find(request)
         spec = state.desired.instances.get(InstanceName(got.target))
-        who = r.require(
+        who = self.r.require(
             request, Action.OPERATE, instance_tags=spec.tags if spec is not None else None
         )
-        corral_id = next((j for j in state.jobs if r.jobs.gid_of(j) == got.id), None)
+        corral_id = next((j for j in state.jobs if self.r.jobs.gid_of(j) == got.id), None)
         if corral_id is None or got.final:
             return reply([False, f"Job {got.id} is {got.status} and can't be canceled"])
         try:
             await cancel_job(
-                r.store,
+                self.r.store,
                 state,
                 job_id=corral_id,
                 actor=who.name,
-                reason=r.reason(request, "canceled through RAPI"),
+                reason=self.r.reason(request, "canceled through RAPI"),
             )
         except OperationRefused as exc:
             return reply([False, str(exc)])
         return reply([True, f"Job {got.id} will be canceled"])
 
-    async def wait(request: web.Request) -> web.Response:
-        r.require(request, Action.OPERATE)  # Ganeti: write access only (it blocks)
-        body = await r.body_dict(request)
+    async def wait(self, request: web.Request) -> web.Response:
+        self.r.require(request, Action.OPERATE)  # Ganeti: write access only (it blocks)
+        body = await self.r.body_dict(request)
         fields = body.get("fields")
         prev_info = body.get("previous_job_info")
         prev_serial = body.get("previous_log_serial")
@@ -100,7 +105,7 @@ def job_routes(r: Rapi) -> list[web.RouteDef]:
             raise RapiError(400, "The 'previous_log_serial' parameter should be a number")
         deadline = time.monotonic() + WAIT_TIMEOUT_S
         while True:
-            got, _ = await find(request)
+            got, _ = await self.find(request)
             job_info = [views.job_field(got, f) for f in fields]
             entries = [e for e in views.oplog(got) if prev_serial is None or e[0] > prev_serial]
             if got.final or entries or job_info != prev_info:
@@ -109,10 +114,15 @@ def job_routes(r: Rapi) -> list[web.RouteDef]:
                 return reply(None)
             await asyncio.sleep(0.2)
 
-    return [
-        web.get("/2/jobs", jobs),
-        web.get("/2/jobs/{job}", one),
-        web.delete("/2/jobs/{job}", cancel),
-        web.get("/2/jobs/{job}/wait", wait),
-        web.put("/2/jobs/{job}/wait", wait),
-    ]
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.get("/2/jobs", self.jobs),
+            web.get("/2/jobs/{job}", self.one),
+            web.delete("/2/jobs/{job}", self.cancel),
+            web.get("/2/jobs/{job}/wait", self.wait),
+            web.put("/2/jobs/{job}/wait", self.wait),
+        ]
+
+
+def job_routes(r: Rapi) -> list[web.RouteDef]:
+    return JobRoutes(r).routes()

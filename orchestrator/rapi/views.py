@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -524,40 +524,35 @@ def oplog(job: GanetiJob) -> list[list[Any]]:
     return [[i, ts(t), "message", line] for i, (t, line) in enumerate(job.log, start=1)]
 
 
+def _opresult(job: GanetiJob) -> list[Any]:
+    if job.status == "error":
+        return [["OpExecError", [job.error or "failed"]]]
+    return [job.result]
+
+
+# Ganeti's job fields, each read off a GanetiJob.
+_JOB_FIELDS: dict[str, Callable[[GanetiJob], Any]] = {
+    "id": lambda j: j.id,
+    "status": lambda j: j.status,
+    "ops": lambda j: [_op(j)],
+    "summary": lambda j: [summary(j)],
+    "opstatus": lambda j: [j.status],
+    "opresult": _opresult,
+    "oplog": lambda j: [oplog(j)],
+    "received_ts": lambda j: ts(j.received_at),
+    "start_ts": lambda j: ts(j.started_at),
+    "end_ts": lambda j: ts(j.ended_at),
+    "priority": lambda j: 0,
+    "oppriority": lambda j: [0],
+    "opstart": lambda j: [ts(j.started_at)],
+    "opexec": lambda j: [ts(j.started_at)],
+    "opend": lambda j: [ts(j.ended_at)],
+}
+
+
 def job_field(job: GanetiJob, name: str) -> Any:
-    if name == "id":
-        return job.id
-    if name == "status":
-        return job.status
-    if name == "ops":
-        return [_op(job)]
-    if name == "summary":
-        return [summary(job)]
-    if name == "opstatus":
-        return [job.status]
-    if name == "opresult":
-        if job.status == "error":
-            return [["OpExecError", [job.error or "failed"]]]
-        return [job.result]
-    if name == "oplog":
-        return [oplog(job)]
-    if name == "received_ts":
-        return ts(job.received_at)
-    if name == "start_ts":
-        return ts(job.started_at)
-    if name == "end_ts":
-        return ts(job.ended_at)
-    if name == "priority":
-        return 0
-    if name == "oppriority":
-        return [0]
-    if name == "opstart":
-        return [ts(job.started_at)]
-    if name == "opexec":
-        return [ts(job.started_at)]
-    if name == "opend":
-        return [ts(job.ended_at)]
-    raise KeyError(name)
+    """One of Ganeti's job fields; KeyError for a field Ganeti does not have."""
+    return _JOB_FIELDS[name](job)
 
 
 J_FIELDS_BULK = ("id", "ops", "status", "summary", "opstatus", "received_ts", "start_ts", "end_ts")

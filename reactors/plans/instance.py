@@ -245,144 +245,187 @@ def _plan_present(
     configs: tuple[DiskConfig, ...],
     now: float,
 ) -> InstancePlan:
-    name = spec.name
-    p, s = placement.primary, placement.secondary
+    """The phases, in order: stop VMs where they must not run (and do nothing else
+    until they are stopped); per disk, bring each side's volume and DRBD resource up,
+    then the roles (rule 2); remove old copies once the new pair is healthy; start the
+    VM when every precondition holds (rule 1)."""
+    running = nodes_running(state, spec.name)
+    stray = _stray_vms(state=state, spec=spec, primary=placement.primary, running=running)
+    if stray.steps:
+        return stray
+    plan = _Present(
+        state=state,
+        spec=spec,
+        placement=placement,
+        configs=configs,
+        now=now,
+        running=running,
+        waiting=stray.waiting,
+    )
+    for cfg in configs:
+        plan.disk_sides(cfg)
+        plan.disk_roles(cfg)
+    plan.old_copies()
+    plan.start_vm()
+    return plan.result()
+
+
+def _stray_vms(
+    *, state: ClusterState, spec: InstanceSpec, primary: NodeName, running: list[NodeName]
+) -> InstancePlan:
+    """VMs where they should not be (ERROR_wrongnode / ERROR_up): stop steps for the
+    nodes we can reach, waits for those we cannot."""
     steps: list[Step] = []
     waiting: list[str] = []
-    alerts: list[tuple[str, str]] = []
-    error_down = False
-    degraded = False
     want_running = spec.power == PowerState.RUNNING
-
-    # VMs where they should not be: stop them first (ERROR_wrongnode / ERROR_up).
-    running = nodes_running(state, name)
     for node in running:
-        if node == p and want_running:
+        if node == primary and want_running:
             continue
         if node_actionable(state, node):
             steps.append(
                 Step(
                     kind=StepKind.STOP_VM,
                     node=node,
-                    instance=name,
-                    note="not its primary" if node != p else "desired stopped",
+                    instance=spec.name,
+                    note="not its primary" if node != primary else "desired stopped",
                 )
             )
         else:
             waiting.append(f"VM may still run on unreachable {node}; waiting for it or a fence")
-    if steps:
-        return InstancePlan(instance=name, steps=tuple(steps), waiting=tuple(waiting))
+    return InstancePlan(instance=spec.name, steps=tuple(steps), waiting=tuple(waiting))
 
-    p_ok = node_actionable(state, p)
-    s_ok = node_actionable(state, s)
-    p_obs, s_obs = _obs(state, p), _obs(state, s)
-    if not p_ok:
-        waiting.append(f"primary {p} is not reachable")
-    if not s_ok:
-        degraded = True
-        waiting.append(f"secondary {s} is not reachable")
 
-    disks_ready = True  # every disk Primary-capable on p
-    for cfg in configs:
-        for node, node_obs, ok in ((p, p_obs, p_ok), (s, s_obs, s_ok)):
-            if not ok:
-                continue
-            size = lv_size_on(node_obs, cfg.volume_group, cfg.resource)
-            res = drbd_on(node_obs, cfg.resource)
-            if size is None:
-                steps.append(Step(kind=StepKind.CREATE_DISK, node=node, instance=name, disk=cfg))
-                continue
-            peer = s if node == p else p
-            if res is None:
-                if node == s and placement.superseded == s:
-                    steps.append(
-                        Step(
-                            kind=StepKind.DRBD_DISCARD,
-                            node=node,
-                            instance=name,
-                            disk=cfg,
-                            note=f"{s} was fenced while primary; its copy is superseded",
-                        )
-                    )
-                else:
-                    steps.append(Step(kind=StepKind.DRBD_UP, node=node, instance=name, disk=cfg))
-                continue
-            peer_names = {pe.peer for pe in res.peers}
-            if res.peers and peer not in peer_names:
-                steps.append(
-                    Step(
-                        kind=StepKind.DRBD_UP,
-                        node=node,
-                        instance=name,
-                        disk=cfg,
-                        note=f"peer changed to {peer}",
-                    )
+class _Present:
+    """One plan of a placed instance being built, phase by phase."""
+
+    def __init__(
+        self,
+        *,
+        state: ClusterState,
+        spec: InstanceSpec,
+        placement: Placement,
+        configs: tuple[DiskConfig, ...],
+        now: float,
+        running: list[NodeName],
+        waiting: tuple[str, ...],
+    ) -> None:
+        self.state, self.spec, self.placement = state, spec, placement
+        self.configs, self.now = configs, now
+        self.name = spec.name
+        self.p, self.s = placement.primary, placement.secondary
+        self.want_running = spec.power == PowerState.RUNNING
+        self.running = running
+        self.steps: list[Step] = []
+        self.waiting: list[str] = list(waiting)  # VMs that may run where they must not
+        self.alerts: list[tuple[str, str]] = []
+        self.error_down = False
+        self.degraded = False
+        self.disks_ready = True  # every disk Primary-capable on p
+        self.p_ok = node_actionable(state, self.p)
+        self.s_ok = node_actionable(state, self.s)
+        self.p_obs, self.s_obs = _obs(state, self.p), _obs(state, self.s)
+        if not self.p_ok:
+            self.waiting.append(f"primary {self.p} is not reachable")
+        if not self.s_ok:
+            self.degraded = True
+            self.waiting.append(f"secondary {self.s} is not reachable")
+        self.vm = vm_on(self.p_obs, self.name) if self.p_ok else None
+
+    def _step(self, kind: StepKind, node: NodeName, cfg: DiskConfig, note: str = "") -> None:
+        self.steps.append(Step(kind=kind, node=node, instance=self.name, disk=cfg, note=note))
+
+    # ---------------------------------------------------------------- each side
+
+    def disk_sides(self, cfg: DiskConfig) -> None:
+        for node, node_obs, ok in (
+            (self.p, self.p_obs, self.p_ok),
+            (self.s, self.s_obs, self.s_ok),
+        ):
+            if ok:
+                self._disk_on(cfg, node, node_obs)
+
+    def _disk_on(self, cfg: DiskConfig, node: NodeName, node_obs: NodeObservation | None) -> None:
+        """The volume and the DRBD resource on one side: create, bring up, re-point,
+        reconnect (discarding only the superseded copy, rule 3), grow."""
+        p, s = self.p, self.s
+        size = lv_size_on(node_obs, cfg.volume_group, cfg.resource)
+        res = drbd_on(node_obs, cfg.resource)
+        if size is None:
+            self._step(StepKind.CREATE_DISK, node, cfg)
+            return
+        superseded = node == s and self.placement.superseded == s
+        peer = s if node == p else p
+        if res is None:
+            if superseded:
+                note = f"{s} was fenced while primary; its copy is superseded"
+                self._step(StepKind.DRBD_DISCARD, node, cfg, note)
+            else:
+                self._step(StepKind.DRBD_UP, node, cfg)
+            return
+        if res.peers and peer not in {pe.peer for pe in res.peers}:
+            self._step(StepKind.DRBD_UP, node, cfg, f"peer changed to {peer}")
+            return
+        link = next((pe for pe in res.peers if pe.peer == peer), None)
+        if link is not None and link.connection == "StandAlone":
+            self._standalone(cfg, node, superseded=superseded)
+            return
+        if size < cfg.size_mib and node == p and self.s_ok:
+            self.steps.append(
+                Step(
+                    kind=StepKind.GROW_DISK,
+                    node=p,
+                    instance=self.name,
+                    disk=cfg,
+                    grow_peer=s,
+                    note=f"{size}M -> {cfg.size_mib}M",
                 )
-                continue
-            link = next((pe for pe in res.peers if pe.peer == peer), None)
-            if link is not None and link.connection == "StandAlone":
-                if node == s and placement.superseded == s:
-                    steps.append(
-                        Step(
-                            kind=StepKind.DRBD_DISCARD,
-                            node=node,
-                            instance=name,
-                            disk=cfg,
-                            note="split brain on the superseded copy",
-                        )
-                    )
-                elif node == p and _peer_standalone(s_obs, cfg.resource, p) and s_ok:
-                    key = f"split-brain:{cfg.resource}"
-                    alerts.append(
-                        (
-                            key,
-                            f"DRBD {cfg.resource} is StandAlone on {p} and {s}: possible split "
-                            "brain; both copies kept, resolve by hand",
-                        )
-                    )
-                    degraded = True
-                else:
-                    steps.append(
-                        Step(
-                            kind=StepKind.DRBD_UP,
-                            node=node,
-                            instance=name,
-                            disk=cfg,
-                            note="reconnect",
-                        )
-                    )
-                continue
-            if size < cfg.size_mib and node == p and s_ok:
-                steps.append(
-                    Step(
-                        kind=StepKind.GROW_DISK,
-                        node=p,
-                        instance=name,
-                        disk=cfg,
-                        grow_peer=s,
-                        note=f"{size}M -> {cfg.size_mib}M",
-                    )
+            )
+
+    def _standalone(self, cfg: DiskConfig, node: NodeName, *, superseded: bool) -> None:
+        p, s = self.p, self.s
+        if superseded:
+            self._step(StepKind.DRBD_DISCARD, node, cfg, "split brain on the superseded copy")
+        elif node == p and _peer_standalone(self.s_obs, cfg.resource, p) and self.s_ok:
+            self.alerts.append(
+                (
+                    f"split-brain:{cfg.resource}",
+                    f"DRBD {cfg.resource} is StandAlone on {p} and {s}: possible split "
+                    "brain; both copies kept, resolve by hand",
                 )
-                continue
-        # Roles, once both sides are up (or the peer is gone).
-        p_res = drbd_on(p_obs, cfg.resource) if p_ok else None
-        s_res = drbd_on(s_obs, cfg.resource) if s_ok else None
-        if s_res is not None and s_res.role == PRIMARY and not vm_alive(vm_on(s_obs, name)):
-            steps.append(Step(kind=StepKind.DRBD_SECONDARY, node=s, instance=name, disk=cfg))
-            disks_ready = False
-            continue
+            )
+            self.degraded = True
+        else:
+            self._step(StepKind.DRBD_UP, node, cfg, "reconnect")
+
+    # ---------------------------------------------------------------- roles
+
+    def disk_roles(self, cfg: DiskConfig) -> None:
+        """Roles, once both sides are up (or the peer is gone)."""
+        p, s, name = self.p, self.s, self.name
+        p_res = drbd_on(self.p_obs, cfg.resource) if self.p_ok else None
+        s_res = drbd_on(self.s_obs, cfg.resource) if self.s_ok else None
+        if s_res is not None and s_res.role == PRIMARY and not vm_alive(vm_on(self.s_obs, name)):
+            self._step(StepKind.DRBD_SECONDARY, s, cfg)
+            self.disks_ready = False
+            return
         if p_res is None:
-            disks_ready = False
-            continue
-        if _disk_degraded(p_res, s) or (s_ok and (s_res is None or s_res.disk != UP_TO_DATE)):
-            degraded = True
-        if not want_running:
-            if p_res.role == PRIMARY and not vm_alive(vm_on(p_obs, name)):
-                steps.append(Step(kind=StepKind.DRBD_SECONDARY, node=p, instance=name, disk=cfg))
-            continue
+            self.disks_ready = False
+            return
+        if _disk_degraded(p_res, s) or (self.s_ok and (s_res is None or s_res.disk != UP_TO_DATE)):
+            self.degraded = True
+        if not self.want_running:
+            if p_res.role == PRIMARY and not vm_alive(vm_on(self.p_obs, name)):
+                self._step(StepKind.DRBD_SECONDARY, p, cfg)
+            return
         if p_res.role == PRIMARY:
-            continue
-        disks_ready = False
+            return
+        self.disks_ready = False
+        self._promote(cfg, p_res)
+
+    def _promote(self, cfg: DiskConfig, p_res: DrbdResourceObs) -> None:
+        """Safety rule 2: the primary's disk is promoted only when it is UpToDate and
+        its peer is Secondary, or disconnected and (last seen Secondary, or fenced)."""
+        p, s = self.p, self.s
         link = next((pe for pe in p_res.peers if pe.peer == s), None)
         fresh_pair = (
             p_res.disk == "Inconsistent"
@@ -391,126 +434,129 @@ def _plan_present(
             and link.peer_disk == "Inconsistent"
         )
         if fresh_pair:
-            steps.append(
-                Step(
-                    kind=StepKind.DRBD_INITIAL_PRIMARY,
-                    node=p,
-                    instance=name,
-                    disk=cfg,
-                    note="new disk pair: initial sync from the primary",
-                )
-            )
-            continue
+            note = "new disk pair: initial sync from the primary"
+            self._step(StepKind.DRBD_INITIAL_PRIMARY, p, cfg, note)
+            return
         if p_res.disk != UP_TO_DATE:
-            waiting.append(f"{cfg.resource} on {p} is {p_res.disk}, not UpToDate")
-            continue
+            self.waiting.append(f"{cfg.resource} on {p} is {p_res.disk}, not UpToDate")
+            return
         if link is not None and link.connection == CONNECTED:
             if link.peer_role == PRIMARY:
-                waiting.append(f"{cfg.resource} is still Primary on {s}")
-                continue
-            steps.append(Step(kind=StepKind.DRBD_PRIMARY, node=p, instance=name, disk=cfg))
-            continue
+                self.waiting.append(f"{cfg.resource} is still Primary on {s}")
+                return
+            self._step(StepKind.DRBD_PRIMARY, p, cfg)
+            return
         # Peer disconnected: rule 2.
-        last_peer_role = _last_role(s_obs, cfg.resource)
-        if (
-            node_fenced(state, s)
-            or (s_ok and last_peer_role != PRIMARY)
-            or (last_peer_role == SECONDARY)
-        ):
-            steps.append(
-                Step(
-                    kind=StepKind.DRBD_PRIMARY,
-                    node=p,
-                    instance=name,
-                    disk=cfg,
-                    note="peer disconnected"
-                    + (" and fenced" if node_fenced(state, s) else ", last seen Secondary"),
-                )
-            )
+        fenced = node_fenced(self.state, s)
+        last_peer_role = _last_role(self.s_obs, cfg.resource)
+        if fenced or (self.s_ok and last_peer_role != PRIMARY) or last_peer_role == SECONDARY:
+            note = "peer disconnected" + (" and fenced" if fenced else ", last seen Secondary")
+            self._step(StepKind.DRBD_PRIMARY, p, cfg, note)
         else:
-            waiting.append(
+            self.waiting.append(
                 f"{cfg.resource}: peer {s} disconnected and not proven Secondary or fenced"
             )
 
-    # Old copies on nodes no longer in the placement: remove once the new pair is
-    # healthy (never drop a copy before its replacement is UpToDate).
-    for node in sorted(seen_on(state, name)):
-        if node in (p, s) or not node_actionable(state, node):
-            continue
-        leftovers = _leftover_disks(state.observed[node], name)
-        if not leftovers:
-            continue
-        if all(_pair_healthy(p_obs, s_obs, cfg, p, s) for cfg in configs):
-            for res_name in leftovers:
-                steps.append(
-                    Step(
-                        kind=StepKind.REMOVE_DISK,
-                        node=node,
-                        instance=name,
-                        disk=_bare_disk(res_name, state, node),
-                        note="old copy; the new pair is UpToDate",
-                    )
-                )
-        else:
-            waiting.append(f"old copy on {node} kept until the new pair is UpToDate")
+    # ---------------------------------------------------------------- old copies
 
-    vm = vm_on(p_obs, name) if p_ok else None
-    restart_required = bool(
-        vm_alive(vm)
-        and vm is not None
-        and vm.memory_mib
-        and (vm.memory_mib != spec.memory_mib or (vm.vcpus and vm.vcpus != spec.vcpus))
-    )
-    # Work on the secondary side (a new copy being built) never holds the VM back,
-    # nor does re-pointing the primary's DRBD at a new peer.
-    holding = [
-        st
-        for st in steps
-        if st.node == p and not (st.kind == StepKind.DRBD_UP and st.note.startswith("peer"))
-    ]
-    if want_running and not holding and p_ok and disks_ready and not vm_alive(vm):
-        blockers = _start_blockers(state=state, instance=name, primary=p, now=now)
+    def old_copies(self) -> None:
+        """Old copies on nodes no longer in the placement: removed once the new pair
+        is healthy (never drop a copy before its replacement is UpToDate)."""
+        p, s, state = self.p, self.s, self.state
+        for node in sorted(seen_on(state, self.name)):
+            if node in (p, s) or not node_actionable(state, node):
+                continue
+            leftovers = _leftover_disks(state.observed[node], self.name)
+            if not leftovers:
+                continue
+            if all(_pair_healthy(self.p_obs, self.s_obs, cfg, p, s) for cfg in self.configs):
+                for res_name in leftovers:
+                    self.steps.append(
+                        Step(
+                            kind=StepKind.REMOVE_DISK,
+                            node=node,
+                            instance=self.name,
+                            disk=_bare_disk(res_name, state, node),
+                            note="old copy; the new pair is UpToDate",
+                        )
+                    )
+            else:
+                self.waiting.append(f"old copy on {node} kept until the new pair is UpToDate")
+
+    # ---------------------------------------------------------------- the VM
+
+    def start_vm(self) -> None:
+        """Safety rule 1: start on the primary only when nothing on the primary holds
+        it back, its disks are Primary-capable, and no other node may run it."""
+        p, name, state = self.p, self.name, self.state
+        # Work on the secondary side (a new copy being built) never holds the VM back,
+        # nor does re-pointing the primary's DRBD at a new peer.
+        holding = [
+            st
+            for st in self.steps
+            if st.node == p and not (st.kind == StepKind.DRBD_UP and st.note.startswith("peer"))
+        ]
+        if not (self.want_running and not holding and self.p_ok and self.disks_ready):
+            return
+        if vm_alive(self.vm):
+            return
+        blockers = _start_blockers(state=state, instance=name, primary=p, now=self.now)
         if state.desired.policy.default_sync:
-            for cfg in configs:
-                p_res = drbd_on(p_obs, cfg.resource)
-                if p_res is not None and _disk_degraded(p_res, s):
+            for cfg in self.configs:
+                p_res = drbd_on(self.p_obs, cfg.resource)
+                if p_res is not None and _disk_degraded(p_res, self.s):
                     blockers.append(f"{cfg.resource}: waiting for the initial sync")
-        verdict = restart_verdict(state=state, instance=name, node=p, now=now)
+        verdict = restart_verdict(state=state, instance=name, node=p, now=self.now)
         if verdict == "error_down":
-            error_down = True
+            self.error_down = True
             pol = state.desired.policy
             message = (
                 f"ERROR_down: {name} stopped running {pol.restart_limit} times on {p} within "
                 f"{pol.restart_window_s:.0f}s; not restarted again until "
                 f"`corral instance start {name}`"
             )
-            waiting.append(message)
-            alerts.append((f"error-down:{name}", message))
+            self.waiting.append(message)
+            self.alerts.append((f"error-down:{name}", message))
         elif verdict:
-            waiting.append(verdict)
+            self.waiting.append(verdict)
         elif blockers:
-            waiting.extend(blockers)
+            self.waiting.extend(blockers)
         else:
-            steps.append(
-                Step(kind=StepKind.START_VM, node=p, instance=name, spec=spec, disks=configs)
+            self.steps.append(
+                Step(
+                    kind=StepKind.START_VM,
+                    node=p,
+                    instance=name,
+                    spec=self.spec,
+                    disks=self.configs,
+                )
             )
-    converged = (
-        not steps
-        and not waiting
-        and not alerts
-        and not degraded
-        and (vm_alive(vm) if want_running else not running)
-    )
-    return InstancePlan(
-        instance=name,
-        steps=tuple(_dedupe(steps)),
-        waiting=tuple(waiting),
-        alerts=tuple(alerts),
-        converged=converged,
-        restart_required=restart_required,
-        degraded=degraded,
-        error_down=error_down,
-    )
+
+    def result(self) -> InstancePlan:
+        vm, spec = self.vm, self.spec
+        restart_required = bool(
+            vm_alive(vm)
+            and vm is not None
+            and vm.memory_mib
+            and (vm.memory_mib != spec.memory_mib or (vm.vcpus and vm.vcpus != spec.vcpus))
+        )
+        converged = (
+            not self.steps
+            and not self.waiting
+            and not self.alerts
+            and not self.degraded
+            and (vm_alive(vm) if self.want_running else not self.running)
+        )
+        return InstancePlan(
+            instance=self.name,
+            steps=tuple(_dedupe(self.steps)),
+            waiting=tuple(self.waiting),
+            alerts=tuple(self.alerts),
+            converged=converged,
+            restart_required=restart_required,
+            degraded=self.degraded,
+            error_down=self.error_down,
+        )
 
 
 def restart_verdict(

@@ -19,7 +19,7 @@ from events.specs import DiskSpec, FenceSpec, InstanceSpec, NicSpec, NodeSpec
 from events.state import ClusterState
 from orchestrator.desired.file import DesiredFileError, parse_desired
 from orchestrator.rapi.context import RapiError
-from orchestrator.rapi.instance_routes import parse_create
+from orchestrator.rapi.instance_create import parse_create
 
 NEWLINE_NAMES = ("vm1\n", "vm1\r\n", "node-a\n")
 
