@@ -259,14 +259,11 @@ async def _node(args: argparse.Namespace, store: EventStore, state: ClusterState
     if args.action == "list":
         return _node_list(args, state)
     name = NodeName(check_name(args.name, what="node name"))
-    if args.action == "add":
-        from orchestrator.cli.node_setup import node_add
+    if args.action in ("add", "check"):
+        from orchestrator.cli import node_setup
 
-        return await node_add(args, store, state, name)
-    if args.action == "check":
-        from orchestrator.cli.node_setup import node_check
-
-        return await node_check(args, store, state, name)
+        run = node_setup.node_add if args.action == "add" else node_setup.node_check
+        return await run(args, store, state, name)
     if name not in state.desired.nodes:
         raise UsageError(f"no node named {name!r}")
     if args.action == "info":
