@@ -267,7 +267,7 @@ def run() -> dict[str, Any]:
             bal_cli_s = statistics.median(cli_times)
             # the full set of searches, which "auto" leaves out at this size
             t0 = time.perf_counter()
-            full = plan_on_cores(cluster=start, search_set="full").plan
+            full_plan = plan_on_cores(cluster=start, search_set="full").plan
             full_s = time.perf_counter() - t0
             hbal = run_hbal(path=path, timeout=HBAL_TIMEOUT_S)
             hbal_score = hbal_data = None
@@ -304,13 +304,15 @@ def run() -> dict[str, Any]:
                     f"{len(ahead.moves)} ({ahead.moves_as_hbal}) / "
                     f"{ahead.migrations} / {ahead.data_mib / 1024:.0f} / "
                     f"{_fmt(ahead.score_after)} / {ahead.search}",
-                    f"{full_s:.1f} / {full.moves_as_hbal} / {full.data_mib / 1024:.0f} / "
-                    f"{_fmt(full.score_after)} / {full.search}",
+                    f"{full_s:.1f} / {full_plan.moves_as_hbal} / {full_plan.data_mib / 1024:.0f} / "
+                    f"{_fmt(full_plan.score_after)} / {full_plan.search}",
                     _target(plan.score_after, plan.moves_as_hbal, ours_s, hbal, hbal_score)
                     + " | "
                     + _target(ahead.score_after, ahead.moves_as_hbal, bal_cli_s, hbal, hbal_score)
                     + " | "
-                    + _target(full.score_after, full.moves_as_hbal, full_s, hbal, hbal_score),
+                    + _target(
+                        full_plan.score_after, full_plan.moves_as_hbal, full_s, hbal, hbal_score
+                    ),
                     f"{cap.total} ({cap_s:.2f} / {cli_s:.2f})",
                     f"{hs_count if hs_count is not None else '-'} ({hs_s:.2f})",
                     f"{hs_s / cli_s:.1f}x / {hs_s / cap_s:.1f}x",
@@ -343,10 +345,10 @@ def run() -> dict[str, Any]:
                 "default_cli_seconds": [round(t, 3) for t in cli_times],
                 "default_cli_seconds_median": round(bal_cli_s, 3),
                 "full_seconds": round(full_s, 3),
-                "full_search": full.search,
-                "full_moves_as_hbal": full.moves_as_hbal,
-                "full_data_mib": full.data_mib,
-                "full_score": full.score_after,
+                "full_search": full_plan.search,
+                "full_moves_as_hbal": full_plan.moves_as_hbal,
+                "full_data_mib": full_plan.data_mib,
+                "full_score": full_plan.score_after,
                 "default_searches_in_workers": cores.in_workers,
                 "cores": usable_cores(),
                 "default_moves": len(ahead.moves),

@@ -25,7 +25,7 @@ from typing import Any
 
 from bench.balance import MEMORY, _in_racks, data_moved
 from reactors.balance.cores import plan_on_cores
-from reactors.balance.plan import plan_balance, which_searches
+from reactors.balance.plan import BalancePlan, plan_balance, which_searches
 from reactors.htools.score import score
 from reactors.htools.text import render
 from tests.support.generated import generated_cluster, with_placement
@@ -73,7 +73,7 @@ def run() -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, full, empty, count, drained, racks, memory, seeds in SHAPES:
-            results = []
+            results: list[dict[str, Any]] = []
             for seed in seeds:
                 start = generated_cluster(
                     seed=seed,
@@ -92,11 +92,11 @@ def run() -> dict[str, Any]:
                 ours_s = time.perf_counter() - t0
                 # both sets of searches as `corral balance` runs them
                 # (`plan_on_cores`); the default is the one "auto" picks here
-                sets = {}
+                sets: dict[str, tuple[BalancePlan, float]] = {}
                 for which in ("full", "quick"):
                     t0 = time.perf_counter()
-                    sets[which] = (plan_on_cores(cluster=start, search_set=which).plan,)
-                    sets[which] += (time.perf_counter() - t0,)
+                    plan = plan_on_cores(cluster=start, search_set=which).plan
+                    sets[which] = (plan, time.perf_counter() - t0)
                 auto = which_searches(asked="auto", lookahead=3, cluster=start)
                 ahead, ahead_s = sets[auto]
                 hbal = run_hbal(path=path)

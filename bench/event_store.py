@@ -11,7 +11,7 @@ import contextlib
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +139,7 @@ async def _store_figures(
         started = time.perf_counter()
         sem = asyncio.Semaphore(INFLIGHT)
 
-        async def one(chunk: list[Event]) -> None:
+        async def one(chunk: Sequence[Event]) -> None:
             async with sem:
                 await store.append(chunk)
 

@@ -17,11 +17,13 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from devtools.local_etcd import LocalEtcd
 from devtools.nodevm.vms import NodeVmSet
+from events.model import Event
 from events.store import EventStore
 from orchestrator.heal_timeline import build_timeline
 from tests.support.nodevms import node_vms, root_ssh
@@ -79,10 +81,12 @@ nodes:
 {instances}"""
 
 
-def on_nodes(vms: NodeVmSet, operator: Path, names: tuple[str, ...]) -> dict[str, dict[str, list]]:
+def on_nodes(
+    vms: NodeVmSet, operator: Path, names: tuple[str, ...]
+) -> dict[str, dict[str, list[Any]]]:
     """What the nodes themselves say: per instance, where qemu runs and the disk
     states of its resources."""
-    seen: dict[str, dict[str, list]] = {i: {"qemu": [], "disks": []} for i in INSTANCES}
+    seen: dict[str, dict[str, list[Any]]] = {i: {"qemu": [], "disks": []} for i in INSTANCES}
     for name in names:
         out = root_ssh(
             vms, name, operator, "drbdsetup events2 --now; echo @@; pgrep -a qemu-system || true"
@@ -134,7 +138,7 @@ def test_crash_heal_and_rejoin_on_real_drbd(etcd_url: str, tmp_path: Path) -> No
             print(log.read_text()[-3000:])
 
 
-def _status(etcd: str) -> dict:
+def _status(etcd: str) -> dict[str, Any]:
     out = corral(etcd, "status", "--json", timeout=60)
     return json.loads(out.stdout) if out.returncode in (0, 1, 2) and out.stdout else {}
 
@@ -169,7 +173,7 @@ def _scenario(vms: NodeVmSet, operator: Path, etcd: str, tmp_path: Path) -> None
     assert all(len(seen[i]["qemu"]) == 1 for i in INSTANCES), seen
     print(f"every instance running again {back_s:.1f} s after {victim} crashed")
 
-    async def read() -> list:
+    async def read() -> list[tuple[int, Event]]:
         async with EventStore.connect([etcd], CLUSTER) as store:
             return [x async for x in store.read_all()]
 

@@ -21,6 +21,7 @@ from devtools.local_etcd import LocalEtcd
 from devtools.pki import LocalPki
 from events.checkpoints import save_checkpoint
 from events.etcd_client import EtcdConfigError, EtcdCredentials, EtcdPermissionDenied
+from events.ids import NodeName
 from events.loading import load_state
 from events.seals import seal_pending
 from events.state import ClusterState
@@ -74,7 +75,7 @@ async def test_each_identity_does_what_its_role_allows(etcd: LocalEtcd, tmp_path
         state = await load_state(orchestrator)
         recorded = [e for _, e in [x async for x in orchestrator.read_all()]]
         assert recorded and {e.actor for e in recorded} == {"user:alice"}
-        assert state.desired.nodes["node1"].cpus == 4  # the auditor's apply left nothing
+        assert state.desired.nodes[NodeName("node1")].cpus == 4  # the auditor's apply left nothing
         # The orchestrator writes checkpoints and seals.
         await save_checkpoint(orchestrator, state)
         assert await seal_pending(orchestrator, final=True) == 1

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from events.ids import InstanceName
 from events.projection import fold_all
-from orchestrator.cli.status import status_dict
+from orchestrator.cluster_report import status_dict
 from tests.support.cluster_harness import cluster
 from tests.support.events import cluster_yaml
 

@@ -13,10 +13,11 @@ from pathlib import Path
 from events.ids import InstanceName
 from events.model import InstanceDeclared, InstanceRemoved, JobKind
 from orchestrator.operations import OperationRefused, submit_job
+from reactors.engine import Engine
 from tests.support.cluster_harness import Cluster, cluster, eid, instances
 
 
-def check_invariants(c: Cluster, *, migrating: set[str]) -> None:
+def check_invariants(c: Cluster, *, migrating: set[InstanceName]) -> None:
     for name in {vm for h in c.lab.fabric.hosts.values() for vm in h.vms}:
         running = c.running_on(name)
         assert len(running) <= 1, f"{name} runs on {running}"
@@ -85,16 +86,16 @@ async def test_restarts_at_random_points_always_converge(tmp_path: Path) -> None
             check_invariants(c, migrating=migrating)
             await c.stop_engine()
             check_invariants(c, migrating=migrating)
-            await c.start_engine()
+            engine = await c.start_engine()
+
+            def settled(engine: Engine = engine) -> bool:
+                return c.converged() and all(
+                    j.status in ("success", "error", "canceled") for j in engine.state.jobs.values()
+                )
+
             await c.wait_for(
                 f"round {round_no} ({op} {target}) converged with no job left running",
-                lambda: (
-                    c.converged()
-                    and all(
-                        j.status in ("success", "error", "canceled")
-                        for j in c.engine.state.jobs.values()
-                    )
-                ),  # type: ignore[union-attr]
+                settled,
                 timeout=60,
             )
             check_invariants(c, migrating=set())

@@ -63,7 +63,8 @@ async def run(
 async def status(conn: asyncssh.SSHClientConnection) -> dict[str, object]:
     rc, out, _ = await run(conn, "drbdsetup status --json web-d0")
     assert rc == 0
-    return json.loads(out)[0]
+    got: dict[str, object] = json.loads(out)[0]
+    return got
 
 
 async def test_drbd_pair_syncs_refuses_second_primary_and_sees_faults(lab: Lab) -> None:
@@ -124,7 +125,8 @@ async def test_qmp_over_ssh_and_live_migration_leaves_one_copy(lab: Lab) -> None
         r: asyncssh.SSHReader[bytes], w: asyncssh.SSHWriter[bytes], cmd: str, **args: object
     ) -> dict[str, object]:
         w.write(json.dumps({"execute": cmd, "arguments": args}).encode() + b"\n")
-        return json.loads(await r.readline())
+        got: dict[str, object] = json.loads(await r.readline())
+        return got
 
     assert (await qmp(reader, writer, "qmp_capabilities")) == {"return": {}}
     assert (await qmp(reader, writer, "query-status"))["return"]["status"] == "running"  # type: ignore[index]

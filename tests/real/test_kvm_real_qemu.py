@@ -109,7 +109,9 @@ async def test_start_status_stop_and_live_migration(tmp_path: Path, cleanup: Non
     await qmp(src_sock, ("migrate", {"uri": f"tcp:127.0.0.1:{port}"}))
     for _ in range(200):
         (mig,) = await qmp(src_sock, ("query-migrate", None))
-        if mig["return"].get("status") in ("completed", "failed"):  # type: ignore[union-attr]
+        answer = mig["return"]
+        assert isinstance(answer, dict)
+        if answer.get("status") in ("completed", "failed"):
             break
         await asyncio.sleep(0.05)
     assert mig["return"]["status"] == "completed"  # type: ignore[index]

@@ -122,7 +122,7 @@ def test_a_worker_killed_mid_search_is_replaced_by_the_same_search_here(method: 
     )
     runner.start()
     deadline = time.monotonic() + 20
-    killed = []
+    killed: list[int] = []
     while not killed and time.monotonic() < deadline and runner.is_alive():
         children = _spawned_children()
         if children:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from events.codec import CorruptEvent, decode, encode, register_upcaster
 from events.ids import EventId, GroupName, InstanceName, JobId, NodeName
-from events.model import ALL_EVENT_TYPES, Event, NodeDeclared
+from events.model import ALL_EVENT_TYPES, EVENT_TYPES, Event, NodeDeclared
 from events.projection import fold
 from events.specs import (
     ClusterPolicy,
@@ -178,13 +178,13 @@ def test_upcaster_brings_an_old_version_up_to_date() -> None:
         "correlation_id": None,
         "data": {"node_spec": spec_plain},  # v1 called the field node_spec
     }
-    saved = dict(codec.EVENT_TYPES)
-    codec.EVENT_TYPES["node.declared"] = NodeDeclaredV2
+    saved = dict(EVENT_TYPES)
+    EVENT_TYPES["node.declared"] = NodeDeclaredV2
     try:
         register_upcaster("node.declared", 1, lambda d: {"spec": d.pop("node_spec")})
         event = decode(json.dumps(old).encode())
         assert dataclasses.asdict(event)["spec"]["name"] == spec_plain["name"]
     finally:
-        codec.EVENT_TYPES.clear()
-        codec.EVENT_TYPES.update(saved)
+        EVENT_TYPES.clear()
+        EVENT_TYPES.update(saved)
         codec.UPCASTERS.pop(("node.declared", 1), None)

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from events.ids import NodeName
 from events.model import NodeHealth
+from events.state import ClusterState
 from reactors.plans.heal import (
     Reach,
     assess_unreachable,
@@ -88,7 +89,7 @@ def test_instances_with_a_fenced_secondary_need_a_new_one() -> None:
     assert instances_needing_new_secondary(state=st) == [WEB]
 
 
-def _lost_link_state():  # type: ignore[no-untyped-def]
+def _lost_link_state() -> ClusterState:
     return state(
         {
             A: online("a", health=NodeHealth.SUSPECT),
