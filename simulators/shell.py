@@ -7,6 +7,7 @@ No I/O. Imports nothing from corral's own packages.
 
 from __future__ import annotations
 
+import functools
 import shlex
 
 from simulators.fabric import Fabric, Host
@@ -15,6 +16,13 @@ from simulators.tools import TOOLS, Result
 
 def split_commands(line: str) -> list[tuple[str, list[str]]]:
     """[(operator before, argv)], operator '' for the first command."""
+    return [(op, list(argv)) for op, argv in _split(line)]
+
+
+@functools.lru_cache(maxsize=4096)
+def _split(line: str) -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """Parsed once per distinct line: a probe is the same long line every second
+    on every host, and shlex is slow."""
     lexer = shlex.shlex(line, posix=True, punctuation_chars=";&|>")
     lexer.whitespace_split = True
     tokens = list(lexer)
@@ -28,7 +36,7 @@ def split_commands(line: str) -> list[tuple[str, list[str]]]:
         else:
             current.append(tok)
     commands.append((op, current))
-    return [(o, argv) for o, argv in commands if argv]
+    return tuple((o, tuple(argv)) for o, argv in commands if argv)
 
 
 def reads_stdin(line: str) -> bool:

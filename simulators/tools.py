@@ -594,7 +594,7 @@ def _events2(f: Fabric, h: Host, names: list[str], statistics: bool) -> str:
 
 @tool("drbdsetup")
 def _drbdsetup(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
-    f.tick(only=set(h.copies))
+    f.tick_host(h.name)
     names = [a for a in argv[2:] if not a.startswith("--")]
     if len(argv) >= 2 and argv[1] == "events2" and "--now" in argv:
         return Result(out=_events2(f, h, names, "--statistics" in argv))
@@ -716,7 +716,7 @@ def _qemu(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
             for part in argv[i + 1].split(","):
                 if part.startswith("file="):
                     drives.append(part[5:])
-    f.tick(only=set(h.copies))
+    f.tick_host(h.name)
     for drive in drives:
         m = re.fullmatch(r"/dev/drbd(\d+)", drive)
         if not m:
