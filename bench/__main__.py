@@ -16,6 +16,7 @@ BENCHMARKS: list[str] = [
     "sim_scale",
     "converge",
     "heal",
+    "heal_scale",
     "log_scale",
     "alloc",
     "api",

@@ -1,6 +1,12 @@
 """Time to converge from empty: every instance placed, both DRBD copies UpToDate
-and the VM running, for 60 instances on 4 nodes and 1,000 on 40 (simulated nodes
-in this process, fast sync)."""
+and the VM running (the orchestrator's own plans all converged, and the lab says
+every VM runs), for 60 instances on 4 nodes, 1,000 on 40 and 4,000 on 200.
+
+The simulated hosts run in a process of their own (as `corral sim up` runs them),
+so the orchestrator and the simulator each have a core of this 2-core machine
+and each one's CPU time is reported apart, with the orchestrator's peak RSS and
+where each one's time went (py-spy samples, for the largest run). Fast resync;
+a production-like 1 s probe interval for the large clusters."""
 
 from __future__ import annotations
 
@@ -12,77 +18,133 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from bench.profiling import Sampler
 from devtools.demo import seed_instances
+from events.ids import InstanceName, NodeName
+from events.specs import InstanceSpec
 from simulators.lab import HostConfig
-from tests.support.cluster_harness import FAST, cluster, instances
+from tests.support.cluster_harness import FAST, instances
+from tests.support.remote_lab import peak_rss_mib, process_cpu_seconds, remote_cluster
+
+# The figures before this round (bench/results/converge.json, round 2: lab and
+# orchestrator in one process).
+OLD = {(4, 60): (3.3, 948), (40, 1000): (240.5, 23066)}
+TARGET_S = {(40, 1000): 30, (200, 4000): 120}
+# Sizes whose instances come pinned to their nodes (round robin, like a desired
+# state file naming primary and secondary): the allocator scores every pair of
+# nodes for each instance (200 nodes: 39,800 pairs, most of a second each), so
+# at 200 nodes placing 4,000 alone takes most of an hour; its cost is measured
+# apart (`allocator_s_per_instance`) and the rest of the pipeline is timed here.
+PINNED = {(200, 4000)}
 
 
-async def _one(nodes: int, count: int) -> dict[str, Any]:
+def _pinned(spec: InstanceSpec, k: int, nodes: int) -> InstanceSpec:
+    p = k % nodes
+    s = (p + 1 + (k // nodes) % (nodes - 1)) % nodes
+    return replace(
+        spec, primary=NodeName(f"node{p + 1:03d}"), secondary=NodeName(f"node{s + 1:03d}")
+    )
+
+
+def allocator_cost(nodes: int, count: int) -> float:
+    """Seconds the allocator takes to choose a pair for one more instance on a
+    cluster of `nodes` holding `count` (the median of three)."""
+    from events.specs import DiskSpec
+    from reactors.placement.allocator import choose_pair
+    from tests.support.big_cluster import converged_state
+
+    state = converged_state(nodes, count)
+    spec = InstanceSpec(
+        name=InstanceName("extra"), memory_mib=1024, vcpus=1, disks=(DiskSpec(size_mib=10240),)
+    )
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        choose_pair(state=state, spec=spec)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[1]
+
+
+async def _one(nodes: int, count: int, *, profile: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         hosts = [
             HostConfig(
-                name=f"node{i + 1}",
+                name=f"node{i + 1:03d}",
                 memory_mib=96 * 1024 if count > 200 else 24 * 1024,
                 disk_mib=4 * 1024 * 1024,
                 cpus=32,
             )
             for i in range(nodes)
         ]
-        # 40 nodes probed every 0.2 s would spend the one core on probes; a
-        # production-like 1 s probe interval for the large cluster.
         settings = (
             FAST if count <= 100 else replace(FAST, probe_interval_s=1.0, resync_interval_s=5.0)
         )
-        async with cluster(
+        async with remote_cluster(
             Path(tmp), hosts=hosts, settings=settings, sync_rate_mib_s=10_000_000
-        ) as c:
+        ) as (c, lab):
             await c.declare_nodes()
-            # The seed cluster's own mix (58.5 GiB on 4 x 24 GiB nodes) for 60/4;
-            # 512 MiB-4 GiB for the large one (96 GiB nodes).
             specs = (
                 seed_instances()
                 if count == 60
                 else instances(count, memory=(512, 1024, 2048, 4096))
             )
+            if (nodes, count) in PINNED:
+                specs = [_pinned(spec, k, nodes) for k, spec in enumerate(specs)]
             await c.declare_instances(specs)
+            samplers = (
+                [
+                    Sampler(os.getpid(), Path(tmp) / "orchestrator.raw"),
+                    Sampler(lab.process.pid, Path(tmp) / "simulator.raw"),
+                ]
+                if profile
+                else []
+            )
+            cpu0, lab_cpu0 = process_cpu_seconds(), lab.cpu_seconds()
             started = time.monotonic()
             engine = await c.start_engine()
-
-            last_full = [0.0]
-
-            def done() -> bool:
+            last_check = 0.0
+            while True:
+                await asyncio.sleep(1.0)
                 if engine.state.refusals:
                     raise RuntimeError(
                         f"placement refused: {sorted(engine.state.refusals.items())[:3]}"
                     )
-                # Planning 1,000 instances takes a while: look at what the hosts run
-                # first (cheap), and plan everything at most every 2 s, so the
-                # watcher does not starve the orchestrator it is timing.
-                running = sum(
-                    1
-                    for h in c.lab.fabric.hosts.values()
-                    for v in h.vms.values()
-                    if v.status == "running"
-                )
-                if running < count or (count > 100 and time.monotonic() - last_full[0] < 2.0):
-                    return False
-                last_full[0] = time.monotonic()
-                return c.converged()
-
-            await c.wait_for("converged", done, timeout=1800)
+                if time.monotonic() - started > 1800:
+                    raise TimeoutError(f"not converged after 1800 s\n{c.explain()}")
+                # Planning thousands of instances takes a while: ask the lab first,
+                # and plan everything at most every 3 s, so that the watcher does
+                # not starve the orchestrator it is timing.
+                if time.monotonic() - last_check < 3.0:
+                    continue
+                status = await lab.status()
+                if sum(len(h["vms"]) for h in status.values()) < count:
+                    continue
+                last_check = time.monotonic()
+                if c.converged():
+                    break
             took = time.monotonic() - started
-            assert c.engine is not None
-            ops = c.engine.ctx.nodes
+            cpu, lab_cpu = process_cpu_seconds() - cpu0, lab.cpu_seconds() - lab_cpu0
+            profiles = {
+                name: s.stop()
+                for name, s in zip(("orchestrator", "simulator"), samplers, strict=False)
+            }
+            ops = getattr(engine.ctx.nodes, "inner", engine.ctx.nodes)  # under the term guard
             cli: dict[str, float] = {}
             if count <= 100:
                 cli = await _cli_times(c)
+            commands = int(getattr(ops, "commands_run", 0))
             return {
                 **cli,
                 "nodes": nodes,
                 "instances": count,
                 "seconds": round(took, 1),
-                "ssh_commands": getattr(ops, "commands_run", 0),
-                "events": c.engine.state.event_count,
+                "orchestrator_cpu_s": round(cpu, 1),
+                "simulator_cpu_s": round(lab_cpu, 1),
+                "orchestrator_peak_rss_mib": round(peak_rss_mib()),
+                "ssh_commands": commands,
+                "commands_per_instance": round(commands / count, 1),
+                "events": engine.state.event_count,
+                "profiles": profiles,
             }
 
 
@@ -109,38 +171,65 @@ def run() -> dict[str, Any]:
     import structlog
 
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    # CORRAL_BENCH_CONVERGE="4,60" runs only the seed cluster (the 40/1000 run takes
-    # over half an hour on a 2-core machine: lab and orchestrator share one process).
-    sizes = [(4, 60), (40, 1000)]
+    # CORRAL_BENCH_CONVERGE="4,60;40,1000" picks the sizes.
+    sizes = [(4, 60), (40, 1000), (200, 4000)]
     if os.environ.get("CORRAL_BENCH_CONVERGE"):
         sizes = [
             (int(n), int(c))
             for n, c in (p.split(",") for p in os.environ["CORRAL_BENCH_CONVERGE"].split(";"))
         ]
     results = []
+    allocator = {
+        f"{n}/{c // 2}": round(allocator_cost(n, c // 2), 3) for n, c in sizes if c >= 1000
+    }
     for n, c in sizes:
-        results.append(asyncio.run(_one(n, c)))
-        print(f"  {n} nodes, {c} instances: {results[-1]}", flush=True)  # kept if a later one fails
-    table: list[list[Any]] = [["nodes", "instances", "converge (s)", "ssh commands", "events"]]
-    table += [
-        [r["nodes"], r["instances"], r["seconds"], r["ssh_commands"], r["events"]] for r in results
+        try:
+            results.append(asyncio.run(_one(n, c, profile=(n, c) == max(sizes))))
+        except (TimeoutError, RuntimeError) as exc:
+            results.append({"nodes": n, "instances": c, "error": str(exc)[:2000]})
+        print(f"  {n} nodes, {c} instances: {results[-1]}", flush=True)  # kept if one fails
+    table: list[list[Any]] = [
+        [
+            "nodes/instances",
+            "old s",
+            "converge s",
+            "target s",
+            "orch CPU s",
+            "sim CPU s",
+            "peak RSS MiB",
+            "old cmds/inst",
+            "cmds/inst",
+            "events",
+        ]
     ]
+    for r in results:
+        key = (r["nodes"], r["instances"])
+        old = OLD.get(key)
+        if "error" in r:
+            table.append([f"{key[0]}/{key[1]}", old[0] if old else "-", "FAILED"] + ["-"] * 7)
+            continue
+        table.append(
+            [
+                f"{key[0]}/{key[1]}" + (" pinned" if key in PINNED else ""),
+                old[0] if old else "-",
+                r["seconds"],
+                TARGET_S.get(key, "-"),
+                r["orchestrator_cpu_s"],
+                r["simulator_cpu_s"],
+                r["orchestrator_peak_rss_mib"],
+                round(old[1] / key[1], 1) if old else "-",
+                r["commands_per_instance"],
+                r["events"],
+            ]
+        )
     for small in [r for r in results if "cli_status_median_s" in r][:1]:
         table += [
-            ["", "", "", "", ""],
-            [
-                "corral status, 60/4 (s)",
-                "median",
-                small["cli_status_median_s"],
-                "max",
-                small["cli_status_max_s"],
-            ],
-            [
-                "corral instance list, 60/4 (s)",
-                "median",
-                small["cli_instance_list_median_s"],
-                "max",
-                small["cli_instance_list_max_s"],
-            ],
+            ["corral status, 60/4 (s)", "0.361", small["cli_status_median_s"]] + [""] * 7,
+            ["corral instance list, 60/4 (s)", "0.433", small["cli_instance_list_median_s"]]
+            + [""] * 7,
         ]
-    return {"results": results, "table": table}
+    for where, secs in allocator.items():
+        table.append(
+            [f"allocator, one placement at {where} (s)", "", secs, "", "", "", "", "", "", ""]
+        )
+    return {"results": results, "allocator_s_per_instance": allocator, "table": table}

@@ -10,7 +10,7 @@ How the figures are made:
   prober recorded it (any change) and as it records it now (a move of 2% of the
   total); times 40 nodes and 86,400 probes a day;
 - events of one node loss (about 50 primaries at 40 nodes / 2,000 instances): from
-  the heal bench's run (bench/results/heal.json) when it ran before this one;
+  the heal-at-size bench's run (bench/results/heal_scale.json) when it ran before;
 - jobs: 50 live migrations a day (an assumption), each as many events as one
   migration appends here (counted on a 4-node lab after the cluster settles);
 - bytes per event: etcd's database growth (`dbSize`) over the million appended
@@ -242,7 +242,7 @@ async def _run(tmp: Path) -> dict[str, Any]:
 
 
 def _per_day(out: dict[str, Any], rates: dict[str, float]) -> None:
-    heal = Path(__file__).parent / "results" / "heal.json"
+    heal = Path(__file__).parent / "results" / "heal_scale.json"
     loss_events = None
     if heal.exists():
         doc = json.loads(heal.read_text())
