@@ -260,7 +260,7 @@ def run() -> dict[str, Any]:
 
     import structlog
 
-    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
     rates = probe_change_rates(PROBE_SAMPLES)
     with tempfile.TemporaryDirectory() as tmp:
         out = asyncio.run(_run(Path(tmp)))
