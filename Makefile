@@ -44,6 +44,7 @@ test: $(STAMP) system-tools lint
 bench: $(STAMP) system-tools bytecode
 	$(BIN)/python -m pytest -q -m slow
 	$(BIN)/python -m bench
+	nice -n 5 $(BIN)/python -m pytest -q -s -m e2e tests/e2e
 
 chaos: $(STAMP) system-tools
 	$(BIN)/python -m tests.chaos_main $(or $(SEEDS),20)

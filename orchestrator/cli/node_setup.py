@@ -85,6 +85,10 @@ def add_node_parsers(nsub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     add.add_argument("--memory", type=parse_size, help="declared memory (default: what it has)")
     add.add_argument("--disk", type=parse_size, help="declared disk (default: the VG's free space)")
     add.add_argument("--cpus", type=int, help="declared CPUs (default: what it has)")
+    add.add_argument(
+        "--host-memory", type=parse_size, default=1024, help="kept for the host (default 1G)"
+    )
+    add.add_argument("--host-cpus", type=int, default=1, help="kept for the host (default 1)")
     add.add_argument("--volume-group", default="corral")
     add.add_argument("--fence-agent", help="e.g. fence_ipmilan (none: no automatic failover)")
     add.add_argument("--fence-option", action="append", default=[], metavar="KEY=VALUE")
@@ -301,6 +305,8 @@ async def node_add(
         disk_mib=args.disk or report.vg_free_mib,
         cpus=args.cpus or report.cpus,
         volume_group=req.volume_group,
+        host_memory_mib=args.host_memory,
+        host_cpus=args.host_cpus,
         fence=fence,
     )
     found = problems_of(spec)  # the model every entry point holds specs to

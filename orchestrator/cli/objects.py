@@ -390,6 +390,7 @@ NODE_FLAGS = {
     "memory_mib": "--memory",
     "disk_mib": "--disk",
     "cpus": "--cpus",
-    "host_memory_mib": "--memory",
+    "host_memory_mib": "--host-memory",
+    "host_cpus": "--host-cpus",
     "fence": "--fence-agent/--fence-option",
 }

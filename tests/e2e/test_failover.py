@@ -28,6 +28,7 @@ from events.store import EventStore
 from orchestrator.heal_timeline import build_timeline
 from tests.support.nodevms import node_vms, root_ssh
 
+pytestmark = pytest.mark.timeout(2400)
 CLUSTER = "e2e"
 NODES = ("node1", "node2", "node3")
 INSTANCES = ("web1", "web2", "db1")
@@ -117,7 +118,8 @@ def test_crash_heal_and_rejoin_on_real_drbd(etcd_url: str, tmp_path: Path) -> No
                 "--port", str(n.ssh_port), "--replication-address", n.replication_address,
                 "--ssh-key", str(operator), "--known-hosts", str(known),
                 "--client-key", str(corral_key), "--host-key", fp.split()[1], "--install",
-                "--memory", "560M", "--disk", "1G", "--cpus", "1",
+                "--memory", "560M", "--disk", "1G", "--cpus", "1", "--host-memory", "128M",
+                "--host-cpus", "0",
             )  # fmt: skip
             assert added.returncode == 0, added.stdout + added.stderr
             print(added.stdout.splitlines()[-2])

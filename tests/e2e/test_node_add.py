@@ -23,6 +23,7 @@ from devtools.nodevm.vms import NodeVmSet
 from events.store import EventStore
 from tests.support.nodevms import node_vms, root_ssh
 
+pytestmark = pytest.mark.timeout(1200)
 CLUSTER = "e2e-add"
 
 
