@@ -1,6 +1,8 @@
-"""Start and stop a private single-member etcd on free loopback ports with its own
-data dir: for `make demo`, the test fixtures and the benchmarks. Never touches a
-user's etcd.
+"""Start and stop a private etcd on free loopback ports with its own data dirs:
+one member (`LocalEtcd`) or a cluster of three (`LocalEtcdCluster`), for `make
+demo`, the test fixtures, chaos runs and the benchmarks; members can be killed,
+paused, restarted, and the Raft leader found and moved. Never touches a user's
+etcd.
 
 With `tls=True` (what the tests and the demo use) it serves clients over TLS only,
 with client-certificate authentication and etcd's auth on: a fresh CA and one
@@ -14,6 +16,7 @@ venv, `etcd` on PATH.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -77,9 +80,15 @@ def free_port() -> int:
 
 @dataclass
 class LocalEtcd:
+    """One etcd member. Alone by default; in a `LocalEtcdCluster`, `initial_cluster`
+    names every member's peer URL and the members share one PKI."""
+
     data_dir: Path
+    name: str = "corral-local"
     client_port: int = field(default_factory=free_port)
     peer_port: int = field(default_factory=free_port)
+    initial_cluster: str = ""
+    cluster_token: str = "corral-local"
     process: subprocess.Popen[bytes] | None = None
     log_path: Path | None = None
     tls: bool = False
@@ -93,6 +102,10 @@ class LocalEtcd:
         if self.tls:
             return f"https://127.0.0.1:{self.client_port}"
         return f"127.0.0.1:{self.client_port}"
+
+    @property
+    def peer_url(self) -> str:
+        return f"http://127.0.0.1:{self.peer_port}"
 
     def credentials(self, identity: str = "orchestrator") -> EtcdCredentials | None:
         """The CA and `identity`'s client certificate (one of IDENTITIES, or
@@ -164,18 +177,18 @@ class LocalEtcd:
             pool.submit(asyncio.run, go(self.pki)).result()
         self._provisioned = True
 
-    def start(self, *, timeout: float = 20.0) -> LocalEtcd:
+    def launch(self) -> None:
+        """Start the process without waiting (a cluster's members start together)."""
         binary = find_etcd_binary()
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
         client = f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_port}"
-        peer = f"http://127.0.0.1:{self.peer_port}"
         self.process = subprocess.Popen(
             [
                 binary,
                 "--name",
-                "corral-local",
+                self.name,
                 "--data-dir",
                 str(self.data_dir),
                 "--listen-client-urls",
@@ -183,11 +196,13 @@ class LocalEtcd:
                 "--advertise-client-urls",
                 client,
                 "--listen-peer-urls",
-                peer,
+                self.peer_url,
                 "--initial-advertise-peer-urls",
-                peer,
+                self.peer_url,
                 "--initial-cluster",
-                f"corral-local={peer}",
+                self.initial_cluster or f"{self.name}={self.peer_url}",
+                "--initial-cluster-token",
+                self.cluster_token,
                 "--log-level",
                 "error",
                 "--quota-backend-bytes",
@@ -199,20 +214,27 @@ class LocalEtcd:
             start_new_session=True,
         )
         log.close()
+
+    def start(self, *, timeout: float = 20.0) -> LocalEtcd:
+        self.launch()
+        self.wait_healthy(timeout=timeout)
+        self._provision()
+        return self
+
+    def wait_healthy(self, *, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(
-                    f"etcd exited with {self.process.returncode}; see {self.log_path}"
-                )
+            if self.process is None or self.process.poll() is not None:
+                code = self.process.returncode if self.process else None
+                raise RuntimeError(f"etcd exited with {code}; see {self.log_path}")
             if self.healthy():
-                self._provision()
-                return self
+                return
             time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"etcd did not become healthy in {timeout}s; see {self.log_path}")
 
     def healthy(self) -> bool:
+        """Answers, and its cluster has a leader (a quorum)."""
         try:
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.metrics_port if self.tls else self.client_port}/health",
@@ -222,14 +244,40 @@ class LocalEtcd:
         except (urllib.error.URLError, OSError):
             return False
 
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def is_raft_leader(self) -> bool:
+        """This member leads etcd's Raft group now (its own metrics say so)."""
+        port = self.metrics_port if self.tls else self.client_port
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1.0) as r:
+                text = r.read().decode(errors="replace")
+        except (urllib.error.URLError, OSError):
+            return False
+        return "\netcd_server_is_leader 1" in text
+
+    def pause(self) -> None:
+        """SIGSTOP: the member stops answering without its sockets closing."""
+        if self.running():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.running():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL, as a crash would."""
         if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(timeout=10)
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)
             self.process.terminate()
             try:
                 self.process.wait(timeout=5)
@@ -241,3 +289,109 @@ class LocalEtcd:
         """Start again on the same ports and data dir (after `kill` or `stop`)."""
         self.stop()
         return self.start(timeout=timeout)
+
+
+@dataclass
+class LocalEtcdCluster:
+    """Three (or `size`) members on loopback, each with its own data dir; with
+    `tls`, one PKI for all of them and corral's roles provisioned once."""
+
+    members: list[LocalEtcd]
+
+    @classmethod
+    def create(cls, base: Path, *, size: int = 3, tls: bool = False) -> LocalEtcdCluster:
+        members = [
+            LocalEtcd(data_dir=base / f"etcd{i + 1}", name=f"etcd{i + 1}", tls=tls)
+            for i in range(size)
+        ]
+        initial = ",".join(f"{m.name}={m.peer_url}" for m in members)
+        token = f"corral-{base.name}-{os.getpid()}"
+        pki = LocalPki.create(base / "etcd-pki", identities=("root", *IDENTITIES)) if tls else None
+        for m in members:
+            m.initial_cluster, m.cluster_token, m.pki = initial, token, pki
+        return cls(members=members)
+
+    @property
+    def tls(self) -> bool:
+        return self.members[0].tls
+
+    @property
+    def endpoints(self) -> list[str]:
+        return [m.endpoint for m in self.members]
+
+    @property
+    def endpoint(self) -> str:
+        """All client endpoints, comma separated (as `--etcd` and $CORRAL_ETCD take them)."""
+        return ",".join(self.endpoints)
+
+    def credentials(self, identity: str = "orchestrator") -> EtcdCredentials | None:
+        return self.members[0].credentials(identity)
+
+    def client_env(self, identity: str = "alice") -> dict[str, str]:
+        return {**self.members[0].client_env(identity), "CORRAL_ETCD": self.endpoint}
+
+    def start(self, *, timeout: float = 30.0) -> LocalEtcdCluster:
+        for m in self.members:
+            m.launch()
+        try:
+            for m in self.members:
+                m.wait_healthy(timeout=timeout)
+            self.members[0]._provision()
+            for m in self.members[1:]:
+                m._provisioned = True  # auth and roles are the cluster's, not a member's
+        except RuntimeError:
+            self.stop()
+            raise
+        return self
+
+    def leader(self) -> LocalEtcd | None:
+        """The member that is Raft leader now."""
+        return next((m for m in self.members if m.running() and m.is_raft_leader()), None)
+
+    def move_leader(self, to: LocalEtcd) -> bool:
+        """Ask the Raft leader to hand leadership to `to` (etcdctl move-leader)."""
+        leader = self.leader()
+        if leader is None or leader is to:
+            return leader is to
+        etcdctl = str(Path(find_etcd_binary()).with_name("etcdctl"))
+        tls: list[str] = []
+        creds = leader.credentials("root")
+        if creds is not None and creds.cert is not None and creds.key is not None:
+            tls = ["--cacert", str(creds.ca), "--cert", str(creds.cert), "--key", str(creds.key)]
+        env = {**os.environ, "ETCDCTL_API": "3"}
+        status = subprocess.run(
+            [etcdctl, "--endpoints", to.endpoint, *tls, "endpoint", "status", "-w", "json"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env=env,
+        )
+        try:
+            target = json.loads(status.stdout)[0]["Status"]["header"]["member_id"]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return False
+        moved = subprocess.run(
+            [etcdctl, "--endpoints", leader.endpoint, *tls, "move-leader", f"{target:x}"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            env=env,
+        )
+        return moved.returncode == 0
+
+    def stop(self) -> None:
+        """Stop every member, the leader first (a last leader stopped alone can
+        hang for seconds); whatever does not stop promptly is killed."""
+        leader = self.leader()
+        order = ([leader] if leader else []) + [m for m in self.members if m is not leader]
+        for m in order:
+            if m.running():
+                assert m.process is not None
+                m.process.send_signal(signal.SIGCONT)
+                m.process.terminate()
+        for m in order:
+            if m.process is not None:
+                try:
+                    m.process.wait(timeout=3)
+                except subprocess.TimeoutExpired:
+                    m.kill()

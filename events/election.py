@@ -153,9 +153,14 @@ class Election:
         got: Any = await self.store._call(self.store.client.get(key), operation="campaign")
         if got is None:
             return
+        # The whole watch under one deadline: setting it up can hang as long as
+        # etcd has no quorum.
         with contextlib.suppress(etcd_errors.WatchTimeoutError, *WATCH_ERRORS):
-            await self.store.client.watch_once(
-                key, timeout=timeout, start_revision=int(got.header.revision) + 1
+            await asyncio.wait_for(
+                self.store.client.watch_once(
+                    key, timeout=timeout, start_revision=int(got.header.revision) + 1
+                ),
+                timeout + 1.0,
             )
 
 

@@ -39,6 +39,7 @@ from events.archive import (
 )
 from events.codec import CorruptEvent, decode, encode, undecodable
 from events.etcd_client import (
+    Endpoint,
     EtcdCredentials,
     EtcdPermissionDenied,
     diagnose_tls,
@@ -81,8 +82,24 @@ class EtcdUnavailable(Exception):
         super().__init__(
             f"etcd at {endpoint} is not reachable{': ' + detail if detail else ''} "
             "(start it, or point corral at a running one with --etcd HOST:PORT "
-            "or $CORRAL_ETCD)"
+            "or $CORRAL_ETCD; a cluster answers only while a majority of its "
+            "members is up)"
         )
+
+
+class WriteNotConfirmed(EtcdUnavailable):
+    """A write etcd did not confirm in time: no quorum (a majority of its members
+    down or cut off), or no member reachable. Nothing is acknowledged; the same
+    write retried later is stored once (event ids are write-once)."""
+
+    def __init__(self, endpoint: str, detail: str = "") -> None:
+        Exception.__init__(
+            self,
+            f"etcd at {endpoint} did not confirm the write ({detail or 'no answer'}): "
+            "it has no quorum or cannot be reached; nothing was acknowledged: retry "
+            "once a majority of etcd's members is up (a retry is stored once)",
+        )
+        self.endpoint = endpoint
 
 
 class ArchiveUnreadable(Exception):
@@ -134,6 +151,20 @@ def _denied(exc: BaseException) -> bool:
     return "permission denied" in str(exc) or "user name not found" in str(exc)
 
 
+# What etcd answers (through aetcd, as a plain ClientError) while it has no
+# quorum or is electing a leader.
+_NO_QUORUM = ("deadline exceeded", "request timed out", "no leader", "leader changed")
+
+
+def _no_quorum(exc: BaseException) -> bool:
+    return any(text in str(exc) for text in _NO_QUORUM)
+
+
+def _why(exc: BaseException) -> str:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {detail}"[:120] if detail else type(exc).__name__
+
+
 @dataclass
 class EventStore:
     client: aetcd.Client
@@ -150,6 +181,13 @@ class EventStore:
     _segment_cache: dict[int, list[tuple[int, Event]]] = field(default_factory=dict)
     # The etcd user this store acts as (its certificate's CN), "" without one.
     identity: str = ""
+    # Every member given, for moving to another one when the one in use fails
+    # (aetcd's client talks to one address).
+    members: tuple[Endpoint, ...] = ()
+    credentials: EtcdCredentials | None = None
+    timeout: float = 5.0
+    _moving: asyncio.Task[None] | None = None
+    _moved_at: float = 0.0
 
     # ------------------------------------------------------------------ keys
 
@@ -212,12 +250,22 @@ class EventStore:
                     if why.startswith("etcd"):
                         last, tls_refused = why, True
                 continue
-            store = cls(client=client, cluster=cluster, endpoint=endpoint.url, identity=identity)
+            store = cls(
+                client=client,
+                cluster=cluster,
+                endpoint=endpoint.url,
+                identity=identity,
+                members=tuple(parsed),
+                credentials=credentials,
+                timeout=timeout,
+            )
             try:
                 yield store
             finally:
+                if store._moving is not None:
+                    store._moving.cancel()
                 with contextlib.suppress(Exception):
-                    await client.close()
+                    await store.client.close()
             return
         raise EtcdUnavailable(", ".join(e.url for e in parsed), last, tls_refused=tls_refused)
 
@@ -242,7 +290,13 @@ class EventStore:
             raise ValueError("an append with expected versions must fit one transaction")
         revision = 0
         for chunk in chunks:
-            revision = await self._append_chunk(chunk, expected or {}, term)
+            try:
+                revision = await self._append_chunk(chunk, expected or {}, term)
+            except EtcdUnavailable:
+                # Once more, after the moment an etcd election or a member's loss
+                # takes (the ids make a retry of a write that did land harmless).
+                await asyncio.sleep(0.5)
+                revision = await self._append_chunk(chunk, expected or {}, term)
         return revision
 
     async def confirm_term(self, term: int) -> None:
@@ -349,17 +403,72 @@ class EventStore:
             except rpc.AioRpcError as raw:  # a raw stub call: aetcd's mapping
                 etcd_errors._handle_exception(raw)
                 raise
+        except asyncio.CancelledError as exc:
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise
+            # Not this task being cancelled: gRPC cancels the calls of a channel
+            # closed under them (a move to another member, a resubscription).
+            raise self._unavailable(operation, "the connection was reset") from exc
         except RETRYABLE as exc:
-            raise EtcdUnavailable(self.endpoint, type(exc).__name__) from exc
+            self.trouble()
+            raise self._unavailable(operation, _why(exc)) from exc
         except etcd_errors.ClientError as exc:
             if _denied(exc):
                 raise EtcdPermissionDenied(
                     identity=self.identity, operation=operation, detail=str(exc)
                 ) from None
+            if _no_quorum(exc):
+                self.trouble()
+                raise self._unavailable(operation, _why(exc)) from exc
             raise
         finally:
             if self.on_request is not None:
                 self.on_request(operation, time.monotonic() - started)
+
+    def _unavailable(self, operation: str, detail: str) -> EtcdUnavailable:
+        if operation in ("append", "campaign", "lease"):
+            return WriteNotConfirmed(self.endpoint, detail)
+        return EtcdUnavailable(self.endpoint, detail)
+
+    # ------------------------------------------------------------------ members
+
+    def trouble(self) -> None:
+        """The member in use failed a request: look for a better one in the
+        background (at most once a second)."""
+        if len(self.members) < 2 or (self._moving is not None and not self._moving.done()):
+            return
+        if time.monotonic() - self._moved_at < 1.0:
+            return
+        self._moved_at = time.monotonic()
+        self._moving = asyncio.get_running_loop().create_task(self.move_to_healthy_member())
+
+    async def move_to_healthy_member(self) -> bool:
+        """Switch to the first other member that answers and sees a Raft leader;
+        True if the store moved. The old channel is closed (its calls fail and are
+        retried by their callers)."""
+        current = next((i for i, m in enumerate(self.members) if m.url == self.endpoint), 0)
+        order = self.members[current + 1 :] + self.members[: current + 1]
+        wait = min(self.timeout, 2.0)
+        for member in order:
+            if member.url == self.endpoint:
+                continue
+            client = make_client(member, self.credentials, timeout=self.timeout)
+            try:
+                await asyncio.wait_for(client.connect(), wait)
+                status = await asyncio.wait_for(client.status(), wait)
+                if not getattr(status, "leader", None):
+                    raise etcd_errors.ClientError("no leader")
+            except (TimeoutError, etcd_errors.ClientError, OSError):
+                with contextlib.suppress(Exception):
+                    await client.close()
+                continue
+            old, self.client, self.endpoint = self.client, client, member.url
+            log.warning("etcd member changed", now=member.url)
+            with contextlib.suppress(Exception):
+                await old.close()
+            return True
+        return False
 
     # ------------------------------------------------------------------ read
 
@@ -616,10 +725,11 @@ class EventStore:
                 log.warning("event subscription interrupted; resuming", error=type(exc).__name__)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
-                with contextlib.suppress(Exception):
-                    await self.client.close()
-                with contextlib.suppress(Exception):
-                    await self.client.connect()
+                if not await self.move_to_healthy_member():
+                    with contextlib.suppress(Exception):
+                        await self.client.close()
+                    with contextlib.suppress(Exception):
+                        await self.client.connect()
                 continue
 
     def _watch_events(self, watch_event: object) -> list[tuple[int, Event]]:

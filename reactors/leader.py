@@ -35,6 +35,13 @@ log = structlog.get_logger("corral.leader")
 ELECTION_ERRORS = (EtcdUnavailable, LeaseLost, *WATCH_ERRORS)
 
 
+def _cancelled_from_below() -> bool:
+    """A CancelledError that is not this task being cancelled (gRPC cancels the
+    calls of a channel closed under them): an etcd hiccup, not a stop."""
+    task = asyncio.current_task()
+    return task is not None and not task.cancelling()
+
+
 class TermEnded(Exception):
     """A command refused locally: this process's term is over (or never began)."""
 
@@ -90,30 +97,36 @@ class Leadership:
     async def keep_alive(self) -> None:
         """Run for the life of the process: register, refresh the lease every third
         of its TTL, register again under a new lease if it ended, and end the term
-        as soon as its lease may have ended."""
-        backoff = 0.2
+        as soon as its lease may have ended. Each refresh waits a quarter of the
+        TTL at most, then tries again: an etcd member lost or an etcd election
+        costs a retry, not the term."""
+        patience = max(0.5, self.ttl_s / 4)
         while True:
+            failed = False
             try:
                 if not self.election.lease_id:
                     sent = self.clock()
-                    await self.election.register()
+                    await asyncio.wait_for(self.election.register(), patience * 2)
                     self._valid_until = sent + self.ttl_s - self.margin_s
                     self._registered.set()
                 sent = self.clock()
-                await self.election.refresh()
+                await asyncio.wait_for(self.election.refresh(), patience)
                 self._valid_until = sent + self.ttl_s - self.margin_s
-                backoff = 0.2
             except LeaseLost as exc:
                 self.end_term(str(exc))
                 self.election.lease_id = 0
                 self._registered.clear()
                 continue
-            except ELECTION_ERRORS as exc:
+            except (*ELECTION_ERRORS, TimeoutError) as exc:
                 log.warning("lease not refreshed", error=f"{type(exc).__name__}: {exc}"[:200])
-                backoff = min(backoff * 2, 2.0)
+                failed = True
+            except asyncio.CancelledError:
+                if not _cancelled_from_below():
+                    raise
+                failed = True
             if self.term is not None and not self.valid():
                 self.end_term("the lease could not be refreshed in time")
-            wait = self.ttl_s / 3 if backoff <= 0.2 else backoff
+            wait = 0.2 if failed else self.ttl_s / 3
             if self.term is not None:
                 wait = min(wait, max(0.0, self._valid_until - self.clock()))
             await asyncio.sleep(wait)
@@ -146,6 +159,10 @@ class Leadership:
                 await self.election.wait_vacant(timeout=float(self.ttl_s))
             except ELECTION_ERRORS as exc:
                 log.warning("campaign failed", error=f"{type(exc).__name__}: {exc}"[:200])
+                await asyncio.sleep(0.5)
+            except asyncio.CancelledError:
+                if not _cancelled_from_below():
+                    raise
                 await asyncio.sleep(0.5)
 
     def valid_lease(self) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
@@ -103,6 +104,12 @@ class Fabric:
     _last_tick: float | None = None
     _res_tick: dict[str, float] = field(default_factory=dict)
     frozen: bool = False
+    # Every command a host ran, (clock time, host, command line or "qmp CMD vm"),
+    # the newest last: what the tests' invariants read.
+    journal: deque[tuple[float, str, str]] = field(default_factory=lambda: deque(maxlen=200_000))
+
+    def record(self, host: str, command: str) -> None:
+        self.journal.append((self.clock(), host, command))
 
     # ---------------------------------------------------------------- topology
 

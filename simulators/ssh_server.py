@@ -107,6 +107,8 @@ class QmpSession(asyncssh.SSHUNIXSession[bytes]):
             if self.chan is not None:
                 self.chan.close()
             return
+        if cmd not in ("qmp_capabilities", "query-status", "query-migrate"):
+            self.fabric.record(self.host.name, f"qmp {cmd} {self.vm_name}")
         if cmd == "qmp_capabilities":
             self.negotiated = True
             self._reply({}, ident)
@@ -242,6 +244,7 @@ class HostServer:
         if not self.reachable():
             process.exit(255)
             return
+        self.fabric.record(self.host.name, command)
         result = run_line(self.fabric, self.host, command, stdin)
         if result.out:
             process.stdout.write(result.out.encode())

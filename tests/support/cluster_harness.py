@@ -12,10 +12,10 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from devtools.local_etcd import LocalEtcd
+from devtools.local_etcd import LocalEtcd, LocalEtcdCluster
 from events.election import Member
 from events.ids import EventId, InstanceName, NodeName
 from events.model import Event, InstanceDeclared, NodeDeclared, PolicySet
@@ -45,12 +45,14 @@ def eid() -> EventId:
 
 @dataclass
 class Cluster:
-    etcd: LocalEtcd
+    etcd: LocalEtcd | LocalEtcdCluster
     lab: Lab
     store: EventStore
     engine: Engine | None
     settings: ReactorSettings
     tmp: Path
+    # Further orchestrators' engines (`new_engine` + start), stopped at the end.
+    others: list[Engine] = field(default_factory=list)
 
     async def corral(self, *args: str, identity: str = "alice") -> subprocess.CompletedProcess[str]:
         """Run the real `corral` command line against this cluster's etcd, as the
@@ -237,8 +239,13 @@ async def cluster(
     hosts: list[HostConfig] | None = None,
     settings: ReactorSettings = FAST,
     sync_rate_mib_s: float = 200_000,
+    etcd_members: int = 1,
 ) -> AsyncIterator[Cluster]:
-    etcd = LocalEtcd(data_dir=tmp / "etcd", tls=True).start()
+    etcd: LocalEtcd | LocalEtcdCluster
+    if etcd_members == 1:
+        etcd = LocalEtcd(data_dir=tmp / "etcd", tls=True).start()
+    else:
+        etcd = LocalEtcdCluster.create(tmp / "etcd", size=etcd_members, tls=True).start()
     lab = await Lab.start(
         hosts=hosts or [HostConfig(name=f"node{i}") for i in range(1, 5)],
         state_dir=tmp / "lab",
@@ -246,13 +253,15 @@ async def cluster(
     )
     try:
         async with EventStore.connect(
-            [etcd.endpoint], "lab", credentials=etcd.credentials()
+            etcd.endpoint.split(","), "lab", credentials=etcd.credentials()
         ) as store:
             c = Cluster(etcd=etcd, lab=lab, store=store, engine=None, settings=settings, tmp=tmp)
             try:
                 yield c
             finally:
                 await c.stop_engine()
+                for other in c.others:
+                    await other.stop()
     finally:
         await lab.stop()
         etcd.stop()

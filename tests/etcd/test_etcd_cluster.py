@@ -1,0 +1,89 @@
+"""The event log on a three-member etcd: losing one member (the Raft leader, the
+one the client talked to) changes nothing; losing the quorum refuses writes with a
+clear error; with the quorum back, writes go on and every event the store ever
+acknowledged is there, read back by id."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devtools.local_etcd import LocalEtcdCluster
+from events.ids import EventId
+from events.model import AlertRaised
+from events.store import EventStore, WriteNotConfirmed
+
+
+@pytest.fixture
+def etcd3(tmp_path: Path) -> Iterator[LocalEtcdCluster]:
+    members = LocalEtcdCluster.create(tmp_path / "etcd").start()
+    try:
+        yield members
+    finally:
+        members.stop()
+
+
+def event(n: int) -> AlertRaised:
+    return AlertRaised(
+        id=EventId(uuid.uuid4().hex),
+        time=time.time(),
+        actor="test",
+        alert=f"a{n}",
+        severity="warning",
+        message=str(n),
+    )
+
+
+async def test_one_member_lost_then_quorum_lost_then_back(etcd3: LocalEtcdCluster) -> None:
+    acknowledged: list[str] = []
+    async with EventStore.connect(etcd3.endpoints, "t") as store:
+
+        async def write(n: int) -> None:
+            e = event(n)
+            await store.append([e])
+            acknowledged.append(e.id)
+
+        for n in range(20):
+            await write(n)
+        # The Raft leader dies, and with it (first in the list) the member the
+        # client's channel used.
+        leader = etcd3.leader()
+        assert leader is not None
+        etcd3.members.remove(leader)
+        etcd3.members.insert(0, leader)
+        leader.kill()
+        for n in range(20, 40):
+            await write(n)  # no error: the store moves to another member
+        # A second member dies: no quorum.
+        etcd3.members[1].kill()
+        refused = event(99)
+        started = time.monotonic()
+        with pytest.raises(WriteNotConfirmed) as error:
+            await store.append([refused])
+        assert "no quorum" in str(error.value) and "nothing was acknowledged" in str(error.value)
+        assert time.monotonic() - started < 20
+        # Both come back: writes go on, and nothing acknowledged is lost.
+        for m in etcd3.members[:2]:
+            m.launch()
+        for m in etcd3.members:
+            m.wait_healthy(timeout=30)
+        for n in range(40, 50):
+            await write(n)
+        stored = {e.id async for _, e in store.read_all()}
+        assert set(acknowledged) <= stored
+        assert len(acknowledged) == 50
+
+
+def test_raft_leadership_moves_on_request(etcd3: LocalEtcdCluster) -> None:
+    leader = etcd3.leader()
+    assert leader is not None
+    target = next(m for m in etcd3.members if m is not leader)
+    assert etcd3.move_leader(target)
+    deadline = time.monotonic() + 10
+    while etcd3.leader() is not target and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert etcd3.leader() is target
