@@ -186,7 +186,7 @@ class EventStore:
     members: tuple[Endpoint, ...] = ()
     credentials: EtcdCredentials | None = None
     timeout: float = 5.0
-    _moving: asyncio.Task[None] | None = None
+    _moving: asyncio.Task[bool] | None = None
     _moved_at: float = 0.0
 
     # ------------------------------------------------------------------ keys
@@ -294,8 +294,12 @@ class EventStore:
                 revision = await self._append_chunk(chunk, expected or {}, term)
             except EtcdUnavailable:
                 # Once more, after the moment an etcd election or a member's loss
-                # takes (the ids make a retry of a write that did land harmless).
+                # takes, on the member the store moved to if it moved (the ids
+                # make a retry of a write that did land harmless).
                 await asyncio.sleep(0.5)
+                if self._moving is not None:
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(self._moving)
                 revision = await self._append_chunk(chunk, expected or {}, term)
         return revision
 
@@ -435,18 +439,30 @@ class EventStore:
 
     def trouble(self) -> None:
         """The member in use failed a request: look for a better one in the
-        background (at most once a second)."""
+        background (one search at a time, at most one a second)."""
+        if self._may_move():
+            self._moving = asyncio.get_running_loop().create_task(self._move())
+
+    def _may_move(self) -> bool:
         if len(self.members) < 2 or (self._moving is not None and not self._moving.done()):
-            return
+            return False
         if time.monotonic() - self._moved_at < 1.0:
-            return
+            return False
         self._moved_at = time.monotonic()
-        self._moving = asyncio.get_running_loop().create_task(self.move_to_healthy_member())
+        return True
 
     async def move_to_healthy_member(self) -> bool:
-        """Switch to the first other member that answers and sees a Raft leader;
-        True if the store moved. The old channel is closed (its calls fail and are
-        retried by their callers)."""
+        """Switch to the first other member that answers and sees a Raft leader
+        (or wait for the search under way); True if the store moved. The old
+        channel is closed: its calls fail, and their callers retry."""
+        if self._moving is not None and not self._moving.done():
+            return await asyncio.shield(self._moving)
+        if not self._may_move():
+            return False
+        self._moving = asyncio.get_running_loop().create_task(self._move())
+        return await asyncio.shield(self._moving)
+
+    async def _move(self) -> bool:
         current = next((i for i, m in enumerate(self.members) if m.url == self.endpoint), 0)
         order = self.members[current + 1 :] + self.members[: current + 1]
         wait = min(self.timeout, 2.0)

@@ -18,8 +18,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import structlog
 
@@ -33,6 +34,19 @@ from reactors.seams import NodeOps, NodeSnapshot, StepOutcome
 log = structlog.get_logger("corral.leader")
 
 ELECTION_ERRORS = (EtcdUnavailable, LeaseLost, *WATCH_ERRORS)
+T = TypeVar("T")
+
+
+async def _within(coro: Coroutine[Any, Any, T], seconds: float) -> T:
+    """`coro`'s result, or TimeoutError after `seconds` without waiting for it to
+    wind down (a gRPC call on a failing channel may take its time to cancel)."""
+    task = asyncio.ensure_future(coro)
+    done, _ = await asyncio.wait({task}, timeout=seconds)
+    if not done:
+        task.cancel()
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        raise TimeoutError
+    return task.result()
 
 
 def _cancelled_from_below() -> bool:
@@ -106,11 +120,11 @@ class Leadership:
             try:
                 if not self.election.lease_id:
                     sent = self.clock()
-                    await asyncio.wait_for(self.election.register(), patience * 2)
+                    await _within(self.election.register(), patience * 2)
                     self._valid_until = sent + self.ttl_s - self.margin_s
                     self._registered.set()
                 sent = self.clock()
-                await asyncio.wait_for(self.election.refresh(), patience)
+                await _within(self.election.refresh(), patience)
                 self._valid_until = sent + self.ttl_s - self.margin_s
             except LeaseLost as exc:
                 self.end_term(str(exc))

@@ -10,6 +10,15 @@ from pathlib import Path
 import pytest
 
 from devtools.local_etcd import LocalEtcd
+from orchestrator.logs import configure_logging
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Log as `corral serve` does on a terminal (plain tracebacks): structlog's
+    unconfigured default renders every frame's locals, which takes seconds on a
+    cluster state and stalls the loop under test."""
+    del config
+    configure_logging(json=False)
 
 
 @pytest.fixture

@@ -35,7 +35,7 @@ FAST = ReactorSettings(
     suspect_timeout_s=0.8,
     lost_timeout_s=2.0,
     fence_retry_max_s=1.0,
-    lease_ttl_s=3,
+    lease_ttl_s=5,
 )
 
 
