@@ -84,8 +84,8 @@ def decode_checkpoint(data: bytes) -> ClusterState:
     except msgspec.DecodeError as exc:
         raise CorruptEvent(f"checkpoint: not JSON: {exc}") from exc
     # msgspec checks types, not corral's field rules: the desired specs and every
-    # placed node's name are held to them as decoded events are (about 45 ms for
-    # 2,000 instances), so a forged checkpoint cannot reach a node either.
+    # placed node's name are held to them as decoded events are, so a forged
+    # checkpoint cannot reach a node either.
     problems = [str(p) for p in problems_of(state.desired)] + list(_bad_placements(state))
     if problems:
         raise CorruptEvent(f"checkpoint: {'; '.join(problems[:5])}")

@@ -22,9 +22,7 @@ from enum import Enum
 from functools import cache
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin, get_type_hints
 
-from pydantic import TypeAdapter, ValidationError
-
-from events.fields.rules import field_errors
+from events.fields.rules import kind
 from events.ids import (
     EventId,
     GroupName,
@@ -35,7 +33,7 @@ from events.ids import (
     node_name,
 )
 from events.model import EVENT_TYPES, Event, EventUndecodable
-from events.validation import MODELS, SpecError, validate
+from events.validation import MODELS, Problem, own_problems, rule_problems
 
 T = TypeVar("T")
 _ENVELOPE = ("id", "time", "actor", "reason", "causation_id", "correlation_id")
@@ -82,17 +80,9 @@ def _hints(cls: type) -> dict[str, Any]:
     return get_type_hints(cls, include_extras=True)
 
 
-@cache
-def _rule(tp: Any) -> TypeAdapter[Any]:
-    return TypeAdapter(tp)
-
-
-def _checked(tp: Any, value: Any) -> Any:
-    """An `Annotated` field's rules applied to its decoded value."""
-    try:
-        return _rule(tp).validate_python(value)
-    except ValidationError as exc:
-        raise ValueError("; ".join(m for _, _, m in field_errors(exc))) from None
+def _refuse(found: tuple[Problem, ...]) -> None:
+    if found:
+        raise ValueError("; ".join(str(p) for p in found))
 
 
 def from_plain(tp: Any, value: Any) -> Any:
@@ -101,12 +91,9 @@ def from_plain(tp: Any, value: Any) -> Any:
         return value
     origin = get_origin(tp)
     if origin is Annotated:
-        return _checked(tp, from_plain(get_args(tp)[0], value))
-    if tp in MODELS:
-        try:
-            return validate(tp, value)
-        except SpecError as exc:
-            raise ValueError(f"{tp.__name__}: {exc}") from None
+        decoded = from_plain(get_args(tp)[0], value)
+        _refuse(rule_problems(tp, decoded))
+        return decoded
     container = _CONTAINERS.get(origin)
     if container is not None:
         return container(tp, value)
@@ -117,14 +104,38 @@ def from_plain(tp: Any, value: Any) -> Any:
     if isinstance(tp, type) and issubclass(tp, Enum):
         return tp(value)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return _dataclass(tp, value)
+        built = _dataclass(tp, value)
+        if tp in MODELS:
+            _refuse(own_problems(built))
+        return built
     return _scalar(tp, value)
+
+
+class _At(ValueError):
+    """A decoding error and where it is in the event: `spec.nics[0].ip: ...`."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path, self.message = path, message
+
+    def under(self, part: str | int) -> _At:
+        step = f"[{part}]" if isinstance(part, int) else str(part)
+        sep = "" if not self.path or self.path.startswith("[") else "."
+        return _At(f"{step}{sep}{self.path}", self.message)
+
+
+def _inside(part: str | int, exc: Exception) -> _At:
+    at = exc if isinstance(exc, _At) else _At("", str(exc).strip("'\""))
+    return at.under(part)
 
 
 def _union(tp: Any, value: Any) -> Any:
     args = get_args(tp)
     if value is None and type(None) in args:
         return None
+    others = [a for a in args if a is not type(None)]
+    if len(others) == 1:
+        return from_plain(others[0], value)
     errors = []
     for arg in args:
         if arg is type(None):
@@ -141,10 +152,16 @@ def _tuple(tp: Any, value: Any) -> tuple[Any, ...]:
     if not isinstance(value, list):
         raise TypeError(f"expected a list for {tp}, got {type(value).__name__}")
     if len(args) == 2 and args[1] is Ellipsis:
-        return tuple(from_plain(args[0], v) for v in value)
+        args = (args[0],) * len(value)
     if len(args) != len(value):
-        raise ValueError(f"expected {len(args)} items for {tp}")
-    return tuple(from_plain(a, v) for a, v in zip(args, value, strict=True))
+        raise ValueError(f"expected {len(args)} items, got {len(value)}")
+    out = []
+    for i, (a, v) in enumerate(zip(args, value, strict=True)):
+        try:
+            out.append(from_plain(a, v))
+        except (TypeError, ValueError, KeyError) as exc:
+            raise _inside(i, exc) from None
+    return tuple(out)
 
 
 def _set(tp: Any, value: Any) -> frozenset[Any]:
@@ -180,7 +197,10 @@ def _dataclass(tp: type, value: Any) -> Any:
         if not f.init:
             continue
         if f.name in value:
-            kwargs[f.name] = from_plain(hints[f.name], value[f.name])
+            try:
+                kwargs[f.name] = from_plain(hints[f.name], value[f.name])
+            except (TypeError, ValueError, KeyError) as exc:
+                raise _inside(f.name, exc) from None
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise KeyError(f"{tp.__name__}.{f.name} is missing")
     return tp(**kwargs)
@@ -202,7 +222,7 @@ def _scalar(tp: Any, value: Any) -> Any:
         raise TypeError(f"cannot decode type {tp!r}")
     accepts, what = rule
     if not accepts(value):
-        raise TypeError(f"expected {what}, got {value!r}")
+        raise TypeError(f"expected {what}, got {kind(value)}")
     return float(value) if tp is float else value
 
 

@@ -13,8 +13,6 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Annotated
 
-from pydantic import Field
-
 from events.fields.fence import FenceAgent, OptionName, OptionValue
 from events.fields.names import (
     GroupNameField,
@@ -27,7 +25,7 @@ from events.fields.names import (
     VolumeGroupName,
 )
 from events.fields.network import EtcdUrl, HostAddress, IpAddress, Link, MacAddress, NicMode
-from events.fields.rules import Flag
+from events.fields.rules import Flag, count
 from events.fields.sizes import Count, CpuCount, HostCpus, Port, Positive, SizeMiB
 from events.ids import GroupName
 
@@ -92,9 +90,9 @@ class InstanceSpec:
     name: InstanceNameField
     memory_mib: SizeMiB
     vcpus: CpuCount
-    disks: Annotated[tuple[DiskSpec, ...], Field(min_length=1, max_length=16)]
+    disks: Annotated[tuple[DiskSpec, ...], count(1, 16, "disks")]
     os: OsName = "none"
-    nics: Annotated[tuple[NicSpec, ...], Field(max_length=8)] = ()
+    nics: Annotated[tuple[NicSpec, ...], count(0, 8, "nics")] = ()
     tags: Tags = frozenset()
     power: PowerState = PowerState.RUNNING
     primary: NodeNameField | None = None  # optional pinning

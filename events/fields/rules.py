@@ -1,18 +1,23 @@
 """How a field rule is written: a check that returns the value or raises
-`FieldError` with a message for people, wrapped as a pydantic validator with the
-JSON schema it documents. `field_errors` turns pydantic's errors into (path, message)
-pairs that name the field the way users wrote it.
+`FieldError` with a message for people, carried as `Annotated` metadata that becomes a
+pydantic validator (and the JSON schema it documents) when a type is first validated.
+`field_errors` turns pydantic's errors into (path, message) pairs that name the field
+the way users wrote it.
 
-Pure: no I/O, no logging. Messages never repeat a value marked secret.
+Pure: no I/O, no logging. Messages never repeat a value marked secret. Must not import
+pydantic when imported itself: every `corral` command loads the specs, few validate.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
-from typing import Annotated, Any, TypeVar
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar
 
-from pydantic import AfterValidator, BeforeValidator, Strict, ValidationError, WithJsonSchema
-from pydantic_core import PydanticCustomError
+if TYPE_CHECKING:
+    from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationError
+    from pydantic_core import CoreSchema
 
 T = TypeVar("T")
 
@@ -36,10 +41,6 @@ _PLAIN = {
     "too_short": "must not be empty",
     "too_long": "has too many entries",
 }
-
-
-# true or false, never 1, "yes" or "true".
-Flag = Annotated[bool, Strict()]
 
 
 class FieldError(ValueError):
@@ -77,6 +78,8 @@ def show(value: object) -> str:
 
 
 def _raising(check: Callable[[Any], T]) -> Callable[[Any], T]:
+    from pydantic_core import PydanticCustomError
+
     def run(value: Any) -> T:
         try:
             return check(value)
@@ -86,18 +89,75 @@ def _raising(check: Callable[[Any], T]) -> Callable[[Any], T]:
     return run
 
 
-def after(check: Callable[[Any], T]) -> AfterValidator:
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """`check` run before pydantic types the value (it checks the type itself) or
+    after; pydantic builds the validator from it the first time a type is validated."""
+
+    check: Callable[[Any], Any]
+    when: Literal["before", "after"]
+
+    def __get_pydantic_core_schema__(
+        self, source: Any, handler: GetCoreSchemaHandler
+    ) -> CoreSchema:
+        from pydantic_core import core_schema
+
+        inner = handler(source)
+        run = _raising(self.check)
+        if self.when == "before":
+            return core_schema.no_info_before_validator_function(run, inner)
+        return core_schema.no_info_after_validator_function(run, inner)
+
+
+@dataclass(frozen=True, slots=True)
+class JsonSchema:
+    """The JSON schema a rule documents (for the OpenAPI document), in place of what
+    pydantic would derive from the plain type."""
+
+    text: str  # JSON, so that the Annotated type holding it stays hashable
+
+    def __get_pydantic_json_schema__(
+        self, core: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> dict[str, Any]:
+        got: dict[str, Any] = json.loads(self.text)
+        return got
+
+
+def after(check: Callable[[Any], T]) -> Rule:
     """Run `check` on the value pydantic has already typed."""
-    return AfterValidator(_raising(check))
+    return Rule(check, "after")
 
 
-def before(check: Callable[[Any], T]) -> BeforeValidator:
+def before(check: Callable[[Any], T]) -> Rule:
     """Run `check` on the raw input (it checks the type itself)."""
-    return BeforeValidator(_raising(check))
+    return Rule(check, "before")
 
 
-def schema(**json_schema: Any) -> WithJsonSchema:
-    return WithJsonSchema(json_schema)
+def schema(**json_schema: Any) -> JsonSchema:
+    return JsonSchema(json.dumps(json_schema, sort_keys=True))
+
+
+def _flag(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise FieldError(f"expected true or false, got {kind(value)}")
+    return value
+
+
+def count(lo: int, hi: int, what: str = "entries") -> Rule:
+    """A list holding `lo` to `hi` entries."""
+
+    def check(value: object) -> object:
+        if isinstance(value, list | tuple) and len(value) < lo:
+            raise FieldError("must not be empty" if lo == 1 else f"needs at least {lo} {what}")
+        if isinstance(value, list | tuple) and len(value) > hi:
+            raise FieldError(f"at most {hi} {what}, got {len(value)}")
+        return value
+
+    return before(check)
+
+
+# true or false, never 1, "yes" or "true".
+Flag = Annotated[bool, before(_flag), schema(type="boolean")]
 
 
 def _path(loc: tuple[int | str, ...]) -> str:

@@ -8,12 +8,28 @@ Pure: no I/O, no logging.
 from __future__ import annotations
 
 import math
+import re
+from fractions import Fraction
 from typing import Annotated
 
 from events.fields.rules import FieldError, before, kind, schema, show
 
 MAX_MIB = 2**40  # 1 EiB
 MAX_CPUS = 4096
+
+
+_SIZE_RE = re.compile(r"(\d{1,15}(?:\.\d{1,6})?)\s*(?:([mgtp])(?:i?b|i)?)?", re.IGNORECASE)
+_UNITS = {"m": 1, "g": 1024, "t": 1024**2, "p": 1024**3}
+
+
+def size_text(text: str) -> Fraction | None:
+    """A size written for people, in MiB: '10240' (MiB), '512M', '24G', '1.5T', '2TiB',
+    '10GB' (binary units whatever the spelling); None when it is not one. The caller
+    checks it is a whole, positive number of MiB."""
+    match = _SIZE_RE.fullmatch(text.strip())
+    if match is None:
+        return None
+    return Fraction(match.group(1)) * _UNITS[(match.group(2) or "m").lower()]
 
 
 def fmt_mib(mib: int) -> str:

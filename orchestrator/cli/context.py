@@ -215,3 +215,15 @@ def size(mib: int) -> str:
     if mib >= 1024:
         return f"{mib / 1024:.1f}G"
     return f"{mib}M"
+
+
+def parse_size(value: str) -> int:
+    """A size argument ('512M', '10G', '2T', or MiB) as whole MiB, for argparse."""
+    from events.fields.sizes import size_text
+
+    mib = size_text(value)
+    if mib is None:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a size like 512M, 10G or 2T")
+    if mib <= 0 or mib.denominator != 1:
+        raise argparse.ArgumentTypeError(f"{value!r} must be a whole number of MiB above zero")
+    return int(mib)

@@ -47,6 +47,19 @@ _HOST = re.compile(r"[A-Za-z0-9]([A-Za-z0-9.-]{0,252})|[0-9a-fA-F:.]+")
 _FINGERPRINT = re.compile(r"SHA256:[A-Za-z0-9+/]{43}")
 
 
+# The model's field paths as `corral node add` flags.
+NODE_FLAGS = {
+    "address": "--address",
+    "port": "--port",
+    "memory_mib": "--memory",
+    "disk_mib": "--disk",
+    "cpus": "--cpus",
+    "host_memory_mib": "--host-memory",
+    "host_cpus": "--host-cpus",
+    "fence": "--fence-agent/--fence-option",
+}
+
+
 def add_setup_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ssh-user", default="root", help="the operator's account (default root)")
     parser.add_argument("--ssh-key", type=Path, help="the operator's private key (default: agent)")
@@ -72,8 +85,7 @@ def add_setup_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_node_parsers(nsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from orchestrator.cli.context import add_target_options
-    from orchestrator.cli.objects import parse_size
+    from orchestrator.cli.context import add_target_options, parse_size
 
     add = nsub.add_parser(
         "add", help="check a host over SSH (optionally --install what it lacks), then add it"
@@ -311,8 +323,6 @@ async def node_add(
     )
     found = problems_of(spec)  # the model every entry point holds specs to
     if found:
-        from orchestrator.cli.objects import NODE_FLAGS
-
         raise UsageError(
             "; ".join(f"{NODE_FLAGS.get(str(p.loc[0]), p.path)}: {p.message}" for p in found)
             + "; nothing was recorded"

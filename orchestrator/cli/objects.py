@@ -26,6 +26,7 @@ from orchestrator.cli.context import (
     add_target_options,
     current_state,
     open_store,
+    parse_size,
     print_json,
     size,
     table,
@@ -43,18 +44,6 @@ from orchestrator.operations import (
     set_node_flags,
     submit_job,
 )
-
-
-def parse_size(value: str) -> int:
-    units = {"M": 1, "G": 1024, "T": 1024 * 1024}
-    text = value.strip().upper()
-    try:
-        mib = int(text[:-1]) * units[text[-1]] if text[-1:] in units else int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r} is not a size like 512M, 10G or 2T") from None
-    if mib <= 0:
-        raise argparse.ArgumentTypeError(f"{value!r} must be more than zero")
-    return mib
 
 
 def add_object_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -382,15 +371,3 @@ async def _node_remove(
         [event], expected={f"node/{name}": state.versions.get(f"node/{name}", 0)}
     )
     return await report_accepted(args, store, Accepted(revision=revision, event_ids=(event.id,)))
-
-
-NODE_FLAGS = {
-    "address": "--address",
-    "port": "--port",
-    "memory_mib": "--memory",
-    "disk_mib": "--disk",
-    "cpus": "--cpus",
-    "host_memory_mib": "--host-memory",
-    "host_cpus": "--host-cpus",
-    "fence": "--fence-agent/--fence-option",
-}

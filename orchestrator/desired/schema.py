@@ -25,15 +25,13 @@ from events.fields.fence import option_name, option_value, selection_problems
 from events.fields.rules import FieldError
 from events.fields.rules import kind as _kind
 from events.fields.rules import show as _show
-from events.fields.sizes import MAX_MIB, fmt_mib
+from events.fields.sizes import MAX_MIB, fmt_mib, size_text
 from events.ids import InvalidName, check_name
 from events.specs import DiskSpec, FenceSpec, NicSpec
 from events.validation import Problem, SpecError, check_field, cross_problems
 
 T = TypeVar("T")
 
-_UNITS = {"m": 1, "g": 1024, "t": 1024 * 1024, "p": 1024 * 1024 * 1024}
-_SIZE_RE = re.compile(r"^(\d{1,15}(?:\.\d{1,6})?)\s*(?:([mgtp])(?:ib|i)?)?$", re.IGNORECASE)
 _DURATION_RE = re.compile(r"^(\d{1,9}(?:\.\d{1,6})?)\s*(ms|s|m|h)?$")
 _DURATION_UNITS = {
     "ms": Fraction(1, 1000),
@@ -345,14 +343,11 @@ def size(problems: Problems, value: Any, at: At) -> int | None:
     if is_bool(value) or not isinstance(value, int | str):
         problems.add(at, f"{expected}, got {kind(value)}")
         return None
-    if isinstance(value, int):
-        mib = Fraction(int(value))
-    else:
-        match = _SIZE_RE.fullmatch(value.strip())
-        if match is None:
-            problems.add(at, f"{show(value)} is not a size; {expected}")
-            return None
-        mib = Fraction(match.group(1)) * _UNITS[(match.group(2) or "m").lower()]
+    parsed = Fraction(int(value)) if isinstance(value, int) else size_text(value)
+    if parsed is None:
+        problems.add(at, f"{show(value)} is not a size; {expected}")
+        return None
+    mib = parsed
     if mib <= 0:
         problems.add(at, f"size {show(value)} must be greater than zero")
         return None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from events.fields.sizes import size_text
 from events.specs import InstanceSpec, PowerState
 from events.validation import SpecError, validate
 from orchestrator.rapi.context import RapiError
@@ -46,14 +47,12 @@ _CREATE_IGNORED = frozenset(
 
 
 def ganeti_size(value: Any) -> Any:
-    """Ganeti's sizes: MiB, or a string with M/G/T; anything else is left for the
-    model to refuse."""
-    if isinstance(value, str) and value.strip():
-        text = value.strip().upper().removesuffix("B")
-        scale = {"M": 1, "G": 1024, "T": 1024 * 1024}.get(text[-1:], 0)
-        digits = text[:-1] if scale else text
-        if digits.isascii() and digits.isdigit() and len(digits) <= 15:
-            return int(digits) * (scale or 1)
+    """Ganeti's sizes: MiB, or a string with a unit ('10G', '512MB'); anything else is
+    left for the model to refuse."""
+    if isinstance(value, str):
+        mib = size_text(value)
+        if mib is not None and mib.denominator == 1:
+            return int(mib)
     return value
 
 
