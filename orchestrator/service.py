@@ -18,7 +18,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -36,6 +36,9 @@ from reactors.engine import Engine
 from reactors.leader import Leadership
 from reactors.nodes.fence_config import FencingConfig
 from reactors.nodes.ssh_ops import SshNodeOps
+
+if TYPE_CHECKING:
+    from orchestrator.api.metrics import ControlView
 
 log = structlog.get_logger("corral.service")
 
@@ -152,6 +155,8 @@ async def _start_servers(
         )
         store.on_request = lambda op, d: metrics.etcd_seconds.labels(operation=op).observe(d)
         engine.on_reconcile = lambda d: metrics.reconcile_seconds.observe(d)
+        engine.ctx.watch.on_lag = metrics.loop_lag.observe
+        metrics.control = lambda: control_view(engine)
         engine.ctx.on_event(lambda e, _st: metrics.node_loss.on_event(e))
 
         auth = ApiAuth.from_file(config.api_tokens) if config.api_tokens else ApiAuth()
@@ -194,6 +199,22 @@ def _api_tls(pair: tuple[Path, Path] | None) -> Any:
     from orchestrator.tls_cert import CertPaths, server_context
 
     return server_context(CertPaths(cert=pair[0], key=pair[1], created=False))
+
+
+def control_view(engine: Engine) -> ControlView:
+    from orchestrator.api.metrics import ControlView
+
+    lead = engine.leadership
+    known = lead.known_leader
+    return ControlView(
+        member=lead.member.id,
+        leading=engine.leading,
+        term=known.term if known else 0,
+        leader=known.member.id if known else "",
+        since=known.since if known else 0.0,
+        standbys=sum(1 for m in lead.known_members if known is None or m.id != known.member.id),
+        stalls=engine.ctx.watch.stalls,
+    )
 
 
 async def _snapshots(

@@ -62,6 +62,9 @@ class ReactorContext:
     # The leader's term while this process leads (every append compares it);
     # None on a standby, whose reactors do not run.
     term: int | None = None
+    # This orchestrator's id among the cluster's: reactor events name it in their
+    # actor (`reactor@<member>`), so the log says which orchestrator wrote what.
+    member: str = ""
     # Called when an append finds the term over (the engine ends the term).
     on_not_leader: Callable[[NotLeader], None] | None = None
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
@@ -199,7 +202,7 @@ class ReactorContext:
 
     @property
     def actor(self) -> str:
-        return self.settings.actor
+        return f"{self.settings.actor}@{self.member}" if self.member else self.settings.actor
 
     def now(self) -> float:
         return self.clock()

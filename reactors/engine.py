@@ -83,6 +83,7 @@ class Engine:
             nodes=TermNodes(inner=nodes, leadership=leadership),
             settings=settings,
             state=state,
+            member=leadership.member.id,
         )
         ctx.watch.threshold_s = settings.stall_threshold_s
         ctx.on_not_leader = lambda exc: leadership.end_term(str(exc))

@@ -24,7 +24,14 @@ from typing import Any, TypeVar
 
 import structlog
 
-from events.election import WATCH_ERRORS, Election, LeaseLost, Member
+from events.election import (
+    WATCH_ERRORS,
+    Election,
+    LeaderRecord,
+    LeaseLost,
+    Member,
+    read_leadership,
+)
 from events.ids import NodeName
 from events.specs import FenceSpec
 from events.store import EtcdUnavailable, EventStore
@@ -71,6 +78,9 @@ class Leadership:
     since: float = 0.0  # wall time the current term began
     lost_reason: str = ""
     terms: int = 0  # terms this process has held
+    # Who leads and who is registered, as last read (every third of the TTL).
+    known_leader: LeaderRecord | None = None
+    known_members: tuple[Member, ...] = ()
     _valid_until: float = 0.0
     _ended: set[int] = field(default_factory=set)
     _lost: asyncio.Event = field(default_factory=asyncio.Event)
@@ -126,6 +136,8 @@ class Leadership:
                 sent = self.clock()
                 await _within(self.election.refresh(), patience)
                 self._valid_until = sent + self.ttl_s - self.margin_s
+                leader, members = await _within(read_leadership(self.election.store), patience)
+                self.known_leader, self.known_members = leader, tuple(members)
             except LeaseLost as exc:
                 self.end_term(str(exc))
                 self.election.lease_id = 0

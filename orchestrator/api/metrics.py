@@ -1,6 +1,8 @@
 """`/metrics` with prometheus_client: counters and histograms fed as things happen (API
 requests, auth failures and refusals, SSH node commands, etcd requests, reconcile
-passes), the standard process, platform and GC metrics, and, at scrape time, gauges
+passes, the event loop's lateness), the standard process, platform and GC
+metrics, the control plane as this process sees it (who leads, the term, since
+when, how many stand by, stalls of its own loop), and, at scrape time, gauges
 derived from the folded ClusterState (node capacity and usage, node health, instances
 by status, DRBD resources by connection and disk state, sync percent, jobs by kind and
 status, job durations, alerts, event-log revision, the last node loss).
@@ -13,7 +15,7 @@ share counters). Must not: touch etcd or nodes, or keep cluster state of its own
 from __future__ import annotations
 
 from collections import Counter as _Tally
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import (
@@ -25,7 +27,12 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -78,6 +85,60 @@ class SshCommandMetrics:
             self.errors.labels(node=node, command=command).inc()
 
 
+LAG_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ControlView:
+    """The control plane as this process sees it, when scraped."""
+
+    member: str  # this orchestrator's id
+    leading: bool
+    term: int  # the current leader's term (0: none known)
+    leader: str  # the current leader's id ("" : none known)
+    since: float  # wall time the leader's term began
+    standbys: int  # registered orchestrators other than the leader
+    stalls: int  # stalls of this process's event loop so far
+
+
+@dataclass(frozen=True)
+class ControlCollector:
+    view: Callable[[], ControlView]
+
+    def collect(self) -> Iterator[Metric]:
+        v = self.view()
+        yield _gauge(
+            "corral_leader",
+            "1 if this orchestrator leads (runs the reactors), 0 on a standby.",
+            ("member",),
+            [((v.member,), 1.0 if v.leading else 0.0)],
+        )
+        yield _gauge(
+            "corral_leader_term",
+            "The leader's term (the leader key's create revision), as last read.",
+            ("leader",),
+            [((v.leader,), float(v.term))] if v.term else [],
+        )
+        yield _gauge(
+            "corral_leader_since_timestamp_seconds",
+            "When the leader's term began (unix time).",
+            ("leader",),
+            [((v.leader,), v.since)] if v.term else [],
+        )
+        yield _gauge(
+            "corral_standby_orchestrators",
+            "Orchestrators registered besides the leader (ready to take over).",
+            (),
+            [((), float(v.standbys))],
+        )
+        stalls = CounterMetricFamily(
+            "corral_loop_stalls",
+            "Times this process's event loop ran late by more than the stall threshold.",
+        )
+        stalls.add_metric([], float(v.stalls))
+        yield stalls
+
+
 @dataclass
 class ApiMetrics:
     """The process-wide counters and histograms `/metrics` exposes next to the
@@ -87,6 +148,8 @@ class ApiMetrics:
         default_factory=lambda: CollectorRegistry(auto_describe=True)
     )
     node_loss: HealTimeline = field(default_factory=HealTimeline)
+    # The control plane's state at scrape time (`corral serve` sets it).
+    control: Callable[[], ControlView] | None = None
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -132,6 +195,12 @@ class ApiMetrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.loop_lag = Histogram(
+            "corral_loop_lag_seconds",
+            "How late the orchestrator's event loop woke its watch (sampled every 50 ms).",
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
 
     def value(self, name: str, **labels: str) -> float:
         """One sample's current value (0 when absent), for tests and checks."""
@@ -150,9 +219,13 @@ class _Scrape:
 
 
 def render_metrics(state: ClusterState, metrics: ApiMetrics, *, now: float) -> str:
-    scrape = _Scrape(
-        (StateCollector(state=state, now=now, node_loss=metrics.node_loss), metrics.registry)
-    )
+    parts: list[Collector] = [
+        StateCollector(state=state, now=now, node_loss=metrics.node_loss),
+        metrics.registry,
+    ]
+    if metrics.control is not None:
+        parts.append(ControlCollector(metrics.control))
+    scrape = _Scrape(tuple(parts))
     return generate_latest(scrape).decode()
 
 

@@ -89,7 +89,7 @@ COMMANDS: dict[str, tuple[Callable[[], ModuleType], str, str, str]] = {
         _status,
         "add_status_parsers",
         "run_cluster",
-        "cluster-wide checks (cluster verify)",
+        "cluster-wide checks (cluster verify) and the leading orchestrator (cluster leader)",
     ),
     "instance": (
         _objects,

@@ -32,6 +32,8 @@ def add_status_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     cs = c.add_subparsers(dest="cluster_command", metavar="ACTION", required=True)
     v = cs.add_parser("verify", help="N+1, degraded DRBD, orphans, instances on wrong nodes")
     add_target_options(v)
+    lead = cs.add_parser("leader", help="the leading orchestrator, its term, and the standbys")
+    add_target_options(lead)
 
 
 def render_status(d: dict[str, Any]) -> str:
@@ -102,6 +104,10 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def run_cluster(args: argparse.Namespace) -> int:
+    if args.cluster_command == "leader":
+        from orchestrator.cli.leader import run_leader
+
+        return run_leader(args)
     state = asyncio.run(_load(args))
     findings = verify(state, now=time.time())
     errors = sum(1 for f in findings if f.severity == "error")

@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from devtools.local_etcd import LocalEtcd
+from tests.support.lab_files import lab_cluster_yaml
 
 CORRAL = [sys.executable, "-m", "orchestrator.cli.main"]
 
@@ -98,24 +99,11 @@ def test_serve_runs_the_orchestrator_and_its_apis(tmp_path: Path) -> None:
         auth = {"Authorization": f"Bearer {token}"}
         status = json.loads(wait_http(f"http://127.0.0.1:{api_port}/api/v1/status", headers=auth))
         assert status["revision"] >= 0
-        ipport = inv["control_url"].rsplit(":", 1)[1]
-        nodes = "".join(
-            f"""  - name: {n["name"]}
-    address: 127.0.0.1
-    port: {n["port"]}
-    memory: {n["memory_mib"]}M
-    disk: {n["disk_mib"]}M
-    cpus: {n["cpus"]}
-    fence:
-      agent: fence_corral_sim
-      options: {{ip: 127.0.0.1, ipport: "{ipport}", plug: {n["name"]}}}
-"""
-            for n in inv["nodes"]
-        )
         f = tmp_path / "cluster.yaml"
         f.write_text(
-            f"cluster:\n  name: lab\nnodes:\n{nodes}instances:\n"
-            "  - name: web1\n    memory: 512M\n    vcpus: 1\n    disks: [10G]\n"
+            lab_cluster_yaml(
+                inv, instances="  - name: web1\n    memory: 512M\n    vcpus: 1\n    disks: [10G]\n"
+            )
         )
         applied = subprocess.run(
             [*CORRAL, "apply", "-f", str(f), "--wait", "--timeout", "60"],

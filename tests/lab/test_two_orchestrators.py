@@ -32,6 +32,7 @@ from reactors.prober import Prober
 from reactors.seams import NodeUnreachable
 from reactors.workers import InstanceWorkers
 from tests.support.cluster_harness import Cluster, cluster, eid, instances
+from tests.support.terms import deposed_writes, term_history
 
 
 class _NoNodes:
@@ -64,16 +65,16 @@ async def run_migration(c: Cluster, engine: Engine, name: InstanceName) -> str:
     accepted = await submit_job(
         c.store, engine.state, kind=JobKind.INSTANCE_MIGRATE, target=name, actor="test"
     )
+    job_id = accepted.job_id
+    assert job_id is not None
     await c.wait_for(
         "migration done",
-        lambda: (
-            engine.state.jobs[JobId(accepted.job_id)].status in (JobStatus.SUCCESS, JobStatus.ERROR)
-        ),
+        lambda: engine.state.jobs[job_id].status in (JobStatus.SUCCESS, JobStatus.ERROR),
         timeout=60,
     )
-    job = engine.state.jobs[JobId(accepted.job_id)]
+    job = engine.state.jobs[job_id]
     assert job.status == JobStatus.SUCCESS, job.log
-    return accepted.job_id
+    return job_id
 
 
 async def test_one_of_two_acts_and_the_standby_takes_over(tmp_path: Path) -> None:
@@ -116,6 +117,9 @@ async def test_one_of_two_acts_and_the_standby_takes_over(tmp_path: Path) -> Non
         await run_migration(c, b, other)
         assert len(qmp(c, "migrate", other)) == 1
         assert c.running_on(other) == [where]
+        terms = await term_history(c.store)
+        assert [t.member for t in terms][-2:] == ["orch-a", "orch-b"]
+        assert await deposed_writes(c.store) == []
 
 
 @asynccontextmanager
@@ -159,7 +163,8 @@ async def test_a_job_is_claimed_by_one_runner(tmp_path: Path) -> None:
             c.store, state, kind=JobKind.INSTANCE_MIGRATE, target=name, actor="test"
         )
         state = await load_state(c.store)
-        job = state.jobs[JobId(accepted.job_id)]
+        assert accepted.job_id is not None
+        job = state.jobs[accepted.job_id]
         version = state.versions[f"job/{job.job_id}"]
         outcomes = []
         async with a_term(c) as term:

@@ -1,0 +1,66 @@
+"""Control-plane invariants read from etcd itself: which orchestrator held the
+leader key over which revisions (the key's whole history, from a watch that
+starts at revision 1), and whether any reactor event was committed by an
+orchestrator outside its own terms."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from events.store import EventStore
+
+
+@dataclass(frozen=True)
+class Term:
+    member: str
+    start: int  # the leader key's create revision: the term
+    end: int | None  # the revision that deleted it (None: still held)
+
+    def holds(self, revision: int) -> bool:
+        return self.start <= revision and (self.end is None or revision < self.end)
+
+
+async def term_history(store: EventStore) -> list[Term]:
+    """Every term so far, oldest first (needs the history uncompacted)."""
+    now = await store.current_revision()
+    watch = await store.client.watch(store.leader_key, start_revision=1)
+    events = watch.__aiter__()
+    terms: list[Term] = []
+    try:
+        while True:
+            try:
+                event: Any = await asyncio.wait_for(events.__anext__(), 0.5)
+            except (TimeoutError, StopAsyncIteration):
+                break
+            kv = event.kv
+            if event.kind == "PUT" and kv.create_revision == kv.mod_revision:
+                member = str(json.loads(bytes(kv.value))["id"])
+                terms.append(Term(member=member, start=int(kv.create_revision), end=None))
+            elif event.kind == "DELETE" and terms and terms[-1].end is None:
+                last = terms[-1]
+                terms[-1] = Term(member=last.member, start=last.start, end=int(kv.mod_revision))
+            if int(kv.mod_revision) >= now:
+                break
+    finally:
+        with contextlib.suppress(Exception):
+            await watch.cancel()
+    return terms
+
+
+async def deposed_writes(store: EventStore) -> list[str]:
+    """Reactor events (actor `reactor@<member>`) committed at a revision where
+    their orchestrator did not hold the leader key: what the term guard forbids."""
+    terms = await term_history(store)
+    bad = []
+    async for revision, event in store.read_all():
+        actor = event.actor
+        if not actor.startswith("reactor@"):
+            continue
+        member = actor.partition("@")[2]
+        if not any(t.member == member and t.holds(revision) for t in terms):
+            bad.append(f"{event.TYPE} {event.id} by {member} at revision {revision}")
+    return bad
