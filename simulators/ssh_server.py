@@ -194,6 +194,11 @@ class HostServer:
     port: int
     listener: asyncssh.SSHAcceptor | None = None
     connections: set[asyncssh.SSHServerConnection] = field(default_factory=set)
+    # Exec sessions running now, and the most seen at once (tests check that a
+    # client's commands share one connection as concurrent channels).
+    in_flight: int = 0
+    max_in_flight: int = 0
+    connections_accepted: int = 0
 
     async def start(self) -> None:
         if self.listener is not None:
@@ -224,6 +229,14 @@ class HostServer:
         return self.host.powered and self.host.name not in self.fabric.isolated_from_orchestrator
 
     async def _handle(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        self.in_flight += 1
+        self.max_in_flight = max(self.max_in_flight, self.in_flight)
+        try:
+            await self._exec(process)
+        finally:
+            self.in_flight -= 1
+
+    async def _exec(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
         command = process.command or ""
         stdin = b""
         if reads_stdin(command):
@@ -245,7 +258,8 @@ class HostServer:
             process.exit(255)
             return
         self.fabric.record(self.host.name, command)
-        result = run_line(self.fabric, self.host, command, stdin)
+        user = str(process.get_extra_info("username") or "corral")
+        result = run_line(self.fabric, self.host, command, stdin, user=user)
         if result.out:
             process.stdout.write(result.out.encode())
         if result.err:
@@ -264,6 +278,7 @@ class _Server(asyncssh.SSHServer):
             conn.abort()
             return
         self.owner.connections.add(conn)
+        self.owner.connections_accepted += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self.conn is not None:

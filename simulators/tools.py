@@ -76,20 +76,30 @@ def _meminfo(h: Host) -> str:
     )
 
 
+def read_host_file(f: Fabric, h: Host, path: str) -> bytes | None:
+    """A file of the host as root reads it: /proc's few files corral reads (a VM's
+    /proc/PID/cmdline with its NULs), else the host's files; None if absent."""
+    if path == "/proc/meminfo":
+        return _meminfo(h).encode()
+    if path == "/proc/sys/kernel/random/boot_id":
+        return (h.boot_id + "\n").encode()
+    if path == "/proc/drbd":
+        return _proc_drbd(f, h).encode()
+    m = re.fullmatch(r"/proc/(\d+)/cmdline", path)
+    if m:
+        vm = next((v for v in h.vms.values() if v.pid == int(m.group(1))), None)
+        return None if vm is None else ("\0".join(vm.argv) + "\0").encode()
+    return h.files.get(path)
+
+
 @tool("cat")
 def _cat(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
     out = []
     for path in argv[1:]:
-        if path == "/proc/meminfo":
-            out.append(_meminfo(h))
-        elif path == "/proc/sys/kernel/random/boot_id":
-            out.append(h.boot_id + "\n")
-        elif path == "/proc/drbd":
-            out.append(_proc_drbd(f, h))
-        elif path in h.files:
-            out.append(h.files[path].decode())
-        else:
+        data = read_host_file(f, h, path)
+        if data is None:
             return Result(rc=1, err=f"cat: {path}: No such file or directory\n")
+        out.append(data.decode(errors="replace"))
     return Result(out="".join(out))
 
 

@@ -55,8 +55,8 @@ disable_created_metrics()  # type: ignore[no-untyped-call]
 @dataclass
 class SshCommandMetrics:
     """What the SSH layer reports per node command: `observe(node=..., command=<the
-    summary's first word>, duration_s=..., ok=...)` after each command (ok=False for
-    timeouts and transport errors)."""
+    node helper's verb: probe, drbdadm, vm-start, batch, ...>, duration_s=..., ok=...)`
+    after each command (ok=False for timeouts and transport errors)."""
 
     latency: Histogram
     errors: Counter

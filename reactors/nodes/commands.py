@@ -1,11 +1,13 @@
 """The catalog of node commands: pure builders (a planned Step, or a probe, to the
-exact command lines run over SSH, every name validated and quoted) and pure parsers
-(the real tools' output to typed observations, or a ParseError naming the command
-and what did not parse).
+node helper's requests and the exact `sudo -n corral-node-helper ...` lines that
+run them, every name validated and quoted) and pure parsers (the real tools'
+output, which the helper passes through, to typed observations, or a ParseError
+naming the command and what did not parse).
 
 Pure: no I/O, no logging. Formats are the real tools': `lvs/vgs --reportformat json`,
 `drbdsetup status --json` (DRBD 9), `/proc/meminfo`, `pgrep -a`; tests check them
-against captures.
+against captures. The helper's verbs are `nodehelper`'s; the orchestrator sends
+nothing else as root.
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from __future__ import annotations
 import json
 import re
 import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from events.ids import check_name
 from events.model import DrbdResourceObs, NodeFacts, VmObs, VolumeObs
 from events.specs import InstanceSpec
-from reactors.naming import run_dir
 from reactors.nodes.drbd_status import (
     DrbdParseError,
     parse_drbd_events2,
@@ -31,7 +34,7 @@ from reactors.nodes.drbd_status import drbd_major as major_of
 from reactors.plans.instance import DiskConfig, Step, StepKind
 from reactors.seams import NodeSnapshot
 
-SEPARATOR = "@@corral-probe@@"
+SEPARATOR = "@@corral-probe@@"  # nodehelper.verbs.PROBE_SEPARATOR
 
 
 class ParseError(ValueError):
@@ -48,20 +51,114 @@ class CommandLine:
     stdin: bytes = b""
     summary: str = ""
     ok_if_stderr: str = ""  # a non-zero exit whose stderr matches this regex is fine
+    label: str = ""  # the helper verb, for metrics (never the command's text)
 
 
 def q(*argv: str) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
+# ----------------------------------------------------------------------- helper
+
+HELPER = "/usr/local/lib/corral/corral-node-helper"
+READ_ONLY_VERBS = frozenset({"probe", "term", "version"})
+EXIT_STALE_TERM = 75  # the helper refused an older term than the node has seen
+
+
+class NoTerm(ValueError):
+    """A command that changes a node was about to go out without a leader's term."""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class HelperRequest:
+    """One verb of the node helper: its arguments (options included, in order),
+    the JSON request it reads on stdin, and a summary for logs and step records."""
+
+    verb: str
+    args: tuple[str, ...] = ()
+    body: Mapping[str, Any] | None = None
+    summary: str = ""
+    ok_if_stderr: str = ""  # a non-zero exit whose stderr matches this regex is fine
+
+    @property
+    def mutating(self) -> bool:
+        return self.verb not in READ_ONLY_VERBS
+
+    def argv(self, *, term: int | None) -> list[str]:
+        argv = [self.verb]
+        if self.mutating:
+            if term is None:
+                raise NoTerm(f"{self.summary or self.verb}: no leader term to send it under")
+            argv += ["--term", str(int(term))]
+        return argv + list(self.args)
+
+
+def helper_line(request: HelperRequest, *, term: int | None) -> CommandLine:
+    body = b"" if request.body is None else json.dumps(request.body, sort_keys=True).encode()
+    return CommandLine(
+        line="sudo -n " + q(HELPER, *request.argv(term=term)),
+        stdin=body,
+        summary=request.summary or request.verb,
+        ok_if_stderr=request.ok_if_stderr,
+        label=request.verb,
+    )
+
+
+def batch_line(
+    groups: Sequence[tuple[str, Sequence[HelperRequest]]], *, term: int | None
+) -> CommandLine:
+    """One `batch`: each group's requests in order, all under one term; within a
+    group, a failure (other than one its ok_if_stderr allows) skips the rest of
+    that group, and other groups go on."""
+    lines = []
+    for group, requests in groups:
+        for r in requests:
+            doc: dict[str, Any] = {"argv": [r.verb, *r.args], "group": group}
+            if r.body is not None:
+                doc["stdin"] = json.dumps(r.body, sort_keys=True)
+            if r.ok_if_stderr:
+                doc["ok_if_stderr"] = r.ok_if_stderr
+            lines.append(json.dumps(doc, sort_keys=True) + "\n")
+    if term is None:
+        raise NoTerm(f"a batch of {len(lines)} requests: no leader term to send it under")
+    return CommandLine(
+        line="sudo -n " + q(HELPER, "batch", "--term", str(int(term))),
+        stdin="".join(lines).encode(),
+        summary="; ".join(r.summary for _, requests in groups for r in requests),
+        label="batch",
+    )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BatchResult:
+    rc: int | None  # None: skipped after an earlier failure of its group
+    stdout: str
+    stderr: str
+
+
+def parse_batch(text: str, *, count: int) -> list[BatchResult]:
+    results = []
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            doc = json.loads(line)
+            rc = doc["rc"]
+            results.append(
+                BatchResult(
+                    rc=None if rc is None else int(rc),
+                    stdout=str(doc["stdout"]),
+                    stderr=str(doc["stderr"]),
+                )
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ParseError("batch", f"result {n} is not a result line: {line[:80]!r}") from exc
+    if len(results) != count:
+        raise ParseError("batch", f"{len(results)} results for {count} requests")
+    return results
+
+
 # ----------------------------------------------------------------------- probe
 
 
-def _sudo(*argv: str) -> str:
-    return "sudo -n " + q(*argv)
-
-
-_LVM_REPORT = ("--reportformat", "json", "--units", "m", "--nosuffix", "-o")
 PROBE_SECTIONS = 10
 
 
@@ -75,30 +172,12 @@ class DrbdVersionChanged(ParseError):
 
 
 def probe_line(*, drbd_major: int = 9) -> CommandLine:
-    """All of a node's state in one exec, the parts separated by a marker line.
-    DRBD state: `drbdsetup status --json` on 9; `events2` on 8.4, whose drbdsetup
-    refuses --json (exit 20, and its usage text on stdout)."""
-    drbd = (
-        _sudo("drbdsetup", "status", "--json")
-        if drbd_major >= 9
-        else _sudo("drbdsetup", "events2", "--now", "--statistics")
-    )
-    parts = (
-        q("nproc"),
-        q("cat", "/proc/meminfo"),
-        q("cat", "/proc/sys/kernel/random/boot_id"),
-        q("hostname"),
-        _sudo("vgs", *_LVM_REPORT, "vg_name,vg_size,vg_free"),
-        _sudo("lvs", *_LVM_REPORT, "lv_name,vg_name,lv_size"),
-        drbd,
-        q("pgrep", "-a", "-f", "qemu-system-x86_64"),
-        q("head", "-n", "1", "/proc/drbd"),
-        # The peers of 8.4 connections, which events2 names only `peer` (the glob
-        # is the remote shell's).
-        q("grep", "-H", "-E", r"^[[:space:]]*on [^ ]+ [{]") + " /etc/drbd.d/*.res",
-    )
-    assert len(parts) == PROBE_SECTIONS
-    return CommandLine(line=f" ; echo {SEPARATOR} ; ".join(parts), summary="probe")
+    """All of a node's state in one exec: the helper's `probe`, whose sections are
+    the real tools' outputs separated by a marker line. DRBD state: `drbdsetup
+    status --json` on 9; `events2` on 8.4 (`--drbd84`), whose drbdsetup refuses
+    --json (exit 20, and its usage text on stdout)."""
+    args = () if drbd_major >= 9 else ("--drbd84",)
+    return helper_line(HelperRequest(verb="probe", args=args, summary="probe"), term=None)
 
 
 def parse_probe(text: str, *, volume_group: str, drbd_major: int = 9) -> NodeSnapshot:
@@ -230,212 +309,128 @@ def _arg(argv: list[str], flag: str) -> str | None:
     return None
 
 
-# ----------------------------------------------------------------------- DRBD config
+# ----------------------------------------------------------------------- requests
 
 
-# How fast a peer notices a dead node, on both 8.4 and 9 (docs/real-nodes.md): a
-# keep-alive every 2 s answered within 1 s, so a silent peer is dropped 2-3 s after
-# its last word instead of DRBD's default 10-11 s; `timeout` (tenths) must stay
-# below ping-int and connect-int. A false drop costs a short bitmap resync, never
-# a failover: corral acts only when the orchestrator lost the node too (rule 7).
-NET_TIMING = (("ping-int", "2"), ("ping-timeout", "10"), ("timeout", "15"), ("connect-int", "3"))
-
-
-def resource_file(
-    disk: DiskConfig, *, allow_two_primaries: bool = False, drbd_major: int = 9
-) -> str:
-    """A two-node resource for the node's DRBD module: DRBD 9 gets each host's
-    node-id (its metadata remembers it); 8.4's drbdadm refuses the keyword, and
-    without it the file is valid for both. Split-brain policies never discard data
-    on their own except where nothing was written (safety rule 3)."""
+def drbd_config(disk: DiskConfig, *, two: bool = False, drbd_major: int = 9) -> HelperRequest:
+    """The helper writes /etc/drbd.d/RESOURCE.res itself from these fields, for the
+    node's DRBD module: DRBD 9 gets each host's node-id (its metadata remembers
+    it); 8.4's drbdadm refuses the keyword."""
     check_name(disk.resource, what="DRBD resource name")
-    lines = [
-        f"resource {disk.resource} {{",
-        "  net {",
-        "    protocol C;",
-        f"    allow-two-primaries {'yes' if allow_two_primaries else 'no'};",
-        "    after-sb-0pri discard-zero-changes;",
-        "    after-sb-1pri disconnect;",
-        "    after-sb-2pri disconnect;",
-        *(f"    {key} {value};" for key, value in NET_TIMING),
-        "  }",
-    ]
+    hosts = []
     for host in disk.hosts:
         check_name(host.node, what="node name")
         if not re.fullmatch(r"[0-9a-fA-F:.]+", host.address):
             raise ValueError(f"replication address {host.address!r} is not an IP address")
-        address = f"[{host.address}]" if ":" in host.address else host.address
-        lines += [
-            f"  on {host.node} {{",
-            *([f"    node-id {host.node_id};"] if drbd_major >= 9 else []),
-            f"    address {address}:{disk.port};",
-            f"    device /dev/drbd{disk.minor} minor {disk.minor};",
-            f"    disk /dev/{disk.volume_group}/{disk.resource};",
-            "    meta-disk internal;",
-            "  }",
-        ]
-    lines.append("}")
-    return "\n".join(lines) + "\n"
-
-
-# ----------------------------------------------------------------------- steps
-
-
-def _write_config(disk: DiskConfig, *, two: bool = False, drbd_major: int = 9) -> CommandLine:
-    path = f"/etc/drbd.d/{disk.resource}.res"
-    return CommandLine(
-        line=f"sudo -n tee {q(path)}",
-        stdin=resource_file(disk, allow_two_primaries=two, drbd_major=drbd_major).encode(),
-        summary=f"write {path}",
+        hosts.append({"node": host.node, "node_id": host.node_id, "address": host.address})
+    return HelperRequest(
+        verb="drbd-config",
+        body={
+            "resource": disk.resource,
+            "minor": disk.minor,
+            "port": disk.port,
+            "volume_group": disk.volume_group,
+            "allow_two_primaries": two,
+            "hosts": hosts,
+            "drbd_major": 9 if drbd_major >= 9 else 8,
+        },
+        summary=f"write /etc/drbd.d/{disk.resource}.res",
     )
 
 
-def drbdadm(*args: str) -> str:
-    return "sudo -n " + q("drbdadm", *args)
+def drbdadm(sub: str, resource: str, *options: str, ok_if_stderr: str = "") -> HelperRequest:
+    return HelperRequest(
+        verb="drbdadm",
+        args=(sub, *options, check_name(resource, what="DRBD resource name")),
+        summary=" ".join(("drbdadm", sub, *options, resource)),
+        ok_if_stderr=ok_if_stderr,
+    )
 
 
-def qemu_argv(
+def vm_start(
     *, spec: InstanceSpec, disks: tuple[DiskConfig, ...], incoming: tuple[str, int] | None = None
-) -> list[str]:
-    name = check_name(spec.name, what="instance name")
-    base = run_dir()
-    argv = [
-        "qemu-system-x86_64",
-        "-name",
-        name,
-        "-machine",
-        "pc,accel=kvm:tcg",
-        "-m",
-        str(int(spec.memory_mib)),
-        "-smp",
-        str(int(spec.vcpus)),
-        "-nodefaults",
-        "-display",
-        "none",
-        "-daemonize",
-        "-pidfile",
-        f"{base}/{name}.pid",
-        "-qmp",
-        f"unix:{base}/{name}.qmp,server=on,wait=off",
-        "-serial",
-        f"unix:{base}/{name}.serial,server=on,wait=off",
-    ]
-    for disk in disks:
-        argv += ["-drive", f"file=/dev/drbd{int(disk.minor)},format=raw,if=virtio,cache=none"]
+) -> HelperRequest:
+    """The helper builds qemu's argv itself from this request."""
+    body: dict[str, Any] = {
+        "name": check_name(spec.name, what="instance name"),
+        "memory_mib": int(spec.memory_mib),
+        "vcpus": int(spec.vcpus),
+        "disks": [{"index": d.index, "minor": int(d.minor)} for d in disks],
+    }
     if incoming is not None:
-        argv += ["-incoming", f"tcp:{incoming[0]}:{int(incoming[1])}"]
-    return argv
+        body["incoming"] = {"address": incoming[0], "port": int(incoming[1])}
+    return HelperRequest(verb="vm-start", body=body, summary=f"qemu start {spec.name}")
 
 
-def step_lines(step: Step, *, drbd_major: int = 9) -> list[CommandLine]:
-    """The command lines for one step on `step.node`, whose DRBD module is
-    `drbd_major` (8 or 9); GROW_DISK's peer half and the QMP-driven steps are
-    handled by `reactors.nodes.ssh_ops`."""
+def vm_kill(instance: str) -> HelperRequest:
+    name = check_name(instance, what="instance name")
+    return HelperRequest(verb="vm-kill", args=(name,), summary=f"kill -9 {name}")
+
+
+def lv_extend(disk: DiskConfig) -> HelperRequest:
+    return HelperRequest(
+        verb="lv-extend",
+        args=(disk.volume_group, disk.resource, str(int(disk.size_mib))),
+        summary=f"lvextend {disk.resource} to {disk.size_mib}M",
+    )
+
+
+def step_requests(step: Step, *, drbd_major: int = 9) -> list[HelperRequest]:
+    """The helper requests for one step on `step.node`, whose DRBD module is
+    `drbd_major` (8 or 9), in order (GROW_DISK's peer half and the QMP-driven steps
+    are handled by `reactors.nodes.ssh_ops`)."""
     disk = step.disk
     k = step.kind
-    if k == StepKind.CREATE_DISK and disk is not None:
-        return [
-            CommandLine(
-                line="sudo -n "
-                + q(
-                    "lvcreate",
-                    "-L",
-                    f"{disk.size_mib}m",
-                    "-n",
-                    disk.resource,
-                    disk.volume_group,
-                    "-y",
-                ),
-                summary=f"lvcreate {disk.volume_group}/{disk.resource} {disk.size_mib}M",
-            ),
-            _write_config(disk, drbd_major=drbd_major),
-            CommandLine(
-                line=drbdadm("create-md", "--force", disk.resource),
-                summary=f"drbdadm create-md {disk.resource}",
-            ),
-            CommandLine(line=drbdadm("up", disk.resource), summary=f"drbdadm up {disk.resource}"),
-        ]
-    if k == StepKind.DRBD_UP and disk is not None:
-        return [
-            _write_config(disk, drbd_major=drbd_major),
-            CommandLine(
-                line=drbdadm("adjust", disk.resource), summary=f"drbdadm adjust {disk.resource}"
-            ),
-        ]
-    if k in (StepKind.DRBD_DUAL_PRIMARY, StepKind.DRBD_SINGLE_PRIMARY) and disk is not None:
-        return [
-            _write_config(disk, two=k == StepKind.DRBD_DUAL_PRIMARY, drbd_major=drbd_major),
-            CommandLine(
-                line=drbdadm("adjust", disk.resource), summary=f"drbdadm adjust {disk.resource}"
-            ),
-        ]
-    if k == StepKind.DRBD_DISCARD and disk is not None:
-        return [
-            _write_config(disk, drbd_major=drbd_major),
-            CommandLine(
-                line=drbdadm("adjust", disk.resource), summary=f"drbdadm adjust {disk.resource}"
-            ),
-            CommandLine(
-                line=drbdadm("disconnect", disk.resource),
-                summary=f"drbdadm disconnect {disk.resource}",
-            ),
-            CommandLine(
-                line=drbdadm("connect", "--discard-my-data", disk.resource),
-                summary=f"drbdadm connect --discard-my-data {disk.resource}",
-            ),
-        ]
-    if k == StepKind.DRBD_INITIAL_PRIMARY and disk is not None:
-        return [
-            CommandLine(
-                line=drbdadm("primary", "--force", disk.resource),
-                summary=f"drbdadm primary --force {disk.resource}",
-            )
-        ]
-    if k == StepKind.DRBD_PRIMARY and disk is not None:
-        return [
-            CommandLine(
-                line=drbdadm("primary", disk.resource), summary=f"drbdadm primary {disk.resource}"
-            )
-        ]
-    if k == StepKind.DRBD_SECONDARY and disk is not None:
-        return [
-            CommandLine(
-                line=drbdadm("secondary", disk.resource),
-                summary=f"drbdadm secondary {disk.resource}",
-            )
-        ]
-    if k == StepKind.GROW_DISK and disk is not None:
-        return [
-            CommandLine(
-                line="sudo -n "
-                + q("lvextend", "-L", f"{disk.size_mib}m", f"{disk.volume_group}/{disk.resource}"),
-                summary=f"lvextend {disk.resource} to {disk.size_mib}M",
-            )
-        ]
-    if k == StepKind.REMOVE_DISK and disk is not None:
-        return [
-            CommandLine(
-                line=drbdadm("down", disk.resource),
-                summary=f"drbdadm down {disk.resource}",
-                ok_if_stderr="not defined|No such resource",
-            ),
-            CommandLine(
-                line="sudo -n " + q("rm", "-f", f"/etc/drbd.d/{disk.resource}.res"),
-                summary=f"rm {disk.resource}.res",
-            ),
-            CommandLine(
-                line="sudo -n " + q("lvremove", "-f", f"{disk.volume_group}/{disk.resource}"),
-                summary=f"lvremove {disk.volume_group}/{disk.resource}",
-                ok_if_stderr="Failed to find logical volume",
-            ),
-        ]
     if k in (StepKind.START_VM, StepKind.START_VM_INCOMING) and step.spec is not None:
         incoming = (
             (step.migrate_address, step.migrate_port) if k == StepKind.START_VM_INCOMING else None
         )
-        argv = qemu_argv(spec=step.spec, disks=step.disks, incoming=incoming)
+        return [vm_start(spec=step.spec, disks=step.disks, incoming=incoming)]
+    if disk is None:
+        raise ValueError(f"{k.value} has no helper requests")
+    res = disk.resource
+    if k == StepKind.CREATE_DISK:
         return [
-            CommandLine(line="sudo -n " + q("mkdir", "-p", run_dir()), summary="mkdir /run/corral"),
-            CommandLine(line="sudo -n " + q(*argv), summary=f"qemu start {step.instance}"),
+            HelperRequest(
+                verb="lv-create",
+                args=(disk.volume_group, res, str(int(disk.size_mib))),
+                summary=f"lvcreate {disk.volume_group}/{res} {disk.size_mib}M",
+            ),
+            drbd_config(disk, drbd_major=drbd_major),
+            drbdadm("create-md", res, "--force"),
+            drbdadm("up", res),
         ]
-    raise ValueError(f"{k.value} has no plain command lines")
+    if k in (StepKind.DRBD_UP, StepKind.DRBD_DUAL_PRIMARY, StepKind.DRBD_SINGLE_PRIMARY):
+        two = k == StepKind.DRBD_DUAL_PRIMARY
+        return [drbd_config(disk, two=two, drbd_major=drbd_major), drbdadm("adjust", res)]
+    if k == StepKind.DRBD_DISCARD:
+        return [
+            drbd_config(disk, drbd_major=drbd_major),
+            drbdadm("adjust", res),
+            drbdadm("disconnect", res),
+            drbdadm("connect", res, "--discard-my-data"),
+        ]
+    single = {
+        StepKind.DRBD_INITIAL_PRIMARY: ("primary", "--force"),
+        StepKind.DRBD_PRIMARY: ("primary",),
+        StepKind.DRBD_SECONDARY: ("secondary",),
+    }
+    if k in single:
+        sub, *options = single[k]
+        return [drbdadm(sub, res, *options)]
+    if k == StepKind.GROW_DISK:
+        return [lv_extend(disk)]
+    if k == StepKind.REMOVE_DISK:
+        return [
+            drbdadm("down", res, ok_if_stderr="not defined|No such resource"),
+            HelperRequest(
+                verb="drbd-remove-config", args=(res,), summary=f"rm /etc/drbd.d/{res}.res"
+            ),
+            HelperRequest(
+                verb="lv-remove",
+                args=(disk.volume_group, res),
+                summary=f"lvremove {disk.volume_group}/{res}",
+                ok_if_stderr="Failed to find logical volume",
+            ),
+        ]
+    raise ValueError(f"{k.value} has no helper requests")

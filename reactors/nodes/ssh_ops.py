@@ -1,8 +1,10 @@
 """Acting on nodes over SSH: one long-lived asyncssh connection per node (pinned
 host keys from a known_hosts file, never accepting unknown keys; key auth;
-keepalive; reconnect on the next use after a failure), a per-node concurrency
-limit and per-command timeouts; running the command lines of
-`reactors.nodes.commands`, QMP through SSH unix-socket forwarding, and fence agents.
+keepalive; reconnect on the next use after a failure) carrying up to
+`per_node_limit` concurrent sessions (channels), per-command timeouts; running
+the node helper's requests of `reactors.nodes.commands` (one verb, or a `batch`
+of them) under the leader's term, QMP through SSH unix-socket forwarding, and
+fence agents.
 
 Decides nothing.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,13 +26,21 @@ from events.ids import NodeName
 from events.specs import FenceSpec, NodeSpec
 from reactors.naming import run_dir
 from reactors.nodes.commands import (
+    EXIT_STALE_TERM,
+    BatchResult,
     CommandLine,
     DrbdVersionChanged,
+    HelperRequest,
+    batch_line,
     drbdadm,
+    helper_line,
+    lv_extend,
+    parse_batch,
     parse_probe,
     probe_line,
     q,
-    step_lines,
+    step_requests,
+    vm_kill,
 )
 from reactors.nodes.drbd_status import drbd_major, parse_drbd_version
 from reactors.nodes.fence_config import FencingConfig
@@ -54,6 +64,8 @@ class CommandResult:
 class SshNodeOps:
     known_hosts: Path
     client_key: Path
+    # Concurrent sessions on a node's one connection: below OpenSSH's MaxSessions
+    # (10 by default), which counts each command's session channel.
     per_node_limit: int = 8
     command_timeout_s: float = 30.0
     connect_timeout_s: float = 5.0
@@ -69,8 +81,9 @@ class SshNodeOps:
     drbd_majors: dict[NodeName, int] = field(default_factory=dict)
     commands_run: int = 0
     command_errors: int = 0
-    # The leader's term (`set_term`): mutating node commands carry it and a node
-    # refuses a term older than the newest it has seen (safety rule 8).
+    # The leader's term (`set_term`): every command that changes a node carries
+    # it, and the node's helper refuses a term older than the newest it has seen
+    # (safety rule 8). None: nothing that changes a node is sent.
     term: int | None = None
     # Called after every command with (node, the command's first word, seconds,
     # answered): the service feeds /metrics with it; a command that ran and exited
@@ -80,9 +93,8 @@ class SshNodeOps:
 
     def _observe(self, node: NodeName, command: CommandLine, started: float, ok: bool) -> None:
         if self.on_command is not None:
-            words = [w for w in command.line.split(maxsplit=3)[:3] if w not in ("sudo", "-n")]
-            word = words[0].rsplit("/", 1)[-1] if words else "?"
-            self.on_command(node, word, time.monotonic() - started, ok)
+            word = command.label or (command.line.split(maxsplit=1) or ["?"])[0]
+            self.on_command(node, word.rsplit("/", 1)[-1], time.monotonic() - started, ok)
 
     def set_term(self, term: int) -> None:
         self.term = term
@@ -131,21 +143,23 @@ class SshNodeOps:
             self._conns[node] = conn
             return conn
 
-    async def run(self, node: NodeName, command: CommandLine) -> CommandResult:
+    async def run(
+        self, node: NodeName, command: CommandLine, *, timeout_s: float | None = None
+    ) -> CommandResult:
         limit = self._limits.setdefault(node, asyncio.Semaphore(self.per_node_limit))
+        timeout = timeout_s or self.command_timeout_s
         async with limit:
             conn = await self._connection(node)
             started = time.monotonic()
             try:
                 result = await asyncio.wait_for(
-                    conn.run(command.line, input=command.stdin.decode(), check=False),
-                    self.command_timeout_s,
+                    conn.run(command.line, input=command.stdin.decode(), check=False), timeout
                 )
             except TimeoutError as exc:
                 self.command_errors += 1
                 self._observe(node, command, started, False)
                 raise NodeUnreachable(
-                    f"{node}: '{command.summary}' timed out after {self.command_timeout_s:.0f}s"
+                    f"{node}: '{command.summary}' timed out after {timeout:.0f}s"
                 ) from exc
             except (OSError, asyncssh.Error) as exc:
                 self._conns.pop(node, None)
@@ -171,6 +185,27 @@ class SshNodeOps:
             except (TimeoutError, OSError, asyncssh.Error):
                 pass
         self._conns.clear()
+
+    # ------------------------------------------------------------------ the helper
+
+    async def helper(self, node: NodeName, request: HelperRequest) -> CommandResult:
+        """One helper verb on `node`, under the current term if it changes the node."""
+        return await self.run(node, helper_line(request, term=self.term))
+
+    async def batch(
+        self, node: NodeName, groups: Sequence[tuple[str, Sequence[HelperRequest]]]
+    ) -> list[list[BatchResult]]:
+        """Several groups of helper requests in one round trip under the current
+        term, the results per group in order; within a group, the requests after a
+        failure come back skipped (rc None). A batch the node refused as a whole
+        (a stale term, an invalid request) raises HelperRefused."""
+        line = batch_line(groups, term=self.term)
+        count = sum(len(requests) for _, requests in groups)
+        result = await self.run(node, line, timeout_s=self.command_timeout_s * max(1, count))
+        if result.rc != 0:
+            raise HelperRefused(node, result)
+        flat = iter(parse_batch(result.stdout, count=count))
+        return [[next(flat) for _ in requests] for _, requests in groups]
 
     # ------------------------------------------------------------------ NodeOps
 
@@ -216,14 +251,21 @@ class SshNodeOps:
             elif step.kind == StepKind.GROW_DISK:
                 summary = await self._grow(step)
             else:
-                lines = step_lines(step, drbd_major=await self._drbd_major(step.node))
-                summary = await self._run_lines(step.node, lines, step)
+                requests = step_requests(step, drbd_major=await self._drbd_major(step.node))
+                summary = await self._run_requests(step.node, requests, step)
         except _StepFailed as exc:
             return StepOutcome(
                 ok=False,
                 command=exc.summary,
                 duration_s=time.monotonic() - started,
                 error=str(exc),
+            )
+        except HelperRefused as exc:
+            return StepOutcome(
+                ok=False,
+                command=step.summary,
+                duration_s=time.monotonic() - started,
+                error=str(exc)[:500],
             )
         except (NodeUnreachable, OSError, asyncssh.Error, ValueError) as exc:
             return StepOutcome(
@@ -234,52 +276,56 @@ class SshNodeOps:
             )
         return StepOutcome(ok=True, command=summary, duration_s=time.monotonic() - started)
 
-    async def _run_lines(self, node: NodeName, lines: list[CommandLine], step: Step) -> str:
+    async def _send(self, node: NodeName, requests: list[HelperRequest]) -> list[BatchResult]:
+        """One request as its own verb; several as one batch (one round trip)."""
+        if len(requests) == 1:
+            result = await self.helper(node, requests[0])
+            return [BatchResult(rc=result.rc, stdout=result.stdout, stderr=result.stderr)]
+        return (await self.batch(node, [("step", requests)]))[0]
+
+    async def _run_requests(self, node: NodeName, requests: list[HelperRequest], step: Step) -> str:
         done: list[str] = []
-        for cl in lines:
-            result = await self.run(node, cl)
-            if result.rc != 0 and "No valid meta data" in result.stderr and step.disk:
-                # An LV whose metadata was never written (a crash between lvcreate
-                # and create-md): it never held data, so creating it is safe.
-                await self._check(
-                    node,
-                    CommandLine(
-                        line=drbdadm("create-md", "--force", step.disk.resource),
-                        summary=f"drbdadm create-md {step.disk.resource}",
-                    ),
-                )
-                result = await self.run(node, cl)
-            if result.rc != 0 and not (
-                cl.ok_if_stderr and re.search(cl.ok_if_stderr, result.stderr)
-            ):
+        pending = list(requests)
+        metadata_written = False
+        while pending:
+            results = await self._send(node, pending)
+            for i, (request, result) in enumerate(zip(pending, results, strict=True)):
+                if result.rc == 0 or (
+                    result.rc is not None
+                    and request.ok_if_stderr
+                    and re.search(request.ok_if_stderr, result.stderr)
+                ):
+                    done.append(request.summary)
+                    continue
+                if "No valid meta data" in result.stderr and step.disk and not metadata_written:
+                    # An LV whose metadata was never written (a crash between lvcreate
+                    # and create-md): it never held data, so creating it is safe.
+                    await self._check(node, drbdadm("create-md", step.disk.resource, "--force"))
+                    metadata_written = True
+                    pending = pending[i:]
+                    break
                 raise _StepFailed(
-                    f"{cl.summary} exited {result.rc}: {result.stderr.strip()[:300]}",
-                    summary="; ".join([*done, cl.summary]),
+                    _failure(request, result), summary="; ".join([*done, request.summary])
                 )
-            done.append(cl.summary)
+            else:
+                pending = []
         return "; ".join(done)
 
-    async def _check(self, node: NodeName, cl: CommandLine) -> CommandResult:
-        result = await self.run(node, cl)
+    async def _check(self, node: NodeName, request: HelperRequest) -> CommandResult:
+        result = await self.helper(node, request)
         if result.rc != 0:
             raise _StepFailed(
-                f"{cl.summary} exited {result.rc}: {result.stderr.strip()[:300]}",
-                summary=cl.summary,
+                _failure(request, BatchResult(rc=result.rc, stdout="", stderr=result.stderr)),
+                summary=request.summary,
             )
         return result
 
     async def _grow(self, step: Step) -> str:
-        lines = step_lines(step)  # lvextend only: the same on 8.4 and 9
-        if step.grow_peer is not None:
-            await self._run_lines(step.grow_peer, lines, step)
-        await self._run_lines(step.node, lines, step)
         assert step.disk is not None
-        await self._check(
-            step.node,
-            CommandLine(
-                line=drbdadm("resize", step.disk.resource),
-                summary=f"drbdadm resize {step.disk.resource}",
-            ),
+        if step.grow_peer is not None:
+            await self._run_requests(step.grow_peer, [lv_extend(step.disk)], step)
+        await self._run_requests(
+            step.node, [lv_extend(step.disk), drbdadm("resize", step.disk.resource)], step
         )
         return f"grew {step.disk.resource} to {step.disk.size_mib}M on both nodes"
 
@@ -305,13 +351,10 @@ class SshNodeOps:
             return f"qmp quit {instance}"
         except (_StepFailed, asyncssh.Error, OSError, TimeoutError, ValueError):
             pass
-        pidfile = f"{run_dir()}/{instance}.pid"
-        result = await self.run(node, CommandLine(line=f"cat {pidfile}", summary="read pidfile"))
-        pid = result.stdout.strip()
-        if result.rc != 0 or not pid.isdigit():
-            return f"{instance} not running"
-        await self.run(node, CommandLine(line=f"sudo -n kill -9 {pid}", summary=f"kill {pid}"))
-        return f"kill -9 {instance} ({pid})"
+        # qemu did not answer: the helper kills the process its pidfile names, if
+        # that is still this VM's qemu.
+        result = await self._check(node, vm_kill(instance))
+        return result.stdout.strip() or f"kill -9 {instance}"
 
     async def _migrate(self, step: Step) -> str:
         uri = f"tcp:{step.migrate_address}:{int(step.migrate_port)}"
@@ -334,6 +377,22 @@ class SshNodeOps:
 
     async def fence(self, node: NodeName, spec: FenceSpec, action: str) -> tuple[int, str]:
         return await run_fence_agent(spec, action, config=self.fencing, node=node)
+
+
+class HelperRefused(Exception):
+    """The node's helper refused a whole request: an older term than the node has
+    seen (exit 75), an invalid request (64), its term lock busy (69)."""
+
+    def __init__(self, node: NodeName, result: CommandResult) -> None:
+        reason = "stale term" if result.rc == EXIT_STALE_TERM else f"exit {result.rc}"
+        super().__init__(f"{node} refused ({reason}): {result.stderr.strip()[:300]}")
+        self.rc = result.rc
+
+
+def _failure(request: HelperRequest, result: BatchResult) -> str:
+    if result.rc == EXIT_STALE_TERM:
+        return f"{request.summary}: the node refused a stale term: {result.stderr.strip()[:300]}"
+    return f"{request.summary} exited {result.rc}: {result.stderr.strip()[:300]}"
 
 
 class _StepFailed(Exception):

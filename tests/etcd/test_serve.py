@@ -116,10 +116,11 @@ def test_serve_runs_the_orchestrator_and_its_apis(tmp_path: Path) -> None:
         rows = json.loads(wait_http(f"http://127.0.0.1:{api_port}/api/v1/instances", headers=auth))
         assert [(r["name"], r["status"]) for r in rows] == [("web1", "running")]
         metrics = wait_http(f"http://127.0.0.1:{api_port}/metrics", headers=auth).decode()
-        # The probes (one command line starting with nproc) and the build steps.
-        assert 'corral_ssh_command_duration_seconds_count{command="nproc",node="node1"}' in metrics
+        # The probes and the build steps, by the node helper's verb (a step of
+        # several requests is one batch).
+        assert 'corral_ssh_command_duration_seconds_count{command="probe",node="node1"}' in metrics
         commands = set(re.findall(r'command="([^"]*)"', metrics))
-        assert {"lvcreate", "drbdadm"} <= commands, commands
+        assert {"batch", "drbdadm", "vm-start"} <= commands, commands
         assert "corral_ssh_command_errors_total{" not in metrics, metrics[-600:]
         assert 'corral_etcd_request_duration_seconds_count{operation="append"}' in metrics
         assert "corral_reconcile_duration_seconds_count " in metrics

@@ -12,9 +12,10 @@ import asyncssh
 import pytest
 
 from events.ids import NodeName
-from reactors.nodes.commands import parse_probe, probe_line, resource_file
+from reactors.nodes.commands import parse_probe, probe_line
 from reactors.plans.instance import DiskConfig, DrbdPeerConfig
 from simulators.lab import HostConfig, Lab
+from tests.support.node_helper import resource_file
 
 REAL = Path(__file__).resolve().parents[1] / "fixtures" / "real" / "drbd84"
 DISK = DiskConfig(
@@ -56,7 +57,7 @@ async def nodes(tmp_path: Path) -> AsyncIterator[dict[str, asyncssh.SSHClientCon
         conns[name] = await asyncssh.connect(
             "127.0.0.1",
             lab.servers[name].port,
-            username="corral",
+            username="root",  # sets up DRBD with the tools themselves
             client_keys=[str(lab.client_key_path)],
             known_hosts=str(lab.known_hosts_path),
         )
@@ -69,8 +70,8 @@ async def nodes(tmp_path: Path) -> AsyncIterator[dict[str, asyncssh.SSHClientCon
 
 
 async def _setup(c: asyncssh.SSHClientConnection, text: str) -> None:
-    assert (await c.run("sudo -n lvcreate -L 64m -n web-d0 corral -y")).exit_status == 0
-    await c.run("sudo -n tee /etc/drbd.d/web-d0.res", input=text)
+    assert (await c.run("lvcreate -L 64m -n web-d0 corral -y")).exit_status == 0
+    await c.run("tee /etc/drbd.d/web-d0.res", input=text)
 
 
 async def test_84_refuses_node_id_and_json_status_as_the_real_one(
@@ -78,13 +79,13 @@ async def test_84_refuses_node_id_and_json_status_as_the_real_one(
 ) -> None:
     c = nodes["node1"]
     await _setup(c, resource_file(DISK, drbd_major=9))
-    refused = await c.run("sudo -n drbdadm create-md --force web-d0")
+    refused = await c.run("drbdadm create-md --force web-d0")
     assert refused.exit_status == 10 and "but got 'node-id'" in str(refused.stderr)
-    await c.run("sudo -n tee /etc/drbd.d/web-d0.res", input=resource_file(DISK, drbd_major=8))
-    created = await c.run("sudo -n drbdadm create-md --force web-d0")
+    await c.run("tee /etc/drbd.d/web-d0.res", input=resource_file(DISK, drbd_major=8))
+    created = await c.run("drbdadm create-md --force web-d0")
     assert created.stdout == (REAL / "create-md.stdout").read_text()
-    assert (await c.run("sudo -n drbdadm up web-d0")).exit_status == 0
-    json_status = await c.run("sudo -n drbdsetup status --json")
+    assert (await c.run("drbdadm up web-d0")).exit_status == 0
+    json_status = await c.run("drbdsetup status --json")
     real = (REAL / "status-json.stderr").read_text()
     assert json_status.exit_status == 20
     assert str(json_status.stderr).splitlines()[0] == real.splitlines()[0]
@@ -96,15 +97,15 @@ async def test_84_events2_and_state_refusals_match_the_captures(
 ) -> None:
     for c in nodes.values():
         await _setup(c, resource_file(DISK, drbd_major=8))
-        await c.run("sudo -n drbdadm create-md --force web-d0")
-        await c.run("sudo -n drbdadm up web-d0")
+        await c.run("drbdadm create-md --force web-d0")
+        await c.run("drbdadm up web-d0")
     n1, n2 = nodes["node1"], nodes["node2"]
-    assert (await n1.run("sudo -n drbdadm primary --force web-d0")).exit_status == 0
+    assert (await n1.run("drbdadm primary --force web-d0")).exit_status == 0
     for flags, capture in (
         ("", "events2-syncsource.txt"),
         (" --statistics", "events2-syncsource-statistics.txt"),
     ):
-        sim = str((await n1.run(f"sudo -n drbdsetup events2 --now{flags}")).stdout)
+        sim = str((await n1.run(f"drbdsetup events2 --now{flags}")).stdout)
         real = (REAL / capture).read_text()
         assert keys_by_kind(sim) == keys_by_kind(real), capture
         assert sim.splitlines()[-1] == "exists -"
@@ -115,7 +116,7 @@ async def test_84_events2_and_state_refusals_match_the_captures(
     (res,) = snap.drbd
     assert res.peers[0].peer == "node1" and res.peers[0].replication == "SyncTarget"
     # a second primary without allow-two-primaries: the minor and drbdsetup-84
-    refused = await n2.run("sudo -n drbdadm primary web-d0")
+    refused = await n2.run("drbdadm primary web-d0")
     assert refused.exit_status == 11
     assert refused.stderr == (REAL / "primary-refused.stderr").read_text()
 
@@ -127,19 +128,19 @@ async def test_84_cannot_clear_two_primaries_while_both_are_primary(
     two = resource_file(DISK, drbd_major=8, allow_two_primaries=True)
     for c in nodes.values():
         await _setup(c, two)
-        await c.run("sudo -n drbdadm create-md --force web-d0")
-        await c.run("sudo -n drbdadm up web-d0")
+        await c.run("drbdadm create-md --force web-d0")
+        await c.run("drbdadm up web-d0")
     n1, n2 = nodes["node1"], nodes["node2"]
     # both sides new: skip the initial sync as an operator would not, to reach
     # Primary/Primary without waiting for it
-    assert (await n1.run("sudo -n drbdadm primary --force web-d0")).exit_status == 0
-    assert (await n2.run("sudo -n drbdadm primary --force web-d0")).exit_status == 0
+    assert (await n1.run("drbdadm primary --force web-d0")).exit_status == 0
+    assert (await n2.run("drbdadm primary --force web-d0")).exit_status == 0
     single = resource_file(DISK, drbd_major=8)
-    await n1.run("sudo -n tee /etc/drbd.d/web-d0.res", input=single)
-    refused = await n1.run("sudo -n drbdadm adjust web-d0")
+    await n1.run("tee /etc/drbd.d/web-d0.res", input=single)
+    refused = await n1.run("drbdadm adjust web-d0")
     real = (REAL / "adjust-single-while-dual.stderr").read_text()
     assert refused.exit_status == 1
     assert str(refused.stderr).splitlines()[:2] == real.splitlines()[:2]
     # the kernel kept allowing two primaries: demote first, then adjust
-    assert (await n2.run("sudo -n drbdadm secondary web-d0")).exit_status == 0
-    assert (await n1.run("sudo -n drbdadm adjust web-d0")).exit_status == 0
+    assert (await n2.run("drbdadm secondary web-d0")).exit_status == 0
+    assert (await n1.run("drbdadm adjust web-d0")).exit_status == 0

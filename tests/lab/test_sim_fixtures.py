@@ -39,7 +39,7 @@ async def conn(tmp_path: Path) -> AsyncIterator[asyncssh.SSHClientConnection]:
     c = await asyncssh.connect(
         "127.0.0.1",
         lab.servers["node1"].port,
-        username="corral",
+        username="root",
         client_keys=[str(lab.client_key_path)],
         known_hosts=str(lab.known_hosts_path),
     )

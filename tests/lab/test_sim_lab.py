@@ -47,7 +47,7 @@ async def connect(lab: Lab, name: str) -> asyncssh.SSHClientConnection:
     return await asyncssh.connect(
         "127.0.0.1",
         lab.servers[name].port,
-        username="corral",
+        username="root",
         client_keys=[str(lab.client_key_path)],
         known_hosts=str(lab.known_hosts_path),
     )

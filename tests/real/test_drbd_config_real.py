@@ -1,6 +1,6 @@
-"""Generated DRBD resource files checked by the real drbdadm (Debian drbd-utils; no
-kernel module needed): `dump` parses them and `-d up` prints the setup commands each
-node would run."""
+"""The DRBD resource files the node helper writes (from the request the orchestrator
+sends) checked by the real drbdadm (Debian drbd-utils; no kernel module needed):
+`dump` parses them and `-d up` prints the setup commands each node would run."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import subprocess
 from pathlib import Path
 
 from events.ids import NodeName
-from reactors.nodes.commands import resource_file
 from reactors.plans.instance import DiskConfig, DrbdPeerConfig
+from tests.support.node_helper import resource_file
 from tests.support.tools import require_tool
 
 DISK = DiskConfig(

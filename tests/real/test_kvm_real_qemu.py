@@ -1,8 +1,9 @@
 """The KVM driver against a real qemu-system-x86_64 on this machine (KVM when
 /dev/kvm is usable, TCG otherwise; no guest OS): corral's own command line starts
 it, QMP reports and changes its state, and a live migration between two local qemu
-processes leaves exactly one running copy. Only the paths differ from production
-(a temp dir for /run/corral, a raw file for /dev/drbdN)."""
+processes leaves exactly one running copy. The argv is the node helper's, built from
+the request the orchestrator sends; only the paths differ from production (a temp
+dir for /run/corral, a raw file for /dev/drbdN)."""
 
 from __future__ import annotations
 
@@ -16,9 +17,9 @@ import pytest
 
 from events.ids import InstanceName, NodeName
 from events.specs import DiskSpec, InstanceSpec
-from reactors.nodes.commands import qemu_argv
 from reactors.nodes.qmp import qmp_session
 from reactors.plans.instance import DiskConfig, DrbdPeerConfig
+from tests.support.node_helper import qemu_argv
 from tests.support.tools import require_tool
 
 SPEC = InstanceSpec(

@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("events", "reactors", "orchestrator", "simulators", "devtools", "bench", "tests")
+PACKAGES = (
+    "events",
+    "reactors",
+    "orchestrator",
+    "simulators",
+    "nodehelper",
+    "devtools",
+    "bench",
+    "tests",
+)
 FLOW = re.compile(r"\b[Cc]omes (after|before|first)\b")
 
 

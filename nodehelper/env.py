@@ -1,0 +1,164 @@
+"""The node as the helper's verbs see it, behind a small protocol: run a tool's argv
+with some stdin, read/write/remove a file, make the VM run directory and hand its
+sockets to the calling account's group, and take the term lock. `RealEnv` is the
+real node (subprocess, os, fcntl); the simulator gives its own, so that simulated
+and real nodes run the same verbs.
+
+Standard library only. Builds no command lines and checks no arguments: the verbs
+give it argv lists and fixed paths they have validated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import glob
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+# The tools' own locations on Debian; sudo's secure_path is not relied on.
+SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+TOOL_TIMEOUT_S = 300.0
+LOCK_WAIT_S = 20.0
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a tool run, or a whole verb, answered."""
+
+    rc: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+
+
+class LockBusy(Exception):
+    """The term lock was not free within LOCK_WAIT_S (a long command of another
+    term is still running on the node)."""
+
+
+class NodeEnv(Protocol):
+    def run(self, argv: Sequence[str], *, stdin: bytes = b"") -> Outcome: ...
+
+    def read_file(self, path: str) -> bytes | None:
+        """The file's bytes, or None when it does not exist."""
+
+    def write_file(self, path: str, data: bytes) -> None:
+        """Replace the file atomically (root-owned, mode 0644)."""
+
+    def remove_file(self, path: str) -> bool:
+        """Whether there was a file to remove."""
+
+    def glob(self, pattern: str) -> list[str]:
+        """The existing paths matching a shell pattern, sorted."""
+
+    def make_run_dir(self, path: str) -> None:
+        """The VM run directory: root-owned, readable by the caller's group only."""
+
+    def share_socket(self, path: str) -> None:
+        """Let the calling account's group connect to a root-owned unix socket."""
+
+    def term_lock(self, *, exclusive: bool) -> contextlib.AbstractContextManager[None]:
+        """Hold the term lock (shared or exclusive); LockBusy if it stays taken."""
+
+
+@dataclass
+class RealEnv:
+    """The real node. `root` prefixes every file path (tests point it at a
+    temporary directory; the installed helper always uses "/")."""
+
+    root: str = "/"
+    caller_gid: int | None = None  # the sudo caller's group (SUDO_GID)
+
+    @classmethod
+    def from_sudo(cls) -> RealEnv:
+        gid = os.environ.get("SUDO_GID", "")
+        return cls(caller_gid=int(gid) if gid.isdigit() and int(gid) != 0 else None)
+
+    def _path(self, path: str) -> str:
+        return os.path.join(self.root, path.lstrip("/"))
+
+    def run(self, argv: Sequence[str], *, stdin: bytes = b"") -> Outcome:
+        try:
+            done = subprocess.run(
+                list(argv),
+                input=stdin,
+                capture_output=True,
+                timeout=TOOL_TIMEOUT_S,
+                env={"PATH": SAFE_PATH, "LC_ALL": "C"},
+                check=False,
+            )
+        except FileNotFoundError:
+            return Outcome(127, b"", f"{argv[0]}: command not found\n".encode())
+        except subprocess.TimeoutExpired:
+            return Outcome(124, b"", f"{argv[0]}: timed out after {TOOL_TIMEOUT_S:.0f}s\n".encode())
+        return Outcome(done.returncode, done.stdout, done.stderr)
+
+    def read_file(self, path: str) -> bytes | None:
+        try:
+            with open(self._path(path), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def write_file(self, path: str, data: bytes) -> None:
+        target = self._path(path)
+        tmp = f"{target}.corral-tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
+        try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+
+    def remove_file(self, path: str) -> bool:
+        try:
+            os.unlink(self._path(path))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def glob(self, pattern: str) -> list[str]:
+        found = glob.glob(self._path(pattern))
+        return sorted("/" + os.path.relpath(p, self.root) for p in found)
+
+    def make_run_dir(self, path: str) -> None:
+        target = self._path(path)
+        os.makedirs(target, mode=0o750, exist_ok=True)
+        os.chown(target, -1, -1 if self.caller_gid is None else self.caller_gid)
+        os.chmod(target, 0o750)
+
+    def share_socket(self, path: str) -> None:
+        if self.caller_gid is not None:
+            target = self._path(path)
+            os.chown(target, -1, self.caller_gid, follow_symlinks=False)
+            os.chmod(target, 0o660)
+
+    @contextlib.contextmanager
+    def term_lock(self, *, exclusive: bool) -> Iterator[None]:
+        os.makedirs(self._path("/var/lib/corral"), mode=0o755, exist_ok=True)
+        fd = os.open(
+            self._path("/var/lib/corral/term.lock"),
+            os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+            0o600,
+        )
+        try:
+            mode = fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH
+            deadline = time.monotonic() + LOCK_WAIT_S
+            while True:
+                try:
+                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise LockBusy(
+                            f"the term lock stayed taken for {LOCK_WAIT_S:.0f}s"
+                        ) from None
+                    time.sleep(0.02)
+            yield
+        finally:
+            os.close(fd)
