@@ -22,6 +22,7 @@ BENCHMARKS: list[str] = [
     "api",
     "balance",
     "balance_seeds",
+    "node_helper",
 ]
 
 

@@ -77,6 +77,10 @@ def bundle() -> str:
         + "\n\n\n"
         + "\n\n".join(bodies)
     )
+    imported = {n.split(".")[0] for n in plain} | set().union(*named.values())
+    clash = sorted(imported & set(defined))
+    if clash:
+        raise BundleError(f"{clash[0]} is both imported and defined")
     compile(text, INSTALL_PATH, "exec")
     return text
 

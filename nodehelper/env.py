@@ -14,6 +14,7 @@ import contextlib
 import fcntl
 import glob
 import os
+import stat
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -135,6 +136,8 @@ class RealEnv:
     def share_socket(self, path: str) -> None:
         if self.caller_gid is not None:
             target = self._path(path)
+            if not stat.S_ISSOCK(os.lstat(target).st_mode):
+                raise FileNotFoundError(f"{path} is not a socket")
             os.chown(target, -1, self.caller_gid, follow_symlinks=False)
             os.chmod(target, 0o660)
 

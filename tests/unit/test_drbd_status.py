@@ -15,7 +15,6 @@ from reactors.nodes.commands import (
     ParseError,
     parse_probe,
     probe_line,
-    resource_file,
 )
 from reactors.nodes.drbd_status import (
     drbd_major,
@@ -25,6 +24,7 @@ from reactors.nodes.drbd_status import (
     peers_from_hosts,
 )
 from reactors.plans.instance import DiskConfig, DrbdPeerConfig
+from tests.support.node_helper import resource_file
 
 REAL = Path(__file__).resolve().parents[1] / "fixtures" / "real" / "drbd84"
 PEERS = {"web-d0": "node2"}
@@ -140,8 +140,9 @@ def test_probe_of_an_84_node() -> None:
     with pytest.raises(DrbdVersionChanged) as changed:
         parse_probe(text, volume_group="corral", drbd_major=9)
     assert changed.value.major == 8
-    assert "events2" in probe_line(drbd_major=8).line
-    assert "--json" in probe_line(drbd_major=9).line
+    # The helper reads events2 for 8.4 (`probe --drbd84`), status --json for 9.
+    assert probe_line(drbd_major=8).line.endswith(" probe --drbd84")
+    assert probe_line(drbd_major=9).line.endswith(" probe")
 
 
 def test_probe_with_a_broken_section_names_the_command() -> None:
