@@ -96,9 +96,10 @@ async def _real() -> dict[str, float] | str:
         node = await asyncio.to_thread(start_real_node, Path(tmp))
         try:
             async with await node.connect() as conn:
-                return await _measure(conn)
+                figures = await _measure(conn)
         finally:
             await asyncio.to_thread(node.stop)
+    return figures
 
 
 async def _simulated() -> dict[str, float]:

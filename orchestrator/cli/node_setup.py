@@ -17,6 +17,7 @@ import argparse
 import asyncio
 import ipaddress
 import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -175,6 +176,21 @@ async def _root_run(
     return await asyncio.wait_for(conn.run(line, input=script, check=False), timeout)
 
 
+async def _built_helper() -> str:
+    """The node helper as deployed: one file built from the `nodehelper` package
+    installed beside corral (in a child process: the product never imports it)."""
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "nodehelper.bundle"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    if done.returncode != 0:
+        raise UsageError(f"cannot build the node helper: {done.stderr.strip()[-300:]}")
+    return done.stdout
+
+
 async def _inspect(
     conn: asyncssh.SSHClientConnection, args: argparse.Namespace, req: Requirements
 ) -> NodeReport:
@@ -289,7 +305,8 @@ async def node_add(
         _print_report(report)
         if not report.ok and args.install:
             print(f"installing on {name} ...")
-            result = await _root_run(conn, args.ssh_user, install_script(report, req), 900)
+            script = install_script(report, req, helper=await _built_helper())
+            result = await _root_run(conn, args.ssh_user, script, 900)
             if result.exit_status != 0:
                 print(
                     f"FAILED install   exit {result.exit_status}: "

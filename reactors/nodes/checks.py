@@ -3,7 +3,7 @@
 line per prerequisite with ok or failed and, when failed, the fix. Also the
 `--install` script that makes a fresh Debian host pass: packages with apt, the
 kernel modules loaded now and at boot, the `corral` account with the
-orchestrator's key, and its sudoers rule.
+orchestrator's key, the node helper and the sudoers rule allowing only it.
 
 Pure: no I/O, no logging. The scripts are text for `sh -s`; every value that
 reaches them is validated here first (full-string matches) and quoted.
@@ -41,22 +41,12 @@ _VG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}")
 _BRIDGE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 _KEY = re.compile(r"(ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) [A-Za-z0-9+/=]+( [^\n'\"\\]{0,100})?")
 
-# Until the node helper replaces them with its one rule, the commands corral runs
-# as root on a node today.
-SUDO_COMMANDS = (
-    "/usr/sbin/drbdadm",
-    "/usr/sbin/drbdsetup",
-    "/usr/sbin/lvcreate",
-    "/usr/sbin/lvremove",
-    "/usr/sbin/lvextend",
-    "/usr/sbin/lvs",
-    "/usr/sbin/vgs",
-    "/usr/bin/qemu-system-x86_64",
-    "/usr/bin/tee /etc/drbd.d/*",
-    "/usr/bin/rm -f /etc/drbd.d/*",
-    "/usr/bin/mkdir -p /run/corral",
-    "/usr/bin/kill",
-)
+# The one program the corral account may run as root (docs/node-helper.md), and the
+# sudoers rule allowing only it.
+HELPER_PATH = "/usr/local/lib/corral/corral-node-helper"
+HELPER_VERSION = "corral-node-helper 1"
+SUDOERS_RULE = f"{CORRAL_USER} ALL=(root) NOPASSWD: {HELPER_PATH}"
+_HELPER_END = "CORRAL_NODE_HELPER_EOF"
 
 
 CheckResult = NodeCheckLine
@@ -126,6 +116,7 @@ SECTIONS = (
     "nproc",
     "corral",
     "sudoers",
+    "helper",
     "modules-load",
     "python3",
 )
@@ -156,8 +147,10 @@ def gather_script() -> str:
         "nproc": "nproc",
         "corral": f"id -u {CORRAL_USER} 2>/dev/null && cat ~{CORRAL_USER}/.ssh/authorized_keys"
         " 2>/dev/null",
-        "sudoers": f"test -f {SUDOERS_FILE} && visudo -c -q -f {SUDOERS_FILE} && echo valid"
-        " || echo absent",
+        # Valid, and the helper's rule exactly (an older, wider rule is replaced).
+        "sudoers": f"test -f {SUDOERS_FILE} && visudo -c -q -f {SUDOERS_FILE}"
+        f" && grep -qxF {shlex.quote(SUDOERS_RULE)} {SUDOERS_FILE} && echo valid || echo absent",
+        "helper": f"stat -c '%U %a' {HELPER_PATH} 2>/dev/null && {HELPER_PATH} version 2>&1",
         "modules-load": f"cat {MODULES_FILE} 2>/dev/null",
         "python3": "python3 -c 'import sys; print(sys.version.split()[0])' 2>/dev/null",
     }
@@ -377,8 +370,22 @@ def judge(
         CheckResult(
             name="sudoers rule",
             ok=sudo_ok,
-            detail=f"{SUDOERS_FILE} valid" if sudo_ok else f"{SUDOERS_FILE} absent or invalid",
+            detail=f"{SUDOERS_FILE} allows the node helper only"
+            if sudo_ok
+            else f"{SUDOERS_FILE} absent, invalid, or not the node helper's rule",
             fix="corral node add --install",
+        )
+    )
+    helper = s["helper"].splitlines()
+    helper_ok = helper == ["root 755", HELPER_VERSION]
+    add(
+        CheckResult(
+            name="node helper",
+            ok=helper_ok,
+            detail=f"{HELPER_PATH} ({HELPER_VERSION}, root's, mode 755)"
+            if helper_ok
+            else f"{HELPER_PATH}: {' / '.join(helper) or 'absent'}",
+            fix="corral node add --install (installs it)",
         )
     )
 
@@ -401,11 +408,14 @@ def _key_body(line: str) -> str:
     return " ".join(parts[:2]) if len(parts) >= 2 else line
 
 
-def install_script(report: NodeReport, req: Requirements) -> str:
+def install_script(report: NodeReport, req: Requirements, *, helper: str) -> str:
     """Shell (for `sh -s`, as root) making a fresh Debian host pass what `report`
     failed that can be fixed without a person: packages, modules now and at boot,
-    the corral account with the orchestrator's key, its sudoers rule."""
+    the corral account with the orchestrator's key, the node helper (`helper`, the
+    built file's text) and the sudoers rule allowing only it."""
     validate(req)
+    if not helper.startswith("#!/usr/bin/python3 -I\n") or _HELPER_END in helper:
+        raise ValueError("helper is not a built node helper (python -m nodehelper.bundle)")
     failed = {c.name for c in report.checks if not c.ok}
     lines = ["set -e", "export DEBIAN_FRONTEND=noninteractive LC_ALL=C"]
     packages = [p for p in PACKAGES if f"package {p}" in failed]
@@ -432,9 +442,14 @@ def install_script(report: NodeReport, req: Requirements) -> str:
             f"chown {CORRAL_USER}: {home}/.ssh/authorized_keys",
             f"chmod 600 {home}/.ssh/authorized_keys",
         ]
-    rule = f"{CORRAL_USER} ALL=(root) NOPASSWD: " + ", ".join(SUDO_COMMANDS)
     lines += [
-        f"umask 077; printf '%s\\n' {shlex.quote(rule)} > {SUDOERS_FILE}.new",
+        "install -d -o root -g root -m 0755 /usr/local/lib/corral /var/lib/corral",
+        f"cat > {HELPER_PATH}.new <<'{_HELPER_END}'",
+        helper.rstrip("\n"),
+        _HELPER_END,
+        f"chown root:root {HELPER_PATH}.new && chmod 0755 {HELPER_PATH}.new",
+        f"mv -f {HELPER_PATH}.new {HELPER_PATH}",
+        f"umask 077; printf '%s\\n' {shlex.quote(SUDOERS_RULE)} > {SUDOERS_FILE}.new",
         f"visudo -c -q -f {SUDOERS_FILE}.new",
         f"chmod 440 {SUDOERS_FILE}.new && mv {SUDOERS_FILE}.new {SUDOERS_FILE}",
         "mkdir -p /etc/drbd.d /var/lib/corral",

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import pytest
 
+from nodehelper.bundle import bundle
 from reactors.nodes.checks import (
+    HELPER_PATH,
     MARK,
     SECTIONS,
+    SUDOERS_RULE,
     Requirements,
     check_line,
     gather_script,
@@ -39,6 +42,7 @@ GOOD = {
     "nproc": "1",
     "corral": "998\n" + KEY,
     "sudoers": "valid",
+    "helper": "root 755\ncorral-node-helper 1",
     "modules-load": "drbd",
     "python3": "3.11.2",
 }
@@ -70,12 +74,13 @@ def test_each_problem_is_one_failed_line_with_its_fix() -> None:
             "time": "1009.0",
             "corral": "",
             "sudoers": "absent",
+            "helper": "",
         },
     )
     lines = failed(rep)
     assert set(lines) == {
         "package drbd-utils", "drbd module", "drbd version", "kvm", "volume group", "clock",
-        "corral account", "sudoers rule",
+        "corral account", "sudoers rule", "node helper",
     }  # fmt: skip
     assert "fix: apt-get install drbd-utils" in lines["package drbd-utils"]
     assert (
@@ -96,15 +101,21 @@ def test_declared_sizes_bridges_and_addresses_are_checked() -> None:
 
 def test_dry_run_of_the_install_script_fixes_only_what_it_can() -> None:
     rep = report(dpkg=GOOD["dpkg"].replace("drbd-utils ii", "drbd-utils un"), corral="")
-    script = install_script(rep, REQ)
+    helper = bundle()
+    script = install_script(rep, REQ, helper=helper)
     assert "apt-get install -y -q --no-install-recommends drbd-utils" in script
     assert "lvm2" not in script.split("apt-get install")[1].splitlines()[0]
     assert "useradd --system" in script and "visudo -c" in script
     assert "vgcreate" not in script  # a person picks the disk
+    # The helper goes in whole, and the one sudoers rule allows only it.
+    assert helper.rstrip("\n") in script
+    assert f"'{SUDOERS_RULE}'" in script and SUDOERS_RULE.endswith(f"NOPASSWD: {HELPER_PATH}")
     with pytest.raises(ValueError, match="volume group"):
-        install_script(rep, Requirements(volume_group="x; rm -rf /"))
+        install_script(rep, Requirements(volume_group="x; rm -rf /"), helper=helper)
     with pytest.raises(ValueError, match="OpenSSH public key"):
-        install_script(rep, Requirements(corral_key="ssh-ed25519 AAAA'; reboot #"))
+        install_script(rep, Requirements(corral_key="ssh-ed25519 AAAA'; reboot #"), helper=helper)
+    with pytest.raises(ValueError, match="not a built node helper"):
+        install_script(rep, REQ, helper="#!/bin/sh\nid\n")
 
 
 def test_gathered_output_round_trip() -> None:

@@ -19,7 +19,7 @@ from simulators.fabric import Fabric, Host
 from simulators.node_helper import SimNodeEnv
 from simulators.shell import run_tool
 
-RES = {
+RES: dict[str, Any] = {
     "resource": "web-d0",
     "minor": 3,
     "port": 11003,
@@ -30,7 +30,12 @@ RES = {
         {"node": "node2", "node_id": 1, "address": "10.0.0.2"},
     ],
 }
-VM = {"name": "web", "memory_mib": 512, "vcpus": 1, "disks": [{"index": 0, "minor": 3}]}
+VM: dict[str, Any] = {
+    "name": "web",
+    "memory_mib": 512,
+    "vcpus": 1,
+    "disks": [{"index": 0, "minor": 3}],
+}
 
 
 @dataclass
