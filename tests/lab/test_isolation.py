@@ -126,6 +126,10 @@ async def test_a_node_no_reachable_peer_vouches_for_is_unknown_not_dead(tmp_path
             lambda: engine.state.observed[NodeName("node4")].health == NodeHealth.UNKNOWN,
             timeout=20,
         )
+        # The alert is appended right after the health change: wait for it too.
+        await c.wait_for(
+            "no-evidence alert", lambda: "noevidence:node4" in engine.state.alerts, timeout=5
+        )
         assert "not dead" in engine.state.alerts["noevidence:node4"].message
         assert ISOLATED not in engine.state.alerts  # 3 of 4 answer: a majority
         await hold_and_check(c, c.settings.lost_timeout_s * 2)  # type: ignore[operator]
