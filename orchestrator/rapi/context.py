@@ -24,7 +24,7 @@ import structlog
 from aiohttp import web
 
 from events.ids import InstanceName, InvalidName, NodeName
-from events.model import JobKind
+from events.model import Event, JobKind
 from events.specs import InstanceSpec, NodeSpec
 from events.state import ClusterState
 from events.store import EventStore, VersionConflict
@@ -222,6 +222,30 @@ class Rapi:
             actor=who.name,
         )
         return reply(accepted.revision)
+
+    async def append_change(
+        self,
+        event: Event,
+        *,
+        state: ClusterState,
+        who: Principal,
+        kind: str,
+        detail: str,
+    ) -> web.Response:
+        """Append a desired-state change of one instance with the version the asker
+        saw (a concurrent change makes it a 409), and answer with its job id."""
+        key = event.objects()[0]  # instance/NAME
+        revision = await self.store.append([event], expected={key: state.versions.get(key, 0)})
+        return await self.recorded_change(
+            ChangeRecord(
+                revision=revision,
+                kind=kind,
+                target=key.partition("/")[2],
+                actor=who.name,
+                time=self.clock(),
+                detail=detail,
+            )
+        )
 
     async def recorded_change(self, rec: ChangeRecord) -> web.Response:
         self.jobs.add_change(rec)

@@ -28,7 +28,7 @@ from orchestrator.cluster_report import instance_row
 from orchestrator.rapi import views
 from orchestrator.rapi.context import Rapi, RapiError, reply
 from orchestrator.rapi.instance_create import ganeti_size, parse_create
-from orchestrator.rapi.job_index import REMOVE_CORRELATION, TAGS_CORRELATION, ChangeRecord
+from orchestrator.rapi.job_index import REMOVE_CORRELATION, TAGS_CORRELATION
 from orchestrator.roles import Action, Principal
 
 
@@ -125,28 +125,20 @@ class InstanceRoutes:
         ]
         if busy:
             raise RapiError(409, f"{key} has job {busy[0]} in progress")
-        revision = await self.r.store.append(
-            [
-                InstanceRemoved(
-                    id=new_event_id(),
-                    time=time.time(),
-                    actor=who.name,
-                    reason=self.r.reason(request, "removed through RAPI"),
-                    correlation_id=REMOVE_CORRELATION,
-                    instance=spec.name,
-                )
-            ],
-            expected={key: state.versions.get(key, 0)},
+        removed = InstanceRemoved(
+            id=new_event_id(),
+            time=time.time(),
+            actor=who.name,
+            reason=self.r.reason(request, "removed through RAPI"),
+            correlation_id=REMOVE_CORRELATION,
+            instance=spec.name,
         )
-        return await self.r.recorded_change(
-            ChangeRecord(
-                revision=revision,
-                kind="instance.remove",
-                target=spec.name,
-                actor=who.name,
-                time=self.r.clock(),
-                detail=f"{spec.name} removed from the desired state",
-            )
+        return await self.r.append_change(
+            removed,
+            state=state,
+            who=who,
+            kind="instance.remove",
+            detail=f"{spec.name} removed from the desired state",
         )
 
     async def info(self, request: web.Request) -> web.Response:
@@ -257,32 +249,20 @@ class InstanceRoutes:
         tags = {check_tag(t) for t in given}
         adding = request.method == "PUT"
         new_tags = spec.tags | tags if adding else spec.tags - tags
-        state = self.r.state()
-        key = instance_key(spec.name)
-        revision = await self.r.store.append(
-            [
-                InstanceUpdated(
-                    id=new_event_id(),
-                    time=time.time(),
-                    actor=who.name,
-                    reason=self.r.reason(
-                        request, f"tags {'added' if adding else 'removed'} via RAPI"
-                    ),
-                    correlation_id=TAGS_CORRELATION,
-                    spec=replace(spec, tags=frozenset(new_tags)),
-                )
-            ],
-            expected={key: state.versions.get(key, 0)},
+        updated = InstanceUpdated(
+            id=new_event_id(),
+            time=time.time(),
+            actor=who.name,
+            reason=self.r.reason(request, f"tags {'added' if adding else 'removed'} via RAPI"),
+            correlation_id=TAGS_CORRELATION,
+            spec=replace(spec, tags=frozenset(new_tags)),
         )
-        return await self.r.recorded_change(
-            ChangeRecord(
-                revision=revision,
-                kind="instance.tags",
-                target=spec.name,
-                actor=who.name,
-                time=self.r.clock(),
-                detail=f"{'+' if adding else '-'}{','.join(sorted(tags))}",
-            )
+        return await self.r.append_change(
+            updated,
+            state=self.r.state(),
+            who=who,
+            kind="instance.tags",
+            detail=f"{'+' if adding else '-'}{','.join(sorted(tags))}",
         )
 
     def routes(self) -> list[web.RouteDef]:
