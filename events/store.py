@@ -435,6 +435,14 @@ class EventStore:
             return WriteNotConfirmed(self.endpoint, detail)
         return EtcdUnavailable(self.endpoint, detail)
 
+    def another(self) -> contextlib.AbstractAsyncContextManager[EventStore]:
+        """A connection of its own to the same etcd as the same identity (for work
+        on an event loop of its own, `orchestrator.offloop.in_own_loop`)."""
+        urls = [m.url for m in self.members] or [self.endpoint]
+        return EventStore.connect(
+            urls, self.cluster, credentials=self.credentials, timeout=self.timeout
+        )
+
     # ------------------------------------------------------------------ members
 
     def trouble(self) -> None:

@@ -16,7 +16,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import structlog
@@ -33,6 +33,7 @@ from orchestrator.api.auth import ApiAuth
 from orchestrator.api.metrics import ApiMetrics
 from orchestrator.cluster_report import instance_row
 from orchestrator.event_query import SINCE_HELP, EventFilter, parse_since
+from orchestrator.offloop import WorkerPool
 from orchestrator.operations import Accepted
 from orchestrator.roles import Action, Principal, may, sees_instance
 
@@ -49,6 +50,8 @@ class ApiContext:
     heartbeat_s: float = 15.0
     fold_wait_s: float = 5.0  # how long a mutation waits for the fold to show it
     public_metrics: bool = False
+    # Worker processes for desired-state checks (never on the event loop).
+    workers: WorkerPool = field(default_factory=WorkerPool)
 
 
 CTX: web.AppKey[ApiContext] = web.AppKey("corral_api", ApiContext)

@@ -10,8 +10,9 @@ Read-only: appends nothing and never talks to nodes.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import web
 
@@ -50,9 +51,13 @@ from orchestrator.cluster_report import (
     status_dict,
     verify,
 )
+from orchestrator.offloop import TooSlow, in_own_loop
 
 MAX_EVENTS = 10_000
 MAX_REVISION = 10**15
+# A log scan or a past state, read and folded off the reactors' loop, at most this long.
+OFF_LOOP_TIMEOUT_S = 60.0
+T = TypeVar("T")
 
 
 async def get_status(request: web.Request) -> web.Response:
@@ -123,26 +128,41 @@ async def list_events(request: web.Request) -> web.Response:
     limit = query_int(request, "limit", default=1000, minimum=1, maximum=MAX_EVENTS)
     flt = event_filter(request, since_time=since_time)
     state = ctx.state()
-    matched: list[tuple[int, Event]] = []
-    scanned, next_since = 0, 0
+
+    async def scan() -> tuple[list[dict[str, Any]], int, int]:
+        """On a loop and a connection of its own (safety rule 9)."""
+        matched: list[tuple[int, Event]] = []
+        start, scanned, next_since, last = from_rev, 0, 0, 0
+        async with ctx.store.another() as store:
+            if start <= 0:
+                start = max(1, await store.current_revision() - SCAN_LIMIT)
+            async for revision, event in store.read_all(from_revision=start):
+                if scanned >= SCAN_LIMIT and revision != last:
+                    next_since = revision
+                    break
+                scanned, last = scanned + 1, revision
+                if flt.matches(event) and event_visible(event, state, principal):
+                    matched.append((revision, event))
+                    if len(matched) > 2 * limit:
+                        del matched[:-limit]
+        return [event_json(r, e) for r, e in matched[-limit:]], start, next_since
+
     async with limits_of(request).heavy_read():
-        if from_rev <= 0:
-            from_rev = max(1, await ctx.store.current_revision() - SCAN_LIMIT)
-        last = 0
-        async for revision, event in ctx.store.read_all(from_revision=from_rev):
-            if scanned >= SCAN_LIMIT and revision != last:
-                next_since = revision
-                break
-            scanned, last = scanned + 1, revision
-            if flt.matches(event) and event_visible(event, state, principal):
-                matched.append((revision, event))
-                if len(matched) > 2 * limit:
-                    del matched[:-limit]
-    response = json_response([event_json(r, e) for r, e in matched[-limit:]])
+        rows, from_rev, next_since = await _off_loop(scan)
+    response = json_response(rows)
     response.headers["X-Corral-Scanned-From"] = str(from_rev)
     if next_since:
         response.headers["X-Corral-Next-Since"] = str(next_since)
     return response
+
+
+async def _off_loop(work: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    try:
+        return await in_own_loop(work, timeout_s=OFF_LOOP_TIMEOUT_S)
+    except TooSlow:
+        raise ApiError(
+            503, "too_slow", f"the log read took over {OFF_LOOP_TIMEOUT_S:.0f}s; retry later"
+        ) from None
 
 
 async def state_at(request: web.Request) -> web.Response:
@@ -150,11 +170,18 @@ async def state_at(request: web.Request) -> web.Response:
     if "at" not in request.query:
         raise ApiError(422, "invalid", "at (a revision) is required", field="at")
     at = query_int(request, "at", default=0, minimum=0, maximum=MAX_REVISION)
-    async with limits_of(request).heavy_read():
-        state = await load_state(ctx.store, at=at)
-    now = time.time()
     principal = principal_of(request)
-    return json_response(scoped_status(status_dict(state, now=now), state, principal, now=now))
+
+    async def past() -> dict[str, Any]:
+        """Folded on a loop and a connection of its own (safety rule 9)."""
+        async with ctx.store.another() as store:
+            state = await load_state(store, at=at)
+        now = time.time()
+        return scoped_status(status_dict(state, now=now), state, principal, now=now)
+
+    async with limits_of(request).heavy_read():
+        body = await _off_loop(past)
+    return json_response(body)
 
 
 async def get_verify(request: web.Request) -> web.Response:

@@ -12,12 +12,15 @@ Must not act on nodes or wait for jobs to finish (reactors do the work; clients 
 
 from __future__ import annotations
 
+import functools
 import time
-from dataclasses import asdict
+from collections.abc import Callable
+from typing import TypeVar
 
 from aiohttp import web
 
-from events.ids import JobId, new_event_id
+from events.ids import JobId
+from events.state import ClusterState
 from events.store import VersionConflict
 from orchestrator.api.bodies import (
     INSTANCE_BODIES,
@@ -43,9 +46,8 @@ from orchestrator.api.context import (
     visible_job,
     wait_folded,
 )
-from orchestrator.desired.diff import Diff, diff_desired, diff_events, expected_versions
-from orchestrator.desired.file import DesiredFile, DesiredFileError, parse_desired
-from orchestrator.desired.plan_view import plan_json, preview_placements
+from orchestrator.desired.request import Planned, Refusal, ToApply, apply_request, plan_request
+from orchestrator.offloop import Busy, TooSlow, WorkerFailed
 from orchestrator.operations import (
     INSTANCE_VERBS,
     NODE_FLAG_VERBS,
@@ -83,60 +85,58 @@ async def _accepted(
 # ---------------------------------------------------------------------- desired state
 
 
-async def _desired_request(request: web.Request) -> tuple[DesiredFile, bool, str]:
+T = TypeVar("T")
+
+
+async def _desired_off_loop(
+    request: web.Request, work: Callable[..., T], principal: Principal
+) -> tuple[T, ClusterState]:
+    """`work` (plan_request or apply_request) on the request's files, in a worker
+    process (safety rule 9): 503 when the workers are busy, 422 when it runs out
+    of time (nothing recorded either way)."""
     data = await body_of(request, DesiredRequest)
     texts = [(f.name, f.text) for f in data.files]
     if len({n for n, _ in texts}) != len(texts):
         raise ApiError(422, "invalid", "two files have the same name", field="files")
-    try:
-        desired = parse_desired(texts)
-    except DesiredFileError as exc:
-        n = len(exc.problems)
-        raise ApiError(
-            422,
-            "invalid_desired_state",
-            f"{n} problem{'s' if n != 1 else ''} in the desired state; nothing was recorded",
-            field="files",
-            problems=[asdict(p) for p in exc.problems],
-        ) from None
-    cluster = ctx_of(request).store.cluster
-    if desired.cluster.name != cluster:
-        raise ApiError(
-            422,
-            "invalid_desired_state",
-            f"the files declare cluster {desired.cluster.name!r}, but this is {cluster!r}",
-            field="files",
-        )
-    return desired, data.allow_destroy, data.message
-
-
-def _diff(request: web.Request, desired: DesiredFile, allow_destroy: bool) -> Diff:
-    return diff_desired(
-        state=ctx_of(request).state(),
-        wanted=desired.cluster,
-        absent=desired.absent,
-        digest=desired.digest,
-        allow_destroy=allow_destroy,
+    ctx = ctx_of(request)
+    state = ctx.state()
+    job = functools.partial(
+        work,
+        texts,
+        state,
+        cluster=ctx.store.cluster,
+        author=principal.name,
+        message=data.message,
+        allow_destroy=data.allow_destroy,
+        now=time.time(),
     )
+    try:
+        result = await ctx.workers.run(job)
+    except Busy:
+        raise ApiError(
+            503, "busy", "desired-state checks are busy; retry in a moment", field="files"
+        ) from None
+    except (TooSlow, WorkerFailed) as exc:
+        raise ApiError(
+            422,
+            "too_large",
+            f"checking the desired state was stopped ({exc}); nothing was recorded: "
+            "split the files, or check them with `corral plan -f` on a machine of your own",
+            field="files",
+        ) from None
+    if isinstance(result, Refusal):
+        raise ApiError(
+            422, result.code, result.message, field="files", problems=list(result.problems)
+        )
+    return result, state
 
 
 async def desired_plan(request: web.Request) -> web.Response:
-    principal = require_unscoped(request, "plan desired state")
-    desired, allow_destroy, message = await _desired_request(request)
-    state = ctx_of(request).state()
-    diff = _diff(request, desired, allow_destroy)
-    events = diff_events(
-        diff=diff,
-        wanted=desired.cluster,
-        digest=desired.digest,
-        files=desired.files,
-        author=principal.name,
-        message=message,
-        now=time.time(),
-        new_id=new_event_id,
-    )
-    placements = preview_placements(state=state, events=events) if not diff.problems else ()
-    return json_response(plan_json(diff=diff, placements=placements))
+    principal = require_role(request, Action.OPERATE)
+    require_unscoped(request, "plan desired state")
+    planned, _ = await _desired_off_loop(request, plan_request, principal)
+    assert isinstance(planned, Planned)
+    return json_response(planned.plan)
 
 
 async def desired_apply(request: web.Request) -> web.Response:
@@ -144,35 +144,16 @@ async def desired_apply(request: web.Request) -> web.Response:
     if not may(principal, Action.ADMIN):
         raise forbid(request, "a principal scoped to tags may not apply desired state")
     ctx = ctx_of(request)
-    desired, allow_destroy, message = await _desired_request(request)
-    state = ctx.state()
-    diff = _diff(request, desired, allow_destroy)
-    if diff.problems:
-        raise ApiError(
-            422,
-            "refused",
-            "the desired state cannot be applied as it is; nothing was recorded",
-            field="files",
-            problems=[{"message": p} for p in diff.problems],
-        )
-    if diff.empty:
+    applied, state = await _desired_off_loop(request, apply_request, principal)
+    assert isinstance(applied, ToApply)
+    if not applied.events:
         return json_response(
             {"job_id": None, "revision": state.revision, "event_ids": [], "changes": 0}
         )
-    events = diff_events(
-        diff=diff,
-        wanted=desired.cluster,
-        digest=desired.digest,
-        files=desired.files,
-        author=principal.name,
-        message=message,
-        now=time.time(),
-        new_id=new_event_id,
-    )
+    events = list(applied.events)
     revision = state.revision
     done = 0
-    expected = expected_versions(diff=diff, state=state)
-    for batch, batch_expected in ctx.store.transactions_for(events, expected=expected):
+    for batch, batch_expected in ctx.store.transactions_for(events, expected=applied.expected):
         try:
             revision = await ctx.store.append(batch, expected=batch_expected)
         except VersionConflict as exc:
@@ -189,8 +170,8 @@ async def desired_apply(request: web.Request) -> web.Response:
     log_of(request).info(
         "api desired state applied",
         revision=revision,
-        changes=len(diff.changes),
-        digest=desired.digest[:12],
+        changes=applied.changes,
+        digest=applied.digest[:12],
     )
     await wait_folded(ctx, revision)
     return json_response(
@@ -198,7 +179,7 @@ async def desired_apply(request: web.Request) -> web.Response:
             "job_id": None,
             "revision": revision,
             "event_ids": [e.id for e in events],
-            "changes": len(diff.changes),
+            "changes": applied.changes,
         },
         status=202,
     )

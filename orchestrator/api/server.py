@@ -164,6 +164,11 @@ def build_app(
         public_metrics=public_metrics,
     )
     app[LIMITS] = ApiLimits()
+
+    async def stop_workers(app: web.Application) -> None:
+        app[CTX].workers.close()
+
+    app.on_cleanup.append(stop_workers)
     add_stream_routes(app)
     add_read_routes(app)
     add_write_routes(app)

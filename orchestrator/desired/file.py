@@ -17,7 +17,7 @@ import hashlib
 import re
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,14 @@ from events.specs import (
     DesiredCluster,
 )
 from orchestrator.desired import schema as s
-from orchestrator.desired.schema import At, FileProblem, Problems, YamlMapping
+from orchestrator.desired.schema import (
+    MAX_PROBLEMS,
+    At,
+    FileProblem,
+    Problems,
+    TooManyProblems,
+    YamlMapping,
+)
 from orchestrator.desired.sections import read_cluster, read_groups, read_instances, read_nodes
 
 __all__ = ["DesiredFile", "DesiredFileError", "FileProblem", "load_desired", "parse_desired"]
@@ -73,6 +80,12 @@ def parse_desired(texts: Sequence[tuple[str, str]]) -> DesiredFile:
     problems = Problems()
     try:
         result = _parse(problems, texts)
+    except TooManyProblems:
+        last = problems.items[-1]
+        problems.items.append(
+            replace(last, message=f"checking stopped after {MAX_PROBLEMS} problems", field="file")
+        )
+        result = None
     except Exception as exc:  # a bug here must still come out as a DesiredFileError
         first = texts[0][0] if texts else "<none>"
         problems.add(
