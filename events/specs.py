@@ -120,6 +120,10 @@ class ClusterPolicy:
     # Node tags with one of these prefixes name failure domains (rack:, psu:):
     # primary and secondary of one instance never share one.
     failure_domain_prefixes: tuple[Tag, ...] = ()
+    # Whether a stopped instance's primary keeps its memory free (so it can be
+    # started without a move): False, as htools do, counts only running
+    # instances' memory as used when placing, balancing and checking N+1.
+    reserve_stopped_memory: Flag = False
     suspect_timeout_s: Positive = 3.0
     lost_timeout_s: Positive = 8.0
     default_sync: Flag = False  # wait for initial DRBD sync

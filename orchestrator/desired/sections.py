@@ -34,6 +34,7 @@ _POLICY_KEYS = (
     "vcpu_ratio",
     "exclusion_tag_prefixes",
     "failure_domain_prefixes",
+    "reserve_stopped_memory",
     "suspect_timeout",
     "lost_timeout",
     "wait_for_sync",
@@ -173,6 +174,10 @@ def _policy(problems: Problems, value: Any, at: At) -> ClusterPolicy:
         ),
         exclusion_tag_prefixes=_or(m.opt("exclusion_tag_prefixes", prefixes, _NO_STRS), _NO_STRS),
         failure_domain_prefixes=_or(m.opt("failure_domain_prefixes", prefixes, _NO_STRS), _NO_STRS),
+        reserve_stopped_memory=_or(
+            m.opt("reserve_stopped_memory", s.boolean, base.reserve_stopped_memory),
+            base.reserve_stopped_memory,
+        ),
         suspect_timeout_s=_or(suspect, base.suspect_timeout_s),
         lost_timeout_s=_or(lost, base.lost_timeout_s),
         default_sync=_or(m.opt("wait_for_sync", s.boolean, base.default_sync), False),

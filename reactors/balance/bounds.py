@@ -349,6 +349,9 @@ class Bounds:
         kids = self.kids[PRI] = _used(self.sides, PRI, rows)
         run, at_run, used_run = self._figures(PRI, rows, 0)
         mem, at_mem, used_mem = self._figures(PRI, rows, KEY_MEM)
+        # the memory the target holds for the primary: running, or all of it
+        # under reserve_stopped
+        hold, at_hold, _ = self._figures(PRI, rows, KEY_MEM if self.w.reserve_stopped else 0)
         dsk, at_d, used_d = self._figures(PRI, rows, 2)
         cpu, at_c, used_c = self._figures(PRI, rows, 3)
         su, at_s, used_s = self._figures(PRI, rows, 4)
@@ -356,7 +359,7 @@ class Bounds:
         f_mem, t_mem = a.f_mem[ti], a.t_mem[ti]
         cpus = (a.used_cpus[ti] + cpu[:, None]) / a.t_cpu[ti] / a.speed[ti]
         cols = [
-            Table(0, at_run, used_run, (f_mem - run[:, None]) / t_mem),
+            Table(0, at_run, used_run, (f_mem - a.over[ti] - run[:, None]) / t_mem),
             Table(1, at_mem, used_mem, (f_mem - a.stopped[ti] - mem[:, None]) / t_mem),
             Table(2, at_d, used_d, self._disk(dsk)),
             Table(4, at_c, used_c, cpus),
@@ -366,7 +369,7 @@ class Bounds:
         ]
         ok = (
             (a.f_dsk[ti] >= dsk[at_d][:, None])
-            & (a.c_free[ti] - mem[at_mem][:, None] >= a.r_mem[ti])
+            & (a.c_free[ti] - hold[at_hold][:, None] >= a.r_mem[ti])
             & (a.all_vcpus[ti] + av[at_av][:, None] <= a.vcpu_limit[ti])
         )
         eids, at_e, _ = self._figures(PRI, rows, 6)

@@ -61,7 +61,7 @@ def node_changes(
     t_mem, t_dsk, sden = a.t_mem[k], a.t_dsk[k], a.sden[k]
     isp = a.ispind[k] + dsp
     new = np.empty((k.size, NM))
-    new[:, 0] = f_new / t_mem
+    new[:, 0] = (f_new - a.over[k]) / t_mem
     new[:, 1] = (f_new - (a.stopped[k] + dstop)) / t_mem
     new[:, 2] = np.where(t_dsk == 0, 1.0, (a.f_dsk[k] + ddsk) / t_dsk)
     new[:, 3] = new_r / t_mem
@@ -286,7 +286,7 @@ class Primaries:
             isp = a.ispind + su[:, None]
             rem = a.r_mem / a.t_mem
             self.tabs = (
-                _dd(f_new / a.t_mem, vals[:, 0], c[0]),
+                _dd((f_new - a.over) / a.t_mem, vals[:, 0], c[0]),
                 _dd((a.f_mem - a.stopped - mem[:, None]) / a.t_mem, vals[:, 1], c[1]),
                 _dd(
                     np.where(a.t_dsk == 0, 1.0, (a.f_dsk - dsk[:, None]) / a.t_dsk),

@@ -15,8 +15,9 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
+from reactors.htools.loaded import exclusion_tags, load, location_tags, spindle_ratios
 from reactors.htools.model import MIRRORED_TEMPLATE, BCluster
-from reactors.htools.score import WEIGHTS, _excl_tags, _location_tags, _spindle_ratio
+from reactors.htools.score import WEIGHTS
 
 # Metric order of the per-node values whose standard deviation is scored, and the
 # summed weight of the score components each one feeds (see reactors.htools.score).
@@ -43,7 +44,7 @@ W_LOC_EXCL = WEIGHTS["location_exclusion_score"]
 @dataclass(frozen=True, slots=True)
 class Inst:
     name: str
-    mem: int
+    mem: int  # memory its primary holds free for it (running; all with reserve_stopped)
     run_mem: int  # memory counted in htools' f_mem (running)
     stop_mem: int  # memory of a stopped primary (free memory "forth")
     dsk: int
@@ -67,18 +68,26 @@ class Work:
         for n in nodes:
             if not n.htools_offline and (n.t_mem <= 0 or n.t_cpu <= 0 or n.cpu_speed <= 0):
                 raise ValueError(f"node {n.name} has no memory or CPUs to balance with")
-        ratio = _spindle_ratio(cluster)
+        ratio = spindle_ratios(cluster)
         excl_prefixes = cluster.exclusion_prefixes()
         loc_prefixes = cluster.location_prefixes()
+        loaded = load(cluster)
+        reserve = self.reserve_stopped = cluster.reserve_stopped
         self.t_mem = [float(n.t_mem) for n in nodes]
         self.t_dsk = [float(n.t_dsk) for n in nodes]
         self.speed = [n.cpu_speed for n in nodes]
-        self.t_cpu = [n.t_cpu for n in nodes]
+        self.t_cpu = [float(n.t_cpu) for n in nodes]
         self.sden = [ratio[n.name] * n.spindles for n in nodes]
-        self.vcpu_limit = [n.t_cpu * cluster.vcpu_ratio - n.os_cpus for n in nodes]
-        self.locs = [_location_tags(n, loc_prefixes) for n in nodes]
+        self.vcpu_limit = [
+            n.t_cpu * cluster.group_policy(n.group).vcpu_ratio - n.os_cpus for n in nodes
+        ]
+        self.locs = [location_tags(n, loc_prefixes) for n in nodes]
         self.has_locs = any(self.locs)
+        # f_mem: the reported free memory (N+1 is judged on it, as htools do);
+        # over: how much of it the state of record does not have (constant
+        # through moves: htools score unallocated memory, f_mem - over).
         self.f_mem = [n.f_mem for n in nodes]
+        self.over = [n.f_mem - loaded[n.name].unallocated for n in nodes]
         self.f_dsk = [n.f_dsk for n in nodes]
         self.stopped = [0] * n_nodes
         self.used_cpus = [n.os_cpus for n in nodes]
@@ -97,17 +106,18 @@ class Work:
             pk = self.index[inst.pnode]
             sk = self.index[inst.snode] if inst.snode is not None else -1
             local = inst.disk_template in ("drbd", "plain")
+            run_mem = inst.mem if inst.uses_memory else 0
             mine = Inst(
                 name=inst.name,
-                mem=inst.mem,
-                run_mem=inst.mem if inst.running else 0,
-                stop_mem=0 if inst.running else inst.mem,
+                mem=inst.mem if reserve else run_mem,
+                run_mem=run_mem,
+                stop_mem=inst.mem - run_mem,
                 dsk=inst.dsk,
                 vcpus=0 if inst.offline else inst.vcpus,
                 all_vcpus=inst.vcpus,
                 su=inst.spindle_use if local else 0,
-                res=inst.mem if (inst.auto_balance and not inst.offline) else 0,
-                excl=tuple(_excl_tags(inst, excl_prefixes)),
+                res=inst.mem if inst.reserves else 0,
+                excl=tuple(exclusion_tags(inst, excl_prefixes)),
             )
             self.insts.append(mine)
             self.p.append(pk)
@@ -124,9 +134,13 @@ class Work:
                 self.n_sec[sk] += 1
                 row = self.rows[sk]
                 row[pk] = row.get(pk, 0) + mine.res
-        # corral's free memory: what is left once every primary, running or not,
-        # has its memory (htools' f_mem only takes running ones off).
-        self.c_free = [self.f_mem[k] - self.stopped[k] for k in range(n_nodes)]
+        # The free memory the rules judge by: the unallocated memory (what
+        # htools place and check N+1 with), less the stopped primaries' memory
+        # under `reserve_stopped`.
+        self.c_free = [
+            self.f_mem[k] - self.over[k] - (self.stopped[k] if reserve else 0)
+            for k in range(n_nodes)
+        ]
         self.r_mem = [max(r.values(), default=0) for r in self.rows]
         self.r2 = [_second(r) for r in self.rows]
         self.loc_excl: Counter[tuple[str, str]] = Counter()
@@ -196,7 +210,7 @@ class Work:
         t_dsk = self.t_dsk[k]
         sden = self.sden[k]
         return (
-            f_mem / t_mem,
+            (f_mem - self.over[k]) / t_mem,
             (f_mem - stopped) / t_mem,
             1.0 if t_dsk == 0 else f_dsk / t_dsk,
             r_mem / t_mem,

@@ -7,7 +7,8 @@ Pure: no I/O, no logging, no asyncio; nothing here decides or changes placement.
 
 Sizes are MiB. Drained and offline nodes are kept apart here; htools treat both as
 offline (their RAPI and Luxi loaders read `offline or drained`), and so does the
-score.
+score. Totals (memory, disk, CPUs) are floats because htools read them as
+Haskell Doubles; everything else a node or an instance reports is an integer.
 """
 
 from __future__ import annotations
@@ -29,6 +30,16 @@ LOCATION_TAG_PREFIX = "htools:nlocation:"
 # and the one that has a secondary node.
 LOCAL_STORAGE_TEMPLATES = frozenset({"drbd", "plain"})
 MIRRORED_TEMPLATE = "drbd"
+DISK_TEMPLATES = frozenset(
+    {"diskless", "file", "sharedfile", "plain", "blockdev", "drbd", "rbd", "ext", "gluster"}
+)
+
+# Instance status words (Ganeti's InstanceStatus) and those whose memory htools
+# count as in use on the primary (Instance.usesMemory).
+MEMORY_STATUSES = frozenset(
+    {"running", "ERROR_up", "ERROR_nodedown", "ERROR_nodeoffline", "ERROR_wrongnode"}
+)
+STATUSES = MEMORY_STATUSES | {"ADMIN_down", "ADMIN_offline", "ERROR_down", "USER_down"}
 
 # Ganeti's default instance policy values (constants.py: IPOLICY_DEFAULTS). Only
 # `spindle_ratio` changes the score; the rest is carried so an export is complete.
@@ -68,18 +79,35 @@ class BGroup:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class Util:
+    """An instance's dynamic utilisation (htools' DynUtil: cpu, memory, disk and
+    network weights; each 1 unless a `-U` file says otherwise)."""
+
+    cpu: float = 1.0
+    mem: float = 1.0
+    dsk: float = 1.0
+    net: float = 1.0
+
+
+BASE_UTIL = Util()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BNode:
     """One node. t_mem: total memory; n_mem: memory reserved for the host; f_mem:
-    free memory (t_mem - n_mem - memory of running primaries); t_dsk/f_dsk: total
-    and free disk; t_cpu: physical CPUs; os_cpus: CPUs the host keeps for itself."""
+    free memory as the node reported it (htools' state of world; it may disagree
+    with t_mem - n_mem - memory of running primaries, the state of record);
+    t_dsk/f_dsk: total and free disk; t_cpu: physical CPUs; os_cpus: CPUs the
+    host keeps for itself; spindles/free_spindles: total and free spindles
+    (free ones count only with exclusive storage)."""
 
     name: str
-    t_mem: int
+    t_mem: float
     n_mem: int
     f_mem: int
-    t_dsk: int
+    t_dsk: float
     f_dsk: int
-    t_cpu: int
+    t_cpu: float
     offline: bool = False
     drained: bool = False
     master: bool = False
@@ -89,6 +117,7 @@ class BNode:
     free_spindles: int = 0
     os_cpus: int = 1
     cpu_speed: float = 1.0
+    exclusive_storage: bool = False
 
     @property
     def htools_offline(self) -> bool:
@@ -99,38 +128,84 @@ class BNode:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BInstance:
-    """One instance. `dsk` is the sum of its disks; `snode` is None only for a
-    disk template without a secondary node. `running`: its memory is in use on the
-    primary (htools' usesMemory); `offline`: administratively offline (Ganeti's
-    ADMIN_offline: no vCPUs counted, no N+1 reservation on the secondary)."""
+    """One instance. `dsk` is the sum of its disks; `snode` is None when it has
+    no secondary node. `status` is Ganeti's status word (`STATUSES`);
+    `forthcoming`: reserved, not yet created (htools count it only in the
+    `*_forth` components); `disk_spindles`: the spindles its disks take with
+    exclusive storage (None: unknown, "-" in the text format)."""
 
     name: str
     mem: int
     dsk: int
     vcpus: int
-    running: bool = True
-    offline: bool = False
+    status: str = "running"
     auto_balance: bool = True
     pnode: str
     snode: str | None
     tags: tuple[str, ...] = ()
     spindle_use: int = 1
     disk_template: str = MIRRORED_TEMPLATE
+    disk_spindles: int | None = None
+    forthcoming: bool = False
+    util: Util = BASE_UTIL
+
+    @property
+    def running(self) -> bool:
+        """Its status says its memory is in use on the primary."""
+        return self.status in MEMORY_STATUSES
+
+    @property
+    def uses_memory(self) -> bool:
+        """htools' usesMemory: running and not forthcoming."""
+        return self.running and not self.forthcoming
+
+    @property
+    def offline(self) -> bool:
+        """Administratively offline (ADMIN_offline: no vCPUs counted, no N+1
+        reservation on the secondary)."""
+        return self.status == "ADMIN_offline"
+
+    @property
+    def reserves(self) -> bool:
+        """Whether its secondary reserves its memory for N+1 (htools' usesSecMem
+        without forthcoming instances: auto-balanced and not ADMIN_offline,
+        stopped or not)."""
+        return self.auto_balance and not self.offline and not self.forthcoming
+
+    @property
+    def local_storage(self) -> bool:
+        """Its disks live on its nodes (drbd, plain)."""
+        return self.disk_template in LOCAL_STORAGE_TEMPLATES
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BCluster:
-    """Everything htools need to score and balance one cluster."""
+    """Everything htools need to score and balance one cluster.
+
+    `reserve_stopped` is corral's cluster policy on stopped instances (not part
+    of the htools format): False, as htools do, a stopped primary holds no
+    memory on its node, so the node's free memory for placing and for N+1 is its
+    unallocated memory; True, its node keeps the memory free for it too (it can
+    be started at any time without a move)."""
 
     nodes: tuple[BNode, ...]
     instances: tuple[BInstance, ...]
     groups: tuple[BGroup, ...] = ()
     cluster_tags: tuple[str, ...] = ()
     policy: BPolicy = BPolicy()
+    reserve_stopped: bool = False
 
     @property
     def vcpu_ratio(self) -> float:
         return self.policy.vcpu_ratio
+
+    def group_policy(self, group: str) -> BPolicy:
+        """The policy htools apply to a group's nodes: the group's own policy
+        line, else htools' default policy (not the cluster's)."""
+        for g in self.groups:
+            if g.name == group:
+                return g.policy if g.policy is not None else BPolicy()
+        return BPolicy()
 
     def node(self, name: str) -> BNode:
         for n in self.nodes:
@@ -186,7 +261,7 @@ def from_state(*, state: ClusterState) -> BCluster:
                 mem=spec.memory_mib,
                 dsk=spec.disk_mib,
                 vcpus=spec.vcpus,
-                running=spec.power == PowerState.RUNNING,
+                status="running" if spec.power == PowerState.RUNNING else "ADMIN_down",
                 auto_balance=spec.auto_balance,
                 pnode=placement.primary,
                 snode=placement.secondary,
@@ -242,4 +317,5 @@ def from_state(*, state: ClusterState) -> BCluster:
         groups=groups,
         cluster_tags=tuple(ctags),
         policy=policy,
+        reserve_stopped=desired.policy.reserve_stopped_memory,
     )

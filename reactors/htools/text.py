@@ -17,10 +17,15 @@ lists by `,`, sizes in MiB.
 
 What the format cannot say: a drained node. htools' own loaders read a drained
 node as offline (`offline || drained`), so `render` writes drained nodes with role
-Y and `parse` returns them as offline. Instance status words collapse to the two
-facts htools use: memory in use (running, ERROR_up, ERROR_nodedown,
-ERROR_nodeoffline, ERROR_wrongnode) and administratively offline (ADMIN_offline);
-`render` writes running, ADMIN_down or ADMIN_offline.
+Y and `parse` returns them as offline. Any role other than Y (offline) and M
+(master) is an ordinary online node, as htools read it.
+
+`parse` takes what htools' text loader takes (numbers as Haskell reads them,
+`reactors.htools.numbers`; a node with `?` resources as an empty offline node;
+extra sections after the fifth ignored) and refuses the rest with the line
+named. Beyond htools it refuses duplicate names and non-finite numbers, which
+htools would read ambiguously. `render` writes every field back so that htools
+read the same values (totals as exact Doubles).
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from reactors.htools.model import (
+    DISK_TEMPLATES,
+    STATUSES,
     BCluster,
     BGroup,
     BInstance,
@@ -37,15 +44,9 @@ from reactors.htools.model import (
     ISpec,
     group_uuid,
 )
+from reactors.htools.numbers import read_double, read_int, show_double
 
-_MEMORY_STATUSES = frozenset(
-    {"running", "ERROR_up", "ERROR_nodedown", "ERROR_nodeoffline", "ERROR_wrongnode"}
-)
-_OTHER_STATUSES = frozenset({"ADMIN_down", "ADMIN_offline", "ERROR_down", "USER_down"})
 _ALLOC_POLICIES = frozenset({"preferred", "last_resort", "unallocable"})
-_DISK_TEMPLATES = frozenset(
-    {"diskless", "file", "sharedfile", "plain", "blockdev", "drbd", "rbd", "ext", "gluster"}
-)
 
 _T = TypeVar("_T")
 
@@ -101,17 +102,17 @@ def _node_line(*, node: BNode, uuid: str) -> str:
     return "|".join(
         [
             _field(value=node.name, what="node name"),
-            str(node.t_mem),
+            show_double(float(node.t_mem)),
             str(node.n_mem),
             str(node.f_mem),
-            str(node.t_dsk),
+            show_double(float(node.t_dsk)),
             str(node.f_dsk),
-            str(node.t_cpu),
+            show_double(float(node.t_cpu)),
             role,
             uuid,
             str(node.spindles),
             _list(values=node.tags, what="node tag"),
-            "N",
+            "Y" if node.exclusive_storage else "N",
             str(node.free_spindles),
             str(node.os_cpus),
             f"{node.cpu_speed:f}",
@@ -120,27 +121,21 @@ def _node_line(*, node: BNode, uuid: str) -> str:
 
 
 def _instance_line(inst: BInstance) -> str:
-    if inst.offline:
-        status = "ADMIN_offline"
-    elif inst.running:
-        status = "running"
-    else:
-        status = "ADMIN_down"
     return "|".join(
         [
             _field(value=inst.name, what="instance name"),
             str(inst.mem),
             str(inst.dsk),
             str(inst.vcpus),
-            status,
+            inst.status,
             "Y" if inst.auto_balance else "N",
             inst.pnode,
             inst.snode or "",
             inst.disk_template,
             _list(values=inst.tags, what="instance tag"),
             str(inst.spindle_use),
-            "-",
-            "N",
+            "-" if inst.disk_spindles is None else str(inst.disk_spindles),
+            "Y" if inst.forthcoming else "N",
         ]
     )
 
@@ -202,6 +197,12 @@ class _Line:
         except ValueError:
             raise self.fail(f"bad {what} {value!r}") from None
 
+    def int(self, value: str, what: str) -> int:
+        return self.conv(value, read_int, what)
+
+    def double(self, value: str, what: str) -> float:
+        return self.conv(value, read_double, what)
+
 
 def _split_list(value: str) -> tuple[str, ...]:
     return tuple(value.split(",")) if value else ()
@@ -239,13 +240,9 @@ def _parse_node(line: _Line, groups_by_uuid: dict[str, str]) -> BNode:
     name, tm, nm, fm, td, fd, tc, role, gu = f[:9]
     if gu not in groups_by_uuid:
         raise line.fail(f"unknown group uuid {gu!r}")
-    if role not in ("Y", "N", "M"):
-        raise line.fail(f"role must be Y, N or M, not {role!r}")
-    if _yes_no(line, f[11], "exclusive_storage"):
-        raise line.fail("exclusive storage is not modelled")
-    tags = _split_list(f[10])
     if "?" in (tm, nm, fm, td, fd, tc):
-        # htools read a node with unknown resources as an empty, offline node.
+        # htools read a node with unknown resources as an empty, offline node,
+        # without its tags and with every other column ignored.
         return BNode(
             name=name,
             t_mem=0,
@@ -256,26 +253,26 @@ def _parse_node(line: _Line, groups_by_uuid: dict[str, str]) -> BNode:
             t_cpu=0,
             offline=True,
             group=groups_by_uuid[gu],
-            tags=tags,
             spindles=0,
             os_cpus=0,
         )
     return BNode(
         name=name,
-        t_mem=line.conv(tm, int, "t_mem"),
-        n_mem=line.conv(nm, int, "n_mem"),
-        f_mem=line.conv(fm, int, "f_mem"),
-        t_dsk=line.conv(td, int, "t_dsk"),
-        f_dsk=line.conv(fd, int, "f_dsk"),
-        t_cpu=line.conv(tc, int, "t_cpu"),
+        t_mem=line.double(tm, "t_mem"),
+        n_mem=line.int(nm, "n_mem"),
+        f_mem=line.int(fm, "f_mem"),
+        t_dsk=line.double(td, "t_dsk"),
+        f_dsk=line.int(fd, "f_dsk"),
+        t_cpu=line.double(tc, "t_cpu"),
         offline=role == "Y",
         master=role == "M",
         group=groups_by_uuid[gu],
-        tags=tags,
-        spindles=line.conv(f[9], int, "spindles"),
-        free_spindles=line.conv(f[12], int, "free_spindles"),
-        os_cpus=line.conv(f[13], int, "os_cpus"),
-        cpu_speed=line.conv(f[14], float, "cpu_speed"),
+        tags=_split_list(f[10]),
+        spindles=line.int(f[9], "spindles"),
+        exclusive_storage=_yes_no(line, f[11], "exclusive_storage"),
+        free_spindles=line.int(f[12], "free_spindles"),
+        os_cpus=line.int(f[13], "os_cpus"),
+        cpu_speed=line.double(f[14], "cpu_speed"),
     )
 
 
@@ -288,35 +285,37 @@ def _parse_instance(line: _Line, nodes: set[str]) -> BInstance:
         )
     f = f + ["1", "-", "N"][len(f) - 10 :] if len(f) < 13 else f
     name, mem, dsk, vcpus, status, auto_bal, pnode, snode, dt, tags, su, spindles, fc = f[:13]
-    if status not in _MEMORY_STATUSES and status not in _OTHER_STATUSES:
-        raise line.fail(f"unknown instance status {status!r}")
-    if dt not in _DISK_TEMPLATES:
-        raise line.fail(f"unknown disk template {dt!r}")
     if pnode not in nodes:
         raise line.fail(f"unknown primary node {pnode!r}")
     if snode and snode not in nodes:
         raise line.fail(f"unknown secondary node {snode!r}")
-    if dt == "drbd" and not snode:
-        raise line.fail("a drbd instance needs a secondary node")
+    memory = line.int(mem, "memory")
+    disk = line.int(dsk, "disk")
+    cpus = line.int(vcpus, "vcpus")
+    if status not in STATUSES:
+        raise line.fail(f"unknown instance status {status!r}")
+    balanced = _yes_no(line, auto_bal, "auto_balance")
+    if dt not in DISK_TEMPLATES:
+        raise line.fail(f"unknown disk template {dt!r}")
+    spindle_use = line.int(su, "spindle_use")
+    disk_spindles = None if spindles == "-" else line.int(spindles, "disk spindles")
+    forthcoming = _yes_no(line, fc, "forthcoming")
     if snode and snode == pnode and dt == "drbd":
         raise line.fail("primary and secondary node are the same")
-    if spindles != "-":
-        line.conv(spindles, int, "disk spindles")
-    if _yes_no(line, fc, "forthcoming"):
-        raise line.fail("forthcoming instances are not modelled")
     return BInstance(
         name=name,
-        mem=line.conv(mem, int, "memory"),
-        dsk=line.conv(dsk, int, "disk"),
-        vcpus=line.conv(vcpus, int, "vcpus"),
-        running=status in _MEMORY_STATUSES,
-        offline=status == "ADMIN_offline",
-        auto_balance=_yes_no(line, auto_bal, "auto_balance"),
+        mem=memory,
+        dsk=disk,
+        vcpus=cpus,
+        status=status,
+        auto_balance=balanced,
         pnode=pnode,
         snode=snode or None,
         tags=_split_list(tags),
-        spindle_use=line.conv(su, int, "spindle_use"),
+        spindle_use=spindle_use,
         disk_template=dt,
+        disk_spindles=disk_spindles,
+        forthcoming=forthcoming,
     )
 
 
@@ -324,7 +323,7 @@ def _parse_spec(line: _Line, text: str, what: str) -> ISpec:
     parts = text.split(",")
     if len(parts) < 6:
         raise line.fail(f"{what} needs six values mem,cpu,disk,disk_count,nic_count,spindles")
-    v = [line.conv(p, int, what) for p in parts[:6]]
+    v = [line.int(p, what) for p in parts[:6]]
     return (v[0], v[1], v[2], v[3], v[4], v[5])
 
 
@@ -342,14 +341,14 @@ def _parse_policy(line: _Line) -> tuple[str, BPolicy]:
     )
     templates = _split_list(dts)
     for t in templates:
-        if t not in _DISK_TEMPLATES:
+        if t not in DISK_TEMPLATES:
             raise line.fail(f"unknown disk template {t!r}")
     return owner, BPolicy(
         std_spec=_parse_spec(line, std, "std spec"),
         min_max=pairs,
         disk_templates=templates,
-        vcpu_ratio=line.conv(vcpu, float, "vcpu_ratio"),
-        spindle_ratio=line.conv(spindle, float, "spindle_ratio"),
+        vcpu_ratio=line.double(vcpu, "vcpu_ratio"),
+        spindle_ratio=line.double(spindle, "spindle_ratio"),
     )
 
 
@@ -372,12 +371,12 @@ def parse(text: str) -> BCluster:
     sections = _sections(text)
     if len(sections) == 4:
         sections.append([])
-    if len(sections) != 5:
+    if len(sections) < 5:
         raise ValueError(
             f"invalid htools text: {len(sections)} sections separated by empty lines, "
-            "expected 4 or 5 (groups, nodes, instances, cluster tags[, policies])"
+            "expected 4 or more (groups, nodes, instances, cluster tags[, policies])"
         )
-    glines, nlines, ilines, tlines, plines = sections
+    glines, nlines, ilines, tlines, plines = sections[:5]
     groups = [_parse_group(line) for line in glines]
     by_uuid: dict[str, str] = {}
     for g, line in zip(groups, glines, strict=True):

@@ -26,17 +26,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TypeVar
 
-from reactors.htools.model import LOCAL_STORAGE_TEMPLATES, BCluster, BInstance, BNode
-from reactors.htools.score import (
-    WEIGHTS,
-    _excl_tags,
-    _location_tags,
-    _node_facts,
-    _ratio,
-    _spindle_ratio,
-    _std_dev,
-    score,
+from reactors.htools.loaded import (
+    exclusion_tags,
+    free_ratio,
+    load,
+    location_tags,
+    ratio,
+    spindle_ratios,
 )
+from reactors.htools.model import LOCAL_STORAGE_TEMPLATES, BCluster, BInstance, BNode
+from reactors.htools.score import WEIGHTS, score, std_dev
 
 _K = TypeVar("_K")
 
@@ -67,12 +66,13 @@ class _Node:
 
     name: str
     online: bool
-    t_mem: int
+    t_mem: float
     f_mem: int
+    over: int  # reported free memory above the state of record (never scored)
     stopped_mem: int
-    t_dsk: int
+    t_dsk: float
     f_dsk: int
-    t_cpu: int
+    t_cpu: float
     cpu_speed: float
     used_cpus: int
     spindle_den: float
@@ -110,7 +110,7 @@ class _Stat:
         values = list(self.values)
         for i, new in changes:
             values[i] = new
-        return _std_dev(values)
+        return std_dev(values)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -302,10 +302,10 @@ class _Side:
 def prepare(cluster: BCluster) -> Baseline:
     """Everything `after_add` / `after_move_secondary` need, from one pass over the
     cluster (the same facts `reactors.htools.score.score` derives)."""
-    facts = _node_facts(cluster)
+    facts = load(cluster)
     excl_prefixes = cluster.exclusion_prefixes()
     loc_prefixes = cluster.location_prefixes()
-    spindle_ratio = _spindle_ratio(cluster)
+    spindle_ratio = spindle_ratios(cluster)
     per_peer: dict[str, Counter[str]] = {n.name: Counter() for n in cluster.nodes}
     stopped: Counter[str] = Counter()
     vcpus: Counter[str] = Counter()
@@ -320,7 +320,7 @@ def prepare(cluster: BCluster) -> Baseline:
         if inst.disk_template in LOCAL_STORAGE_TEMPLATES:
             for h in holders:
                 spindles[h] += inst.spindle_use
-        ptags[inst.pnode].update(_excl_tags(inst, excl_prefixes))
+        ptags[inst.pnode].update(exclusion_tags(inst, excl_prefixes))
         if inst.snode is not None:
             per_peer[inst.snode][inst.pnode] += (
                 inst.mem if (inst.auto_balance and not inst.offline) else 0
@@ -334,6 +334,7 @@ def prepare(cluster: BCluster) -> Baseline:
             online=not bn.htools_offline,
             t_mem=bn.t_mem,
             f_mem=bn.f_mem,
+            over=bn.f_mem - f.unallocated,
             stopped_mem=stopped[bn.name],
             t_dsk=bn.t_dsk,
             f_dsk=bn.f_dsk,
@@ -342,20 +343,20 @@ def prepare(cluster: BCluster) -> Baseline:
             used_cpus=bn.os_cpus + vcpus[bn.name],
             spindle_den=spindle_ratio[bn.name] * bn.spindles,
             inst_spindles=spindles[bn.name],
-            n_pri=f.n_pri,
-            n_sec=f.n_sec,
+            n_pri=len(f.primaries),
+            n_sec=len(f.secondaries),
             per_peer=peers,
             r_mem=max(peers.values(), default=0),
             ptags=ptags[bn.name],
-            locations=_location_tags(bn, loc_prefixes),
+            locations=location_tags(bn, loc_prefixes),
             values=(
                 f.p_mem,
                 f.p_mem_forth,
                 f.p_dsk,
                 f.p_rem,
                 f.p_cpu,
-                float(f.n_pri),
-                float(f.n_pri + f.n_sec),
+                float(len(f.primaries)),
+                float(len(f.primaries) + len(f.secondaries)),
                 f.spindles,
             ),
         )
@@ -365,7 +366,7 @@ def prepare(cluster: BCluster) -> Baseline:
     )
     loc_excl: Counter[tuple[str, str]] = Counter()
     for n in online:
-        loc_excl.update(facts[n.name].location_exclusion)
+        loc_excl.update(facts[n.name].loc_excl)
     breakdown = score(cluster)
     components = {name: float(getattr(breakdown, name)) for name in WEIGHTS}
     return Baseline(
@@ -394,14 +395,14 @@ def _stat(values: list[float]) -> _Stat:
 def _values(n: _Node) -> tuple[float, ...]:
     """The scored per-node values, with `reactors.htools.score`'s own arithmetic."""
     return (
-        _ratio(n.f_mem, n.t_mem),
-        _ratio(n.f_mem - n.stopped_mem, n.t_mem),
-        1.0 if n.t_dsk == 0 else n.f_dsk / n.t_dsk,
-        _ratio(n.r_mem, n.t_mem),
-        _ratio(_ratio(n.used_cpus, n.t_cpu), n.cpu_speed),
+        ratio(n.f_mem - n.over, n.t_mem),
+        ratio(n.f_mem - n.stopped_mem, n.t_mem),
+        free_ratio(n.f_dsk, n.t_dsk),
+        ratio(n.r_mem, n.t_mem),
+        ratio(ratio(n.used_cpus, n.t_cpu), n.cpu_speed),
         float(n.n_pri),
         float(n.n_pri + n.n_sec),
-        _ratio(n.inst_spindles, n.spindle_den),
+        ratio(n.inst_spindles, n.spindle_den),
     )
 
 

@@ -60,14 +60,18 @@ TOLERANCE = 1e-9
 # --------------------------------------------------------------------------- 1. delta
 
 
+def _status(rng: random.Random) -> str:
+    running, offline = rng.random() < 0.8, rng.random() < 0.1
+    return "ADMIN_offline" if offline else ("running" if running else "ADMIN_down")
+
+
 def _random_new(rng: random.Random, *, pnode: str, snode: str) -> BInstance:
     return BInstance(
         name="new.example.com",
         mem=rng.choice([128, 512, 4096, 30000]),
         dsk=rng.choice([1024, 20480, 400_000]),
         vcpus=rng.randint(1, 8),
-        running=rng.random() < 0.8,
-        offline=rng.random() < 0.1,
+        status=_status(rng),
         auto_balance=rng.random() < 0.8,
         pnode=pnode,
         snode=snode,
