@@ -11,6 +11,7 @@ Must not move anything itself.
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
 
 from orchestrator.cli.balance_report import plan_cluster, report_plan
@@ -27,8 +28,9 @@ from reactors.balance.plan import (
     QUICK_FROM,
     SEARCH_SETS,
 )
-from reactors.htools.model import BCluster
+from reactors.htools.model import BCluster, Util
 from reactors.htools.text import parse
+from reactors.htools.utilisation import parse_utilisation, with_utilisation
 
 
 def add_balance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -52,6 +54,20 @@ def add_balance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "--rounds", type=int, default=0, help="--watch: stop after this many looks (0: never)"
     )
     bal.add_argument("--htools", type=Path, help="plan on an htools text file, offline (--plan)")
+    bal.add_argument(
+        "-U",
+        "--utilisation",
+        type=Path,
+        metavar="FILE",
+        help="--htools: instances' dynamic utilisation, as hbal -U reads it "
+        "('name cpu mem dsk net' per line)",
+    )
+    bal.add_argument(
+        "--reserve-stopped-memory",
+        action="store_true",
+        help="--htools: keep a stopped instance's memory free on its primary when placing "
+        "and checking N+1 (the cluster policy reserve_stopped_memory; off, as htools count)",
+    )
     bal.add_argument(
         "--write-htools", type=Path, metavar="OUT", help="write the balanced cluster here"
     )
@@ -107,8 +123,14 @@ def run_balance(args: argparse.Namespace) -> int:
         raise UsageError("--interval must be positive, --threshold and --rounds not negative")
     if (args.apply or args.watch) and args.htools is not None:
         raise UsageError("--apply works on the live cluster only; use --plan with --htools")
+    if args.htools is None and (args.utilisation is not None or args.reserve_stopped_memory):
+        raise UsageError("--utilisation and --reserve-stopped-memory go with --htools")
     if args.htools is not None:
         cluster = _read_htools(args.htools)
+        if args.utilisation is not None:
+            cluster = with_utilisation(cluster, _read_utilisation(args.utilisation))
+        if args.reserve_stopped_memory:
+            cluster = replace(cluster, reserve_stopped=True)
         plan, took = plan_cluster(cluster, args, avoid=frozenset())
         report_plan(plan, took, args)
         return 0
@@ -121,6 +143,17 @@ def run_balance(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- planning
+
+
+def _read_utilisation(path: Path) -> dict[str, Util]:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise UsageError(f"--utilisation: cannot read {path}: {exc.strerror}") from exc
+    try:
+        return parse_utilisation(text)
+    except ValueError as exc:
+        raise UsageError(f"--utilisation: {path}: {exc}") from exc
 
 
 def _read_htools(path: Path) -> BCluster:

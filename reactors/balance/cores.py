@@ -43,6 +43,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
 
+from reactors.balance.groups import group_views, groups_with_nodes, merge_plans
 from reactors.balance.plan import (
     DEFAULT_LOOKAHEAD,
     DEFAULT_MIN_GAIN,
@@ -134,6 +135,30 @@ def plan_on_cores(
     ("fork" or "spawn"; default: `start_method()`'s answer)."""
     if start not in (None, "fork", "spawn"):
         raise ValueError(f"start must be fork or spawn, not {start!r}")
+    if len(groups_with_nodes(cluster)) > 1:
+        done = [
+            (
+                g,
+                plan_on_cores(
+                    cluster=view,
+                    avoid=avoid,
+                    max_moves=max_moves,
+                    min_gain=min_gain,
+                    lookahead=lookahead,
+                    prefer=prefer,
+                    search_set=search_set,
+                    cores=cores,
+                    start=start,
+                ),
+            )
+            for g, view in group_views(cluster)
+        ]
+        return CoresPlan(
+            plan=merge_plans(cluster, [(g, c.plan) for g, c in done], avoid=avoid),
+            in_workers=sum(c.in_workers for _, c in done),
+            started_by=next((c.started_by for _, c in done if c.started_by), None),
+            weighed_in_workers=sum(c.weighed_in_workers for _, c in done),
+        )
     limits = SearchLimits(max_moves=max_moves, min_gain=min_gain)
     which = which_searches(asked=search_set, lookahead=lookahead, cluster=cluster)
     specs = searches(lookahead=lookahead, which=which)

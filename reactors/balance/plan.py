@@ -90,6 +90,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from reactors.balance.fold import fold
+from reactors.balance.groups import group_views, groups_with_nodes, merge_plans
 from reactors.balance.lookahead import LOOKAHEAD_TOLERANCE, pick_ahead, pick_pair
 from reactors.balance.moves import (
     COPIES,
@@ -104,7 +105,7 @@ from reactors.balance.moves import (
 )
 from reactors.balance.rules import check_plan_move
 from reactors.balance.search import Cand, Search, choose
-from reactors.balance.work import Work
+from reactors.balance.work import Work, exactly_modelled
 from reactors.htools.model import BCluster, BInstance, BNode
 from reactors.htools.score import n1_failures, score
 
@@ -321,7 +322,29 @@ def plan_balance(
     considered whole and cut at its first move that reaches the greedy plan's
     final score; one of them is kept (`keep_plan`, by `prefer`), the others'
     figures are in `dropped`. The searches run one after another here;
-    `reactors.balance.cores` runs them on several cores, to the same plan."""
+    `reactors.balance.cores` runs them on several cores, to the same plan.
+    A cluster of several node groups is planned one group at a time
+    (`reactors.balance.groups`)."""
+    if len(groups_with_nodes(cluster)) > 1:
+        by_group = [
+            (
+                g,
+                plan_balance(
+                    cluster=view,
+                    max_moves=max_moves,
+                    min_gain=min_gain,
+                    min_gain_limit=min_gain_limit,
+                    cost_tolerance=cost_tolerance,
+                    avoid=avoid,
+                    fold_repeats=fold_repeats,
+                    lookahead=lookahead,
+                    prefer=prefer,
+                    search_set=search_set,
+                ),
+            )
+            for g, view in group_views(cluster)
+        ]
+        return merge_plans(cluster, by_group, avoid=avoid)
     limits = SearchLimits(
         max_moves=max_moves,
         min_gain=min_gain,
@@ -399,6 +422,13 @@ def consider(
         if reach is not None and reach + 1 < len(seq):
             why = _reached(greedy_score)
             mine.append((seq[: reach + 1], why, f"{name}{_CUT}"))
+    if exactly_modelled(cluster) is not None and seq:
+        # the search scored with a model that leaves something out: the plan
+        # is also cut where the exact score is lowest
+        exact = exact_totals(cluster=cluster, avoid=avoid, moves=seq)
+        best = min(range(len(exact)), key=lambda k: (exact[k], k))
+        if best + 1 < len(seq):
+            mine.append((seq[: best + 1], "the exact score is lowest here", f"{name}, exact"))
     out: list[Considered] = []
     for moves, why, plan_name in mine:
         if fold_repeats:
@@ -662,13 +692,53 @@ def _figures(
     )
 
 
+def exact_totals(
+    *, cluster: BCluster, avoid: frozenset[str], moves: Sequence[tuple[int, int, int]]
+) -> list[float]:
+    """The exact score (`reactors.htools.score`) after each of the moves."""
+    work = Work(cluster, avoid)
+    out: list[float] = []
+    for i, new_p, new_s in moves:
+        work.apply(i, new_p, new_s)
+        out.append(score(_cluster_after(cluster, work)).total)
+    return out
+
+
 def _cluster_after(cluster: BCluster, work: Work) -> BCluster:
-    nodes: list[BNode] = [
-        replace(n, f_mem=work.f_mem[k], f_dsk=work.f_dsk[k]) for k, n in enumerate(cluster.nodes)
-    ]
+    """The cluster once the work's moves are done, as `render` should write it
+    for htools: each node's reported free memory shifted by the running memory
+    it gained or lost (so its unaccounted memory stays as it was), its free
+    disk, and on a node with exclusive storage its free spindles."""
+    spindles = {n.name: n.free_spindles for n in cluster.nodes if n.exclusive_storage}
     instances: list[BInstance] = []
     for i, inst in enumerate(cluster.instances):
         if work.movable[i]:
-            inst = replace(inst, pnode=work.names[work.p[i]], snode=work.names[work.s[i]])
+            moved = replace(inst, pnode=work.names[work.p[i]], snode=work.names[work.s[i]])
+            if spindles and moved != inst:
+                _shift_spindles(spindles, inst, moved)
+            inst = moved
         instances.append(inst)
+    nodes: list[BNode] = [
+        replace(
+            n,
+            f_mem=work.f_mem[k],
+            f_dsk=work.f_dsk[k],
+            free_spindles=spindles.get(n.name, n.free_spindles),
+        )
+        for k, n in enumerate(cluster.nodes)
+    ]
     return replace(cluster, nodes=tuple(nodes), instances=tuple(instances))
+
+
+def _shift_spindles(free: dict[str, int], old: BInstance, new: BInstance) -> None:
+    """Free spindles of exclusive-storage nodes as htools change them when an
+    instance's disks leave a node and arrive on another (an instance of
+    unknown spindles leaves a node's count alone and sets an arriving one's
+    to -1)."""
+    before, after = {old.pnode, old.snode}, {new.pnode, new.snode}
+    for node in before - after:
+        if node in free and old.disk_spindles is not None:
+            free[node] += old.disk_spindles
+    for node in after - before:
+        if node in free:
+            free[node] = -1 if old.disk_spindles is None else free[node] - old.disk_spindles

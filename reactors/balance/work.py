@@ -15,8 +15,14 @@ import math
 from collections import Counter
 from dataclasses import dataclass
 
-from reactors.htools.loaded import exclusion_tags, load, location_tags, spindle_ratios
-from reactors.htools.model import MIRRORED_TEMPLATE, BCluster
+from reactors.htools.loaded import (
+    desired_location_prefixes,
+    exclusion_tags,
+    load,
+    location_tags,
+    spindle_ratios,
+)
+from reactors.htools.model import BASE_UTIL, MIRRORED_TEMPLATE, BCluster, BInstance
 from reactors.htools.score import WEIGHTS
 
 # Metric order of the per-node values whose standard deviation is scored, and the
@@ -105,7 +111,10 @@ class Work:
         for inst in cluster.instances:
             pk = self.index[inst.pnode]
             sk = self.index[inst.snode] if inst.snode is not None else -1
-            local = inst.disk_template in ("drbd", "plain")
+            if inst.forthcoming:
+                self._forthcoming(inst, pk, sk, excl_prefixes)
+                continue
+            local = inst.local_storage
             run_mem = inst.mem if inst.uses_memory else 0
             mine = Inst(
                 name=inst.name,
@@ -122,7 +131,7 @@ class Work:
             self.insts.append(mine)
             self.p.append(pk)
             self.s.append(sk)
-            self.movable.append(inst.disk_template == MIRRORED_TEMPLATE and sk >= 0 and sk != pk)
+            self.movable.append(why_pinned(cluster, inst) is None)
             self.stopped[pk] += mine.stop_mem
             self.used_cpus[pk] += mine.vcpus
             self.all_vcpus[pk] += mine.all_vcpus
@@ -152,6 +161,20 @@ class Work:
         self.online_idx = [k for k in range(n_nodes) if self.online[k]]
         self.vals = [self._values(k) for k in range(n_nodes)]
         self.version = [0] * n_nodes  # bumped whenever a node's figures change
+
+    def _forthcoming(
+        self, inst: BInstance, pk: int, sk: int, excl_prefixes: tuple[str, ...]
+    ) -> None:
+        """A forthcoming instance stays where it is and counts as no instance,
+        except in the primary's exclusion tags (htools' pTags) and its free
+        memory "forth" (as a stopped primary's)."""
+        excl = tuple(exclusion_tags(inst, excl_prefixes))
+        self.insts.append(Inst(inst.name, 0, 0, 0, 0, 0, 0, 0, 0, excl))
+        self.p.append(pk)
+        self.s.append(sk)
+        self.movable.append(False)
+        self.stopped[pk] += inst.mem
+        self.ptags[pk].update(excl)
 
     def clone(self) -> Work:
         """An independent copy, as `Work(cluster, avoid)` of the same cluster
@@ -362,6 +385,38 @@ class Work:
         self.n_sec[k] += sign
         row = self.rows[k]
         row[peer] = row.get(peer, 0) + sign * inst.res
+
+
+def why_pinned(cluster: BCluster, inst: BInstance) -> str | None:
+    """Why the balancer leaves the instance where it is, or None when it may
+    move it (hbal moves the same instances, DRBD ones; it also fails over
+    externally mirrored ones, which corral does not run)."""
+    if inst.forthcoming:
+        return "forthcoming (not created yet)"
+    if inst.disk_template != MIRRORED_TEMPLATE:
+        return f"disk template {inst.disk_template} (only drbd instances move)"
+    if inst.snode is None or inst.snode == inst.pnode:
+        return "drbd without a secondary node"
+    if not inst.auto_balance:
+        return "auto_balance is off"
+    if inst.name in cluster.pinned:
+        return cluster.pinned[inst.name]
+    return None
+
+
+def exactly_modelled(cluster: BCluster) -> str | None:
+    """What of the cluster the search's working model does not score exactly
+    (its plans are then weighed by the exact score, `reactors.htools.score`),
+    or None when `Work.total` is the score."""
+    if any(n.exclusive_storage for n in cluster.nodes):
+        return "exclusive storage"
+    if any(i.util != BASE_UTIL for i in cluster.instances):
+        return "utilisation weights"
+    if any(i.forthcoming for i in cluster.instances):
+        return "forthcoming instances"
+    if desired_location_prefixes(cluster):
+        return "desired locations"
+    return None
 
 
 def _second(row: dict[int, int]) -> int:

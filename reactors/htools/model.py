@@ -14,7 +14,7 @@ Haskell Doubles; everything else a node or an instance reports is an integer.
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from events.specs import PowerState
@@ -194,6 +194,9 @@ class BCluster:
     cluster_tags: tuple[str, ...] = ()
     policy: BPolicy = BPolicy()
     reserve_stopped: bool = False
+    # instances the balancer must leave where they are, with the reason
+    # (corral's; e.g. those spanning two node groups)
+    pinned: dict[str, str] = field(default_factory=dict)
 
     @property
     def vcpu_ratio(self) -> float:

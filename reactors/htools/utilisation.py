@@ -43,7 +43,6 @@ def with_utilisation(cluster: BCluster, weights: dict[str, Util]) -> BCluster:
     return replace(
         cluster,
         instances=tuple(
-            replace(i, util=weights[i.name]) if i.name in weights else i
-            for i in cluster.instances
+            replace(i, util=weights[i.name]) if i.name in weights else i for i in cluster.instances
         ),
     )

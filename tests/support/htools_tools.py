@@ -263,10 +263,11 @@ class HbalResult:
     migrations: int = 0  # the failovers ("f") in its moves' actions
 
 
-_MOVE = re.compile(r"^\s*\d+\. \S+ \S+ => \S+ ", re.MULTILINE)
+# "  12. inst  pnode:snode => pnode:snode  score a=f r:node" (names padded)
+_MOVE = re.compile(r"^\s*\d+\. \S+\s+\S+ => \S+\s", re.MULTILINE)
 
 
-_ACTION = re.compile(r"^\s*\d+\. \S+ \S+ => \S+\s+\S+ a=(.*)$", re.MULTILINE)
+_ACTION = re.compile(r"^\s*\d+\. \S+\s+\S+ => \S+\s+\S+ a=(.*)$", re.MULTILINE)
 
 
 def run_hbal(*, path: Path, timeout: float = 600.0) -> HbalResult:
