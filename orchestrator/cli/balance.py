@@ -63,6 +63,12 @@ def add_balance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         "('name cpu mem dsk net' per line)",
     )
     bal.add_argument(
+        "--explain",
+        action="store_true",
+        help="--json: also list the instances left where they are and why (the text "
+        "report always does)",
+    )
+    bal.add_argument(
         "--reserve-stopped-memory",
         action="store_true",
         help="--htools: keep a stopped instance's memory free on its primary when placing "

@@ -41,8 +41,9 @@ def run_live(args: argparse.Namespace) -> int:
     if args.watch:
         return _watch(args)
     state = asyncio.run(_load(args))
-    plan, took = plan_cluster(from_state(state=state), args, avoid=_avoid(state))
-    report_plan(plan, took, args)
+    avoid = _avoid(state)
+    plan, took = plan_cluster(from_state(state=state), args, avoid=avoid)
+    report_plan(plan, took, args, avoid=avoid)
     return 0
 
 
@@ -137,11 +138,12 @@ async def _run_move(follower: _Follower, store: EventStore, move: Move) -> str |
 async def _apply(args: argparse.Namespace) -> int:
     async with open_store(target_from_args(args)) as store:
         state = await current_state(store)
-        plan, took = plan_cluster(from_state(state=state), args, avoid=_avoid(state))
+        avoid = _avoid(state)
+        plan, took = plan_cluster(from_state(state=state), args, avoid=avoid)
         batches = rounds(plan.moves)
         quiet = args.json
         if not quiet:
-            report_plan(plan, took, args)
+            report_plan(plan, took, args, avoid=avoid)
         follower = _Follower(store, state)
         follow = asyncio.create_task(follower.run())
         failures: list[str] = []

@@ -17,6 +17,7 @@ from orchestrator.cli.context import (
     size,
 )
 from reactors.balance.cores import plan_on_cores
+from reactors.balance.explain import held_back, pinned
 from reactors.balance.plan import (
     BalancePlan,
     Move,
@@ -124,9 +125,56 @@ def _as_hbal(plan: BalancePlan) -> str:
     return f" ({plan.moves_as_hbal} as hbal counts them: a relocation is two)"
 
 
-def report_plan(plan: BalancePlan, took: Took, args: argparse.Namespace) -> None:
+def explanation_doc(plan: BalancePlan, *, avoid: frozenset[str]) -> dict[str, Any]:
+    """Why instances stay where they are once the plan is done."""
+    after = plan.cluster_after
+    return {
+        "pinned": [asdict(x) for x in pinned(after)],
+        "held_back": [
+            {**asdict(h), "kind": h.kind.value, "gain": round(h.gain, 8)}
+            for h in held_back(after, avoid=avoid)
+        ],
+    }
+
+
+# how many instances of each kind the text report names
+_NAMED = 12
+
+
+def report_explanation(plan: BalancePlan, *, avoid: frozenset[str]) -> None:
+    """The instances left where they are, and why: never moved (by reason), or
+    held back by a rule although a move would lower the score."""
+    after = plan.cluster_after
+    still = pinned(after)
+    reasons: dict[str, list[str]] = {}
+    for x in still:
+        reasons.setdefault(x.why, []).append(x.instance)
+    for why, names in sorted(reasons.items()):
+        more = f" and {len(names) - _NAMED} more" if len(names) > _NAMED else ""
+        print(f"not moved, {why}: {len(names)}: {', '.join(names[:_NAMED])}{more}")
+    held = held_back(after, avoid=avoid)
+    if held:
+        print(
+            f"held back by a rule ({len(held)} instances whose best move would lower "
+            "the score but breaks N+1, memory, disk or a policy):"
+        )
+    for h in held[:_NAMED]:
+        print(
+            f"  {h.instance} stays on {h.primary}:{h.secondary}: {h.kind.value} to "
+            f"{h.new_primary}:{h.new_secondary} would gain {h.gain:.4f}, but {h.why}"
+        )
+    if len(held) > _NAMED:
+        print(f"  ... and {len(held) - _NAMED} more")
+
+
+def report_plan(
+    plan: BalancePlan, took: Took, args: argparse.Namespace, *, avoid: frozenset[str] = frozenset()
+) -> None:
     if args.json:
-        print_json(plan_doc(plan, took))
+        doc = plan_doc(plan, took)
+        if getattr(args, "explain", False):
+            doc |= explanation_doc(plan, avoid=avoid)
+        print_json(doc)
         return
     for n, m in enumerate(plan.moves, 1):
         print(_move_line(n, m))
@@ -155,3 +203,4 @@ def report_plan(plan: BalancePlan, took: Took, args: argparse.Namespace) -> None
         )
     if plan.n1_failures_after:
         print(f"N+1 still failing on: {', '.join(plan.n1_failures_after)}")
+    report_explanation(plan, avoid=avoid)

@@ -1,6 +1,8 @@
 """Planning commands that change nothing: `corral export htools` (the live cluster
 in htools' text format), `corral capacity` (how many more instances fit, N+1-safe,
-optionally with hypothetical nodes) and `corral node reboot-plan` (groups of nodes
+optionally with hypothetical nodes; on a cluster that already fails N+1 it says
+so and counts as hspace does, 0, unless asked to count what fits without
+adding a failure) and `corral node reboot-plan` (groups of nodes
 that can reboot together). Each works on the live cluster or, with `--htools FILE`,
 offline on an htools snapshot the way `hspace -t` / `hroller -t` do.
 
@@ -25,11 +27,12 @@ from orchestrator.cli.context import (
     print_json,
     target_from_args,
 )
-from reactors.htools.model import from_state
+from reactors.htools.model import BCluster, from_state
+from reactors.htools.redundancy import LossVerdict, unredundant
 from reactors.htools.score import n1_failures, score
 from reactors.htools.state import to_state
 from reactors.htools.text import parse, render
-from reactors.placement.capacity import NewNode, Spec, capacity
+from reactors.placement.capacity import CapacityResult, NewNode, Spec, TierResult, capacity
 from reactors.placement.reboot import plan_reboots
 
 _UNITS = {"M": 1, "G": 1024, "T": 1024 * 1024}
@@ -69,6 +72,13 @@ def add_plan_tool_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
     ht.add_argument("-o", "--output", type=Path, help="write here instead of stdout")
     add_target_options(ht)
     cap = sub.add_parser("capacity", help="how many more instances of a spec fit, N+1-safe")
+    cap.add_argument(
+        "--without-new-n1-failures",
+        action="store_true",
+        help="on a cluster that already fails N+1, count what fits without adding an N+1 "
+        "failure (the failing nodes take nothing); by default such a cluster fits 0 more, "
+        "as hspace counts",
+    )
     cap.add_argument(
         "--spec",
         action="append",
@@ -135,6 +145,14 @@ def run_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _htools_view(args: argparse.Namespace, state: ClusterState) -> BCluster:
+    """The cluster as htools see it: the file itself for --htools (reported
+    memory and all), else the live cluster's export."""
+    if getattr(args, "htools", None) is not None:
+        return parse(Path(args.htools).read_text())
+    return from_state(state=state)
+
+
 def run_capacity(args: argparse.Namespace) -> int:
     specs = tuple(
         Spec(memory_mib=m, disk_mib=d, vcpus=c)
@@ -145,11 +163,33 @@ def run_capacity(args: argparse.Namespace) -> int:
         for m, d, c in (parse_triple(s, what="--add-node") for s in args.add_node)
     )
     state = _state(args)
+    view = _htools_view(args, state)
     started = time.monotonic()
-    result = capacity(state=state, specs=specs, add_nodes=nodes)
+    failing = n1_failures(view)
+    cannot_lose = unredundant(view)
+    as_hspace = bool(cannot_lose) and not args.without_new_n1_failures
+    if as_hspace:
+        result = CapacityResult(
+            tiers=tuple(
+                TierResult(spec=spec, count=0, stopped_by="FailN1: the cluster already fails N+1")
+                for spec in specs
+            ),
+            added_nodes=(),
+            state=state,
+        )
+    else:
+        result = capacity(state=state, specs=specs, add_nodes=nodes)
     took = time.monotonic() - started
     final = from_state(state=result.state)
+    counted = (
+        "n+1-safe"
+        if not cannot_lose
+        else ("as hspace: 0 on a cluster failing N+1" if as_hspace else "without new N+1 failures")
+    )
     doc: dict[str, Any] = {
+        "n1_failures_before": list(failing),
+        "cannot_lose": [asdict(v) for v in cannot_lose],
+        "counted": counted,
         "tiers": [
             {**asdict(t.spec), "count": t.count, "stopped_by": t.stopped_by} for t in result.tiers
         ],
@@ -162,14 +202,40 @@ def run_capacity(args: argparse.Namespace) -> int:
     if args.json:
         print_json(doc)
         return 0
+    if cannot_lose:
+        _say_n1_unhappy(failing, cannot_lose)
     if result.added_nodes:
         print(f"with {len(result.added_nodes)} more node(s): {', '.join(result.added_nodes)}")
     for t in result.tiers:
         print(f"{t.spec.label():<28} {t.count:>6} more   (stopped: {t.stopped_by})")
+    if not cannot_lose:
+        safety = "N+1-safe"
+    elif as_hspace:
+        safety = (
+            "as hspace counts on a cluster that fails N+1 (--without-new-n1-failures counts "
+            "what fits without adding a failure)"
+        )
+    else:
+        safety = "without adding an N+1 failure; the cluster still fails N+1 as before"
     print(
-        f"total {result.total} more instances, N+1-safe; cluster score after {doc['score_after']}"
+        f"total {result.total} more instances, {safety}; cluster score after {doc['score_after']}"
     )
     return 0
+
+
+def _say_n1_unhappy(failing: tuple[str, ...], cannot_lose: tuple[LossVerdict, ...]) -> None:
+    print("the cluster already fails N+1:")
+    if failing:
+        print(
+            f"  {len(failing)} node(s) report less free memory than they hold for a peer's "
+            f"failover: {', '.join(failing)}"
+        )
+    names = ", ".join(v.node for v in cannot_lose)
+    print(f"  losing any of {len(cannot_lose)} node(s) would strand instances: {names}")
+    for v in cannot_lose[:5]:
+        print(f"    {v.node}: {v.instance}: {v.why}")
+    if len(cannot_lose) > 5:
+        print(f"    ... and {len(cannot_lose) - 5} more")
 
 
 def run_reboot_plan(args: argparse.Namespace) -> int:

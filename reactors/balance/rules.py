@@ -53,60 +53,97 @@ def check_plan_move(work: Work, i: int, new_p: int, new_s: int) -> MoveKind | No
     return MoveKind.RELOCATE if second is MoveKind.REPLACE_SECONDARY else None
 
 
-def check_move(work: Work, i: int, new_p: int, new_s: int) -> MoveKind | None:
-    """The kind of a single move from the instance's placement to (new_p, new_s)
-    if one exists and it keeps every rule, else None."""
+def move_kind(work: Work, i: int, new_p: int, new_s: int) -> MoveKind | None:
+    """The single move kind that takes the instance from its placement to
+    (new_p, new_s), or None when there is none."""
     p, s = work.p[i], work.s[i]
     if new_p == new_s:
         return None
     if (new_p, new_s) == (s, p):
-        kind = MoveKind.FAILOVER
-    elif new_p == p and new_s != s:
-        kind = MoveKind.REPLACE_SECONDARY
-    elif new_p == s and new_s != p:
-        kind = MoveKind.FAILOVER_AND_REPLACE
-    elif new_s == p and new_p != s:
-        kind = MoveKind.REPLACE_AND_FAILOVER
-    elif new_s == s and new_p != p:
-        kind = MoveKind.REPLACE_PRIMARY
-    else:
+        return MoveKind.FAILOVER
+    if new_p == p and new_s != s:
+        return MoveKind.REPLACE_SECONDARY
+    if new_p == s and new_s != p:
+        return MoveKind.FAILOVER_AND_REPLACE
+    if new_s == p and new_p != s:
+        return MoveKind.REPLACE_AND_FAILOVER
+    if new_s == s and new_p != p:
+        return MoveKind.REPLACE_PRIMARY
+    return None
+
+
+def check_move(work: Work, i: int, new_p: int, new_s: int) -> MoveKind | None:
+    """The kind of a single move from the instance's placement to (new_p, new_s)
+    if one exists and it keeps every rule, else None."""
+    kind = move_kind(work, i, new_p, new_s)
+    if kind is None or refusal(work, i, new_p, new_s) is not None:
         return None
-    inst = work.insts[i]
-    mem, res, dsk = inst.mem, inst.res, inst.dsk
+    return kind
+
+
+def refusal(work: Work, i: int, new_p: int, new_s: int) -> str | None:
+    """Which rule the single move to (new_p, new_s) breaks, in words (None:
+    it keeps them all). The move must be one (`move_kind`)."""
     w = work
+    p, s = w.p[i], w.s[i]
+    kind = move_kind(w, i, new_p, new_s)
+    inst = w.insts[i]
+    mem, res, dsk = inst.mem, inst.res, inst.dsk
     gains_pri = new_p != p
-    holders_new = {new_p, new_s} - {p, s}
-    for k in holders_new:
-        if not w.usable[k] or w.f_dsk[k] < dsk:
-            return None
+    for k in sorted({new_p, new_s} - {p, s}):
+        if not w.usable[k]:
+            return f"{w.names[k]} takes nothing (offline, drained or avoided)"
+        if w.f_dsk[k] < dsk:
+            return f"{w.names[k]} has {w.f_dsk[k]}M disk free for its {dsk}M"
     if gains_pri:
         if not w.usable[new_p]:
-            return None
-        if w.c_free[new_p] < mem or w.all_vcpus[new_p] + inst.all_vcpus > w.vcpu_limit[new_p]:
-            return None
-        if w.tags_clash(i, new_p):
-            return None
+            return f"{w.names[new_p]} takes nothing (offline, drained or avoided)"
+        why = _primary_room(w, i, new_p)
+        if why is not None:
+            return why
     if {new_p, new_s} != {p, s} and w.has_locs and w.locs[new_p] & w.locs[new_s]:
-        return None
+        shared = ", ".join(sorted(w.locs[new_p] & w.locs[new_s]))
+        return f"policy: {w.names[new_p]} and {w.names[new_s]} share failure domain {shared}"
     # corral's replace checks: the replace's primary keeps N+1 with the instance.
     if (
         kind in (MoveKind.REPLACE_SECONDARY, MoveKind.REPLACE_AND_FAILOVER)
         and w.online[p]
         and w.r_mem[p] > w.c_free[p]
     ):
-        return None
+        return _n1(w, p, w.r_mem[p], w.c_free[p])
     if kind is MoveKind.REPLACE_PRIMARY:
-        if not w.usable[s] or w.all_vcpus[s] + inst.all_vcpus > w.vcpu_limit[s]:
-            return None
-        if w.tags_clash(i, s):  # the temporary primary
-            return None
-        if w.new_r(s, p, res, -1, 0) > w.c_free[s] - mem:
-            return None
-        if max(w.r_mem[new_p], w.rows[new_p].get(s, 0) + res) > w.c_free[new_p]:
-            return None
+        if not w.usable[s]:
+            return f"{w.names[s]} cannot be the temporary primary (offline, drained or avoided)"
+        why = _primary_room(w, i, s, temporary=True)
+        if why is not None:
+            return why
+        need = w.new_r(s, p, res, -1, 0)
+        if need > w.c_free[s] - mem:
+            return _n1(w, s, need, w.c_free[s] - mem)
+        need = max(w.r_mem[new_p], w.rows[new_p].get(s, 0) + res)
+        if need > w.c_free[new_p]:
+            return _n1(w, new_p, need, w.c_free[new_p])
     # every node that takes something keeps N+1 afterwards
-    trial = _Trial(w, i, new_p, new_s)
-    return kind if trial.ok else None
+    return _Trial(w, i, new_p, new_s).refusal
+
+
+def _primary_room(w: Work, i: int, k: int, *, temporary: bool = False) -> str | None:
+    inst = w.insts[i]
+    as_what = "as the temporary primary" if temporary else ""
+    if w.c_free[k] < inst.mem:
+        return f"{w.names[k]} has {w.c_free[k]}M free for its {inst.mem}M {as_what}".rstrip()
+    if w.all_vcpus[k] + inst.all_vcpus > w.vcpu_limit[k]:
+        return (
+            f"policy: {w.names[k]} would exceed its vCPU ratio "
+            f"({w.all_vcpus[k] + inst.all_vcpus} vCPUs, at most {w.vcpu_limit[k]:g})"
+        )
+    if w.tags_clash(i, k):
+        return f"policy: {w.names[k]} has a primary sharing its exclusion tag {as_what}".rstrip()
+    return None
+
+
+def _n1(w: Work, k: int, need: int, free: int) -> str:
+    return f"N+1: {w.names[k]} would hold {need}M for a peer's failover with {free}M free"
 
 
 class _Trial:
@@ -129,6 +166,9 @@ class _Trial:
         )
         if new_s == s and new_p != p:
             gainers.add(s)  # its reservation moves to another peer
-        self.ok = all(
-            not w.online[k] or max(rows[k].values(), default=0) <= c_free[k] for k in gainers
-        )
+        self.refusal: str | None = None
+        for k in sorted(gainers):
+            need = max(rows[k].values(), default=0)
+            if w.online[k] and need > c_free[k]:
+                self.refusal = _n1(w, k, need, c_free[k])
+                break

@@ -79,6 +79,7 @@ def unusable(state: ClusterState, node: NodeName) -> str | None:
 
 def loads(state: ClusterState, *, exclude: InstanceName | None = None) -> dict[NodeName, NodeLoad]:
     prefixes = state.desired.policy.exclusion_tag_prefixes
+    reserve = state.desired.policy.reserve_stopped_memory
     result = {
         name: NodeLoad(
             name=name,
@@ -98,7 +99,8 @@ def loads(state: ClusterState, *, exclude: InstanceName | None = None) -> dict[N
             continue
         p, s = result.get(placement.primary), result.get(placement.secondary)
         if p is not None:
-            p.mem_primary += inst.memory_mib
+            if inst.power == PowerState.RUNNING or reserve:
+                p.mem_primary += inst.memory_mib
             p.disk_used += inst.disk_mib
             p.vcpus_primary += inst.vcpus
             for tag in inst.tags:
@@ -125,7 +127,12 @@ def _fits(
     s: NodeLoad,
 ) -> str | None:
     policy = state.desired.policy
-    if p.mem_free < spec.memory_mib:
+    # the memory the primary holds for it: a stopped instance's only when the
+    # policy reserves it (htools count only running instances' memory)
+    hold = (
+        spec.memory_mib if spec.power == PowerState.RUNNING or policy.reserve_stopped_memory else 0
+    )
+    if p.mem_free < hold:
         return "FailMem"
     if p.disk_total - p.disk_used < spec.disk_mib or s.disk_total - s.disk_used < spec.disk_mib:
         return "FailDisk"
@@ -150,7 +157,7 @@ def _fits(
         if max(need_s, s.n1_need()) > s.mem_free:
             return "FailN1"
         # ...and takes memory p needs for the instances it is secondary for.
-        if p.n1_need() > p.mem_free - spec.memory_mib:
+        if p.n1_need() > p.mem_free - hold:
             return "FailN1"
     return None
 

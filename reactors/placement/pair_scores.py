@@ -87,6 +87,7 @@ class Allocator:
                 if peer in index:
                     self.sec_for[index[x], index[peer]] = mem
         self.n_plus_one = policy.n_plus_one
+        self.reserve_stopped = policy.reserve_stopped_memory
         usable = np.array(
             [unusable(state, x) is None and nodes[i].online for i, x in enumerate(self.names)],
             dtype=bool,
@@ -104,6 +105,7 @@ class Allocator:
         self.online: Bools = np.array([nd.online for nd in nodes], dtype=bool)
         self.t_mem = arr([nd.t_mem for nd in nodes])
         self.f_mem = arr([nd.f_mem for nd in nodes])
+        self.over = arr([nd.over for nd in nodes])
         self.stopped_mem = arr([nd.stopped_mem for nd in nodes])
         self.t_dsk = arr([nd.t_dsk for nd in nodes])
         self.f_dsk = arr([nd.f_dsk for nd in nodes])
@@ -139,7 +141,8 @@ class Allocator:
         inst = self.inst
         mem_free = self.mem_total - self.mem_primary
         disk_ok = (self.disk_total - self.disk_used) >= inst.dsk
-        p_ok = (mem_free >= inst.mem) & disk_ok & (self.vcpus_primary + inst.vcpus <= self.vcpu_cap)
+        hold = inst.mem if (inst.running or self.reserve_stopped) else 0
+        p_ok = (mem_free >= hold) & disk_ok & (self.vcpus_primary + inst.vcpus <= self.vcpu_cap)
         ok: Bools = self.allowed & p_ok[:, None] & disk_ok[None, :]
         if self.n_plus_one:
             n1_need = self.sec_for.max(axis=1, initial=0.0)  # no nodes: no need
@@ -147,7 +150,7 @@ class Allocator:
             need_s = self.sec_for.T + (inst.mem if inst.auto_balance else 0)  # [p, s]
             ok &= np.maximum(need_s, n1_need[None, :]) <= mem_free[None, :]
             # ...and takes memory p needs for what it is secondary for.
-            ok &= (n1_need <= mem_free - inst.mem)[:, None]
+            ok &= (n1_need <= mem_free - hold)[:, None]
         return ok
 
     # --------------------------------------------------------------- score
@@ -169,7 +172,7 @@ class Allocator:
         in htools)."""
         return np.stack(
             [
-                f_mem / self.t_mem,
+                (f_mem - self.over) / self.t_mem,
                 (f_mem - stopped_mem) / self.t_mem,
                 np.where(self.t_dsk == 0, 1.0, f_dsk / self.t_dsk),
                 r_mem / self.t_mem,
@@ -293,7 +296,8 @@ class Allocator:
         inst = self.inst
         p, s = self.names.index(pick.primary), self.names.index(pick.secondary)
         su = inst.spindle_use if inst.disk_template in LOCAL_STORAGE_TEMPLATES else 0
-        self.mem_primary[p] += inst.mem
+        if inst.running or self.reserve_stopped:
+            self.mem_primary[p] += inst.mem
         self.disk_used[p] += inst.dsk
         self.disk_used[s] += inst.dsk
         self.vcpus_primary[p] += inst.vcpus

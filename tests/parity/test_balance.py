@@ -53,10 +53,12 @@ from reactors.balance.work import Work
 from reactors.htools.model import (
     EXCLUSION_TAG_PREFIX,
     BCluster,
+    BGroup,
     BInstance,
     BNode,
     BPolicy,
     from_state,
+    group_uuid,
 )
 from reactors.htools.score import n1_failures, score
 from reactors.htools.text import parse, render
@@ -760,12 +762,19 @@ def test_no_move_puts_a_primary_beside_one_sharing_an_exclusion_tag() -> None:
 
 def test_the_vcpu_ratio_counts_the_hosts_own_cpus() -> None:
     """Ganeti's vCPU ratio counts the node's own CPUs (cpu_n) as used: with 4
-    CPUs, a ratio of 1 and one CPU for the host, a node takes 3 vCPUs of primaries."""
+    CPUs, a ratio of 1 and one CPU for the host, a node takes 3 vCPUs of primaries.
+    The ratio is the node group's (htools apply the cluster's policy line to no
+    node; a group without its own line has the default ratio, 4)."""
     vms = [
         BInstance(name=f"vm{k}", mem=512, dsk=1024, vcpus=1, pnode="node1", snode="node2")
         for k in range(12)
     ]
-    start = replace(_small(instances=vms, cpus=4), policy=BPolicy(vcpu_ratio=1.0))
+    one = BPolicy(vcpu_ratio=1.0)
+    start = replace(
+        _small(instances=vms, cpus=4),
+        policy=one,
+        groups=(BGroup(name="default", uuid=group_uuid(name="default"), policy=one),),
+    )
     plan = plan_balance(cluster=start)
     after = plan.cluster_after
     for node in after.nodes:

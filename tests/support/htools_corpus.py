@@ -89,6 +89,7 @@ class Recipe:
     live_memory: bool = False
     skew: bool = False
     offline: int = 0
+    squeeze: int = 0
     utilisation: bool = False
     partial: int = 0
 
@@ -118,6 +119,7 @@ class Recipe:
             (self.skew, "reported free memory off"),
             (not self.live_memory and not self.skew, "hspace's stale free memory"),
             (self.offline > 0, "offline nodes"),
+            (self.squeeze > 0, "fails N+1 from the start"),
             (self.utilisation, "utilisation file"),
             (self.partial > 0, "partly balanced by hbal"),
         ]
@@ -211,6 +213,15 @@ RECIPES: tuple[Recipe, ...] = (
         exclusion=True,
         live_memory=True,
     ),
+    Recipe(
+        name="n1-unhappy-16+2",
+        shapes=(small(16),),
+        empty=2,
+        stopped=0.1,
+        live_memory=True,
+        squeeze=3,
+    ),
+    Recipe(name="n1-unhappy-24", shapes=(small(18), big(6)), live_memory=True, squeeze=2),
 )
 
 
@@ -470,6 +481,21 @@ def _skew(t: _Text, rng: random.Random) -> None:
             n[3] = str(recorded)
 
 
+def _squeeze(t: _Text, rng: random.Random, count: int) -> None:
+    """`count` nodes report less free memory than they hold for N+1 (memory
+    taken outside Ganeti): htools find the cluster N+1-unhappy from the start."""
+    peers: dict[str, dict[str, int]] = {}
+    for inst in t.instances:
+        balanced = inst[5] == "Y" and inst[4] != "ADMIN_offline" and inst[12] != "Y"
+        if inst[7] and balanced:
+            row = peers.setdefault(inst[7], {})
+            row[inst[6]] = row.get(inst[6], 0) + int(inst[1])
+    holders = sorted(name for name, row in peers.items() if row)
+    for name in rng.sample(holders, min(count, len(holders))):
+        node = next(n for n in t.nodes if n[0] == name)
+        node[3] = str(max(peers[name].values()) - rng.randrange(256, 4096))
+
+
 def _offline(t: _Text, rng: random.Random, count: int) -> None:
     holding = {i[6] for i in t.instances}
     for n in rng.sample([n for n in t.nodes if n[0] in holding], count):
@@ -530,6 +556,7 @@ def make(recipe: Recipe, seed: int, root: Path) -> CorpusFile:
         lambda: recipe.live_memory and _live_memory(t, rng),
         lambda: recipe.skew and _skew(t, rng),
         lambda: _offline(t, rng, recipe.offline),
+        lambda: _squeeze(t, rng, recipe.squeeze),
     ]
     for step in steps:
         step()
