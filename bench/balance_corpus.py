@@ -184,7 +184,7 @@ def run() -> dict[str, Any]:
     wanted = os.environ.get("CORRAL_BENCH_CORPUS")
     recipes = [r for r in RECIPES if not wanted or r.name in wanted.split(",")]
     files = corpus(recipes=recipes)
-    header = [
+    header: list[object] = [
         "half",
         "file",
         "nodes / inst",

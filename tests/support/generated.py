@@ -301,8 +301,8 @@ def random_cluster(*, seed: int) -> BCluster:
     nodes = [
         replace(
             n,
-            f_mem=n.t_mem - n.n_mem - mem_used[n.name],
-            f_dsk=n.t_dsk - dsk_used[n.name],
+            f_mem=int(n.t_mem) - n.n_mem - mem_used[n.name],
+            f_dsk=int(n.t_dsk) - dsk_used[n.name],
         )
         for n in nodes
     ]
@@ -359,8 +359,8 @@ def generated_cluster(
     if drained:
         nodes[1] = replace(nodes[1], drained=True)
     vcpu_ratio = 4.0
-    free = {n.name: n.t_mem - n.n_mem for n in nodes}
-    disk = {n.name: n.t_dsk for n in nodes}
+    free = {n.name: int(n.t_mem) - n.n_mem for n in nodes}
+    disk = {n.name: int(n.t_dsk) for n in nodes}
     vcpus = {n.name: 0 for n in nodes}
     peers: dict[str, dict[str, int]] = {n.name: {} for n in nodes}
     holders = [n.name for n in nodes[:full]]

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import random
 import subprocess
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -547,19 +547,18 @@ def make(recipe: Recipe, seed: int, root: Path) -> CorpusFile:
     if recipe.diskless:
         text = _add_template(text, work, template="diskless", count=recipe.diskless, tag="dl")
     t = _Text.read(text)
-    steps: list[Callable[[], object]] = [
-        lambda: _add_empty(t, rng, recipe.empty),
-        lambda: _statuses(t, rng, recipe),
-        lambda: _tags(t, rng, recipe),
-        lambda: recipe.spindles and _spindles(t, rng, recipe),
-        lambda: _forthcoming(t, rng, recipe.forthcoming),
-        lambda: recipe.live_memory and _live_memory(t, rng),
-        lambda: recipe.skew and _skew(t, rng),
-        lambda: _offline(t, rng, recipe.offline),
-        lambda: _squeeze(t, rng, recipe.squeeze),
-    ]
-    for step in steps:
-        step()
+    _add_empty(t, rng, recipe.empty)
+    _statuses(t, rng, recipe)
+    _tags(t, rng, recipe)
+    if recipe.spindles:
+        _spindles(t, rng, recipe)
+    _forthcoming(t, rng, recipe.forthcoming)
+    if recipe.live_memory:
+        _live_memory(t, rng)
+    if recipe.skew:
+        _skew(t, rng)
+    _offline(t, rng, recipe.offline)
+    _squeeze(t, rng, recipe.squeeze)
     text = t.write()
     if recipe.partial:
         text = _partial(text, work, recipe.partial)
