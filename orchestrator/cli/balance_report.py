@@ -153,6 +153,10 @@ def report_explanation(plan: BalancePlan, *, avoid: frozenset[str]) -> None:
         more = f" and {len(names) - _NAMED} more" if len(names) > _NAMED else ""
         print(f"not moved, {why}: {len(names)}: {', '.join(names[:_NAMED])}{more}")
     held = held_back(after, avoid=avoid)
+    print(
+        f"left where they are: {len(still)} never moved, {len(held)} held back by a rule; "
+        "every other instance has no move left that lowers the score"
+    )
     if held:
         print(
             f"held back by a rule ({len(held)} instances whose best move would lower "

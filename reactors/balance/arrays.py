@@ -38,6 +38,7 @@ class NodeArrays:
         n_nodes = len(work.names)
         self.t_mem = np.array(work.t_mem, dtype=np.float64)
         self.over = np.array(work.over, dtype=np.int64)
+        self.spin_cap = np.array(work.spin_cap, dtype=np.float64)
         self.t_dsk = np.array(work.t_dsk, dtype=np.float64)
         self.sden = np.array(work.sden, dtype=np.float64)
         self.vcpu_limit = np.array(work.vcpu_limit, dtype=np.float64)

@@ -333,7 +333,11 @@ class Bounds:
         cols.append(Table(3, at_r, used_r, None, (low, high, scalar, none)))
         cols.append(self._const(6, (a.n_all[ti] + 1).astype(np.float64), kids.size))
         cols.append(Table(7, at_s, used_s, self._spindles(su)))
-        ok = ~none[at_r] & (a.f_dsk[ti] >= dsk[at_d][:, None])
+        ok = (
+            ~none[at_r]
+            & (a.f_dsk[ti] >= dsk[at_d][:, None])
+            & (a.ispind[ti] + su[at_s][:, None] <= a.spin_cap[ti])
+        )
         return stack_tables(kids, cols, None, ok, self.old, self.center, self.n)
 
     def _pri_tables(self, rows: Ints) -> Tables:
@@ -369,6 +373,7 @@ class Bounds:
         ]
         ok = (
             (a.f_dsk[ti] >= dsk[at_d][:, None])
+            & (a.ispind[ti] + su[at_s][:, None] <= a.spin_cap[ti])
             & (a.c_free[ti] - hold[at_hold][:, None] >= a.r_mem[ti])
             & (a.all_vcpus[ti] + av[at_av][:, None] <= a.vcpu_limit[ti])
         )

@@ -186,6 +186,8 @@ class Copies:
                 np.where(t_dsk == 0, 1.0, (a.f_dsk - dsk[:, None]) / t_dsk), vals[:, 2], c[2]
             )
             self.disk_ok = a.f_dsk >= dsk[:, None]
+            # the spindle-ratio policy (htools' hiSpindles), per spindle use
+            self.spin_ok = a.ispind + su[:, None] <= a.spin_cap
             # per (peer, reservation): the node's reserved memory once it takes the copy
             r_new = np.maximum(a.r_mem, a.res[:, None, :] + res[None, :, None])
             r_new = r_new.reshape(n_nodes * res.size, n_nodes)
@@ -251,7 +253,13 @@ class Copies:
                 out = out + np.where((d1 == 0.0) & (d2 == 0.0), 0.0, term)
             d = (sc0[:, None] + self.scalar[fr]) + out + loc[:, None]
         every = self.every
-        ok = (every != p[:, None]) & (every != s[:, None]) & self.disk_ok[fd] & self.rem_ok[fr]
+        ok = (
+            (every != p[:, None])
+            & (every != s[:, None])
+            & self.disk_ok[fd]
+            & self.spin_ok[fs]
+            & self.rem_ok[fr]
+        )
         return np.asarray(d, dtype=np.float64), ok
 
 

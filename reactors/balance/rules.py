@@ -95,6 +95,11 @@ def refusal(work: Work, i: int, new_p: int, new_s: int) -> str | None:
             return f"{w.names[k]} takes nothing (offline, drained or avoided)"
         if w.f_dsk[k] < dsk:
             return f"{w.names[k]} has {w.f_dsk[k]}M disk free for its {dsk}M"
+        if w.ispind[k] + inst.su > w.spin_cap[k]:
+            return (
+                f"policy: {w.names[k]} would exceed its spindle ratio "
+                f"({w.ispind[k] + inst.su} spindles used, at most {w.sden[k]:g})"
+            )
     if gains_pri:
         if not w.usable[new_p]:
             return f"{w.names[new_p]} takes nothing (offline, drained or avoided)"

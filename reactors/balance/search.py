@@ -400,6 +400,8 @@ class Search:
                 & (every_n != s[:, None])
                 & a.usable
                 & (a.f_dsk >= dsk[:, None])
+                # the spindle-ratio policy (htools' hiSpindles)
+                & (a.ispind + figs.su[idx][:, None] <= a.spin_cap)
                 & (a.c_free - mem[:, None] >= a.r_mem)
                 & (a.all_vcpus + figs.all_vcpus[idx][:, None] <= a.vcpu_limit)
                 # the node keeping the copy keeps N+1

@@ -84,6 +84,11 @@ class Work:
         self.speed = [n.cpu_speed for n in nodes]
         self.t_cpu = [float(n.t_cpu) for n in nodes]
         self.sden = [ratio[n.name] * n.spindles for n in nodes]
+        # the most spindle use a node may take on (the spindle-ratio policy)
+        self.spin_cap = [
+            s if cluster.spindle_policy and not n.exclusive_storage else math.inf
+            for s, n in zip(self.sden, nodes, strict=True)
+        ]
         self.vcpu_limit = [
             n.t_cpu * cluster.group_policy(n.group).vcpu_ratio - n.os_cpus for n in nodes
         ]

@@ -194,6 +194,10 @@ class BCluster:
     cluster_tags: tuple[str, ...] = ()
     policy: BPolicy = BPolicy()
     reserve_stopped: bool = False
+    # whether the planners keep the spindle-ratio policy (htools' hiSpindles:
+    # no node's instances use more than the group's spindle_ratio times its
+    # spindles); off for corral's own clusters, whose nodes declare no spindles
+    spindle_policy: bool = True
     # instances the balancer must leave where they are, with the reason
     # (corral's; e.g. those spanning two node groups)
     pinned: dict[str, str] = field(default_factory=dict)
@@ -321,4 +325,5 @@ def from_state(*, state: ClusterState) -> BCluster:
         cluster_tags=tuple(ctags),
         policy=policy,
         reserve_stopped=desired.policy.reserve_stopped_memory,
+        spindle_policy=False,
     )

@@ -46,6 +46,7 @@ class NodeLoad:
     secondary_for: dict[NodeName, int] = field(default_factory=dict)
     tags: frozenset[str] = frozenset()
     exclusion: Counter[str] = field(default_factory=Counter)
+    group: str = "default"
 
     @property
     def mem_free(self) -> int:
@@ -88,6 +89,7 @@ def loads(state: ClusterState, *, exclude: InstanceName | None = None) -> dict[N
             cpus=spec.cpus,
             host_cpus=spec.host_cpus,
             tags=spec.tags,
+            group=spec.group,
         )
         for name, spec in state.desired.nodes.items()
     }
@@ -127,6 +129,9 @@ def _fits(
     s: NodeLoad,
 ) -> str | None:
     policy = state.desired.policy
+    if p.group != s.group:
+        # a DRBD pair lives in one node group (Ganeti's, and hail's, rule)
+        return "FailGroup"
     # the memory the primary holds for it: a stopped instance's only when the
     # policy reserves it (htools count only running instances' memory)
     hold = (
@@ -151,15 +156,16 @@ def _fits(
     dom = policy.failure_domain_prefixes
     if dom and _domains(p.tags, dom) & _domains(s.tags, dom):
         return "FailDomain"
-    if policy.n_plus_one:
-        # The new instance adds to what s must hold if p dies...
-        need_s = s.secondary_for.get(p.name, 0) + (spec.memory_mib if spec.auto_balance else 0)
-        if max(need_s, s.n1_need()) > s.mem_free:
-            return "FailN1"
-        # ...and takes memory p needs for the instances it is secondary for.
-        if p.n1_need() > p.mem_free - hold:
-            return "FailN1"
+    if policy.n_plus_one and not _keeps_n1(spec=spec, p=p, s=s, hold=hold):
+        return "FailN1"
     return None
+
+
+def _keeps_n1(*, spec: InstanceSpec, p: NodeLoad, s: NodeLoad, hold: int) -> bool:
+    # The new instance adds to what s must hold if p dies...
+    need_s = s.secondary_for.get(p.name, 0) + (spec.memory_mib if spec.auto_balance else 0)
+    # ...and takes memory p needs for the instances it is secondary for.
+    return max(need_s, s.n1_need()) <= s.mem_free and p.n1_need() <= p.mem_free - hold
 
 
 def choose_pair(*, state: ClusterState, spec: InstanceSpec) -> PairChoice:
@@ -323,6 +329,7 @@ def _as_if_free(p: NodeLoad, spec: InstanceSpec) -> NodeLoad:
         disk_used=p.disk_used,
         vcpus_primary=0,
         tags=p.tags,
+        group=p.group,
     )
 
 

@@ -93,6 +93,8 @@ class Allocator:
             dtype=bool,
         )
         self.allowed: Bools = usable[:, None] & usable[None, :] & ~np.eye(n, dtype=bool)
+        groups = np.array([load[x].group for x in self.names])
+        self.allowed &= groups[:, None] == groups[None, :]
         dom = policy.failure_domain_prefixes
         if dom:
             doms = [{t for t in load[x].tags if t.startswith(dom)} for x in self.names]

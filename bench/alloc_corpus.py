@@ -1,0 +1,166 @@
+"""corral's allocator against hail, and `corral capacity` against hspace, on the
+corpus htools made (`tests.support.htools_corpus`; seed 0 the tuning half,
+seed 1 held out), side by side in one run.
+
+Allocation: on each file as it is (as corral reads it, `reactors.htools.state`),
+one request of each of three sizes (1G/20G/1, 4G/80G/2, 16G/200G/8 DRBD),
+answered by `choose_pair` and by the real hail (capacity checks on, as Ganeti
+runs it); each answer's cluster scored by `reactors.htools.score`. The
+target: corral's score no higher wherever hail places, and corral placing
+wherever hail does. Hail sees nodes with 4 spindles, as in `bench.alloc`.
+
+Capacity: `hspace -t FILE --disk-template drbd --standard-alloc=20480,1024,1`
+(its tiered run given the same spec, so it does not search down from the
+policy's maximum) against `corral capacity --htools FILE --spec 1G,20G,1`
+(a fresh process each); counts and times, the target count ≥ and time ≤ 1/10.
+
+Not imported by corral; run by `make bench` or `python -m bench alloc_corpus`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from events.ids import InstanceName
+from events.specs import DiskSpec, InstanceSpec
+from reactors.htools.model import from_state
+from reactors.htools.score import score
+from reactors.htools.state import to_state
+from reactors.htools.text import parse
+from reactors.placement.allocator import choose_pair
+from tests.support.generated import place
+from tests.support.htools_corpus import corpus
+from tests.support.htools_tools import HAIL, HTOOLS_BIN, iallocator_request, run_hail
+
+_CLI = (sys.executable, "-m", "orchestrator.cli.main")
+HAIL_SPINDLES = 4
+SIZES = ((1024, 20480, 1), (4096, 81920, 2), (16384, 204800, 8))
+
+
+def _spec(mem: int, dsk: int, cpus: int) -> InstanceSpec:
+    return InstanceSpec(
+        name=InstanceName(f"request-{mem}"),
+        memory_mib=mem,
+        vcpus=cpus,
+        disks=(DiskSpec(size_mib=dsk),),
+    )
+
+
+def _allocations(path: Path, tmp: Path) -> dict[str, int]:
+    """Per request: both place and corral scores no higher; hail places and
+    corral refuses; corral places and hail refuses; both refuse; corral higher."""
+    state = to_state(cluster=parse(path.read_text()))
+    out = {"both, corral ≤": 0, "both, corral >": 0, "hail only": 0, "corral only": 0, "neither": 0}
+    for mem, dsk, cpus in SIZES:
+        spec = _spec(mem, dsk, cpus)
+        ours = choose_pair(state=state, spec=spec)
+        message = iallocator_request(state, spec, spindle_count=HAIL_SPINDLES)
+        theirs = run_hail(hail=HAIL, message=message, path=tmp / "request.json")
+        placed_ours = ours.primary is not None and ours.secondary is not None
+        if not theirs.success or theirs.primary is None or theirs.secondary is None:
+            out["corral only" if placed_ours else "neither"] += 1
+            continue
+        if not placed_ours:
+            out["hail only"] += 1
+            continue
+        assert ours.primary is not None and ours.secondary is not None
+        mine = score(from_state(state=place(state, spec, ours.primary, ours.secondary))).total
+        hails = score(from_state(state=place(state, spec, theirs.primary, theirs.secondary))).total
+        out["both, corral ≤" if mine <= hails + 1e-9 else "both, corral >"] += 1
+    return out
+
+
+def _hspace(path: Path) -> tuple[int, float]:
+    started = time.perf_counter()
+    out = subprocess.run(
+        [
+            f"{HTOOLS_BIN}/hspace",
+            "-t",
+            str(path),
+            "--disk-template=drbd",
+            "--standard-alloc=20480,1024,1",
+            "--tiered-alloc=20480,1024,1",
+            "--machine-readable",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=True,
+    ).stdout
+    took = time.perf_counter() - started
+    m = re.search(r"^HTS_ALLOC_INSTANCES=(\d+)$", out, re.MULTILINE)
+    assert m is not None, out
+    return int(m.group(1)), took
+
+
+def _corral(path: Path, *extra: str) -> tuple[int, float, dict[str, Any]]:
+    started = time.perf_counter()
+    out = subprocess.run(
+        [*_CLI, "capacity", "--htools", str(path), "--spec", "1G,20G,1", "--json", *extra],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=True,
+    ).stdout
+    took = time.perf_counter() - started
+    doc = json.loads(out)
+    return int(doc["total"]), took, doc
+
+
+def run() -> dict[str, Any]:
+    header: list[object] = [
+        "half",
+        "file",
+        "capacity corral / hspace",
+        "time corral / hspace",
+        "hspace ÷ corral",
+        "count ≥ / time ≤ 1/10",
+        "fails N+1 (nodes); without new failures",
+        "requests: both place corral ≤ / >, hail only, corral only, neither",
+    ]
+    rows: list[list[object]] = [header]
+    records: list[dict[str, Any]] = []
+    for half in ("tuning", "held-out"):
+        for item in (f for f in corpus() if f.half == half):
+            count, took, doc = _corral(item.path)
+            h_count, h_took = _hspace(item.path)
+            failing = doc["n1_failures_before"]
+            extra = ""
+            if doc["cannot_lose"]:
+                more, _, _ = _corral(item.path, "--without-new-n1-failures")
+                extra = f"yes ({len(failing)}); {more}"
+            with tempfile.TemporaryDirectory(prefix="alloc-") as tmp:
+                allocs = _allocations(item.path, Path(tmp))
+            met = (count >= h_count, took * 10 <= h_took)
+            rows.append(
+                [
+                    half,
+                    item.name,
+                    f"{count} / {h_count}",
+                    f"{took:.2f} / {h_took:.2f} s",
+                    f"{h_took / took:.1f}×",
+                    " / ".join("yes" if m else "NO" for m in met),
+                    extra or "no",
+                    " / ".join(str(v) for v in allocs.values()),
+                ]
+            )
+            print("  ".join(str(c) for c in rows[-1]), flush=True)
+            records.append(
+                {
+                    "file": item.name,
+                    "half": half,
+                    "capacity": {"corral": count, "hspace": h_count},
+                    "seconds": {"corral": took, "hspace": h_took},
+                    "n1_failures_before": failing,
+                    "requests": allocs,
+                    "met": met,
+                }
+            )
+    return {"table": rows, "files": records}
