@@ -195,6 +195,8 @@ def run_batch(term: int, stdin: bytes, env: NodeEnv) -> Outcome:
 def _run_item(item: _BatchItem, env: NodeEnv) -> Outcome:
     try:
         return item.request.act(env)
+    except Refused as exc:  # a check only the node can make (a bridge, a seed image)
+        return _refusal(EXIT_REFUSED, item.request.verb, str(exc))
     except OSError as exc:
         return _refusal(EXIT_NODE_FAILED, item.request.verb, f"{type(exc).__name__}: {exc}")
 

@@ -29,7 +29,7 @@ from nodehelper.fields import (
     parse_json_body,
 )
 from nodehelper.terms import read_term
-from nodehelper.vm import RUN_DIR, start_request, vm_pid
+from nodehelper.vm import launch, start_request, vm_pid
 
 PROTOCOL = 1
 PROBE_SEPARATOR = "@@corral-probe@@"
@@ -146,15 +146,7 @@ def _drbdadm(args: list[str], options: list[str], stdin: bytes) -> Act:
 def _vm_start(args: list[str], options: list[str], stdin: bytes) -> Act:
     start = start_request(parse_json_body(stdin, what="vm-start"))
 
-    def act(env: NodeEnv) -> Outcome:
-        env.make_run_dir(RUN_DIR)
-        done = env.run(start.argv)
-        if done.rc == 0:
-            for socket in start.sockets:
-                env.share_socket(socket)
-        return done
-
-    return act
+    return lambda env: launch(env, start)
 
 
 def _vm_signal(signal: str) -> Build:

@@ -40,6 +40,9 @@ class Vm:
     argv: list[str]
     status: str = "running"  # running, paused, inmigrate, postmigrate, shutdown
     incoming: tuple[str, int] | None = None
+    # The taps qemu made for the VM's NICs (`-netdev tap,ifname=`), each with the
+    # bridge `ip link set dev TAP master BR` put it on ("" until then).
+    taps: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -60,6 +63,7 @@ class Host:
     copies: dict[str, Copy] = field(default_factory=dict)
     vms: dict[str, Vm] = field(default_factory=dict)
     failed_disks: set[str] = field(default_factory=set)
+    bridges: set[str] = field(default_factory=lambda: {"br0"})
 
     @property
     def vg_free_mib(self) -> int:

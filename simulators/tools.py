@@ -770,6 +770,12 @@ def _qemu(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
             )
         incoming = (m.group(1) or "0.0.0.0", int(m.group(2)))
     qmp_path = qmp.removeprefix("unix:").split(",")[0]
+    taps = {}
+    for i, a in enumerate(argv[:-1]):
+        if a == "-netdev":
+            m = re.search(r"(?:^|,)ifname=([^,]+)", argv[i + 1])
+            if m:
+                taps[m.group(1)] = ""
     vm = Vm(
         name=name,
         pid=f.next_pid(),
@@ -781,6 +787,7 @@ def _qemu(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
         argv=list(argv),
         status="inmigrate" if incoming else ("paused" if "-S" in argv else "running"),
         incoming=incoming,
+        taps=taps,
     )
     h.vms[name] = vm
     h.files[pidfile] = f"{vm.pid}\n".encode()

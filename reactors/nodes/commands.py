@@ -348,9 +348,19 @@ def drbdadm(sub: str, resource: str, *options: str, ok_if_stderr: str = "") -> H
 
 
 def vm_start(
-    *, spec: InstanceSpec, disks: tuple[DiskConfig, ...], incoming: tuple[str, int] | None = None
+    *,
+    spec: InstanceSpec,
+    disks: tuple[DiskConfig, ...],
+    incoming: tuple[str, int] | None = None,
+    nics: Sequence[Mapping[str, Any]] = (),
+    vnc_display: int | None = None,
+    seed: bool = False,
+    hv: Mapping[str, str] | None = None,
 ) -> HelperRequest:
-    """The helper builds qemu's argv itself from this request."""
+    """The helper builds qemu's argv itself from this request (its fields are
+    nodehelper.vm's: `nics` entries {index, mac, link, mode, model}, the VNC
+    display on the node's loopback, the cloud-init seed drive at the helper's own
+    path for this instance, Ganeti-style hypervisor parameters)."""
     body: dict[str, Any] = {
         "name": check_name(spec.name, what="instance name"),
         "memory_mib": int(spec.memory_mib),
@@ -359,6 +369,14 @@ def vm_start(
     }
     if incoming is not None:
         body["incoming"] = {"address": incoming[0], "port": int(incoming[1])}
+    if nics:
+        body["nics"] = [dict(n) for n in nics]
+    if vnc_display is not None:
+        body["vnc"] = {"display": int(vnc_display)}
+    if seed:
+        body["seed"] = True
+    if hv:
+        body["hv"] = dict(hv)
     return HelperRequest(verb="vm-start", body=body, summary=f"qemu start {spec.name}")
 
 
