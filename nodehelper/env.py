@@ -1,6 +1,7 @@
 """The node as the helper's verbs see it, behind a small protocol: run a tool's argv
 with some stdin, read/write/remove a file, make the VM run directory and hand its
-sockets to the calling account's group, and take the term lock. `RealEnv` is the
+sockets to the calling account's group, take the term lock, and speak QMP to a
+VM's monitor socket (for hotplug). `RealEnv` is the
 real node (subprocess, os, fcntl); the simulator gives its own, so that simulated
 and real nodes run the same verbs.
 
@@ -13,11 +14,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import json
 import os
+import socket
 import stat
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -25,6 +28,8 @@ from typing import Protocol
 SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 TOOL_TIMEOUT_S = 300.0
 LOCK_WAIT_S = 20.0
+QMP_TIMEOUT_S = 10.0  # one command's answer; also how long a guest may take to release a device
+QmpCommand = tuple[str, Mapping[str, object]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,12 @@ class NodeEnv(Protocol):
 
     def term_lock(self, *, exclusive: bool) -> contextlib.AbstractContextManager[None]:
         """Hold the term lock (shared or exclusive); LockBusy if it stays taken."""
+
+    def qmp(self, path: str, commands: Sequence[QmpCommand]) -> list[dict[str, object]]:
+        """Run QMP commands in one session on the monitor socket at `path`, in order,
+        stopping after the first whose answer is an error: their answers. A
+        `device_del` answers once the guest has released the device (qemu's
+        DEVICE_DELETED event), or with an error after QMP_TIMEOUT_S."""
 
 
 @dataclass
@@ -141,6 +152,9 @@ class RealEnv:
             os.chown(target, -1, self.caller_gid, follow_symlinks=False)
             os.chmod(target, 0o660)
 
+    def qmp(self, path: str, commands: Sequence[QmpCommand]) -> list[dict[str, object]]:
+        return qmp_unix(self._path(path), commands)
+
     @contextlib.contextmanager
     def term_lock(self, *, exclusive: bool) -> Iterator[None]:
         os.makedirs(self._path("/var/lib/corral"), mode=0o755, exist_ok=True)
@@ -165,3 +179,55 @@ class RealEnv:
             yield
         finally:
             os.close(fd)
+
+
+def qmp_unix(path: str, commands: Sequence[QmpCommand]) -> list[dict[str, object]]:
+    """QMP over a unix socket (the capabilities handshake first); see NodeEnv.qmp."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(QMP_TIMEOUT_S)
+        sock.connect(path)
+        stream = sock.makefile("rwb")
+        deleted: set[str] = set()
+
+        def answer() -> dict[str, object]:
+            while True:
+                line = stream.readline()
+                if not line:
+                    return {"error": {"class": "GenericError", "desc": "QMP connection closed"}}
+                doc = json.loads(line)
+                if doc.get("event") == "DEVICE_DELETED":
+                    deleted.add(str((doc.get("data") or {}).get("device", "")))
+                elif "event" not in doc:
+                    return dict(doc)
+
+        stream.readline()  # the greeting
+        answers: list[dict[str, object]] = []
+        for command, arguments in [("qmp_capabilities", {}), *commands]:
+            stream.write(json.dumps({"execute": command, "arguments": arguments}).encode() + b"\n")
+            stream.flush()
+            reply = answer()
+            device = str(arguments.get("id", ""))
+            if command == "device_del" and "return" in reply:
+                deadline = time.monotonic() + QMP_TIMEOUT_S
+                while device not in deleted and time.monotonic() < deadline:
+                    try:
+                        stream.write(b'{"execute": "query-status"}\n')
+                        stream.flush()
+                        answer()
+                    except TimeoutError:
+                        break
+                    if device not in deleted:
+                        time.sleep(0.1)
+                if device not in deleted:
+                    reply = {
+                        "error": {
+                            "class": "GenericError",
+                            "desc": f"the guest did not release {device} within "
+                            f"{QMP_TIMEOUT_S:.0f}s (no ACPI hotplug support?)",
+                        }
+                    }
+            if command != "qmp_capabilities":
+                answers.append(reply)
+            if "error" in reply:
+                break
+        return answers

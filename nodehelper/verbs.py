@@ -28,6 +28,7 @@ from nodehelper.fields import (
     check_vg,
     parse_json_body,
 )
+from nodehelper.hotplug import hotplug, hotplug_request
 from nodehelper.terms import read_term
 from nodehelper.vm import launch, start_request, vm_pid
 
@@ -149,6 +150,11 @@ def _vm_start(args: list[str], options: list[str], stdin: bytes) -> Act:
     return lambda env: launch(env, start)
 
 
+def _vm_hotplug(args: list[str], options: list[str], stdin: bytes) -> Act:
+    plug = hotplug_request(parse_json_body(stdin, what="vm-hotplug"))
+    return lambda env: hotplug(env, plug)
+
+
 def _vm_signal(signal: str) -> Build:
     def build(args: list[str], options: list[str], stdin: bytes) -> Act:
         vm_name = check_name(args[0], what="VM name")
@@ -193,6 +199,7 @@ VERBS: dict[str, Verb] = {
             options=frozenset().union(*DRBDADM_ALLOWED.values()),
         ),
         Verb("vm-start", True, (), _vm_start, body=True),
+        Verb("vm-hotplug", True, (), _vm_hotplug, body=True),
         Verb("vm-stop", True, ("NAME",), _vm_signal("-15")),
         Verb("vm-kill", True, ("NAME",), _vm_signal("-9")),
         Verb("batch", True, (), _batch, body=True),

@@ -43,6 +43,11 @@ class Vm:
     # The taps qemu made for the VM's NICs (`-netdev tap,ifname=`), each with the
     # bridge `ip link set dev TAP master BR` put it on ("" until then).
     taps: dict[str, str] = field(default_factory=dict)
+    # What QMP hotplug sees: device id -> PCI slot, netdev ids (-> tap), block
+    # nodes added by blockdev-add (-> the device file).
+    devices: dict[str, str] = field(default_factory=dict)
+    netdevs: dict[str, str] = field(default_factory=dict)
+    block_nodes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

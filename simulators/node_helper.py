@@ -14,13 +14,14 @@ from __future__ import annotations
 import contextlib
 import fnmatch
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from nodehelper.env import Outcome
 from nodehelper.main import run as run_helper_argv
 from nodehelper.verbs import VERBS
 from simulators.fabric import Fabric, Host
+from simulators.hotplug_qmp import answer
 from simulators.tools import Result, read_host_file
 
 HELPER_PATH = "/usr/local/lib/corral/corral-node-helper"
@@ -71,6 +72,19 @@ class SimNodeEnv:
 
     def term_lock(self, *, exclusive: bool) -> contextlib.AbstractContextManager[None]:
         return contextlib.nullcontext()
+
+    def qmp(
+        self, path: str, commands: Sequence[tuple[str, Mapping[str, object]]]
+    ) -> list[dict[str, object]]:
+        vm = next((v for v in self.host.vms.values() if v.qmp_path == path), None)
+        if vm is None:
+            raise FileNotFoundError(f"simulated host: no VM listens on {path}")
+        answers: list[dict[str, object]] = []
+        for command, arguments in commands:
+            answers.append(answer(self.fabric, self.host, vm, command, dict(arguments)))
+            if "error" in answers[-1]:
+                break
+        return answers
 
 
 def run_helper(

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from simulators.drbd_model import Copy, DrbdError, ResourceConfig, parse_resource_file
 from simulators.fabric import Fabric, Host, Vm, Volume
+from simulators.hotplug_qmp import devices_from_argv
 
 
 @dataclass
@@ -770,12 +771,7 @@ def _qemu(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
             )
         incoming = (m.group(1) or "0.0.0.0", int(m.group(2)))
     qmp_path = qmp.removeprefix("unix:").split(",")[0]
-    taps = {}
-    for i, a in enumerate(argv[:-1]):
-        if a == "-netdev":
-            m = re.search(r"(?:^|,)ifname=([^,]+)", argv[i + 1])
-            if m:
-                taps[m.group(1)] = ""
+    devices, netdevs = devices_from_argv(argv)
     vm = Vm(
         name=name,
         pid=f.next_pid(),
@@ -787,7 +783,9 @@ def _qemu(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
         argv=list(argv),
         status="inmigrate" if incoming else ("paused" if "-S" in argv else "running"),
         incoming=incoming,
-        taps=taps,
+        taps={tap: "" for tap in netdevs.values() if tap},
+        devices=devices,
+        netdevs=netdevs,
     )
     h.vms[name] = vm
     h.files[pidfile] = f"{vm.pid}\n".encode()

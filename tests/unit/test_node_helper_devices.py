@@ -101,3 +101,56 @@ def test_bad_device_fields_are_refused_and_change_nothing(
     assert rc == 64, (rc, out, err)
     assert says in err and err.count("\n") == 1, err
     assert snapshot(node) == before
+
+
+def test_hotplug_adds_and_removes_a_nic_and_a_disk_in_their_cold_start_slots(node: Node) -> None:
+    prepared(node)
+    assert helper(node, "vm-start", "--term", "5", body={**VM, "nics": [NIC]})[0] == 0
+    vm = node.host.vms["web"]
+    nic1 = {"index": 1, "mac": "aa:00:00:12:34:58", "link": "br0"}
+    rc, out, err = helper(
+        node, "vm-hotplug", "--term", "5", body={"name": "web", "action": "add", "nic": nic1}
+    )
+    assert rc == 0, err
+    assert vm.devices["nic-n1"] == "0x16" and vm.taps[tap_name("web", 1)] == "br0", out
+    # The same NIC again: qemu refuses the netdev, and nothing changes.
+    before = snapshot(node)
+    rc, _, err = helper(
+        node, "vm-hotplug", "--term", "5", body={"name": "web", "action": "add", "nic": nic1}
+    )
+    assert rc == 1 and "qemu refused netdev_add: Duplicate ID 'net-n1'" in err, err
+    assert snapshot(node) == before
+    # A disk whose DRBD device is not there: refused by qemu, nothing half-done.
+    disk = {"name": "web", "action": "add", "disk": {"index": 1, "minor": 9}}
+    rc, _, err = helper(node, "vm-hotplug", "--term", "5", body=disk)
+    assert rc == 1 and "blockdev-add" in err and "/dev/drbd9" in err, err
+    assert snapshot(node) == before
+    # A slot in use (disk index clashing with an existing device id) is refused by
+    # device_add, and the block node it had added is deleted again.
+    taken = {"name": "web", "action": "add", "disk": {"index": 0, "minor": 3}}
+    rc, _, err = helper(node, "vm-hotplug", "--term", "5", body=taken)
+    assert rc == 1 and "device_add" in err and "disk-d0" in err, err
+    assert snapshot(node) == before
+    rc, _, err = helper(
+        node, "vm-hotplug", "--term", "5", body={"name": "web", "action": "remove", "nic": nic1}
+    )
+    assert rc == 0 and "nic-n1" not in vm.devices and tap_name("web", 1) not in vm.taps, err
+
+
+def test_hotplug_refusals_name_the_field_or_the_state(node: Node) -> None:
+    prepared(node)
+    body = {"name": "web", "action": "add", "nic": NIC}
+    rc, _, err = helper(node, "vm-hotplug", "--term", "5", body=body)
+    assert rc == 64 and "web is not running here" in err, err
+    assert helper(node, "vm-start", "--term", "5", body=VM)[0] == 0
+    before = snapshot(node)
+    for bad, says in [
+        ({**body, "nic": {**NIC, "link": "br7"}}, "no bridge 'br7'"),
+        ({**body, "action": "replace"}, "action 'replace'"),
+        ({"name": "web", "action": "add"}, "exactly one of nic, disk"),
+        ({**body, "disk": {"index": 1, "minor": 4}}, "exactly one of nic, disk"),
+        ({**body, "nic": {**NIC, "script": "/tmp/x"}}, "unknown field 'script'"),
+    ]:
+        rc, _, err = helper(node, "vm-hotplug", "--term", "5", body=bad)
+        assert rc == 64 and says in err, (bad, err)
+        assert snapshot(node) == before
