@@ -68,14 +68,20 @@ def _download(dest: Path) -> Path:
     try:
         depends = subprocess.run(
             ["apt-cache", "depends", KERNEL_PACKAGE],
-            capture_output=True, text=True, check=True, timeout=60,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
         ).stdout
         image = next(
             line.split()[1] for line in depends.splitlines() if "Depends: linux-image-" in line
         )
         subprocess.run(
             ["apt-get", "download", image, "busybox-static"],
-            cwd=debs, capture_output=True, check=True, timeout=300,
+            cwd=debs,
+            capture_output=True,
+            check=True,
+            timeout=300,
         )
     except (OSError, StopIteration, subprocess.SubprocessError) as exc:
         pytest.skip(f"cannot fetch {KERNEL_PACKAGE} and busybox-static with apt: {exc}")
