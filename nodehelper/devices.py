@@ -233,8 +233,6 @@ def disk_drive(disk: Disk, hv: Hv) -> tuple[str, str]:
     node = f"drive-d{disk.index}"
     drive = f"file=/dev/drbd{disk.minor},format=raw,if=none,id={node},{drive_options(hv)}"
     device = f"virtio-blk-pci,drive={node},id=disk-d{disk.index},addr={DISK_SLOT + disk.index:#x}"
-    if disk.index == 0 and hv.boot_order == "c":
-        device += ",bootindex=0"
     return drive, device
 
 
