@@ -227,6 +227,8 @@ class JobKind(StrEnum):
     INSTANCE_DEACTIVATE_DISKS = "instance.deactivate-disks"
     INSTANCE_CREATE = "instance.create"
     INSTANCE_REMOVE = "instance.remove"
+    INSTANCE_MODIFY = "instance.modify"
+    INSTANCE_RENAME = "instance.rename"
     NODE_EVACUATE = "node.evacuate"
     NODE_MIGRATE = "node.migrate"
     NODE_FAILOVER = "node.failover"

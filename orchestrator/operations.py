@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from events.ids import EventId, InstanceName, JobId, NodeName, check_name, new_event_id
@@ -69,6 +69,8 @@ _INSTANCE_JOBS = {
     JobKind.INSTANCE_ACTIVATE_DISKS,
     JobKind.INSTANCE_DEACTIVATE_DISKS,
     JobKind.INSTANCE_REMOVE,
+    JobKind.INSTANCE_MODIFY,
+    JobKind.INSTANCE_RENAME,
 }
 _NODE_JOBS = {JobKind.NODE_EVACUATE, JobKind.NODE_MIGRATE, JobKind.NODE_FAILOVER}
 
@@ -127,9 +129,12 @@ async def submit_job(
     params: Mapping[str, str] | None = None,
     actor: str,
     reason: str = "",
+    follow: Sequence[Event] = (),
 ) -> Accepted:
     """Record a job request. One job per instance (or node) at a time: a second one
-    is refused while the first is queued or running."""
+    is refused while the first is queued or running. `follow` are decisions the
+    job carries (a changed spec), appended with it in one transaction, caused by it,
+    expecting their objects at the versions in `state` (what they were decided on)."""
     if kind in _INSTANCE_JOBS:
         key = instance_key(_require_instance(state, target))
     elif kind in _NODE_JOBS:
@@ -167,7 +172,9 @@ async def submit_job(
                 power=power,
             )
         )
-    revision = await store.append(events, expected={job_key(job_id): 0})
+    events.extend(replace(e, causation_id=events[0].id, correlation_id=job_id) for e in follow)
+    expected = {k: state.versions.get(k, 0) for e in follow for k in e.objects()}
+    revision = await store.append(events, expected={**expected, job_key(job_id): 0})
     return Accepted(revision=revision, job_id=job_id, event_ids=tuple(e.id for e in events))
 
 

@@ -194,6 +194,8 @@ class JobRunner:
             await self._grow(job, InstanceName(target), params)
         elif kind == "instance.activate-disks":
             await self._wait_converged(job, InstanceName(target))
+        elif kind == "instance.modify":
+            await self._modified(job, InstanceName(target))
         elif kind in ("node.migrate", "node.failover", "node.evacuate"):
             await self._node_job(job, NodeName(target), kind)
         else:
@@ -517,6 +519,32 @@ class JobRunner:
                 ]
             )
             await self._log(job, f"decided: disk {index} -> {disks[index].size_mib}M")
+        await self._wait_converged(job, name)
+
+    async def _modified(self, job: JobState, name: InstanceName) -> None:
+        """The new spec was recorded with the job: say when it takes effect."""
+        spec = self.ctx.state.desired.instances.get(name)
+        if spec is None:
+            raise JobError(f"no instance {name}")
+        placement = self.ctx.state.placements.get(name)
+        vm = vm_on(self.ctx.state.observed.get(placement.primary), name) if placement else None
+        if (
+            vm is not None
+            and vm_alive(vm)
+            and (vm.memory_mib, vm.vcpus)
+            != (
+                spec.memory_mib,
+                spec.vcpus,
+            )
+        ):
+            await self._log(
+                job,
+                f"recorded: memory {spec.memory_mib}M, {spec.vcpus} vcpus; {name} runs with "
+                f"{vm.memory_mib}M and {vm.vcpus} until its next start "
+                f"(`corral instance reboot {name}`)",
+            )
+            return
+        await self._log(job, f"recorded: memory {spec.memory_mib}M, {spec.vcpus} vcpus")
         await self._wait_converged(job, name)
 
     # ------------------------------------------------------------------ node jobs

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from events.fields.names import NodeNameField
 from events.fields.rules import FieldError, before
-from events.fields.sizes import SizeMiB
+from events.fields.sizes import CpuCount, SizeMiB
 
 MAX_FILES = 100
 
@@ -66,6 +66,15 @@ class InstanceActionRequest(ReasonRequest):
     amount_mib: SizeMiB | None = None
 
 
+class ModifyRequest(ReasonRequest):
+    """`/instances/{name}/modify`: the new memory and/or vCPUs; `force` records a
+    change that does not fit its nodes or breaks N+1 (the refusal is recorded)."""
+
+    memory_mib: SizeMiB | None = None
+    vcpus: CpuCount | None = None
+    force: bool = False
+
+
 class DesiredFileText(Body):
     name: Annotated[str, before(_file_name), Field(min_length=1, max_length=255)]
     text: str
@@ -74,6 +83,7 @@ class DesiredFileText(Body):
 class DesiredRequest(Body):
     files: Annotated[list[DesiredFileText], Field(min_length=1, max_length=MAX_FILES)]
     allow_destroy: bool = False
+    force: bool = False  # record in-place changes that do not fit (recorded as forced)
     message: Text = ""
 
 

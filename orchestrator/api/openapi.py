@@ -151,6 +151,12 @@ _ROUTES = (
         "nothing changes", shapes.ApplyResult, ok="202", body=bodies.DesiredRequest,
     ),
     _Route(
+        "post", "/api/v1/instances/{name}/modify",
+        "Change memory and/or vCPUs (`corral instance modify`); admin only; 422 naming "
+        "the field when it does not fit its nodes or breaks N+1, unless forced (recorded)",
+        shapes.Accepted, ok="202", body=bodies.ModifyRequest, params=(_NAME,),
+    ),
+    _Route(
         "post", "/api/v1/instances/{name}/{action}", "An instance operation as a job",
         shapes.Accepted, ok="202", body=bodies.InstanceActionRequest,
         params=(_NAME, _path("action", {"type": "string", "enum": list(INSTANCE_ACTIONS)})),

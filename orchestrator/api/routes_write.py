@@ -26,6 +26,7 @@ from orchestrator.api.bodies import (
     INSTANCE_BODIES,
     DesiredRequest,
     GrowDiskRequest,
+    ModifyRequest,
     ReasonRequest,
     ReplaceDisksRequest,
 )
@@ -47,6 +48,7 @@ from orchestrator.api.context import (
     wait_folded,
 )
 from orchestrator.desired.request import Planned, Refusal, ToApply, apply_request, plan_request
+from orchestrator.instance_changes import modify_instance
 from orchestrator.offloop import Busy, TooSlow, WorkerFailed
 from orchestrator.operations import (
     INSTANCE_VERBS,
@@ -108,6 +110,7 @@ async def _desired_off_loop(
         author=principal.name,
         message=data.message,
         allow_destroy=data.allow_destroy,
+        force=data.force,
         now=time.time(),
     )
     try:
@@ -227,6 +230,32 @@ async def instance_action(request: web.Request) -> web.Response:
     return await _accepted(request, ctx, accepted, what=f"instance {action} {spec.name}")
 
 
+async def instance_modify(request: web.Request) -> web.Response:
+    """Memory and vCPUs of an instance (`corral instance modify`): admin only, as
+    it changes the desired state; 422 naming the field when it does not fit."""
+    principal = require_role(request, Action.ADMIN)
+    ctx = ctx_of(request)
+    state = ctx.state()
+    spec = require_instance(state, principal, request.match_info["name"])
+    if not may(principal, Action.ADMIN, instance_tags=spec.tags):
+        raise forbid(request, f"{principal.name} may not change {spec.name}")
+    data = await body_of(request, ModifyRequest)
+    try:
+        accepted = await modify_instance(
+            ctx.store,
+            state,
+            instance=spec.name,
+            memory_mib=data.memory_mib,
+            vcpus=data.vcpus,
+            force=data.force,
+            actor=principal.name,
+            reason=data.reason,
+        )
+    except OperationRefused as exc:
+        raise _refused(exc) from None
+    return await _accepted(request, ctx, accepted, what=f"instance modify {spec.name}")
+
+
 # ---------------------------------------------------------------------- nodes
 
 
@@ -306,6 +335,7 @@ async def job_cancel(request: web.Request) -> web.Response:
 def add_write_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/desired/plan", desired_plan)
     app.router.add_post("/api/v1/desired/apply", desired_apply)
+    app.router.add_post("/api/v1/instances/{name}/modify", instance_modify)
     app.router.add_post("/api/v1/instances/{name}/{action}", instance_action)
     app.router.add_post("/api/v1/nodes/{name}/{action}", node_action)
     app.router.add_post("/api/v1/jobs/{job_id}/cancel", job_cancel)

@@ -53,6 +53,12 @@ def add_desired_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
             action="store_true",
             help="allow removing instances that are not in the file (destroys their disks)",
         )
+        p.add_argument(
+            "--force",
+            action="store_true",
+            help="record in-place size changes that do not fit their nodes or break N+1 "
+            "(the apply records what it was forced past)",
+        )
         add_target_options(p)
         if name == "apply":
             p.add_argument("-m", "--message", default="", help="why (recorded with the apply)")
@@ -78,7 +84,7 @@ def _load(path: Path) -> DesiredFile:
 
 
 async def _plan(
-    store: EventStore, desired: DesiredFile, *, allow_destroy: bool
+    store: EventStore, desired: DesiredFile, *, allow_destroy: bool, force: bool
 ) -> tuple[ClusterState, Diff]:
     state = await current_state(store)
     diff = diff_desired(
@@ -87,6 +93,7 @@ async def _plan(
         absent=desired.absent,
         digest=desired.digest,
         allow_destroy=allow_destroy,
+        force=force,
     )
     return state, diff
 
@@ -108,7 +115,9 @@ def run_desired(args: argparse.Namespace) -> int:
 
 async def _run_plan(args: argparse.Namespace, desired: DesiredFile, target: Target) -> int:
     async with open_store(target) as store:
-        state, diff = await _plan(store, desired, allow_destroy=args.allow_destroy)
+        state, diff = await _plan(
+            store, desired, allow_destroy=args.allow_destroy, force=args.force
+        )
     events = diff_events(
         diff=diff,
         wanted=desired.cluster,
@@ -131,7 +140,9 @@ async def _run_plan(args: argparse.Namespace, desired: DesiredFile, target: Targ
 
 async def _run_apply(args: argparse.Namespace, desired: DesiredFile, target: Target) -> int:
     async with open_store(target) as store:
-        state, diff = await _plan(store, desired, allow_destroy=args.allow_destroy)
+        state, diff = await _plan(
+            store, desired, allow_destroy=args.allow_destroy, force=args.force
+        )
         if diff.problems:
             print(render_plan(diff=diff, placements=()), file=sys.stderr)
             raise UsageError("the file cannot be applied as it is; nothing was recorded")

@@ -34,6 +34,7 @@ from orchestrator.cli.context import (
 )
 from orchestrator.cli.jobs import job_command, report_accepted
 from orchestrator.cluster_report import instance_info, instance_row, node_info, node_rows
+from orchestrator.instance_changes import modify_instance
 from orchestrator.operations import (
     INSTANCE_VERBS,
     NODE_FLAG_VERBS,
@@ -72,6 +73,19 @@ def add_object_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         if action == "console":
             p.add_argument("--known-hosts", type=Path, default=os.environ.get("CORRAL_KNOWN_HOSTS"))
             p.add_argument("--client-key", type=Path, default=os.environ.get("CORRAL_CLIENT_KEY"))
+
+    mod = isub.add_parser("modify", help="change an instance's memory or vcpus (a job)")
+    mod.add_argument("name")
+    add_target_options(mod)
+    mod.add_argument("--memory", type=parse_size, help="new memory, e.g. 2G")
+    mod.add_argument("--vcpus", type=int, help="new number of vcpus")
+    mod.add_argument(
+        "--force",
+        action="store_true",
+        help="record it even if it does not fit on its nodes or breaks N+1 (recorded)",
+    )
+    mod.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    mod.add_argument("--reason", default="", help="why (recorded)")
 
     node = sub.add_parser("node", help="list, inspect and operate nodes")
     nsub = node.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -170,6 +184,18 @@ async def _instance(args: argparse.Namespace, store: EventStore, state: ClusterS
         return _instance_info(args, state, InstanceName(name), now=now)
     if args.action == "console":
         return await console(args, state, InstanceName(name))
+    if args.action == "modify":
+        accepted = await modify_instance(
+            store,
+            state,
+            instance=name,
+            memory_mib=args.memory,
+            vcpus=args.vcpus,
+            force=args.force,
+            actor=actor(store),
+            reason=args.reason,
+        )
+        return await report_accepted(args, store, accepted)
     params: dict[str, str] = {}
     if args.action == "replace-disks":
         params["mode"] = args.mode

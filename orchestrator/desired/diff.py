@@ -28,6 +28,7 @@ from events.model import (
 )
 from events.specs import DesiredCluster, InstanceSpec, PowerState
 from events.state import ClusterState
+from reactors.placement.resize import check_resize
 
 
 class Action(StrEnum):
@@ -55,6 +56,7 @@ class Change:
     name: str
     fields: tuple[FieldChange, ...] = ()
     notes: tuple[str, ...] = ()
+    forced: tuple[str, ...] = ()  # refusals the apply was forced past (recorded)
 
     @property
     def key(self) -> str:
@@ -120,10 +122,13 @@ def _field_changes(old: object, new: object, *, skip: frozenset[str]) -> list[Fi
 
 
 def _instance_problems(
-    *, old: InstanceSpec, new: InstanceSpec, placed: bool
-) -> tuple[list[str], list[str]]:
+    *, state: ClusterState, old: InstanceSpec, new: InstanceSpec, force: bool
+) -> tuple[list[str], list[str], list[str]]:
+    """(problems, notes, refusals forced past) of an in-place change."""
+    placed = InstanceName(new.name) in state.placements
     problems: list[str] = []
     notes: list[str] = []
+    forced: list[str] = []
     if len(old.disks) != len(new.disks):
         problems.append(
             f"instance {new.name}: adding or removing disks of an existing instance is not "
@@ -139,13 +144,27 @@ def _instance_problems(
             elif b.size_mib > a.size_mib:
                 notes.append(f"disk {i} grows online by {_size(b.size_mib - a.size_mib)}")
     if placed and (old.memory_mib != new.memory_mib or old.vcpus != new.vcpus):
-        notes.append(f"memory/vcpus take effect at the next `corral instance reboot {new.name}`")
+        notes.append(
+            f"in place; restart needed: memory/vcpus take effect at the next "
+            f"`corral instance reboot {new.name}`"
+        )
+    if placed and not problems:
+        verdict = check_resize(state=state, old=old, new=new)
+        notes.extend(verdict.effects)
+        if force:
+            forced.extend(verdict.refusals)
+            notes.extend(f"forced past: {r}" for r in verdict.refusals)
+        else:
+            problems.extend(
+                f"instance {new.name}: {r} (apply --force to record it anyway)"
+                for r in verdict.refusals
+            )
     if placed and (old.primary != new.primary or old.secondary != new.secondary):
         notes.append(
             "pins apply to future placements; move it now with "
             f"`corral instance migrate {new.name}` or `replace-disks`"
         )
-    return problems, notes
+    return problems, notes, forced
 
 
 def diff_desired(
@@ -155,10 +174,12 @@ def diff_desired(
     absent: frozenset[InstanceName] = frozenset(),
     digest: str = "",
     allow_destroy: bool = False,
+    force: bool = False,
 ) -> Diff:
     """Compare the live desired state with `wanted`. Instances missing from the file
     are removed only with `allow_destroy` or when marked absent; nodes that still
-    hold instances are never removed."""
+    hold instances are never removed. An instance's new size must fit where it is
+    placed (`reactors.placement.resize`) unless `force`, which the apply records."""
     live = state.desired
     changes: list[Change] = []
     problems: list[str] = []
@@ -209,9 +230,10 @@ def diff_desired(
         changes.append(Change(action=Action.REMOVE, kind="node", name=name))
     for iname in sorted(wanted.instances):
         change = _instance_change(
+            state=state,
             old=live.instances.get(iname),
             new=wanted.instances[iname],
-            placed=iname in state.placements,
+            force=force,
             problems=problems,
         )
         if change is not None:
@@ -228,7 +250,12 @@ def diff_desired(
 
 
 def _instance_change(
-    *, old: InstanceSpec | None, new: InstanceSpec, placed: bool, problems: list[str]
+    *,
+    state: ClusterState,
+    old: InstanceSpec | None,
+    new: InstanceSpec,
+    force: bool,
+    problems: list[str],
 ) -> Change | None:
     """How one declared instance changes (None: it does not); what the change may
     not do goes to `problems`."""
@@ -236,7 +263,7 @@ def _instance_change(
         return Change(action=Action.CREATE, kind="instance", name=new.name)
     if old == new:
         return None
-    bad, notes = _instance_problems(old=old, new=new, placed=placed)
+    bad, notes, forced = _instance_problems(state=state, old=old, new=new, force=force)
     problems.extend(bad)
     if old.power != new.power and old == _with_power(new, old.power):
         action = Action.START if new.power is PowerState.RUNNING else Action.STOP
@@ -247,6 +274,7 @@ def _instance_change(
         name=new.name,
         fields=tuple(_field_changes(old, new, skip=frozenset({"name"}))),
         notes=tuple(notes),
+        forced=tuple(forced),
     )
 
 
@@ -281,6 +309,8 @@ def diff_events(
     out: list[Event] = [applied]
     for ch in diff.changes:
         why = f"{ch.action} {ch.kind} {ch.name} from {', '.join(files)}"
+        if ch.forced:
+            why += f"; forced past: {'; '.join(ch.forced)}"
         if ch.kind == "cluster":
             out.append(
                 PolicySet(

@@ -44,7 +44,12 @@ class ToApply:
 
 
 def _checked(
-    texts: Sequence[tuple[str, str]], state: ClusterState, *, cluster: str, allow_destroy: bool
+    texts: Sequence[tuple[str, str]],
+    state: ClusterState,
+    *,
+    cluster: str,
+    allow_destroy: bool,
+    force: bool = False,
 ) -> tuple[DesiredFile, Diff] | Refusal:
     try:
         desired = parse_desired(texts)
@@ -68,6 +73,7 @@ def _checked(
         absent=desired.absent,
         digest=desired.digest,
         allow_destroy=allow_destroy,
+        force=force,
     )
     return desired, diff
 
@@ -96,10 +102,11 @@ def plan_request(
     message: str,
     allow_destroy: bool,
     now: float,
+    force: bool = False,
 ) -> Planned | Refusal:
     """What applying the files would change, with a preview of where new
     instances would go."""
-    checked = _checked(texts, state, cluster=cluster, allow_destroy=allow_destroy)
+    checked = _checked(texts, state, cluster=cluster, allow_destroy=allow_destroy, force=force)
     if isinstance(checked, Refusal):
         return checked
     desired, diff = checked
@@ -117,10 +124,11 @@ def apply_request(
     message: str,
     allow_destroy: bool,
     now: float,
+    force: bool = False,
 ) -> ToApply | Refusal:
     """The events that record the files as the desired state (none when nothing
     changes), or why they cannot be applied as they are."""
-    checked = _checked(texts, state, cluster=cluster, allow_destroy=allow_destroy)
+    checked = _checked(texts, state, cluster=cluster, allow_destroy=allow_destroy, force=force)
     if isinstance(checked, Refusal):
         return checked
     desired, diff = checked

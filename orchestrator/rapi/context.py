@@ -28,7 +28,7 @@ from events.model import Event, JobKind
 from events.specs import InstanceSpec, NodeSpec
 from events.state import ClusterState
 from events.store import EventStore, VersionConflict
-from orchestrator.operations import OperationRefused, submit_job
+from orchestrator.operations import Accepted, OperationRefused, submit_job
 from orchestrator.rapi.job_index import ChangeRecord, JobIndex
 from orchestrator.roles import Action, Principal, Role, may, sees_instance
 
@@ -210,6 +210,12 @@ class Rapi:
             )
         except OperationRefused as exc:
             raise refused_error(exc) from None
+        return await self.submitted(accepted, kind=kind, target=target, who=who)
+
+    async def submitted(
+        self, accepted: Accepted, *, kind: JobKind, target: str, who: Principal
+    ) -> web.Response:
+        """A job recorded (by `submit` or another operation): Ganeti's job id."""
         assert accepted.job_id is not None
         self.jobs.add_job(accepted.job_id, accepted.revision)
         await self.caught_up(accepted.revision)

@@ -39,6 +39,7 @@ from orchestrator.rapi.context import (
     error_for,
     reply,
 )
+from orchestrator.rapi.instance_changes import instance_change_routes
 from orchestrator.rapi.instance_routes import instance_routes
 from orchestrator.rapi.job_index import JobIndex
 from orchestrator.rapi.job_routes import job_routes
@@ -128,6 +129,7 @@ def build_app(
     app.add_routes(cluster_routes(rapi))
     app.add_routes(node_routes(rapi))
     app.add_routes(instance_routes(rapi))
+    app.add_routes(instance_change_routes(rapi))
     app.add_routes(job_routes(rapi))
     return app, jobs
 

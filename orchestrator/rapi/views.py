@@ -439,6 +439,8 @@ OPCODES: Mapping[str, tuple[str, str]] = {
     "instance.deactivate-disks": ("OP_INSTANCE_DEACTIVATE_DISKS", "instance_name"),
     "instance.create": ("OP_INSTANCE_CREATE", "instance_name"),
     "instance.remove": ("OP_INSTANCE_REMOVE", "instance_name"),
+    "instance.modify": ("OP_INSTANCE_SET_PARAMS", "instance_name"),
+    "instance.rename": ("OP_INSTANCE_RENAME", "instance_name"),
     "instance.tags": ("OP_TAGS_SET", "name"),
     "instance.query": ("OP_INSTANCE_QUERY_DATA", "instance_name"),
     "node.evacuate": ("OP_NODE_EVACUATE", "node_name"),

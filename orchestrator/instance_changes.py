@@ -1,0 +1,134 @@
+"""Changes to an instance after creation, shared by the CLI, the native API and the
+RAPI: memory and vCPUs (`modify`). Each is a job whose submission carries the
+changed spec in the same etcd transaction, so what was decided and who asked are
+one record. A change that does not fit where the instance is placed (memory on the
+primary, the vCPU ratio, N+1 on the secondary: `reactors.placement.resize`) is
+refused with the reasons and the N+1 effect, unless forced; a forced change says in
+its recorded reason what it was forced past.
+
+Must not run node commands or wait for the job; the new size reaches the VM at its
+next start (`corral instance reboot`), as the job's log says.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from events.ids import InstanceName, new_event_id
+from events.model import InstanceUpdated, JobKind
+from events.specs import InstanceSpec
+from events.state import ClusterState
+from events.validation import SpecError, check_field
+from orchestrator.operations import Accepted, EventAppender, OperationRefused, submit_job
+from reactors.placement.resize import ResizeVerdict, check_resize
+
+
+class ChangeRefused(OperationRefused):
+    """A change that does not fit; `verdict` holds every reason and the N+1 effect."""
+
+    def __init__(self, message: str, *, field: str, verdict: ResizeVerdict) -> None:
+        super().__init__(message, field=field)
+        self.verdict = verdict
+
+
+def _mib(value: int) -> str:
+    return f"{value // 1024}G" if value % 1024 == 0 else f"{value}M"
+
+
+def _checked(field: str, value: object) -> int:
+    try:
+        got: int = check_field(InstanceSpec, field, value)
+    except SpecError as exc:
+        raise OperationRefused(str(exc), field=field.removesuffix("_mib")) from None
+    return got
+
+
+def modified_spec(spec: InstanceSpec, *, memory_mib: int | None, vcpus: int | None) -> InstanceSpec:
+    """`spec` with the new memory and vCPUs, each checked by the field rules."""
+    if memory_mib is None and vcpus is None:
+        raise OperationRefused("nothing to change: give memory or vcpus", field="memory")
+    new = spec
+    if memory_mib is not None:
+        new = replace(new, memory_mib=_checked("memory_mib", memory_mib))
+    if vcpus is not None:
+        new = replace(new, vcpus=_checked("vcpus", vcpus))
+    return new
+
+
+def describe(old: InstanceSpec, new: InstanceSpec) -> str:
+    parts = []
+    if old.memory_mib != new.memory_mib:
+        parts.append(f"memory {_mib(old.memory_mib)} -> {_mib(new.memory_mib)}")
+    if old.vcpus != new.vcpus:
+        parts.append(f"vcpus {old.vcpus} -> {new.vcpus}")
+    return ", ".join(parts) or "no change"
+
+
+def refusal_field(refusal: str) -> str:
+    """The field a `check_resize` refusal is about (its text starts with it)."""
+    return refusal.partition(":")[0]
+
+
+def fit_or_refuse(
+    *, state: ClusterState, old: InstanceSpec, new: InstanceSpec, force: bool
+) -> ResizeVerdict:
+    """The verdict on `new` where `old` is placed; ChangeRefused unless it fits or
+    `force` is given."""
+    verdict = check_resize(state=state, old=old, new=new)
+    if verdict.fits or force:
+        return verdict
+    effects = "; ".join(verdict.effects)
+    raise ChangeRefused(
+        f"{old.name}: {'; '.join(verdict.refusals)}"
+        + (f" ({effects})" if effects else "")
+        + "; force it to change anyway (recorded)",
+        field=refusal_field(verdict.refusals[0]),
+        verdict=verdict,
+    )
+
+
+async def modify_instance(
+    store: EventAppender,
+    state: ClusterState,
+    *,
+    instance: str,
+    memory_mib: int | None = None,
+    vcpus: int | None = None,
+    force: bool = False,
+    actor: str,
+    reason: str = "",
+) -> Accepted:
+    """Record a memory/vCPU change of `instance` as an `instance.modify` job."""
+    old = state.desired.instances.get(InstanceName(instance))
+    if old is None:
+        raise OperationRefused(f"no instance named {instance!r}", field="instance")
+    new = modified_spec(old, memory_mib=memory_mib, vcpus=vcpus)
+    if new == old:
+        raise OperationRefused(
+            f"{instance} already has memory {_mib(old.memory_mib)} and {old.vcpus} vcpus",
+            field="memory" if memory_mib is not None else "vcpus",
+        )
+    verdict = fit_or_refuse(state=state, old=old, new=new, force=force)
+    what = describe(old, new)
+    why = f"modify {instance}: {what}"
+    if verdict.refusals:
+        why += f"; forced past: {'; '.join(verdict.refusals)}"
+    if verdict.effects:
+        why += f"; {'; '.join(verdict.effects)}"
+    if reason:
+        why += f"; {reason}"
+    params = {"memory_mib": str(new.memory_mib), "vcpus": str(new.vcpus)}
+    if force:
+        params["force"] = "yes"
+    update = InstanceUpdated(id=new_event_id(), time=time.time(), actor=actor, reason=why, spec=new)
+    return await submit_job(
+        store,
+        state,
+        kind=JobKind.INSTANCE_MODIFY,
+        target=instance,
+        params=params,
+        actor=actor,
+        reason=reason or why,
+        follow=(update,),
+    )

@@ -1,0 +1,104 @@
+"""Ganeti RAPI v2 `PUT /2/instances/NAME/modify`, as Ganeti's client sends it
+(`ModifyInstance(name, beparams={...}, force=...)`): memory (`maxmem`, or the older
+`memory`; `minmem` only equal to it, corral gives an instance one memory size) and
+`vcpus`, recorded through `orchestrator.instance_changes` as an `instance.modify`
+job (Ganeti's OP_INSTANCE_SET_PARAMS) and refused with Ganeti's 400 when the change
+does not fit its nodes, unless `force`. Parameters corral does not change here
+(`nics`, `disks`, `hvparams`, `os_name`, ...) are refused with 501 naming them,
+before anything is recorded.
+
+Must not run node commands or wait for the job.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from events.model import JobKind
+from orchestrator.instance_changes import modify_instance
+from orchestrator.operations import OperationRefused
+from orchestrator.rapi.context import Rapi, RapiError, refused_error
+from orchestrator.roles import Action
+
+_BEPARAMS = frozenset({"memory", "maxmem", "minmem", "vcpus", "auto_balance"})
+# Body keys Ganeti's client may send that change nothing here.
+_IGNORED = frozenset({"reason", "dry_run", "wait_for_sync", "depends"})
+
+
+def _whole(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RapiError(400, f"beparams.{name} must be a whole number, got {value!r}")
+    return value
+
+
+def _memory(be: dict[str, Any]) -> int | None:
+    """The one memory size a beparams dict asks for (MiB), or None."""
+    sizes = {k: _whole(k, be[k]) for k in ("memory", "maxmem", "minmem") if k in be}
+    if len(set(sizes.values())) > 1:
+        raise RapiError(
+            400,
+            "beparams: corral gives an instance one memory size; "
+            f"memory/maxmem/minmem must agree (got {sizes})",
+        )
+    return next(iter(sizes.values()), None)
+
+
+def parse_modify(body: dict[str, Any]) -> tuple[int | None, int | None, bool]:
+    """(memory MiB, vcpus, force) from a modify body; RapiError naming the field."""
+    unknown = sorted(set(body) - {"beparams", "force"} - _IGNORED)
+    if unknown:
+        raise RapiError(
+            501,
+            f"modify: {', '.join(unknown)} cannot be changed through this RAPI "
+            "(memory and vcpus can, in beparams)",
+        )
+    be = body.get("beparams") or {}
+    if not isinstance(be, dict):
+        raise RapiError(400, "beparams must be an object")
+    bad = sorted(set(be) - _BEPARAMS)
+    if bad:
+        raise RapiError(501, f"modify: beparams {', '.join(bad)} cannot be changed here")
+    if "auto_balance" in be:
+        raise RapiError(501, "modify: beparams auto_balance is set in the desired-state file")
+    vcpus = _whole("vcpus", be["vcpus"]) if "vcpus" in be else None
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise RapiError(400, f"force must be true or false, got {force!r}")
+    return _memory(be), vcpus, force
+
+
+class InstanceChangeRoutes:
+    def __init__(self, r: Rapi) -> None:
+        self.r = r
+
+    async def modify(self, request: web.Request) -> web.Response:
+        spec = self.r.instance(request, request.match_info["name"])
+        who = self.r.require(request, Action.ADMIN, instance_tags=spec.tags)
+        self.r.no_dry_run(request)
+        memory, vcpus, force = parse_modify(await self.r.body_dict(request))
+        try:
+            accepted = await modify_instance(
+                self.r.store,
+                self.r.state(),
+                instance=spec.name,
+                memory_mib=memory,
+                vcpus=vcpus,
+                force=force,
+                actor=who.name,
+                reason=self.r.reason(request, ""),
+            )
+        except OperationRefused as exc:
+            raise refused_error(exc) from None
+        return await self.r.submitted(
+            accepted, kind=JobKind.INSTANCE_MODIFY, target=spec.name, who=who
+        )
+
+    def routes(self) -> list[web.RouteDef]:
+        base = "/2/instances/{name}"
+        return [web.put(base + "/modify", self.modify)]
+
+
+def instance_change_routes(r: Rapi) -> list[web.RouteDef]:
+    return InstanceChangeRoutes(r).routes()
