@@ -726,3 +726,10 @@ def test_mutations_of_the_example_never_escape(text: str) -> None:
 )
 def test_odd_yaml_is_reported_not_raised(text: str) -> None:
     _parses_or_reports(text)
+
+
+def test_resize_example_loads() -> None:
+    """deploy/examples/resize.yaml (docs/desired-state.md, in-place changes) is valid."""
+    desired = load_desired(EXAMPLE.with_name("resize.yaml"))
+    web1 = desired.cluster.instances[InstanceName("web1")]
+    assert (web1.memory_mib, web1.vcpus) == (2048, 2)
