@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -49,9 +50,17 @@ def main(argv: list[str]) -> int:
         module = importlib.import_module(f"bench.{name}")
         print(f"\n== {name} ==")
         started = time.time()
+        # The machine is shared: the load around a run goes with its figures.
+        load_before = [round(x, 2) for x in os.getloadavg()]
         result = module.run()
         result["started_at"] = started
+        result["load_avg_1_5_15"] = {
+            "before": load_before,
+            "after": [round(x, 2) for x in os.getloadavg()],
+        }
         _print_table(result.get("table", []))
+        after = result["load_avg_1_5_15"]["after"]
+        print(f"load average (1, 5, 15 min) before / after: {load_before} / {after}")
         (out_dir / f"{name}.json").write_text(json.dumps(result, indent=2, default=str))
     return 0
 

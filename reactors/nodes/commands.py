@@ -63,6 +63,7 @@ def q(*argv: str) -> str:
 HELPER = "/usr/local/lib/corral/corral-node-helper"
 READ_ONLY_VERBS = frozenset({"probe", "term", "version"})
 EXIT_STALE_TERM = 75  # the helper refused an older term than the node has seen
+EXIT_REFUSED = 64  # the helper refused an invalid request (nodehelper.fields.EXIT_REFUSED)
 
 
 class NoTerm(ValueError):

@@ -2,8 +2,9 @@
 host keys from a known_hosts file, never accepting unknown keys; key auth;
 keepalive; reconnect on the next use after a failure) carrying up to
 `per_node_limit` concurrent sessions (channels), per-command timeouts; running
-the node helper's requests of `reactors.nodes.commands` (one verb, or a `batch`
-of them) under the leader's term, QMP through SSH unix-socket forwarding, and
+the node helper's requests of `reactors.nodes.commands` under the leader's term
+(the steps bound for one node in one turn of the loop as one `batch`, through
+`reactors.nodes.pass_batches`), QMP through SSH unix-socket forwarding, and
 fence agents.
 
 Decides nothing.
@@ -26,6 +27,7 @@ from events.ids import NodeName
 from events.specs import FenceSpec, NodeSpec
 from reactors.naming import run_dir
 from reactors.nodes.commands import (
+    EXIT_REFUSED,
     EXIT_STALE_TERM,
     BatchResult,
     CommandLine,
@@ -45,6 +47,7 @@ from reactors.nodes.commands import (
 from reactors.nodes.drbd_status import drbd_major, parse_drbd_version
 from reactors.nodes.fence_config import FencingConfig
 from reactors.nodes.fencing import run_fence_agent
+from reactors.nodes.pass_batches import PassBatcher
 from reactors.nodes.qmp import QmpError, qmp_session
 from reactors.plans.instance import Step, StepKind
 from reactors.seams import NodeSnapshot, NodeUnreachable, StepOutcome
@@ -90,6 +93,17 @@ class SshNodeOps:
     # non-zero was answered, a timeout or a broken connection was not. Never given
     # the command's text.
     on_command: Callable[[str, str, float, bool], None] | None = None
+    # Steps of one node in one batch at most (one round trip per node per pass).
+    max_steps_per_batch: int = 64
+    batcher: PassBatcher = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.batcher = PassBatcher(
+            send_batch=self.batch,
+            send_one=self._one,
+            split_on=lambda exc: isinstance(exc, HelperRefused) and exc.rc == EXIT_REFUSED,
+            max_steps=self.max_steps_per_batch,
+        )
 
     def _observe(self, node: NodeName, command: CommandLine, started: float, ok: bool) -> None:
         if self.on_command is not None:
@@ -177,6 +191,7 @@ class SshNodeOps:
             )
 
     async def close(self) -> None:
+        await self.batcher.close()
         for conn in self._conns.values():
             conn.close()
         for conn in list(self._conns.values()):
@@ -201,7 +216,11 @@ class SshNodeOps:
         (a stale term, an invalid request) raises HelperRefused."""
         line = batch_line(groups, term=self.term)
         count = sum(len(requests) for _, requests in groups)
-        result = await self.run(node, line, timeout_s=self.command_timeout_s * max(1, count))
+        # The helper runs the requests one after another: the longest group's
+        # allowance each, and a little for every other request.
+        longest = max((len(requests) for _, requests in groups), default=1)
+        timeout = self.command_timeout_s * max(1, longest) + 2.0 * count
+        result = await self.run(node, line, timeout_s=timeout)
         if result.rc != 0:
             raise HelperRefused(node, result)
         flat = iter(parse_batch(result.stdout, count=count))
@@ -276,12 +295,14 @@ class SshNodeOps:
             )
         return StepOutcome(ok=True, command=summary, duration_s=time.monotonic() - started)
 
+    async def _one(self, node: NodeName, request: HelperRequest) -> BatchResult:
+        result = await self.helper(node, request)
+        return BatchResult(rc=result.rc, stdout=result.stdout, stderr=result.stderr)
+
     async def _send(self, node: NodeName, requests: list[HelperRequest]) -> list[BatchResult]:
-        """One request as its own verb; several as one batch (one round trip)."""
-        if len(requests) == 1:
-            result = await self.helper(node, requests[0])
-            return [BatchResult(rc=result.rc, stdout=result.stdout, stderr=result.stderr)]
-        return (await self.batch(node, [("step", requests)]))[0]
+        """A step's requests in order, in the node's batch of this loop turn (one
+        round trip for every step bound there at once)."""
+        return await self.batcher.submit(node, requests)
 
     async def _run_requests(self, node: NodeName, requests: list[HelperRequest], step: Step) -> str:
         done: list[str] = []

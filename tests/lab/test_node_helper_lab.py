@@ -2,7 +2,9 @@
 account runs the helper and nothing else as root; steps carry the leader's term
 and a node that has seen a newer one refuses them as a clear step failure with
 nothing changed, alone, in a batch and in a running engine; batches come back per
-group; and one pooled connection per node carries concurrent channels."""
+group; the steps bound for one node at once go in one batch (one round trip),
+each step's failure its own; and one pooled connection per node carries
+concurrent channels."""
 
 from __future__ import annotations
 
@@ -153,6 +155,41 @@ async def test_a_batch_answers_per_group_and_stops_a_group_at_its_failure(lab: L
         assert [[r.rc for r in group] for group in results] == [[0, 5, None], [0]]
         assert "already exists" in results[0][1].stderr
         assert sorted(lab.host("node1").volumes) == ["a-d0", "b-d0"]
+    finally:
+        await ops.close()
+
+
+async def test_steps_bound_for_a_node_at_once_go_in_one_round_trip(lab: Lab) -> None:
+    ops = ops_for(lab, 5)
+    try:
+        await ops.probe(NodeName("node1"))  # its DRBD version, as the engine knows it
+        before = ops.commands_run
+        disks = [disk(f"vm{n}-d0", n) for n in range(1, 6)]
+        outcomes = await asyncio.gather(
+            *(ops.execute(step(StepKind.CREATE_DISK, d)) for d in disks),
+            # Fails on the node (no such resource): alone, the others go on.
+            ops.execute(step(StepKind.DRBD_INITIAL_PRIMARY, disk("gone-d0", 9))),
+        )
+        assert ops.commands_run - before == 1
+        assert [o.ok for o in outcomes] == [True] * 5 + [False], outcomes
+        assert "drbd-primary" in outcomes[-1].error or "gone-d0" in outcomes[-1].error
+        host = lab.host("node1")
+        assert sorted(host.volumes) == [f"vm{n}-d0" for n in range(1, 6)]
+        assert all(host.copies[f"vm{n}-d0"].up for n in range(1, 6))
+
+        # A batch the helper refuses whole as invalid is sent again step by step:
+        # only the invalid request fails.
+        before = ops.commands_run
+        good = HelperRequest(verb="lv-create", args=("corral", "ok-d0", "64"))
+        bad = HelperRequest(verb="lv-create", args=("corral", "x;id", "64"))
+        results = await asyncio.gather(
+            ops.batcher.submit(NodeName("node1"), [good]),
+            ops.batcher.submit(NodeName("node1"), [bad]),
+        )
+        assert [r[0].rc for r in results] == [0, 64]
+        assert "not a corral disk name" in results[1][0].stderr
+        assert ops.commands_run - before == 3
+        assert "ok-d0" in host.volumes and "x;id" not in host.volumes
     finally:
         await ops.close()
 
