@@ -84,6 +84,12 @@ async def test_dashboard_login_stop_and_live_events(tmp_path: Path) -> None:
 
                 victim = "vm001"
                 assert c.running_on(victim)
+                # The console button says where the console is and how to reach it.
+                await page.click(f"button[data-console={victim}]")
+                [primary] = c.running_on(victim)
+                help_text = await page.inner_text("#console-help")
+                assert f"corral instance console {victim}" in help_text, help_text
+                assert primary in help_text, help_text
                 await page.click(f"button[data-action=stop][data-name={victim}]")
                 await c.wait_for("stopped on the host", lambda: c.running_on(victim) == [])
                 await page.wait_for_selector(

@@ -94,7 +94,7 @@ function renderInstances(rows) {
       <td class="status status-${esc(r.status)}">${esc(r.status)}${r.degraded ? ", degraded" : ""}</td>
       <td>${esc(r.primary || "-")}</td><td>${esc(r.secondary || "-")}</td>
       <td>${size(r.memory_mib)}</td><td>${size(r.disk_mib)}</td>
-      <td>${ACTIONS.map((a) => `<button data-action="${a}" data-name="${esc(r.name)}">${a}</button>`).join("")}</td></tr>`
+      <td>${ACTIONS.map((a) => `<button data-action="${a}" data-name="${esc(r.name)}">${a}</button>`).join("")}<button data-console="${esc(r.name)}" data-primary="${esc(r.primary || "")}">console</button></td></tr>`
     )
     .join("");
 }
@@ -258,6 +258,25 @@ $("#nodes").addEventListener("click", async (ev) => {
 });
 $("#filter").addEventListener("input", () => renderInstances(instanceRows));
 $("#only-problems").addEventListener("change", () => renderInstances(instanceRows));
+// How to reach an instance's console: nothing is opened from the browser (the
+// serial console is relayed over SSH from the primary node), so the button says how.
+function showConsoleHelp(name, primary) {
+  const box = $("#console-help");
+  box.hidden = false;
+  box.innerHTML = primary
+    ? `<h3>Console of ${esc(name)}</h3>
+      <p>The serial console of ${esc(name)} is on its primary node, <b>${esc(primary)}</b>.
+      From a machine holding the cluster's SSH client key and known-hosts file, run:</p>
+      <pre>corral instance console ${esc(name)} --known-hosts KNOWN_HOSTS --client-key KEY</pre>
+      <p>(or set CORRAL_KNOWN_HOSTS and CORRAL_CLIENT_KEY). Ctrl-] quits. The console follows
+      the instance after a migration or failover: run the command again.</p>`
+    : `<h3>Console of ${esc(name)}</h3><p>${esc(name)} is not placed yet: it has no console.</p>`;
+}
+
+$("#instances").addEventListener("click", (ev) => {
+  const button = ev.target.closest("button[data-console]");
+  if (button) showConsoleHelp(button.dataset.console, button.dataset.primary);
+});
 $("#instances").addEventListener("click", async (ev) => {
   const button = ev.target.closest("button[data-action]");
   if (!button) return;
