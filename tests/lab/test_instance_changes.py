@@ -24,6 +24,7 @@ WEB1 = """  - name: web1
     vcpus: {vcpus}
     disks: [2G]
     primary: node1
+    tags: [owner:alice]
   - name: db1
     memory: 512M
     vcpus: 1
@@ -111,6 +112,20 @@ async def test_memory_and_vcpus_round_trip_file_api_and_rapi(tmp_path: Path) -> 
             job = await wait_job(api, body["job_id"])
             assert job["status"] == "success", job
             assert engine.state.revision > revision
+
+            # A project owner's token (scoped to owner:alice) powers its own VM only,
+            # and may not resize it (that changes the desired state).
+            status, body = await api.call(
+                "POST", "/api/v1/instances/web1/reboot", who="alice", body={}
+            )
+            assert status == 202, body
+            assert (await wait_job(api, body["job_id"]))["status"] == "success"
+            status, _ = await api.call("POST", "/api/v1/instances/db1/stop", who="alice", body={})
+            assert status == 404
+            status, _ = await api.call(
+                "POST", "/api/v1/instances/web1/modify", who="alice", body={"vcpus": 1}
+            )
+            assert status == 403
         spec = engine.state.desired.instances[web1]
         assert (spec.memory_mib, spec.vcpus) == (1024, 2)
 
@@ -134,6 +149,10 @@ async def test_memory_and_vcpus_round_trip_file_api_and_rapi(tmp_path: Path) -> 
         async with rapi(c, users) as port, stock_client(tmp_path, port, "ops", "opspw") as gc:
             denied = await gc.try_call("ModifyInstance", "web1", beparams={"maxmem": 512})
             assert denied["code"] == 403, denied
+        async with rapi(c, users) as port, stock_client(tmp_path, port, "alice", "alicepw") as gc:
+            await gc.run_job(await gc.call("RebootInstance", "web1"))
+            other = await gc.try_call("ShutdownInstance", "db1")
+            assert other["code"] == 404, other
         await c.wait_for(
             "modify jobs done",
             lambda: all(j.status == "success" for j in engine.state.jobs.values()),
