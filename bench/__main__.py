@@ -23,6 +23,8 @@ BENCHMARKS: list[str] = [
     "api",
     "balance",
     "balance_seeds",
+    "balance_corpus",
+    "alloc_corpus",
     "node_helper",
 ]
 

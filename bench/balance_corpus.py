@@ -16,7 +16,8 @@ target (its final no higher than hbal's printed final, its moves no more than
 hbal's, its time at most 1/20 of hbal's).
 
 Not imported by corral; run by `make bench` or `python -m bench balance_corpus`.
-`CORRAL_BENCH_CORPUS=name,name` runs only the recipes named.
+`CORRAL_BENCH_CORPUS=name,name` runs only the recipes named,
+`CORRAL_BENCH_HALF=tuning` (or `held-out`) only that half.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ import re
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.child_time import run_timed
 from reactors.htools.score import score
 from reactors.htools.text import parse
 from reactors.htools.utilisation import parse_utilisation, with_utilisation
@@ -53,6 +54,8 @@ class Outcome:
     moves: int
     data_mib: int
     seconds: float
+    cpu_s: float
+    load: float
     saved: Path
 
 
@@ -113,14 +116,19 @@ def run_hbal(item: CorpusFile, work: Path) -> Outcome:
     util = ["-U", str(item.utilisation)] if item.utilisation else []
     moves = data = 0
     printed = float("nan")
-    seconds = 0.0
+    seconds = cpu = 0.0
+    load = os.getloadavg()[0]
     saved: list[str] = []
     for k, group in enumerate(groups):
         base = work / f"hbal{k}"
         select = ["-G", group] if len(groups) > 1 else []
-        started = time.perf_counter()
-        out = _run([f"{HTOOLS_BIN}/hbal", "-t", str(src), *util, *select, "-S", str(base), "-C"])
-        seconds += time.perf_counter() - started
+        ran = run_timed(
+            [f"{HTOOLS_BIN}/hbal", "-t", str(src), *util, *select, "-S", str(base), "-C"],
+            timeout=HBAL_TIMEOUT_S,
+        )
+        out = ran.stdout
+        seconds += ran.wall_s
+        cpu += ran.cpu_s
         for name, actions in _LINE.findall(out):
             moves += 1
             data += disks[name] * sum(1 for a in actions.split() if a.startswith("r:"))
@@ -140,6 +148,8 @@ def run_hbal(item: CorpusFile, work: Path) -> Outcome:
         moves=moves,
         data_mib=data,
         seconds=seconds,
+        cpu_s=cpu,
+        load=load,
         saved=result,
     )
 
@@ -148,17 +158,17 @@ def run_corral(item: CorpusFile, work: Path) -> tuple[Outcome, dict[str, Any]]:
     saved = work / "corral.out"
     util = ["-U", str(item.utilisation)] if item.utilisation else []
     argv = [*_CLI, "balance", "--plan", "--htools", str(item.path), *util]
-    started = time.perf_counter()
-    out = _run([*argv, "--write-htools", str(saved), "--json"])
-    seconds = time.perf_counter() - started
-    doc = json.loads(out)
+    ran = run_timed([*argv, "--write-htools", str(saved), "--json"], timeout=HBAL_TIMEOUT_S)
+    doc = json.loads(ran.stdout)
     return (
         Outcome(
             final=reference_score(saved, item.utilisation),
             printed=float(doc["score_after"]),
             moves=int(doc["moves_as_hbal"]),
             data_mib=int(doc["data_moved_mib"]),
-            seconds=seconds,
+            seconds=ran.wall_s,
+            cpu_s=ran.cpu_s,
+            load=ran.load,
             saved=saved,
         ),
         doc,
@@ -180,26 +190,63 @@ def _gib(mib: int) -> str:
     return f"{mib / 1024:,.0f}"
 
 
+def _met(ours: Outcome, theirs: Outcome) -> tuple[bool, bool, bool]:
+    return (
+        ours.final <= theirs.printed + 1e-9,
+        ours.moves <= theirs.moves,
+        ours.cpu_s * _TARGET_SPEED <= theirs.cpu_s,
+    )
+
+
+def _ratio(theirs: float, ours: float) -> str:
+    return f"{theirs / ours:.1f}×" if ours > 0 else "-"
+
+
+def _row(
+    half: str, item: CorpusFile, *, cluster_size: str, start: float, ours: Outcome, theirs: Outcome
+) -> list[object]:
+    return [
+        half,
+        item.name,
+        cluster_size,
+        f"{start:.4f}",
+        f"{ours.final:.4f}",
+        f"{theirs.printed:.4f}; {theirs.final:.4f}",
+        f"{ours.moves} / {theirs.moves}",
+        f"{_gib(ours.data_mib)} / {_gib(theirs.data_mib)}",
+        f"{ours.seconds:.2f} / {theirs.seconds:.2f} s",
+        f"{ours.cpu_s:.2f} / {theirs.cpu_s:.2f} s",
+        f"{_ratio(theirs.cpu_s, ours.cpu_s)} ({_ratio(theirs.seconds, ours.seconds)})",
+        f"{ours.load:.1f}",
+        " / ".join("yes" if m else "NO" for m in _met(ours, theirs)),
+    ]
+
+
+HEADER: list[object] = [
+    "half",
+    "file",
+    "nodes / inst",
+    "start",
+    "corral final",
+    "hbal final (printed; saved)",
+    "moves corral / hbal",
+    "data GiB corral / hbal",
+    "wall corral / hbal",
+    "CPU corral / hbal",
+    "hbal ÷ corral CPU (wall)",
+    "load",
+    "score ≤ / moves ≤ / CPU ≤ 1/20",
+]
+
+
 def run() -> dict[str, Any]:
     wanted = os.environ.get("CORRAL_BENCH_CORPUS")
+    halves = [h for h in ("tuning", "held-out") if os.environ.get("CORRAL_BENCH_HALF", h) == h]
     recipes = [r for r in RECIPES if not wanted or r.name in wanted.split(",")]
     files = corpus(recipes=recipes)
-    header: list[object] = [
-        "half",
-        "file",
-        "nodes / inst",
-        "start",
-        "corral final",
-        "hbal final (printed; saved)",
-        "moves corral / hbal",
-        "data GiB corral / hbal",
-        "time corral / hbal",
-        "hbal ÷ corral",
-        "score ≤ / moves ≤ / time ≤ 1/20",
-    ]
-    rows: list[list[object]] = [header]
+    rows: list[list[object]] = [HEADER]
     records: list[dict[str, Any]] = []
-    for half in ("tuning", "held-out"):
+    for half in halves:
         for item in (f for f in files if f.half == half):
             cluster = parse(item.path.read_text())
             with tempfile.TemporaryDirectory(prefix="corpus-") as tmp:
@@ -209,27 +256,8 @@ def run() -> dict[str, Any]:
                 theirs = run_hbal(item, work)
                 # corral's prediction of the saved file's score is what htools say
                 assert abs(ours.final - ours.printed) <= 1e-6, (item.name, ours)
-            met = (
-                ours.final <= theirs.printed + 1e-9,
-                ours.moves <= theirs.moves,
-                ours.seconds * _TARGET_SPEED <= theirs.seconds,
-            )
-            speed = theirs.seconds / ours.seconds if ours.seconds else float("inf")
-            rows.append(
-                [
-                    half,
-                    item.name,
-                    f"{len(cluster.nodes)} / {len(cluster.instances)}",
-                    f"{start:.4f}",
-                    f"{ours.final:.4f}",
-                    f"{theirs.printed:.4f}; {theirs.final:.4f}",
-                    f"{ours.moves} / {theirs.moves}",
-                    f"{_gib(ours.data_mib)} / {_gib(theirs.data_mib)}",
-                    f"{ours.seconds:.2f} / {theirs.seconds:.2f} s",
-                    f"{speed:.1f}×",
-                    " / ".join("yes" if m else "NO" for m in met),
-                ]
-            )
+            size = f"{len(cluster.nodes)} / {len(cluster.instances)}"
+            rows.append(_row(half, item, cluster_size=size, start=start, ours=ours, theirs=theirs))
             records.append(
                 {
                     "file": item.name,
@@ -240,7 +268,7 @@ def run() -> dict[str, Any]:
                     "start": start,
                     "corral": _plain(ours) | {"search": doc["search"]},
                     "hbal": _plain(theirs),
-                    "met": met,
+                    "met": _met(ours, theirs),
                 }
             )
             print("  ".join(str(c) for c in rows[-1]), flush=True)
@@ -252,7 +280,7 @@ def run() -> dict[str, Any]:
             "time": sum(1 for r in records if r["half"] == half and r["met"][2]),
             "all": sum(1 for r in records if r["half"] == half and all(r["met"])),
         }
-        for half in ("tuning", "held-out")
+        for half in halves
     }
     for half, s in summary.items():
         rows.append(
@@ -260,13 +288,7 @@ def run() -> dict[str, Any]:
                 half,
                 "files meeting each target",
                 f"{s['files']} files",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
+                *([""] * 9),
                 f"{s['score']} / {s['moves']} / {s['time']} (all: {s['all']})",
             ]
         )
