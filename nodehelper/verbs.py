@@ -29,6 +29,7 @@ from nodehelper.fields import (
     parse_json_body,
 )
 from nodehelper.hotplug import hotplug, hotplug_request
+from nodehelper.images import image_write
 from nodehelper.terms import read_term
 from nodehelper.vm import launch, start_request, vm_pid
 
@@ -198,6 +199,7 @@ VERBS: dict[str, Verb] = {
             _drbdadm,
             options=frozenset().union(*DRBDADM_ALLOWED.values()),
         ),
+        Verb("image-write", True, ("IMAGE", "SHA256", "FORMAT", "MINOR"), image_write),
         Verb("vm-start", True, (), _vm_start, body=True),
         Verb("vm-hotplug", True, (), _vm_hotplug, body=True),
         Verb("vm-stop", True, ("NAME",), _vm_signal("-15")),

@@ -68,6 +68,7 @@ class Host:
     copies: dict[str, Copy] = field(default_factory=dict)
     vms: dict[str, Vm] = field(default_factory=dict)
     failed_disks: set[str] = field(default_factory=set)
+    images: dict[str, str] = field(default_factory=dict)  # /dev/drbdN -> image sha256
     bridges: set[str] = field(default_factory=lambda: {"br0"})
 
     @property

@@ -281,3 +281,34 @@ def test_a_batch_of_a_stale_term_runs_nothing(node: Node) -> None:
     rc, _, err = helper(node, "batch", "--term", "2", stdin=stdin)
     assert rc == 75 and "term 2 is older than term 5" in err
     assert snapshot(node) == before
+
+
+def test_image_write_checks_the_sha256_before_touching_the_disk(node: Node) -> None:
+    """`image-write` writes an image onto the DRBD device only when its sha256 is the
+    catalogue's; a missing or altered image, or a bad argument, writes nothing."""
+    import hashlib
+
+    prepared(node)
+    image = b"a tiny qcow2 image"
+    good = hashlib.sha256(image).hexdigest()
+    node.host.files["/var/lib/corral/images/debian-12.qcow2"] = image
+    before = snapshot(node)
+    rc, _, err = helper(
+        node, "image-write", "--term", "5", "debian-12.qcow2", "0" * 64, "qcow2", "3"
+    )
+    assert rc == 65 and f"sha256 of /var/lib/corral/images/debian-12.qcow2 is {good}" in err
+    assert "nothing was written" in err and node.host.images == {}
+    rc, _, err = helper(node, "image-write", "--term", "5", "nope.raw", good, "raw", "3")
+    assert rc == 66 and "/var/lib/corral/images/nope.raw is not on this node" in err
+    for argv, why in (
+        (("../etc.raw", good, "raw", "3"), "image '../etc.raw'"),
+        (("debian-12.qcow2", "ABC", "qcow2", "3"), "sha256 'ABC'"),
+        (("debian-12.qcow2", good, "vmdk", "3"), "format 'vmdk'"),
+        (("debian-12.qcow2", good, "qcow2", "x"), "minor 'x'"),
+    ):
+        rc, _, err = helper(node, "image-write", "--term", "5", *argv)
+        assert rc == 64 and why in err, (argv, err)
+    assert snapshot(node) == before and node.host.images == {}
+    rc, _, err = helper(node, "image-write", "--term", "5", "debian-12.qcow2", good, "qcow2", "3")
+    assert rc == 0, err
+    assert node.host.images == {"/dev/drbd3": good}

@@ -1,0 +1,48 @@
+"""`sha256sum` and `qemu-img convert` on a simulated host, as the node helper's
+`image-write` runs them: the checksum of a file the host holds, and an image
+written onto a DRBD device this host has up as Primary, recorded in `Host.images`
+(device -> the image's sha256) for tests to look at.
+
+No I/O. Imports nothing from corral's product packages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from simulators.fabric import Fabric, Host
+from simulators.tools import Result, read_host_file, tool
+
+
+@tool("sha256sum")
+def _sha256sum(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
+    out = []
+    for path in [a for a in argv[1:] if a != "--"]:
+        data = read_host_file(f, h, path)
+        if data is None:
+            return Result(rc=1, err=f"sha256sum: {path}: No such file or directory\n")
+        out.append(f"{hashlib.sha256(data).hexdigest()}  {path}\n")
+    return Result(out="".join(out))
+
+
+@tool("qemu-img")
+def _qemu_img(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
+    if len(argv) < 3 or argv[1] != "convert":
+        return Result(rc=1, err=f"qemu-img: simulated only for convert, not {argv[1:]}\n")
+    source, device = argv[-2], argv[-1]
+    data = read_host_file(f, h, source)
+    if data is None:
+        return Result(rc=1, err=f"qemu-img: Could not open '{source}': No such file\n")
+    minor = device.removeprefix("/dev/drbd")
+    copy = next(
+        (
+            c
+            for c in h.copies.values()
+            if c.up and h.name in c.config.hosts and str(c.config.hosts[h.name].minor) == minor
+        ),
+        None,
+    )
+    if copy is None or copy.role != "Primary":
+        return Result(rc=1, err=f"qemu-img: Could not open '{device}': Wrong medium type\n")
+    h.images[device] = hashlib.sha256(data).hexdigest()
+    return Result()
