@@ -290,18 +290,29 @@ class EventStore:
             raise ValueError("an append with expected versions must fit one transaction")
         revision = 0
         for chunk in chunks:
-            try:
-                revision = await self._append_chunk(chunk, expected or {}, term)
-            except EtcdUnavailable:
-                # Once more, after the moment an etcd election or a member's loss
-                # takes, on the member the store moved to if it moved (the ids
-                # make a retry of a write that did land harmless).
-                await asyncio.sleep(0.5)
-                if self._moving is not None:
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(self._moving)
-                revision = await self._append_chunk(chunk, expected or {}, term)
+            revision = await self._append_riding_elections(chunk, expected or {}, term)
         return revision
+
+    async def _append_riding_elections(
+        self, chunk: list[Event], expected: Mapping[str, int], term: int | None
+    ) -> int:
+        """One chunk, retried through an etcd election or a member's loss until twice
+        the request timeout has passed (the ids make a retry of a write that did land
+        harmless). A write sent to a follower in the second or so before it notices
+        that the Raft leader died is forwarded to the dead leader and lost: etcd
+        answers it only at the deadline, and the first retry may land in the
+        election too. Without a quorum every retry fails: WriteNotConfirmed."""
+        started = time.monotonic()
+        while True:
+            try:
+                return await self._append_chunk(chunk, expected, term)
+            except EtcdUnavailable:
+                if time.monotonic() - started >= 2 * self.timeout:
+                    raise
+            await asyncio.sleep(0.5)
+            if self._moving is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(self._moving)
 
     async def confirm_term(self, term: int) -> None:
         """NotLeader unless `term` still leads, read with a quorum (a transaction
