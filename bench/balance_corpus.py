@@ -1,5 +1,5 @@
 """corral's balancer against hbal on the corpus htools made
-(`tests.support.htools_corpus`: 15 recipes, 8 to 40 nodes, seed 0 the tuning
+(`tests.support.htools_corpus`: 17 recipes, 8 to 40 nodes, seed 0 the tuning
 half and seed 1 the held-out half), side by side in one run.
 
 Per file: `hbal -t FILE [-U UTIL] -S OUT -C` (once per node group, `-G GROUP`,
