@@ -28,6 +28,7 @@ from events.model import (
 )
 from events.specs import DesiredCluster, InstanceSpec, PowerState
 from events.state import ClusterState
+from orchestrator.desired.macs import cluster_with_macs
 from reactors.placement.resize import check_resize
 
 
@@ -68,6 +69,8 @@ class Diff:
     changes: tuple[Change, ...]
     problems: tuple[str, ...]  # why the file cannot be applied as it is
     drift: bool  # the file equals the last applied one: every change undoes a command
+    # The file's cluster with every NIC's MAC (kept or generated): what is recorded.
+    wanted: DesiredCluster | None = None
 
     @property
     def empty(self) -> bool:
@@ -181,6 +184,7 @@ def diff_desired(
     hold instances are never removed. An instance's new size must fit where it is
     placed (`reactors.placement.resize`) unless `force`, which the apply records."""
     live = state.desired
+    wanted = cluster_with_macs(wanted=wanted, live=live)
     changes: list[Change] = []
     problems: list[str] = []
     if live.name and wanted.name != live.name:
@@ -246,7 +250,7 @@ def diff_desired(
             )
         changes.append(Change(action=Action.REMOVE, kind="instance", name=gone))
     drift = bool(changes and state.last_applied is not None and state.last_applied.digest == digest)
-    return Diff(changes=tuple(changes), problems=tuple(problems), drift=drift)
+    return Diff(changes=tuple(changes), problems=tuple(problems), drift=drift, wanted=wanted)
 
 
 def _instance_change(
@@ -295,6 +299,7 @@ def diff_events(
 ) -> list[Event]:
     """The events that record `diff`, led by DesiredStateApplied (their cause and
     correlation), in an order the fold accepts (policy, nodes, instances, removals)."""
+    wanted = diff.wanted or wanted
     applied = DesiredStateApplied(
         id=new_id(),
         time=now,

@@ -25,6 +25,7 @@ from events.model import InstanceDeclared, InstanceRemoved, InstanceUpdated, Job
 from events.specs import DiskSpec, InstanceSpec, PowerState
 from events.validation import SpecError, check_field
 from orchestrator.cluster_report import instance_row
+from orchestrator.desired.macs import used_macs, with_macs
 from orchestrator.rapi import views
 from orchestrator.rapi.context import Rapi, RapiError, reply
 from orchestrator.rapi.instance_create import ganeti_size, parse_create
@@ -84,6 +85,11 @@ class InstanceRoutes:
         for pinned in (spec.primary, spec.secondary):
             if pinned is not None:
                 self.r.node(pinned, state=state)
+        taken = used_macs(state.desired.instances)
+        for i, nic in enumerate(spec.nics):
+            if nic.mac in taken:
+                raise RapiError(400, f"nics[{i}].mac {nic.mac} is already used in the cluster")
+        spec = with_macs(spec, taken=taken)
         key = instance_key(spec.name)
         revision = await self.r.store.append(
             [

@@ -381,6 +381,32 @@ def vm_start(
     return HelperRequest(verb="vm-start", body=body, summary=f"qemu start {spec.name}")
 
 
+NIC_MODEL = "virtio-net-pci"
+VNC_DISPLAY_MAX = 65535 - 5900
+
+
+def nic_requests(spec: InstanceSpec) -> list[dict[str, Any]]:
+    """The vm-start `nics` of an instance: its MACs as recorded (never made up
+    here: a NIC without one was declared before MACs were assigned)."""
+    nics = []
+    for i, nic in enumerate(spec.nics):
+        if not nic.mac:
+            raise ValueError(f"instance {spec.name}: nics[{i}].mac is not recorded")
+        nics.append(
+            {"index": i, "mac": nic.mac, "link": nic.link, "mode": nic.mode, "model": NIC_MODEL}
+        )
+    return nics
+
+
+def vnc_display(disks: Sequence[DiskConfig]) -> int | None:
+    """An instance's VNC display on its node's loopback: its first disk's DRBD
+    minor (unique on the node, and the same on both nodes of the pair, so a
+    migration keeps it); none when that minor is beyond VNC's port range."""
+    if not disks or disks[0].minor > VNC_DISPLAY_MAX:
+        return None
+    return int(disks[0].minor)
+
+
 def vm_kill(instance: str) -> HelperRequest:
     name = check_name(instance, what="instance name")
     return HelperRequest(verb="vm-kill", args=(name,), summary=f"kill -9 {name}")
@@ -404,7 +430,15 @@ def step_requests(step: Step, *, drbd_major: int = 9) -> list[HelperRequest]:
         incoming = (
             (step.migrate_address, step.migrate_port) if k == StepKind.START_VM_INCOMING else None
         )
-        return [vm_start(spec=step.spec, disks=step.disks, incoming=incoming)]
+        return [
+            vm_start(
+                spec=step.spec,
+                disks=step.disks,
+                incoming=incoming,
+                nics=nic_requests(step.spec),
+                vnc_display=vnc_display(step.disks),
+            )
+        ]
     if disk is None:
         raise ValueError(f"{k.value} has no helper requests")
     res = disk.resource

@@ -1,0 +1,82 @@
+"""MACs for NICs that set none: generated once from the prefix, unique in the
+cluster, the same for plan and apply, kept by a later apply of the same file, and
+sent to the node helper as recorded (with the bridge and a VNC display)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from events.ids import InstanceName, NodeName
+from events.specs import DesiredCluster, DiskSpec, InstanceSpec, NicSpec
+from orchestrator.desired.macs import cluster_with_macs
+from reactors.nodes.commands import step_requests
+from reactors.plans.instance import DiskConfig, DrbdPeerConfig, Step, StepKind
+
+
+def spec(name: str, *nics: NicSpec) -> InstanceSpec:
+    return InstanceSpec(
+        name=InstanceName(name),
+        memory_mib=512,
+        vcpus=1,
+        disks=(DiskSpec(size_mib=1024),),
+        nics=nics,
+    )
+
+
+def cluster(*specs: InstanceSpec) -> DesiredCluster:
+    return DesiredCluster(name="c", instances={s.name: s for s in specs})
+
+
+def test_generated_once_unique_and_kept() -> None:
+    wanted = cluster(
+        spec("web", NicSpec(), NicSpec(link="br1")),
+        spec("db", NicSpec(mac="aa:00:00:00:00:01")),
+    )
+    first = cluster_with_macs(wanted=wanted, live=DesiredCluster(name="c"))
+    again = cluster_with_macs(wanted=wanted, live=DesiredCluster(name="c"))
+    assert first == again  # plan and apply agree
+    macs = [n.mac for s in first.instances.values() for n in s.nics]
+    assert all(m and m.startswith("aa:00:00:") for m in macs) and len(set(macs)) == 3
+    # A later apply of the same file (no macs in it) keeps the recorded ones.
+    kept = cluster_with_macs(wanted=wanted, live=first)
+    assert kept.instances == first.instances
+    # A new NIC gets a new MAC; the old ones stay.
+    grown = replace(
+        wanted,
+        instances={
+            **wanted.instances,
+            InstanceName("web"): spec("web", NicSpec(), NicSpec(), NicSpec()),
+        },
+    )
+    after = cluster_with_macs(wanted=grown, live=first).instances[InstanceName("web")]
+    assert [n.mac for n in after.nics[:2]] == [
+        n.mac for n in first.instances[InstanceName("web")].nics
+    ]
+    assert after.nics[2].mac not in macs
+
+
+def test_start_request_carries_recorded_nics_and_vnc() -> None:
+    s = spec("web", NicSpec(mac="aa:00:00:00:00:07", link="br1"))
+    disk = DiskConfig(
+        resource="web-d0",
+        index=0,
+        size_mib=1024,
+        minor=5,
+        port=11005,
+        volume_group="corral",
+        hosts=(DrbdPeerConfig(node=NodeName("a"), address="10.0.0.1", node_id=0),),
+    )
+    (req,) = step_requests(
+        Step(kind=StepKind.START_VM, node=NodeName("a"), instance=s.name, spec=s, disks=(disk,))
+    )
+    assert req.body is not None
+    assert req.body["nics"] == [
+        {
+            "index": 0,
+            "mac": "aa:00:00:00:00:07",
+            "link": "br1",
+            "mode": "bridged",
+            "model": "virtio-net-pci",
+        }
+    ]
+    assert req.body["vnc"] == {"display": 5}
