@@ -340,6 +340,7 @@ class NodeFacts:
     vg_size_mib: int = 0
     vg_free_mib: int = 0
     drbd_version: str = ""  # the loaded module's, from /proc/drbd ("8.4.11"); "" if none
+    bridges: tuple[str, ...] | None = None  # None: the node's helper does not report them
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

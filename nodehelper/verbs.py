@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from nodehelper.devices import BRIDGES_ARGV
 from nodehelper.drbd import (
     DRBD_CONFIG_DIR,
     DRBDADM_ALLOWED,
@@ -75,7 +76,8 @@ def probe(env: NodeEnv, *, drbd84: bool = False) -> Outcome:
     """All of the node's state in one answer, sections in this order. DRBD state:
     `drbdsetup status --json` (DRBD 9), or `events2` for 8.4 (`--drbd84`), whose
     drbdsetup has no --json; then the module's version line, and the `on HOST {`
-    lines of the resource files (8.4's events2 names a peer only `peer`)."""
+    lines of the resource files (8.4's events2 names a peer only `peer`), and the
+    node's bridges (`ip -j link show type bridge`)."""
     drbd = ["events2", "--now", "--statistics"] if drbd84 else ["status", "--json"]
     resource_files = env.glob(f"{DRBD_CONFIG_DIR}/*.res")
     parts = [
@@ -91,6 +93,7 @@ def probe(env: NodeEnv, *, drbd84: bool = False) -> Outcome:
         env.run(["grep", "-H", "-E", r"^[[:space:]]*on [^ ]+ [{]", *resource_files])
         if resource_files
         else Outcome(1),
+        env.run(BRIDGES_ARGV),
     ]
     separator = f"{PROBE_SEPARATOR}\n".encode()
     return Outcome(0, separator.join(p.stdout for p in parts), b"".join(p.stderr for p in parts))

@@ -160,7 +160,7 @@ def parse_batch(text: str, *, count: int) -> list[BatchResult]:
 # ----------------------------------------------------------------------- probe
 
 
-PROBE_SECTIONS = 10
+PROBE_SECTIONS = 11  # 10 from a helper older than the bridges section
 
 
 class DrbdVersionChanged(ParseError):
@@ -185,9 +185,9 @@ def parse_probe(text: str, *, volume_group: str, drbd_major: int = 9) -> NodeSna
     """A probe's output, built by `probe_line(drbd_major=...)`; DrbdVersionChanged
     when the node's module is of the other major version."""
     sections = text.split(SEPARATOR + "\n")
-    if len(sections) != PROBE_SECTIONS:
+    if len(sections) not in (PROBE_SECTIONS - 1, PROBE_SECTIONS):
         raise ParseError("probe", f"expected {PROBE_SECTIONS} sections, got {len(sections)}")
-    cpus_s, meminfo, boot_id, hostname, vgs, lvs, drbd, pgrep, proc_drbd, res_hosts = sections
+    cpus_s, meminfo, boot_id, hostname, vgs, lvs, drbd, pgrep, proc_drbd, res_hosts = sections[:10]
     version = parse_drbd_version(proc_drbd)
     actual = major_of(version)
     if actual and actual != (9 if drbd_major >= 9 else 8):
@@ -207,6 +207,7 @@ def parse_probe(text: str, *, volume_group: str, drbd_major: int = 9) -> NodeSna
         vg_size_mib=vg_size,
         vg_free_mib=vg_free,
         drbd_version=version,
+        bridges=parse_bridges(sections[10]) if len(sections) > 10 else None,
     )
     peers = peers_from_hosts(parse_resource_hosts(res_hosts), me=facts.hostname)
     try:
@@ -223,6 +224,14 @@ def parse_probe(text: str, *, volume_group: str, drbd_major: int = 9) -> NodeSna
         drbd=drbd_obs,
         vms=parse_pgrep(pgrep),
     )
+
+
+def parse_bridges(text: str) -> tuple[str, ...]:
+    """`ip -j link show type bridge`: the bridges' names."""
+    try:
+        return tuple(sorted(str(link["ifname"]) for link in json.loads(text or "[]")))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ParseError("ip -j link show type bridge", f"not ip's JSON: {text[:80]!r}") from exc
 
 
 def parse_meminfo(text: str) -> tuple[int, int]:

@@ -346,6 +346,9 @@ def run_refusal(
     target = state.desired.nodes.get(node)
     if spec is None or target is None or spec.power != PowerState.RUNNING:
         return None
+    missing = missing_bridges(state=state, spec=spec, node=node)
+    if missing:
+        return missing
     used = 0
     for name, placement in state.placements.items():
         other = state.desired.instances.get(name)
@@ -362,4 +365,21 @@ def run_refusal(
             f"not enough memory on {node} for {instance}: "
             f"it needs {spec.memory_mib}M, {max(free, 0)}M free"
         )
+    return None
+
+
+def missing_bridges(*, state: ClusterState, spec: InstanceSpec, node: NodeName) -> str | None:
+    """Why `node` cannot run `spec`'s NICs: a bridge it lacks (as its probe
+    reports; a node whose helper does not report bridges is not refused here, its
+    helper refuses the start itself)."""
+    obs = state.observed.get(node)
+    bridges = obs.facts.bridges if obs is not None and obs.facts is not None else None
+    if bridges is None:
+        return None
+    for i, nic in enumerate(spec.nics):
+        if nic.link not in bridges:
+            return (
+                f"node {node} has no bridge {nic.link!r} for {spec.name}'s nics[{i}].link "
+                f"(it has: {', '.join(bridges) or 'none'})"
+            )
     return None

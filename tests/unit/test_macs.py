@@ -80,3 +80,32 @@ def test_start_request_carries_recorded_nics_and_vnc() -> None:
         }
     ]
     assert req.body["vnc"] == {"display": 5}
+
+
+def test_a_migration_or_failover_target_without_the_bridge_is_refused_naming_both() -> None:
+    from events.model import NodeFacts
+    from events.specs import NodeSpec
+    from events.state import ClusterState, NodeObservation
+    from reactors.placement.allocator import run_refusal
+
+    web = spec("web", NicSpec(mac="aa:00:00:00:00:07", link="br-app"))
+    node = NodeSpec(name=NodeName("b"), address="10.0.0.2", memory_mib=8192, disk_mib=10240, cpus=4)
+
+    def state(bridges: tuple[str, ...] | None) -> ClusterState:
+        facts = NodeFacts(
+            hostname="b",
+            cpus=4,
+            memory_total_mib=8192,
+            memory_free_mib=8000,
+            boot_id="x",
+            bridges=bridges,
+        )
+        return ClusterState(
+            desired=DesiredCluster(name="c", nodes={node.name: node}, instances={web.name: web}),
+            observed={node.name: NodeObservation(facts=facts)},
+        )
+
+    why = run_refusal(state=state(("br0",)), instance=web.name, node=node.name)
+    assert why is not None and "node b has no bridge 'br-app'" in why and "nics[0].link" in why
+    assert run_refusal(state=state(("br0", "br-app")), instance=web.name, node=node.name) is None
+    assert run_refusal(state=state(None), instance=web.name, node=node.name) is None

@@ -190,6 +190,10 @@ def test_probe_sections_parse_with_the_orchestrators_parser(node: Node) -> None:
     assert [v.name for v in snap.volumes] == ["web-d0"]
     assert [(r.name, r.role) for r in snap.drbd] == [("web-d0", "Primary")]
     assert [(v.name, v.memory_mib) for v in snap.vms] == [("web", 512)]
+    assert snap.facts.bridges == ("br0",)
+    # A helper older than the bridges section: bridges unknown, not "none".
+    older = out.rsplit("@@corral-probe@@\n", 1)[0]
+    assert parse_probe(older, volume_group="corral").facts.bridges is None
 
 
 def test_a_stale_term_is_refused_and_a_newer_one_raises_the_nodes_term(node: Node) -> None:
