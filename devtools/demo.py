@@ -337,6 +337,10 @@ async def demo(workdir: Path, *, stay: bool) -> None:
                     f"RAPI v2  : https://127.0.0.1:{rapi_port}/2/instances?bulk=1  "
                     f"(hbal -m https://127.0.0.1:{rapi_port})"
                 )
+                # `corral sim` drives a lab by its state dir: the pid file marks
+                # this process as the one running it, so the fault the demo
+                # suggests reaches its lab (the inventory names the control API).
+                (workdir / "lab" / "lab.pid").write_text(f"{os.getpid()}\n")
                 out("\nThe cluster keeps running. In another terminal:")
                 exports = " ".join(f"{k}={v}" for k, v in etcd.client_env("alice").items())
                 out(f"  export {exports} CORRAL_CLUSTER=seed")
@@ -350,6 +354,7 @@ async def demo(workdir: Path, *, stay: bool) -> None:
             if engine is not None:
                 await engine.stop()
             if lab is not None:
+                (workdir / "lab" / "lab.pid").unlink(missing_ok=True)
                 await lab.stop()
         finally:
             etcd.stop()
