@@ -36,7 +36,22 @@ from nodehelper.vm import launch, start_request, vm_pid
 
 PROTOCOL = 1
 PROBE_SEPARATOR = "@@corral-probe@@"
-_LVM_REPORT = ("--reportformat", "json", "--units", "m", "--nosuffix", "-o")
+# LVM must never scan DRBD devices: a Secondary's open fails (8.4) or it reads a
+# guest's disk (a guest's own PVs would show up as the node's), and every probe
+# would pay for opening each of them. Rejected per command, so a node's own
+# lvm.conf need not be changed. The probe's vgs/lvs only read (`--readonly`: no
+# lock, so a probe never waits behind a concurrent lvcreate's udev settle).
+_LVM_CONFIG = ("--config", 'devices { global_filter = [ "r|^/dev/drbd|" ] }')
+_LVM_REPORT = (
+    "--readonly",
+    *_LVM_CONFIG,
+    "--reportformat",
+    "json",
+    "--units",
+    "m",
+    "--nosuffix",
+    "-o",
+)
 
 Act = Callable[[NodeEnv], Outcome]
 # (positional arguments, options given, stdin) -> what to do, or Refused.

@@ -225,6 +225,7 @@ class NodeVmSet:
             "pidfile": str(node.pidfile),
             "qmp": str(node.qmp_path),
             "ssh_port": node.ssh_port,
+            "qmp_group": os.environ.get("CORRAL_NODEVM_QMP_GROUP") or None,
         }
         node.spec_file.write_text(json.dumps(spec, indent=2))
 
@@ -280,6 +281,18 @@ def power_on(spec_file: Path) -> None:
     proc = subprocess.run(spec["argv"], capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         raise RuntimeError(f"qemu for {spec['name']} did not start: {proc.stderr.strip()}")
+    open_qmp_to_group(Path(spec["qmp"]), spec.get("qmp_group"))
+
+
+def open_qmp_to_group(qmp: Path, group: str | None) -> None:
+    """qemu (run as root) makes its QMP socket 0755 root:root, and connecting to a
+    unix socket needs write permission: an orchestrator running as an unprivileged
+    account could never fence through it. The socket is made 0660, group `group`
+    (CORRAL_NODEVM_QMP_GROUP when the set was made; root's group otherwise), so
+    that group's members can query and power off over QMP."""
+    os.chmod(qmp, 0o660)
+    if group:
+        shutil.chown(qmp, group=group)
 
 
 def power_off(spec_file: Path, *, timeout: float = 10.0) -> None:

@@ -37,6 +37,14 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     )
     p.add_argument("--probe-interval", type=float, default=1.0, help="seconds between probes")
     p.add_argument(
+        "--probe-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="a probe not answered within this counts as a failed probe (default 5; "
+        "raise it for nodes without hardware virtualisation, e.g. emulated node VMs)",
+    )
+    p.add_argument(
         "--name",
         default="",
         help="this orchestrator's name among the cluster's (default: host-pid-random)",
@@ -180,6 +188,8 @@ def run_serve(args: argparse.Namespace) -> int:
     for what, path in (("--known-hosts", known_hosts), ("--client-key", client_key)):
         if not path.is_file():
             raise UsageError(f"{what}: {path} is not a readable file")
+    if not 0.5 <= args.probe_timeout <= 120:
+        raise UsageError(f"--probe-timeout: {args.probe_timeout} is not between 0.5 and 120 s")
     if not 2 <= args.lease_ttl <= 120:
         raise UsageError(f"--lease-ttl: {args.lease_ttl} is not between 2 and 120 seconds")
     if args.name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", args.name):
@@ -213,7 +223,11 @@ def run_serve(args: argparse.Namespace) -> int:
         cluster=target.cluster,
         known_hosts=known_hosts,
         client_key=client_key,
-        settings=ReactorSettings(probe_interval_s=args.probe_interval, lease_ttl_s=args.lease_ttl),
+        settings=ReactorSettings(
+            probe_interval_s=args.probe_interval,
+            probe_timeout_s=args.probe_timeout,
+            lease_ttl_s=args.lease_ttl,
+        ),
         name=args.name,
         api_listen=_listen(args.api, what="--api") if args.api else None,
         api_tokens=args.tokens,

@@ -149,7 +149,11 @@ def test_crash_heal_and_rejoin_on_real_drbd(etcd_url: str, tmp_path: Path) -> No
         serve = subprocess.Popen(
             [str(bindir / "corral"), "serve", "--etcd", etcd_url, "--cluster", CLUSTER,
              "--known-hosts", str(known), "--client-key", str(corral_key),
-             "--seal-key", str(seal), "--fencing-config", str(fencing)],
+             "--seal-key", str(seal), "--fencing-config", str(fencing),
+             # A TCG node VM at this machine's load answers a probe in seconds, not
+             # milliseconds. A crashed one still fails at once (its forwarded port is
+             # gone with its qemu), so this costs no detection time here.
+             "--probe-timeout", "30"],
             stdout=log.open("w"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:

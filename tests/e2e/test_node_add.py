@@ -156,3 +156,33 @@ def test_install_fixes_what_it_can_and_the_node_is_added(
     assert events(etcd_url) == ["node.checked", "node.declared", "node.checked"]
     node_list = corral(etcd_url, "node", "list", "--json")
     assert [row["name"] for row in json.loads(node_list.stdout)] == ["node1"]
+
+
+def test_the_fence_agent_powers_the_node_vm_off_through_qmp(
+    node: tuple[NodeVmSet, Path, Path],
+) -> None:
+    """fence_corral_qmp as corral runs it (options on stdin, ClusterLabs exit
+    codes): status ON, then off returns only once the qemu process is gone, then
+    status OFF (rc 2). Last in this module: the node stays off."""
+    vms, _, _ = node
+    vm = vms.nodes["node1"]
+    assert oct(vm.qmp_path.stat().st_mode & 0o777) == "0o660"  # reachable by its group
+    agent = Path(sys.executable).parent / "fence_corral_qmp"
+
+    def fence(action: str, plug: str = "node1") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(agent)], input=f"action={action}\nplug={plug}\nstatedir={vms.state_dir}\n",
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    pid = vm.pid()
+    assert pid is not None
+    status = fence("status")
+    assert (status.returncode, status.stdout) == (0, "Status: ON\n"), status
+    off = fence("off")
+    assert (off.returncode, off.stdout) == (0, "Success: Powered OFF\n"), off
+    assert not Path(f"/proc/{pid}").exists() or vm.pid() is None
+    status = fence("status")
+    assert (status.returncode, status.stdout) == (2, "Status: OFF\n"), status
+    unknown = fence("status", plug="nosuch")
+    assert unknown.returncode == 1 and "plug" in unknown.stdout
