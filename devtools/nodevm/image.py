@@ -275,7 +275,8 @@ def _installed(package: str) -> bool:
     proc = subprocess.run(
         ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True
     )
-    return proc.returncode == 0 and proc.stdout.endswith("installed")
+    # "unknown ok not-installed" (known to dpkg, removed) also ends in "installed"
+    return proc.returncode == 0 and proc.stdout == "install ok installed"
 
 
 def _mirror() -> list[str]:
