@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parent
 # Dependency order: each module imports only from the ones before it.
 MODULES = ("fields", "env", "terms", "drbd", "devices", "vm", "hotplug", "images", "verbs", "main")
 INSTALL_PATH = "/usr/local/lib/corral/corral-node-helper"
-HEADER = f'''#!/usr/bin/python3 -I
+HEADER = f'''#!/usr/bin/python3 -IS
 """corral-node-helper: the one program corral's node account may run as root
 (`sudo -n {INSTALL_PATH} VERB ...`). Fixed verbs, each validating its own
 arguments; DRBD resource files and qemu command lines are built here from

@@ -414,7 +414,7 @@ def install_script(report: NodeReport, req: Requirements, *, helper: str) -> str
     the corral account with the orchestrator's key, the node helper (`helper`, the
     built file's text) and the sudoers rule allowing only it."""
     validate(req)
-    if not helper.startswith("#!/usr/bin/python3 -I\n") or _HELPER_END in helper:
+    if not helper.startswith("#!/usr/bin/python3 -IS\n") or _HELPER_END in helper:
         raise ValueError("helper is not a built node helper (python -m nodehelper.bundle)")
     failed = {c.name for c in report.checks if not c.ok}
     lines = ["set -e", "export DEBIAN_FRONTEND=noninteractive LC_ALL=C"]

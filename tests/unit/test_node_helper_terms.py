@@ -94,7 +94,7 @@ def test_the_deployed_file_is_one_stdlib_script_that_behaves_as_the_package(
     tmp_path: Path,
 ) -> None:
     text = bundle()
-    assert text.startswith("#!/usr/bin/python3 -I\n")
+    assert text.startswith("#!/usr/bin/python3 -IS\n")
     assert "from nodehelper" not in text and "import nodehelper" not in text
     script = tmp_path / "corral-node-helper"
     script.write_text(text)
