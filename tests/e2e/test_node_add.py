@@ -60,6 +60,8 @@ def add_args(vms: NodeVmSet, operator: Path, corral_key: Path, known: Path) -> l
         "node", "add", "node1", "--address", "127.0.0.1", "--port", str(n.ssh_port),
         "--replication-address", n.replication_address, "--ssh-key", str(operator),
         "--known-hosts", str(known), "--client-key", str(corral_key),
+        # a 512 MiB node VM: the 1G default reserved for the host does not fit
+        "--host-memory", "128M", "--host-cpus", "0",
     ]  # fmt: skip
 
 
