@@ -360,10 +360,18 @@ class Healer:
         agent = spec.fence.agent
         try:
             rc, out = await self.ctx.nodes.fence(node, spec.fence, "status")
-            if rc == 2:
-                return "", False  # already off: confirmed without switching it
-            if self._answered_since(node, decided_at):
-                return None, False
+        except Exception as exc:
+            return f"{agent}: {type(exc).__name__}: {exc}"[:300], False
+        if rc == 2:
+            return "", False  # already off: confirmed without switching it
+        # Powered on: hung, or powered on again since the decision (a person, or
+        # a power cycle) and answering by now. Ask it once more before switching
+        # it off: a node that is back is taken back, not switched off and left
+        # off (the waiting probe may come only after the agent's `off`).
+        await self.prober.probe(node)
+        if self._answered_since(node, decided_at):
+            return None, False
+        try:
             rc, out = await self.ctx.nodes.fence(node, spec.fence, "off")
             if rc != 0:
                 return f"{agent} off exited {rc}: {out.strip()[:200]}", True
