@@ -157,7 +157,8 @@ def node_bridges(env: NodeEnv) -> set[str] | Outcome:
         return done
     try:
         links = json.loads(done.stdout.decode() or "[]")
-        return {str(link["ifname"]) for link in links}
+        # iproute2 6.1 prints {} for each link the type filter drops
+        return {str(link["ifname"]) for link in links if link}
     except (ValueError, KeyError, TypeError):
         return Outcome(70, b"", b"ip -j link show type bridge: not ip's JSON\n")
 

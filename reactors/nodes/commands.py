@@ -227,9 +227,12 @@ def parse_probe(text: str, *, volume_group: str, drbd_major: int = 9) -> NodeSna
 
 
 def parse_bridges(text: str) -> tuple[str, ...]:
-    """`ip -j link show type bridge`: the bridges' names."""
+    """`ip -j link show type bridge`: the bridges' names. iproute2 6.1 (Debian
+    bookworm) prints an empty object for every link the type filter drops:
+    `[{},{},{}]` on a host without bridges."""
     try:
-        return tuple(sorted(str(link["ifname"]) for link in json.loads(text or "[]")))
+        links = json.loads(text or "[]")
+        return tuple(sorted(str(link["ifname"]) for link in links if link))
     except (ValueError, KeyError, TypeError) as exc:
         raise ParseError("ip -j link show type bridge", f"not ip's JSON: {text[:80]!r}") from exc
 
