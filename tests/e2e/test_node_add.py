@@ -21,6 +21,7 @@ import pytest
 from devtools.local_etcd import LocalEtcd
 from devtools.nodevm.vms import NodeVmSet
 from events.store import EventStore
+from reactors.nodes.checks import HELPER_PATH
 from tests.support.nodevms import node_vms, root_ssh
 
 pytestmark = pytest.mark.timeout(1200)
@@ -146,10 +147,12 @@ def test_install_fixes_what_it_can_and_the_node_is_added(
     out = subprocess.run(
         ["ssh", "-q", "-o", f"UserKnownHostsFile={known}", "-o", "StrictHostKeyChecking=yes",
          "-o", "BatchMode=yes", "-i", str(corral_key), "-p", str(vms.nodes["node1"].ssh_port),
-         "corral@127.0.0.1", "sudo -n drbdsetup events2 --now; sudo -n cat /etc/shadow"],
+         "corral@127.0.0.1",
+         f"sudo -n {HELPER_PATH} probe --drbd84; sudo -n cat /etc/shadow"],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
-    assert "exists -" in out.stdout  # corral's account reaches DRBD, pinned key and all
+    # corral's account reaches DRBD through the helper (its probe), pinned key and all
+    assert "exists -" in out.stdout
     assert "root:" not in out.stdout  # and nothing else as root
     again = corral(etcd_url, "node", "check", "node1", "--ssh-key", str(operator),
                    "--known-hosts", str(known), "--client-key", str(corral_key))  # fmt: skip
