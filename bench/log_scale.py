@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 from devtools.local_etcd import LocalEtcd
-from events.checkpoints import save_checkpoint
+from events.lifecycle.checkpoints import save_checkpoint
+from events.lifecycle.retention import RetentionPolicy, archive_pass, count_events
+from events.lifecycle.seals import seal_pending
 from events.loading import load_state
 from events.model import Event
 from events.projection import fold
-from events.retention import RetentionPolicy, archive_pass, count_events
-from events.seals import seal_pending
 from events.state import ClusterState
 from events.store import EventStore
 from orchestrator.cluster_report import saved_rows

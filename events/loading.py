@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
-from events.checkpoints import load_checkpoint
+from events.lifecycle.checkpoints import load_checkpoint
 from events.model import Event
 from events.projection import fold
 from events.state import ClusterState

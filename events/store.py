@@ -8,9 +8,9 @@ Key layout (everything under `/corral/<cluster>/`, so one etcd holds several):
   global order, so appending the same id twice stores it once.
 - `versions/<object-key>`: put once per append that touches the object; its etcd
   `version` is the object's version (the fold counts the same).
-- `checkpoints/<revision>/`: the folded state at a revision (`events.checkpoints`).
+- `checkpoints/<revision>/`: the folded state at a revision (`events.lifecycle.checkpoints`).
 - `archive/segments/<seq>`: where a sealed segment of old events went when its
-  keys left etcd (`events.archive`, `events.retention`); `read_all` reads the
+  keys left etcd (`events.archive`, `events.lifecycle.retention`); `read_all` reads the
   archived segments first, transparently.
 - `leader`: the leader's campaign key (`events.election`); its create revision is
   the leader's term, and an append made with `term=` compares it (a fencing token).

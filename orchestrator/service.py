@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from events.checkpoints import save_checkpoint
 from events.election import Member
 from events.etcd_client import EtcdCredentials
+from events.lifecycle.checkpoints import save_checkpoint
+from events.lifecycle.retention import ArchiveRefused, RetentionPolicy, archive_pass
+from events.lifecycle.seal_keys import SealSigner
+from events.lifecycle.seals import seal_pending
 from events.loading import load_state
-from events.retention import ArchiveRefused, RetentionPolicy, archive_pass
-from events.seal_keys import SealSigner
-from events.seals import seal_pending
 from events.store import EventStore
 from orchestrator.cluster_report import saved_rows
 from reactors.context import ReactorSettings

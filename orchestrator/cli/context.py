@@ -183,7 +183,7 @@ async def open_store(target: Target) -> AsyncIterator[EventStore]:
 async def current_state(store: EventStore) -> ClusterState:
     """The folded state; the instance rows saved with its checkpoint start the
     rows kept from state to state (`corral status` builds only what changed)."""
-    from events.checkpoints import checkpoint_views
+    from events.lifecycle.checkpoints import checkpoint_views
     from events.loading import load_state
     from orchestrator.cluster_report import prime_rows
 

@@ -16,10 +16,10 @@ from dataclasses import asdict, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from events.lifecycle.retention import count_events
+from events.lifecycle.seals import verify
 from events.loading import load_state
 from events.model import Event
-from events.retention import count_events
-from events.seals import verify
 from events.store import EventStore
 from orchestrator.cli.context import (
     UsageError,
@@ -33,7 +33,7 @@ from orchestrator.cluster_report import event_json, status_dict
 from orchestrator.event_query import EventFilter, parse_since
 
 if TYPE_CHECKING:
-    from events.seal_keys import SealKeys
+    from events.lifecycle.seal_keys import SealKeys
 
 _META = {"id", "time", "actor", "reason", "causation_id", "correlation_id"}
 ENV_SEAL_KEYS = "CORRAL_SEAL_KEYS"
@@ -171,7 +171,7 @@ def _print_event(revision: int, event: Event, *, as_json: bool) -> None:
 
 
 def run_audit(args: argparse.Namespace) -> int:
-    from events.seal_keys import SealKeyError, new_key_pair
+    from events.lifecycle.seal_keys import SealKeyError, new_key_pair
 
     if args.audit_command == "seal-key":
         try:
@@ -186,7 +186,7 @@ def run_audit(args: argparse.Namespace) -> int:
 def _seal_keys(args: argparse.Namespace) -> SealKeys | None:
     """The trusted seal keys: --seal-keys, $CORRAL_SEAL_KEYS, else the default
     directory when it exists; None (hashes only) otherwise."""
-    from events.seal_keys import SealKeyError, SealKeys
+    from events.lifecycle.seal_keys import SealKeyError, SealKeys
 
     named = args.seal_keys or os.environ.get(ENV_SEAL_KEYS)
     directory = Path(named) if named else Path(DEFAULT_SEAL_KEYS)

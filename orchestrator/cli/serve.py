@@ -12,7 +12,7 @@ import json
 import re
 from pathlib import Path
 
-from events.seal_keys import SealSigner
+from events.lifecycle.seal_keys import SealSigner
 from orchestrator.cli.context import UsageError, add_etcd_options, target_from_args
 from orchestrator.logs import configure_logging
 from orchestrator.service import ServiceConfig, run_service
@@ -126,7 +126,7 @@ def _listen(value: str, *, what: str) -> tuple[str, int]:
 def _seal_signer(path: Path | None, *, lab: bool) -> SealSigner | None:
     """The seal signing key: --seal-key, else the default file. Only a lab may run
     without one (its seals then show accidents, not tampering)."""
-    from events.seal_keys import SealKeyError, SealSigner
+    from events.lifecycle.seal_keys import SealKeyError, SealSigner
 
     chosen = path or Path(DEFAULT_SEAL_KEY)
     if path is None and lab and not chosen.exists():
@@ -204,7 +204,7 @@ def run_serve(args: argparse.Namespace) -> int:
     retention = None
     if args.archive:
         from events.archive import ArchiveError, parse_location
-        from events.retention import RetentionPolicy
+        from events.lifecycle.retention import RetentionPolicy
 
         try:
             parse_location(args.archive)

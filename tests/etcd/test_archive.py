@@ -14,12 +14,12 @@ from pathlib import Path
 import boto3
 import pytest
 
-import events.checkpoints as checkpoints
+import events.lifecycle.checkpoints as checkpoints
 from devtools.local_etcd import LocalEtcd
 from events.archive import IndexEntry
+from events.lifecycle.retention import RetentionPolicy, archive_pass, count_events
+from events.lifecycle.seals import seal_pending, verify
 from events.projection import FOLD_VERSION, fold
-from events.retention import RetentionPolicy, archive_pass, count_events
-from events.seals import seal_pending, verify
 from events.state import ClusterState
 from events.store import EventStore
 from tests.support.events import ev
@@ -104,7 +104,7 @@ async def test_archived_seals_verify_after_a_key_rotation(etcd: LocalEtcd, tmp_p
     """Seals signed with the old key go to the archive, the newer ones in etcd
     are signed with the new key: verify with both public keys passes; a segment
     re-sealed by someone without the old key does not."""
-    from events.seal_keys import SealKeys, SealSigner, new_key_pair
+    from events.lifecycle.seal_keys import SealKeys, SealSigner, new_key_pair
 
     keys_dir = tmp_path / "keys"
     new_key_pair(tmp_path / "old.key", keys_dir)

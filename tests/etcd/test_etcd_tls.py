@@ -19,11 +19,11 @@ from aetcd.exceptions import ClientError
 
 from devtools.local_etcd import LocalEtcd
 from devtools.pki import LocalPki
-from events.checkpoints import save_checkpoint
 from events.etcd_client import EtcdConfigError, EtcdCredentials, EtcdPermissionDenied
 from events.ids import NodeName
+from events.lifecycle.checkpoints import save_checkpoint
+from events.lifecycle.seals import seal_pending
 from events.loading import load_state
-from events.seals import seal_pending
 from events.state import ClusterState
 from events.store import EtcdUnavailable, EventStore
 from tests.support.events import ev
@@ -184,7 +184,7 @@ async def _reseal_without_the_key(store: EventStore) -> None:
     under the real key's id."""
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-    from events.seals import _as_dict, _chain, _digest, load_seals, raw_events
+    from events.lifecycle.seals import _as_dict, _chain, _digest, load_seals, raw_events
 
     stored = {k: v for _, _, k, v in await raw_events(store, 0)}
     mine = Ed25519PrivateKey.generate()
@@ -206,8 +206,8 @@ async def test_a_forged_event_with_a_stolen_etcd_credential_is_reported(
     stolen orchestrator certificate (full write access to the cluster's keys) but
     not the seal key rewrites an event and every seal after it: the hash chain
     checks out (what the old unkeyed seals could tell), the signatures do not."""
-    from events.seal_keys import SealSigner, new_key_pair
-    from events.seals import verify
+    from events.lifecycle.seal_keys import SealSigner, new_key_pair
+    from events.lifecycle.seals import verify
 
     public_dir = tmp_path / "seal-keys"
     new_key_pair(tmp_path / "seal.key", public_dir)

@@ -4,7 +4,7 @@ bytes of one event, deleting one, or slipping one into a sealed range is named."
 from __future__ import annotations
 
 from devtools.local_etcd import LocalEtcd
-from events.seals import seal_pending, verify
+from events.lifecycle.seals import seal_pending, verify
 from events.store import EventStore
 from tests.support.events import ev
 

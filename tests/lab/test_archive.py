@@ -10,10 +10,10 @@ import gzip
 import json
 from pathlib import Path
 
-from events.checkpoints import load_checkpoint, save_checkpoint
+from events.lifecycle.checkpoints import load_checkpoint, save_checkpoint
+from events.lifecycle.retention import RetentionPolicy, archive_pass, count_events
+from events.lifecycle.seals import load_seals, raw_events, seal_pending
 from events.projection import fold_all
-from events.retention import RetentionPolicy, archive_pass, count_events
-from events.seals import load_seals, raw_events, seal_pending
 from orchestrator.cluster_report import status_dict
 from tests.support.cluster_harness import cluster
 from tests.support.events import cluster_yaml

@@ -194,7 +194,7 @@ def test_an_undecodable_event_is_an_alert_and_keeps_the_objects_versions() -> No
 def test_a_checkpoint_is_held_to_the_same_rules() -> None:
     from dataclasses import replace
 
-    from events.checkpoints import decode_checkpoint, encode_checkpoint
+    from events.lifecycle.checkpoints import decode_checkpoint, encode_checkpoint
     from events.specs import DesiredCluster
 
     good = ClusterState(

@@ -2,7 +2,7 @@
 events (in log order) is sealed with the digest of each event's stored bytes and a
 running hash chained to the previous seal, under `/corral/<cluster>/seals/<seq>`,
 and signed with an Ed25519 key that lives on the orchestrator hosts, not in etcd
-(events.seal_keys): a hash chain alone can be recomputed by anyone who can write
+(events.lifecycle.seal_keys): a hash chain alone can be recomputed by anyone who can write
 etcd, a signature cannot. Each seal names its algorithm and key id, so seals
 archived before a key rotation still verify against the old public key.
 `verify` re-reads the log and names the first event whose bytes no longer match,
@@ -20,7 +20,7 @@ import json
 from dataclasses import dataclass, replace
 
 from events.archive import ArchiveError, IndexEntry, RawRecord
-from events.seal_keys import ALGORITHM, SealKeys, SealSigner
+from events.lifecycle.seal_keys import ALGORITHM, SealKeys, SealSigner
 from events.store import PAGE, EventStore, _prefix_end
 
 GENESIS = "0" * 64

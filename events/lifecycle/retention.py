@@ -24,9 +24,17 @@ from events.archive import (
     open_archive,
     segment_name,
 )
-from events.checkpoints import archive_checkpoint, manifests
 from events.etcd_client import EtcdPermissionDenied
-from events.seals import Seal, blocks_of, check_block, load_seals, parse_seal, raw_events, raw_seals
+from events.lifecycle.checkpoints import archive_checkpoint, manifests
+from events.lifecycle.seals import (
+    Seal,
+    blocks_of,
+    check_block,
+    load_seals,
+    parse_seal,
+    raw_events,
+    raw_seals,
+)
 from events.store import MAX_TXN_OPS, EventStore, _prefix_end, log
 
 
