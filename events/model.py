@@ -132,6 +132,21 @@ class InstanceRemoved(Event):
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceRenamed(Event):
+    """An instance now goes by `new_name` (`corral instance rename`): its spec,
+    placement and restart record move to the new name. Appended by the rename job
+    once the nodes' LVs and DRBD resources carry the new name; the old name's key
+    keeps its history."""
+
+    TYPE: ClassVar[str] = "instance.renamed"
+    instance: InstanceName
+    new_name: InstanceName
+
+    def objects(self) -> tuple[str, ...]:
+        return (instance_key(self.instance), instance_key(self.new_name))
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InstancePowerSet(Event):
     """Imperative start/stop (`corral instance stop web1`): changes desired power."""
 
@@ -542,6 +557,7 @@ ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     InstanceDeclared,
     InstanceUpdated,
     InstanceRemoved,
+    InstanceRenamed,
     InstancePowerSet,
     DesiredStateApplied,
     InstancePlaced,

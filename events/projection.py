@@ -23,6 +23,7 @@ from events.model import (
     InstancePlaced,
     InstancePowerSet,
     InstanceRemoved,
+    InstanceRenamed,
     InstanceUpdated,
     JobCancelRequested,
     JobStatus,
@@ -204,6 +205,23 @@ def fold(state: ClusterState, events: Iterable[tuple[int, Event]]) -> ClusterSta
     return b.build()
 
 
+def _rename(b: _Builder, e: InstanceRenamed) -> None:
+    """Spec, placement and restart record move from the old name to the new one."""
+    spec = b.instances.pop(e.instance, None)
+    if spec is None or e.new_name in b.instances:
+        if spec is not None:
+            b.instances[e.instance] = spec
+        raise ValueError(f"cannot rename {e.instance} to {e.new_name}")
+    b.instances[e.new_name] = replace(spec, name=e.new_name)
+    placement = b.placements.pop(e.instance, None)
+    if placement is not None:
+        b.placements[e.new_name] = placement
+    starts = b.vm_starts.pop(e.instance, None)
+    if starts is not None:
+        b.vm_starts[e.new_name] = starts
+    b.refusals.pop(e.instance, None)
+
+
 def _apply(b: _Builder, revision: int, e: Event) -> None:
     if isinstance(e, PolicySet):
         b.name = e.cluster_name or b.name
@@ -228,6 +246,8 @@ def _apply(b: _Builder, revision: int, e: Event) -> None:
         b.instances.pop(e.instance, None)
         b.placements.pop(e.instance, None)
         b.refusals.pop(e.instance, None)
+    elif isinstance(e, InstanceRenamed):
+        _rename(b, e)
     elif isinstance(e, InstancePowerSet):
         b.vm_starts.pop(e.instance, None)  # a person asked: restart budget renewed
         inst = b.instances.get(e.instance)

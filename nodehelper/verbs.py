@@ -132,6 +132,12 @@ def _lv_remove(args: list[str], options: list[str], stdin: bytes) -> Act:
     return lambda env: env.run(["lvremove", "-f", f"{vg}/{lv}"])
 
 
+def _lv_rename(args: list[str], options: list[str], stdin: bytes) -> Act:
+    vg = check_vg(args[0])
+    old, new = check_disk(args[1], what="LV"), check_disk(args[2], what="new LV")
+    return lambda env: env.run(["lvrename", vg, old, new])
+
+
 # ------------------------------------------------------------------ DRBD
 
 
@@ -208,6 +214,7 @@ VERBS: dict[str, Verb] = {
         Verb("lv-create", True, ("VG", "LV", "SIZE_MIB"), _lv_create),
         Verb("lv-extend", True, ("VG", "LV", "SIZE_MIB"), _lv_extend),
         Verb("lv-remove", True, ("VG", "LV"), _lv_remove),
+        Verb("lv-rename", True, ("VG", "LV", "NEW_LV"), _lv_rename),
         Verb("drbd-config", True, (), _drbd_config, body=True),
         Verb("drbd-remove-config", True, ("RESOURCE",), _drbd_remove_config),
         Verb(

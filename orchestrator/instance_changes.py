@@ -1,5 +1,7 @@
 """Changes to an instance after creation, shared by the CLI, the native API and the
-RAPI: memory and vCPUs (`modify`). Each is a job whose submission carries the
+RAPI: memory and vCPUs (`modify`) and its name (`rename`, of a stopped instance
+only: the job renames its LVs and DRBD resources on both nodes, then records
+`instance.renamed`). A modify is a job whose submission carries the
 changed spec in the same etcd transaction, so what was decided and who asked are
 one record. A change that does not fit where the instance is placed (memory on the
 primary, the vCPU ratio, N+1 on the secondary: `reactors.placement.resize`) is
@@ -15,13 +17,14 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from events.ids import InstanceName, new_event_id
+from events.ids import InstanceName, check_name, new_event_id
 from events.model import InstanceUpdated, JobKind
 from events.specs import InstanceSpec
 from events.state import ClusterState
 from events.validation import SpecError, check_field
 from orchestrator.operations import Accepted, EventAppender, OperationRefused, submit_job
 from reactors.placement.resize import ResizeVerdict, check_resize
+from reactors.plans.rename import rename_blockers
 
 
 class ChangeRefused(OperationRefused):
@@ -131,4 +134,39 @@ async def modify_instance(
         actor=actor,
         reason=reason or why,
         follow=(update,),
+    )
+
+
+async def rename_instance(
+    store: EventAppender,
+    state: ClusterState,
+    *,
+    instance: str,
+    new_name: str,
+    actor: str,
+    reason: str = "",
+) -> Accepted:
+    """Record the rename of a stopped `instance` to `new_name` as an
+    `instance.rename` job; refused, naming why, while it runs or when the name is
+    taken (by an instance, or by disks or a VM some node still reports)."""
+    try:
+        new = InstanceName(check_name(new_name, what="new name"))
+    except ValueError as exc:
+        raise OperationRefused(str(exc), field="new_name") from None
+    old = InstanceName(instance)
+    if old not in state.desired.instances:
+        raise OperationRefused(f"no instance named {instance!r}", field="instance")
+    blockers = rename_blockers(state=state, instance=old, new=new)
+    if blockers:
+        raise OperationRefused(
+            f"cannot rename {instance} to {new}: {'; '.join(blockers)}", field="new_name"
+        )
+    return await submit_job(
+        store,
+        state,
+        kind=JobKind.INSTANCE_RENAME,
+        target=instance,
+        params={"new_name": new},
+        actor=actor,
+        reason=reason or f"rename {instance} to {new}",
     )

@@ -19,6 +19,7 @@ recorded in its log before it runs: no decision, no command.
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -29,6 +30,7 @@ from events.ids import InstanceName, JobId, NodeName, new_event_id
 from events.model import (
     Event,
     InstancePlaced,
+    InstanceRenamed,
     InstanceUpdated,
     JobStatus,
     JobUpdated,
@@ -47,10 +49,12 @@ from reactors.plans.instance import (
     disk_configs,
     drbd_on,
     node_actionable,
+    node_fenced,
     plan_instance,
     vm_alive,
     vm_on,
 )
+from reactors.plans.rename import rename_blockers, rename_missing, rename_steps
 from reactors.prober import Prober
 from reactors.seams import StepOutcome
 from reactors.workers import InstanceWorkers
@@ -196,6 +200,8 @@ class JobRunner:
             await self._wait_converged(job, InstanceName(target))
         elif kind == "instance.modify":
             await self._modified(job, InstanceName(target))
+        elif kind == "instance.rename":
+            await self._rename(job, InstanceName(target), InstanceName(params.get("new_name", "")))
         elif kind in ("node.migrate", "node.failover", "node.evacuate"):
             await self._node_job(job, NodeName(target), kind)
         else:
@@ -546,6 +552,59 @@ class JobRunner:
             return
         await self._log(job, f"recorded: memory {spec.memory_mib}M, {spec.vcpus} vcpus")
         await self._wait_converged(job, name)
+
+    async def _rename(self, job: JobState, name: InstanceName, new: InstanceName) -> None:
+        """Rename a stopped instance: its disks on both nodes, then the record. Once
+        the first node command is decided it is finished forward (a failed step is
+        tried again until it succeeds), never left half-done: the workers keep off
+        both names while the job runs (`workers.instance_locked_by_job`)."""
+        state = self.ctx.state
+        if name not in state.desired.instances and new in state.desired.instances:
+            return  # resumed after the rename was recorded
+        if not any(line.startswith("decided:") for _, line in job.log):
+            blockers = rename_blockers(state=state, instance=name, new=new)
+            if blockers:
+                raise JobError(f"{name} cannot be renamed to {new}: " + "; ".join(blockers))
+            await self._log(job, f"decided: rename {name} to {new}")
+        downs, renames = rename_steps(state=state, instance=name, new=new)
+        for step in (*downs, *renames):
+            await self._until_done(job, step)
+        placement = state.placements.get(name)
+        for attempt in itertools.count(1):
+            for node in (placement.primary, placement.secondary) if placement else ():
+                await self.prober.probe(node)
+            missing = rename_missing(state=self.ctx.state, instance=name, new=new)
+            if not missing:
+                break
+            await self._log(job, f"not yet renamed: {'; '.join(missing)}")
+            for step in renames:
+                await self._until_done(job, step)
+            await asyncio.sleep(min(2.0**attempt, 30.0))
+        await self.ctx.append(
+            [
+                InstanceRenamed(
+                    id=new_event_id(),
+                    time=self.ctx.now(),
+                    actor=job.actor,
+                    correlation_id=job.job_id,
+                    reason=job.reason or f"rename {name} to {new}",
+                    instance=name,
+                    new_name=new,
+                )
+            ]
+        )
+        await self._log(job, f"renamed {name} to {new}; it starts as {new}")
+
+    async def _until_done(self, job: JobState, step: Step) -> None:
+        """Run `step` until it succeeds (its node unreachable: again after a pause);
+        a step on a fenced node is skipped, its copy rebuilt when it returns."""
+        attempt = 0
+        while not (await self._act(job, step)).ok:
+            if node_fenced(self.ctx.state, step.node):
+                await self._log(job, f"{step.node} is fenced: skipped {step.summary}")
+                return
+            attempt += 1
+            await asyncio.sleep(min(2.0**attempt, 30.0))
 
     # ------------------------------------------------------------------ node jobs
 

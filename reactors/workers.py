@@ -44,14 +44,19 @@ def instance_locked_by_job(state: ClusterState, instance: InstanceName) -> str |
     """A running job (live migration...) owns the instance; workers keep off it."""
     key = instance_key(instance)
     for job in state.jobs.values():
-        if job.status in _ACTIVE_JOB_STATES and key in job.targets and job.kind in EXCLUSIVE_JOBS:
+        if job.status not in _ACTIVE_JOB_STATES or job.kind not in EXCLUSIVE_JOBS:
+            continue
+        if key in job.targets or (
+            job.kind == "instance.rename" and dict(job.params).get("new_name") == instance
+        ):
             return job.job_id
     return None
 
 
 # Jobs that drive the instance step by step themselves; others (failover, replace
 # secondary, grow) only record decisions and let the workers converge.
-EXCLUSIVE_JOBS = frozenset({"instance.migrate"})
+# A rename holds the new name too (its disks appear under it before the record).
+EXCLUSIVE_JOBS = frozenset({"instance.migrate", "instance.rename"})
 
 
 @dataclass

@@ -26,6 +26,7 @@ ROOT_ONLY = frozenset(
     {
         "lvcreate",
         "lvremove",
+        "lvrename",
         "lvextend",
         "lvresize",
         "vgs",

@@ -295,6 +295,39 @@ def _lvremove(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
     )
 
 
+@tool("lvrename")
+def _lvrename(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
+    """`lvrename VG OLD NEW` as LVM 2.03 answers it. DRBD's internal metadata lives
+    on the LV, so a (down) copy backed by OLD moves with it, keyed by the new name
+    (corral names a resource after its LV)."""
+    words = [a for a in argv[1:] if not a.startswith("-")]
+    if len(words) != 3:
+        return Result(rc=3, err="  Old and new logical volume names required\n")
+    vg, old, new = words
+    vol = h.volumes.get(old)
+    if vol is None or vol.vg != vg:
+        return Result(
+            rc=5, err=f'  Existing logical volume "{old}" not found in volume group "{vg}"\n'
+        )
+    if new in h.volumes:
+        return Result(rc=5, err=f'  Logical Volume "{new}" already exists in volume group "{vg}"\n')
+    backed = [
+        r
+        for r, c in h.copies.items()
+        if h.name in c.config.hosts and _lv_arg(h, c.config.hosts[h.name].disk) is vol
+    ]
+    if any(h.copies[r].up for r in backed):
+        return Result(rc=5, err=f"  Logical volume {vg}/{old} in use.\n")
+    del h.volumes[old]
+    vol.name = new
+    h.volumes[new] = vol
+    for r in backed:
+        moved = h.copies.pop(r)
+        moved.name = new
+        h.copies[new] = moved
+    return Result(out=f'  Renamed "{old}" to "{new}" in volume group "{vg}"\n')
+
+
 @tool("lvextend", "lvresize")
 def _lvextend(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
     size = None

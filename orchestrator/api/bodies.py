@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from events.fields.names import NodeNameField
+from events.fields.names import InstanceNameField, NodeNameField
 from events.fields.rules import FieldError, before
 from events.fields.sizes import CpuCount, SizeMiB
 
@@ -73,6 +73,12 @@ class ModifyRequest(ReasonRequest):
     memory_mib: SizeMiB | None = None
     vcpus: CpuCount | None = None
     force: bool = False
+
+
+class RenameRequest(ReasonRequest):
+    """`/instances/{name}/rename`: the new name (the instance must be stopped)."""
+
+    new_name: InstanceNameField
 
 
 class DesiredFileText(Body):

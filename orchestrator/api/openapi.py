@@ -157,6 +157,12 @@ _ROUTES = (
         shapes.Accepted, ok="202", body=bodies.ModifyRequest, params=(_NAME,),
     ),
     _Route(
+        "post", "/api/v1/instances/{name}/rename",
+        "Rename a stopped instance: its LVs and DRBD resources on both nodes, then the "
+        "record (`corral instance rename`); admin only; 422 naming new_name when refused",
+        shapes.Accepted, ok="202", body=bodies.RenameRequest, params=(_NAME,),
+    ),
+    _Route(
         "post", "/api/v1/instances/{name}/{action}", "An instance operation as a job",
         shapes.Accepted, ok="202", body=bodies.InstanceActionRequest,
         params=(_NAME, _path("action", {"type": "string", "enum": list(INSTANCE_ACTIONS)})),

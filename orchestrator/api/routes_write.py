@@ -28,6 +28,7 @@ from orchestrator.api.bodies import (
     GrowDiskRequest,
     ModifyRequest,
     ReasonRequest,
+    RenameRequest,
     ReplaceDisksRequest,
 )
 from orchestrator.api.context import (
@@ -48,7 +49,7 @@ from orchestrator.api.context import (
     wait_folded,
 )
 from orchestrator.desired.request import Planned, Refusal, ToApply, apply_request, plan_request
-from orchestrator.instance_changes import modify_instance
+from orchestrator.instance_changes import modify_instance, rename_instance
 from orchestrator.offloop import Busy, TooSlow, WorkerFailed
 from orchestrator.operations import (
     INSTANCE_VERBS,
@@ -256,6 +257,30 @@ async def instance_modify(request: web.Request) -> web.Response:
     return await _accepted(request, ctx, accepted, what=f"instance modify {spec.name}")
 
 
+async def instance_rename(request: web.Request) -> web.Response:
+    """Rename a stopped instance (`corral instance rename`): admin only, as it
+    changes the desired state; 422 naming `new_name` when it cannot be done."""
+    principal = require_role(request, Action.ADMIN)
+    ctx = ctx_of(request)
+    state = ctx.state()
+    spec = require_instance(state, principal, request.match_info["name"])
+    if not may(principal, Action.ADMIN, instance_tags=spec.tags):
+        raise forbid(request, f"{principal.name} may not rename {spec.name}")
+    data = await body_of(request, RenameRequest)
+    try:
+        accepted = await rename_instance(
+            ctx.store,
+            state,
+            instance=spec.name,
+            new_name=data.new_name,
+            actor=principal.name,
+            reason=data.reason,
+        )
+    except OperationRefused as exc:
+        raise _refused(exc) from None
+    return await _accepted(request, ctx, accepted, what=f"instance rename {spec.name}")
+
+
 # ---------------------------------------------------------------------- nodes
 
 
@@ -336,6 +361,7 @@ def add_write_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/desired/plan", desired_plan)
     app.router.add_post("/api/v1/desired/apply", desired_apply)
     app.router.add_post("/api/v1/instances/{name}/modify", instance_modify)
+    app.router.add_post("/api/v1/instances/{name}/rename", instance_rename)
     app.router.add_post("/api/v1/instances/{name}/{action}", instance_action)
     app.router.add_post("/api/v1/nodes/{name}/{action}", node_action)
     app.router.add_post("/api/v1/jobs/{job_id}/cancel", job_cancel)

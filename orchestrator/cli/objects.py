@@ -34,7 +34,7 @@ from orchestrator.cli.context import (
 )
 from orchestrator.cli.jobs import job_command, report_accepted
 from orchestrator.cluster_report import instance_info, instance_row, node_info, node_rows
-from orchestrator.instance_changes import modify_instance
+from orchestrator.instance_changes import modify_instance, rename_instance
 from orchestrator.operations import (
     INSTANCE_VERBS,
     NODE_FLAG_VERBS,
@@ -86,6 +86,15 @@ def add_object_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     )
     mod.add_argument("--wait", action="store_true", help="follow the job until it ends")
     mod.add_argument("--reason", default="", help="why (recorded)")
+
+    ren = isub.add_parser(
+        "rename", help="rename a stopped instance: its disks on both nodes, then the record (a job)"
+    )
+    ren.add_argument("name")
+    ren.add_argument("new_name")
+    add_target_options(ren)
+    ren.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    ren.add_argument("--reason", default="", help="why (recorded)")
 
     node = sub.add_parser("node", help="list, inspect and operate nodes")
     nsub = node.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -192,6 +201,16 @@ async def _instance(args: argparse.Namespace, store: EventStore, state: ClusterS
             memory_mib=args.memory,
             vcpus=args.vcpus,
             force=args.force,
+            actor=actor(store),
+            reason=args.reason,
+        )
+        return await report_accepted(args, store, accepted)
+    if args.action == "rename":
+        accepted = await rename_instance(
+            store,
+            state,
+            instance=name,
+            new_name=args.new_name,
             actor=actor(store),
             reason=args.reason,
         )

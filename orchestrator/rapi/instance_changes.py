@@ -7,6 +7,10 @@ does not fit its nodes, unless `force`. Parameters corral does not change here
 (`nics`, `disks`, `hvparams`, `os_name`, ...) are refused with 501 naming them,
 before anything is recorded.
 
+`PUT /2/instances/NAME/rename` (`RenameInstance(name, new_name, ip_check=,
+name_check=)`) records an `instance.rename` job (OP_INSTANCE_RENAME); corral checks
+no DNS, so `ip_check`/`name_check` true are refused with 501 rather than ignored.
+
 Must not run node commands or wait for the job.
 """
 
@@ -17,7 +21,7 @@ from typing import Any
 from aiohttp import web
 
 from events.model import JobKind
-from orchestrator.instance_changes import modify_instance
+from orchestrator.instance_changes import modify_instance, rename_instance
 from orchestrator.operations import OperationRefused
 from orchestrator.rapi.context import Rapi, RapiError, refused_error
 from orchestrator.roles import Action
@@ -69,6 +73,22 @@ def parse_modify(body: dict[str, Any]) -> tuple[int | None, int | None, bool]:
     return _memory(be), vcpus, force
 
 
+def parse_rename(body: dict[str, Any]) -> str:
+    """The new name of a rename body; RapiError naming the field."""
+    unknown = sorted(set(body) - {"new_name", "ip_check", "name_check"} - _IGNORED)
+    if unknown:
+        raise RapiError(400, f"rename: unknown parameters {', '.join(unknown)}")
+    for check in ("ip_check", "name_check"):
+        if body.get(check):
+            raise RapiError(
+                501, f"rename: {check} (a DNS check) is not done by corral; send it false"
+            )
+    new_name = body.get("new_name")
+    if not isinstance(new_name, str) or not new_name:
+        raise RapiError(400, "rename: new_name (a string) is required")
+    return new_name
+
+
 class InstanceChangeRoutes:
     def __init__(self, r: Rapi) -> None:
         self.r = r
@@ -95,9 +115,29 @@ class InstanceChangeRoutes:
             accepted, kind=JobKind.INSTANCE_MODIFY, target=spec.name, who=who
         )
 
+    async def rename(self, request: web.Request) -> web.Response:
+        spec = self.r.instance(request, request.match_info["name"])
+        who = self.r.require(request, Action.ADMIN, instance_tags=spec.tags)
+        self.r.no_dry_run(request)
+        new_name = parse_rename(await self.r.body_dict(request))
+        try:
+            accepted = await rename_instance(
+                self.r.store,
+                self.r.state(),
+                instance=spec.name,
+                new_name=new_name,
+                actor=who.name,
+                reason=self.r.reason(request, ""),
+            )
+        except OperationRefused as exc:
+            raise refused_error(exc) from None
+        return await self.r.submitted(
+            accepted, kind=JobKind.INSTANCE_RENAME, target=spec.name, who=who
+        )
+
     def routes(self) -> list[web.RouteDef]:
         base = "/2/instances/{name}"
-        return [web.put(base + "/modify", self.modify)]
+        return [web.put(base + "/modify", self.modify), web.put(base + "/rename", self.rename)]
 
 
 def instance_change_routes(r: Rapi) -> list[web.RouteDef]:

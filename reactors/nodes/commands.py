@@ -432,6 +432,27 @@ def lv_extend(disk: DiskConfig) -> HelperRequest:
     )
 
 
+def lv_rename(disk: DiskConfig, *, old: str) -> HelperRequest:
+    """`lvrename VG OLD NEW`; an OLD already gone (a rename resumed after the
+    lvrename ran) is fine: the resource's `adjust` then finds NEW or fails."""
+    if not old:
+        raise ValueError("rename-disk needs the LV's old name")
+    vg = disk.volume_group
+    return HelperRequest(
+        verb="lv-rename",
+        args=(vg, check_name(old, what="LV name"), disk.resource),
+        summary=f"lvrename {vg}/{old} {disk.resource}",
+        ok_if_stderr=f'Existing logical volume "{re.escape(old)}" not found',
+    )
+
+
+def _drbd_down(res: str) -> list[HelperRequest]:
+    return [
+        drbdadm("down", res, ok_if_stderr="not defined|No such resource"),
+        HelperRequest(verb="drbd-remove-config", args=(res,), summary=f"rm /etc/drbd.d/{res}.res"),
+    ]
+
+
 def step_requests(step: Step, *, drbd_major: int = 9) -> list[HelperRequest]:
     """The helper requests for one step on `step.node`, whose DRBD module is
     `drbd_major` (8 or 9), in order (GROW_DISK's peer half and the QMP-driven steps
@@ -485,12 +506,17 @@ def step_requests(step: Step, *, drbd_major: int = 9) -> list[HelperRequest]:
         return [drbdadm(sub, res, *options)]
     if k == StepKind.GROW_DISK:
         return [lv_extend(disk)]
+    if k == StepKind.DRBD_DOWN:
+        return _drbd_down(res)
+    if k == StepKind.RENAME_DISK:
+        return [
+            lv_rename(disk, old=step.renamed_from),
+            drbd_config(disk, drbd_major=drbd_major),
+            drbdadm("adjust", res),
+        ]
     if k == StepKind.REMOVE_DISK:
         return [
-            drbdadm("down", res, ok_if_stderr="not defined|No such resource"),
-            HelperRequest(
-                verb="drbd-remove-config", args=(res,), summary=f"rm /etc/drbd.d/{res}.res"
-            ),
+            *_drbd_down(res),
             HelperRequest(
                 verb="lv-remove",
                 args=(disk.volume_group, res),

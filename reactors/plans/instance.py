@@ -53,6 +53,9 @@ class StepKind(StrEnum):
     DRBD_SINGLE_PRIMARY = "drbd-single-primary"  # back to one primary + adjust
     START_VM_INCOMING = "start-vm-incoming"  # qemu -incoming tcp:ADDR:PORT on the target
     MIGRATE_VM = "migrate-vm"  # QMP migrate on the source, until completed or failed
+    # Rename only (driven by reactors.jobs, never planned here):
+    DRBD_DOWN = "drbd-down"  # drbdadm down + rm resource file, the LV kept
+    RENAME_DISK = "rename-disk"  # lvrename from `renamed_from` + resource file + adjust
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -86,6 +89,7 @@ class Step:
     grow_peer: NodeName | None = None  # for GROW_DISK: the secondary to extend too
     migrate_address: str = ""  # for START_VM_INCOMING / MIGRATE_VM
     migrate_port: int = 0
+    renamed_from: str = ""  # for RENAME_DISK: the LV's old name
     note: str = ""
 
     @property

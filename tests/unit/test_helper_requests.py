@@ -45,7 +45,7 @@ SPEC = InstanceSpec(
 def steps() -> list[Step]:
     common = {"node": NodeName("node1"), "instance": InstanceName("web")}
     out = [
-        Step(kind=k, disk=DISK, **common)  # type: ignore[arg-type]
+        Step(kind=k, disk=DISK, renamed_from="old-d0", **common)  # type: ignore[arg-type]
         for k in StepKind
         if k not in (StepKind.START_VM, StepKind.START_VM_INCOMING, StepKind.STOP_VM)
         and k != StepKind.MIGRATE_VM

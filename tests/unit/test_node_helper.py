@@ -316,3 +316,27 @@ def test_image_write_checks_the_sha256_before_touching_the_disk(node: Node) -> N
     rc, _, err = helper(node, "image-write", "--term", "5", "debian-12.qcow2", good, "qcow2", "3")
     assert rc == 0, err
     assert node.host.images == {"/dev/drbd3": good}
+
+
+def test_lv_rename_keeps_the_drbd_metadata_and_refuses_an_lv_in_use(node: Node) -> None:
+    """A rename of a stopped instance: refused while the resource is up, then the
+    LV and the metadata on it move to the new name, and the resource comes up
+    under it with the same data generation."""
+    host = node.host
+    prepared(node)
+    generation = host.copies["web-d0"].current
+    rc, _, err = helper(node, "lv-rename", "--term", "5", "corral", "web-d0", "www-d0")
+    assert rc == 5 and "in use" in err and "web-d0" in host.volumes, err
+    assert helper(node, "drbdadm", "--term", "5", "secondary", "web-d0")[0] == 0
+    assert helper(node, "drbdadm", "--term", "5", "down", "web-d0")[0] == 0
+    assert helper(node, "drbd-remove-config", "--term", "5", "web-d0")[0] == 0
+    rc, out, err = helper(node, "lv-rename", "--term", "5", "corral", "web-d0", "www-d0")
+    assert rc == 0 and out == '  Renamed "web-d0" to "www-d0" in volume group "corral"\n', err
+    assert list(host.volumes) == ["www-d0"] and list(host.copies) == ["www-d0"]
+    assert helper(node, "drbd-config", "--term", "5", body={**RES, "resource": "www-d0"})[0] == 0
+    assert helper(node, "drbdadm", "--term", "5", "adjust", "www-d0")[0] == 0
+    assert host.copies["www-d0"].up and host.copies["www-d0"].current == generation
+    rc, _, err = helper(node, "lv-rename", "--term", "5", "corral", "web-d0", "www-d0")
+    assert rc == 5 and 'Existing logical volume "web-d0" not found' in err, err
+    rc, _, err = helper(node, "lv-rename", "--term", "5", "corral", "www-d0", "root")
+    assert rc == 64 and "not a corral disk" in err, err
