@@ -154,8 +154,10 @@ class Election:
         if got is None:
             return
         # The whole watch under one deadline: setting it up can hang as long as
-        # etcd has no quorum.
-        with contextlib.suppress(etcd_errors.WatchTimeoutError, *WATCH_ERRORS):
+        # etcd has no quorum. A client closed under the watch (the store moving to
+        # another member) makes aetcd's watch_once fail with AttributeError (its
+        # watcher is gone when it cancels): the campaign goes on, on the new client.
+        with contextlib.suppress(etcd_errors.WatchTimeoutError, AttributeError, *WATCH_ERRORS):
             await asyncio.wait_for(
                 self.store.client.watch_once(
                     key, timeout=timeout, start_revision=int(got.header.revision) + 1

@@ -121,3 +121,24 @@ async def test_resign_hands_over_at_once(etcd: LocalEtcd) -> None:
         assert term_b > term_a
         assert time.monotonic() - started < 3  # far less than the 10 s lease
         assert not a.valid()
+
+
+async def test_a_campaign_outlives_the_store_moving_to_another_member(etcd: LocalEtcd) -> None:
+    """The store moves to another etcd member by closing its client under the
+    calls in flight; a standby waiting for the leader key to go (a watch) then
+    got an AttributeError from aetcd, which ended its campaign for good while its
+    lease was still kept: found by `make chaos` (etcd quorum loss), where the key
+    stayed with a process that no longer led and nobody led again."""
+    async with (
+        EventStore.connect([etcd.endpoint], "t", credentials=etcd.credentials()) as store,
+        running(store, "a", ttl=10) as a,
+        running(store, "b", ttl=10) as b,
+    ):
+        await asyncio.wait_for(a.acquire(), 10)
+        contender = asyncio.create_task(b.acquire())
+        await asyncio.sleep(0.5)  # b now waits for the key to go
+        await store.client.close()  # what the store's move to another member does
+        await asyncio.sleep(0.5)
+        assert not contender.done(), "the campaign ended"
+        a.step_down("testing", hold_off_s=30)
+        assert await asyncio.wait_for(contender, 10) > 0
