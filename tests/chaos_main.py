@@ -1,5 +1,7 @@
-"""`make chaos SEEDS=N`: N seeded fault schedules, one line each, exit 1 on the first
-broken one (its seed reproduces it)."""
+"""`make chaos SEEDS=N [FIRST=S]`: N seeded fault schedules (seeds S..S+N-1), one
+line each, then the faults injected per kind over the whole run, the fences the
+orchestrators carried out, the minutes it took, and the seeds that failed (each
+reproduces its failure: `make chaos SEEDS=1 FIRST=<seed>`); exit 1 if any did."""
 
 from __future__ import annotations
 
@@ -8,36 +10,56 @@ import logging
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import structlog
 
-from tests.support.chaos import make_schedule, run_schedule
+from tests.support.chaos import ACTIONS, make_schedule, run_schedule
+
+LENGTH = 12
+
+
+def summary(
+    seeds: range, failed: list[int], injected: Counter[str], fences: int, began: float
+) -> None:
+    passed = len(seeds) - len(failed)
+    print(f"seeds {seeds.start}-{seeds.stop - 1}: {passed}/{len(seeds)} schedules passed")
+    if failed:
+        print(f"failed seeds: {' '.join(map(str, failed))}")
+    print(f"faults injected (of {sum(injected.values())}), per kind:")
+    for kind in ACTIONS:
+        print(f"  {kind:24} {injected[kind]}")
+    print(f"fences carried out by the orchestrators: {fences}")
+    print(f"minutes: {(time.monotonic() - began) / 60:.1f}", flush=True)
 
 
 def main() -> int:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
-    seeds = int(sys.argv[1]) if len(sys.argv) > 1 else 20
-    passed = 0
-    for seed in range(seeds):
-        schedule = make_schedule(seed, length=12)
+    count = int(sys.argv[1]) if len(sys.argv) > 1 else 20
+    first = int(sys.argv[2]) if len(sys.argv) > 2 and sys.argv[2] else 0
+    seeds = range(first, first + count)
+    fences = 0
+    failed: list[int] = []
+    injected: Counter[str] = Counter()
+    began = time.monotonic()
+    for seed in seeds:
+        schedule = make_schedule(seed, length=LENGTH)
         started = time.monotonic()
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                asyncio.run(run_schedule(Path(tmp), schedule.steps))
+                outcome = asyncio.run(run_schedule(Path(tmp), schedule.steps))
             except Exception as exc:
                 print(f"seed {seed}: FAILED after {time.monotonic() - started:.0f}s: {exc}")
-                print(f"  steps: {schedule.steps}")
-                print(f"{passed}/{seeds} schedules passed")
-                return 1
-        passed += 1
-        print(
-            f"seed {seed}: ok ({time.monotonic() - started:.0f}s) "
-            f"{' '.join(a for a, _ in schedule.steps)}",
-            flush=True,
-        )
-    print(f"{passed}/{seeds} schedules passed")
-    return 0
+                print(f"  steps: {schedule.steps}", flush=True)
+                failed.append(seed)
+                continue
+        injected += outcome.injected
+        fences += outcome.fences
+        done = " ".join(a for a, _ in schedule.steps)
+        print(f"seed {seed}: ok ({time.monotonic() - started:.0f}s) {done}", flush=True)
+    summary(seeds, failed, injected, fences, began)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ schedules = st.lists(
 )
 
 
-@settings(max_examples=3, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=2, deadline=None, suppress_health_check=list(HealthCheck))
 @given(schedules)
 def test_random_fault_schedules_keep_the_invariants(steps: list[tuple[str, int]]) -> None:
     with tempfile.TemporaryDirectory() as tmp:

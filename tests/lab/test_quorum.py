@@ -7,27 +7,14 @@ resumes under a new term, and every acknowledged event is still there."""
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from pathlib import Path
 
 from devtools.local_etcd import LocalEtcdCluster
 from events.ids import EventId
 from events.model import AlertRaised, NodeHealth
-from tests.support.cluster_harness import Cluster, cluster, eid, instances
-
-
-def node_commands_since(c: Cluster, since: float) -> list[str]:
-    """What nodes ran after `since` (fabric clock), probes left out (they read)."""
-    return [
-        f"{host}: {cmd[:80]}"
-        for at, host, cmd in c.lab.fabric.journal
-        if at > since and not READS.search(cmd)
-    ]
-
-
-# The node helper's read-only verbs, and the DRBD version read before a first probe.
-READS = re.compile(r"corral-node-helper (probe|term|version)\b|^head -n 1 /proc/drbd")
+from tests.support.chaos_checks import node_commands_since
+from tests.support.cluster_harness import cluster, eid, instances
 
 
 async def test_member_loss_changes_nothing_and_quorum_loss_pauses(tmp_path: Path) -> None:
@@ -78,7 +65,7 @@ async def test_member_loss_changes_nothing_and_quorum_loss_pauses(tmp_path: Path
         other_host = engine.state.placements[other].primary
         c.lab.fabric.kill_vm(other_host, other)
         await asyncio.sleep(c.settings.lease_ttl_s + 4)
-        assert node_commands_since(c, mark) == []  # the reactors paused
+        assert node_commands_since(c.lab.fabric, mark) == []  # the reactors paused
         assert c.running_on(other) == []
         assert all(h.powered for h in c.lab.fabric.hosts.values())
 
