@@ -62,6 +62,17 @@ def disks_by_instance(obs: NodeObservation) -> Mapping[InstanceName, tuple[str, 
     return index
 
 
+VNC_BASE_PORT = 5900
+VNC_DISPLAY_MAX = 65535 - VNC_BASE_PORT
+
+
+def vnc_display(first_minor: int) -> int | None:
+    """An instance's VNC display on its node's loopback (port 5900 + display): its
+    first disk's DRBD minor (unique on the node, and the same on both nodes of the
+    pair, so a migration keeps it); none when that minor is beyond VNC's ports."""
+    return first_minor if 0 <= first_minor <= VNC_DISPLAY_MAX else None
+
+
 def run_dir() -> str:
     return "/run/corral"
 

@@ -1,7 +1,9 @@
 """One real asyncssh server per simulated host: public-key auth against one
 authorized client key, the host's own host key, exec requests run through
-`simulators.shell`, and QMP served on the VMs' unix sockets through SSH
-direct-streamlocal forwarding (what `conn.open_unix_connection(path)` asks for).
+`simulators.shell`, QMP served on the VMs' unix sockets through SSH
+direct-streamlocal forwarding (what `conn.open_unix_connection(path)` asks for), and
+each VM's VNC display (`-vnc 127.0.0.1:N`) through direct-tcpip forwarding to the
+host's loopback port 5900+N, answering as qemu's VNC server begins (RFB 3.8).
 
 A host that is powered off or cut off from the orchestrator stops listening and drops
 its connections. Imports nothing from corral's own packages.
@@ -48,6 +50,29 @@ class SerialSession(asyncssh.SSHUNIXSession[bytes]):
                 self.chan.write(f"\r\n{self.vm_name} login: ".encode())
             else:
                 self.chan.write(bytes([byte]))
+
+
+class VncSession(asyncssh.SSHTCPSession[bytes]):
+    """qemu's VNC server as a viewer meets it: the RFB 3.8 version line, then, after
+    the viewer's, one security type (None)."""
+
+    def __init__(self) -> None:
+        self.chan: asyncssh.SSHTCPChannel[bytes] | None = None
+
+    def connection_made(self, chan: asyncssh.SSHTCPChannel[bytes]) -> None:  # type: ignore[override]
+        self.chan = chan
+        chan.write(b"RFB 003.008\n")
+
+    def data_received(self, data: bytes, datatype: asyncssh.DataType) -> None:
+        if self.chan is not None and data.startswith(b"RFB "):
+            self.chan.write(b"\x01\x01")
+
+
+def vnc_port(argv: list[str]) -> int | None:
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "-vnc" and argv[i + 1].startswith("127.0.0.1:"):
+            return 5900 + int(argv[i + 1].split(":", 1)[1].split(",", 1)[0])
+    return None
 
 
 def serial_path(argv: list[str]) -> str | None:
@@ -294,6 +319,17 @@ class _Server(asyncssh.SSHServer):
 
     def password_auth_supported(self) -> bool:
         return False
+
+    def connection_requested(
+        self, dest_host: str, dest_port: int, orig_host: str, orig_port: int
+    ) -> Any:
+        if dest_host in ("127.0.0.1", "localhost"):
+            for vm in self.owner.host.vms.values():
+                if vm.status != "shutdown" and vnc_port(vm.argv) == dest_port:
+                    return VncSession()
+        raise asyncssh.ChannelOpenError(
+            asyncssh.OPEN_CONNECT_FAILED, f"{dest_host}:{dest_port}: Connection refused"
+        )
 
     def unix_connection_requested(self, dest_path: str) -> Any:
         host = self.owner.host

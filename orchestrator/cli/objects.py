@@ -73,6 +73,18 @@ def add_object_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         if action == "console":
             p.add_argument("--known-hosts", type=Path, default=os.environ.get("CORRAL_KNOWN_HOSTS"))
             p.add_argument("--client-key", type=Path, default=os.environ.get("CORRAL_CLIENT_KEY"))
+            p.add_argument(
+                "--vnc",
+                action="store_true",
+                help="forward a local port to the VM's VNC display (prints the port) "
+                "instead of relaying the serial console",
+            )
+            p.add_argument(
+                "--local-port",
+                type=int,
+                default=0,
+                help="with --vnc: the local port (default: a free one)",
+            )
 
     mod = isub.add_parser("modify", help="change an instance's memory or vcpus (a job)")
     mod.add_argument("name")

@@ -30,6 +30,7 @@ from aiohttp import web
 from events.state import ClusterState
 from events.store import EventStore
 from orchestrator.rapi.cluster_routes import cluster_routes, node_routes
+from orchestrator.rapi.console import console_routes
 from orchestrator.rapi.context import (
     ANONYMOUS,
     PRINCIPAL_KEY,
@@ -130,6 +131,7 @@ def build_app(
     app.add_routes(node_routes(rapi))
     app.add_routes(instance_routes(rapi))
     app.add_routes(instance_change_routes(rapi))
+    app.add_routes(console_routes(rapi))
     app.add_routes(job_routes(rapi))
     return app, jobs
 

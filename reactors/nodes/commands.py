@@ -22,6 +22,7 @@ from typing import Any
 from events.ids import check_name
 from events.model import DrbdResourceObs, NodeFacts, VmObs, VolumeObs
 from events.specs import InstanceSpec
+from reactors import naming
 from reactors.nodes.drbd_status import (
     DrbdParseError,
     parse_drbd_events2,
@@ -394,7 +395,6 @@ def vm_start(
 
 
 NIC_MODEL = "virtio-net-pci"
-VNC_DISPLAY_MAX = 65535 - 5900
 
 
 def nic_requests(spec: InstanceSpec) -> list[dict[str, Any]]:
@@ -411,12 +411,8 @@ def nic_requests(spec: InstanceSpec) -> list[dict[str, Any]]:
 
 
 def vnc_display(disks: Sequence[DiskConfig]) -> int | None:
-    """An instance's VNC display on its node's loopback: its first disk's DRBD
-    minor (unique on the node, and the same on both nodes of the pair, so a
-    migration keeps it); none when that minor is beyond VNC's port range."""
-    if not disks or disks[0].minor > VNC_DISPLAY_MAX:
-        return None
-    return int(disks[0].minor)
+    """The VNC display `reactors.naming.vnc_display` gives these disks."""
+    return naming.vnc_display(int(disks[0].minor)) if disks else None
 
 
 def vm_kill(instance: str) -> HelperRequest:

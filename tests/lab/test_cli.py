@@ -13,6 +13,8 @@ from pathlib import Path
 from events.ids import InstanceName
 from events.projection import fold_all
 from orchestrator.cluster_report import status_dict
+from orchestrator.rapi.users import RapiUsers
+from tests.lab.test_rapi import CLIENT_MODULE, USERS, rapi, require_debian, stock_client
 from tests.support.cluster_harness import cluster
 from tests.support.events import cluster_yaml
 
@@ -188,3 +190,42 @@ async def test_console_reaches_the_serial_console_of_the_primary(tmp_path: Path)
         assert f"on {primary}".encode() in done.stderr
         no_keys = await c.corral("instance", "console", "db1")
         assert no_keys.returncode == 1 and "--known-hosts" in no_keys.stderr
+
+        # --vnc: a local forward to the VM's VNC display on the node's loopback; the
+        # printed port answers with the VNC server's RFB banner.
+        minor = engine.state.placements[InstanceName("db1")].disks[0].minor
+        vnc = await asyncio.create_subprocess_exec(
+            *argv, "--vnc", stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+        )
+        try:
+            assert vnc.stdout is not None and vnc.stderr is not None
+            line = await asyncio.wait_for(vnc.stdout.readline(), 60)
+            assert line.strip().isdigit(), (line, await vnc.stderr.read())
+            said = (await vnc.stderr.readline()).decode()
+            assert f"display {minor} on {primary}" in said and f"port {5900 + minor}" in said
+            reader, writer = await asyncio.open_connection("127.0.0.1", int(line))
+            assert await asyncio.wait_for(reader.readexactly(12), 10) == b"RFB 003.008\n"
+            writer.write(b"RFB 003.008\n")
+            assert await asyncio.wait_for(reader.readexactly(2), 10) == b"\x01\x01"
+            writer.close()
+        finally:
+            vnc.terminate()
+            await vnc.wait()
+
+        # Ganeti's stock client: GetInstanceConsole answers Ganeti's InstanceConsole.
+        require_debian(CLIENT_MODULE, "python3-ganeti-rapi")
+        async with (
+            rapi(c, RapiUsers.from_text(USERS)) as port,
+            stock_client(tmp_path, port, "ops", "opspw") as gc,
+        ):
+            got = await gc.call("GetInstanceConsole", "db1")
+            node = engine.state.desired.nodes[primary]
+            assert got == {
+                "instance": "db1",
+                "kind": "vnc",
+                "host": node.address,
+                "port": 5900 + minor,
+                "display": minor,
+            }, got
+            missing = await gc.try_call("GetInstanceConsole", "nosuch")
+            assert missing["code"] == 404, missing
