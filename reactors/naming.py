@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from itertools import chain
 
 from events.ids import InstanceName, NodeName
@@ -106,18 +107,47 @@ def new_disks(*, state: ClusterState, disks: Sequence[DiskSpec]) -> tuple[DiskPl
     instance keeps its minors and ports when its secondary moves or it fails over,
     so a running primary never has to change device. Raises ValueError when the
     ranges are exhausted."""
-    minors, ports = used_minors_and_ports(state)
-    taken: set[int] = set().union(*minors.values())
-    placed: list[DiskPlacement] = []
-    minor, port = MINOR_BASE, PORT_BASE
-    for index, disk in enumerate(disks):
-        while minor in taken:
-            minor += 1
-        while port in ports:
-            port += 1
-        if minor >= MINOR_LIMIT or port > PORT_LIMIT:
-            raise ValueError("no free DRBD minor or port left")
-        placed.append(DiskPlacement(index=index, size_mib=disk.size_mib, minor=minor, port=port))
-        taken.add(minor)
-        ports.add(port)
-    return tuple(placed)
+    return DiskNumbers.of(state).take(disks)
+
+
+@dataclass
+class DiskNumbers:
+    """DRBD minors and ports in use, handed out lowest first: `take` never hands
+    out a number in use or one it handed out before. Mutable working state of one
+    placement pass (several instances placed before the state folds them in)."""
+
+    minors: set[int]
+    ports: set[int]
+    _minor: int = MINOR_BASE
+    _port: int = PORT_BASE
+
+    @staticmethod
+    def of(state: ClusterState) -> DiskNumbers:
+        per_node, ports = used_minors_and_ports(state)
+        return DiskNumbers(minors=set().union(*per_node.values()), ports=ports)
+
+    def see(self, state: ClusterState) -> None:
+        """Keep off the minors the nodes report now too (a leftover resource shows
+        up with a probe)."""
+        for obs in state.observed.values():
+            self.minors.update(r.minor for r in obs.drbd if r.minor is not None)
+
+    def take(self, disks: Sequence[DiskSpec]) -> tuple[DiskPlacement, ...]:
+        placed: list[DiskPlacement] = []
+        for index, disk in enumerate(disks):
+            # The numbers only ever grow more taken: the search goes on from the
+            # last number handed out.
+            while self._minor in self.minors:
+                self._minor += 1
+            while self._port in self.ports:
+                self._port += 1
+            if self._minor >= MINOR_LIMIT or self._port > PORT_LIMIT:
+                raise ValueError("no free DRBD minor or port left")
+            placed.append(
+                DiskPlacement(
+                    index=index, size_mib=disk.size_mib, minor=self._minor, port=self._port
+                )
+            )
+            self.minors.add(self._minor)
+            self.ports.add(self._port)
+        return tuple(placed)

@@ -4,10 +4,16 @@ and ports (`reactors.naming`), and records the decision once as InstancePlaced, 
 the refusal with its reasons as PlacementRefused. Also picks new secondaries for
 re-protection and replace-disks.
 
-One placer at a time, one instance at a time: every decision sees the previous one
-folded in, so two instances never take the same memory. Writes are guarded by the
-instance's version (a concurrent change makes the append fail and the next pass
-re-decide).
+One placer at a time, one instance at a time: every decision sees the previous
+ones, so two instances never take the same memory. A pass decides on a working
+model of the cluster that takes in each decision as it is made
+(`reactors.placement.pending`), and records up to PLACE_BATCH decisions in one
+append, once the folded state is checked to be still the model's own; when it is
+not (a node or a spec changed meanwhile), the decisions not yet recorded are
+dropped and the pass starts again from the new state. Tagged instances, and
+those no pair fits, are decided pair by pair on the folded state itself
+(`choose_pair`). Writes are guarded by each instance's version (a concurrent
+change makes the append fail and the next pass re-decide).
 """
 
 from __future__ import annotations
@@ -29,8 +35,13 @@ from events.state import ClusterState
 from reactors.context import ReactorContext
 from reactors.naming import new_disks
 from reactors.placement.allocator import choose_new_secondary, choose_pair
+from reactors.placement.pending import Choice, PendingModel
 
 log = structlog.get_logger("corral.placer")
+
+# Decisions recorded in one append at most (two etcd operations each, well under
+# etcd's 128 per transaction).
+PLACE_BATCH = 32
 
 _WAKING = frozenset(
     {
@@ -77,8 +88,66 @@ class Placer:
 
     async def place_pending(self) -> None:
         async with self._lock:
+            model: PendingModel | None = None
+            chosen: list[Choice] = []
             for name in self.pending(self.ctx.state):
-                await self._place(name)
+                spec = self.ctx.state.desired.instances.get(name)
+                if spec is None or name in self.ctx.state.placements:
+                    continue
+                if model is None:
+                    model = PendingModel(self.ctx.state)
+                choice = model.choose(spec)
+                if choice is None:
+                    # Pair by pair on the folded state, once the model's own are in.
+                    if chosen and not await self._record(model, chosen):
+                        return
+                    chosen = []
+                    await self._place(name)
+                    if name in self.ctx.state.placements:
+                        model = None  # placed pair by pair: the next on a new model
+                    continue
+                chosen.append(choice)
+                if len(chosen) >= PLACE_BATCH:
+                    if not await self._record(model, chosen):
+                        return
+                    chosen = []
+                # A decision takes milliseconds at 200 nodes: let the rest run.
+                await asyncio.sleep(0)
+            if chosen and model is not None:
+                await self._record(model, chosen)
+
+    async def _record(self, model: PendingModel, chosen: list[Choice]) -> bool:
+        """Append the model's decisions, if the folded state is still the model's;
+        False when the pass must start again (a new pass is asked for)."""
+        state = self.ctx.state
+        if not model.holds(state):
+            log.info("cluster changed under the placement pass: deciding again")
+            self._wake.set()
+            return False
+        events = [
+            InstancePlaced(
+                id=new_event_id(),
+                time=self.ctx.now(),
+                actor=self.ctx.actor,
+                reason=c.reason,
+                instance=c.instance,
+                primary=c.primary,
+                secondary=c.secondary,
+                disks=model.disks(state, state.desired.instances[c.instance]),
+                kind=PlacementKind.INITIAL,
+                score=c.score,
+            )
+            for c in chosen
+        ]
+        expected = {
+            instance_key(c.instance): state.versions.get(instance_key(c.instance), 0)
+            for c in chosen
+        }
+        await self.ctx.append(events, expected=expected)
+        if model.adopt(self.ctx.state, [c.instance for c in chosen]):
+            return True
+        self._wake.set()  # placed; the rest on a model of the new state
+        return False
 
     async def _place(self, name: InstanceName) -> None:
         state = self.ctx.state

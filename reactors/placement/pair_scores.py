@@ -1,10 +1,12 @@
-"""Allocation of many instances of one spec, hail's way, at array speed: for every
+"""Allocation of many instances, hail's way, at array speed: for every
 primary/secondary pair at once, whether the instance fits (the rules of
 `reactors.placement.allocator._fits`) and the Ganeti cluster score the cluster would
 have with it there (what `reactors.placement.score_delta` computes pair by pair), then the
 lowest score, ties to the lowest primary and secondary names. Placing the chosen
 instance updates only the two nodes it lands on, so a long run of allocations
-(`corral capacity`) never refolds or rescores the cluster.
+(`corral capacity`, the placer's pass over pending instances) never refolds or
+rescores the cluster. The instances may differ from one allocation to the next,
+and a primary or secondary the user pinned narrows the pairs to those holding it.
 
 The score is exact up to floating-point order: each standard deviation is
 re-centred on the current mean before every allocation, and only the two changed
@@ -25,8 +27,9 @@ import numpy.typing as npt
 from events.ids import NodeName
 from events.state import ClusterState
 from reactors.htools.model import LOCAL_STORAGE_TEMPLATES, from_state
+from reactors.htools.score import std_dev
 from reactors.placement.allocator import TIE, loads, unusable
-from reactors.placement.score_delta import METRIC_WEIGHT, NewInstance, prepare
+from reactors.placement.score_delta import _SHRINK, METRIC_WEIGHT, NewInstance, prepare
 
 Floats = npt.NDArray[np.float64]
 Bools = npt.NDArray[np.bool_]
@@ -44,29 +47,54 @@ _BOTH = np.array([_DSK, _NALL, _SPN])
 _WEIGHTS = np.array(METRIC_WEIGHT)
 
 
+class _Exact:
+    """Standard deviations in two passes with `reactors.htools.score`'s own
+    arithmetic, over the online nodes' values with a few of them changed."""
+
+    def __init__(self, *, now: Floats, online: Bools) -> None:
+        self.rows = [[float(v) for v in row] for row in now[:, online]]
+        self.at = np.cumsum(online) - 1  # node index -> position among online
+        self.online = online
+
+    def std(self, metric: int, changes: tuple[tuple[int, float], ...]) -> float:
+        values = self.rows[metric]
+        if changes:
+            values = list(values)
+            for node, value in changes:
+                if self.online[node]:
+                    values[self.at[node]] = float(value)
+        return std_dev(values)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Pick:
     primary: NodeName
     secondary: NodeName
     score_delta: float  # how much the cluster score moves (relative, for ranking)
+    possible: int = 0  # the pairs that fit
 
 
 class Allocator:
     """The cluster's nodes (sorted by name) as arrays; `pick` scores every pair for
-    one more instance of the spec, `place` records it. Mutable working state of a
-    pure computation: build one per run with `of`."""
+    one more instance (of the spec it was built with, or the one given), `place`
+    records it. Mutable working state of a pure computation: build one per run
+    with `of` (one spec) or the constructor."""
 
-    def __init__(self, *, state: ClusterState, inst: NewInstance) -> None:
+    def __init__(self, *, state: ClusterState, inst: NewInstance | None = None) -> None:
         cluster = from_state(state=state)
         base = prepare(cluster)
         names = sorted(state.desired.nodes)
         self.names = [NodeName(n) for n in names]
         self.inst = inst
+        # The cluster score with every instance placed so far (the prepared
+        # score plus each placement's delta).
+        self.total = base.total
         n = len(names)
         load = loads(state)
         policy = state.desired.policy
         nodes = [base.nodes[name] for name in names]
         index: dict[str, int] = {name: i for i, name in enumerate(names)}
+        self.index = index
 
         def arr(values: list[float] | list[int]) -> Floats:
             return np.array(values, dtype=np.float64)
@@ -139,8 +167,7 @@ class Allocator:
 
     # --------------------------------------------------------------- rules
 
-    def _fits(self) -> Bools:
-        inst = self.inst
+    def _fits(self, inst: NewInstance) -> Bools:
         mem_free = self.mem_total - self.mem_primary
         disk_ok = (self.disk_total - self.disk_used) >= inst.dsk
         hold = inst.mem if (inst.running or self.reserve_stopped) else 0
@@ -185,13 +212,13 @@ class Allocator:
             ]
         )
 
-    def _scores(self) -> Floats:
-        """[p, s]: how much the cluster score moves with the instance on (p, s)."""
+    def _scores(self, inst: NewInstance, ok: Bools) -> Floats:
+        """[p, s]: how much the cluster score moves with the instance on (p, s)
+        (exact where `ok`: the pairs that fit)."""
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-            return self._scores_unchecked()
+            return self._scores_unchecked(inst, ok)
 
-    def _scores_unchecked(self) -> Floats:
-        inst = self.inst
+    def _scores_unchecked(self, inst: NewInstance, ok: Bools) -> Floats:
         run_mem = inst.mem if inst.running else 0
         su = inst.spindle_use if inst.disk_template in LOCAL_STORAGE_TEMPLATES else 0
         reserved = inst.mem if (inst.auto_balance and not inst.offline) else 0
@@ -236,15 +263,23 @@ class Allocator:
         center = now[:, on].sum(axis=1) / count
         dev = now[:, on] - center[:, None]
         s1, s2 = dev.sum(axis=1), (dev * dev).sum(axis=1)
-        base = np.sqrt(np.maximum(s2 / count - (s1 / count) ** 2, 0.0))
+        exact = _Exact(now=now, online=on)
+        base = np.array([exact.std(m, ()) for m in range(len(now))])
+        # A variance that falls this low is recomputed in two passes (the
+        # running sums lose digits there), as in score_delta.
+        floor = _SHRINK * s2 / count
         old = now - center[:, None]
         dp = np.where(on, (as_p - center[:, None]) - old, 0.0)
         qp = np.where(on, (as_p - center[:, None]) ** 2 - old**2, 0.0)
+        p_fits: Bools = np.asarray(ok.any(axis=1))
         # Values only a primary changes: one figure per primary.
         rows = _PRIMARY_ONLY
         mean_p = (s1[rows, None] + dp[rows]) / count
         var_p = (s2[rows, None] + qp[rows]) / count - mean_p * mean_p
         std_p = np.sqrt(np.maximum(var_p, 0.0))
+        for k, pi in zip(*np.nonzero((var_p < floor[rows, None]) & p_fits[None, :]), strict=True):
+            m = rows[k]
+            std_p[k, pi] = exact.std(m, ((pi, as_p[m, pi]),))
         total = np.broadcast_to(
             (_WEIGHTS[rows, None] * (std_p - base[rows, None])).sum(axis=0)[:, None],
             (len(self.names), len(self.names)),
@@ -258,6 +293,9 @@ class Allocator:
             s2[rows, None, None] + qp[rows][:, :, None] + qs[:, None, :]
         ) / count - mean_b * mean_b
         std_b = np.sqrt(np.maximum(var_b, 0.0))
+        for k, pi, si in zip(*np.nonzero((var_b < floor[rows, None, None]) & ok), strict=True):
+            m = rows[k]
+            std_b[k, pi, si] = exact.std(m, ((pi, as_p[m, pi]), (si, as_s[m, si])))
         total += (_WEIGHTS[rows, None, None] * (std_b - base[rows, None, None])).sum(axis=0)
         # The reservation: the secondary's value depends on the primary.
         m, c = _REM, center[_REM]
@@ -265,7 +303,10 @@ class Allocator:
         qs_r = np.where(on[None, :], (rem_s - c) ** 2 - (old[m] ** 2)[None, :], 0.0)
         mean_r = (s1[m] + dp[m][:, None] + ds_r) / count
         var_r = (s2[m] + qp[m][:, None] + qs_r) / count - mean_r * mean_r
-        total += METRIC_WEIGHT[m] * (np.sqrt(np.maximum(var_r, 0.0)) - base[m])
+        std_r = np.sqrt(np.maximum(var_r, 0.0))
+        for pi, si in zip(*np.nonzero((var_r < floor[m]) & ok), strict=True):
+            std_r[pi, si] = exact.std(m, ((pi, as_p[m, pi]), (si, rem_s[pi, si])))
+        total += METRIC_WEIGHT[m] * (std_r - base[m])
         # N+1 failures, counted in instances on a failing node.
         fail_old = self.f_mem < self.r_mem
         fail_p_new = (self.f_mem - run_mem) < self.r_mem
@@ -278,12 +319,36 @@ class Allocator:
 
     # ----------------------------------------------------------- choose/place
 
-    def pick(self) -> Pick | None:
-        """The pair hail would choose for one more instance, or None if none fits."""
-        ok = self._fits()
+    def _inst(self, inst: NewInstance | None) -> NewInstance:
+        inst = inst if inst is not None else self.inst
+        if inst is None:
+            raise ValueError("no instance to allocate: give one or build with `of`")
+        if inst.tags:
+            raise ValueError("tagged instances need the pair-by-pair allocator")
+        return inst
+
+    def pick(
+        self,
+        inst: NewInstance | None = None,
+        *,
+        primary: str | None = None,
+        secondary: str | None = None,
+    ) -> Pick | None:
+        """The pair hail would choose for one more instance (on `primary` and/or
+        `secondary` when the user pinned them), or None if none fits."""
+        inst = self._inst(inst)
+        ok = self._fits(inst)
+        for pinned, axis in ((primary, 0), (secondary, 1)):
+            if pinned is not None:
+                at = self.index.get(pinned)
+                if at is None:
+                    return None
+                keep = np.zeros(len(self.names), dtype=bool)
+                keep[at] = True
+                ok &= keep[:, None] if axis == 0 else keep[None, :]
         if not ok.any():
             return None
-        raw = self._scores()
+        raw = self._scores(inst, ok)
         scores = np.where(ok & ~np.isnan(raw), raw, np.inf)
         low = scores.min()
         # The lowest names among the lowest scores, as in reactors.placement.allocator._best;
@@ -291,12 +356,18 @@ class Allocator:
         best = ok if low == np.inf else scores <= low + TIE
         flat = int(np.argmax(best.ravel()))
         p, s = divmod(flat, len(self.names))
-        return Pick(primary=self.names[p], secondary=self.names[s], score_delta=float(scores[p, s]))
+        return Pick(
+            primary=self.names[p],
+            secondary=self.names[s],
+            score_delta=float(scores[p, s]),
+            possible=int(ok.sum()),
+        )
 
-    def place(self, pick: Pick) -> None:
-        """Record one more instance of the spec on `pick`'s nodes."""
-        inst = self.inst
-        p, s = self.names.index(pick.primary), self.names.index(pick.secondary)
+    def place(self, pick: Pick, inst: NewInstance | None = None) -> None:
+        """Record one more instance (of the spec, or `inst`) on `pick`'s nodes."""
+        inst = self._inst(inst)
+        self.total += pick.score_delta
+        p, s = self.index[pick.primary], self.index[pick.secondary]
         su = inst.spindle_use if inst.disk_template in LOCAL_STORAGE_TEMPLATES else 0
         if inst.running or self.reserve_stopped:
             self.mem_primary[p] += inst.mem

@@ -9,14 +9,19 @@ from dataclasses import replace
 
 import pytest
 
-from events.ids import NodeName
+from events.ids import EventId, InstanceName, NodeName
+from events.model import DiskPlacement, InstanceDeclared, PlacementKind
+from events.specs import DiskSpec, InstanceSpec, PowerState
 from events.state import ClusterState
 from reactors.htools.model import from_state
 from reactors.htools.score import n1_failures, score
 from reactors.htools.state import to_state
-from reactors.placement.allocator import choose_pair, new_instance
+from reactors.naming import DiskNumbers, new_disks
+from reactors.placement.allocator import PairChoice, choose_pair, new_instance
 from reactors.placement.capacity import Spec, _probe, _with_placed, capacity
 from reactors.placement.pair_scores import Allocator
+from reactors.placement.pending import Choice, PendingModel
+from reactors.placement.what_if import planned_placement, project
 from tests.support.generated import generated, generated_cluster
 
 
@@ -100,3 +105,132 @@ def test_no_pair_at_all_is_a_refusal_not_a_crash(nodes: int) -> None:
     result = capacity(state=state, specs=(Spec(memory_mib=1024, disk_mib=10240, vcpus=1),))
     assert result.total == 0
     assert result.tiers[0].stopped_by.startswith("no node pair can take")
+
+
+def _mixed(n: int) -> InstanceSpec:
+    """Instances of varied sizes, some stopped, some not auto-balanced."""
+    return InstanceSpec(
+        name=InstanceName(f"mixed{n:03d}"),
+        memory_mib=(512, 1024, 2048, 4096)[n % 4],
+        vcpus=1 + n % 3,
+        disks=tuple(DiskSpec(size_mib=s) for s in ((10240,), (20480, 4096))[n % 2]),
+        power=PowerState.STOPPED if n % 7 == 3 else PowerState.RUNNING,
+        auto_balance=n % 5 != 4,
+    )
+
+
+@pytest.mark.parametrize("name", sorted(CLUSTERS))
+def test_one_allocator_for_instances_of_every_size(name: str) -> None:
+    """The placer's pass: one array allocator for a run of different instances
+    (some pinned to a primary or a secondary) chooses what `choose_pair` chooses
+    on the state with every earlier choice folded in, with the same score."""
+    state = CLUSTERS[name]()
+    nodes = sorted(state.desired.nodes)
+    alloc = Allocator(state=state)
+    chosen = 0
+    for n in range(60):
+        spec = _mixed(n)
+        if n % 9 == 2:
+            spec = replace(spec, primary=NodeName(nodes[n % len(nodes)]))
+        if n % 11 == 5:
+            spec = replace(spec, secondary=NodeName(nodes[-1 - n % len(nodes)]))
+        expected = choose_pair(state=state, spec=spec)
+        pick = alloc.pick(new_instance(spec), primary=spec.primary, secondary=spec.secondary)
+        if expected.primary is None or expected.secondary is None:
+            assert pick is None, (n, expected.refusal)
+            continue
+        assert pick is not None, n
+        assert (pick.primary, pick.secondary) == (expected.primary, expected.secondary), n
+        alloc.place(pick, new_instance(spec))
+        assert expected.score is not None
+        assert alloc.total == pytest.approx(expected.score, abs=1e-9)
+        state = _with_placed(state, [(spec, expected.primary, expected.secondary)])
+        chosen += 1
+    assert chosen >= 10, "the cluster should have room for some"
+
+
+def test_pinned_to_an_unknown_node_fits_nowhere() -> None:
+    state = generated(4, 10)
+    spec = _mixed(1)
+    alloc = Allocator(state=state)
+    assert alloc.pick(new_instance(spec), primary="nosuchnode") is None
+    assert alloc.pick(new_instance(spec), secondary="nosuchnode") is None
+
+
+def test_pending_model_holds_only_while_the_cluster_is_its_own() -> None:
+    state = _with_declared(generated(6, 20), _mixed(1))
+    spec = state.desired.instances[InstanceName("mixed001")]
+    model = PendingModel(state)
+    first = model.choose(spec)
+    assert first is not None and first.reason.startswith("allocator: ")
+    assert model.holds(state)
+    # An instance declared meanwhile changes nothing the choice rests on.
+    declared = _with_declared(state, _mixed(2))
+    assert model.holds(declared)
+    # Once folded, the model goes on from the state with the choice in it.
+    placed = _with_placed(declared, [(spec, first.primary, first.secondary)])
+    assert model.adopt(placed, [first.instance])
+    second = model.choose(placed.desired.instances[InstanceName("mixed002")])
+    assert second is not None
+    assert second == _as_choice(choose_pair(state=placed, spec=_mixed(2)), second)
+    # A drained node (or a spec changed, or a placement by anyone else) does not.
+    assert not model.holds(_drained_second(placed))
+    bigger = replace(spec, memory_mib=spec.memory_mib * 2)
+    assert not model.holds(_with_declared(placed, bigger))
+    other = _mixed(3)
+    assert not model.holds(_with_placed(placed, [(other, first.secondary, first.primary)]))
+
+
+def test_pending_model_leaves_tagged_instances_to_choose_pair() -> None:
+    model = PendingModel(generated(4, 10))
+    assert model.choose(replace(_mixed(1), tags=frozenset({"service:web"}))) is None
+
+
+def test_disk_numbers_in_a_pass_are_those_new_disks_gives_one_by_one() -> None:
+    state = generated(6, 20)
+    numbers = DiskNumbers.of(state)
+    for n in range(5):
+        spec = _mixed(n)
+        disks = numbers.take(spec.disks)
+        assert disks == new_disks(state=state, disks=spec.disks)
+        nodes = sorted(state.desired.nodes)
+        state = _with_placed_disks(state, spec, NodeName(nodes[0]), NodeName(nodes[1]), disks)
+
+
+def _with_declared(state: ClusterState, spec: InstanceSpec) -> ClusterState:
+    return project(
+        state,
+        [
+            InstanceDeclared(
+                id=EventId(f"decl-{spec.name}-{spec.memory_mib}"), time=0.0, actor="t", spec=spec
+            )
+        ],
+    )
+
+
+def _with_placed_disks(
+    state: ClusterState,
+    spec: InstanceSpec,
+    primary: NodeName,
+    secondary: NodeName,
+    disks: tuple[DiskPlacement, ...],
+) -> ClusterState:
+    return project(
+        _with_declared(state, spec),
+        [
+            planned_placement(
+                instance=spec.name,
+                primary=primary,
+                secondary=secondary,
+                disks=disks,
+                kind=PlacementKind.INITIAL,
+                actor="t",
+            )
+        ],
+    )
+
+
+def _as_choice(choice: PairChoice, got: Choice) -> Choice:
+    assert choice.primary is not None and choice.secondary is not None
+    assert choice.score == pytest.approx(got.score, abs=1e-9)
+    return replace(got, primary=choice.primary, secondary=choice.secondary)
