@@ -52,18 +52,33 @@ def register_upcaster(event_type: str, from_version: int, fn: Upcaster) -> None:
 
 
 def to_plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value) if f.init
-        }
-    if isinstance(value, Enum):
-        return value.value
-    if isinstance(value, tuple | list):
-        return [to_plain(v) for v in value]
-    if isinstance(value, frozenset | set):
-        return sorted(to_plain(v) for v in value)
-    if isinstance(value, dict):
-        return {str(k): to_plain(v) for k, v in value.items()}
+    plain = _PLAIN.get(type(value))
+    if plain is None:
+        plain = _PLAIN[type(value)] = _plain_for(type(value))
+    return plain(value)
+
+
+# How to make a value of each type plain, worked out once per type (a probe's
+# observation holds hundreds of values, and thousands of events go by a minute).
+_PLAIN: dict[type, Callable[[Any], Any]] = {}
+
+
+def _plain_for(cls: type) -> Callable[[Any], Any]:
+    if dataclasses.is_dataclass(cls) and not issubclass(cls, type):
+        names = tuple(f.name for f in dataclasses.fields(cls) if f.init)
+        return lambda value: {name: to_plain(getattr(value, name)) for name in names}
+    if issubclass(cls, Enum):
+        return lambda value: value.value
+    if issubclass(cls, tuple | list):
+        return lambda value: [to_plain(v) for v in value]
+    if issubclass(cls, frozenset | set):
+        return lambda value: sorted(to_plain(v) for v in value)
+    if issubclass(cls, dict):
+        return lambda value: {str(k): to_plain(v) for k, v in value.items()}
+    return _same
+
+
+def _same(value: Any) -> Any:
     return value
 
 
@@ -87,28 +102,64 @@ def _refuse(found: tuple[Problem, ...]) -> None:
 
 def from_plain(tp: Any, value: Any) -> Any:
     """`value` (plain JSON) as a `tp`, checked as it is built."""
+    return _decoder(tp)(value)
+
+
+def _decoder(tp: Any) -> Decoder:
+    try:
+        decoder = _DECODERS.get(tp)
+    except TypeError:  # an unhashable type form: worked out every time
+        return _decoder_for(tp)
+    if decoder is None:
+        decoder = _DECODERS[tp] = _decoder_for(tp)
+    return decoder
+
+
+Decoder = Callable[[Any], Any]
+# The decoder of each type, worked out once: which rules apply, the fields of a
+# dataclass and their types, the decoders of a container's items. Every value is
+# still checked as before; only the working out of what to check is not repeated.
+_DECODERS: dict[Any, Decoder] = {}
+
+
+def _decoder_for(tp: Any) -> Decoder:
     if tp is Any:
-        return value
+        return _same
     origin = get_origin(tp)
     if origin is Annotated:
-        decoded = from_plain(get_args(tp)[0], value)
-        _refuse(rule_problems(tp, decoded))
-        return decoded
+        return _annotated(tp)
     container = _CONTAINERS.get(origin)
     if container is not None:
-        return container(tp, value)
+        return container(tp)
     if isinstance(tp, typing.NewType):
-        plain = from_plain(tp.__supertype__, value)
-        check = _NAMES.get(tp)
-        return plain if check is None else check(plain)
+        return _new_type(tp)
     if isinstance(tp, type) and issubclass(tp, Enum):
-        return tp(value)
+        return tp
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        built = _dataclass(tp, value)
-        if tp in MODELS:
-            _refuse(own_problems(built))
-        return built
-    return _scalar(tp, value)
+        return _dataclass(tp)
+    return _scalar(tp)
+
+
+def _annotated(tp: Any) -> Decoder:
+    inner = get_args(tp)[0]
+
+    def decode(value: Any) -> Any:
+        decoded = from_plain(inner, value)
+        _refuse(rule_problems(tp, decoded))
+        return decoded
+
+    return decode
+
+
+def _new_type(tp: Any) -> Decoder:
+    supertype = tp.__supertype__
+    check = _NAMES.get(tp)
+
+    def decode(value: Any) -> Any:
+        plain = from_plain(supertype, value)
+        return plain if check is None else check(plain)
+
+    return decode
 
 
 class _At(ValueError):
@@ -129,56 +180,77 @@ def _inside(part: str | int, exc: Exception) -> _At:
     return at.under(part)
 
 
-def _union(tp: Any, value: Any) -> Any:
+def _union(tp: Any) -> Decoder:
     args = get_args(tp)
-    if value is None and type(None) in args:
-        return None
+    nullable = type(None) in args
     others = [a for a in args if a is not type(None)]
-    if len(others) == 1:
-        return from_plain(others[0], value)
-    errors = []
-    for arg in args:
-        if arg is type(None):
-            continue
-        try:
-            return from_plain(arg, value)
-        except (TypeError, ValueError, KeyError) as exc:
-            errors.append(str(exc))
-    raise ValueError(f"{value!r} matches none of {tp}: {errors}")
+
+    def decode(value: Any) -> Any:
+        if value is None and nullable:
+            return None
+        if len(others) == 1:
+            return from_plain(others[0], value)
+        errors = []
+        for arg in others:
+            try:
+                return from_plain(arg, value)
+            except (TypeError, ValueError, KeyError) as exc:
+                errors.append(str(exc))
+        raise ValueError(f"{value!r} matches none of {tp}: {errors}")
+
+    return decode
 
 
-def _tuple(tp: Any, value: Any) -> tuple[Any, ...]:
+def _tuple(tp: Any) -> Decoder:
     args = get_args(tp)
-    if not isinstance(value, list):
-        raise TypeError(f"expected a list for {tp}, got {type(value).__name__}")
-    if len(args) == 2 and args[1] is Ellipsis:
-        args = (args[0],) * len(value)
-    if len(args) != len(value):
-        raise ValueError(f"expected {len(args)} items, got {len(value)}")
-    out = []
-    for i, (a, v) in enumerate(zip(args, value, strict=True)):
-        try:
-            out.append(from_plain(a, v))
-        except (TypeError, ValueError, KeyError) as exc:
-            raise _inside(i, exc) from None
-    return tuple(out)
+    repeated = len(args) == 2 and args[1] is Ellipsis
+
+    def decode(value: Any) -> tuple[Any, ...]:
+        if not isinstance(value, list):
+            raise TypeError(f"expected a list for {tp}, got {type(value).__name__}")
+        if repeated:
+            item = _decoder(args[0])
+            try:
+                return tuple([item(v) for v in value])
+            except (TypeError, ValueError, KeyError):
+                pass  # decoded again one by one below, to say which item
+        items = (args[0],) * len(value) if repeated else args
+        if len(items) != len(value):
+            raise ValueError(f"expected {len(items)} items, got {len(value)}")
+        out = []
+        for i, (a, v) in enumerate(zip(items, value, strict=True)):
+            try:
+                out.append(from_plain(a, v))
+            except (TypeError, ValueError, KeyError) as exc:
+                raise _inside(i, exc) from None
+        return tuple(out)
+
+    return decode
 
 
-def _set(tp: Any, value: Any) -> frozenset[Any]:
+def _set(tp: Any) -> Decoder:
     (arg,) = get_args(tp)
-    if not isinstance(value, list):
-        raise TypeError(f"expected a list for {tp}")
-    return frozenset(from_plain(arg, v) for v in value)
+
+    def decode(value: Any) -> frozenset[Any]:
+        if not isinstance(value, list):
+            raise TypeError(f"expected a list for {tp}")
+        return frozenset(from_plain(arg, v) for v in value)
+
+    return decode
 
 
-def _dict(tp: Any, value: Any) -> dict[Any, Any]:
+def _dict(tp: Any) -> Decoder:
     kt, vt = get_args(tp)
-    if not isinstance(value, dict):
-        raise TypeError(f"expected an object for {tp}")
-    return {from_plain(kt, k): from_plain(vt, v) for k, v in value.items()}
+
+    def decode(value: Any) -> dict[Any, Any]:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object for {tp}")
+        return {from_plain(kt, k): from_plain(vt, v) for k, v in value.items()}
+
+    return decode
 
 
-_CONTAINERS: dict[Any, Callable[[Any, Any], Any]] = {
+_CONTAINERS: dict[Any, Callable[[Any], Decoder]] = {
     Union: _union,
     types.UnionType: _union,
     tuple: _tuple,
@@ -188,22 +260,41 @@ _CONTAINERS: dict[Any, Callable[[Any, Any], Any]] = {
 }
 
 
-def _dataclass(tp: type, value: Any) -> Any:
-    if not isinstance(value, dict):
-        raise TypeError(f"expected an object for {tp.__name__}")
-    hints = _hints(tp)
-    kwargs = {}
-    for f in dataclasses.fields(tp):  # type: ignore[arg-type]
-        if not f.init:
-            continue
-        if f.name in value:
-            try:
-                kwargs[f.name] = from_plain(hints[f.name], value[f.name])
-            except (TypeError, ValueError, KeyError) as exc:
-                raise _inside(f.name, exc) from None
-        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise KeyError(f"{tp.__name__}.{f.name} is missing")
-    return tp(**kwargs)
+def _dataclass(tp: type) -> Decoder:
+    checked = tp in MODELS
+    # (name, decoder, required), worked out at the first value (a type may name
+    # itself through its fields).
+    fields: list[tuple[str, Decoder, bool]] = []
+
+    def decode(value: Any) -> Any:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object for {tp.__name__}")
+        if not fields:
+            hints = _hints(tp)
+            fields.extend(
+                (
+                    f.name,
+                    _decoder(hints[f.name]),
+                    f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+                )
+                for f in dataclasses.fields(tp)  # type: ignore[arg-type]
+                if f.init
+            )
+        kwargs = {}
+        for name, field_decoder, required in fields:
+            if name in value:
+                try:
+                    kwargs[name] = field_decoder(value[name])
+                except (TypeError, ValueError, KeyError) as exc:
+                    raise _inside(name, exc) from None
+            elif required:
+                raise KeyError(f"{tp.__name__}.{name} is missing")
+        built = tp(**kwargs)
+        if checked:
+            _refuse(own_problems(built))
+        return built
+
+    return decode
 
 
 # Scalars: (accepts, what a refusal says). bool is an int to Python, never to us.
@@ -216,14 +307,23 @@ _SCALARS: dict[Any, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-def _scalar(tp: Any, value: Any) -> Any:
+def _scalar(tp: Any) -> Decoder:
     rule = _SCALARS.get(tp)
     if rule is None:
-        raise TypeError(f"cannot decode type {tp!r}")
+
+        def refuse(value: Any) -> Any:
+            raise TypeError(f"cannot decode type {tp!r}")
+
+        return refuse
     accepts, what = rule
-    if not accepts(value):
-        raise TypeError(f"expected {what}, got {kind(value)}")
-    return float(value) if tp is float else value
+    to_float = tp is float
+
+    def decode(value: Any) -> Any:
+        if not accepts(value):
+            raise TypeError(f"expected {what}, got {kind(value)}")
+        return float(value) if to_float else value
+
+    return decode
 
 
 def encode(event: Event) -> bytes:
