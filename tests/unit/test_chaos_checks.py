@@ -8,11 +8,18 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from events.ids import EventId, JobId
 from events.model import JobSubmitted, JobUpdated
 from simulators.fabric import Fabric, Host
 from simulators.shell import run_line
-from tests.support.chaos_checks import FenceWatch, job_step_repeats, migrations_driven_twice
+from tests.support.chaos_checks import (
+    FenceWatch,
+    check_hosts,
+    job_step_repeats,
+    migrations_driven_twice,
+)
 
 RES = """resource r0 {
   net { protocol C; allow-two-primaries no; }
@@ -31,7 +38,7 @@ class Clock:
         return self.now
 
 
-def mirrored() -> Fabric:
+def mirrored(res: str = RES) -> Fabric:
     """Hosts a, b, c; r0 mirrored and connected between a and b."""
     fabric = Fabric()
     for name in ("a", "b", "c"):
@@ -41,7 +48,7 @@ def mirrored() -> Fabric:
         if name != "c":
             for line, stdin in (
                 ("lvcreate -L 512m -n r0 vg", ""),
-                ("tee /etc/drbd.d/r0.res", RES),
+                ("tee /etc/drbd.d/r0.res", res),
                 ("drbdadm create-md --force r0", ""),
                 ("drbdadm up r0", ""),
             ):
@@ -135,3 +142,15 @@ def test_a_migration_without_a_job_of_its_own_is_caught() -> None:
     assert migrations_driven_twice(fabric, [job]) == []
     fabric.record("a", "qmp migrate vm1")
     assert migrations_driven_twice(fabric, [job]) == ["vm1 migrated 2 times by 1 jobs"]
+
+
+def test_two_connected_primaries_only_while_both_allow_them() -> None:
+    fabric = mirrored()
+    for name in ("a", "b"):
+        fabric.hosts[name].copies["r0"].role = "Primary"
+    with pytest.raises(AssertionError, match="primary on connected"):
+        check_hosts(fabric)
+    migrating = mirrored(RES.replace("allow-two-primaries no", "allow-two-primaries yes"))
+    for name in ("a", "b"):
+        migrating.hosts[name].copies["r0"].role = "Primary"
+    check_hosts(migrating)
