@@ -10,8 +10,7 @@ Holds no decisions.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 import structlog
@@ -32,6 +31,24 @@ from reactors.workers import InstanceWorkers
 log = structlog.get_logger("corral.engine")
 
 
+async def cancel_all(tasks: Collection[asyncio.Task[None]], *, again_s: float = 0.5) -> None:
+    """Cancel `tasks` and wait until every one has ended, cancelling again any
+    that lives on. On Python 3.11 `asyncio.wait_for` returns its inner result (or
+    raises its inner exception) when that completes in the same turn as the
+    cancellation, and the cancellation is lost: a reactor loop that catches
+    Exception (a probe loop, when the SSH connect is refused just then) goes on
+    forever, and a term's end that waited for it waited forever; the process
+    kept its lease and never led again (found by make chaos)."""
+    pending = {t for t in tasks if not t.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=again_s)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: ended with an error while stopping is no news
+
+
 @dataclass
 class TermReactors:
     """One term's reactors and their tasks."""
@@ -45,12 +62,7 @@ class TermReactors:
     node_tasks: dict[NodeName, asyncio.Task[None]] = field(default_factory=dict)
 
     async def stop(self) -> None:
-        tasks = [*self.tasks, *self.node_tasks.values(), *self.jobs.tasks()]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all([*self.tasks, *self.node_tasks.values(), *self.jobs.tasks()])
         self.tasks.clear()
         self.node_tasks.clear()
 
@@ -115,11 +127,7 @@ class Engine:
     async def stop(self) -> None:
         self.ctx.stopping = True
         await self._end_term()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(self._tasks)
         self._tasks.clear()
         await self.leadership.close()
         await self.ctx.nodes.close()

@@ -10,6 +10,7 @@ import logging
 import sys
 import tempfile
 import time
+import traceback
 from collections import Counter
 from pathlib import Path
 
@@ -50,7 +51,11 @@ def main() -> int:
             try:
                 outcome = asyncio.run(run_schedule(Path(tmp), schedule.steps))
             except Exception as exc:
-                print(f"seed {seed}: FAILED after {time.monotonic() - started:.0f}s: {exc}")
+                where = traceback.extract_tb(exc.__traceback__)[-1]
+                print(
+                    f"seed {seed}: FAILED after {time.monotonic() - started:.0f}s: "
+                    f"{type(exc).__name__}: {exc} (at {where.filename}:{where.lineno})"
+                )
                 print(f"  steps: {schedule.steps}", flush=True)
                 failed.append(seed)
                 continue

@@ -10,12 +10,12 @@ cluster and checks nothing: tests/support/chaos_checks.py does."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import io
 import time
 from dataclasses import dataclass, field
 
 from devtools.local_etcd import LocalEtcd, LocalEtcdCluster
-from reactors.engine import Engine
+from reactors.engine import Engine, cancel_all
 from tests.support.cluster_harness import Cluster
 
 
@@ -67,6 +67,8 @@ class Orchestrators:
             f"lost {e.leadership.lost_reason!r} known leader "
             f"{e.leadership.known_leader.member.id if e.leadership.known_leader else None}"
             for e in self.engines
+        ) + "".join(
+            f"\n{e.leadership.member.id} {_stack(t)}" for e in self.engines for t in e._tasks
         )
 
     async def stop_leader(self) -> bool:
@@ -91,11 +93,7 @@ class Orchestrators:
         reactors = lead.reactors
         if reactors is not None:
             tasks += [*reactors.tasks, *reactors.node_tasks.values(), *reactors.jobs.tasks()]
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_all(tasks)
         lead.reactors = None
         await lead.ctx.nodes.close()
         self._sync()
@@ -114,6 +112,13 @@ class Orchestrators:
         self.engines.clear()
         self.c.engine = None
         self.c.others = []
+
+
+def _stack(task: asyncio.Task[None]) -> str:
+    """Where an orchestrator's task is (or how it ended), for failure messages."""
+    out = io.StringIO()
+    task.print_stack(limit=8, file=out)
+    return out.getvalue()
 
 
 def _running(etcd: LocalEtcdCluster) -> list[LocalEtcd]:
