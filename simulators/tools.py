@@ -14,7 +14,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from simulators.drbd_model import Copy, DrbdError, ResourceConfig, parse_resource_file
@@ -178,7 +178,32 @@ def _test(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
 
 
 def _lvm_json(kind: str, rows: list[dict[str, str]]) -> str:
-    return json.dumps({"report": [{kind: rows}]}, indent=2) + "\n"
+    # json.dumps({"report": [{kind: rows}]}, indent=2), item by item (`_json_list`)
+    inner = _json_list(rows, level=3)
+    return f'{{\n  "report": [\n    {{\n      {json.dumps(kind)}: {inner}\n    }}\n  ]\n}}\n'
+
+
+# What `json.dumps(item, indent=2)` prints for each item a tool lists, keyed by
+# its compact JSON: with indent, json encodes in Python, not C, and the probes of
+# 200 hosts a second list the same LVs and resources over and over.
+_INDENTED: dict[str, str] = {}
+
+
+def _json_list(items: Sequence[Mapping[str, object]], *, level: int) -> str:
+    """`json.dumps(items, indent=2)` as printed `level` deep in a document."""
+    if not items:
+        return "[]"
+    pad = "\n" + "  " * (level + 1)
+    out = []
+    for item in items:
+        key = json.dumps(item)
+        text = _INDENTED.get(key)
+        if text is None:
+            if len(_INDENTED) >= 100_000:
+                _INDENTED.clear()
+            text = _INDENTED[key] = json.dumps(item, indent=2)
+        out.append(text.replace("\n", pad))
+    return "[" + pad + ("," + pad).join(out) + "\n" + "  " * level + "]"
 
 
 def _fmt_m(value: int, nosuffix: bool) -> str:
@@ -717,7 +742,7 @@ def _drbdsetup(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
                 "connections": connections,
             }
         )
-    return Result(out=json.dumps(out, indent=2) + "\n")
+    return Result(out=_json_list(out, level=0) + "\n")
 
 
 # ----------------------------------------------------------------------- qemu & processes
