@@ -284,29 +284,32 @@ class Allocator:
             (_WEIGHTS[rows, None] * (std_p - base[rows, None])).sum(axis=0)[:, None],
             (len(self.names), len(self.names)),
         ).copy()
-        # Values both nodes change, the secondary's independently of the primary.
+        # Values both nodes change, the secondary's independently of the primary:
+        # one [p, s] array per value, worked on in place.
         rows = _BOTH
         ds = np.where(on, (as_s[rows] - center[rows, None]) - old[rows], 0.0)
         qs = np.where(on, (as_s[rows] - center[rows, None]) ** 2 - old[rows] ** 2, 0.0)
-        mean_b = (s1[rows, None, None] + dp[rows][:, :, None] + ds[:, None, :]) / count
-        var_b = (
-            s2[rows, None, None] + qp[rows][:, :, None] + qs[:, None, :]
-        ) / count - mean_b * mean_b
-        std_b = np.sqrt(np.maximum(var_b, 0.0))
-        for k, pi, si in zip(*np.nonzero((var_b < floor[rows, None, None]) & ok), strict=True):
-            m = rows[k]
-            std_b[k, pi, si] = exact.std(m, ((pi, as_p[m, pi]), (si, as_s[m, si])))
-        total += (_WEIGHTS[rows, None, None] * (std_b - base[rows, None, None])).sum(axis=0)
+        for k, m in enumerate(rows):
+            std = self._std_pairs(
+                s1[m] + dp[m], ds[k], s2[m] + qp[m], qs[k], count=count, floor=floor[m]
+            )
+            for pi, si in self._collapsed(std, ok):
+                std[pi, si] = exact.std(m, ((pi, as_p[m, pi]), (si, as_s[m, si])))
+            std -= base[m]
+            std *= METRIC_WEIGHT[m]
+            total += std
         # The reservation: the secondary's value depends on the primary.
         m, c = _REM, center[_REM]
-        ds_r = np.where(on[None, :], (rem_s - c) - old[m][None, :], 0.0)
-        qs_r = np.where(on[None, :], (rem_s - c) ** 2 - (old[m] ** 2)[None, :], 0.0)
-        mean_r = (s1[m] + dp[m][:, None] + ds_r) / count
-        var_r = (s2[m] + qp[m][:, None] + qs_r) / count - mean_r * mean_r
-        std_r = np.sqrt(np.maximum(var_r, 0.0))
-        for pi, si in zip(*np.nonzero((var_r < floor[m]) & ok), strict=True):
-            std_r[pi, si] = exact.std(m, ((pi, as_p[m, pi]), (si, rem_s[pi, si])))
-        total += METRIC_WEIGHT[m] * (std_r - base[m])
+        ds_r = (rem_s - c) - old[m][None, :]
+        qs_r = (rem_s - c) ** 2 - (old[m] ** 2)[None, :]
+        ds_r[:, ~on] = 0.0
+        qs_r[:, ~on] = 0.0
+        std = self._std_pairs(s1[m] + dp[m], ds_r, s2[m] + qp[m], qs_r, count=count, floor=floor[m])
+        for pi, si in self._collapsed(std, ok):
+            std[pi, si] = exact.std(m, ((pi, as_p[m, pi]), (si, rem_s[pi, si])))
+        std -= base[m]
+        std *= METRIC_WEIGHT[m]
+        total += std
         # N+1 failures, counted in instances on a failing node.
         fail_old = self.f_mem < self.r_mem
         fail_p_new = (self.f_mem - run_mem) < self.r_mem
@@ -316,6 +319,38 @@ class Allocator:
         total += _W_RTOTAL * (rem_s - now[_REM][None, :])
         total += _W_LOCATION * self.shared_locations
         return total
+
+    @staticmethod
+    def _std_pairs(
+        p1: Floats, d1: Floats, p2: Floats, d2: Floats, *, count: float, floor: float
+    ) -> Floats:
+        """[p, s]: the standard deviation from the running sums of deviations, the
+        primary's part (p1, p2 per primary) plus the secondary's (d1, d2 per
+        secondary, or per pair); a variance below `floor` is marked NaN for
+        `_collapsed` to find."""
+        d1 = d1 if d1.ndim == 2 else d1[None, :]
+        d2 = d2 if d2.ndim == 2 else d2[None, :]
+        mean = p1[:, None] + d1
+        mean /= count
+        mean *= mean
+        var = p2[:, None] + d2
+        var /= count
+        var -= mean
+        low = var < floor
+        np.maximum(var, 0.0, out=var)
+        np.sqrt(var, out=var)
+        if low.any():
+            var[low] = np.nan
+        return var
+
+    @staticmethod
+    def _collapsed(std: Floats, ok: Bools) -> list[tuple[int, int]]:
+        """The fitting pairs whose variance collapsed (recomputed in two passes)."""
+        where = np.isnan(std)
+        if not where.any():
+            return []
+        std[where & ~ok] = 0.0  # not a candidate: any number does
+        return [(int(p), int(s)) for p, s in zip(*np.nonzero(where & ok), strict=True)]
 
     # ----------------------------------------------------------- choose/place
 
