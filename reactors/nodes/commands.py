@@ -12,6 +12,7 @@ nothing else as root.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import shlex
@@ -213,18 +214,35 @@ def parse_probe(text: str, *, volume_group: str, drbd_major: int = 9) -> NodeSna
     peers = peers_from_hosts(parse_resource_hosts(res_hosts), me=facts.hostname)
     try:
         drbd_obs = (
-            parse_drbd_status_json(drbd)
-            if drbd_major >= 9
-            else parse_drbd_events2(drbd, peers=peers)
+            _drbd_status_json(drbd) if drbd_major >= 9 else parse_drbd_events2(drbd, peers=peers)
         )
     except DrbdParseError as exc:
         raise ParseError(exc.command, str(exc)) from exc
     return NodeSnapshot(
         facts=facts,
-        volumes=parse_lvs(lvs),
+        volumes=_lvs(lvs),
         drbd=drbd_obs,
-        vms=parse_pgrep(pgrep),
+        vms=_pgrep(pgrep),
     )
+
+
+# The larger sections of a probe parsed once per distinct text: a node reports
+# the same LVs, resources and VMs probe after probe (every node every second), and
+# the parsers are pure, their results immutable. Two texts per node of a 200-node
+# cluster fit.
+@functools.lru_cache(maxsize=512)
+def _lvs(text: str) -> tuple[VolumeObs, ...]:
+    return parse_lvs(text)
+
+
+@functools.lru_cache(maxsize=512)
+def _pgrep(text: str) -> tuple[VmObs, ...]:
+    return parse_pgrep(text)
+
+
+@functools.lru_cache(maxsize=512)
+def _drbd_status_json(text: str) -> tuple[DrbdResourceObs, ...]:
+    return parse_drbd_status_json(text)
 
 
 def parse_bridges(text: str) -> tuple[str, ...]:
