@@ -109,6 +109,29 @@ def stats_of(work: Work) -> Stats:
     return Stats(center=center, std=std, n=n)
 
 
+@dataclass(slots=True)
+class LoadStats:
+    """Per dynamic load (cpu, mem, disk, net; `Work.loads`): the current mean,
+    standard deviation and n times the variance."""
+
+    center: list[float]
+    std: list[float]
+    vn: list[float]
+
+
+def load_stats_of(work: Work) -> LoadStats:
+    on = work.online_idx
+    n = len(on)
+    center: list[float] = []
+    std: list[float] = []
+    for j in range(4):
+        xs = [work.loads[k][j] for k in on]
+        mean = sum(xs) / n
+        center.append(mean)
+        std.append(math.sqrt(sum((x - mean) * (x - mean) for x in xs) / n))
+    return LoadStats(center=center, std=std, vn=[sd * sd * n for sd in std])
+
+
 class Deltas:
     """Exact score deltas at the current placement; `start` at every step."""
 
@@ -116,12 +139,16 @@ class Deltas:
         self.w = work
         self.stats = stats_of(work)
         self.vn: list[float] = []
+        self.load_stats = LoadStats([], [], [])
         self.tags_memo: dict[tuple[tuple[str, ...], int, int], float] = {}
 
     def start(self) -> None:
-        """A new step: the current means and deviations, an empty memo."""
+        """A new step: the current means and deviations (with utilisation
+        weights, the loads' too), an empty memo."""
         self.stats = stats_of(self.w)
         self.vn = [std * std * self.stats.n for std in self.stats.std]  # n V
+        if self.w.util:
+            self.load_stats = load_stats_of(self.w)
         self.tags_memo = {}
 
     def tags_delta(self, inst: Inst, src: int, dst: int) -> float:

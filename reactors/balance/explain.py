@@ -15,13 +15,13 @@ one step of the greedy search done plainly.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from reactors.balance.deltas import Deltas, Stats
+from reactors.balance.deltas import Deltas
+from reactors.balance.exact import move_delta, single_moves
 from reactors.balance.moves import MoveKind
 from reactors.balance.rules import move_kind, refusal
-from reactors.balance.work import M_WEIGHT, NM, W_LOC, Work, why_pinned
+from reactors.balance.work import Work, why_pinned
 from reactors.htools.model import BCluster
 
 
@@ -56,73 +56,6 @@ def pinned(cluster: BCluster) -> tuple[Pinned, ...]:
     return tuple(out)
 
 
-def _roles(work: Work, k: int, p: int, s: int) -> tuple[int, int]:
-    return int(k == p), int(k == s)
-
-
-def move_delta(work: Work, deltas: Deltas, i: int, new_p: int, new_s: int) -> float:
-    """The exact change of the score if instance i moved to (new_p, new_s),
-    rules aside."""
-    w = work
-    inst = w.insts[i]
-    p, s = w.p[i], w.s[i]
-    st: Stats = deltas.stats
-    d1 = [0.0] * NM
-    d2 = [0.0] * NM
-    scalar = 0.0
-    for k in {p, s, new_p, new_s}:
-        was_p, was_s = _roles(w, k, p, s)
-        is_p, is_s = _roles(w, k, new_p, new_s)
-        row = dict(w.rows[k])
-        if was_s:
-            row[p] = row.get(p, 0) - inst.res
-        if is_s:
-            row[new_p] = row.get(new_p, 0) + inst.res
-        new_r = max(row.values(), default=0)
-        held = (was_p or was_s) - (is_p or is_s)
-        old, new, sc = w.node_change(
-            k,
-            inst.run_mem * (was_p - is_p),
-            inst.stop_mem * (is_p - was_p),
-            inst.dsk * held,
-            inst.vcpus * (is_p - was_p),
-            -inst.su * held,
-            is_p - was_p,
-            is_s - was_s,
-            new_r,
-        )
-        scalar += sc
-        if not old:
-            continue
-        for m in range(NM):
-            c = st.center[m]
-            d1[m] += new[m] - old[m]
-            d2[m] += (new[m] - c) * (new[m] - c) - (old[m] - c) * (old[m] - c)
-    total = scalar
-    for m in range(NM):
-        if d1[m] == 0.0 and d2[m] == 0.0:
-            continue
-        var = (deltas.vn[m] + d2[m]) / st.n - (d1[m] / st.n) * (d1[m] / st.n)
-        total += M_WEIGHT[m] * (math.sqrt(var) if var > 0.0 else 0.0) - M_WEIGHT[m] * st.std[m]
-    if new_p != p:
-        total += deltas.tags_delta(inst, p, new_p)
-    if w.has_locs:
-        before = len(w.locs[p] & w.locs[s]) if w.online[p] else 0
-        after = len(w.locs[new_p] & w.locs[new_s]) if w.online[new_p] else 0
-        total += W_LOC * (after - before)
-    return total
-
-
-def _single_moves(work: Work, i: int) -> list[tuple[int, int]]:
-    p, s = work.p[i], work.s[i]
-    out = [(s, p)]
-    for t in range(len(work.names)):
-        if t in (p, s):
-            continue
-        out += [(p, t), (s, t), (t, p), (t, s)]
-    return out
-
-
 def held_back(
     cluster: BCluster, *, avoid: frozenset[str] = frozenset(), min_gain: float = 0.0
 ) -> tuple[HeldBack, ...]:
@@ -139,7 +72,7 @@ def held_back(
             continue
         best: tuple[float, int, int] | None = None
         allowed_gain = False
-        for new_p, new_s in _single_moves(w, i):
+        for new_p, new_s in single_moves(w, i):
             d = move_delta(w, deltas, i, new_p, new_s)
             if not d < -min_gain:
                 continue

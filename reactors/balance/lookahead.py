@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from reactors.balance.exact import ExactSearch
 from reactors.balance.search import Cand, Search, move_key
 from reactors.balance.work import Work
 
@@ -51,7 +52,11 @@ class Ahead:
 
 
 def pick_ahead(
-    *, search: Search, cands: list[Cand], width: int, tolerance: float = LOOKAHEAD_TOLERANCE
+    *,
+    search: Search | ExactSearch,
+    cands: list[Cand],
+    width: int,
+    tolerance: float = LOOKAHEAD_TOLERANCE,
 ) -> Ahead:
     """Of the first `width` distinct moves in `cands` (best first), the one
     whose gain plus the best gain after it is highest; the earlier one on a

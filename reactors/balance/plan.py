@@ -89,6 +89,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from reactors.balance.exact import ExactSearch
 from reactors.balance.fold import fold
 from reactors.balance.groups import group_views, groups_with_nodes, merge_plans
 from reactors.balance.lookahead import LOOKAHEAD_TOLERANCE, pick_ahead, pick_pair
@@ -520,7 +521,7 @@ def run_search(
     searches, so where it stops can vary, but `trim_run` at that score gives
     one run whatever the timing)."""
     work = Work(cluster, avoid)
-    search = Search(work)
+    search: Search | ExactSearch = ExactSearch(work) if work.plain else Search(work)
     current = start = work.total()
     chosen: list[tuple[int, int, int]] = []
     totals: list[float] = []

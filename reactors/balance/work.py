@@ -1,6 +1,7 @@
 """The balancer's mutable working model: the cluster as indexed per-node figures
 (free memory and disk, reservations per N+1 peer, vCPUs, spindles, exclusion and
-location tags) and per-instance placements (`Work`), with each node's scored
+location tags, and with `hbal -U` weights the four dynamic loads) and
+per-instance placements and desired locations (`Work`), with each node's scored
 values and the exact current score (`Work.total`), and `Work.apply` to move one
 instance. Also the score's weights per scored value, as the search uses them.
 
@@ -45,6 +46,17 @@ W_OFF_PRI = WEIGHTS["offline_pri_cnt"]
 W_TAGS = WEIGHTS["pri_tags_score"]
 W_LOC = WEIGHTS["location_score"]
 W_LOC_EXCL = WEIGHTS["location_exclusion_score"]
+# With utilisation weights (`hbal -U`) the four dynamic loads (cpu, mem, disk,
+# net: sums of the instances' weights) are scored instead of metrics 5 and 6
+# (counts of primaries and of instances, what every load is without weights).
+LOAD_WEIGHT = (
+    WEIGHTS["cpu_load_cv"],
+    WEIGHTS["mem_load_cv"],
+    WEIGHTS["disk_load_cv"],
+    WEIGHTS["net_load_cv"],
+)
+LOAD_METRICS = (5, 6)
+NO_LOAD = (0.0, 0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +71,8 @@ class Inst:
     su: int
     res: int  # N+1 reservation on its secondary
     excl: tuple[str, ...]
+    load: tuple[float, float, float, float] = NO_LOAD  # cpu, mem, disk, net weights
+    dsrd: frozenset[str] = frozenset()  # its desired locations (instance tags)
 
 
 class Work:
@@ -77,6 +91,7 @@ class Work:
         ratio = spindle_ratios(cluster)
         excl_prefixes = cluster.exclusion_prefixes()
         loc_prefixes = cluster.location_prefixes()
+        dsrd_prefixes = desired_location_prefixes(cluster)
         loaded = load(cluster)
         reserve = self.reserve_stopped = cluster.reserve_stopped
         self.t_mem = [float(n.t_mem) for n in nodes]
@@ -113,6 +128,10 @@ class Work:
         self.s: list[int] = []
         self.movable: list[bool] = []
         self.fixed_sp = [0] * n_nodes
+        # per node its dynamic loads (cpu, mem, disk, net), kept only when
+        # instances carry utilisation weights
+        self.util = any(i.util != BASE_UTIL for i in cluster.instances if not i.forthcoming)
+        self.loads = [[0.0, 0.0, 0.0, 0.0] for _ in nodes]
         for inst in cluster.instances:
             pk = self.index[inst.pnode]
             sk = self.index[inst.snode] if inst.snode is not None else -1
@@ -132,6 +151,8 @@ class Work:
                 su=inst.spindle_use if local else 0,
                 res=inst.mem if inst.reserves else 0,
                 excl=tuple(exclusion_tags(inst, excl_prefixes)),
+                load=(inst.util.cpu, inst.util.mem, inst.util.dsk, inst.util.net),
+                dsrd=frozenset(t for t in inst.tags if any(t.startswith(p) for p in dsrd_prefixes)),
             )
             self.insts.append(mine)
             self.p.append(pk)
@@ -143,7 +164,9 @@ class Work:
             self.ispind[pk] += mine.su
             self.n_pri[pk] += 1
             self.ptags[pk].update(mine.excl)
+            self._load(pk, mine, 1, primary=True)
             if sk >= 0:
+                self._load(sk, mine, 1, primary=False)
                 self.ispind[sk] += mine.su
                 self.n_sec[sk] += 1
                 row = self.rows[sk]
@@ -163,6 +186,10 @@ class Work:
                 for loc in self.locs[pk]:
                     for e in mine.excl:
                         self.loc_excl[(loc, e)] += 1
+        self.has_dsrd = any(mine.dsrd for mine in self.insts)
+        # what only the plain search (`reactors.balance.exact`) scores: the
+        # fast one counts instances for the loads and knows no desired locations
+        self.plain = self.util or self.has_dsrd
         self.online_idx = [k for k in range(n_nodes) if self.online[k]]
         self.vals = [self._values(k) for k in range(n_nodes)]
         self.version = [0] * n_nodes  # bumped whenever a node's figures change
@@ -204,6 +231,7 @@ class Work:
         new.r2 = self.r2.copy()
         new.loc_excl = self.loc_excl.copy()
         new.vals = self.vals.copy()
+        new.loads = [load.copy() for load in self.loads]
         new.version = self.version.copy()
         return new
 
@@ -295,9 +323,16 @@ class Work:
         tot = 0.0
         n = len(on)
         for m in range(NM):
+            if self.util and m in LOAD_METRICS:
+                continue
             xs = [self.vals[k][m] for k in on]
             mean = sum(xs) / n
             tot += M_WEIGHT[m] * math.sqrt(sum((x - mean) * (x - mean) for x in xs) / n)
+        if self.util:
+            for j in range(4):
+                xs = [self.loads[k][j] for k in on]
+                mean = sum(xs) / n
+                tot += LOAD_WEIGHT[j] * math.sqrt(sum((x - mean) * (x - mean) for x in xs) / n)
         for k in range(len(self.names)):
             if self.online[k]:
                 if self.f_mem[k] < self.r_mem[k]:
@@ -306,11 +341,12 @@ class Work:
                 tot += W_TAGS * (sum(self.ptags[k].values()) - len(self.ptags[k]))
             else:
                 tot += W_OFF_ALL * (self.n_pri[k] + self.n_sec[k]) + W_OFF_PRI * self.n_pri[k]
-        if self.has_locs:
-            for i, _inst in enumerate(self.insts):
+        if self.has_locs or self.has_dsrd:
+            for i, mine in enumerate(self.insts):
                 pk, sk = self.p[i], self.s[i]
                 if self.online[pk] and sk >= 0:
                     tot += W_LOC * len(self.locs[pk] & self.locs[sk])
+                tot += self.missed(mine, pk)
             tot += W_LOC_EXCL * (sum(self.loc_excl.values()) - len(self.loc_excl))
         return tot
 
@@ -348,6 +384,13 @@ class Work:
             self.r2[k] = _second(row)
             self.vals[k] = self._values(k)
 
+    def missed(self, inst: Inst, k: int) -> float:
+        """The weighted location score of the instance's desired locations its
+        primary on node k is not in (htools count it on online nodes only)."""
+        if not inst.dsrd or not self.online[k]:
+            return 0.0
+        return W_LOC * (len(inst.dsrd) - len(inst.dsrd & self.locs[k]))
+
     def tags_clash(self, i: int, k: int) -> bool:
         """Whether making node k instance i's primary would put it beside a
         primary that shares one of its exclusion tags (anti-affinity, which
@@ -368,6 +411,7 @@ class Work:
         self.all_vcpus[k] += sign * inst.all_vcpus
         self.ispind[k] += sign * inst.su
         self.n_pri[k] += sign
+        self._load(k, inst, sign, primary=True)
         if not inst.excl:
             return
         if sign > 0:
@@ -384,10 +428,23 @@ class Work:
                     if self.loc_excl[(loc, e)] <= 0:
                         del self.loc_excl[(loc, e)]
 
+    def _load(self, k: int, inst: Inst, sign: int, *, primary: bool) -> None:
+        """A primary adds all four of its weights to the node's loads, a
+        secondary its disk weight (htools' setPri, setSec)."""
+        if not self.util:
+            return
+        load, u = self.loads[k], inst.load
+        if primary:
+            load[0] += sign * u[0]
+            load[1] += sign * u[1]
+            load[3] += sign * u[3]
+        load[2] += sign * u[2]
+
     def _sec(self, k: int, peer: int, inst: Inst, sign: int) -> None:
         self.f_dsk[k] -= sign * inst.dsk
         self.ispind[k] += sign * inst.su
         self.n_sec[k] += sign
+        self._load(k, inst, sign, primary=False)
         row = self.rows[k]
         row[peer] = row.get(peer, 0) + sign * inst.res
 
@@ -415,12 +472,8 @@ def exactly_modelled(cluster: BCluster) -> str | None:
     or None when `Work.total` is the score."""
     if any(n.exclusive_storage for n in cluster.nodes):
         return "exclusive storage"
-    if any(i.util != BASE_UTIL for i in cluster.instances):
-        return "utilisation weights"
     if any(i.forthcoming for i in cluster.instances):
         return "forthcoming instances"
-    if desired_location_prefixes(cluster):
-        return "desired locations"
     return None
 
 
