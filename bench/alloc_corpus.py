@@ -28,6 +28,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bench.bytecode import compile_corral
 from bench.child_time import Timed, run_timed
 from events.ids import InstanceName
 from events.specs import DiskSpec, InstanceSpec
@@ -112,6 +113,7 @@ def _corral(path: Path, *extra: str) -> tuple[int, Timed, dict[str, Any]]:
 
 
 def run() -> dict[str, Any]:
+    compile_corral()
     header: list[object] = [
         "half",
         "file",

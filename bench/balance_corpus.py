@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.bytecode import compile_corral
 from bench.child_time import run_timed
 from reactors.htools.score import score
 from reactors.htools.text import parse
@@ -244,6 +245,7 @@ def run() -> dict[str, Any]:
     halves = [h for h in ("tuning", "held-out") if os.environ.get("CORRAL_BENCH_HALF", h) == h]
     recipes = [r for r in RECIPES if not wanted or r.name in wanted.split(",")]
     files = corpus(recipes=recipes)
+    compile_corral()
     rows: list[list[object]] = [HEADER]
     records: list[dict[str, Any]] = []
     for half in halves:

@@ -33,7 +33,6 @@ from reactors.htools.score import n1_failures, score
 from reactors.htools.state import to_state
 from reactors.htools.text import parse, render
 from reactors.placement.capacity import CapacityResult, NewNode, Spec, TierResult, capacity
-from reactors.placement.reboot import plan_reboots
 
 _UNITS = {"M": 1, "G": 1024, "T": 1024 * 1024}
 
@@ -240,6 +239,8 @@ def _say_n1_unhappy(failing: tuple[str, ...], cannot_lose: tuple[LossVerdict, ..
 
 def run_reboot_plan(args: argparse.Namespace) -> int:
     state = _state(args)
+    from reactors.placement.reboot import plan_reboots  # `capacity` does not need it
+
     plan = plan_reboots(state=state, evacuate=args.evacuate)
     if args.json:
         print_json(

@@ -13,11 +13,8 @@ Haskell Doubles; everything else a node or an instance reports is an integer.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
-
-from events.specs import PowerState
 
 if TYPE_CHECKING:  # offline planning on an htools file needs no event-log state
     from events.state import ClusterState
@@ -50,7 +47,7 @@ DEFAULT_MAX_SPEC: ISpec = (32768, 8, 1048576, 16, 8, 12)
 DEFAULT_VCPU_RATIO = 4.0
 DEFAULT_SPINDLE_RATIO = 32.0
 
-_UUID_NAMESPACE = uuid.UUID("6f1d5c4e-6a55-4c55-9d0e-2f7f3c0b8a11")
+_UUID_NAMESPACE = "6f1d5c4e-6a55-4c55-9d0e-2f7f3c0b8a11"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -241,7 +238,9 @@ class BCluster:
 
 def group_uuid(*, name: str) -> str:
     """A stable UUID for a group name (the text format links nodes to groups by it)."""
-    return str(uuid.uuid5(_UUID_NAMESPACE, name))
+    import uuid  # not needed offline: a saved file has its UUIDs
+
+    return str(uuid.uuid5(uuid.UUID(_UUID_NAMESPACE), name))
 
 
 def _tag_prefix(prefix: str) -> str:
@@ -253,6 +252,10 @@ def from_state(*, state: ClusterState) -> BCluster:
 
     Instances without a placement, or placed on an undeclared node, have no place
     in htools' model and are left out."""
+    # the event model's specs, imported only here: offline planning on an
+    # htools file (`corral balance --htools`) never needs them
+    from events.specs import PowerState
+
     desired = state.desired
     placed: list[BInstance] = []
     for name in sorted(state.placements):
