@@ -71,17 +71,45 @@ def _recreate(
     return None
 
 
-def loss_verdict(cluster: BCluster, node: BNode) -> LossVerdict | None:
-    """None when the cluster can lose `node` (htools' canEvacuateNode)."""
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """What every node's verdict starts from: the nodes by name, their
+    unallocated memory and free disk, and per node its primaries (not
+    forthcoming) in htools' order, the reverse of the load order."""
+
+    by_name: dict[str, BNode]
+    free: dict[str, int]
+    disk: dict[str, int]
+    primaries: dict[str, list[BInstance]]
+
+
+def _loaded(cluster: BCluster) -> _Loaded:
     recs = load(cluster)
-    by_name = {n.name: n for n in cluster.nodes}
-    free = {name: r.unallocated for name, r in recs.items()}
-    disk = {n.name: n.f_dsk for n in cluster.nodes}
+    primaries: dict[str, list[BInstance]] = {n.name: [] for n in cluster.nodes}
+    for inst in reversed(cluster.instances):
+        if not inst.forthcoming:
+            primaries[inst.pnode].append(inst)
+    return _Loaded(
+        by_name={n.name: n for n in cluster.nodes},
+        free={name: r.unallocated for name, r in recs.items()},
+        disk={n.name: n.f_dsk for n in cluster.nodes},
+        primaries=primaries,
+    )
+
+
+def loss_verdict(
+    cluster: BCluster, node: BNode, *, loaded: _Loaded | None = None
+) -> LossVerdict | None:
+    """None when the cluster can lose `node` (htools' canEvacuateNode);
+    `loaded`: the cluster's `_loaded`, when the caller has it."""
+    base = _loaded(cluster) if loaded is None else loaded
+    by_name = base.by_name
+    free = dict(base.free)
+    disk = dict(base.disk)
     group = [n for n in cluster.nodes if n.group == node.group]
     # htools' primary list is in reverse load order; the outcome of the
     # failovers does not depend on it, the recreations' placement might
-    primaries = [i for i in reversed(cluster.instances) if i.pnode == node.name]
-    primaries = [i for i in primaries if not i.forthcoming]
+    primaries = base.primaries[node.name]
     for inst in (i for i in primaries if i.disk_template == "drbd" and i.snode is not None):
         assert inst.snode is not None
         why = _fails_over(inst, node, by_name[inst.snode], free, disk)
@@ -101,10 +129,11 @@ def loss_verdict(cluster: BCluster, node: BNode) -> LossVerdict | None:
 def unredundant(cluster: BCluster, *, online_only: bool = False) -> tuple[LossVerdict, ...]:
     """Every node the cluster could not lose (empty: htools' global N+1 holds)."""
     out: list[LossVerdict] = []
+    loaded = _loaded(cluster)
     for node in cluster.nodes:
         if online_only and node.htools_offline:
             continue
-        verdict = loss_verdict(cluster, node)
+        verdict = loss_verdict(cluster, node, loaded=loaded)
         if verdict is not None:
             out.append(verdict)
     return tuple(out)
