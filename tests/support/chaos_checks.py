@@ -15,9 +15,10 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from events.election import WATCH_ERRORS
 from events.ids import EventId
 from events.model import JobSubmitted, JobUpdated
-from events.store import EventStore
+from events.store import EtcdUnavailable, EventStore
 from simulators.fabric import Fabric
 from tests.support.terms import deposed_writes
 
@@ -175,7 +176,18 @@ def migrations_driven_twice(
 
 async def check_log(store: EventStore, fabric: Fabric, acknowledged: list[EventId]) -> None:
     """Every acknowledged event is there (read back by id); no reactor event was
-    committed outside its orchestrator's term; no job step ran twice."""
+    committed outside its orchestrator's term; no job step ran twice. A read cut
+    short (the store moving to another etcd member under it) is read again."""
+    for attempt in range(10):
+        try:
+            return await _check_log(store, fabric, acknowledged)
+        except (EtcdUnavailable, *WATCH_ERRORS):
+            if attempt == 9:
+                raise
+            await asyncio.sleep(1.0)
+
+
+async def _check_log(store: EventStore, fabric: Fabric, acknowledged: list[EventId]) -> None:
     ids: set[str] = set()
     jobs: list[JobSubmitted | JobUpdated] = []
     async for _, e in store.read_all():
