@@ -242,9 +242,23 @@ class Run:
             await ctl.restore_members(self.etcd)
         c.lab.fabric.tick()
         await self.orch.wait_leader()
-        await c.wait_for("every instance running and in sync", lambda: self.converged(), timeout=90)
+        try:
+            await c.wait_for("every instance running and in sync", self.converged, timeout=90)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.explain()}") from None
         await c.wait_for("every job ended", self.jobs_ended, timeout=60)
         await self.check()
+
+    def explain(self) -> str:
+        """The hosts' side and the orchestrators', for failure messages."""
+        fabric = self.c.lab.fabric
+        hosts = [
+            f"{n}: powered={h.powered} listening={self.c.lab.servers[n].listener is not None} "
+            f"isolated={n in fabric.isolated_from_orchestrator}"
+            for n, h in sorted(fabric.hosts.items())
+        ]
+        cut = sorted(sorted(p) for p in fabric.cut_pairs)
+        return "\n".join([*hosts, f"cut: {cut}", self.orch.explain()])
 
     def converged(self) -> bool:
         lead = self.orch.leader()
