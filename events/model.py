@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import ClassVar
 
 from events.ids import EventId, InstanceName, JobId, NodeName
-from events.specs import ClusterPolicy, InstanceSpec, NodeSpec, PowerState
+from events.specs import ClusterPolicy, GroupSpec, InstanceSpec, NodeSpec, PowerState
 
 
 def instance_key(name: str) -> str:
@@ -60,6 +60,17 @@ class PolicySet(Event):
     TYPE: ClassVar[str] = "policy.set"
     cluster_name: str
     policy: ClusterPolicy
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GroupSet(Event):
+    """A node group as the desired-state file declares it (tags, hvparams)."""
+
+    TYPE: ClassVar[str] = "group.set"
+    spec: GroupSpec
+
+    def objects(self) -> tuple[str, ...]:
+        return (f"group/{self.spec.name}",)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -550,6 +561,7 @@ class EventUndecodable(Event):
 
 ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     PolicySet,
+    GroupSet,
     NodeDeclared,
     NodeUpdated,
     NodeRemoved,

@@ -19,6 +19,7 @@ from events.model import (
     DesiredStateApplied,
     Event,
     EventUndecodable,
+    GroupSet,
     InstanceDeclared,
     InstancePlaced,
     InstancePowerSet,
@@ -226,6 +227,8 @@ def _apply(b: _Builder, revision: int, e: Event) -> None:
     if isinstance(e, PolicySet):
         b.name = e.cluster_name or b.name
         b.policy = e.policy
+    elif isinstance(e, GroupSet):
+        b.groups[e.spec.name] = e.spec
     elif isinstance(e, NodeDeclared | NodeUpdated):
         b.set_node(e.spec)
     elif isinstance(e, NodeRemoved):

@@ -14,6 +14,18 @@ from enum import StrEnum
 from typing import Annotated
 
 from events.fields.fence import FenceAgent, OptionName, OptionValue
+from events.fields.hv import (
+    BootOrder,
+    CpuType,
+    DiskAio,
+    DiskCache,
+    KernelArgs,
+    KernelPath,
+    KvmFlag,
+    MachineType,
+    RebootBehavior,
+    UsbMouse,
+)
 from events.fields.names import (
     GroupNameField,
     InstanceNameField,
@@ -86,6 +98,65 @@ class NicSpec:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class HvParams:
+    """Ganeti's kvm hvparams of the same names, as the node helper's `vm-start`
+    takes them; "" is unset: the level below decides (instance over node group over
+    cluster), and at the bottom qemu's default (KVM when the node has it)."""
+
+    kvm_flag: KvmFlag = ""
+    cpu_type: CpuType = ""
+    machine_type: MachineType = ""
+    boot_order: BootOrder = ""
+    kernel_path: KernelPath = ""
+    kernel_args: KernelArgs = ""
+    initrd_path: KernelPath = ""
+    disk_cache: DiskCache = ""
+    disk_aio: DiskAio = ""
+    usb_mouse: UsbMouse = ""
+    reboot_behavior: RebootBehavior = ""
+
+    def over(self, base: HvParams) -> HvParams:
+        """These parameters, each unset one taken from `base`."""
+        if base == _NO_HV or self == base:
+            return self
+        if self == _NO_HV:
+            return base
+        return HvParams(**{f: getattr(self, f) or getattr(base, f) for f in HV_FIELDS})
+
+    def conflicts(self) -> list[str]:
+        """The rules that span these parameters (held by the effective ones: an
+        instance's over its group's over the cluster's), each broken one said."""
+        found = []
+        if (self.kernel_args or self.initrd_path) and not self.kernel_path:
+            found.append("kernel_args and initrd_path need kernel_path")
+        if self.disk_aio == "native" and self.disk_cache not in ("", "none", "directsync"):
+            found.append(
+                f"disk_aio native needs disk_cache none or directsync, not {self.disk_cache}"
+            )
+        return found
+
+    def given(self) -> dict[str, str]:
+        """The parameters that are set (what `vm-start`'s `hv` carries)."""
+        return {f: getattr(self, f) for f in HV_FIELDS if getattr(self, f)}
+
+
+_NO_HV = HvParams()
+HV_FIELDS: tuple[str, ...] = (
+    "kvm_flag",
+    "cpu_type",
+    "machine_type",
+    "boot_order",
+    "kernel_path",
+    "kernel_args",
+    "initrd_path",
+    "disk_cache",
+    "disk_aio",
+    "usb_mouse",
+    "reboot_behavior",
+)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InstanceSpec:
     name: InstanceNameField
     memory_mib: SizeMiB
@@ -98,6 +169,7 @@ class InstanceSpec:
     primary: NodeNameField | None = None  # optional pinning
     secondary: NodeNameField | None = None
     auto_balance: Flag = True
+    hv: HvParams = HvParams()  # this instance's own hvparams (over its group's, the cluster's)
 
     @property
     def disk_mib(self) -> int:
@@ -108,6 +180,7 @@ class InstanceSpec:
 class GroupSpec:
     name: GroupNameField
     tags: Tags = frozenset()
+    hv: HvParams = HvParams()  # the group's hvparams (over the cluster's)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -134,6 +207,7 @@ class ClusterPolicy:
     restart_window_s: Positive = 600.0
     restart_backoff_s: Positive = 2.0
     extra: tuple[tuple[str, str], ...] = field(default=())
+    hv: HvParams = HvParams()  # the cluster's hvparams (Ganeti: gnt-cluster modify -H kvm:...)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

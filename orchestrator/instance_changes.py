@@ -15,11 +15,12 @@ next start (`corral instance reboot`), as the job's log says.
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from dataclasses import replace
 
 from events.ids import InstanceName, check_name, new_event_id
 from events.model import InstanceUpdated, JobKind
-from events.specs import InstanceSpec
+from events.specs import HV_FIELDS, HvParams, InstanceSpec
 from events.state import ClusterState
 from events.validation import SpecError, check_field
 from orchestrator.operations import Accepted, EventAppender, OperationRefused, submit_job
@@ -47,16 +48,57 @@ def _checked(field: str, value: object) -> int:
     return got
 
 
-def modified_spec(spec: InstanceSpec, *, memory_mib: int | None, vcpus: int | None) -> InstanceSpec:
-    """`spec` with the new memory and vCPUs, each checked by the field rules."""
-    if memory_mib is None and vcpus is None:
-        raise OperationRefused("nothing to change: give memory or vcpus", field="memory")
+def modified_spec(
+    spec: InstanceSpec,
+    *,
+    memory_mib: int | None,
+    vcpus: int | None,
+    hv: Mapping[str, str] | None = None,
+) -> InstanceSpec:
+    """`spec` with the new memory, vCPUs and hvparams (a value "default" unsets
+    one: the group's or cluster's applies, as in Ganeti), each checked by the field
+    rules."""
+    if memory_mib is None and vcpus is None and not hv:
+        raise OperationRefused("nothing to change: give memory, vcpus or hvparams", field="memory")
     new = spec
     if memory_mib is not None:
         new = replace(new, memory_mib=_checked("memory_mib", memory_mib))
     if vcpus is not None:
         new = replace(new, vcpus=_checked("vcpus", vcpus))
+    if hv:
+        new = replace(new, hv=_hv(spec.hv, hv))
     return new
+
+
+def _hv(old: HvParams, given: Mapping[str, str]) -> HvParams:
+    unknown = sorted(set(given) - set(HV_FIELDS))
+    if unknown:
+        raise OperationRefused(
+            f"hvparams: unknown {', '.join(unknown)}; known: {', '.join(HV_FIELDS)}",
+            field=f"hvparams.{unknown[0]}",
+        )
+    values = {}
+    for key, value in given.items():
+        value = "" if value == "default" else value
+        try:
+            values[key] = check_field(HvParams, key, value)
+        except SpecError as exc:
+            raise OperationRefused(f"hvparams.{exc}", field=f"hvparams.{key}") from None
+    return replace(old, **values)
+
+
+def hv_conflicts(state: ClusterState, spec: InstanceSpec) -> None:
+    """Refuse hvparams whose effective values (over the primary's group's and the
+    cluster's) break a rule spanning them."""
+    placement = state.placements.get(InstanceName(spec.name))
+    node = state.desired.nodes.get(placement.primary) if placement else None
+    group = state.desired.groups.get(node.group) if node else None
+    base = group.hv.over(state.desired.policy.hv) if group else state.desired.policy.hv
+    conflicts = spec.hv.over(base).conflicts()
+    if conflicts:
+        raise OperationRefused(
+            f"hvparams (with the group's and cluster's): {'; '.join(conflicts)}", field="hvparams"
+        )
 
 
 def describe(old: InstanceSpec, new: InstanceSpec) -> str:
@@ -65,6 +107,11 @@ def describe(old: InstanceSpec, new: InstanceSpec) -> str:
         parts.append(f"memory {_mib(old.memory_mib)} -> {_mib(new.memory_mib)}")
     if old.vcpus != new.vcpus:
         parts.append(f"vcpus {old.vcpus} -> {new.vcpus}")
+    parts.extend(
+        f"hvparams.{k} {getattr(old.hv, k) or '-'} -> {getattr(new.hv, k) or '-'}"
+        for k in HV_FIELDS
+        if getattr(old.hv, k) != getattr(new.hv, k)
+    )
     return ", ".join(parts) or "no change"
 
 
@@ -91,27 +138,31 @@ def fit_or_refuse(
     )
 
 
-async def modify_instance(
+async def modify_instance(  # noqa: PLR0913  (keyword-only: what changes, who, why)
     store: EventAppender,
     state: ClusterState,
     *,
     instance: str,
     memory_mib: int | None = None,
     vcpus: int | None = None,
+    hv: Mapping[str, str] | None = None,
     force: bool = False,
     actor: str,
     reason: str = "",
 ) -> Accepted:
-    """Record a memory/vCPU change of `instance` as an `instance.modify` job."""
+    """Record a memory/vCPU/hvparams change of `instance` as an `instance.modify`
+    job (hvparams take effect at the next start, like memory)."""
     old = state.desired.instances.get(InstanceName(instance))
     if old is None:
         raise OperationRefused(f"no instance named {instance!r}", field="instance")
-    new = modified_spec(old, memory_mib=memory_mib, vcpus=vcpus)
+    new = modified_spec(old, memory_mib=memory_mib, vcpus=vcpus, hv=hv)
     if new == old:
         raise OperationRefused(
-            f"{instance} already has memory {_mib(old.memory_mib)} and {old.vcpus} vcpus",
-            field="memory" if memory_mib is not None else "vcpus",
+            f"{instance} already has memory {_mib(old.memory_mib)}, {old.vcpus} vcpus"
+            + (" and these hvparams" if hv else ""),
+            field="memory" if memory_mib is not None else "vcpus" if vcpus else "hvparams",
         )
+    hv_conflicts(state, new)
     verdict = fit_or_refuse(state=state, old=old, new=new, force=force)
     what = describe(old, new)
     why = f"modify {instance}: {what}"
@@ -122,6 +173,7 @@ async def modify_instance(
     if reason:
         why += f"; {reason}"
     params = {"memory_mib": str(new.memory_mib), "vcpus": str(new.vcpus)}
+    params.update((f"hv.{k}", v or "default") for k, v in (hv or {}).items())
     if force:
         params["force"] = "yes"
     update = InstanceUpdated(id=new_event_id(), time=time.time(), actor=actor, reason=why, spec=new)

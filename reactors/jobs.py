@@ -48,6 +48,7 @@ from reactors.plans.instance import (
     StepKind,
     disk_configs,
     drbd_on,
+    effective_hv,
     node_actionable,
     node_fenced,
     plan_instance,
@@ -373,7 +374,8 @@ class JobRunner:
                     kind=StepKind.START_VM_INCOMING,
                     node=s,
                     instance=name,
-                    spec=spec,
+                    # the source's parameters: the incoming VM must match it
+                    spec=effective_hv(state=self.ctx.state, spec=spec, node=p),
                     disks=configs,
                     migrate_address=s_spec.drbd_address,
                     migrate_port=port,
@@ -548,6 +550,14 @@ class JobRunner:
                 f"recorded: memory {spec.memory_mib}M, {spec.vcpus} vcpus; {name} runs with "
                 f"{vm.memory_mib}M and {vm.vcpus} until its next start "
                 f"(`corral instance reboot {name}`)",
+            )
+            return
+        hv = sorted(k for k, _ in job.params if k.startswith("hv."))
+        if hv and vm is not None and vm_alive(vm):
+            await self._log(
+                job,
+                f"recorded: {', '.join(k.replace('hv.', 'hvparams.') for k in hv)}; they take "
+                f"effect at {name}'s next start (`corral instance reboot {name}`)",
             )
             return
         await self._log(job, f"recorded: memory {spec.memory_mib}M, {spec.vcpus} vcpus")

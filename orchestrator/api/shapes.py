@@ -255,7 +255,7 @@ class PlacementPreview(Shape):
 
 class Change(Shape):
     action: Literal["create", "modify", "remove", "start", "stop"]
-    kind: Literal["cluster", "node", "instance"]
+    kind: Literal["cluster", "group", "node", "instance"]
     name: str
     fields: list[FieldChange]
     notes: list[str]

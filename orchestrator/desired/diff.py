@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from enum import StrEnum
 
-from events.ids import EventId, InstanceName, NodeName
+from events.ids import EventId, GroupName, InstanceName, NodeName
 from events.model import (
     DesiredStateApplied,
     Event,
+    GroupSet,
     InstanceDeclared,
     InstanceRemoved,
     InstanceUpdated,
@@ -26,7 +27,7 @@ from events.model import (
     instance_key,
     node_key,
 )
-from events.specs import DesiredCluster, InstanceSpec, PowerState
+from events.specs import HV_FIELDS, DesiredCluster, GroupSpec, InstanceSpec, PowerState
 from events.state import ClusterState
 from orchestrator.desired.macs import cluster_with_macs
 from reactors.placement.resize import check_resize
@@ -111,6 +112,14 @@ def _field_changes(old: object, new: object, *, skip: frozenset[str]) -> list[Fi
             continue
         if f.name in _SIZE_FIELDS:
             out.append(FieldChange(field=f.name.removesuffix("_mib"), old=_size(a), new=_size(b)))
+        elif f.name == "hv":
+            out.extend(
+                FieldChange(
+                    field=f"hvparams.{k}", old=getattr(a, k) or "-", new=getattr(b, k) or "-"
+                )
+                for k in HV_FIELDS
+                if getattr(a, k) != getattr(b, k)
+            )
         elif f.name == "disks":
             out.append(
                 FieldChange(
@@ -149,6 +158,11 @@ def _instance_problems(
     if placed and (old.memory_mib != new.memory_mib or old.vcpus != new.vcpus):
         notes.append(
             f"in place; restart needed: memory/vcpus take effect at the next "
+            f"`corral instance reboot {new.name}`"
+        )
+    if placed and old.hv != new.hv:
+        notes.append(
+            f"in place; restart needed: hvparams take effect at the next "
             f"`corral instance reboot {new.name}`"
         )
     if placed and not problems:
@@ -204,6 +218,7 @@ def diff_desired(
                 ),
             )
         )
+    changes.extend(_group_changes(live=live, wanted=wanted))
     for name in sorted(wanted.nodes):
         new = wanted.nodes[name]
         old = live.nodes.get(name)
@@ -251,6 +266,28 @@ def diff_desired(
         changes.append(Change(action=Action.REMOVE, kind="instance", name=gone))
     drift = bool(changes and state.last_applied is not None and state.last_applied.digest == digest)
     return Diff(changes=tuple(changes), problems=tuple(problems), drift=drift, wanted=wanted)
+
+
+def _group_changes(*, live: DesiredCluster, wanted: DesiredCluster) -> list[Change]:
+    """Groups the file declares differently from the live ones (tags, hvparams)."""
+    changes = []
+    for gname in sorted(wanted.groups):
+        group, was = wanted.groups[gname], live.groups.get(gname)
+        if group != (was or GroupSpec(name=gname)):
+            changes.append(
+                Change(
+                    action=Action.MODIFY if was else Action.CREATE,
+                    kind="group",
+                    name=gname,
+                    fields=tuple(_field_changes(was, group, skip=frozenset({"name"})))
+                    if was
+                    else (),
+                    notes=("hvparams take effect at each instance's next start",)
+                    if was and was.hv != group.hv
+                    else (),
+                )
+            )
+    return changes
 
 
 def _instance_change(
@@ -327,6 +364,16 @@ def diff_events(
                     actor=author,
                 )
             )
+        elif ch.kind == "group":
+            out.append(
+                GroupSet(
+                    id=new_id(),
+                    reason=why,
+                    spec=wanted.groups[GroupName(ch.name)],
+                    time=now,
+                    actor=author,
+                )
+            )
         elif ch.kind == "node" and ch.action is Action.REMOVE:
             out.append(
                 NodeRemoved(id=new_id(), reason=why, node=NodeName(ch.name), time=now, actor=author)
@@ -368,6 +415,8 @@ def expected_versions(*, diff: Diff, state: ClusterState) -> dict[str, int]:
     for ch in diff.changes:
         if ch.kind == "cluster":
             keys.add("cluster")
+        elif ch.kind == "group":
+            keys.add(f"group/{ch.name}")
         elif ch.kind == "node":
             keys.add(node_key(ch.name))
         elif ch.kind == "instance":

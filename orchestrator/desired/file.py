@@ -25,10 +25,8 @@ from ruamel.yaml import YAML
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from events.ids import InstanceName
-from events.specs import (
-    DesiredCluster,
-)
+from events.ids import InstanceName, NodeName
+from events.specs import DesiredCluster, HvParams
 from orchestrator.desired import schema as s
 from orchestrator.desired.schema import (
     MAX_PROBLEMS,
@@ -184,7 +182,15 @@ def _parse(problems: Problems, texts: Sequence[tuple[str, str]]) -> DesiredFile 
         for _, item, _ in raw.nodes
         if isinstance(item, dict) and isinstance(item.get("name"), str)
     )
-    instances = read_instances(problems, raw.instances, header.instance_defaults, nodes, declared)
+
+    def hv_base(primary: NodeName | None) -> HvParams:
+        node = nodes.get(primary) if primary else None
+        group = groups.get(node[0].group) if node else None
+        return group.hv.over(header.policy.hv) if group else header.policy.hv
+
+    instances = read_instances(
+        problems, raw.instances, header.instance_defaults, nodes, declared, hv_base=hv_base
+    )
     if problems.items or header.name is None:
         return None
     return DesiredFile(

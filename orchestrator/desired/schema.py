@@ -27,7 +27,7 @@ from events.fields.rules import kind as _kind
 from events.fields.rules import show as _show
 from events.fields.sizes import MAX_MIB, fmt_mib, size_text
 from events.ids import InvalidName, check_name
-from events.specs import DiskSpec, FenceSpec, NicSpec
+from events.specs import HV_FIELDS, DiskSpec, FenceSpec, HvParams, NicSpec
 from events.validation import Problem, SpecError, check_field, cross_problems
 
 T = TypeVar("T")
@@ -499,5 +499,17 @@ def _nic(problems: Problems, value: Any, at: At) -> NicSpec | None:
 
 
 nics = listed(_nic, what="nics")
+
+
+def hvparams(problems: Problems, value: Any, at: At) -> HvParams | None:
+    """`hvparams:` (Ganeti's kvm hvparams), each key held to the model's rule."""
+    m = YamlMapping(problems, value, at, allowed=HV_FIELDS, what="hvparams")
+    if not m.ok:
+        return None
+    got = {key: m.opt(key, rule(HvParams, key), "") for key in HV_FIELDS}
+    if any(v is None for v in got.values()):
+        return None
+    return HvParams(**{k: str(v) for k, v in got.items()})
+
 
 __all__ = ["fmt_mib"]

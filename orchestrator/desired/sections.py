@@ -9,7 +9,8 @@ Pure: no I/O, no logging. Must not raise for any input: problems are recorded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from events.ids import GroupName, InstanceName, NodeName
@@ -19,6 +20,7 @@ from events.specs import (
     DiskSpec,
     FenceSpec,
     GroupSpec,
+    HvParams,
     InstanceSpec,
     NicSpec,
     NodeSpec,
@@ -28,7 +30,7 @@ from events.validation import cross_problems
 from orchestrator.desired import schema as s
 from orchestrator.desired.schema import At, Problems, YamlMapping
 
-_CLUSTER_KEYS = ("name", "etcd", "policy", "defaults")
+_CLUSTER_KEYS = ("name", "etcd", "policy", "defaults", "hvparams")
 _POLICY_KEYS = (
     "n_plus_one",
     "vcpu_ratio",
@@ -42,7 +44,7 @@ _POLICY_KEYS = (
     "restart_window",
     "restart_backoff",
 )
-_GROUP_KEYS = ("name", "tags")
+_GROUP_KEYS = ("name", "tags", "hvparams")
 _NODE_DEFAULT_KEYS = (
     "port",
     "group",
@@ -86,6 +88,7 @@ _INSTANCE_KEYS = (
     "primary",
     "secondary",
     "auto_balance",
+    "hvparams",
 )
 _STATES = ("running", "stopped", "absent")
 
@@ -144,6 +147,9 @@ def read_cluster(problems: Problems, value: Any, at: At) -> _Header:
     policy = ClusterPolicy()
     if m.has("policy"):
         policy = _policy(problems, *m.get("policy"))
+    hv = m.opt("hvparams", s.hvparams, HvParams())
+    if hv is not None:
+        policy = replace(policy, hv=hv)
     node_defaults, instance_defaults = _NodeDefaults(), _InstanceDefaults()
     if m.has("defaults"):
         d = YamlMapping(problems, *m.get("defaults"), allowed=("node", "instance"), what="defaults")
@@ -246,12 +252,13 @@ def read_groups(
             continue
         name = m.req("name", s.rule(GroupSpec, "name"))
         group_tags = m.opt("tags", s.rule(InstanceSpec, "tags"), _NO_TAGS)
+        hv = m.opt("hvparams", s.hvparams, HvParams())
         if name is None:
             continue
         if _duplicate(problems, first, name, m.value_at("name"), what="group"):
             continue
-        if group_tags is not None:
-            groups[GroupName(name)] = GroupSpec(name=GroupName(name), tags=group_tags)
+        if group_tags is not None and hv is not None:
+            groups[GroupName(name)] = GroupSpec(name=GroupName(name), tags=group_tags, hv=hv)
     return groups
 
 
@@ -384,7 +391,11 @@ def read_instances(
     d: _InstanceDefaults,
     nodes: dict[NodeName, tuple[NodeSpec, YamlMapping]],
     declared: frozenset[str],
+    *,
+    hv_base: Callable[[NodeName | None], HvParams] = lambda _: HvParams(),
 ) -> list[_Instance]:
+    """`hv_base(primary)`: the hvparams an instance's own are laid over (its pinned
+    primary's group's over the cluster's; the cluster's when not pinned)."""
     out: list[_Instance] = []
     first: dict[str, At] = {}
     macs: dict[str, At] = {}
@@ -423,6 +434,11 @@ def read_instances(
                 f"impossible size: disks total {s.fmt_mib(spec.disk_mib)}, more than any "
                 f"node has (at most {s.fmt_mib(biggest.disk_mib)} on {biggest.name})",
             )
+        for conflict in spec.hv.over(hv_base(spec.primary)).conflicts():
+            problems.add(
+                m.value_at("hvparams") if m.has("hvparams") else m.at,
+                f"hvparams (with the group's and cluster's): {conflict}",
+            )
         for i, nic in enumerate(spec.nics):
             if nic.mac is None:
                 continue
@@ -460,6 +476,7 @@ def _instance(
     nics = m.opt("nics", s.nics, d.nics)
     inst_tags = m.opt("tags", s.rule(InstanceSpec, "tags"), d.tags)
     auto_balance = m.opt("auto_balance", s.boolean, d.auto_balance)
+    hv = m.opt("hvparams", s.hvparams, HvParams())
     primary = _pin(problems, m, "primary", declared)
     secondary = _pin(problems, m, "secondary", declared)
     if name is None:
@@ -475,6 +492,7 @@ def _instance(
         or nics is None
         or inst_tags is None
         or auto_balance is None
+        or hv is None
         or primary is None
         or secondary is None
     ):
@@ -491,6 +509,7 @@ def _instance(
         primary=NodeName(primary) if primary else None,
         secondary=NodeName(secondary) if secondary else None,
         auto_balance=auto_balance,
+        hv=hv,
     )
     if _spanning(problems, m, spec):
         return _Instance(spec=None, name=InstanceName(name), absent=False, where=m)

@@ -1,10 +1,11 @@
 """Ganeti RAPI v2 `PUT /2/instances/NAME/modify`, as Ganeti's client sends it
 (`ModifyInstance(name, beparams={...}, force=...)`): memory (`maxmem`, or the older
-`memory`; `minmem` only equal to it, corral gives an instance one memory size) and
-`vcpus`, recorded through `orchestrator.instance_changes` as an `instance.modify`
-job (Ganeti's OP_INSTANCE_SET_PARAMS) and refused with Ganeti's 400 when the change
+`memory`; `minmem` only equal to it, corral gives an instance one memory size),
+`vcpus` and `hvparams` (Ganeti's kvm names; "default" unsets one), recorded
+through `orchestrator.instance_changes` as an `instance.modify` job (Ganeti's
+OP_INSTANCE_SET_PARAMS) and refused with Ganeti's 400 when the change
 does not fit its nodes, unless `force`. Parameters corral does not change here
-(`nics`, `disks`, `hvparams`, `os_name`, ...) are refused with 501 naming them,
+(`nics`, `disks`, `os_name`, ...) are refused with 501 naming them,
 before anything is recorded.
 
 `PUT /2/instances/NAME/rename` (`RenameInstance(name, new_name, ip_check=,
@@ -49,14 +50,26 @@ def _memory(be: dict[str, Any]) -> int | None:
     return next(iter(sizes.values()), None)
 
 
+def parse_hvparams(body: dict[str, Any]) -> dict[str, str]:
+    """`hvparams` of a modify body as strings (Ganeti's client sends them as given);
+    each is checked by `orchestrator.instance_changes`."""
+    hv = body.get("hvparams") or {}
+    if not isinstance(hv, dict):
+        raise RapiError(400, "hvparams must be an object")
+    bad = sorted(k for k, v in hv.items() if not isinstance(v, str))
+    if bad:
+        raise RapiError(400, f"hvparams.{bad[0]} must be a string, got {hv[bad[0]]!r}")
+    return dict(hv)
+
+
 def parse_modify(body: dict[str, Any]) -> tuple[int | None, int | None, bool]:
     """(memory MiB, vcpus, force) from a modify body; RapiError naming the field."""
-    unknown = sorted(set(body) - {"beparams", "force"} - _IGNORED)
+    unknown = sorted(set(body) - {"beparams", "hvparams", "force"} - _IGNORED)
     if unknown:
         raise RapiError(
             501,
             f"modify: {', '.join(unknown)} cannot be changed through this RAPI "
-            "(memory and vcpus can, in beparams)",
+            "(memory and vcpus can, in beparams, and hvparams)",
         )
     be = body.get("beparams") or {}
     if not isinstance(be, dict):
@@ -97,7 +110,8 @@ class InstanceChangeRoutes:
         spec = self.r.instance(request, request.match_info["name"])
         who = self.r.require(request, Action.ADMIN, instance_tags=spec.tags)
         self.r.no_dry_run(request)
-        memory, vcpus, force = parse_modify(await self.r.body_dict(request))
+        body = await self.r.body_dict(request)
+        memory, vcpus, force = parse_modify(body)
         try:
             accepted = await modify_instance(
                 self.r.store,
@@ -105,6 +119,7 @@ class InstanceChangeRoutes:
                 instance=spec.name,
                 memory_mib=memory,
                 vcpus=vcpus,
+                hv=parse_hvparams(body),
                 force=force,
                 actor=who.name,
                 reason=self.r.reason(request, ""),

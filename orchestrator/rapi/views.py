@@ -32,7 +32,7 @@ from orchestrator.cluster_report import instance_row
 from orchestrator.incremental import PerInstance
 from orchestrator.roles import Principal, sees_instance
 from reactors.htools.model import BCluster, BPolicy, ISpec, from_state, group_uuid
-from reactors.plans.instance import vm_alive, vm_on
+from reactors.plans.instance import effective_hv, vm_alive, vm_on
 
 _NAMESPACE = uuid.UUID("0b9e3c1a-4f7d-4c1e-8a6b-5d2e7f9a1c33")
 GANETI_STATUSES = frozenset(
@@ -125,7 +125,7 @@ def info(state: ClusterState, *, bc: BCluster) -> dict[str, Any]:
         "default_hypervisor": HYPERVISOR,
         "enabled_hypervisors": [HYPERVISOR],
         "enabled_disk_templates": [DISK_TEMPLATE],
-        "hvparams": {HYPERVISOR: {}},
+        "hvparams": {HYPERVISOR: state.desired.policy.hv.given()},
         "os_hvp": {},
         "beparams": {"default": _beparams_defaults()},
         "osparams": {},
@@ -240,9 +240,9 @@ def instance(state: ClusterState, name: InstanceName, *, now: float) -> dict[str
         "network_port": None,
         "hypervisor": HYPERVISOR,
         "beparams": beparams(spec),
-        "hvparams": {},
+        "hvparams": effective_hv(state=state, spec=spec, node=placement.primary).hv.given(),
         "custom_beparams": {},
-        "custom_hvparams": {},
+        "custom_hvparams": spec.hv.given(),
         "custom_nicparams": [{} for _ in nics],
         "forthcoming": False,
         "tags": sorted(spec.tags),

@@ -484,6 +484,7 @@ def step_requests(step: Step, *, drbd_major: int = 9) -> list[HelperRequest]:
                 incoming=incoming,
                 nics=nic_requests(step.spec),
                 vnc_display=vnc_display(step.disks),
+                hv=step.spec.hv.given(),
             )
         ]
     if disk is None:

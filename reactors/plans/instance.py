@@ -16,7 +16,7 @@ The safety rules of docs/architecture are enforced here, as preconditions:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from events.ids import InstanceName, NodeName
@@ -175,6 +175,18 @@ def nodes_running(state: ClusterState, instance: str) -> list[NodeName]:
 
 
 # --------------------------------------------------------------------------- config
+
+
+def effective_hv(*, state: ClusterState, spec: InstanceSpec, node: NodeName) -> InstanceSpec:
+    """`spec` with the hvparams a start on `node` uses: its own over the node's
+    group's over the cluster's (Ganeti's fill order)."""
+    node_spec = state.desired.nodes.get(node)
+    group = state.desired.groups.get(node_spec.group) if node_spec else None
+    base = state.desired.policy.hv
+    if group is not None:
+        base = group.hv.over(base)
+    hv = spec.hv.over(base)
+    return spec if hv == spec.hv else replace(spec, hv=hv)
 
 
 def disk_configs(
@@ -531,7 +543,7 @@ class _Present:
                     kind=StepKind.START_VM,
                     node=p,
                     instance=name,
-                    spec=self.spec,
+                    spec=effective_hv(state=self.state, spec=self.spec, node=p),
                     disks=self.configs,
                 )
             )

@@ -16,6 +16,8 @@ from events.specs import (
     ClusterPolicy,
     DiskSpec,
     FenceSpec,
+    GroupSpec,
+    HvParams,
     InstanceSpec,
     NicSpec,
     NodeSpec,
@@ -46,6 +48,23 @@ st.register_type_strategy(
         restart_limit=st.integers(min_value=0, max_value=1000),
         restart_window_s=seconds,
         restart_backoff_s=seconds,
+    ),
+)
+st.register_type_strategy(
+    HvParams,
+    st.builds(
+        HvParams,
+        kvm_flag=st.sampled_from(["", "enabled", "disabled"]),
+        cpu_type=st.sampled_from(["", "host", "qemu64"]),
+        machine_type=st.sampled_from(["", "pc", "q35"]),
+        boot_order=st.sampled_from(["", "disk", "network"]),
+        kernel_path=st.sampled_from(["", "/boot/vmlinuz-6.1"]),
+        kernel_args=st.sampled_from(["", "console=ttyS0 quiet"]),
+        initrd_path=st.sampled_from(["", "/var/lib/corral/kernels/initrd.img"]),
+        disk_cache=st.sampled_from(["", "none", "writeback"]),
+        disk_aio=st.sampled_from(["", "threads", "io_uring"]),
+        usb_mouse=st.sampled_from(["", "tablet"]),
+        reboot_behavior=st.sampled_from(["", "reboot", "exit"]),
     ),
 )
 st.register_type_strategy(
@@ -86,6 +105,7 @@ st.register_type_strategy(
     ),
 )
 st.register_type_strategy(DiskSpec, st.builds(DiskSpec, size_mib=sizes))
+st.register_type_strategy(GroupSpec, st.builds(GroupSpec, tags=tags))
 st.register_type_strategy(
     InstanceSpec,
     st.builds(

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from devtools.demo import seed_instances
-from events.ids import InstanceName, NodeName
+from events.ids import GroupName, InstanceName, NodeName
 from events.specs import PowerState
 from orchestrator.desired.file import (
     DesiredFile,
@@ -733,3 +733,35 @@ def test_resize_example_loads() -> None:
     desired = load_desired(EXAMPLE.with_name("resize.yaml"))
     web1 = desired.cluster.instances[InstanceName("web1")]
     assert (web1.memory_mib, web1.vcpus) == (2048, 2)
+
+
+def test_hvparams_example_loads_and_fills_as_ganeti() -> None:
+    """deploy/examples/hvparams.yaml: the instance's own over the group's over the
+    cluster's."""
+    desired = load_desired(EXAMPLE.with_name("hvparams.yaml"))
+    cluster = desired.cluster
+    fast = cluster.groups[GroupName("fast")].hv
+    web1 = cluster.instances[InstanceName("web1")].hv.over(fast.over(cluster.policy.hv))
+    assert web1.given() == {
+        "cpu_type": "host",
+        "disk_cache": "none",
+        "disk_aio": "native",
+        "usb_mouse": "tablet",
+    }
+    assert cluster.instances[InstanceName("kernel1")].hv.kernel_args.startswith("root=")
+
+
+def test_hvparams_problems_name_line_and_key(tmp_path: Path) -> None:
+    text = EXAMPLE.with_name("hvparams.yaml").read_text()
+    bad = text.replace("disk_aio: native", "disk_aio: posix").replace(
+        "reboot_behavior: exit", "reboot_behaviour: exit"
+    )
+    f = tmp_path / "hv.yaml"
+    f.write_text(bad)
+    with pytest.raises(DesiredFileError) as err:
+        load_desired(f)
+    lines = bad.splitlines()
+    said = str(err.value)
+    aio = next(i for i, t in enumerate(lines, 1) if "disk_aio: posix" in t)
+    assert f"hv.yaml:{aio}:" in said and "'posix' is not one of: threads" in said, said
+    assert "unknown key 'reboot_behaviour' in hvparams" in said, said
