@@ -168,12 +168,32 @@ def _keeps_n1(*, spec: InstanceSpec, p: NodeLoad, s: NodeLoad, hold: int) -> boo
     return max(need_s, s.n1_need()) <= s.mem_free and p.n1_need() <= p.mem_free - hold
 
 
+def _unusable_for(
+    state: ClusterState, spec: InstanceSpec, node: NodeName, lacking: list[str]
+) -> str | None:
+    """`unusable`, or FailBridge when the node lacks one of the instance's bridges
+    (either node of a pair may run it: both need them); the why goes to `lacking`."""
+    why = unusable(state, node)
+    if why is None and spec.nics:
+        missing = missing_bridges(state=state, spec=spec, node=node)
+        if missing:
+            lacking.append(missing)
+            why = "FailBridge"
+    return why
+
+
+def _lacking(lacking: list[str]) -> str:
+    more = f"; and {len(lacking) - 3} more" if len(lacking) > 3 else ""
+    return f" ({'; '.join(lacking[:3])}{more})" if lacking else ""
+
+
 def choose_pair(*, state: ClusterState, spec: InstanceSpec) -> PairChoice:
     all_loads = loads(state, exclude=spec.name)
     failures: Counter[str] = Counter()
     usable = []
+    lacking: list[str] = []
     for node in sorted(all_loads):
-        why = unusable(state, node)
+        why = _unusable_for(state, spec, node, lacking)
         if why:
             failures[why] += 1
         else:
@@ -197,7 +217,8 @@ def choose_pair(*, state: ClusterState, spec: InstanceSpec) -> PairChoice:
         detail = ", ".join(f"{k}: {v}" for k, v in sorted(failures.items())) or "no nodes"
         return PairChoice(
             refusal=f"no node pair can take {spec.name} "
-            f"({spec.memory_mib}M, {spec.disk_mib}M disk, {spec.vcpus} vcpus): {detail}",
+            f"({spec.memory_mib}M, {spec.disk_mib}M disk, {spec.vcpus} vcpus): {detail}"
+            + _lacking(lacking),
             failures=tuple(sorted(failures.items())),
         )
     base = _baseline(state, without=spec.name)
@@ -275,12 +296,13 @@ def choose_new_secondary(
         return SecondaryChoice(refusal=f"primary {placement.primary} is not a declared node")
     failures: Counter[str] = Counter()
     targets: list[NodeName] = []
+    lacking: list[str] = []
     for sn in sorted(all_loads):
         if sn in (placement.primary, placement.secondary):
             continue
         if target and sn != target:
             continue
-        why = unusable(state, sn)
+        why = _unusable_for(state, spec, sn, lacking)
         if why is None:
             # The primary's own memory stays where it is: only s-side checks.
             why = _fits(state=state, spec=spec, p=_as_if_free(p, spec), s=all_loads[sn])
@@ -290,7 +312,9 @@ def choose_new_secondary(
         targets.append(sn)
     if not targets:
         detail = ", ".join(f"{k}: {v}" for k, v in sorted(failures.items())) or "no other node"
-        return SecondaryChoice(refusal=f"no node can hold {instance}'s second copy: {detail}")
+        return SecondaryChoice(
+            refusal=f"no node can hold {instance}'s second copy: {detail}" + _lacking(lacking)
+        )
     base = _baseline(state)
     current = base.instances.get(instance)
     if current is not None and current.snode is not None:

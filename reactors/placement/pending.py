@@ -9,9 +9,9 @@ placed or chosen, the same usable nodes, no placement changed by anyone else),
 and `adopt` takes in the state once the choices are folded.
 
 Instances the arrays do not model (tagged ones: anti-affinity and exclusion tags
-are scored pair by pair), and any instance no pair fits (its refusal names the
-failures), are left to `reactors.placement.allocator.choose_pair`: `choose` answers
-None for them.
+are scored pair by pair; ones with a NIC on a bridge some node lacks), and any
+instance no pair fits (its refusal names the failures), are left to
+`reactors.placement.allocator.choose_pair`: `choose` answers None for them.
 
 Pure: no I/O, no logging, no asyncio; it proposes, the placer records.
 """
@@ -61,8 +61,9 @@ class PendingModel:
 
     def choose(self, spec: InstanceSpec) -> Choice | None:
         """Hail's pair for `spec`, taken in by the model at once; None when the
-        pair-by-pair allocator must answer (a tagged instance, or no pair fits)."""
-        if spec.tags:
+        pair-by-pair allocator must answer (a tagged instance, one whose bridges
+        some node lacks, or no pair fits)."""
+        if spec.tags or (spec.nics and self._lacks_bridges(spec)):
             return None
         inst = new_instance(spec)
         pick = self._alloc.pick(inst, primary=spec.primary, secondary=spec.secondary)
@@ -80,6 +81,14 @@ class PendingModel:
             reason=f"allocator: {pick.primary}/{pick.secondary} of {pick.possible} possible "
             f"pairs, Ganeti cluster score after {score:.6f} (was {was:.6f})",
         )
+
+    def _lacks_bridges(self, spec: InstanceSpec) -> bool:
+        links = {nic.link for nic in spec.nics}
+        for obs in self._observed.values():
+            bridges = obs.facts.bridges if obs.facts is not None else None
+            if bridges is not None and not links <= set(bridges):
+                return True
+        return False
 
     def disks(self, state: ClusterState, spec: InstanceSpec) -> tuple[DiskPlacement, ...]:
         """Minors and ports for a chosen instance, clear of every placement and of

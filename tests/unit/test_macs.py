@@ -109,3 +109,49 @@ def test_a_migration_or_failover_target_without_the_bridge_is_refused_naming_bot
     assert why is not None and "node b has no bridge 'br-app'" in why and "nics[0].link" in why
     assert run_refusal(state=state(("br0", "br-app")), instance=web.name, node=node.name) is None
     assert run_refusal(state=state(None), instance=web.name, node=node.name) is None
+
+
+def test_placement_never_chooses_a_node_without_the_instances_bridges() -> None:
+    """The allocator (and the placer's array model, which leaves such an instance
+    to it) picks only nodes whose probe lists every bridge of the instance's NICs;
+    when none can, the refusal names the node and the bridge."""
+    from events.model import NodeFacts
+    from events.specs import NodeSpec
+    from events.state import ClusterState, NodeObservation
+    from reactors.placement.allocator import choose_pair
+    from reactors.placement.pending import PendingModel
+
+    bridges = {"a": ("br0", "br-app"), "b": ("br0",), "c": ("br0", "br-app"), "d": ("br0",)}
+    nodes = {
+        NodeName(n): NodeSpec(
+            name=NodeName(n), address=f"10.0.0.{i}", memory_mib=8192, disk_mib=20480, cpus=4
+        )
+        for i, n in enumerate(bridges, 1)
+    }
+
+    def facts(n: str) -> NodeFacts:
+        return NodeFacts(
+            hostname=n,
+            cpus=4,
+            memory_total_mib=8192,
+            memory_free_mib=8000,
+            boot_id=n,
+            bridges=bridges[n],
+        )
+
+    web = spec("web", NicSpec(mac="aa:00:00:00:00:07", link="br-app"))
+    state = ClusterState(
+        desired=DesiredCluster(name="c", nodes=nodes, instances={web.name: web}),
+        observed={NodeName(n): NodeObservation(facts=facts(n)) for n in bridges},
+    )
+    choice = choose_pair(state=state, spec=web)
+    assert {choice.primary, choice.secondary} == {"a", "c"}, choice
+    assert PendingModel(state).choose(web) is None  # left to choose_pair
+    plain = spec("plain", NicSpec(mac="aa:00:00:00:00:08", link="br0"))
+    assert PendingModel(state).choose(plain) is not None
+
+    pinned = replace(web, primary=NodeName("b"))
+    refused = choose_pair(state=state, spec=pinned).refusal
+    assert refused is not None and "FailBridge: 2" in refused, refused
+    assert "node b has no bridge 'br-app' for web's nics[0].link (it has: br0)" in refused
+    assert "node d has no bridge 'br-app'" in refused
