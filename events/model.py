@@ -255,6 +255,7 @@ class JobKind(StrEnum):
     INSTANCE_REMOVE = "instance.remove"
     INSTANCE_MODIFY = "instance.modify"
     INSTANCE_RENAME = "instance.rename"
+    INSTANCE_HOTPLUG = "instance.hotplug"
     NODE_EVACUATE = "node.evacuate"
     NODE_MIGRATE = "node.migrate"
     NODE_FAILOVER = "node.failover"

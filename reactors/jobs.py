@@ -201,6 +201,8 @@ class JobRunner:
             await self._wait_converged(job, InstanceName(target))
         elif kind == "instance.modify":
             await self._modified(job, InstanceName(target))
+        elif kind == "instance.hotplug":
+            await self._hotplug(job, InstanceName(target), params)
         elif kind == "instance.rename":
             await self._rename(job, InstanceName(target), InstanceName(params.get("new_name", "")))
         elif kind in ("node.migrate", "node.failover", "node.evacuate"):
@@ -562,6 +564,61 @@ class JobRunner:
             return
         await self._log(job, f"recorded: memory {spec.memory_mib}M, {spec.vcpus} vcpus")
         await self._wait_converged(job, name)
+
+    async def _hotplug(self, job: JobState, name: InstanceName, params: dict[str, str]) -> None:
+        """NICs added to a running instance's spec, hotplugged into its VM one by one.
+        A NIC qemu (or the helper) refuses is taken back out of the spec, with the
+        ones after it, so the record says what the VM has (the helper undoes its own
+        half of a refused hotplug); a NIC found already there (a resumed job, or a
+        VM started since with the new spec) counts as plugged."""
+        indexes = [int(i) for i in params.get("nics", "").split(",") if i.isdigit()]
+        plugged = {line for _, line in job.log if line.startswith("plugged: ")}
+        spec = self.ctx.state.desired.instances.get(name)
+        placement = self.ctx.state.placements.get(name)
+        if spec is None or placement is None:
+            raise JobError(f"{name} is not placed")
+        node = placement.primary
+        if not vm_alive(vm_on(self.ctx.state.observed.get(node), name)):
+            await self._log(job, f"{name} is not running: its NICs attach at its next start")
+            return
+        for i in indexes:
+            if f"plugged: nics[{i}]" in plugged or i >= len(spec.nics):
+                continue
+            step = Step(kind=StepKind.HOTPLUG_NIC, node=node, instance=name, spec=spec, nic_index=i)
+            outcome = await self._act(job, step)
+            if outcome.ok or f"Duplicate device ID 'nic-n{i}'" in outcome.error:
+                await self._log(job, f"plugged: nics[{i}]")
+                continue
+            if "corral-node-helper: vm-hotplug" not in outcome.error:
+                raise JobError(
+                    f"hotplug of {name}'s nics[{i}] on {node} did not answer: {outcome.error}; "
+                    "the NIC stays recorded and is in the VM from its next start on"
+                )
+            dropped = [j for j in indexes if j >= i]
+            await self._unrecord_nics(job, name, dropped)
+            raise JobError(
+                f"hotplug of {name}'s nics[{i}] on {node} refused: {outcome.error}; "
+                f"{', '.join(f'nics[{j}]' for j in dropped)} taken back out of its spec "
+                "(the VM is as it was)"
+            )
+
+    async def _unrecord_nics(self, job: JobState, name: InstanceName, dropped: list[int]) -> None:
+        spec = self.ctx.state.desired.instances.get(name)
+        if spec is None:
+            return
+        nics = tuple(n for i, n in enumerate(spec.nics) if i not in dropped)
+        await self.ctx.append(
+            [
+                InstanceUpdated(
+                    id=new_event_id(),
+                    time=self.ctx.now(),
+                    actor=job.actor,
+                    correlation_id=job.job_id,
+                    reason=f"hotplug refused: nics {dropped} not added to {name}",
+                    spec=replace(spec, nics=nics),
+                )
+            ]
+        )
 
     async def _rename(self, job: JobState, name: InstanceName, new: InstanceName) -> None:
         """Rename a stopped instance: its disks on both nodes, then the record. Once

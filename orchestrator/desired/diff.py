@@ -20,6 +20,8 @@ from events.model import (
     InstanceDeclared,
     InstanceRemoved,
     InstanceUpdated,
+    JobKind,
+    JobSubmitted,
     NodeDeclared,
     NodeRemoved,
     NodeUpdated,
@@ -30,6 +32,7 @@ from events.model import (
 from events.specs import HV_FIELDS, DesiredCluster, GroupSpec, InstanceSpec, PowerState
 from events.state import ClusterState
 from orchestrator.desired.macs import cluster_with_macs
+from orchestrator.operations import new_job_id
 from reactors.placement.resize import check_resize
 
 
@@ -59,6 +62,8 @@ class Change:
     fields: tuple[FieldChange, ...] = ()
     notes: tuple[str, ...] = ()
     forced: tuple[str, ...] = ()  # refusals the apply was forced past (recorded)
+    # NICs added to a running instance: the apply submits an instance.hotplug job
+    hotplug_nics: tuple[int, ...] = ()
 
     @property
     def key(self) -> str:
@@ -159,6 +164,17 @@ def _instance_problems(
         notes.append(
             f"in place; restart needed: memory/vcpus take effect at the next "
             f"`corral instance reboot {new.name}`"
+        )
+    added = _added_nics(old, new)
+    if placed and added and new.power is PowerState.RUNNING:
+        notes.append(
+            f"{', '.join(f'nics[{i}]' for i in added)} hotplugged into the running VM "
+            "(an instance.hotplug job; refused by qemu: not recorded)"
+        )
+    elif placed and old.nics != new.nics and not added:
+        notes.append(
+            f"in place; restart needed: NIC changes other than additions take effect at "
+            f"the next `corral instance reboot {new.name}`"
         )
     if placed and old.hv != new.hv:
         notes.append(
@@ -268,6 +284,13 @@ def diff_desired(
     return Diff(changes=tuple(changes), problems=tuple(problems), drift=drift, wanted=wanted)
 
 
+def _added_nics(old: InstanceSpec, new: InstanceSpec) -> tuple[int, ...]:
+    """The NICs `new` appends to `old`'s, unchanged (what a hotplug can add)."""
+    if len(new.nics) <= len(old.nics) or new.nics[: len(old.nics)] != old.nics:
+        return ()
+    return tuple(range(len(old.nics), len(new.nics)))
+
+
 def _group_changes(*, live: DesiredCluster, wanted: DesiredCluster) -> list[Change]:
     """Groups the file declares differently from the live ones (tags, hvparams)."""
     changes = []
@@ -309,6 +332,7 @@ def _instance_change(
     if old.power != new.power and old == _with_power(new, old.power):
         action = Action.START if new.power is PowerState.RUNNING else Action.STOP
         return Change(action=action, kind="instance", name=new.name)
+    placed = InstanceName(new.name) in state.placements
     return Change(
         action=Action.MODIFY,
         kind="instance",
@@ -316,6 +340,7 @@ def _instance_change(
         fields=tuple(_field_changes(old, new, skip=frozenset({"name"}))),
         notes=tuple(notes),
         forced=tuple(forced),
+        hotplug_nics=_added_nics(old, new) if placed and new.power is PowerState.RUNNING else (),
     )
 
 
@@ -399,12 +424,30 @@ def diff_events(
             spec = wanted.instances[InstanceName(ch.name)]
             icls = InstanceDeclared if ch.action is Action.CREATE else InstanceUpdated
             out.append(icls(id=new_id(), reason=why, spec=spec, time=now, actor=author))
+            if ch.hotplug_nics:
+                out.append(_hotplug_job(ch, why=why, now=now, author=author, new_id=new_id))
     # Node removals last, after the instances that referenced them are gone.
     out.sort(key=lambda e: 1 if isinstance(e, NodeRemoved) else 0)
     correlation = f"apply:{digest[:12]}"
     return [applied] + [
         replace(e, causation_id=applied.id, correlation_id=correlation) for e in out[1:]
     ]
+
+
+def _hotplug_job(
+    ch: Change, *, why: str, now: float, author: str, new_id: Callable[[], EventId]
+) -> JobSubmitted:
+    job_id = new_job_id()
+    return JobSubmitted(
+        id=new_id(),
+        time=now,
+        actor=author,
+        reason=why,
+        job_id=job_id,
+        kind=JobKind.INSTANCE_HOTPLUG.value,
+        targets=(instance_key(ch.name),),
+        params=(("nics", ",".join(str(i) for i in ch.hotplug_nics)),),
+    )
 
 
 def expected_versions(*, diff: Diff, state: ClusterState) -> dict[str, int]:

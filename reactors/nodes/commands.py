@@ -428,6 +428,23 @@ def nic_requests(spec: InstanceSpec) -> list[dict[str, Any]]:
     return nics
 
 
+def nic_hotplug(spec: InstanceSpec, index: int) -> HelperRequest:
+    """`vm-hotplug` adding NIC `index` of `spec` to its running VM, laid out as a
+    cold start would lay it out (the helper undoes its own steps when qemu refuses)."""
+    nics = nic_requests(spec)
+    if not 0 <= index < len(nics):
+        raise ValueError(f"instance {spec.name} has no nics[{index}]")
+    return HelperRequest(
+        verb="vm-hotplug",
+        body={
+            "name": check_name(spec.name, what="instance name"),
+            "action": "add",
+            "nic": nics[index],
+        },
+        summary=f"hotplug {spec.name} nics[{index}] ({nics[index]['mac']}, {nics[index]['link']})",
+    )
+
+
 def vnc_display(disks: Sequence[DiskConfig]) -> int | None:
     """The VNC display `reactors.naming.vnc_display` gives these disks."""
     return naming.vnc_display(int(disks[0].minor)) if disks else None
@@ -487,6 +504,8 @@ def step_requests(step: Step, *, drbd_major: int = 9) -> list[HelperRequest]:
                 hv=step.spec.hv.given(),
             )
         ]
+    if k == StepKind.HOTPLUG_NIC and step.spec is not None:
+        return [nic_hotplug(step.spec, step.nic_index)]
     if disk is None:
         raise ValueError(f"{k.value} has no helper requests")
     res = disk.resource

@@ -56,6 +56,8 @@ class StepKind(StrEnum):
     # Rename only (driven by reactors.jobs, never planned here):
     DRBD_DOWN = "drbd-down"  # drbdadm down + rm resource file, the LV kept
     RENAME_DISK = "rename-disk"  # lvrename from `renamed_from` + resource file + adjust
+    # Hotplug (driven by reactors.jobs): one NIC of the spec into the running VM.
+    HOTPLUG_NIC = "hotplug-nic"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +92,7 @@ class Step:
     migrate_address: str = ""  # for START_VM_INCOMING / MIGRATE_VM
     migrate_port: int = 0
     renamed_from: str = ""  # for RENAME_DISK: the LV's old name
+    nic_index: int = -1  # for HOTPLUG_NIC: which of `spec.nics`
     note: str = ""
 
     @property

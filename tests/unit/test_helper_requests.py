@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import json
 import shlex
+from dataclasses import replace
 
 import pytest
 
 from events.ids import InstanceName, NodeName
-from events.specs import DiskSpec, InstanceSpec
+from events.specs import DiskSpec, InstanceSpec, NicSpec
 from nodehelper.main import parse_batch, parse_request
 from reactors.nodes.commands import (
     HELPER,
@@ -47,10 +48,20 @@ def steps() -> list[Step]:
     out = [
         Step(kind=k, disk=DISK, renamed_from="old-d0", **common)  # type: ignore[arg-type]
         for k in StepKind
-        if k not in (StepKind.START_VM, StepKind.START_VM_INCOMING, StepKind.STOP_VM)
+        if k
+        not in (
+            StepKind.START_VM,
+            StepKind.START_VM_INCOMING,
+            StepKind.STOP_VM,
+            StepKind.HOTPLUG_NIC,
+        )
         and k != StepKind.MIGRATE_VM
     ]
     out.append(Step(kind=StepKind.START_VM, spec=SPEC, disks=(DISK,), **common))  # type: ignore[arg-type]
+    nic = NicSpec(mac="aa:00:00:00:00:01", link="br0")
+    out.append(
+        Step(kind=StepKind.HOTPLUG_NIC, spec=replace(SPEC, nics=(nic,)), nic_index=0, **common)  # type: ignore[arg-type]
+    )
     out.append(
         Step(
             kind=StepKind.START_VM_INCOMING,

@@ -1,0 +1,85 @@
+"""NIC hotplug from the desired-state file against real etcd and the simulated lab: a
+NIC added to a running instance's entry is recorded and plugged into its qemu over
+QMP by an `instance.hotplug` job (the device id, PCI slot and MAC a cold start would
+give it, its tap on the bridge); one the running qemu refuses fails the job with
+qemu's reason, is taken back out of the spec and leaves the VM as it was."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from events.ids import InstanceName, JobId
+from events.state import JobState
+from simulators.fabric import Vm
+from tests.support.cluster_harness import Cluster, cluster
+from tests.support.events import cluster_yaml
+
+WEB1 = """  - name: web1
+    memory: 256M
+    vcpus: 1
+    disks: [1G]
+    nics:
+{nics}"""
+
+
+def nics(n: int) -> str:
+    return "".join(f"      - {{link: br0, mac: 'aa:00:00:00:01:0{i}'}}\n" for i in range(n))
+
+
+def vm(c: Cluster, node: str) -> Vm:
+    return c.lab.fabric.hosts[node].vms["web1"]
+
+
+def hotplug_jobs(engine_jobs: Mapping[JobId, JobState]) -> list[JobState]:
+    return sorted(
+        (j for j in engine_jobs.values() if j.kind == "instance.hotplug"),
+        key=lambda j: j.submitted_at,
+    )
+
+
+async def test_nic_added_in_the_file_is_hotplugged_or_refused_whole(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        engine = await c.start_engine()
+        f = tmp_path / "cluster.yaml"
+        f.write_text(cluster_yaml(c, WEB1.format(nics=nics(1))))
+        applied = await c.corral("apply", "-f", str(f), "--wait")
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        name = InstanceName("web1")
+        node = engine.state.placements[name].primary
+        started_pid = vm(c, node).pid
+
+        f.write_text(cluster_yaml(c, WEB1.format(nics=nics(2))))
+        plan = await c.corral("plan", "-f", str(f))
+        assert "nics[1] hotplugged into the running VM" in plan.stdout, plan.stdout
+        applied = await c.corral("apply", "-f", str(f))
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        await c.wait_for(
+            "the hotplug job ends",
+            lambda: any(j.status == "success" for j in hotplug_jobs(engine.state.jobs)),
+        )
+        plugged = vm(c, node)
+        assert plugged.pid == started_pid  # plugged live, not restarted
+        assert plugged.devices["nic-n1"] == "0x16", plugged.devices
+        tap = plugged.netdevs["net-n1"]
+        assert plugged.taps[tap] == "br0", plugged.taps
+        assert len(engine.state.desired.instances[name].nics) == 2
+
+        # The running qemu refuses the next one (its PCI slot is taken): the job
+        # fails with qemu's reason, the NIC is taken back out, the VM is unchanged.
+        plugged.devices["other-device"] = "0x17"
+        devices, netdevs = dict(plugged.devices), dict(plugged.netdevs)
+        f.write_text(cluster_yaml(c, WEB1.format(nics=nics(3))))
+        applied = await c.corral("apply", "-f", str(f))
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        await c.wait_for(
+            "the refused hotplug ends",
+            lambda: any(j.status == "error" for j in hotplug_jobs(engine.state.jobs)),
+        )
+        failed = next(j for j in hotplug_jobs(engine.state.jobs) if j.status == "error")
+        assert "qemu refused device_add" in failed.error, failed.error
+        assert "nics[2] taken back out of its spec" in failed.error, failed.error
+        assert len(engine.state.desired.instances[name].nics) == 2
+        assert (vm(c, node).devices, vm(c, node).netdevs) == (devices, netdevs)
+        again = await c.corral("plan", "-f", str(f))
+        assert "nics[2] hotplugged into the running VM" in again.stdout, again.stdout
