@@ -41,9 +41,11 @@ from events.specs import DiskSpec
 from events.state import ClusterState, JobState
 from events.store import EtcdUnavailable, NotLeader, VersionConflict
 from reactors.context import ReactorContext
+from reactors.naming import DiskNumbers
 from reactors.placement.allocator import run_refusal
 from reactors.placer import Placer
 from reactors.plans.instance import (
+    DiskConfig,
     Step,
     StepKind,
     disk_configs,
@@ -571,7 +573,12 @@ class JobRunner:
         ones after it, so the record says what the VM has (the helper undoes its own
         half of a refused hotplug); a NIC found already there (a resumed job, or a
         VM started since with the new spec) counts as plugged."""
+        disks = [int(i) for i in params.get("disks", "").split(",") if i.isdigit()]
+        if disks:
+            await self._add_disks(job, name, disks)
         indexes = [int(i) for i in params.get("nics", "").split(",") if i.isdigit()]
+        if not indexes:
+            return
         plugged = {line for _, line in job.log if line.startswith("plugged: ")}
         spec = self.ctx.state.desired.instances.get(name)
         placement = self.ctx.state.placements.get(name)
@@ -601,6 +608,113 @@ class JobRunner:
                 f"{', '.join(f'nics[{j}]' for j in dropped)} taken back out of its spec "
                 "(the VM is as it was)"
             )
+
+    async def _add_disks(self, job: JobState, name: InstanceName, indexes: list[int]) -> None:
+        """Disks appended to a placed instance's spec: their DRBD pairs placed (new
+        minors and ports, decided once) and built by the workers, then, while the VM
+        runs, each hotplugged. A disk qemu or the helper refuses is taken back out of
+        the spec and the placement with the ones after it, and its pair removed."""
+        state = self.ctx.state
+        spec, placement = state.desired.instances.get(name), state.placements.get(name)
+        if spec is None or placement is None:
+            raise JobError(f"{name} is not placed")
+        unplaced = [i for i in indexes if len(placement.disks) <= i < len(spec.disks)]
+        if unplaced:
+            numbers = DiskNumbers.of(state)
+            numbers.see(state)
+            taken = numbers.take([spec.disks[i] for i in unplaced])
+            new = tuple(replace(d, index=i) for i, d in zip(unplaced, taken, strict=True))
+            await self.ctx.append(
+                [
+                    InstancePlaced(
+                        id=new_event_id(),
+                        time=self.ctx.now(),
+                        actor=job.actor,
+                        correlation_id=job.job_id,
+                        reason=f"disks {unplaced} added to {name}",
+                        instance=name,
+                        primary=placement.primary,
+                        secondary=placement.secondary,
+                        disks=placement.disks + new,
+                        kind=placement.kind,
+                        superseded=placement.superseded,
+                    )
+                ]
+            )
+            for d in new:
+                await self._log(job, f"decided: disk {d.index} minor {d.minor} port {d.port}")
+        await self._wait_converged(job, name)
+        state = self.ctx.state
+        spec, placement = state.desired.instances.get(name), state.placements.get(name)
+        if spec is None or placement is None:
+            raise JobError(f"{name} is not placed")
+        node = placement.primary
+        if not vm_alive(vm_on(state.observed.get(node), name)):
+            await self._log(job, f"{name} is not running: its new disks attach at its next start")
+            return
+        configs = disk_configs(state=state, instance=name, placement=placement)
+        started = effective_hv(state=state, spec=spec, node=node)
+        done = {line for _, line in job.log if line.startswith("plugged: disk ")}
+        for i in indexes:
+            if f"plugged: disk {i}" in done or i >= len(configs):
+                continue
+            step = Step(
+                kind=StepKind.HOTPLUG_DISK, node=node, instance=name, spec=started, disk=configs[i]
+            )
+            outcome = await self._act(job, step)
+            if outcome.ok or f"Duplicate device ID 'disk-d{i}'" in outcome.error:
+                await self._log(job, f"plugged: disk {i}")
+                continue
+            if "corral-node-helper: vm-hotplug" not in outcome.error:
+                raise JobError(
+                    f"hotplug of {name}'s disk {i} on {node} did not answer: {outcome.error}; "
+                    "the disk stays recorded and is in the VM from its next start on"
+                )
+            dropped = [j for j in indexes if j >= i]
+            await self._unrecord_disks(job, name, dropped, configs)
+            raise JobError(
+                f"hotplug of {name}'s disk {i} on {node} refused: {outcome.error}; "
+                f"disks {dropped} taken back out of its spec and placement, their DRBD "
+                "pairs removed (the VM is as it was)"
+            )
+
+    async def _unrecord_disks(
+        self, job: JobState, name: InstanceName, dropped: list[int], configs: tuple[DiskConfig, ...]
+    ) -> None:
+        state = self.ctx.state
+        spec, placement = state.desired.instances.get(name), state.placements.get(name)
+        if spec is None or placement is None:
+            return
+        why = f"hotplug refused: disks {dropped} not added to {name}"
+        common = {"time": self.ctx.now(), "actor": job.actor, "correlation_id": job.job_id}
+        await self.ctx.append(
+            [
+                InstanceUpdated(
+                    id=new_event_id(),
+                    reason=why,
+                    spec=replace(
+                        spec, disks=tuple(d for i, d in enumerate(spec.disks) if i not in dropped)
+                    ),
+                    **common,  # type: ignore[arg-type]
+                ),
+                InstancePlaced(
+                    id=new_event_id(),
+                    reason=why,
+                    instance=name,
+                    primary=placement.primary,
+                    secondary=placement.secondary,
+                    disks=tuple(d for d in placement.disks if d.index not in dropped),
+                    kind=placement.kind,
+                    superseded=placement.superseded,
+                    **common,  # type: ignore[arg-type]
+                ),
+            ]
+        )
+        for cfg in (c for c in configs if c.index in dropped):
+            for node in (placement.primary, placement.secondary):
+                await self._act(
+                    job, Step(kind=StepKind.REMOVE_DISK, node=node, instance=name, disk=cfg)
+                )
 
     async def _unrecord_nics(self, job: JobState, name: InstanceName, dropped: list[int]) -> None:
         spec = self.ctx.state.desired.instances.get(name)

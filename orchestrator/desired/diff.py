@@ -64,6 +64,7 @@ class Change:
     forced: tuple[str, ...] = ()  # refusals the apply was forced past (recorded)
     # NICs added to a running instance: the apply submits an instance.hotplug job
     hotplug_nics: tuple[int, ...] = ()
+    added_disks: tuple[int, ...] = ()  # disks appended to a placed instance: the same job
 
     @property
     def key(self) -> str:
@@ -146,13 +147,21 @@ def _instance_problems(
     problems: list[str] = []
     notes: list[str] = []
     forced: list[str] = []
-    if len(old.disks) != len(new.disks):
+    if len(old.disks) > len(new.disks):
         problems.append(
-            f"instance {new.name}: adding or removing disks of an existing instance is not "
+            f"instance {new.name}: removing disks of an existing instance is not "
             f"supported ({len(old.disks)} -> {len(new.disks)})"
         )
     else:
-        for i, (a, b) in enumerate(zip(old.disks, new.disks, strict=True)):
+        for i in range(len(old.disks), len(new.disks)) if placed else ():
+            how = (
+                "hotplugged into the running VM once its pair is up (an instance.hotplug job; "
+                "refused by qemu: not recorded, the pair removed)"
+                if new.power is PowerState.RUNNING
+                else "attached at its next start"
+            )
+            notes.append(f"disk {i} ({_size(new.disks[i].size_mib)}) added: a new DRBD pair, {how}")
+        for i, (a, b) in enumerate(zip(old.disks, new.disks[: len(old.disks)], strict=True)):
             if b.size_mib < a.size_mib:
                 problems.append(
                     f"instance {new.name}: disk {i} cannot shrink "
@@ -341,6 +350,7 @@ def _instance_change(
         notes=tuple(notes),
         forced=tuple(forced),
         hotplug_nics=_added_nics(old, new) if placed and new.power is PowerState.RUNNING else (),
+        added_disks=tuple(range(len(old.disks), len(new.disks))) if placed else (),
     )
 
 
@@ -424,7 +434,7 @@ def diff_events(
             spec = wanted.instances[InstanceName(ch.name)]
             icls = InstanceDeclared if ch.action is Action.CREATE else InstanceUpdated
             out.append(icls(id=new_id(), reason=why, spec=spec, time=now, actor=author))
-            if ch.hotplug_nics:
+            if ch.hotplug_nics or ch.added_disks:
                 out.append(_hotplug_job(ch, why=why, now=now, author=author, new_id=new_id))
     # Node removals last, after the instances that referenced them are gone.
     out.sort(key=lambda e: 1 if isinstance(e, NodeRemoved) else 0)
@@ -446,7 +456,10 @@ def _hotplug_job(
         job_id=job_id,
         kind=JobKind.INSTANCE_HOTPLUG.value,
         targets=(instance_key(ch.name),),
-        params=(("nics", ",".join(str(i) for i in ch.hotplug_nics)),),
+        params=(
+            ("disks", ",".join(str(i) for i in ch.added_disks)),
+            ("nics", ",".join(str(i) for i in ch.hotplug_nics)),
+        ),
     )
 
 

@@ -445,6 +445,21 @@ def nic_hotplug(spec: InstanceSpec, index: int) -> HelperRequest:
     )
 
 
+def disk_hotplug(spec: InstanceSpec, disk: DiskConfig) -> HelperRequest:
+    """`vm-hotplug` adding DRBD disk `disk` to the running VM with the instance's
+    cache and aio (`spec.hv`, filled), as a cold start would attach it."""
+    return HelperRequest(
+        verb="vm-hotplug",
+        body={
+            "name": check_name(spec.name, what="instance name"),
+            "action": "add",
+            "disk": {"index": int(disk.index), "minor": int(disk.minor)},
+            "hv": {k: v for k, v in spec.hv.given().items() if k in ("disk_cache", "disk_aio")},
+        },
+        summary=f"hotplug {spec.name} disk {disk.index} (/dev/drbd{disk.minor})",
+    )
+
+
 def vnc_display(disks: Sequence[DiskConfig]) -> int | None:
     """The VNC display `reactors.naming.vnc_display` gives these disks."""
     return naming.vnc_display(int(disks[0].minor)) if disks else None
@@ -506,6 +521,8 @@ def step_requests(step: Step, *, drbd_major: int = 9) -> list[HelperRequest]:
         ]
     if k == StepKind.HOTPLUG_NIC and step.spec is not None:
         return [nic_hotplug(step.spec, step.nic_index)]
+    if k == StepKind.HOTPLUG_DISK and step.spec is not None and disk is not None:
+        return [disk_hotplug(step.spec, disk)]
     if disk is None:
         raise ValueError(f"{k.value} has no helper requests")
     res = disk.resource

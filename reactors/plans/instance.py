@@ -58,6 +58,7 @@ class StepKind(StrEnum):
     RENAME_DISK = "rename-disk"  # lvrename from `renamed_from` + resource file + adjust
     # Hotplug (driven by reactors.jobs): one NIC of the spec into the running VM.
     HOTPLUG_NIC = "hotplug-nic"
+    HOTPLUG_DISK = "hotplug-disk"  # `disk` (Primary here) into the running VM, `spec.hv`'s cache
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -83,3 +83,64 @@ async def test_nic_added_in_the_file_is_hotplugged_or_refused_whole(tmp_path: Pa
         assert (vm(c, node).devices, vm(c, node).netdevs) == (devices, netdevs)
         again = await c.corral("plan", "-f", str(f))
         assert "nics[2] hotplugged into the running VM" in again.stdout, again.stdout
+
+
+DB1 = """  - name: db1
+    memory: 256M
+    vcpus: 1
+    disks: [{disks}]
+"""
+
+
+async def test_disk_added_in_the_file_gets_a_drbd_pair_then_is_hotplugged(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        engine = await c.start_engine()
+        f = tmp_path / "cluster.yaml"
+        f.write_text(cluster_yaml(c, DB1.format(disks="1G")))
+        applied = await c.corral("apply", "-f", str(f), "--wait")
+        assert applied.returncode == 0, applied.stdout + applied.stderr
+        name = InstanceName("db1")
+        placement = engine.state.placements[name]
+        p, s = (c.lab.fabric.hosts[n] for n in (placement.primary, placement.secondary))
+        pid = p.vms["db1"].pid
+
+        f.write_text(cluster_yaml(c, DB1.format(disks="1G, 512M")))
+        plan = await c.corral("plan", "-f", str(f))
+        assert "disk 1 (512M) added: a new DRBD pair, hotplugged" in plan.stdout, plan.stdout
+        assert (await c.corral("apply", "-f", str(f))).returncode == 0
+        await c.wait_for(
+            "the disk hotplug job ends",
+            lambda: any(j.status in ("success", "error") for j in hotplug_jobs(engine.state.jobs)),
+            timeout=120,
+        )
+        job = hotplug_jobs(engine.state.jobs)[0]
+        assert job.status == "success", (job.error, job.log)
+        disk1 = engine.state.placements[name].disks[1]
+        assert disk1.minor != placement.disks[0].minor
+        vm_now = p.vms["db1"]
+        assert vm_now.pid == pid and vm_now.devices["disk-d1"] == "0x5", vm_now.devices
+        assert vm_now.block_nodes["drive-d1"] == f"/dev/drbd{disk1.minor}", vm_now.block_nodes
+        for host in (p, s):
+            assert host.volumes["db1-d1"].size_mib == 512
+            assert host.copies["db1-d1"].disk == "UpToDate"
+        assert p.copies["db1-d1"].role == "Primary"
+
+        # Refused by the running qemu (the slot is taken): nothing of disk 2 is left.
+        vm_now.devices["other-device"] = "0x6"
+        devices, nodes_before = dict(vm_now.devices), dict(vm_now.block_nodes)
+        f.write_text(cluster_yaml(c, DB1.format(disks="1G, 512M, 256M")))
+        assert (await c.corral("apply", "-f", str(f))).returncode == 0
+        await c.wait_for(
+            "the refused disk hotplug ends",
+            lambda: any(j.status == "error" for j in hotplug_jobs(engine.state.jobs)),
+            timeout=120,
+        )
+        failed = next(j for j in hotplug_jobs(engine.state.jobs) if j.status == "error")
+        assert "qemu refused device_add" in failed.error, failed.error
+        assert "disks [2] taken back out" in failed.error, failed.error
+        assert len(engine.state.desired.instances[name].disks) == 2
+        assert len(engine.state.placements[name].disks) == 2
+        assert (vm_now.devices, vm_now.block_nodes) == (devices, nodes_before)
+        for host in (p, s):
+            assert "db1-d2" not in host.volumes and "db1-d2" not in host.copies, host.name
+            assert "/etc/drbd.d/db1-d2.res" not in host.files

@@ -54,11 +54,13 @@ def steps() -> list[Step]:
             StepKind.START_VM_INCOMING,
             StepKind.STOP_VM,
             StepKind.HOTPLUG_NIC,
+            StepKind.HOTPLUG_DISK,
         )
         and k != StepKind.MIGRATE_VM
     ]
     out.append(Step(kind=StepKind.START_VM, spec=SPEC, disks=(DISK,), **common))  # type: ignore[arg-type]
     nic = NicSpec(mac="aa:00:00:00:00:01", link="br0")
+    out.append(Step(kind=StepKind.HOTPLUG_DISK, spec=SPEC, disk=DISK, **common))  # type: ignore[arg-type]
     out.append(
         Step(kind=StepKind.HOTPLUG_NIC, spec=replace(SPEC, nics=(nic,)), nic_index=0, **common)  # type: ignore[arg-type]
     )
