@@ -75,6 +75,11 @@ class ServiceConfig:
     # This orchestrator's name among the cluster's (`corral cluster leader`);
     # "" = host name, process id and a random suffix.
     name: str = ""
+    # How long one command on a node (a batch: per request) may take, and an SSH
+    # connection may take to open or stay silent; raised for nodes without
+    # hardware virtualisation (emulated node VMs).
+    command_timeout_s: float = 30.0
+    ssh_timeout_s: float = 5.0
 
 
 async def run_service(
@@ -92,7 +97,11 @@ async def run_service(
             instances=len(state.desired.instances),
         )
         nodes = SshNodeOps(
-            known_hosts=config.known_hosts, client_key=config.client_key, fencing=config.fencing
+            known_hosts=config.known_hosts,
+            client_key=config.client_key,
+            fencing=config.fencing,
+            command_timeout_s=config.command_timeout_s,
+            connect_timeout_s=config.ssh_timeout_s,
         )
         nodes.update_nodes(state.desired.nodes)
         api = f"{config.api_listen[0]}:{config.api_listen[1]}" if config.api_listen else ""

@@ -221,7 +221,8 @@ class NodeVmSet:
         ]  # fmt: skip
         spec = {
             "name": node.name,
-            "argv": ["nice", "-n", str(self.nice), *argv] if self.nice else argv,
+            "argv": argv,
+            "nice": self.nice,
             "pidfile": str(node.pidfile),
             "qmp": str(node.qmp_path),
             "ssh_port": node.ssh_port,
@@ -278,7 +279,12 @@ def power_on(spec_file: Path) -> None:
     if running_pid(Path(spec["pidfile"])) is not None:
         return
     Path(spec["qmp"]).unlink(missing_ok=True)
-    proc = subprocess.run(spec["argv"], capture_output=True, text=True, timeout=60)
+    # The niceness is absolute (the set's `nice`), whoever powers the node on: a
+    # test already under `nice` would otherwise push the VMs to 19, where a
+    # loaded host starves them (a probe of minutes).
+    lower = int(spec.get("nice", 0)) - os.nice(0)
+    argv = ["nice", "-n", str(lower), *spec["argv"]] if lower > 0 else spec["argv"]
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         raise RuntimeError(f"qemu for {spec['name']} did not start: {proc.stderr.strip()}")
     open_qmp_to_group(Path(spec["qmp"]), spec.get("qmp_group"))

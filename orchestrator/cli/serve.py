@@ -45,6 +45,22 @@ def add_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "raise it for nodes without hardware virtualisation, e.g. emulated node VMs)",
     )
     p.add_argument(
+        "--command-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="how long one command on a node may run before the node counts as not "
+        "answering (default 30; a batch gets this per request)",
+    )
+    p.add_argument(
+        "--ssh-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="how long an SSH connection to a node may take to open, and stay silent "
+        "(keep-alives unanswered) before it is dropped (default 5)",
+    )
+    p.add_argument(
         "--name",
         default="",
         help="this orchestrator's name among the cluster's (default: host-pid-random)",
@@ -174,6 +190,16 @@ def _fencing(path: Path | None, *, lab: bool) -> FencingConfig:
         raise UsageError(str(exc)) from None
 
 
+def _check_timeouts(args: argparse.Namespace) -> None:
+    for flag, value, low, high in (
+        ("--probe-timeout", args.probe_timeout, 0.5, 120),
+        ("--command-timeout", args.command_timeout, 1, 600),
+        ("--ssh-timeout", args.ssh_timeout, 0.5, 120),
+    ):
+        if not low <= value <= high:
+            raise UsageError(f"{flag}: {value:g} is not between {low:g} and {high:g} s")
+
+
 def run_serve(args: argparse.Namespace) -> int:
     known_hosts, client_key = args.known_hosts, args.client_key
     if args.lab is not None:
@@ -188,8 +214,7 @@ def run_serve(args: argparse.Namespace) -> int:
     for what, path in (("--known-hosts", known_hosts), ("--client-key", client_key)):
         if not path.is_file():
             raise UsageError(f"{what}: {path} is not a readable file")
-    if not 0.5 <= args.probe_timeout <= 120:
-        raise UsageError(f"--probe-timeout: {args.probe_timeout} is not between 0.5 and 120 s")
+    _check_timeouts(args)
     if not 2 <= args.lease_ttl <= 120:
         raise UsageError(f"--lease-ttl: {args.lease_ttl} is not between 2 and 120 seconds")
     if args.name and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,62}", args.name):
@@ -229,6 +254,8 @@ def run_serve(args: argparse.Namespace) -> int:
             lease_ttl_s=args.lease_ttl,
         ),
         name=args.name,
+        command_timeout_s=args.command_timeout,
+        ssh_timeout_s=args.ssh_timeout,
         api_listen=_listen(args.api, what="--api") if args.api else None,
         api_tokens=args.tokens,
         api_tls=_tls_pair(args.api_tls),

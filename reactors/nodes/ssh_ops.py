@@ -180,8 +180,9 @@ class SshNodeOps:
                         username=spec.ssh_user,
                         client_keys=self._client_keys(),
                         known_hosts=self._known_hosts(),
+                        # silent for about the connect timeout: dropped
                         keepalive_interval=2,
-                        keepalive_count_max=2,
+                        keepalive_count_max=max(2, round(self.connect_timeout_s / 2)),
                         agent_path=None,
                         encryption_algs=CIPHERS,
                     ),

@@ -29,7 +29,7 @@ from orchestrator.heal_timeline import build_timeline
 from tests.support.nodevms import node_vms, root_ssh
 
 pytestmark = [
-    pytest.mark.timeout(2400),
+    pytest.mark.timeout(7200),
     # Not yet passed on this machine: under the load of the shared 2-core host
     # (load average 10-14) one probe of a TCG node VM took minutes against corral's
     # 5 s probe timeout, so the nodes never counted as reachable. Run it with
@@ -40,6 +40,10 @@ pytestmark = [
     ),
 ]
 CLUSTER = "e2e"
+SLOW_NODE_OPTIONS = (
+    "--probe-timeout", "120", "--probe-interval", "5", "--command-timeout", "120",
+    "--ssh-timeout", "60",
+)  # fmt: skip
 NODES = ("node1", "node2", "node3")
 INSTANCES = ("web1", "web2", "db1")
 
@@ -82,7 +86,7 @@ def desired(vms: NodeVmSet) -> str:
     )
     return f"""cluster:
   name: {CLUSTER}
-  policy: {{n_plus_one: false, vcpu_ratio: 8.0, suspect_timeout: 3s, lost_timeout: 8s}}
+  policy: {{n_plus_one: false, vcpu_ratio: 8.0, suspect_timeout: 30s, lost_timeout: 45s}}
   defaults:
     node: {{ssh_user: corral, volume_group: corral, host_memory: 128M, host_cpus: 0}}
 nodes:
@@ -93,14 +97,18 @@ nodes:
 def on_nodes(
     vms: NodeVmSet, operator: Path, names: tuple[str, ...]
 ) -> dict[str, dict[str, list[Any]]]:
-    """What the nodes themselves say: per instance, where qemu runs and the disk
-    states of its resources."""
-    seen: dict[str, dict[str, list[Any]]] = {i: {"qemu": [], "disks": []} for i in INSTANCES}
+    """What the nodes themselves say: per instance, where qemu runs, the disk states
+    of its DRBD resources and where its logical volumes are."""
+    seen: dict[str, dict[str, list[Any]]] = {
+        i: {"qemu": [], "disks": [], "lvs": []} for i in INSTANCES
+    }
     for name in names:
         out = root_ssh(
-            vms, name, operator, "drbdsetup events2 --now; echo @@; pgrep -a qemu-system || true"
-        )
-        events2, pgrep = out.split("@@\n")
+            vms, name, operator,
+            "drbdsetup events2 --now; echo @@; pgrep -a qemu-system || true; echo @@; "
+            "lvs --noheadings -o lv_name corral",
+        )  # fmt: skip
+        events2, pgrep, lvs = out.split("@@\n")
         for line in events2.splitlines():
             if line.startswith("exists device"):
                 fields = dict(w.split(":", 1) for w in line.split()[2:])
@@ -113,6 +121,29 @@ def on_nodes(
                 inst = argv[argv.index("-name") + 1]
                 if inst in seen:
                     seen[inst]["qemu"].append(name)
+        for lv in lvs.split():
+            inst = lv.rsplit("-d", 1)[0]
+            if inst in seen:
+                seen[inst]["lvs"].append(name)
+    return seen
+
+
+def whole(seen: dict[str, dict[str, list[Any]]]) -> bool:
+    """Every instance runs exactly once and has two UpToDate disks."""
+    return all(
+        len(seen[i]["qemu"]) == 1 and sum(d == "UpToDate" for _, d in seen[i]["disks"]) == 2
+        for i in INSTANCES
+    )
+
+
+def wait_on_nodes(
+    vms: NodeVmSet, operator: Path, names: tuple[str, ...], *, until: Any, timeout: float
+) -> dict[str, dict[str, list[Any]]]:
+    deadline = time.monotonic() + timeout
+    seen = on_nodes(vms, operator, names)
+    while not until(seen) and time.monotonic() < deadline:
+        time.sleep(2)
+        seen = on_nodes(vms, operator, names)
     return seen
 
 
@@ -150,10 +181,11 @@ def test_crash_heal_and_rejoin_on_real_drbd(etcd_url: str, tmp_path: Path) -> No
             [str(bindir / "corral"), "serve", "--etcd", etcd_url, "--cluster", CLUSTER,
              "--known-hosts", str(known), "--client-key", str(corral_key),
              "--seal-key", str(seal), "--fencing-config", str(fencing),
-             # A TCG node VM at this machine's load answers a probe in seconds, not
-             # milliseconds. A crashed one still fails at once (its forwarded port is
-             # gone with its qemu), so this costs no detection time here.
-             "--probe-timeout", "30"],
+             # A TCG node VM on this loaded host answers a probe in tens of seconds,
+             # not milliseconds, and opens an SSH connection as slowly. A crashed one
+             # still fails at once (its forwarded port is gone with its qemu), so
+             # these cost no detection time here; see docs/real-nodes.md.
+             *SLOW_NODE_OPTIONS],
             stdout=log.open("w"), stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
@@ -176,59 +208,65 @@ def _scenario(vms: NodeVmSet, operator: Path, etcd: str, tmp_path: Path) -> None
     cluster_file = tmp_path / "cluster.yaml"
     cluster_file.write_text(desired(vms))
     started = time.monotonic()
-    applied = corral(etcd, "apply", "-f", str(cluster_file), "--wait", "-m", "e2e", timeout=900)
-    assert applied.returncode == 0, applied.stdout + applied.stderr
-    print(f"apply converged in {time.monotonic() - started:.1f} s")
-    seen = on_nodes(vms, operator, NODES)
-    for inst in INSTANCES:
-        assert len(seen[inst]["qemu"]) == 1, seen
+    # A step failing three times in a row ends `apply --wait` with exit 1 while
+    # corral keeps retrying it; on emulated nodes a step can time out a few times
+    # (a drbdsetup past drbdadm's own 5 s, a lock busy behind a slow batch), so
+    # what counts is the state the nodes reach.
+    applied = corral(etcd, "apply", "-f", str(cluster_file), "--wait", "-m", "e2e", timeout=2400)
+    print(applied.stdout[-2000:])
+    seen = wait_on_nodes(vms, operator, NODES, until=whole, timeout=1800)
+    print(f"apply converged on the nodes in {time.monotonic() - started:.1f} s")
+    assert whole(seen), seen
 
-    moved = corral(etcd, "instance", "migrate", "web1", "--wait", timeout=600)
-    assert moved.returncode == 0, moved.stdout + moved.stderr
-    seen = on_nodes(vms, operator, NODES)
-    assert len(seen["web1"]["qemu"]) == 1, seen
+    started = time.monotonic()
+    source = seen["web1"]["qemu"][0]
+    moved = corral(etcd, "instance", "migrate", "web1", "--wait", timeout=1800)
+    print(moved.stdout[-1500:], moved.stderr[-1500:])
+    seen = wait_on_nodes(
+        vms, operator, NODES,
+        until=lambda x: whole(x) and x["web1"]["qemu"] != [source], timeout=900,
+    )  # fmt: skip
+    print(f"web1 live-migrated {source} -> {seen['web1']['qemu']} in "
+          f"{time.monotonic() - started:.1f} s")  # fmt: skip
+    assert len(seen["web1"]["qemu"]) == 1 and seen["web1"]["qemu"] != [source], seen
 
     victim = max(NODES, key=lambda n: sum(seen[i]["qemu"] == [n] for i in INSTANCES))
     survivors = tuple(n for n in NODES if n != victim)
     crashed_at = time.time()
     vms.crash(victim)
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        seen = on_nodes(vms, operator, survivors)
-        if all(len(seen[i]["qemu"]) == 1 for i in INSTANCES):
-            break
-        time.sleep(1)
+    seen = wait_on_nodes(
+        vms, operator, survivors,
+        until=lambda x: all(len(x[i]["qemu"]) == 1 for i in INSTANCES), timeout=1800,
+    )  # fmt: skip
     back_s = time.time() - crashed_at
     assert all(len(seen[i]["qemu"]) == 1 for i in INSTANCES), seen
-    print(f"every instance running again {back_s:.1f} s after {victim} crashed")
+    print(f"every instance running again (seen over SSH) {back_s:.1f} s after {victim} crashed")
+    timeline(etcd, victim, crashed_at)
 
-    async def read() -> list[tuple[int, Event]]:
-        async with EventStore.connect([etcd], CLUSTER) as store:
-            return [x async for x in store.read_all()]
-
-    events = asyncio.run(read())
-    tl = build_timeline(node=victim, crashed_at=crashed_at, events=events)
-    print(f"node loss timeline for {victim} (real DRBD 8.4, from the event log):")
-    print(f"  suspected            {tl.rel(tl.suspect_at)}")
-    print(f"  declared lost        {tl.rel(tl.lost_at)}")
-    print(f"  fenced (QMP off)     {tl.rel(tl.fenced_at)}")
-    for b in tl.back_times():
-        print(f"  instance back        +{b:6.2f}s")
-
+    started = time.monotonic()
     vms.power_on(victim)
-    vms.wait_ssh(victim, timeout=400)
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        seen = on_nodes(vms, operator, NODES)
-        ok = all(
-            len(seen[i]["qemu"]) == 1 and sum(d == "UpToDate" for _, d in seen[i]["disks"]) == 2
-            for i in INSTANCES
-        )
-        if ok:
-            break
-        time.sleep(3)
+    print(f"{victim} booted to SSH in {vms.wait_ssh(victim, timeout=900):.1f} s")
+    seen = wait_on_nodes(vms, operator, NODES, until=whole, timeout=2400)
+    print(f"whole again {time.monotonic() - started:.1f} s after {victim} was powered on")
     print(json.dumps(seen, indent=1))
+    timeline(etcd, victim, crashed_at)
     for inst in INSTANCES:
         assert len(seen[inst]["qemu"]) == 1, seen
         assert sum(d == "UpToDate" for _, d in seen[inst]["disks"]) == 2, seen
     os.sync()
+
+
+def timeline(etcd: str, victim: str, crashed_at: float) -> None:
+    async def read() -> list[tuple[int, Event]]:
+        async with EventStore.connect([etcd], CLUSTER) as store:
+            return [x async for x in store.read_all()]
+
+    tl = build_timeline(node=victim, crashed_at=crashed_at, events=asyncio.run(read()))
+    print(f"node loss timeline for {victim} (real DRBD 8.4, from the event log):")
+    print(f"  suspected            {tl.rel(tl.suspect_at)}")
+    print(f"  declared lost        {tl.rel(tl.lost_at)}")
+    print(f"  fenced (QMP off)     {tl.rel(tl.fenced_at)}")
+    for name, at in sorted(tl.failover_decided.items()):
+        print(f"  {name:8} promoted   {tl.rel(at)}  started {tl.rel(tl.started.get(name))}")
+    for name, at in sorted(tl.reprotected.items()):
+        print(f"  {name:8} new secondary decided {tl.rel(at)}")
