@@ -180,9 +180,8 @@ class SshNodeOps:
                         username=spec.ssh_user,
                         client_keys=self._client_keys(),
                         known_hosts=self._known_hosts(),
-                        # silent for about the connect timeout: dropped
                         keepalive_interval=2,
-                        keepalive_count_max=max(2, round(self.connect_timeout_s / 2)),
+                        keepalive_count_max=self.keepalive_count_max,
                         agent_path=None,
                         encryption_algs=CIPHERS,
                     ),
@@ -194,6 +193,13 @@ class SshNodeOps:
                 ) from exc
             self._conns[node] = conn
             return conn
+
+    @property
+    def keepalive_count_max(self) -> int:
+        """Keep-alives every 2 s left unanswered this many times drop the
+        connection: silent for about the connect timeout (slow, emulated nodes
+        get a longer one)."""
+        return max(2, round(self.connect_timeout_s / 2))
 
     async def run(
         self, node: NodeName, command: CommandLine, *, timeout_s: float | None = None
