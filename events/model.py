@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import ClassVar
 
 from events.ids import EventId, InstanceName, JobId, NodeName
-from events.specs import ClusterPolicy, GroupSpec, InstanceSpec, NodeSpec, PowerState
+from events.specs import ClusterPolicy, GroupSpec, ImageSpec, InstanceSpec, NodeSpec, PowerState
 
 
 def instance_key(name: str) -> str:
@@ -179,6 +179,7 @@ class DesiredStateApplied(Event):
     message: str = ""
     files: tuple[str, ...] = ()
     changes: int = 0
+    images: tuple[ImageSpec, ...] = ()  # the file's image catalogue (for reinstall --os)
 
 
 # --------------------------------------------------------------------------- decisions
@@ -256,6 +257,7 @@ class JobKind(StrEnum):
     INSTANCE_MODIFY = "instance.modify"
     INSTANCE_RENAME = "instance.rename"
     INSTANCE_HOTPLUG = "instance.hotplug"
+    INSTANCE_REINSTALL = "instance.reinstall"
     NODE_EVACUATE = "node.evacuate"
     NODE_MIGRATE = "node.migrate"
     NODE_FAILOVER = "node.failover"
@@ -560,6 +562,53 @@ class EventUndecodable(Event):
         return self.keys
 
 
+# --------------------------------------------------------------------------- OS installs
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceReinstallRequested(Event):
+    """A person asked for the instance's OS to be written again (its disk's data is
+    lost): the VM is stopped, the image written, a new seed made, the VM started.
+    The instance's spec (with the image) is recorded before this event."""
+
+    TYPE: ClassVar[str] = "instance.reinstall_requested"
+    instance: InstanceName
+    image: str
+
+    def objects(self) -> tuple[str, ...]:
+        return (instance_key(self.instance),)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceInstalled(Event):
+    """The OS image was written onto the instance's first disk on `node`."""
+
+    TYPE: ClassVar[str] = "instance.installed"
+    instance: InstanceName
+    node: NodeName
+    image: str
+    sha256: str
+
+    def objects(self) -> tuple[str, ...]:
+        return (instance_key(self.instance),)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class InstanceInstallFailed(Event):
+    """The OS image could not be written for a reason trying again does not fix
+    (missing on the node, another checksum): nothing was written; the instance
+    waits for a fixed catalogue entry and a reinstall."""
+
+    TYPE: ClassVar[str] = "instance.install_failed"
+    instance: InstanceName
+    node: NodeName
+    image: str
+    error: str
+
+    def objects(self) -> tuple[str, ...]:
+        return (instance_key(self.instance),)
+
+
 ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     PolicySet,
     GroupSet,
@@ -589,6 +638,9 @@ ALL_EVENT_TYPES: tuple[type[Event], ...] = (
     NodeChecked,
     AlertRaised,
     AlertCleared,
+    InstanceReinstallRequested,
+    InstanceInstalled,
+    InstanceInstallFailed,
 )
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.TYPE: cls for cls in ALL_EVENT_TYPES}

@@ -21,8 +21,11 @@ from events.model import (
     EventUndecodable,
     GroupSet,
     InstanceDeclared,
+    InstanceInstalled,
+    InstanceInstallFailed,
     InstancePlaced,
     InstancePowerSet,
+    InstanceReinstallRequested,
     InstanceRemoved,
     InstanceRenamed,
     InstanceUpdated,
@@ -50,6 +53,7 @@ from events.specs import DesiredCluster, GroupSpec, InstanceSpec, NodeSpec
 from events.state import (
     Alert,
     ClusterState,
+    InstallState,
     JobState,
     NodeObservation,
     Placement,
@@ -58,7 +62,7 @@ from events.state import (
 
 # Raised whenever folding the same events would give a different ClusterState (a
 # new field, a changed rule): checkpoints made by another fold version are not used.
-FOLD_VERSION = 1
+FOLD_VERSION = 2
 MAX_JOB_LOG = 500
 MAX_VM_STARTS = 10
 
@@ -134,6 +138,7 @@ class _Builder:
         self.last_applied = state.last_applied
         self.vm_starts = _CopyOnWrite(state.vm_starts)
         self.skipped = list(state.skipped)
+        self.installs = _CopyOnWrite(state.installs)
 
     def build(self) -> ClusterState:
         return ClusterState(
@@ -159,6 +164,7 @@ class _Builder:
             last_applied=self.last_applied,
             vm_starts=self.vm_starts.result(),
             skipped=tuple(self.skipped[-100:]),
+            installs=self.installs.result(),
         )
 
     # ----------------------------------------------------------------- helpers
@@ -207,7 +213,7 @@ def fold(state: ClusterState, events: Iterable[tuple[int, Event]]) -> ClusterSta
 
 
 def _rename(b: _Builder, e: InstanceRenamed) -> None:
-    """Spec, placement and restart record move from the old name to the new one."""
+    """Spec, placement, restart record and OS install move to the new name."""
     spec = b.instances.pop(e.instance, None)
     if spec is None or e.new_name in b.instances:
         if spec is not None:
@@ -220,6 +226,9 @@ def _rename(b: _Builder, e: InstanceRenamed) -> None:
     starts = b.vm_starts.pop(e.instance, None)
     if starts is not None:
         b.vm_starts[e.new_name] = starts
+    install = b.installs.pop(e.instance, None)
+    if install is not None:
+        b.installs[e.new_name] = install
     b.refusals.pop(e.instance, None)
 
 
@@ -242,9 +251,13 @@ def _apply(b: _Builder, revision: int, e: Event) -> None:
                 offline=spec.offline if e.offline is None else e.offline,
             )
     elif isinstance(e, InstanceDeclared | InstanceUpdated):
+        if isinstance(e, InstanceDeclared) and e.spec.name not in b.instances and e.spec.image:
+            # a new instance with an image: its first disk gets the image once
+            b.installs[e.spec.name] = InstallState(request_id=e.id, image=e.spec.image.name)
         b.set_instance(e.spec)
         b.refusals.pop(e.spec.name, None)
     elif isinstance(e, InstanceRemoved):
+        b.installs.pop(e.instance, None)
         b.vm_starts.pop(e.instance, None)
         b.instances.pop(e.instance, None)
         b.placements.pop(e.instance, None)
@@ -258,6 +271,8 @@ def _apply(b: _Builder, revision: int, e: Event) -> None:
             b.instances[e.instance] = replace(inst, power=e.power)
     elif isinstance(e, DesiredStateApplied):
         b.last_applied = e
+    elif isinstance(e, InstanceReinstallRequested | InstanceInstalled | InstanceInstallFailed):
+        _install(b, e)
     elif isinstance(e, InstancePlaced):
         b.placements[e.instance] = Placement(
             primary=e.primary,
@@ -396,6 +411,23 @@ def _apply(b: _Builder, revision: int, e: Event) -> None:
             raised_at=e.time,
         )
     # Unknown event types (from a newer corral) are counted and versioned only.
+
+
+def _install(
+    b: _Builder, e: InstanceReinstallRequested | InstanceInstalled | InstanceInstallFailed
+) -> None:
+    if e.instance not in b.instances:
+        return
+    if isinstance(e, InstanceReinstallRequested):
+        b.installs[e.instance] = InstallState(request_id=e.id, image=e.image)
+        return
+    current = b.installs.get(e.instance)
+    if current is None or current.done or current.image != e.image:
+        return
+    if isinstance(e, InstanceInstalled):
+        b.installs[e.instance] = replace(current, done=True, error="")
+    else:
+        b.installs[e.instance] = replace(current, error=e.error)
 
 
 def fold_all(events: Iterable[tuple[int, Event]]) -> ClusterState:

@@ -26,6 +26,7 @@ from events.fields.hv import (
     RebootBehavior,
     UsbMouse,
 )
+from events.fields.images import ImageFormat, ImageSource, Sha256, SshKeys, UserData
 from events.fields.names import (
     GroupNameField,
     InstanceNameField,
@@ -157,6 +158,26 @@ HV_FIELDS: tuple[str, ...] = (
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class ImageSpec:
+    """An OS image of the catalogue: written raw onto an instance's first disk when
+    it is created (or reinstalled), only if its sha256 is this one."""
+
+    name: OsName
+    source: ImageSource  # /var/lib/corral/images/FILE on the nodes, or an http(s) URL
+    sha256: Sha256
+    format: ImageFormat = "raw"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CloudInitSpec:
+    """What an instance's cloud-init NoCloud seed carries besides its hostname and
+    its NICs' network configuration."""
+
+    ssh_keys: SshKeys = ()
+    user_data: UserData = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InstanceSpec:
     name: InstanceNameField
     memory_mib: SizeMiB
@@ -170,6 +191,10 @@ class InstanceSpec:
     secondary: NodeNameField | None = None
     auto_balance: Flag = True
     hv: HvParams = HvParams()  # this instance's own hvparams (over its group's, the cluster's)
+    # The catalogue entry `os` names, copied from the desired-state file's `images:`
+    # (None: `os` names no catalogue image, the disk is left blank).
+    image: ImageSpec | None = None
+    cloud_init: CloudInitSpec | None = None  # None: no seed (no image either)
 
     @property
     def disk_mib(self) -> int:
@@ -222,3 +247,6 @@ class DesiredCluster:
     nodes: dict[NodeNameField, NodeSpec] = field(default_factory=dict)
     instances: dict[InstanceNameField, InstanceSpec] = field(default_factory=dict)
     etcd_endpoints: tuple[EtcdUrl, ...] = ()
+    # A desired-state file's image catalogue, by name (the live state keeps the last
+    # applied file's in DesiredStateApplied.images, not here).
+    images: dict[OsName, ImageSpec] = field(default_factory=dict)

@@ -91,6 +91,17 @@ class StepRecord:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class InstallState:
+    """An OS install of one instance: asked for by its declaration (with an image)
+    or a reinstall, done once the image is written."""
+
+    request_id: str  # the asking event's id: the guest's cloud-init instance-id
+    image: str
+    done: bool = False
+    error: str = ""  # why it failed, when trying again cannot help
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterState:
     revision: int = 0  # etcd revision of the last folded event
     # Events of one append share a revision; these are the ids already folded at
@@ -111,6 +122,7 @@ class ClusterState:
     # watcher's bounded restarts; cleared when a person asks for a start.
     vm_starts: dict[InstanceName, tuple[tuple[float, NodeName], ...]] = field(default_factory=dict)
     skipped: tuple[str, ...] = ()  # keys of events the fold could not use, with why
+    installs: dict[InstanceName, InstallState] = field(default_factory=dict)
 
     def node_down(self, node: NodeName) -> bool:
         """The node is observed lost or fenced (never seen is not down)."""

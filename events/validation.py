@@ -42,12 +42,14 @@ from events.ids import (
     node_name,
 )
 from events.specs import (
+    CloudInitSpec,
     ClusterPolicy,
     DesiredCluster,
     DiskSpec,
     FenceSpec,
     GroupSpec,
     HvParams,
+    ImageSpec,
     InstanceSpec,
     NicSpec,
     NodeSpec,
@@ -66,6 +68,8 @@ MODELS: frozenset[type] = frozenset(
         DiskSpec,
         NicSpec,
         HvParams,
+        ImageSpec,
+        CloudInitSpec,
         InstanceSpec,
         GroupSpec,
         ClusterPolicy,
@@ -204,6 +208,11 @@ def _instance(spec: InstanceSpec, at: Loc) -> Iterator[Problem]:
         yield _problem(
             (*at, "secondary"),
             f"secondary must be a different node than primary ({spec.primary})",
+        )
+    if spec.image is not None and spec.image.name != spec.os:
+        yield _problem(
+            (*at, "image", "name"),
+            f"the image is {spec.image.name!r} but os is {spec.os!r}; they must be the same",
         )
 
 

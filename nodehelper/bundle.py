@@ -16,7 +16,20 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
 # Dependency order: each module imports only from the ones before it.
-MODULES = ("fields", "env", "terms", "drbd", "devices", "vm", "hotplug", "images", "verbs", "main")
+MODULES = (
+    "fields",
+    "env",
+    "terms",
+    "drbd",
+    "devices",
+    "vm",
+    "hotplug",
+    "images",
+    "vfat",
+    "seed",
+    "verbs",
+    "main",
+)
 INSTALL_PATH = "/usr/local/lib/corral/corral-node-helper"
 HEADER = f'''#!/usr/bin/python3 -IS
 """corral-node-helper: the one program corral's node account may run as root

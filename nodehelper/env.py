@@ -55,6 +55,10 @@ class NodeEnv(Protocol):
     def write_file(self, path: str, data: bytes) -> None:
         """Replace the file atomically (root-owned, mode 0644)."""
 
+    def write_private(self, path: str, data: bytes) -> None:
+        """Replace the file atomically, root's only (0600), in a directory that is
+        root's only (0700; made if missing, tightened if not)."""
+
     def remove_file(self, path: str) -> bool:
         """Whether there was a file to remove."""
 
@@ -121,6 +125,21 @@ class RealEnv:
         tmp = f"{target}.corral-tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o644)
         try:
+            os.write(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+
+    def write_private(self, path: str, data: bytes) -> None:
+        target = self._path(path)
+        folder = os.path.dirname(target)
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        os.chmod(folder, 0o700)
+        tmp = f"{target}.corral-tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
             os.write(fd, data)
             os.fsync(fd)
         finally:

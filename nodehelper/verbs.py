@@ -30,7 +30,8 @@ from nodehelper.fields import (
     parse_json_body,
 )
 from nodehelper.hotplug import hotplug, hotplug_request
-from nodehelper.images import image_write
+from nodehelper.images import image_fetch, image_write
+from nodehelper.seed import seed_write
 from nodehelper.terms import read_term
 from nodehelper.vm import launch, start_request, vm_pid
 
@@ -225,6 +226,8 @@ VERBS: dict[str, Verb] = {
             options=frozenset().union(*DRBDADM_ALLOWED.values()),
         ),
         Verb("image-write", True, ("IMAGE", "SHA256", "FORMAT", "MINOR"), image_write),
+        Verb("image-fetch", True, ("IMAGE", "SHA256", "URL"), image_fetch),
+        Verb("seed-write", True, (), seed_write, body=True),
         Verb("vm-start", True, (), _vm_start, body=True),
         Verb("vm-hotplug", True, (), _vm_hotplug, body=True),
         Verb("vm-stop", True, ("NAME",), _vm_signal("-15")),

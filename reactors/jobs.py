@@ -44,6 +44,7 @@ from reactors.context import ReactorContext
 from reactors.naming import DiskNumbers
 from reactors.placement.allocator import run_refusal
 from reactors.placer import Placer
+from reactors.plans.install import install_failure, seed_id
 from reactors.plans.instance import (
     DiskConfig,
     Step,
@@ -207,6 +208,8 @@ class JobRunner:
             await self._hotplug(job, InstanceName(target), params)
         elif kind == "instance.rename":
             await self._rename(job, InstanceName(target), InstanceName(params.get("new_name", "")))
+        elif kind == "instance.reinstall":
+            await self._reinstalled(job, InstanceName(target))
         elif kind in ("node.migrate", "node.failover", "node.evacuate"):
             await self._node_job(job, NodeName(target), kind)
         else:
@@ -224,6 +227,8 @@ class JobRunner:
             plan = plan_instance(state=self.ctx.state, instance=name, now=self.ctx.now())
             if plan.converged:
                 return
+            if failed := install_failure(self.ctx.state, name):
+                raise JobError(failed)
             if plan.waiting and plan.waiting != last_wait:
                 last_wait = plan.waiting
                 await self._log(job, f"{name}: waiting: " + "; ".join(plan.waiting))
@@ -383,6 +388,7 @@ class JobRunner:
                     disks=configs,
                     migrate_address=s_spec.drbd_address,
                     migrate_port=port,
+                    seed_id=seed_id(state, spec),
                 ),
             )
             await self._exec(
@@ -786,6 +792,15 @@ class JobRunner:
                 return
             attempt += 1
             await asyncio.sleep(min(2.0**attempt, 30.0))
+
+    async def _reinstalled(self, job: JobState, name: InstanceName) -> None:
+        """The plan stops the VM, writes the image and the seed, starts it: wait for
+        that (a failed install fails the job, naming image and node)."""
+        await self._wait_converged(job, name)
+        pending = self.ctx.state.installs.get(name)
+        if pending is None or not pending.done:
+            raise JobError(f"{name}: the OS image was not written")
+        await self._log(job, f"{name}: OS image {pending.image} written and started")
 
     # ------------------------------------------------------------------ node jobs
 

@@ -29,7 +29,8 @@ from events.model import (
 )
 from events.state import ClusterState
 from reactors.context import ReactorContext, instances_touching_node
-from reactors.plans.instance import InstancePlan, Step, plan_instance
+from reactors.plans.install import install_events
+from reactors.plans.instance import InstancePlan, Step, StepKind, plan_instance
 from reactors.prober import Prober
 
 # Alerts a plan raises and that end by themselves when the plan stops raising them.
@@ -221,7 +222,18 @@ class InstanceWorkers:
                 duration_s=outcome.duration_s,
                 error=outcome.error,
             )
-        await self.ctx.append([done], wait=False)
+        installed: list[Event] = []
+        if step.kind == StepKind.INSTALL_OS and step.spec is not None:
+            installed = install_events(
+                spec=step.spec,
+                node=step.node,
+                ok=outcome.ok,
+                error=outcome.error,
+                stamp=lambda: (new_event_id(), self.ctx.now()),
+                actor=self.ctx.actor,
+            )
+        # the install's record is waited for: the plan must not write it twice
+        await self.ctx.append([done, *installed], wait=bool(installed))
         return outcome.ok
 
     async def _raise_alerts(self, plan: InstancePlan) -> None:

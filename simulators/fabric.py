@@ -69,6 +69,7 @@ class Host:
     vms: dict[str, Vm] = field(default_factory=dict)
     failed_disks: set[str] = field(default_factory=set)
     images: dict[str, str] = field(default_factory=dict)  # /dev/drbdN -> image sha256
+    private: set[str] = field(default_factory=set)  # files written root-only (0600, dir 0700)
     bridges: set[str] = field(default_factory=lambda: {"br0"})
 
     @property
@@ -114,6 +115,7 @@ class Fabric:
     _last_tick: float | None = None
     _res_tick: dict[str, float] = field(default_factory=dict)
     frozen: bool = False
+    web: dict[str, bytes] = field(default_factory=dict)  # what `curl URL` gets on any host
     # Every command a host ran, (clock time, host, command line or "qmp CMD vm"),
     # the newest last: what the tests' invariants read.
     journal: deque[tuple[float, str, str]] = field(default_factory=lambda: deque(maxlen=200_000))

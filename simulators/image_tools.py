@@ -1,7 +1,8 @@
-"""`sha256sum` and `qemu-img convert` on a simulated host, as the node helper's
-`image-write` runs them: the checksum of a file the host holds, and an image
-written onto a DRBD device this host has up as Primary, recorded in `Host.images`
-(device -> the image's sha256) for tests to look at.
+"""`sha256sum`, `qemu-img convert` and `curl` on a simulated host, as the node
+helper's `image-write` and `image-fetch` run them: the checksum of a file the host
+holds, an image written onto a DRBD device this host has up as Primary, recorded
+in `Host.images` (device -> the image's sha256) for tests to look at, and a
+download from the fabric's web (`Fabric.web`: URL -> bytes; others answer 404).
 
 No I/O. Imports nothing from corral's product packages.
 """
@@ -45,4 +46,15 @@ def _qemu_img(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
     if copy is None or copy.role != "Primary":
         return Result(rc=1, err=f"qemu-img: Could not open '{device}': Wrong medium type\n")
     h.images[device] = hashlib.sha256(data).hexdigest()
+    return Result()
+
+
+@tool("curl")
+def _curl(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
+    url = argv[argv.index("--url") + 1] if "--url" in argv else ""
+    output = argv[argv.index("--output") + 1] if "--output" in argv else ""
+    data = f.web.get(url)
+    if data is None or not output:
+        return Result(rc=22, err=f"curl: (22) The requested URL returned error: 404 ({url})\n")
+    h.files[output] = data
     return Result()

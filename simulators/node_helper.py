@@ -53,6 +53,10 @@ class SimNodeEnv:
             raise PermissionError(f"simulated host: {path} is outside what the helper writes")
         self.host.files[path] = data
 
+    def write_private(self, path: str, data: bytes) -> None:
+        self.write_file(path, data)
+        self.host.private.add(path)
+
     def remove_file(self, path: str) -> bool:
         return self.host.files.pop(path, None) is not None
 

@@ -19,7 +19,15 @@ from typing import TYPE_CHECKING
 
 from events.ids import InstanceName, new_event_id
 from events.loading import follow
-from events.model import Event, PlacementRefused, StepFailed, StepSucceeded, instance_key
+from events.model import (
+    Event,
+    InstanceInstalled,
+    InstanceInstallFailed,
+    PlacementRefused,
+    StepFailed,
+    StepSucceeded,
+    instance_key,
+)
 from events.projection import fold
 from events.state import ClusterState
 from events.store import EventStore, VersionConflict
@@ -296,6 +304,11 @@ class _Progress:
                     self.failed[key] = event.error
             elif self.verbose:
                 self.say(f"{key}: {event.step} on {event.node} ok ({event.duration_s:.1f}s)")
+        if isinstance(event, InstanceInstallFailed) and event.instance in self.pending:
+            self.failed[instance_key(event.instance)] = event.error
+            self.say(f"{event.instance}: OS image {event.image} not written {event.error}")
+        elif isinstance(event, InstanceInstalled) and event.instance in self.pending:
+            self.say(f"{event.instance}: OS image {event.image} written on {event.node}")
         if isinstance(event, PlacementRefused) and event.instance in self.pending:
             self.failed[instance_key(event.instance)] = event.reason
             self.say(f"{event.instance}: cannot be placed: {event.reason}")

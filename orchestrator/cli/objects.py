@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -45,6 +46,7 @@ from orchestrator.operations import (
     set_node_flags,
     submit_job,
 )
+from orchestrator.reinstall import reinstall_instance
 
 
 def add_object_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -107,6 +109,7 @@ def add_object_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     add_target_options(ren)
     ren.add_argument("--wait", action="store_true", help="follow the job until it ends")
     ren.add_argument("--reason", default="", help="why (recorded)")
+    _add_reinstall_parser(isub)
 
     node = sub.add_parser("node", help="list, inspect and operate nodes")
     nsub = node.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -144,6 +147,19 @@ def add_object_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
         p = jsub.add_parser(action, help=f"{action} a job")
         p.add_argument("job_id")
         add_target_options(p)
+
+
+def _add_reinstall_parser(isub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    rei = isub.add_parser(
+        "reinstall",
+        help="write the instance's OS image onto its first disk again (its data is lost)",
+    )
+    rei.add_argument("name")
+    add_target_options(rei)
+    rei.add_argument("--os", help="another image of the applied file's catalogue")
+    rei.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    rei.add_argument("--wait", action="store_true", help="follow the job until it ends")
+    rei.add_argument("--reason", default="", help="why (recorded)")
 
 
 def run_objects(args: argparse.Namespace) -> int:
@@ -227,6 +243,12 @@ async def _instance(args: argparse.Namespace, store: EventStore, state: ClusterS
             reason=args.reason,
         )
         return await report_accepted(args, store, accepted)
+    if args.action == "reinstall":
+        _confirm_reinstall(args, name)
+        accepted = await reinstall_instance(
+            store, state, instance=name, os_name=args.os, actor=actor(store), reason=args.reason
+        )
+        return await report_accepted(args, store, accepted)
     params: dict[str, str] = {}
     if args.action == "replace-disks":
         params["mode"] = args.mode
@@ -244,6 +266,20 @@ async def _instance(args: argparse.Namespace, store: EventStore, state: ClusterS
         reason=args.reason,
     )
     return await report_accepted(args, store, accepted)
+
+
+def _confirm_reinstall(args: argparse.Namespace, name: str) -> None:
+    """A reinstall destroys the disk's data: --yes, or the name typed back."""
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(f"reinstalling {name} destroys the data on its first disk; pass --yes")
+    answer = input(
+        f"Reinstalling {name} stops it and overwrites its first disk with the OS image: "
+        f"its data is lost. Type the instance name to go on: "
+    )
+    if answer.strip() != name:
+        raise UsageError("not confirmed; nothing was recorded")
 
 
 def _instance_info(

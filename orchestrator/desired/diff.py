@@ -382,6 +382,7 @@ def diff_events(
         message=message,
         files=files,
         changes=len(diff.changes),
+        images=tuple(wanted.images[n] for n in sorted(wanted.images)),
     )
     out: list[Event] = [applied]
     for ch in diff.changes:

@@ -28,6 +28,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from events.ids import InstanceName, NodeName
 from events.specs import DesiredCluster, HvParams
 from orchestrator.desired import schema as s
+from orchestrator.desired.images import read_images
 from orchestrator.desired.schema import (
     MAX_PROBLEMS,
     At,
@@ -40,7 +41,7 @@ from orchestrator.desired.sections import read_cluster, read_groups, read_instan
 
 __all__ = ["DesiredFile", "DesiredFileError", "FileProblem", "load_desired", "parse_desired"]
 
-_TOP_KEYS = ("cluster", "groups", "nodes", "instances")
+_TOP_KEYS = ("cluster", "groups", "nodes", "instances", "images")
 
 
 class DesiredFileError(Exception):
@@ -70,6 +71,7 @@ class _Raw:
     groups: list[tuple[int, Any, At]] = field(default_factory=list)
     nodes: list[tuple[int, Any, At]] = field(default_factory=list)
     instances: list[tuple[int, Any, At]] = field(default_factory=list)
+    images: list[tuple[int, Any, At]] = field(default_factory=list)
 
 
 def parse_desired(texts: Sequence[tuple[str, str]]) -> DesiredFile:
@@ -188,8 +190,15 @@ def _parse(problems: Problems, texts: Sequence[tuple[str, str]]) -> DesiredFile 
         group = groups.get(node[0].group) if node else None
         return group.hv.over(header.policy.hv) if group else header.policy.hv
 
+    catalogue = read_images(problems, raw.images)
     instances = read_instances(
-        problems, raw.instances, header.instance_defaults, nodes, declared, hv_base=hv_base
+        problems,
+        raw.instances,
+        header.instance_defaults,
+        nodes,
+        declared,
+        hv_base=hv_base,
+        catalogue=catalogue,
     )
     if problems.items or header.name is None:
         return None
@@ -201,6 +210,7 @@ def _parse(problems: Problems, texts: Sequence[tuple[str, str]]) -> DesiredFile 
             nodes={n: spec for n, (spec, _) in nodes.items()},
             instances={i.name: i.spec for i in instances if i.spec is not None},
             etcd_endpoints=header.etcd,
+            images=catalogue.images,
         ),
         absent=frozenset(i.name for i in instances if i.absent),
         digest=_digest(texts),
@@ -259,7 +269,12 @@ def _sections(problems: Problems, raw: _Raw, file: str, doc: Any) -> None:
     if top.has("cluster"):
         value, value_at = top.get("cluster")
         raw.clusters.append((value, value_at, top.key_at("cluster")))
-    for key, into in (("groups", raw.groups), ("nodes", raw.nodes), ("instances", raw.instances)):
+    for key, into in (
+        ("groups", raw.groups),
+        ("nodes", raw.nodes),
+        ("instances", raw.instances),
+        ("images", raw.images),
+    ):
         if top.has(key):
             value, value_at = top.get(key)
             for i, item, item_at in s.items(problems, value, value_at, what=key):

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 from events.ids import GroupName, InstanceName, NodeName
 from events.specs import (
+    CloudInitSpec,
     ClusterPolicy,
     DesiredCluster,
     DiskSpec,
@@ -27,6 +28,7 @@ from events.specs import (
     PowerState,
 )
 from events.validation import cross_problems
+from orchestrator.desired import images as img
 from orchestrator.desired import schema as s
 from orchestrator.desired.schema import At, Problems, YamlMapping
 
@@ -75,7 +77,16 @@ _NODE_KEYS = (
     "offline",
     "fence",
 )
-_INSTANCE_DEFAULT_KEYS = ("memory", "vcpus", "disks", "os", "nics", "tags", "auto_balance")
+_INSTANCE_DEFAULT_KEYS = (
+    "memory",
+    "vcpus",
+    "disks",
+    "os",
+    "nics",
+    "tags",
+    "auto_balance",
+    "cloud_init",
+)
 _INSTANCE_KEYS = (
     "name",
     "memory",
@@ -89,6 +100,7 @@ _INSTANCE_KEYS = (
     "secondary",
     "auto_balance",
     "hvparams",
+    "cloud_init",
 )
 _STATES = ("running", "stopped", "absent")
 
@@ -121,6 +133,7 @@ class _InstanceDefaults:
     nics: tuple[NicSpec, ...] = ()
     tags: frozenset[str] = frozenset()
     auto_balance: bool = True
+    cloud_init: CloudInitSpec = CloudInitSpec()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -238,6 +251,7 @@ def _instance_defaults(problems: Problems, value: Any, at: At) -> _InstanceDefau
         nics=_or(m.opt("nics", s.nics, _NO_NICS), _NO_NICS),
         tags=_or(m.opt("tags", s.rule(InstanceSpec, "tags"), _NO_TAGS), _NO_TAGS),
         auto_balance=_or(m.opt("auto_balance", s.boolean, True), True),
+        cloud_init=_or(m.opt("cloud_init", img.cloud_init, base.cloud_init), base.cloud_init),
     )
 
 
@@ -393,6 +407,7 @@ def read_instances(
     declared: frozenset[str],
     *,
     hv_base: Callable[[NodeName | None], HvParams] = lambda _: HvParams(),
+    catalogue: img.Catalogue | None = None,
 ) -> list[_Instance]:
     """`hv_base(primary)`: the hvparams an instance's own are laid over (its pinned
     primary's group's over the cluster's; the cluster's when not pinned)."""
@@ -411,7 +426,14 @@ def read_instances(
             problems, first, name, m.value_at("name"), what="instance"
         ):
             name = None
-        inst = _instance(problems, m, d, declared, name)
+        inst = _instance(
+            problems,
+            m,
+            d,
+            declared,
+            name,
+            catalogue=catalogue or img.Catalogue(images={}, broken=frozenset()),
+        )
         if inst is None or inst.spec is None:
             if inst is not None:
                 out.append(inst)
@@ -461,6 +483,8 @@ def _instance(
     d: _InstanceDefaults,
     declared: frozenset[str],
     name: str | None,
+    *,
+    catalogue: img.Catalogue,
 ) -> _Instance | None:
     state = m.opt("state", s.choice(_STATES), "running")
     absent = state == "absent"
@@ -479,6 +503,8 @@ def _instance(
     hv = m.opt("hvparams", s.hvparams, HvParams())
     primary = _pin(problems, m, "primary", declared)
     secondary = _pin(problems, m, "secondary", declared)
+    seed = m.opt("cloud_init", img.cloud_init_over(d.cloud_init), d.cloud_init)
+    os_ok, image = img.resolve_os(problems, m, os_name=os_name or img.NO_OS, catalogue=catalogue)
     if name is None:
         return None
     if absent:
@@ -495,6 +521,8 @@ def _instance(
         or hv is None
         or primary is None
         or secondary is None
+        or seed is None
+        or not os_ok
     ):
         return _Instance(spec=None, name=InstanceName(name), absent=False, where=m)
     spec = InstanceSpec(
@@ -510,6 +538,8 @@ def _instance(
         secondary=NodeName(secondary) if secondary else None,
         auto_balance=auto_balance,
         hv=hv,
+        image=image,
+        cloud_init=seed if image is not None else None,
     )
     if _spanning(problems, m, spec):
         return _Instance(spec=None, name=InstanceName(name), absent=False, where=m)

@@ -20,10 +20,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from events.fields.images import image_file
 from events.ids import check_name
 from events.model import DrbdResourceObs, NodeFacts, VmObs, VolumeObs
 from events.specs import InstanceSpec
 from reactors import naming
+from reactors.nodes.cloud_init import seed_texts
 from reactors.nodes.drbd_status import (
     DrbdParseError,
     parse_drbd_events2,
@@ -412,6 +414,43 @@ def vm_start(
     return HelperRequest(verb="vm-start", body=body, summary=f"qemu start {spec.name}")
 
 
+def seed_write(spec: InstanceSpec, *, instance_id: str) -> HelperRequest:
+    """The instance's cloud-init seed (`reactors.nodes.cloud_init`), written by the
+    helper to its own path for the instance, before each start (the node a VM
+    starts on after a failover has none yet)."""
+    name = check_name(spec.name, what="instance name")
+    return HelperRequest(
+        verb="seed-write",
+        body={"name": name, **seed_texts(spec, instance_id=instance_id)},
+        summary=f"write cloud-init seed of {name}",
+    )
+
+
+def install_requests(spec: InstanceSpec, disk: DiskConfig) -> list[HelperRequest]:
+    """An OS install onto the first disk: the image fetched into the node's image
+    directory when its source is a URL, then written (the helper checks the
+    sha256 before it touches the disk)."""
+    image = spec.image
+    if image is None:
+        raise ValueError(f"instance {spec.name} has no image to install")
+    file = image_file(image.source) or check_name(image.name, what="image name")
+    fetch = []
+    if image_file(image.source) is None:
+        fetch.append(
+            HelperRequest(
+                verb="image-fetch",
+                args=(file, image.sha256, image.source),
+                summary=f"fetch image {image.name} from {image.source}",
+            )
+        )
+    write = HelperRequest(
+        verb="image-write",
+        args=(file, image.sha256, image.format, str(int(disk.minor))),
+        summary=f"write image {image.name} onto /dev/drbd{int(disk.minor)} ({disk.resource})",
+    )
+    return [*fetch, write]
+
+
 NIC_MODEL = "virtio-net-pci"
 
 
@@ -509,7 +548,9 @@ def step_requests(step: Step, *, drbd_major: int = 9) -> list[HelperRequest]:
         incoming = (
             (step.migrate_address, step.migrate_port) if k == StepKind.START_VM_INCOMING else None
         )
+        seed = [seed_write(step.spec, instance_id=step.seed_id)] if step.seed_id else []
         return [
+            *seed,
             vm_start(
                 spec=step.spec,
                 disks=step.disks,
@@ -517,12 +558,15 @@ def step_requests(step: Step, *, drbd_major: int = 9) -> list[HelperRequest]:
                 nics=nic_requests(step.spec),
                 vnc_display=vnc_display(step.disks),
                 hv=step.spec.hv.given(),
-            )
+                seed=bool(seed),
+            ),
         ]
     if k == StepKind.HOTPLUG_NIC and step.spec is not None:
         return [nic_hotplug(step.spec, step.nic_index)]
     if k == StepKind.HOTPLUG_DISK and step.spec is not None and disk is not None:
         return [disk_hotplug(step.spec, disk)]
+    if k == StepKind.INSTALL_OS and step.spec is not None and disk is not None:
+        return install_requests(step.spec, disk)
     if disk is None:
         raise ValueError(f"{k.value} has no helper requests")
     res = disk.resource

@@ -24,6 +24,7 @@ from events.model import DiskPlacement, DrbdResourceObs, NodeHealth, VmObs, inst
 from events.specs import InstanceSpec, NodeSpec, PowerState
 from events.state import ClusterState, NodeObservation, Placement
 from reactors.naming import disk_name, disks_by_instance, parse_disk_name
+from reactors.plans.install import InstallAction, install_verdict, seed_id
 from reactors.plans.seen import node_items, seen_on
 
 UP_TO_DATE = "UpToDate"
@@ -59,6 +60,7 @@ class StepKind(StrEnum):
     # Hotplug (driven by reactors.jobs): one NIC of the spec into the running VM.
     HOTPLUG_NIC = "hotplug-nic"
     HOTPLUG_DISK = "hotplug-disk"  # `disk` (Primary here) into the running VM, `spec.hv`'s cache
+    INSTALL_OS = "install-os"  # the image onto the first disk (Primary here); see plans.install
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -95,6 +97,7 @@ class Step:
     renamed_from: str = ""  # for RENAME_DISK: the LV's old name
     nic_index: int = -1  # for HOTPLUG_NIC: which of `spec.nics`
     note: str = ""
+    seed_id: str = ""  # START_VM*: the cloud-init seed's instance-id ("" = no seed)
 
     @property
     def summary(self) -> str:
@@ -286,6 +289,7 @@ def _plan_present(
         plan.disk_sides(cfg)
         plan.disk_roles(cfg)
     plan.old_copies()
+    plan.install()
     plan.start_vm()
     return plan.result()
 
@@ -341,6 +345,7 @@ class _Present:
         self.error_down = False
         self.degraded = False
         self.disks_ready = True  # every disk Primary-capable on p
+        self.install_holds = False  # an OS install keeps the VM from starting
         self.p_ok = node_actionable(state, self.p)
         self.s_ok = node_actionable(state, self.s)
         self.p_obs, self.s_obs = _obs(state, self.p), _obs(state, self.s)
@@ -503,6 +508,40 @@ class _Present:
             else:
                 self.waiting.append(f"old copy on {node} kept until the new pair is UpToDate")
 
+    # ---------------------------------------------------------------- the OS
+
+    def install(self) -> None:
+        """A pending OS install (plans.install): stop the VM for a reinstall, write
+        the image once the disks are Primary here, and hold the start until then."""
+        if not self.p_ok:
+            return
+        verdict = install_verdict(
+            state=self.state,
+            spec=self.spec,
+            vm_running=vm_alive(self.vm),
+            disks_ready=self.disks_ready and self.want_running,
+        )
+        if verdict.action == InstallAction.NONE:
+            return
+        self.install_holds = True
+        if verdict.action == InstallAction.STOP:
+            self.steps.append(
+                Step(kind=StepKind.STOP_VM, node=self.p, instance=self.name, note=verdict.why)
+            )
+        elif verdict.action == InstallAction.WRITE and self.configs:
+            self.steps.append(
+                Step(
+                    kind=StepKind.INSTALL_OS,
+                    node=self.p,
+                    instance=self.name,
+                    disk=self.configs[0],
+                    spec=self.spec,
+                    note=verdict.why,
+                )
+            )
+        elif verdict.why:
+            self.waiting.append(verdict.why)
+
     # ---------------------------------------------------------------- the VM
 
     def start_vm(self) -> None:
@@ -517,6 +556,8 @@ class _Present:
             if st.node == p and not (st.kind == StepKind.DRBD_UP and st.note.startswith("peer"))
         ]
         if not (self.want_running and not holding and self.p_ok and self.disks_ready):
+            return
+        if self.install_holds:
             return
         if vm_alive(self.vm):
             return
@@ -549,6 +590,7 @@ class _Present:
                     instance=name,
                     spec=effective_hv(state=self.state, spec=self.spec, node=p),
                     disks=self.configs,
+                    seed_id=seed_id(state, self.spec),
                 )
             )
 

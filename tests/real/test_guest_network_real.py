@@ -65,6 +65,9 @@ class NetnsEnv:
     def write_file(self, path: str, data: bytes) -> None:
         self.real.write_file(self._map(path), data)
 
+    def write_private(self, path: str, data: bytes) -> None:
+        self.real.write_private(self._map(path), data)
+
     def remove_file(self, path: str) -> bool:
         return self.real.remove_file(self._map(path))
 

@@ -11,6 +11,7 @@ No product code; skips the test (naming the package) when apt cannot fetch.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 import stat
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-CACHE = Path(__file__).resolve().parents[2] / "var" / "guest"
+VAR = Path(__file__).resolve().parents[2] / "var"
 KERNEL_PACKAGE = "linux-image-cloud-amd64"
 MODULES = (
     "drivers/virtio/virtio_ring.ko",
@@ -33,6 +34,10 @@ MODULES = (
     "drivers/net/net_failover.ko",
     "drivers/net/virtio_net.ko",
     "drivers/block/virtio_blk.ko",
+    "fs/fat/fat.ko",
+    "fs/fat/vfat.ko",
+    "fs/nls/nls_cp437.ko",
+    "fs/nls/nls_ascii.ko",
 )
 INIT = """#!/bin/busybox sh
 /bin/busybox mkdir -p /proc /sys /dev /sbin /usr/bin /usr/sbin /www /tmp
@@ -42,15 +47,32 @@ mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for m in MODULES; do insmod /lib/modules/$m.ko; done
 addr=$(sed -n 's/.*corral\\.ip=\\([^ ]*\\).*/\\1/p' /proc/cmdline)
+name=corral-guest
+if [ -z "$addr" ]; then
+  mkdir -p /seed
+  for d in /sys/block/vd*; do
+    mount -t vfat -o ro,iocharset=ascii "/dev/${d##*/}" /seed 2>/dev/null || continue
+    [ -f /seed/meta-data ] && break
+    umount /seed
+  done
+  name=$(sed -n 's/.*"local-hostname": "\\([^"]*\\)".*/\\1/p' /seed/meta-data)
+  addr=$(sed -n 's/.*"\\([0-9.]*\\/[0-9]*\\)".*/\\1/p' /seed/network-config | head -n 1)
+  echo "corral-seed hostname=$name address=$addr"
+  echo "corral-os-disk $(head -c 64 /dev/vda | head -n 1)"
+fi
 ip link set lo up
 ip link set eth0 up
 ip addr add "$addr" dev eth0
-hostname corral-guest
+hostname "$name"
 echo "hello from $(hostname)" > /www/index.html
 httpd -p 80 -h /www
 echo "corral-guest-ready $addr"
 exec setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'
 """
+
+
+# The cache is per recipe: a changed /init or module list builds a new initramfs.
+CACHE = VAR / ("guest-" + hashlib.sha256((INIT + repr(MODULES)).encode()).hexdigest()[:10])
 
 
 @dataclass(frozen=True, slots=True)

@@ -551,7 +551,9 @@ nodes:
 instances:
   - {name: web, memory: 2G}
   - {name: db, memory: 4G, vcpus: 4, disks: [20G, 30G], os: none}
-"""
+images:
+  - {name: debian-12, source: /var/lib/corral/images/d12.raw, sha256: "%s"}
+""" % ("ab" * 32)
     cluster = load(text).cluster
     a, b = cluster.nodes[NodeName("a")], cluster.nodes[NodeName("b")]
     assert (a.memory_mib, a.disk_mib, a.cpus, a.host_memory_mib) == (32768, 1 << 20, 16, 2048)
@@ -561,6 +563,8 @@ instances:
     web, db = cluster.instances[InstanceName("web")], cluster.instances[InstanceName("db")]
     assert (web.vcpus, web.os, web.disk_mib, web.nics[0].link) == (2, "debian-12", 8192, "br1")
     assert (db.vcpus, db.os, db.disk_mib) == (4, "none", 51200)
+    assert web.image is not None and web.image.source == "/var/lib/corral/images/d12.raw"
+    assert db.image is None and db.cloud_init is None
 
 
 def test_etcd_endpoints_must_be_http_urls() -> None:

@@ -12,7 +12,7 @@ from dataclasses import replace
 import pytest
 
 from events.ids import InstanceName, NodeName
-from events.specs import DiskSpec, InstanceSpec, NicSpec
+from events.specs import CloudInitSpec, DiskSpec, ImageSpec, InstanceSpec, NicSpec
 from nodehelper.main import parse_batch, parse_request
 from reactors.nodes.commands import (
     HELPER,
@@ -55,10 +55,21 @@ def steps() -> list[Step]:
             StepKind.STOP_VM,
             StepKind.HOTPLUG_NIC,
             StepKind.HOTPLUG_DISK,
+            StepKind.INSTALL_OS,
         )
         and k != StepKind.MIGRATE_VM
     ]
     out.append(Step(kind=StepKind.START_VM, spec=SPEC, disks=(DISK,), **common))  # type: ignore[arg-type]
+    with_os = replace(
+        SPEC,
+        os="deb",
+        image=ImageSpec(name="deb", source="https://img.example.org/d.raw", sha256="0f" * 32),
+        cloud_init=CloudInitSpec(user_data="#cloud-config\n"),
+    )
+    out.append(Step(kind=StepKind.INSTALL_OS, spec=with_os, disk=DISK, **common))  # type: ignore[arg-type]
+    out.append(
+        Step(kind=StepKind.START_VM, spec=with_os, disks=(DISK,), seed_id="web-1", **common)  # type: ignore[arg-type]
+    )
     nic = NicSpec(mac="aa:00:00:00:00:01", link="br0")
     out.append(Step(kind=StepKind.HOTPLUG_DISK, spec=SPEC, disk=DISK, **common))  # type: ignore[arg-type]
     out.append(

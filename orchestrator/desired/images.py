@@ -1,0 +1,108 @@
+"""The image catalogue of a desired-state file (`images:`: name, source, sha256,
+format) and an instance's `cloud_init:` (SSH keys, user-data), read into
+`events.specs.ImageSpec` / `CloudInitSpec`; `os:` resolved against the catalogue
+(an unknown image is a problem at the `os` value, naming the images declared).
+
+Pure: no I/O, no logging. Must not raise for any input: problems are recorded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from events.specs import CloudInitSpec, ImageSpec
+from orchestrator.desired import schema as s
+from orchestrator.desired.schema import At, Problems, YamlMapping
+
+_IMAGE_KEYS = ("name", "source", "sha256", "format")
+_CLOUD_INIT_KEYS = ("ssh_keys", "user_data")
+NO_OS = "none"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Catalogue:
+    images: dict[str, ImageSpec]
+    broken: frozenset[str]  # names of entries with problems (reported already)
+
+
+def read_images(problems: Problems, entries: list[tuple[int, Any, At]]) -> Catalogue:
+    """The catalogue by name; duplicates and bad entries reported."""
+    images: dict[str, ImageSpec] = {}
+    broken: set[str] = set()
+    first: dict[str, At] = {}
+    for _, item, at in entries:
+        m = YamlMapping(problems, item, at, allowed=_IMAGE_KEYS, what="an image")
+        if not m.ok:
+            continue
+        name = m.req("name", s.rule(ImageSpec, "name"))
+        source = m.req("source", s.rule(ImageSpec, "source"))
+        sha = m.req(
+            "sha256",
+            s.rule(ImageSpec, "sha256"),
+            message="required field 'sha256' is missing: corral writes no image it cannot check",
+        )
+        fmt = m.opt("format", s.rule(ImageSpec, "format"), "raw")
+        if name == NO_OS:
+            problems.add(m.value_at("name"), f"{NO_OS!r} means no image; name the image otherwise")
+            continue
+        if name is None or source is None or sha is None or fmt is None:
+            if name is not None:
+                broken.add(name)
+            continue
+        if name in first:
+            problems.add(
+                m.value_at("name"),
+                f"duplicate image name {name!r} (first declared at "
+                f"{first[name].line_ref(m.value_at('name'))})",
+            )
+            continue
+        first[name] = m.value_at("name")
+        images[name] = ImageSpec(name=name, source=source, sha256=sha, format=fmt)
+    return Catalogue(images=images, broken=frozenset(broken))
+
+
+def cloud_init(problems: Problems, value: Any, at: At) -> CloudInitSpec | None:
+    return cloud_init_over(CloudInitSpec())(problems, value, at)
+
+
+def cloud_init_over(base: CloudInitSpec) -> s.Parser[CloudInitSpec]:
+    """`cloud_init:` whose keys replace those of `base` (the defaults'), key by key."""
+
+    def parse(problems: Problems, value: Any, at: At) -> CloudInitSpec | None:
+        m = YamlMapping(problems, value, at, allowed=_CLOUD_INIT_KEYS, what="cloud_init")
+        if not m.ok:
+            return None
+        keys = m.opt("ssh_keys", s.rule(CloudInitSpec, "ssh_keys"), base.ssh_keys)
+        user_data = m.opt("user_data", s.rule(CloudInitSpec, "user_data"), base.user_data)
+        if keys is None or user_data is None:
+            return None
+        return CloudInitSpec(ssh_keys=tuple(keys), user_data=user_data)
+
+    return parse
+
+
+def resolve_os(
+    problems: Problems,
+    m: YamlMapping,
+    *,
+    os_name: str,
+    catalogue: Catalogue,
+) -> tuple[bool, ImageSpec | None]:
+    """(ok, the image `os` names): `none` is no image; any other name must be in
+    the catalogue (reported at the instance's `os`, or the instance when the
+    name came from defaults)."""
+    if os_name == NO_OS:
+        return True, None
+    image = catalogue.images.get(os_name)
+    if image is not None:
+        return True, image
+    if os_name in catalogue.broken:
+        return False, None  # its entry's problems are reported there
+    declared = ", ".join(sorted(catalogue.images)[:10]) or "none (add an `images:` section)"
+    problems.add(
+        m.value_at("os") if m.has("os") else m.at,
+        f"os {os_name!r} is not an image of the catalogue; declared images: {declared} "
+        f"(or `os: {NO_OS}` for a blank disk)",
+    )
+    return False, None

@@ -1,0 +1,92 @@
+"""`corral instance reinstall NAME [--os IMAGE]`: the operation, shared by the CLI
+(and any later API face). It records an `instance.reinstall` job carrying the
+instance's spec with the image (another one of the last applied file's catalogue
+with --os) and InstanceReinstallRequested; the instance plan then stops the VM,
+writes the image onto its first disk, writes a new cloud-init seed (a new
+instance-id) and starts it (reactors.plans.install).
+
+Must not run node commands. Refuses, changing nothing, an instance without an
+image, an image the catalogue does not hold, and an instance desired stopped (its
+disks are not active, so nothing could be written).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+
+from events.ids import InstanceName, new_event_id
+from events.model import Event, InstanceReinstallRequested, InstanceUpdated, JobKind
+from events.specs import CloudInitSpec, ImageSpec, PowerState
+from events.state import ClusterState
+from orchestrator.operations import Accepted, EventAppender, OperationRefused, submit_job
+
+
+def catalogue(state: ClusterState) -> dict[str, ImageSpec]:
+    """The image catalogue of the last applied desired-state file."""
+    applied = state.last_applied
+    return {i.name: i for i in applied.images} if applied is not None else {}
+
+
+async def reinstall_instance(
+    store: EventAppender,
+    state: ClusterState,
+    *,
+    instance: str,
+    os_name: str | None = None,
+    actor: str,
+    reason: str = "",
+) -> Accepted:
+    spec = state.desired.instances.get(InstanceName(instance))
+    if spec is None:
+        raise OperationRefused(f"no instance named {instance!r}", field="instance")
+    images = catalogue(state)
+    if os_name is not None:
+        image = images.get(os_name)
+        if image is None:
+            known = ", ".join(sorted(images)) or "none (apply a file with `images:`)"
+            raise OperationRefused(
+                f"os {os_name!r} is not an image of the catalogue; images: {known}", field="os"
+            )
+    elif spec.image is not None:
+        image = images.get(spec.image.name, spec.image)
+    else:
+        raise OperationRefused(
+            f"{instance} has no OS image (os: {spec.os}); name one with --os IMAGE", field="os"
+        )
+    if spec.power != PowerState.RUNNING:
+        raise OperationRefused(
+            f"{instance} is stopped: start it first (`corral instance start {instance}`); "
+            "the image is written while its disks are active",
+            field="instance",
+        )
+    new = replace(spec, os=image.name, image=image, cloud_init=spec.cloud_init or CloudInitSpec())
+    why = f"reinstall {instance} with {image.name} (sha256 {image.sha256[:12]}...)"
+    if reason:
+        why += f"; {reason}"
+    now = time.time()
+    follow: list[Event] = []
+    if new != spec:
+        follow.append(
+            InstanceUpdated(id=new_event_id(), time=now, actor=actor, reason=why, spec=new)
+        )
+    follow.append(
+        InstanceReinstallRequested(
+            id=new_event_id(),
+            time=now,
+            actor=actor,
+            reason=why,
+            instance=spec.name,
+            image=image.name,
+        )
+    )
+    return await submit_job(
+        store,
+        state,
+        kind=JobKind.INSTANCE_REINSTALL,
+        target=instance,
+        params={"os": image.name},
+        actor=actor,
+        reason=reason or why,
+        follow=tuple(follow),
+    )
