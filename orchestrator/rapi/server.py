@@ -41,6 +41,7 @@ from orchestrator.rapi.context import (
     reply,
 )
 from orchestrator.rapi.instance_changes import instance_change_routes
+from orchestrator.rapi.instance_reinstall import instance_reinstall_routes
 from orchestrator.rapi.instance_routes import instance_routes
 from orchestrator.rapi.job_index import JobIndex
 from orchestrator.rapi.job_routes import job_routes
@@ -131,6 +132,7 @@ def build_app(
     app.add_routes(node_routes(rapi))
     app.add_routes(instance_routes(rapi))
     app.add_routes(instance_change_routes(rapi))
+    app.add_routes(instance_reinstall_routes(rapi))
     app.add_routes(console_routes(rapi))
     app.add_routes(job_routes(rapi))
     return app, jobs

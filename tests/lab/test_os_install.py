@@ -5,7 +5,8 @@ and attaches a cloud-init seed the node helper wrote (an unknown image, refused 
 plan time with file and line, is tests.unit.test_os_images'); a reinstall writes
 another image and a new seed; an image with another checksum, or missing on
 the node, fails the create naming image and node with nothing written and no VM
-started. Assertions look at the simulated hosts (what reached /dev/drbdN, the
+started, and Ganeti's stock RAPI client's ReinstallInstance writes it once the
+image is fixed. Assertions look at the simulated hosts (what reached /dev/drbdN, the
 seed files, the qemu argv) and at the recorded events."""
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import json
 from pathlib import Path
 
 from events.ids import InstanceName
+from orchestrator.rapi.users import RapiUsers
 from simulators.fabric import Host
 from simulators.lab import HostConfig
+from tests.lab.test_rapi import CLIENT_MODULE, USERS, rapi, require_debian, stock_client
 from tests.support.cluster_harness import Cluster, cluster
 from tests.support.events import cluster_yaml
 
@@ -144,3 +147,19 @@ async def test_wrong_checksum_or_missing_image_writes_nothing(tmp_path: Path) ->
         assert vm_argv(c, "web1") is None and vm_argv(c, "web2") is None
         failed = engine.state.installs[InstanceName("web1")]
         assert not failed.done and failed.error.startswith("on node1: write image tiny"), failed
+
+        # The image fixed on the node, Ganeti's stock client reinstalls web1 (osparams
+        # are refused with 501, nothing recorded): written, started.
+        require_debian(CLIENT_MODULE, "python3-ganeti-rapi")
+        node1.files["/var/lib/corral/images/tiny.raw"] = IMAGE
+        async with (
+            rapi(c, RapiUsers.from_text(USERS)) as port,
+            stock_client(tmp_path, port, "root", "rootpw") as gc,
+        ):
+            refused = await gc.try_call("ReinstallInstance", "web1", osparams={"x": "1"})
+            assert refused["code"] == 501 and "osparams" in refused["error"], refused
+            done = await gc.run_job(await gc.call("ReinstallInstance", "web1"))
+            assert done["ops"][0]["OP_ID"] == "OP_INSTANCE_REINSTALL", done
+        device = f"/dev/drbd{minor_of(node1, 'web1-d0')}"
+        assert node1.images == {device: hashlib.sha256(IMAGE).hexdigest()}
+        assert vm_argv(c, "web1") is not None and vm_argv(c, "web2") is None
