@@ -147,6 +147,16 @@ def _prefix_end(prefix: bytes) -> bytes:
     return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
+def _channel_reset() -> bool:
+    """A CancelledError that is not this task being cancelled: gRPC cancels the
+    calls of a channel closed under them (the store moving to another member, a
+    resubscription). A read of the log cut short so was a CancelledError that
+    ended the subscription's pump for good: the fold stopped without an error
+    (make chaos seed 0). It is EtcdUnavailable, which readers retry."""
+    task = asyncio.current_task()
+    return task is not None and not task.cancelling()
+
+
 def _denied(exc: BaseException) -> bool:
     return "permission denied" in str(exc) or "user name not found" in str(exc)
 
@@ -419,11 +429,8 @@ class EventStore:
                 etcd_errors._handle_exception(raw)
                 raise
         except asyncio.CancelledError as exc:
-            task = asyncio.current_task()
-            if task is None or task.cancelling():
+            if not _channel_reset():
                 raise
-            # Not this task being cancelled: gRPC cancels the calls of a channel
-            # closed under them (a move to another member, a resubscription).
             raise self._unavailable(operation, "the connection was reset") from exc
         except RETRYABLE as exc:
             self.trouble()
@@ -556,6 +563,10 @@ class EventStore:
                 response = await self.client.kvstub.Range(
                     request, timeout=self.client._timeout, metadata=self.client.metadata
                 )
+            except asyncio.CancelledError as exc:
+                if not _channel_reset():
+                    raise
+                raise EtcdUnavailable(self.endpoint, "the connection was reset") from exc
             except Exception as exc:
                 if "compacted" in str(exc):
                     raise _Compacted(min_rev) from exc
@@ -616,6 +627,10 @@ class EventStore:
             response = await self.client.kvstub.Range(
                 request, timeout=self.client._timeout, metadata=self.client.metadata
             )
+        except asyncio.CancelledError as exc:
+            if not _channel_reset():
+                raise
+            raise EtcdUnavailable(self.endpoint, "the connection was reset") from exc
         except Exception as exc:
             raise EtcdUnavailable(self.endpoint, type(exc).__name__) from exc
         for kv in response.kvs:
