@@ -59,7 +59,7 @@ FOLD_BATCH = 5000  # events folded at once at most, so that listeners hear of th
 
 
 async def follow_batches(
-    log: Subscribable, state: ClusterState
+    log: Subscribable, state: ClusterState, *, stale: asyncio.Event | None = None
 ) -> AsyncIterator[tuple[list[Event], ClusterState]]:
     """Every event after `state`, forever, in batches of those that arrived
     together, with the state folded up to the batch (one fold of a batch costs
@@ -67,22 +67,36 @@ async def follow_batches(
     event was most of the reactors' time). Events of one append share a revision,
     so the fold (not a revision compare) decides what is new: events it has
     already folded are left out. A checkpoint may hold only part of its last
-    append, so the subscription starts at that revision itself."""
+    append, so the subscription starts at that revision itself.
+
+    `stale`, when set by the caller (its own acknowledged write has not arrived),
+    drops the subscription and subscribes again from the folded state: a watch
+    can go silent without an error (make chaos: after etcd faults one of two
+    subscriptions on one client stopped, and with it an orchestrator's fold)."""
     queue: asyncio.Queue[tuple[int, Event] | BaseException] = asyncio.Queue()
 
-    async def pump() -> None:
+    async def pump(since: int) -> None:
         try:
-            async for item in log.subscribe(max(state.revision, 1)):
+            async for item in log.subscribe(max(since, 1)):
                 queue.put_nowait(item)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             queue.put_nowait(exc)
 
-    task = asyncio.create_task(pump(), name="corral-subscription")
+    task = asyncio.create_task(pump(state.revision), name="corral-subscription")
     try:
         while True:
-            batch = [await queue.get()]
+            first = await _next_or_stale(queue, stale)
+            if first is None:
+                assert stale is not None
+                stale.clear()
+                task.cancel()
+                while not queue.empty():
+                    queue.get_nowait()
+                task = asyncio.create_task(pump(state.revision), name="corral-subscription")
+                continue
+            batch = [first]
             while not queue.empty() and len(batch) < FOLD_BATCH:
                 batch.append(queue.get_nowait())
             items = [item for item in batch if not isinstance(item, BaseException)]
@@ -101,6 +115,23 @@ async def follow_batches(
                 raise failed[0]
     finally:
         task.cancel()
+
+
+async def _next_or_stale(
+    queue: asyncio.Queue[tuple[int, Event] | BaseException], stale: asyncio.Event | None
+) -> tuple[int, Event] | BaseException | None:
+    """The next item, or None once `stale` is set."""
+    if stale is None:
+        return await queue.get()
+    get = asyncio.ensure_future(queue.get())
+    flag = asyncio.ensure_future(stale.wait())
+    try:
+        await asyncio.wait({get, flag}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        flag.cancel()
+        if not get.done():
+            get.cancel()
+    return get.result() if get.done() and not get.cancelled() else None
 
 
 async def follow(

@@ -27,6 +27,10 @@ from reactors.stalls import LoopWatch
 
 log = structlog.get_logger("corral.reactors")
 
+# Seconds an acknowledged write of this process may take to reach its own fold
+# before the subscription is presumed silent (a resubscription costs one read).
+FOLD_PATIENCE_S = 5.0
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ReactorSettings:
@@ -73,13 +77,16 @@ class ReactorContext:
     stopping: bool = False
     _pending: list[tuple[list[Event], int, asyncio.Future[int]]] = field(default_factory=list)
     _flushing: set[asyncio.Task[None]] = field(default_factory=set)
+    # Set when this process's own acknowledged write does not reach its fold in
+    # time: the subscription is dropped and made again (events.loading).
+    _stale: asyncio.Event = field(default_factory=asyncio.Event)
 
     # ----------------------------------------------------------------- events in
 
     async def follow(self) -> None:
         """Fold every new event into `state`, forever (the one subscription),
         a batch of those that arrived together at a time."""
-        async for events, state in follow_batches(self.log_store, self.state):
+        async for events, state in follow_batches(self.log_store, self.state, stale=self._stale):
             self.state = state
             for event in events:
                 for listener in [*self._listeners, *self._term_listeners]:
@@ -104,10 +111,28 @@ class ReactorContext:
         self._term_listeners.clear()
 
     async def wait_revision(self, revision: int, *, timeout: float = 30.0) -> None:
-        """Read-your-writes: return once the fold has caught up with `revision`."""
+        """Read-your-writes: return once the fold has caught up with `revision`.
+        A write of ours etcd acknowledged and the fold has not seen after
+        `FOLD_PATIENCE_S` means a silent subscription: it is made again."""
+        patience = min(FOLD_PATIENCE_S, timeout)
         async with self._changed:
+            try:
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: self.state.revision >= revision), patience
+                )
+                return
+            except TimeoutError:
+                if timeout <= patience:
+                    raise
+            log.warning(
+                "fold behind an acknowledged write; subscribing again",
+                revision=revision,
+                folded=self.state.revision,
+            )
+            self._stale.set()
             await asyncio.wait_for(
-                self._changed.wait_for(lambda: self.state.revision >= revision), timeout
+                self._changed.wait_for(lambda: self.state.revision >= revision),
+                timeout - patience,
             )
 
     async def wait_change(self, *, timeout: float) -> None:
