@@ -58,18 +58,31 @@ class Orchestrators:
         raise AssertionError(f"no orchestrator leads after {timeout}s: {self.explain()}")
 
     def explain(self) -> str:
+        """Each orchestrator's term, tasks, fold and probes, for failure messages."""
         now = time.monotonic()
-        return "; ".join(
-            f"{e.leadership.member.id}: term {e.leadership.term} "
-            f"reactors {'on' if e.reactors else 'off'} "
-            f"lease {'ok' if e.leadership.valid_lease() else 'ended'} "
-            f"hold-off {max(0.0, e.leadership._hold_off_until - now):.0f}s "
-            f"lost {e.leadership.lost_reason!r} known leader "
-            f"{e.leadership.known_leader.member.id if e.leadership.known_leader else None}"
-            for e in self.engines
-        ) + "".join(
-            f"\n{e.leadership.member.id} {_stack(t)}" for e in self.engines for t in e._tasks
-        )
+        lines = []
+        for e in self.engines:
+            lead = e.leadership
+            known = lead.known_leader.member.id if lead.known_leader else None
+            lines.append(
+                f"{lead.member.id}: term {lead.term} reactors {'on' if e.reactors else 'off'} "
+                f"lease {'ok' if lead.valid_lease() else 'ended'} "
+                f"hold-off {max(0.0, lead._hold_off_until - now):.0f}s "
+                f"lost {lead.lost_reason!r} known leader {known}; fold at "
+                f"{e.ctx.state.revision}, {len(e.ctx._pending)} appends pending"
+            )
+            tasks = list(e._tasks)
+            if e.reactors is not None:
+                tasks += [*e.reactors.node_tasks.values(), *e.ctx._flushing]
+                prober = e.reactors.prober
+                for n, r in sorted(prober.records.items()):
+                    lock = prober._locks.get(n)
+                    lines.append(
+                        f"  probes {n}: last ok {r.last_ok} failing since {r.failing_since} "
+                        f"({r.last_error[:120]}) locked {lock is not None and lock.locked()}"
+                    )
+            lines += [f"  {_stack(t)}" for t in tasks]
+        return "\n".join(lines)
 
     async def stop_leader(self) -> bool:
         """A clean restart's first half: the leader stops and resigns."""
