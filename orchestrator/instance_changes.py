@@ -222,3 +222,45 @@ async def rename_instance(
         actor=actor,
         reason=reason or f"rename {instance} to {new}",
     )
+
+
+async def add_devices(
+    store: EventAppender,
+    state: ClusterState,
+    *,
+    new: InstanceSpec,
+    actor: str,
+    reason: str = "",
+) -> Accepted:
+    """Record NICs and disks appended to a placed instance's spec (`new`, MACs
+    filled) with an `instance.hotplug` job: the job places and builds the new disks'
+    DRBD pairs and hotplugs what is new into the running VM (a stopped one gets it at
+    its next start); what qemu refuses is taken back out. Refused, recording
+    nothing, when the disks do not fit where the instance is placed."""
+    old = state.desired.instances.get(InstanceName(new.name))
+    if old is None or InstanceName(new.name) not in state.placements:
+        raise OperationRefused(f"no placed instance named {new.name!r}", field="instance")
+    nics = tuple(range(len(old.nics), len(new.nics)))
+    disks = tuple(range(len(old.disks), len(new.disks)))
+    if new.nics[: len(old.nics)] != old.nics or new.disks[: len(old.disks)] != old.disks:
+        raise OperationRefused("only additions at the end of nics and disks", field="nics")
+    if not nics and not disks:
+        raise OperationRefused("nothing to add", field="nics")
+    fit_or_refuse(state=state, old=old, new=new, force=False)
+    what = ", ".join([*(f"nics[{i}]" for i in nics), *(f"disk {i}" for i in disks)])
+    update = InstanceUpdated(
+        id=new_event_id(), time=time.time(), actor=actor, reason=f"add {what}", spec=new
+    )
+    return await submit_job(
+        store,
+        state,
+        kind=JobKind.INSTANCE_HOTPLUG,
+        target=new.name,
+        params={
+            "nics": ",".join(map(str, nics)),
+            "disks": ",".join(map(str, disks)),
+        },
+        actor=actor,
+        reason=reason or f"add {what} to {new.name}",
+        follow=(update,),
+    )

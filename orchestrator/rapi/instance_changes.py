@@ -4,9 +4,11 @@
 `vcpus` and `hvparams` (Ganeti's kvm names; "default" unsets one), recorded
 through `orchestrator.instance_changes` as an `instance.modify` job (Ganeti's
 OP_INSTANCE_SET_PARAMS) and refused with Ganeti's 400 when the change
-does not fit its nodes, unless `force`. Parameters corral does not change here
-(`nics`, `disks`, `os_name`, ...) are refused with 501 naming them,
-before anything is recorded.
+does not fit its nodes, unless `force`. `nics`/`disks` additions (Ganeti's
+`[["add", {...}]]`) are recorded with an `instance.hotplug` job
+(`orchestrator.instance_changes.add_devices`). Parameters corral does not change
+here (`os_name`, removals, ...) are refused with 501 naming them, before anything
+is recorded.
 
 `PUT /2/instances/NAME/rename` (`RenameInstance(name, new_name, ip_check=,
 name_check=)`) records an `instance.rename` job (OP_INSTANCE_RENAME); corral checks
@@ -17,15 +19,20 @@ Must not run node commands or wait for the job.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
 
 from events.model import JobKind
-from orchestrator.instance_changes import modify_instance, rename_instance
+from events.specs import InstanceSpec
+from events.validation import SpecError, check_field
+from orchestrator.desired.macs import used_macs, with_macs
+from orchestrator.instance_changes import add_devices, modify_instance, rename_instance
 from orchestrator.operations import OperationRefused
 from orchestrator.rapi.context import Rapi, RapiError, refused_error
-from orchestrator.roles import Action
+from orchestrator.rapi.instance_create import ganeti_nic, ganeti_size
+from orchestrator.roles import Action, Principal
 
 _BEPARAMS = frozenset({"memory", "maxmem", "minmem", "vcpus", "auto_balance"})
 # Body keys Ganeti's client may send that change nothing here.
@@ -64,7 +71,7 @@ def parse_hvparams(body: dict[str, Any]) -> dict[str, str]:
 
 def parse_modify(body: dict[str, Any]) -> tuple[int | None, int | None, bool]:
     """(memory MiB, vcpus, force) from a modify body; RapiError naming the field."""
-    unknown = sorted(set(body) - {"beparams", "hvparams", "force"} - _IGNORED)
+    unknown = sorted(set(body) - {"beparams", "hvparams", "force", "hotplug"} - _IGNORED)
     if unknown:
         raise RapiError(
             501,
@@ -102,6 +109,54 @@ def parse_rename(body: dict[str, Any]) -> str:
     return new_name
 
 
+def _additions(body: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    """The parameters of each `add` in Ganeti's `nics`/`disks` list: `[op, params]`
+    or `[op, index, params]`, op "add" at the end (index -1 or the next one)."""
+    entries = body.get(key) or []
+    if not isinstance(entries, list):
+        raise RapiError(400, f"{key} must be a list of [operation, parameters]")
+    out = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, list) or len(entry) not in (2, 3):
+            raise RapiError(400, f"{key}[{i}] must be [operation, parameters]")
+        op, params = entry[0], entry[-1]
+        if op != "add":
+            raise RapiError(
+                501, f"{key}[{i}]: {op!r} is not done through this RAPI (only add, at the end)"
+            )
+        if len(entry) == 3 and entry[1] not in (-1, "-1"):
+            raise RapiError(501, f"{key}[{i}]: corral adds {key} at the end only (index -1)")
+        if not isinstance(params, dict):
+            raise RapiError(400, f"{key}[{i}]: parameters must be an object")
+        out.append(params)
+    return out
+
+
+def added_spec(spec: InstanceSpec, body: dict[str, Any], *, taken: set[str]) -> InstanceSpec:
+    """`spec` with the NICs and disks a modify body adds (MACs filled, unique)."""
+    extra = sorted(set(body) - {"nics", "disks", "hotplug"} - _IGNORED)
+    if extra:
+        raise RapiError(501, f"modify: send nics/disks additions without {', '.join(extra)}")
+    nics = [ganeti_nic(n) for n in _additions(body, "nics")]
+    disks = [{"size_mib": ganeti_size(d.get("size"))} for d in _additions(body, "disks")]
+    plain = {
+        "nics": [
+            *({"mac": n.mac, "link": n.link, "mode": n.mode, "ip": n.ip} for n in spec.nics),
+            *nics,
+        ],
+        "disks": [*({"size_mib": d.size_mib} for d in spec.disks), *disks],
+    }
+    try:
+        got_nics = check_field(InstanceSpec, "nics", plain["nics"])
+        got_disks = check_field(InstanceSpec, "disks", plain["disks"])
+    except SpecError as exc:
+        raise RapiError(400, f"modify: {exc}") from None
+    for i, nic in enumerate(got_nics[len(spec.nics) :], len(spec.nics)):
+        if nic.mac and nic.mac in taken:
+            raise RapiError(400, f"nics[{i}].mac {nic.mac} is already used in the cluster")
+    return with_macs(replace(spec, nics=got_nics, disks=got_disks), taken=taken)
+
+
 class InstanceChangeRoutes:
     def __init__(self, r: Rapi) -> None:
         self.r = r
@@ -111,6 +166,8 @@ class InstanceChangeRoutes:
         who = self.r.require(request, Action.ADMIN, instance_tags=spec.tags)
         self.r.no_dry_run(request)
         body = await self.r.body_dict(request)
+        if body.get("nics") or body.get("disks"):
+            return await self._add_devices(request, spec, body, who)
         memory, vcpus, force = parse_modify(body)
         try:
             accepted = await modify_instance(
@@ -128,6 +185,21 @@ class InstanceChangeRoutes:
             raise refused_error(exc) from None
         return await self.r.submitted(
             accepted, kind=JobKind.INSTANCE_MODIFY, target=spec.name, who=who
+        )
+
+    async def _add_devices(
+        self, request: web.Request, spec: InstanceSpec, body: dict[str, Any], who: Principal
+    ) -> web.Response:
+        state = self.r.state()
+        new = added_spec(spec, body, taken=used_macs(state.desired.instances))
+        try:
+            accepted = await add_devices(
+                self.r.store, state, new=new, actor=who.name, reason=self.r.reason(request, "")
+            )
+        except OperationRefused as exc:
+            raise refused_error(exc) from None
+        return await self.r.submitted(
+            accepted, kind=JobKind.INSTANCE_HOTPLUG, target=spec.name, who=who
         )
 
     async def rename(self, request: web.Request) -> web.Response:

@@ -79,7 +79,8 @@ def _ganeti_path(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def _nic(n: Any) -> Any:
+def ganeti_nic(n: Any) -> Any:
+    """A Ganeti NIC object as the model's (mac auto/generate: none yet)."""
     if not isinstance(n, dict):
         return n
     mac = n.get("mac")
@@ -122,7 +123,7 @@ def parse_create(body: dict[str, Any]) -> InstanceSpec:
             else disks
         ),
         "os": body.get("os") or body.get("os_type") or "none",
-        "nics": [_nic(n) for n in nics] if isinstance(nics, list) else nics,
+        "nics": [ganeti_nic(n) for n in nics] if isinstance(nics, list) else nics,
         "tags": body.get("tags") or [],
         "power": PowerState.RUNNING if start is True else PowerState.STOPPED,
         "primary": body.get("pnode") or None,

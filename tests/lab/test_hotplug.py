@@ -11,7 +11,9 @@ from pathlib import Path
 
 from events.ids import InstanceName, JobId
 from events.state import JobState
+from orchestrator.rapi.users import RapiUsers
 from simulators.fabric import Vm
+from tests.lab.test_rapi import CLIENT_MODULE, USERS, rapi, require_debian, stock_client
 from tests.support.cluster_harness import Cluster, cluster
 from tests.support.events import cluster_yaml
 
@@ -144,3 +146,29 @@ async def test_disk_added_in_the_file_gets_a_drbd_pair_then_is_hotplugged(tmp_pa
         for host in (p, s):
             assert "db1-d2" not in host.volumes and "db1-d2" not in host.copies, host.name
             assert "/etc/drbd.d/db1-d2.res" not in host.files
+
+        # Ganeti's stock client: ModifyInstance(disks=[("add", ...)], nics=[...]).
+        del vm_now.devices["other-device"]
+        require_debian(CLIENT_MODULE, "python3-ganeti-rapi")
+        async with (
+            rapi(c, RapiUsers.from_text(USERS)) as port,
+            stock_client(tmp_path, port, "root", "rootpw") as gc,
+        ):
+            job = await gc.call("ModifyInstance", "db1", disks=[["add", {"size": 256}]])
+            done = await gc.run_job(job)
+            assert done["ops"][0]["OP_ID"] == "OP_INSTANCE_SET_PARAMS", done
+            job = await gc.call("ModifyInstance", "db1", nics=[["add", -1, {"link": "br0"}]])
+            await gc.run_job(job)
+            removal = await gc.try_call("ModifyInstance", "db1", disks=[["remove", 0, {}]])
+            assert removal["code"] == 501 and "remove" in removal["error"], removal
+            too_big = await gc.try_call("ModifyInstance", "db1", disks=[["add", {"size": 10**7}]])
+            assert too_big["code"] == 400 and "disks" in too_big["error"], too_big
+        await c.wait_for(
+            "disk 2 and nic 0 plugged",
+            lambda: "disk-d2" in vm_now.devices and "nic-n0" in vm_now.devices,
+            timeout=120,
+        )
+        spec = engine.state.desired.instances[name]
+        assert [d.size_mib for d in spec.disks] == [1024, 512, 256]
+        assert spec.nics[0].mac is not None and spec.nics[0].mac.startswith("aa:00:00")
+        assert vm_now.pid == pid
