@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from events.ids import InstanceName, new_event_id
 from events.model import Event, InstanceReinstallRequested, InstanceUpdated, JobKind
-from events.specs import CloudInitSpec, ImageSpec, PowerState
+from events.specs import CloudInitSpec, ImageSpec, InstanceSpec, PowerState
 from events.state import ClusterState
 from orchestrator.operations import Accepted, EventAppender, OperationRefused, submit_job
 
@@ -26,6 +26,15 @@ def catalogue(state: ClusterState) -> dict[str, ImageSpec]:
     """The image catalogue of the last applied desired-state file."""
     applied = state.last_applied
     return {i.name: i for i in applied.images} if applied is not None else {}
+
+
+def with_catalogue_image(spec: InstanceSpec, state: ClusterState) -> InstanceSpec:
+    """A spec made elsewhere than the file (a RAPI create's `os_type`): its `os`
+    given the last applied catalogue's image of that name, when there is one."""
+    image = catalogue(state).get(spec.os)
+    if spec.image is not None or image is None:
+        return spec
+    return replace(spec, image=image, cloud_init=CloudInitSpec())
 
 
 async def reinstall_instance(

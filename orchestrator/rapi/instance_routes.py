@@ -30,6 +30,7 @@ from orchestrator.rapi import views
 from orchestrator.rapi.context import Rapi, RapiError, reply
 from orchestrator.rapi.instance_create import ganeti_size, parse_create
 from orchestrator.rapi.job_index import REMOVE_CORRELATION, TAGS_CORRELATION
+from orchestrator.reinstall import with_catalogue_image
 from orchestrator.roles import Action, Principal
 
 
@@ -89,7 +90,7 @@ class InstanceRoutes:
         for i, nic in enumerate(spec.nics):
             if nic.mac in taken:
                 raise RapiError(400, f"nics[{i}].mac {nic.mac} is already used in the cluster")
-        spec = with_macs(spec, taken=taken)
+        spec = with_catalogue_image(with_macs(spec, taken=taken), state)
         key = instance_key(spec.name)
         revision = await self.r.store.append(
             [

@@ -3,11 +3,12 @@ the file's catalogue; creating the instance writes the image onto its new DRBD
 device on the primary (from the nodes' image directory, or fetched from a URL)
 and attaches a cloud-init seed the node helper wrote (an unknown image, refused at
 plan time with file and line, is tests.unit.test_os_images'); a reinstall writes
-another image and a new seed; an image with another checksum, or missing on
-the node, fails the create naming image and node with nothing written and no VM
-started, and Ganeti's stock RAPI client's ReinstallInstance writes it once the
-image is fixed. Assertions look at the simulated hosts (what reached /dev/drbdN, the
-seed files, the qemu argv) and at the recorded events."""
+another image and a new seed; an image with another checksum, or missing on the
+node, fails the create naming image and node with nothing written and no VM
+started. Ganeti's stock RAPI client's ReinstallInstance then writes it once the
+image is fixed, and a RAPI create naming a catalogue image gets it. Assertions
+look at the simulated hosts (what reached /dev/drbdN, the seed files, the qemu
+argv) and at the recorded events."""
 
 from __future__ import annotations
 
@@ -160,6 +161,14 @@ async def test_wrong_checksum_or_missing_image_writes_nothing(tmp_path: Path) ->
             assert refused["code"] == 501 and "osparams" in refused["error"], refused
             done = await gc.run_job(await gc.call("ReinstallInstance", "web1"))
             assert done["ops"][0]["OP_ID"] == "OP_INSTANCE_REINSTALL", done
-        device = f"/dev/drbd{minor_of(node1, 'web1-d0')}"
-        assert node1.images == {device: hashlib.sha256(IMAGE).hexdigest()}
+            # A RAPI create whose os_type is an image of the applied catalogue gets it.
+            created = await gc.call(
+                "CreateInstance", "create", "web3", "drbd", [{"size": 1024}], [],
+                os="tiny", pnode="node1", snode="node2", beparams={"maxmem": 256},
+            )  # fmt: skip
+            await gc.run_job(created)
+        sha = hashlib.sha256(IMAGE).hexdigest()
+        devices = [f"/dev/drbd{minor_of(node1, f'{n}-d0')}" for n in ("web1", "web3")]
+        assert node1.images == dict.fromkeys(devices, sha)
         assert vm_argv(c, "web1") is not None and vm_argv(c, "web2") is None
+        assert vm_argv(c, "web3") is not None
