@@ -160,10 +160,11 @@ async def _one(nodes: int, count: int, *, profile: bool) -> dict[str, Any]:
                 for name, s in zip(("orchestrator", "simulator"), samplers, strict=False)
             }
             ops = getattr(engine.ctx.nodes, "inner", engine.ctx.nodes)  # under the term guard
+            # Counted at convergence: the probes go on while the CLI is timed.
+            commands = int(getattr(ops, "commands_run", 0))
             cli: dict[str, float] = {}
             if count <= 100:
                 cli = await _cli_times(c)
-            commands = int(getattr(ops, "commands_run", 0))
             return {
                 **cli,
                 "nodes": nodes,
