@@ -58,6 +58,7 @@ from reactors.plans.instance import (
     vm_alive,
     vm_on,
 )
+from reactors.plans.migration import migration_blockers
 from reactors.plans.rename import rename_blockers, rename_missing, rename_steps
 from reactors.prober import Prober
 from reactors.seams import StepOutcome
@@ -356,6 +357,19 @@ class JobRunner:
 
     async def _live_migrate(self, job: JobState, name: InstanceName) -> None:
         with self._failing_over(name) as (p, s):
+            await self.prober.probe(p)
+            await self.prober.probe(s)
+            state = self.ctx.state
+            configs = disk_configs(state=state, instance=name, placement=state.placements[name])
+            blockers = migration_blockers(
+                configs=configs,
+                p=p,
+                s=s,
+                p_obs=state.observed.get(p),
+                s_obs=state.observed.get(s),
+            )
+            if blockers:
+                raise JobError("cannot migrate live: " + "; ".join(blockers))
             await self._migrate_to(job, name, p, s)
 
     async def _migrate_to(
