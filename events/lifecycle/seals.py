@@ -129,32 +129,59 @@ def parse_seal(raw: bytes) -> Seal:
     )
 
 
-async def load_seals(store: EventStore) -> list[Seal]:
-    """The seals still in etcd (archived ones went with their segments)."""
-    prefix = store.root + b"seals/"
-    got = await store.client.get_prefix(prefix)
-    return sorted((parse_seal(bytes(kv.value)) for kv in got), key=lambda s: s.seq)
+# Seals read per range request. A seal of 100 events holds their keys and digests,
+# some 13 KB: all of them in one response passed gRPC's 4 MB limit at about 30,000
+# events, far below the 200,000 an archiving orchestrator keeps in etcd.
+SEAL_PAGE = 100
 
 
 async def raw_seals(store: EventStore) -> list[RawRecord]:
-    """The seal keys as stored, for the archive."""
+    """The seal keys as stored, in seq order (the keys are zero-padded), read a
+    page at a time."""
+    from aetcd import rpc
+
     prefix = store.root + b"seals/"
-    got = await store.client.get_prefix(prefix)
-    return sorted(
-        (
+    start, end = prefix, _prefix_end(prefix)
+    out: list[RawRecord] = []
+    while True:
+        request = rpc.RangeRequest(key=start, range_end=end, limit=SEAL_PAGE)
+        response = await store.client.kvstub.Range(request, metadata=store.client.metadata)
+        out.extend(
             RawRecord(
                 revision=int(kv.create_revision), key=bytes(kv.key).decode(), value=bytes(kv.value)
             )
-            for kv in got
-        ),
-        key=lambda r: r.key,
+            for kv in response.kvs
+        )
+        if not response.more or not response.kvs:
+            return out
+        start = bytes(response.kvs[-1].key) + b"\0"
+
+
+async def load_seals(store: EventStore) -> list[Seal]:
+    """The seals still in etcd (archived ones went with their segments)."""
+    return sorted((parse_seal(r.value) for r in await raw_seals(store)), key=lambda s: s.seq)
+
+
+async def _newest_seal(store: EventStore) -> Seal | None:
+    from aetcd import rpc
+
+    prefix = store.root + b"seals/"
+    request = rpc.RangeRequest(
+        key=prefix,
+        range_end=_prefix_end(prefix),
+        limit=1,
+        sort_order=rpc.RangeRequest.DESCEND,
+        sort_target=rpc.RangeRequest.KEY,
     )
+    response = await store.client.kvstub.Range(request, metadata=store.client.metadata)
+    return parse_seal(bytes(response.kvs[0].value)) if response.kvs else None
 
 
-async def _chain_head(store: EventStore, seals: list[Seal]) -> Seal | None:
+async def _chain_head(store: EventStore) -> Seal | None:
     """The newest seal: in etcd, else the last one archived."""
-    if seals:
-        return seals[-1]
+    newest = await _newest_seal(store)
+    if newest is not None:
+        return newest
     segments, _ = await store.archived_segments()
     if segments and segments[-1].last_seal:
         return parse_seal(segments[-1].last_seal.encode())
@@ -171,7 +198,7 @@ async def seal_pending(
     """Seal every complete block of unsealed events (and a partial last one when
     `final`), signed by `signer` (unsigned without one: a lab). Blocks end on
     revision boundaries. Returns the number of new seals."""
-    head = await _chain_head(store, await load_seals(store))
+    head = await _chain_head(store)
     prev = head.chain if head else GENESIS
     after = head.last_revision + 1 if head else 0
     events = await raw_events(store, after)

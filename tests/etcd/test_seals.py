@@ -1,10 +1,21 @@
 """Audit seals over a real etcd: an untouched log verifies; changing the stored
-bytes of one event, deleting one, or slipping one into a sealed range is named."""
+bytes of one event, deleting one, or slipping one into a sealed range is named;
+more seals than one range request returns are read page by page."""
 
 from __future__ import annotations
 
+import json
+
 from devtools.local_etcd import LocalEtcd
-from events.lifecycle.seals import seal_pending, verify
+from events.lifecycle.seals import (
+    SEAL_PAGE,
+    Seal,
+    _as_dict,
+    _seal_key,
+    load_seals,
+    seal_pending,
+    verify,
+)
 from events.store import EventStore
 from tests.support.events import ev
 
@@ -29,3 +40,39 @@ async def test_tampering_is_named(etcd: LocalEtcd) -> None:
         await store.client.delete(store.event_key(events[5].id))
         result = await verify(store)
         assert not result.ok and result.key.endswith(events[5].id) and "missing" in result.problem
+
+
+async def test_seals_are_read_a_page_at_a_time(etcd: LocalEtcd) -> None:
+    # All seals in one response passed gRPC's 4 MB limit at about 30,000 events.
+    count = SEAL_PAGE * 2 + 50
+    async with EventStore.connect([etcd.endpoint], "c1", credentials=etcd.credentials()) as store:
+        for i in range(count):
+            await store.append([ev(i)])
+        assert await seal_pending(store, block=1) == count
+        seals = await load_seals(store)
+        assert [s.seq for s in seals] == list(range(count))
+        result = await verify(store)
+        assert result.ok and result.seals == count and result.sealed_events == count
+        await store.append([ev(count)])
+        assert await seal_pending(store, block=1) == 1
+        newest = (await load_seals(store))[-1]
+        assert newest.seq == count and newest.prev == seals[-1].chain
+
+
+async def test_seals_past_one_grpc_response(etcd: LocalEtcd) -> None:
+    """400 seals of 100 events each (13 KB apiece, 5 MB in all, as a log of
+    40,000 events makes): more than gRPC's 4 MB answer, still read whole."""
+    async with EventStore.connect([etcd.endpoint], "c1", credentials=etcd.credentials()) as store:
+        for seq in range(400):
+            seal = Seal(
+                seq=seq,
+                first_revision=seq * 100,
+                last_revision=seq * 100 + 99,
+                keys=tuple(f"/corral/c1/events/{seq:08d}{k:024d}" for k in range(100)),
+                digests=tuple(f"{seq * 100 + k:064x}" for k in range(100)),
+                prev=f"{seq:064x}",
+                chain=f"{seq + 1:064x}",
+            )
+            await store.client.put(_seal_key(store, seq), json.dumps(_as_dict(seal)).encode())
+        seals = await load_seals(store)
+        assert [s.seq for s in seals] == list(range(400)) and seals[-1].chain == f"{400:064x}"
