@@ -25,6 +25,7 @@ from orchestrator.cli.context import (
     current_state,
     open_store,
     print_json,
+    read_state,
     target_from_args,
 )
 from orchestrator.operations import OperationRefused, submit_job
@@ -40,7 +41,7 @@ def run_live(args: argparse.Namespace) -> int:
         return asyncio.run(_apply(args))
     if args.watch:
         return _watch(args)
-    state = asyncio.run(_load(args))
+    state = read_state(args)
     avoid = _avoid(state)
     plan, took = plan_cluster(from_state(state=state), args, avoid=avoid)
     report_plan(plan, took, args, avoid=avoid)
@@ -54,7 +55,7 @@ def _watch(args: argparse.Namespace) -> int:
     looks = 0
     while True:
         looks += 1
-        state = asyncio.run(_load(args))
+        state = read_state(args)
         plan, _ = plan_cluster(from_state(state=state), args, avoid=_avoid(state))
         gain = plan.score_before - plan.score_after
         stamp = time.strftime("%H:%M:%S")
@@ -78,11 +79,6 @@ def _watch(args: argparse.Namespace) -> int:
             time.sleep(args.interval)
         except KeyboardInterrupt:
             return 0
-
-
-async def _load(args: argparse.Namespace) -> ClusterState:
-    async with open_store(target_from_args(args)) as store:
-        return await current_state(store)
 
 
 def _avoid(state: ClusterState) -> frozenset[str]:

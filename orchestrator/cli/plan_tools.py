@@ -22,10 +22,8 @@ from events.state import ClusterState
 from orchestrator.cli.context import (
     UsageError,
     add_target_options,
-    current_state,
-    open_store,
     print_json,
-    target_from_args,
+    read_state,
 )
 from reactors.htools.model import BCluster, from_state
 from reactors.htools.redundancy import LossVerdict, unredundant
@@ -120,13 +118,7 @@ def _state(args: argparse.Namespace) -> ClusterState:
         except ValueError as exc:
             raise UsageError(f"--htools: {path}: {exc}") from exc
 
-    import asyncio
-
-    async def load() -> ClusterState:
-        async with open_store(target_from_args(args)) as store:
-            return await current_state(store)
-
-    return asyncio.run(load())
+    return read_state(args)
 
 
 def run_export(args: argparse.Namespace) -> int:

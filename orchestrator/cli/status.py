@@ -7,20 +7,16 @@ Read-only: appends nothing.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 from dataclasses import asdict
 from typing import Any
 
-from events.state import ClusterState
 from orchestrator.cli.context import (
     add_target_options,
-    current_state,
-    open_store,
     print_json,
+    read_state,
     size,
     table,
-    target_from_args,
 )
 from orchestrator.cluster_report import status_dict, verify
 
@@ -88,13 +84,8 @@ def render_status(d: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-async def _load(args: argparse.Namespace) -> ClusterState:
-    async with open_store(target_from_args(args)) as store:
-        return await current_state(store)
-
-
 def run_status(args: argparse.Namespace) -> int:
-    state = asyncio.run(_load(args))
+    state = read_state(args)
     d = status_dict(state, now=time.time())
     if args.json:
         print_json(d)
@@ -108,7 +99,7 @@ def run_cluster(args: argparse.Namespace) -> int:
         from orchestrator.cli.leader import run_leader
 
         return run_leader(args)
-    state = asyncio.run(_load(args))
+    state = read_state(args)
     findings = verify(state, now=time.time())
     errors = sum(1 for f in findings if f.severity == "error")
     if args.json:
