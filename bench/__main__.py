@@ -19,6 +19,7 @@ BENCHMARKS: list[str] = [
     "heal",
     "heal_scale",
     "log_scale",
+    "log_budget",
     "alloc",
     "api",
     "balance",
