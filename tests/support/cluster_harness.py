@@ -232,6 +232,21 @@ def instances(
     ]
 
 
+def _start_etcd(tmp: Path, members: int) -> LocalEtcd | LocalEtcdCluster:
+    """A fresh etcd on free ports; started again on other ports when one it
+    picked was taken meanwhile (helpers on this machine pick ports too)."""
+    for attempt in range(3):
+        base = tmp / ("etcd" if attempt == 0 else f"etcd-{attempt}")
+        try:
+            if members == 1:
+                return LocalEtcd(data_dir=base, tls=True).start()
+            return LocalEtcdCluster.create(base, size=members, tls=True).start()
+        except RuntimeError:
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
 @asynccontextmanager
 async def cluster(
     tmp: Path,
@@ -241,11 +256,7 @@ async def cluster(
     sync_rate_mib_s: float = 200_000,
     etcd_members: int = 1,
 ) -> AsyncIterator[Cluster]:
-    etcd: LocalEtcd | LocalEtcdCluster
-    if etcd_members == 1:
-        etcd = LocalEtcd(data_dir=tmp / "etcd", tls=True).start()
-    else:
-        etcd = LocalEtcdCluster.create(tmp / "etcd", size=etcd_members, tls=True).start()
+    etcd = _start_etcd(tmp, etcd_members)
     lab = await Lab.start(
         hosts=hosts or [HostConfig(name=f"node{i}") for i in range(1, 5)],
         state_dir=tmp / "lab",

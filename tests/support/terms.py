@@ -27,14 +27,23 @@ class Term:
 async def term_history(store: EventStore) -> list[Term]:
     """Every term so far, oldest first (needs the history uncompacted)."""
     now = await store.current_revision()
+    # The key held now was last written at its mod revision: the history is
+    # whole once that is seen. Without a holder, the last change (a delete) is
+    # somewhere before `now`, and a pause in the replay ends it.
+    held: Any = await store.client.get(store.leader_key)
+    last_change = int(held.mod_revision) if held is not None else now
     watch = await store.client.watch(store.leader_key, start_revision=1)
     events = watch.__aiter__()
     terms: list[Term] = []
     try:
         while True:
             try:
-                event: Any = await asyncio.wait_for(events.__anext__(), 0.5)
+                event: Any = await asyncio.wait_for(
+                    events.__anext__(), 10.0 if held is not None else 2.0
+                )
             except (TimeoutError, StopAsyncIteration):
+                if held is not None:
+                    raise AssertionError("the leader key's history did not replay") from None
                 break
             kv = event.kv
             if event.kind == "PUT" and kv.create_revision == kv.mod_revision:
@@ -43,7 +52,7 @@ async def term_history(store: EventStore) -> list[Term]:
             elif event.kind == "DELETE" and terms and terms[-1].end is None:
                 last = terms[-1]
                 terms[-1] = Term(member=last.member, start=last.start, end=int(kv.mod_revision))
-            if int(kv.mod_revision) >= now:
+            if int(kv.mod_revision) >= min(last_change, now):
                 break
     finally:
         with contextlib.suppress(Exception):
