@@ -241,6 +241,9 @@ def diff_desired(
                     if live.name
                     else ()
                 ),
+                notes=("hvparams take effect at each instance's next start",)
+                if live.name and live.policy.hv != wanted.policy.hv
+                else (),
             )
         )
     changes.extend(_group_changes(live=live, wanted=wanted))

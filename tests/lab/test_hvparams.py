@@ -79,6 +79,11 @@ async def test_hvparams_merge_from_the_file_into_qemu_and_change_in_place(tmp_pa
         plan = await c.corral("plan", "-f", str(f))
         assert plan.returncode == 2, plan.stdout + plan.stderr  # 2: changes to apply
         assert "hvparams.cpu_type: host -> qemu64" in plan.stdout, plan.stdout
+        f.write_text(with_hv(c).replace("disk_cache: writeback", "disk_cache: writethrough"))
+        cluster_change = await c.corral("plan", "-f", str(f))
+        assert "hvparams.disk_cache: writeback -> writethrough" in cluster_change.stdout
+        assert "hvparams take effect at each instance's next start" in cluster_change.stdout
+        f.write_text(with_hv(c, cpu="qemu64"))
         assert "restart needed: hvparams" in plan.stdout, plan.stdout
         assert (await c.corral("apply", "-f", str(f))).returncode == 0
         assert after(argv_of(c, "web1"), "-cpu") == ["host"]
