@@ -147,6 +147,12 @@ def _prefix_end(prefix: bytes) -> bytes:
     return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
+async def _close_within(client: aetcd.Client, seconds: float) -> None:
+    """Close `client`, giving up after `seconds` (a hung close is abandoned)."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(client.close(), seconds)
+
+
 def _channel_reset() -> bool:
     """A CancelledError that is not this task being cancelled: gRPC cancels the
     calls of a channel closed under them (the store moving to another member, a
@@ -198,6 +204,7 @@ class EventStore:
     timeout: float = 5.0
     _moving: asyncio.Task[bool] | None = None
     _moved_at: float = 0.0
+    _closing: set[asyncio.Task[None]] = field(default_factory=set)
 
     # ------------------------------------------------------------------ keys
 
@@ -507,8 +514,12 @@ class EventStore:
                 continue
             old, self.client, self.endpoint = self.client, client, member.url
             log.warning("etcd member changed", now=member.url)
-            with contextlib.suppress(Exception):
-                await old.close()
+            # Closed aside, under a deadline: closing a client whose member hangs
+            # can wait forever inside aetcd (its watcher's full request queue),
+            # and every writer and subscriber waits for this move to end.
+            closing = asyncio.get_running_loop().create_task(_close_within(old, self.timeout))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
             return True
         return False
 
@@ -776,10 +787,9 @@ class EventStore:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 if not await self.move_to_healthy_member():
+                    await _close_within(self.client, self.timeout)
                     with contextlib.suppress(Exception):
-                        await self.client.close()
-                    with contextlib.suppress(Exception):
-                        await self.client.connect()
+                        await asyncio.wait_for(self.client.connect(), self.timeout)
                 continue
 
     def _watch_events(self, watch_event: object) -> list[tuple[int, Event]]:

@@ -5,6 +5,7 @@ acknowledged is there, read back by id."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from collections.abc import Iterator
@@ -87,3 +88,24 @@ def test_raft_leadership_moves_on_request(etcd3: LocalEtcdCluster) -> None:
     while etcd3.leader() is not target and time.monotonic() < deadline:
         time.sleep(0.1)
     assert etcd3.leader() is target
+
+
+async def test_a_move_to_another_member_does_not_wait_for_the_old_client(
+    etcd3: LocalEtcdCluster,
+) -> None:
+    """Closing the client of a member that hangs can wait forever inside aetcd
+    (its watcher's request queue full); the store's move to another member, which
+    every writer and subscriber waits for, must not wait with it (make chaos seed
+    0: the leader's fold stopped for good after etcd faults). The hang is injected
+    by replacing the old client's close."""
+    async with EventStore.connect(etcd3.endpoints, "t") as store:
+        await store.append([event(1)])
+        old = store.client
+
+        async def hangs() -> None:
+            await asyncio.Event().wait()
+
+        old.close = hangs  # type: ignore[method-assign]
+        assert await asyncio.wait_for(store.move_to_healthy_member(), 10)
+        assert store.client is not old
+        await asyncio.wait_for(store.append([event(2)]), 10)

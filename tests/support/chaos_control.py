@@ -69,7 +69,8 @@ class Orchestrators:
                 f"lease {'ok' if lead.valid_lease() else 'ended'} "
                 f"hold-off {max(0.0, lead._hold_off_until - now):.0f}s "
                 f"lost {lead.lost_reason!r} known leader {known}; fold at "
-                f"{e.ctx.state.revision}, {len(e.ctx._pending)} appends pending"
+                f"{e.ctx.state.revision}, {len(e.ctx._pending)} appends pending, "
+                f"store moving {getattr(e.ctx.log_store, '_moving', None)}"
             )
             tasks = list(e._tasks)
             if e.reactors is not None:
