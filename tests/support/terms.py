@@ -43,7 +43,9 @@ async def term_history(store: EventStore) -> list[Term]:
                 )
             except (TimeoutError, StopAsyncIteration):
                 if held is not None:
-                    raise AssertionError("the leader key's history did not replay") from None
+                    # A watch on a member still catching up, or on a client the
+                    # store has just left: the caller reads again.
+                    raise TimeoutError("the leader key's history did not replay") from None
                 break
             kv = event.kv
             if event.kind == "PUT" and kv.create_revision == kv.mod_revision:
