@@ -17,6 +17,7 @@ BENCHMARKS: list[str] = [
     "sim_scale",
     "converge",
     "heal",
+    "handover",
     "heal_scale",
     "log_scale",
     "log_budget",

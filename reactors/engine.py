@@ -10,6 +10,7 @@ Holds no decisions.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
@@ -76,6 +77,9 @@ class Engine:
     # Called with each new term (the service feeds /metrics).
     on_term: Callable[[int | None], None] | None = None
     reactors: TermReactors | None = None
+    # Wall time the current term's first reconcile pass ended (0: none yet): the
+    # end of a handover, logged as "first reconcile of the term".
+    first_reconcile_at: float = 0.0
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _leading: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -150,7 +154,7 @@ class Engine:
         ctx.nodes.set_term(term)
         prober = Prober(ctx=ctx)
         placer = Placer(ctx=ctx)
-        workers = InstanceWorkers(ctx=ctx, prober=prober, on_reconcile=self.on_reconcile)
+        workers = InstanceWorkers(ctx=ctx, prober=prober, on_reconcile=self._reconciled(term))
         healer = Healer(ctx=ctx, prober=prober, placer=placer, on_isolated=self._isolated)
         jobs = JobRunner(ctx=ctx, prober=prober, placer=placer, workers=workers)
         ctx.on_event_this_term(workers.on_event)
@@ -174,6 +178,26 @@ class Engine:
         if self.on_term is not None:
             self.on_term(term)
         log.info("reactors running", term=term, revision=ctx.state.revision)
+
+    def _reconciled(self, term: int) -> Callable[[float], None]:
+        """The workers' per-pass callback for one term: notes and logs the term's
+        first pass (when a new leader is really at work), then feeds `on_reconcile`."""
+        self.first_reconcile_at = 0.0
+        begun = time.monotonic()
+
+        def reconciled(seconds: float) -> None:
+            if not self.first_reconcile_at:
+                self.first_reconcile_at = time.time()
+                log.info(
+                    "first reconcile of the term",
+                    term=term,
+                    at=round(self.first_reconcile_at, 3),
+                    after_s=round(time.monotonic() - begun, 3),
+                )
+            if self.on_reconcile is not None:
+                self.on_reconcile(seconds)
+
+        return reconciled
 
     async def _end_term(self) -> None:
         r, self.reactors = self.reactors, None
