@@ -10,6 +10,7 @@ Does no planning and no node I/O.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -114,12 +115,15 @@ class ReactorContext:
         """Read-your-writes: return once the fold has caught up with `revision`.
         A write of ours etcd acknowledged and the fold has not seen after
         `FOLD_PATIENCE_S` means a silent subscription: it is made again."""
+        # The deadlines run in this task (asyncio.timeout), not in a task of their
+        # own (asyncio.wait_for): a waiter cancelled twice (its deadline, then its
+        # term's end) could leave that inner task holding the lock for ever after
+        # this one let it go, and every later `async with` (the fold's own) stuck.
         patience = min(FOLD_PATIENCE_S, timeout)
         async with self._changed:
             try:
-                await asyncio.wait_for(
-                    self._changed.wait_for(lambda: self.state.revision >= revision), patience
-                )
+                async with asyncio.timeout(patience):
+                    await self._changed.wait_for(lambda: self.state.revision >= revision)
                 return
             except TimeoutError:
                 if timeout <= patience:
@@ -130,17 +134,14 @@ class ReactorContext:
                 folded=self.state.revision,
             )
             self._stale.set()
-            await asyncio.wait_for(
-                self._changed.wait_for(lambda: self.state.revision >= revision),
-                timeout - patience,
-            )
+            async with asyncio.timeout(timeout - patience):
+                await self._changed.wait_for(lambda: self.state.revision >= revision)
 
     async def wait_change(self, *, timeout: float) -> None:
         async with self._changed:
-            try:
-                await asyncio.wait_for(self._changed.wait(), timeout)
-            except TimeoutError:
-                pass
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self._changed.wait()
 
     # ---------------------------------------------------------------- events out
 
