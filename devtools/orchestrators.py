@@ -1,23 +1,27 @@
 """Orchestrator processes for the demo and the benches: `corral serve` run as a
 child process "on" a simulated node (named after it), its JSON log kept in a
 file, killed with SIGKILL when its node dies (no goodbye: its lease simply
-expires), and the handover read back from the logs (the term each began, the
-term's first reconcile pass).
+expires), brought back when its node is powered on again, and the handover read
+back from the logs (the term's first reconcile pass).
 
 Wiring only; the product never imports it. It decides nothing about the cluster.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
+
+from devtools.local_etcd import LocalEtcd
 
 FIRST_RECONCILE = "first reconcile of the term"
 
@@ -27,6 +31,15 @@ class FirstReconcile:
     member: str
     term: int
     at: float  # wall time the pass ended
+
+
+def _die_with_parent() -> None:
+    """In the child: SIGKILL when the process (thread) that started it ends, so a
+    demo or bench killed without its clean-up leaves no orchestrator behind."""
+    import ctypes
+
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 @dataclass
@@ -60,6 +73,7 @@ class ServeProcess:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env=self.env,
+            preexec_fn=_die_with_parent,
         )
 
     def running(self) -> bool:
@@ -122,3 +136,41 @@ def serve_env(base: dict[str, str], *, cluster: str) -> dict[str, str]:
     """The environment of an orchestrator process: `base` (the etcd client
     settings of the orchestrator's identity) and the cluster's name."""
     return {**os.environ, **base, "CORRAL_CLUSTER": cluster}
+
+
+@dataclass
+class ControlHost:
+    """What of the control plane runs "on" one simulated node: an orchestrator
+    and, maybe, an etcd member. They live and die with the node's power."""
+
+    node: str
+    orchestrator: ServeProcess
+    etcd: LocalEtcd | None = None
+
+    def down(self) -> None:
+        """The node lost power: both die at once, without a word."""
+        self.orchestrator.kill()
+        if self.etcd is not None:
+            self.etcd.kill()
+
+    def up(self) -> None:
+        """The node is on again: its etcd member rejoins, its orchestrator starts
+        (as a standby: the leader key is someone else's by now)."""
+        if self.etcd is not None and not self.etcd.running():
+            self.etcd.restart()
+        if not self.orchestrator.running():
+            self.orchestrator.start()
+
+
+async def follow_power(hosts: list[ControlHost], powered: Callable[[str], bool]) -> None:
+    """Forever: keep each host's control plane in step with its node's power, so a
+    crash from `corral sim fault crash` takes the orchestrator on that node down
+    too, and `corral sim power on` brings it back."""
+    while True:
+        for h in hosts:
+            on = powered(h.node)
+            if not on and h.orchestrator.running():
+                h.down()
+            elif on and not h.orchestrator.running():
+                await asyncio.to_thread(h.up)
+        await asyncio.sleep(0.2)
