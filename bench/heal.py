@@ -161,10 +161,14 @@ async def _crash(
     back = tl.back_times()
     handover: dict[str, Any] = {}
     if leader is not None:
+        # The standby's first term after the crash (on a starved machine it may
+        # lose a term and lead again later).
+        term = min(t for t, at in engine.term_began.items() if at > crashed)
         handover = {
-            "elected_s": round(engine.leadership.since - crashed, 2),
-            "first_reconcile_s": round(engine.first_reconcile_at - crashed, 2),
+            "elected_s": round(engine.term_began[term] - crashed, 2),
+            "first_reconcile_s": round(engine.first_reconciles[term] - crashed, 2),
             "leader_lease_ttl_s": SETTINGS.lease_ttl_s,
+            "standby_terms_after_crash": sum(at > crashed for at in engine.term_began.values()),
         }
     return {
         "leader_on_crashed_node": leader is not None,

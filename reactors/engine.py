@@ -77,9 +77,10 @@ class Engine:
     # Called with each new term (the service feeds /metrics).
     on_term: Callable[[int | None], None] | None = None
     reactors: TermReactors | None = None
-    # Wall time the current term's first reconcile pass ended (0: none yet): the
-    # end of a handover, logged as "first reconcile of the term".
-    first_reconcile_at: float = 0.0
+    # Per term this process led: wall time it began, and when its first reconcile
+    # pass ended (the end of a handover, logged as "first reconcile of the term").
+    term_began: dict[int, float] = field(default_factory=dict)
+    first_reconciles: dict[int, float] = field(default_factory=dict)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _leading: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -182,16 +183,16 @@ class Engine:
     def _reconciled(self, term: int) -> Callable[[float], None]:
         """The workers' per-pass callback for one term: notes and logs the term's
         first pass (when a new leader is really at work), then feeds `on_reconcile`."""
-        self.first_reconcile_at = 0.0
+        self.term_began[term] = time.time()
         begun = time.monotonic()
 
         def reconciled(seconds: float) -> None:
-            if not self.first_reconcile_at:
-                self.first_reconcile_at = time.time()
+            if term not in self.first_reconciles:
+                self.first_reconciles[term] = time.time()
                 log.info(
                     "first reconcile of the term",
                     term=term,
-                    at=round(self.first_reconcile_at, 3),
+                    at=round(self.first_reconciles[term], 3),
                     after_s=round(time.monotonic() - begun, 3),
                 )
             if self.on_reconcile is not None:
