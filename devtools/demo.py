@@ -163,13 +163,18 @@ async def corral(*args: str, env: dict[str, str], limit: int = 0) -> int:
     assert proc.stdout is not None
     shown = 0
     tail: list[str] = []
-    async for raw in proc.stdout:
-        line = raw.decode(errors="replace").rstrip("\n")
-        if not limit or shown < limit:
-            out("  " + line)
-            shown += 1
-        else:
-            tail = [*tail, line][-4:]
+    try:
+        async for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\n")
+            if not limit or shown < limit:
+                out("  " + line)
+                shown += 1
+            else:
+                tail = [*tail, line][-4:]
+    except asyncio.CancelledError:  # the demo is stopping: so does the command
+        if proc.returncode is None:
+            proc.kill()
+        raise
     if tail:
         out("  ...")
         for line in tail:
