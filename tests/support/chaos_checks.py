@@ -20,7 +20,7 @@ from events.ids import EventId
 from events.model import JobSubmitted, JobUpdated
 from events.store import EtcdUnavailable, EventStore
 from simulators.fabric import Fabric
-from tests.support.terms import deposed_writes
+from tests.support.terms import deposed_writes, term_history
 
 # The node helper's read-only verbs, and the DRBD version read before a first probe.
 READS = re.compile(r"corral-node-helper (probe|term|version)\b|^head -n 1 /proc/drbd")
@@ -197,6 +197,8 @@ async def _check_log(store: EventStore, fabric: Fabric, acknowledged: list[Event
     lost = [a for a in acknowledged if a not in ids]
     assert not lost, f"acknowledged events lost: {lost}"
     bad = await deposed_writes(store)
-    assert not bad, f"written by a deposed leader: {bad}"
+    if bad:
+        terms = await term_history(store)
+        raise AssertionError(f"written by a deposed leader: {bad}; terms {terms}")
     repeats = job_step_repeats(jobs) + migrations_driven_twice(fabric, jobs)
     assert not repeats, f"job steps executed twice: {repeats}"
