@@ -105,7 +105,9 @@ def print_timeline(
             f"new secondaries decided for {len(tl.reprotected)}",
         )
     out(f"  +  0.00s  {'crash':18s}  {node} crashed, with the leader {h.old.member.id} on it")
-    for seconds, phase, text in sorted(marks):
+    # By time; at the same time, in the order they can happen (marked in that order).
+    order = {phase: n for n, (_, phase, _) in enumerate(marks)}
+    for seconds, phase, text in sorted(marks, key=lambda m: (m[0], order[m[1]])):
         side = (
             "handover"
             if phase in ("old leader lost", "new leader elected", "first reconcile")
