@@ -5,8 +5,10 @@ more seals than one range request returns are read page by page."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 from devtools.local_etcd import LocalEtcd
+from events.ids import EventId
 from events.lifecycle.seals import (
     SEAL_PAGE,
     Seal,
@@ -16,7 +18,9 @@ from events.lifecycle.seals import (
     seal_pending,
     verify,
 )
+from events.model import NodeObserved
 from events.store import EventStore
+from tests.support.big_cluster import build_events
 from tests.support.events import ev
 
 
@@ -76,3 +80,15 @@ async def test_seals_past_one_grpc_response(etcd: LocalEtcd) -> None:
             await store.client.put(_seal_key(store, seq), json.dumps(_as_dict(seal)).encode())
         seals = await load_seals(store)
         assert [s.seq for s in seals] == list(range(400)) and seals[-1].chain == f"{400:064x}"
+
+
+async def test_a_log_past_one_grpc_answer_reads_back(etcd: LocalEtcd) -> None:
+    """Nodes' observations at 2,000 instances (100 resources each), 200 of them: one
+    page of the log is more than gRPC's default 4 MB answer, and reads back whole."""
+    seen = [e for _, e in build_events(40, 2000) if isinstance(e, NodeObserved)]
+    built = [replace(e, id=EventId(f"{k:032x}")) for k, e in enumerate(seen * 5)]
+    async with EventStore.connect([etcd.endpoint], "c1", credentials=etcd.credentials()) as store:
+        for i in range(0, len(built), 20):
+            await store.append(built[i : i + 20])
+        read = [event.id async for _, event in store.read_all()]
+        assert sorted(read) == sorted(event.id for event in built)
