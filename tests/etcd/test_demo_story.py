@@ -71,10 +71,10 @@ def _wait(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}{explain()}")
 
 
-# Minutes on this shared 2-core machine (3-8 at load averages of 20-30), and on
-# such a machine it stalled in 2 of 5 runs (once in the scripted apply, once
-# before the dashboard; cause not found yet): run by `make bench` (`-m slow`),
-# not `make test`, until that is found. `test_demo_signals` stays in `make test`.
+# Minutes on this shared 2-core machine, and the demo stalled in 3 of 8 runs (in
+# the scripted apply, also at a load average of 3, or before the dashboard; cause
+# not found yet): run by `make bench` (`-m slow`), not `make test`, until that is
+# found. `test_demo_signals` stays in `make test`.
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_the_demo_hands_over_heals_and_its_suggested_commands_work() -> None:
