@@ -22,7 +22,7 @@ from events.state import ClusterState
 from events.store import NotLeader
 from reactors.context import ReactorContext, ReactorSettings
 from reactors.healer import Healer
-from reactors.jobs import JobRunner
+from reactors.jobs.runner import JobRunner
 from reactors.leader import ELECTION_ERRORS, Leadership, TermNodes
 from reactors.placer import Placer
 from reactors.prober import Prober

@@ -24,7 +24,7 @@ from orchestrator.operations import confirm_node_off, submit_job
 from reactors.context import ReactorContext
 from reactors.engine import Engine
 from reactors.healer import Healer
-from reactors.jobs import JobRunner
+from reactors.jobs.runner import JobRunner
 from reactors.leader import Leadership, TermNodes
 from reactors.placer import Placer
 from reactors.plans.instance import Step, StepKind

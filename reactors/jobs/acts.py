@@ -1,0 +1,101 @@
+"""What every job does, whatever its kind: write a line or a status to its log, run
+one node step recorded in that log before it runs and after (a command whose intent
+cannot be recorded does not run), and wait for the instance workers to converge an
+instance (a failed OS install or a cancel request ends the wait). Must not decide
+anything about an instance: the job modules do.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from events.ids import InstanceName, JobId, new_event_id
+from events.model import JobStatus, JobUpdated
+from events.state import JobState
+from reactors.context import ReactorContext
+from reactors.plans.install import install_failure
+from reactors.plans.instance import Step, plan_instance
+from reactors.prober import Prober
+from reactors.seams import StepOutcome
+from reactors.workers import InstanceWorkers
+
+
+class JobError(Exception):
+    pass
+
+
+def decided(job: JobState) -> bool:
+    """Whether the job already recorded its decision (a resumed job goes on from it)."""
+    return any(line.startswith("decided:") for _, line in job.log)
+
+
+@dataclass(frozen=True)
+class JobActs:
+    ctx: ReactorContext
+    prober: Prober
+    workers: InstanceWorkers
+    converge_timeout_s: float = 600.0
+
+    async def update(
+        self,
+        job_id: JobId,
+        status: JobStatus | None,
+        line: str,
+        *,
+        error: str = "",
+        expected: dict[str, int] | None = None,
+    ) -> None:
+        await self.ctx.append(
+            [
+                JobUpdated(
+                    id=new_event_id(),
+                    time=self.ctx.now(),
+                    actor=self.ctx.actor,
+                    correlation_id=job_id,
+                    job_id=job_id,
+                    status=status,
+                    log=line,
+                    error=error,
+                )
+            ],
+            expected=expected,
+        )
+
+    async def log(self, job: JobState, line: str) -> None:
+        await self.update(job.job_id, None, line)
+
+    async def act(self, job: JobState, step: Step, *, prefix: str = "") -> StepOutcome:
+        """Record the command in the job's log, then run it, then record how it went
+        (a command whose intent cannot be recorded does not run)."""
+        await self.log(job, f"{prefix}run {step.summary}")
+        outcome = await self.ctx.nodes.execute(step)
+        result = "ok" if outcome.ok else "FAILED " + outcome.error
+        await self.log(job, f"{prefix}{step.summary}: {result}")
+        return outcome
+
+    async def exec(self, job: JobState, step: Step) -> None:
+        outcome = await self.act(job, step)
+        if not outcome.ok:
+            raise JobError(f"{step.summary} failed: {outcome.error}")
+
+    async def wait_converged(self, job: JobState, name: InstanceName) -> None:
+        deadline = self.ctx.now() + self.converge_timeout_s
+        last_wait: tuple[str, ...] = ()
+        while True:
+            if self.ctx.state.jobs.get(job.job_id, job).cancel_requested:
+                raise JobError("canceled")
+            plan = plan_instance(state=self.ctx.state, instance=name, now=self.ctx.now())
+            if plan.converged:
+                return
+            if failed := install_failure(self.ctx.state, name):
+                raise JobError(failed)
+            if plan.waiting and plan.waiting != last_wait:
+                last_wait = plan.waiting
+                await self.log(job, f"{name}: waiting: " + "; ".join(plan.waiting))
+            if self.ctx.now() > deadline:
+                raise JobError(
+                    f"{name} did not converge in {self.converge_timeout_s:.0f}s: "
+                    + "; ".join(plan.waiting or tuple(s.summary for s in plan.steps))
+                )
+            self.workers.mark(name)
+            await self.ctx.wait_change(timeout=1.0)
