@@ -65,6 +65,20 @@ def install_verdict(
     return InstallVerdict(action=InstallAction.WRITE, why=f"OS image {pending.image}")
 
 
+def install_wanted(state: ClusterState, spec: InstanceSpec) -> bool:
+    """An install of `spec`'s image is pending and can proceed (not failed, still
+    its image): its first disk must be Primary on its primary node for it, whether
+    or not the VM is to run."""
+    pending = state.installs.get(spec.name)
+    return (
+        pending is not None
+        and not pending.done
+        and not pending.error
+        and spec.image is not None
+        and spec.image.name == pending.image
+    )
+
+
 def seed_id(state: ClusterState, spec: InstanceSpec) -> str:
     """The cloud-init instance-id of `spec`'s seed ("" when it has no seed): the
     event that asked for its install, so it changes with a reinstall only."""

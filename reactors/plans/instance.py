@@ -24,7 +24,7 @@ from events.model import DiskPlacement, DrbdResourceObs, NodeHealth, VmObs, inst
 from events.specs import InstanceSpec, NodeSpec, PowerState
 from events.state import ClusterState, NodeObservation, Placement
 from reactors.naming import disk_name, disks_by_instance, parse_disk_name
-from reactors.plans.install import InstallAction, install_verdict, seed_id
+from reactors.plans.install import InstallAction, install_verdict, install_wanted, seed_id
 from reactors.plans.seen import node_items, seen_on
 
 UP_TO_DATE = "UpToDate"
@@ -338,6 +338,9 @@ class _Present:
         self.name = spec.name
         self.p, self.s = placement.primary, placement.secondary
         self.want_running = spec.power == PowerState.RUNNING
+        # The disks are Primary on p for the VM, or for an OS install (also of a
+        # stopped instance: Ganeti installs at creation whatever the run state).
+        self.want_primary = self.want_running or install_wanted(state, spec)
         self.running = running
         self.steps: list[Step] = []
         self.waiting: list[str] = list(waiting)  # VMs that may run where they must not
@@ -438,8 +441,12 @@ class _Present:
             return
         if _disk_degraded(p_res, s) or (self.s_ok and (s_res is None or s_res.disk != UP_TO_DATE)):
             self.degraded = True
-        if not self.want_running:
-            if p_res.role == PRIMARY and not vm_alive(vm_on(self.p_obs, name)):
+        if not self.want_primary:
+            # A stopped instance's new pair still gets its initial sync (one side
+            # made UpToDate, as for a running one), then goes back to Secondary.
+            if _fresh_pair(p_res, s):
+                self._initial_primary(cfg)
+            elif p_res.role == PRIMARY and not vm_alive(vm_on(self.p_obs, name)):
                 self._step(StepKind.DRBD_SECONDARY, p, cfg)
             return
         if p_res.role == PRIMARY:
@@ -447,20 +454,17 @@ class _Present:
         self.disks_ready = False
         self._promote(cfg, p_res)
 
+    def _initial_primary(self, cfg: DiskConfig) -> None:
+        note = "new disk pair: initial sync from the primary"
+        self._step(StepKind.DRBD_INITIAL_PRIMARY, self.p, cfg, note)
+
     def _promote(self, cfg: DiskConfig, p_res: DrbdResourceObs) -> None:
         """Safety rule 2: the primary's disk is promoted only when it is UpToDate and
         its peer is Secondary, or disconnected and (last seen Secondary, or fenced)."""
         p, s = self.p, self.s
         link = next((pe for pe in p_res.peers if pe.peer == s), None)
-        fresh_pair = (
-            p_res.disk == "Inconsistent"
-            and link is not None
-            and link.connection == CONNECTED
-            and link.peer_disk == "Inconsistent"
-        )
-        if fresh_pair:
-            note = "new disk pair: initial sync from the primary"
-            self._step(StepKind.DRBD_INITIAL_PRIMARY, p, cfg, note)
+        if _fresh_pair(p_res, s):
+            self._initial_primary(cfg)
             return
         if p_res.disk != UP_TO_DATE:
             self.waiting.append(f"{cfg.resource} on {p} is {p_res.disk}, not UpToDate")
@@ -519,7 +523,7 @@ class _Present:
             state=self.state,
             spec=self.spec,
             vm_running=vm_alive(self.vm),
-            disks_ready=self.disks_ready and self.want_running,
+            disks_ready=self.disks_ready and self.want_primary,
         )
         if verdict.action == InstallAction.NONE:
             return
@@ -747,6 +751,17 @@ def _peer_standalone(obs: NodeObservation | None, resource: str, peer: NodeName)
 def _last_role(obs: NodeObservation | None, resource: str) -> str | None:
     res = drbd_on(obs, resource)
     return res.role if res else None
+
+
+def _fresh_pair(res: DrbdResourceObs, peer: NodeName) -> bool:
+    """A pair just created: both sides Inconsistent and connected (no data yet)."""
+    link = next((pe for pe in res.peers if pe.peer == peer), None)
+    return (
+        res.disk == "Inconsistent"
+        and link is not None
+        and link.connection == CONNECTED
+        and link.peer_disk == "Inconsistent"
+    )
 
 
 def _disk_degraded(res: DrbdResourceObs, peer: NodeName) -> bool:

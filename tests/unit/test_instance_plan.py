@@ -270,3 +270,36 @@ def test_stopped_instance_keeps_disks_and_demotes() -> None:
     }
     plan = plan_instance(state=state(obs, power=PowerState.STOPPED), instance=WEB, now=NOW)
     assert kinds(plan) == [("drbd-secondary", "a")]
+
+
+def test_stopped_instance_new_pair_gets_its_initial_sync_then_demotes() -> None:
+    # Declared stopped from its creation: the fresh pair is still made UpToDate on
+    # the primary (the initial sync), then put back to Secondary while it syncs.
+    fresh = {
+        A: online(
+            "a", volumes=LV, drbd=(res("Secondary", "Inconsistent", "b", peer_disk="Inconsistent"),)
+        ),
+        B: online(
+            "b", volumes=LV, drbd=(res("Secondary", "Inconsistent", "a", peer_disk="Inconsistent"),)
+        ),
+    }
+    plan = plan_instance(state=state(fresh, power=PowerState.STOPPED), instance=WEB, now=NOW)
+    assert kinds(plan) == [("drbd-initial-primary", "a")]
+    syncing = {
+        A: online(
+            "a", volumes=LV, drbd=(res("Primary", "UpToDate", "b", peer_disk="Inconsistent"),)
+        ),
+        B: online(
+            "b",
+            volumes=LV,
+            drbd=(res("Secondary", "Inconsistent", "a", peer_role="Primary"),),
+        ),
+    }
+    plan = plan_instance(state=state(syncing, power=PowerState.STOPPED), instance=WEB, now=NOW)
+    assert kinds(plan) == [("drbd-secondary", "a")] and not plan.converged
+    synced = {
+        A: online("a", volumes=LV, drbd=(res("Secondary", "UpToDate", "b"),)),
+        B: online("b", volumes=LV, drbd=(res("Secondary", "UpToDate", "a"),)),
+    }
+    plan = plan_instance(state=state(synced, power=PowerState.STOPPED), instance=WEB, now=NOW)
+    assert plan.converged and not plan.steps
