@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reactors.balance.deltas import Deltas
-from reactors.balance.exact import move_delta, single_moves
 from reactors.balance.moves import MoveKind
 from reactors.balance.rules import move_kind, refusal
+from reactors.balance.step.deltas import Deltas
+from reactors.balance.step.exact import move_delta, single_moves
 from reactors.balance.work import Work, why_pinned
 from reactors.htools.model import BCluster
 

@@ -28,7 +28,7 @@ them out (memory, disk, vCPU ratio, N+1, failure domains) are never scored. Most
 candidates are not scored at all: a candidate's delta has a lower bound that is the
 sum of a bound for the instance's own side (its parts that do not depend on the
 cluster-wide means kept from step to step while its nodes are unchanged, and
-re-evaluated at each step's means) and one for the target node (`reactors.balance.bounds`), and
+re-evaluated at each step's means) and one for the target node (`reactors.balance.step.bounds`), and
 candidates are visited best bound first until no bound can come within
 `cost_tolerance` of the best delta found; the result is the one of scoring every
 candidate. Among moves whose gains are within `cost_tolerance` (relative) of the
@@ -40,7 +40,7 @@ default; 0 is the greedy search alone, as hbal's) the plan is made three times
 more: each move picked among the K
 best (within 5 %) by its gain plus the best gain after it (the lookahead plan),
 and by its gain plus that of the best move it leaves open on other nodes (the
-pairs plan; both in `reactors.balance.lookahead`); and greedily again, but
+pairs plan; both in `reactors.balance.step.lookahead`); and greedily again, but
 preferring less data among gains within `FRUGAL_TOLERANCE` (0.5 %) of the best
 (the frugal plan); the quick set makes only the greedy and the frugal plans,
 and the default ("auto") is the full set on clusters below `QUICK_FROM`
@@ -72,10 +72,10 @@ replace-primary's temporary primary has the memory and keeps anti-affinity).
 The planner's parts, in the order data flows through them: the move and plan
 types (`reactors.balance.moves`), the mutable working model
 (`reactors.balance.work`) and its rule checks (`reactors.balance.rules`), exact
-score deltas (`reactors.balance.deltas`), own sides and node figures kept from
-step to step (`reactors.balance.sides`, `reactors.balance.arrays`), the bounds
-(`reactors.balance.bounds`), the greedy step (`reactors.balance.search`), the
-lookahead (`reactors.balance.lookahead`) and the folding pass
+score deltas (`reactors.balance.step.deltas`), own sides and node figures kept from
+step to step (`reactors.balance.step.sides`, `reactors.balance.step.arrays`), the bounds
+(`reactors.balance.step.bounds`), the greedy step (`reactors.balance.step.search`), the
+lookahead (`reactors.balance.step.lookahead`) and the folding pass
 (`reactors.balance.fold`). This module runs the steps and builds the
 plan; the public names (`plan_balance`, `BalancePlan`, `Move`, `MoveKind`,
 `MoveStep`, `StepKind`, the defaults) are imported from here.
@@ -89,10 +89,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from reactors.balance.exact import ExactSearch
 from reactors.balance.fold import fold
 from reactors.balance.groups import group_views, groups_with_nodes, merge_plans
-from reactors.balance.lookahead import LOOKAHEAD_TOLERANCE, pick_ahead, pick_pair
 from reactors.balance.moves import (
     COPIES,
     HBAL_MOVES,
@@ -105,7 +103,9 @@ from reactors.balance.moves import (
     StepKind,
 )
 from reactors.balance.rules import check_plan_move
-from reactors.balance.search import Cand, Search, choose
+from reactors.balance.step.exact import ExactSearch
+from reactors.balance.step.lookahead import LOOKAHEAD_TOLERANCE, pick_ahead, pick_pair
+from reactors.balance.step.search import Cand, Search, choose
 from reactors.balance.work import Work, exactly_modelled
 from reactors.htools.model import BCluster, BInstance, BNode
 from reactors.htools.score import n1_failures, score

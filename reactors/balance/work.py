@@ -187,7 +187,7 @@ class Work:
                     for e in mine.excl:
                         self.loc_excl[(loc, e)] += 1
         self.has_dsrd = any(mine.dsrd for mine in self.insts)
-        # what only the plain search (`reactors.balance.exact`) scores: the
+        # what only the plain search (`reactors.balance.step.exact`) scores: the
         # fast one counts instances for the loads and knows no desired locations
         self.plain = self.util or self.has_dsrd
         self.online_idx = [k for k in range(n_nodes) if self.online[k]]

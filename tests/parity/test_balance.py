@@ -33,7 +33,6 @@ from events.ids import InstanceName, NodeName
 from events.model import JobKind, NodeDeclared, PolicySet
 from events.specs import ClusterPolicy, DiskSpec, InstanceSpec
 from reactors.balance.apply import job_steps
-from reactors.balance.lookahead import LOOKAHEAD_TOLERANCE, pick_ahead, pick_pair
 from reactors.balance.plan import (
     DEFAULT_LOOKAHEAD,
     QUICK_FROM,
@@ -48,7 +47,8 @@ from reactors.balance.plan import (
 )
 from reactors.balance.rounds import rounds
 from reactors.balance.rules import check_plan_move, valid_sequence
-from reactors.balance.search import Cand, Search
+from reactors.balance.step.lookahead import LOOKAHEAD_TOLERANCE, pick_ahead, pick_pair
+from reactors.balance.step.search import Cand, Search
 from reactors.balance.work import Work
 from reactors.htools.model import (
     EXCLUSION_TAG_PREFIX,

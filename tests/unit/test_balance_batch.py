@@ -1,5 +1,5 @@
-"""`reactors.balance.batch.own_sides` (what the planner runs) against the
-one-instance definition it reproduces (`reactors.balance.sides`: `own_side`,
+"""`reactors.balance.step.batch.own_sides` (what the planner runs) against the
+one-instance definition it reproduces (`reactors.balance.step.sides`: `own_side`,
 `coef`, `Sides.put`), bit for bit.
 
 On generated clusters (uneven; with a drained node, i.e. an offline one to
@@ -29,12 +29,12 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from reactors.balance import search as balance_search
-from reactors.balance.batch import Figures, own_sides
 from reactors.balance.moves import MoveKind
 from reactors.balance.plan import plan_balance
-from reactors.balance.search import Search
-from reactors.balance.sides import FAMILY, NSLOT, SLOT, Own, Sides, own_side
+from reactors.balance.step import search as balance_search
+from reactors.balance.step.batch import Figures, own_sides
+from reactors.balance.step.search import Search
+from reactors.balance.step.sides import FAMILY, NSLOT, SLOT, Own, Sides, own_side
 from reactors.balance.work import Work
 from reactors.htools.model import LOCATION_TAG_PREFIX, BCluster
 from tests.support.generated import generated_cluster

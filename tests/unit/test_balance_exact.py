@@ -1,4 +1,4 @@
-"""The plain, exact greedy step (`reactors.balance.exact.ExactSearch`, the step
+"""The plain, exact greedy step (`reactors.balance.step.exact.ExactSearch`, the step
 on clusters whose instances carry `hbal -U` utilisation weights) against brute
 force: every instance, every pair of nodes the rules allow
 (`reactors.balance.rules.check_move`), scored as the full score after the move
@@ -17,11 +17,11 @@ from dataclasses import replace
 
 import pytest
 
-from reactors.balance.deltas import Deltas
-from reactors.balance.exact import ExactSearch, move_delta
 from reactors.balance.plan import _cluster_after
 from reactors.balance.rules import check_move
-from reactors.balance.search import choose
+from reactors.balance.step.deltas import Deltas
+from reactors.balance.step.exact import ExactSearch, move_delta
+from reactors.balance.step.search import choose
 from reactors.balance.work import Work
 from reactors.htools.loaded import DESIRED_LOCATION_PREFIX
 from reactors.htools.model import BCluster, Util

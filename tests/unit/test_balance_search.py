@@ -1,4 +1,4 @@
-"""The planner's greedy step (`reactors.balance.search.Search.best`, with its
+"""The planner's greedy step (`reactors.balance.step.search.Search.best`, with its
 bounds, batched scoring and rule checks) against brute force: every instance,
 every pair of nodes, the move kind `reactors.balance.rules.check_move` allows, scored as
 the full score after the move minus the score before.
@@ -17,9 +17,9 @@ from dataclasses import replace
 
 import pytest
 
-from reactors.balance.lookahead import LOOKAHEAD_TOLERANCE
 from reactors.balance.rules import check_move
-from reactors.balance.search import Cand, Search, choose
+from reactors.balance.step.lookahead import LOOKAHEAD_TOLERANCE
+from reactors.balance.step.search import Cand, Search, choose
 from reactors.balance.work import Work
 from reactors.htools.model import LOCATION_TAG_PREFIX, BCluster
 from tests.support.generated import generated_cluster

@@ -6,7 +6,7 @@ instance (`single_moves`), and the greedy step done plainly over them
 and scored by `move_delta`).
 
 `ExactSearch` is the step on clusters whose instances carry `hbal -U`
-utilisation weights: the fast search (`reactors.balance.search`) bounds and
+utilisation weights: the fast search (`reactors.balance.step.search`) bounds and
 batches primaries and instances as counts, which is what the loads are without
 weights, so with them it would search on the wrong score. It answers `best`
 as `Search.best` does (the same candidates for the same score), scoring every
@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reactors.balance.arrays import Floats, Ints, NodeArrays
-from reactors.balance.deltas import Deltas, Stats, node_changes
 from reactors.balance.moves import MIGRATIONS, MoveKind
 from reactors.balance.rules import check_move
-from reactors.balance.search import Cand, move_key
+from reactors.balance.step.arrays import Floats, Ints, NodeArrays
+from reactors.balance.step.deltas import Deltas, Stats, node_changes
+from reactors.balance.step.search import Cand, move_key
 from reactors.balance.work import LOAD_METRICS, LOAD_WEIGHT, M_WEIGHT, NM, W_LOC, Work
 
 # The least gain a move must have to be a candidate (as `Search`'s).

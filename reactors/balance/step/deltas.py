@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reactors.balance.arrays import Bools, Floats, Ints, NodeArrays
+from reactors.balance.step.arrays import Bools, Floats, Ints, NodeArrays
 from reactors.balance.work import (
     M_WEIGHT,
     NM,
@@ -52,7 +52,7 @@ def node_changes(
     dns: Ints | int,
     new_r: Ints,
 ) -> Change:
-    """`Work.node_change` (and `reactors.balance.sides._cf`) for every row: node k's new
+    """`Work.node_change` (and `reactors.balance.step.sides._cf`) for every row: node k's new
     values (`Work.node_values`), its old ones and the change of the scalar
     components."""
     np_old, ns_old = a.n_pri[k], a.n_sec[k]

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from reactors.balance.exact import ExactSearch
-from reactors.balance.search import Cand, Search, move_key
+from reactors.balance.step.exact import ExactSearch
+from reactors.balance.step.search import Cand, Search, move_key
 from reactors.balance.work import Work
 
 # Candidates whose gain is within this share of the best one are tried (at

@@ -1,10 +1,10 @@
 """Lower bounds of candidate deltas, ranked at each step: per own side a bound
-from its mean-independent parts (`reactors.balance.sides`) at the step's means and
+from its mean-independent parts (`reactors.balance.step.sides`) at the step's means and
 deviations, per target node a bound tabulated by node, metric and instance figure,
 and the order the search visits own sides and their targets in, best bound first
 (`Bounds`). Every bound depends on the step's means, which any move changes, so
 all are re-evaluated at every step, as array arithmetic over every own side at
-once (the target tables of a family stacked, `reactors.balance.arrays.Tables`),
+once (the target tables of a family stacked, `reactors.balance.step.arrays.Tables`),
 operation for operation the one of bounding each side alone; an own side's
 bound with slopes of its own is worked out only for the sides the search
 reaches, a block of the visiting order at a time (`Bounds.block`).
@@ -19,9 +19,17 @@ import math
 
 import numpy as np
 
-from reactors.balance.arrays import Bools, Floats, Ints, NodeArrays, Table, Tables, stack_tables
-from reactors.balance.deltas import Stats
-from reactors.balance.sides import FAMILY, FO, KEY_MEM, NSLOT, PRI, SEC, Sides
+from reactors.balance.step.arrays import (
+    Bools,
+    Floats,
+    Ints,
+    NodeArrays,
+    Table,
+    Tables,
+    stack_tables,
+)
+from reactors.balance.step.deltas import Stats
+from reactors.balance.step.sides import FAMILY, FO, KEY_MEM, NSLOT, PRI, SEC, Sides
 from reactors.balance.work import M_WEIGHT, NM, W_RTOTAL, W_TAGS, Work
 
 # A key's targets, lowest bound first: their bounds and their nodes.

@@ -10,7 +10,7 @@ the one of scoring every candidate (with `top`, its first `top` distinct moves,
 which is all the lookahead weighs). Also what the search keeps from step to step
 (the `Sides`, the `NodeArrays`, the `Own` sides and their node changes) and
 refreshes only for the nodes a move changed (own sides in batches,
-`reactors.balance.batch`, which also gives every step's exact own parts), and
+`reactors.balance.step.batch`, which also gives every step's exact own parts), and
 the choice among near-equal candidates (`choose`).
 
 Pure: no I/O, no logging, no asyncio; it reads the `Work`, never changes it
@@ -25,12 +25,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reactors.balance.arrays import Bools, Floats, NodeArrays
-from reactors.balance.batch import Exacts, Figures, own_changes, own_sides
-from reactors.balance.bounds import Bounds
-from reactors.balance.deltas import Change, Copies, Deltas, Primaries
 from reactors.balance.moves import KIND_ORDER, MIGRATIONS, MoveKind
-from reactors.balance.sides import (
+from reactors.balance.step.arrays import Bools, Floats, NodeArrays
+from reactors.balance.step.batch import Exacts, Figures, own_changes, own_sides
+from reactors.balance.step.bounds import Bounds
+from reactors.balance.step.deltas import Change, Copies, Deltas, Primaries
+from reactors.balance.step.sides import (
     FAMILY,
     NSLOT,
     PRI,
@@ -319,7 +319,7 @@ class Search:
     def _copy_deltas(self, rows: list[int]) -> None:
         """The exact delta of every candidate of the given copy-taking own sides
         (replace-secondary, failover-and-replace), at every node at once, and
-        whether the node can take the copy (`reactors.balance.deltas.Copies`)."""
+        whether the node can take the copy (`reactors.balance.step.deltas.Copies`)."""
         w = self.w
         ex = self.ex
         owns = self.owns
@@ -351,7 +351,7 @@ class Search:
         """The exact delta of every candidate of the given primary-taking own
         sides (replace-and-failover, replace-primary), at every node at once,
         and whether the move's rules let the node take the primary
-        (`reactors.balance.deltas.Primaries`, with the tag and location parts)."""
+        (`reactors.balance.step.deltas.Primaries`, with the tag and location parts)."""
         w, a, ex, figs = self.w, self.arrays, self.ex, self.figs
         chunk = np.array(rows, dtype=np.int64)
         idx = chunk // NSLOT

@@ -6,7 +6,7 @@ side's parts as array rows (`Sides`), kept from step to step and rewritten only
 for the instances on the nodes a move changed, with the keys' figures as arrays
 (`Sides.key_figures`) and each instance's key ids (`Sides.kid_of`). `own_side`, `coef` and
 `Sides.put` define one instance's rows; the search computes them for all the
-instances a move made stale at once (`reactors.balance.batch`, operation for
+instances a move made stale at once (`reactors.balance.step.batch`, operation for
 operation). The planner never calls `own_side`, `coef`, `_cf`, `_rem_range` or
 `Sides.put`: they are the readable reference the batch must reproduce, and
 `tests/unit/test_balance_batch.py` checks it against them bit for bit.
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from reactors.balance.arrays import Ints
 from reactors.balance.moves import MoveKind
+from reactors.balance.step.arrays import Ints
 from reactors.balance.work import (
     NM,
     W_LOC,
@@ -88,7 +88,7 @@ def own_side(
     """The instance's own side (kept from step to step while its nodes are
     unchanged, see `Search._refresh`): which kinds its nodes allow and, per kind, the
     bound's mean-independent parts (`coef`) and its targets' key. The reference
-    `reactors.balance.batch.own_sides` is tested against; not called by the planner."""
+    `reactors.balance.step.batch.own_sides` is tested against; not called by the planner."""
     p, s = w.p[i], w.s[i]
     inst = w.insts[i]
     mem, res, dsk = inst.mem, inst.res, inst.dsk
@@ -199,11 +199,11 @@ def _cf(
     q: list[float],
     skip_rem: bool = False,
 ) -> float:
-    """A node change independent of the current means (`reactors.balance.deltas`
+    """A node change independent of the current means (`reactors.balance.step.deltas`
     needs them): adds node k's change of each value (d1) and of its square (q)
     and returns the change of
     the scalar components. `skip_rem`: leave p_rem out (taken as a range).
-    The reference of `reactors.balance.batch._change` and `_add`."""
+    The reference of `reactors.balance.step.batch._change` and `_add`."""
     old, new, scalar = w.node_change(k, dfm, dstop, ddsk, dcpu, dsp, dnp, dns, new_r)
     for m, (nv, ov) in enumerate(zip(new, old, strict=True)):
         if nv != ov and not (skip_rem and m == 3):
@@ -242,7 +242,7 @@ def coef(side: CSide, n: float) -> Coef:
     """`Bounds._vecs`'s low and high of a side are linear in the metric's mean c:
     low = q/n - 2 c d1/n - 2 sq/n^2, high = q/n - 2 c d1/n (sq: the largest square
     of d1 over the p_rem range), plus the range's part of d2 for p_rem. The
-    reference of the coefficients `reactors.balance.batch` writes."""
+    reference of the coefficients `reactors.balance.step.batch` writes."""
     d1s, qs, rng, scalar = side
     base_lo: list[float] = []
     base_hi: list[float] = []
@@ -326,7 +326,7 @@ class Sides:
 
     def put(self, i: int, sides: list[tuple[MoveKind, Coef, tuple[int, ...]]]) -> None:
         """Rewrite the rows of instance i: its own sides (kind, `coef`, key). The
-        reference of how `reactors.balance.batch.own_sides` writes its rows (the
+        reference of how `reactors.balance.step.batch.own_sides` writes its rows (the
         planner does not call it)."""
         first = i * NSLOT
         self.valid[first : first + NSLOT] = False

@@ -4,9 +4,9 @@ instance a move made stale, operation for operation (the same floating-point
 results). The per-instance rules (which kinds the two nodes allow, reservations,
 tag and location parts, target keys) stay scalar; the per-node value changes, their
 sums and the bound coefficients are computed for all instances together, from
-the search's node figures (`reactors.balance.arrays.NodeArrays`, through
+the search's node figures (`reactors.balance.step.arrays.NodeArrays`, through
 `Figures`). Also every instance's exact own parts of a step (`Exacts`: the
-d1/d2 sums of `reactors.balance.deltas` and the deviations they give), at the
+d1/d2 sums of `reactors.balance.step.deltas` and the deviations they give), at the
 step's means, from its node changes (`own_changes`), which the search keeps
 from step to step.
 
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from reactors.balance.arrays import Bools, Floats, Ints, NodeArrays
-from reactors.balance.deltas import Change, Stats, node_changes
-from reactors.balance.sides import FAMILY, NSLOT, Own, Sides, _tags_src, target_keys
+from reactors.balance.step.arrays import Bools, Floats, Ints, NodeArrays
+from reactors.balance.step.deltas import Change, Stats, node_changes
+from reactors.balance.step.sides import FAMILY, NSLOT, Own, Sides, _tags_src, target_keys
 from reactors.balance.work import M_WEIGHT, NM, W_LOC, Work
 
 _Spec = tuple[Ints, Ints, Ints, Ints, Ints, Ints, int, int, Ints]
@@ -268,7 +268,7 @@ def own_changes(
 
 class Exacts:
     """Every movable instance's exact own parts for one step, as
-    `reactors.balance.deltas` sums them (d1 and d2 per metric, interleaved): its
+    `reactors.balance.step.deltas` sums them (d1 and d2 per metric, interleaved): its
     secondary losing its copy (`ls`), a failover whose new secondary then loses
     the copy (`fr`, without the tag part) and its primary losing its copy (`lp`),
     each with its scalar; and a failover's delta (`fo_a`, without its tag and
@@ -303,7 +303,7 @@ class Exacts:
 
 def _combine(acc: Floats, st: Stats, vn: list[float]) -> Floats:
     """Per row, the change of the weighted standard deviations once its d1/d2
-    sums are added (`reactors.balance.deltas`)."""
+    sums are added (`reactors.balance.step.deltas`)."""
     n = st.n
     out: Floats | float = 0.0
     for m in range(NM):
