@@ -31,15 +31,12 @@ from reactors.nodes.commands import (
     EXIT_STALE_TERM,
     BatchResult,
     CommandLine,
-    DrbdVersionChanged,
     HelperRequest,
     batch_line,
     drbdadm,
     helper_line,
     lv_extend,
     parse_batch,
-    parse_probe,
-    probe_line,
     q,
     step_requests,
     vm_kill,
@@ -48,6 +45,7 @@ from reactors.nodes.drbd_status import drbd_major, parse_drbd_version
 from reactors.nodes.fence_config import FencingConfig
 from reactors.nodes.fencing import run_fence_agent
 from reactors.nodes.pass_batches import PassBatcher
+from reactors.nodes.probe import DrbdVersionChanged, parse_probe, probe_line
 from reactors.nodes.qmp import QmpError, qmp_session
 from reactors.plans.instance import Step, StepKind
 from reactors.seams import NodeSnapshot, NodeUnreachable, StepOutcome

@@ -12,7 +12,7 @@ import asyncssh
 import pytest
 
 from events.ids import NodeName
-from reactors.nodes.commands import parse_probe, probe_line
+from reactors.nodes.probe import parse_probe, probe_line
 from reactors.plans.instance import DiskConfig, DrbdPeerConfig
 from simulators.lab import HostConfig, Lab
 from tests.support.node_helper import resource_file

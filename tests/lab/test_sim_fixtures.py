@@ -13,7 +13,7 @@ from typing import Any
 import asyncssh
 import pytest
 
-from reactors.nodes.commands import parse_lvs, parse_vgs
+from reactors.nodes.probe import parse_lvs, parse_vgs
 from reactors.nodes.qmp import qmp_session
 from simulators.lab import HostConfig, Lab
 

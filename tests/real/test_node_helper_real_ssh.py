@@ -19,7 +19,8 @@ import pytest
 
 from events.ids import InstanceName, NodeName
 from events.specs import DiskSpec, InstanceSpec, NodeSpec
-from reactors.nodes.commands import HELPER, PROBE_SECTIONS, SEPARATOR, drbd_config, vm_kill
+from reactors.nodes.commands import HELPER, drbd_config, vm_kill
+from reactors.nodes.probe import PROBE_SECTIONS, SEPARATOR
 from reactors.nodes.ssh_ops import SshNodeOps
 from reactors.plans.instance import DiskConfig, DrbdPeerConfig, Step, StepKind
 from tests.support.real_sshd import RealNode, skip_reason, start_real_node

@@ -9,13 +9,7 @@ from pathlib import Path
 import pytest
 
 from events.ids import NodeName
-from reactors.nodes.commands import (
-    SEPARATOR,
-    DrbdVersionChanged,
-    ParseError,
-    parse_probe,
-    probe_line,
-)
+from reactors.nodes.commands import ParseError
 from reactors.nodes.drbd_status import (
     drbd_major,
     parse_drbd_events2,
@@ -23,6 +17,7 @@ from reactors.nodes.drbd_status import (
     parse_resource_hosts,
     peers_from_hosts,
 )
+from reactors.nodes.probe import SEPARATOR, DrbdVersionChanged, parse_probe, probe_line
 from reactors.plans.instance import DiskConfig, DrbdPeerConfig
 from tests.support.node_helper import resource_file
 

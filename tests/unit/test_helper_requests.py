@@ -20,10 +20,10 @@ from reactors.nodes.commands import (
     NoTerm,
     batch_line,
     helper_line,
-    probe_line,
     step_requests,
     vm_kill,
 )
+from reactors.nodes.probe import probe_line
 from reactors.plans.instance import DiskConfig, DrbdPeerConfig, Step, StepKind
 
 DISK = DiskConfig(

@@ -129,7 +129,7 @@ def test_gathered_output_round_trip() -> None:
 
 def test_bridges_parse_iproute2_61_empty_objects_for_filtered_links() -> None:
     # Captured on a Debian bookworm node VM without bridges (iproute2 6.1).
-    from reactors.nodes.commands import parse_bridges
+    from reactors.nodes.probe import parse_bridges
 
     assert parse_bridges("[{},{},{}]\n") == ()
     assert parse_bridges('[{},{"ifindex":4,"ifname":"br0"},{}]\n') == ("br0",)

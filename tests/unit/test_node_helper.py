@@ -14,7 +14,7 @@ import pytest
 
 from nodehelper.drbd import resource_request, resource_text
 from nodehelper.main import run
-from reactors.nodes.commands import parse_probe
+from reactors.nodes.probe import parse_probe
 from simulators.fabric import Fabric, Host
 from simulators.node_helper import SimNodeEnv
 from simulators.shell import run_tool
