@@ -1,11 +1,10 @@
 """`fence_corral_sim`: a fence agent for simulated nodes with the ClusterLabs
-fence-agents convention: options as `key=value` lines on stdin (`action`, `plug`
-= node name, `ip`/`ipport` = the lab's control API), actions on, off, reboot,
-status, monitor, list, metadata; exit 0 on success (status: 0 on, 2 off), 1 on
-failure, as fence_ipmilan does.
+fence-agents convention (`simulators.fence_convention`): options `action`, `plug`
+= node name, `ip`/`ipport` = the lab's control API; actions on, off, reboot,
+status, monitor, list, metadata.
 
 Talks only HTTP to the lab (`simulators.lab`). Imports nothing from corral's own
-packages.
+packages but the convention.
 """
 
 from __future__ import annotations
@@ -15,31 +14,13 @@ import sys
 import urllib.error
 import urllib.request
 
-METADATA = """<?xml version="1.0" ?>
-<resource-agent name="fence_corral_sim" shortdesc="Fence agent for corral's simulated nodes">
-<parameters>
-  <parameter name="action" unique="0" required="1"><content type="string" default="reboot"/></parameter>
-  <parameter name="ip" unique="0" required="1"><content type="string" default="127.0.0.1"/></parameter>
-  <parameter name="ipport" unique="0" required="1"><content type="integer"/></parameter>
-  <parameter name="plug" unique="0" required="1"><content type="string"/></parameter>
-</parameters>
-<actions>
-  <action name="on"/><action name="off"/><action name="reboot"/><action name="status"/>
-  <action name="monitor"/><action name="list"/><action name="metadata"/>
-</actions>
-</resource-agent>
-"""
+from simulators.fence_convention import agent_main, metadata
 
-
-def parse_options(text: str) -> dict[str, str]:
-    options = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        options[key.strip()] = value.strip()
-    return options
+METADATA = metadata(
+    name="fence_corral_sim",
+    shortdesc="Fence agent for corral's simulated nodes",
+    parameters=(("ip", "string", "127.0.0.1"), ("ipport", "integer", ""), ("plug", "string", "")),
+)
 
 
 def _call(base: str, path: str, body: dict[str, str] | None) -> dict[str, object]:
@@ -91,16 +72,7 @@ def run(options: dict[str, str]) -> tuple[int, str]:
 
 
 def main() -> int:
-    options = parse_options(sys.stdin.read() if not sys.stdin.isatty() else "")
-    for arg in sys.argv[1:]:
-        if arg.startswith("--") and "=" in arg:
-            key, value = arg[2:].split("=", 1)
-            options[key] = value
-        elif arg.startswith("-o") and len(arg) > 2:
-            options["action"] = arg[2:]
-    rc, out = run(options)
-    sys.stdout.write(out)
-    return rc
+    return agent_main(run)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,7 @@
 """`fence_corral_qmp`: a fence agent for node VMs (`devtools.nodevm.vms`) with the
-ClusterLabs fence-agents convention: options as `key=value` lines on stdin
-(`action`, `plug` = the node VM's name, `statedir` = the VM set's state directory),
-actions on, off, reboot, status, monitor, list, metadata; exit 0 on success
-(status: 0 on, 2 off), 1 on failure, as fence_ipmilan does.
+ClusterLabs fence-agents convention (`simulators.fence_convention`): options
+`action`, `plug` = the node VM's name, `statedir` = the VM set's state directory;
+actions on, off, reboot, status, monitor, list, metadata.
 
 Off is immediate (QMP `quit`, then SIGKILL if QMP does not answer) and is reported
 only once the qemu process is gone; status asks QMP and reports OFF only when no
@@ -17,31 +16,13 @@ from pathlib import Path
 
 from devtools.nodevm.qmp_sync import qmp_command
 from devtools.nodevm.vms import power_off, power_on, running_pid
+from simulators.fence_convention import agent_main, metadata
 
-METADATA = """<?xml version="1.0" ?>
-<resource-agent name="fence_corral_qmp" shortdesc="Fence agent for corral's node VMs (QMP)">
-<parameters>
-  <parameter name="action" unique="0" required="1"><content type="string" default="reboot"/></parameter>
-  <parameter name="plug" unique="0" required="1"><content type="string"/></parameter>
-  <parameter name="statedir" unique="0" required="1"><content type="string"/></parameter>
-</parameters>
-<actions>
-  <action name="on"/><action name="off"/><action name="reboot"/><action name="status"/>
-  <action name="monitor"/><action name="list"/><action name="metadata"/>
-</actions>
-</resource-agent>
-"""
-
-
-def parse_options(text: str) -> dict[str, str]:
-    options = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, value = line.split("=", 1)
-        options[key.strip()] = value.strip()
-    return options
+METADATA = metadata(
+    name="fence_corral_qmp",
+    shortdesc="Fence agent for corral's node VMs (QMP)",
+    parameters=(("plug", "string", ""), ("statedir", "string", "")),
+)
 
 
 def _status(spec_file: Path) -> str:
@@ -90,16 +71,7 @@ def run(options: dict[str, str]) -> tuple[int, str]:
 
 
 def main() -> int:
-    options = parse_options(sys.stdin.read() if not sys.stdin.isatty() else "")
-    for arg in sys.argv[1:]:
-        if arg.startswith("--") and "=" in arg:
-            key, value = arg[2:].split("=", 1)
-            options[key] = value
-        elif arg.startswith("-o") and len(arg) > 2:
-            options["action"] = arg[2:]
-    rc, out = run(options)
-    sys.stdout.write(out)
-    return rc
+    return agent_main(run)
 
 
 if __name__ == "__main__":
