@@ -37,7 +37,16 @@ from events.fields.names import (
     Tags,
     VolumeGroupName,
 )
-from events.fields.network import EtcdUrl, HostAddress, IpAddress, Link, MacAddress, NicMode
+from events.fields.network import (
+    DEFAULT_MAC_PREFIX,
+    EtcdUrl,
+    HostAddress,
+    IpAddress,
+    Link,
+    MacAddress,
+    MacPrefix,
+    NicMode,
+)
 from events.fields.rules import Flag, count
 from events.fields.sizes import Count, CpuCount, HostCpus, Port, Positive, SizeMiB
 from events.ids import GroupName
@@ -233,6 +242,9 @@ class ClusterPolicy:
     restart_backoff_s: Positive = 2.0
     extra: tuple[tuple[str, str], ...] = field(default=())
     hv: HvParams = HvParams()  # the cluster's hvparams (Ganeti: gnt-cluster modify -H kvm:...)
+    # The first three octets of the MACs corral generates (Ganeti's cluster
+    # mac_prefix); a MAC once recorded keeps its prefix when this changes.
+    mac_prefix: MacPrefix = DEFAULT_MAC_PREFIX
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

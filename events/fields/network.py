@@ -18,6 +18,8 @@ from events.fields.rules import FieldError, after, before, kind, schema, show
 _HOST_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME_RE = re.compile(rf"{_HOST_LABEL}(?:\.{_HOST_LABEL})*\.?")
 _MAC_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){5}")
+_MAC_PREFIX_RE = re.compile(r"[0-9a-f]{2}(?::[0-9a-f]{2}){2}")
+DEFAULT_MAC_PREFIX = "aa:00:00"  # Ganeti's default cluster mac_prefix
 NIC_MODES = ("bridged", "routed", "openvswitch")
 MAX_LINK = 15  # a Linux interface name
 
@@ -59,6 +61,28 @@ def mac_address(value: object) -> str:
     if lowered == "00:00:00:00:00:00":
         raise FieldError("00:00:00:00:00:00 is not a usable MAC address")
     return lowered
+
+
+def mac_prefix(value: object) -> str:
+    """The first three octets of generated MACs (Ganeti's cluster `mac_prefix`)."""
+    if not isinstance(value, str) or not _MAC_PREFIX_RE.fullmatch(value.lower()):
+        raise FieldError(
+            f"{show(value)} is not a MAC prefix; expected three hex pairs like "
+            f"'{DEFAULT_MAC_PREFIX}' (quote it)"
+        )
+    lowered = value.lower()
+    if int(lowered[:2], 16) & 1:
+        raise FieldError(
+            f"{show(value)} is a multicast prefix (the first octet is odd); generated MACs "
+            "must be unicast: use an even first octet, e.g. 'aa:00:00'"
+        )
+    return lowered
+
+
+def locally_administered(prefix: str) -> bool:
+    """The prefix's first octet has the locally administered bit (0x02): MACs under
+    it cannot clash with a vendor's burnt-in addresses."""
+    return bool(int(prefix[:2], 16) & 2)
 
 
 def _link(value: str) -> str:
@@ -106,6 +130,9 @@ HostAddress = Annotated[
 IpAddress = Annotated[str, before(ip_address), schema(type="string", format="ip")]
 MacAddress = Annotated[
     str, before(mac_address), schema(type="string", pattern="^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$")
+]
+MacPrefix = Annotated[
+    str, before(mac_prefix), schema(type="string", pattern="^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){2}$")
 ]
 Link = Annotated[
     str, named("nic link"), after(_link), schema(type="string", pattern="^[a-z0-9._-]{1,15}$")

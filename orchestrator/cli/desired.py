@@ -108,6 +108,8 @@ async def _plan(
 
 def run_desired(args: argparse.Namespace) -> int:
     desired = _load(args.file)
+    for warning in desired.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     target = target_from_args(
         args, file_endpoints=desired.cluster.etcd_endpoints, file_cluster=desired.cluster.name
     )

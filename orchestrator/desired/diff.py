@@ -209,6 +209,20 @@ def _instance_problems(
     return problems, notes, forced
 
 
+def _policy_notes(*, live: DesiredCluster, wanted: DesiredCluster) -> tuple[str, ...]:
+    if not live.name:
+        return ()
+    notes = []
+    if live.policy.hv != wanted.policy.hv:
+        notes.append("hvparams take effect at each instance's next start")
+    if live.policy.mac_prefix != wanted.policy.mac_prefix:
+        notes.append(
+            f"MACs already recorded keep their prefix; NICs given none from now on get "
+            f"{wanted.policy.mac_prefix}:xx:xx:xx"
+        )
+    return tuple(notes)
+
+
 def diff_desired(
     *,
     state: ClusterState,
@@ -241,9 +255,7 @@ def diff_desired(
                     if live.name
                     else ()
                 ),
-                notes=("hvparams take effect at each instance's next start",)
-                if live.name and live.policy.hv != wanted.policy.hv
-                else (),
+                notes=_policy_notes(live=live, wanted=wanted),
             )
         )
     changes.extend(_group_changes(live=live, wanted=wanted))

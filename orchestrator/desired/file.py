@@ -61,6 +61,9 @@ class DesiredFile:
     absent: frozenset[InstanceName]  # `state: absent`: to remove; not in cluster.instances
     digest: str  # sha256 hex of the file bytes (a directory: of "name\0bytes" per file)
     files: tuple[str, ...]
+    # Accepted, but worth saying (`corral plan`/`apply` print them): e.g. a
+    # mac_prefix that is not locally administered.
+    warnings: tuple[FileProblem, ...] = ()
 
 
 @dataclass(slots=True, kw_only=True)
@@ -215,6 +218,7 @@ def _parse(problems: Problems, texts: Sequence[tuple[str, str]]) -> DesiredFile 
         absent=frozenset(i.name for i in instances if i.absent),
         digest=_digest(texts),
         files=tuple(name for name, _ in texts),
+        warnings=tuple(dict.fromkeys(problems.warnings)),
     )
 
 

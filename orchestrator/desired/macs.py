@@ -1,8 +1,9 @@
 """MAC addresses for NICs that do not set one: generated once, from the cluster's
-prefix (Ganeti's default `aa:00:00`), unique in the cluster, and then recorded
-with the instance's spec in its InstanceDeclared/InstanceUpdated event, so a
-failover, a migration or a later apply of the same file keeps it (a NIC without
-`mac` in the file keeps the MAC its position already has).
+prefix (the policy's `mac_prefix`, Ganeti's default `aa:00:00`), unique in the
+cluster, and then recorded with the instance's spec in its InstanceDeclared/
+InstanceUpdated event, so a failover, a migration or a later apply of the same
+file keeps it (a NIC without `mac` in the file keeps the MAC its position already
+has; a changed prefix applies only to MACs handed out afterwards).
 
 Pure: no I/O, no logging. Generation is deterministic (a hash of the instance
 name, the NIC's position and a counter), so `corral plan` and `corral apply`
@@ -15,10 +16,9 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import replace
 
+from events.fields.network import DEFAULT_MAC_PREFIX
 from events.ids import InstanceName
 from events.specs import DesiredCluster, InstanceSpec
-
-MAC_PREFIX = "aa:00:00"
 
 
 def used_macs(instances: Mapping[InstanceName, InstanceSpec]) -> set[str]:
@@ -39,7 +39,7 @@ def with_macs(
     *,
     taken: set[str],
     live: InstanceSpec | None = None,
-    prefix: str = MAC_PREFIX,
+    prefix: str = DEFAULT_MAC_PREFIX,
 ) -> InstanceSpec:
     """`spec` with a MAC on every NIC: its own, else the live NIC's at the same
     position, else a new one not in `taken` (which grows by what is handed out)."""
@@ -58,12 +58,15 @@ def with_macs(
 
 
 def cluster_with_macs(*, wanted: DesiredCluster, live: DesiredCluster) -> DesiredCluster:
-    """Every NIC of the file's instances with its MAC (see `with_macs`)."""
+    """Every NIC of the file's instances with its MAC (see `with_macs`), new ones
+    under the file's `mac_prefix`."""
     taken = used_macs(wanted.instances) | used_macs(live.instances)
     if all(nic.mac for spec in wanted.instances.values() for nic in spec.nics):
         return wanted
     instances = {
-        name: with_macs(spec, taken=taken, live=live.instances.get(name))
+        name: with_macs(
+            spec, taken=taken, live=live.instances.get(name), prefix=wanted.policy.mac_prefix
+        )
         for name, spec in sorted(wanted.instances.items())
     }
     return replace(wanted, instances=instances)

@@ -95,10 +95,19 @@ class TooManyProblems(Exception):
 
 
 class Problems:
-    """Every problem found so far, in the order found (at most MAX_PROBLEMS)."""
+    """Every problem found so far, in the order found (at most MAX_PROBLEMS), and the
+    warnings (never refused)."""
 
     def __init__(self) -> None:
         self.items: list[FileProblem] = []
+        self.warnings: list[FileProblem] = []  # accepted, but worth saying
+
+    def warn(self, at: At, message: str) -> None:
+        self.warnings.append(
+            FileProblem(
+                file=at.file, line=at.line, column=at.column, field=at.field, message=message
+            )
+        )
 
     def add(self, at: At, message: str) -> None:
         if len(self.items) >= MAX_PROBLEMS:

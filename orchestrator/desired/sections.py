@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
+from events.fields.network import locally_administered
 from events.ids import GroupName, InstanceName, NodeName
 from events.specs import (
     CloudInitSpec,
@@ -45,6 +46,7 @@ _POLICY_KEYS = (
     "restart_limit",
     "restart_window",
     "restart_backoff",
+    "mac_prefix",
 )
 _GROUP_KEYS = ("name", "tags", "hvparams")
 _NODE_DEFAULT_KEYS = (
@@ -210,7 +212,18 @@ def _policy(problems: Problems, value: Any, at: At) -> ClusterPolicy:
         restart_backoff_s=_or(
             m.opt("restart_backoff", s.duration, base.restart_backoff_s), base.restart_backoff_s
         ),
+        mac_prefix=_or(
+            m.opt("mac_prefix", s.rule(ClusterPolicy, "mac_prefix"), base.mac_prefix),
+            base.mac_prefix,
+        ),
     )
+    if m.has("mac_prefix") and not locally_administered(policy.mac_prefix):
+        problems.warn(
+            m.value_at("mac_prefix"),
+            f"mac_prefix {policy.mac_prefix} is not locally administered (its first octet "
+            "lacks the 0x02 bit): generated MACs may clash with a vendor's burnt-in "
+            "addresses on the same network",
+        )
     _spanning(problems, m, policy)
     return policy
 

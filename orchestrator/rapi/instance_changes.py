@@ -132,7 +132,9 @@ def _additions(body: dict[str, Any], key: str) -> list[dict[str, Any]]:
     return out
 
 
-def added_spec(spec: InstanceSpec, body: dict[str, Any], *, taken: set[str]) -> InstanceSpec:
+def added_spec(
+    spec: InstanceSpec, body: dict[str, Any], *, taken: set[str], prefix: str
+) -> InstanceSpec:
     """`spec` with the NICs and disks a modify body adds (MACs filled, unique)."""
     extra = sorted(set(body) - {"nics", "disks", "hotplug"} - _IGNORED)
     if extra:
@@ -154,7 +156,7 @@ def added_spec(spec: InstanceSpec, body: dict[str, Any], *, taken: set[str]) -> 
     for i, nic in enumerate(got_nics[len(spec.nics) :], len(spec.nics)):
         if nic.mac and nic.mac in taken:
             raise RapiError(400, f"nics[{i}].mac {nic.mac} is already used in the cluster")
-    return with_macs(replace(spec, nics=got_nics, disks=got_disks), taken=taken)
+    return with_macs(replace(spec, nics=got_nics, disks=got_disks), taken=taken, prefix=prefix)
 
 
 class InstanceChangeRoutes:
@@ -191,7 +193,12 @@ class InstanceChangeRoutes:
         self, request: web.Request, spec: InstanceSpec, body: dict[str, Any], who: Principal
     ) -> web.Response:
         state = self.r.state()
-        new = added_spec(spec, body, taken=used_macs(state.desired.instances))
+        new = added_spec(
+            spec,
+            body,
+            taken=used_macs(state.desired.instances),
+            prefix=state.desired.policy.mac_prefix,
+        )
         try:
             accepted = await add_devices(
                 self.r.store, state, new=new, actor=who.name, reason=self.r.reason(request, "")

@@ -90,7 +90,8 @@ class InstanceRoutes:
         for i, nic in enumerate(spec.nics):
             if nic.mac in taken:
                 raise RapiError(400, f"nics[{i}].mac {nic.mac} is already used in the cluster")
-        spec = with_catalogue_image(with_macs(spec, taken=taken), state)
+        spec = with_macs(spec, taken=taken, prefix=state.desired.policy.mac_prefix)
+        spec = with_catalogue_image(spec, state)
         key = instance_key(spec.name)
         revision = await self.r.store.append(
             [

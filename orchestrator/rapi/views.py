@@ -138,6 +138,7 @@ def info(state: ClusterState, *, bc: BCluster) -> dict[str, Any]:
         "master_netmask": 32,
         "use_external_mip_script": False,
         "volume_group_name": "corral",
+        "mac_prefix": state.desired.policy.mac_prefix,
         "drbd_usermode_helper": "/bin/true",
         "file_storage_dir": "",
         "shared_file_storage_dir": "",

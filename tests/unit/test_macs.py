@@ -155,3 +155,75 @@ def test_placement_never_chooses_a_node_without_the_instances_bridges() -> None:
     assert refused is not None and "FailBridge: 2" in refused, refused
     assert "node b has no bridge 'br-app' for web's nics[0].link (it has: br0)" in refused
     assert "node d has no bridge 'br-app'" in refused
+
+
+def _file(prefix_line: str, macs: str = "") -> str:
+    return f"""cluster:
+  name: c
+  policy:
+    n_plus_one: false
+{prefix_line}nodes:
+  - name: node1
+    address: 10.0.0.1
+    memory: 8G
+    disk: 100G
+    cpus: 4
+    fence: {{agent: fence_ipmilan}}
+instances:
+  - name: web
+    memory: 1G
+    disks: [10G]
+    nics: [{{link: br0{macs}}}, {{link: br1}}]
+"""
+
+
+def test_the_cluster_mac_prefix_names_new_macs_and_never_changes_recorded_ones() -> None:
+    from orchestrator.desired.file import parse_desired
+
+    default = parse_desired([("f.yaml", _file(""))])
+    assert default.cluster.policy.mac_prefix == "aa:00:00" and not default.warnings
+    first = cluster_with_macs(wanted=default.cluster, live=DesiredCluster(name="c"))
+    old_macs = [n.mac for n in first.instances[InstanceName("web")].nics]
+    assert all(m and m.startswith("aa:00:00:") for m in old_macs), old_macs
+
+    moved = parse_desired([("f.yaml", _file('    mac_prefix: "0A:1B:2C"\n'))])
+    assert moved.cluster.policy.mac_prefix == "0a:1b:2c" and not moved.warnings
+    fresh = cluster_with_macs(wanted=moved.cluster, live=DesiredCluster(name="c"))
+    assert all(
+        n.mac and n.mac.startswith("0a:1b:2c:") for n in fresh.instances[InstanceName("web")].nics
+    )
+    # Applied over the live cluster whose NICs have their MACs: they keep them; a
+    # NIC added later gets the new prefix.
+    kept = cluster_with_macs(wanted=moved.cluster, live=first)
+    assert [n.mac for n in kept.instances[InstanceName("web")].nics] == old_macs
+    web = moved.cluster.instances[InstanceName("web")]
+    grown = replace(
+        moved.cluster,
+        instances={web.name: replace(web, nics=(*web.nics, NicSpec(link="br2")))},
+    )
+    after = cluster_with_macs(wanted=grown, live=first).instances[web.name].nics
+    assert [n.mac for n in after[:2]] == old_macs
+    assert after[2].mac is not None and after[2].mac.startswith("0a:1b:2c:")
+
+
+def test_a_bad_mac_prefix_is_refused_at_its_line_and_a_global_one_warned() -> None:
+    import pytest
+
+    from orchestrator.desired.file import DesiredFileError, parse_desired
+
+    for value, says in (
+        ('"aa:00"', "is not a MAC prefix; expected three hex pairs"),
+        ('"aa:00:00:01"', "is not a MAC prefix"),
+        ('"ab:00:00"', "multicast prefix"),
+        ("12", "is not a MAC prefix"),
+    ):
+        with pytest.raises(DesiredFileError) as info:
+            parse_desired([("f.yaml", _file(f"    mac_prefix: {value}\n"))])
+        (problem,) = info.value.problems
+        assert (problem.line, problem.field) == (5, "cluster.policy.mac_prefix"), problem
+        assert says in problem.message, problem
+    globally = parse_desired([("f.yaml", _file('    mac_prefix: "00:16:3e"\n'))])
+    assert globally.cluster.policy.mac_prefix == "00:16:3e"
+    (warning,) = globally.warnings
+    assert str(warning).startswith("f.yaml:5:17: cluster.policy.mac_prefix: mac_prefix 00:16:3e")
+    assert "not locally administered" in warning.message
