@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiohttp import web
 
 from events.ids import JobId
+from events.specs import InstanceSpec
 from events.state import ClusterState
 from events.store import VersionConflict
 from orchestrator.api.bodies import (
@@ -76,8 +77,14 @@ def _refused(exc: OperationRefused) -> ApiError:
 
 
 async def _accepted(
-    request: web.Request, ctx: ApiContext, accepted: Accepted, *, what: str
+    request: web.Request, ctx: ApiContext, mutation: Awaitable[Accepted], *, what: str
 ) -> web.Response:
+    """Record `mutation` (a refusal answers 404, 409 or 422 naming the field),
+    wait until the fold shows it, answer 202."""
+    try:
+        accepted = await mutation
+    except OperationRefused as exc:
+        raise _refused(exc) from None
     log_of(request).info(
         "api mutation recorded", what=what, revision=accepted.revision, job_id=accepted.job_id
     )
@@ -192,16 +199,25 @@ async def desired_apply(request: web.Request) -> web.Response:
 # ---------------------------------------------------------------------- instances
 
 
+def _instance_of(
+    request: web.Request, needed: Action, *, verb: str
+) -> tuple[Principal, ApiContext, ClusterState, InstanceSpec]:
+    """The principal, the context, the state and the instance the path names, once
+    the principal has the role `needed` and may `verb` that instance (its scope)."""
+    principal = require_role(request, needed)
+    ctx = ctx_of(request)
+    state = ctx.state()
+    spec = require_instance(state, principal, request.match_info["name"])
+    if not may(principal, needed, instance_tags=spec.tags):
+        raise forbid(request, f"{principal.name} may not {verb} {spec.name}")
+    return principal, ctx, state, spec
+
+
 async def instance_action(request: web.Request) -> web.Response:
     action = request.match_info["action"]
     if action not in INSTANCE_VERBS:
         raise ApiError(404, "not_found", f"no instance action {action!r}", field="action")
-    principal = require_role(request, Action.OPERATE)
-    ctx = ctx_of(request)
-    state = ctx.state()
-    spec = require_instance(state, principal, request.match_info["name"])
-    if not may(principal, Action.OPERATE, instance_tags=spec.tags):
-        raise forbid(request, f"{principal.name} may not operate {spec.name}")
+    principal, ctx, state, spec = _instance_of(request, Action.OPERATE, verb="operate")
     data = await body_of(request, INSTANCE_BODIES.get(action, ReasonRequest))
     params: dict[str, str] = {}
     if isinstance(data, ReplaceDisksRequest):
@@ -216,8 +232,10 @@ async def instance_action(request: web.Request) -> web.Response:
         if not data.disk < len(spec.disks):
             raise ApiError(422, "invalid", f"disk must be 0..{len(spec.disks) - 1}", field="disk")
         params.update(disk=str(data.disk), amount_mib=str(data.amount_mib))
-    try:
-        accepted = await submit_job(
+    return await _accepted(
+        request,
+        ctx,
+        submit_job(
             ctx.store,
             state,
             kind=INSTANCE_VERBS[action],
@@ -225,24 +243,20 @@ async def instance_action(request: web.Request) -> web.Response:
             params=params,
             actor=principal.name,
             reason=data.reason,
-        )
-    except OperationRefused as exc:
-        raise _refused(exc) from None
-    return await _accepted(request, ctx, accepted, what=f"instance {action} {spec.name}")
+        ),
+        what=f"instance {action} {spec.name}",
+    )
 
 
 async def instance_modify(request: web.Request) -> web.Response:
     """Memory and vCPUs of an instance (`corral instance modify`): admin only, as
     it changes the desired state; 422 naming the field when it does not fit."""
-    principal = require_role(request, Action.ADMIN)
-    ctx = ctx_of(request)
-    state = ctx.state()
-    spec = require_instance(state, principal, request.match_info["name"])
-    if not may(principal, Action.ADMIN, instance_tags=spec.tags):
-        raise forbid(request, f"{principal.name} may not change {spec.name}")
+    principal, ctx, state, spec = _instance_of(request, Action.ADMIN, verb="change")
     data = await body_of(request, ModifyRequest)
-    try:
-        accepted = await modify_instance(
+    return await _accepted(
+        request,
+        ctx,
+        modify_instance(
             ctx.store,
             state,
             instance=spec.name,
@@ -251,34 +265,29 @@ async def instance_modify(request: web.Request) -> web.Response:
             force=data.force,
             actor=principal.name,
             reason=data.reason,
-        )
-    except OperationRefused as exc:
-        raise _refused(exc) from None
-    return await _accepted(request, ctx, accepted, what=f"instance modify {spec.name}")
+        ),
+        what=f"instance modify {spec.name}",
+    )
 
 
 async def instance_rename(request: web.Request) -> web.Response:
     """Rename a stopped instance (`corral instance rename`): admin only, as it
     changes the desired state; 422 naming `new_name` when it cannot be done."""
-    principal = require_role(request, Action.ADMIN)
-    ctx = ctx_of(request)
-    state = ctx.state()
-    spec = require_instance(state, principal, request.match_info["name"])
-    if not may(principal, Action.ADMIN, instance_tags=spec.tags):
-        raise forbid(request, f"{principal.name} may not rename {spec.name}")
+    principal, ctx, state, spec = _instance_of(request, Action.ADMIN, verb="rename")
     data = await body_of(request, RenameRequest)
-    try:
-        accepted = await rename_instance(
+    return await _accepted(
+        request,
+        ctx,
+        rename_instance(
             ctx.store,
             state,
             instance=spec.name,
             new_name=data.new_name,
             actor=principal.name,
             reason=data.reason,
-        )
-    except OperationRefused as exc:
-        raise _refused(exc) from None
-    return await _accepted(request, ctx, accepted, what=f"instance rename {spec.name}")
+        ),
+        what=f"instance rename {spec.name}",
+    )
 
 
 # ---------------------------------------------------------------------- nodes
@@ -296,32 +305,30 @@ async def node_action(request: web.Request) -> web.Response:
     state = ctx.state()
     node = require_node(state, request.match_info["name"])
     reason = (await body_of(request, ReasonRequest)).reason
-    try:
-        if action in NODE_FLAG_VERBS:
-            accepted = await set_node_flags(
-                ctx.store,
-                state,
-                node=node,
-                actor=principal.name,
-                reason=reason,
-                **NODE_FLAG_VERBS[action],
-            )
-        elif action == "confirm-off":
-            accepted = await confirm_node_off(
-                ctx.store, state, node=node, actor=principal.name, reason=reason
-            )
-        else:
-            accepted = await submit_job(
-                ctx.store,
-                state,
-                kind=NODE_JOB_VERBS[action],
-                target=node,
-                actor=principal.name,
-                reason=reason,
-            )
-    except OperationRefused as exc:
-        raise _refused(exc) from None
-    return await _accepted(request, ctx, accepted, what=f"node {action} {node}")
+    mutation: Awaitable[Accepted]
+    if action in NODE_FLAG_VERBS:
+        mutation = set_node_flags(
+            ctx.store,
+            state,
+            node=node,
+            actor=principal.name,
+            reason=reason,
+            **NODE_FLAG_VERBS[action],
+        )
+    elif action == "confirm-off":
+        mutation = confirm_node_off(
+            ctx.store, state, node=node, actor=principal.name, reason=reason
+        )
+    else:
+        mutation = submit_job(
+            ctx.store,
+            state,
+            kind=NODE_JOB_VERBS[action],
+            target=node,
+            actor=principal.name,
+            reason=reason,
+        )
+    return await _accepted(request, ctx, mutation, what=f"node {action} {node}")
 
 
 # ---------------------------------------------------------------------- jobs
@@ -344,17 +351,18 @@ async def job_cancel(request: web.Request) -> web.Response:
     if not _may_cancel(principal, job_instance_tags(state, job)):
         raise forbid(request, f"{principal.name} may not cancel job {job_id}")
     data = await body_of(request, ReasonRequest)
-    try:
-        accepted = await cancel_job(
+    return await _accepted(
+        request,
+        ctx,
+        cancel_job(
             ctx.store,
             state,
             job_id=job.job_id,
             actor=principal.name,
             reason=data.reason,
-        )
-    except OperationRefused as exc:
-        raise _refused(exc) from None
-    return await _accepted(request, ctx, accepted, what=f"job cancel {job_id}")
+        ),
+        what=f"job cancel {job_id}",
+    )
 
 
 def add_write_routes(app: web.Application) -> None:
