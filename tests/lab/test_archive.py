@@ -16,21 +16,7 @@ from events.lifecycle.seals import load_seals, raw_events, seal_pending
 from events.projection import fold_all
 from orchestrator.cluster_report import status_dict
 from tests.support.cluster_harness import cluster
-from tests.support.events import cluster_yaml
-
-THREE = """  - name: web1
-    memory: 512M
-    vcpus: 1
-    disks: [10G]
-  - name: web2
-    memory: 512M
-    vcpus: 1
-    disks: [10G]
-  - name: db1
-    memory: 1G
-    vcpus: 2
-    disks: [20G]
-"""
+from tests.support.events import THREE, cluster_yaml
 
 
 async def test_archive_compact_restart_and_read_through(tmp_path: Path) -> None:

@@ -16,21 +16,7 @@ from orchestrator.cluster_report import status_dict
 from orchestrator.rapi.users import RapiUsers
 from tests.lab.test_rapi import CLIENT_MODULE, USERS, rapi, require_debian, stock_client
 from tests.support.cluster_harness import cluster
-from tests.support.events import cluster_yaml
-
-THREE = """  - name: web1
-    memory: 512M
-    vcpus: 1
-    disks: [10G]
-  - name: web2
-    memory: 512M
-    vcpus: 1
-    disks: [10G]
-  - name: db1
-    memory: 1G
-    vcpus: 2
-    disks: [20G]
-"""
+from tests.support.events import THREE, cluster_yaml
 
 
 async def test_plan_apply_edit_remove_and_drift_as_a_user_would(tmp_path: Path) -> None:

@@ -1,5 +1,6 @@
 """Events and desired-state files for tests: `ev` builds a minimal event,
-`cluster_yaml` a desired-state file for a lab.
+`cluster_yaml` a desired-state file for a lab, `THREE` its instances section with
+three instances (web1, web2, db1).
 """
 
 from __future__ import annotations
@@ -10,6 +11,20 @@ import uuid
 from events.ids import EventId, NodeName
 from events.model import NodeFlagsSet
 from tests.support.cluster_harness import Cluster
+
+THREE = """  - name: web1
+    memory: 512M
+    vcpus: 1
+    disks: [10G]
+  - name: web2
+    memory: 512M
+    vcpus: 1
+    disks: [10G]
+  - name: db1
+    memory: 1G
+    vcpus: 2
+    disks: [20G]
+"""
 
 
 def cluster_yaml(c: Cluster, instances: str) -> str:

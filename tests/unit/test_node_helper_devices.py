@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from nodehelper.devices import tap_name
+from events.specs import HV_FIELDS
+from nodehelper.devices import HV_KEYS, tap_name
 from tests.unit.test_node_helper import VM, Node, helper, node, prepared
 
 __all__ = ["node"]  # the fixture, shared with the verbs' tests
@@ -154,3 +155,9 @@ def test_hotplug_refusals_name_the_field_or_the_state(node: Node) -> None:
         rc, _, err = helper(node, "vm-hotplug", "--term", "5", body=bad)
         assert rc == 64 and says in err, (bad, err)
         assert snapshot(node) == before
+
+
+def test_the_helper_takes_exactly_the_models_hypervisor_parameters() -> None:
+    """The helper imports nothing of corral's, so it keeps its own list of the `hv`
+    keys `vm-start` takes (`nodehelper.devices.HV_KEYS`): the model's, no more."""
+    assert frozenset(HV_FIELDS) == HV_KEYS
