@@ -10,14 +10,13 @@ import asyncio
 import contextlib
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from devtools.local_etcd import LocalEtcd
 from events.etcd_client import EtcdCredentials
-from events.ids import EventId, NodeName
+from events.ids import EventId, NodeName, new_event_id
 from events.model import Event, NodeFlagsSet
 from events.projection import fold
 from events.state import ClusterState
@@ -28,7 +27,7 @@ BATCH, INFLIGHT, TOTAL, WATCHED = 100, 8, 20_000, 10_000
 
 def _event(i: int) -> NodeFlagsSet:
     return NodeFlagsSet(
-        id=EventId(uuid.uuid4().hex),
+        id=new_event_id(),
         time=time.time(),
         actor="bench",
         reason=f"bench {i}",

@@ -151,7 +151,7 @@ def fencing_held_back(
     fencing = [n for n in others if health(n) == NodeHealth.LOST]
     if len(fencing) >= at_once:
         return f"{', '.join(fencing)} is being fenced first ({at_once} node(s) at a time)"
-    down = [n for n in others if health(n) in (NodeHealth.LOST, NodeHealth.FENCED)]
+    down = [n for n in others if health(n).down]
     remaining = len(members) - len(down) - 1
     needed = len(members) // 2 + 1
     if remaining < needed:

@@ -7,11 +7,10 @@ Pure; writes nothing."""
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import replace
 
 from devtools.demo import seed_instances
-from events.ids import EventId, InstanceName, NodeName
+from events.ids import InstanceName, NodeName, new_event_id
 from events.model import (
     DiskPlacement,
     DrbdPeerObs,
@@ -36,10 +35,6 @@ from events.specs import ClusterPolicy, InstanceSpec, NodeSpec
 from events.state import ClusterState
 
 
-def _id() -> EventId:
-    return EventId(uuid.uuid4().hex)
-
-
 def node_name(i: int) -> NodeName:
     return NodeName(f"node{i + 1:03d}")
 
@@ -54,7 +49,9 @@ def build_events(nodes: int, instances: int, *, t: float = 1.0) -> list[tuple[in
     out: list[tuple[int, Event]] = [
         (
             1,
-            PolicySet(id=_id(), time=t, actor="bench", cluster_name="big", policy=ClusterPolicy()),
+            PolicySet(
+                id=new_event_id(), time=t, actor="bench", cluster_name="big", policy=ClusterPolicy()
+            ),
         )
     ]
     for i in range(nodes):
@@ -65,18 +62,18 @@ def build_events(nodes: int, instances: int, *, t: float = 1.0) -> list[tuple[in
             disk_mib=8 * 1024 * 1024,
             cpus=64,
         )
-        out.append((1, NodeDeclared(id=_id(), time=t, actor="bench", spec=node)))
+        out.append((1, NodeDeclared(id=new_event_id(), time=t, actor="bench", spec=node)))
     mix = seed_instances()
     copies: dict[int, list[tuple[InstanceSpec, int, bool, int]]] = {i: [] for i in range(nodes)}
     for k in range(instances):
         spec: InstanceSpec = replace(mix[k % len(mix)], name=InstanceName(f"vm{k:05d}"))
         p, s = placement_of(k, nodes)
-        out.append((2, InstanceDeclared(id=_id(), time=t, actor="bench", spec=spec)))
+        out.append((2, InstanceDeclared(id=new_event_id(), time=t, actor="bench", spec=spec)))
         out.append(
             (
                 2,
                 InstancePlaced(
-                    id=_id(),
+                    id=new_event_id(),
                     time=t,
                     actor="bench",
                     instance=spec.name,
@@ -96,7 +93,7 @@ def build_events(nodes: int, instances: int, *, t: float = 1.0) -> list[tuple[in
                 (
                     3,
                     StepSucceeded(
-                        id=_id(),
+                        id=new_event_id(),
                         time=t,
                         actor="bench",
                         key=f"instance/{spec.name}",
@@ -114,7 +111,11 @@ def build_events(nodes: int, instances: int, *, t: float = 1.0) -> list[tuple[in
             (
                 4,
                 NodeHealthChanged(
-                    id=_id(), time=t, actor="bench", node=node_name(i), health=NodeHealth.ONLINE
+                    id=new_event_id(),
+                    time=t,
+                    actor="bench",
+                    node=node_name(i),
+                    health=NodeHealth.ONLINE,
                 ),
             )
         )
@@ -156,7 +157,7 @@ def observed(
                 )
             )
     return NodeObserved(
-        id=_id(),
+        id=new_event_id(),
         time=t,
         actor="bench",
         node=node_name(i),
@@ -190,7 +191,7 @@ def next_moment(state: ClusterState, n: int, *, t: float) -> list[Event]:
     facts = replace(old, memory_free_mib=old.memory_free_mib + (n % 7) - 3)
     key = f"instance/{name}"
     return [
-        NodeObserved(id=_id(), time=t, actor="bench", node=node, facts=facts),
-        StepStarted(id=_id(), time=t, actor="bench", key=key, step="drbd-up", node=node),
-        StepSucceeded(id=_id(), time=t, actor="bench", key=key, step="drbd-up", node=node),
+        NodeObserved(id=new_event_id(), time=t, actor="bench", node=node, facts=facts),
+        StepStarted(id=new_event_id(), time=t, actor="bench", key=key, step="drbd-up", node=node),
+        StepSucceeded(id=new_event_id(), time=t, actor="bench", key=key, step="drbd-up", node=node),
     ]

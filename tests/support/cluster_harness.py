@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from pathlib import Path
 
 from devtools.local_etcd import LocalEtcd, LocalEtcdCluster
 from events.election import Member
-from events.ids import EventId, InstanceName, NodeName
+from events.ids import InstanceName, NodeName, new_event_id
 from events.model import Event, InstanceDeclared, NodeDeclared, PolicySet
 from events.specs import ClusterPolicy, DiskSpec, FenceSpec, InstanceSpec, NodeSpec
 from events.store import EventStore
@@ -39,8 +38,7 @@ FAST = ReactorSettings(
 )
 
 
-def eid() -> EventId:
-    return EventId(uuid.uuid4().hex)
+eid = new_event_id  # the tests' short name for it
 
 
 @dataclass

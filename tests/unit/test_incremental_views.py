@@ -6,14 +6,13 @@ node, health and fencing, placements, specs and power, restart records, steps
 from __future__ import annotations
 
 import json
-import uuid
 from dataclasses import asdict, replace
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from events.ids import EventId, InstanceName, NodeName
+from events.ids import InstanceName, NodeName, new_event_id
 from events.model import (
     DrbdResourceObs,
     Event,
@@ -49,10 +48,6 @@ NAMES = sorted(BASE.desired.instances)
 NODES = sorted(BASE.desired.nodes)
 
 
-def _id() -> EventId:
-    return EventId(uuid.uuid4().hex)
-
-
 def mutation(state: ClusterState, kind: int, n: int) -> list[Event]:
     node, name = NODES[n % len(NODES)], NAMES[n % len(NAMES)]
     obs = state.observed[node]
@@ -60,26 +55,28 @@ def mutation(state: ClusterState, kind: int, n: int) -> list[Event]:
     if kind == 0:  # free memory moved
         assert obs.facts is not None
         facts = replace(obs.facts, memory_free_mib=obs.facts.memory_free_mib + n + 1)
-        return [NodeObserved(id=_id(), time=t, actor="t", node=node, facts=facts)]
+        return [NodeObserved(id=new_event_id(), time=t, actor="t", node=node, facts=facts)]
     if kind == 1:  # a VM went away
-        return [NodeObserved(id=_id(), time=t, actor="t", node=node, vms=obs.vms[1:])]
+        return [NodeObserved(id=new_event_id(), time=t, actor="t", node=node, vms=obs.vms[1:])]
     if kind == 2:  # one DRBD resource lost its peer
         drbd: list[DrbdResourceObs] = list(obs.drbd)
         if drbd:
             drbd[0] = replace(drbd[0], peers=(), disk="UpToDate")
-        return [NodeObserved(id=_id(), time=t, actor="t", node=node, drbd=tuple(drbd))]
+        return [NodeObserved(id=new_event_id(), time=t, actor="t", node=node, drbd=tuple(drbd))]
     if kind == 3:  # one LV gone
-        return [NodeObserved(id=_id(), time=t, actor="t", node=node, volumes=obs.volumes[1:])]
+        return [
+            NodeObserved(id=new_event_id(), time=t, actor="t", node=node, volumes=obs.volumes[1:])
+        ]
     if kind == 4:
         health = (NodeHealth.SUSPECT, NodeHealth.LOST, NodeHealth.ONLINE)[n % 3]
-        return [NodeHealthChanged(id=_id(), time=t, actor="t", node=node, health=health)]
+        return [NodeHealthChanged(id=new_event_id(), time=t, actor="t", node=node, health=health)]
     if kind == 5:
-        return [NodeFenced(id=_id(), time=t, actor="t", node=node, method="agent")]
+        return [NodeFenced(id=new_event_id(), time=t, actor="t", node=node, method="agent")]
     if kind == 6:
         p = state.placements[name]
         return [
             InstancePlaced(
-                id=_id(),
+                id=new_event_id(),
                 time=t,
                 actor="t",
                 instance=name,
@@ -90,16 +87,16 @@ def mutation(state: ClusterState, kind: int, n: int) -> list[Event]:
         ]
     if kind == 7:
         power = PowerState.STOPPED if n % 2 else PowerState.RUNNING
-        return [InstancePowerSet(id=_id(), time=t, actor="t", instance=name, power=power)]
+        return [InstancePowerSet(id=new_event_id(), time=t, actor="t", instance=name, power=power)]
     if kind == 8:
         spec = state.desired.instances[name]
         bigger = replace(spec, memory_mib=spec.memory_mib + 128)
-        return [InstanceUpdated(id=_id(), time=t, actor="t", spec=bigger)]
+        return [InstanceUpdated(id=new_event_id(), time=t, actor="t", spec=bigger)]
     if kind == 9:  # a VM started (restart record), with a stray VM elsewhere
         vms = (*obs.vms, VmObs(name=name, pid=9, status="running", memory_mib=1, vcpus=1))
         return [
             StepSucceeded(
-                id=_id(),
+                id=new_event_id(),
                 time=t,
                 actor="t",
                 key=f"instance/{name}",
@@ -107,7 +104,7 @@ def mutation(state: ClusterState, kind: int, n: int) -> list[Event]:
                 node=node,
             ),
             NodeObserved(
-                id=_id(),
+                id=new_event_id(),
                 time=t,
                 actor="t",
                 node=node,
@@ -115,10 +112,10 @@ def mutation(state: ClusterState, kind: int, n: int) -> list[Event]:
             ),
         ]
     if kind == 10:
-        return [NodeFlagsSet(id=_id(), time=t, actor="t", node=node, drained=bool(n % 2))]
+        return [NodeFlagsSet(id=new_event_id(), time=t, actor="t", node=node, drained=bool(n % 2))]
     return [
         PolicySet(
-            id=_id(),
+            id=new_event_id(),
             time=t,
             actor="t",
             cluster_name="big",
