@@ -46,6 +46,7 @@ from events.fields.network import (
     MacAddress,
     MacPrefix,
     NicMode,
+    PrefixLen,
 )
 from events.fields.rules import Flag, count
 from events.fields.sizes import Count, CpuCount, HostCpus, Port, Positive, SizeMiB
@@ -105,6 +106,12 @@ class NicSpec:
     link: Link = "br0"
     mode: NicMode = "bridged"
     ip: IpAddress | None = None
+    # The guest's addressing, through its cloud-init seed's network-config: the
+    # prefix length of `ip` (None: /24 for IPv4, /64 for IPv6), the default route
+    # and the DNS servers.
+    prefix_len: PrefixLen | None = None
+    gateway: IpAddress | None = None
+    nameservers: tuple[IpAddress, ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -30,6 +30,7 @@ from typing import (
 )
 
 from events.fields.fence import SECRET_LIKE_RE
+from events.fields.network import nic_address_problems
 from events.fields.rules import FieldError, Rule, field_errors, kind
 from events.fields.sizes import fmt_mib
 from events.ids import (
@@ -216,6 +217,13 @@ def _instance(spec: InstanceSpec, at: Loc) -> Iterator[Problem]:
         )
 
 
+def _nic(nic: NicSpec, at: Loc) -> Iterator[Problem]:
+    for name, message in nic_address_problems(
+        ip=nic.ip, prefix_len=nic.prefix_len, gateway=nic.gateway, nameservers=nic.nameservers
+    ):
+        yield _problem((*at, name), message)
+
+
 def _policy(policy: ClusterPolicy, at: Loc) -> Iterator[Problem]:
     if policy.lost_timeout_s <= policy.suspect_timeout_s:
         yield _problem(
@@ -229,6 +237,7 @@ _RULES: dict[type, Callable[[Any, Loc], Iterator[Problem]]] = {
     FenceSpec: _fence,
     NodeSpec: _node,
     InstanceSpec: _instance,
+    NicSpec: _nic,
     ClusterPolicy: _policy,
 }
 

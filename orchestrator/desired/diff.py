@@ -180,6 +180,12 @@ def _instance_problems(
             f"{', '.join(f'nics[{i}]' for i in added)} hotplugged into the running VM "
             "(an instance.hotplug job; refused by qemu: not recorded)"
         )
+    elif placed and old.nics != new.nics and not added and _only_addressing(old, new):
+        notes.append(
+            "in place; NIC addressing (ip, gateway, nameservers) reaches the guest only "
+            "through its cloud-init seed, which it applies once per install: at the next "
+            f"`corral instance reinstall {new.name}`"
+        )
     elif placed and old.nics != new.nics and not added:
         notes.append(
             f"in place; restart needed: NIC changes other than additions take effect at "
@@ -306,6 +312,16 @@ def diff_desired(
         changes.append(Change(action=Action.REMOVE, kind="instance", name=gone))
     drift = bool(changes and state.last_applied is not None and state.last_applied.digest == digest)
     return Diff(changes=tuple(changes), problems=tuple(problems), drift=drift, wanted=wanted)
+
+
+def _only_addressing(old: InstanceSpec, new: InstanceSpec) -> bool:
+    """The NICs differ only in what the guest's seed carries (ip, its prefix,
+    gateway, nameservers)."""
+    plain = {"ip": None, "prefix_len": None, "gateway": None, "nameservers": ()}
+    return len(old.nics) == len(new.nics) and all(
+        replace(a, **plain) == replace(b, **plain)  # type: ignore[arg-type]
+        for a, b in zip(old.nics, new.nics, strict=True)
+    )
 
 
 def _added_nics(old: InstanceSpec, new: InstanceSpec) -> tuple[int, ...]:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from events.fields.fence import option_name, option_value, selection_problems
+from events.fields.network import interface
 from events.fields.rules import FieldError
 from events.fields.rules import kind as _kind
 from events.fields.rules import show as _show
@@ -40,7 +41,9 @@ _DURATION_UNITS = {
     "h": Fraction(3600),
 }
 _FENCE_KEYS = ("agent", "options")
-_NIC_KEYS = ("link", "mode", "mac", "ip")
+_NIC_KEYS = ("link", "mode", "mac", "ip", "gateway", "nameservers")
+# A NIC rule spanning fields names the model's field; the file says it with this key.
+_NIC_BLAME = {"prefix_len": "ip"}
 _NO_OPTIONS: tuple[tuple[str, str], ...] = ()
 
 
@@ -501,10 +504,39 @@ def _nic(problems: Problems, value: Any, at: At) -> NicSpec | None:
     link = m.opt("link", rule(NicSpec, "link"), "br0")
     mode = m.opt("mode", rule(NicSpec, "mode"), "bridged")
     mac_address = m.opt("mac", rule(NicSpec, "mac"), "")
-    ip_address = m.opt("ip", rule(NicSpec, "ip"), "")
-    if link is None or mode is None or mac_address is None or ip_address is None:
+    no_ip: tuple[str, int | None] = ("", None)
+    address = m.opt("ip", _nic_ip, no_ip)
+    gateway = m.opt("gateway", rule(NicSpec, "gateway"), "")
+    nameservers = m.opt("nameservers", rule(NicSpec, "nameservers"), ())
+    if None in (link, mode, mac_address, address, gateway, nameservers):
         return None
-    return NicSpec(link=link, mode=mode, mac=mac_address or None, ip=ip_address or None)
+    assert link is not None and mode is not None and address is not None
+    nic = NicSpec(
+        link=link,
+        mode=mode,
+        mac=mac_address or None,
+        ip=address[0] or None,
+        prefix_len=address[1],
+        gateway=gateway or None,
+        nameservers=tuple(nameservers or ()),
+    )
+    found = cross_problems(nic)
+    for problem in found:
+        key = _NIC_BLAME.get(str(problem.loc[0]), str(problem.loc[0]))
+        problems.add(m.value_at(key) if m.has(key) else m.at, problem.message)
+    return None if found else nic
+
+
+def _nic_ip(problems: Problems, value: Any, at: At) -> tuple[str, int | None] | None:
+    """`ip: ADDRESS` or `ip: ADDRESS/PREFIX`."""
+    if not isinstance(value, str):
+        problems.add(at, f"expected an IP address like '192.0.2.10/24', got {kind(value)}")
+        return None
+    try:
+        return interface(value)
+    except FieldError as exc:
+        problems.add(at, str(exc))
+        return None
 
 
 nics = listed(_nic, what="nics")

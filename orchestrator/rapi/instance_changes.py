@@ -143,7 +143,18 @@ def added_spec(
     disks = [{"size_mib": ganeti_size(d.get("size"))} for d in _additions(body, "disks")]
     plain = {
         "nics": [
-            *({"mac": n.mac, "link": n.link, "mode": n.mode, "ip": n.ip} for n in spec.nics),
+            *(
+                {
+                    "mac": n.mac,
+                    "link": n.link,
+                    "mode": n.mode,
+                    "ip": n.ip,
+                    "prefix_len": n.prefix_len,
+                    "gateway": n.gateway,
+                    "nameservers": list(n.nameservers),
+                }
+                for n in spec.nics
+            ),
             *nics,
         ],
         "disks": [*({"size_mib": d.size_mib} for d in spec.disks), *disks],

@@ -2,7 +2,8 @@
 `seed-write` puts in its `cidata` image: `meta-data` (instance-id, hostname, SSH
 public keys), `user-data` (the desired-state file's, else an empty cloud-config)
 and `network-config` (version 2: each NIC matched by its MAC, its fixed address
-when it has one, else DHCP).
+with its prefix length when it has one, else DHCP; its gateway as the default
+route and its DNS servers when given).
 
 Pure: no I/O, no logging. Every text is JSON (which YAML reads as it is), so no
 value can change the documents' structure.
@@ -14,11 +15,10 @@ import ipaddress
 import json
 from typing import Any
 
-from events.specs import InstanceSpec
+from events.fields.network import default_prefix
+from events.specs import InstanceSpec, NicSpec
 
 EMPTY_USER_DATA = "#cloud-config\n{}\n"
-IPV4_PREFIX = 24  # a NIC's `ip` carries no prefix: the seed gives it this one
-IPV6_PREFIX = 64
 
 
 def seed_texts(spec: InstanceSpec, *, instance_id: str) -> dict[str, str]:
@@ -43,11 +43,24 @@ def network_config(spec: InstanceSpec) -> dict[str, Any]:
         if not nic.mac:
             continue  # not recorded yet: vm-start refuses such an instance anyway
         entry: dict[str, Any] = {"match": {"macaddress": nic.mac}, "set-name": f"eth{i}"}
-        if nic.ip:
-            ip = ipaddress.ip_address(nic.ip)
-            prefix = IPV4_PREFIX if ip.version == 4 else IPV6_PREFIX
-            entry["addresses"] = [f"{ip}/{prefix}"]
-        else:
-            entry["dhcp4"] = True
+        entry.update(_addressing(nic))
         ethernets[f"nic{i}"] = entry
     return {"version": 2, "ethernets": ethernets}
+
+
+def _addressing(nic: NicSpec) -> dict[str, Any]:
+    """A NIC's addresses, default route and DNS servers in netplan's v2 words."""
+    out: dict[str, Any] = {}
+    if nic.ip:
+        ip = ipaddress.ip_address(nic.ip)
+        out["addresses"] = [f"{ip}/{nic.prefix_len or default_prefix(ip)}"]
+        if nic.gateway:
+            # gateway4/6, not `routes: [{to: default ...}]`: the cloud-init of Debian 12
+            # (22.4) refuses `to: default` and reads `to: ::/0` as a /64; netplan still
+            # takes gateway4/6 (deprecated there, not refused).
+            out[f"gateway{ip.version}"] = nic.gateway
+    else:
+        out["dhcp4"] = True
+    if nic.nameservers:
+        out["nameservers"] = {"addresses": list(nic.nameservers)}
+    return out
