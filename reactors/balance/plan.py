@@ -105,7 +105,7 @@ from reactors.balance.moves import (
 from reactors.balance.rules import check_plan_move
 from reactors.balance.step.exact import ExactSearch
 from reactors.balance.step.lookahead import LOOKAHEAD_TOLERANCE, pick_ahead, pick_pair
-from reactors.balance.step.search import Cand, Search, choose
+from reactors.balance.step.search import Candidate, Search, choose
 from reactors.balance.work import Work, exactly_modelled
 from reactors.htools.model import BCluster, BInstance, BNode
 from reactors.htools.score import n1_failures, score
@@ -538,7 +538,7 @@ def run_search(
         tolerance = max(limits.cost_tolerance, LOOKAHEAD_TOLERANCE)
     # the lookahead only ever weighs a step's first `width` distinct moves
     top = spec.width if pick == "ahead" else 0
-    ahead: list[Cand] | None = None  # the next step's candidates, when known
+    ahead: list[Candidate] | None = None  # the next step's candidates, when known
     while len(chosen) < limits.max_moves:
         cands = ahead if ahead is not None else search.best(tolerance=tolerance, top=top)
         ahead = None

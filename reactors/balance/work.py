@@ -60,7 +60,7 @@ NO_LOAD = (0.0, 0.0, 0.0, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
-class Inst:
+class WorkInstance:
     name: str
     mem: int  # memory its primary holds free for it (running; all with reserve_stopped)
     run_mem: int  # memory counted in htools' f_mem (running)
@@ -123,7 +123,7 @@ class Work:
         self.n_sec = [0] * n_nodes
         self.rows: list[dict[int, int]] = [{} for _ in nodes]
         self.ptags: list[Counter[str]] = [Counter() for _ in nodes]
-        self.insts: list[Inst] = []
+        self.insts: list[WorkInstance] = []
         self.p: list[int] = []
         self.s: list[int] = []
         self.movable: list[bool] = []
@@ -140,7 +140,7 @@ class Work:
                 continue
             local = inst.local_storage
             run_mem = inst.mem if inst.uses_memory else 0
-            mine = Inst(
+            mine = WorkInstance(
                 name=inst.name,
                 mem=inst.mem if reserve else run_mem,
                 run_mem=run_mem,
@@ -201,7 +201,7 @@ class Work:
         except in the primary's exclusion tags (htools' pTags) and its free
         memory "forth" (as a stopped primary's)."""
         excl = tuple(exclusion_tags(inst, excl_prefixes))
-        self.insts.append(Inst(inst.name, 0, 0, 0, 0, 0, 0, 0, 0, excl))
+        self.insts.append(WorkInstance(inst.name, 0, 0, 0, 0, 0, 0, 0, 0, excl))
         self.p.append(pk)
         self.s.append(sk)
         self.movable.append(False)
@@ -384,7 +384,7 @@ class Work:
             self.r2[k] = _second(row)
             self.vals[k] = self._values(k)
 
-    def missed(self, inst: Inst, k: int) -> float:
+    def missed(self, inst: WorkInstance, k: int) -> float:
         """The weighted location score of the instance's desired locations its
         primary on node k is not in (htools count it on online nodes only)."""
         if not inst.dsrd or not self.online[k]:
@@ -402,7 +402,7 @@ class Work:
         tags = self.ptags[k]
         return any(tags.get(e, 0) > 0 for e in excl)
 
-    def _pri(self, k: int, inst: Inst, sign: int) -> None:
+    def _pri(self, k: int, inst: WorkInstance, sign: int) -> None:
         self.f_mem[k] -= sign * inst.run_mem
         self.c_free[k] -= sign * inst.mem
         self.stopped[k] += sign * inst.stop_mem
@@ -428,7 +428,7 @@ class Work:
                     if self.loc_excl[(loc, e)] <= 0:
                         del self.loc_excl[(loc, e)]
 
-    def _load(self, k: int, inst: Inst, sign: int, *, primary: bool) -> None:
+    def _load(self, k: int, inst: WorkInstance, sign: int, *, primary: bool) -> None:
         """A primary adds all four of its weights to the node's loads, a
         secondary its disk weight (htools' setPri, setSec)."""
         if not self.util:
@@ -440,7 +440,7 @@ class Work:
             load[3] += sign * u[3]
         load[2] += sign * u[2]
 
-    def _sec(self, k: int, peer: int, inst: Inst, sign: int) -> None:
+    def _sec(self, k: int, peer: int, inst: WorkInstance, sign: int) -> None:
         self.f_dsk[k] -= sign * inst.dsk
         self.ispind[k] += sign * inst.su
         self.n_sec[k] += sign

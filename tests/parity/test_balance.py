@@ -48,7 +48,7 @@ from reactors.balance.plan import (
 from reactors.balance.rounds import rounds
 from reactors.balance.rules import check_plan_move, valid_sequence
 from reactors.balance.step.lookahead import LOOKAHEAD_TOLERANCE, pick_ahead, pick_pair
-from reactors.balance.step.search import Cand, Search
+from reactors.balance.step.search import Candidate, Search
 from reactors.balance.work import Work
 from reactors.htools.model import (
     EXCLUSION_TAG_PREFIX,
@@ -308,7 +308,7 @@ def test_pick_ahead_puts_back_what_it_does_not_pick_and_takes_the_best_pair() ->
     search = Search(work)
     history: list[tuple[int, int, int]] = []
 
-    def pair_end(c: Cand) -> float:
+    def pair_end(c: Candidate) -> float:
         """The score after the moves so far, `c` and the best move after it,
         by a fresh search on a fresh working model."""
         w = Work(start, frozenset())
@@ -319,7 +319,7 @@ def test_pick_ahead_puts_back_what_it_does_not_pick_and_takes_the_best_pair() ->
             w.apply(after[0].inst, after[0].new_p, after[0].new_s)
         return w.total()
 
-    def fresh_cands(top: int) -> list[Cand]:
+    def fresh_cands(top: int) -> list[Candidate]:
         """The candidates after the moves so far, by a fresh search."""
         w = Work(start, frozenset())
         for mv in history:
@@ -338,7 +338,7 @@ def test_pick_ahead_puts_back_what_it_does_not_pick_and_takes_the_best_pair() ->
             left += 1
         now = (list(work.p), list(work.s), list(work.f_mem), list(work.f_dsk), work.total())
         assert now == before
-        tried: dict[tuple[int, int, int], Cand] = {}
+        tried: dict[tuple[int, int, int], Candidate] = {}
         for c in cands:
             tried.setdefault((c.inst, c.new_p, c.new_s), c)
         first_three = list(tried.values())[:3]
@@ -387,7 +387,7 @@ def test_pick_pair_keeps_the_next_best_move_open() -> None:
         assert pick in distinct[:3]
         differed += pick is not cands[0]
 
-        def nodes(c: Cand) -> set[int]:
+        def nodes(c: Candidate) -> set[int]:
             return {work.p[c.inst], work.s[c.inst], c.new_p, c.new_s}
 
         partner = next(

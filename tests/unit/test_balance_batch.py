@@ -34,7 +34,7 @@ from reactors.balance.plan import plan_balance
 from reactors.balance.step import search as balance_search
 from reactors.balance.step.batch import Figures, own_sides
 from reactors.balance.step.search import Search
-from reactors.balance.step.sides import FAMILY, NSLOT, SLOT, Own, Sides, own_side
+from reactors.balance.step.sides import FAMILY, NSLOT, SLOT, OwnSide, Sides, own_side
 from reactors.balance.work import Work
 from reactors.htools.model import LOCATION_TAG_PREFIX, BCluster
 from tests.support.generated import generated_cluster
@@ -92,9 +92,9 @@ def _assert_same(got: Sides, want: Sides) -> None:
     assert got.excl_ids == want.excl_ids
 
 
-def _reference(w: Work, ref: Sides, idx: list[int]) -> list[Own]:
+def _reference(w: Work, ref: Sides, idx: list[int]) -> list[OwnSide]:
     """`own_side` of each instance, written one at a time with `Sides.put`."""
-    owns: list[Own] = []
+    owns: list[OwnSide] = []
     for i in idx:
         own, sides = own_side(w, i, ref.excl_ids)
         ref.put(i, sides)
@@ -143,7 +143,7 @@ def test_batch_is_own_side_bit_for_bit(name: str, monkeypatch: pytest.MonkeyPatc
 
     def checked(
         w: Work, sides: Sides, idx: list[int], figs: Figures
-    ) -> tuple[list[Own], list[int]]:
+    ) -> tuple[list[OwnSide], list[int]]:
         assert w is work and sides is search.sides
         owns, r_ps = own_sides(w, sides, idx, figs)
         ref_owns = _reference(w, ref, idx)

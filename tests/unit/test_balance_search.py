@@ -19,7 +19,7 @@ import pytest
 
 from reactors.balance.rules import check_move
 from reactors.balance.step.lookahead import LOOKAHEAD_TOLERANCE
-from reactors.balance.step.search import Cand, Search, choose
+from reactors.balance.step.search import Candidate, Search, choose
 from reactors.balance.work import Work
 from reactors.htools.model import LOCATION_TAG_PREFIX, BCluster
 from tests.support.generated import generated_cluster
@@ -84,7 +84,7 @@ def test_every_improving_move_is_found_with_its_exact_delta(name: str) -> None:
     assert checked > 50
 
 
-def _first_distinct(cands: list[Cand], k: int) -> list[tuple[tuple[int, int, int], float]]:
+def _first_distinct(cands: list[Candidate], k: int) -> list[tuple[tuple[int, int, int], float]]:
     seen: list[tuple[tuple[int, int, int], float]] = []
     for c in cands:
         key = (c.inst, c.new_p, c.new_s)

@@ -5,7 +5,7 @@ results). The per-instance rules (which kinds the two nodes allow, reservations,
 tag and location parts, target keys) stay scalar; the per-node value changes, their
 sums and the bound coefficients are computed for all instances together, from
 the search's node figures (`reactors.balance.step.arrays.NodeArrays`, through
-`Figures`). Also every instance's exact own parts of a step (`Exacts`: the
+`Figures`). Also every instance's exact own parts of a step (`ExactParts`: the
 d1/d2 sums of `reactors.balance.step.deltas` and the deviations they give), at the
 step's means, from its node changes (`own_changes`), which the search keeps
 from step to step.
@@ -20,7 +20,7 @@ import numpy as np
 
 from reactors.balance.step.arrays import Bools, Floats, Ints, NodeArrays
 from reactors.balance.step.deltas import Change, Stats, node_changes
-from reactors.balance.step.sides import FAMILY, NSLOT, Own, Sides, _tags_src, target_keys
+from reactors.balance.step.sides import FAMILY, NSLOT, OwnSide, Sides, _tags_src, target_keys
 from reactors.balance.work import M_WEIGHT, NM, W_LOC, Work
 
 _Spec = tuple[Ints, Ints, Ints, Ints, Ints, Ints, int, int, Ints]
@@ -52,9 +52,11 @@ def _add(d1: Floats, q: Floats, ch: Change, on: Bools, skip_rem: bool) -> tuple[
     return d1, q
 
 
-def own_sides(w: Work, sides: Sides, idx: list[int], figs: Figures) -> tuple[list[Own], list[int]]:
+def own_sides(
+    w: Work, sides: Sides, idx: list[int], figs: Figures
+) -> tuple[list[OwnSide], list[int]]:
     """`own_side` of every instance in `idx` (ascending), written to `sides` as
-    `Sides.put` writes them one by one; returns their `Own` sides and the
+    `Sides.put` writes them one by one; returns their own sides (`OwnSide`) and the
     reserved memory of their primary after a failover (0: no failover). The
     node figures are the search's (`Figures.nodes`, refreshed before)."""
     a = figs.nodes
@@ -96,7 +98,7 @@ def own_sides(w: Work, sides: Sides, idx: list[int], figs: Figures) -> tuple[lis
             hit = memo[(inst.excl, pk)] = _tags_src(w, inst, pk)
         tags.append(hit)
     owns = [
-        Own(i=i, inst=insts[i], p=pk, s=sk, p_n1_ok=n1, s_pri_ok=pri, r_s_less=r)
+        OwnSide(i=i, inst=insts[i], p=pk, s=sk, p_n1_ok=n1, s_pri_ok=pri, r_s_less=r)
         for i, pk, sk, n1, pri, r in zip(
             idx, p_l, s_l, p_n1_ok.tolist(), s_pri_ok.tolist(), r_s_less.tolist(), strict=True
         )
@@ -246,7 +248,7 @@ def _distinct(x: Ints) -> tuple[Ints, Ints]:
 def own_changes(
     a: NodeArrays, own: tuple[Ints, Ints, Ints, Ints], figs: Figures, ii: Ints
 ) -> list[Change]:
-    """The node changes `Exacts` sums, for the instances `ii` (`own`: their
+    """The node changes `ExactParts` sums, for the instances `ii` (`own`: their
     primary, secondary, r_s_less and failover r_p): the secondary losing its
     copy, the primary losing the primary and its copy, the secondary taking the
     primary (a failover) and the primary becoming the secondary. They depend
@@ -266,7 +268,7 @@ def own_changes(
         )
 
 
-class Exacts:
+class ExactParts:
     """Every movable instance's exact own parts for one step, as
     `reactors.balance.step.deltas` sums them (d1 and d2 per metric, interleaved): its
     secondary losing its copy (`ls`), a failover whose new secondary then loses

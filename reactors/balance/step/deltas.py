@@ -33,8 +33,8 @@ from reactors.balance.work import (
     W_OFF_PRI,
     W_RTOTAL,
     W_TAGS,
-    Inst,
     Work,
+    WorkInstance,
 )
 
 Change = tuple[Floats, Floats, Floats]  # new values, old values, scalar
@@ -151,7 +151,7 @@ class Deltas:
             self.load_stats = load_stats_of(self.w)
         self.tags_memo = {}
 
-    def tags_delta(self, inst: Inst, src: int, dst: int) -> float:
+    def tags_delta(self, inst: WorkInstance, src: int, dst: int) -> float:
         """The change of the tag and location-exclusion components when the
         instance's primary moves from src to dst. Memoised for the step."""
         if not inst.excl:
@@ -162,7 +162,7 @@ class Deltas:
             hit = self.tags_memo[key] = self._tags_delta(inst, src, dst)
         return hit
 
-    def _tags_delta(self, inst: Inst, src: int, dst: int) -> float:
+    def _tags_delta(self, inst: WorkInstance, src: int, dst: int) -> float:
         w = self.w
         out = 0.0
         if w.online[src]:

@@ -27,7 +27,7 @@ from reactors.balance.moves import MIGRATIONS, MoveKind
 from reactors.balance.rules import check_move
 from reactors.balance.step.arrays import Floats, Ints, NodeArrays
 from reactors.balance.step.deltas import Deltas, Stats, node_changes
-from reactors.balance.step.search import Cand, move_key
+from reactors.balance.step.search import Candidate, move_key
 from reactors.balance.work import LOAD_METRICS, LOAD_WEIGHT, M_WEIGHT, NM, W_LOC, Work
 
 # The least gain a move must have to be a candidate (as `Search`'s).
@@ -176,7 +176,7 @@ class ExactSearch:
             ).reshape(self.idx.size, len(w.names))
         return self._missed
 
-    def best(self, *, tolerance: float, top: int = 0) -> list[Cand]:
+    def best(self, *, tolerance: float, top: int = 0) -> list[Candidate]:
         """Every candidate within `tolerance` of the best gain, the best first
         (equal deltas in the order failover, replace-secondary,
         failover-and-replace, replace-and-failover, replace-primary, then by
@@ -189,7 +189,7 @@ class ExactSearch:
         self.arrays.refresh(w)
         table = _Step(self).table()
         self.scored += int(table.delta.size)
-        out: list[Cand] = []
+        out: list[Candidate] = []
         limit = -_EPS
         seen: set[tuple[int, int, int]] = set()
         for j in _best_first(table.delta):
@@ -201,7 +201,7 @@ class ExactSearch:
             if kind is None:
                 continue
             data = 0 if kind is MoveKind.FAILOVER else w.insts[i].dsk
-            cand = Cand(d, data, MIGRATIONS[kind], kind, i, new_p, new_s)
+            cand = Candidate(d, data, MIGRATIONS[kind], kind, i, new_p, new_s)
             if not out:
                 limit = d * (1 - tolerance)
             out.append(cand)

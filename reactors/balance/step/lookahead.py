@@ -7,7 +7,7 @@ follow it and takes the one whose pair lowers the score most, at the price of
 one more search step per move tried. Each trial's search keeps the candidates
 within the tolerance up to the `width`-th distinct move, not only the best, so
 that the picked move's trial already holds the next step's candidates
-(`Ahead.after`): a step then costs one search per move tried, not one more. No
+(`AheadTrial.after`): a step then costs one search per move tried, not one more. No
 more are needed (a step only weighs its first `width` distinct moves), and a
 search that need not find the others visits fewer candidates
 (`Search.best(top=...)`).
@@ -22,7 +22,7 @@ step's own, which keeps the candidates within the tolerance.
 
 Pure: no I/O, no logging, no asyncio. `pick_ahead` changes the `Work` only to try a
 move, and puts every one back before returning but the pick, which it may leave
-applied (`Ahead.applied`); `pick_pair` only reads it.
+applied (`AheadTrial.applied`); `pick_pair` only reads it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reactors.balance.step.exact import ExactSearch
-from reactors.balance.step.search import Cand, Search, move_key
+from reactors.balance.step.search import Candidate, Search, move_key
 from reactors.balance.work import Work
 
 # Candidates whose gain is within this share of the best one are tried (at
@@ -39,32 +39,32 @@ LOOKAHEAD_TOLERANCE = 0.05
 
 
 @dataclass(frozen=True, slots=True)
-class Ahead:
+class AheadTrial:
     """The move picked, and the candidates after it (within
     `LOOKAHEAD_TOLERANCE`, best first) when its trial found them, which are the
     next step's candidates: the search need not run again for them; and
     whether the pick is already applied to the `Work` (its trial, left in
     place)."""
 
-    pick: Cand
-    after: list[Cand] | None
+    pick: Candidate
+    after: list[Candidate] | None
     applied: bool = False
 
 
 def pick_ahead(
     *,
     search: Search | ExactSearch,
-    cands: list[Cand],
+    cands: list[Candidate],
     width: int,
     tolerance: float = LOOKAHEAD_TOLERANCE,
-) -> Ahead:
+) -> AheadTrial:
     """Of the first `width` distinct moves in `cands` (best first), the one
     whose gain plus the best gain after it is highest; the earlier one on a
     tie. A single move is taken untried. Each trial keeps the candidates
     within `tolerance` of its best, up to its `width`-th distinct move.
 
     The best move is tried last, and when it is the pick (it mostly is) its
-    trial is left in place (`Ahead.applied`); every other move tried is
+    trial is left in place (`AheadTrial.applied`); every other move tried is
     undone. A search refreshes what it keeps for the nodes a move touched, and
     a move undone touches them again: so the pick's nodes are refreshed once,
     not twice more. The order changes nothing else: each trial's search is
@@ -72,8 +72,8 @@ def pick_ahead(
     work = search.w
     tried = _distinct(cands, width)
     if len(tried) == 1:
-        return Ahead(pick=tried[0], after=None)
-    afters: list[list[Cand]] = [[] for _ in tried]
+        return AheadTrial(pick=tried[0], after=None)
+    afters: list[list[Candidate]] = [[] for _ in tried]
     first = tried[0]
     first_was = (work.p[first.inst], work.s[first.inst])
     for k in [*range(1, len(tried)), 0]:
@@ -91,10 +91,12 @@ def pick_ahead(
             picked, best_value, found = k, value, True
     if picked:
         work.apply(first.inst, *first_was)
-    return Ahead(pick=tried[picked], after=afters[picked] if found else None, applied=not picked)
+    return AheadTrial(
+        pick=tried[picked], after=afters[picked] if found else None, applied=not picked
+    )
 
 
-def pick_pair(*, work: Work, cands: list[Cand], width: int) -> Cand:
+def pick_pair(*, work: Work, cands: list[Candidate], width: int) -> Candidate:
     """Of the first `width` distinct moves in `cands` (best first), the one
     whose gain plus the gain of the best candidate moving another instance and
     touching none of its nodes (old or new) is highest; the earlier one on a
@@ -120,10 +122,10 @@ def pick_pair(*, work: Work, cands: list[Cand], width: int) -> Cand:
     return best
 
 
-def _distinct(cands: list[Cand], width: int) -> list[Cand]:
+def _distinct(cands: list[Candidate], width: int) -> list[Candidate]:
     """The first `width` candidates that are different moves (one move can be
     listed under two kinds)."""
-    tried: list[Cand] = []
+    tried: list[Candidate] = []
     seen: set[tuple[int, int, int]] = set()
     for cand in cands:
         key = move_key(cand)

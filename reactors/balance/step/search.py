@@ -8,7 +8,7 @@ every instance at once (`Search._failovers`); a new primary that would join one
 sharing an exclusion tag is never a candidate (`Work.tags_clash`). The result is
 the one of scoring every candidate (with `top`, its first `top` distinct moves,
 which is all the lookahead weighs). Also what the search keeps from step to step
-(the `Sides`, the `NodeArrays`, the `Own` sides and their node changes) and
+(the `Sides`, the `NodeArrays`, the own sides (`OwnSide`) and their node changes) and
 refreshes only for the nodes a move changed (own sides in batches,
 `reactors.balance.step.batch`, which also gives every step's exact own parts), and
 the choice among near-equal candidates (`choose`).
@@ -27,7 +27,7 @@ import numpy as np
 
 from reactors.balance.moves import KIND_ORDER, MIGRATIONS, MoveKind
 from reactors.balance.step.arrays import Bools, Floats, NodeArrays
-from reactors.balance.step.batch import Exacts, Figures, own_changes, own_sides
+from reactors.balance.step.batch import ExactParts, Figures, own_changes, own_sides
 from reactors.balance.step.bounds import Bounds
 from reactors.balance.step.deltas import Change, Copies, Deltas, Primaries
 from reactors.balance.step.sides import (
@@ -37,10 +37,10 @@ from reactors.balance.step.sides import (
     SEC,
     SEC_KINDS,
     SLOTS,
-    Own,
+    OwnSide,
     Sides,
 )
-from reactors.balance.work import NM, W_LOC, Inst, Work
+from reactors.balance.work import NM, W_LOC, Work, WorkInstance
 
 # Margin kept between a bound and the delta it must beat (float rounding).
 _MARGIN = 1e-9
@@ -48,7 +48,7 @@ _MARGIN = 1e-9
 _EPS = 1e-9
 # Copy-taking own sides whose candidates are scored together (`_copy_deltas`).
 _CHUNK = 128
-# Own sides whose own bounds are worked out together (`Bounds.block`).
+# OwnSide sides whose own bounds are worked out together (`Bounds.block`).
 _BLOCK = 256
 # Replace-secondary's slot in `SLOTS` (its family's other kind: failover-and-replace).
 _LS_SLOT = SLOTS.index(MoveKind.REPLACE_SECONDARY)
@@ -62,7 +62,7 @@ _Scores = tuple["array[float]", bytes, int]
 
 
 @dataclass(frozen=True, slots=True)
-class Cand:
+class Candidate:
     """A scored candidate: its delta, data copied, live migrations, kind, instance
     and new (primary, secondary)."""
 
@@ -90,20 +90,20 @@ class Search:
         # many distinct moves the pool must hold at most (0: no such limit)
         self.limit = -_EPS
         self.top = 0
-        self.pool: list[Cand] = []
-        self.owns: dict[int, Own] = {}
+        self.pool: list[Candidate] = []
+        self.owns: dict[int, OwnSide] = {}
         # per family, per copy- or primary-taking own side (its row): every
         # node's delta and whether it can take its part, for this step
         # (`_copy_deltas`, `_pri_deltas`)
         self.scores: tuple[dict[int, _Scores], ...] = ({}, {}, {})
-        self.ex: Exacts  # the step's exact own parts (`best`)
+        self.ex: ExactParts  # the step's exact own parts (`best`)
         n_nodes = len(work.names)
         self.targets = [k for k in range(n_nodes) if work.usable[k]]
         # kept from step to step, refreshed for the nodes whose figures changed
         # (`Work.version`) and the instances with a copy on them (`own_p`, `own_s`)
         self.sides = Sides(len(work.insts))
         self.arrays = NodeArrays(work)
-        # each own side's nodes and r_s_less, by instance (for `Exacts`)
+        # each own side's nodes and r_s_less, by instance (for `ExactParts`)
         n_inst = len(work.insts)
         self.own_p = np.zeros(n_inst, dtype=np.int64)
         self.own_s = np.zeros(n_inst, dtype=np.int64)
@@ -124,7 +124,7 @@ class Search:
         self.own_p[self.movable] = np.array(work.p)[self.movable]
         self.own_s[self.movable] = np.array(work.s)[self.movable]
 
-    def best(self, *, tolerance: float, top: int = 0) -> list[Cand]:
+    def best(self, *, tolerance: float, top: int = 0) -> list[Candidate]:
         """Every candidate within `tolerance` of the best gain (the best first);
         with `top` > 0, only those of them that come before the `top`-th distinct
         move (`move_key`), and that move's first one, where that is enough:
@@ -151,7 +151,7 @@ class Search:
         self.pri_tabs = None
         self._refresh()
         ends = (self.own_p, self.own_s)
-        self.ex = Exacts(self.deltas.stats, self.deltas.vn, ends, self.own_ch, self.arrays)
+        self.ex = ExactParts(self.deltas.stats, self.deltas.vn, ends, self.own_ch, self.arrays)
         self._failovers()
         bounds = Bounds(w, self.deltas.stats, self.sides, self.arrays, self.targets)
         for start in range(0, len(bounds.rows), _BLOCK):
@@ -214,7 +214,7 @@ class Search:
     ) -> None:
         self.scored += 1
         if d < self.limit:
-            self._push(Cand(d, data, migrations, kind, i, new_p, new_s))
+            self._push(Candidate(d, data, migrations, kind, i, new_p, new_s))
 
     def _refresh(self) -> None:
         """Bring the node arrays and the own sides up to the current placement:
@@ -266,7 +266,7 @@ class Search:
         self.fo_tags = tags
         self.fo_d = ((self.ex.fo_a + tags) + loc).tolist()
 
-    def _eval_fo(self, own: Own) -> None:
+    def _eval_fo(self, own: OwnSide) -> None:
         """failover: (s, p); its delta is the step's (`_failovers`)."""
         if self.clash_s[own.i]:
             return
@@ -274,7 +274,7 @@ class Search:
 
     def _scan(
         self,
-        own: Own,
+        own: OwnSide,
         kind: MoveKind,
         lb_o: float,
         tl: tuple[list[float], list[int]],
@@ -310,9 +310,9 @@ class Search:
             scored += 1
             if d < limit:
                 if copy:
-                    limit = self._push(Cand(d, dsk, migrations, kind, own.i, peer, t))
+                    limit = self._push(Candidate(d, dsk, migrations, kind, own.i, peer, t))
                 else:
-                    limit = self._push(Cand(d, dsk, migrations, kind, own.i, t, peer))
+                    limit = self._push(Candidate(d, dsk, migrations, kind, own.i, t, peer))
                 cutoff = limit + _MARGIN
         self.scored += scored
 
@@ -425,7 +425,7 @@ class Search:
         width = d.shape[1]
         self.scores[fam].update((r, (ds, oks, j * width)) for j, r in enumerate(rows))
 
-    def _push(self, cand: Cand) -> float:
+    def _push(self, cand: Candidate) -> float:
         """Pool a candidate below `limit`; the new limit: the best delta within
         the tolerance and, with `top`, below the `top`-th distinct move's delta
         once the pool has that many (a later candidate of equal delta would
@@ -445,12 +445,12 @@ class Search:
         return self.limit
 
 
-def move_key(cand: Cand) -> tuple[int, int, int]:
+def move_key(cand: Candidate) -> tuple[int, int, int]:
     """The move a candidate makes (one move can be listed under two kinds)."""
     return (cand.inst, cand.new_p, cand.new_s)
 
 
-def _kth_distinct(pool: list[Cand], k: int) -> float:
+def _kth_distinct(pool: list[Candidate], k: int) -> float:
     """The delta of the `k`-th distinct move in `pool`, in `best`'s order (by
     delta, then pooling order); +inf when it holds fewer."""
     seen: set[tuple[int, int, int]] = set()
@@ -463,7 +463,7 @@ def _kth_distinct(pool: list[Cand], k: int) -> float:
     return math.inf
 
 
-def choose(cands: list[Cand], names: list[str], insts: list[Inst]) -> Cand:
+def choose(cands: list[Candidate], names: list[str], insts: list[WorkInstance]) -> Candidate:
     """Among near-equal gains: least data copied, fewest migrations, then names."""
     return min(
         cands,

@@ -27,8 +27,8 @@ from reactors.balance.work import (
     W_LOC,
     W_LOC_EXCL,
     W_TAGS,
-    Inst,
     Work,
+    WorkInstance,
 )
 
 # The kinds whose target takes only a copy (the others' target takes the primary).
@@ -62,11 +62,11 @@ Coef = tuple[list[float], list[float], list[float], tuple[float, float, float] |
 
 
 @dataclass(slots=True, kw_only=True)
-class Own:
+class OwnSide:
     """One instance's own side, kept while its nodes are unchanged."""
 
     i: int
-    inst: Inst
+    inst: WorkInstance
     p: int
     s: int
     p_n1_ok: bool
@@ -74,7 +74,7 @@ class Own:
     r_s_less: int
 
 
-def target_keys(inst: Inst, excl_id: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+def target_keys(inst: WorkInstance, excl_id: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
     """What a target's side of a copy-taking (`sec`) and a primary-taking (`pri`)
     move depends on in the instance: instances with equal keys share targets."""
     sec = (inst.dsk, inst.su, inst.res)
@@ -84,7 +84,7 @@ def target_keys(inst: Inst, excl_id: int) -> tuple[tuple[int, ...], tuple[int, .
 
 def own_side(
     w: Work, i: int, excl_ids: dict[tuple[str, ...], int]
-) -> tuple[Own, list[tuple[MoveKind, Coef, tuple[int, ...]]]]:
+) -> tuple[OwnSide, list[tuple[MoveKind, Coef, tuple[int, ...]]]]:
     """The instance's own side (kept from step to step while its nodes are
     unchanged, see `Search._refresh`): which kinds its nodes allow and, per kind, the
     bound's mean-independent parts (`coef`) and its targets' key. The reference
@@ -171,7 +171,7 @@ def own_side(
             sc += _cf(w, s, 0, 0, 0, 0, 0, 0, 0, r_lo, d1, q, True)
             rng = _rem_range(w, s, r_lo, r_hi)
             sides.append((MoveKind.REPLACE_PRIMARY, (d1, q, rng, sc + tags_src + loc_own), pri_key))
-    own = Own(
+    own = OwnSide(
         i=i,
         inst=inst,
         p=p,
@@ -221,7 +221,7 @@ def _rem_range(w: Work, k: int, r_lo: int, r_hi: int) -> tuple[float, float, flo
     return (w.vals[k][3], r_lo / w.t_mem[k], r_hi / w.t_mem[k])
 
 
-def _tags_src(w: Work, inst: Inst, src: int) -> float:
+def _tags_src(w: Work, inst: WorkInstance, src: int) -> float:
     """A lower bound of `Deltas.tags_delta(inst, src, any other node)`."""
     if not inst.excl or not w.online[src]:
         return 0.0
