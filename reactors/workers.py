@@ -27,7 +27,7 @@ from events.model import (
     StepSucceeded,
     instance_key,
 )
-from events.state import ClusterState
+from events.state import ClusterState, JobState
 from reactors.context import ReactorContext, instances_touching_node
 from reactors.plans.install import install_events
 from reactors.plans.instance import InstancePlan, Step, StepKind, plan_instance
@@ -40,12 +40,22 @@ log = structlog.get_logger("corral.workers")
 
 _ACTIVE_JOB_STATES = ("running", "canceling")
 
+# The line a job writes to its log when its decision is recorded (a new placement,
+# a new secondary, a rename...): a job resumed by another leader reads it to go on
+# from there rather than decide again.
+DECIDED = "decided:"
+
+
+def job_decided(job: JobState) -> bool:
+    """Whether `job` has recorded its decision (a "decided:" line in its log)."""
+    return any(line.startswith(DECIDED) for _, line in job.log)
+
 
 def instance_locked_by_job(state: ClusterState, instance: InstanceName) -> str | None:
     """A running job (live migration...) owns the instance; workers keep off it."""
     key = instance_key(instance)
     for job in state.jobs.values():
-        if job.status not in _ACTIVE_JOB_STATES or job.kind not in EXCLUSIVE_JOBS:
+        if job.status not in _ACTIVE_JOB_STATES or not _drives_instance(job):
             continue
         if key in job.targets or (
             job.kind == "instance.rename" and dict(job.params).get("new_name") == instance
@@ -54,10 +64,22 @@ def instance_locked_by_job(state: ClusterState, instance: InstanceName) -> str |
     return None
 
 
-# Jobs that drive the instance step by step themselves; others (failover, replace
-# secondary, grow) only record decisions and let the workers converge.
-# A rename holds the new name too (its disks appear under it before the record).
-EXCLUSIVE_JOBS = frozenset({"instance.migrate", "instance.rename"})
+def _drives_instance(job: JobState) -> bool:
+    """Whether `job` drives its instance step by step itself right now (other
+    jobs, failover, replace secondary, grow, only record decisions and let the
+    workers converge them).
+
+    A rename does for its whole run (its decision comes before its node commands,
+    and it holds the new name too: its disks appear under it before the record).
+    A live migration does until its placement is decided: then the VM runs on the
+    target and the source is demoted (or the job found the VM not running and chose
+    a plain failover instead), and the job only waits for the workers to converge
+    the new placement. Kept off after that, the workers never did, and the job waited
+    for them until its converge timeout (make chaos seed 58: an instance left
+    unconverged after a migration fell back to a failover)."""
+    if job.kind == "instance.rename":
+        return True
+    return job.kind == "instance.migrate" and not job_decided(job)
 
 
 @dataclass
