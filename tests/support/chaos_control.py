@@ -74,7 +74,14 @@ class Orchestrators:
             )
             tasks = list(e._tasks)
             if e.reactors is not None:
-                tasks += [*e.reactors.node_tasks.values(), *e.ctx._flushing]
+                tasks += [*e.reactors.tasks, *e.reactors.node_tasks.values(), *e.ctx._flushing]
+                tasks += e.reactors.jobs.tasks()
+                w = e.reactors.workers
+                lines.append(
+                    f"  workers: dirty {sorted(w._dirty)} running {sorted(w._running)} "
+                    f"held {sorted(w._held)} retry at "
+                    f"{ {n: round(t - e.ctx.now(), 1) for n, t in w._retry_at.items()} }"
+                )
                 prober = e.reactors.prober
                 for n, r in sorted(prober.records.items()):
                     lock = prober._locks.get(n)
@@ -82,6 +89,9 @@ class Orchestrators:
                         f"  probes {n}: last ok {r.last_ok} failing since {r.failing_since} "
                         f"({r.last_error[:120]}) locked {lock is not None and lock.locked()}"
                     )
+            for j in e.ctx.state.jobs.values():
+                lines.append(f"  job {j.job_id} {j.kind} {j.status.value} {sorted(j.targets)}")
+                lines += [f"    {at:.1f} {line[:160]}" for at, line in j.log[-12:]]
             lines += [f"  {_stack(t)}" for t in tasks]
         return "\n".join(lines)
 
