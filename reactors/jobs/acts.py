@@ -17,16 +17,16 @@ from reactors.plans.install import install_failure
 from reactors.plans.instance import Step, plan_instance
 from reactors.prober import Prober
 from reactors.seams import StepOutcome
-from reactors.workers import InstanceWorkers
+from reactors.workers import InstanceWorkers, job_decided
 
 
 class JobError(Exception):
     pass
 
 
-def decided(job: JobState) -> bool:
-    """Whether the job already recorded its decision (a resumed job goes on from it)."""
-    return any(line.startswith("decided:") for _, line in job.log)
+# Whether the job already recorded its decision (a resumed job goes on from it);
+# the workers read the same line (a live migration holds its instance until then).
+decided = job_decided
 
 
 @dataclass(frozen=True)
