@@ -41,8 +41,9 @@ from orchestrator.cli.context import (
     print_json,
     target_from_args,
 )
-from orchestrator.desired.diff import Action, Diff, diff_desired, diff_events, expected_versions
+from orchestrator.desired.diff import Action, Diff, diff_desired
 from orchestrator.desired.plan_view import plan_json, preview_placements, render_plan
+from orchestrator.desired.record import diff_events, expected_versions
 from reactors.plans.instance import plan_instance
 
 if TYPE_CHECKING:

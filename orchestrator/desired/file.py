@@ -7,8 +7,8 @@ returned when any exists. The format is documented in docs/desired-state.md.
 Must not: do I/O in `parse_desired` (only `load_desired` reads files), read or log
 secrets (fence secrets are refused: they are the orchestrator hosts'; no message
 repeats an option value), or raise anything but `DesiredFileError` for any input.
-The sections are read by `orchestrator.desired.sections`, field by field with
-`orchestrator.desired.schema`.
+The sections are read by `orchestrator.desired.sections` and
+`orchestrator.desired.instances`, field by field with `orchestrator.desired.schema`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from events.ids import InstanceName, NodeName
 from events.specs import DesiredCluster, HvParams
 from orchestrator.desired import schema as s
 from orchestrator.desired.images import read_images
+from orchestrator.desired.instances import read_instances
 from orchestrator.desired.schema import (
     MAX_PROBLEMS,
     At,
@@ -37,7 +38,7 @@ from orchestrator.desired.schema import (
     TooManyProblems,
     YamlMapping,
 )
-from orchestrator.desired.sections import read_cluster, read_groups, read_instances, read_nodes
+from orchestrator.desired.sections import read_cluster, read_groups, read_nodes
 
 __all__ = ["DesiredFile", "DesiredFileError", "FileProblem", "load_desired", "parse_desired"]
 

@@ -14,9 +14,10 @@ from typing import Any
 from events.ids import new_event_id
 from events.model import Event
 from events.state import ClusterState
-from orchestrator.desired.diff import Diff, diff_desired, diff_events, expected_versions
+from orchestrator.desired.diff import Diff, diff_desired
 from orchestrator.desired.file import DesiredFile, DesiredFileError, parse_desired
 from orchestrator.desired.plan_view import plan_json, preview_placements
+from orchestrator.desired.record import diff_events, expected_versions
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,15 +21,11 @@ from typing import Any, TypeVar
 
 from ruamel.yaml.scalarbool import ScalarBoolean
 
-from events.fields.fence import option_name, option_value, selection_problems
-from events.fields.network import interface
-from events.fields.rules import FieldError
 from events.fields.rules import kind as _kind
 from events.fields.rules import show as _show
 from events.fields.sizes import MAX_MIB, fmt_mib, size_text
 from events.ids import InvalidName, check_name
-from events.specs import HV_FIELDS, DiskSpec, FenceSpec, HvParams, NicSpec
-from events.validation import Problem, SpecError, check_field, cross_problems
+from events.validation import Problem, SpecError, check_field
 
 T = TypeVar("T")
 
@@ -40,11 +36,6 @@ _DURATION_UNITS = {
     "m": Fraction(60),
     "h": Fraction(3600),
 }
-_FENCE_KEYS = ("agent", "options")
-_NIC_KEYS = ("link", "mode", "mac", "ip", "gateway", "nameservers")
-# A NIC rule spanning fields names the model's field; the file says it with this key.
-_NIC_BLAME = {"prefix_len": "ip"}
-_NO_OPTIONS: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,7 +123,7 @@ class Problems:
 Parser = Callable[[Problems, Any, At], T | None]
 
 
-def _pair(getter: Callable[[], Any], fallback: At, field: str) -> At:
+def located(getter: Callable[[], Any], fallback: At, field: str) -> At:
     """Position from a ruamel `.lc` lookup (0-based) as a 1-based At, else `fallback`."""
     try:
         pos = getter()
@@ -147,23 +138,23 @@ def node_at(value: Any, fallback: At) -> At:
     lc = getattr(value, "lc", None)
     if lc is None:
         return fallback
-    return _pair(lambda: (lc.line, lc.col), fallback, fallback.field)
+    return located(lambda: (lc.line, lc.col), fallback, fallback.field)
 
 
 def item_at(seq: Any, index: int, parent: At, field: str) -> At:
-    return _pair(lambda: seq.lc.item(index), parent, field)
+    return located(lambda: seq.lc.item(index), parent, field)
 
 
 def kind(value: Any) -> str:
     """What a YAML value is, for messages (never the value itself)."""
     if isinstance(value, date):
         return "a date"
-    return _kind(_plain(value) if is_bool(value) else value)
+    return _kind(plain(value) if is_bool(value) else value)
 
 
 def show(value: Any) -> str:
     """A short rendering of a scalar for messages."""
-    return _show(_plain(value) if is_bool(value) else value)
+    return _show(plain(value) if is_bool(value) else value)
 
 
 def is_bool(value: Any) -> bool:
@@ -206,14 +197,14 @@ class YamlMapping:
 
     def key_at(self, key: Any) -> At:
         name = key if isinstance(key, str) else "?"
-        return _pair(lambda: self.value.lc.key(key), self.at, self.at.sub(name))  # type: ignore[attr-defined]
+        return located(lambda: self.value.lc.key(key), self.at, self.at.sub(name))  # type: ignore[attr-defined]
 
     def value_at(self, key: str) -> At:
         value = self.value.get(key)
         if isinstance(value, dict | list):
-            fallback = _pair(lambda: self.value.lc.value(key), self.at, self.at.sub(key))  # type: ignore[attr-defined]
+            fallback = located(lambda: self.value.lc.value(key), self.at, self.at.sub(key))  # type: ignore[attr-defined]
             return node_at(value, fallback)
-        return _pair(lambda: self.value.lc.value(key), self.at, self.at.sub(key))  # type: ignore[attr-defined]
+        return located(lambda: self.value.lc.value(key), self.at, self.at.sub(key))  # type: ignore[attr-defined]
 
     def get(self, key: str) -> tuple[Any, At]:
         return self.value.get(key), self.value_at(key)
@@ -272,7 +263,7 @@ def at_loc(value: Any, at: At, loc: Sequence[int | str]) -> At:
             value = value[part]
         elif isinstance(part, str) and isinstance(value, dict) and part in value:
             inner, field = value, at.sub(part)
-            at = _pair(lambda: inner.lc.value(part), at, field)  # type: ignore[attr-defined]  # noqa: B023
+            at = located(lambda: inner.lc.value(part), at, field)  # type: ignore[attr-defined]  # noqa: B023
             value = value[part]
         else:
             break
@@ -295,7 +286,7 @@ def rule(tp: type, field: str) -> Parser[Any]:
             problems.add(at, "expected a value, got nothing (null)")
             return None
         try:
-            return check_field(tp, field, _plain(value))
+            return check_field(tp, field, plain(value))
         except SpecError as exc:
             report(problems, value, at, exc.problems, skip=1)
             return None
@@ -303,14 +294,14 @@ def rule(tp: type, field: str) -> Parser[Any]:
     return parse
 
 
-def _plain(value: Any) -> Any:
+def plain(value: Any) -> Any:
     """ruamel's scalars as plain Python (its booleans are ints, its strings str)."""
     if isinstance(value, ScalarBoolean):
         return bool(value)
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain(v) for k, v in value.items()}
     if isinstance(value, list):
-        return [_plain(v) for v in value]
+        return [plain(v) for v in value]
     return value
 
 
@@ -411,146 +402,6 @@ def choice(allowed: Sequence[str]) -> Parser[str]:
         return str(value)
 
     return parse
-
-
-# ------------------------------------------------------------------ fence agents
-
-
-def fence(problems: Problems, value: Any, at: At) -> FenceSpec | None:
-    if isinstance(value, dict) and "secrets" in value:
-        problems.add(
-            at,
-            "fence secrets are not part of the desired state: the orchestrator hosts' "
-            "fencing configuration (/etc/corral/fencing.yaml) says where each agent's "
-            "secrets come from; remove `secrets:`",
-        )
-        return None
-    m = YamlMapping(problems, value, at, allowed=_FENCE_KEYS, what="fence")
-    if not m.ok:
-        return None
-    agent = m.req(
-        "agent", rule(FenceSpec, "agent"), message="fence agent missing: `agent:` is required"
-    )
-    options = m.opt("options", _options, _NO_OPTIONS)
-    if agent is None or options is None:
-        return None
-    spec = FenceSpec(agent=agent, options=options)
-    chosen = selection_problems(agent, options)
-    for message in chosen:
-        problems.add(m.value_at("options"), message)
-    if chosen:
-        return None
-    found = cross_problems(spec)
-    for problem in found:
-        where = problem.loc[0] if problem.loc else "agent"
-        if where == "options" and len(problem.loc) > 1:
-            key_at = m.key_at("options")
-            opts = m.value.get("options")
-            key = options[int(problem.loc[1])][0]
-            key_at = _pair(lambda: opts.lc.key(key), key_at, key_at.sub(key))  # type: ignore[union-attr]  # noqa: B023
-            problems.add(key_at, problem.message)
-        else:
-            problems.add(m.value_at(str(where)) if m.has(str(where)) else m.at, problem.message)
-    return None if found else spec
-
-
-def _option_key(problems: Problems, key: Any, at: At) -> str | None:
-    try:
-        return option_name(key)
-    except FieldError as exc:
-        problems.add(at, str(exc))
-        return None
-
-
-def _options(problems: Problems, value: Any, at: At) -> tuple[tuple[str, str], ...] | None:
-    if not isinstance(value, dict):
-        problems.add(at, f"fence options must be a mapping, got {kind(value)}")
-        return None
-    m = YamlMapping(problems, value, at, allowed=None, what="fence options")
-    out: list[tuple[str, str]] = []
-    ok = True
-    for key, raw in value.items():
-        name = _option_key(problems, key, m.key_at(key))
-        if name is None:
-            ok = False
-            continue
-        try:
-            out.append((name, option_value(_plain(raw))))
-        except FieldError as exc:
-            problems.add(m.value_at(name), str(exc))
-            ok = False
-    return tuple(out) if ok else None
-
-
-# ------------------------------------------------------------------ disks and NICs
-
-
-def _disk(problems: Problems, value: Any, at: At) -> DiskSpec | None:
-    if isinstance(value, dict):
-        m = YamlMapping(problems, value, at, allowed=("size",), what="a disk")
-        mib = m.req("size", size)
-    else:
-        mib = size(problems, value, at)
-    return None if mib is None else DiskSpec(size_mib=mib)
-
-
-disks = listed(_disk, what="disks", non_empty=True)
-
-
-def _nic(problems: Problems, value: Any, at: At) -> NicSpec | None:
-    m = YamlMapping(problems, value, at, allowed=_NIC_KEYS, what="a nic")
-    if not m.ok:
-        return None
-    link = m.opt("link", rule(NicSpec, "link"), "br0")
-    mode = m.opt("mode", rule(NicSpec, "mode"), "bridged")
-    mac_address = m.opt("mac", rule(NicSpec, "mac"), "")
-    no_ip: tuple[str, int | None] = ("", None)
-    address = m.opt("ip", _nic_ip, no_ip)
-    gateway = m.opt("gateway", rule(NicSpec, "gateway"), "")
-    nameservers = m.opt("nameservers", rule(NicSpec, "nameservers"), ())
-    if None in (link, mode, mac_address, address, gateway, nameservers):
-        return None
-    assert link is not None and mode is not None and address is not None
-    nic = NicSpec(
-        link=link,
-        mode=mode,
-        mac=mac_address or None,
-        ip=address[0] or None,
-        prefix_len=address[1],
-        gateway=gateway or None,
-        nameservers=tuple(nameservers or ()),
-    )
-    found = cross_problems(nic)
-    for problem in found:
-        key = _NIC_BLAME.get(str(problem.loc[0]), str(problem.loc[0]))
-        problems.add(m.value_at(key) if m.has(key) else m.at, problem.message)
-    return None if found else nic
-
-
-def _nic_ip(problems: Problems, value: Any, at: At) -> tuple[str, int | None] | None:
-    """`ip: ADDRESS` or `ip: ADDRESS/PREFIX`."""
-    if not isinstance(value, str):
-        problems.add(at, f"expected an IP address like '192.0.2.10/24', got {kind(value)}")
-        return None
-    try:
-        return interface(value)
-    except FieldError as exc:
-        problems.add(at, str(exc))
-        return None
-
-
-nics = listed(_nic, what="nics")
-
-
-def hvparams(problems: Problems, value: Any, at: At) -> HvParams | None:
-    """`hvparams:` (Ganeti's kvm hvparams), each key held to the model's rule."""
-    m = YamlMapping(problems, value, at, allowed=HV_FIELDS, what="hvparams")
-    if not m.ok:
-        return None
-    got = {key: m.opt(key, rule(HvParams, key), "") for key in HV_FIELDS}
-    if any(v is None for v in got.values()):
-        return None
-    return HvParams(**{k: str(v) for k, v in got.items()})
 
 
 __all__ = ["fmt_mib"]
