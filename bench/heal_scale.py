@@ -117,27 +117,44 @@ async def _lose(
     before = dict(engine.state.placements)
     events_before = engine.state.event_count
     cpu0, lab_cpu0 = process_cpu_seconds(), lab.cpu_seconds()
-    down = {n for _, n in victims}
-    hit = {n: [i for i, p in before.items() if p.primary == n] for _, n in victims}
-    # Both copies on crashed nodes: nothing to bring back, only to report.
-    gone = {i for i, p in before.items() if p.primary in down and p.secondary in down}
+    # Who is hit, and what is lost, is read as each node crashes: in the 30 s
+    # between two crashes the healer fails the first node's instances over and
+    # rebuilds their secondaries, so an instance whose two copies were on the two
+    # nodes before the first crash may well come back after the second one.
+    hit: dict[str, list[InstanceName]] = {}
+    # Both copies on crashed nodes when the later one crashed: nothing to bring
+    # back, only to report.
+    gone: set[InstanceName] = set()
     crashed_at: dict[str, float] = {}
     t0 = time.time()
     for delay, node in victims:
         await asyncio.sleep(max(0.0, t0 + delay - time.time()))
+        placed = engine.state.placements
+        down = {*crashed_at, node}
+        hit[node] = sorted(i for i, p in placed.items() if p.primary == node)
+        gone |= {
+            i
+            for i, p in placed.items()
+            if node in (p.primary, p.secondary) and p.primary in down and p.secondary in down
+        }
         crashed_at[node] = time.time()
         await lab.crash(node)
-    everyone = [i for names in hit.values() for i in names]
+    everyone = sorted({i for names in hit.values() for i in names})
     recoverable = [i for i in everyone if i not in gone]
     deadline = time.time() + deadline_s
+    # Until each one runs again, or corral has said it cannot fail it over (the
+    # healer's `nodedown:` alert: e.g. its other copy was still syncing).
     while time.time() < deadline:
         running = _running(await lab.status())
-        if all(i in running for i in recoverable):
+        alerts = engine.state.alerts
+        if all(i in running or f"nodedown:{i}" in alerts for i in recoverable):
             break
         await asyncio.sleep(1.0)
     all_back_at = time.time()
+    running = _running(await lab.status())
+    stuck = {i for i in recoverable if i not in running}
     reprotected_at = None
-    rest = [i for i in sorted(engine.state.desired.instances) if i not in gone]
+    rest = [i for i in sorted(engine.state.desired.instances) if i not in gone | stuck]
     while time.time() < deadline:
         if c.converged(rest):
             reprotected_at = time.time()
@@ -168,11 +185,13 @@ async def _lose(
     missing = [i for i in recoverable if i not in running]
     reasons = Counter(_reason(state, i) for i in missing)
     lost_reasons = {i: _reason(state, i) for i in sorted(gone)}
-    unreported = [i for i, r in lost_reasons.items() if r == NO_REASON]
+    unreported = sorted(
+        i for i in [*gone, *missing] if (lost_reasons.get(i) or _reason(state, i)) == NO_REASON
+    )
     first = min(crashed_at.values())
     return {
         "nodes_lost": [n for _, n in victims],
-        "primaries_hit": len(everyone),
+        "primaries_hit": sum(len(names) for names in hit.values()),
         "per_node": per_node,
         "back_p50_s": round(percentile(back_all, 50), 2) if back_all else None,
         "back_p99_s": round(percentile(back_all, 99), 2) if back_all else None,
