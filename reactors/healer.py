@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from events.ids import EventId, NodeName, new_event_id
+from events.ids import EventId, InstanceName, NodeName, new_event_id
 from events.model import (
     CLUSTER_KEY,
     AlertCleared,
@@ -49,6 +49,7 @@ from reactors.plans.heal import (
     instances_needing_new_secondary,
     needs_tiebreaker,
     plan_failovers,
+    runs_again,
 )
 from reactors.prober import Prober
 
@@ -56,6 +57,7 @@ log = structlog.get_logger("corral.healer")
 
 ISOLATED = "orchestrator-isolated"
 NO_TIEBREAKER = "no-tiebreaker"
+NODEDOWN = "nodedown:"  # + instance: why it was not failed over
 FAILOVERS_PER_APPEND = 25  # each with its instance's expected version: one transaction
 
 
@@ -148,6 +150,11 @@ class Healer:
                 for prefix in ("partitioned:", "noevidence:", "held:"):
                     if f"{prefix}{node}" in state.alerts:
                         await self._clear(f"{prefix}{node}", node_key(node))
+        # An instance not failed over keeps its reason until it runs again.
+        for key in [k for k in state.alerts if k.startswith(NODEDOWN)]:
+            name = InstanceName(key.removeprefix(NODEDOWN))
+            if runs_again(state, name):
+                await self._clear(key, instance_key(name))
 
     async def _judge(
         self,
@@ -440,7 +447,7 @@ class Healer:
             )
         alerts: list[Event] = []
         for r in refusals:
-            key = f"nodedown:{r.instance}"
+            key = f"{NODEDOWN}{r.instance}"
             if key not in state.alerts:
                 alerts.append(
                     AlertRaised(
@@ -451,7 +458,7 @@ class Healer:
                         alert=key,
                         severity="critical",
                         message=f"{r.instance} not failed over: {r.reason}",
-                        subject=f"instance/{r.instance}",
+                        subject=instance_key(r.instance),
                     )
                 )
         # Each failover carries its instance's version as read for the decision:

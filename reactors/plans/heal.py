@@ -18,7 +18,7 @@ from events.ids import InstanceName, NodeName
 from events.model import NodeHealth
 from events.state import ClusterState
 from reactors.naming import disk_name
-from reactors.plans.instance import UP_TO_DATE, drbd_on, node_actionable
+from reactors.plans.instance import UP_TO_DATE, drbd_on, node_actionable, vm_alive, vm_on
 
 
 def cluster_members(state: ClusterState) -> frozenset[NodeName]:
@@ -196,24 +196,61 @@ def plan_failovers(
                 )
             )
             continue
-        obs = state.observed.get(s)
-        bad = []
-        for disk in placement.disks:
-            res = drbd_on(obs, disk_name(name, disk.index))
-            if res is None:
-                bad.append(f"{disk_name(name, disk.index)} is not up on {s}")
-            elif res.disk != UP_TO_DATE:
-                bad.append(f"{disk_name(name, disk.index)} on {s} is {res.disk}")
+        bad = _not_up_to_date(state, name=name, dead=node, secondary=s)
         if bad:
             refusals.append(
                 FailoverRefusal(
                     instance=name,
-                    reason="secondary copy not UpToDate, not promoting: " + "; ".join(bad),
+                    reason=(
+                        f"its data is only on {node} (fenced): " + "; ".join(bad) + "; not "
+                        "promoting a copy that is not UpToDate (safety rule 2): it runs "
+                        f"again when {node} is back"
+                    ),
                 )
             )
             continue
         decisions.append(FailoverDecision(instance=name, new_primary=s, new_secondary=node))
     return decisions, refusals
+
+
+def _not_up_to_date(
+    state: ClusterState, *, name: InstanceName, dead: NodeName, secondary: NodeName
+) -> list[str]:
+    """Why each disk of `name` on `secondary` cannot take over from `dead`: not
+    up there (its copy not built yet), or not UpToDate (a resync from `dead`
+    that had not finished, with how far it got when the tool says)."""
+    obs = state.observed.get(secondary)
+    placement = state.placements[name]
+    bad = []
+    for disk in placement.disks:
+        resource = disk_name(name, disk.index)
+        res = drbd_on(obs, resource)
+        if res is None:
+            bad.append(f"no copy of {resource} is up on {secondary} (not built yet, or down)")
+        elif res.disk == "Inconsistent":
+            link = next((p for p in res.peers if p.peer == dead), None)
+            done = (
+                f" ({link.percent_in_sync:.1f}% in sync)"
+                if link and 0 < link.percent_in_sync < 100
+                else ""
+            )
+            bad.append(
+                f"the copy of {resource} on {secondary} is Inconsistent, its sync from "
+                f"{dead} not finished{done}"
+            )
+        elif res.disk != UP_TO_DATE:
+            bad.append(f"the copy of {resource} on {secondary} is {res.disk}")
+    return bad
+
+
+def runs_again(state: ClusterState, name: InstanceName) -> bool:
+    """`name` runs on its primary (its node came back), or is no longer placed:
+    the reason it was not failed over has ended."""
+    placement = state.placements.get(name)
+    if placement is None or name not in state.desired.instances:
+        return True
+    obs = state.observed.get(placement.primary)
+    return obs is not None and obs.health == NodeHealth.ONLINE and vm_alive(vm_on(obs, name))
 
 
 def instances_needing_new_secondary(*, state: ClusterState) -> list[InstanceName]:
