@@ -10,8 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from events.ids import InstanceName, JobId, new_event_id
-from events.model import JobStatus, JobUpdated
-from events.state import JobState
+from events.model import DiskPlacement, InstancePlaced, InstanceUpdated, JobStatus, JobUpdated
+from events.specs import InstanceSpec
+from events.state import JobState, Placement
 from reactors.context import ReactorContext
 from reactors.plans.install import install_failure
 from reactors.plans.instance import Step, plan_instance
@@ -99,3 +100,39 @@ class JobActs:
                 )
             self.workers.mark(name)
             await self.ctx.wait_change(timeout=1.0)
+
+    def spec_recorded(self, job: JobState, spec: InstanceSpec, *, reason: str) -> InstanceUpdated:
+        """The event recording `spec` as its instance's, on behalf of `job`."""
+        return InstanceUpdated(
+            id=new_event_id(),
+            time=self.ctx.now(),
+            actor=job.actor,
+            correlation_id=job.job_id,
+            reason=reason,
+            spec=spec,
+        )
+
+    def disks_placed(
+        self,
+        job: JobState,
+        name: InstanceName,
+        placement: Placement,
+        disks: tuple[DiskPlacement, ...],
+        *,
+        reason: str,
+    ) -> InstancePlaced:
+        """The event recording `placement` of `name` with `disks` instead of its
+        own (nodes, kind and superseded node kept), on behalf of `job`."""
+        return InstancePlaced(
+            id=new_event_id(),
+            time=self.ctx.now(),
+            actor=job.actor,
+            correlation_id=job.job_id,
+            reason=reason,
+            instance=name,
+            primary=placement.primary,
+            secondary=placement.secondary,
+            disks=disks,
+            kind=placement.kind,
+            superseded=placement.superseded,
+        )

@@ -12,7 +12,7 @@ import itertools
 from dataclasses import dataclass, replace
 
 from events.ids import InstanceName, new_event_id
-from events.model import InstanceRenamed, InstanceUpdated
+from events.model import InstanceRenamed
 from events.specs import DiskSpec
 from events.state import JobState
 from reactors.jobs.acts import JobActs, JobError, decided
@@ -40,18 +40,8 @@ class Changes:
             disks = list(spec.disks)
             disks[index] = DiskSpec(size_mib=disks[index].size_mib + amount)
             new_spec = replace(spec, disks=tuple(disks))
-            await ctx.append(
-                [
-                    InstanceUpdated(
-                        id=new_event_id(),
-                        time=ctx.now(),
-                        actor=job.actor,
-                        correlation_id=job.job_id,
-                        reason=f"grow-disk {index} by {amount}M",
-                        spec=new_spec,
-                    )
-                ]
-            )
+            why = f"grow-disk {index} by {amount}M"
+            await ctx.append([self.acts.spec_recorded(job, new_spec, reason=why)])
             await self.acts.log(job, f"decided: disk {index} -> {disks[index].size_mib}M")
         await self.acts.wait_converged(job, name)
 

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from events.ids import InstanceName, new_event_id
-from events.model import InstancePlaced, InstanceUpdated
+from events.ids import InstanceName
 from events.state import JobState
 from reactors.jobs.acts import JobActs, JobError
 from reactors.naming import DiskNumbers
@@ -101,22 +100,9 @@ class Hotplug:
         numbers.see(state)
         taken = numbers.take([spec.disks[i] for i in unplaced])
         new = tuple(replace(d, index=i) for i, d in zip(unplaced, taken, strict=True))
+        why = f"disks {unplaced} added to {name}"
         await ctx.append(
-            [
-                InstancePlaced(
-                    id=new_event_id(),
-                    time=ctx.now(),
-                    actor=job.actor,
-                    correlation_id=job.job_id,
-                    reason=f"disks {unplaced} added to {name}",
-                    instance=name,
-                    primary=placement.primary,
-                    secondary=placement.secondary,
-                    disks=placement.disks + new,
-                    kind=placement.kind,
-                    superseded=placement.superseded,
-                )
-            ]
+            [self.acts.disks_placed(job, name, placement, placement.disks + new, reason=why)]
         )
         for d in new:
             await self.acts.log(job, f"decided: disk {d.index} minor {d.minor} port {d.port}")
@@ -165,28 +151,12 @@ class Hotplug:
         if spec is None or placement is None:
             return
         why = f"hotplug refused: disks {dropped} not added to {name}"
-        common = {"time": ctx.now(), "actor": job.actor, "correlation_id": job.job_id}
+        kept = tuple(d for i, d in enumerate(spec.disks) if i not in dropped)
+        placed = tuple(d for d in placement.disks if d.index not in dropped)
         await ctx.append(
             [
-                InstanceUpdated(
-                    id=new_event_id(),
-                    reason=why,
-                    spec=replace(
-                        spec, disks=tuple(d for i, d in enumerate(spec.disks) if i not in dropped)
-                    ),
-                    **common,  # type: ignore[arg-type]
-                ),
-                InstancePlaced(
-                    id=new_event_id(),
-                    reason=why,
-                    instance=name,
-                    primary=placement.primary,
-                    secondary=placement.secondary,
-                    disks=tuple(d for d in placement.disks if d.index not in dropped),
-                    kind=placement.kind,
-                    superseded=placement.superseded,
-                    **common,  # type: ignore[arg-type]
-                ),
+                self.acts.spec_recorded(job, replace(spec, disks=kept), reason=why),
+                self.acts.disks_placed(job, name, placement, placed, reason=why),
             ]
         )
         for cfg in (c for c in configs if c.index in dropped):
@@ -201,15 +171,5 @@ class Hotplug:
         if spec is None:
             return
         nics = tuple(n for i, n in enumerate(spec.nics) if i not in dropped)
-        await ctx.append(
-            [
-                InstanceUpdated(
-                    id=new_event_id(),
-                    time=ctx.now(),
-                    actor=job.actor,
-                    correlation_id=job.job_id,
-                    reason=f"hotplug refused: nics {dropped} not added to {name}",
-                    spec=replace(spec, nics=nics),
-                )
-            ]
-        )
+        why = f"hotplug refused: nics {dropped} not added to {name}"
+        await ctx.append([self.acts.spec_recorded(job, replace(spec, nics=nics), reason=why)])
