@@ -7,10 +7,18 @@ anything about an instance: the job modules do.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from events.ids import InstanceName, JobId, new_event_id
-from events.model import DiskPlacement, InstancePlaced, InstanceUpdated, JobStatus, JobUpdated
+from events.model import (
+    DiskPlacement,
+    Event,
+    InstancePlaced,
+    InstanceUpdated,
+    JobStatus,
+    JobUpdated,
+)
 from events.specs import InstanceSpec
 from events.state import JobState, Placement
 from reactors.context import ReactorContext
@@ -18,7 +26,7 @@ from reactors.plans.install import install_failure
 from reactors.plans.instance import Step, plan_instance
 from reactors.prober import Prober
 from reactors.seams import StepOutcome
-from reactors.workers import InstanceWorkers, job_decided
+from reactors.workers import DECIDED, InstanceWorkers, job_decided
 
 
 class JobError(Exception):
@@ -37,6 +45,20 @@ class JobActs:
     workers: InstanceWorkers
     converge_timeout_s: float = 600.0
 
+    def _line(
+        self, job_id: JobId, status: JobStatus | None, line: str, *, error: str = ""
+    ) -> JobUpdated:
+        return JobUpdated(
+            id=new_event_id(),
+            time=self.ctx.now(),
+            actor=self.ctx.actor,
+            correlation_id=job_id,
+            job_id=job_id,
+            status=status,
+            log=line,
+            error=error,
+        )
+
     async def update(
         self,
         job_id: JobId,
@@ -46,21 +68,14 @@ class JobActs:
         error: str = "",
         expected: dict[str, int] | None = None,
     ) -> None:
-        await self.ctx.append(
-            [
-                JobUpdated(
-                    id=new_event_id(),
-                    time=self.ctx.now(),
-                    actor=self.ctx.actor,
-                    correlation_id=job_id,
-                    job_id=job_id,
-                    status=status,
-                    log=line,
-                    error=error,
-                )
-            ],
-            expected=expected,
-        )
+        await self.ctx.append([self._line(job_id, status, line, error=error)], expected=expected)
+
+    async def decide(self, job: JobState, decision: Sequence[Event], line: str) -> None:
+        """Record `decision` and the job's "decided: `line`" in one append (one etcd
+        transaction): a job resumed by another leader finds both or neither. Apart,
+        a term that ended between the two left the decision without its line, and
+        the resumed job decided again (a failover swapped back, a disk grown twice)."""
+        await self.ctx.append([*decision, self._line(job.job_id, None, f"{DECIDED} {line}")])
 
     async def log(self, job: JobState, line: str) -> None:
         await self.update(job.job_id, None, line)

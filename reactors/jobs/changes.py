@@ -41,8 +41,8 @@ class Changes:
             disks[index] = DiskSpec(size_mib=disks[index].size_mib + amount)
             new_spec = replace(spec, disks=tuple(disks))
             why = f"grow-disk {index} by {amount}M"
-            await ctx.append([self.acts.spec_recorded(job, new_spec, reason=why)])
-            await self.acts.log(job, f"decided: disk {index} -> {disks[index].size_mib}M")
+            grown = [self.acts.spec_recorded(job, new_spec, reason=why)]
+            await self.acts.decide(job, grown, f"disk {index} -> {disks[index].size_mib}M")
         await self.acts.wait_converged(job, name)
 
     async def modified(self, job: JobState, name: InstanceName) -> None:

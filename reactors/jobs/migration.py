@@ -135,12 +135,10 @@ class Migrations:
                     Step(kind=StepKind.DRBD_SINGLE_PRIMARY, node=node, instance=name, disk=cfg),
                 )
         why = f"live migration requested by {job.actor}"
-        await ctx.append(
-            [swapped(ctx, job, name, p=p, s=s, kind=PlacementKind.MIGRATE, reason=why)]
-        )
+        decision = [swapped(ctx, job, name, p=p, s=s, kind=PlacementKind.MIGRATE, reason=why)]
+        await acts.decide(job, decision, f"primary {p} -> {s} (migrated)")
         await acts.prober.probe(p)
         await acts.prober.probe(s)
-        await acts.log(job, f"decided: primary {p} -> {s} (migrated)")
 
     async def _rollback(self, job: JobState, name: InstanceName, p: NodeName, s: NodeName) -> None:
         """The VM stays on `p`: quit any incoming copy on `s`, demote `s`, one primary."""

@@ -96,8 +96,8 @@ class Moves:
             with self._failing_over(name) as (p, s):
                 why = f"{job.kind} requested by {job.actor}: {job.reason}".strip(": ")
                 kind = PlacementKind.FAILOVER
-                await ctx.append([swapped(ctx, job, name, p=p, s=s, kind=kind, reason=why)])
-            await self.acts.log(job, f"decided: primary {p} -> {s}")
+                decision = [swapped(ctx, job, name, p=p, s=s, kind=kind, reason=why)]
+                await self.acts.decide(job, decision, f"primary {p} -> {s}")
         await self.acts.wait_converged(job, name)
 
     async def live_migrate(self, job: JobState, name: InstanceName) -> None:
