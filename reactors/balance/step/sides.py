@@ -82,6 +82,19 @@ def target_keys(inst: WorkInstance, excl_id: int) -> tuple[tuple[int, ...], tupl
     return sec, pri
 
 
+def _p_leaves(
+    w: Work, p: int, inst: WorkInstance, dsk: int
+) -> tuple[list[float], list[float], float]:
+    """The primary `p` gives the instance up entirely (its VM and its copy), as
+    failover-and-replace and replace-primary both have it: the value changes
+    (d1, q) and the score part, from zero."""
+    d1, q = [0.0] * NM, [0.0] * NM
+    sc = _cf(
+        w, p, inst.run_mem, -inst.stop_mem, dsk, -inst.vcpus, -inst.su, -1, 0, w.r_mem[p], d1, q
+    )
+    return d1, q, sc
+
+
 def own_side(
     w: Work, i: int, excl_ids: dict[tuple[str, ...], int]
 ) -> tuple[OwnSide, list[tuple[MoveKind, Coef, tuple[int, ...]]]]:
@@ -109,21 +122,7 @@ def own_side(
             sc = _cf(w, p, inst.run_mem, -inst.stop_mem, 0, -inst.vcpus, 0, -1, 1, r_p, d1, q)
             sc += _cf(w, s, -inst.run_mem, inst.stop_mem, 0, inst.vcpus, 0, 1, -1, r_s_less, d1, q)
             sides.append((MoveKind.FAILOVER, (d1, q, None, sc + tags_src + loc_own), ()))
-        d1, q = [0.0] * NM, [0.0] * NM
-        sc = _cf(
-            w,
-            p,
-            inst.run_mem,
-            -inst.stop_mem,
-            dsk,
-            -inst.vcpus,
-            -inst.su,
-            -1,
-            0,
-            w.r_mem[p],
-            d1,
-            q,
-        )
+        d1, q, sc = _p_leaves(w, p, inst, dsk)
         sc += _cf(w, s, -inst.run_mem, inst.stop_mem, 0, inst.vcpus, 0, 1, -1, r_s_less, d1, q)
         sides.append(
             (MoveKind.FAILOVER_AND_REPLACE, (d1, q, None, sc + tags_src + loc_own), sec_key)
@@ -153,21 +152,7 @@ def own_side(
         r_lo = max(r_s_less, res)
         r_hi = w.c_free[s]
         if r_lo <= r_hi:
-            d1, q = [0.0] * NM, [0.0] * NM
-            sc = _cf(
-                w,
-                p,
-                inst.run_mem,
-                -inst.stop_mem,
-                dsk,
-                -inst.vcpus,
-                -inst.su,
-                -1,
-                0,
-                w.r_mem[p],
-                d1,
-                q,
-            )
+            d1, q, sc = _p_leaves(w, p, inst, dsk)
             sc += _cf(w, s, 0, 0, 0, 0, 0, 0, 0, r_lo, d1, q, True)
             rng = _rem_range(w, s, r_lo, r_hi)
             sides.append((MoveKind.REPLACE_PRIMARY, (d1, q, rng, sc + tags_src + loc_own), pri_key))
