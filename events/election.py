@@ -91,15 +91,19 @@ class Election:
         return json.dumps({**asdict(self.member), **extra}, sort_keys=True).encode()
 
     async def register(self) -> None:
-        """A fresh lease, and this member's key under it."""
+        """A fresh lease, and this member's key under it. `lease_id` is set only
+        once both are done: a registration cut short after the grant (a timeout, a
+        refused put) leaves no half-registered lease that is kept alive while
+        nothing campaigns under it (the granted lease simply expires)."""
         lease = await self.store._call(self.store.client.lease(self.ttl_s), operation="lease")
-        self.lease_id = int(lease.id)
+        lease_id = int(lease.id)
         await self.store._call(
             self.store.client.put(
-                self.members_prefix + self.member.id.encode(), self._value(), lease=self.lease_id
+                self.members_prefix + self.member.id.encode(), self._value(), lease=lease_id
             ),
             operation="lease",
         )
+        self.lease_id = lease_id
 
     async def refresh(self) -> float:
         """Keep the lease alive; the TTL it has left. LeaseLost if it ended."""
@@ -121,18 +125,21 @@ class Election:
     async def campaign(self) -> int | None:
         """Create the leader key under our lease if nobody holds it: our term, or
         None while someone else leads."""
+        lease_id = self.lease_id
+        if not lease_id:  # never a leader key without a lease: it would never go
+            raise LeaseLost("no lease to campaign under (registering again)")
         tx = self.store.client.transactions
         key = self.store.leader_key
         await self.store._call(
             self.store.client.transaction(
                 compare=[tx.create(key) == 0],
-                success=[tx.put(key, self._value(since=time.time()), lease=self.lease_id)],
+                success=[tx.put(key, self._value(since=time.time()), lease=lease_id)],
                 failure=[],
             ),
             operation="campaign",
         )
         got: Any = await self.store._call(self.store.client.get(key), operation="campaign")
-        if got is not None and int(got.lease) == self.lease_id:
+        if got is not None and int(got.lease) == lease_id == self.lease_id:
             return int(got.create_revision)
         return None
 
@@ -146,6 +153,13 @@ class Election:
             ),
             operation="campaign",
         )
+
+    async def vacant(self) -> bool:
+        """Nobody holds the leader key right now."""
+        got: Any = await self.store._call(
+            self.store.client.get(self.store.leader_key), operation="campaign"
+        )
+        return got is None
 
     async def wait_vacant(self, *, timeout: float) -> None:
         """Return once the leader key is gone (or changed), or after `timeout`."""

@@ -10,9 +10,11 @@ Holds no decisions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -103,21 +105,51 @@ class Engine:
             member=leadership.member.id,
         )
         ctx.watch.threshold_s = settings.stall_threshold_s
-        ctx.on_not_leader = lambda exc: leadership.end_term(str(exc))
+        ctx.on_not_leader = lambda exc: leadership.end_term(str(exc), term_of=exc.term)
         return cls(ctx=ctx, leadership=leadership)
 
     # ------------------------------------------------------------ the process
 
     async def start(self) -> None:
-        loops = {
-            "follow": self.ctx.follow(),
-            "loop-watch": self.ctx.watch.run(),
-            "lease": self.leadership.keep_alive(),
-            "lead": self._lead(),
+        loops: dict[str, Callable[[], Coroutine[Any, Any, None]]] = {
+            "follow": self.ctx.follow,
+            "loop-watch": self.ctx.watch.run,
+            "lease": self.leadership.keep_alive,
+            "lead": self._lead,
         }
-        for name, coro in loops.items():
-            self._tasks.append(asyncio.create_task(coro, name=f"corral-{name}"))
+        for name, loop in loops.items():
+            self._run_for_good(name, loop)
         log.info("engine started", revision=self.ctx.state.revision)
+
+    def _run_for_good(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Run one of the process's loops, and run it again if it ever ends before
+        the engine stops: a loop that died of an error nobody expected (the
+        campaign, the keepalive, the fold) left a process that kept running and
+        never led again, without a word."""
+        task = asyncio.create_task(loop(), name=f"corral-{name}")
+        self._tasks.append(task)
+
+        def ended(task: asyncio.Task[None]) -> None:
+            # A cancelled loop is one stopped on purpose (`stop`, or a test
+            # killing the process's tasks); the CancelledErrors that come from
+            # below (a gRPC channel closed under a call) are caught inside them.
+            if self.ctx.stopping or task.cancelled():
+                return
+            error = task.exception()
+            log.error(
+                "process loop ended; starting it again",
+                loop=name,
+                error=f"{type(error).__name__}: {error}"[:300] if error else "returned",
+            )
+            with contextlib.suppress(ValueError):
+                self._tasks.remove(task)
+            asyncio.get_running_loop().call_later(1.0, self._again, name, loop)
+
+        task.add_done_callback(ended)
+
+    def _again(self, name: str, loop: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        if not self.ctx.stopping:
+            self._run_for_good(name, loop)
 
     async def wait_leading(self, *, timeout: float = 30.0) -> int:
         """Wait until this process leads; its term."""
@@ -140,14 +172,24 @@ class Engine:
     # ------------------------------------------------------------ terms
 
     async def _lead(self) -> None:
+        """Campaign, lead one term, and campaign again, for the life of the
+        process: an error in a term's start or end is logged and the term ended
+        (its reactors stopped), never the campaign."""
         while not self.ctx.stopping:
             term = await self.leadership.acquire()
+            failed = False
             try:
                 await self._begin_term(term)
                 why = await self.leadership.wait_lost()
                 log.warning("no longer leading", term=term, reason=why)
+            except Exception:
+                log.exception("term failed; ending it", term=term)
+                self.leadership.end_term("the term failed", term_of=term)
+                failed = True
             finally:
                 await self._end_term()
+            if failed:
+                await asyncio.sleep(1.0)  # not a tight loop of terms failing alike
 
     async def _begin_term(self, term: int) -> None:
         ctx = self.ctx
@@ -207,7 +249,10 @@ class Engine:
         if r is not None:
             await r.stop()
             if self.on_term is not None:
-                self.on_term(None)
+                try:
+                    self.on_term(None)
+                except Exception:
+                    log.exception("term-end callback failed")
 
     async def _watch_nodes(self, r: TermReactors) -> None:
         """One probe loop per declared node; started and stopped as nodes come and go."""

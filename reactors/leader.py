@@ -5,7 +5,9 @@ keepalive plus the lease TTL, on monotonic time, so a process stopped or starved
 past its lease knows it the moment it runs again. Reactors act only while
 `valid()`; a lost lease, a refused guarded append (`NotLeader`) or a step-down
 ends the term, and the process campaigns again (after a hold-off if it stepped
-down, so that a standby with a better view can lead).
+down, so that a standby with a better view can lead; the hold-off ends early when
+nobody takes the vacant key within a TTL). Nothing but the process's stop ends the
+campaign or the keepalive: any error in them is logged and they go on.
 
 Also `TermNodes`, the node transport as the reactors see it: mutating commands and
 fence agents run only while the term is valid, and the nodes are told the term.
@@ -86,6 +88,9 @@ class Leadership:
     _lost: asyncio.Event = field(default_factory=asyncio.Event)
     _registered: asyncio.Event = field(default_factory=asyncio.Event)
     _hold_off_until: float = 0.0
+    # During a hold-off: when the leader key was first seen vacant (a standby that
+    # could lead takes a vacant key within a TTL; if none does, the hold-off ends).
+    _vacant_since: float | None = None
 
     @classmethod
     def for_store(
@@ -132,7 +137,7 @@ class Leadership:
                     sent = self.clock()
                     await _within(self.election.register(), patience * 2)
                     self._valid_until = sent + self.ttl_s - self.margin_s
-                    self._registered.set()
+                self._registered.set()
                 sent = self.clock()
                 await _within(self.election.refresh(), patience)
                 self._valid_until = sent + self.ttl_s - self.margin_s
@@ -150,6 +155,11 @@ class Leadership:
                 if not _cancelled_from_below():
                     raise
                 failed = True
+            except Exception:
+                # Whatever it is, the lease must be kept (or given up and taken
+                # again): a keepalive that died left a process that never led again.
+                log.exception("lease refresh failed; trying again")
+                failed = True
             if self.term is not None and not self.valid():
                 self.end_term("the lease could not be refreshed in time")
             wait = 0.2 if failed else self.ttl_s / 3
@@ -162,14 +172,14 @@ class Leadership:
     # ------------------------------------------------------------ the term
 
     async def acquire(self) -> int:
-        """Campaign until this process leads; its term."""
+        """Campaign until this process leads; its term. Nothing ends the campaign
+        but this task's cancellation: an error is logged and the campaign goes on."""
         while True:
             await self._registered.wait()
-            hold = self._hold_off_until - self.clock()
-            if hold > 0:
-                await asyncio.sleep(hold)
-                continue
             try:
+                if await self._holding_off():
+                    await asyncio.sleep(min(0.5, self._hold_off_until - self.clock()))
+                    continue
                 term = await self.election.campaign()
                 if term is not None and term in self._ended:
                     # Our own key from a term that already ended here: give it up
@@ -190,6 +200,31 @@ class Leadership:
                 if not _cancelled_from_below():
                     raise
                 await asyncio.sleep(0.5)
+            except Exception:
+                log.exception("campaign failed; campaigning again")
+                await asyncio.sleep(0.5)
+
+    async def _holding_off(self) -> bool:
+        """Still in a step-down's hold-off. It ends early once the leader key has
+        stayed vacant for a whole TTL: a standby able to lead would have taken it
+        by then, and a cluster with nobody leading is worse than one led by this
+        process (which, isolated, fences nothing)."""
+        if self._hold_off_until <= self.clock():
+            self._vacant_since = None
+            return False
+        vacant = await self.election.vacant()
+        now = self.clock()
+        if not vacant:
+            self._vacant_since = None
+            return True
+        if self._vacant_since is None:
+            self._vacant_since = now
+        if now - self._vacant_since < self.ttl_s:
+            return True
+        log.warning("hold-off ended: nobody took the vacant leader key", member=self.member.id)
+        self._hold_off_until = 0.0
+        self._vacant_since = None
+        return False
 
     def valid_lease(self) -> bool:
         return self.clock() < self._valid_until
@@ -199,9 +234,12 @@ class Leadership:
         await self._lost.wait()
         return self.lost_reason
 
-    def end_term(self, reason: str) -> None:
+    def end_term(self, reason: str, *, term_of: int | None = None) -> None:
+        """End the current term (only if it is `term_of`, when given: a refusal
+        that reaches here late, for an append of a term that already ended, must
+        not end the next one)."""
         term = self.term
-        if term is None:
+        if term is None or (term_of is not None and term_of != term):
             return
         self.term = None
         self.lost_reason = reason

@@ -95,9 +95,10 @@ class Prober:
         watch = self.ctx.watch
         began, trusted_began = watch.clock(), self.ctx.trusted_now()
         try:
-            snap = await asyncio.wait_for(
-                self.ctx.nodes.probe(node), self.ctx.settings.probe_timeout_s
-            )
+            # The deadline in this task (not wait_for's task of its own, which a
+            # probe cancelled twice at a term's end left running, unwatched).
+            async with asyncio.timeout(self.ctx.settings.probe_timeout_s):
+                snap = await self.ctx.nodes.probe(node)
         except Exception as exc:  # unreachable, timeout, unparsable output
             if watch.stalled_between(began, watch.clock()):
                 log.info("probe failed during a stall of this process: no evidence", node=node)

@@ -12,7 +12,6 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import NoReturn
 
 from events.election import Member
 from events.ids import InstanceName, JobId, NodeName
@@ -29,32 +28,10 @@ from reactors.leader import Leadership, TermNodes
 from reactors.placer import Placer
 from reactors.plans.instance import Step, StepKind
 from reactors.prober import Prober
-from reactors.seams import NodeUnreachable
 from reactors.workers import InstanceWorkers
 from tests.support.cluster_harness import Cluster, cluster, eid, instances
+from tests.support.no_nodes import NO_NODES
 from tests.support.terms import deposed_writes, term_history
-
-
-class _NoNodes:
-    """The reactors under test here decide and write; none reaches a node."""
-
-    async def probe(self, node: NodeName) -> NoReturn:
-        raise NodeUnreachable(node)
-
-    async def execute(self, step: Step) -> NoReturn:
-        raise AssertionError(f"no node command expected: {step.summary}")
-
-    async def fence(self, node: NodeName, spec: object, action: str) -> NoReturn:
-        raise AssertionError("no fence expected")
-
-    def set_term(self, term: int) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-
-NO_NODES = _NoNodes()
 
 
 def qmp(c: Cluster, what: str, name: str) -> list[str]:
