@@ -28,7 +28,6 @@ from events.model import (
     StepSucceeded,
     instance_key,
 )
-from events.projection import fold
 from events.state import ClusterState
 from events.store import EventStore, VersionConflict
 from orchestrator.cli.context import (
@@ -201,7 +200,8 @@ async def _run_apply(args: argparse.Namespace, desired: DesiredFile, target: Tar
         if args.wait:
             converged, failed = await _follow(
                 store,
-                fold(state, [(revision, e) for e in events]),
+                state,
+                applied=revision,
                 diff=diff,
                 timeout=args.timeout,
                 quiet=args.json,
@@ -232,29 +232,38 @@ def _watched(diff: Diff) -> set[InstanceName]:
 
 async def _follow(
     store: EventStore,
-    state: ClusterState,
+    before: ClusterState,
     *,
+    applied: int,
     diff: Diff,
     timeout: float,
     quiet: bool,
     verbose: bool = False,
 ) -> tuple[bool, dict[str, str]]:
     """Follow the log from the apply on, printing step results of the applied
-    instances and a progress line, until each is converged or has failed."""
+    instances and a progress line, until each is converged or has failed.
+
+    The log is read from `before` (the state the apply was planned on), the
+    apply's own events included, and judged only once the apply's last
+    transaction (`applied`) is folded. A large apply takes several transactions,
+    and the leader acts on the first while the next are written: following from
+    the last one's revision with the apply's events folded in by hand skipped
+    what the leader wrote in between (the placements of the first transaction's
+    instances), and `--wait` waited for ever for placements it had missed
+    (`make demo` stalled so in 3 of 12 runs)."""
     progress = _Progress(pending=_watched(diff), quiet=quiet, verbose=verbose)
-    progress.settle(state)
     if not progress.pending:
         return True, progress.failed
     queue: asyncio.Queue[ClusterState] = asyncio.Queue()
 
     async def reader() -> None:
-        async for event, st in follow(store, state):
+        async for event, st in follow(store, before):
             progress.seen(event, st)
             queue.put_nowait(st)
 
     task = asyncio.create_task(reader())
     deadline = time.monotonic() + timeout
-    latest = state
+    latest = before
     try:
         while progress.pending and time.monotonic() < deadline:
             try:
@@ -263,7 +272,8 @@ async def _follow(
                     latest = queue.get_nowait()
             except TimeoutError:
                 pass
-            progress.settle(latest)
+            if latest.revision >= applied:
+                progress.settle(latest)
     finally:
         task.cancel()
     return progress.end(latest, timeout=timeout)
