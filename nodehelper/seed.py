@@ -1,8 +1,9 @@
-"""The `seed-write` verb: an instance's cloud-init NoCloud seed, a FAT image
-labelled `cidata` holding `meta-data`, `user-data` and `network-config` (the
-texts the orchestrator generated), written to the helper's own path for that
-instance, /var/lib/corral/seed/NAME.img (root, 0600, in a 0700 directory), which
-`vm-start` with `"seed": true` attaches read-only.
+"""The `seed-write` and `seed-remove` verbs: an instance's cloud-init NoCloud seed,
+a FAT image labelled `cidata` holding `meta-data`, `user-data` and
+`network-config` (the texts the orchestrator generated), written to the helper's
+own path for that instance, /var/lib/corral/seed/NAME.img (root, 0600, in a 0700
+directory), which `vm-start` with `"seed": true` attaches read-only; and removed
+from there once the instance's copy leaves the node (removed, moved, renamed).
 
 Standard library only; acts only through the environment protocol. The caller
 sends texts, never a path or a filesystem: the helper builds the image itself.
@@ -52,5 +53,16 @@ def seed_write(args: list[str], options: list[str], stdin: bytes) -> Callable[[N
     def act(env: NodeEnv) -> Outcome:
         env.write_private(path, image)
         return Outcome(0, f"wrote {path} ({len(image)} bytes)\n".encode())
+
+    return act
+
+
+def seed_remove(args: list[str], options: list[str], stdin: bytes) -> Callable[[NodeEnv], Outcome]:
+    """Remove NAME's seed image; an absent one is fine (the verb is repeatable)."""
+    path = seed_path(check_name(args[0], what="instance name"))
+
+    def act(env: NodeEnv) -> Outcome:
+        gone = env.remove_file(path)
+        return Outcome(0, (f"removed {path}\n" if gone else f"{path} was absent\n").encode())
 
     return act

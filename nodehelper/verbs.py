@@ -31,7 +31,7 @@ from nodehelper.fields import (
 )
 from nodehelper.hotplug import hotplug, hotplug_request
 from nodehelper.images import image_fetch, image_write
-from nodehelper.seed import seed_write
+from nodehelper.seed import seed_remove, seed_write
 from nodehelper.terms import read_term
 from nodehelper.vm import launch, start_request, vm_pid
 
@@ -228,6 +228,7 @@ VERBS: dict[str, Verb] = {
         Verb("image-write", True, ("IMAGE", "SHA256", "FORMAT", "MINOR"), image_write),
         Verb("image-fetch", True, ("IMAGE", "SHA256", "URL"), image_fetch),
         Verb("seed-write", True, (), seed_write, body=True),
+        Verb("seed-remove", True, ("NAME",), seed_remove),
         Verb("vm-start", True, (), _vm_start, body=True),
         Verb("vm-hotplug", True, (), _vm_hotplug, body=True),
         Verb("vm-stop", True, ("NAME",), _vm_signal("-15")),

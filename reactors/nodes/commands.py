@@ -228,6 +228,18 @@ def seed_write(spec: InstanceSpec, *, instance_id: str) -> HelperRequest:
     )
 
 
+def seed_remove(resource: str) -> list[HelperRequest]:
+    """When `resource` is an instance's first disk, its copy leaving a node takes
+    the instance's seed image there with it (a start anywhere writes a new one)."""
+    parsed = naming.parse_disk_name(resource)
+    if parsed is None or parsed[1] != 0:
+        return []
+    name = check_name(parsed[0], what="instance name")
+    return [
+        HelperRequest(verb="seed-remove", args=(name,), summary=f"remove cloud-init seed of {name}")
+    ]
+
+
 def install_requests(spec: InstanceSpec, disk: DiskConfig) -> list[HelperRequest]:
     """An OS install onto the first disk: the image fetched into the node's image
     directory when its source is a URL, then written (the helper checks the
@@ -410,6 +422,7 @@ def step_requests(step: Step, *, drbd_major: int = 9) -> list[HelperRequest]:
             lv_rename(disk, old=step.renamed_from),
             drbd_config(disk, drbd_major=drbd_major),
             drbdadm("adjust", res),
+            *seed_remove(step.renamed_from),
         ]
     if k == StepKind.REMOVE_DISK:
         return [
@@ -420,5 +433,6 @@ def step_requests(step: Step, *, drbd_major: int = 9) -> list[HelperRequest]:
                 summary=f"lvremove {disk.volume_group}/{res}",
                 ok_if_stderr="Failed to find logical volume",
             ),
+            *seed_remove(res),
         ]
     raise ValueError(f"{k.value} has no helper requests")
