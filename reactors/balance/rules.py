@@ -88,18 +88,11 @@ def refusal(work: Work, i: int, new_p: int, new_s: int) -> str | None:
     p, s = w.p[i], w.s[i]
     kind = move_kind(w, i, new_p, new_s)
     inst = w.insts[i]
-    mem, res, dsk = inst.mem, inst.res, inst.dsk
     gains_pri = new_p != p
     for k in sorted({new_p, new_s} - {p, s}):
-        if not w.usable[k]:
-            return f"{w.names[k]} takes nothing (offline, drained or avoided)"
-        if w.f_dsk[k] < dsk:
-            return f"{w.names[k]} has {w.f_dsk[k]}M disk free for its {dsk}M"
-        if w.ispind[k] + inst.su > w.spin_cap[k]:
-            return (
-                f"policy: {w.names[k]} would exceed its spindle ratio "
-                f"({w.ispind[k] + inst.su} spindles used, at most {w.sden[k]:g})"
-            )
+        why = _taker_refusal(w, k, dsk=inst.dsk, su=inst.su)
+        if why is not None:
+            return why
     if gains_pri:
         if not w.usable[new_p]:
             return f"{w.names[new_p]} takes nothing (offline, drained or avoided)"
@@ -117,19 +110,46 @@ def refusal(work: Work, i: int, new_p: int, new_s: int) -> str | None:
     ):
         return _n1(w, p, w.r_mem[p], w.c_free[p])
     if kind is MoveKind.REPLACE_PRIMARY:
-        if not w.usable[s]:
-            return f"{w.names[s]} cannot be the temporary primary (offline, drained or avoided)"
-        why = _primary_room(w, i, s, temporary=True)
+        why = _temporary_primary_refusal(w, i, new_p)
         if why is not None:
             return why
-        need = w.new_r(s, p, res, -1, 0)
-        if need > w.c_free[s] - mem:
-            return _n1(w, s, need, w.c_free[s] - mem)
-        need = max(w.r_mem[new_p], w.rows[new_p].get(s, 0) + res)
-        if need > w.c_free[new_p]:
-            return _n1(w, new_p, need, w.c_free[new_p])
     # every node that takes something keeps N+1 afterwards
     return _Trial(w, i, new_p, new_s).refusal
+
+
+def _taker_refusal(w: Work, k: int, *, dsk: int, su: int) -> str | None:
+    """What stops node `k` taking a new copy of `dsk` MiB and `su` spindles."""
+    if not w.usable[k]:
+        return f"{w.names[k]} takes nothing (offline, drained or avoided)"
+    if w.f_dsk[k] < dsk:
+        return f"{w.names[k]} has {w.f_dsk[k]}M disk free for its {dsk}M"
+    if w.ispind[k] + su > w.spin_cap[k]:
+        return (
+            f"policy: {w.names[k]} would exceed its spindle ratio "
+            f"({w.ispind[k] + su} spindles used, at most {w.sden[k]:g})"
+        )
+    return None
+
+
+def _temporary_primary_refusal(w: Work, i: int, new_p: int) -> str | None:
+    """What stops a replace-primary of instance `i` to `new_p`: its secondary
+    runs it meanwhile (usable, room, N+1 without the old primary's reservation),
+    and `new_p` keeps N+1 with the secondary as a peer."""
+    p, s = w.p[i], w.s[i]
+    inst = w.insts[i]
+    mem, res = inst.mem, inst.res
+    if not w.usable[s]:
+        return f"{w.names[s]} cannot be the temporary primary (offline, drained or avoided)"
+    why = _primary_room(w, i, s, temporary=True)
+    if why is not None:
+        return why
+    need = w.new_r(s, p, res, -1, 0)
+    if need > w.c_free[s] - mem:
+        return _n1(w, s, need, w.c_free[s] - mem)
+    need = max(w.r_mem[new_p], w.rows[new_p].get(s, 0) + res)
+    if need > w.c_free[new_p]:
+        return _n1(w, new_p, need, w.c_free[new_p])
+    return None
 
 
 def _primary_room(w: Work, i: int, k: int, *, temporary: bool = False) -> str | None:
