@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from devtools.local_etcd import LocalEtcdCluster
-from events.ids import EventId
+from events.ids import new_event_id
 from events.model import AlertRaised
 from events.store import EventStore, WriteNotConfirmed
 
@@ -30,7 +29,7 @@ def etcd3(tmp_path: Path) -> Iterator[LocalEtcdCluster]:
 
 def event(n: int) -> AlertRaised:
     return AlertRaised(
-        id=EventId(uuid.uuid4().hex),
+        id=new_event_id(),
         time=time.time(),
         actor="test",
         alert=f"a{n}",

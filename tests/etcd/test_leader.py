@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -15,7 +14,7 @@ import pytest
 
 from devtools.local_etcd import LocalEtcd
 from events.election import Member, read_leadership
-from events.ids import EventId
+from events.ids import new_event_id
 from events.model import AlertRaised
 from events.store import EventStore, NotLeader
 from reactors.leader import Leadership, TermEnded
@@ -23,7 +22,7 @@ from reactors.leader import Leadership, TermEnded
 
 def alert(text: str) -> AlertRaised:
     return AlertRaised(
-        id=EventId(uuid.uuid4().hex),
+        id=new_event_id(),
         time=time.time(),
         actor="reactor",
         alert=f"t-{text}",
