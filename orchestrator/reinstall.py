@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from events.ids import InstanceName, new_event_id
 from events.model import Event, InstanceReinstallRequested, InstanceUpdated, JobKind
-from events.specs import CloudInitSpec, ImageSpec, InstanceSpec, PowerState
+from events.specs import CloudInitSpec, ImageSpec, InstanceSpec
 from events.state import ClusterState
 from orchestrator.operations import Accepted, EventAppender, OperationRefused, submit_job
 
@@ -62,12 +62,6 @@ async def reinstall_instance(
     else:
         raise OperationRefused(
             f"{instance} has no OS image (os: {spec.os}); name one with --os IMAGE", field="os"
-        )
-    if spec.power != PowerState.RUNNING:
-        raise OperationRefused(
-            f"{instance} is stopped: start it first (`corral instance start {instance}`); "
-            "the image is written while its disks are active",
-            field="instance",
         )
     new = replace(spec, os=image.name, image=image, cloud_init=spec.cloud_init or CloudInitSpec())
     why = f"reinstall {instance} with {image.name} (sha256 {image.sha256[:12]}...)"

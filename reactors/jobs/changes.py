@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 
 from events.ids import InstanceName, new_event_id
 from events.model import InstanceRenamed
-from events.specs import DiskSpec
+from events.specs import DiskSpec, PowerState
 from events.state import JobState
 from reactors.jobs.acts import JobActs, JobError, decided
 from reactors.plans.instance import Step, node_fenced, vm_alive, vm_on
@@ -131,10 +131,15 @@ class Changes:
             await asyncio.sleep(min(2.0**attempt, 30.0))
 
     async def reinstalled(self, job: JobState, name: InstanceName) -> None:
-        """The plan stops the VM, writes the image and the seed, starts it: wait for
+        """The plan stops the VM, writes the image and the seed, starts it (a stopped
+        instance's disk is made Primary for the write and it stays stopped): wait for
         that (a failed install fails the job, naming image and node)."""
         await self.acts.wait_converged(job, name)
-        pending = self.acts.ctx.state.installs.get(name)
+        state = self.acts.ctx.state
+        pending = state.installs.get(name)
         if pending is None or not pending.done:
             raise JobError(f"{name}: the OS image was not written")
-        await self.acts.log(job, f"{name}: OS image {pending.image} written and started")
+        spec = state.desired.instances.get(name)
+        started = spec is not None and spec.power == PowerState.RUNNING
+        done = "written and started" if started else "written (the instance stays stopped)"
+        await self.acts.log(job, f"{name}: OS image {pending.image} {done}")

@@ -1,7 +1,8 @@
 """An instance declared `state: stopped` from its creation, against real etcd and
 the simulated lab over SSH: its DRBD pairs get their initial sync anyway (both
 sides UpToDate, both Secondary) and its OS image is written, with no qemu on any
-node; a later `state: running` starts it on those disks. Assertions look at what
+node; a reinstall while stopped writes the image and leaves it stopped; a later
+`state: running` starts it on those disks. Assertions look at what
 the nodes themselves report (`drbdsetup status --json`, `pgrep`) and at what
 reached their /dev/drbdN."""
 
@@ -87,11 +88,24 @@ async def test_stopped_from_creation_syncs_its_disks_and_installs_without_qemu(
         assert node1.images == {device: sha}, node1.images
         assert not c.lab.fabric.hosts["node2"].images
 
+        # A reinstall of a stopped instance (as Ganeti's, which wants it down): the
+        # image written, the disks back to Secondary, still no qemu.
+        again = await c.corral("instance", "reinstall", "cold", "--os", "tiny", "--yes", "--wait")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "written (the instance stays stopped)" in again.stdout, again.stdout
+        cold = f"/dev/drbd{minor_of(node1, 'cold-d0')}"
+        assert node1.images == {device: sha, cold: sha}, node1.images
+        for node in ("node1", "node2"):
+            view = await drbd_view(c.lab, node, "cold-d0")
+            assert view == ("Secondary", "UpToDate", "UpToDate"), (node, view)
+            rc, out = await node_run(c.lab, node, "pgrep -a qemu-system")
+            assert rc == 1 and not out, (node, out)
+
         # Started later: on those disks, with no second write of the image.
         f.write_text(
             cluster_yaml(
                 c,
-                stopped("cold", state="running")
+                stopped("cold", state="running", os_name="tiny")
                 + stopped("imaged", state="running", os_name="tiny"),
             )
             + catalogue(tiny_sha=sha)
@@ -104,4 +118,4 @@ async def test_stopped_from_creation_syncs_its_disks_and_installs_without_qemu(
             rc, out = await node_run(c.lab, "node1", f"pgrep -a 'qemu-system.* -name {name}'")
             assert rc == 0 and f"/dev/drbd{minor_of(node1, f'{name}-d1')}" in out, out
             assert (await drbd_view(c.lab, "node1", f"{name}-d0"))[:2] == ("Primary", "UpToDate")
-        assert node1.images == {device: sha}
+        assert node1.images == {device: sha, cold: sha}
