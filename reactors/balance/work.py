@@ -132,6 +132,41 @@ class Work:
         # instances carry utilisation weights
         self.util = any(i.util != BASE_UTIL for i in cluster.instances if not i.forthcoming)
         self.loads = [[0.0, 0.0, 0.0, 0.0] for _ in nodes]
+        self._add_instances(
+            cluster, reserve=reserve, excl_prefixes=excl_prefixes, dsrd_prefixes=dsrd_prefixes
+        )
+        # The free memory the rules judge by: the unallocated memory (what
+        # htools place and check N+1 with), less the stopped primaries' memory
+        # under `reserve_stopped`.
+        self.c_free = [
+            self.f_mem[k] - self.over[k] - (self.stopped[k] if reserve else 0)
+            for k in range(n_nodes)
+        ]
+        self.r_mem = [max(r.values(), default=0) for r in self.rows]
+        self.r2 = [_second(r) for r in self.rows]
+        self.loc_excl: Counter[tuple[str, str]] = Counter()
+        for mine, pk in zip(self.insts, self.p, strict=True):
+            if self.online[pk]:
+                for loc in self.locs[pk]:
+                    for e in mine.excl:
+                        self.loc_excl[(loc, e)] += 1
+        self.has_dsrd = any(mine.dsrd for mine in self.insts)
+        # what only the plain search (`reactors.balance.step.exact`) scores: the
+        # fast one counts instances for the loads and knows no desired locations
+        self.plain = self.util or self.has_dsrd
+        self.online_idx = [k for k in range(n_nodes) if self.online[k]]
+        self.vals = [self._values(k) for k in range(n_nodes)]
+        self.version = [0] * n_nodes  # bumped whenever a node's figures change
+
+    def _add_instances(
+        self,
+        cluster: BCluster,
+        *,
+        reserve: bool,
+        excl_prefixes: tuple[str, ...],
+        dsrd_prefixes: tuple[str, ...],
+    ) -> None:
+        """Every instance of `cluster` into the model, counted on its nodes."""
         for inst in cluster.instances:
             pk = self.index[inst.pnode]
             sk = self.index[inst.snode] if inst.snode is not None else -1
@@ -171,28 +206,6 @@ class Work:
                 self.n_sec[sk] += 1
                 row = self.rows[sk]
                 row[pk] = row.get(pk, 0) + mine.res
-        # The free memory the rules judge by: the unallocated memory (what
-        # htools place and check N+1 with), less the stopped primaries' memory
-        # under `reserve_stopped`.
-        self.c_free = [
-            self.f_mem[k] - self.over[k] - (self.stopped[k] if reserve else 0)
-            for k in range(n_nodes)
-        ]
-        self.r_mem = [max(r.values(), default=0) for r in self.rows]
-        self.r2 = [_second(r) for r in self.rows]
-        self.loc_excl: Counter[tuple[str, str]] = Counter()
-        for mine, pk in zip(self.insts, self.p, strict=True):
-            if self.online[pk]:
-                for loc in self.locs[pk]:
-                    for e in mine.excl:
-                        self.loc_excl[(loc, e)] += 1
-        self.has_dsrd = any(mine.dsrd for mine in self.insts)
-        # what only the plain search (`reactors.balance.step.exact`) scores: the
-        # fast one counts instances for the loads and knows no desired locations
-        self.plain = self.util or self.has_dsrd
-        self.online_idx = [k for k in range(n_nodes) if self.online[k]]
-        self.vals = [self._values(k) for k in range(n_nodes)]
-        self.version = [0] * n_nodes  # bumped whenever a node's figures change
 
     def _forthcoming(
         self, inst: BInstance, pk: int, sk: int, excl_prefixes: tuple[str, ...]
