@@ -100,6 +100,7 @@ class Prober:
             async with asyncio.timeout(self.ctx.settings.probe_timeout_s):
                 snap = await self.ctx.nodes.probe(node)
         except Exception as exc:  # unreachable, timeout, unparsable output
+            _still_cancelled()
             if watch.stalled_between(began, watch.clock()):
                 log.info("probe failed during a stall of this process: no evidence", node=node)
                 return None
@@ -159,6 +160,16 @@ class Prober:
         revision = await self.ctx.append(events)
         rec.reported_at = answered
         return revision
+
+
+def _still_cancelled() -> None:
+    """Raise again the cancellation of this task that a failure stands in for: on
+    Python 3.11 the SSH command's own asyncio.wait_for raises the failure instead
+    of the cancellation when both land in one turn (a connect refused as a term
+    ends), and the probe would then go on as if nothing had asked it to stop."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

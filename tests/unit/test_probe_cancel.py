@@ -3,7 +3,10 @@
 twice (`cancel_all` cancels again every half second; a term's end cancels a
 worker's pass and its gather) gave up waiting for that task, which ran on, failed
 later and was logged as "Task exception was never retrieved" (from TermNodes.probe,
-after crashes in make chaos). The deadline now runs in the probing task itself."""
+after crashes in make chaos). The deadline now runs in the probing task itself.
+And a probe whose cancellation came back as a failure (Python 3.11's wait_for in
+the SSH command, a connect refused in the same turn) ends cancelled too, rather
+than returning as if its node had simply not answered."""
 
 from __future__ import annotations
 
@@ -63,3 +66,28 @@ async def test_a_probe_cancelled_twice_leaves_no_task_behind() -> None:
         assert not unretrieved, unretrieved
     finally:
         loop.set_exception_handler(None)
+
+
+class FailsWhenCancelled(NoNodes):
+    """A probe that, cancelled, fails instead (the connect refused in that turn)."""
+
+    async def probe(self, node: NodeName) -> NoReturn:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            raise NodeUnreachable(f"{node}: ConnectionRefusedError") from None
+        raise AssertionError("not cancelled")
+
+
+async def test_a_probe_whose_cancellation_came_back_as_a_failure_ends_cancelled() -> None:
+    ctx = ReactorContext(
+        log_store=None,  # type: ignore[arg-type]  # nothing is appended: the probe fails
+        nodes=FailsWhenCancelled(),
+        settings=ReactorSettings(probe_timeout_s=30),
+        state=ClusterState(),
+    )
+    task = asyncio.create_task(Prober(ctx=ctx).probe(NodeName("node1")))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert task.cancelled(), "the probe went on after its term's end cancelled it"
