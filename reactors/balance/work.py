@@ -89,9 +89,7 @@ class Work:
             if not n.htools_offline and (n.t_mem <= 0 or n.t_cpu <= 0 or n.cpu_speed <= 0):
                 raise ValueError(f"node {n.name} has no memory or CPUs to balance with")
         ratio = spindle_ratios(cluster)
-        excl_prefixes = cluster.exclusion_prefixes()
         loc_prefixes = cluster.location_prefixes()
-        dsrd_prefixes = desired_location_prefixes(cluster)
         loaded = load(cluster)
         reserve = self.reserve_stopped = cluster.reserve_stopped
         self.t_mem = [float(n.t_mem) for n in nodes]
@@ -132,9 +130,7 @@ class Work:
         # instances carry utilisation weights
         self.util = any(i.util != BASE_UTIL for i in cluster.instances if not i.forthcoming)
         self.loads = [[0.0, 0.0, 0.0, 0.0] for _ in nodes]
-        self._add_instances(
-            cluster, reserve=reserve, excl_prefixes=excl_prefixes, dsrd_prefixes=dsrd_prefixes
-        )
+        self._add_instances(cluster)
         # The free memory the rules judge by: the unallocated memory (what
         # htools place and check N+1 with), less the stopped primaries' memory
         # under `reserve_stopped`.
@@ -158,15 +154,11 @@ class Work:
         self.vals = [self._values(k) for k in range(n_nodes)]
         self.version = [0] * n_nodes  # bumped whenever a node's figures change
 
-    def _add_instances(
-        self,
-        cluster: BCluster,
-        *,
-        reserve: bool,
-        excl_prefixes: tuple[str, ...],
-        dsrd_prefixes: tuple[str, ...],
-    ) -> None:
+    def _add_instances(self, cluster: BCluster) -> None:
         """Every instance of `cluster` into the model, counted on its nodes."""
+        reserve = self.reserve_stopped
+        excl_prefixes = cluster.exclusion_prefixes()
+        dsrd_prefixes = desired_location_prefixes(cluster)
         for inst in cluster.instances:
             pk = self.index[inst.pnode]
             sk = self.index[inst.snode] if inst.snode is not None else -1
