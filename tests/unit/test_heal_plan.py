@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from events.ids import NodeName
-from events.model import NodeHealth
+from events.model import NodeHealth, VmObs
 from events.state import ClusterState
 from reactors.plans.heal import (
     Reach,
@@ -17,6 +17,7 @@ from reactors.plans.heal import (
     instances_needing_new_secondary,
     needs_tiebreaker,
     plan_failovers,
+    runs_again,
 )
 from tests.support.plan_states import LV, WEB, A, B, C, node, online, res, state
 
@@ -81,7 +82,23 @@ def test_failover_only_to_uptodate_secondary() -> None:
         },
     )
     decisions, refusals = plan_failovers(state=bad, node=A)
-    assert not decisions and "Inconsistent" in refusals[0].reason
+    assert not decisions
+    assert refusals[0].reason.startswith("its data is only on a (fenced): the copy of web-d0 on b")
+    assert "is Inconsistent, its sync from a not finished" in refusals[0].reason
+    # Not even up there (its copy was not built yet): said so, not promoted either.
+    bare = replace(bad, observed={**bad.observed, B: online("b", volumes=LV)})
+    decisions, refusals = plan_failovers(state=bare, node=A)
+    assert not decisions and "no copy of web-d0 is up on b" in refusals[0].reason
+
+
+def test_a_reason_ends_once_the_instance_runs_again() -> None:
+    st = state({A: online("a", health=NodeHealth.FENCED), B: online("b")})
+    assert not runs_again(st, WEB)  # its primary is fenced
+    back = replace(
+        st,
+        observed={**st.observed, A: online("a", vms=(VmObs(name="web", pid=5, status="running"),))},
+    )
+    assert runs_again(back, WEB)
 
 
 def test_instances_with_a_fenced_secondary_need_a_new_one() -> None:
