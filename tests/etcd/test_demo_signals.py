@@ -15,9 +15,13 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 _ETCD_LINE = re.compile(r"^etcd\s+: started on (\S+) \(data in (\S+)/etcd\)$")
 
@@ -32,25 +36,35 @@ def _answers(endpoint: str) -> bool:
         return False
 
 
-def _read_until(
-    proc: subprocess.Popen[str], pattern: re.Pattern[str], timeout: float
-) -> re.Match[str]:
+def read_until(
+    proc: subprocess.Popen[str], match: Callable[[str], T | None], timeout: float
+) -> tuple[list[str], T]:
+    """The demo's output lines up to the first one `match` accepts, and what it
+    returned for it. Read from the pipe itself (os.read): a select on the buffered
+    reader waited for new bytes while whole lines sat in its buffer, so a burst of
+    lines followed by silence (the demo's last lines, ending with 'Press Ctrl-C')
+    was never read: test_demo_story failed so after 420 s while the demo itself
+    waited at its prompt (the "stall before the dashboard")."""
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
     sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
+    sel.register(fd, selectors.EVENT_READ)
     seen: list[str] = []
+    pending = b""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
             break
-        line = proc.stdout.readline()
-        if not line:
+        chunk = os.read(fd, 65536)
+        if not chunk:
             break
-        seen.append(line.rstrip("\n"))
-        found = pattern.match(seen[-1])
-        if found:
-            return found
-    raise AssertionError(f"no line matching {pattern.pattern!r} in: {seen}")
+        *lines, pending = (pending + chunk).split(b"\n")
+        for raw in lines:
+            seen.append(raw.decode(errors="replace").rstrip("\r"))
+            found = match(seen[-1])
+            if found is not None:
+                return seen, found
+    raise AssertionError("no line expected in:\n" + "\n".join(seen[-80:]))
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
@@ -66,7 +80,7 @@ def test_a_signalled_demo_stops_its_etcd_and_removes_its_files(sig: signal.Signa
         cwd=Path(__file__).resolve().parents[2],
     )
     try:
-        started = _read_until(proc, _ETCD_LINE, timeout=60)
+        _, started = read_until(proc, _ETCD_LINE.match, timeout=60)
         endpoint, workdir = started.group(1), Path(started.group(2))
         assert all(_answers(e) for e in endpoint.split(",")) and workdir.is_dir()
         proc.send_signal(sig)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import selectors
 import shlex
 import signal
 import subprocess
@@ -25,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from tests.etcd.test_demo_signals import _answers
+from tests.etcd.test_demo_signals import _answers, read_until
 
 ROOT = Path(__file__).resolve().parents[2]
 CORRAL = [sys.executable, "-m", "orchestrator.cli.main"]
@@ -42,24 +41,6 @@ PHASES = (
 )
 
 
-def _read_until(proc: subprocess.Popen[str], marker: str, timeout: float) -> list[str]:
-    assert proc.stdout is not None
-    sel = selectors.DefaultSelector()
-    sel.register(proc.stdout, selectors.EVENT_READ)
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if not sel.select(timeout=max(0.0, deadline - time.monotonic())):
-            break
-        line = proc.stdout.readline()
-        if not line:
-            break
-        seen.append(line.rstrip("\n"))
-        if seen[-1].startswith(marker):
-            return seen
-    raise AssertionError(f"no line starting {marker!r} in:\n" + "\n".join(seen[-80:]))
-
-
 def _wait(
     what: str, check: Callable[[], bool], timeout: float, explain: Callable[[], str] = str
 ) -> None:
@@ -71,10 +52,11 @@ def _wait(
     raise AssertionError(f"timed out after {timeout}s waiting for {what}{explain()}")
 
 
-# Minutes on this shared 2-core machine, and the demo stalled in 3 of 12 runs (in
-# the scripted apply, also at a load average of 3, or before the dashboard; cause
-# not found yet): run by `make bench` (`-m slow`), not `make test`, until that is
-# found. `test_demo_signals` stays in `make test`.
+# Minutes on this shared 2-core machine: run by `make bench` (`-m slow`), not
+# `make test`. The demo's stall in the scripted apply (6 of 22 runs) was
+# `apply --wait` missing placements written between its transactions (fixed;
+# tests/lab/test_apply_wait.py); the one "before the dashboard" was this test's
+# reader (`read_until`). `test_demo_signals` stays in `make test`.
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 def test_the_demo_hands_over_heals_and_its_suggested_commands_work() -> None:
@@ -89,7 +71,9 @@ def test_the_demo_hands_over_heals_and_its_suggested_commands_work() -> None:
         cwd=ROOT,
     )
     try:
-        lines = _read_until(proc, "Press Ctrl-C", timeout=420)
+        lines, _ = read_until(
+            proc, lambda line: True if line.startswith("Press Ctrl-C") else None, timeout=420
+        )
         text = "\n".join(lines)
         endpoints = re.search(r"^etcd\s+: started on (\S+) ", text, re.M)
         workdir = re.search(r"\(data in (\S+)/etcd\)", text)
@@ -169,7 +153,10 @@ def test_the_demo_hands_over_heals_and_its_suggested_commands_work() -> None:
         _wait(
             f"{victim} online and its orchestrator back",
             lambda: (
-                json.loads(corral(["status", "--json"]))["nodes"]["by_health"] == {"online": 4}
+                len(
+                    json.loads(corral(["status", "--json"]))["nodes"]["by_health"].get("online", [])
+                )
+                == 4
                 and victim in members()
             ),
             300,
@@ -186,7 +173,7 @@ def test_the_demo_hands_over_heals_and_its_suggested_commands_work() -> None:
             # then the crash took a standby, and the leader stays elsewhere).
             health = json.loads(corral(["status", "--json"]))["nodes"]["by_health"]
             now = leader()["leader"]
-            return health.get("fenced") == 1 and now is not None and now["id"] != crashed
+            return len(health.get("fenced", [])) == 1 and now is not None and now["id"] != crashed
 
         _wait(f"{crashed} fenced and another orchestrator leading", handed_over, 300, seen)
         corral(suggested[4])
