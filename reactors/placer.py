@@ -19,11 +19,12 @@ change makes the append fail and the next pass re-decide).
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
-from events.ids import InstanceName, new_event_id
+from events.ids import InstanceName, NodeName, new_event_id
 from events.model import (
     Event,
     InstancePlaced,
@@ -202,8 +203,10 @@ class Placer:
         reason: str,
         correlation: str | None = None,
         target: str | None = None,
+        with_it: Callable[[NodeName], Sequence[Event]] | None = None,
     ) -> str | None:
-        """Record a new secondary for `name` (allocator's choice, or `target`).
+        """Record a new secondary for `name` (allocator's choice, or `target`), in
+        one append with what `with_it` makes of it (a job's decided: line).
         Returns None on success, else why not."""
         async with self._lock:
             state = self.ctx.state
@@ -257,7 +260,8 @@ class Placer:
                         kind=kind,
                         score=choice.score,
                         superseded=placement.superseded,
-                    )
+                    ),
+                    *(with_it(choice.secondary) if with_it is not None else ()),
                 ],
             )
             return None

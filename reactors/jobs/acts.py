@@ -74,8 +74,13 @@ class JobActs:
         """Record `decision` and the job's "decided: `line`" in one append (one etcd
         transaction): a job resumed by another leader finds both or neither. Apart,
         a term that ended between the two left the decision without its line, and
-        the resumed job decided again (a failover swapped back, a disk grown twice)."""
-        await self.ctx.append([*decision, self._line(job.job_id, None, f"{DECIDED} {line}")])
+        the resumed job decided again (a failover swapped back, a disk grown twice,
+        a second new secondary asked for)."""
+        await self.ctx.append([*decision, self.decided_line(job, line)])
+
+    def decided_line(self, job: JobState, line: str) -> JobUpdated:
+        """The job's "decided: `line`", for a decision appended elsewhere with it."""
+        return self._line(job.job_id, None, f"{DECIDED} {line}")
 
     async def log(self, job: JobState, line: str) -> None:
         await self.update(job.job_id, None, line)

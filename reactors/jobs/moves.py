@@ -130,17 +130,17 @@ class Moves:
             raise JobError(f"{name} is not placed")
         if mode == "change-secondary":
             if not decided(job):
+                old = placement.secondary
                 why = await self.placer.replace_secondary(
                     name,
                     kind=PlacementKind.REPLACE_SECONDARY,
                     reason=f"replace-disks requested by {job.actor}",
                     correlation=job.job_id,
                     target=params.get("node") or None,
+                    with_it=lambda new: [acts.decided_line(job, f"secondary {old} -> {new}")],
                 )
                 if why:
                     raise JobError(f"no new secondary: {why}")
-                new = acts.ctx.state.placements[name].secondary
-                await acts.log(job, f"decided: secondary {placement.secondary} -> {new}")
             await acts.wait_converged(job, name)
         elif mode == "secondary-rebuild":
             s = placement.secondary

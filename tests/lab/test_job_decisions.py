@@ -2,7 +2,8 @@
 not at all. They were two appends: when the log refused the second one (a term
 ending, etcd losing its quorum), the job was taken up again without the line
 that says it had decided, and decided again. A failover swapped the instance
-back to where it was, and the job ended `success` with nothing moved."""
+back to where it was, and the job ended `success` with nothing moved; a
+replace-disks asked for a new secondary once more."""
 
 from __future__ import annotations
 
@@ -77,3 +78,40 @@ async def test_a_failover_interrupted_at_its_decision_moves_the_instance_once(
         await c.wait_for("converged", c.converged, timeout=60)
         assert c.running_on(name) == [s]
         assert c.primaries(f"{name}-d0") == [s]
+
+
+async def test_a_replace_disks_interrupted_at_its_decision_picks_one_new_secondary(
+    tmp_path: Path,
+) -> None:
+    async with cluster(tmp_path) as c:
+        await c.declare_nodes()
+        await c.declare_instances(instances(1))
+        engine = await c.start_engine()
+        await c.wait_for("converged", c.converged, timeout=60)
+        name = InstanceName("vm000")
+        p, s = engine.state.placements[name].primary, engine.state.placements[name].secondary
+        target = sorted(n for n in engine.state.desired.nodes if n not in (p, s))[0]
+        log = RefusesFirstDecision(c.store)
+        engine.ctx.log_store = log
+        accepted = await submit_job(
+            c.store,
+            engine.state,
+            kind=JobKind.INSTANCE_REPLACE_DISKS,
+            target=name,
+            params={"mode": "change-secondary", "node": target},
+            actor="test",
+        )
+        job_id = accepted.job_id
+        assert job_id is not None
+        await c.wait_for(
+            "the job ended",
+            lambda: engine.state.jobs[job_id].status in (JobStatus.SUCCESS, JobStatus.ERROR),
+            timeout=60,
+        )
+        job = engine.state.jobs[job_id]
+        assert job.status == JobStatus.SUCCESS, (job.error, job.log)
+        assert len(log.refused) == 1, "the decision was never refused: the test tests nothing"
+        placement = engine.state.placements[name]
+        assert (placement.primary, placement.secondary) == (p, target), job.log
+        await c.wait_for("converged", c.converged, timeout=60)
+        assert c.running_on(name) == [p]
