@@ -216,10 +216,36 @@ class LocalEtcd:
         log.close()
 
     def start(self, *, timeout: float = 20.0) -> LocalEtcd:
-        self.launch()
-        self.wait_healthy(timeout=timeout)
+        """Start and wait until healthy. A fresh lone member whose free port was
+        taken between picking and binding (other processes on this machine pick
+        ports too) starts again on other ports, up to three times."""
+        fresh = not self.initial_cluster and not (
+            self.data_dir.exists() and any(self.data_dir.iterdir())
+        )
+        for attempt in range(3):
+            log_from = (
+                self.log_path.stat().st_size if self.log_path and self.log_path.exists() else 0
+            )
+            self.launch()
+            try:
+                self.wait_healthy(timeout=timeout)
+                break
+            except RuntimeError:
+                if not fresh or attempt == 2 or not self._port_was_taken(log_from):
+                    raise
+                shutil.rmtree(self.data_dir, ignore_errors=True)
+                self.client_port, self.peer_port = free_port(), free_port()
+                self.metrics_port = free_port()
         self._provision()
         return self
+
+    def _port_was_taken(self, log_from: int) -> bool:
+        """etcd's log since `log_from` says a port it was given was in use."""
+        if self.log_path is None or not self.log_path.exists():
+            return False
+        with open(self.log_path, "rb") as log:
+            log.seek(log_from)
+            return b"address already in use" in log.read()
 
     def wait_healthy(self, *, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout

@@ -231,13 +231,13 @@ def instances(
 
 
 def _start_etcd(tmp: Path, members: int) -> LocalEtcd | LocalEtcdCluster:
-    """A fresh etcd on free ports; started again on other ports when one it
-    picked was taken meanwhile (helpers on this machine pick ports too)."""
+    """A fresh etcd on free ports; a cluster is started again on other ports when
+    one it picked was taken meanwhile (a lone member does that itself)."""
+    if members == 1:
+        return LocalEtcd(data_dir=tmp / "etcd", tls=True).start()
     for attempt in range(3):
         base = tmp / ("etcd" if attempt == 0 else f"etcd-{attempt}")
         try:
-            if members == 1:
-                return LocalEtcd(data_dir=base, tls=True).start()
             return LocalEtcdCluster.create(base, size=members, tls=True).start()
         except RuntimeError:
             if attempt == 2:
