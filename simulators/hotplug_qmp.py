@@ -32,14 +32,23 @@ def devices_from_argv(argv: list[str]) -> tuple[dict[str, str], dict[str, str]]:
     return devices, netdevs
 
 
+def _driver_of(device_id: str) -> str:
+    """The qemu type of a device the simulator placed by id (it records slots only)."""
+    for prefix, driver in (("disk-", "virtio-blk-pci"), ("nic-", "virtio-net-pci")):
+        if device_id.startswith(prefix):
+            return driver
+    return "pci-device"
+
+
 def _device_add(h: Host, vm: Vm, args: dict[str, Any]) -> dict[str, Any]:
     ident, addr = str(args.get("id", "")), str(args.get("addr", ""))
     if ident in vm.devices:
         return _error(f"Duplicate device ID '{ident}'")
-    if addr and addr in vm.devices.values():
+    holder = next((d for d, a in vm.devices.items() if addr and a == addr), None)
+    if holder is not None:
         return _error(
             f"PCI: slot {int(addr, 16)} function 0 not available for "
-            f"{args.get('driver')}, in use by {args.get('driver')},id={ident}"
+            f"{args.get('driver')}, in use by {_driver_of(holder)},id={holder}"
         )
     if "netdev" in args and args["netdev"] not in vm.netdevs:
         return _error(f"Property '{args.get('driver')}.netdev' can't find value '{args['netdev']}'")

@@ -164,6 +164,10 @@ class Hotplug:
                 await self.acts.act(
                     job, Step(kind=StepKind.REMOVE_DISK, node=node, instance=name, disk=cfg)
                 )
+        # Seen gone before the next pass plans: a disk added again at once (under a
+        # new minor) must not be taken for the removed pair.
+        for node in (placement.primary, placement.secondary):
+            await self.acts.prober.probe(node)
 
     async def _unrecord_nics(self, job: JobState, name: InstanceName, dropped: list[int]) -> None:
         ctx = self.acts.ctx

@@ -163,6 +163,13 @@ def drbd_on(obs: NodeObservation | None, resource: str) -> DrbdResourceObs | Non
     return None if obs is None else node_items(obs).drbd.get(resource)
 
 
+def _other_minor(res: DrbdResourceObs | None, cfg: DiskConfig) -> bool:
+    """A resource of this name that is up under another minor is not the placed one
+    (a stale observation of a pair just removed, or a leftover): never plugged,
+    promoted or reused as if it were."""
+    return res is not None and res.minor is not None and res.minor != cfg.minor
+
+
 def lv_size_on(obs: NodeObservation | None, vg: str, name: str) -> int | None:
     vol = None if obs is None else node_items(obs).volumes.get((vg, name))
     return None if vol is None else vol.size_mib
@@ -378,6 +385,9 @@ class _Present:
         p, s = self.p, self.s
         size = lv_size_on(node_obs, cfg.volume_group, cfg.resource)
         res = drbd_on(node_obs, cfg.resource)
+        if _other_minor(res, cfg):
+            self._wait_minor(cfg, node, res)
+            return
         if size is None:
             self._step(StepKind.CREATE_DISK, node, cfg)
             return
@@ -409,6 +419,14 @@ class _Present:
                 )
             )
 
+    def _wait_minor(self, cfg: DiskConfig, node: NodeName, res: DrbdResourceObs | None) -> None:
+        minor = None if res is None else res.minor
+        self.waiting.append(
+            f"{cfg.resource} on {node} is up as minor {minor}, placed as {cfg.minor}: "
+            "an older resource of that name (removed, or not ours); waiting for a probe"
+        )
+        self.disks_ready = False
+
     def _standalone(self, cfg: DiskConfig, node: NodeName, *, superseded: bool) -> None:
         p, s = self.p, self.s
         if superseded:
@@ -432,6 +450,9 @@ class _Present:
         p, s, name = self.p, self.s, self.name
         p_res = drbd_on(self.p_obs, cfg.resource) if self.p_ok else None
         s_res = drbd_on(self.s_obs, cfg.resource) if self.s_ok else None
+        if _other_minor(p_res, cfg) or _other_minor(s_res, cfg):
+            self.disks_ready = False
+            return
         if s_res is not None and s_res.role == PRIMARY and not vm_alive(vm_on(self.s_obs, name)):
             self._step(StepKind.DRBD_SECONDARY, s, cfg)
             self.disks_ready = False

@@ -80,6 +80,7 @@ async def test_nic_added_in_the_file_is_hotplugged_or_refused_whole(tmp_path: Pa
         )
         failed = next(j for j in hotplug_jobs(engine.state.jobs) if j.status == "error")
         assert "qemu refused device_add" in failed.error, failed.error
+        assert "in use by pci-device,id=other-device" in failed.error, failed.error
         assert "nics[2] taken back out of its spec" in failed.error, failed.error
         assert len(engine.state.desired.instances[name].nics) == 2
         assert (vm(c, node).devices, vm(c, node).netdevs) == (devices, netdevs)
@@ -139,6 +140,7 @@ async def test_disk_added_in_the_file_gets_a_drbd_pair_then_is_hotplugged(tmp_pa
         )
         failed = next(j for j in hotplug_jobs(engine.state.jobs) if j.status == "error")
         assert "qemu refused device_add" in failed.error, failed.error
+        assert "in use by pci-device,id=other-device" in failed.error, failed.error
         assert "disks [2] taken back out" in failed.error, failed.error
         assert len(engine.state.desired.instances[name].disks) == 2
         assert len(engine.state.placements[name].disks) == 2

@@ -303,3 +303,17 @@ def test_stopped_instance_new_pair_gets_its_initial_sync_then_demotes() -> None:
     }
     plan = plan_instance(state=state(synced, power=PowerState.STOPPED), instance=WEB, now=NOW)
     assert plan.converged and not plan.steps
+
+
+def test_a_resource_up_under_another_minor_is_not_the_placed_pair() -> None:
+    # A pair just removed (a refused hotplug) and added again under a new minor: the
+    # last probe still shows the old one, Primary and UpToDate. Taking it for the new
+    # pair would start the VM on (or plug) a /dev/drbdN that does not exist.
+    old = replace(res("Primary", "UpToDate", "b"), minor=7)
+    obs = {
+        A: online("a", volumes=LV, drbd=(old,)),
+        B: online("b", volumes=LV, drbd=(replace(res("Secondary", "UpToDate", "a"), minor=7),)),
+    }
+    plan = plan_instance(state=state(obs), instance=WEB, now=NOW)
+    assert plan.steps == () and not plan.converged
+    assert any("minor 7, placed as 0" in w for w in plan.waiting), plan.waiting
