@@ -79,6 +79,17 @@ def _ok(answers: list[dict[str, Any]], count: int) -> bool:
     return len(answers) == count and all("return" in a for a in answers)
 
 
+def _already(answers: list[dict[str, Any]]) -> bool:
+    """qemu's answer when the id or node name is taken: a retried hotplug whose first
+    try went in (its answer lost) finds its own backend or device there."""
+    error = answers[-1].get("error") if answers else None
+    return isinstance(error, dict) and str(error.get("desc", "")).startswith("Duplicate ")
+
+
+def _there(plug: Hotplug, what: str) -> Outcome:
+    return Outcome(0, f"{what} was already in {plug.name}\n".encode())
+
+
 def _add_nic(env: NodeEnv, plug: Hotplug, nic: Nic) -> Outcome:
     bridges = node_bridges(env)
     if isinstance(bridges, Outcome):
@@ -93,9 +104,11 @@ def _add_nic(env: NodeEnv, plug: Hotplug, nic: Nic) -> Outcome:
         "downscript": "no",
     }
     answers = _run_qmp(env, plug, [("netdev_add", netdev)])
-    if not _ok(answers, 1):
+    ours = _ok(answers, 1)
+    if not ours and not _already(answers):
         return _failed("netdev_add", answers)
-    undo: list[QmpCommand] = [("netdev_del", {"id": f"net-n{nic.index}"})]
+    # Only a backend this call made is taken out again on a refusal.
+    undo: list[QmpCommand] = [("netdev_del", {"id": f"net-n{nic.index}"})] if ours else []
     for argv in bridge_argv(nic):
         done = env.run(argv)
         if done.rc != 0:
@@ -109,6 +122,8 @@ def _add_nic(env: NodeEnv, plug: Hotplug, nic: Nic) -> Outcome:
         "addr": f"{NIC_SLOT + nic.index:#x}",
     }
     answers = _run_qmp(env, plug, [("device_add", device)])
+    if _already(answers) and not ours:
+        return _there(plug, f"nic {nic.index}")
     if not _ok(answers, 1):
         _run_qmp(env, plug, undo)
         return _failed("device_add", answers)
@@ -132,7 +147,8 @@ def _add_disk(env: NodeEnv, plug: Hotplug, disk: Disk) -> Outcome:
         },
     }
     answers = _run_qmp(env, plug, [("blockdev-add", blockdev)])
-    if not _ok(answers, 1):
+    ours = _ok(answers, 1)
+    if not ours and not _already(answers):
         return _failed("blockdev-add", answers)
     device = {
         "driver": "virtio-blk-pci",
@@ -141,8 +157,11 @@ def _add_disk(env: NodeEnv, plug: Hotplug, disk: Disk) -> Outcome:
         "addr": f"{DISK_SLOT + disk.index:#x}",
     }
     answers = _run_qmp(env, plug, [("device_add", device)])
+    if _already(answers) and not ours:
+        return _there(plug, f"disk {disk.index}")
     if not _ok(answers, 1):
-        _run_qmp(env, plug, [("blockdev-del", {"node-name": node})])
+        if ours:
+            _run_qmp(env, plug, [("blockdev-del", {"node-name": node})])
         return _failed("device_add", answers)
     return Outcome(0, f"added disk {disk.index} (/dev/drbd{disk.minor}) to {plug.name}\n".encode())
 
