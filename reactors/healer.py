@@ -58,6 +58,7 @@ log = structlog.get_logger("corral.healer")
 ISOLATED = "orchestrator-isolated"
 NO_TIEBREAKER = "no-tiebreaker"
 NODEDOWN = "nodedown:"  # + instance: why it was not failed over
+ALERT_REWRITE_S = 60.0  # a changed count in a raised alert's message, at most this often
 FAILOVERS_PER_APPEND = 25  # each with its instance's expected version: one transaction
 
 
@@ -72,6 +73,7 @@ class Healer:
     on_isolated: Callable[[str], Awaitable[None]] | None = None
     _fencing: dict[NodeName, asyncio.Task[None]] = field(default_factory=dict)
     _isolated_since: float | None = None
+    _majority_since: float | None = None
 
     async def run(self) -> None:
         # Re-protection (allocations, one append each) runs beside the tick so that
@@ -206,20 +208,30 @@ class Healer:
 
     async def _cluster_alerts(self, state: ClusterState, reach: Reach, now: float) -> None:
         """The isolation alert (raised once this orchestrator has heard from fewer
-        than a majority for the suspect timeout, cleared when it hears a majority
-        again) and the two-node cluster's tiebreaker note."""
+        than a majority for the suspect timeout, cleared once it has heard a majority
+        again for as long) and the two-node cluster's tiebreaker note. Every raise
+        and clear is an event: a new count in the message is written at most once a
+        minute, and an orchestrator flapping at the edge of a majority does not
+        raise and clear on every probe."""
         if reach.majority or not reach.members:
             self._isolated_since = None
-            if ISOLATED in state.alerts:
+            if self._majority_since is None:
+                self._majority_since = now
+            held_for = now - self._majority_since
+            if ISOLATED in state.alerts and held_for >= self.ctx.suspect_timeout():
                 await self._clear(ISOLATED, CLUSTER_KEY)
         else:
+            self._majority_since = None
             if self._isolated_since is None:
                 self._isolated_since = now
             cut_off_for = now - self._isolated_since
             if cut_off_for >= self.ctx.suspect_timeout():
                 message = reach.isolation_message()
                 current = state.alerts.get(ISOLATED)
-                if current is None or current.message != message:
+                if current is None or (
+                    current.message != message
+                    and self.ctx.now() - current.raised_at >= ALERT_REWRITE_S
+                ):
                     await self._cluster_alert(ISOLATED, "critical", message)
             if cut_off_for >= self.ctx.lost_timeout() and self.on_isolated is not None:
                 await self.on_isolated(reach.isolation_message())

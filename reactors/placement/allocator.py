@@ -244,7 +244,7 @@ def _baseline(state: ClusterState, *, without: InstanceName | None = None) -> Ba
 
 
 def new_instance(spec: InstanceSpec) -> NewInstance:
-    """The instance as `balance_model.from_state` will see it once placed."""
+    """The instance as `reactors.htools.model.from_state` will see it once placed."""
     return NewInstance(
         mem=spec.memory_mib,
         dsk=spec.disk_mib,
@@ -363,7 +363,7 @@ def run_refusal(
     """Why `instance` cannot be started on `node` by a migration or failover
     (Ganeti checks the target's free memory before either); None when it can,
     or when it is not meant to run. Memory as the balancer's model counts it
-    (`balance_model.from_state`, htools' f_mem): the node's own, less the
+    (`reactors.htools.model.from_state`, htools' f_mem): the node's own, less the
     host's, less that of the running instances whose primary it is, less
     `incoming_mib` (other moves to it under way)."""
     spec = state.desired.instances.get(instance)

@@ -482,7 +482,7 @@ def with_instance(
     cluster: BCluster, *, inst: BInstance, primary: str, secondary: str | None
 ) -> BCluster:
     """The cluster with `inst` added on (primary, secondary): free memory and disk
-    of both nodes taken, as `balance_model.from_state` would compute them."""
+    of both nodes taken, as `reactors.htools.model.from_state` would compute them."""
     placed = replace(inst, pnode=primary, snode=secondary)
 
     def take(node: BNode) -> BNode:

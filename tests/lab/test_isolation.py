@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from events.ids import NodeName
-from events.model import NodeFlagsSet, NodeHealth
+from events.model import AlertRaised, NodeFlagsSet, NodeHealth
 from simulators.lab import HostConfig
 from tests.support.cluster_harness import Cluster, cluster, eid, instances
 
@@ -72,8 +72,19 @@ async def test_cut_off_from_every_node_fences_nothing(tmp_path: Path) -> None:
         assert "reaches 0 of 4" in engine.state.alerts[ISOLATED].message
         await hold_and_check(c, c.settings.lost_timeout_s * 3 + 2)  # type: ignore[operator]
         assert {n: c.running_on(n) for n in running} == running
+        # One node answers again (1 of 4, still no majority): the raised alert keeps
+        # its message rather than appending an event for every new count.
+        await c.lab.heal_partition("node1")
+        await hold_and_check(c, c.settings.lost_timeout_s * 2)  # type: ignore[operator]
+        assert "reaches 0 of 4" in engine.state.alerts[ISOLATED].message
         await recover(c)
         assert {n: c.running_on(n) for n in running} == running
+        raised = [
+            e
+            async for _, e in c.store.read_all()
+            if isinstance(e, AlertRaised) and e.alert == ISOLATED
+        ]
+        assert len(raised) == 1, [e.message for e in raised]
 
 
 async def test_on_the_minority_side_of_a_split_fences_nothing(tmp_path: Path) -> None:
