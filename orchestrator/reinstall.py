@@ -3,11 +3,11 @@
 instance's spec with the image (another one of the last applied file's catalogue
 with --os) and InstanceReinstallRequested; the instance plan then stops the VM,
 writes the image onto its first disk, writes a new cloud-init seed (a new
-instance-id) and starts it (reactors.plans.install).
+instance-id) and starts it, or, for an instance desired stopped, leaves it stopped
+(reactors.plans.install).
 
 Must not run node commands. Refuses, changing nothing, an instance without an
-image, an image the catalogue does not hold, and an instance desired stopped (its
-disks are not active, so nothing could be written).
+image and an image the catalogue does not hold.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from events.ids import InstanceName, new_event_id
 from events.model import Event, InstanceReinstallRequested, InstanceUpdated, JobKind
-from events.specs import CloudInitSpec, ImageSpec, InstanceSpec
+from events.specs import CloudInitSpec, ImageSpec, InstanceSpec, PowerState
 from events.state import ClusterState
 from orchestrator.operations import Accepted, EventAppender, OperationRefused, submit_job
 
@@ -45,7 +45,10 @@ async def reinstall_instance(
     os_name: str | None = None,
     actor: str,
     reason: str = "",
+    power: PowerState | None = None,
 ) -> Accepted:
+    """`power`: the run state wanted after the write (Ganeti's `start`), recorded
+    with the spec; None keeps the instance's own."""
     spec = state.desired.instances.get(InstanceName(instance))
     if spec is None:
         raise OperationRefused(f"no instance named {instance!r}", field="instance")
@@ -63,8 +66,16 @@ async def reinstall_instance(
         raise OperationRefused(
             f"{instance} has no OS image (os: {spec.os}); name one with --os IMAGE", field="os"
         )
-    new = replace(spec, os=image.name, image=image, cloud_init=spec.cloud_init or CloudInitSpec())
+    new = replace(
+        spec,
+        os=image.name,
+        image=image,
+        cloud_init=spec.cloud_init or CloudInitSpec(),
+        power=spec.power if power is None else power,
+    )
     why = f"reinstall {instance} with {image.name} (sha256 {image.sha256[:12]}...)"
+    if new.power != spec.power:
+        why += ", then " + ("started" if new.power == PowerState.RUNNING else "left stopped")
     if reason:
         why += f"; {reason}"
     now = time.time()

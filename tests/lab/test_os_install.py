@@ -17,6 +17,7 @@ import json
 from pathlib import Path
 
 from events.ids import InstanceName
+from events.specs import PowerState
 from orchestrator.rapi.users import RapiUsers
 from simulators.fabric import Host
 from simulators.lab import HostConfig
@@ -167,6 +168,15 @@ async def test_wrong_checksum_or_missing_image_writes_nothing(tmp_path: Path) ->
                 os="tiny", pnode="node1", snode="node2", beparams={"maxmem": 256},
             )  # fmt: skip
             await gc.run_job(created)
+            # Ganeti's no_startup: written again and left stopped (recorded in the
+            # spec); the default `start` runs it again.
+            kept = await gc.run_job(await gc.call("ReinstallInstance", "web1", no_startup=True))
+            assert kept["status"] == "success", kept
+            web1 = engine.state.desired.instances[InstanceName("web1")]
+            assert web1.power == PowerState.STOPPED, web1
+            await c.wait_for("web1 stopped", lambda: vm_argv(c, "web1") is None)
+            await gc.run_job(await gc.call("ReinstallInstance", "web1"))
+            await c.wait_for("web1 started", lambda: vm_argv(c, "web1") is not None)
         sha = hashlib.sha256(IMAGE).hexdigest()
         devices = [f"/dev/drbd{minor_of(node1, f'{n}-d0')}" for n in ("web1", "web3")]
         assert node1.images == dict.fromkeys(devices, sha)
