@@ -68,8 +68,26 @@ def seed_instances() -> list[InstanceSpec]:
     return specs
 
 
+class _Stop:
+    """A stop signal seen (`STOP_SIGNALS`): the demo's task is cancelled, and since
+    Python 3.11's `asyncio.wait_for` can swallow a cancellation that lands as its
+    inner call ends (a SIGHUP during the lab's start ran the whole demo to exit 0),
+    the next line printed raises it again, once."""
+
+    requested = False
+    raised = False
+
+
 def out(line: str = "") -> None:
     print(line, flush=True)
+    if _Stop.requested and not _Stop.raised:
+        _Stop.raised = True
+        raise asyncio.CancelledError
+
+
+def _stop(task: asyncio.Task[None]) -> None:
+    _Stop.requested = True
+    task.cancel()
 
 
 def summary(state: ClusterState) -> tuple[int, int, int]:
@@ -274,7 +292,7 @@ async def demo(workdir: Path, *, stay: bool) -> None:
     assert task is not None
     loop = asyncio.get_running_loop()
     for sig in STOP_SIGNALS:
-        loop.add_signal_handler(sig, task.cancel)
+        loop.add_signal_handler(sig, _stop, task)
     out(
         "== corral demo: a 4-node seed cluster, 60 DRBD-mirrored VMs, three orchestrators; "
         "then the leader's own node dies =="
