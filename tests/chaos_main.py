@@ -49,7 +49,7 @@ def run_one(seed: int) -> Outcome | None:
     with tempfile.TemporaryDirectory() as tmp:
         try:
             outcome = asyncio.run(run_schedule(Path(tmp), schedule.steps))
-        except Exception as exc:
+        except (Exception, asyncio.CancelledError) as exc:  # a seed's, not the run's
             where = traceback.extract_tb(exc.__traceback__)[-1]
             print(
                 f"seed {seed}: FAILED after {time.monotonic() - started:.0f}s: "

@@ -30,9 +30,12 @@ async def term_history(store: EventStore) -> list[Term]:
     # The key held now was last written at its mod revision: the history is
     # whole once that is seen. Without a holder, the last change (a delete) is
     # somewhere before `now`, and a pause in the replay ends it.
-    held: Any = await store.client.get(store.leader_key)
+    # Through the store's call wrapper: a channel closed under the call (the store
+    # moving members) is EtcdUnavailable, which the checks read again, not a
+    # CancelledError that ended a whole `make chaos` run (seed 479).
+    held: Any = await store._call(store.client.get(store.leader_key))
     last_change = int(held.mod_revision) if held is not None else now
-    watch = await store.client.watch(store.leader_key, start_revision=1)
+    watch = await store._call(store.client.watch(store.leader_key, start_revision=1))
     events = watch.__aiter__()
     terms: list[Term] = []
     try:
