@@ -14,7 +14,7 @@ from events.ids import InstanceName
 from events.model import Event, JobKind, JobStatus, JobUpdated
 from events.store import EtcdUnavailable, EventStore
 from orchestrator.operations import submit_job
-from tests.support.cluster_harness import cluster, instances
+from tests.support.cluster_harness import cluster, instances, job_ended
 
 
 class RefusesFirstDecision:
@@ -67,7 +67,7 @@ async def test_a_failover_interrupted_at_its_decision_moves_the_instance_once(
         assert job_id is not None
         await c.wait_for(
             "the job ended",
-            lambda: engine.state.jobs[job_id].status in (JobStatus.SUCCESS, JobStatus.ERROR),
+            lambda: job_ended(engine.state, job_id),
             timeout=60,
         )
         job = engine.state.jobs[job_id]
@@ -105,7 +105,7 @@ async def test_a_replace_disks_interrupted_at_its_decision_picks_one_new_seconda
         assert job_id is not None
         await c.wait_for(
             "the job ended",
-            lambda: engine.state.jobs[job_id].status in (JobStatus.SUCCESS, JobStatus.ERROR),
+            lambda: job_ended(engine.state, job_id),
             timeout=60,
         )
         job = engine.state.jobs[job_id]

@@ -16,7 +16,7 @@ from events.model import JobKind, JobStatus
 from orchestrator.operations import submit_job
 from reactors.plans.instance import vm_on
 from simulators.fabric import CommandFault
-from tests.support.cluster_harness import cluster, instances
+from tests.support.cluster_harness import cluster, instances, job_ended
 
 
 async def test_a_migration_of_a_stopped_vm_fails_over_and_the_vm_runs(tmp_path: Path) -> None:
@@ -39,7 +39,7 @@ async def test_a_migration_of_a_stopped_vm_fails_over_and_the_vm_runs(tmp_path: 
         assert job_id is not None
         await c.wait_for(
             "the job ended",
-            lambda: engine.state.jobs[job_id].status in (JobStatus.SUCCESS, JobStatus.ERROR),
+            lambda: job_ended(engine.state, job_id),
             timeout=45,
         )
         job = engine.state.jobs[job_id]

@@ -12,7 +12,7 @@ from pathlib import Path
 from events.model import JobKind, JobStatus
 from orchestrator.operations import submit_job
 from reactors.plans.instance import drbd_on
-from tests.support.cluster_harness import cluster, instances
+from tests.support.cluster_harness import cluster, instances, job_ended
 
 
 async def test_a_migration_over_a_cut_link_is_refused_and_changes_nothing(
@@ -40,7 +40,7 @@ async def test_a_migration_over_a_cut_link_is_refused_and_changes_nothing(
         assert job_id is not None
         await c.wait_for(
             "the job ended",
-            lambda: engine.state.jobs[job_id].status in (JobStatus.SUCCESS, JobStatus.ERROR),
+            lambda: job_ended(engine.state, job_id),
             timeout=30,
         )
         job = engine.state.jobs[job_id]

@@ -15,7 +15,7 @@ from events.specs import ClusterPolicy, DiskSpec, InstanceSpec
 from events.state import JobState
 from orchestrator.operations import submit_job
 from simulators.lab import HostConfig
-from tests.support.cluster_harness import Cluster, cluster, eid, instances
+from tests.support.cluster_harness import Cluster, cluster, eid, instances, job_ended
 
 
 def leftovers(c: Cluster, instance: str, allowed: set[str]) -> list[str]:
@@ -53,10 +53,7 @@ async def ended(c: Cluster, job_ids: list[JobId]) -> dict[JobId, JobState]:
 
     def done() -> bool:
         assert c.engine is not None
-        jobs = c.engine.state.jobs
-        return all(
-            j in jobs and jobs[j].status in ("success", "error", "canceled") for j in job_ids
-        )
+        return all(job_ended(c.engine.state, j) for j in job_ids)
 
     await c.wait_for("jobs ended", done, timeout=60)
     assert c.engine is not None

@@ -29,7 +29,7 @@ from reactors.placer import Placer
 from reactors.plans.instance import Step, StepKind
 from reactors.prober import Prober
 from reactors.workers import InstanceWorkers
-from tests.support.cluster_harness import Cluster, cluster, eid, instances
+from tests.support.cluster_harness import Cluster, cluster, eid, instances, job_ended
 from tests.support.no_nodes import NO_NODES
 from tests.support.terms import deposed_writes, term_history
 
@@ -46,7 +46,7 @@ async def run_migration(c: Cluster, engine: Engine, name: InstanceName) -> str:
     assert job_id is not None
     await c.wait_for(
         "migration done",
-        lambda: engine.state.jobs[job_id].status in (JobStatus.SUCCESS, JobStatus.ERROR),
+        lambda: job_ended(engine.state, job_id),
         timeout=60,
     )
     job = engine.state.jobs[job_id]
@@ -72,6 +72,7 @@ async def test_one_of_two_acts_and_the_standby_takes_over(tmp_path: Path) -> Non
         assert len(qmp(c, "migrate", name)) == 1  # driven once, by one orchestrator
         assert c.running_on(name) == [before.secondary]
         assert not b.leading and b.reactors is None  # the standby never acted...
+        await c.wait_for("the standby follows", lambda: job_ended(b.state, JobId(job_id)))
         assert b.state.jobs[JobId(job_id)].status == JobStatus.SUCCESS  # ...but follows
 
         # The leader dies without giving its lease up (kill -9): the standby

@@ -16,9 +16,10 @@ from pathlib import Path
 
 from devtools.local_etcd import LocalEtcd, LocalEtcdCluster
 from events.election import Member
-from events.ids import InstanceName, NodeName, new_event_id
-from events.model import Event, InstanceDeclared, NodeDeclared, PolicySet
+from events.ids import InstanceName, JobId, NodeName, new_event_id
+from events.model import JOB_FINAL_STATUSES, Event, InstanceDeclared, NodeDeclared, PolicySet
 from events.specs import ClusterPolicy, DiskSpec, FenceSpec, InstanceSpec, NodeSpec
+from events.state import ClusterState
 from events.store import EventStore
 from reactors.context import ReactorSettings
 from reactors.engine import Engine
@@ -214,6 +215,14 @@ class Cluster:
             and h.copies[resource].up
             and h.copies[resource].role == "Primary"
         )
+
+
+def job_ended(state: ClusterState, job_id: JobId) -> bool:
+    """Whether the job has ended. A job just submitted may not be folded into this
+    state yet (the engine folds what it reads back from etcd; a standby follows
+    later still): that is "not yet", not an error."""
+    job = state.jobs.get(job_id)
+    return job is not None and job.status in JOB_FINAL_STATUSES
 
 
 def instances(
