@@ -1,8 +1,8 @@
 """The event vocabulary: every cluster action, decision, action result and
 observation is one of these frozen, versioned dataclasses.
 
-Pure: no I/O, no logging. Reactors and the orchestrator construct them with
-`new_event(...)`-style keyword arguments; nothing mutates them.
+Pure: no I/O, no logging. Writers construct them with keyword arguments, the
+common id, time and actor from `stamp(...)`; nothing mutates them.
 
 Every event carries: id, type (class attribute TYPE), schema version (VERSION),
 time (unix seconds), actor (user, API client or reactor name), causation id (the
@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import ClassVar
+from typing import ClassVar, TypedDict
 
-from events.ids import EventId, InstanceName, JobId, NodeName
+from events.ids import EventId, InstanceName, JobId, NodeName, new_event_id
 from events.specs import ClusterPolicy, GroupSpec, ImageSpec, InstanceSpec, NodeSpec, PowerState
 
 
@@ -34,6 +34,19 @@ def job_key(job_id: str) -> str:
 
 
 CLUSTER_KEY = "cluster"
+
+
+class Stamp(TypedDict):
+    """What every event takes from whoever writes it, now: `NodeFenced(**stamp, ...)`."""
+
+    id: EventId
+    time: float
+    actor: str
+
+
+def stamp(*, actor: str, time: float) -> Stamp:
+    """A fresh id with the writer's name and clock."""
+    return Stamp(id=new_event_id(), time=time, actor=actor)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

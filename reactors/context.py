@@ -19,7 +19,7 @@ import structlog
 
 from events.ids import InstanceName, NodeName
 from events.loading import follow_batches
-from events.model import Event
+from events.model import Event, Stamp, stamp
 from events.state import ClusterState
 from events.store import MAX_TXN_OPS, NotLeader
 from reactors.plans.seen import instances_on
@@ -232,6 +232,10 @@ class ReactorContext:
 
     def now(self) -> float:
         return self.clock()
+
+    def stamp(self) -> Stamp:
+        """id, time and actor for an event these reactors write now."""
+        return stamp(actor=self.actor, time=self.now())
 
     def trusted_now(self) -> float:
         """Monotonic time with the orchestrator's own stalls taken out: node health

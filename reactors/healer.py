@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from events.ids import EventId, InstanceName, NodeName, new_event_id
+from events.ids import EventId, InstanceName, NodeName
 from events.model import (
     CLUSTER_KEY,
     AlertCleared,
@@ -246,9 +246,7 @@ class Healer:
         await self.ctx.append(
             [
                 NodeHealthChanged(
-                    id=new_event_id(),
-                    time=self.ctx.now(),
-                    actor=self.ctx.actor,
+                    **self.ctx.stamp(),
                     node=node,
                     health=health,
                     detail=detail,
@@ -263,9 +261,7 @@ class Healer:
         await self.ctx.append(
             [
                 AlertRaised(
-                    id=new_event_id(),
-                    time=self.ctx.now(),
-                    actor=self.ctx.actor,
+                    **self.ctx.stamp(),
                     alert=key,
                     severity=severity,
                     message=message,
@@ -279,9 +275,7 @@ class Healer:
         await self.ctx.append(
             [
                 AlertRaised(
-                    id=new_event_id(),
-                    time=self.ctx.now(),
-                    actor=self.ctx.actor,
+                    **self.ctx.stamp(),
                     alert=key,
                     severity=severity,
                     message=message,
@@ -294,9 +288,7 @@ class Healer:
         await self.ctx.append(
             [
                 AlertCleared(
-                    id=new_event_id(),
-                    time=self.ctx.now(),
-                    actor=self.ctx.actor,
+                    **self.ctx.stamp(),
                     alert=key,
                     subject=subject,
                 )
@@ -347,9 +339,7 @@ class Healer:
                 await self.ctx.append(
                     [
                         NodeFenceFailed(
-                            id=new_event_id(),
-                            time=self.ctx.now(),
-                            actor=self.ctx.actor,
+                            **self.ctx.stamp(),
                             node=node,
                             attempt=attempt,
                             error=error,
@@ -406,9 +396,7 @@ class Healer:
         await self.ctx.append(
             [
                 NodeFenced(
-                    id=new_event_id(),
-                    time=self.ctx.now(),
-                    actor=self.ctx.actor,
+                    **self.ctx.stamp(),
                     node=node,
                     method="agent",
                     agent=agent,
@@ -441,9 +429,7 @@ class Healer:
             batch.append(
                 (
                     InstancePlaced(
-                        id=new_event_id(),
-                        time=self.ctx.now(),
-                        actor=self.ctx.actor,
+                        **self.ctx.stamp(),
                         causation_id=fence_event,
                         correlation_id=f"heal-{node}",
                         reason=f"{node} fenced: failing over to its UpToDate secondary",
@@ -463,9 +449,7 @@ class Healer:
             if key not in state.alerts:
                 alerts.append(
                     AlertRaised(
-                        id=new_event_id(),
-                        time=self.ctx.now(),
-                        actor=self.ctx.actor,
+                        **self.ctx.stamp(),
                         causation_id=fence_event,
                         alert=key,
                         severity="critical",

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from events.ids import InstanceName, NodeName, new_event_id
+from events.ids import InstanceName, NodeName
 from events.model import (
     Event,
     InstancePlaced,
@@ -127,9 +127,7 @@ class Placer:
             return False
         events = [
             InstancePlaced(
-                id=new_event_id(),
-                time=self.ctx.now(),
-                actor=self.ctx.actor,
+                **self.ctx.stamp(),
                 reason=c.reason,
                 instance=c.instance,
                 primary=c.primary,
@@ -163,9 +161,7 @@ class Placer:
             await self.ctx.append(
                 [
                     PlacementRefused(
-                        id=new_event_id(),
-                        time=self.ctx.now(),
-                        actor=self.ctx.actor,
+                        **self.ctx.stamp(),
                         reason=choice.refusal,
                         instance=name,
                         failures=choice.failures,
@@ -180,9 +176,7 @@ class Placer:
         await self.ctx.append(
             [
                 InstancePlaced(
-                    id=new_event_id(),
-                    time=self.ctx.now(),
-                    actor=self.ctx.actor,
+                    **self.ctx.stamp(),
                     reason=choice.reason,
                     instance=name,
                     primary=choice.primary,
@@ -233,9 +227,7 @@ class Placer:
                     await self.ctx.append(
                         [
                             AlertRaised(
-                                id=new_event_id(),
-                                time=self.ctx.now(),
-                                actor=self.ctx.actor,
+                                **self.ctx.stamp(),
                                 alert=key,
                                 severity="warning",
                                 message=f"no new secondary for {name}: {choice.refusal}",
@@ -248,9 +240,7 @@ class Placer:
             await self.ctx.append(
                 [
                     InstancePlaced(
-                        id=new_event_id(),
-                        time=self.ctx.now(),
-                        actor=self.ctx.actor,
+                        **self.ctx.stamp(),
                         reason=f"{reason}; {choice.reason}{n1_note}",
                         correlation_id=correlation,
                         instance=name,

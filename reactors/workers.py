@@ -206,9 +206,7 @@ class InstanceWorkers:
     async def _run_step(self, step: Step) -> bool:
         key = instance_key(step.instance)
         started = StepStarted(
-            id=new_event_id(),
-            time=self.ctx.now(),
-            actor=self.ctx.actor,
+            **self.ctx.stamp(),
             key=key,
             step=step.kind.value,
             node=step.node,
@@ -220,9 +218,7 @@ class InstanceWorkers:
         done: Event
         if outcome.ok:
             done = StepSucceeded(
-                id=new_event_id(),
-                time=self.ctx.now(),
-                actor=self.ctx.actor,
+                **self.ctx.stamp(),
                 causation_id=started.id,
                 key=key,
                 step=step.kind.value,
@@ -233,9 +229,7 @@ class InstanceWorkers:
         else:
             log.warning("step failed", step=step.summary, error=outcome.error)
             done = StepFailed(
-                id=new_event_id(),
-                time=self.ctx.now(),
-                actor=self.ctx.actor,
+                **self.ctx.stamp(),
                 causation_id=started.id,
                 key=key,
                 step=step.kind.value,
@@ -261,9 +255,7 @@ class InstanceWorkers:
     async def _raise_alerts(self, plan: InstancePlan) -> None:
         new = [
             AlertRaised(
-                id=new_event_id(),
-                time=self.ctx.now(),
-                actor=self.ctx.actor,
+                **self.ctx.stamp(),
                 alert=key,
                 severity="critical",
                 message=message,
@@ -278,9 +270,7 @@ class InstanceWorkers:
         subject = instance_key(plan.instance)
         cleared = [
             AlertCleared(
-                id=new_event_id(),
-                time=self.ctx.now(),
-                actor=self.ctx.actor,
+                **self.ctx.stamp(),
                 alert=a.alert,
                 subject=subject,
                 reason="the condition is gone",

@@ -49,9 +49,7 @@ class JobActs:
         self, job_id: JobId, status: JobStatus | None, line: str, *, error: str = ""
     ) -> JobUpdated:
         return JobUpdated(
-            id=new_event_id(),
-            time=self.ctx.now(),
-            actor=self.ctx.actor,
+            **self.ctx.stamp(),
             correlation_id=job_id,
             job_id=job_id,
             status=status,

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from events.ids import InstanceName, NodeName, new_event_id
+from events.ids import InstanceName, NodeName
 from events.model import InstancePlaced, PlacementKind
 from events.state import JobState
 from reactors.context import ReactorContext
@@ -36,9 +36,7 @@ def swapped(
     """The event recording that `job` made `name`'s secondary `s` its
     primary and its primary `p` its secondary, disks kept."""
     return InstancePlaced(
-        id=new_event_id(),
-        time=ctx.now(),
-        actor=ctx.actor,
+        **ctx.stamp(),
         correlation_id=job.job_id,
         reason=reason,
         instance=name,
