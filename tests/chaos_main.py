@@ -20,7 +20,7 @@ from pathlib import Path
 
 import structlog
 
-from tests.support.chaos import ACTIONS, Outcome, make_schedule, run_schedule
+from tests.support.chaos.chaos import ACTIONS, Outcome, make_schedule, run_schedule
 
 LENGTH = 12
 

@@ -3,7 +3,7 @@
 of `orchestrator.api.bodies`) and the schemas of every answer it can give (the shapes
 of `orchestrator.api.shapes`), generated from those types by pydantic, so the
 document cannot drift from what the routes parse. schemathesis checks the running
-API against it (`tests/lab/test_api_schema.py`).
+API against it (`tests/lab/faces/test_api_schema.py`).
 
 Pure data, built once: must not read state or do I/O. A route added to the server
 is added to `_ROUTES` in the same commit.

@@ -26,7 +26,7 @@ from devtools.nodevm.vms import NodeVmSet
 from events.model import Event
 from events.store import EventStore
 from orchestrator.heal_timeline import build_timeline
-from tests.support.nodevms import node_vms, root_ssh
+from tests.support.nodes.nodevms import node_vms, root_ssh
 
 pytestmark = [
     pytest.mark.timeout(7200),

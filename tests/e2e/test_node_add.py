@@ -22,7 +22,7 @@ from devtools.local_etcd import LocalEtcd
 from devtools.nodevm.vms import NodeVmSet
 from events.store import EventStore
 from reactors.nodes.checks import HELPER_PATH
-from tests.support.nodevms import node_vms, root_ssh
+from tests.support.nodes.nodevms import node_vms, root_ssh
 
 pytestmark = pytest.mark.timeout(1200)
 CLUSTER = "e2e-add"

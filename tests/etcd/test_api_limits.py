@@ -22,7 +22,7 @@ from orchestrator.api.limits import LIMITS
 from orchestrator.api.server import start_api
 from orchestrator.roles import Role
 from orchestrator.tls_cert import ensure_self_signed, server_context
-from tests.support.events import ev
+from tests.support.cluster.events import ev
 
 
 @asynccontextmanager

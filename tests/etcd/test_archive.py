@@ -22,8 +22,8 @@ from events.lifecycle.seals import seal_pending, verify
 from events.projection import FOLD_VERSION, fold
 from events.state import ClusterState
 from events.store import EventStore
-from tests.support.events import ev
-from tests.support.s3 import s3_server
+from tests.support.cluster.events import ev
+from tests.support.cluster.s3 import s3_server
 
 
 async def test_checkpoints_in_chunks_newest_kept(

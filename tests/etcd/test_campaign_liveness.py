@@ -22,7 +22,7 @@ from events.loading import load_state
 from events.store import EventStore, NotLeader
 from reactors.engine import Engine
 from reactors.leader import Leadership
-from tests.support.no_nodes import NO_NODES
+from tests.support.cluster.no_nodes import NO_NODES
 
 TTL_S = 2
 # The lease TTL plus a few seconds: the longest a key may stay vacant.

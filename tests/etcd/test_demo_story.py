@@ -55,7 +55,7 @@ def _wait(
 # Minutes on this shared 2-core machine: run by `make bench` (`-m slow`), not
 # `make test`. The demo's stall in the scripted apply (6 of 22 runs) was
 # `apply --wait` missing placements written between its transactions (fixed;
-# tests/lab/test_apply_wait.py); the one "before the dashboard" was this test's
+# tests/lab/faces/test_apply_wait.py); the one "before the dashboard" was this test's
 # reader (`read_until`). `test_demo_signals` stays in `make test`.
 @pytest.mark.slow
 @pytest.mark.timeout(1200)

@@ -26,7 +26,7 @@ from events.lifecycle.seals import seal_pending
 from events.loading import load_state
 from events.state import ClusterState
 from events.store import EtcdUnavailable, EventStore
-from tests.support.events import ev
+from tests.support.cluster.events import ev
 
 CLUSTER_FILE = """cluster:
   name: c1

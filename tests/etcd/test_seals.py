@@ -20,8 +20,8 @@ from events.lifecycle.seals import (
 )
 from events.model import NodeObserved
 from events.store import EventStore
-from tests.support.big_cluster import build_events
-from tests.support.events import ev
+from tests.support.cluster.events import ev
+from tests.support.states.big_cluster import build_events
 
 
 async def test_tampering_is_named(etcd: LocalEtcd) -> None:

@@ -17,7 +17,7 @@ import urllib.request
 from pathlib import Path
 
 from devtools.local_etcd import LocalEtcd
-from tests.support.lab_files import lab_cluster_yaml
+from tests.support.cluster.lab_files import lab_cluster_yaml
 
 CORRAL = [sys.executable, "-m", "orchestrator.cli.main"]
 

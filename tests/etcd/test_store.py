@@ -13,7 +13,7 @@ from events.model import Event, EventUndecodable
 from events.projection import fold
 from events.state import ClusterState
 from events.store import EtcdUnavailable, EventStore, VersionConflict
-from tests.support.events import ev
+from tests.support.cluster.events import ev
 
 
 async def all_events(store: EventStore, from_revision: int = 0) -> list[tuple[int, Event]]:

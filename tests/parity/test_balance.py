@@ -63,9 +63,9 @@ from reactors.htools.model import (
 from reactors.htools.score import n1_failures, score
 from reactors.htools.text import parse, render
 from simulators.lab import HostConfig
-from tests.support.cluster_harness import Cluster, cluster, eid
-from tests.support.generated import generated_cluster, with_placement
-from tests.support.htools_tools import HTOOLS_BIN, PACKAGE, hinfo_score, run_hbal
+from tests.support.cluster.cluster_harness import Cluster, cluster, eid
+from tests.support.htools.htools_tools import HTOOLS_BIN, PACKAGE, hinfo_score, run_hbal
+from tests.support.states.generated import generated_cluster, with_placement
 from tests.support.tools import require_tool
 
 TOLERANCE = 1e-6

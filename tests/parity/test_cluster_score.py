@@ -31,8 +31,8 @@ from reactors.htools.model import (
 )
 from reactors.htools.score import WEIGHTS, n1_failures, score
 from reactors.htools.text import parse, render
-from tests.support.generated import random_cluster
-from tests.support.htools_tools import hbal_initial, hinfo_components
+from tests.support.htools.htools_tools import hbal_initial, hinfo_components
+from tests.support.states.generated import random_cluster
 from tests.support.tools import require_tool
 
 HTOOLS_BIN = "/usr/lib/ganeti/3.0/usr/bin"

@@ -1,4 +1,4 @@
-"""corral against htools on files htools made (`tests.support.htools_corpus`):
+"""corral against htools on files htools made (`tests.support.htools.htools_corpus`):
 the start score of each file and the score of the file corral's plan saves,
 both as `hinfo` prints them (with a utilisation file, as `hbal -U` prints the
 initial score, hinfo having no -U), must equal corral's own figures within
@@ -27,8 +27,8 @@ from reactors.htools.model import BCluster
 from reactors.htools.score import WEIGHTS, score
 from reactors.htools.text import parse, render
 from reactors.htools.utilisation import parse_utilisation, with_utilisation
-from tests.support.htools_corpus import RECIPES, corpus
-from tests.support.htools_tools import HTOOLS_BIN, PACKAGE, hinfo_components
+from tests.support.htools.htools_corpus import RECIPES, corpus
+from tests.support.htools.htools_tools import HTOOLS_BIN, PACKAGE, hinfo_components
 from tests.support.tools import require_tool
 
 TOLERANCE = 1e-6

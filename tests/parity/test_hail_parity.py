@@ -12,7 +12,7 @@ against the full one.
    hail's (+1e-9). Where the two disagree on whether the instance fits at all, the
    cause must be one of the constraints only one side enforces, named explicitly.
 
-Nothing here is imported by corral itself; `bench.alloc` reuses the IAllocator
+Nothing here is imported by corral itself; `bench.htools.alloc` reuses the IAllocator
 writer and the cluster generator.
 """
 
@@ -43,7 +43,8 @@ from reactors.htools.model import (
 from reactors.htools.score import score
 from reactors.placement.allocator import _fits, choose_pair, loads
 from reactors.placement.score_delta import NewInstance, prepare, with_instance, with_secondary
-from tests.support.generated import (
+from tests.support.htools.htools_tools import HAIL, iallocator_request, run_hail
+from tests.support.states.generated import (
     _state,
     _uniform_nodes,
     place,
@@ -51,7 +52,6 @@ from tests.support.generated import (
     random_request,
     random_state,
 )
-from tests.support.htools_tools import HAIL, iallocator_request, run_hail
 from tests.support.tools import require_tool
 
 PACKAGE = "ganeti-htools-3.0"

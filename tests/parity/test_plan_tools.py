@@ -17,7 +17,7 @@ from reactors.htools.model import from_state
 from reactors.htools.text import render
 from reactors.placement.capacity import NewNode, Spec, capacity
 from reactors.placement.reboot import plan_reboots
-from tests.support.generated import generated
+from tests.support.states.generated import generated
 from tests.support.tools import require_tool
 
 HTOOLS = "/usr/lib/ganeti/3.0/usr/bin"

@@ -13,7 +13,7 @@ from events.ids import InstanceName
 from orchestrator.api.auth import ApiAuth, new_token_entry
 from orchestrator.api.server import start_api
 from orchestrator.roles import Role
-from tests.support.cluster_harness import cluster, instances
+from tests.support.cluster.cluster_harness import cluster, instances
 from tests.support.tools import require_tool
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"

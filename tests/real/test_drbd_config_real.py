@@ -11,7 +11,7 @@ from pathlib import Path
 
 from events.ids import NodeName
 from reactors.plans.instance import DiskConfig, DrbdPeerConfig
-from tests.support.node_helper import resource_file
+from tests.support.nodes.node_helper import resource_file
 from tests.support.tools import require_tool
 
 DISK = DiskConfig(

@@ -2,7 +2,7 @@
 namespaces stand for two nodes, each with a bridge `br0`, joined by a veth pair
 (the switch between them). The helper's `launch` builds qemu's argv (TCG forced by
 hv kvm_flag=disabled), qemu makes the tap and the helper bridges it; the guest
-(Debian's kernel, an initramfs from tests.support.guest, its address from the
+(Debian's kernel, an initramfs from tests.support.nodes.guest, its address from the
 kernel command line: the cloud-init seed is not used here) answers ping and HTTP.
 A live migration to the other namespace keeps MAC and bridge and the guest keeps
 answering (the ping loss is printed); a NIC and a disk hotplugged by the helper's
@@ -30,7 +30,7 @@ import pytest
 from nodehelper.env import Outcome, QmpCommand, RealEnv
 from nodehelper.hotplug import hotplug, hotplug_request
 from nodehelper.vm import launch, start_request
-from tests.support.guest import GuestKit, guest_kit
+from tests.support.nodes.guest import GuestKit, guest_kit
 from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")

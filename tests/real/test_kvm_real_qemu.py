@@ -19,7 +19,7 @@ from events.ids import InstanceName, NodeName
 from events.specs import DiskSpec, InstanceSpec
 from reactors.nodes.qmp import qmp_session
 from reactors.plans.instance import DiskConfig, DrbdPeerConfig
-from tests.support.node_helper import qemu_argv
+from tests.support.nodes.node_helper import qemu_argv
 from tests.support.tools import require_tool
 
 SPEC = InstanceSpec(

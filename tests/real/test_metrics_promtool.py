@@ -7,7 +7,7 @@ from __future__ import annotations
 import subprocess
 
 from orchestrator.api.metrics import ApiMetrics, render_metrics
-from tests.support.plan_states import NOW, A, B, online, res, state
+from tests.support.states.plan_states import NOW, A, B, online, res, state
 from tests.support.tools import require_tool
 
 

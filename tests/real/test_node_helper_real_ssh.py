@@ -23,7 +23,7 @@ from reactors.nodes.commands import HELPER, drbd_config, vm_kill
 from reactors.nodes.probe import PROBE_SECTIONS, SEPARATOR
 from reactors.nodes.ssh_ops import SshNodeOps
 from reactors.plans.instance import DiskConfig, DrbdPeerConfig, Step, StepKind
-from tests.support.real_sshd import RealNode, skip_reason, start_real_node
+from tests.support.nodes.real_sshd import RealNode, skip_reason, start_real_node
 
 REASON = skip_reason()
 pytestmark = [

@@ -3,7 +3,7 @@ qcow2 catalogue image with sha256sum and writes it raw onto the instance's devic
 with qemu-img (a wrong checksum first: refused, the device untouched); its
 `seed-write` builds the cloud-init seed (FAT, label cidata, 0600 in a 0700
 directory) from the texts the orchestrator generates; `vm-start` with
-`"seed": true` attaches it; the tiny guest (tests.support.guest, TCG) reads its
+`"seed": true` attaches it; the tiny guest (tests.support.nodes.guest, TCG) reads its
 hostname and address from the seed, shows the first bytes of the disk corral
 wrote, and answers ping and HTTP on the bridge. The requests are the
 orchestrator's own (reactors.nodes.commands); only the paths differ from
@@ -39,7 +39,7 @@ from tests.real.test_guest_network_real import (  # noqa: F401  (nodes: a fixtur
     ping,
     sh,
 )
-from tests.support.guest import guest_kit
+from tests.support.nodes.guest import guest_kit
 from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")

@@ -14,7 +14,7 @@ from events.ids import EventId, JobId
 from events.model import JobSubmitted, JobUpdated
 from simulators.fabric import Fabric, Host
 from simulators.shell import run_line
-from tests.support.chaos_checks import (
+from tests.support.chaos.chaos_checks import (
     FenceWatch,
     check_hosts,
     job_step_repeats,

@@ -6,7 +6,7 @@ changes as arrays (`node_changes`); and every node's exact delta as the taker of
 a copy (`Copies`) or of a primary (`Primaries`) for many own sides at once: each
 changed value's change (d1) and change of squared deviation from the mean (d2)
 summed per metric, then each standard deviation rebuilt from n V + d2 and d1.
-tests/unit/test_balance_search.py holds every improving move's delta to the full
+tests/unit/balance/test_balance_search.py holds every improving move's delta to the full
 score. The idea
 of `reactors.placement.score_delta`, extended to failovers and to moves that take a copy
 off a node.

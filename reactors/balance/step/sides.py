@@ -9,7 +9,7 @@ for the instances on the nodes a move changed, with the keys' figures as arrays
 instances a move made stale at once (`reactors.balance.step.batch`, operation for
 operation). The planner never calls `own_side`, `coef`, `_cf`, `_rem_range` or
 `Sides.put`: they are the readable reference the batch must reproduce, and
-`tests/unit/test_balance_batch.py` checks it against them bit for bit.
+`tests/unit/balance/test_balance_batch.py` checks it against them bit for bit.
 
 Pure: no I/O, no logging, no asyncio; it reads the `Work`, never changes it.
 """

@@ -1,0 +1,259 @@
+"""The log at a million events: bytes per event in etcd, start-up with a million
+events in the log (with a checkpoint, without one, and after archiving all but
+the newest 200,000); `corral status` at 2,000 instances, start-up included, and
+at a million events. `bench.log.log_budget` turns the bytes per event into days
+until etcd's quota.
+
+Bytes per event: etcd's database growth (`dbSize`) over the million appended
+events (a converged 2,000-instance cluster's probes and steps), seals included.
+Each start-up is timed as a process starting would fold (a fresh store), with
+its CPU-seconds beside the wall time."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.timing.bytecode import compile_corral
+from devtools.local_etcd import LocalEtcd
+from events.lifecycle.checkpoints import save_checkpoint
+from events.lifecycle.retention import RetentionPolicy, archive_pass, count_events
+from events.lifecycle.seals import seal_pending
+from events.loading import load_state
+from events.model import Event
+from events.projection import fold
+from events.state import ClusterState
+from events.store import EventStore, WriteNotConfirmed
+from orchestrator.cluster_report import saved_rows
+from tests.support.states.big_cluster import build_events, next_moment
+
+NODES = 40
+INSTANCES = 2000
+EVENTS = int(os.environ.get("CORRAL_BENCH_LOG_EVENTS", "1000000"))
+KEEP = int(os.environ.get("CORRAL_BENCH_LOG_KEEP", "200000"))
+
+
+async def _db_size(store: EventStore) -> int:
+    status: Any = await store.client.status()
+    return int(status.db_size)
+
+
+async def _append_all(store: EventStore, events: list[Event], *, per_txn: int = 60) -> None:
+    """Append in transactions of `per_txn`, 8 in flight. A write etcd did not
+    confirm in time (a loaded machine: etcd answered in seconds at load 25) is
+    sent again, as an orchestrator does: an append is idempotent by event id."""
+    sem = asyncio.Semaphore(8)
+
+    async def one(chunk: list[Event]) -> None:
+        async with sem:
+            for attempt in range(5):
+                try:
+                    await store.append(chunk)
+                    return
+                except WriteNotConfirmed:
+                    if attempt == 4:
+                        raise
+                    await asyncio.sleep(1.0)
+
+    await asyncio.gather(*(one(events[i : i + per_txn]) for i in range(0, len(events), per_txn)))
+
+
+def _steady(state: ClusterState, count: int) -> list[Event]:
+    out: list[Event] = []
+    n = 0
+    t = time.time()
+    st = state
+    while len(out) < count:
+        moment = next_moment(st, n, t=t)
+        st = fold(st, [(st.revision + 1, e) for e in moment])
+        out.extend(moment)
+        n += 1
+    return out[:count]
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _cli_status(etcd: LocalEtcd, cluster: str, runs: int = 7) -> dict[str, float]:
+    """`corral status` as a user runs it (a new process, start-up included):
+    median and max wall time, and the median CPU-seconds the process used."""
+    compile_corral()  # as an installed corral is (bench.timing.bytecode)
+    env = {**os.environ, "CORRAL_ETCD": etcd.endpoint, "CORRAL_CLUSTER": cluster}
+    times, cpu = [], []
+    for _ in range(runs):
+        t0, c0 = time.perf_counter(), _children_cpu_s()
+        done = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "orchestrator.cli.main", "status"],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+        )
+        times.append(time.perf_counter() - t0)
+        cpu.append(_children_cpu_s() - c0)
+        assert done.returncode == 0, done.stderr[-2000:]
+    times.sort()
+    cpu.sort()
+    return {
+        "median_s": round(times[len(times) // 2], 3),
+        "max_s": round(times[-1], 3),
+        "cpu_median_s": round(cpu[len(cpu) // 2], 3),
+    }
+
+
+async def _timed_load(store: EventStore) -> tuple[float, ClusterState, float]:
+    """Wall time, the state and the CPU-seconds of folding the log as a process
+    starting would (a fresh store: nothing cached)."""
+    fresh = EventStore(client=store.client, cluster=store.cluster, endpoint=store.endpoint)
+    t0, c0 = time.perf_counter(), time.process_time()
+    state = await load_state(fresh)
+    return time.perf_counter() - t0, state, time.process_time() - c0
+
+
+async def _run(tmp: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    etcd = LocalEtcd(data_dir=tmp / "etcd").start()
+    try:
+        async with EventStore.connect([etcd.endpoint], "big") as store:
+            # A converged 2,000-instance cluster, checkpointed: `corral status`.
+            built = build_events(NODES, INSTANCES)
+            by_rev: dict[int, list[Event]] = {}
+            for rev, event in built:
+                by_rev.setdefault(rev, []).append(event)
+            for rev in sorted(by_rev):
+                await _append_all(store, by_rev[rev])
+            _, state, _ = await _timed_load(store)
+            await save_checkpoint(store, state, views=saved_rows(state, now=time.time()))
+            cli = await _cli_status(etcd, "big")
+            out["cli_status_2000_median_s"] = cli["median_s"]
+            out["cli_status_2000_max_s"] = cli["max_s"]
+            out["cli_status_2000_cpu_s"] = cli["cpu_median_s"]
+            print(f"  corral status at 2,000 instances: {cli}", flush=True)
+
+            # A million events of the converged cluster's life after it.
+            size0 = await _db_size(store)
+            t0 = time.perf_counter()
+            steady = _steady(state, EVENTS)
+            await _append_all(store, steady)
+            out["append_s"] = round(time.perf_counter() - t0, 1)
+            size1 = await _db_size(store)
+            t0 = time.perf_counter()
+            while await seal_pending(store, block=100):
+                pass
+            out["seal_s"] = round(time.perf_counter() - t0, 1)
+            size2 = await _db_size(store)
+            out["events_in_log"] = await count_events(store)
+            out["bytes_per_event"] = round((size1 - size0) / len(steady))
+            out["bytes_per_event_with_seals"] = round((size2 - size0) / len(steady))
+            out["db_size_mib"] = round(size2 / 2**20)
+
+            # Start-up without a checkpoint: the whole log folded.
+            old = await store.client.get_prefix(store.root + b"checkpoints/")
+            for kv in old:
+                await store.client.delete(kv.key)
+            full_s, full, full_cpu = await _timed_load(store)
+            out["startup_full_replay_s"] = round(full_s, 1)
+            out["startup_full_replay_cpu_s"] = round(full_cpu, 1)
+            # With a checkpoint a few seconds old (the orchestrator saves one
+            # every 30 s): the last 1,000 events after it.
+            tail = _steady(full, 1000)
+            await save_checkpoint(store, full)
+            await _append_all(store, tail)
+            ck_s, with_ck, ck_cpu = await _timed_load(store)
+            assert with_ck.event_count == full.event_count + len(tail)
+            out["startup_checkpoint_s"] = round(ck_s, 2)
+            out["startup_checkpoint_cpu_s"] = round(ck_cpu, 2)
+            cli = await _cli_status(etcd, "big", runs=3)
+            out["cli_status_1m_median_s"] = cli["median_s"]
+            out["cli_status_1m_cpu_s"] = cli["cpu_median_s"]
+
+            await _archive(store, with_ck, tmp, out)
+    finally:
+        etcd.stop()
+    return out
+
+
+async def _archive(store: EventStore, state: ClusterState, tmp: Path, out: dict[str, Any]) -> None:
+    """Archive all but the newest KEEP events, compact, defragment; start-up after."""
+    # Archive all but the newest 200,000, compact, defragment.
+    await seal_pending(store, block=100, final=True)
+    await save_checkpoint(store, state)
+    t0 = time.perf_counter()
+    policy = RetentionPolicy(
+        url=(tmp / "archive").as_uri(), keep_events=KEEP, min_segment_events=KEEP // 4
+    )
+    while await archive_pass(store, policy) is not None:
+        pass
+    out["archive_s"] = round(time.perf_counter() - t0, 1)
+    print(f"  {out}", flush=True)
+    out["events_in_etcd_after_archive"] = await count_events(store)
+    out["db_size_after_archive_mib"] = round(await _db_size(store) / 2**20)
+    out["archive_bytes_mib"] = round(
+        sum(f.stat().st_size for f in (tmp / "archive").iterdir()) / 2**20, 1
+    )
+    arch_s, _, arch_cpu = await _timed_load(store)
+    out["startup_checkpoint_archived_s"] = round(arch_s, 2)
+    out["startup_checkpoint_archived_cpu_s"] = round(arch_cpu, 2)
+
+
+def run() -> dict[str, Any]:
+    import logging
+
+    import structlog
+
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = asyncio.run(_run(Path(tmp)))
+    table: list[list[Any]] = [["measure", "full replay", "checkpoint", "target"]]
+    table += [
+        ["bytes per event in etcd (with seals)", "", out["bytes_per_event_with_seals"], "-"],
+        [
+            f"start-up, {out['events_in_log'] // 1000}k events in the log (s)",
+            out["startup_full_replay_s"],
+            out["startup_checkpoint_s"],
+            "< 5",
+        ],
+        ["  its CPU-s", out["startup_full_replay_cpu_s"], out["startup_checkpoint_cpu_s"], ""],
+        [
+            f"start-up after archiving all but {KEEP // 1000}k (s; CPU-s)",
+            "",
+            f"{out['startup_checkpoint_archived_s']} ({out['startup_checkpoint_archived_cpu_s']})",
+            "< 5",
+        ],
+        [
+            "corral status, 2,000 instances (s, median of 7; its CPU-s)",
+            "",
+            f"{out['cli_status_2000_median_s']} ({out['cli_status_2000_cpu_s']})",
+            "< 0.3",
+        ],
+        [
+            f"corral status, {out['events_in_log'] // 1000}k events (s, median of 3; CPU-s)",
+            "",
+            f"{out['cli_status_1m_median_s']} ({out['cli_status_1m_cpu_s']})",
+            "-",
+        ],
+        [
+            "etcd db before / after archiving (MiB)",
+            out["db_size_mib"],
+            out["db_size_after_archive_mib"],
+            "-",
+        ],
+        ["archive on disk (MiB)", "", out["archive_bytes_mib"], "-"],
+        [
+            "append / seal / archive the events (s)",
+            "",
+            f"{out['append_s']} / {out['seal_s']} / {out['archive_s']}",
+            "",
+        ],
+    ]
+    return {**out, "table": table}
