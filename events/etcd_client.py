@@ -251,8 +251,21 @@ async def diagnose_tls(
         # makes an accepting server answer at once.
         opened.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
         await opened.drain()
-        await asyncio.wait_for(reader.read(1), timeout)
-        return ""
+        try:
+            answer = await asyncio.wait_for(reader.read(1), timeout)
+        except (ConnectionError, asyncio.IncompleteReadError):
+            answer = b""
+        if answer:
+            return ""
+        # Closed without an alert (etcd 3.4 does so): the handshake went
+        # through, so the only thing it can have refused is the client side.
+        if credentials.cert is None:
+            return "etcd closed the connection after the TLS handshake: it wants a certificate"
+        return (
+            f"etcd refused the client certificate {credentials.cert} (it closed the "
+            "connection after the handshake); is it signed by the CA etcd trusts "
+            "(--trusted-ca-file)?"
+        )
     except ssl.SSLCertVerificationError as exc:
         return (
             f"etcd's server certificate was not accepted ({exc.verify_message}); "

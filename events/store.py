@@ -205,6 +205,8 @@ class EventStore:
     _moving: asyncio.Task[bool] | None = None
     _moved_at: float = 0.0
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
+    # The release of the member first connected to ("3.4.23"), "" if unknown.
+    server_version: str = ""
 
     # ------------------------------------------------------------------ keys
 
@@ -250,7 +252,7 @@ class EventStore:
             client = make_client(endpoint, credentials, timeout=timeout)
             try:
                 await asyncio.wait_for(client.connect(), timeout)
-                await asyncio.wait_for(client.status(), timeout)
+                status = await asyncio.wait_for(client.status(), timeout)
                 # Auth is checked per request: read one key of the cluster's
                 # prefix now, so a user without a role fails here, clearly.
                 await asyncio.wait_for(client.get(f"/corral/{cluster}/".encode()), timeout)
@@ -275,6 +277,7 @@ class EventStore:
                 members=tuple(parsed),
                 credentials=credentials,
                 timeout=timeout,
+                server_version=str(getattr(status, "version", "") or ""),
             )
             try:
                 yield store

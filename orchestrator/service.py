@@ -24,6 +24,7 @@ import structlog
 
 from events.election import Member
 from events.etcd_client import EtcdCredentials
+from events.etcd_versions import version_problem
 from events.lifecycle.checkpoints import save_checkpoint
 from events.lifecycle.retention import ArchiveRefused, RetentionPolicy, archive_pass
 from events.lifecycle.seal_keys import SealSigner
@@ -88,6 +89,9 @@ async def run_service(
     async with EventStore.connect(
         list(config.etcd_endpoints), config.cluster, credentials=config.etcd_credentials
     ) as store:
+        problem = version_problem(store.server_version)
+        if problem:
+            log.warning("etcd may lose acknowledged events", etcd=store.endpoint, problem=problem)
         state = await load_state(store)
         log.info(
             "state loaded",

