@@ -50,10 +50,16 @@ async def _within(coro: Coroutine[Any, Any, T], seconds: float) -> T:
     """`coro`'s result, or TimeoutError after `seconds` without waiting for it to
     wind down (a gRPC call on a failing channel may take its time to cancel)."""
     task = asyncio.ensure_future(coro)
-    done, _ = await asyncio.wait({task}, timeout=seconds)
-    if not done:
-        task.cancel()
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    try:
+        await asyncio.wait({task}, timeout=seconds)
+    finally:
+        # Timed out, or the caller itself was cancelled (a term ending): the
+        # call is left to wind down, and its error is read so that asyncio does
+        # not report it as never retrieved (seen in chaos runs).
+        if not task.done():
+            task.cancel()
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    if not task.done():
         raise TimeoutError
     return task.result()
 
