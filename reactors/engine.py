@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Collection, Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +23,7 @@ from events.ids import NodeName
 from events.state import ClusterState
 from events.store import NotLeader
 from reactors.context import ReactorContext, ReactorSettings
+from reactors.ending import cancel_all
 from reactors.healer import Healer
 from reactors.jobs.runner import JobRunner
 from reactors.leader import ELECTION_ERRORS, Leadership, TermNodes
@@ -32,24 +33,6 @@ from reactors.seams import EventLog, NodeOps
 from reactors.workers import InstanceWorkers
 
 log = structlog.get_logger("corral.engine")
-
-
-async def cancel_all(tasks: Collection[asyncio.Task[None]], *, again_s: float = 0.5) -> None:
-    """Cancel `tasks` and wait until every one has ended, cancelling again any
-    that lives on. On Python 3.11 `asyncio.wait_for` returns its inner result (or
-    raises its inner exception) when that completes in the same turn as the
-    cancellation, and the cancellation is lost: a reactor loop that catches
-    Exception (a probe loop, when the SSH connect is refused just then) goes on
-    forever, and a term's end that waited for it waited forever; the process
-    kept its lease and never led again (found by make chaos)."""
-    pending = {t for t in tasks if not t.done()}
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=again_s)
-    for task in tasks:
-        if not task.cancelled():
-            task.exception()  # retrieved: ended with an error while stopping is no news
 
 
 @dataclass

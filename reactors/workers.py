@@ -29,6 +29,7 @@ from events.model import (
 )
 from events.state import ClusterState, JobState
 from reactors.context import ReactorContext, instances_touching_node
+from reactors.ending import cancel_all
 from reactors.plans.install import install_events
 from reactors.plans.instance import InstancePlan, Step, StepKind, plan_instance
 from reactors.prober import Prober
@@ -80,6 +81,10 @@ def _drives_instance(job: JobState) -> bool:
     if job.kind == "instance.rename":
         return True
     return job.kind == "instance.migrate" and not job_decided(job)
+
+
+# How long a term's end waits for its reconcile passes to end.
+PASSES_END_WITHIN_S = 10.0
 
 
 @dataclass
@@ -151,9 +156,20 @@ class InstanceWorkers:
                     self._dirty.discard(name)
                     self._running[name] = asyncio.create_task(self._pass(name, sem))
         finally:
-            resync.cancel()
-            for task in self._running.values():
-                task.cancel()
+            # The term's end waits for its passes, however often it is
+            # cancelled meanwhile (cancel_all cancels again every half second):
+            # a pass that lost its cancellation would run on beside the next
+            # term's passes.
+            ending = asyncio.ensure_future(cancel_all([resync, *self._running.values()]))
+            deadline = time.monotonic() + PASSES_END_WITHIN_S
+            while not ending.done() and time.monotonic() < deadline:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.wait({ending}, timeout=deadline - time.monotonic())
+            if ending.done():
+                ending.result()
+            else:  # never seen: say so rather than hold the term's end forever
+                log.error("reconcile passes outlive their term", instances=sorted(self._running))
+                ending.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _resync(self) -> None:
         while not self.ctx.stopping:

@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass, field
 
 from devtools.local_etcd import LocalEtcd, LocalEtcdCluster
-from reactors.engine import Engine, cancel_all
+from reactors.ending import cancel_all
+from reactors.engine import Engine
 from tests.support.cluster.cluster_harness import Cluster
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from reactors.engine import cancel_all
+from reactors.ending import cancel_all
 
 
 async def probe_loop(waiting: list[asyncio.Future[None]]) -> None:
