@@ -47,7 +47,7 @@ bench: $(STAMP) system-tools bytecode
 	nice -n 5 $(BIN)/python -m pytest -q -s -m e2e tests/e2e
 
 chaos: $(STAMP) system-tools
-	CHAOS_MINUTES=$(MINUTES) $(BIN)/python -m tests.chaos_main $(or $(SEEDS),20) $(FIRST)
+	CHAOS_MINUTES=$(MINUTES) CHAOS_LENGTH=$(LENGTH) $(BIN)/python -m tests.chaos_main $(or $(SEEDS),20) $(FIRST)
 
 # The Debian node image real-node tests boot (root; cached under var/node-image,
 # rebuilt when its recipe changes): prints where it is, its size and build time.

@@ -22,7 +22,8 @@ import structlog
 
 from tests.support.chaos.chaos import ACTIONS, Outcome, make_schedule, run_schedule
 
-LENGTH = 12
+# Steps per schedule: 12, or $CHAOS_LENGTH (`make chaos LENGTH=20`).
+LENGTH = int(os.environ.get("CHAOS_LENGTH") or "12")
 
 
 def summary(
