@@ -23,6 +23,7 @@ from events.fields.hv import (
     KernelPath,
     KvmFlag,
     MachineType,
+    NicType,
     RebootBehavior,
     UsbMouse,
 )
@@ -131,6 +132,7 @@ class HvParams:
     disk_aio: DiskAio = ""
     usb_mouse: UsbMouse = ""
     reboot_behavior: RebootBehavior = ""
+    nic_type: NicType = ""
 
     def over(self, base: HvParams) -> HvParams:
         """These parameters, each unset one taken from `base`."""
@@ -170,6 +172,7 @@ HV_FIELDS: tuple[str, ...] = (
     "disk_aio",
     "usb_mouse",
     "reboot_behavior",
+    "nic_type",
 )
 
 

@@ -32,6 +32,8 @@ LINK_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,14}")
 NIC_MODELS = frozenset(
     {"virtio-net-pci", "e1000", "rtl8139", "ne2k_pci", "i82551", "i82557b", "i82559er", "pcnet"}
 )
+# Ganeti's kvm `nic_type` (hv): the model of a NIC that names none.
+NIC_TYPES = {"paravirtual": "virtio-net-pci", **{m: m for m in NIC_MODELS - {"virtio-net-pci"}}}
 CPU_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.=+,-]{0,127}")
 MACHINE_RE = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 # Direct kernel boot reads the file as root: only kernels the node keeps for it.
@@ -62,6 +64,7 @@ HV_KEYS = frozenset(
         "disk_aio",
         "usb_mouse",
         "reboot_behavior",
+        "nic_type",
     }
 )
 # PCI slots on the i440fx (`pc`) machine: 2 the VGA for VNC, 4..19 disks 0..15,
@@ -97,6 +100,7 @@ class Hv:
     disk_aio: str = "threads"
     usb_mouse: str = ""
     reboot_behavior: str = "reboot"
+    nic_model: str = "virtio-net-pci"
 
 
 def tap_name(vm_name: str, index: int) -> str:
@@ -122,7 +126,9 @@ def _match(value: object, *, what: str, rule: re.Pattern[str]) -> str:
     return value
 
 
-def check_nic(doc: object, *, vm_name: str, where: str) -> Nic:
+def check_nic(
+    doc: object, *, vm_name: str, where: str, default_model: str = "virtio-net-pci"
+) -> Nic:
     nic = check_object(
         doc,
         what=where,
@@ -135,14 +141,19 @@ def check_nic(doc: object, *, vm_name: str, where: str) -> Nic:
         raise Refused(f"{where}.mac {mac!r} is not a unicast MAC address (lowercase hex)")
     link = _match(nic["link"], what=f"{where}.link", rule=LINK_RE)
     _choice(nic.get("mode", "bridged"), what=f"{where}.mode", allowed={"bridged"})
-    model = _choice(nic.get("model", "virtio-net-pci"), what=f"{where}.model", allowed=NIC_MODELS)
+    model = _choice(nic.get("model", default_model), what=f"{where}.model", allowed=NIC_MODELS)
     return Nic(index=index, mac=mac, link=link, model=model, tap=tap_name(vm_name, index))
 
 
-def check_nics(docs: object, *, vm_name: str) -> list[Nic]:
+def check_nics(docs: object, *, vm_name: str, hv: Hv | None = None) -> list[Nic]:
+    """`nics`, each NIC without a `model` of `hv`'s nic_type."""
     if not isinstance(docs, list) or len(docs) > NICS_MAX:
         raise Refused(f"vm-start: nics must be a list of at most {NICS_MAX}")
-    nics = [check_nic(d, vm_name=vm_name, where=f"nics[{i}]") for i, d in enumerate(docs)]
+    default = (hv or Hv()).nic_model
+    nics = [
+        check_nic(d, vm_name=vm_name, where=f"nics[{i}]", default_model=default)
+        for i, d in enumerate(docs)
+    ]
     for field in ("index", "mac"):
         seen: set[object] = set()
         for i, nic in enumerate(nics):
@@ -193,6 +204,9 @@ def check_hv(doc: object) -> Hv:
         reboot_behavior=_choice(
             hv.get("reboot_behavior", "reboot"), what="hv.reboot_behavior", allowed=REBOOT
         ),
+        nic_model=NIC_TYPES[
+            _choice(hv.get("nic_type", "paravirtual"), what="hv.nic_type", allowed=NIC_TYPES)
+        ],
     )
 
 

@@ -75,7 +75,7 @@ def start_request(doc: object) -> VmStart:
     memory = check_number(req["memory_mib"], what="memory_mib", low=16, high=MEMORY_MIB_MAX)
     vcpus = check_number(req["vcpus"], what="vcpus", low=1, high=VCPUS_MAX)
     hv = check_hv(req.get("hv", {}))
-    nics = check_nics(req.get("nics", []), vm_name=vm_name)
+    nics = check_nics(req.get("nics", []), vm_name=vm_name, hv=hv)
     seed = check_seed(req.get("seed", False))
     argv = [
         QEMU,

@@ -20,6 +20,17 @@ DISK_CACHES = ("none", "writethrough", "writeback", "directsync", "unsafe")
 DISK_AIOS = ("threads", "native", "io_uring")
 USB_MICE = ("mouse", "tablet")
 REBOOT_BEHAVIORS = ("reboot", "exit")
+# Ganeti's kvm `nic_type`: `paravirtual` is virtio-net, the others qemu's emulated NICs.
+NIC_TYPES = (
+    "paravirtual",
+    "e1000",
+    "rtl8139",
+    "ne2k_pci",
+    "i82551",
+    "i82557b",
+    "i82559er",
+    "pcnet",
+)
 _CPU_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}")
 _MACHINE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _KERNEL_PATH_RE = re.compile(r"/(?:boot|var/lib/corral/kernels)/[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}")
@@ -71,3 +82,4 @@ DiskCache = Annotated[str, before(_one_of(DISK_CACHES)), _choice(DISK_CACHES)]
 DiskAio = Annotated[str, before(_one_of(DISK_AIOS)), _choice(DISK_AIOS)]
 UsbMouse = Annotated[str, before(_one_of(USB_MICE)), _choice(USB_MICE)]
 RebootBehavior = Annotated[str, before(_one_of(REBOOT_BEHAVIORS)), _choice(REBOOT_BEHAVIORS)]
+NicType = Annotated[str, before(_one_of(NIC_TYPES)), _choice(NIC_TYPES)]

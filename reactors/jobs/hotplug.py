@@ -69,10 +69,13 @@ class Hotplug:
         if not vm_alive(vm_on(state.observed.get(node), name)):
             await self.acts.log(job, f"{name} is not running: its NICs attach at its next start")
             return
+        started = effective_hv(state=state, spec=spec, node=node)  # the NIC's nic_type
         for i in indexes:
             if f"plugged: nics[{i}]" in plugged or i >= len(spec.nics):
                 continue
-            step = Step(kind=StepKind.HOTPLUG_NIC, node=node, instance=name, spec=spec, nic_index=i)
+            step = Step(
+                kind=StepKind.HOTPLUG_NIC, node=node, instance=name, spec=started, nic_index=i
+            )
             refused = await self._plug(
                 job, step, label=f"nics[{i}]", what="NIC", device_id=f"nic-n{i}"
             )

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from events.fields.hv import NIC_TYPES
 from events.fields.images import image_file
 from events.ids import check_name
 from events.specs import InstanceSpec
@@ -265,18 +266,25 @@ def install_requests(spec: InstanceSpec, disk: DiskConfig) -> list[HelperRequest
     return [*fetch, write]
 
 
-NIC_MODEL = "virtio-net-pci"
+# qemu's device for each of Ganeti's kvm `nic_type`s ("": paravirtual, virtio-net).
+NIC_MODELS = {
+    "": "virtio-net-pci",
+    "paravirtual": "virtio-net-pci",
+    **{t: t for t in NIC_TYPES if t != "paravirtual"},
+}
 
 
 def nic_requests(spec: InstanceSpec) -> list[dict[str, Any]]:
     """The vm-start `nics` of an instance: its MACs as recorded (never made up
-    here: a NIC without one was declared before MACs were assigned)."""
+    here: a NIC without one was declared before MACs were assigned), each NIC the
+    device of the filled `nic_type` (pass `spec` with its filled hvparams)."""
+    model = NIC_MODELS[spec.hv.nic_type]
     nics = []
     for i, nic in enumerate(spec.nics):
         if not nic.mac:
             raise ValueError(f"instance {spec.name}: nics[{i}].mac is not recorded")
         nics.append(
-            {"index": i, "mac": nic.mac, "link": nic.link, "mode": nic.mode, "model": NIC_MODEL}
+            {"index": i, "mac": nic.mac, "link": nic.link, "mode": nic.mode, "model": model}
         )
     return nics
 

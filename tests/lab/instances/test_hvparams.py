@@ -20,17 +20,19 @@ INSTANCES = """  - name: web1
     vcpus: 1
     disks: [1G]
     primary: node1
-    hvparams: {{cpu_type: {cpu}, reboot_behavior: exit}}
+    nics: [{{link: br0}}]
+    hvparams: {{cpu_type: {cpu}, reboot_behavior: exit, nic_type: paravirtual}}
   - name: db1
     memory: 256M
     vcpus: 1
     disks: [1G]
+    nics: [{{link: br0}}]
     primary: node2
 """
 CLUSTER_HV = "  hvparams: {machine_type: pc, disk_cache: writeback, kvm_flag: disabled}\n"
 GROUPS = """groups:
   - name: default
-    hvparams: {disk_cache: none, usb_mouse: tablet}
+    hvparams: {disk_cache: none, usb_mouse: tablet, nic_type: e1000}
 """
 
 
@@ -60,7 +62,11 @@ async def test_hvparams_merge_from_the_file_into_qemu_and_change_in_place(tmp_pa
         applied = await c.corral("apply", "-f", str(f), "--wait")
         assert applied.returncode == 0, applied.stdout + applied.stderr
         spec = engine.state.desired.instances[InstanceName("web1")]
-        assert spec.hv.given() == {"cpu_type": "host", "reboot_behavior": "exit"}
+        assert spec.hv.given() == {
+            "cpu_type": "host",
+            "reboot_behavior": "exit",
+            "nic_type": "paravirtual",
+        }
         assert engine.state.desired.groups[GroupName("default")].hv.usb_mouse == "tablet"
         assert engine.state.desired.policy.hv.disk_cache == "writeback"
 
@@ -72,6 +78,11 @@ async def test_hvparams_merge_from_the_file_into_qemu_and_change_in_place(tmp_pa
         assert any("cache.direct=on" in d for d in after(web1, "-drive")), web1
         assert "usb-tablet" in after(web1, "-device"), web1
         assert after(db1, "-cpu") == [] and "-no-reboot" not in db1, db1
+        # nic_type: the instance's paravirtual (virtio-net) over its group's e1000
+        nic = [d.split(",")[0] for d in after(web1, "-device") if "id=nic-n0" in d]
+        assert nic == ["virtio-net-pci"], web1
+        nic = [d.split(",")[0] for d in after(db1, "-device") if "id=nic-n0" in d]
+        assert nic == ["e1000"], db1
 
         # A change in the file: in place, restart needed; recorded; the VM keeps its
         # old parameters until a reboot.
@@ -116,7 +127,11 @@ async def test_hvparams_merge_from_the_file_into_qemu_and_change_in_place(tmp_pa
             done = await gc.run_job(job)
             assert done["ops"][0]["OP_ID"] == "OP_INSTANCE_SET_PARAMS", done
             inst = await gc.call("GetInstance", "web1")
-            assert inst["custom_hvparams"] == {"reboot_behavior": "exit"}, inst
+            assert inst["custom_hvparams"] == {
+                "reboot_behavior": "exit",
+                "nic_type": "paravirtual",
+            }, inst
+            assert inst["hvparams"]["nic_type"] == "paravirtual", inst
             assert inst["hvparams"]["usb_mouse"] == "tablet", inst
             wrong = await gc.try_call("ModifyInstance", "web1", hvparams={"boot_order": "floppy"})
             assert wrong["code"] == 400 and "boot_order" in wrong["error"], wrong

@@ -753,6 +753,8 @@ def test_hvparams_example_loads_and_fills_as_ganeti() -> None:
         "usb_mouse": "tablet",
     }
     assert cluster.instances[InstanceName("kernel1")].hv.kernel_args.startswith("root=")
+    legacy = cluster.instances[InstanceName("legacy1")].hv.over(fast.over(cluster.policy.hv))
+    assert legacy.nic_type == "e1000" and web1.nic_type == ""  # "": paravirtual
 
 
 def test_hvparams_problems_name_line_and_key(tmp_path: Path) -> None:

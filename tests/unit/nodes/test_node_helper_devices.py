@@ -12,8 +12,10 @@ from typing import Any
 
 import pytest
 
-from events.specs import HV_FIELDS
-from nodehelper.devices import HV_KEYS, tap_name
+from events.ids import InstanceName
+from events.specs import HV_FIELDS, DiskSpec, HvParams, InstanceSpec, NicSpec
+from nodehelper.devices import HV_KEYS, NIC_TYPES, tap_name
+from reactors.nodes.commands import nic_hotplug, nic_requests
 from tests.unit.nodes.test_node_helper import VM, Node, helper, node, prepared
 
 __all__ = ["node"]  # the fixture, shared with the verbs' tests
@@ -60,6 +62,19 @@ def test_nics_vnc_seed_and_hv_reach_qemu_and_the_bridge(node: Node) -> None:
     assert "-kernel /boot/vmlinuz -append console=ttyS0 ip=10.0.0.5::10.0.0.1:255.255.255.0" in argv
 
 
+def test_nic_type_is_the_model_of_a_nic_that_names_none(node: Node) -> None:
+    """Ganeti's kvm `nic_type` in `hv`: e1000 for the NIC without a model, the
+    other NIC's own model kept; `paravirtual` (the default) is virtio-net."""
+    prepared(node)
+    nics = [NIC, {"index": 1, "mac": "aa:00:00:12:34:58", "link": "br0", "model": "rtl8139"}]
+    body = {**VM, "nics": nics, "hv": {"nic_type": "e1000"}}
+    rc, _, err = helper(node, "vm-start", "--term", "5", body=body)
+    assert rc == 0, err
+    argv = " ".join(argv_of(node))
+    assert "-device e1000,netdev=net-n0,id=nic-n0,mac=aa:00:00:12:34:56,addr=0x15" in argv
+    assert "-device rtl8139,netdev=net-n1,id=nic-n1" in argv
+
+
 def snapshot(node: Node) -> Any:
     h = node.host
     return copy.deepcopy((h.files, h.volumes, h.copies, h.vms))
@@ -88,6 +103,8 @@ BAD: list[tuple[dict[str, Any], str]] = [
     ({"hv": {"machine_type": "pc,accel=kvm"}}, "hv.machine_type"),
     ({"hv": {"disk_cache": "writeback", "disk_aio": "native"}}, "disk_aio native"),
     ({"hv": {"boot_order": "floppy"}}, "hv.boot_order"),
+    ({"hv": {"nic_type": "virtio-net-pci,romfile=/etc/shadow"}}, "hv.nic_type"),
+    ({"hv": {"nic_type": "virtio"}}, "hv.nic_type"),
     ({"hv": {"serial": "tcp:0:23"}}, "unknown field 'serial'"),
 ]
 
@@ -170,3 +187,24 @@ def test_the_helper_takes_exactly_the_models_hypervisor_parameters() -> None:
     """The helper imports nothing of corral's, so it keeps its own list of the `hv`
     keys `vm-start` takes (`nodehelper.devices.HV_KEYS`): the model's, no more."""
     assert frozenset(HV_FIELDS) == HV_KEYS
+
+
+@pytest.mark.parametrize(
+    ("nic_type", "model"),
+    [("", "virtio-net-pci"), ("paravirtual", "virtio-net-pci"), ("e1000", "e1000")],
+)
+def test_corral_sends_each_nic_as_the_filled_nic_type(nic_type: str, model: str) -> None:
+    """The vm-start and hotplug NICs corral builds carry the qemu device of the
+    instance's filled `nic_type`, the same the helper would choose."""
+    spec = InstanceSpec(
+        name=InstanceName("web"),
+        memory_mib=256,
+        vcpus=1,
+        disks=(DiskSpec(size_mib=1024),),
+        nics=(NicSpec(mac="aa:00:00:12:34:56", link="br0"),),
+        hv=HvParams(nic_type=nic_type),
+    )
+    assert [n["model"] for n in nic_requests(spec)] == [model]
+    plug = nic_hotplug(spec, 0).body
+    assert plug is not None and plug["nic"]["model"] == model
+    assert NIC_TYPES[nic_type or "paravirtual"] == model
