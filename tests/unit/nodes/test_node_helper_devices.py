@@ -12,10 +12,11 @@ from typing import Any
 
 import pytest
 
+from events.fields.hv import NIC_TYPES as FIELD_NIC_TYPES
 from events.ids import InstanceName
 from events.specs import HV_FIELDS, DiskSpec, HvParams, InstanceSpec, NicSpec
 from nodehelper.devices import HV_KEYS, NIC_TYPES, tap_name
-from reactors.nodes.commands import nic_hotplug, nic_requests
+from reactors.nodes.commands import NIC_MODELS, nic_hotplug, nic_requests
 from tests.unit.nodes.test_node_helper import VM, Node, helper, node, prepared
 
 __all__ = ["node"]  # the fixture, shared with the verbs' tests
@@ -208,3 +209,10 @@ def test_corral_sends_each_nic_as_the_filled_nic_type(nic_type: str, model: str)
     plug = nic_hotplug(spec, 0).body
     assert plug is not None and plug["nic"]["model"] == model
     assert NIC_TYPES[nic_type or "paravirtual"] == model
+
+
+def test_corral_and_the_helper_map_every_nic_type_to_the_same_model() -> None:
+    """The two tables are kept apart (the helper imports nothing from corral):
+    every `nic_type` the desired state accepts names one qemu device in both."""
+    assert set(NIC_MODELS) == {"", *FIELD_NIC_TYPES}
+    assert {t: NIC_MODELS[t] for t in FIELD_NIC_TYPES} == NIC_TYPES
