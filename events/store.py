@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -560,6 +560,25 @@ class EventStore:
     async def _read_etcd(
         self, from_revision: int, pinned: int, known: frozenset[str] = frozenset()
     ) -> AsyncIterator[tuple[int, Event]]:
+        prefix = len(self.events_prefix)
+        async for kvs in self.event_pages(from_revision, pinned=pinned):
+            if known:
+                kvs = [
+                    kv
+                    for kv in kvs
+                    if kv.create_revision != from_revision
+                    or bytes(kv.key)[prefix:].decode(errors="replace") not in known
+                ]
+            for revision, event in self._decode_group(kvs):
+                yield revision, event
+
+    async def event_pages(
+        self, from_revision: int, *, pinned: int = 0, to_revision: int = 0
+    ) -> AsyncGenerator[list[Any], None]:
+        """The stored event records with revision >= from_revision (and <=
+        to_revision when given), a page of whole revisions at a time, in
+        revision order, as of revision `pinned` (0: the newest). A page cut
+        inside a revision ends before it, unless that revision fills the page."""
         start = self.events_prefix
         end = _prefix_end(self.events_prefix)
         min_rev = max(from_revision, 0)
@@ -571,6 +590,7 @@ class EventStore:
                 sort_order=rpc.RangeRequest.ASCEND,
                 sort_target=rpc.RangeRequest.CREATE,
                 min_create_revision=min_rev,
+                max_create_revision=max(to_revision, 0),
                 revision=pinned,
             )
             try:
@@ -592,27 +612,15 @@ class EventStore:
             kvs = list(response.kvs)
             if not kvs:
                 return
-            # Keep whole revisions per page: drop a trailing partial revision
-            # unless it is the only one.
             if response.more and kvs[-1].create_revision != kvs[0].create_revision:
                 last = kvs[-1].create_revision
                 kvs = [kv for kv in kvs if kv.create_revision != last]
-                next_min = last
+                min_rev = last
             else:
-                next_min = kvs[-1].create_revision + 1
-            if known:
-                prefix = len(self.events_prefix)
-                kvs = [
-                    kv
-                    for kv in kvs
-                    if kv.create_revision != from_revision
-                    or bytes(kv.key)[prefix:].decode(errors="replace") not in known
-                ]
-            for revision, event in self._decode_group(kvs):
-                yield revision, event
+                min_rev = kvs[-1].create_revision + 1
+            yield kvs
             if not response.more:
                 return
-            min_rev = next_min
 
     async def ids_at(self, revision: int) -> frozenset[str]:
         """The ids of the events appended at `revision` (their keys only)."""

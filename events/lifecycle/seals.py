@@ -17,11 +17,12 @@ import binascii
 import bisect
 import hashlib
 import json
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 
 from events.archive import ArchiveError, IndexEntry, RawRecord
 from events.lifecycle.seal_keys import ALGORITHM, SealKeys, SealSigner
-from events.store import PAGE, EventStore, _prefix_end
+from events.store import EventStore, _prefix_end
 
 GENESIS = "0" * 64
 
@@ -76,35 +77,17 @@ async def raw_events(
 ) -> list[tuple[int, int, str, bytes]]:
     """(revision, batch index, key, stored value) in log order, read a page at a
     time; up to `to_revision` (0: the end) and at most about `limit` (0: all)."""
-    from aetcd import rpc
-
     out: list[tuple[int, int, str, bytes]] = []
-    start, end = store.events_prefix, _prefix_end(store.events_prefix)
-    min_rev = max(from_revision, 0)
-    while True:
-        request = rpc.RangeRequest(
-            key=start,
-            range_end=end,
-            limit=PAGE,
-            sort_order=rpc.RangeRequest.ASCEND,
-            sort_target=rpc.RangeRequest.CREATE,
-            min_create_revision=min_rev,
-            max_create_revision=max(to_revision, 0),
-        )
-        response = await store.client.kvstub.Range(request, metadata=store.client.metadata)
-        kvs = list(response.kvs)
-        if response.more and kvs and kvs[-1].create_revision != kvs[0].create_revision:
-            last = kvs[-1].create_revision
-            kvs = [kv for kv in kvs if kv.create_revision != last]
-            min_rev = last
-        elif kvs:
-            min_rev = kvs[-1].create_revision + 1
-        for kv in kvs:
-            head = bytes(kv.value).partition(b"\n")[0]
-            index = int(head) if head.isdigit() else 0
-            out.append((int(kv.create_revision), index, bytes(kv.key).decode(), bytes(kv.value)))
-        if not response.more or (limit and len(out) >= limit):
-            break
+    pages = store.event_pages(from_revision, to_revision=to_revision)
+    async with aclosing(pages):
+        async for kvs in pages:
+            for kv in kvs:
+                value = bytes(kv.value)
+                head = value.partition(b"\n")[0]
+                index = int(head) if head.isdigit() else 0
+                out.append((int(kv.create_revision), index, bytes(kv.key).decode(), value))
+            if limit and len(out) >= limit:
+                break
     out.sort(key=lambda t: (t[0], t[1], t[2]))
     return out
 
