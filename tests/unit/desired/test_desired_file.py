@@ -6,6 +6,7 @@ loader raise anything but DesiredFileError. Pure: no etcd, no nodes."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -771,3 +772,27 @@ def test_hvparams_problems_name_line_and_key(tmp_path: Path) -> None:
     aio = next(i for i, t in enumerate(lines, 1) if "disk_aio: posix" in t)
     assert f"hv.yaml:{aio}:" in said and "'posix' is not one of: threads" in said, said
     assert "unknown key 'reboot_behaviour' in hvparams" in said, said
+
+
+def test_networked_example_loads_and_gets_its_macs() -> None:
+    """deploy/examples/networked.yaml: NICs on two bridges, one fixed MAC and
+    address kept as written, the others given MACs under Ganeti's default prefix
+    once, unique, and the same again when the file is applied a second time."""
+    from orchestrator.desired.macs import cluster_with_macs
+
+    cluster = load_desired(EXAMPLE.with_name("networked.yaml")).cluster
+    web1, db1 = cluster.instances[InstanceName("web1")], cluster.instances[InstanceName("db1")]
+    assert [n.link for n in web1.nics] == ["br0", "br-app"] and [n.link for n in db1.nics] == [
+        "br-app"
+    ]
+    fixed = web1.nics[1]
+    assert (fixed.mac, fixed.ip) == ("aa:00:00:10:00:01", "192.0.2.10")
+    assert web1.nics[0].mac is None and db1.nics[0].mac is None
+
+    empty = replace(cluster, instances={})
+    given = cluster_with_macs(wanted=cluster, live=empty)
+    macs = [n.mac or "" for spec in given.instances.values() for n in spec.nics]
+    assert len(set(macs)) == 3 and all(re.fullmatch(r"aa:00:00(:[0-9a-f]{2}){3}", m) for m in macs)
+    assert given.instances[InstanceName("web1")].nics[1].mac == "aa:00:00:10:00:01"
+    again = cluster_with_macs(wanted=cluster, live=given)
+    assert again.instances == given.instances
