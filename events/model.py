@@ -270,6 +270,7 @@ class JobKind(StrEnum):
     INSTANCE_MODIFY = "instance.modify"
     INSTANCE_RENAME = "instance.rename"
     INSTANCE_HOTPLUG = "instance.hotplug"
+    INSTANCE_REMOVE_DISK = "instance.remove-disk"
     INSTANCE_REINSTALL = "instance.reinstall"
     NODE_EVACUATE = "node.evacuate"
     NODE_MIGRATE = "node.migrate"

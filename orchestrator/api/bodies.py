@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from events.fields.names import InstanceNameField, NodeNameField
+from events.fields.network import IpAddress, Link, MacAddress, NicMode, PrefixLen
 from events.fields.rules import FieldError, before
 from events.fields.sizes import CpuCount, SizeMiB
 
@@ -79,6 +80,33 @@ class RenameRequest(ReasonRequest):
     """`/instances/{name}/rename`: the new name (the instance must be stopped)."""
 
     new_name: InstanceNameField
+
+
+class NicBody(Body):
+    """One NIC of `/instances/{name}/nics`, the fields of a desired-state file's NIC;
+    without `mac` it keeps the MAC of the NIC at its position, or gets a new one."""
+
+    mac: MacAddress | None = None
+    link: Link = "br0"
+    mode: NicMode = "bridged"
+    ip: IpAddress | None = None
+    prefix_len: PrefixLen | None = None
+    gateway: IpAddress | None = None
+    nameservers: Annotated[list[IpAddress], Field(max_length=8)] = []
+
+
+class NicsRequest(ReasonRequest):
+    """`/instances/{name}/nics`: the instance's whole new NIC list (NICs left out
+    are removed; one appended to the unchanged list is hotplugged when running)."""
+
+    nics: Annotated[list[NicBody], Field(max_length=8)]
+
+
+class RemoveDiskRequest(ReasonRequest):
+    """`/instances/{name}/remove-disk`: the disk to remove (default the last; only
+    the last of a stopped instance, never its only one, is removed)."""
+
+    disk: Annotated[int, Field(ge=0, le=15)] | None = None
 
 
 class DesiredFileText(Body):

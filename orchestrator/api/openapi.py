@@ -163,6 +163,19 @@ _ROUTES = (
         shapes.Accepted, ok="202", body=bodies.RenameRequest, params=(_NAME,),
     ),
     _Route(
+        "post", "/api/v1/instances/{name}/nics",
+        "Replace the NIC list (`corral instance nics`): removed or changed NICs take effect "
+        "at the next start, NICs that stay keep their MACs; admin only; 422 naming the "
+        "field (`nics[1].link`) when refused", shapes.Accepted, ok="202",
+        body=bodies.NicsRequest, params=(_NAME,),
+    ),
+    _Route(
+        "post", "/api/v1/instances/{name}/remove-disk",
+        "Remove the last disk of a stopped instance, its DRBD resource and LVs on both "
+        "nodes (`corral instance remove-disk`); admin only; 422 naming disk when refused",
+        shapes.Accepted, ok="202", body=bodies.RemoveDiskRequest, params=(_NAME,),
+    ),
+    _Route(
         "post", "/api/v1/instances/{name}/{action}", "An instance operation as a job",
         shapes.Accepted, ok="202", body=bodies.InstanceActionRequest,
         params=(_NAME, _path("action", {"type": "string", "enum": list(INSTANCE_ACTIONS)})),

@@ -28,7 +28,9 @@ from orchestrator.api.bodies import (
     DesiredRequest,
     GrowDiskRequest,
     ModifyRequest,
+    NicsRequest,
     ReasonRequest,
+    RemoveDiskRequest,
     RenameRequest,
     ReplaceDisksRequest,
 )
@@ -50,6 +52,7 @@ from orchestrator.api.context import (
     wait_folded,
 )
 from orchestrator.desired.request import Planned, Refusal, ToApply, apply_request, plan_request
+from orchestrator.device_changes import change_nics, nics_given, others_macs, remove_disk
 from orchestrator.instance_changes import modify_instance, rename_instance
 from orchestrator.offloop import Busy, TooSlow, WorkerFailed
 from orchestrator.operations import (
@@ -290,6 +293,46 @@ async def instance_rename(request: web.Request) -> web.Response:
     )
 
 
+async def instance_nics(request: web.Request) -> web.Response:
+    """Replace an instance's NIC list (`corral instance nics`): admin only, as it
+    changes the desired state; 422 naming the field (`nics[1].link`) when refused."""
+    principal, ctx, state, spec = _instance_of(request, Action.ADMIN, verb="change")
+    data = await body_of(request, NicsRequest)
+
+    async def mutation() -> Accepted:
+        new = nics_given(
+            spec,
+            [n.model_dump() for n in data.nics],
+            taken=others_macs(state, spec.name),
+            prefix=state.desired.policy.mac_prefix,
+        )
+        return await change_nics(
+            ctx.store, state, new=new, actor=principal.name, reason=data.reason
+        )
+
+    return await _accepted(request, ctx, mutation(), what=f"instance nics {spec.name}")
+
+
+async def instance_remove_disk(request: web.Request) -> web.Response:
+    """Remove the last disk of a stopped instance (`corral instance remove-disk`):
+    admin only, as it destroys the disk's data; 422 naming `disk` when refused."""
+    principal, ctx, state, spec = _instance_of(request, Action.ADMIN, verb="change")
+    data = await body_of(request, RemoveDiskRequest)
+    return await _accepted(
+        request,
+        ctx,
+        remove_disk(
+            ctx.store,
+            state,
+            instance=spec.name,
+            index=data.disk,
+            actor=principal.name,
+            reason=data.reason,
+        ),
+        what=f"instance remove-disk {spec.name}",
+    )
+
+
 # ---------------------------------------------------------------------- nodes
 
 
@@ -370,6 +413,8 @@ def add_write_routes(app: web.Application) -> None:
     app.router.add_post("/api/v1/desired/apply", desired_apply)
     app.router.add_post("/api/v1/instances/{name}/modify", instance_modify)
     app.router.add_post("/api/v1/instances/{name}/rename", instance_rename)
+    app.router.add_post("/api/v1/instances/{name}/nics", instance_nics)
+    app.router.add_post("/api/v1/instances/{name}/remove-disk", instance_remove_disk)
     app.router.add_post("/api/v1/instances/{name}/{action}", instance_action)
     app.router.add_post("/api/v1/nodes/{name}/{action}", node_action)
     app.router.add_post("/api/v1/jobs/{job_id}/cancel", job_cancel)

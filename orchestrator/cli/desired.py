@@ -102,6 +102,7 @@ async def _plan(
         digest=desired.digest,
         allow_destroy=allow_destroy,
         force=force,
+        files=desired.files,
     )
     return state, diff
 

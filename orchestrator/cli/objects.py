@@ -33,6 +33,7 @@ from orchestrator.cli.context import (
     table,
     target_from_args,
 )
+from orchestrator.cli.devices import add_device_parsers, run_device_command
 from orchestrator.cli.jobs import job_command, report_accepted
 from orchestrator.cluster_report import instance_info, instance_row, node_info, node_rows
 from orchestrator.instance_changes import modify_instance, rename_instance
@@ -110,6 +111,7 @@ def add_object_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     ren.add_argument("--wait", action="store_true", help="follow the job until it ends")
     ren.add_argument("--reason", default="", help="why (recorded)")
     _add_reinstall_parser(isub)
+    add_device_parsers(isub)
 
     node = sub.add_parser("node", help="list, inspect and operate nodes")
     nsub = node.add_subparsers(dest="action", metavar="ACTION", required=True)
@@ -174,6 +176,8 @@ async def _run(args: argparse.Namespace) -> int:
     async with open_store(target_from_args(args)) as store:
         state = await current_state(store)
         try:
+            if args.command == "instance" and args.action in ("nics", "remove-disk"):
+                return await run_device_command(args, store, state)
             if args.command == "instance":
                 return await _instance(args, store, state)
             if args.command == "node":

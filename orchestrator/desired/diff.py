@@ -15,6 +15,7 @@ from events.ids import InstanceName, NodeName
 from events.specs import HV_FIELDS, DesiredCluster, GroupSpec, InstanceSpec, PowerState
 from events.state import ClusterState
 from orchestrator.desired.macs import cluster_with_macs
+from reactors.placement.allocator import missing_bridges
 from reactors.placement.resize import check_resize
 
 
@@ -47,6 +48,11 @@ class Change:
     # NICs added to a running instance: the apply submits an instance.hotplug job
     hotplug_nics: tuple[int, ...] = ()
     added_disks: tuple[int, ...] = ()  # disks appended to a placed instance: the same job
+    # The last disk dropped from a placed instance: the apply submits an
+    # instance.remove-disk job (the spec is recorded with it kept; the job records
+    # the removal, then clears the disk off both nodes). Destructive.
+    removed_disk: int | None = None
+    destructive: tuple[str, ...] = ()  # what the change destroys (needs --allow-destroy)
 
     @property
     def key(self) -> str:
@@ -121,36 +127,93 @@ def _field_changes(old: object, new: object, *, skip: frozenset[str]) -> list[Fi
     return out
 
 
-def _instance_problems(
-    *, state: ClusterState, old: InstanceSpec, new: InstanceSpec, force: bool
+def _disk_problems(
+    *, state: ClusterState, old: InstanceSpec, new: InstanceSpec, allow_destroy: bool
 ) -> tuple[list[str], list[str], list[str]]:
-    """(problems, notes, refusals forced past) of an in-place change."""
+    """(problems, notes, what is destroyed) of a placed instance's disk list
+    changing: disks grown, added at the end, or its last one dropped."""
+    problems: list[str] = []
+    notes: list[str] = []
+    destroyed: list[str] = []
+    for i, (a, b) in enumerate(zip(old.disks, new.disks, strict=False)):
+        if b.size_mib < a.size_mib:
+            problems.append(
+                f"instance {new.name}: disk {i} cannot shrink "
+                f"({_size(a.size_mib)} -> {_size(b.size_mib)})"
+            )
+        elif b.size_mib > a.size_mib:
+            notes.append(f"disk {i} grows online by {_size(b.size_mib - a.size_mib)}")
+    for i in range(len(old.disks), len(new.disks)):
+        how = (
+            "hotplugged into the running VM once its pair is up (an instance.hotplug job; "
+            "refused by qemu: not recorded, the pair removed)"
+            if new.power is PowerState.RUNNING
+            else "attached at its next start"
+        )
+        notes.append(f"disk {i} ({_size(new.disks[i].size_mib)}) added: a new DRBD pair, {how}")
+    if len(new.disks) >= len(old.disks):
+        return problems, notes, destroyed
+    last = len(old.disks) - 1
+    if len(old.disks) - len(new.disks) > 1:
+        problems.append(
+            f"instance {new.name}: disks are removed one at a time, the last first "
+            f"({len(old.disks)} -> {len(new.disks)}); drop disk {last} alone"
+        )
+        return problems, notes, destroyed
+    if new.power is not PowerState.STOPPED:
+        problems.append(
+            f"instance {new.name}: disk {last} can be removed only while it is stopped "
+            "(give it `state: stopped` in the same file, or stop it first)"
+        )
+    destroyed.append(
+        f"disk {last} ({_size(old.disks[last].size_mib)}) removed: its DRBD resource and "
+        "LVs deleted on both nodes, its data lost (an instance.remove-disk job)"
+    )
+    if not allow_destroy:
+        problems.append(
+            f"instance {new.name}: dropping disk {last} destroys its data; pass --allow-destroy"
+        )
+    return problems, notes, destroyed
+
+
+def _bridge_problem(
+    state: ClusterState, old: InstanceSpec, new: InstanceSpec, *, where: str
+) -> str | None:
+    """A NIC whose bridge a node of the placed instance lacks (as it reports),
+    naming the files (`where`) and the field."""
+    placement = state.placements.get(InstanceName(new.name))
+    if placement is None or old.nics == new.nics:
+        return None
+    for node in (placement.primary, placement.secondary):
+        why = missing_bridges(state=state, spec=new, node=node)
+        if why:
+            return f"{where + ': ' if where else ''}instance {new.name}: {why}"
+    return None
+
+
+def _instance_problems(
+    *,
+    state: ClusterState,
+    old: InstanceSpec,
+    new: InstanceSpec,
+    force: bool,
+    allow_destroy: bool = False,
+    where: str = "",
+) -> tuple[list[str], list[str], list[str], list[str]]:
+    """(problems, notes, refusals forced past, what is destroyed) of an in-place
+    change."""
     placed = InstanceName(new.name) in state.placements
     problems: list[str] = []
     notes: list[str] = []
     forced: list[str] = []
-    if len(old.disks) > len(new.disks):
-        problems.append(
-            f"instance {new.name}: removing disks of an existing instance is not "
-            f"supported ({len(old.disks)} -> {len(new.disks)})"
+    destroyed: list[str] = []
+    if placed:
+        problems, notes, destroyed = _disk_problems(
+            state=state, old=old, new=new, allow_destroy=allow_destroy
         )
-    else:
-        for i in range(len(old.disks), len(new.disks)) if placed else ():
-            how = (
-                "hotplugged into the running VM once its pair is up (an instance.hotplug job; "
-                "refused by qemu: not recorded, the pair removed)"
-                if new.power is PowerState.RUNNING
-                else "attached at its next start"
-            )
-            notes.append(f"disk {i} ({_size(new.disks[i].size_mib)}) added: a new DRBD pair, {how}")
-        for i, (a, b) in enumerate(zip(old.disks, new.disks[: len(old.disks)], strict=True)):
-            if b.size_mib < a.size_mib:
-                problems.append(
-                    f"instance {new.name}: disk {i} cannot shrink "
-                    f"({_size(a.size_mib)} -> {_size(b.size_mib)})"
-                )
-            elif b.size_mib > a.size_mib:
-                notes.append(f"disk {i} grows online by {_size(b.size_mib - a.size_mib)}")
+    bridge = _bridge_problem(state, old, new, where=where)
+    if bridge:
+        problems.append(bridge)
     if placed and (old.memory_mib != new.memory_mib or old.vcpus != new.vcpus):
         notes.append(
             f"in place; restart needed: memory/vcpus take effect at the next "
@@ -179,7 +242,7 @@ def _instance_problems(
             f"`corral instance reboot {new.name}`"
         )
     if placed and not problems:
-        verdict = check_resize(state=state, old=old, new=new)
+        verdict = check_resize(state=state, old=old, new=_kept_disks(old, new))
         notes.extend(verdict.effects)
         if force:
             forced.extend(verdict.refusals)
@@ -194,7 +257,13 @@ def _instance_problems(
             "pins apply to future placements; move it now with "
             f"`corral instance migrate {new.name}` or `replace-disks`"
         )
-    return problems, notes, forced
+    return problems, notes, forced, destroyed
+
+
+def _kept_disks(old: InstanceSpec, new: InstanceSpec) -> InstanceSpec:
+    """`new` with a dropped last disk kept: what the apply records (the job
+    records the removal itself)."""
+    return replace(new, disks=old.disks) if len(new.disks) < len(old.disks) else new
 
 
 def _policy_notes(*, live: DesiredCluster, wanted: DesiredCluster) -> tuple[str, ...]:
@@ -219,6 +288,7 @@ def diff_desired(
     digest: str = "",
     allow_destroy: bool = False,
     force: bool = False,
+    files: tuple[str, ...] = (),
 ) -> Diff:
     """Compare the live desired state with `wanted`. Instances missing from the file
     are removed only with `allow_destroy` or when marked absent; nodes that still
@@ -275,16 +345,23 @@ def diff_desired(
                 f"run `corral node evacuate {name}` first"
             )
         changes.append(Change(action=Action.REMOVE, kind="node", name=name))
+    recorded = dict(wanted.instances)
     for iname in sorted(wanted.instances):
+        old_spec = live.instances.get(iname)
         change = _instance_change(
             state=state,
-            old=live.instances.get(iname),
+            old=old_spec,
             new=wanted.instances[iname],
             force=force,
+            allow_destroy=allow_destroy,
             problems=problems,
+            where=", ".join(files),
         )
         if change is not None:
             changes.append(change)
+        if change is not None and change.removed_disk is not None and old_spec is not None:
+            recorded[iname] = _kept_disks(old_spec, wanted.instances[iname])
+    wanted = replace(wanted, instances=recorded)
     for gone in sorted(set(live.instances) - set(wanted.instances)):
         if gone not in absent and not allow_destroy:
             problems.append(
@@ -341,20 +418,25 @@ def _instance_change(
     old: InstanceSpec | None,
     new: InstanceSpec,
     force: bool,
+    allow_destroy: bool = False,
     problems: list[str],
+    where: str = "",
 ) -> Change | None:
     """How one declared instance changes (None: it does not); what the change may
-    not do goes to `problems`."""
+    not do goes to `problems` (`where`: the files, named by a bridge problem)."""
     if old is None:
         return Change(action=Action.CREATE, kind="instance", name=new.name)
     if old == new:
         return None
-    bad, notes, forced = _instance_problems(state=state, old=old, new=new, force=force)
+    bad, notes, forced, destroyed = _instance_problems(
+        state=state, old=old, new=new, force=force, allow_destroy=allow_destroy, where=where
+    )
     problems.extend(bad)
     if old.power != new.power and old == _with_power(new, old.power):
         action = Action.START if new.power is PowerState.RUNNING else Action.STOP
         return Change(action=action, kind="instance", name=new.name)
     placed = InstanceName(new.name) in state.placements
+    removed = len(old.disks) - 1 if placed and len(new.disks) < len(old.disks) else None
     return Change(
         action=Action.MODIFY,
         kind="instance",
@@ -364,6 +446,8 @@ def _instance_change(
         forced=tuple(forced),
         hotplug_nics=_added_nics(old, new) if placed and new.power is PowerState.RUNNING else (),
         added_disks=tuple(range(len(old.disks), len(new.disks))) if placed else (),
+        removed_disk=removed,
+        destructive=tuple(destroyed),
     )
 
 

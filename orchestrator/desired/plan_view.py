@@ -90,6 +90,7 @@ def render_plan(*, diff: Diff, placements: tuple[PlacementPreview, ...]) -> str:
         lines.append(head)
         lines.extend(f"      {f}" for f in ch.fields)
         lines.extend(f"      note: {n}" for n in ch.notes)
+        lines.extend(f"      destructive: {d}" for d in ch.destructive)
     counts: dict[str, int] = {}
     for ch in diff.changes:
         counts[ch.action.value] = counts.get(ch.action.value, 0) + 1
@@ -110,6 +111,7 @@ def plan_json(*, diff: Diff, placements: tuple[PlacementPreview, ...]) -> dict[s
             "name": ch.name,
             "fields": [{"field": f.field, "old": f.old, "new": f.new} for f in ch.fields],
             "notes": list(ch.notes),
+            "destructive": list(ch.destructive),
         }
         p = where.get(InstanceName(ch.name)) if ch.kind == "instance" else None
         if p is not None and ch.action is Action.CREATE:

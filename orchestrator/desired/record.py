@@ -1,6 +1,7 @@
 """The events that record a desired-state diff (`orchestrator.desired.diff.Diff`):
 led by one DesiredStateApplied (their cause and correlation), in an order the fold
-accepts, with a hotplug job for NICs and disks added to placed instances; and the
+accepts, with a hotplug job for NICs and disks added to placed instances and a
+remove-disk job for a last disk dropped from one; and the
 object versions an apply expects, so a command that raced the plan fails the apply.
 
 Pure: no I/O, no logging, no clock (time and ids are passed in). Must not decide
@@ -114,6 +115,18 @@ def diff_events(
             out.append(icls(id=new_id(), reason=why, spec=spec, time=now, actor=author))
             if ch.hotplug_nics or ch.added_disks:
                 out.append(_hotplug_job(ch, why=why, now=now, author=author, new_id=new_id))
+            if ch.removed_disk is not None:
+                out.append(
+                    _job(
+                        ch,
+                        kind=JobKind.INSTANCE_REMOVE_DISK,
+                        params=(("disk", str(ch.removed_disk)),),
+                        why=why,
+                        now=now,
+                        author=author,
+                        new_id=new_id,
+                    )
+                )
     # Node removals last, after the instances that referenced them are gone.
     out.sort(key=lambda e: 1 if isinstance(e, NodeRemoved) else 0)
     correlation = f"apply:{digest[:12]}"
@@ -125,19 +138,39 @@ def diff_events(
 def _hotplug_job(
     ch: Change, *, why: str, now: float, author: str, new_id: Callable[[], EventId]
 ) -> JobSubmitted:
-    job_id = new_job_id()
+    return _job(
+        ch,
+        kind=JobKind.INSTANCE_HOTPLUG,
+        params=(
+            ("disks", ",".join(str(i) for i in ch.added_disks)),
+            ("nics", ",".join(str(i) for i in ch.hotplug_nics)),
+        ),
+        why=why,
+        now=now,
+        author=author,
+        new_id=new_id,
+    )
+
+
+def _job(
+    ch: Change,
+    *,
+    kind: JobKind,
+    params: tuple[tuple[str, str], ...],
+    why: str,
+    now: float,
+    author: str,
+    new_id: Callable[[], EventId],
+) -> JobSubmitted:
     return JobSubmitted(
         id=new_id(),
         time=now,
         actor=author,
         reason=why,
-        job_id=job_id,
-        kind=JobKind.INSTANCE_HOTPLUG.value,
+        job_id=new_job_id(),
+        kind=kind.value,
         targets=(instance_key(ch.name),),
-        params=(
-            ("disks", ",".join(str(i) for i in ch.added_disks)),
-            ("nics", ",".join(str(i) for i in ch.hotplug_nics)),
-        ),
+        params=params,
     )
 
 

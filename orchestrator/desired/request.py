@@ -75,6 +75,7 @@ def _checked(
         digest=desired.digest,
         allow_destroy=allow_destroy,
         force=force,
+        files=desired.files,
     )
     return desired, diff
 

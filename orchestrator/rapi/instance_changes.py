@@ -4,11 +4,13 @@
 `vcpus` and `hvparams` (Ganeti's kvm names; "default" unsets one), recorded
 through `orchestrator.instance_changes` as an `instance.modify` job (Ganeti's
 OP_INSTANCE_SET_PARAMS) and refused with Ganeti's 400 when the change
-does not fit its nodes, unless `force`. `nics`/`disks` additions (Ganeti's
-`[["add", {...}]]`) are recorded with an `instance.hotplug` job
-(`orchestrator.instance_changes.add_devices`). Parameters corral does not change
-here (`os_name`, removals, ...) are refused with 501 naming them, before anything
-is recorded.
+does not fit its nodes, unless `force`. `nics`/`disks` (read by
+`orchestrator.rapi.device_bodies`): additions (Ganeti's `[["add", {...}]]`) are
+recorded with an `instance.hotplug` job (`orchestrator.instance_changes.add_devices`);
+NICs removed or changed as an `instance.updated` event with an `instance.modify`
+job (at the next start), the last disk removed as an `instance.remove-disk` job
+(`orchestrator.device_changes`). Parameters corral does not change here
+(`os_name`, ...) are refused with 501 naming them, before anything is recorded.
 
 `PUT /2/instances/NAME/rename` (`RenameInstance(name, new_name, ip_check=,
 name_check=)`) records an `instance.rename` job (OP_INSTANCE_RENAME); corral checks
@@ -28,9 +30,17 @@ from events.model import JobKind
 from events.specs import InstanceSpec
 from events.validation import SpecError, check_field
 from orchestrator.desired.macs import used_macs, with_macs
+from orchestrator.device_changes import (
+    change_nics,
+    nics_edited,
+    others_macs,
+    remove_disk,
+    with_checked_macs,
+)
 from orchestrator.instance_changes import add_devices, modify_instance, rename_instance
 from orchestrator.operations import OperationRefused
 from orchestrator.rapi.context import Rapi, RapiError, refused_error
+from orchestrator.rapi.device_bodies import DeviceOps, parse_devices
 from orchestrator.rapi.instance_create import ganeti_nic, ganeti_size
 from orchestrator.roles import Action, Principal
 
@@ -111,7 +121,8 @@ def parse_rename(body: dict[str, Any]) -> str:
 
 def _additions(body: dict[str, Any], key: str) -> list[dict[str, Any]]:
     """The parameters of each `add` in Ganeti's `nics`/`disks` list: `[op, params]`
-    or `[op, index, params]`, op "add" at the end (index -1 or the next one)."""
+    or `[op, index, params]`, op "add" at the end (index -1); a body with removals
+    or changes does not come here (`parse_devices` sent it elsewhere)."""
     entries = body.get(key) or []
     if not isinstance(entries, list):
         raise RapiError(400, f"{key} must be a list of [operation, parameters]")
@@ -180,6 +191,9 @@ class InstanceChangeRoutes:
         self.r.no_dry_run(request)
         body = await self.r.body_dict(request)
         if body.get("nics") or body.get("disks"):
+            ops = parse_devices(body)
+            if ops.removals:
+                return await self._change_devices(request, spec, body, ops, who)
             return await self._add_devices(request, spec, body, who)
         memory, vcpus, force = parse_modify(body)
         try:
@@ -219,6 +233,49 @@ class InstanceChangeRoutes:
         return await self.r.submitted(
             accepted, kind=JobKind.INSTANCE_HOTPLUG, target=spec.name, who=who
         )
+
+    async def _change_devices(
+        self,
+        request: web.Request,
+        spec: InstanceSpec,
+        body: dict[str, Any],
+        ops: DeviceOps,
+        who: Principal,
+    ) -> web.Response:
+        """NICs removed or changed (an `instance.modify` job with the new spec), or
+        the last disk removed (an `instance.remove-disk` job)."""
+        extra = sorted(set(body) - {"nics", "disks", "hotplug"} - _IGNORED)
+        if extra:
+            raise RapiError(
+                501, f"modify: send nics/disks removals and changes without {', '.join(extra)}"
+            )
+        state = self.r.state()
+        reason = self.r.reason(request, "")
+        try:
+            if ops.disk_removes:
+                index = ops.disk_removes[0]
+                accepted = await remove_disk(
+                    self.r.store,
+                    state,
+                    instance=spec.name,
+                    index=None if index == -1 else index,
+                    actor=who.name,
+                    reason=reason,
+                )
+                kind = JobKind.INSTANCE_REMOVE_DISK
+            else:
+                new = with_checked_macs(
+                    nics_edited(spec, ops.nic_edits),
+                    taken=others_macs(state, spec.name),
+                    prefix=state.desired.policy.mac_prefix,
+                )
+                accepted = await change_nics(
+                    self.r.store, state, new=new, actor=who.name, reason=reason
+                )
+                kind = JobKind.INSTANCE_MODIFY
+        except OperationRefused as exc:
+            raise refused_error(exc) from None
+        return await self.r.submitted(accepted, kind=kind, target=spec.name, who=who)
 
     async def rename(self, request: web.Request) -> web.Response:
         spec = self.r.instance(request, request.match_info["name"])

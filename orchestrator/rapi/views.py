@@ -443,6 +443,7 @@ OPCODES: Mapping[str, tuple[str, str]] = {
     "instance.modify": ("OP_INSTANCE_SET_PARAMS", "instance_name"),
     "instance.rename": ("OP_INSTANCE_RENAME", "instance_name"),
     "instance.hotplug": ("OP_INSTANCE_SET_PARAMS", "instance_name"),
+    "instance.remove-disk": ("OP_INSTANCE_SET_PARAMS", "instance_name"),
     "instance.reinstall": ("OP_INSTANCE_REINSTALL", "instance_name"),
     "instance.tags": ("OP_TAGS_SET", "name"),
     "instance.query": ("OP_INSTANCE_QUERY_DATA", "instance_name"),

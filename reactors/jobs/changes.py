@@ -1,8 +1,9 @@
 """The jobs that change an instance in place: grow a disk (the bigger spec recorded,
-then converged), modify (the new spec was recorded with the job: say when it takes
-effect), rename a stopped instance (its disks on both nodes, then the record) and
-reinstall (wait for the planned install). Hotplug is `reactors.jobs.hotplug`. Must
-not leave a rename half-done once its first node command is decided.
+then converged), modify (the new spec, memory, vCPUs, hvparams or NICs, was
+recorded with the job: say when it takes effect), rename a stopped instance (its
+disks on both nodes, then the record) and reinstall (wait for the planned install).
+Hotplug is `reactors.jobs.hotplug`, disk removal `reactors.jobs.disk_removal`.
+Must not leave a rename half-done once its first node command is decided.
 """
 
 from __future__ import annotations
@@ -53,6 +54,18 @@ class Changes:
             raise JobError(f"no instance {name}")
         placement = state.placements.get(name)
         vm = vm_on(state.observed.get(placement.primary), name) if placement else None
+        if any(k == "nics" for k, _ in job.params):
+            nics = ", ".join(f"{n.link}/{n.mac}" for n in spec.nics) or "none"
+            if vm is not None and vm_alive(vm):
+                await self.acts.log(
+                    job,
+                    f"recorded: nics [{nics}]; {name} keeps the NICs it started with until "
+                    f"its next start (`corral instance reboot {name}`)",
+                )
+                return
+            await self.acts.log(job, f"recorded: nics [{nics}]; they attach at its next start")
+            await self.acts.wait_converged(job, name)
+            return
         if (
             vm is not None
             and vm_alive(vm)

@@ -3,7 +3,7 @@ time and disjoint objects in parallel, claims each, hands it to the module of it
 kind and records how it ended. A job is claimed with an append that carries the
 version of the job the runner read (a second runner's claim fails); a job found
 `running` after a restart is resumed. Must not carry out a job itself: the job
-modules (`reactors.jobs.moves`, `changes`, `hotplug`) do.
+modules (`reactors.jobs.moves`, `changes`, `hotplug`, `disk_removal`) do.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from events.store import EtcdUnavailable, NotLeader, VersionConflict
 from reactors.context import ReactorContext
 from reactors.jobs.acts import JobActs, JobError
 from reactors.jobs.changes import Changes
+from reactors.jobs.disk_removal import DiskRemoval
 from reactors.jobs.hotplug import Hotplug
 from reactors.jobs.migration import Migrations
 from reactors.jobs.moves import Moves
@@ -43,6 +44,7 @@ class JobRunner:
     _moves: Moves = field(init=False)
     _changes: Changes = field(init=False)
     _hotplug: Hotplug = field(init=False)
+    _disk_removal: DiskRemoval = field(init=False)
 
     def __post_init__(self) -> None:
         self._acts = JobActs(
@@ -54,6 +56,7 @@ class JobRunner:
         self._moves = Moves(acts=self._acts, placer=self.placer, migrations=Migrations(self._acts))
         self._changes = Changes(self._acts)
         self._hotplug = Hotplug(self._acts)
+        self._disk_removal = DiskRemoval(self._acts)
 
     def wake(self) -> None:
         self._wake.set()
@@ -149,6 +152,8 @@ class JobRunner:
             await changes.modified(job, name)
         elif kind == "instance.hotplug":
             await self._hotplug.run(job, name, params)
+        elif kind == "instance.remove-disk":
+            await self._disk_removal.run(job, name, params)
         elif kind == "instance.rename":
             await changes.rename(job, name, InstanceName(params.get("new_name", "")))
         elif kind == "instance.reinstall":

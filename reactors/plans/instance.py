@@ -526,7 +526,7 @@ class _Present:
                             kind=StepKind.REMOVE_DISK,
                             node=node,
                             instance=self.name,
-                            disk=_bare_disk(res_name, state, node),
+                            disk=bare_disk(res_name, state, node),
                             note="old copy; the new pair is UpToDate",
                         )
                     )
@@ -725,7 +725,7 @@ def _plan_removal(*, state: ClusterState, instance: InstanceName, now: float) ->
                     kind=StepKind.REMOVE_DISK,
                     node=node,
                     instance=instance,
-                    disk=_bare_disk(res_name, state, node),
+                    disk=bare_disk(res_name, state, node),
                     note="instance removed",
                 )
             )
@@ -741,7 +741,9 @@ def _leftover_disks(obs: NodeObservation, instance: str) -> list[str]:
     return list(disks_by_instance(obs).get(InstanceName(instance), ()))
 
 
-def _bare_disk(resource: str, state: ClusterState, node: NodeName) -> DiskConfig:
+def bare_disk(resource: str, state: ClusterState, node: NodeName) -> DiskConfig:
+    """What removing `resource` from `node` needs (its VG and minor as the node last
+    reported them), for a disk no placement holds any more."""
     parsed = parse_disk_name(resource)
     spec = state.desired.nodes.get(node)
     obs = _obs(state, node)

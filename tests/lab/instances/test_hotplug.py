@@ -161,8 +161,14 @@ async def test_disk_added_in_the_file_gets_a_drbd_pair_then_is_hotplugged(tmp_pa
             assert done["ops"][0]["OP_ID"] == "OP_INSTANCE_SET_PARAMS", done
             job = await gc.call("ModifyInstance", "db1", nics=[["add", -1, {"link": "br0"}]])
             await gc.run_job(job)
+            # Removal exists (tests/lab/instances/test_device_removal.py), but only of
+            # the last disk of a stopped instance: disk 0 of a running one is refused.
+            revision = engine.state.revision
             removal = await gc.try_call("ModifyInstance", "db1", disks=[["remove", 0, {}]])
-            assert removal["code"] == 501 and "remove" in removal["error"], removal
+            assert removal["code"] == 400, removal
+            assert "only the last disk" in removal["error"], removal
+            assert "must be stopped" in removal["error"], removal
+            assert engine.state.revision == revision
             too_big = await gc.try_call("ModifyInstance", "db1", disks=[["add", {"size": 10**7}]])
             assert too_big["code"] == 400 and "disks" in too_big["error"], too_big
         await c.wait_for(
