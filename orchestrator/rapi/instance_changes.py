@@ -86,7 +86,7 @@ def parse_modify(body: dict[str, Any]) -> tuple[int | None, int | None, bool]:
         raise RapiError(
             501,
             f"modify: {', '.join(unknown)} cannot be changed through this RAPI "
-            "(memory and vcpus can, in beparams, and hvparams)",
+            "(memory and vcpus can, in beparams, hvparams, and nics and disks)",
         )
     be = body.get("beparams") or {}
     if not isinstance(be, dict):
