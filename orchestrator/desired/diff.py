@@ -128,10 +128,11 @@ def _field_changes(old: object, new: object, *, skip: frozenset[str]) -> list[Fi
 
 
 def _disk_problems(
-    *, state: ClusterState, old: InstanceSpec, new: InstanceSpec, allow_destroy: bool
+    *, old: InstanceSpec, new: InstanceSpec, placed: bool, allow_destroy: bool
 ) -> tuple[list[str], list[str], list[str]]:
-    """(problems, notes, what is destroyed) of a placed instance's disk list
-    changing: disks grown, added at the end, or its last one dropped."""
+    """(problems, notes, what is destroyed) of an instance's disk list changing:
+    disks grown, added at the end, or its last one dropped (of an instance not
+    placed yet, only the spec changes: no node holds its disks)."""
     problems: list[str] = []
     notes: list[str] = []
     destroyed: list[str] = []
@@ -143,6 +144,8 @@ def _disk_problems(
             )
         elif b.size_mib > a.size_mib:
             notes.append(f"disk {i} grows online by {_size(b.size_mib - a.size_mib)}")
+    if not placed:
+        return problems, notes, destroyed
     for i in range(len(old.disks), len(new.disks)):
         how = (
             "hotplugged into the running VM once its pair is up (an instance.hotplug job; "
@@ -203,14 +206,10 @@ def _instance_problems(
     """(problems, notes, refusals forced past, what is destroyed) of an in-place
     change."""
     placed = InstanceName(new.name) in state.placements
-    problems: list[str] = []
-    notes: list[str] = []
     forced: list[str] = []
-    destroyed: list[str] = []
-    if placed:
-        problems, notes, destroyed = _disk_problems(
-            state=state, old=old, new=new, allow_destroy=allow_destroy
-        )
+    problems, notes, destroyed = _disk_problems(
+        old=old, new=new, placed=placed, allow_destroy=allow_destroy
+    )
     bridge = _bridge_problem(state, old, new, where=where)
     if bridge:
         problems.append(bridge)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from events.ids import InstanceName, JobId
+from events.model import instance_key
 from events.state import ClusterState, JobState
 from orchestrator.rapi.users import RapiUsers
 from simulators.fabric import CommandFault, Host
@@ -60,6 +61,18 @@ def jobs_of(state: ClusterState, kind: str) -> list[JobState]:
     return sorted((j for j in state.jobs.values() if j.kind == kind), key=lambda j: j.submitted_at)
 
 
+def recorded(state: ClusterState, name: str) -> tuple[int, int, object, object]:
+    """What a refused request must leave as it was: the jobs, the instance's
+    version, spec and placement (the revision itself moves with the probes)."""
+    key = InstanceName(name)
+    return (
+        len(state.jobs),
+        state.versions.get(instance_key(key), 0),
+        state.desired.instances[key],
+        state.placements.get(key),
+    )
+
+
 def sizes(state: ClusterState, name: str) -> list[int]:
     return [d.size_mib for d in state.desired.instances[InstanceName(name)].disks]
 
@@ -77,15 +90,15 @@ async def test_last_disk_removed_on_both_nodes_and_refusals_change_nothing(
         assert all(on_nodes(h, "db1-d2") == ["LV", "DRBD", "file"] for h in pair)
 
         # Refused while it runs, nothing recorded, nothing touched on the nodes.
-        revision = engine.state.revision
+        before = recorded(engine.state, "db1")
         running = await c.corral("instance", "remove-disk", "db1", "--yes")
         assert running.returncode != 0 and "must be stopped" in running.stderr, running.stderr
-        assert engine.state.revision == revision
+        assert recorded(engine.state, "db1") == before
         stopped = await c.corral("instance", "stop", "db1", "--wait")
         assert stopped.returncode == 0, stopped.stdout + stopped.stderr
 
         # Not the last disk, and (through the API) not the only one: refused alike.
-        revision = engine.state.revision
+        before = recorded(engine.state, "db1")
         middle = await c.corral("instance", "remove-disk", "db1", "--disk", "1", "--yes")
         assert middle.returncode != 0 and "only the last disk" in middle.stderr, middle.stderr
         async with running_api(state=lambda: engine.state, store=c.store) as api:
@@ -98,7 +111,7 @@ async def test_last_disk_removed_on_both_nodes_and_refusals_change_nothing(
                 "POST", "/api/v1/instances/db1/remove-disk", body={"disk": 9}
             )
             assert status == 422 and body["error"]["field"] == "disk", body
-            assert engine.state.revision == revision
+            assert recorded(engine.state, "db1") == before
             assert all(on_nodes(h, "db1-d2") == ["LV", "DRBD", "file"] for h in pair)
 
             # The last disk, through the native API.
@@ -123,10 +136,10 @@ async def test_last_disk_removed_on_both_nodes_and_refusals_change_nothing(
         ):
             done = await gc.run_job(await gc.call("ModifyInstance", "db1", disks=[["remove", {}]]))
             assert done["ops"][0]["OP_ID"] == "OP_INSTANCE_SET_PARAMS", done
-            revision = engine.state.revision
+            before = recorded(engine.state, "db1")
             only = await gc.try_call("ModifyInstance", "db1", disks=[["remove", 0, {}]])
             assert only["code"] == 400 and "only disk" in only["error"], only
-            assert engine.state.revision == revision
+            assert recorded(engine.state, "db1") == before
         assert sizes(engine.state, "db1") == [1024]
         for host in pair:
             assert on_nodes(host, "db1-d1") == [], host.name
@@ -161,10 +174,10 @@ async def test_removal_in_the_file_is_destructive_and_resumes_after_a_restart(
         plan = await c.corral("plan", "-f", str(f))
         assert "destructive: disk 1 (512M) removed" in plan.stdout, plan.stdout
         assert "pass --allow-destroy" in plan.stdout, plan.stdout
-        revision = engine.state.revision
+        before = recorded(engine.state, "db1")
         refused = await c.corral("apply", "-f", str(f))
         assert refused.returncode != 0 and "allow-destroy" in refused.stderr, refused.stderr
-        assert engine.state.revision == revision
+        assert recorded(engine.state, "db1") == before
 
         # The secondary's lvremove fails: the removal is recorded and the primary
         # cleared, then the orchestrator stops in the middle of the job.
@@ -229,7 +242,7 @@ async def test_nics_removed_and_changed_keep_macs_and_need_the_bridge(tmp_path: 
             rapi(c, RapiUsers.from_text(USERS)) as port,
             stock_client(tmp_path, port, "root", "rootpw") as gc,
         ):
-            revision = engine.state.revision
+            before = recorded(engine.state, "web1")
             for nics, code, words in (
                 ([["modify", 5, {"link": "br0"}]], 400, "nics[5]"),
                 ([["modify", 0, {"link": "br9"}]], 400, "nics[0].link"),
@@ -239,7 +252,7 @@ async def test_nics_removed_and_changed_keep_macs_and_need_the_bridge(tmp_path: 
             ):
                 got = await gc.try_call("ModifyInstance", "web1", nics=nics)
                 assert got["code"] == code and words in got["error"], (nics, got)
-            assert engine.state.revision == revision
+            assert recorded(engine.state, "web1") == before
 
             done = await gc.run_job(
                 await gc.call("ModifyInstance", "web1", nics=[["remove", 1, {}]])
@@ -256,7 +269,7 @@ async def test_nics_removed_and_changed_keep_macs_and_need_the_bridge(tmp_path: 
         )
 
         async with running_api(state=lambda: engine.state, store=c.store) as api:
-            revision = engine.state.revision
+            before = recorded(engine.state, "web1")
             status, body = await api.call(
                 "POST",
                 "/api/v1/instances/web1/nics",
@@ -272,7 +285,7 @@ async def test_nics_removed_and_changed_keep_macs_and_need_the_bridge(tmp_path: 
                 "POST", "/api/v1/instances/web1/nics", body={"nics": [{"mac": M0}, {"mac": M0}]}
             )
             assert status == 422 and body["error"]["field"] == "nics[1].mac", body
-            assert engine.state.revision == revision
+            assert recorded(engine.state, "web1") == before
             # The whole list given: the NIC that stays is named by its MAC.
             status, body = await api.call(
                 "POST", "/api/v1/instances/web1/nics", body={"nics": [{"mac": M2}]}
@@ -292,11 +305,11 @@ async def test_nics_removed_and_changed_keep_macs_and_need_the_bridge(tmp_path: 
         # The desired-state file: a bridge the instance's nodes lack is refused,
         # naming the file and the field.
         f.write_text(cluster_yaml(c, WEB1.replace(f"link: br0, mac: '{M2}'", "link: br9")))
-        revision = engine.state.revision
+        before = recorded(engine.state, "web1")
         plan = await c.corral("plan", "-f", str(f))
         assert plan.returncode == 1, plan.stdout + plan.stderr
         assert str(f) in plan.stdout and "nics[2].link" in plan.stdout, plan.stdout
         assert "no bridge 'br9'" in plan.stdout, plan.stdout
         refused = await c.corral("apply", "-f", str(f))
         assert refused.returncode != 0 and "br9" in refused.stderr, refused.stderr
-        assert engine.state.revision == revision
+        assert recorded(engine.state, "web1") == before

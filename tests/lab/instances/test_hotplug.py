@@ -163,12 +163,15 @@ async def test_disk_added_in_the_file_gets_a_drbd_pair_then_is_hotplugged(tmp_pa
             await gc.run_job(job)
             # Removal exists (tests/lab/instances/test_device_removal.py), but only of
             # the last disk of a stopped instance: disk 0 of a running one is refused.
-            revision = engine.state.revision
+            jobs, spec_now = len(engine.state.jobs), engine.state.desired.instances[name]
             removal = await gc.try_call("ModifyInstance", "db1", disks=[["remove", 0, {}]])
             assert removal["code"] == 400, removal
             assert "only the last disk" in removal["error"], removal
             assert "must be stopped" in removal["error"], removal
-            assert engine.state.revision == revision
+            assert (len(engine.state.jobs), engine.state.desired.instances[name]) == (
+                jobs,
+                spec_now,
+            )
             too_big = await gc.try_call("ModifyInstance", "db1", disks=[["add", {"size": 10**7}]])
             assert too_big["code"] == 400 and "disks" in too_big["error"], too_big
         await c.wait_for(
