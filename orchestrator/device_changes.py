@@ -1,8 +1,8 @@
 """Devices taken out of or changed on an instance after creation, shared by the
-CLI, the native API, the RAPI and the desired-state diff: the NIC list edited
-(removed, changed, or given whole; recorded as an `instance.updated` event with an
-`instance.modify` job, taking effect at the next start; a NIC that stays keeps its
-MAC) and the last disk removed (an `instance.remove-disk` job, which records the
+CLI, the native API and the RAPI: the NIC list edited (removed, changed, or given
+whole; recorded as an `instance.updated` event with an `instance.modify` job,
+taking effect at the next start; a NIC that stays keeps its MAC) and the last
+disk removed (an `instance.remove-disk` job, which records the
 removal and then clears the disk off both nodes). NICs appended unchanged go to
 `orchestrator.instance_changes.add_devices` instead (hotplugged when running).
 

@@ -1,7 +1,8 @@
 """Removing an instance's last disk (`instance.remove-disk`): why it cannot be done
-now (checked when it is asked for, by the desired-state diff, and again by the job
-before it records anything), the node steps that take the disk's DRBD resource down
-and remove its LV on both nodes, and what the nodes still report of it.
+now (checked when it is asked for, and again by the job before it records
+anything; the desired-state diff holds a file to the same rules), the node steps
+that take the disk's DRBD resource down and remove its LV on both nodes, and what
+the nodes still report of it.
 
 Only the last disk of a stopped instance, never its only one: a disk in the middle
 would renumber the ones after it (their LVs, resources and the guest's device
