@@ -28,7 +28,8 @@ from events.ids import NodeName
 from events.state import ClusterState
 from reactors.htools.model import LOCAL_STORAGE_TEMPLATES, from_state
 from reactors.htools.score import std_dev
-from reactors.placement.allocator import TIE, loads, unusable
+from reactors.placement.allocator import TIE, unusable
+from reactors.placement.node_loads import loads
 from reactors.placement.score_delta import _SHRINK, METRIC_WEIGHT, NewInstance, prepare
 
 Floats = npt.NDArray[np.float64]

@@ -27,8 +27,8 @@ from events.model import NodeFlagsSet
 from events.state import ClusterState
 from reactors.htools.model import from_state
 from reactors.htools.score import n1_failures
-from reactors.placement.allocator import loads
 from reactors.placement.evacuation import EvacuationMove, plan_evacuation
+from reactors.placement.node_loads import loads
 from reactors.placement.what_if import project
 
 

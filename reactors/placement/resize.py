@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from events.ids import InstanceName
 from events.specs import InstanceSpec
 from events.state import ClusterState
-from reactors.placement.allocator import NodeLoad, loads
+from reactors.placement.node_loads import NodeLoad, loads
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

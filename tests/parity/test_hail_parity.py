@@ -41,7 +41,8 @@ from reactors.htools.model import (
     from_state,
 )
 from reactors.htools.score import score
-from reactors.placement.allocator import _fits, choose_pair, loads
+from reactors.placement.allocator import _fits, choose_pair
+from reactors.placement.node_loads import loads
 from reactors.placement.score_delta import NewInstance, prepare, with_instance, with_secondary
 from tests.support.htools.htools_tools import HAIL, iallocator_request, run_hail
 from tests.support.states.generated import (

@@ -40,7 +40,8 @@ from reactors.htools.model import (
     BPolicy,
     group_uuid,
 )
-from reactors.placement.allocator import _fits, choose_pair, loads
+from reactors.placement.allocator import _fits, choose_pair
+from reactors.placement.node_loads import loads
 
 
 def generated(nodes: int, count: int, *, seed: int = 1, big_share: float = 0.25) -> ClusterState:
