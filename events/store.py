@@ -23,20 +23,12 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import aetcd
 import aetcd.exceptions as etcd_errors
 from aetcd import rpc
 
-from events.archive import (
-    ArchiveError,
-    IndexEntry,
-    RawRecord,
-    check_object,
-    decode_segment,
-    open_archive,
-)
 from events.codec import CorruptEvent, decode, encode, undecodable
 from events.etcd_client import (
     Endpoint,
@@ -47,6 +39,9 @@ from events.etcd_client import (
     parse_endpoint,
 )
 from events.model import Event
+
+if TYPE_CHECKING:  # imported where an archive is read: a log without one never is
+    from events.archive import IndexEntry, RawRecord
 
 
 class _LazyLog:
@@ -655,9 +650,12 @@ class EventStore:
             raise EtcdUnavailable(self.endpoint, "the connection was reset") from exc
         except Exception as exc:
             raise EtcdUnavailable(self.endpoint, type(exc).__name__) from exc
-        for kv in response.kvs:
-            entry = IndexEntry.from_json(bytes(kv.value), key=bytes(kv.key).decode())
-            self._segments[entry.seq] = entry
+        if response.kvs:  # an archive: its code is imported only now
+            from events.archive import IndexEntry
+
+            for kv in response.kvs:
+                entry = IndexEntry.from_json(bytes(kv.value), key=bytes(kv.key).decode())
+                self._segments[entry.seq] = entry
         return [self._segments[k] for k in sorted(self._segments)], int(response.header.revision)
 
     def archive_url(self, recorded: str) -> str:
@@ -666,6 +664,8 @@ class EventStore:
     async def archived_records(self, entry: IndexEntry) -> tuple[list[RawRecord], list[RawRecord]]:
         """One segment's (seals, events) as stored, after checking the object
         against its index entry (CorruptArchive, ArchiveError otherwise)."""
+        from events.archive import check_object, decode_segment, open_archive
+
         data = await open_archive(self.archive_url(entry.location)).get(entry.name)
         check_object(entry, data)
         segment = await asyncio.to_thread(decode_segment, data, name=entry.name)
@@ -675,6 +675,8 @@ class EventStore:
         cached = self._segment_cache.get(entry.seq)
         if cached is not None:
             return cached
+        from events.archive import ArchiveError
+
         try:
             _, records = await self.archived_records(entry)
         except ArchiveError as exc:

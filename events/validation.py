@@ -431,3 +431,164 @@ def _leaf_checker(tp: Any) -> Checker:
         return [_problem(at, f"expected {what}, got {kind(value)}")]
 
     return check
+
+
+def decoded_problems(value: object) -> tuple[Problem, ...]:
+    """`problems_of` for a value msgspec decoded against its own type (a
+    checkpoint's state): msgspec checked every field's type on the way in, so only
+    what it does not check runs (each field's rules, names, the rules that span
+    fields), and the parts of the value that carry none are not walked at all.
+    The same problems as `problems_of`, in the same order, for such a value
+    only: anything built or decoded otherwise goes through `problems_of`."""
+    tp: Any = type(value)
+    check = _rules_checker(tp)
+    return () if check is None else tuple(check(value, ()))
+
+
+@cache
+def _rules_checker(tp: Any) -> Checker | None:
+    """`_checker(tp)` without the type checks msgspec already made: None when a
+    value of `tp` has nothing left to check."""
+    origin = get_origin(tp)
+    if origin is Annotated:
+        return _annotated_rules(tp)
+    if origin in (Union, types.UnionType):
+        return _union_rules(tp)
+    if origin in (tuple, frozenset, set, dict):
+        return _items_rules(tp, origin)
+    if isinstance(tp, NewType):
+        return _name_rules(tp)
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return _fields_rules(tp)
+    return None  # a leaf or an enum: its type is all there is to check
+
+
+def _annotated_rules(tp: Any) -> Checker | None:
+    base, *meta = get_args(tp)
+    inner = _rules_checker(base)
+    rules = [m.check for m in meta if isinstance(m, Rule)]
+    if not rules:
+        return inner
+
+    def check(value: Any, at: Loc) -> list[Problem]:
+        found = inner(value, at) if inner is not None else _NOTHING
+        if found:
+            return found
+        for rule in rules:
+            try:
+                rule(value)
+            except FieldError as exc:
+                return [_problem(at, str(exc))]
+        return _NOTHING
+
+    return check
+
+
+def _union_rules(tp: Any) -> Checker | None:
+    members = [a for a in get_args(tp) if a is not type(None)]
+    inner = [_rules_checker(a) for a in members]
+    if all(check is None for check in inner):
+        return None
+    if len(members) > 1:
+        return _checker(tp)  # which member a value is decides its checks: tried in turn
+    (only,) = inner
+    assert only is not None
+
+    def check(value: Any, at: Loc) -> list[Problem]:
+        return _NOTHING if value is None else only(value, at)
+
+    return check
+
+
+def _items_rules(tp: Any, origin: Any) -> Checker | None:
+    args = get_args(tp)
+    if origin is dict:
+        keys, values = _rules_checker(args[0]), _rules_checker(args[1])
+        return None if keys is None and values is None else _dict_rules(keys, values)
+    fixed = origin is tuple and args[-1] is not Ellipsis
+    items = [_rules_checker(a) for a in args] if fixed else [_rules_checker(args[0])]
+    if all(check is None for check in items):
+        return None
+
+    def check(value: Any, at: Loc) -> list[Problem]:
+        out: list[Problem] = []
+        ordered = value if origin is tuple else sorted(value, key=str)
+        for i, item in enumerate(ordered):
+            one = items[i] if fixed else items[0]
+            if one is not None:
+                out += one(item, (*at, i))
+        return out
+
+    return check
+
+
+def _dict_rules(keys: Checker | None, values: Checker | None) -> Checker:
+    def check(value: Any, at: Loc) -> list[Problem]:
+        out: list[Problem] = []
+        for k, v in value.items():
+            loc = (*at, str(k))
+            if keys is not None:
+                out += keys(k, loc)
+            if values is not None:
+                out += values(v, loc)
+        return out
+
+    return check
+
+
+def _name_rules(tp: Any) -> Checker | None:
+    inner = _rules_checker(tp.__supertype__)
+    name = _NAME_CHECKS.get(tp)
+    if name is None:
+        return inner
+
+    def check(value: Any, at: Loc) -> list[Problem]:
+        found = inner(value, at) if inner is not None else _NOTHING
+        if found:
+            return found
+        try:
+            name(value)
+        except InvalidName as exc:
+            return [_problem(at, str(exc))]
+        return _NOTHING
+
+    return check
+
+
+def _fields_rules(tp: type) -> Checker | None:
+    hints = _field_types(tp)
+    found = [(f.name, _rules_checker(hints[f.name])) for f in dataclasses.fields(tp)]  # type: ignore[arg-type]
+    fields = [(name, check) for name, check in found if check is not None]
+    spanning = _RULES.get(tp)
+    if not fields and spanning is None:
+        return None
+    clean = _clean_default(tp, hints)
+
+    def check(value: Any, at: Loc) -> list[Problem]:
+        if clean is not None and value == clean:
+            return _NOTHING
+        out: list[Problem] = []
+        for name, field_check in fields:
+            out += field_check(getattr(value, name), (*at, name))
+        if not out and spanning is not None:
+            out += spanning(value, at)
+        return out
+
+    return check
+
+
+def _clean_default(tp: type, hints: dict[str, Any]) -> object | None:
+    """The value of `tp` made of its defaults, when every field is a string and that
+    value breaks no rule; else None. A value equal to it has the same strings, so
+    the same (no) problems: checked by comparing, not field by field (every
+    instance's hypervisor parameters are mostly left unset)."""
+    for f in dataclasses.fields(tp):  # type: ignore[arg-type]
+        hint = hints[f.name]
+        base = get_args(hint)[0] if get_origin(hint) is Annotated else hint
+        if base is not str:
+            return None
+    try:
+        default = tp()
+    except TypeError:
+        return None
+    return None if _recheck(tp, default, ()) else default

@@ -17,24 +17,20 @@ import json
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 from aetcd import rpc
 
-from events.archive import (
-    ArchiveError,
-    IndexEntry,
-    check_object,
-    checkpoint_object_name,
-    open_archive,
-)
 from events.codec import CorruptEvent
 from events.ids import InvalidName, instance_name, node_name
 from events.projection import FOLD_VERSION
 from events.state import ClusterState
 from events.store import EventStore, _prefix_end, log
-from events.validation import problems_of
+from events.validation import decoded_problems
+
+if TYPE_CHECKING:  # imported where an archive is read or written: not to start
+    from events.archive import IndexEntry
 
 CHUNK = 1_000_000  # etcd refuses requests over 1.5 MiB by default
 KEEP = 2
@@ -86,7 +82,7 @@ def decode_checkpoint(data: bytes) -> ClusterState:
     # msgspec checks types, not corral's field rules: the desired specs and every
     # placed node's name are held to them as decoded events are, so a forged
     # checkpoint cannot reach a node either.
-    problems = [str(p) for p in problems_of(state.desired)] + list(_bad_placements(state))
+    problems = [str(p) for p in decoded_problems(state.desired)] + list(_bad_placements(state))
     if problems:
         raise CorruptEvent(f"checkpoint: {'; '.join(problems[:5])}")
     return state
@@ -218,6 +214,8 @@ async def checkpoint_views(store: EventStore, revision: int) -> bytes:
 
 
 async def _archived_checkpoint(store: EventStore, *, at_most: int) -> ClusterState | None:
+    from events.archive import ArchiveError, check_object, open_archive
+
     for entry in reversed(await archived_checkpoints(store)):
         if entry.last_revision > at_most:
             continue
@@ -233,6 +231,8 @@ async def _archived_checkpoint(store: EventStore, *, at_most: int) -> ClusterSta
 
 
 async def archived_checkpoints(store: EventStore) -> list[IndexEntry]:
+    from events.archive import IndexEntry
+
     prefix = store.root + b"archive/checkpoints/"
     got: Any = await store._call(store.client.get_prefix(prefix))
     entries = [IndexEntry.from_json(bytes(kv.value), key=bytes(kv.key).decode()) for kv in got]
@@ -241,6 +241,8 @@ async def archived_checkpoints(store: EventStore) -> list[IndexEntry]:
 
 async def archive_checkpoint(store: EventStore, manifest: Manifest, url: str) -> IndexEntry:
     """Copy the checkpoint `manifest` names into the archive and index it."""
+    from events.archive import IndexEntry, check_object, checkpoint_object_name, open_archive
+
     data = await _read(store, manifest)
     archive = open_archive(url)
     name = checkpoint_object_name(manifest.revision, data)

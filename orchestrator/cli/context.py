@@ -159,8 +159,8 @@ def actor(store: EventStore) -> str:
 @asynccontextmanager
 async def open_store(target: Target) -> AsyncIterator[EventStore]:
     # The store (aetcd, grpc) is imported only by commands that talk to etcd:
-    # offline ones (`--htools FILE`) start without it.
-    from events.archive import ArchiveError
+    # offline ones (`--htools FILE`) start without it, and the archive's code
+    # only when the log has an archive (`_archive_error`).
     from events.etcd_client import EtcdConfigError, EtcdPermissionDenied
     from events.store import ArchiveUnreadable, EtcdUnavailable, EventStore
 
@@ -170,14 +170,19 @@ async def open_store(target: Target) -> AsyncIterator[EventStore]:
         ) as store:
             store.archive_override = os.environ.get(ENV_ARCHIVE, "")
             yield store
-    except (
-        EtcdUnavailable,
-        EtcdConfigError,
-        EtcdPermissionDenied,
-        ArchiveUnreadable,
-        ArchiveError,
-    ) as exc:
+    except (EtcdUnavailable, EtcdConfigError, EtcdPermissionDenied, ArchiveUnreadable) as exc:
         raise UsageError(f"{exc}") from exc
+    except Exception as exc:
+        if _archive_error(exc):
+            raise UsageError(f"{exc}") from exc
+        raise
+
+
+def _archive_error(exc: Exception) -> bool:
+    """An `events.archive.ArchiveError`: only possible once that module was
+    imported (by whatever read the archive), so it is looked up, not imported."""
+    archive = sys.modules.get("events.archive")
+    return archive is not None and isinstance(exc, archive.ArchiveError)
 
 
 async def current_state(store: EventStore) -> ClusterState:

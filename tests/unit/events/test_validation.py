@@ -8,6 +8,7 @@ into an alert while keeping the versions of the objects it names."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -207,3 +208,50 @@ def test_a_checkpoint_is_held_to_the_same_rules() -> None:
     )
     with pytest.raises(CorruptEvent, match="os"):
         decode_checkpoint(encode_checkpoint(forged))
+
+
+def test_a_checkpoint_is_checked_for_the_same_problems_in_the_same_order() -> None:
+    """A checkpoint's state is held to the rules without checking again the types
+    msgspec checked decoding it (`decoded_problems`, cheaper at thousands of
+    instances): what it finds is exactly what `problems_of` finds."""
+    import msgspec
+
+    from events.specs import ClusterPolicy, DesiredCluster, HvParams
+    from events.validation import decoded_problems, problems_of
+
+    node = NodeSpec(
+        name=NodeName("node1"),
+        address="10.0.0.1",
+        memory_mib=4096,
+        host_memory_mib=4096,  # not less than the node's memory
+        disk_mib=4096,
+        cpus=2,
+        fence=FenceSpec(agent="fence_ipmilan"),
+    )
+    forged = DesiredCluster(
+        name="lab",
+        policy=ClusterPolicy(suspect_timeout_s=60.0, lost_timeout_s=30.0),
+        nodes={NodeName("node1"): node, NodeName("node 2"): replace(node, host_memory_mib=1)},
+        instances={
+            InstanceName("vm1"): _spec(name=InstanceName("vm1")),  # a clean one
+            InstanceName("vm2"): _spec(os="x; reboot"),
+            InstanceName("vm3"): _spec(name=InstanceName("vm3"), hv=HvParams(cpu_type="$(x)")),
+            InstanceName("vm4"): _spec(name=InstanceName("vm4"), nics=(NicSpec(link="br0 -x"),)),
+            InstanceName("vm5"): _spec(name=InstanceName("../etc"), tags=frozenset({"a b"})),
+            InstanceName("vm6"): _spec(name=InstanceName("vm6"), hv=HvParams()),
+        },
+    )
+    decoded = msgspec.json.decode(msgspec.json.encode(forged), type=DesiredCluster)
+    found = decoded_problems(decoded)
+    assert found == problems_of(decoded)
+    assert {p.path for p in found} >= {
+        "policy.lost_timeout_s",
+        "nodes.node1.host_memory_mib",
+        "nodes.node 2",
+        "instances.vm2.os",
+        "instances.vm3.hv.cpu_type",
+        "instances.vm4.nics[0].link",
+        "instances.vm5.name",
+    }, found
+    clean = replace(forged, policy=ClusterPolicy(), nodes={}, instances={})
+    assert decoded_problems(clean) == problems_of(clean) == ()
