@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Protocol
 
-from events.lifecycle.checkpoints import load_checkpoint
+from events.lifecycle.checkpoints import load_checkpoint, usable_manifests
 from events.model import Event
 from events.projection import fold
 from events.state import ClusterState
@@ -32,27 +32,98 @@ async def load_state(
     on_checkpoint: Callable[[ClusterState], Awaitable[None]] | None = None,
 ) -> ClusterState:
     """The cluster folded up to revision `at` (None: everything): the newest
-    checkpoint at or below it (in etcd, else in the archive), then the events
-    after it. `on_checkpoint` is given the checkpoint's own state first (to
-    start views kept from one state to the next from it)."""
-    checkpoint = await load_checkpoint(store, at_most=at)
-    if checkpoint is not None and on_checkpoint is not None:
-        await on_checkpoint(checkpoint)
-    state = checkpoint or ClusterState()
-    batch = []
+    checkpoint at or below it that validates (in etcd, else in the archive),
+    then the events after it. `on_checkpoint` is given the checkpoint's own
+    state first (to start views kept from one state to the next from it).
+
+    The events after the newest checkpoint in etcd are read while that
+    checkpoint is read and decoded (`_Tail`); they are used only once it has
+    validated, and when an older one is used instead, the events between the two
+    are read first (`_after`)."""
+    candidates = await usable_manifests(store, at_most=at)
+    tail = _Tail(store, after=candidates[-1].revision, at=at) if candidates else None
+    try:
+        checkpoint = await load_checkpoint(store, at_most=at, candidates=candidates)
+        if checkpoint is not None and on_checkpoint is not None:
+            await on_checkpoint(checkpoint)
+        state = checkpoint or ClusterState()
+        batch = []
+        async for revision, event in _after(store, state, tail, at=at):
+            batch.append((revision, event))
+            if len(batch) >= BATCH:
+                state = fold(state, batch)
+                batch.clear()
+        return fold(state, batch) if batch else state
+    finally:
+        if tail is not None:
+            tail.stop()
+
+
+async def _after(
+    store: EventStore, state: ClusterState, tail: _Tail | None, *, at: int | None
+) -> AsyncIterator[tuple[int, Event]]:
+    """Every event after `state` (up to `at`): from `tail` where it starts right
+    after what `state` holds, else read now."""
     # From the checkpoint's own revision: it may hold only part of that append
     # (the fold skips the events it already has).
     start = state.revision
-    if start and await store.ids_at(start) <= state.revision_ids:
+    ahead = tail if tail is not None and start <= tail.after else None
+    if ahead is not None and start == ahead.after:
+        whole = bool(start) and await ahead.ids() <= state.revision_ids
+    else:
+        whole = bool(start) and await store.ids_at(start) <= state.revision_ids
+    if whole:
         start += 1  # the checkpoint holds that whole append
-    async for revision, event in store.read_all(from_revision=start, known=state.revision_ids):
-        if at is not None and revision > at:
-            break
-        batch.append((revision, event))
-        if len(batch) >= BATCH:
-            state = fold(state, batch)
-            batch.clear()
-    return fold(state, batch) if batch else state
+    upto = at if ahead is None else ahead.after
+    if upto is None or start <= upto:
+        async for revision, event in store.read_all(from_revision=start, known=state.revision_ids):
+            if upto is not None and revision > upto:
+                break
+            yield revision, event
+    if ahead is not None:
+        async for item in ahead.events():
+            yield item
+
+
+class _Tail:
+    """The log after revision `after` (up to `at`), read in the background from
+    the moment it is made: the ids of the events of `after` itself, and the
+    events after it, a bounded queue of them at a time."""
+
+    def __init__(self, store: EventStore, *, after: int, at: int | None) -> None:
+        self.after = after
+        self._queue: asyncio.Queue[tuple[int, Event] | BaseException | None] = asyncio.Queue(
+            maxsize=BATCH
+        )
+        self._ids = asyncio.ensure_future(store.ids_at(after))
+        self._pump = asyncio.ensure_future(self._read(store, at))
+
+    async def _read(self, store: EventStore, at: int | None) -> None:
+        try:
+            async for revision, event in store.read_all(from_revision=self.after + 1):
+                if at is not None and revision > at:
+                    break
+                await self._queue.put((revision, event))
+        except Exception as exc:  # raised where the events are taken
+            await self._queue.put(exc)
+            return
+        await self._queue.put(None)
+
+    async def ids(self) -> frozenset[str]:
+        return await self._ids
+
+    async def events(self) -> AsyncIterator[tuple[int, Event]]:
+        while (item := await self._queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def stop(self) -> None:
+        """Stop reading; a failure nobody took is dropped with the read."""
+        for task in (self._ids, self._pump):
+            task.cancel()
+            if task.done() and not task.cancelled():
+                task.exception()
 
 
 FOLD_BATCH = 5000  # events folded at once at most, so that listeners hear of them soon

@@ -146,24 +146,24 @@ async def save_checkpoint(
 
 
 async def manifests(store: EventStore) -> list[Manifest]:
-    """The complete checkpoints in etcd, oldest first."""
+    """The complete checkpoints in etcd, oldest first (their manifests read
+    together)."""
     request = rpc.RangeRequest(
         key=_prefix(store), range_end=_prefix_end(_prefix(store)), keys_only=True
     )
     response: Any = await store._call(
         store.client.kvstub.Range(request, metadata=store.client.metadata)
     )
+    keys = [bytes(kv.key) for kv in response.kvs if bytes(kv.key).endswith(b"/manifest")]
+    values: list[Any] = await asyncio.gather(*(store._call(store.client.get(k)) for k in keys))
     found = []
-    for kv in response.kvs:
-        key = bytes(kv.key)
-        if key.endswith(b"/manifest"):
-            got: Any = await store._call(store.client.get(key))
-            if not got:
-                continue
-            try:
-                found.append(Manifest.from_json(bytes(got.value)))
-            except (ValueError, KeyError, TypeError) as exc:
-                log.warning("checkpoint manifest unreadable; skipped", key=key, why=str(exc))
+    for key, got in zip(keys, values, strict=True):
+        if not got:
+            continue
+        try:
+            found.append(Manifest.from_json(bytes(got.value)))
+        except (ValueError, KeyError, TypeError) as exc:
+            log.warning("checkpoint manifest unreadable; skipped", key=key, why=str(exc))
     return sorted(found, key=lambda m: m.revision)
 
 
@@ -181,16 +181,30 @@ async def _read(store: EventStore, manifest: Manifest) -> bytes:
     return data
 
 
-async def load_checkpoint(store: EventStore, *, at_most: int | None = None) -> ClusterState | None:
-    """The newest usable checkpoint (at or below `at_most`), from etcd or, for
-    revisions etcd no longer holds a checkpoint of, from the archive."""
-    candidates = [
+async def usable_manifests(store: EventStore, *, at_most: int | None = None) -> list[Manifest]:
+    """The checkpoints in etcd this fold may start from (made by this fold
+    version, in this format, at or below `at_most`), oldest first."""
+    return [
         m
         for m in await manifests(store)
         if m.fold_version == FOLD_VERSION
         and m.format == FORMAT
         and (at_most is None or m.revision <= at_most)
     ]
+
+
+async def load_checkpoint(
+    store: EventStore,
+    *,
+    at_most: int | None = None,
+    candidates: list[Manifest] | None = None,
+) -> ClusterState | None:
+    """The newest usable checkpoint (at or below `at_most`), from etcd or, for
+    revisions etcd no longer holds a checkpoint of, from the archive. One that
+    does not validate is never used: the next older one is tried.
+    `candidates`: `usable_manifests(store, at_most=at_most)` if already read."""
+    if candidates is None:
+        candidates = await usable_manifests(store, at_most=at_most)
     for manifest in reversed(candidates):
         try:
             data = await _read(store, manifest)
