@@ -2,7 +2,8 @@
 events in the log (with a checkpoint, without one, and after archiving all but
 the newest 200,000); `corral status` at 2,000 instances, start-up included, and
 at a million events. `bench.log.log_budget` turns the bytes per event into days
-until etcd's quota.
+until etcd's quota. $CORRAL_BENCH_STATUS_BEFORE (the `corral status` figure of the
+code before a change, measured the same session) is printed beside this run's.
 
 Bytes per event: etcd's database growth (`dbSize`) over the million appended
 events (a converged 2,000-instance cluster's probes and steps), seals included.
@@ -38,6 +39,12 @@ NODES = 40
 INSTANCES = 2000
 EVENTS = int(os.environ.get("CORRAL_BENCH_LOG_EVENTS", "1000000"))
 KEEP = int(os.environ.get("CORRAL_BENCH_LOG_KEEP", "200000"))
+# `corral status` at 2,000 instances before a change, as its row prints it ("0.38
+# (0.33)": median seconds, CPU-seconds), measured on the same machine in the same
+# session (the machine is shared: a figure from another day says little), printed
+# beside this run's.
+STATUS_BEFORE = os.environ.get("CORRAL_BENCH_STATUS_BEFORE", "")
+STATUS_RUNS = 11
 
 
 async def _db_size(store: EventStore) -> int:
@@ -83,9 +90,11 @@ def _children_cpu_s() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _cli_status(etcd: LocalEtcd, cluster: str, runs: int = 7) -> dict[str, float]:
-    """`corral status` as a user runs it (a new process, start-up included):
-    median and max wall time, and the median CPU-seconds the process used."""
+async def _cli_status(
+    etcd: LocalEtcd, cluster: str, runs: int = 7, command: tuple[str, ...] = ("status",)
+) -> dict[str, float]:
+    """`corral status` (or `command`) as a user runs it (a new process, start-up
+    included): median and max wall time, and the median CPU-seconds it used."""
     compile_corral()  # as an installed corral is (bench.timing.bytecode)
     env = {**os.environ, "CORRAL_ETCD": etcd.endpoint, "CORRAL_CLUSTER": cluster}
     times, cpu = [], []
@@ -93,7 +102,7 @@ async def _cli_status(etcd: LocalEtcd, cluster: str, runs: int = 7) -> dict[str,
         t0, c0 = time.perf_counter(), _children_cpu_s()
         done = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-m", "orchestrator.cli.main", "status"],
+            [sys.executable, "-m", "orchestrator.cli.main", *command],
             capture_output=True,
             text=True,
             env=env,
@@ -134,11 +143,16 @@ async def _run(tmp: Path) -> dict[str, Any]:
                 await _append_all(store, by_rev[rev])
             _, state, _ = await _timed_load(store)
             await save_checkpoint(store, state, views=saved_rows(state, now=time.time()))
-            cli = await _cli_status(etcd, "big")
+            cli = await _cli_status(etcd, "big", runs=STATUS_RUNS)
+            out["cli_status_2000_runs"] = STATUS_RUNS
+            out["cli_status_2000_before"] = STATUS_BEFORE
             out["cli_status_2000_median_s"] = cli["median_s"]
             out["cli_status_2000_max_s"] = cli["max_s"]
             out["cli_status_2000_cpu_s"] = cli["cpu_median_s"]
             print(f"  corral status at 2,000 instances: {cli}", flush=True)
+            listed = await _cli_status(etcd, "big", runs=STATUS_RUNS, command=("instance", "list"))
+            out["cli_instance_list_2000_median_s"] = listed["median_s"]
+            out["cli_instance_list_2000_cpu_s"] = listed["cpu_median_s"]
 
             # A million events of the converged cluster's life after it.
             size0 = await _db_size(store)
@@ -231,10 +245,16 @@ def run() -> dict[str, Any]:
             "< 5",
         ],
         [
-            "corral status, 2,000 instances (s, median of 7; its CPU-s)",
-            "",
+            f"corral status, 2,000 instances (s, median of {STATUS_RUNS}; its CPU-s)",
+            f"before: {STATUS_BEFORE}" if STATUS_BEFORE else "",
             f"{out['cli_status_2000_median_s']} ({out['cli_status_2000_cpu_s']})",
             "< 0.3",
+        ],
+        [
+            f"corral instance list, 2,000 instances (s, median of {STATUS_RUNS}; CPU-s)",
+            "",
+            f"{out['cli_instance_list_2000_median_s']} ({out['cli_instance_list_2000_cpu_s']})",
+            "-",
         ],
         [
             f"corral status, {out['events_in_log'] // 1000}k events (s, median of 3; CPU-s)",
