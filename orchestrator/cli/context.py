@@ -9,7 +9,6 @@ Must not decide anything about the cluster.
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import os
 import sys
@@ -150,6 +149,8 @@ def actor(store: EventStore) -> str:
     client certificates (a lab) is it the login name, which nothing checks."""
     if store.identity:
         return f"user:{store.identity}"
+    import getpass  # (its terminal handling: only the commands that append need it)
+
     try:
         return f"user:{getpass.getuser()}"
     except (KeyError, OSError):
