@@ -3,7 +3,9 @@ events in the log (with a checkpoint, without one, and after archiving all but
 the newest 200,000); `corral status` at 2,000 instances, start-up included, and
 at a million events. `bench.log.log_budget` turns the bytes per event into days
 until etcd's quota. $CORRAL_BENCH_STATUS_BEFORE (the `corral status` figure of the
-code before a change, measured the same session) is printed beside this run's.
+code before a change, measured the same session) is printed beside this run's, or
+with $CORRAL_BENCH_STATUS_BEFORE_TREE (a checkout of that code) it is measured here,
+run by run beside this code's.
 
 Bytes per event: etcd's database growth (`dbSize`) over the million appended
 events (a converged 2,000-instance cluster's probes and steps), seals included.
@@ -44,6 +46,9 @@ KEEP = int(os.environ.get("CORRAL_BENCH_LOG_KEEP", "200000"))
 # session (the machine is shared: a figure from another day says little), printed
 # beside this run's.
 STATUS_BEFORE = os.environ.get("CORRAL_BENCH_STATUS_BEFORE", "")
+# Or a checkout of the code before the change (`git worktree add DIR COMMIT`): its
+# `corral status` is then timed here, each run beside one of this code's.
+STATUS_BEFORE_TREE = os.environ.get("CORRAL_BENCH_STATUS_BEFORE_TREE", "")
 STATUS_RUNS = 11
 
 
@@ -91,33 +96,47 @@ def _children_cpu_s() -> float:
 
 
 async def _cli_status(
-    etcd: LocalEtcd, cluster: str, runs: int = 7, command: tuple[str, ...] = ("status",)
-) -> dict[str, float]:
+    etcd: LocalEtcd,
+    cluster: str,
+    runs: int = 7,
+    command: tuple[str, ...] = ("status",),
+    trees: tuple[Path | None, ...] = (None,),
+) -> list[dict[str, float]]:
     """`corral status` (or `command`) as a user runs it (a new process, start-up
-    included): median and max wall time, and the median CPU-seconds it used."""
-    compile_corral()  # as an installed corral is (bench.timing.bytecode)
+    included), from each of `trees` (None: this code) in turn, run by run: for
+    each, median and max wall time and the median CPU-seconds it used."""
+    for tree in trees:
+        compile_corral(tree)  # as an installed corral is (bench.timing.bytecode)
     env = {**os.environ, "CORRAL_ETCD": etcd.endpoint, "CORRAL_CLUSTER": cluster}
-    times, cpu = [], []
+    times: list[list[float]] = [[] for _ in trees]
+    cpu: list[list[float]] = [[] for _ in trees]
     for _ in range(runs):
-        t0, c0 = time.perf_counter(), _children_cpu_s()
-        done = await asyncio.to_thread(
-            subprocess.run,
-            [sys.executable, "-m", "orchestrator.cli.main", *command],
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=300,
+        for n, tree in enumerate(trees):
+            t0, c0 = time.perf_counter(), _children_cpu_s()
+            done = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "orchestrator.cli.main", *command],
+                capture_output=True,
+                text=True,
+                env=env,
+                cwd=tree,
+                timeout=300,
+            )
+            times[n].append(time.perf_counter() - t0)
+            cpu[n].append(_children_cpu_s() - c0)
+            assert done.returncode == 0, done.stderr[-2000:]
+    out = []
+    for wall, used in zip(times, cpu, strict=True):
+        wall.sort()
+        used.sort()
+        out.append(
+            {
+                "median_s": round(wall[len(wall) // 2], 3),
+                "max_s": round(wall[-1], 3),
+                "cpu_median_s": round(used[len(used) // 2], 3),
+            }
         )
-        times.append(time.perf_counter() - t0)
-        cpu.append(_children_cpu_s() - c0)
-        assert done.returncode == 0, done.stderr[-2000:]
-    times.sort()
-    cpu.sort()
-    return {
-        "median_s": round(times[len(times) // 2], 3),
-        "max_s": round(times[-1], 3),
-        "cpu_median_s": round(cpu[len(cpu) // 2], 3),
-    }
+    return out
 
 
 async def _timed_load(store: EventStore) -> tuple[float, ClusterState, float]:
@@ -143,14 +162,21 @@ async def _run(tmp: Path) -> dict[str, Any]:
                 await _append_all(store, by_rev[rev])
             _, state, _ = await _timed_load(store)
             await save_checkpoint(store, state, views=saved_rows(state, now=time.time()))
-            cli = await _cli_status(etcd, "big", runs=STATUS_RUNS)
+            trees = (None, Path(STATUS_BEFORE_TREE)) if STATUS_BEFORE_TREE else (None,)
+            cli, *before = await _cli_status(etcd, "big", runs=STATUS_RUNS, trees=trees)
             out["cli_status_2000_runs"] = STATUS_RUNS
             out["cli_status_2000_before"] = STATUS_BEFORE
+            if before:
+                old = before[0]
+                out["cli_status_2000_before"] = f"{old['median_s']} ({old['cpu_median_s']})"
+                out["cli_status_2000_before_tree"] = STATUS_BEFORE_TREE
             out["cli_status_2000_median_s"] = cli["median_s"]
             out["cli_status_2000_max_s"] = cli["max_s"]
             out["cli_status_2000_cpu_s"] = cli["cpu_median_s"]
             print(f"  corral status at 2,000 instances: {cli}", flush=True)
-            listed = await _cli_status(etcd, "big", runs=STATUS_RUNS, command=("instance", "list"))
+            (listed,) = await _cli_status(
+                etcd, "big", runs=STATUS_RUNS, command=("instance", "list")
+            )
             out["cli_instance_list_2000_median_s"] = listed["median_s"]
             out["cli_instance_list_2000_cpu_s"] = listed["cpu_median_s"]
 
@@ -187,7 +213,7 @@ async def _run(tmp: Path) -> dict[str, Any]:
             assert with_ck.event_count == full.event_count + len(tail)
             out["startup_checkpoint_s"] = round(ck_s, 2)
             out["startup_checkpoint_cpu_s"] = round(ck_cpu, 2)
-            cli = await _cli_status(etcd, "big", runs=3)
+            (cli,) = await _cli_status(etcd, "big", runs=3)
             out["cli_status_1m_median_s"] = cli["median_s"]
             out["cli_status_1m_cpu_s"] = cli["cpu_median_s"]
 
@@ -246,7 +272,7 @@ def run() -> dict[str, Any]:
         ],
         [
             f"corral status, 2,000 instances (s, median of {STATUS_RUNS}; its CPU-s)",
-            f"before: {STATUS_BEFORE}" if STATUS_BEFORE else "",
+            f"before: {out['cli_status_2000_before']}" if out["cli_status_2000_before"] else "",
             f"{out['cli_status_2000_median_s']} ({out['cli_status_2000_cpu_s']})",
             "< 0.3",
         ],

@@ -19,8 +19,9 @@ from pathlib import Path
 _PACKAGES = ("events", "orchestrator", "reactors")
 
 
-def compile_corral() -> None:
-    """Compile corral's own packages (quietly; errors would show when run)."""
-    root = Path(__file__).resolve().parents[2]
+def compile_corral(root: Path | None = None) -> None:
+    """Compile corral's own packages (quietly; errors would show when run): these,
+    or those of the checkout at `root`."""
+    root = root or Path(__file__).resolve().parents[2]
     for name in _PACKAGES:
         compileall.compile_dir(root / name, quiet=2)
