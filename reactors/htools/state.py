@@ -10,10 +10,14 @@ memory, disk and vCPUs of the instances corral does not run (other disk
 templates than drbd, forthcoming ones). An ADMIN_offline instance reserves
 nothing on its secondary, as htools count it. The vCPU ratio is the first
 node group's (htools apply group policies to nodes). Offline/drained and
-tags carry over.
+tags carry over. What the event model has no field for, the spindle limits,
+`spindle_room` gives beside the state, for the allocator to keep.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 from events.ids import EventId, GroupName, InstanceName, NodeName
 from events.model import (
@@ -28,7 +32,7 @@ from events.model import (
 from events.projection import fold_all
 from events.specs import ClusterPolicy, DiskSpec, InstanceSpec, NodeSpec, PowerState
 from events.state import ClusterState
-from reactors.htools.loaded import load
+from reactors.htools.loaded import LoadedNode, load
 from reactors.htools.model import MIRRORED_TEMPLATE, BCluster, BInstance
 from reactors.naming import MINOR_BASE, PORT_BASE
 
@@ -146,3 +150,53 @@ def _not_corrals(cluster: BCluster) -> tuple[dict[str, int], dict[str, int], dic
                 assert node is not None
                 dsk[node] = dsk.get(node, 0) + inst.dsk
     return mem, cpus, dsk
+
+
+# What htools' strict allocation leaves on a node at the least, in MiB: its
+# checks are strict (Node.addPriEx: `new_free_mem <= 0`, `new_dsk <= 0`,
+# `new_free_mem <= rMem` refused; addSecExEx: `new_dsk <= 0`, `unallocated <=
+# new_rmem` refused), so on integer MiB a placement must leave 1 MiB of free
+# memory (above the N+1 reservation) and of free disk; corral's own rule
+# leaves 0.
+HTOOLS_KEEP_FREE_MIB = 1
+
+# The refusals past a node's spindle room: the spindle-ratio policy (htools
+# refuse it as FailDisk, Node.addPriEx/addSecExEx: `new_inst_sp > hiSpindles`;
+# corral names the rule), and exclusive storage's free spindles (FailSpindles,
+# htools' own name).
+FAIL_SPINDLE_RATIO = "FailSpindleRatio"
+FAIL_SPINDLES = "FailSpindles"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SpindleRoom:
+    """How many more instance disk copies (a DRBD instance puts one on its
+    primary and one on its secondary) a node may take before htools refuse it,
+    each copy of spindle use 1 and one spindle, as hspace's spec instances are;
+    `kind`: the refusal once there is none left."""
+
+    copies: int
+    kind: str
+
+
+def spindle_room(*, cluster: BCluster) -> dict[NodeName, SpindleRoom]:
+    """Per node, by corral's name, the copies it may still take (Ganeti 3.0.2's
+    Node.addPriEx/addSecExEx in strict mode, what hspace and hail allocate with).
+    Without exclusive storage, the spindle-ratio policy: the spindle use of the
+    instances with local storage on the node (primaries and secondaries,
+    forthcoming ones included in the "forth" figure, both must hold) may not
+    exceed `spindle_ratio` (its group's policy) times the node's spindles. With
+    exclusive storage, the spindle use is not counted; its free spindles may
+    not go below 0. Nodes absent have no limit: a cluster whose nodes declare
+    no spindles (`BCluster.spindle_policy` off, corral's own) gives none."""
+    if not cluster.spindle_policy:
+        return {}
+    return {NodeName(_safe(name)): _room(rec) for name, rec in load(cluster).items()}
+
+
+def _room(rec: LoadedNode) -> SpindleRoom:
+    if rec.node.exclusive_storage:
+        free = min(rec.node.free_spindles, rec.f_spindles_forth)
+        return SpindleRoom(copies=max(0, free), kind=FAIL_SPINDLES)
+    used = max(rec.inst_spindles, rec.inst_spindles_forth)
+    return SpindleRoom(copies=max(0, math.floor(rec.hi_spindles - used)), kind=FAIL_SPINDLE_RATIO)

@@ -6,7 +6,12 @@ pair that leaves the lowest Ganeti cluster score (hbal's `compCV`, exactly as
 request: every valid pair is tried and the lowest resulting score wins. As in hail,
 the allocator never puts a primary beside one that shares an exclusion tag
 (FailTags); a primary the user pinned is placed as asked, and the conflict is
-scored (`pri_tags_score`). Refusals say which resource failed on how many nodes,
+scored (`pri_tags_score`). On an htools file the caller may give each node's
+spindle room (`reactors.htools.state.spindle_room`): a pair whose primary or
+secondary has no room left is refused (FailSpindleRatio, FailSpindles); and
+`keep_free_mib`, what free memory (above the N+1 reservation) and free disk
+must stay after placing (htools: 1 MiB, `reactors.htools.state.HTOOLS_KEEP_FREE_MIB`;
+corral's own rule: 0). Refusals say which resource failed on how many nodes,
 the way hail reports them.
 
 Pure: no I/O, no logging. N+1 follows htools: a node X must have free memory for the
@@ -18,13 +23,14 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 
 from events.ids import InstanceName, NodeName
 from events.specs import InstanceSpec, PowerState
 from events.state import ClusterState
 from reactors.htools.model import from_state
+from reactors.htools.state import SpindleRoom
 from reactors.placement.node_loads import NodeLoad, loads
 from reactors.placement.score_delta import Baseline, NewInstance, prepare
 
@@ -65,6 +71,8 @@ def _fits(
     spec: InstanceSpec,
     p: NodeLoad,
     s: NodeLoad,
+    room: Mapping[NodeName, SpindleRoom] | None = None,
+    keep: int = 0,
 ) -> str | None:
     policy = state.desired.policy
     if p.group != s.group:
@@ -75,10 +83,11 @@ def _fits(
     hold = (
         spec.memory_mib if spec.power == PowerState.RUNNING or policy.reserve_stopped_memory else 0
     )
-    if p.mem_free < hold:
+    if p.mem_free - keep < hold:
         return "FailMem"
-    if p.disk_total - p.disk_used < spec.disk_mib or s.disk_total - s.disk_used < spec.disk_mib:
-        return "FailDisk"
+    disk = _disk_refusal(spec=spec, p=p, s=s, room=room, keep=keep)
+    if disk is not None:
+        return disk
     # Ganeti's vCPU ratio counts the host's own CPUs as used.
     if p.host_cpus + p.vcpus_primary + spec.vcpus > p.cpus * policy.vcpu_ratio:
         return "FailCPU"
@@ -94,16 +103,39 @@ def _fits(
     dom = policy.failure_domain_prefixes
     if dom and _domains(p.tags, dom) & _domains(s.tags, dom):
         return "FailDomain"
-    if policy.n_plus_one and not _keeps_n1(spec=spec, p=p, s=s, hold=hold):
+    if policy.n_plus_one and not _keeps_n1(spec=spec, p=p, s=s, hold=hold + keep, keep=keep):
         return "FailN1"
     return None
 
 
-def _keeps_n1(*, spec: InstanceSpec, p: NodeLoad, s: NodeLoad, hold: int) -> bool:
+def _disk_refusal(
+    *,
+    spec: InstanceSpec,
+    p: NodeLoad,
+    s: NodeLoad,
+    room: Mapping[NodeName, SpindleRoom] | None,
+    keep: int,
+) -> str | None:
+    """FailDisk when either node lacks the disk (`keep` MiB of it set aside),
+    else the spindle refusal of the first node (the primary, as htools check
+    it first) with no room for one more disk copy."""
+    for node in (p, s):
+        if node.disk_total - node.disk_used - keep < spec.disk_mib:
+            return "FailDisk"
+    for node in (p, s):
+        limit = room.get(node.name) if room else None
+        if limit is not None and limit.copies < 1:
+            return limit.kind
+    return None
+
+
+def _keeps_n1(*, spec: InstanceSpec, p: NodeLoad, s: NodeLoad, hold: int, keep: int = 0) -> bool:
+    """N+1 on both nodes with the instance placed, `keep` MiB to spare on the
+    secondary (`hold`, what the primary holds for it, includes the primary's)."""
     # The new instance adds to what s must hold if p dies...
     need_s = s.secondary_for.get(p.name, 0) + (spec.memory_mib if spec.auto_balance else 0)
     # ...and takes memory p needs for the instances it is secondary for.
-    return max(need_s, s.n1_need()) <= s.mem_free and p.n1_need() <= p.mem_free - hold
+    return max(need_s, s.n1_need()) <= s.mem_free - keep and p.n1_need() <= p.mem_free - hold
 
 
 def _unusable_for(
@@ -125,7 +157,17 @@ def _lacking(lacking: list[str]) -> str:
     return f" ({'; '.join(lacking[:3])}{more})" if lacking else ""
 
 
-def choose_pair(*, state: ClusterState, spec: InstanceSpec) -> PairChoice:
+def choose_pair(
+    *,
+    state: ClusterState,
+    spec: InstanceSpec,
+    spindle_room: Mapping[NodeName, SpindleRoom] | None = None,
+    keep_free_mib: int = 0,
+) -> PairChoice:
+    """The pair hail would choose for `spec`, or the refusal; `spindle_room`:
+    the disk copies each node may still take in `state` (no limit where a node
+    is absent); `keep_free_mib`: the memory and disk each node must have left
+    after placing (see the module's docstring)."""
     all_loads = loads(state, exclude=spec.name)
     failures: Counter[str] = Counter()
     usable = []
@@ -146,7 +188,14 @@ def choose_pair(*, state: ClusterState, spec: InstanceSpec) -> PairChoice:
         for sn in sec_nodes:
             if sn == pn or sn not in all_loads or sn not in usable:
                 continue
-            why = _fits(state=state, spec=spec, p=all_loads[pn], s=all_loads[sn])
+            why = _fits(
+                state=state,
+                spec=spec,
+                p=all_loads[pn],
+                s=all_loads[sn],
+                room=spindle_room,
+                keep=keep_free_mib,
+            )
             if why:
                 failures[why] += 1
                 continue

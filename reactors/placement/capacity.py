@@ -3,6 +3,11 @@ of a given spec one after another with the same allocator the placer uses,
 N+1-safe, on a projection of the cluster, until the allocator refuses; with a
 tiered list of specs, go on with the next smaller spec when one no longer fits.
 Hypothetical nodes can be added first ("what if we buy two more nodes").
+On an htools file, each node's spindle room (`reactors.htools.state.spindle_room`)
+is kept: every allocation takes one disk copy from its primary and one from its
+secondary, and a node with none left takes no more (hypothetical nodes have no
+limit); and with `keep_free_mib` (htools: 1) every node keeps that much free
+memory and disk (`reactors.placement.allocator`).
 
 Each allocation scores every node pair at once with `reactors.placement.pair_scores`
 (numpy), which chooses what `reactors.placement.allocator.choose_pair` chooses; the
@@ -14,7 +19,8 @@ Pure: no I/O, no logging; the live state is never changed, only folded copies.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 from events.ids import EventId, InstanceName, NodeName
 from events.model import (
@@ -26,6 +32,7 @@ from events.model import (
 )
 from events.specs import DiskSpec, InstanceSpec, NodeSpec
 from events.state import ClusterState
+from reactors.htools.state import SpindleRoom
 from reactors.placement.allocator import choose_pair, new_instance
 from reactors.placement.pair_scores import Allocator
 from reactors.placement.what_if import planned_placement, project
@@ -60,6 +67,8 @@ class CapacityResult:
     tiers: tuple[TierResult, ...]
     added_nodes: tuple[NodeName, ...]
     state: ClusterState  # the projection with every allocated instance
+    # the disk copies each node may still take after them (nodes with a limit)
+    spindle_room: dict[NodeName, SpindleRoom]
 
     @property
     def total(self) -> int:
@@ -103,14 +112,22 @@ def capacity(
     specs: tuple[Spec, ...],
     add_nodes: tuple[NewNode, ...] = (),
     limit: int = 100_000,
+    spindle_room: Mapping[NodeName, SpindleRoom] | None = None,
+    keep_free_mib: int = 0,
 ) -> CapacityResult:
     projected, added = with_new_nodes(state=state, nodes=add_nodes)
+    room = dict(spindle_room or {})
     tiers = []
     n = 0
     for spec in specs:
         count = 0
         why = "limit reached"
-        fast = Allocator.of(state=projected, inst=new_instance(_probe(spec, 0)))
+        fast = Allocator.of(
+            state=projected,
+            inst=new_instance(_probe(spec, 0)),
+            spindle_room=room,
+            keep_free_mib=keep_free_mib,
+        )
         if fast is not None:
             # Every pair at once per allocation; the placements are folded in one go.
             picks: list[tuple[InstanceSpec, NodeName, NodeName]] = []
@@ -121,6 +138,7 @@ def capacity(
                 fast.place(pick)
                 n += 1
                 picks.append((_probe(spec, n), pick.primary, pick.secondary))
+                _take_copies(room, pick.primary, pick.secondary)
             projected = _with_placed(projected, picks)
             count = len(picks)
         # Pair by pair from here: a tagged spec all along, and otherwise one last
@@ -128,15 +146,26 @@ def capacity(
         # two allocators ever disagree, the pair-by-pair one has the last say).
         while n < limit:
             inst = _probe(spec, n + 1)
-            choice = choose_pair(state=projected, spec=inst)
+            choice = choose_pair(
+                state=projected, spec=inst, spindle_room=room, keep_free_mib=keep_free_mib
+            )
             if choice.primary is None or choice.secondary is None:
                 why = choice.refusal or "refused"
                 break
             n += 1
             projected = _with_placed(projected, [(inst, choice.primary, choice.secondary)])
+            _take_copies(room, choice.primary, choice.secondary)
             count += 1
         tiers.append(TierResult(spec=spec, count=count, stopped_by=why))
-    return CapacityResult(tiers=tuple(tiers), added_nodes=added, state=projected)
+    return CapacityResult(tiers=tuple(tiers), added_nodes=added, state=projected, spindle_room=room)
+
+
+def _take_copies(room: dict[NodeName, SpindleRoom], *nodes: NodeName) -> None:
+    """One disk copy less of room on each node (those with a limit)."""
+    for node in nodes:
+        left = room.get(node)
+        if left is not None:
+            room[node] = replace(left, copies=left.copies - 1)
 
 
 def _probe(spec: Spec, n: int) -> InstanceSpec:

@@ -12,13 +12,18 @@ The score is exact up to floating-point order: each standard deviation is
 re-centred on the current mean before every allocation, and only the two changed
 values enter it. Instance tags are not modelled here (a tagged instance changes
 the exclusion-tag components); `Allocator.of` refuses such a spec and the caller
-uses `reactors.placement.allocator.choose_pair` instead.
+uses `reactors.placement.allocator.choose_pair` instead. Given each node's
+spindle room (`reactors.htools.state.spindle_room`), a pair fits only where both
+nodes have room for one more copy, and placing takes one from each; given
+`keep_free_mib`, the free memory and disk every node must keep after placing
+(`reactors.placement.allocator.choose_pair`'s).
 
 Pure: no I/O, no logging, no asyncio.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +33,7 @@ from events.ids import NodeName
 from events.state import ClusterState
 from reactors.htools.model import LOCAL_STORAGE_TEMPLATES, from_state
 from reactors.htools.score import std_dev
+from reactors.htools.state import SpindleRoom
 from reactors.placement.allocator import TIE, unusable
 from reactors.placement.node_loads import loads
 from reactors.placement.score_delta import _SHRINK, METRIC_WEIGHT, NewInstance, prepare
@@ -81,7 +87,14 @@ class Allocator:
     records it. Mutable working state of a pure computation: build one per run
     with `of` (one spec) or the constructor."""
 
-    def __init__(self, *, state: ClusterState, inst: NewInstance | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        state: ClusterState,
+        inst: NewInstance | None = None,
+        spindle_room: Mapping[NodeName, SpindleRoom] | None = None,
+        keep_free_mib: int = 0,
+    ) -> None:
         cluster = from_state(state=state)
         base = prepare(cluster)
         names = sorted(state.desired.nodes)
@@ -115,6 +128,10 @@ class Allocator:
             for peer, mem in load[x].secondary_for.items():
                 if peer in index:
                     self.sec_for[index[x], index[peer]] = mem
+        # disk copies each node may still take (no limit: infinite)
+        room = spindle_room or {}
+        self.room = arr([float(room[x].copies) if x in room else np.inf for x in self.names])
+        self.keep = keep_free_mib
         self.n_plus_one = policy.n_plus_one
         self.reserve_stopped = policy.reserve_stopped_memory
         usable = np.array(
@@ -159,18 +176,27 @@ class Allocator:
         )
 
     @staticmethod
-    def of(*, state: ClusterState, inst: NewInstance) -> Allocator | None:
+    def of(
+        *,
+        state: ClusterState,
+        inst: NewInstance,
+        spindle_room: Mapping[NodeName, SpindleRoom] | None = None,
+        keep_free_mib: int = 0,
+    ) -> Allocator | None:
         """An allocator for `inst`, or None when the spec needs the pair-by-pair
         allocator (tagged instances)."""
         if inst.tags:
             return None
-        return Allocator(state=state, inst=inst)
+        return Allocator(
+            state=state, inst=inst, spindle_room=spindle_room, keep_free_mib=keep_free_mib
+        )
 
     # --------------------------------------------------------------- rules
 
     def _fits(self, inst: NewInstance) -> Bools:
-        mem_free = self.mem_total - self.mem_primary
-        disk_ok = (self.disk_total - self.disk_used) >= inst.dsk
+        # what a node has to spare, `keep` MiB of it set aside
+        mem_free = self.mem_total - self.mem_primary - self.keep
+        disk_ok = ((self.disk_total - self.disk_used - self.keep) >= inst.dsk) & (self.room >= 1)
         hold = inst.mem if (inst.running or self.reserve_stopped) else 0
         p_ok = (mem_free >= hold) & disk_ok & (self.vcpus_primary + inst.vcpus <= self.vcpu_cap)
         ok: Bools = self.allowed & p_ok[:, None] & disk_ok[None, :]
@@ -409,6 +435,8 @@ class Allocator:
             self.mem_primary[p] += inst.mem
         self.disk_used[p] += inst.dsk
         self.disk_used[s] += inst.dsk
+        self.room[p] -= 1
+        self.room[s] -= 1
         self.vcpus_primary[p] += inst.vcpus
         if inst.auto_balance:
             self.sec_for[s, p] += inst.mem
