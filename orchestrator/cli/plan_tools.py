@@ -1,10 +1,13 @@
 """Planning commands that change nothing: `corral export htools` (the live cluster
 in htools' text format), `corral capacity` (how many more instances fit, N+1-safe,
-optionally with hypothetical nodes; on a cluster that already fails N+1 it says
-so and counts as hspace does, 0, unless asked to count what fits without
-adding a failure) and `corral node reboot-plan` (groups of nodes
-that can reboot together). Each works on the live cluster or, with `--htools FILE`,
-offline on an htools snapshot the way `hspace -t` / `hroller -t` do.
+optionally with hypothetical nodes; on a cluster where a node already fails N+1
+it says so and counts as hspace does, 0, unless asked to count what fits without
+adding a failure; on one that only cannot lose some node it says so and counts
+as hspace does, which goes on allocating) and `corral node reboot-plan` (groups
+of nodes that can reboot together). Each works on the live cluster or, with
+`--htools FILE`, offline on an htools snapshot the way `hspace -t` / `hroller -t`
+do; on a file, capacity keeps htools' own limits too (each node's spindle room
+and the strict free-space checks, `reactors.htools.state`).
 
 Read-only.
 """
@@ -18,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from events.ids import NodeName
 from events.state import ClusterState
 from orchestrator.cli.context import (
     UsageError,
@@ -28,7 +32,7 @@ from orchestrator.cli.context import (
 from reactors.htools.model import BCluster, from_state
 from reactors.htools.redundancy import LossVerdict, unredundant
 from reactors.htools.score import n1_failures, score
-from reactors.htools.state import to_state
+from reactors.htools.state import HTOOLS_KEEP_FREE_MIB, SpindleRoom, spindle_room, to_state
 from reactors.htools.text import parse, render
 from reactors.placement.capacity import CapacityResult, NewNode, Spec, TierResult, capacity
 
@@ -155,10 +159,15 @@ def run_capacity(args: argparse.Namespace) -> int:
     )
     state = _state(args)
     view = _htools_view(args, state)
+    on_file = getattr(args, "htools", None) is not None
     started = time.monotonic()
     failing = n1_failures(view)
     cannot_lose = unredundant(view)
-    as_hspace = bool(cannot_lose) and not args.without_new_n1_failures
+    room = spindle_room(cluster=view)
+    # hspace allocates nothing when a node already fails N+1 (Hspace.main stops
+    # on Cluster.computeBadItems' nodes); that the cluster cannot lose some
+    # node (the global check) stops it only with --independent-groups
+    as_hspace = bool(failing) and not args.without_new_n1_failures
     if as_hspace:
         result = CapacityResult(
             tiers=tuple(
@@ -167,16 +176,26 @@ def run_capacity(args: argparse.Namespace) -> int:
             ),
             added_nodes=(),
             state=state,
+            spindle_room=room,
         )
     else:
-        result = capacity(state=state, specs=specs, add_nodes=nodes)
+        result = capacity(
+            state=state,
+            specs=specs,
+            add_nodes=nodes,
+            spindle_room=room,
+            keep_free_mib=HTOOLS_KEEP_FREE_MIB if on_file else 0,
+        )
     took = time.monotonic() - started
     final = from_state(state=result.state)
-    counted = (
-        "n+1-safe"
-        if not cannot_lose
-        else ("as hspace: 0 on a cluster failing N+1" if as_hspace else "without new N+1 failures")
-    )
+    if failing:
+        counted = (
+            "as hspace: 0 on a cluster failing N+1" if as_hspace else "without new N+1 failures"
+        )
+    elif cannot_lose:
+        counted = "as hspace: each node keeps N+1, but the cluster cannot lose every node"
+    else:
+        counted = "n+1-safe"
     doc: dict[str, Any] = {
         "n1_failures_before": list(failing),
         "cannot_lose": [asdict(v) for v in cannot_lose],
@@ -186,6 +205,16 @@ def run_capacity(args: argparse.Namespace) -> int:
         ],
         "total": result.total,
         "added_nodes": list(result.added_nodes),
+        "nodes": [
+            {
+                "name": name,
+                "spindle_room": room[name].copies if name in room else None,
+                "spindle_room_after": (
+                    result.spindle_room[name].copies if name in result.spindle_room else None
+                ),
+            }
+            for name in sorted(result.state.desired.nodes)
+        ],
         "score_after": round(score(final).total, 6),
         "n1_failures_after": list(n1_failures(final)),
         "seconds": round(took, 3),
@@ -193,21 +222,28 @@ def run_capacity(args: argparse.Namespace) -> int:
     if args.json:
         print_json(doc)
         return 0
-    if cannot_lose:
+    if failing or cannot_lose:
         _say_n1_unhappy(failing, cannot_lose)
     if result.added_nodes:
         print(f"with {len(result.added_nodes)} more node(s): {', '.join(result.added_nodes)}")
+    if room:
+        _say_spindle_room(room, result.spindle_room)
     for t in result.tiers:
         print(f"{t.spec.label():<28} {t.count:>6} more   (stopped: {t.stopped_by})")
-    if not cannot_lose:
-        safety = "N+1-safe"
-    elif as_hspace:
+    if failing and as_hspace:
         safety = (
             "as hspace counts on a cluster that fails N+1 (--without-new-n1-failures counts "
             "what fits without adding a failure)"
         )
-    else:
+    elif failing:
         safety = "without adding an N+1 failure; the cluster still fails N+1 as before"
+    elif cannot_lose:
+        safety = (
+            "as hspace counts: each node keeps N+1 for its peers, but the cluster still "
+            "cannot lose every node"
+        )
+    else:
+        safety = "N+1-safe"
     print(
         f"total {result.total} more instances, {safety}; cluster score after {doc['score_after']}"
     )
@@ -221,12 +257,28 @@ def _say_n1_unhappy(failing: tuple[str, ...], cannot_lose: tuple[LossVerdict, ..
             f"  {len(failing)} node(s) report less free memory than they hold for a peer's "
             f"failover: {', '.join(failing)}"
         )
+    if not cannot_lose:
+        return
     names = ", ".join(v.node for v in cannot_lose)
     print(f"  losing any of {len(cannot_lose)} node(s) would strand instances: {names}")
     for v in cannot_lose[:5]:
         print(f"    {v.node}: {v.instance}: {v.why}")
     if len(cannot_lose) > 5:
         print(f"    ... and {len(cannot_lose) - 5} more")
+
+
+def _say_spindle_room(
+    before: dict[NodeName, SpindleRoom], after: dict[NodeName, SpindleRoom]
+) -> None:
+    """Each node's spindle room, before the allocations and after them."""
+    print(
+        "spindle room (instance disk copies each node may still take: spindle_ratio x "
+        "spindles less the spindles in use; free spindles with exclusive storage), "
+        "before -> after:"
+    )
+    for name in sorted(before):
+        left = after.get(name, before[name])
+        print(f"  {name:<24} {before[name].copies:>5} -> {left.copies:<5} ({before[name].kind})")
 
 
 def run_reboot_plan(args: argparse.Namespace) -> int:
