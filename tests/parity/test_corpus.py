@@ -4,7 +4,7 @@ both as `hinfo` prints them (with a utilisation file, as `hbal -U` prints the
 initial score, hinfo having no -U), must equal corral's own figures within
 1e-6, component by component at the start.
 
-`make test` runs the committed fixtures (tests/fixtures/htools: twelve files of
+`make test` runs the committed fixtures (tests/fixtures/htools: fourteen files of
 both halves, between them every feature of the corpus, as
 `test_fixtures_cover_every_feature` checks); `make bench` (`-m slow`) runs every
 file of the corpus (17 recipes by 2 seeds, 34 files, 23 features), generating
@@ -125,7 +125,7 @@ def test_fixture_scores_as_htools_before_and_after_the_plan(
     path: Path, util: Path | None, tmp_path: Path
 ) -> None:
     start, after, moves = check_file(path, util, tmp_path)
-    assert moves > 0 or start == after
+    assert moves > 0 or abs(start - after) <= TOLERANCE  # hinfo prints 8 decimals
 
 
 @pytest.mark.slow

@@ -14,7 +14,8 @@ import pytest
 from events.ids import NodeName
 from events.state import ClusterState
 from reactors.htools.model import from_state
-from reactors.htools.text import render
+from reactors.htools.state import HTOOLS_KEEP_FREE_MIB, spindle_room, to_state
+from reactors.htools.text import parse, render
 from reactors.placement.capacity import NewNode, Spec, capacity
 from reactors.placement.reboot import plan_reboots
 from tests.support.states.generated import generated
@@ -159,8 +160,22 @@ def test_capacity_fits_at_least_as_many_as_hspace(
 
     assert n1_failures(from_state(state=final)) == ()
     hspace = require_tool(f"{HTOOLS}/hspace", "ganeti-htools-3.0")
-    theirs = hspace_count(hspace, htools_file(state, tmp_path / "c.txt"), spec)
+    f = htools_file(state, tmp_path / "c.txt")
+    theirs = hspace_count(hspace, f, spec)
     assert ours.total >= theirs, (ours.total, theirs)
+    # On the file, with htools' own limits (the spindle ratio, 1 MiB kept
+    # free), the count is hspace's.
+    on_file = subprocess.run(
+        [
+            *(sys.executable, "-m", "orchestrator.cli.main", "capacity"),
+            *("--htools", str(f), "--spec", "1G,20G,1", "--json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert on_file.returncode == 0, on_file.stderr
+    assert json.loads(on_file.stdout)["total"] == theirs
 
 
 def test_capacity_with_hypothetical_nodes_and_the_cli(tmp_path: Path) -> None:
@@ -183,7 +198,17 @@ def test_capacity_with_hypothetical_nodes_and_the_cli(tmp_path: Path) -> None:
         timeout=120,
     )
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["total"] == base
+    # the file keeps htools' limits, which corral's own cluster does not have
+    cluster = parse(f.read_text())
+    limited = capacity(
+        state=to_state(cluster=cluster),
+        specs=(spec,),
+        spindle_room=spindle_room(cluster=cluster),
+        keep_free_mib=HTOOLS_KEEP_FREE_MIB,
+    ).total
+    doc = json.loads(out.stdout)
+    assert doc["total"] == limited <= base
+    assert {n["name"] for n in doc["nodes"]} == set(state.desired.nodes)
     tiered = subprocess.run(
         [*corral, "capacity", "--htools", str(f), "--spec", "4G,40G,2", "--spec", "512M,10G,1"],
         capture_output=True,
