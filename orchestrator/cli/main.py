@@ -281,6 +281,14 @@ def console() -> None:
     left to do but free memory the kernel takes back anyway. Output that cannot
     be flushed (a closed pipe), an argparse exit, or any other command exits the
     ordinary way."""
+    from orchestrator.logs import configure_logging
+
+    # Whatever a command's modules log goes to standard error, secrets masked
+    # (`corral serve` configures its own format again): structlog's default
+    # writes to standard output, where a warning (a checkpoint passed over) came
+    # before `status --json`'s document and broke it for any reader. Here, not in
+    # `main`: configured once per process, not by every caller in-process.
+    configure_logging()
     args_list = sys.argv[1:]
     if _command_of(args_list) not in READ_ONLY:
         sys.exit(main(args_list))

@@ -65,15 +65,13 @@ async def _says_what_the_fold_says(
     etcd: LocalEtcd, full: ClusterState, *, warning: str = ""
 ) -> None:
     """`corral status` (text and JSON) and `corral cluster verify` as processes
-    print what the full fold gives; after `warning` when given (the store's
-    warnings go to standard output: the CLI leaves structlog unconfigured)."""
+    print what the full fold gives, and only that on standard output: the store's
+    `warning`, when given, goes to standard error."""
 
     def output(done: subprocess.CompletedProcess[str]) -> str:
-        if not warning:
-            return done.stdout
-        said, _, rest = done.stdout.partition("\n")
-        assert warning in said, done.stdout[:500]
-        return rest
+        if warning:
+            assert warning in done.stderr, done.stderr[:500]
+        return done.stdout
 
     text = await corral_async(etcd, "status")
     assert text.returncode == 0, text.stderr
