@@ -39,6 +39,10 @@ class ReactorSettings:
     probe_interval_s: float = 1.0
     probe_timeout_s: float = 5.0
     resync_interval_s: float = 5.0
+    # Every resync asks each instance for a pass; one whose inputs are those of
+    # its last converged pass skips it (`reactors.plans.inputs`). At this interval
+    # every instance is planned again whatever its inputs.
+    full_resync_interval_s: float = 60.0
     # Reconcile passes at once (each waits on a node most of its time): at 64,
     # 1,000 new instances converged in waves of 64.
     max_parallel_instances: int = 256

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from events.ids import InstanceName, new_event_id
+from events.ids import InstanceName, NodeName, new_event_id
 from events.model import (
     AlertCleared,
     AlertRaised,
@@ -27,11 +27,13 @@ from events.model import (
     StepSucceeded,
     instance_key,
 )
-from events.state import ClusterState, JobState
+from events.state import ClusterState, JobState, NodeObservation
 from reactors.context import ReactorContext, instances_touching_node
 from reactors.ending import cancel_all
+from reactors.plans.inputs import PlanInputs, plan_inputs
 from reactors.plans.install import install_events
 from reactors.plans.instance import InstancePlan, Step, StepKind, plan_instance
+from reactors.plans.seen import instances_changed
 from reactors.prober import Prober
 
 # Alerts a plan raises and that end by themselves when the plan stops raising them.
@@ -100,6 +102,16 @@ class InstanceWorkers:
     # Instances a job drives step by step right now (`hold`): no pass runs on them.
     _held: set[InstanceName] = field(default_factory=set)
     last_plans: dict[InstanceName, InstancePlan] = field(default_factory=dict)
+    # The inputs of each instance's last pass whose plan was converged (nothing to
+    # do, nothing waited for): a pass asked for while they are still the same
+    # would plan the same and is skipped, without a task. Forgotten at every full
+    # resync (`ReactorSettings.full_resync_interval_s`), when a job lets go of the
+    # instance, and whenever a pass finds them changed.
+    _settled: dict[InstanceName, PlanInputs] = field(default_factory=dict)
+    # Each node's observation as the last event about the node left it.
+    _node_seen: dict[NodeName, NodeObservation | None] = field(default_factory=dict)
+    # Passes skipped so (for the bench and the tests).
+    skipped: int = 0
 
     @contextlib.asynccontextmanager
     async def hold(self, name: InstanceName) -> AsyncIterator[None]:
@@ -115,6 +127,7 @@ class InstanceWorkers:
             yield
         finally:
             self._held.discard(name)
+            self._settled.pop(name, None)
             self.mark(name)
 
     def mark(self, *names: InstanceName) -> None:
@@ -134,11 +147,24 @@ class InstanceWorkers:
             if kind == "instance":
                 self.mark(InstanceName(name))
             elif kind == "node":
-                from events.ids import NodeName
-
-                self.mark(*instances_touching_node(state, NodeName(name)))
+                self._node_changed(NodeName(name), state)
             elif kind == "cluster":
                 self.mark_all()
+
+    def _node_changed(self, node: NodeName, state: ClusterState) -> None:
+        """A node's record changed: mark the instances placed there or reported
+        there; after a probe's report (its health unchanged), only those whose own
+        VM, DRBD resources or LVs it changed (what else a node reports plans
+        nothing: with 40 instances a node and every node reporting each second
+        while a cluster converges, marking them all was most of the passes).
+        What this misses, the resync finds (`_unchanged` compares everything a
+        plan reads)."""
+        before = self._node_seen.get(node)
+        now = self._node_seen[node] = state.observed.get(node)
+        changed = None
+        if before is not None and now is not None:
+            changed = instances_changed(before, now)
+        self.mark(*(instances_touching_node(state, node) if changed is None else changed))
 
     async def run(self) -> None:
         sem = asyncio.Semaphore(self.ctx.settings.max_parallel_instances)
@@ -154,6 +180,9 @@ class InstanceWorkers:
                     if self._retry_at.get(name, 0.0) > now:
                         continue
                     self._dirty.discard(name)
+                    if self._unchanged(name):
+                        self.skipped += 1
+                        continue
                     self._running[name] = asyncio.create_task(self._pass(name, sem))
         finally:
             # The term's end waits for its passes, however often it is
@@ -171,9 +200,29 @@ class InstanceWorkers:
                 log.error("reconcile passes outlive their term", instances=sorted(self._running))
                 ending.add_done_callback(lambda t: t.cancelled() or t.exception())
 
+    def _unchanged(self, name: InstanceName) -> bool:
+        """Whether `name` converged at its last pass and the state it plans from is
+        still what that pass read."""
+        settled = self._settled.get(name)
+        if settled is None or name in self._held:
+            return False
+        if settled == plan_inputs(self.ctx.state, name):
+            return True
+        del self._settled[name]
+        return False
+
     async def _resync(self) -> None:
+        """Level-triggered: every instance is asked for a pass each resync
+        interval (those whose inputs are unchanged since a converged pass skip
+        it), and every full-resync interval every instance is planned again
+        whatever its inputs."""
+        settings = self.ctx.settings
+        last_full = time.monotonic()
         while not self.ctx.stopping:
-            await asyncio.sleep(self.ctx.settings.resync_interval_s)
+            await asyncio.sleep(settings.resync_interval_s)
+            if time.monotonic() - last_full >= settings.full_resync_interval_s:
+                last_full = time.monotonic()
+                self._settled.clear()
             self.mark_all()
 
     async def _pass(self, name: InstanceName, sem: asyncio.Semaphore) -> None:
@@ -197,12 +246,15 @@ class InstanceWorkers:
         state = self.ctx.state
         if name in self._held or instance_locked_by_job(state, name):
             return None
+        inputs = plan_inputs(state, name)
         plan = plan_instance(state=state, instance=name, now=self.ctx.now())
         self.last_plans[name] = plan
-        bound = log.bind(instance=name)
         await self._raise_alerts(plan)
         if not plan.steps:
+            if plan.converged:
+                self._settled[name] = inputs
             return plan
+        bound = log.bind(instance=name)
         bound.info("steps", steps=[s.summary for s in plan.steps], waiting=list(plan.waiting))
         results = await asyncio.gather(*(self._run_step(step) for step in plan.steps))
         touched = {step.node for step in plan.steps}

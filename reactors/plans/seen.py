@@ -12,12 +12,13 @@ object kept with its entry so that an id is never reused).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from events.ids import InstanceName, NodeName
 from events.model import DrbdResourceObs, VmObs, VolumeObs
 from events.state import ClusterState, NodeObservation, Placement
-from reactors.naming import disks_by_instance
+from reactors.naming import disks_by_instance, parse_disk_name
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,3 +152,30 @@ def instances_on(state: ClusterState, node: NodeName) -> set[InstanceName]:
     if obs is not None:
         found |= node_items(obs).instances
     return found
+
+
+def instances_changed(old: NodeObservation, new: NodeObservation) -> set[InstanceName] | None:
+    """The instances whose own VM, DRBD resources or LVs differ between two
+    observations of one node; None when something every instance there plans from
+    differs (the node's health, whether its facts are known). A section the fold
+    kept (the same tuple) is not compared."""
+    if old.health != new.health or (old.facts is None) != (new.facts is None):
+        return None
+    changed: set[InstanceName] = set()
+    if old.vms is not new.vms or old.drbd is not new.drbd or old.volumes is not new.volumes:
+        before, after = node_items(old), node_items(new)
+        if old.vms is not new.vms:
+            changed.update(InstanceName(n) for n in _differing(before.vms, after.vms))
+        for names in (
+            _differing(before.drbd, after.drbd) if old.drbd is not new.drbd else (),
+            _differing(before.lvs, after.lvs) if old.volumes is not new.volumes else (),
+        ):
+            for name in names:
+                parsed = parse_disk_name(name)
+                if parsed is not None:
+                    changed.add(parsed[0])
+    return changed
+
+
+def _differing(before: Mapping[str, object], after: Mapping[str, object]) -> set[str]:
+    return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
