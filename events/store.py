@@ -390,11 +390,13 @@ class EventStore:
         ops = [tx.put(self.event_key(e.id), b"%d\n" % i + encode(e)) for i, e in enumerate(events)]
         marker = events[0].id.encode()
         ops += [tx.put(self.version_key(k), marker) for k in objects if k in _touched(events)]
-        succeeded, _ = await self._call(
+        succeeded, responses = await self._call(
             self.client.transaction(compare=compare, success=ops, failure=[]), operation="append"
         )
         if succeeded:
-            return await self._revision_of(events[0].id)
+            # The revision of the writes comes with the answer (each put's header):
+            # asking etcd for it again was a second request per append.
+            return _put_revision(responses) or await self._revision_of(events[0].id)
         # Find out why: ids already stored (an idempotent retry: one transaction
         # stores all of its events or none), a newer leader, or a stale version.
         missing = []
@@ -822,3 +824,12 @@ class EventStore:
 
 def _touched(events: Sequence[Event]) -> set[str]:
     return {k for e in events for k in e.objects()}
+
+
+def _put_revision(responses: Sequence[Any]) -> int:
+    """The revision a successful append's puts were written at, from the first
+    put's response in the transaction's answer; 0 if the answer does not say."""
+    for response in responses:
+        if response.WhichOneof("response") == "response_put":
+            return int(response.response_put.header.revision)
+    return 0

@@ -23,10 +23,17 @@ async def all_events(store: EventStore, from_revision: int = 0) -> list[tuple[in
 async def test_append_read_in_order_and_idempotent(etcd: LocalEtcd) -> None:
     async with EventStore.connect([etcd.endpoint], "c1", credentials=etcd.credentials()) as store:
         batch = [ev(i) for i in range(300)]  # more than one transaction's worth
-        await store.append(batch[:10])
-        await store.append(batch[10:])
+        requests: list[str] = []
+        store.on_request = lambda operation, _: requests.append(operation)
+        first = await store.append(batch[:10])
+        assert requests == ["append"]  # the revision came with the answer
+        last = await store.append(batch[10:])
+        store.on_request = None
         got = await all_events(store)
         assert [e.id for _, e in got] == [e.id for e in batch]
+        # Each append returns the revision its (last transaction's) events were stored at.
+        assert first == got[0][0] == got[9][0]
+        assert last == got[-1][0] > got[10][0]
         assert [r for r, _ in got] == sorted(r for r, _ in got)
         # The same ids again: stored once.
         rev = await store.append(batch[5:7])
