@@ -6,6 +6,7 @@ Pure: no I/O, no logging.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,8 +30,10 @@ def disk_name(instance: str, index: int) -> str:
     return f"{instance}-d{index}"
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def parse_disk_name(name: str) -> tuple[InstanceName, int] | None:
-    """Inverse of `disk_name`; None for anything corral did not create."""
+    """Inverse of `disk_name`; None for anything corral did not create. Cached: a
+    node's every report names the same disks again."""
     m = _DISK_RE.fullmatch(name)
     if not m:
         return None

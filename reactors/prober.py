@@ -45,6 +45,14 @@ class ProbeRecord:
     last_error: str = ""
     last_boot_id: str = ""
     probes: int = 0
+    # When the last probe of the node ended, answered or not, whoever asked for
+    # it (this loop, or a worker verifying its steps), on the process's monotonic
+    # clock (`LoopWatch.clock`).
+    ended_at: float | None = None
+    # Per section ("volumes", "drbd", "vms"): the log's tuple and the probe's
+    # (the parser's cached one) last found equal. Both unchanged, they still
+    # are, without comparing them item by item.
+    same: dict[str, tuple[object, object]] = field(default_factory=dict)
 
 
 @dataclass
@@ -59,9 +67,18 @@ class Prober:
         return self.records.setdefault(node, ProbeRecord())
 
     async def run_node(self, node: NodeName) -> None:
-        """Probe `node` every interval until it is no longer declared."""
+        """Probe `node` every interval until it is no longer declared: an interval
+        after its last probe ended, so that a node a worker has just probed (to
+        verify its steps) is not probed again at once; while workers act on it
+        every second, that was half of a converging cluster's probes."""
+        interval = self.ctx.settings.probe_interval_s
         while not self.ctx.stopping and node in self.ctx.state.desired.nodes:
             spec = self.ctx.state.desired.nodes[node]
+            ended = self.record(node).ended_at
+            since = None if ended is None else self.ctx.watch.clock() - ended
+            if since is not None and 0 <= since < interval:
+                await asyncio.sleep(interval - since)
+                continue
             if not spec.offline:
                 try:
                     await self.probe(node)
@@ -71,7 +88,7 @@ class Prober:
                     # The loop must outlive any one probe (etcd slow to answer, the
                     # fold lagging): a node nobody probes would look dead.
                     log.exception("probe pass failed; probing again", node=node)
-            await asyncio.sleep(self.ctx.settings.probe_interval_s)
+            await asyncio.sleep(interval)
 
     async def probe(self, node: NodeName, *, causation: str | None = None) -> int | None:
         """Probe now; append what changed. Returns the revision written, if any.
@@ -89,6 +106,7 @@ class Prober:
                 return await self._probe_once(node)
             finally:
                 self._covered[node] = started_for
+                self.record(node).ended_at = self.ctx.watch.clock()
 
     async def _probe_once(self, node: NodeName) -> int | None:
         rec = self.record(node)
@@ -116,7 +134,7 @@ class Prober:
         rec.probes += 1
         events: list[NodeObserved | NodeHealthChanged | NodeRecovered] = []
         current = self.ctx.state.observed.get(node)
-        changed = _diff(current, snap)
+        changed = _diff(current, snap, same=rec.same)
         if changed is not None:
             events.append(
                 NodeObserved(
@@ -203,16 +221,36 @@ def facts_changed(old: NodeFacts | None, new: NodeFacts) -> bool:
     )
 
 
-def _diff(current: NodeObservation | None, snap: NodeSnapshot) -> _Changed | None:
+def _diff(
+    current: NodeObservation | None,
+    snap: NodeSnapshot,
+    *,
+    same: dict[str, tuple[object, object]],
+) -> _Changed | None:
     """The parts of `snap` that differ from what the log already says."""
     if current is None:
         return _Changed(facts=snap.facts, volumes=snap.volumes, drbd=snap.drbd, vms=snap.vms)
     changed = _Changed(
         facts=snap.facts if facts_changed(current.facts, snap.facts) else None,
-        volumes=snap.volumes if tuple(current.volumes) != snap.volumes else None,
-        drbd=snap.drbd if tuple(current.drbd) != snap.drbd else None,
-        vms=snap.vms if tuple(current.vms) != snap.vms else None,
+        volumes=None if _same(same, "volumes", current.volumes, snap.volumes) else snap.volumes,
+        drbd=None if _same(same, "drbd", current.drbd, snap.drbd) else snap.drbd,
+        vms=None if _same(same, "vms", current.vms, snap.vms) else snap.vms,
     )
     if changed == _Changed():
         return None
     return changed
+
+
+def _same(
+    same: dict[str, tuple[object, object]],
+    section: str,
+    logged: tuple[object, ...],
+    probed: tuple[object, ...],
+) -> bool:
+    known = same.get(section)
+    if known is not None and known[0] is logged and known[1] is probed:
+        return True
+    if tuple(logged) != probed:
+        return False
+    same[section] = (logged, probed)
+    return True

@@ -80,11 +80,12 @@ def parse_probe(text: str, *, volume_group: str, drbd_major: int = 9) -> NodeSna
         drbd_version=version,
         bridges=parse_bridges(sections[10]) if len(sections) > 10 else None,
     )
-    peers = peers_from_hosts(parse_resource_hosts(res_hosts), me=facts.hostname)
     try:
-        drbd_obs = (
-            _drbd_status_json(drbd) if drbd_major >= 9 else parse_drbd_events2(drbd, peers=peers)
-        )
+        if drbd_major >= 9:
+            drbd_obs = _drbd_status_json(drbd)
+        else:  # 8.4 names no peer: the resource files do
+            peers = peers_from_hosts(parse_resource_hosts(res_hosts), me=facts.hostname)
+            drbd_obs = parse_drbd_events2(drbd, peers=peers)
     except DrbdParseError as exc:
         raise ParseError(exc.command, str(exc)) from exc
     return NodeSnapshot(
