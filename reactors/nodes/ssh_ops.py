@@ -47,6 +47,7 @@ from reactors.nodes.fencing import run_fence_agent
 from reactors.nodes.pass_batches import PassBatcher
 from reactors.nodes.probe import DrbdVersionChanged, parse_probe, probe_line
 from reactors.nodes.qmp import QmpError, qmp_session
+from reactors.nodes.ssh_logging import check_level_first
 from reactors.plans.instance import Step, StepKind
 from reactors.seams import NodeSnapshot, NodeUnreachable, StepOutcome
 
@@ -62,6 +63,8 @@ CIPHERS = (
 )
 
 log = structlog.get_logger("corral.nodes")
+
+check_level_first()
 
 
 @dataclass
