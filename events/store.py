@@ -58,6 +58,8 @@ log = _LazyLog()
 T = TypeVar("T")
 
 MAX_TXN_OPS = 120  # etcd's default --max-txn-ops is 128
+# Records written and not yet read back kept at most (`EventStore._written`).
+WRITTEN_KEPT = 20_000
 PAGE = 1000
 RETRYABLE = (
     etcd_errors.ConnectionFailedError,
@@ -202,6 +204,12 @@ class EventStore:
     _closing: set[asyncio.Task[None]] = field(default_factory=set)
     # The release of the member first connected to ("3.4.23"), "" if unknown.
     server_version: str = ""
+    # The records this store wrote, by key, until a read or the subscription
+    # brings them back: a record that comes back byte for byte as written is
+    # the event it was encoded from (every type decodes to what it was encoded
+    # from, tests/unit/events), not decoded again. The leader's own appends
+    # (its probes' reports, its steps) are most of what its subscription reads.
+    _written: dict[bytes, tuple[bytes, int, Event]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ keys
 
@@ -387,7 +395,12 @@ class EventStore:
         compare += [tx.version(self.version_key(k)) == v for k, v in sorted(expected.items())]
         if term is not None:
             compare.append(tx.create(self.leader_key) == term)
-        ops = [tx.put(self.event_key(e.id), b"%d\n" % i + encode(e)) for i, e in enumerate(events)]
+        records = [(self.event_key(e.id), b"%d\n" % i + encode(e)) for i, e in enumerate(events)]
+        ops = [tx.put(record_key, value) for record_key, value in records]
+        if len(self._written) + len(records) > WRITTEN_KEPT:
+            self._written.clear()  # never read back (an append that failed): decode
+        for i, (record_key, value) in enumerate(records):
+            self._written[record_key] = (value, i, events[i])
         marker = events[0].id.encode()
         ops += [tx.put(self.version_key(k), marker) for k in objects if k in _touched(events)]
         succeeded, responses = await self._call(
@@ -708,9 +721,15 @@ class EventStore:
         decoded: list[tuple[int, int, Event]] = []
         for kv in kvs:
             revision = int(kv.create_revision)  # type: ignore[attr-defined]
-            key = bytes(kv.key).decode(errors="replace")  # type: ignore[attr-defined]
+            raw_key = bytes(kv.key)  # type: ignore[attr-defined]
+            value = bytes(kv.value)  # type: ignore[attr-defined]
+            written = self._written.pop(raw_key, None)
+            if written is not None and written[0] == value:
+                decoded.append((revision, written[1], written[2]))
+                continue
+            key = raw_key.decode(errors="replace")
             try:
-                index, event = self._decode_value(bytes(kv.value))  # type: ignore[attr-defined]
+                index, event = self._decode_value(value)
             except CorruptEvent as exc:
                 record = CorruptRecord(key=key, revision=revision, why=str(exc))
                 self.corrupt.append(record)

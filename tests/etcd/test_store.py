@@ -5,10 +5,12 @@ survives etcd being killed and compaction, corrupt records, an unreachable etcd.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import pytest
 
 from devtools.local_etcd import LocalEtcd, free_port
+from events.codec import encode
 from events.model import Event, EventUndecodable
 from events.projection import fold
 from events.state import ClusterState
@@ -42,6 +44,27 @@ async def test_append_read_in_order_and_idempotent(etcd: LocalEtcd) -> None:
         # Another cluster in the same etcd sees nothing of c1.
     async with EventStore.connect([etcd.endpoint], "c2", credentials=etcd.credentials()) as other:
         assert await all_events(other) == []
+
+
+async def test_a_record_read_back_is_the_event_written_unless_its_bytes_changed(
+    etcd: LocalEtcd,
+) -> None:
+    """The writer reads its own records back without decoding them again (the
+    event it wrote), as another reader decodes them; one changed in etcd behind
+    its back is read as etcd holds it."""
+    connect = [etcd.endpoint], "c1"
+    async with (
+        EventStore.connect(*connect, credentials=etcd.credentials()) as store,
+        EventStore.connect(*connect, credentials=etcd.credentials()) as other,
+    ):
+        batch = [ev(i) for i in range(5)]
+        await store.append(batch)
+        changed = replace(batch[2], reason="rewritten behind the writer's back")
+        await store.client.put(store.event_key(changed.id), b"2\n" + encode(changed))
+        mine, theirs = await all_events(store), await all_events(other)
+        assert mine == theirs
+        assert [e for _, e in mine] == [*batch[:2], changed, *batch[3:]]
+        assert mine[0][1] is batch[0]  # the event written, not a copy decoded
 
 
 async def test_stale_writer_gets_a_conflict_and_writes_nothing(etcd: LocalEtcd) -> None:
