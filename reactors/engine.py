@@ -238,9 +238,12 @@ class Engine:
                     log.exception("term-end callback failed")
 
     async def _watch_nodes(self, r: TermReactors) -> None:
-        """One probe loop per declared node; started and stopped as nodes come and go."""
+        """One probe loop per declared node; started and stopped as nodes come and go
+        (looked at when the declared nodes change, and every second)."""
+        loop = asyncio.get_running_loop()
         while not self.ctx.stopping:
-            declared = set(self.ctx.state.desired.nodes)
+            specs = self.ctx.state.desired.nodes
+            declared = set(specs)
             for node in declared - set(r.node_tasks):
                 r.node_tasks[node] = asyncio.create_task(
                     r.prober.run_node(node), name=f"corral-probe-{node}"
@@ -250,7 +253,10 @@ class Engine:
             for node, task in list(r.node_tasks.items()):
                 if task.done():
                     r.node_tasks.pop(node)
-            await self.ctx.wait_change(timeout=1.0)
+            # Woken by every fold; the fold keeps the map while no node changes.
+            deadline = loop.time() + 1.0
+            while self.ctx.state.desired.nodes is specs and loop.time() < deadline:
+                await self.ctx.wait_change(timeout=deadline - loop.time())
 
     async def _isolated(self, reason: str) -> None:
         """The healer finds this leader cut off from most nodes: step down if

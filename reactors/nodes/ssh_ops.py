@@ -113,6 +113,8 @@ class SshNodeOps:
     # Steps of one node in one batch at most (one round trip per node per pass).
     max_steps_per_batch: int = 64
     batcher: PassBatcher = field(init=False)
+    # The declared nodes `update_nodes` last took in (the fold's map, never mutated).
+    _specs_seen: Mapping[NodeName, NodeSpec] | None = None
 
     def __post_init__(self) -> None:
         self.batcher = PassBatcher(
@@ -131,6 +133,11 @@ class SshNodeOps:
         self.term = term
 
     def update_nodes(self, specs: Mapping[NodeName, NodeSpec]) -> None:
+        # Called after every event: the fold hands over the same map until a
+        # node's spec changes.
+        if specs is self._specs_seen:
+            return
+        self._specs_seen = specs
         for name, spec in specs.items():
             old = self.nodes.get(name)
             if old is not None and (old.address, old.port) != (spec.address, spec.port):

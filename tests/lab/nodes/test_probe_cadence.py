@@ -1,18 +1,21 @@
 """A node is probed an interval after its last probe, whoever asked for it: a node
 the workers probe to verify their steps is not probed again at once by its
 periodic loop (the probes the simulated host ran are counted), and a node nobody
-else probes is still probed every interval and stays online."""
+else probes is still probed every interval and stays online. A node declared
+while the orchestrator runs is probed at once."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import time
 from dataclasses import replace
 from pathlib import Path
 
 from events.ids import NodeName
-from events.model import NodeHealth
-from tests.support.cluster.cluster_harness import FAST, cluster
+from events.model import NodeDeclared, NodeHealth, PolicySet
+from events.specs import ClusterPolicy
+from tests.support.cluster.cluster_harness import FAST, cluster, eid
 
 PROBE = re.compile(r"corral-node-helper probe\b")
 INTERVAL_S = 1.0
@@ -56,3 +59,34 @@ async def test_a_probed_node_is_not_probed_again_within_the_interval(tmp_path: P
         assert WATCHED_S / INTERVAL_S - 2 <= idle_probes <= WATCHED_S / INTERVAL_S + 1
         assert engine.state.observed[busy].health == NodeHealth.ONLINE
         assert engine.state.observed[idle].health == NodeHealth.ONLINE
+
+
+async def test_a_node_declared_to_a_running_orchestrator_is_probed(tmp_path: Path) -> None:
+    async with cluster(tmp_path) as c:
+        specs = c.node_specs()
+        await c.declare(
+            [
+                PolicySet(
+                    id=eid(),
+                    time=time.time(),
+                    actor="t",
+                    cluster_name="lab",
+                    policy=ClusterPolicy(),
+                )
+            ]
+            + [NodeDeclared(id=eid(), time=time.time(), actor="t", spec=s) for s in specs[:-1]]
+        )
+        engine = await c.start_engine()
+        late = specs[-1].name
+        await c.wait_for("the first nodes online", lambda: len(engine.state.observed) == 3)
+        await asyncio.sleep(1.5)  # the node loop settled, waiting on the map it holds
+        assert late not in engine.state.observed
+        await c.declare([NodeDeclared(id=eid(), time=time.time(), actor="t", spec=specs[-1])])
+        await c.wait_for(
+            f"{late} probed and online",
+            lambda: (
+                late in engine.state.observed
+                and engine.state.observed[late].health == NodeHealth.ONLINE
+            ),
+            timeout=10,
+        )
