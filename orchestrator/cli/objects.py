@@ -35,6 +35,7 @@ from orchestrator.cli.context import (
 )
 from orchestrator.cli.devices import add_device_parsers, run_device_command
 from orchestrator.cli.jobs import job_command, report_accepted
+from orchestrator.cli.node_parsers import add_node_parsers, add_reboot_plan_parser
 from orchestrator.cluster_report import instance_info, instance_row, node_info, node_rows
 from orchestrator.instance_changes import modify_instance, rename_instance
 from orchestrator.operations import (
@@ -133,11 +134,7 @@ def add_object_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser])
                 action="store_true",
                 help="print what would move where (and the data to resync); change nothing",
             )
-    from orchestrator.cli.plan_tools import add_reboot_plan_parser
-
     add_reboot_plan_parser(nsub)
-    from orchestrator.cli.node_setup import add_node_parsers
-
     add_node_parsers(nsub)
 
     job = sub.add_parser("job", help="list, inspect, follow and cancel jobs")

@@ -98,18 +98,6 @@ def add_plan_tool_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParse
     add_target_options(cap)
 
 
-def add_reboot_plan_parser(nsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    rp = nsub.add_parser("reboot-plan", help="groups of nodes that can reboot together")
-    rp.add_argument(
-        "--evacuate",
-        action="store_true",
-        help="move primaries and secondaries off each group first (default: live-migrate "
-        "primaries to their secondaries)",
-    )
-    rp.add_argument("--htools", type=Path, help="plan on an htools text file, offline")
-    add_target_options(rp)
-
-
 def _state(args: argparse.Namespace) -> ClusterState:
     if getattr(args, "htools", None) is not None:
         path: Path = args.htools
