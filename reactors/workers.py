@@ -108,8 +108,12 @@ class InstanceWorkers:
     # resync (`ReactorSettings.full_resync_interval_s`), when a job lets go of the
     # instance, and whenever a pass finds them changed.
     _settled: dict[InstanceName, PlanInputs] = field(default_factory=dict)
-    # Each node's observation as the last event about the node left it.
+    # Each node's observation as the last event about the node left it; a node
+    # that leaves the cluster is forgotten.
     _node_seen: dict[NodeName, NodeObservation | None] = field(default_factory=dict)
+    # The inputs `_unchanged` found changed, with the state they were read from:
+    # the pass that follows reuses them while the state is still that one.
+    _checked: dict[InstanceName, tuple[ClusterState, PlanInputs]] = field(default_factory=dict)
     # Passes skipped so (for the bench and the tests).
     skipped: int = 0
 
@@ -160,7 +164,11 @@ class InstanceWorkers:
         What this misses, the resync finds (`_unchanged` compares everything a
         plan reads)."""
         before = self._node_seen.get(node)
-        now = self._node_seen[node] = state.observed.get(node)
+        now = state.observed.get(node)
+        if node in state.desired.nodes:
+            self._node_seen[node] = now
+        else:  # removed (or never declared): nothing to keep for it
+            self._node_seen.pop(node, None)
         changed = None
         if before is not None and now is not None:
             changed = instances_changed(before, now)
@@ -206,9 +214,12 @@ class InstanceWorkers:
         settled = self._settled.get(name)
         if settled is None or name in self._held:
             return False
-        if settled == plan_inputs(self.ctx.state, name):
+        state = self.ctx.state
+        inputs = plan_inputs(state, name)
+        if settled == inputs:
             return True
         del self._settled[name]
+        self._checked[name] = (state, inputs)
         return False
 
     async def _resync(self) -> None:
@@ -244,15 +255,19 @@ class InstanceWorkers:
 
     async def reconcile_once(self, name: InstanceName) -> InstancePlan | None:
         state = self.ctx.state
+        checked = self._checked.pop(name, None)
         if name in self._held or instance_locked_by_job(state, name):
             return None
-        inputs = plan_inputs(state, name)
         plan = plan_instance(state=state, instance=name, now=self.ctx.now())
         self.last_plans[name] = plan
         await self._raise_alerts(plan)
         if not plan.steps:
             if plan.converged:
-                self._settled[name] = inputs
+                # computed once a pass: `_unchanged`'s, if read from this same state
+                if checked is not None and checked[0] is state:
+                    self._settled[name] = checked[1]
+                else:
+                    self._settled[name] = plan_inputs(state, name)
             return plan
         bound = log.bind(instance=name)
         bound.info("steps", steps=[s.summary for s in plan.steps], waiting=list(plan.waiting))
