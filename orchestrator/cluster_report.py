@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 
@@ -30,6 +30,12 @@ from reactors.plans.seen import primaries_on, secondaries_on
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class InstanceRow:
+    # One instance's row (`corral instance list`, `GET /api/v1/instances`).
+    # The API document's schema is read from this class (`orchestrator.api.shapes`),
+    # with no key allowed beyond its fields: pydantic's config, as a plain dict so
+    # that this module does not import pydantic.
+    __pydantic_config__: ClassVar[dict[str, str]] = {"extra": "forbid"}
+
     name: str
     status: str  # running, ADMIN_down, ERROR_down, ERROR_nodedown, building, unplaced
     primary: str | None
@@ -46,6 +52,10 @@ class InstanceRow:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class NodeRow:
+    # One node's row (`corral node list`, `GET /api/v1/nodes`), read by the API
+    # document's schema as InstanceRow is.
+    __pydantic_config__: ClassVar[dict[str, str]] = {"extra": "forbid"}
+
     name: str
     health: str
     flags: tuple[str, ...]  # drained, offline, fenced

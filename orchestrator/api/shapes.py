@@ -8,10 +8,13 @@ Pure: no I/O, no logging. Must not build any document itself (the views do).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Literal, NotRequired
 
 from pydantic import ConfigDict
 from typing_extensions import TypedDict
+
+from orchestrator.cluster_report import InstanceRow, NodeRow
 
 _STRICT = ConfigDict(extra="forbid")
 
@@ -49,21 +52,6 @@ class ApplyResult(Accepted):
     changes: int
 
 
-class InstanceRow(Shape):
-    name: str
-    status: str
-    primary: str | None
-    secondary: str | None
-    memory_mib: int
-    vcpus: int
-    disk_mib: int
-    degraded: bool
-    converged: bool
-    restart_required: bool
-    waiting: list[str]
-    tags: list[str]
-
-
 class DiskInfo(Shape):
     index: int
     size_mib: int
@@ -87,6 +75,9 @@ class LastStep(Shape):
     failures_in_a_row: int
 
 
+# `corral instance info --json`: the row and more. A dataclass because the row is
+# one (`orchestrator.cluster_report`, the one declaration of its fields).
+@dataclass(frozen=True, slots=True, kw_only=True)
 class InstanceInfo(InstanceRow):
     os: str
     power: Literal["running", "stopped"]
@@ -98,21 +89,7 @@ class InstanceInfo(InstanceRow):
     version: int
 
 
-class NodeRow(Shape):
-    name: str
-    health: str
-    flags: list[str]
-    memory_mib: int
-    memory_used_mib: int
-    n1_reserve_mib: int
-    n1_ok: bool
-    disk_mib: int
-    disk_used_mib: int
-    primaries: int
-    secondaries: int
-    vms_running: int
-
-
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeInfo(NodeRow):
     address: str
     port: int
