@@ -293,37 +293,76 @@ def _recheck(tp: Any, value: Any, at: Loc) -> list[Problem]:
     return _checker(tp)(value, at)
 
 
+def decoded_problems(value: object) -> tuple[Problem, ...]:
+    """`problems_of` for a value msgspec decoded against its own type (a
+    checkpoint's state): msgspec checked every field's type on the way in, so only
+    what it does not check runs (each field's rules, names, the rules that span
+    fields), and the parts of the value that carry none are not walked at all.
+    The same problems as `problems_of`, in the same order, for such a value
+    only: anything built or decoded otherwise goes through `problems_of`."""
+    tp: Any = type(value)
+    check = _rules_checker(tp)
+    return () if check is None else tuple(check(value, ()))
+
+
 @cache
 def _checker(tp: Any) -> Checker:
     """A checker for values of type `tp`, built once per type (a short-lived CLI
     re-checks a checkpoint of 2,000 instances with it in tens of milliseconds)."""
+    check = _build(tp, typed=True)
+    assert check is not None
+    return check
+
+
+@cache
+def _rules_checker(tp: Any) -> Checker | None:
+    """`_checker(tp)` without the type checks msgspec already made: None when a
+    value of `tp` has nothing left to check."""
+    return _build(tp, typed=False)
+
+
+def _part(tp: Any, *, typed: bool) -> Checker | None:
+    return _checker(tp) if typed else _rules_checker(tp)
+
+
+def _build(tp: Any, *, typed: bool) -> Checker | None:
+    """The checker of `tp`: with `typed`, every value's type is checked too (never
+    None); without, only what msgspec does not check, and None when nothing is left."""
     origin = get_origin(tp)
     if origin is Annotated:
-        return _annotated_checker(tp)
+        base, *meta = get_args(tp)
+        rules = [m.check for m in meta if isinstance(m, Rule)]
+        return _then(_part(base, typed=typed), rules, FieldError)
     if origin in (Union, types.UnionType):
-        return _union_checker(tp)
-    if origin in (tuple, frozenset, set, dict):
-        return _items_checker(tp, origin)
+        return _union_checker(tp) if typed else _union_rules(tp)
+    if origin is dict:
+        return _dict_checker(tp, typed=typed)
+    if origin in (tuple, frozenset, set):
+        return _items_checker(tp, origin, typed=typed)
     if isinstance(tp, NewType):
-        return _name_checker(tp)
+        name = _NAME_CHECKS.get(tp)
+        return _then(_part(tp.__supertype__, typed=typed), [name] if name else [], InvalidName)
     if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return _fields_checker(tp)
-    return _leaf_checker(tp)
+        return _fields_checker(tp, typed=typed)
+    return _leaf_checker(tp) if typed else None  # a leaf or an enum: its type is all
 
 
-def _annotated_checker(tp: Any) -> Checker:
-    base, *meta = get_args(tp)
-    inner = _checker(base)
-    rules = [m.check for m in meta if isinstance(m, Rule)]
+def _then(
+    inner: Checker | None, tests: list[Callable[[Any], object]], error: type[Exception]
+) -> Checker | None:
+    """`inner`, then (when it found nothing) each of `tests`, whose `error` is the
+    problem."""
+    if not tests:
+        return inner
 
     def check(value: Any, at: Loc) -> list[Problem]:
-        found = inner(value, at)
+        found = inner(value, at) if inner is not None else _NOTHING
         if found:
             return found
-        for rule in rules:
+        for test in tests:
             try:
-                rule(value)
-            except FieldError as exc:
+                test(value)
+            except error as exc:
                 return [_problem(at, str(exc))]
         return _NOTHING
 
@@ -348,60 +387,78 @@ def _union_checker(tp: Any) -> Checker:
     return check
 
 
-def _items_checker(tp: Any, origin: Any) -> Checker:
-    args = get_args(tp)
-    if origin is dict:
-        keys, values = _checker(args[0]), _checker(args[1])
-
-        def check_dict(value: Any, at: Loc) -> list[Problem]:
-            if not isinstance(value, dict):
-                return [_problem(at, f"expected an object, got {kind(value)}")]
-            out: list[Problem] = []
-            for k, v in value.items():
-                out += keys(k, (*at, str(k))) + values(v, (*at, str(k)))
-            return out
-
-        return check_dict
-    fixed = origin is tuple and args[-1] is not Ellipsis
-    items = [_checker(a) for a in args] if fixed else [_checker(args[0])]
+def _union_rules(tp: Any) -> Checker | None:
+    members = [a for a in get_args(tp) if a is not type(None)]
+    inner = [_rules_checker(a) for a in members]
+    if all(check is None for check in inner):
+        return None
+    if len(members) > 1:
+        return _checker(tp)  # which member a value is decides its checks: tried in turn
+    (only,) = inner
+    assert only is not None
 
     def check(value: Any, at: Loc) -> list[Problem]:
-        if not isinstance(value, tuple | frozenset | set | list):
-            return [_problem(at, f"must be a list, got {kind(value)}")]
+        return _NOTHING if value is None else only(value, at)
+
+    return check
+
+
+def _dict_checker(tp: Any, *, typed: bool) -> Checker | None:
+    key_type, value_type = get_args(tp)
+    keys, values = _part(key_type, typed=typed), _part(value_type, typed=typed)
+    if keys is None and values is None:
+        return None
+
+    def check(value: Any, at: Loc) -> list[Problem]:
+        if typed and not isinstance(value, dict):
+            return [_problem(at, f"expected an object, got {kind(value)}")]
         out: list[Problem] = []
-        ordered = value if origin is tuple else sorted(value, key=str)
-        for i, item in enumerate(ordered):
-            out += (items[i] if fixed else items[0])(item, (*at, i))
+        for k, v in value.items():
+            loc = (*at, str(k))
+            if keys is not None:
+                out += keys(k, loc)
+            if values is not None:
+                out += values(v, loc)
         return out
 
     return check
 
 
-def _name_checker(tp: Any) -> Checker:
-    inner = _checker(tp.__supertype__)
-    name = _NAME_CHECKS.get(tp)
+def _items_checker(tp: Any, origin: Any, *, typed: bool) -> Checker | None:
+    args = get_args(tp)
+    fixed = origin is tuple and args[-1] is not Ellipsis
+    items = [_part(a, typed=typed) for a in (args if fixed else args[:1])]
+    if all(check is None for check in items):
+        return None
 
     def check(value: Any, at: Loc) -> list[Problem]:
-        found = inner(value, at)
-        if found or name is None:
-            return found
-        try:
-            name(value)
-        except InvalidName as exc:
-            return [_problem(at, str(exc))]
-        return _NOTHING
+        if typed and not isinstance(value, tuple | frozenset | set | list):
+            return [_problem(at, f"must be a list, got {kind(value)}")]
+        out: list[Problem] = []
+        ordered = value if origin is tuple else sorted(value, key=str)
+        for i, item in enumerate(ordered):
+            one = items[i] if fixed else items[0]
+            if one is not None:
+                out += one(item, (*at, i))
+        return out
 
     return check
 
 
-def _fields_checker(tp: type) -> Checker:
+def _fields_checker(tp: type, *, typed: bool) -> Checker | None:
     hints = _field_types(tp)
-    fields = [(f.name, _checker(hints[f.name])) for f in dataclasses.fields(tp)]  # type: ignore[arg-type]
+    found = [(f.name, _part(hints[f.name], typed=typed)) for f in dataclasses.fields(tp)]  # type: ignore[arg-type]
+    fields = [(name, check) for name, check in found if check is not None]
     spanning = _RULES.get(tp)
+    if not typed and not fields and spanning is None:
+        return None
+    clean = None if typed else _clean_default(tp, hints)
 
     def check(value: Any, at: Loc) -> list[Problem]:
-        if not isinstance(value, tp):
+        if typed and not isinstance(value, tp):
             return [_problem(at, f"expected {tp.__name__}, got {kind(value)}")]
+        if clean is not None and value == clean:
+            return _NOTHING
         out: list[Problem] = []
         for name, field_check in fields:
             out += field_check(getattr(value, name), (*at, name))
@@ -429,150 +486,6 @@ def _leaf_checker(tp: Any) -> Checker:
         if isinstance(value, accepted) and (tp is bool or not isinstance(value, bool)):
             return _NOTHING
         return [_problem(at, f"expected {what}, got {kind(value)}")]
-
-    return check
-
-
-def decoded_problems(value: object) -> tuple[Problem, ...]:
-    """`problems_of` for a value msgspec decoded against its own type (a
-    checkpoint's state): msgspec checked every field's type on the way in, so only
-    what it does not check runs (each field's rules, names, the rules that span
-    fields), and the parts of the value that carry none are not walked at all.
-    The same problems as `problems_of`, in the same order, for such a value
-    only: anything built or decoded otherwise goes through `problems_of`."""
-    tp: Any = type(value)
-    check = _rules_checker(tp)
-    return () if check is None else tuple(check(value, ()))
-
-
-@cache
-def _rules_checker(tp: Any) -> Checker | None:
-    """`_checker(tp)` without the type checks msgspec already made: None when a
-    value of `tp` has nothing left to check."""
-    origin = get_origin(tp)
-    if origin is Annotated:
-        return _annotated_rules(tp)
-    if origin in (Union, types.UnionType):
-        return _union_rules(tp)
-    if origin in (tuple, frozenset, set, dict):
-        return _items_rules(tp, origin)
-    if isinstance(tp, NewType):
-        return _name_rules(tp)
-    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
-        return _fields_rules(tp)
-    return None  # a leaf or an enum: its type is all there is to check
-
-
-def _annotated_rules(tp: Any) -> Checker | None:
-    base, *meta = get_args(tp)
-    inner = _rules_checker(base)
-    rules = [m.check for m in meta if isinstance(m, Rule)]
-    if not rules:
-        return inner
-
-    def check(value: Any, at: Loc) -> list[Problem]:
-        found = inner(value, at) if inner is not None else _NOTHING
-        if found:
-            return found
-        for rule in rules:
-            try:
-                rule(value)
-            except FieldError as exc:
-                return [_problem(at, str(exc))]
-        return _NOTHING
-
-    return check
-
-
-def _union_rules(tp: Any) -> Checker | None:
-    members = [a for a in get_args(tp) if a is not type(None)]
-    inner = [_rules_checker(a) for a in members]
-    if all(check is None for check in inner):
-        return None
-    if len(members) > 1:
-        return _checker(tp)  # which member a value is decides its checks: tried in turn
-    (only,) = inner
-    assert only is not None
-
-    def check(value: Any, at: Loc) -> list[Problem]:
-        return _NOTHING if value is None else only(value, at)
-
-    return check
-
-
-def _items_rules(tp: Any, origin: Any) -> Checker | None:
-    args = get_args(tp)
-    if origin is dict:
-        keys, values = _rules_checker(args[0]), _rules_checker(args[1])
-        return None if keys is None and values is None else _dict_rules(keys, values)
-    fixed = origin is tuple and args[-1] is not Ellipsis
-    items = [_rules_checker(a) for a in args] if fixed else [_rules_checker(args[0])]
-    if all(check is None for check in items):
-        return None
-
-    def check(value: Any, at: Loc) -> list[Problem]:
-        out: list[Problem] = []
-        ordered = value if origin is tuple else sorted(value, key=str)
-        for i, item in enumerate(ordered):
-            one = items[i] if fixed else items[0]
-            if one is not None:
-                out += one(item, (*at, i))
-        return out
-
-    return check
-
-
-def _dict_rules(keys: Checker | None, values: Checker | None) -> Checker:
-    def check(value: Any, at: Loc) -> list[Problem]:
-        out: list[Problem] = []
-        for k, v in value.items():
-            loc = (*at, str(k))
-            if keys is not None:
-                out += keys(k, loc)
-            if values is not None:
-                out += values(v, loc)
-        return out
-
-    return check
-
-
-def _name_rules(tp: Any) -> Checker | None:
-    inner = _rules_checker(tp.__supertype__)
-    name = _NAME_CHECKS.get(tp)
-    if name is None:
-        return inner
-
-    def check(value: Any, at: Loc) -> list[Problem]:
-        found = inner(value, at) if inner is not None else _NOTHING
-        if found:
-            return found
-        try:
-            name(value)
-        except InvalidName as exc:
-            return [_problem(at, str(exc))]
-        return _NOTHING
-
-    return check
-
-
-def _fields_rules(tp: type) -> Checker | None:
-    hints = _field_types(tp)
-    found = [(f.name, _rules_checker(hints[f.name])) for f in dataclasses.fields(tp)]  # type: ignore[arg-type]
-    fields = [(name, check) for name, check in found if check is not None]
-    spanning = _RULES.get(tp)
-    if not fields and spanning is None:
-        return None
-    clean = _clean_default(tp, hints)
-
-    def check(value: Any, at: Loc) -> list[Problem]:
-        if clean is not None and value == clean:
-            return _NOTHING
-        out: list[Problem] = []
-        for name, field_check in fields:
-            out += field_check(getattr(value, name), (*at, name))
-        if not out and spanning is not None:
-            out += spanning(value, at)
-        return out
 
     return check
 
