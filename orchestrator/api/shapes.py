@@ -14,7 +14,9 @@ from typing import Literal, NotRequired
 from pydantic import ConfigDict
 from typing_extensions import TypedDict
 
-from orchestrator.cluster_report import InstanceRow, NodeRow
+# Re-exported: the rows are shapes of the document too, declared once with their record.
+from orchestrator.cluster_report import InstanceRow as InstanceRow
+from orchestrator.cluster_report import NodeRow as NodeRow
 
 _STRICT = ConfigDict(extra="forbid")
 
