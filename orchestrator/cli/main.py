@@ -27,7 +27,7 @@ from types import ModuleType
 
 
 def _balance() -> ModuleType:
-    from orchestrator.cli import balance
+    from orchestrator.cli.planning import balance
 
     return balance
 
@@ -45,13 +45,13 @@ def _events() -> ModuleType:
 
 
 def _objects() -> ModuleType:
-    from orchestrator.cli import objects
+    from orchestrator.cli.objects import commands
 
-    return objects
+    return commands
 
 
 def _plan_tools() -> ModuleType:
-    from orchestrator.cli import plan_tools
+    from orchestrator.cli.planning import plan_tools
 
     return plan_tools
 

@@ -20,7 +20,6 @@ from events.ids import InstanceName, NodeName, check_name, new_event_id
 from events.model import JobKind, NodeRemoved
 from events.state import ClusterState
 from events.store import EventStore
-from orchestrator.cli.console import console
 from orchestrator.cli.context import (
     UsageError,
     actor,
@@ -33,9 +32,10 @@ from orchestrator.cli.context import (
     table,
     target_from_args,
 )
-from orchestrator.cli.devices import add_device_parsers, run_device_command
-from orchestrator.cli.jobs import job_command, report_accepted
-from orchestrator.cli.node_parsers import add_node_parsers, add_reboot_plan_parser
+from orchestrator.cli.objects.console import console
+from orchestrator.cli.objects.devices import add_device_parsers, run_device_command
+from orchestrator.cli.objects.jobs import job_command, report_accepted
+from orchestrator.cli.objects.node_parsers import add_node_parsers, add_reboot_plan_parser
 from orchestrator.cluster_report import instance_info, instance_row, node_info, node_rows
 from orchestrator.instance_changes import modify_instance, rename_instance
 from orchestrator.operations import (
@@ -163,7 +163,7 @@ def _add_reinstall_parser(isub: argparse._SubParsersAction[argparse.ArgumentPars
 
 def run_objects(args: argparse.Namespace) -> int:
     if args.command == "node" and args.action == "reboot-plan":
-        from orchestrator.cli.plan_tools import run_reboot_plan
+        from orchestrator.cli.planning.plan_tools import run_reboot_plan
 
         return run_reboot_plan(args)
     return asyncio.run(_run(args))
@@ -343,7 +343,7 @@ async def _node(args: argparse.Namespace, store: EventStore, state: ClusterState
         return _node_list(args, state)
     name = NodeName(check_name(args.name, what="node name"))
     if args.action in ("add", "check"):
-        from orchestrator.cli import node_setup
+        from orchestrator.cli.objects import node_setup
 
         run = node_setup.node_add if args.action == "add" else node_setup.node_check
         return await run(args, store, state, name)

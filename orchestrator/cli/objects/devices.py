@@ -17,7 +17,7 @@ from events.ids import InstanceName, check_name
 from events.state import ClusterState
 from events.store import EventStore
 from orchestrator.cli.context import UsageError, actor, add_target_options
-from orchestrator.cli.jobs import report_accepted
+from orchestrator.cli.objects.jobs import report_accepted
 from orchestrator.device_changes import (
     NicEdit,
     change_nics,

@@ -9,7 +9,7 @@ A node add whose checks fail records nothing and pins nothing; one that passes
 records NodeChecked and NodeDeclared in one transaction and writes the pinned key
 into the orchestrator's known_hosts. `node check` records NodeChecked either way.
 The operator's credentials are used for this connection only and never stored.
-Their parsers are in `orchestrator.cli.node_parsers`, which stays cheap to import.
+Their parsers are in `orchestrator.cli.objects.node_parsers`, which stays cheap to import.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from events.state import ClusterState
 from events.store import EventStore
 from events.validation import problems_of
 from orchestrator.cli.context import UsageError, actor
-from orchestrator.cli.jobs import report_accepted
+from orchestrator.cli.objects.jobs import report_accepted
 from orchestrator.operations import Accepted
 from reactors.nodes.checks import (
     NodeReport,

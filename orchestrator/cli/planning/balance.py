@@ -2,7 +2,7 @@
 cluster score on the CPUs there are (`plan_cluster`) with the report of the
 plan (`report_plan`). Offline on an htools file (`--plan --htools`, like
 `hbal -t`) all happens here; for the live cluster (`--plan`, `--apply`,
-`--watch`) `run_balance` hands over to `orchestrator.cli.balance_live`,
+`--watch`) `run_balance` hands over to `orchestrator.cli.planning.balance_live`,
 imported only then, so that offline planning starts without etcd's client.
 
 Must not move anything itself.
@@ -14,11 +14,11 @@ import argparse
 from dataclasses import replace
 from pathlib import Path
 
-from orchestrator.cli.balance_report import plan_cluster, report_plan
 from orchestrator.cli.context import (
     UsageError,
     add_target_options,
 )
+from orchestrator.cli.planning.balance_report import plan_cluster, report_plan
 from reactors.balance.plan import (
     DEFAULT_LOOKAHEAD,
     DEFAULT_MIN_GAIN,
@@ -143,7 +143,7 @@ def run_balance(args: argparse.Namespace) -> int:
     # the live cluster: etcd's client and the event log's code are imported
     # only here (offline planning, a fresh process each time, does without
     # them: about 60 ms)
-    from orchestrator.cli.balance_live import run_live
+    from orchestrator.cli.planning.balance_live import run_live
 
     return run_live(args)
 

@@ -19,7 +19,6 @@ from events.loading import follow
 from events.model import JOB_FINAL_STATUSES
 from events.state import ClusterState
 from events.store import EventStore
-from orchestrator.cli.balance_report import plan_cluster, plan_doc, report_plan
 from orchestrator.cli.context import (
     actor,
     current_state,
@@ -28,6 +27,7 @@ from orchestrator.cli.context import (
     read_state,
     target_from_args,
 )
+from orchestrator.cli.planning.balance_report import plan_cluster, plan_doc, report_plan
 from orchestrator.operations import OperationRefused, submit_job
 from reactors.balance.apply import job_steps
 from reactors.balance.plan import Move

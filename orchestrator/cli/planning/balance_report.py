@@ -1,7 +1,7 @@
 """What one balance plan looks like to a user: planning a cluster on the cores
 with timing (`plan_cluster`), the `--json` document and the text report, shared
-by the offline (`orchestrator.cli.balance`) and live (`orchestrator.cli.balance_live`)
-paths. Must not read etcd or touch nodes.
+by the offline (`balance`) and live (`balance_live`) paths. Must not read etcd or
+touch nodes.
 """
 
 from __future__ import annotations
