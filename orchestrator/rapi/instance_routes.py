@@ -26,7 +26,7 @@ from events.specs import DiskSpec, InstanceSpec, PowerState
 from events.validation import SpecError, check_field
 from orchestrator.cluster_report import instance_row
 from orchestrator.desired.macs import used_macs, with_macs
-from orchestrator.rapi import views
+from orchestrator.rapi import job_views, views
 from orchestrator.rapi.context import Rapi, RapiError, reply
 from orchestrator.rapi.instance_create import ganeti_size, parse_create
 from orchestrator.rapi.job_index import REMOVE_CORRELATION, TAGS_CORRELATION
@@ -112,7 +112,7 @@ class InstanceRoutes:
             kind=kind,
             target=spec.name,
             who=who,
-            params={views.GANETI_OP_PARAM: "OP_INSTANCE_CREATE"},
+            params={job_views.GANETI_OP_PARAM: "OP_INSTANCE_CREATE"},
             reason="create via RAPI",
         )
 

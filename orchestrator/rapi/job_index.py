@@ -33,8 +33,8 @@ from events.ids import InstanceName, JobId
 from events.model import InstanceRemoved, InstanceUpdated, JobSubmitted, NodeFlagsSet
 from events.state import ClusterState
 from events.store import EventStore
+from orchestrator.rapi.job_views import GanetiJob, from_corral_job
 from orchestrator.rapi.users import ACTOR_PREFIX
-from orchestrator.rapi.views import GanetiJob, from_corral_job
 from reactors.naming import parse_disk_name
 
 TAGS_CORRELATION = "rapi-tags"

@@ -15,7 +15,7 @@ from aiohttp import web
 from events.ids import InstanceName
 from events.state import ClusterState
 from orchestrator.operations import OperationRefused, cancel_job
-from orchestrator.rapi import views
+from orchestrator.rapi import job_views
 from orchestrator.rapi.context import WAIT_TIMEOUT_S, Rapi, RapiError, reply
 from orchestrator.roles import Action, sees_instance
 
@@ -26,7 +26,7 @@ class JobRoutes:
     def __init__(self, r: Rapi) -> None:
         self.r = r
 
-    def visible(self, request: web.Request, job: views.GanetiJob, state: ClusterState) -> bool:
+    def visible(self, request: web.Request, job: job_views.GanetiJob, state: ClusterState) -> bool:
         who = self.r.principal(request)
         if not who.scoped:
             return True
@@ -37,7 +37,7 @@ class JobRoutes:
             and sees_instance(who, tags=spec.tags)
         )
 
-    async def find(self, request: web.Request) -> tuple[views.GanetiJob, ClusterState]:
+    async def find(self, request: web.Request) -> tuple[job_views.GanetiJob, ClusterState]:
         try:
             gid = int(request.match_info["job"])
         except ValueError:
@@ -58,12 +58,12 @@ class JobRoutes:
             await self.r.jobs.refresh()
         found = [j for j in self.r.jobs.all(state) if self.visible(request, j, state)]
         if self.r.flag(request, "bulk"):
-            return reply([views.job(j, views.J_FIELDS_BULK) for j in found])
+            return reply([job_views.job(j, job_views.J_FIELDS_BULK) for j in found])
         return reply([{"id": j.id, "uri": f"/2/jobs/{j.id}"} for j in found])
 
     async def one(self, request: web.Request) -> web.Response:
         got, _ = await self.find(request)
-        return reply(views.job(got))
+        return reply(job_views.job(got))
 
     async def cancel(self, request: web.Request) -> web.Response:
         got, state = await self.find(request)
@@ -94,7 +94,7 @@ class JobRoutes:
         prev_serial = body.get("previous_log_serial")
         if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
             raise RapiError(400, "The 'fields' parameter should be a list")
-        unknown = [f for f in fields if f not in views.JOB_FIELDS_KNOWN]
+        unknown = [f for f in fields if f not in job_views.JOB_FIELDS_KNOWN]
         if unknown:
             raise RapiError(400, f"unknown job fields: {', '.join(unknown)}")
         if prev_info is not None and not isinstance(prev_info, list):
@@ -106,8 +106,8 @@ class JobRoutes:
         deadline = time.monotonic() + WAIT_TIMEOUT_S
         while True:
             got, _ = await self.find(request)
-            job_info = [views.job_field(got, f) for f in fields]
-            entries = [e for e in views.oplog(got) if prev_serial is None or e[0] > prev_serial]
+            job_info = [job_views.job_field(got, f) for f in fields]
+            entries = [e for e in job_views.oplog(got) if prev_serial is None or e[0] > prev_serial]
             if got.final or entries or job_info != prev_info:
                 return reply({"job_info": job_info, "log_entries": entries})
             if time.monotonic() > deadline:
