@@ -22,7 +22,8 @@ from nodehelper.main import run as run_helper_argv
 from nodehelper.verbs import VERBS
 from simulators.fabric import Fabric, Host
 from simulators.hotplug_qmp import answer
-from simulators.tools import Result, read_host_file
+from simulators.tools.files import read_host_file
+from simulators.tools.registry import Result
 
 HELPER_PATH = "/usr/local/lib/corral/corral-node-helper"
 WRITABLE = ("/etc/drbd.d/", "/run/corral/", "/var/lib/corral/")

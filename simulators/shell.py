@@ -15,11 +15,17 @@ from __future__ import annotations
 import functools
 import shlex
 
-from simulators import image_tools as _image_tools  # noqa: F401  (sha256sum, qemu-img)
-from simulators import net_tools as _net_tools  # noqa: F401  (registers `ip`)
 from simulators.fabric import Fabric, Host
 from simulators.node_helper import HELPER_BODY_VERBS, HELPER_PATH, run_helper
-from simulators.tools import TOOLS, Result
+from simulators.tools import (  # noqa: F401  (each registers its commands)
+    drbd,
+    files,
+    images,
+    lvm,
+    net,
+    processes,
+)
+from simulators.tools.registry import TOOLS, Result
 
 # What the corral account cannot run without root (the helper runs them).
 ROOT_ONLY = frozenset(

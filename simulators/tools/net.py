@@ -3,7 +3,7 @@
 `ip link set dev TAP master BRIDGE` / `up` on the taps qemu made for a VM's NICs,
 with iproute2's own messages when a device does not exist.
 
-No I/O. Registers itself in `simulators.tools.TOOLS`.
+No I/O. Registers itself in `simulators.tools.registry.TOOLS`.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 
 from simulators.fabric import Fabric, Host, Vm
-from simulators.tools import Result, tool
+from simulators.tools.registry import Result, tool
 
 
 def _owner(h: Host, tap: str) -> Vm | None:

@@ -12,7 +12,8 @@ from __future__ import annotations
 import hashlib
 
 from simulators.fabric import Fabric, Host
-from simulators.tools import Result, read_host_file, tool
+from simulators.tools.files import read_host_file
+from simulators.tools.registry import Result, tool
 
 
 @tool("sha256sum")
