@@ -220,6 +220,17 @@ def read_state(args: argparse.Namespace) -> ClusterState:
     return found[0]
 
 
+def confirm_by_name(args: argparse.Namespace, name: str, *, refused: str, prompt: str) -> None:
+    """A command that destroys data goes on with `--yes`, or once the user types
+    `name` back at `prompt`; without a terminal to ask on it stops with `refused`."""
+    if args.yes:
+        return
+    if not sys.stdin.isatty():
+        raise UsageError(refused)
+    if input(prompt).strip() != name:
+        raise UsageError("not confirmed; nothing was recorded")
+
+
 def print_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2, sort_keys=False, default=str)
     sys.stdout.write("\n")

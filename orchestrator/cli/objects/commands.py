@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -24,6 +23,7 @@ from orchestrator.cli.context import (
     UsageError,
     actor,
     add_target_options,
+    confirm_by_name,
     current_state,
     open_store,
     parse_size,
@@ -245,7 +245,13 @@ async def _instance(args: argparse.Namespace, store: EventStore, state: ClusterS
         )
         return await report_accepted(args, store, accepted)
     if args.action == "reinstall":
-        _confirm_reinstall(args, name)
+        confirm_by_name(
+            args,
+            name,
+            refused=f"reinstalling {name} destroys the data on its first disk; pass --yes",
+            prompt=f"Reinstalling {name} stops it and overwrites its first disk with the OS image: "
+            "its data is lost. Type the instance name to go on: ",
+        )
         accepted = await reinstall_instance(
             store, state, instance=name, os_name=args.os, actor=actor(store), reason=args.reason
         )
@@ -267,20 +273,6 @@ async def _instance(args: argparse.Namespace, store: EventStore, state: ClusterS
         reason=args.reason,
     )
     return await report_accepted(args, store, accepted)
-
-
-def _confirm_reinstall(args: argparse.Namespace, name: str) -> None:
-    """A reinstall destroys the disk's data: --yes, or the name typed back."""
-    if args.yes:
-        return
-    if not sys.stdin.isatty():
-        raise UsageError(f"reinstalling {name} destroys the data on its first disk; pass --yes")
-    answer = input(
-        f"Reinstalling {name} stops it and overwrites its first disk with the OS image: "
-        f"its data is lost. Type the instance name to go on: "
-    )
-    if answer.strip() != name:
-        raise UsageError("not confirmed; nothing was recorded")
 
 
 def _instance_info(

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 
 from events.ids import InstanceName, check_name
 from events.state import ClusterState
 from events.store import EventStore
-from orchestrator.cli.context import UsageError, actor, add_target_options
+from orchestrator.cli.context import UsageError, actor, add_target_options, confirm_by_name
 from orchestrator.cli.objects.jobs import report_accepted
 from orchestrator.device_changes import (
     NicEdit,
@@ -101,22 +100,14 @@ async def run_device_command(
         )
         accepted = await change_nics(store, state, new=new, actor=actor(store), reason=args.reason)
         return await report_accepted(args, store, accepted)
-    _confirm(args, name)
+    confirm_by_name(
+        args,
+        name,
+        refused=f"removing a disk of {name} destroys its data; pass --yes",
+        prompt=f"Removing {name}'s last disk deletes its DRBD resource and LVs on both nodes: "
+        "its data is lost. Type the instance name to go on: ",
+    )
     accepted = await remove_disk(
         store, state, instance=name, index=args.disk, actor=actor(store), reason=args.reason
     )
     return await report_accepted(args, store, accepted)
-
-
-def _confirm(args: argparse.Namespace, name: str) -> None:
-    """A removed disk's data is lost: --yes, or the name typed back."""
-    if args.yes:
-        return
-    if not sys.stdin.isatty():
-        raise UsageError(f"removing a disk of {name} destroys its data; pass --yes")
-    answer = input(
-        f"Removing {name}'s last disk deletes its DRBD resource and LVs on both nodes: "
-        "its data is lost. Type the instance name to go on: "
-    )
-    if answer.strip() != name:
-        raise UsageError("not confirmed; nothing was recorded")
