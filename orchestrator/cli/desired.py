@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from events.ids import InstanceName, new_event_id
+from events.ids import InstanceName
 from events.loading import follow
 from events.model import (
     Event,
@@ -40,9 +40,9 @@ from orchestrator.cli.context import (
     print_json,
     target_from_args,
 )
-from orchestrator.desired.diff import Action, Diff, diff_desired
+from orchestrator.desired.diff import Action, Diff
 from orchestrator.desired.plan_view import plan_json, preview_placements, render_plan
-from orchestrator.desired.record import diff_events, expected_versions
+from orchestrator.desired.record import expected_versions
 from reactors.plans.instance import plan_instance
 
 if TYPE_CHECKING:
@@ -95,16 +95,11 @@ async def _plan(
     store: EventStore, desired: DesiredFile, *, allow_destroy: bool, force: bool
 ) -> tuple[ClusterState, Diff]:
     state = await current_state(store)
-    diff = diff_desired(
-        state=state,
-        wanted=desired.cluster,
-        absent=desired.absent,
-        digest=desired.digest,
-        allow_destroy=allow_destroy,
-        force=force,
-        files=desired.files,
-    )
-    return state, diff
+    # Here, not at the top: the request module reads YAML files, and the parsers
+    # of `corral plan|apply` are built without that (as `_load` is).
+    from orchestrator.desired.request import file_diff
+
+    return state, file_diff(desired, state, allow_destroy=allow_destroy, force=force)
 
 
 def run_desired(args: argparse.Namespace) -> int:
@@ -125,20 +120,13 @@ def run_desired(args: argparse.Namespace) -> int:
 
 
 async def _run_plan(args: argparse.Namespace, desired: DesiredFile, target: Target) -> int:
+    from orchestrator.desired.request import file_events
+
     async with open_store(target) as store:
         state, diff = await _plan(
             store, desired, allow_destroy=args.allow_destroy, force=args.force
         )
-    events = diff_events(
-        diff=diff,
-        wanted=desired.cluster,
-        digest=desired.digest,
-        files=desired.files,
-        author=actor(store),
-        message="",
-        now=time.time(),
-        new_id=new_event_id,
-    )
+    events = file_events(desired, diff, author=actor(store), message="", now=time.time())
     placements = preview_placements(state=state, events=events) if not diff.problems else ()
     if args.json:
         print_json(plan_json(diff=diff, placements=placements))
@@ -150,6 +138,8 @@ async def _run_plan(args: argparse.Namespace, desired: DesiredFile, target: Targ
 
 
 async def _run_apply(args: argparse.Namespace, desired: DesiredFile, target: Target) -> int:
+    from orchestrator.desired.request import file_events
+
     async with open_store(target) as store:
         state, diff = await _plan(
             store, desired, allow_destroy=args.allow_destroy, force=args.force
@@ -163,15 +153,8 @@ async def _run_apply(args: argparse.Namespace, desired: DesiredFile, target: Tar
             else:
                 print("No changes: the cluster's desired state matches the file.")
             return 0
-        events = diff_events(
-            diff=diff,
-            wanted=desired.cluster,
-            digest=desired.digest,
-            files=desired.files,
-            author=actor(store),
-            message=args.message,
-            now=time.time(),
-            new_id=new_event_id,
+        events = file_events(
+            desired, diff, author=actor(store), message=args.message, now=time.time()
         )
         # One transaction when it fits etcd's limit (then all or nothing); a large
         # apply goes in several, each checking its own objects' versions. If a later

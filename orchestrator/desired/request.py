@@ -68,7 +68,14 @@ def _checked(
             code="invalid_desired_state",
             message=f"the files declare cluster {desired.cluster.name!r}, but this is {cluster!r}",
         )
-    diff = diff_desired(
+    return desired, file_diff(desired, state, allow_destroy=allow_destroy, force=force)
+
+
+def file_diff(
+    desired: DesiredFile, state: ClusterState, *, allow_destroy: bool, force: bool
+) -> Diff:
+    """What recording `desired` would change in `state` (the CLI's and the API's)."""
+    return diff_desired(
         state=state,
         wanted=desired.cluster,
         absent=desired.absent,
@@ -77,12 +84,12 @@ def _checked(
         force=force,
         files=desired.files,
     )
-    return desired, diff
 
 
-def _events(
+def file_events(
     desired: DesiredFile, diff: Diff, *, author: str, message: str, now: float
 ) -> list[Event]:
+    """The events that record `diff` of `desired` (the CLI's and the API's)."""
     return diff_events(
         diff=diff,
         wanted=desired.cluster,
@@ -112,7 +119,7 @@ def plan_request(
     if isinstance(checked, Refusal):
         return checked
     desired, diff = checked
-    events = _events(desired, diff, author=author, message=message, now=now)
+    events = file_events(desired, diff, author=author, message=message, now=now)
     placements = preview_placements(state=state, events=events) if not diff.problems else ()
     return Planned(plan=plan_json(diff=diff, placements=placements))
 
@@ -142,7 +149,7 @@ def apply_request(
         )
     if diff.empty:
         return ToApply(events=(), expected={}, changes=0, digest=desired.digest)
-    events = _events(desired, diff, author=author, message=message, now=now)
+    events = file_events(desired, diff, author=author, message=message, now=now)
     return ToApply(
         events=tuple(events),
         expected=expected_versions(diff=diff, state=state),
