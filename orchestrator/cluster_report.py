@@ -24,7 +24,8 @@ from events.state import ClusterState, JobState, NodeObservation
 from orchestrator.incremental import PerInstance
 from reactors.naming import parse_disk_name
 from reactors.placement.node_loads import NodeLoad, loads
-from reactors.plans.instance import plan_instance, vm_alive, vm_on
+from reactors.plans.instance import plan_instance
+from reactors.plans.queries import vm_alive, vm_on
 from reactors.plans.seen import primaries_on, secondaries_on
 
 

@@ -22,7 +22,7 @@ from events.ids import InstanceName, NodeName
 from events.model import instance_key
 from events.state import ClusterState, NodeObservation
 from reactors.naming import disks_by_instance
-from reactors.plans.instance import vm_alive, vm_on
+from reactors.plans.queries import vm_alive, vm_on
 from reactors.plans.seen import instances_on, node_items
 
 T = TypeVar("T")

@@ -37,7 +37,7 @@ from events.election import (
 from events.ids import NodeName
 from events.specs import FenceSpec
 from events.store import EtcdUnavailable, EventStore
-from reactors.plans.instance import Step
+from reactors.plans.steps import Step
 from reactors.seams import NodeOps, NodeSnapshot, StepOutcome
 
 log = structlog.get_logger("corral.leader")

@@ -16,7 +16,7 @@ from typing import Protocol
 from events.ids import NodeName
 from events.model import DrbdResourceObs, Event, NodeFacts, VmObs, VolumeObs
 from events.specs import FenceSpec
-from reactors.plans.instance import Step
+from reactors.plans.steps import Step
 
 
 class EventLog(Protocol):

@@ -32,8 +32,9 @@ from reactors.context import ReactorContext, instances_touching_node
 from reactors.ending import cancel_all
 from reactors.plans.inputs import PlanInputs, plan_inputs
 from reactors.plans.install import install_events
-from reactors.plans.instance import InstancePlan, Step, StepKind, plan_instance
+from reactors.plans.instance import plan_instance
 from reactors.plans.seen import instances_changed
+from reactors.plans.steps import InstancePlan, Step, StepKind
 from reactors.prober import Prober
 
 # Alerts a plan raises and that end by themselves when the plan stops raising them.

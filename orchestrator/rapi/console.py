@@ -18,7 +18,7 @@ from events.ids import InstanceName
 from orchestrator.rapi.context import Rapi, RapiError, reply
 from orchestrator.roles import Action
 from reactors.naming import VNC_BASE_PORT, vnc_display
-from reactors.plans.instance import vm_alive, vm_on
+from reactors.plans.queries import vm_alive, vm_on
 
 
 class ConsoleRoutes:

@@ -31,7 +31,8 @@ from orchestrator.cluster_report import instance_row
 from orchestrator.incremental import PerInstance
 from orchestrator.roles import Principal, sees_instance
 from reactors.htools.model import BCluster, BPolicy, ISpec, from_state, group_uuid
-from reactors.plans.instance import effective_hv, vm_alive, vm_on
+from reactors.plans.queries import vm_alive, vm_on
+from reactors.plans.steps import effective_hv
 
 _NAMESPACE = uuid.UUID("0b9e3c1a-4f7d-4c1e-8a6b-5d2e7f9a1c33")
 GANETI_STATUSES = frozenset(

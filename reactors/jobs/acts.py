@@ -23,7 +23,8 @@ from events.specs import InstanceSpec
 from events.state import JobState, Placement
 from reactors.context import ReactorContext
 from reactors.plans.install import install_failure
-from reactors.plans.instance import Step, plan_instance
+from reactors.plans.instance import plan_instance
+from reactors.plans.steps import Step
 from reactors.prober import Prober
 from reactors.seams import StepOutcome
 from reactors.workers import DECIDED, InstanceWorkers, job_decided

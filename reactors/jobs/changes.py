@@ -17,8 +17,9 @@ from events.model import InstanceRenamed
 from events.specs import DiskSpec, PowerState
 from events.state import JobState
 from reactors.jobs.acts import JobActs, JobError, decided
-from reactors.plans.instance import Step, node_fenced, vm_alive, vm_on
+from reactors.plans.queries import node_fenced, vm_alive, vm_on
 from reactors.plans.rename import rename_blockers, rename_missing, rename_steps
+from reactors.plans.steps import Step
 
 
 @dataclass(frozen=True)

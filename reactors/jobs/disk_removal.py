@@ -22,7 +22,7 @@ from events.state import JobState
 from reactors.jobs.acts import JobActs, JobError, decided
 from reactors.naming import disk_name
 from reactors.plans.disk_removal import removal_blockers, removal_left, removal_steps
-from reactors.plans.instance import nodes_running
+from reactors.plans.queries import nodes_running
 
 
 @dataclass(frozen=True)

@@ -16,15 +16,8 @@ from events.ids import InstanceName
 from events.state import JobState
 from reactors.jobs.acts import JobActs, JobError
 from reactors.naming import DiskNumbers
-from reactors.plans.instance import (
-    DiskConfig,
-    Step,
-    StepKind,
-    disk_configs,
-    effective_hv,
-    vm_alive,
-    vm_on,
-)
+from reactors.plans.queries import vm_alive, vm_on
+from reactors.plans.steps import DiskConfig, Step, StepKind, disk_configs, effective_hv
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,9 @@ from events.state import JobState
 from reactors.context import ReactorContext
 from reactors.jobs.acts import JobActs, JobError, decided
 from reactors.plans.install import seed_id
-from reactors.plans.instance import Step, StepKind, disk_configs, effective_hv, vm_on
 from reactors.plans.migration import migration_blockers
+from reactors.plans.queries import vm_on
+from reactors.plans.steps import Step, StepKind, disk_configs, effective_hv
 
 MIGRATION_PORT_BASE = 8000
 

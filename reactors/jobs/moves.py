@@ -22,15 +22,8 @@ from reactors.jobs.acts import JobActs, JobError, decided
 from reactors.jobs.migration import Migrations, swapped
 from reactors.placement.allocator import run_refusal
 from reactors.placer import Placer
-from reactors.plans.instance import (
-    Step,
-    StepKind,
-    disk_configs,
-    drbd_on,
-    node_actionable,
-    vm_alive,
-    vm_on,
-)
+from reactors.plans.queries import drbd_on, node_actionable, vm_alive, vm_on
+from reactors.plans.steps import Step, StepKind, disk_configs
 
 
 @dataclass

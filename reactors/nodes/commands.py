@@ -23,7 +23,7 @@ from events.ids import check_name
 from events.specs import InstanceSpec
 from reactors import naming
 from reactors.nodes.cloud_init import seed_texts
-from reactors.plans.instance import DiskConfig, Step, StepKind
+from reactors.plans.steps import DiskConfig, Step, StepKind
 
 
 class ParseError(ValueError):

@@ -48,7 +48,7 @@ from reactors.nodes.pass_batches import PassBatcher
 from reactors.nodes.probe import DrbdVersionChanged, parse_probe, probe_line
 from reactors.nodes.qmp import QmpError, qmp_session
 from reactors.nodes.ssh_logging import check_level_first
-from reactors.plans.instance import Step, StepKind
+from reactors.plans.steps import Step, StepKind
 from reactors.seams import NodeSnapshot, NodeUnreachable, StepOutcome
 
 # AES-GCM first (OpenSSH offers it by default): asyncssh's ChaCha20-Poly1305, its

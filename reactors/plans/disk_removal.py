@@ -18,7 +18,8 @@ from events.ids import InstanceName, NodeName
 from events.specs import PowerState
 from events.state import ClusterState
 from reactors.naming import disk_name
-from reactors.plans.instance import Step, StepKind, bare_disk, nodes_running
+from reactors.plans.queries import nodes_running
+from reactors.plans.steps import Step, StepKind, bare_disk
 
 
 def removal_blockers(*, state: ClusterState, instance: InstanceName, index: int) -> list[str]:

@@ -18,7 +18,7 @@ from events.ids import InstanceName, NodeName
 from events.model import NodeHealth
 from events.state import ClusterState
 from reactors.naming import disk_name
-from reactors.plans.instance import UP_TO_DATE, drbd_on, node_actionable, vm_alive, vm_on
+from reactors.plans.queries import UP_TO_DATE, drbd_on, node_actionable, vm_alive, vm_on
 
 
 def cluster_members(state: ClusterState) -> frozenset[NodeName]:

@@ -16,151 +16,40 @@ The safety rules of docs/architecture are enforced here, as preconditions:
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
-from enum import StrEnum
 
 from events.ids import InstanceName, NodeName
-from events.model import DiskPlacement, DrbdResourceObs, NodeHealth, VmObs, instance_key
-from events.specs import InstanceSpec, NodeSpec, PowerState
+from events.model import DrbdResourceObs, instance_key
+from events.specs import InstanceSpec, PowerState
 from events.state import ClusterState, NodeObservation, Placement
-from reactors.naming import disk_name, disks_by_instance, parse_disk_name
+from reactors.naming import disks_by_instance
 from reactors.plans.install import InstallAction, install_verdict, install_wanted, seed_id
-from reactors.plans.seen import node_items, seen_on
-
-UP_TO_DATE = "UpToDate"
-CONNECTED = "Connected"
-PRIMARY = "Primary"
-SECONDARY = "Secondary"
-# The longest wait between two restarts of a crashed VM (see ClusterPolicy.restart_*).
-RESTART_BACKOFF_MAX_S = 60.0
-RUNNING_VM_STATES = frozenset(
-    {"running", "paused", "inmigrate", "postmigrate", "prelaunch", "finish-migrate"}
+from reactors.plans.queries import (
+    CONNECTED,
+    PRIMARY,
+    SECONDARY,
+    UP_TO_DATE,
+    drbd_on,
+    lv_size_on,
+    node_actionable,
+    node_fenced,
+    node_fresh,
+    nodes_running,
+    vm_alive,
+    vm_on,
+)
+from reactors.plans.seen import seen_on
+from reactors.plans.steps import (
+    DiskConfig,
+    InstancePlan,
+    Step,
+    StepKind,
+    bare_disk,
+    disk_configs,
+    effective_hv,
 )
 
-
-class StepKind(StrEnum):
-    CREATE_DISK = "create-disk"  # lvcreate + resource file + create-md
-    DRBD_UP = "drbd-up"  # (re)write resource file + drbdadm adjust
-    DRBD_DISCARD = "drbd-discard"  # rejoin as sync target, dropping stale data (rule 3)
-    DRBD_INITIAL_PRIMARY = "drbd-initial-primary"  # fresh pair: primary --force
-    DRBD_PRIMARY = "drbd-primary"
-    DRBD_SECONDARY = "drbd-secondary"
-    GROW_DISK = "grow-disk"  # lvextend on both nodes, drbdadm resize on the primary
-    START_VM = "start-vm"
-    STOP_VM = "stop-vm"
-    REMOVE_DISK = "remove-disk"  # drbdadm down + rm resource file + lvremove
-    # Live migration only (driven by reactors.jobs, never planned here):
-    DRBD_DUAL_PRIMARY = "drbd-dual-primary"  # resource file with allow-two-primaries + adjust
-    DRBD_SINGLE_PRIMARY = "drbd-single-primary"  # back to one primary + adjust
-    START_VM_INCOMING = "start-vm-incoming"  # qemu -incoming tcp:ADDR:PORT on the target
-    MIGRATE_VM = "migrate-vm"  # QMP migrate on the source, until completed or failed
-    # Rename only (driven by reactors.jobs, never planned here):
-    DRBD_DOWN = "drbd-down"  # drbdadm down + rm resource file, the LV kept
-    RENAME_DISK = "rename-disk"  # lvrename from `renamed_from` + resource file + adjust
-    # Hotplug (driven by reactors.jobs): one NIC of the spec into the running VM.
-    HOTPLUG_NIC = "hotplug-nic"
-    HOTPLUG_DISK = "hotplug-disk"  # `disk` (Primary here) into the running VM, `spec.hv`'s cache
-    INSTALL_OS = "install-os"  # the image onto the first disk (Primary here); see plans.install
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DrbdPeerConfig:
-    node: NodeName
-    address: str
-    node_id: int
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class DiskConfig:
-    """Everything needed to write one DRBD resource and its backing LV."""
-
-    resource: str
-    index: int
-    size_mib: int
-    minor: int
-    port: int
-    volume_group: str
-    hosts: tuple[DrbdPeerConfig, ...]  # both nodes, primary first
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class Step:
-    kind: StepKind
-    node: NodeName
-    instance: InstanceName
-    disk: DiskConfig | None = None
-    spec: InstanceSpec | None = None  # for START_VM
-    disks: tuple[DiskConfig, ...] = ()  # for START_VM: the disks, in order
-    grow_peer: NodeName | None = None  # for GROW_DISK: the secondary to extend too
-    migrate_address: str = ""  # for START_VM_INCOMING / MIGRATE_VM
-    migrate_port: int = 0
-    renamed_from: str = ""  # for RENAME_DISK: the LV's old name
-    nic_index: int = -1  # for HOTPLUG_NIC: which of `spec.nics`
-    note: str = ""
-    seed_id: str = ""  # START_VM*: the cloud-init seed's instance-id ("" = no seed)
-
-    @property
-    def summary(self) -> str:
-        what = self.disk.resource if self.disk else self.instance
-        return f"{self.kind.value} {what} on {self.node}" + (f" ({self.note})" if self.note else "")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class InstancePlan:
-    instance: InstanceName
-    steps: tuple[Step, ...] = ()
-    waiting: tuple[str, ...] = ()  # why some work cannot proceed yet
-    alerts: tuple[tuple[str, str], ...] = ()  # (alert key, message)
-    converged: bool = False
-    restart_required: bool = False
-    degraded: bool = False
-    error_down: bool = False  # crashed too often: not restarted until a person asks
-    notes: tuple[str, ...] = field(default=())
-
-
-# --------------------------------------------------------------------------- queries
-
-
-def _obs(state: ClusterState, node: NodeName) -> NodeObservation | None:
-    return state.observed.get(node)
-
-
-def node_actionable(state: ClusterState, node: NodeName) -> bool:
-    """We can run commands there: declared, not offline, reachable and probed."""
-    spec = state.desired.nodes.get(node)
-    obs = _obs(state, node)
-    return (
-        spec is not None
-        and not spec.offline
-        and obs is not None
-        and obs.health == NodeHealth.ONLINE
-        and obs.facts is not None
-    )
-
-
-def node_fenced(state: ClusterState, node: NodeName) -> bool:
-    obs = _obs(state, node)
-    return obs is not None and obs.health == NodeHealth.FENCED
-
-
-def node_fresh(state: ClusterState, node: NodeName, *, now: float) -> bool:
-    """Its observation is current. Observations are recorded only when they change,
-    so freshness comes from health: a node stays ONLINE only while its probes keep
-    succeeding (the health monitor demotes it to SUSPECT within the suspect timeout)."""
-    del now
-    return node_actionable(state, node)
-
-
-def vm_on(obs: NodeObservation | None, instance: str) -> VmObs | None:
-    return None if obs is None else node_items(obs).vms.get(instance)
-
-
-def vm_alive(vm: VmObs | None) -> bool:
-    return vm is not None and vm.status in RUNNING_VM_STATES
-
-
-def drbd_on(obs: NodeObservation | None, resource: str) -> DrbdResourceObs | None:
-    return None if obs is None else node_items(obs).drbd.get(resource)
+# The longest wait between two restarts of a crashed VM (see ClusterPolicy.restart_*).
+RESTART_BACKOFF_MAX_S = 60.0
 
 
 def _other_minor(res: DrbdResourceObs | None, cfg: DiskConfig) -> bool:
@@ -168,84 +57,6 @@ def _other_minor(res: DrbdResourceObs | None, cfg: DiskConfig) -> bool:
     (a stale observation of a pair just removed, or a leftover): never plugged,
     promoted or reused as if it were."""
     return res is not None and res.minor is not None and res.minor != cfg.minor
-
-
-def lv_size_on(obs: NodeObservation | None, vg: str, name: str) -> int | None:
-    vol = None if obs is None else node_items(obs).volumes.get((vg, name))
-    return None if vol is None else vol.size_mib
-
-
-def nodes_running(state: ClusterState, instance: str) -> list[NodeName]:
-    """Nodes whose last observation shows the VM alive (stale ones included: a node
-    we cannot see may still be running it, unless it is fenced)."""
-    found = []
-    for node in seen_on(state, InstanceName(instance)):
-        obs = state.observed[node]
-        if obs.health == NodeHealth.FENCED:
-            continue
-        if vm_alive(vm_on(obs, instance)):
-            found.append(node)
-    return sorted(found)
-
-
-# --------------------------------------------------------------------------- config
-
-
-def effective_hv(*, state: ClusterState, spec: InstanceSpec, node: NodeName) -> InstanceSpec:
-    """`spec` with the hvparams a start on `node` uses: its own over the node's
-    group's over the cluster's (Ganeti's fill order)."""
-    node_spec = state.desired.nodes.get(node)
-    group = state.desired.groups.get(node_spec.group) if node_spec else None
-    base = state.desired.policy.hv
-    if group is not None:
-        base = group.hv.over(base)
-    hv = spec.hv.over(base)
-    return spec if hv == spec.hv else replace(spec, hv=hv)
-
-
-def disk_configs(
-    *, state: ClusterState, instance: InstanceName, placement: Placement
-) -> tuple[DiskConfig, ...]:
-    spec = state.desired.instances.get(instance)
-    configs = []
-    for disk in placement.disks:
-        size = disk.size_mib
-        if spec is not None and disk.index < len(spec.disks):
-            size = max(size, spec.disks[disk.index].size_mib)
-        configs.append(
-            _disk_config(state=state, instance=instance, placement=placement, disk=disk, size=size)
-        )
-    return tuple(configs)
-
-
-def _disk_config(
-    *,
-    state: ClusterState,
-    instance: InstanceName,
-    placement: Placement,
-    disk: DiskPlacement,
-    size: int,
-) -> DiskConfig:
-    hosts = []
-    for node_id, node in enumerate((placement.primary, placement.secondary)):
-        spec: NodeSpec | None = state.desired.nodes.get(node)
-        address = spec.drbd_address if spec else "0.0.0.0"
-        hosts.append(DrbdPeerConfig(node=node, address=address, node_id=node_id))
-    primary_spec = state.desired.nodes.get(placement.primary)
-    vg = primary_spec.volume_group if primary_spec else "corral"
-    # Node ids must not depend on which side is primary (they are written into the
-    # DRBD metadata): order them by name so a failover keeps them stable.
-    hosts.sort(key=lambda h: h.node)
-    hosts = [DrbdPeerConfig(node=h.node, address=h.address, node_id=i) for i, h in enumerate(hosts)]
-    return DiskConfig(
-        resource=disk_name(instance, disk.index),
-        index=disk.index,
-        size_mib=size,
-        minor=disk.minor,
-        port=disk.port,
-        volume_group=vg,
-        hosts=tuple(hosts),
-    )
 
 
 # --------------------------------------------------------------------------- planning
@@ -358,7 +169,7 @@ class _Present:
         self.install_holds = False  # an OS install keeps the VM from starting
         self.p_ok = node_actionable(state, self.p)
         self.s_ok = node_actionable(state, self.s)
-        self.p_obs, self.s_obs = _obs(state, self.p), _obs(state, self.s)
+        self.p_obs, self.s_obs = state.observed.get(self.p), state.observed.get(self.s)
         if not self.p_ok:
             self.waiting.append(f"primary {self.p} is not reachable")
         if not self.s_ok:
@@ -687,7 +498,7 @@ def _start_blockers(
     for node in sorted(suspects):
         if node_fenced(state, node):
             continue
-        obs = _obs(state, node)
+        obs = state.observed.get(node)
         if node_fresh(state, node, now=now) and not vm_alive(vm_on(obs, instance)):
             continue
         if obs is None and node not in state.desired.nodes:
@@ -739,28 +550,6 @@ def _plan_removal(*, state: ClusterState, instance: InstanceName, now: float) ->
 
 def _leftover_disks(obs: NodeObservation, instance: str) -> list[str]:
     return list(disks_by_instance(obs).get(InstanceName(instance), ()))
-
-
-def bare_disk(resource: str, state: ClusterState, node: NodeName) -> DiskConfig:
-    """What removing `resource` from `node` needs (its VG and minor as the node last
-    reported them), for a disk no placement holds any more."""
-    parsed = parse_disk_name(resource)
-    spec = state.desired.nodes.get(node)
-    obs = _obs(state, node)
-    res = drbd_on(obs, resource)
-    vg = spec.volume_group if spec else "corral"
-    for vol in obs.volumes if obs else ():
-        if vol.name == resource:
-            vg = vol.vg
-    return DiskConfig(
-        resource=resource,
-        index=parsed[1] if parsed else 0,
-        size_mib=0,
-        minor=res.minor if res and res.minor is not None else -1,
-        port=0,
-        volume_group=vg,
-        hosts=(),
-    )
 
 
 def _peer_standalone(obs: NodeObservation | None, resource: str, peer: NodeName) -> bool:

@@ -11,7 +11,8 @@ from collections.abc import Iterable
 
 from events.ids import NodeName
 from events.state import NodeObservation
-from reactors.plans.instance import DiskConfig, drbd_on
+from reactors.plans.queries import drbd_on
+from reactors.plans.steps import DiskConfig
 
 UP_TO_DATE = "UpToDate"
 

@@ -12,15 +12,8 @@ from __future__ import annotations
 from events.ids import InstanceName, NodeName
 from events.state import ClusterState, Placement
 from reactors.naming import disks_by_instance
-from reactors.plans.instance import (
-    Step,
-    StepKind,
-    disk_configs,
-    node_actionable,
-    node_fenced,
-    vm_alive,
-    vm_on,
-)
+from reactors.plans.queries import node_actionable, node_fenced, vm_alive, vm_on
+from reactors.plans.steps import Step, StepKind, disk_configs
 
 
 def _nodes(placement: Placement) -> tuple[NodeName, NodeName]:

@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 from events.ids import NodeName
-from reactors.plans.instance import DiskConfig, DrbdPeerConfig
+from reactors.plans.steps import DiskConfig, DrbdPeerConfig
 from tests.support.nodes.node_helper import resource_file
 from tests.support.tools import require_tool
 

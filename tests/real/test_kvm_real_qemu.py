@@ -18,7 +18,7 @@ import pytest
 from events.ids import InstanceName, NodeName
 from events.specs import DiskSpec, InstanceSpec
 from reactors.nodes.qmp import qmp_session
-from reactors.plans.instance import DiskConfig, DrbdPeerConfig
+from reactors.plans.steps import DiskConfig, DrbdPeerConfig
 from tests.support.nodes.node_helper import qemu_argv
 from tests.support.tools import require_tool
 

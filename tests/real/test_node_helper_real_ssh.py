@@ -22,7 +22,7 @@ from events.specs import DiskSpec, InstanceSpec, NodeSpec
 from reactors.nodes.commands import HELPER, drbd_config, vm_kill
 from reactors.nodes.probe import PROBE_SECTIONS, SEPARATOR
 from reactors.nodes.ssh_ops import SshNodeOps
-from reactors.plans.instance import DiskConfig, DrbdPeerConfig, Step, StepKind
+from reactors.plans.steps import DiskConfig, DrbdPeerConfig, Step, StepKind
 from tests.support.nodes.real_sshd import RealNode, skip_reason, start_real_node
 
 REASON = skip_reason()

@@ -28,7 +28,7 @@ from nodehelper.seed import seed_write
 from nodehelper.vm import launch, start_request
 from reactors.nodes.commands import seed_write as seed_request
 from reactors.nodes.commands import vm_start
-from reactors.plans.instance import DiskConfig
+from reactors.plans.steps import DiskConfig
 from tests.real.test_guest_network_real import (  # noqa: F401  (nodes: a fixture)
     GUEST_IP,
     MAC,

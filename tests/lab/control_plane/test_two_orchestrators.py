@@ -26,7 +26,7 @@ from reactors.healer import Healer
 from reactors.jobs.runner import JobRunner
 from reactors.leader import Leadership, TermNodes
 from reactors.placer import Placer
-from reactors.plans.instance import Step, StepKind
+from reactors.plans.steps import Step, StepKind
 from reactors.prober import Prober
 from reactors.workers import InstanceWorkers
 from tests.support.chaos.terms import deposed_writes, term_history

@@ -14,7 +14,7 @@ from pathlib import Path
 from events.ids import InstanceName
 from events.model import JobKind, JobStatus
 from orchestrator.operations import submit_job
-from reactors.plans.instance import vm_on
+from reactors.plans.queries import vm_on
 from simulators.fabric import CommandFault
 from tests.support.cluster.cluster_harness import cluster, instances, job_ended
 

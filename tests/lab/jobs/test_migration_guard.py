@@ -11,7 +11,7 @@ from pathlib import Path
 
 from events.model import JobKind, JobStatus
 from orchestrator.operations import submit_job
-from reactors.plans.instance import drbd_on
+from reactors.plans.queries import drbd_on
 from tests.support.cluster.cluster_harness import cluster, instances, job_ended
 
 

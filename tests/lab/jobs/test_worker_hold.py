@@ -10,7 +10,7 @@ import asyncio
 from pathlib import Path
 
 from events.ids import NodeName
-from reactors.plans.instance import Step, StepKind, disk_configs
+from reactors.plans.steps import Step, StepKind, disk_configs
 from tests.support.cluster.cluster_harness import cluster, instances
 
 

@@ -22,7 +22,7 @@ from events.model import InstanceDeclared, StepFailed
 from events.specs import DiskSpec, InstanceSpec, NodeSpec
 from reactors.nodes.commands import HelperRequest, drbdadm
 from reactors.nodes.ssh_ops import SshNodeOps
-from reactors.plans.instance import DiskConfig, DrbdPeerConfig, Step, StepKind
+from reactors.plans.steps import DiskConfig, DrbdPeerConfig, Step, StepKind
 from simulators.fabric import CommandFault
 from simulators.lab import HostConfig, Lab
 from simulators.node_helper import HELPER_PATH

@@ -13,7 +13,7 @@ import pytest
 
 from events.ids import NodeName
 from reactors.nodes.probe import parse_probe, probe_line
-from reactors.plans.instance import DiskConfig, DrbdPeerConfig
+from reactors.plans.steps import DiskConfig, DrbdPeerConfig
 from simulators.lab import HostConfig, Lab
 from tests.support.nodes.node_helper import resource_file
 

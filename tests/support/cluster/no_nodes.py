@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import NoReturn
 
 from events.ids import NodeName
-from reactors.plans.instance import Step
+from reactors.plans.steps import Step
 from reactors.seams import NodeUnreachable
 
 

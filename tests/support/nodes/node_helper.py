@@ -10,7 +10,7 @@ from events.specs import InstanceSpec
 from nodehelper.drbd import resource_request, resource_text
 from nodehelper.vm import start_request
 from reactors.nodes.commands import drbd_config, vm_start
-from reactors.plans.instance import DiskConfig
+from reactors.plans.steps import DiskConfig
 
 
 def resource_file(

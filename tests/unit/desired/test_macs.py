@@ -10,7 +10,7 @@ from events.ids import InstanceName, NodeName
 from events.specs import DesiredCluster, DiskSpec, InstanceSpec, NicSpec
 from orchestrator.desired.macs import cluster_with_macs
 from reactors.nodes.commands import step_requests
-from reactors.plans.instance import DiskConfig, DrbdPeerConfig, Step, StepKind
+from reactors.plans.steps import DiskConfig, DrbdPeerConfig, Step, StepKind
 
 
 def spec(name: str, *nics: NicSpec) -> InstanceSpec:

@@ -17,7 +17,7 @@ from nodehelper.seed import SEED_FILES, seed_request
 from nodehelper.vfat import fat_image
 from reactors.nodes.cloud_init import seed_texts
 from reactors.nodes.commands import install_requests, seed_write
-from reactors.plans.instance import DiskConfig
+from reactors.plans.steps import DiskConfig
 from tests.support.tools import require_tool
 from tests.unit.desired.test_desired_file import MINIMAL, load, one_problem, problems_of
 

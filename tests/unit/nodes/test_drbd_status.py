@@ -18,7 +18,7 @@ from reactors.nodes.drbd_status import (
     peers_from_hosts,
 )
 from reactors.nodes.probe import SEPARATOR, DrbdVersionChanged, parse_probe, probe_line
-from reactors.plans.instance import DiskConfig, DrbdPeerConfig
+from reactors.plans.steps import DiskConfig, DrbdPeerConfig
 from tests.support.nodes.node_helper import resource_file
 
 REAL = Path(__file__).resolve().parents[2] / "fixtures" / "real" / "drbd84"

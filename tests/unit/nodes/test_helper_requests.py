@@ -24,7 +24,7 @@ from reactors.nodes.commands import (
     vm_kill,
 )
 from reactors.nodes.probe import probe_line
-from reactors.plans.instance import DiskConfig, DrbdPeerConfig, Step, StepKind
+from reactors.plans.steps import DiskConfig, DrbdPeerConfig, Step, StepKind
 
 DISK = DiskConfig(
     resource="web-d0",

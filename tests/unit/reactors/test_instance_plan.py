@@ -13,7 +13,8 @@ from events.model import (
     VolumeObs,
 )
 from events.specs import PowerState
-from reactors.plans.instance import StepKind, plan_instance
+from reactors.plans.instance import plan_instance
+from reactors.plans.steps import StepKind
 from tests.support.states.plan_states import LV, NOW, WEB, A, B, C, online, res, state
 
 
