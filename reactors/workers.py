@@ -114,7 +114,8 @@ class InstanceWorkers:
     _node_seen: dict[NodeName, NodeObservation | None] = field(default_factory=dict)
     # The inputs `_unchanged` found changed, with the state they were read from:
     # the pass that follows reuses them while the state is still that one.
-    _checked: dict[InstanceName, tuple[ClusterState, PlanInputs]] = field(default_factory=dict)
+    _checked: dict[InstanceName, PlanInputs] = field(default_factory=dict)
+    _checked_state: ClusterState | None = None
     # Passes skipped so (for the bench and the tests).
     skipped: int = 0
 
@@ -220,7 +221,12 @@ class InstanceWorkers:
         if settled == inputs:
             return True
         del self._settled[name]
-        self._checked[name] = (state, inputs)
+        if self._checked_state is not state:
+            # only the current state's are kept: an older one would pin that
+            # whole state in memory for an instance whose pass never came
+            self._checked.clear()
+            self._checked_state = state
+        self._checked[name] = inputs
         return False
 
     async def _resync(self) -> None:
@@ -256,7 +262,7 @@ class InstanceWorkers:
 
     async def reconcile_once(self, name: InstanceName) -> InstancePlan | None:
         state = self.ctx.state
-        checked = self._checked.pop(name, None)
+        checked = self._checked.pop(name, None) if self._checked_state is state else None
         if name in self._held or instance_locked_by_job(state, name):
             return None
         plan = plan_instance(state=state, instance=name, now=self.ctx.now())
@@ -265,8 +271,8 @@ class InstanceWorkers:
         if not plan.steps:
             if plan.converged:
                 # computed once a pass: `_unchanged`'s, if read from this same state
-                if checked is not None and checked[0] is state:
-                    self._settled[name] = checked[1]
+                if checked is not None:
+                    self._settled[name] = checked
                 else:
                     self._settled[name] = plan_inputs(state, name)
             return plan

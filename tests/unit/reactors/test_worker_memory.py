@@ -51,6 +51,22 @@ def test_a_pass_after_a_failed_skip_check_reuses_its_inputs() -> None:
     w = _workers(state)
     w._settled[name] = ("stale",)
     assert not w._unchanged(name)
-    checked_state, inputs = w._checked[name]
-    assert checked_state is state
-    assert inputs == plan_inputs(state, name)
+    assert w._checked_state is state
+    assert w._checked[name] == plan_inputs(state, name)
+
+
+def test_inputs_checked_against_an_older_state_are_not_kept() -> None:
+    state = converged_state(4, 8)
+    first, second = sorted(state.desired.instances)[:2]
+    w = _workers(state)
+    w._settled[first] = ("stale",)
+    assert not w._unchanged(first)
+    newer = fold(
+        state,
+        [(state.revision + 1, NodeRemoved(id=new_event_id(), time=3.0, actor="test", node=NODE))],
+    )
+    w.ctx.state = newer
+    w._settled[second] = ("stale",)
+    assert not w._unchanged(second)
+    assert w._checked_state is newer
+    assert set(w._checked) == {second}
