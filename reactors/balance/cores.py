@@ -1,10 +1,11 @@
 """`corral balance`'s planning on more than one core: the same plan as
 `reactors.balance.plan.plan_balance`, sooner. With the full set of searches
-the lookahead search (the longest of the four) runs in a worker process while
-this one runs the greedy search and then the pairs and frugal searches (with
-three cores or more, the pairs search gets a worker too, and with four the
-frugal one); with the quick set the frugal search runs in a worker beside the
-greedy one here. This process folds and weighs
+the lookahead search (the longest of the five) runs in a worker process while
+this one runs the greedy search and then the pairs, "greedy, less data" and
+frugal searches (with three cores or more, the pairs search gets a worker too,
+and so on in that order); with the quick set the "greedy, less data" search
+runs in a worker beside the greedy one here (and the frugal one with three
+cores, here after the greedy one otherwise). This process folds and weighs
 each run's plans here as soon as the run is done (`consider`), the ones from
 here while the worker still searches; `keep_plan` then keeps one exactly as
 `plan_balance` does, so the plan does not depend on how many cores there are.
@@ -171,7 +172,7 @@ def plan_on_cores(
     # the longest search first; the others get a worker each while cores last
     # (the greedy search always runs here: the others' plans are weighed against it)
     away = [s for s in specs if s.pick == "ahead"] + [
-        s for s in specs if s.pick in ("pairs", "frugal")
+        s for s in specs if s.pick in ("pairs", "near", "frugal")
     ]
     away = away[: cores - 1] if spread else []
     runs: dict[str, SearchRun] = {}

@@ -31,8 +31,16 @@ cluster-wide means kept from step to step while its nodes are unchanged, and
 re-evaluated at each step's means) and one for the target node (`reactors.balance.step.bounds`), and
 candidates are visited best bound first until no bound can come within
 `cost_tolerance` of the best delta found; the result is the one of scoring every
-candidate. Among moves whose gains are within `cost_tolerance` (relative) of the
-best, the one that copies the least data, then migrates the fewest times, wins. A
+candidate. The greedy search takes hbal's step exactly: the move of the lowest
+score, and among equal ones (within `TIE`, float rounding) the first hbal meets
+(`hbal_position`: instances in file order, each's failover first, then target
+nodes in file order with the kinds in Ganeti's `possibleMoves` order), so that
+where the rules agree it follows hbal's trajectory move for move and its plan,
+the one the others are weighed against, is hbal's. Near-ties decide where
+greedy trajectories part, and neither order ends lower in general; so the
+quick and full sets also run "greedy, less data": among moves whose gains are
+within `cost_tolerance` (relative) of the best, the one that copies the least
+data, then migrates the fewest times (the greedy step before issue 29). A
 final pass folds repeated moves of one instance into one where the rules allow, so
 the plan ends in the same placement with fewer moves and less data copied.
 With the full set of searches (`search_set="full"`, `lookahead` K >= 2, 3 by
@@ -42,7 +50,8 @@ best (within 5 %) by its gain plus the best gain after it (the lookahead plan),
 and by its gain plus that of the best move it leaves open on other nodes (the
 pairs plan; both in `reactors.balance.step.lookahead`); and greedily again, but
 preferring less data among gains within `FRUGAL_TOLERANCE` (0.5 %) of the best
-(the frugal plan); the quick set makes only the greedy and the frugal plans,
+(the frugal plan), and the "greedy, less data" plan; the quick set makes only
+the greedy, the "greedy, less data" and the frugal plans,
 and the default ("auto") is the full set on clusters below `QUICK_FROM`
 instances times nodes and the quick one from there on. Those plans often end
 lower or copy less but run longer;
@@ -105,7 +114,7 @@ from reactors.balance.moves import (
 from reactors.balance.rules import check_plan_move
 from reactors.balance.step.exact import ExactSearch
 from reactors.balance.step.lookahead import LOOKAHEAD_TOLERANCE, pick_ahead, pick_pair
-from reactors.balance.step.search import Candidate, Search, choose
+from reactors.balance.step.search import TIE, Candidate, Search, choose, choose_as_hbal
 from reactors.balance.work import Work, exactly_modelled
 from reactors.htools.model import BCluster, BInstance, BNode
 from reactors.htools.score import n1_failures, score
@@ -174,10 +183,11 @@ DEFAULT_PREFER = "auto"
 PREFER = ("auto", "budget", "moves", "score")
 
 
-# How a search picks each move: the best one (`choose`; "frugal": within the
-# wider `FRUGAL_TOLERANCE`), or among the best few by `pick_ahead` or by
-# `pick_pair`.
-Pick = Literal["greedy", "frugal", "ahead", "pairs"]
+# How a search picks each move: the best one as hbal does ("greedy",
+# `choose_as_hbal`), the least data among the near-best (`choose`; "near":
+# within `cost_tolerance`, "frugal": within the wider `FRUGAL_TOLERANCE`), or
+# among the best few by `pick_ahead` or by `pick_pair`.
+Pick = Literal["greedy", "near", "frugal", "ahead", "pairs"]
 
 # The frugal search's cost tolerance: among moves whose gains are within this
 # share of the best one, the one copying the least data is taken (the greedy
@@ -283,9 +293,9 @@ def stops_at_greedy(prefer: str) -> bool:
 
 def searches(*, lookahead: int, which: str) -> tuple[SearchSpec, ...]:
     """The searches of a set (`which_searches`'s answer) whose plans are weighed,
-    the greedy one first: with "full", also the lookahead and the pairs ones
-    (`lookahead` wide, 2 or more) and the frugal one; with "quick", the frugal
-    one."""
+    the greedy one (hbal's step) first: with "full", also the lookahead and the
+    pairs ones (`lookahead` wide, 2 or more), "greedy, less data" and the frugal
+    one; with "quick", "greedy, less data" and the frugal one."""
     if which not in SEARCH_SETS[1:]:
         raise ValueError(f"no such set of searches: {which!r}")
     specs = [SearchSpec(name="greedy", width=1, pick="greedy")]
@@ -295,6 +305,7 @@ def searches(*, lookahead: int, which: str) -> tuple[SearchSpec, ...]:
         specs.append(SearchSpec(name=f"lookahead {lookahead}", width=lookahead, pick="ahead"))
         specs.append(SearchSpec(name=f"pairs {lookahead}", width=lookahead, pick="pairs"))
     if which != "greedy":
+        specs.append(SearchSpec(name="greedy, less data", width=1, pick="near"))
         specs.append(SearchSpec(name="frugal", width=1, pick="frugal"))
     return tuple(specs)
 
@@ -511,9 +522,10 @@ def run_search(
     limits: SearchLimits,
     reach: Callable[[], float | None] = lambda: None,
 ) -> SearchRun:
-    """One search, move after move. Each move is the best (`choose`,
-    `pick="greedy"`; `"frugal"`: within `FRUGAL_TOLERANCE` of the best gain,
-    not `limits.cost_tolerance`, unless that is wider), or picked among the
+    """One search, move after move. Each move is the best, as hbal picks it
+    (`choose_as_hbal`, `pick="greedy"`), or the least data among gains within
+    `limits.cost_tolerance` of the best (`choose`, `"near"`; `"frugal"`: within
+    `FRUGAL_TOLERANCE`, unless `cost_tolerance` is wider), or picked among the
     `width` best by `pick_ahead` (`"ahead"`) or by `pick_pair` (`"pairs"`).
     A search but the greedy one also stops after a move that ends no higher
     than `reach()`, once that gives a score (the greedy plan's, when it is
@@ -531,6 +543,8 @@ def run_search(
     greedy = spec.pick == "greedy"
     pick = spec.pick
     if pick == "greedy":
+        tolerance = TIE
+    elif pick == "near":
         tolerance = limits.cost_tolerance
     elif pick == "frugal":
         tolerance = max(limits.cost_tolerance, FRUGAL_TOLERANCE)
@@ -555,6 +569,8 @@ def run_search(
             move, ahead, applied = picked.pick, picked.after, picked.applied
         elif pick == "pairs":
             move = pick_pair(work=work, cands=cands, width=spec.width)
+        elif pick == "greedy":
+            move = choose_as_hbal(cands)
         else:
             move = choose(cands, work.names, work.insts)
         if not applied:

@@ -90,8 +90,9 @@ def add_balance_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]
         default=DEFAULT_SEARCHES,
         help="which searches plan: full (the greedy one, picking each move among the K "
         "best by the best pair it starts, by the best move it leaves open, and greedily "
-        "preferring less data: frugal; about 6 times the greedy search's CPU), quick "
-        "(greedy and frugal), greedy (alone, as hbal's), or auto (the default: full "
+        "preferring less data among moves within 0.2 %% and 0.5 %% of the best gain; "
+        "about 7 times the greedy search's CPU), quick (greedy and the two preferring "
+        "less data), greedy (alone, hbal's step), or auto (the default: full "
         f"below {QUICK_FROM:,} instances times nodes, quick from there on)",
     )
     bal.add_argument(

@@ -476,3 +476,35 @@ def choose(cands: list[Candidate], names: list[str], insts: list[WorkInstance]) 
             names[c.new_s],
         ),
     )
+
+
+# hbal's order of the moves it tries for one instance towards one target node
+# (Ganeti's `possibleMoves`); a failover comes before every one of them.
+_HBAL_KIND = {
+    MoveKind.REPLACE_SECONDARY: 0,
+    MoveKind.REPLACE_AND_FAILOVER: 1,
+    MoveKind.REPLACE_PRIMARY: 2,
+    MoveKind.FAILOVER_AND_REPLACE: 3,
+}
+
+
+def hbal_position(c: Candidate) -> tuple[int, int, int]:
+    """Where hbal's step meets the candidate: instances in the file's order, for
+    each its failover first, then target nodes in the file's order, for each
+    the move kinds in `_HBAL_KIND`'s order. hbal keeps the first of equal
+    scores (`compareTables`), so among ties the lowest position is its pick."""
+    if c.kind is MoveKind.FAILOVER:
+        return (c.inst, -1, 0)
+    by_secondary = c.kind in (MoveKind.REPLACE_SECONDARY, MoveKind.FAILOVER_AND_REPLACE)
+    target = c.new_s if by_secondary else c.new_p
+    return (c.inst, target, _HBAL_KIND[c.kind])
+
+
+def choose_as_hbal(cands: list[Candidate]) -> Candidate:
+    """hbal's pick among candidates of equal gain (`best` with `TIE`): the
+    first it meets (`hbal_position`)."""
+    return min(cands, key=hbal_position)
+
+
+# Gains this close (relative) are equal: float rounding apart, the same score.
+TIE = 1e-9
