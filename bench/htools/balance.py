@@ -9,8 +9,8 @@ add the location components to the score and to every candidate's delta).
 For each: `hbal -t FILE -S OUT` (with a timeout; a run that does not finish is
 reported as "> T s") and `plan_balance` on the same cluster: the greedy search
 alone (`--lookahead 0`, hbal's search); the default (`--searches auto`: on
-these clusters the quick set, the greedy and frugal searches, keeping the plan
-ending lowest in no more moves than the greedy one), timed as a user runs it
+these clusters the quick set, the greedy search and the two preferring less
+data, keeping the plan by `--prefer auto`), timed as a user runs it
 (`corral balance --plan --htools FILE --json`, a fresh process, whole, as hbal
 is; the median of `BALANCE_CLI_RUNS`), in this process on the cores
 (`reactors.balance.cores.plan_on_cores`, which must give the same plan) and

@@ -255,6 +255,8 @@ def test_lookahead_keeps_the_plan_prefer_asks_for_within_the_rules() -> None:
         "lookahead 3, cut at the greedy score",
         "pairs 3",
         "pairs 3, cut at the greedy score",
+        "greedy, less data",
+        "greedy, less data, cut at the greedy score",
         "frugal",
     }
     assert plain.search == "greedy" and not plain.dropped
@@ -271,6 +273,7 @@ def test_lookahead_keeps_the_plan_prefer_asks_for_within_the_rules() -> None:
     # each reports the others, the greedy one with the plain plan's figures
     stopped = {"greedy", "lookahead 3, cut at the greedy score"}
     stopped |= {"pairs 3, cut at the greedy score", "frugal"}
+    stopped |= {"greedy, less data, cut at the greedy score"}
     for plan, plans in ((budget, every), (short, stopped), (low, every)):
         assert {d.search for d in plan.dropped} | {plan.search} == plans
         assert len(plan.dropped) == len(plans) - 1
@@ -446,15 +449,16 @@ def test_a_search_stopped_at_the_greedy_score_is_the_whole_one_trimmed() -> None
         assert stopped.totals[-1] <= known + 1e-9 < min(stopped.totals[:-1])
         assert stopped.scored < whole.scored
         assert stopped.stopped_by.startswith("reached the greedy plan's score")
-    assert reached == 2  # the lookahead and the pairs searches
+    assert reached == 3  # the lookahead, the pairs and the less-data greedy searches
     with pytest.raises(ValueError, match="greedy run"):
         trim_run(greedy, known)
 
 
 def test_auto_plans_small_clusters_with_every_search_and_large_ones_quickly() -> None:
     """`searches="auto"` (the default) runs the full set (greedy, lookahead,
-    pairs, frugal) below `QUICK_FROM` instances times nodes and the quick set
-    (greedy, frugal) from there on, to the same plan as asking for that set,
+    pairs, greedy with less data, frugal) below `QUICK_FROM` instances times
+    nodes and the quick set (greedy, greedy with less data, frugal) from there
+    on, to the same plan as asking for that set,
     keeping the full set's plan by "budget" and the quick set's by "moves"
     (`prefer="auto"`); either set's plan keeps every rule; `lookahead` 0 is the greedy search
     alone, and cannot go with a set that has more; a set that does not exist
@@ -471,20 +475,33 @@ def test_auto_plans_small_clusters_with_every_search_and_large_ones_quickly() ->
     assert quick.searches == "quick"
     assert quick == plan_balance(cluster=large, search_set="quick")
     names = {quick.search} | {d.search for d in quick.dropped}
-    assert names <= {"greedy", "frugal", "frugal, cut at the greedy score"}
-    assert {"greedy", "frugal"} <= names
+    assert names <= {
+        "greedy",
+        "frugal",
+        "frugal, cut at the greedy score",
+        "greedy, less data",
+        "greedy, less data, cut at the greedy score",
+    }
+    assert "greedy" in names
+    assert any(n.startswith("frugal") for n in names)
+    assert any(n.startswith("greedy, less data") for n in names)
     full = plan_balance(cluster=large, search_set="full")
     assert full.searches == "full"
     full_names = {full.search} | {d.search for d in full.dropped}
-    assert {"greedy", "lookahead 3", "pairs 3", "frugal"} <= full_names
+    assert {"greedy", "lookahead 3", "pairs 3", "greedy, less data", "frugal"} <= full_names
     # the default keeps the quick set's plan by "moves" (the frugal search
     # stopping at the greedy score, the same plan as the whole one cut there)
     # and the full set's by "budget"
     assert (quick.prefer, full.prefer) == ("moves", "budget")
     whole = plan_balance(cluster=large, search_set="quick", prefer="budget")
     wholes = {d.search: d for d in whole.dropped} | {whole.search: whole.summary()}
+    cut = ", cut at the greedy score"
     for d in (*quick.dropped, quick.summary()):
-        assert wholes[d.search] == d
+        if d.search in wholes:
+            assert wholes[d.search] == d
+        else:  # it reached the greedy score at its last move: whole and cut are one
+            assert d.search.endswith(cut)
+            assert wholes[d.search.removesuffix(cut)] == replace(d, search=d.search[: -len(cut)])
         if d.score_after <= wholes["greedy"].score_after + TOLERANCE:
             assert d.moves_as_hbal >= quick.moves_as_hbal
     # the greedy and frugal plans are the same in either set
@@ -508,9 +525,10 @@ def test_auto_plans_small_clusters_with_every_search_and_large_ones_quickly() ->
 def test_balance_cli_plans_an_htools_file_with_lookahead(tmp_path: Path) -> None:
     """Offline, as `hbal -t`: the default on this small cluster is the full
     set of searches (`--searches auto`), which plans the greedy, lookahead,
-    pairs and frugal plans and says which it kept and why; `--searches quick`
-    plans the greedy and frugal ones; `--lookahead 0` plans the greedy one
-    alone; bad values and a clash of the two are refused, writing nothing."""
+    pairs, less-data greedy and frugal plans and says which it kept and why;
+    `--searches quick` plans the greedy and the two less-data ones;
+    `--lookahead 0` plans the greedy one alone; bad values and a clash of the
+    two are refused, writing nothing."""
     start = generated_cluster(seed=9, full=6, empty=2, instances=60)
     src = tmp_path / "c.data"
     src.write_text(render(start))
@@ -536,7 +554,7 @@ def test_balance_cli_plans_an_htools_file_with_lookahead(tmp_path: Path) -> None
     assert doc["score_after"] <= plain.score_after + TOLERANCE
     # which search's plan was kept, and it is that search's result
     name = doc["search"]
-    whole = ("greedy", "lookahead 3", "pairs 3", "frugal")
+    whole = ("greedy", "lookahead 3", "pairs 3", "greedy, less data", "frugal")
     assert name in whole or name.endswith(", cut at the greedy score")
     kept = plain if doc["search"] == "greedy" else plan_balance(cluster=start, lookahead=3)
     assert kept.search == doc["search"]
@@ -550,7 +568,7 @@ def test_balance_cli_plans_an_htools_file_with_lookahead(tmp_path: Path) -> None
     assert [m["instance"] for m in doc["moves"]] == [m.instance for m in kept.moves]
     # the plans not kept are reported with their figures; the greedy one is plain's
     plans = {d["search"]: d for d in [doc, *doc["dropped"]]}
-    assert {"greedy", "lookahead 3", "pairs 3", "frugal"} <= set(plans)
+    assert {"greedy", "lookahead 3", "pairs 3", "greedy, less data", "frugal"} <= set(plans)
     assert len(plans) == 1 + len(doc["dropped"])
     assert doc["moves_as_hbal"] <= plans["greedy"]["moves_as_hbal"]
     for other in doc["dropped"]:
@@ -607,6 +625,8 @@ def test_balance_cli_plans_an_htools_file_with_lookahead(tmp_path: Path) -> None
         "greedy",
         "frugal",
         "frugal, cut at the greedy score",
+        "greedy, less data",
+        "greedy, less data, cut at the greedy score",
     }
     out.unlink()
     clash = subprocess.run(
