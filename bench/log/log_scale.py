@@ -90,6 +90,39 @@ def _steady(state: ClusterState, count: int) -> list[Event]:
     return out[:count]
 
 
+def _etcd_cpu_s(etcd: LocalEtcd) -> float:
+    """CPU-seconds etcd's process has used so far (user + system)."""
+    assert etcd.process is not None
+    fields = Path(f"/proc/{etcd.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _one_page(store: EventStore, from_revision: int) -> float:
+    """Seconds to read one page (1,000 events) of the log from `from_revision`
+    with a fresh store, as a reader resuming there would."""
+    fresh = EventStore(client=store.client, cluster=store.cluster, endpoint=store.endpoint)
+    t0 = time.perf_counter()
+    n = 0
+    async for _ in fresh.read_all(from_revision=from_revision):
+        n += 1
+        if n >= 1000:
+            break
+    return time.perf_counter() - t0
+
+
+async def _seal_and_page(store: EventStore, etcd: LocalEtcd, out: dict[str, Any]) -> None:
+    """Seal the whole log (timed, with etcd's CPU), then time one page read."""
+    t0, e0 = time.perf_counter(), _etcd_cpu_s(etcd)
+    while await seal_pending(store, block=100):
+        pass
+    out["seal_s"] = round(time.perf_counter() - t0, 1)
+    out["seal_etcd_cpu_s"] = round(_etcd_cpu_s(etcd) - e0, 1)
+    head = await store.current_revision()
+    e0 = _etcd_cpu_s(etcd)
+    out["one_page_mid_log_s"] = round(await _one_page(store, head // 2), 3)
+    out["one_page_etcd_cpu_s"] = round(_etcd_cpu_s(etcd) - e0, 2)
+
+
 def _children_cpu_s() -> float:
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
@@ -187,10 +220,7 @@ async def _run(tmp: Path) -> dict[str, Any]:
             await _append_all(store, steady)
             out["append_s"] = round(time.perf_counter() - t0, 1)
             size1 = await _db_size(store)
-            t0 = time.perf_counter()
-            while await seal_pending(store, block=100):
-                pass
-            out["seal_s"] = round(time.perf_counter() - t0, 1)
+            await _seal_and_page(store, etcd, out)
             size2 = await _db_size(store)
             out["events_in_log"] = await count_events(store)
             out["bytes_per_event"] = round((size1 - size0) / len(steady))
@@ -201,7 +231,9 @@ async def _run(tmp: Path) -> dict[str, Any]:
             old = await store.client.get_prefix(store.root + b"checkpoints/")
             for kv in old:
                 await store.client.delete(kv.key)
+            e0 = _etcd_cpu_s(etcd)
             full_s, full, full_cpu = await _timed_load(store)
+            out["startup_full_replay_etcd_cpu_s"] = round(_etcd_cpu_s(etcd) - e0, 1)
             out["startup_full_replay_s"] = round(full_s, 1)
             out["startup_full_replay_cpu_s"] = round(full_cpu, 1)
             # With a checkpoint a few seconds old (the orchestrator saves one
@@ -209,7 +241,9 @@ async def _run(tmp: Path) -> dict[str, Any]:
             tail = _steady(full, 1000)
             await save_checkpoint(store, full)
             await _append_all(store, tail)
+            e0 = _etcd_cpu_s(etcd)
             ck_s, with_ck, ck_cpu = await _timed_load(store)
+            out["startup_checkpoint_etcd_cpu_s"] = round(_etcd_cpu_s(etcd) - e0, 2)
             assert with_ck.event_count == full.event_count + len(tail)
             out["startup_checkpoint_s"] = round(ck_s, 2)
             out["startup_checkpoint_cpu_s"] = round(ck_cpu, 2)
@@ -217,13 +251,15 @@ async def _run(tmp: Path) -> dict[str, Any]:
             out["cli_status_1m_median_s"] = cli["median_s"]
             out["cli_status_1m_cpu_s"] = cli["cpu_median_s"]
 
-            await _archive(store, with_ck, tmp, out)
+            await _archive(store, with_ck, tmp, out, etcd)
     finally:
         etcd.stop()
     return out
 
 
-async def _archive(store: EventStore, state: ClusterState, tmp: Path, out: dict[str, Any]) -> None:
+async def _archive(
+    store: EventStore, state: ClusterState, tmp: Path, out: dict[str, Any], etcd: LocalEtcd
+) -> None:
     """Archive all but the newest KEEP events, compact, defragment; start-up after."""
     # Archive all but the newest 200,000, compact, defragment.
     await seal_pending(store, block=100, final=True)
@@ -241,7 +277,9 @@ async def _archive(store: EventStore, state: ClusterState, tmp: Path, out: dict[
     out["archive_bytes_mib"] = round(
         sum(f.stat().st_size for f in (tmp / "archive").iterdir()) / 2**20, 1
     )
+    e0 = _etcd_cpu_s(etcd)
     arch_s, _, arch_cpu = await _timed_load(store)
+    out["startup_checkpoint_archived_etcd_cpu_s"] = round(_etcd_cpu_s(etcd) - e0, 2)
     out["startup_checkpoint_archived_s"] = round(arch_s, 2)
     out["startup_checkpoint_archived_cpu_s"] = round(arch_cpu, 2)
 
@@ -254,6 +292,7 @@ def run() -> dict[str, Any]:
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.CRITICAL))
     with tempfile.TemporaryDirectory() as tmp:
         out = asyncio.run(_run(Path(tmp)))
+    out["load_average_at_end"] = round(os.getloadavg()[0], 2)
     table: list[list[Any]] = [["measure", "full replay", "checkpoint", "target"]]
     table += [
         ["bytes per event in etcd (with seals)", "", out["bytes_per_event_with_seals"], "-"],
@@ -264,6 +303,18 @@ def run() -> dict[str, Any]:
             "< 5",
         ],
         ["  its CPU-s", out["startup_full_replay_cpu_s"], out["startup_checkpoint_cpu_s"], ""],
+        [
+            "  etcd's CPU-s",
+            out["startup_full_replay_etcd_cpu_s"],
+            out["startup_checkpoint_etcd_cpu_s"],
+            "",
+        ],
+        [
+            "one page (1,000 events) from mid-log (s; etcd CPU-s)",
+            "",
+            f"{out['one_page_mid_log_s']} ({out['one_page_etcd_cpu_s']})",
+            "-",
+        ],
         [
             f"start-up after archiving all but {KEEP // 1000}k (s; CPU-s)",
             "",
@@ -298,7 +349,8 @@ def run() -> dict[str, Any]:
         [
             "append / seal / archive the events (s)",
             "",
-            f"{out['append_s']} / {out['seal_s']} / {out['archive_s']}",
+            f"{out['append_s']} / {out['seal_s']} (etcd CPU-s {out['seal_etcd_cpu_s']})"
+            f" / {out['archive_s']}",
             "",
         ],
     ]
