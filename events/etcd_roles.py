@@ -8,8 +8,9 @@ orchestrator).
 - `corral-orchestrator`: read and write the whole cluster prefix (events,
   versions, snapshots, seals, the leader key and whatever the reactors keep).
 - `corral-operator` (the CLI of a person): read everything; write only
-  `events/` and `versions/` (appending operator events with their object
-  versions). It cannot write seals, snapshots or the leader key.
+  `events/`, `versions/` and the order index (`order...`: appending operator
+  events with their object versions and their place in the log). It cannot
+  write seals, snapshots or the leader key.
 - `corral-reader`: read only (status, events, audit verify).
 
 `provision` applies them (idempotently) through etcd's Auth API with the root
@@ -66,6 +67,9 @@ def grants(role: Role, *, clusters: Sequence[str]) -> tuple[Grant, ...]:
             out.append(Grant(prefix=root, perm=Perm.READ))
             out.append(Grant(prefix=root + b"events/", perm=Perm.READWRITE))
             out.append(Grant(prefix=root + b"versions/", perm=Perm.READWRITE))
+            # The order index each append writes with its events
+            # (`order/`, `order-next`, `order-legacy`; events.log_order).
+            out.append(Grant(prefix=root + b"order", perm=Perm.READWRITE))
         else:
             out.append(Grant(prefix=root, perm=Perm.READ))
     return tuple(out)

@@ -14,6 +14,12 @@ Key layout (everything under `/corral/<cluster>/`, so one etcd holds several):
   archived segments first, transparently.
 - `leader`: the leader's campaign key (`events.election`); its create revision is
   the leader's term, and an append made with `term=` compares it (a fencing token).
+- `order/<seq>`, `order-next`, `order-legacy`: the order index each append writes
+  with its events (`events.log_order`), which the read side (`events.log_reads`)
+  pages the log by.
+
+This module holds the write side and the connection; reads are in
+`events.log_reads`, the errors in `events.store_errors`.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -29,7 +35,7 @@ import aetcd
 import aetcd.exceptions as etcd_errors
 from aetcd import rpc
 
-from events.codec import CorruptEvent, decode, encode, undecodable
+from events.codec import encode
 from events.etcd_client import (
     Endpoint,
     EtcdCredentials,
@@ -38,10 +44,42 @@ from events.etcd_client import (
     make_client,
     parse_endpoint,
 )
+from events.log_order import COUNTER, LEGACY, OrderCursor, encode_ids, order_key, parse_counter
+from events.log_reads import PAGE, LogReads
 from events.model import Event
+from events.store_errors import (
+    RETRYABLE,
+    ArchiveUnreadable,
+    Compacted,
+    CorruptRecord,
+    EtcdUnavailable,
+    NotLeader,
+    VersionConflict,
+    WriteNotConfirmed,
+    channel_reset,
+    denied,
+    prefix_end,
+)
+from events.store_members import MemberMoves
+from events.subscription import LogSubscription
+
+# Names other modules import from here.
+__all__ = [
+    "PAGE",
+    "ArchiveUnreadable",
+    "Compacted",
+    "CorruptRecord",
+    "EtcdUnavailable",
+    "EventStore",
+    "NotLeader",
+    "VersionConflict",
+    "WriteNotConfirmed",
+    "_prefix_end",
+]
+_prefix_end = prefix_end
 
 if TYPE_CHECKING:  # imported where an archive is read: a log without one never is
-    from events.archive import IndexEntry, RawRecord
+    from events.archive import IndexEntry
 
 
 class _LazyLog:
@@ -60,108 +98,6 @@ T = TypeVar("T")
 MAX_TXN_OPS = 120  # etcd's default --max-txn-ops is 128
 # Records written and not yet read back kept at most (`EventStore._written`).
 WRITTEN_KEPT = 20_000
-PAGE = 1000
-RETRYABLE = (
-    etcd_errors.ConnectionFailedError,
-    etcd_errors.ConnectionTimeoutError,
-    etcd_errors.InternalError,
-)
-
-
-class EtcdUnavailable(Exception):
-    """etcd did not answer; str() is one line naming the endpoint and what to do."""
-
-    def __init__(self, endpoint: str, detail: str = "", *, tls_refused: bool = False) -> None:
-        self.endpoint = endpoint
-        if tls_refused:  # it answered: the certificates are the problem
-            super().__init__(f"etcd at {endpoint}: {detail}")
-            return
-        super().__init__(
-            f"etcd at {endpoint} is not reachable{': ' + detail if detail else ''} "
-            "(start it, or point corral at a running one with --etcd HOST:PORT "
-            "or $CORRAL_ETCD; a cluster answers only while a majority of its "
-            "members is up)"
-        )
-
-
-class WriteNotConfirmed(EtcdUnavailable):
-    """A write etcd did not confirm in time: no quorum (a majority of its members
-    down or cut off), or no member reachable. Nothing is acknowledged; the same
-    write retried later is stored once (event ids are write-once)."""
-
-    def __init__(self, endpoint: str, detail: str = "") -> None:
-        Exception.__init__(
-            self,
-            f"etcd at {endpoint} did not confirm the write ({detail or 'no answer'}): "
-            "it has no quorum or cannot be reached; nothing was acknowledged: retry "
-            "once a majority of etcd's members is up (a retry is stored once)",
-        )
-        self.endpoint = endpoint
-
-
-class ArchiveUnreadable(Exception):
-    """Events the log needs are in an archived segment that cannot be read."""
-
-    def __init__(self, entry: IndexEntry, detail: str) -> None:
-        self.entry = entry
-        super().__init__(
-            f"events at revisions {entry.first_revision}-{entry.last_revision} are archived "
-            f"in {entry.name} at {entry.location}: {detail}"
-        )
-
-
-class _Compacted(Exception):
-    def __init__(self, resume_at: int) -> None:
-        self.resume_at = resume_at
-
-
-class VersionConflict(Exception):
-    """A stale writer: the object changed since the version it expected."""
-
-    def __init__(self, key: str, expected: int, actual: int) -> None:
-        self.key, self.expected, self.actual = key, expected, actual
-        super().__init__(f"{key} is at version {actual}, not {expected}: re-read and retry")
-
-
-class NotLeader(Exception):
-    """A guarded append refused: the leader key's create revision is no longer the
-    writer's term (a newer leader was elected, or the key expired)."""
-
-    def __init__(self, term: int, current: int) -> None:
-        self.term, self.current = term, current
-        now = f"term {current} leads now" if current else "no leader holds the key now"
-        super().__init__(f"not the leader: this orchestrator's term {term} ended ({now})")
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CorruptRecord:
-    key: str
-    revision: int
-    why: str
-
-
-def _prefix_end(prefix: bytes) -> bytes:
-    return prefix[:-1] + bytes([prefix[-1] + 1])
-
-
-async def _close_within(client: aetcd.Client, seconds: float) -> None:
-    """Close `client`, giving up after `seconds` (a hung close is abandoned)."""
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(client.close(), seconds)
-
-
-def _channel_reset() -> bool:
-    """A CancelledError that is not this task being cancelled: gRPC cancels the
-    calls of a channel closed under them (the store moving to another member, a
-    resubscription). A read of the log cut short so was a CancelledError that
-    ended the subscription's pump for good: the fold stopped without an error
-    (make chaos seed 0). It is EtcdUnavailable, which readers retry."""
-    task = asyncio.current_task()
-    return task is not None and not task.cancelling()
-
-
-def _denied(exc: BaseException) -> bool:
-    return "permission denied" in str(exc) or "user name not found" in str(exc)
 
 
 # What etcd answers (through aetcd, as a plain ClientError) while it has no
@@ -179,7 +115,7 @@ def _why(exc: BaseException) -> str:
 
 
 @dataclass
-class EventStore:
+class EventStore(LogReads, LogSubscription, MemberMoves):
     client: aetcd.Client
     cluster: str
     endpoint: str
@@ -210,6 +146,11 @@ class EventStore:
     # from, tests/unit/events), not decoded again. The leader's own appends
     # (its probes' reports, its steps) are most of what its subscription reads.
     _written: dict[bytes, tuple[bytes, int, Event]] = field(default_factory=dict)
+    # The order index's counter as this store last saw it (None: not read yet),
+    # and the lock that makes this store's appends take seqs one at a time (two
+    # in flight would compare the same counter: one would fail and be sent again).
+    _order: OrderCursor | None = None
+    _append_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     # ------------------------------------------------------------------ keys
 
@@ -262,7 +203,7 @@ class EventStore:
             except (TimeoutError, etcd_errors.ClientError, OSError) as exc:
                 with contextlib.suppress(Exception):
                     await client.close()
-                if isinstance(exc, etcd_errors.ClientError) and _denied(exc):
+                if isinstance(exc, etcd_errors.ClientError) and denied(exc):
                     raise EtcdPermissionDenied(
                         identity=identity, operation=f"reading /corral/{cluster}/", detail=str(exc)
                     ) from None
@@ -389,12 +330,30 @@ class EventStore:
     async def _append_chunk(
         self, events: list[Event], expected: Mapping[str, int], term: int | None
     ) -> int:
+        async with self._append_lock:
+            return await self._append_indexed(events, expected, term)
+
+    async def _append_indexed(
+        self, events: list[Event], expected: Mapping[str, int], term: int | None
+    ) -> int:
+        """One transaction: the events (each create-if-absent), the versions of the
+        objects they touch, and the order index's entry for them (`order/<seq>`
+        and `order-next`, guarded by the counter's mod revision). Its failure
+        branch reads the counter and the events' keys, so the cause is known
+        without another request: the events already stored (an idempotent
+        retry), another writer's append taking the seq (sent again at once), or
+        a stale version or leader term."""
         tx = self.client.transactions
+        legacy = False
+        order = self._order
+        if order is None:
+            order, legacy = await self._read_counter()
         objects = sorted({k for e in events for k in e.objects()} | set(expected))
         compare = [tx.create(self.event_key(e.id)) == 0 for e in events]
         compare += [tx.version(self.version_key(k)) == v for k, v in sorted(expected.items())]
         if term is not None:
             compare.append(tx.create(self.leader_key) == term)
+        compare.append(tx.mod(self.root + COUNTER) == order.mod_revision)
         records = [(self.event_key(e.id), b"%d\n" % i + encode(e)) for i, e in enumerate(events)]
         ops = [tx.put(record_key, value) for record_key, value in records]
         if len(self._written) + len(records) > WRITTEN_KEPT:
@@ -403,25 +362,28 @@ class EventStore:
             self._written[record_key] = (value, i, events[i])
         marker = events[0].id.encode()
         ops += [tx.put(self.version_key(k), marker) for k in objects if k in _touched(events)]
+        ops.append(tx.put(order_key(self.root, order.seq), encode_ids([e.id for e in events])))
+        ops.append(tx.put(self.root + COUNTER, b"%d" % (order.seq + 1)))
+        if not order.mod_revision and legacy:
+            ops.append(tx.put(self.root + LEGACY, b"events below order-next's revision"))
+        failure = [tx.get(self.root + COUNTER)] + [tx.get(self.event_key(e.id)) for e in events]
         succeeded, responses = await self._call(
-            self.client.transaction(compare=compare, success=ops, failure=[]), operation="append"
+            self.client.transaction(compare=compare, success=ops, failure=failure),
+            operation="append",
         )
         if succeeded:
             # The revision of the writes comes with the answer (each put's header):
             # asking etcd for it again was a second request per append.
-            return _put_revision(responses) or await self._revision_of(events[0].id)
-        # Find out why: ids already stored (an idempotent retry: one transaction
-        # stores all of its events or none), a newer leader, or a stale version.
-        missing = []
-        revision = 0
-        for e in events:
-            rev = await self._revision_of(e.id)
-            if rev:
-                revision = max(revision, rev)
-            else:
-                missing.append(e)
-        if not missing:
+            revision = _put_revision(responses) or await self._revision_of(events[0].id)
+            self._order = OrderCursor(seq=order.seq + 1, mod_revision=revision)
             return revision
+        self._order = _cursor(responses[0])
+        stored = [int(got[0][1].create_revision) if got else 0 for got in responses[1:]]
+        missing = [e for e, rev in zip(events, stored, strict=True) if not rev]
+        if not missing:  # one transaction stores all of its events or none
+            return max(stored)
+        if self._order != order:
+            return await self._append_indexed(missing, expected, term)
         if term is not None:
             current = await self._leader_term()
             if current != term:
@@ -430,7 +392,32 @@ class EventStore:
             actual = await self._version(key)
             if actual != want:
                 raise VersionConflict(key, want, actual)
-        return await self._append_chunk(missing, expected, term)
+        return await self._append_indexed(missing, expected, term)
+
+    async def _read_counter(self) -> tuple[OrderCursor, bool]:
+        """The order index's counter and whether any event is stored yet, in one
+        read-only transaction (a count: etcd reads no value for it), made at a
+        store's first append."""
+        counter = rpc.RangeRequest(key=self.root + COUNTER)
+        count = rpc.RangeRequest(
+            key=self.events_prefix, range_end=prefix_end(self.events_prefix), count_only=True
+        )
+        request = rpc.TxnRequest(
+            success=[rpc.RequestOp(request_range=counter), rpc.RequestOp(request_range=count)]
+        )
+        response: Any = await self._call(
+            self.client.kvstub.Txn(
+                request, timeout=self.client._timeout, metadata=self.client.metadata
+            ),
+            operation="order",
+        )
+        got, counted = (r.response_range for r in response.responses)
+        stored = int(counted.count) > 0
+        if not got.kvs:
+            return OrderCursor(seq=0, mod_revision=0), stored
+        kv = got.kvs[0]
+        cursor = OrderCursor(seq=parse_counter(bytes(kv.value)), mod_revision=int(kv.mod_revision))
+        return cursor, stored
 
     async def _version(self, key: str) -> int:
         got: Any = await self._call(self.client.get(self.version_key(key)))
@@ -449,14 +436,14 @@ class EventStore:
                 etcd_errors._handle_exception(raw)
                 raise
         except asyncio.CancelledError as exc:
-            if not _channel_reset():
+            if not channel_reset():
                 raise
             raise self._unavailable(operation, "the connection was reset") from exc
         except RETRYABLE as exc:
             self.trouble()
             raise self._unavailable(operation, _why(exc)) from exc
         except etcd_errors.ClientError as exc:
-            if _denied(exc):
+            if denied(exc):
                 raise EtcdPermissionDenied(
                     identity=self.identity, operation=operation, detail=str(exc)
                 ) from None
@@ -481,364 +468,18 @@ class EventStore:
             urls, self.cluster, credentials=self.credentials, timeout=self.timeout
         )
 
-    # ------------------------------------------------------------------ members
-
-    def trouble(self) -> None:
-        """The member in use failed a request: look for a better one in the
-        background (one search at a time, at most one a second)."""
-        if self._may_move():
-            self._moving = asyncio.get_running_loop().create_task(self._move())
-
-    def _may_move(self) -> bool:
-        if len(self.members) < 2 or (self._moving is not None and not self._moving.done()):
-            return False
-        if time.monotonic() - self._moved_at < 1.0:
-            return False
-        self._moved_at = time.monotonic()
-        return True
-
-    async def move_to_healthy_member(self) -> bool:
-        """Switch to the first other member that answers and sees a Raft leader
-        (or wait for the search under way); True if the store moved. The old
-        channel is closed: its calls fail, and their callers retry."""
-        if self._moving is not None and not self._moving.done():
-            return await asyncio.shield(self._moving)
-        if not self._may_move():
-            return False
-        self._moving = asyncio.get_running_loop().create_task(self._move())
-        return await asyncio.shield(self._moving)
-
-    async def _move(self) -> bool:
-        current = next((i for i, m in enumerate(self.members) if m.url == self.endpoint), 0)
-        order = self.members[current + 1 :] + self.members[: current + 1]
-        wait = min(self.timeout, 2.0)
-        for member in order:
-            if member.url == self.endpoint:
-                continue
-            client = make_client(member, self.credentials, timeout=self.timeout)
-            try:
-                await asyncio.wait_for(client.connect(), wait)
-                status = await asyncio.wait_for(client.status(), wait)
-                if not getattr(status, "leader", None):
-                    raise etcd_errors.ClientError("no leader")
-            except (TimeoutError, etcd_errors.ClientError, OSError):
-                with contextlib.suppress(Exception):
-                    await client.close()
-                continue
-            old, self.client, self.endpoint = self.client, client, member.url
-            log.warning("etcd member changed", now=member.url)
-            # Closed aside, under a deadline: closing a client whose member hangs
-            # can wait forever inside aetcd (its watcher's full request queue),
-            # and every writer and subscriber waits for this move to end.
-            closing = asyncio.get_running_loop().create_task(_close_within(old, self.timeout))
-            self._closing.add(closing)
-            closing.add_done_callback(self._closing.discard)
-            return True
-        return False
-
-    # ------------------------------------------------------------------ read
-
-    async def read_all(
-        self, *, from_revision: int = 0, known: frozenset[str] = frozenset()
-    ) -> AsyncIterator[tuple[int, Event]]:
-        """Every event with revision >= from_revision, in order: archived segments
-        first, then etcd, read as of one revision so that an archiving pass
-        deleting keys meanwhile hides nothing (a compaction under the read makes
-        it start again from where it was). Events of `from_revision` itself whose
-        ids are `known` (a checkpoint holds them) are not even decoded. Corrupt
-        records are reported (self.corrupt, a warning naming the key) and skipped."""
-        next_rev = max(from_revision, 0)
-        while True:
-            segments, pinned = await self.archived_segments()
-            for entry in segments:
-                if entry.last_revision < next_rev:
-                    continue
-                for revision, event in await self._archived_events(entry):
-                    if revision >= next_rev:
-                        yield revision, event
-                next_rev = entry.last_revision + 1
-            try:
-                skip = known if next_rev == from_revision else frozenset()
-                async for revision, event in self._read_etcd(next_rev, pinned, skip):
-                    next_rev = revision
-                    yield revision, event
-                return
-            except _Compacted as exc:
-                next_rev = max(next_rev, exc.resume_at)
-                log.info("log compacted under a read; reading on", revision=next_rev)
-
-    async def _read_etcd(
-        self, from_revision: int, pinned: int, known: frozenset[str] = frozenset()
-    ) -> AsyncIterator[tuple[int, Event]]:
-        prefix = len(self.events_prefix)
-        async for kvs in self.event_pages(from_revision, pinned=pinned):
-            if known:
-                kvs = [
-                    kv
-                    for kv in kvs
-                    if kv.create_revision != from_revision
-                    or bytes(kv.key)[prefix:].decode(errors="replace") not in known
-                ]
-            for revision, event in self._decode_group(kvs):
-                yield revision, event
-
-    async def event_pages(
-        self, from_revision: int, *, pinned: int = 0, to_revision: int = 0
-    ) -> AsyncGenerator[list[Any], None]:
-        """The stored event records with revision >= from_revision (and <=
-        to_revision when given), a page of whole revisions at a time, in
-        revision order, as of revision `pinned` (0: the newest). A page cut
-        inside a revision ends before it, unless that revision fills the page."""
-        start = self.events_prefix
-        end = _prefix_end(self.events_prefix)
-        min_rev = max(from_revision, 0)
-        while True:
-            request = rpc.RangeRequest(
-                key=start,
-                range_end=end,
-                limit=PAGE,
-                sort_order=rpc.RangeRequest.ASCEND,
-                sort_target=rpc.RangeRequest.CREATE,
-                min_create_revision=min_rev,
-                max_create_revision=max(to_revision, 0),
-                revision=pinned,
-            )
-            try:
-                response = await self.client.kvstub.Range(
-                    request, timeout=self.client._timeout, metadata=self.client.metadata
-                )
-            except asyncio.CancelledError as exc:
-                if not _channel_reset():
-                    raise
-                raise EtcdUnavailable(self.endpoint, "the connection was reset") from exc
-            except Exception as exc:
-                if "compacted" in str(exc):
-                    raise _Compacted(min_rev) from exc
-                if _denied(exc):
-                    raise EtcdPermissionDenied(
-                        identity=self.identity, operation="reading the log", detail=str(exc)
-                    ) from None
-                raise EtcdUnavailable(self.endpoint, type(exc).__name__) from exc
-            kvs = list(response.kvs)
-            if not kvs:
-                return
-            if response.more and kvs[-1].create_revision != kvs[0].create_revision:
-                last = kvs[-1].create_revision
-                kvs = [kv for kv in kvs if kv.create_revision != last]
-                min_rev = last
-            else:
-                min_rev = kvs[-1].create_revision + 1
-            yield kvs
-            if not response.more:
-                return
-
-    async def ids_at(self, revision: int) -> frozenset[str]:
-        """The ids of the events appended at `revision` (their keys only)."""
-        request = rpc.RangeRequest(
-            key=self.events_prefix,
-            range_end=_prefix_end(self.events_prefix),
-            keys_only=True,
-            min_create_revision=revision,
-            max_create_revision=revision,
-        )
-        response: Any = await self._call(
-            self.client.kvstub.Range(
-                request, timeout=self.client._timeout, metadata=self.client.metadata
-            )
-        )
-        prefix = len(self.events_prefix)
-        return frozenset(bytes(kv.key)[prefix:].decode(errors="replace") for kv in response.kvs)
-
-    async def archived_segments(self) -> tuple[list[IndexEntry], int]:
-        """The archive's segments, oldest first, and the etcd revision this list
-        is current at (entries never change once written: only new ones are read)."""
-        prefix = self.root + b"archive/segments/"
-        after = max(self._segments, default=-1) + 1
-        request = rpc.RangeRequest(key=prefix + b"%012d" % after, range_end=_prefix_end(prefix))
-        try:
-            response = await self.client.kvstub.Range(
-                request, timeout=self.client._timeout, metadata=self.client.metadata
-            )
-        except asyncio.CancelledError as exc:
-            if not _channel_reset():
-                raise
-            raise EtcdUnavailable(self.endpoint, "the connection was reset") from exc
-        except Exception as exc:
-            raise EtcdUnavailable(self.endpoint, type(exc).__name__) from exc
-        if response.kvs:  # an archive: its code is imported only now
-            from events.archive import IndexEntry
-
-            for kv in response.kvs:
-                entry = IndexEntry.from_json(bytes(kv.value), key=bytes(kv.key).decode())
-                self._segments[entry.seq] = entry
-        return [self._segments[k] for k in sorted(self._segments)], int(response.header.revision)
-
-    def archive_url(self, recorded: str) -> str:
-        return self.archive_override or recorded
-
-    async def archived_records(self, entry: IndexEntry) -> tuple[list[RawRecord], list[RawRecord]]:
-        """One segment's (seals, events) as stored, after checking the object
-        against its index entry (CorruptArchive, ArchiveError otherwise)."""
-        from events.archive import check_object, decode_segment, open_archive
-
-        data = await open_archive(self.archive_url(entry.location)).get(entry.name)
-        check_object(entry, data)
-        segment = await asyncio.to_thread(decode_segment, data, name=entry.name)
-        return list(segment.seals), list(segment.events)
-
-    async def _archived_events(self, entry: IndexEntry) -> list[tuple[int, Event]]:
-        cached = self._segment_cache.get(entry.seq)
-        if cached is not None:
-            return cached
-        from events.archive import ArchiveError
-
-        try:
-            _, records = await self.archived_records(entry)
-        except ArchiveError as exc:
-            raise ArchiveUnreadable(entry, str(exc)) from exc
-        decoded = await asyncio.to_thread(self._decode_records, records)
-        if len(self._segment_cache) >= 2:
-            self._segment_cache.pop(next(iter(self._segment_cache)))
-        self._segment_cache[entry.seq] = decoded
-        return decoded
-
-    def _decode_records(self, records: list[RawRecord]) -> list[tuple[int, Event]]:
-        out: list[tuple[int, int, Event]] = []
-        for record in records:
-            try:
-                index, event = self._decode_value(record.value)
-            except CorruptEvent as exc:
-                self.corrupt.append(
-                    CorruptRecord(key=record.key, revision=record.revision, why=str(exc))
-                )
-                log.warning("corrupt archived event skipped", key=record.key, why=str(exc))
-                index, event = self._stand_in(record.value, key=record.key, why=str(exc))
-            out.append((record.revision, index, event))
-        out.sort(key=lambda t: (t[0], t[1]))
-        return [(r, e) for r, _, e in out]
-
-    def _decode_group(self, kvs: list[object]) -> list[tuple[int, Event]]:
-        decoded: list[tuple[int, int, Event]] = []
-        for kv in kvs:
-            revision = int(kv.create_revision)  # type: ignore[attr-defined]
-            raw_key = bytes(kv.key)  # type: ignore[attr-defined]
-            value = bytes(kv.value)  # type: ignore[attr-defined]
-            written = self._written.pop(raw_key, None)
-            if written is not None and written[0] == value:
-                decoded.append((revision, written[1], written[2]))
-                continue
-            key = raw_key.decode(errors="replace")
-            try:
-                index, event = self._decode_value(value)
-            except CorruptEvent as exc:
-                record = CorruptRecord(key=key, revision=revision, why=str(exc))
-                self.corrupt.append(record)
-                log.warning("corrupt event skipped", key=key, revision=revision, why=str(exc))
-                index, event = self._stand_in(bytes(kv.value), key=key, why=str(exc))  # type: ignore[attr-defined]
-            decoded.append((revision, index, event))
-        decoded.sort(key=lambda t: (t[0], t[1]))
-        return [(r, e) for r, _, e in decoded]
-
-    @staticmethod
-    def _stand_in(raw: bytes, *, key: str, why: str) -> tuple[int, Event]:
-        """A corrupt record as an `event.undecodable` in its place: the fold alerts on
-        it and keeps the versions of the objects it names (never applies it)."""
-        head, sep, body = raw.partition(b"\n")
-        index = int(head) if sep and head.isdigit() and len(head) < 10 else 1 << 30
-        return index, undecodable(body if sep else raw, key=key, why=why)
-
-    @staticmethod
-    def _decode_value(raw: bytes) -> tuple[int, Event]:
-        head, sep, body = raw.partition(b"\n")
-        if not sep or not head.isdigit():
-            raise CorruptEvent("missing batch index")
-        return int(head), decode(body)
-
-    async def read_object(self, object_key: str) -> list[tuple[int, Event]]:
-        """One object's events, in order (a scan: the log is the index)."""
-        return [(r, e) async for r, e in self.read_all() if object_key in e.objects()]
-
-    async def current_revision(self) -> int:
-        """etcd's head revision, from a count-only read of the cluster's prefix
-        (no values travel)."""
-        request = rpc.RangeRequest(key=self.root, range_end=_prefix_end(self.root), count_only=True)
-        response = await self._call(
-            self.client.kvstub.Range(
-                request, timeout=self.client._timeout, metadata=self.client.metadata
-            )
-        )
-        return int(response.header.revision)
-
-    # ------------------------------------------------------------------ subscribe
-
-    async def subscribe(self, from_revision: int) -> AsyncIterator[tuple[int, Event]]:
-        """Every event from `from_revision` on, forever, exactly once and in order,
-        across etcd restarts (reconnect with backoff, re-watch from the last
-        delivered revision) and compaction (a range read, then a fresh watch)."""
-        next_rev = max(from_revision, 1)
-        seen_at: tuple[int, set[str]] = (0, set())
-        backoff = 0.1
-        while True:
-            try:
-                # Catch up by range read first: handles compacted revisions and a
-                # long gap after a disconnect the same way.
-                async for revision, event in self.read_all(from_revision=next_rev):
-                    if revision == seen_at[0] and event.id in seen_at[1]:
-                        continue
-                    if revision != seen_at[0]:
-                        seen_at = (revision, set())
-                    seen_at[1].add(event.id)
-                    next_rev = revision
-                    yield revision, event
-                watch_from = max(next_rev, seen_at[0]) if seen_at[0] else next_rev
-                watch = await self.client.watch(
-                    self.events_prefix,
-                    range_end=_prefix_end(self.events_prefix),
-                    start_revision=watch_from,
-                )
-                backoff = 0.1
-                try:
-                    async for response in watch:
-                        for kv_event in self._watch_events(response):
-                            revision, event = kv_event
-                            if revision < seen_at[0] or (
-                                revision == seen_at[0] and event.id in seen_at[1]
-                            ):
-                                continue
-                            if revision != seen_at[0]:
-                                seen_at = (revision, set())
-                            seen_at[1].add(event.id)
-                            next_rev = revision
-                            yield revision, event
-                finally:
-                    with contextlib.suppress(Exception):
-                        await watch.cancel()
-            except etcd_errors.RevisionCompactedError:
-                log.info("watch revision compacted; catching up by range read", revision=next_rev)
-                continue
-            except (EtcdUnavailable, *RETRYABLE, etcd_errors.ClientError, OSError) as exc:
-                log.warning("event subscription interrupted; resuming", error=type(exc).__name__)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                if not await self.move_to_healthy_member():
-                    await _close_within(self.client, self.timeout)
-                    with contextlib.suppress(Exception):
-                        await asyncio.wait_for(self.client.connect(), self.timeout)
-                continue
-
-    def _watch_events(self, watch_event: object) -> list[tuple[int, Event]]:
-        """aetcd yields one key change at a time, in the order of the append."""
-        kv = getattr(watch_event, "kv", None)
-        if kv is None or getattr(watch_event, "kind", "") != "PUT":
-            return []
-        if kv.create_revision != kv.mod_revision:
-            return []  # event keys are write-once; anything else is not an append
-        return self._decode_group([kv])
-
     # ------------------------------------------------------------------ compaction
 
     async def compact(self, revision: int) -> None:
         await self._call(self.client.compact(revision, physical=True))
+
+
+def _cursor(got: Any) -> OrderCursor:
+    """The counter from a transaction's range answer (aetcd: (value, kv) pairs)."""
+    if not got:
+        return OrderCursor(seq=0, mod_revision=0)
+    value, kv = got[0]
+    return OrderCursor(seq=parse_counter(bytes(value)), mod_revision=int(kv.mod_revision))
 
 
 def _touched(events: Sequence[Event]) -> set[str]:

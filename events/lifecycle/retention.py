@@ -5,7 +5,8 @@ already folds (a process never needs the archive to start), leaves the newest
 `keep_events` in etcd, checks every event against its seal before archiving it,
 reads the written object back, records it in the index with a create-if-absent
 transaction (two archivers racing: one wins, the other deletes nothing), and only
-then deletes the archived keys and compacts.
+then deletes the archived keys (the events, their seals and their order index
+entries, events.log_order) and compacts.
 
 Must not fold or decide anything about the cluster.
 """
@@ -149,6 +150,9 @@ async def archive_pass(store: EventStore, policy: RetentionPolicy) -> ArchivePas
         log.info("another archiver indexed this segment first", seq=seq)
         return None
     doomed = [r.key.encode() for r in segment.events] + [r.key.encode() for r in seal_records]
+    # The order index's entries of the archived appends go with them (a read
+    # never asks etcd for revisions the archive holds).
+    doomed += await store.index_keys_through(segment.last_revision)
     for i in range(0, len(doomed), MAX_TXN_OPS):
         await store._call(
             store.client.transaction(

@@ -28,8 +28,11 @@ async def test_append_read_in_order_and_idempotent(etcd: LocalEtcd) -> None:
         requests: list[str] = []
         store.on_request = lambda operation, _: requests.append(operation)
         first = await store.append(batch[:10])
-        assert requests == ["append"]  # the revision came with the answer
+        # A store's first append reads the order index's counter; then one
+        # request per append: the revision (and the next seq) came with the answer.
+        assert requests == ["order", "append"]
         last = await store.append(batch[10:])
+        assert requests == ["order", "append", "append", "append", "append"]
         store.on_request = None
         got = await all_events(store)
         assert [e.id for _, e in got] == [e.id for e in batch]
@@ -129,14 +132,22 @@ async def test_subscription_from_a_compacted_revision_falls_back_to_a_read(
 
 async def test_corrupt_record_is_named_and_stands_in_as_undecodable(etcd: LocalEtcd) -> None:
     async with EventStore.connect([etcd.endpoint], "c1", credentials=etcd.credentials()) as store:
-        await store.append([ev(1), ev(2)])
-        await store.client.put(store.event_key("garbage"), b"0\n{broken")
-        await store.append([ev(3)])
+        sent = [ev(1), ev(2), ev(3)]
+        await store.append(sent[:2])
+        await store.append(sent[2:])
+        # The bytes of a stored record changed behind corral's back.
+        victim = store.event_key(sent[1].id)
+        await store.client.put(victim, b"1\n{broken")
         got = [e for _, e in await all_events(store)]
-        assert len(got) == 4 and isinstance(got[2], EventUndecodable)
-        stand_in = got[2]
-        assert stand_in.key.endswith("/events/garbage") and "not JSON" in stand_in.why
-        assert store.corrupt and store.corrupt[0].key.endswith("/events/garbage")
+        assert len(got) == 3 and isinstance(got[1], EventUndecodable)
+        stand_in = got[1]
+        assert stand_in.key == victim.decode() and "not JSON" in stand_in.why
+        assert [c.key for c in store.corrupt] == [victim.decode()]
+        # A record put by something other than an append (no order index entry)
+        # is not read; a read of the whole log says so.
+        await store.client.put(store.event_key("garbage"), b"0\n{}")
+        assert len(await all_events(store)) == 3
+        assert "1 event records in etcd are not in the order index" in store.corrupt[-1].why
 
 
 async def test_unreachable_etcd_is_one_clear_line() -> None:
