@@ -271,7 +271,7 @@ class LogReads(RecordReads):
         probe the first key at or after a seq (a key-ordered read of one key)."""
         lo, hi = bounds.first_seq, bounds.next_seq
         order = self.root + ORDER_DIR
-        while hi - lo > ORDER_PAGE:
+        while hi - lo >= ORDER_PAGE:
             step = (hi - lo) / PROBES
             probes = sorted({lo + int(step * i) for i in range(1, PROBES)})
             requests = [

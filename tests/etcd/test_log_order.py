@@ -213,3 +213,16 @@ async def test_retention_deletes_the_index_entries_it_archives(
         later = [ev(9000 + i) for i in range(3)]
         await store.append(later)
         assert [i for _, i in await read(store)] == [e.id for e in sent + later]
+
+
+async def test_a_revision_is_found_among_many_order_keys(etcd: LocalEtcd) -> None:
+    """More order keys than one request reads: the seq of a revision is found by
+    probing, at every boundary of a page of order keys."""
+    async with EventStore.connect([etcd.endpoint], "c1", credentials=etcd.credentials()) as store:
+        sent = [ev(i) for i in range(3 * ORDER_PAGE + 7)]
+        revisions = [await store.append([e]) for e in sent]
+        for n in (0, 1, ORDER_PAGE - 1, ORDER_PAGE, ORDER_PAGE + 1, 2 * ORDER_PAGE, len(sent) - 1):
+            assert await store.ids_at(revisions[n]) == {sent[n].id}
+            got = [e.id async for _, e in store.read_all(from_revision=revisions[n])]
+            assert got == [e.id for e in sent[n:]]
+        assert await store.ids_at(revisions[-1] + 1) == frozenset()
