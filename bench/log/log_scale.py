@@ -121,6 +121,7 @@ async def _seal_and_page(store: EventStore, etcd: LocalEtcd, out: dict[str, Any]
     e0 = _etcd_cpu_s(etcd)
     out["one_page_mid_log_s"] = round(await _one_page(store, head // 2), 3)
     out["one_page_etcd_cpu_s"] = round(_etcd_cpu_s(etcd) - e0, 2)
+    print(f"  {out}", flush=True)  # each phase's figures as they come
 
 
 def _children_cpu_s() -> float:
@@ -185,7 +186,9 @@ async def _run(tmp: Path) -> dict[str, Any]:
     out: dict[str, Any] = {}
     etcd = LocalEtcd(data_dir=tmp / "etcd").start()
     try:
-        async with EventStore.connect([etcd.endpoint], "big") as store:
+        # A long timeout: compacting and defragmenting a db of hundreds of MiB
+        # on a loaded machine takes longer than the 5 s an orchestrator allows.
+        async with EventStore.connect([etcd.endpoint], "big", timeout=120.0) as store:
             # A converged 2,000-instance cluster, checkpointed: `corral status`.
             built = build_events(NODES, INSTANCES)
             by_rev: dict[int, list[Event]] = {}
@@ -261,6 +264,7 @@ async def _archive(
     store: EventStore, state: ClusterState, tmp: Path, out: dict[str, Any], etcd: LocalEtcd
 ) -> None:
     """Archive all but the newest KEEP events, compact, defragment; start-up after."""
+    print(f"  {out}", flush=True)
     # Archive all but the newest 200,000, compact, defragment.
     await seal_pending(store, block=100, final=True)
     await save_checkpoint(store, state)
