@@ -254,16 +254,13 @@ class LogReads(RecordReads):
         if not bounds.origin:
             return []
         out = [self.root + LEGACY] if bounds.legacy and revision >= bounds.origin - 1 else []
-        seq = bounds.first_seq
-        while True:
+        for seq in range(bounds.first_seq, bounds.next_seq, ORDER_PAGE):
             kvs = await self._order_range(seq, pinned=bounds.revision, resume_at=0, keys_only=True)
             for kv in kvs:
                 if kv.create_revision > revision:
                     return out
                 out.append(bytes(kv.key))
-            if len(kvs) < ORDER_PAGE:
-                return out
-            seq = seq_of(self.root, bytes(kvs[-1].key)) + 1
+        return out
 
     async def _seq_near(self, bounds: IndexBounds, revision: int) -> int:
         """A seq no later than the first order key at or after `revision`, and at
@@ -274,15 +271,18 @@ class LogReads(RecordReads):
         while hi - lo >= ORDER_PAGE:
             step = (hi - lo) / PROBES
             probes = sorted({lo + int(step * i) for i in range(1, PROBES)})
+            # Each probe reads the first key of its own window: etcd 3.4 walks
+            # its key index over the whole range asked for, whatever the limit.
+            ends = [*probes[1:], hi]
             requests = [
                 rpc.RangeRequest(
                     key=order + b"%016d" % p,
-                    range_end=prefix_end(order),
+                    range_end=order + b"%016d" % end,
                     limit=1,
                     keys_only=True,
                     revision=bounds.revision,
                 )
-                for p in probes
+                for p, end in zip(probes, ends, strict=True)
             ]
             _, found = await self._ranges(requests, resume_at=revision)
             new_hi = hi
@@ -298,11 +298,13 @@ class LogReads(RecordReads):
     async def _order_range(
         self, seq: int, *, pinned: int, resume_at: int, keys_only: bool = False
     ) -> list[Any]:
-        """Up to ORDER_PAGE order keys from `seq` on, by key, as of `pinned`."""
+        """The order keys of seqs seq to seq + ORDER_PAGE - 1, as of `pinned`: a
+        window, not the rest of the index (etcd 3.4 walks its key index over the
+        whole range asked for, whatever the limit)."""
         order = self.root + ORDER_DIR
         request = rpc.RangeRequest(
             key=order + b"%016d" % seq,
-            range_end=prefix_end(order),
+            range_end=order + b"%016d" % (seq + ORDER_PAGE),
             limit=ORDER_PAGE,
             revision=pinned,
             keys_only=keys_only,
@@ -320,13 +322,13 @@ class LogReads(RecordReads):
     ) -> AsyncGenerator[list[Any], None]:
         seq = await self._seq_near(bounds, start)
         first = start
-        while True:
+        while seq < bounds.next_seq:
             order = await self._order_range(seq, pinned=bounds.revision, resume_at=start)
+            seq += ORDER_PAGE
             wanted: list[tuple[int, str]] = []
-            done = len(order) < ORDER_PAGE
+            done = False
             for kv in order:
                 revision = int(kv.create_revision)
-                seq = seq_of(self.root, bytes(kv.key)) + 1
                 if revision < start:
                     continue
                 if to_revision and revision > to_revision:
