@@ -35,6 +35,7 @@ import aetcd
 import aetcd.exceptions as etcd_errors
 from aetcd import rpc
 
+from events.append_groups import WaitingAppend, events_of, take_group
 from events.codec import encode
 from events.etcd_client import (
     Endpoint,
@@ -148,9 +149,11 @@ class EventStore(LogReads, LogSubscription, MemberMoves):
     _written: dict[bytes, tuple[bytes, int, Event]] = field(default_factory=dict)
     # The order index's counter as this store last saw it (None: not read yet),
     # and the lock that makes this store's appends take seqs one at a time (two
-    # in flight would compare the same counter: one would fail and be sent again).
+    # in flight would compare the same counter: one would fail and be sent again);
+    # the appends waiting meanwhile go together (`events.append_groups`).
     _order: OrderCursor | None = None
     _append_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _waiting: list[WaitingAppend] = field(default_factory=list)
 
     # ------------------------------------------------------------------ keys
 
@@ -330,8 +333,38 @@ class EventStore(LogReads, LogSubscription, MemberMoves):
     async def _append_chunk(
         self, events: list[Event], expected: Mapping[str, int], term: int | None
     ) -> int:
-        async with self._append_lock:
-            return await self._append_indexed(events, expected, term)
+        if expected:
+            async with self._append_lock:
+                return await self._append_indexed(events, expected, term)
+        mine = WaitingAppend(
+            events=tuple(events), term=term, done=asyncio.get_running_loop().create_future()
+        )
+        self._waiting.append(mine)
+        try:
+            async with self._append_lock:
+                if mine.done.done():  # sent with an earlier caller's group
+                    return mine.done.result()
+                return await self._send_group(mine)
+        finally:
+            if mine in self._waiting:
+                self._waiting.remove(mine)
+            if mine.done.done() and not mine.done.cancelled():
+                mine.done.exception()  # retrieved, also by a caller cancelled meanwhile
+
+    async def _send_group(self, mine: WaitingAppend) -> int:
+        group = take_group(self._waiting, mine, max_ops=MAX_TXN_OPS)
+        try:
+            revision = await self._append_indexed(events_of(group), {}, mine.term)
+        except Exception as exc:
+            for entry in group[1:]:
+                entry.done.set_exception(exc)  # each caller's own retry decides
+            raise
+        except BaseException:
+            self._waiting[:0] = group[1:]  # cancelled: the next turn sends them
+            raise
+        for entry in group[1:]:
+            entry.done.set_result(revision)
+        return revision
 
     async def _append_indexed(
         self, events: list[Event], expected: Mapping[str, int], term: int | None
