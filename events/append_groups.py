@@ -3,8 +3,8 @@ flight go to etcd together, in the next transaction. Every append takes the orde
 index's next seq (`events.log_order`), so a store sends one at a time; without
 grouping, callers queued behind the one in flight each paid a round trip of their
 own (at 40 nodes / 1,000 instances: three times the transactions, twice the
-orchestrator's CPU). Holds the queue's entries and the choice of a group: pure,
-no I/O; the store sends.
+orchestrator's CPU). Holds the queue's entries and the choice of a group: no I/O
+(the store sends), nothing but the futures from asyncio.
 """
 
 from __future__ import annotations
