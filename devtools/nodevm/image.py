@@ -1,6 +1,7 @@
 """The node image: a Debian bookworm root filesystem built from Debian packages only
 (mmdebstrap, the distribution kernel with its DRBD 8.4 and device-mapper modules,
-lvm2, drbd-utils, openssh-server, python3, sudo, qemu-system-x86, iproute2), made
+lvm2, drbd-utils, openssh-server, python3, sudo, qemu-system-x86, qemu-utils,
+iproute2), made
 into a qcow2 disk plus the kernel and initramfs to boot it with, and cached under
 the repository's ignored var/ by a key over its recipe: a change to the package
 list, the build steps or the guest set-up script builds a new image.
@@ -41,6 +42,7 @@ PACKAGES = (
     "procps",
     "python3",
     "qemu-system-x86",
+    "qemu-utils",  # qemu-img: the node helper's image-write (OS images)
     "apt",
 )
 # Kernel module trees a node VM never loads (no hardware but virtio): most of the
