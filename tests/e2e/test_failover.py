@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from devtools.nodevm.vms import NodeVmSet
 from events.model import Event
 from events.store import EventStore
 from orchestrator.heal_timeline import build_timeline
+from tests.support.nodes.e2e_cluster import run_corral, serving_cluster
 from tests.support.nodes.nodevms import node_vms, root_ssh
 
 pytestmark = [
@@ -35,10 +35,6 @@ pytestmark = [
     pytest.mark.timeout(7200),
 ]
 CLUSTER = "e2e"
-SLOW_NODE_OPTIONS = (
-    "--probe-timeout", "120", "--probe-interval", "5", "--command-timeout", "120",
-    "--ssh-timeout", "60",
-)  # fmt: skip
 NODES = ("node1", "node2", "node3")
 INSTANCES = ("web1", "web2", "db1")
 
@@ -53,14 +49,7 @@ def etcd_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 def corral(etcd: str, *args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
-    binary = Path(sys.executable).parent / "corral"
-    return subprocess.run(
-        [str(binary), *args, "--etcd", etcd, "--cluster", CLUSTER],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-    )
+    return run_corral(etcd, CLUSTER, *args, timeout=timeout)
 
 
 def desired(vms: NodeVmSet) -> str:
@@ -166,55 +155,14 @@ def check_on_nodes(
 
 
 def test_crash_heal_and_rejoin_on_real_drbd(etcd_url: str, tmp_path: Path) -> None:
-    with node_vms(NODES, run_name="e2e", memory_mib=640) as (vms, operator, corral_key):
-        known = tmp_path / "known_hosts"
-        for n in vms.nodes.values():
-            fp = root_ssh(vms, n.name, operator, "ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub")
-            added = corral(
-                etcd_url, "node", "add", n.name, "--address", "127.0.0.1",
-                "--port", str(n.ssh_port), "--replication-address", n.replication_address,
-                "--ssh-key", str(operator), "--known-hosts", str(known),
-                "--client-key", str(corral_key), "--host-key", fp.split()[1], "--install",
-                "--memory", "560M", "--disk", "1G", "--cpus", "1", "--host-memory", "128M",
-                "--host-cpus", "0",
-            )  # fmt: skip
-            assert added.returncode == 0, added.stdout + added.stderr
-            print(added.stdout.splitlines()[-2])
-        log = tmp_path / "serve.log"
-        bindir = Path(sys.executable).parent
-        seal = tmp_path / "seal.key"
-        made = subprocess.run(
-            [str(bindir / "corral"), "audit", "seal-key", "--key", str(seal),
-             "--public-dir", str(tmp_path / "seal-keys")], capture_output=True, text=True,
-        )  # fmt: skip
-        assert made.returncode == 0, made.stderr
-        fencing = tmp_path / "fencing.yaml"
-        plugs = "".join(f"      {n}: {{plug: {n}}}\n" for n in NODES)
-        fencing.write_text(
-            "lab: false\nagents:\n  fence_corral_qmp:\n"
-            f"    path: {bindir / 'fence_corral_qmp'}\n"
-            f'    options: {{statedir: "{vms.state_dir}"}}\n    nodes:\n{plugs}'
-        )
-        serve = subprocess.Popen(
-            [str(bindir / "corral"), "serve", "--etcd", etcd_url, "--cluster", CLUSTER,
-             "--known-hosts", str(known), "--client-key", str(corral_key),
-             "--seal-key", str(seal), "--fencing-config", str(fencing),
-             # A TCG node VM on this loaded host answers a probe in tens of seconds,
-             # not milliseconds, and opens an SSH connection as slowly. A crashed one
-             # still fails at once (its forwarded port is gone with its qemu), so
-             # these cost no detection time here; see docs/real-nodes.md.
-             *SLOW_NODE_OPTIONS],
-            stdout=log.open("w"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        try:
-            _scenario(vms, operator, etcd_url, tmp_path)
-        finally:
-            serve.terminate()
-            try:
-                serve.wait(20)
-            except subprocess.TimeoutExpired:
-                serve.kill()
-            print(log.read_text()[-3000:])
+    with (
+        node_vms(NODES, run_name="e2e", memory_mib=640) as (vms, operator, corral_key),
+        serving_cluster(
+            vms, operator=operator, corral_key=corral_key, etcd=etcd_url, cluster=CLUSTER,
+            work=tmp_path,
+        ),
+    ):  # fmt: skip
+        _scenario(vms, operator, etcd_url, tmp_path)
 
 
 def _status(etcd: str) -> dict[str, Any]:

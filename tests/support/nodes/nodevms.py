@@ -66,8 +66,9 @@ def node_vms(
         vms.stop()
 
 
-def root_ssh(vms: NodeVmSet, name: str, operator: Path, command: str) -> str:
-    """Run `command` as root on a node VM over plain OpenSSH; its stdout."""
+def root_ssh(vms: NodeVmSet, name: str, operator: Path, command: str, stdin: bytes = b"") -> str:
+    """Run `command` as root on a node VM over plain OpenSSH (`stdin` its input);
+    its stdout."""
     proc = subprocess.run(
         [
             "ssh", "-q", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
@@ -75,9 +76,11 @@ def root_ssh(vms: NodeVmSet, name: str, operator: Path, command: str) -> str:
             "root@127.0.0.1", command,
         ],
         capture_output=True,
-        text=True,
+        input=stdin,
         timeout=300,
     )  # fmt: skip
     if proc.returncode != 0:
-        raise AssertionError(f"{name}: {command!r} exited {proc.returncode}: {proc.stderr}")
-    return proc.stdout
+        raise AssertionError(
+            f"{name}: {command!r} exited {proc.returncode}: {proc.stderr.decode(errors='replace')}"
+        )
+    return proc.stdout.decode(errors="replace")
