@@ -54,10 +54,12 @@ chaos: $(STAMP) system-tools
 node-image: $(STAMP)
 	nice -n 10 $(BIN)/python -m devtools.nodevm.image
 
-# Real node VMs (root): node add/check against a real host, then the end-to-end
-# failover on real DRBD. Minutes; not part of `make test`.
+# Real node VMs (root): node add/check against a real host, the end-to-end
+# failover on real DRBD, and a real guest (NIC, OS image) booted, live-migrated and
+# failed over on them. `-s`: the tests print their timings, the heal timeline and
+# the guest's console. Minutes; not part of `make test`.
 e2e: $(STAMP) system-tools
-	nice -n 5 $(BIN)/python -m pytest -q -m e2e tests/e2e
+	nice -n 5 $(BIN)/python -m pytest -q -s -m e2e tests/e2e
 
 demo: $(STAMP) system-tools bytecode
 	$(BIN)/python -m devtools.demo
