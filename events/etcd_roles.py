@@ -68,7 +68,7 @@ def grants(role: Role, *, clusters: Sequence[str]) -> tuple[Grant, ...]:
             out.append(Grant(prefix=root + b"events/", perm=Perm.READWRITE))
             out.append(Grant(prefix=root + b"versions/", perm=Perm.READWRITE))
             # The order index each append writes with its events
-            # (`order/`, `order-next`, `order-legacy`; events.log_order).
+            # (`order/`, `order-next`, `order-legacy`; events.etcdlog.log_order).
             out.append(Grant(prefix=root + b"order", perm=Perm.READWRITE))
         else:
             out.append(Grant(prefix=root, perm=Perm.READ))

@@ -15,11 +15,11 @@ Key layout (everything under `/corral/<cluster>/`, so one etcd holds several):
 - `leader`: the leader's campaign key (`events.election`); its create revision is
   the leader's term, and an append made with `term=` compares it (a fencing token).
 - `order/<seq>`, `order-next`, `order-legacy`: the order index each append writes
-  with its events (`events.log_order`), which the read side (`events.log_reads`)
+  with its events (`events.etcdlog.log_order`), which the read side (`events.etcdlog.log_reads`)
   pages the log by.
 
 This module holds the write side and the connection; reads are in
-`events.log_reads`, the errors in `events.store_errors`.
+`events.etcdlog.log_reads`, the errors in `events.etcdlog.store_errors`.
 """
 
 from __future__ import annotations
@@ -35,7 +35,6 @@ import aetcd
 import aetcd.exceptions as etcd_errors
 from aetcd import rpc
 
-from events.append_groups import WaitingAppend, events_of, take_group
 from events.codec import encode
 from events.etcd_client import (
     Endpoint,
@@ -45,10 +44,17 @@ from events.etcd_client import (
     make_client,
     parse_endpoint,
 )
-from events.log_order import COUNTER, LEGACY, OrderCursor, encode_ids, order_key, parse_counter
-from events.log_reads import PAGE, LogReads
-from events.model import Event
-from events.store_errors import (
+from events.etcdlog.append_groups import WaitingAppend, events_of, take_group
+from events.etcdlog.log_order import (
+    COUNTER,
+    LEGACY,
+    OrderCursor,
+    encode_ids,
+    order_key,
+    parse_counter,
+)
+from events.etcdlog.log_reads import PAGE, LogReads
+from events.etcdlog.store_errors import (
     RETRYABLE,
     ArchiveUnreadable,
     Compacted,
@@ -61,8 +67,9 @@ from events.store_errors import (
     denied,
     prefix_end,
 )
-from events.store_members import MemberMoves
-from events.subscription import LogSubscription
+from events.etcdlog.store_members import MemberMoves
+from events.etcdlog.subscription import LogSubscription
+from events.model import Event
 
 # Names other modules import from here.
 __all__ = [
@@ -150,7 +157,7 @@ class EventStore(LogReads, LogSubscription, MemberMoves):
     # The order index's counter as this store last saw it (None: not read yet),
     # and the lock that makes this store's appends take seqs one at a time (two
     # in flight would compare the same counter: one would fail and be sent again);
-    # the appends waiting meanwhile go together (`events.append_groups`).
+    # the appends waiting meanwhile go together (`events.etcdlog.append_groups`).
     _order: OrderCursor | None = None
     _append_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     _waiting: list[WaitingAppend] = field(default_factory=list)

@@ -6,7 +6,7 @@ already folds (a process never needs the archive to start), leaves the newest
 reads the written object back, records it in the index with a create-if-absent
 transaction (two archivers racing: one wins, the other deletes nothing), and only
 then deletes the archived keys (the events, their seals and their order index
-entries, events.log_order) and compacts.
+entries, events.etcdlog.log_order) and compacts.
 
 Must not fold or decide anything about the cluster.
 """

@@ -11,16 +11,16 @@ import asyncio
 from typing import Any
 
 from devtools.local_etcd import LocalEtcd
+from events.etcdlog.log_order import COUNTER, LEGACY, ORDER_DIR, decode_ids
+from events.etcdlog.log_reads import ORDER_PAGE, PAGE
+from events.etcdlog.store_errors import prefix_end
 from events.lifecycle.checkpoints import save_checkpoint
 from events.lifecycle.retention import RetentionPolicy, archive_pass
 from events.lifecycle.seals import seal_pending, verify
-from events.log_order import COUNTER, LEGACY, ORDER_DIR, decode_ids
-from events.log_reads import ORDER_PAGE, PAGE
 from events.model import Event
 from events.projection import fold
 from events.state import ClusterState
 from events.store import EventStore
-from events.store_errors import prefix_end
 from tests.support.cluster.events import ev
 
 

@@ -5,7 +5,7 @@ loop, the last two segments kept). A corrupt record is reported (`corrupt`, a
 warning naming its key) and stands in as an `event.undecodable`.
 
 A mixin of `events.store.EventStore`: must not write to etcd, and must not
-decide what part of the log to read (events.log_reads does).
+decide what part of the log to read (events.etcdlog.log_reads does).
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any
 from aetcd import rpc
 
 from events.codec import CorruptEvent, decode, undecodable
-from events.model import Event
-from events.store_errors import (
+from events.etcdlog.store_errors import (
     ArchiveUnreadable,
     CorruptRecord,
     EtcdUnavailable,
     channel_reset,
     prefix_end,
 )
+from events.model import Event
 
 if TYPE_CHECKING:
     import aetcd

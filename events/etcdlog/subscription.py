@@ -17,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import aetcd.exceptions as etcd_errors
 
+from events.etcdlog.store_errors import RETRYABLE, EtcdUnavailable, prefix_end
+from events.etcdlog.store_members import close_within
 from events.model import Event
-from events.store_errors import RETRYABLE, EtcdUnavailable, prefix_end
-from events.store_members import close_within
 
 if TYPE_CHECKING:
     import aetcd

@@ -1,6 +1,6 @@
 """Group commit for one store's appends: the appends that wait while another is in
 flight go to etcd together, in the next transaction. Every append takes the order
-index's next seq (`events.log_order`), so a store sends one at a time; without
+index's next seq (`events.etcdlog.log_order`), so a store sends one at a time; without
 grouping, callers queued behind the one in flight each paid a round trip of their
 own (at 40 nodes / 1,000 instances: three times the transactions, twice the
 orchestrator's CPU). Holds the queue's entries and the choice of a group: no I/O

@@ -2,7 +2,7 @@
 order (the events of one append in their append order), as of one pinned
 revision, decoded (corrupt records reported and stood in for).
 
-etcd is read through the order index (events.log_order): a page of `order/`
+etcd is read through the order index (events.etcdlog.log_order): a page of `order/`
 keys by key, then the records those keys name by key, a transaction of point
 reads at a time, so a page costs etcd the page, not the log. etcd 3.4 answers a
 Range sorted or filtered by revision by reading every key of the range; that is
@@ -23,10 +23,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from aetcd import rpc
 
 from events.etcd_client import EtcdPermissionDenied
-from events.log_order import COUNTER, LEGACY, ORDER_DIR, decode_ids, parse_counter, seq_of
-from events.model import Event
-from events.record_reads import RecordReads
-from events.store_errors import (
+from events.etcdlog.log_order import COUNTER, LEGACY, ORDER_DIR, decode_ids, parse_counter, seq_of
+from events.etcdlog.record_reads import RecordReads
+from events.etcdlog.store_errors import (
     Compacted,
     CorruptRecord,
     EtcdUnavailable,
@@ -34,6 +33,7 @@ from events.store_errors import (
     denied,
     prefix_end,
 )
+from events.model import Event
 
 if TYPE_CHECKING:
     import aetcd

@@ -1,7 +1,7 @@
 """What the event store raises and reports: etcd unreachable or not confirming a
 write, a stale writer, a leader whose term ended, an archived segment that cannot
 be read, a corrupt record; and the small tests of gRPC failures both its write
-side (events.store) and its read side (events.log_reads) make. Must not talk to
+side (events.store) and its read side (events.etcdlog.log_reads) make. Must not talk to
 etcd.
 """
 
