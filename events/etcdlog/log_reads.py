@@ -36,9 +36,7 @@ from events.etcdlog.store_errors import (
 from events.model import Event
 
 if TYPE_CHECKING:
-    import aetcd
-
-    from events.archive import IndexEntry
+    pass
 
 T = TypeVar("T")
 
@@ -71,18 +69,8 @@ class IndexBounds:
 class LogReads(RecordReads):
     """The read side of the event store."""
 
-    if TYPE_CHECKING:
-        client: aetcd.Client
-        endpoint: str
+    if TYPE_CHECKING:  # the rest is declared by RecordReads
         identity: str
-        corrupt: list[CorruptRecord]
-        archive_override: str
-        _segments: dict[int, IndexEntry]
-        _segment_cache: dict[int, list[tuple[int, Event]]]
-        _written: dict[bytes, tuple[bytes, int, Event]]
-
-        @property
-        def root(self) -> bytes: ...
 
         @property
         def events_prefix(self) -> bytes: ...

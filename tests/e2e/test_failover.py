@@ -25,7 +25,7 @@ from devtools.nodevm.vms import NodeVmSet
 from events.model import Event
 from events.store import EventStore
 from orchestrator.heal_timeline import build_timeline
-from tests.support.nodes.e2e_cluster import run_corral, serving_cluster
+from tests.support.nodes.e2e_cluster import node_entries, run_corral, serving_cluster
 from tests.support.nodes.nodevms import node_vms, root_ssh
 
 pytestmark = [
@@ -53,18 +53,7 @@ def corral(etcd: str, *args: str, timeout: float = 900) -> subprocess.CompletedP
 
 
 def desired(vms: NodeVmSet) -> str:
-    nodes = "".join(
-        f"""  - name: {n.name}
-    address: 127.0.0.1
-    port: {n.ssh_port}
-    replication_address: {n.replication_address}
-    memory: 560M
-    disk: 1G
-    cpus: 1
-    fence: {{agent: fence_corral_qmp}}
-"""
-        for n in vms.nodes.values()
-    )
+    nodes = node_entries(vms)
     instances = "".join(
         f"  - {{name: {i}, memory: 64M, vcpus: 1, disks: [8M]}}\n" for i in INSTANCES
     )

@@ -30,7 +30,7 @@ import pytest
 
 from devtools.local_etcd import LocalEtcd
 from devtools.nodevm.vms import NodeVmSet
-from tests.support.nodes.e2e_cluster import run_corral, serving_cluster
+from tests.support.nodes.e2e_cluster import node_entries, run_corral, serving_cluster
 from tests.support.nodes.guest import guest_kit
 from tests.support.nodes.nodevms import node_vms, root_ssh
 
@@ -138,18 +138,7 @@ def prepare_node(vms: NodeVmSet, name: str, operator: Path, image_sha: str) -> N
 
 
 def desired(vms: NodeVmSet, image_sha: str) -> str:
-    nodes = "".join(
-        f"""  - name: {n.name}
-    address: 127.0.0.1
-    port: {n.ssh_port}
-    replication_address: {n.replication_address}
-    memory: 560M
-    disk: 1G
-    cpus: 1
-    fence: {{agent: fence_corral_qmp}}
-"""
-        for n in vms.nodes.values()
-    )
+    nodes = node_entries(vms)
     return f"""cluster:
   name: {CLUSTER}
   policy: {{n_plus_one: false, vcpu_ratio: 8.0, suspect_timeout: 60s, lost_timeout: 90s}}

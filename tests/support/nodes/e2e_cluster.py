@@ -21,6 +21,23 @@ SLOW_NODE_OPTIONS = (
 )  # fmt: skip
 
 
+def node_entries(vms: NodeVmSet) -> str:
+    """The desired-state file's `nodes:` entries for the booted node VMs (each
+    reached on its forwarded SSH port, fenced through QMP)."""
+    return "".join(
+        f"""  - name: {n.name}
+    address: 127.0.0.1
+    port: {n.ssh_port}
+    replication_address: {n.replication_address}
+    memory: 560M
+    disk: 1G
+    cpus: 1
+    fence: {{agent: fence_corral_qmp}}
+"""
+        for n in vms.nodes.values()
+    )
+
+
 def run_corral(
     etcd: str, cluster: str, *args: str, timeout: float = 900
 ) -> subprocess.CompletedProcess[str]:
