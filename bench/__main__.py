@@ -16,6 +16,7 @@ BENCHMARKS: list[str] = [
     "event_store",
     "sim_scale",
     "converge",
+    "converge_200",
     "heal",
     "handover",
     "heal_scale",
@@ -32,7 +33,7 @@ BENCHMARKS: list[str] = [
 
 # Where each bench lives, by the name it is run and its results are kept under
 # (`python -m bench converge_200`, bench/results/converge_200.json); the last
-# two are run by name only, not by default.
+# one is run by name only, not by default.
 MODULES: dict[str, str] = {
     "event_store": "bench.log.event_store",
     "log_scale": "bench.log.log_scale",
