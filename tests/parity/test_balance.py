@@ -110,7 +110,9 @@ PLAIN_CASES = [
     pytest.param(2, 6, 2, 60, True, id="8-nodes-drained"),
     pytest.param(3, 13, 3, 200, False, id="16-nodes", marks=_HIGHER_SCORE),
     pytest.param(4, 12, 4, 180, True, id="16-nodes-drained", marks=_MORE_MOVES),
-    pytest.param(7, 20, 4, 150, False, id="24-nodes", marks=[_MORE_MOVES, _SLOW]),
+    # no longer more moves than hbal since the greedy step is hbal's own (the
+    # best move, ties to the first hbal meets)
+    pytest.param(7, 20, 4, 150, False, id="24-nodes", marks=_SLOW),
     pytest.param(6, 20, 4, 300, True, id="24-nodes-drained", marks=_SLOW),
 ]
 
