@@ -30,6 +30,7 @@ from events.specs import DesiredCluster, HvParams
 from orchestrator.desired import schema as s
 from orchestrator.desired.images import read_images
 from orchestrator.desired.instances import read_instances
+from orchestrator.desired.nesting import MAX_FLOW_DEPTH, too_deep
 from orchestrator.desired.schema import (
     MAX_PROBLEMS,
     At,
@@ -227,6 +228,13 @@ def _load_yaml(problems: Problems, file: str, text: str) -> Any:
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
     at = At(file=file, line=1, column=1, field="yaml")
+    deep = too_deep(text)
+    if deep is not None:
+        problems.add(
+            at.moved(line=deep.line, column=deep.column),
+            f"the YAML is nested too deeply (more than {MAX_FLOW_DEPTH} levels of [ ] or {{ }})",
+        )
+        return None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
