@@ -98,7 +98,8 @@ CASES = [
     pytest.param(2, 6, 2, 60, True, id="8-nodes-drained"),
     pytest.param(3, 13, 3, 200, False, id="16-nodes"),
     # 118 moves against hbal's 115 (a lower score: 94.663 vs 95.265)
-    pytest.param(4, 12, 4, 180, True, id="16-nodes-drained", marks=_MORE_MOVES),
+    # (a strict expected failure of 24 s: run by `make bench`)
+    pytest.param(4, 12, 4, 180, True, id="16-nodes-drained", marks=[_MORE_MOVES, _SLOW]),
     # 3,600 instances times nodes: the quick set of searches ("auto"); the full
     # set's plan took 92 moves against hbal's 91 (a lower score: 8.5814 vs 8.6015)
     pytest.param(7, 20, 4, 150, False, id="24-nodes", marks=_SLOW),
@@ -109,7 +110,8 @@ PLAIN_CASES = [
     pytest.param(1, 7, 1, 70, False, id="8-nodes"),
     pytest.param(2, 6, 2, 60, True, id="8-nodes-drained"),
     pytest.param(3, 13, 3, 200, False, id="16-nodes", marks=_HIGHER_SCORE),
-    pytest.param(4, 12, 4, 180, True, id="16-nodes-drained", marks=_MORE_MOVES),
+    # (a strict expected failure of 24 s: run by `make bench`)
+    pytest.param(4, 12, 4, 180, True, id="16-nodes-drained", marks=[_MORE_MOVES, _SLOW]),
     # no longer more moves than hbal since the greedy step is hbal's own (the
     # best move, ties to the first hbal meets)
     pytest.param(7, 20, 4, 150, False, id="24-nodes", marks=_SLOW),

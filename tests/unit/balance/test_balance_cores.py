@@ -13,6 +13,7 @@ left is read from /proc.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import signal
@@ -25,7 +26,9 @@ from pathlib import Path
 import pytest
 
 from reactors.balance.cores import MIN_PARALLEL_WORK, CoresPlan, plan_on_cores
+from reactors.balance.moves import BalancePlan
 from reactors.balance.plan import plan_balance
+from reactors.htools.model import BCluster
 from reactors.htools.text import render
 from tests.support.states.generated import generated_cluster
 
@@ -33,43 +36,30 @@ _MEMORY = (512, 1024, 1024, 2048, 4096)
 _CORRAL = (sys.executable, "-m", "orchestrator.cli.main")
 
 
+def _sixteen_nodes() -> BCluster:
+    """16 nodes, 200 instances: big enough that its searches go to workers."""
+    return generated_cluster(seed=3, full=13, empty=3, instances=200)
+
+
 def test_the_plan_is_plan_balance_s_on_any_number_of_cores() -> None:
-    start = generated_cluster(seed=3, full=13, empty=3, instances=200)
+    start = _sixteen_nodes()
     assert len(start.instances) * len(start.nodes) >= MIN_PARALLEL_WORK
     alone = plan_balance(cluster=start)
     assert len(alone.dropped) >= 3  # the four searches ran, and one was kept
-    two = plan_on_cores(cluster=start, cores=2)
-    three = plan_on_cores(cluster=start, cores=3)
-    four = plan_on_cores(cluster=start, cores=4)
-    one = plan_on_cores(cluster=start, cores=1)
-    # the lookahead search ran in a worker on two cores, the pairs one too on
-    # three, and the frugal one too on four
-    assert [p.in_workers for p in (one, two, three, four)] == [0, 1, 2, 3]
-    for planned in (one, two, three, four):
-        assert planned.plan == alone
-    # kept by "moves", the searches in workers stop at the greedy score once
-    # it is shared, wherever they have got to: the same plan
-    short = plan_balance(cluster=start, prefer="moves")
-    for n in (2, 3):
-        stopping = plan_on_cores(cluster=start, cores=n, prefer="moves")
-        assert stopping.plan == short
-        # the lookahead search (three times the greedy one's work) learnt the
-        # greedy score long before its end, stopped there and was weighed there
-        assert stopping.weighed_in_workers >= 1
-    assert two.weighed_in_workers == 0  # (kept by "budget": nothing shared)
-    low = plan_on_cores(cluster=start, cores=2, prefer="score")
-    assert low.in_workers == 1
-    assert low.plan == plan_balance(cluster=start, prefer="score")
-    # the quick set: the frugal search in a worker beside the greedy one here
-    quick = plan_on_cores(cluster=start, cores=2, search_set="quick")
-    assert quick.in_workers == 1 and quick.plan.searches == "quick"
-    assert quick.plan == plan_balance(cluster=start, search_set="quick")
     assert alone.searches == "full"
-    # whether the worker is forked or spawned, the same plan
-    for method in ("fork", "spawn"):
-        started = plan_on_cores(cluster=start, cores=2, start=method)
-        assert started.started_by == method and started.in_workers == 1
-        assert started.plan == alone
+    one = plan_on_cores(cluster=start, cores=1)
+    two = plan_on_cores(cluster=start, cores=2)
+    # the lookahead search ran in a worker on two cores
+    assert [p.in_workers for p in (one, two)] == [0, 1]
+    assert one.plan == alone and two.plan == alone
+    assert two.weighed_in_workers == 0  # (kept by "budget": nothing shared)
+    # whether the worker is forked or spawned, the same plan (`two` was
+    # started the way this process starts them; the other way here)
+    assert two.started_by in ("fork", "spawn")
+    other = "spawn" if two.started_by == "fork" else "fork"
+    started = plan_on_cores(cluster=start, cores=2, start=other)
+    assert started.started_by == other and started.in_workers == 1
+    assert started.plan == alone
     greedy = plan_on_cores(cluster=start, cores=2, lookahead=0)
     assert greedy.in_workers == 0
     assert greedy.plan == plan_balance(cluster=start, lookahead=0)
@@ -83,6 +73,33 @@ def test_the_plan_is_plan_balance_s_on_any_number_of_cores() -> None:
     forked = plan_on_cores(cluster=small, cores=2, start="fork")
     assert forked.in_workers == 1 and forked.started_by == "fork"
     assert forked.plan == planned.plan
+
+
+@pytest.mark.slow  # ten more plans of the 16-node cluster: `make bench`
+def test_more_cores_preferences_and_search_sets_give_plan_balance_s_plan() -> None:
+    start = _sixteen_nodes()
+    alone = plan_balance(cluster=start)
+    three = plan_on_cores(cluster=start, cores=3)
+    four = plan_on_cores(cluster=start, cores=4)
+    # the pairs search too in a worker on three cores, and the frugal one on four
+    assert [p.in_workers for p in (three, four)] == [2, 3]
+    assert three.plan == alone and four.plan == alone
+    # kept by "moves", the searches in workers stop at the greedy score once
+    # it is shared, wherever they have got to: the same plan
+    short = plan_balance(cluster=start, prefer="moves")
+    for n in (2, 3):
+        stopping = plan_on_cores(cluster=start, cores=n, prefer="moves")
+        assert stopping.plan == short
+        # the lookahead search (three times the greedy one's work) learnt the
+        # greedy score long before its end, stopped there and was weighed there
+        assert stopping.weighed_in_workers >= 1
+    low = plan_on_cores(cluster=start, cores=2, prefer="score")
+    assert low.in_workers == 1
+    assert low.plan == plan_balance(cluster=start, prefer="score")
+    # the quick set: the frugal search in a worker beside the greedy one here
+    quick = plan_on_cores(cluster=start, cores=2, search_set="quick")
+    assert quick.in_workers == 1 and quick.plan.searches == "quick"
+    assert quick.plan == plan_balance(cluster=start, search_set="quick")
 
 
 def _spawned_children(parent: int | None = None) -> list[int]:
@@ -107,6 +124,14 @@ def _spawned_children(parent: int | None = None) -> list[int]:
         if ppid == parent and (b"spawn_main" in cmdline or cmdline == own):
             found.append(int(entry.name))
     return found
+
+
+@functools.cache
+def _bench_cluster_plan() -> BalancePlan:
+    """The full set's plan of the 16-node bench cluster, planned here once for
+    both start methods' tests."""
+    start = generated_cluster(seed=13, full=13, empty=3, instances=520, memory=_MEMORY)
+    return plan_balance(cluster=start, search_set="full")
 
 
 @pytest.mark.parametrize("method", ["fork", "spawn"])
@@ -136,7 +161,7 @@ def test_a_worker_killed_mid_search_is_replaced_by_the_same_search_here(method: 
     assert not runner.is_alive() and out
     planned = out[0]
     assert planned.in_workers == 0  # the killed worker's search ran here instead
-    assert planned.plan == plan_balance(cluster=start, search_set="full")
+    assert planned.plan == _bench_cluster_plan()
 
 
 # Run as a script: plans the 16-node bench cluster on two cores and, once the
