@@ -419,7 +419,7 @@ def _install(
     if e.instance not in b.instances:
         return
     if isinstance(e, InstanceReinstallRequested):
-        b.installs[e.instance] = InstallState(request_id=e.id, image=e.image)
+        b.installs[e.instance] = InstallState(request_id=e.id, image=e.image, reinstall=True)
         return
     current = b.installs.get(e.instance)
     if current is None or current.done or current.image != e.image:

@@ -27,7 +27,15 @@ from events.fields.hv import (
     RebootBehavior,
     UsbMouse,
 )
-from events.fields.images import ImageFormat, ImageSource, Sha256, SshKeys, UserData
+from events.fields.images import (
+    ImageFormat,
+    ImageKind,
+    ImageSource,
+    OsParams,
+    Sha256,
+    SshKeys,
+    UserData,
+)
 from events.fields.names import (
     GroupNameField,
     InstanceNameField,
@@ -178,13 +186,22 @@ HV_FIELDS: tuple[str, ...] = (
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ImageSpec:
-    """An OS image of the catalogue: written raw onto an instance's first disk when
-    it is created (or reinstalled), only if its sha256 is this one."""
+    """An OS of the catalogue. Kind `image`: written raw onto an instance's first
+    disk when it is created (or reinstalled), only if its sha256 is this one. Kind
+    `ganeti-os`: a Ganeti OS definition installed on the nodes (name `NAME+VARIANT`
+    or `NAME`), whose `create` script the node helper runs then, with `parameters`
+    as its OSP_* variables (no source, no sha256)."""
 
     name: OsName
-    source: ImageSource  # /var/lib/corral/images/FILE on the nodes, or an http(s) URL
-    sha256: Sha256
+    source: ImageSource = ""  # /var/lib/corral/images/FILE on the nodes, or an http(s) URL
+    sha256: Sha256 = ""
     format: ImageFormat = "raw"
+    kind: ImageKind = "image"
+    parameters: OsParams = ()
+
+    @property
+    def ganeti_os(self) -> bool:
+        return self.kind == "ganeti-os"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

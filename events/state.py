@@ -99,6 +99,7 @@ class InstallState:
     image: str
     done: bool = False
     error: str = ""  # why it failed, when trying again cannot help
+    reinstall: bool = False  # asked for by a reinstall (a definition's INSTANCE_REINSTALL)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -217,6 +217,27 @@ def _instance(spec: InstanceSpec, at: Loc) -> Iterator[Problem]:
         )
 
 
+def _image(image: ImageSpec, at: Loc) -> Iterator[Problem]:
+    if image.ganeti_os:
+        for key in ("source", "sha256"):
+            if getattr(image, key):
+                yield _problem(
+                    (*at, key), f"a Ganeti OS definition (kind ganeti-os) has no {key}"
+                )
+        return
+    if "+" in image.name:
+        yield _problem(
+            (*at, "name"),
+            f"image name {image.name!r} must not hold '+' (NAME+VARIANT names a Ganeti OS "
+            "definition: kind ganeti-os)",
+        )
+    if image.parameters:
+        yield _problem((*at, "parameters"), "only a Ganeti OS definition takes parameters")
+    for key in ("source", "sha256"):
+        if not getattr(image, key):
+            yield _problem((*at, key), f"an image needs its {key}")
+
+
 def _nic(nic: NicSpec, at: Loc) -> Iterator[Problem]:
     for name, message in nic_address_problems(
         ip=nic.ip, prefix_len=nic.prefix_len, gateway=nic.gateway, nameservers=nic.nameservers
@@ -237,6 +258,7 @@ _RULES: dict[type, Callable[[Any, Loc], Iterator[Problem]]] = {
     FenceSpec: _fence,
     NodeSpec: _node,
     InstanceSpec: _instance,
+    ImageSpec: _image,
     NicSpec: _nic,
     ClusterPolicy: _policy,
 }

@@ -1,5 +1,6 @@
 """The node as the helper's verbs see it, behind a small protocol: run a tool's argv
-with some stdin, read/write/remove a file, make the VM run directory and hand its
+with some stdin, run a script with a given environment and its output in a log
+file (an OS definition's), read/write/remove a file, make the VM run directory and hand its
 sockets to the calling account's group, take the term lock, and speak QMP to a
 VM's monitor socket (for hotplug). `RealEnv` is the
 real node (subprocess, os, fcntl); the simulator gives its own, so that simulated
@@ -28,6 +29,8 @@ from typing import Protocol
 SAFE_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 TOOL_TIMEOUT_S = 300.0
 LOCK_WAIT_S = 20.0
+LOG_TAIL_LINES = 20
+LOG_TAIL_BYTES = 2000
 QMP_TIMEOUT_S = 10.0  # one command's answer; also how long a guest may take to release a device
 QmpCommand = tuple[str, Mapping[str, object]]
 
@@ -48,6 +51,20 @@ class LockBusy(Exception):
 
 class NodeEnv(Protocol):
     def run(self, argv: Sequence[str], *, stdin: bytes = b"") -> Outcome: ...
+
+    def run_script(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str,
+        log: str,
+        timeout_s: float,
+    ) -> Outcome:
+        """Run `argv` with exactly `env`, in `cwd`, no stdin, its stdout and stderr
+        appended to the file `log` (root's; its directory made if missing): the
+        exit status (124 timed out, 126 not executable, 127 missing) and, as
+        stderr, the log's last LOG_TAIL_LINES lines (at most LOG_TAIL_BYTES)."""
 
     def read_file(self, path: str) -> bytes | None:
         """The file's bytes, or None when it does not exist."""
@@ -112,6 +129,27 @@ class RealEnv:
         except subprocess.TimeoutExpired:
             return Outcome(124, b"", f"{argv[0]}: timed out after {TOOL_TIMEOUT_S:.0f}s\n".encode())
         return Outcome(done.returncode, done.stdout, done.stderr)
+
+    def run_script(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str,
+        log: str,
+        timeout_s: float,
+    ) -> Outcome:
+        target = self._path(log)
+        os.makedirs(os.path.dirname(target), mode=0o750, exist_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW, 0o640)
+        try:
+            rc = _run_logged(
+                [self._path(argv[0]), *argv[1:]], env=env, cwd=self._path(cwd), fd=fd,
+                timeout_s=timeout_s,
+            )  # fmt: skip
+        finally:
+            os.close(fd)
+        return Outcome(rc, b"", log_tail(target))
 
     def read_file(self, path: str) -> bytes | None:
         try:
@@ -198,6 +236,49 @@ class RealEnv:
             yield
         finally:
             os.close(fd)
+
+
+def _run_logged(
+    argv: list[str], *, env: Mapping[str, str], cwd: str, fd: int, timeout_s: float
+) -> int:
+    """`argv` in its own session with its output on `fd`; on timeout the whole
+    session is killed (a script's children too)."""
+    try:
+        proc = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            env=dict(env),
+            stdin=subprocess.DEVNULL,
+            stdout=fd,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    except FileNotFoundError:
+        os.write(fd, f"{argv[0]}: not found\n".encode())
+        return 127
+    except PermissionError:
+        os.write(fd, f"{argv[0]}: not executable\n".encode())
+        return 126
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, 9)
+        proc.wait()
+        os.write(fd, f"{argv[0]}: killed after {timeout_s:.0f}s\n".encode())
+        return 124
+
+
+def log_tail(path: str) -> bytes:
+    """The last LOG_TAIL_LINES lines of the file at `path`, at most LOG_TAIL_BYTES."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - LOG_TAIL_BYTES))
+            data = f.read()
+    except FileNotFoundError:
+        return b""
+    return b"".join(data.splitlines(keepends=True)[-LOG_TAIL_LINES:])[-LOG_TAIL_BYTES:]
 
 
 def qmp_unix(path: str, commands: Sequence[QmpCommand]) -> list[dict[str, object]]:

@@ -31,6 +31,7 @@ from nodehelper.fields import (
 )
 from nodehelper.hotplug import hotplug, hotplug_request
 from nodehelper.images import image_fetch, image_write
+from nodehelper.osdef import os_script
 from nodehelper.seed import seed_remove, seed_write
 from nodehelper.terms import read_term
 from nodehelper.vm import launch, start_request, vm_pid
@@ -227,6 +228,8 @@ VERBS: dict[str, Verb] = {
         ),
         Verb("image-write", True, ("IMAGE", "SHA256", "FORMAT", "MINOR"), image_write),
         Verb("image-fetch", True, ("IMAGE", "SHA256", "URL"), image_fetch),
+        Verb("os-create", True, (), os_script("create"), body=True),
+        Verb("os-rename", True, (), os_script("rename"), body=True),
         Verb("seed-write", True, (), seed_write, body=True),
         Verb("seed-remove", True, ("NAME",), seed_remove),
         Verb("vm-start", True, (), _vm_start, body=True),

@@ -1,8 +1,9 @@
 """`corral instance reinstall NAME [--os IMAGE]`: the operation, shared by the CLI
 (and any later API face). It records an `instance.reinstall` job carrying the
 instance's spec with the image (another one of the last applied file's catalogue
-with --os) and InstanceReinstallRequested; the instance plan then stops the VM,
-writes the image onto its first disk, writes a new cloud-init seed (a new
+with --os; an image or a Ganeti OS definition) and InstanceReinstallRequested; the
+instance plan then stops the VM, writes the image onto its first disk (or runs
+the definition's create script with INSTANCE_REINSTALL=1), writes a new cloud-init seed (a new
 instance-id) and starts it, or, for an instance desired stopped, leaves it stopped
 (reactors.plans.install).
 
@@ -30,11 +31,23 @@ def catalogue(state: ClusterState) -> dict[str, ImageSpec]:
 
 def with_catalogue_image(spec: InstanceSpec, state: ClusterState) -> InstanceSpec:
     """A spec made elsewhere than the file (a RAPI create's `os_type`): its `os`
-    given the last applied catalogue's image of that name, when there is one."""
-    image = catalogue(state).get(spec.os)
+    given the last applied catalogue's image or OS definition of that name (or
+    another variant of a definition declared there), when there is one."""
+    image = catalogue(state).get(spec.os) or _variant_of(state, spec.os)
     if spec.image is not None or image is None:
         return spec
-    return replace(spec, image=image, cloud_init=CloudInitSpec())
+    return replace(spec, image=image, cloud_init=None if image.ganeti_os else CloudInitSpec())
+
+
+def _variant_of(state: ClusterState, os_name: str) -> ImageSpec | None:
+    """Another variant of a Ganeti OS definition the catalogue declares (as
+    `gnt-instance add -o NAME+VARIANT` takes any variant the node's definition
+    lists, checked there), with that definition's parameters."""
+    provider = os_name.partition("+")[0]
+    for entry in catalogue(state).values():
+        if entry.ganeti_os and entry.name.partition("+")[0] == provider:
+            return replace(entry, name=os_name)
+    return None
 
 
 async def reinstall_instance(
@@ -58,7 +71,7 @@ async def reinstall_instance(
         if image is None:
             known = ", ".join(sorted(images)) or "none (apply a file with `images:`)"
             raise OperationRefused(
-                f"os {os_name!r} is not an image of the catalogue; images: {known}", field="os"
+                f"os {os_name!r} is not an image or OS definition of the catalogue; images: {known}", field="os"
             )
     elif spec.image is not None:
         image = images.get(spec.image.name, spec.image)
@@ -70,10 +83,14 @@ async def reinstall_instance(
         spec,
         os=image.name,
         image=image,
-        cloud_init=spec.cloud_init or CloudInitSpec(),
+        cloud_init=spec.cloud_init or (None if image.ganeti_os else CloudInitSpec()),
         power=spec.power if power is None else power,
     )
-    why = f"reinstall {instance} with {image.name} (sha256 {image.sha256[:12]}...)"
+    why = f"reinstall {instance} with {image.name} " + (
+        "(its OS definition's create script)"
+        if image.ganeti_os
+        else f"(sha256 {image.sha256[:12]}...)"
+    )
     if new.power != spec.power:
         why += ", then " + ("started" if new.power == PowerState.RUNNING else "left stopped")
     if reason:

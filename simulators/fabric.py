@@ -50,6 +50,15 @@ class Vm:
     block_nodes: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class OsRun:
+    """One run of an OS definition's script: what it was and the environment it got."""
+
+    script: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+
+
 @dataclass
 class Host:
     name: str
@@ -68,7 +77,10 @@ class Host:
     copies: dict[str, Copy] = field(default_factory=dict)
     vms: dict[str, Vm] = field(default_factory=dict)
     failed_disks: set[str] = field(default_factory=set)
-    images: dict[str, str] = field(default_factory=dict)  # /dev/drbdN -> image sha256
+    # /dev/drbdN -> the image's sha256, or `os:OS:INSTANCE` written by an OS
+    # definition's create script (simulators.tools.osdef)
+    images: dict[str, str] = field(default_factory=dict)
+    os_runs: list[OsRun] = field(default_factory=list)  # OS definition scripts run here
     private: set[str] = field(default_factory=set)  # files written root-only (0600, dir 0700)
     bridges: set[str] = field(default_factory=lambda: {"br0"})
 

@@ -23,6 +23,7 @@ from nodehelper.verbs import VERBS
 from simulators.fabric import Fabric, Host
 from simulators.hotplug_qmp import answer
 from simulators.tools.files import read_host_file
+from simulators.tools.osdef import run_os_script
 from simulators.tools.registry import Result
 
 HELPER_PATH = "/usr/local/lib/corral/corral-node-helper"
@@ -44,6 +45,21 @@ class SimNodeEnv:
         if fault is not None and fault.kind == "fail":
             return Outcome(1, b"", f"simulated failure of: {' '.join(argv)}\n".encode())
         result = self.run_tool(self.fabric, self.host, list(argv), stdin)
+        return Outcome(result.rc, result.out.encode(), result.err.encode())
+
+    def run_script(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str,
+        log: str,
+        timeout_s: float,
+    ) -> Outcome:
+        fault = self.fabric.fault_for(self.host.name, " ".join(argv))
+        if fault is not None and fault.kind == "fail":
+            return Outcome(1, b"", f"simulated failure of: {' '.join(argv)}\n".encode())
+        result = run_os_script(self.fabric, self.host, list(argv), env=env, log=log)
         return Outcome(result.rc, result.out.encode(), result.err.encode())
 
     def read_file(self, path: str) -> bytes | None:

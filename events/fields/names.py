@@ -60,7 +60,29 @@ NodeNameField = Annotated[NodeName, named("node name"), _NAME_SCHEMA]
 InstanceNameField = Annotated[InstanceName, named("instance name"), _NAME_SCHEMA]
 GroupNameField = Annotated[GroupName, named("group name"), _NAME_SCHEMA]
 ClusterNameField = Annotated[ClusterName, named("cluster name"), _NAME_SCHEMA]
-OsName = Annotated[str, named("os"), _NAME_SCHEMA]
+OS_NAME_PATTERN = (
+    r"^[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?(?:\+[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?)?$"
+)
+
+
+def _os_name(value: object) -> str:
+    """An image name, or a Ganeti OS definition's `NAME+VARIANT` (or `NAME`): each
+    part a name as check_name takes it."""
+    if not isinstance(value, str):
+        raise FieldError(f"os must be a string, got {kind(value)}")
+    provider, plus, variant = value.partition("+")
+    try:
+        check_name(provider, what="os")
+        if plus:
+            check_name(variant, what="os variant")
+    except InvalidName as exc:
+        raise FieldError(str(exc)) from None
+    return value
+
+
+OsName = Annotated[
+    str, before(_os_name), schema(type="string", pattern=OS_NAME_PATTERN, maxLength=127)
+]
 VolumeGroupName = Annotated[str, named("volume group"), _NAME_SCHEMA]
 SshUser = Annotated[str, named("ssh user"), _NAME_SCHEMA]
 Tag = Annotated[str, before(_tag), schema(type="string", pattern=TAG_PATTERN, maxLength=128)]

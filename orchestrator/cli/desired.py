@@ -303,9 +303,15 @@ class _Progress:
                 self.say(f"{key}: {event.step} on {event.node} ok ({event.duration_s:.1f}s)")
         if isinstance(event, InstanceInstallFailed) and event.instance in self.pending:
             self.failed[instance_key(event.instance)] = event.error
-            self.say(f"{event.instance}: OS image {event.image} not written {event.error}")
+            if "run OS definition" in event.error:  # os-create's (reactors.nodes.commands)
+                self.say(f"{event.instance}: OS definition {event.image} not installed {event.error}")
+            else:
+                self.say(f"{event.instance}: OS image {event.image} not written {event.error}")
         elif isinstance(event, InstanceInstalled) and event.instance in self.pending:
-            self.say(f"{event.instance}: OS image {event.image} written on {event.node}")
+            if not event.sha256:  # a Ganeti OS definition's create script ran
+                self.say(f"{event.instance}: OS definition {event.image} installed on {event.node}")
+            else:
+                self.say(f"{event.instance}: OS image {event.image} written on {event.node}")
         if isinstance(event, PlacementRefused) and event.instance in self.pending:
             self.failed[instance_key(event.instance)] = event.reason
             self.say(f"{event.instance}: cannot be placed: {event.reason}")

@@ -1,7 +1,9 @@
 """The image catalogue of a desired-state file (`images:`: name, source, sha256,
-format) and an instance's `cloud_init:` (SSH keys, user-data), read into
-`events.specs.ImageSpec` / `CloudInitSpec`; `os:` resolved against the catalogue
-(an unknown image is a problem at the `os` value, naming the images declared).
+format; or `kind: ganeti-os`, a Ganeti OS definition on the nodes named
+`NAME+VARIANT`, with its `parameters`) and an instance's `cloud_init:` (SSH keys,
+user-data), read into `events.specs.ImageSpec` / `CloudInitSpec`; `os:` resolved
+against the catalogue (an unknown name is a problem at the `os` value, naming the
+entries declared).
 
 Pure: no I/O, no logging. Must not raise for any input: problems are recorded.
 """
@@ -15,7 +17,8 @@ from events.specs import CloudInitSpec, ImageSpec
 from orchestrator.desired import schema as s
 from orchestrator.desired.schema import At, Problems, YamlMapping
 
-_IMAGE_KEYS = ("name", "source", "sha256", "format")
+_IMAGE_KEYS = ("name", "kind", "source", "sha256", "format", "parameters")
+_IMAGE_ONLY = ("source", "sha256", "format")
 _CLOUD_INIT_KEYS = ("ssh_keys", "user_data")
 NO_OS = "none"
 
@@ -36,17 +39,12 @@ def read_images(problems: Problems, entries: list[tuple[int, Any, At]]) -> Catal
         if not m.ok:
             continue
         name = m.req("name", s.rule(ImageSpec, "name"))
-        source = m.req("source", s.rule(ImageSpec, "source"))
-        sha = m.req(
-            "sha256",
-            s.rule(ImageSpec, "sha256"),
-            message="required field 'sha256' is missing: corral writes no image it cannot check",
-        )
-        fmt = m.opt("format", s.rule(ImageSpec, "format"), "raw")
+        kind = m.opt("kind", s.rule(ImageSpec, "kind"), "image")
+        entry = _definition(problems, m, name) if kind == "ganeti-os" else _image(problems, m, name)
         if name == NO_OS:
             problems.add(m.value_at("name"), f"{NO_OS!r} means no image; name the image otherwise")
             continue
-        if name is None or source is None or sha is None or fmt is None:
+        if name is None or kind is None or entry is None:
             if name is not None:
                 broken.add(name)
             continue
@@ -58,8 +56,53 @@ def read_images(problems: Problems, entries: list[tuple[int, Any, At]]) -> Catal
             )
             continue
         first[name] = m.value_at("name")
-        images[name] = ImageSpec(name=name, source=source, sha256=sha, format=fmt)
+        images[name] = entry
     return Catalogue(images=images, broken=frozenset(broken))
+
+
+def _image(problems: Problems, m: YamlMapping, name: str | None) -> ImageSpec | None:
+    source = m.req("source", s.rule(ImageSpec, "source"))
+    sha = m.req(
+        "sha256",
+        s.rule(ImageSpec, "sha256"),
+        message="required field 'sha256' is missing: corral writes no image it cannot check",
+    )
+    fmt = m.opt("format", s.rule(ImageSpec, "format"), "raw")
+    ok = True
+    if m.has("parameters"):
+        problems.add(
+            m.key_at("parameters"), "only a Ganeti OS definition (kind: ganeti-os) takes parameters"
+        )
+        ok = False
+    if name is not None and "+" in name:
+        problems.add(
+            m.value_at("name"),
+            f"image name {name!r} must not hold '+': NAME+VARIANT names a Ganeti OS definition "
+            "(add `kind: ganeti-os`)",
+        )
+        ok = False
+    if not ok or name is None or source is None or sha is None or fmt is None:
+        return None
+    return ImageSpec(name=name, source=source, sha256=sha, format=fmt)
+
+
+def _definition(problems: Problems, m: YamlMapping, name: str | None) -> ImageSpec | None:
+    """A Ganeti OS definition: only its name (`NAME+VARIANT` or `NAME`, as
+    `gnt-instance add -o` takes it) and its parameters; its directory is found on
+    the node when an instance is installed."""
+    ok = True
+    for key in _IMAGE_ONLY:
+        if m.has(key):
+            problems.add(
+                m.key_at(key),
+                f"a Ganeti OS definition (kind: ganeti-os) has no {key}: its create script "
+                "installs the OS",
+            )
+            ok = False
+    params = m.opt("parameters", s.rule(ImageSpec, "parameters"), ())
+    if not ok or name is None or params is None:
+        return None
+    return ImageSpec(name=name, kind="ganeti-os", parameters=tuple(params))
 
 
 def cloud_init(problems: Problems, value: Any, at: At) -> CloudInitSpec | None:
@@ -102,7 +145,7 @@ def resolve_os(
     declared = ", ".join(sorted(catalogue.images)[:10]) or "none (add an `images:` section)"
     problems.add(
         m.value_at("os") if m.has("os") else m.at,
-        f"os {os_name!r} is not an image of the catalogue; declared images: {declared} "
+        f"os {os_name!r} is not an image or OS definition of the catalogue; declared: {declared} "
         f"(or `os: {NO_OS}` for a blank disk)",
     )
     return False, None

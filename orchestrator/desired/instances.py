@@ -237,7 +237,10 @@ def _instance(
         auto_balance=auto_balance,
         hv=hv,
         image=image,
-        cloud_init=seed if image is not None else None,
+        # A Ganeti OS definition's guest gets a cloud-init seed only when asked for.
+        cloud_init=seed
+        if image is not None and (not image.ganeti_os or m.has("cloud_init"))
+        else None,
     )
     if spanning(problems, m, spec):
         return InstanceEntry(spec=None, name=InstanceName(name), absent=False, where=m)

@@ -1,7 +1,8 @@
 """The jobs that change an instance in place: grow a disk (the bigger spec recorded,
 then converged), modify (the new spec, memory, vCPUs, hvparams or NICs, was
 recorded with the job: say when it takes effect), rename a stopped instance (its
-disks on both nodes, then the record) and reinstall (wait for the planned install).
+disks on both nodes, its Ganeti OS definition's rename script, then the record)
+and reinstall (wait for the planned install).
 Hotplug is `reactors.jobs.hotplug`, disk removal `reactors.jobs.disk_removal`.
 Must not leave a rename half-done once its first node command is decided.
 """
@@ -18,7 +19,12 @@ from events.specs import DiskSpec, PowerState
 from events.state import JobState
 from reactors.jobs.acts import JobActs, JobError, decided
 from reactors.plans.queries import node_fenced, vm_alive, vm_on
-from reactors.plans.rename import rename_blockers, rename_missing, rename_steps
+from reactors.plans.rename import (
+    os_rename_steps,
+    rename_blockers,
+    rename_missing,
+    rename_steps,
+)
 from reactors.plans.steps import Step
 
 
@@ -118,6 +124,7 @@ class Changes:
             for step in renames:
                 await self._until_done(job, step)
             await asyncio.sleep(min(2.0**attempt, 30.0))
+        await self._os_rename(job, name, new)
         await ctx.append(
             [
                 InstanceRenamed(
@@ -132,6 +139,28 @@ class Changes:
             ]
         )
         await acts.log(job, f"renamed {name} to {new}; it starts as {new}")
+
+    async def _os_rename(self, job: JobState, name: InstanceName, new: InstanceName) -> None:
+        """The OS definition's rename script on the primary, its disks Primary
+        there for it. As in Ganeti, a failed script is said, not fatal: the
+        instance is renamed all the same (its guest keeps the old hostname)."""
+        steps = os_rename_steps(state=self.acts.ctx.state, instance=name, new=new)
+        if steps is None:
+            return
+        promote, run, demote = steps
+        promoted = True
+        for step in promote:
+            promoted = promoted and (await self.acts.act(job, step)).ok
+        outcome = await self.acts.act(job, run) if promoted else None
+        for step in demote:
+            await self._until_done(job, step)
+        if outcome is None or not outcome.ok:
+            why = outcome.error if outcome is not None else "its disks could not be made Primary"
+            await self.acts.log(
+                job,
+                f"WARNING: the OS rename script of {new} did not run through ({why}); "
+                "the instance is renamed, its guest may still use the old name",
+            )
 
     async def _until_done(self, job: JobState, step: Step) -> None:
         """Run `step` until it succeeds (its node unreachable: again after a pause);
@@ -156,4 +185,8 @@ class Changes:
         spec = state.desired.instances.get(name)
         started = spec is not None and spec.power == PowerState.RUNNING
         done = "written and started" if started else "written (the instance stays stopped)"
-        await self.acts.log(job, f"{name}: OS image {pending.image} {done}")
+        what = "OS image"
+        if spec is not None and spec.image is not None and spec.image.ganeti_os:
+            what = "OS definition"
+            done = done.replace("written", "installed")
+        await self.acts.log(job, f"{name}: {what} {pending.image} {done}")

@@ -248,6 +248,8 @@ def install_requests(spec: InstanceSpec, disk: DiskConfig) -> list[HelperRequest
     image = spec.image
     if image is None:
         raise ValueError(f"instance {spec.name} has no image to install")
+    if image.ganeti_os:
+        raise ValueError(f"instance {spec.name}'s OS is a definition: os_script_request")
     file = image_file(image.source) or check_name(image.name, what="image name")
     fetch = []
     if image_file(image.source) is None:
@@ -264,6 +266,54 @@ def install_requests(spec: InstanceSpec, disk: DiskConfig) -> list[HelperRequest
         summary=f"write image {image.name} onto /dev/drbd{int(disk.minor)} ({disk.resource})",
     )
     return [*fetch, write]
+
+
+def os_script_request(
+    spec: InstanceSpec,
+    disks: Sequence[DiskConfig],
+    *,
+    script: str,
+    reinstall: bool = False,
+    old_name: str = "",
+) -> HelperRequest:
+    """`os-create` or `os-rename` of a Ganeti OS definition: what the node helper
+    turns into the OS API's environment (nodehelper.osdef), its disks the
+    instance's DRBD devices in order (Primary on this node), its NICs with their
+    recorded MACs, its beparams and hvparams as Ganeti names them."""
+    image = spec.image
+    if image is None or not image.ganeti_os:
+        raise ValueError(f"instance {spec.name} has no Ganeti OS definition")
+    if script not in ("create", "rename"):
+        raise ValueError(f"no {script} script in the OS API corral runs")
+    if not disks:
+        raise ValueError(f"instance {spec.name} has no disks for its OS")
+    name = check_name(spec.name, what="instance name")
+    peers = [h.node for h in disks[0].hosts]
+    body: dict[str, Any] = {
+        "os": image.name,
+        "instance": name,
+        "primary": str(peers[0]),
+        "secondaries": [str(n) for n in peers[1:]],
+        "disks": [
+            {"path": f"/dev/drbd{int(d.minor)}", "size_mib": int(d.size_mib)} for d in disks
+        ],
+        "nics": [
+            {"mac": n.mac or "", "ip": n.ip or "", "mode": n.mode, "link": n.link}
+            for n in spec.nics
+        ],
+        "be": {
+            "maxmem": str(spec.memory_mib),
+            "minmem": str(spec.memory_mib),
+            "vcpus": str(spec.vcpus),
+        },
+        "hv": spec.hv.given(),
+        "params": dict(image.parameters),
+        "reinstall": reinstall,
+    }
+    if script == "rename":
+        body["old_name"] = check_name(old_name, what="old instance name")
+    what = f"{image.name} {script} for {name}" + (f" (was {old_name})" if old_name else "")
+    return HelperRequest(verb=f"os-{script}", body=body, summary=f"run OS definition {what}")
 
 
 # qemu's device for each of Ganeti's kvm `nic_type`s ("": paravirtual, virtio-net).
@@ -388,7 +438,16 @@ def step_requests(step: Step, *, drbd_major: int = 9) -> list[HelperRequest]:
     if k == StepKind.HOTPLUG_DISK and step.spec is not None and disk is not None:
         return [disk_hotplug(step.spec, disk)]
     if k == StepKind.INSTALL_OS and step.spec is not None and disk is not None:
+        if step.spec.image is not None and step.spec.image.ganeti_os:
+            disks = step.disks or (disk,)
+            return [os_script_request(step.spec, disks, script="create", reinstall=step.reinstall)]
         return install_requests(step.spec, disk)
+    if k == StepKind.RENAME_OS and step.spec is not None and step.disks:
+        return [
+            os_script_request(
+                step.spec, step.disks, script="rename", old_name=step.renamed_from
+            )
+        ]
     if disk is None:
         raise ValueError(f"{k.value} has no helper requests")
     res = disk.resource

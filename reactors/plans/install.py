@@ -21,8 +21,17 @@ from events.specs import InstanceSpec
 from events.state import ClusterState
 
 # The node helper's image-write/image-fetch exits for an image that is missing or
-# has another checksum (nodehelper.images): trying again does not help.
-_FINAL_RE = re.compile(r"exited (65|66):")
+# has another checksum (nodehelper.images), and os-create's for a definition that
+# is missing or unusable or whose script failed (nodehelper.osdef): trying again
+# does not help.
+_FINAL_RE = re.compile(r"exited (65|66|71):")
+
+
+def _what(spec: InstanceSpec | None, name: str) -> str:
+    """How messages name the OS being installed."""
+    if spec is not None and spec.image is not None and spec.image.ganeti_os:
+        return f"OS definition {name} not installed"
+    return f"OS image {name} not written"
 
 
 class InstallAction(StrEnum):
@@ -36,6 +45,7 @@ class InstallAction(StrEnum):
 class InstallVerdict:
     action: InstallAction
     why: str = ""
+    reinstall: bool = False  # the pending install is a reinstall
 
 
 def install_verdict(
@@ -49,8 +59,8 @@ def install_verdict(
         return InstallVerdict(
             action=InstallAction.WAIT,
             why=(
-                f"OS image {pending.image} not written: {pending.error}; fix the image or "
-                f"the catalogue, then `corral instance reinstall {spec.name}`"
+                f"{_what(spec, pending.image)}: {pending.error}; fix the image, the "
+                f"definition or the catalogue, then `corral instance reinstall {spec.name}`"
             ),
         )
     if spec.image is None or spec.image.name != pending.image:
@@ -62,7 +72,10 @@ def install_verdict(
         return InstallVerdict(action=InstallAction.STOP, why=f"reinstall of {pending.image}")
     if not disks_ready:
         return InstallVerdict(action=InstallAction.WAIT, why="")
-    return InstallVerdict(action=InstallAction.WRITE, why=f"OS image {pending.image}")
+    what = "OS definition" if spec.image.ganeti_os else "OS image"
+    return InstallVerdict(
+        action=InstallAction.WRITE, why=f"{what} {pending.image}", reinstall=pending.reinstall
+    )
 
 
 def install_wanted(state: ClusterState, spec: InstanceSpec) -> bool:
@@ -93,7 +106,7 @@ def install_failure(state: ClusterState, name: InstanceName) -> str:
     pending = state.installs.get(name)
     if pending is None or not pending.error:
         return ""
-    return f"OS image {pending.image} not written: {pending.error}"
+    return f"{_what(state.desired.instances.get(name), pending.image)}: {pending.error}"
 
 
 def install_events(

@@ -371,8 +371,10 @@ class _Present:
                     node=self.p,
                     instance=self.name,
                     disk=self.configs[0],
+                    disks=tuple(self.configs),
                     spec=self.spec,
                     note=verdict.why,
+                    reinstall=verdict.reinstall,
                 )
             )
         elif verdict.why:

@@ -2,12 +2,16 @@
 before anything is touched, the node steps in their order (every disk down on both
 nodes, then each LV renamed and its resource written and brought up under the new
 name, keeping minors, ports and DRBD node ids, so the pair reconnects without a
-resync), and whether the nodes already show the new names.
+resync), whether the nodes already show the new names, and, when the instance's
+OS is a Ganeti OS definition, the steps running its `rename` script on the
+primary (the disks made Primary there for it, then Secondary again).
 
 Pure: no I/O, no logging. The job runner (`reactors.jobs`) carries the steps out.
 """
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from events.ids import InstanceName, NodeName
 from events.state import ClusterState, Placement
@@ -111,3 +115,36 @@ def rename_missing(*, state: ClusterState, instance: InstanceName, new: Instance
         for res in disks_by_instance(obs).get(instance, ()):
             missing.append(f"{res} still on {node}")
     return missing
+
+
+def os_rename_steps(
+    *, state: ClusterState, instance: InstanceName, new: InstanceName
+) -> tuple[tuple[Step, ...], Step, tuple[Step, ...]] | None:
+    """(promote, run, demote) for the OS definition's rename script on the primary,
+    with OLD_INSTANCE_NAME `instance` and the disks under their new names (as
+    Ganeti runs it once the disks are renamed); None when the instance's OS is
+    not a Ganeti OS definition."""
+    spec = state.desired.instances.get(instance)
+    placement = state.placements.get(instance)
+    if spec is None or placement is None or spec.image is None or not spec.image.ganeti_os:
+        return None
+    p = placement.primary
+    disks = disk_configs(state=state, instance=new, placement=placement)
+    promote = tuple(
+        Step(kind=StepKind.DRBD_PRIMARY, node=p, instance=instance, disk=d, note="OS rename script")
+        for d in disks
+    )
+    demote = tuple(
+        Step(kind=StepKind.DRBD_SECONDARY, node=p, instance=instance, disk=d, note="OS renamed")
+        for d in disks
+    )
+    run = Step(
+        kind=StepKind.RENAME_OS,
+        node=p,
+        instance=instance,
+        spec=replace(spec, name=new),
+        disks=disks,
+        renamed_from=instance,
+        note=f"{spec.image.name} rename from {instance}",
+    )
+    return promote, run, demote

@@ -43,6 +43,7 @@ class StepKind(StrEnum):
     HOTPLUG_NIC = "hotplug-nic"
     HOTPLUG_DISK = "hotplug-disk"  # `disk` (Primary here) into the running VM, `spec.hv`'s cache
     INSTALL_OS = "install-os"  # the image onto the first disk (Primary here); see plans.install
+    RENAME_OS = "rename-os"  # a Ganeti OS definition's rename script (disks Primary here)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -80,6 +81,7 @@ class Step:
     nic_index: int = -1  # for HOTPLUG_NIC: which of `spec.nics`
     note: str = ""
     seed_id: str = ""  # START_VM*: the cloud-init seed's instance-id ("" = no seed)
+    reinstall: bool = False  # INSTALL_OS of a Ganeti OS definition: INSTANCE_REINSTALL=1
 
     @property
     def summary(self) -> str:

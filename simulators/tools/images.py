@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 
+from simulators.drbd_model import Copy
 from simulators.fabric import Fabric, Host
 from simulators.tools.files import read_host_file
 from simulators.tools.registry import Result, tool
@@ -27,14 +28,9 @@ def _sha256sum(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
     return Result(out="".join(out))
 
 
-@tool("qemu-img")
-def _qemu_img(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
-    if len(argv) < 3 or argv[1] != "convert":
-        return Result(rc=1, err=f"qemu-img: simulated only for convert, not {argv[1:]}\n")
-    source, device = argv[-2], argv[-1]
-    data = read_host_file(f, h, source)
-    if data is None:
-        return Result(rc=1, err=f"qemu-img: Could not open '{source}': No such file\n")
+def primary_copy(h: Host, device: str) -> Copy | None:
+    """The DRBD copy `device` (/dev/drbdN) is on `h` when it is up and Primary
+    there (a Secondary's device cannot be opened for writing)."""
     minor = device.removeprefix("/dev/drbd")
     copy = next(
         (
@@ -44,7 +40,18 @@ def _qemu_img(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
         ),
         None,
     )
-    if copy is None or copy.role != "Primary":
+    return copy if copy is not None and copy.role == "Primary" else None
+
+
+@tool("qemu-img")
+def _qemu_img(f: Fabric, h: Host, argv: list[str], stdin: bytes) -> Result:
+    if len(argv) < 3 or argv[1] != "convert":
+        return Result(rc=1, err=f"qemu-img: simulated only for convert, not {argv[1:]}\n")
+    source, device = argv[-2], argv[-1]
+    data = read_host_file(f, h, source)
+    if data is None:
+        return Result(rc=1, err=f"qemu-img: Could not open '{source}': No such file\n")
+    if primary_copy(h, device) is None:
         return Result(rc=1, err=f"qemu-img: Could not open '{device}': Wrong medium type\n")
     h.images[device] = hashlib.sha256(data).hexdigest()
     return Result()

@@ -56,6 +56,7 @@ def steps() -> list[Step]:
             StepKind.HOTPLUG_NIC,
             StepKind.HOTPLUG_DISK,
             StepKind.INSTALL_OS,
+            StepKind.RENAME_OS,
         )
         and k != StepKind.MIGRATE_VM
     ]
@@ -71,6 +72,16 @@ def steps() -> list[Step]:
         Step(kind=StepKind.START_VM, spec=with_os, disks=(DISK,), seed_id="web-1", **common)  # type: ignore[arg-type]
     )
     nic = NicSpec(mac="aa:00:00:00:00:01", link="br0")
+    with_def = replace(
+        SPEC,
+        os="debootstrap+default",
+        image=ImageSpec(name="debootstrap+default", kind="ganeti-os", parameters=(("dhcp", "no"),)),
+        nics=(replace(nic, ip="192.0.2.5"),),
+    )
+    out.append(Step(kind=StepKind.INSTALL_OS, spec=with_def, disk=DISK, disks=(DISK,), reinstall=True, **common))  # type: ignore[arg-type]
+    out.append(
+        Step(kind=StepKind.RENAME_OS, spec=with_def, disks=(DISK,), renamed_from="old", **common)  # type: ignore[arg-type]
+    )
     out.append(Step(kind=StepKind.HOTPLUG_DISK, spec=SPEC, disk=DISK, **common))  # type: ignore[arg-type]
     out.append(
         Step(kind=StepKind.HOTPLUG_NIC, spec=replace(SPEC, nics=(nic,)), nic_index=0, **common)  # type: ignore[arg-type]
