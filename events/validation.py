@@ -221,9 +221,7 @@ def _image(image: ImageSpec, at: Loc) -> Iterator[Problem]:
     if image.ganeti_os:
         for key in ("source", "sha256"):
             if getattr(image, key):
-                yield _problem(
-                    (*at, key), f"a Ganeti OS definition (kind ganeti-os) has no {key}"
-                )
+                yield _problem((*at, key), f"a Ganeti OS definition (kind ganeti-os) has no {key}")
         return
     if "+" in image.name:
         yield _problem(

@@ -25,6 +25,7 @@ MODULES = (
     "vm",
     "hotplug",
     "images",
+    "osdef",
     "vfat",
     "seed",
     "verbs",

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from nodehelper.devices import LINK_RE, MAC_RE
+from nodehelper.devices import LINK_RE, MAC_RE, NICS_MAX
 from nodehelper.env import NodeEnv, Outcome
 from nodehelper.fields import (
     DISKS_MAX,
@@ -35,6 +35,7 @@ from nodehelper.fields import (
     check_object,
     parse_json_body,
 )
+from nodehelper.images import EX_DATAERR, EX_NOINPUT
 
 # Ganeti's default search path (/srv/ganeti/os), then the directories Debian's and
 # others' Ganeti builds add (Debian's ganeti-instance-debootstrap installs into
@@ -49,10 +50,9 @@ OS_API_VERSIONS = (20, 15, 10)  # Ganeti's constants.OS_API_VERSIONS; the highes
 LOG_DIR = "/var/log/corral/os"  # as Ganeti's /var/log/ganeti/os
 SCRIPT_PATH = "/sbin:/bin:/usr/sbin:/usr/bin"  # Ganeti's constants.HOOKS_PATH
 SCRIPT_TIMEOUT_S = 4 * 3600.0
-EX_DATAERR = 65  # the definition is unusable (API version, variant, files, parameters)
-EX_NOINPUT = 66  # no definition of that name in the search path on this node
+# EX_DATAERR (65): the definition is unusable (API version, variant, files,
+# parameters); EX_NOINPUT (66): no definition of that name in the search path.
 EX_SCRIPT_FAILED = 71  # its script ran and failed (or timed out)
-NICS_MAX = 8
 TAIL_SAID = 160
 PARAMS_MAX = 32
 _PART_RE = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,61}[a-z0-9])?")
@@ -60,8 +60,8 @@ _PARAM_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _VALUE_RE = re.compile(r"[ -~]{0,1024}")
 _HV_KEY_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _DEVICE_RE = re.compile(r"/dev/drbd(0|[1-9][0-9]{0,6})")
-_REQUIRED = frozenset({"os", "instance", "primary", "disks"})
-_OPTIONAL = frozenset({"secondaries", "nics", "be", "hv", "params", "reinstall", "old_name"})
+_OS_REQUIRED = frozenset({"os", "instance", "primary", "disks"})
+_OS_OPTIONAL = frozenset({"secondaries", "nics", "be", "hv", "params", "reinstall", "old_name"})
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -103,7 +103,7 @@ def _text_map(value: object, *, what: str, key_re: re.Pattern[str]) -> dict[str,
 def script_request(body: object, *, script: str) -> ScriptRun:
     """The JSON request of os-create / os-rename, checked whole, into the API's
     environment (the definition's own part is added once it is found)."""
-    req = check_object(body, what=f"os-{script}", required=_REQUIRED, optional=_OPTIONAL)
+    req = check_object(body, what=f"os-{script}", required=_OS_REQUIRED, optional=_OS_OPTIONAL)
     os_name = req["os"]
     if not isinstance(os_name, str):
         raise Refused(f"os-{script}: os must be a string")
@@ -129,47 +129,9 @@ def script_request(body: object, *, script: str) -> ScriptRun:
         "HYPERVISOR": "kvm",
         "DEBUG_LEVEL": "0",
     }
-    disks = req["disks"]
-    if not isinstance(disks, list) or not 1 <= len(disks) <= DISKS_MAX:
-        raise Refused(f"disks must be a list of 1 to {DISKS_MAX}")
-    seen: set[str] = set()
-    for i, disk in enumerate(disks):
-        d = check_object(
-            disk, what=f"disks[{i}]", required=frozenset({"path", "size_mib"}), optional=frozenset()
-        )
-        path = d["path"]
-        if not isinstance(path, str) or not _DEVICE_RE.fullmatch(path) or path in seen:
-            raise Refused(f"disks[{i}].path {str(path)[:40]!r} is not one /dev/drbdN")
-        seen.add(path)
-        size = check_number(d["size_mib"], what=f"disks[{i}].size_mib", low=1, high=SIZE_MIB_MAX)
-        env[f"DISK_{i}_PATH"] = path
-        env[f"DISK_{i}_ACCESS"] = "rw"
-        env[f"DISK_{i}_SIZE"] = str(size)
-        env[f"DISK_{i}_BACKEND_TYPE"] = "block"
-    env["DISK_COUNT"] = str(len(disks))
+    env.update(_disk_env(req["disks"]))
     nics = req.get("nics", [])
-    if not isinstance(nics, list) or len(nics) > NICS_MAX:
-        raise Refused(f"nics must be a list of at most {NICS_MAX}")
-    for i, nic in enumerate(nics):
-        n = check_object(
-            nic, what=f"nics[{i}]", required=frozenset({"mac", "mode", "link"}),
-            optional=frozenset({"ip"}),
-        )  # fmt: skip
-        mac, mode, link = n["mac"], n["mode"], n["link"]
-        if not isinstance(mac, str) or not MAC_RE.fullmatch(mac):
-            raise Refused(f"nics[{i}].mac {str(mac)[:20]!r} is not a MAC address")
-        if mode not in ("bridged", "routed", "openvswitch"):
-            raise Refused(f"nics[{i}].mode {str(mode)[:20]!r} is not a NIC mode")
-        if not isinstance(link, str) or not LINK_RE.fullmatch(link):
-            raise Refused(f"nics[{i}].link {str(link)[:20]!r} is not an interface name")
-        env[f"NIC_{i}_MAC"] = mac
-        env[f"NIC_{i}_MODE"] = mode
-        env[f"NIC_{i}_LINK"] = link
-        if mode == "bridged":
-            env[f"NIC_{i}_BRIDGE"] = link
-        if n.get("ip"):
-            env[f"NIC_{i}_IP"] = check_address(n["ip"], what=f"nics[{i}].ip")
-    env["NIC_COUNT"] = str(len(nics))
+    env.update(_nic_env(nics))
     be = _text_map(req.get("be", {}), what="be", key_re=_HV_KEY_RE)
     for key, low, high in (("maxmem", 1, MEMORY_MIB_MAX), ("minmem", 1, MEMORY_MIB_MAX),
                            ("vcpus", 1, VCPUS_MAX)):  # fmt: skip
@@ -194,6 +156,57 @@ def script_request(body: object, *, script: str) -> ScriptRun:
         params=params,
         reinstall=reinstall,
     )
+
+
+def _disk_env(disks: object) -> dict[str, str]:
+    """DISK_COUNT and DISK_<n>_*: each disk a /dev/drbdN, read-write, a block device."""
+    if not isinstance(disks, list) or not 1 <= len(disks) <= DISKS_MAX:
+        raise Refused(f"disks must be a list of 1 to {DISKS_MAX}")
+    env: dict[str, str] = {}
+    seen: set[str] = set()
+    for i, disk in enumerate(disks):
+        d = check_object(
+            disk, what=f"disks[{i}]", required=frozenset({"path", "size_mib"}), optional=frozenset()
+        )
+        path = d["path"]
+        if not isinstance(path, str) or not _DEVICE_RE.fullmatch(path) or path in seen:
+            raise Refused(f"disks[{i}].path {str(path)[:40]!r} is not one /dev/drbdN")
+        seen.add(path)
+        size = check_number(d["size_mib"], what=f"disks[{i}].size_mib", low=1, high=SIZE_MIB_MAX)
+        env[f"DISK_{i}_PATH"] = path
+        env[f"DISK_{i}_ACCESS"] = "rw"
+        env[f"DISK_{i}_SIZE"] = str(size)
+        env[f"DISK_{i}_BACKEND_TYPE"] = "block"
+    env["DISK_COUNT"] = str(len(disks))
+    return env
+
+
+def _nic_env(nics: object) -> dict[str, str]:
+    """NIC_COUNT and NIC_<n>_*: MAC, mode, link (and bridge when bridged), IP."""
+    if not isinstance(nics, list) or len(nics) > NICS_MAX:
+        raise Refused(f"nics must be a list of at most {NICS_MAX}")
+    env: dict[str, str] = {}
+    for i, nic in enumerate(nics):
+        n = check_object(
+            nic, what=f"nics[{i}]", required=frozenset({"mac", "mode", "link"}),
+            optional=frozenset({"ip"}),
+        )  # fmt: skip
+        mac, mode, link = n["mac"], n["mode"], n["link"]
+        if not isinstance(mac, str) or not MAC_RE.fullmatch(mac):
+            raise Refused(f"nics[{i}].mac {str(mac)[:20]!r} is not a MAC address")
+        if mode not in ("bridged", "routed", "openvswitch"):
+            raise Refused(f"nics[{i}].mode {str(mode)[:20]!r} is not a NIC mode")
+        if not isinstance(link, str) or not LINK_RE.fullmatch(link):
+            raise Refused(f"nics[{i}].link {str(link)[:20]!r} is not an interface name")
+        env[f"NIC_{i}_MAC"] = mac
+        env[f"NIC_{i}_MODE"] = mode
+        env[f"NIC_{i}_LINK"] = link
+        if mode == "bridged":
+            env[f"NIC_{i}_BRIDGE"] = link
+        if n.get("ip"):
+            env[f"NIC_{i}_IP"] = check_address(n["ip"], what=f"nics[{i}].ip")
+    env["NIC_COUNT"] = str(len(nics))
+    return env
 
 
 def _lines(data: bytes) -> list[str]:
@@ -233,8 +246,7 @@ def find_definition(env: NodeEnv, provider: str) -> Definition:
     if not shared:
         raise Unusable(
             EX_DATAERR,
-            f"{path}: API version mismatch: found {versions}, want one of "
-            f"{list(OS_API_VERSIONS)}",
+            f"{path}: API version mismatch: found {versions}, want one of {list(OS_API_VERSIONS)}",
         )
     api = shared[0]
     required = {"create", "export", "import", "rename"}
@@ -249,7 +261,8 @@ def find_definition(env: NodeEnv, provider: str) -> Definition:
     parameters: tuple[str, ...] = ()
     if api >= 20:
         parameters = tuple(
-            line.split(None, 1)[0] for line in _lines(env.read_file(f"{path}/parameters.list") or b"")
+            line.split(None, 1)[0]
+            for line in _lines(env.read_file(f"{path}/parameters.list") or b"")
         )
     return Definition(
         name=provider,
@@ -302,7 +315,9 @@ def environment(run: ScriptRun, found: Definition) -> dict[str, str]:
             )
         env.update({f"OSP_{k.upper().replace('-', '_')}": v for k, v in run.params.items()})
     elif run.params:
-        raise Unusable(EX_DATAERR, f"OS definition {found.name} (API {found.api_version}) takes no parameters")
+        raise Unusable(
+            EX_DATAERR, f"OS definition {found.name} (API {found.api_version}) takes no parameters"
+        )
     if run.script == "create" and run.reinstall:
         env["INSTANCE_REINSTALL"] = "1"
     if run.script == "rename":
@@ -355,7 +370,9 @@ def run_definition(env: NodeEnv, run: ScriptRun) -> Outcome:
             b"",
             f"os: {run.os_name} {run.script} exited {done.rc}: ...{tail} (log: {log})\n".encode(),
         )
-    return Outcome(0, f"os: {found.path}/{run.script} ran for {run.instance}; log: {log}\n".encode())
+    return Outcome(
+        0, f"os: {found.path}/{run.script} ran for {run.instance}; log: {log}\n".encode()
+    )
 
 
 def os_script(script: str) -> Callable[[list[str], list[str], bytes], Callable[[NodeEnv], Outcome]]:

@@ -71,7 +71,9 @@ async def reinstall_instance(
         if image is None:
             known = ", ".join(sorted(images)) or "none (apply a file with `images:`)"
             raise OperationRefused(
-                f"os {os_name!r} is not an image or OS definition of the catalogue; images: {known}", field="os"
+                f"os {os_name!r} is not an image or OS definition of the catalogue; "
+                f"images: {known}",
+                field="os",
             )
     elif spec.image is not None:
         image = images.get(spec.image.name, spec.image)

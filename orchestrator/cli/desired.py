@@ -304,7 +304,9 @@ class _Progress:
         if isinstance(event, InstanceInstallFailed) and event.instance in self.pending:
             self.failed[instance_key(event.instance)] = event.error
             if "run OS definition" in event.error:  # os-create's (reactors.nodes.commands)
-                self.say(f"{event.instance}: OS definition {event.image} not installed {event.error}")
+                self.say(
+                    f"{event.instance}: OS definition {event.image} not installed {event.error}"
+                )
             else:
                 self.say(f"{event.instance}: OS image {event.image} not written {event.error}")
         elif isinstance(event, InstanceInstalled) and event.instance in self.pending:

@@ -145,7 +145,8 @@ def resolve_os(
     declared = ", ".join(sorted(catalogue.images)[:10]) or "none (add an `images:` section)"
     problems.add(
         m.value_at("os") if m.has("os") else m.at,
-        f"os {os_name!r} is not an image or OS definition of the catalogue; declared: {declared} "
+        f"os {os_name!r} is not an image or OS definition of the catalogue; declared images: "
+        f"{declared} "
         f"(or `os: {NO_OS}` for a blank disk)",
     )
     return False, None

@@ -294,9 +294,7 @@ def os_script_request(
         "instance": name,
         "primary": str(peers[0]),
         "secondaries": [str(n) for n in peers[1:]],
-        "disks": [
-            {"path": f"/dev/drbd{int(d.minor)}", "size_mib": int(d.size_mib)} for d in disks
-        ],
+        "disks": [{"path": f"/dev/drbd{int(d.minor)}", "size_mib": int(d.size_mib)} for d in disks],
         "nics": [
             {"mac": n.mac or "", "ip": n.ip or "", "mode": n.mode, "link": n.link}
             for n in spec.nics
@@ -410,6 +408,22 @@ def _drbd_down(res: str) -> list[HelperRequest]:
     ]
 
 
+def _os_requests(step: Step) -> list[HelperRequest]:
+    """INSTALL_OS (an image written, or a definition's create script) and
+    RENAME_OS (a definition's rename script)."""
+    spec, disk = step.spec, step.disk
+    if spec is None:
+        raise ValueError(f"{step.kind.value} has no instance spec")
+    if step.kind == StepKind.RENAME_OS:
+        return [os_script_request(spec, step.disks, script="rename", old_name=step.renamed_from)]
+    if disk is None:
+        raise ValueError(f"{step.kind.value} has no disk")
+    if spec.image is not None and spec.image.ganeti_os:
+        disks = step.disks or (disk,)
+        return [os_script_request(spec, disks, script="create", reinstall=step.reinstall)]
+    return install_requests(spec, disk)
+
+
 def step_requests(step: Step, *, drbd_major: int = 9) -> list[HelperRequest]:
     """The helper requests for one step on `step.node`, whose DRBD module is
     `drbd_major` (8 or 9), in order (GROW_DISK's peer half and the QMP-driven steps
@@ -437,17 +451,8 @@ def step_requests(step: Step, *, drbd_major: int = 9) -> list[HelperRequest]:
         return [nic_hotplug(step.spec, step.nic_index)]
     if k == StepKind.HOTPLUG_DISK and step.spec is not None and disk is not None:
         return [disk_hotplug(step.spec, disk)]
-    if k == StepKind.INSTALL_OS and step.spec is not None and disk is not None:
-        if step.spec.image is not None and step.spec.image.ganeti_os:
-            disks = step.disks or (disk,)
-            return [os_script_request(step.spec, disks, script="create", reinstall=step.reinstall)]
-        return install_requests(step.spec, disk)
-    if k == StepKind.RENAME_OS and step.spec is not None and step.disks:
-        return [
-            os_script_request(
-                step.spec, step.disks, script="rename", old_name=step.renamed_from
-            )
-        ]
+    if k in (StepKind.INSTALL_OS, StepKind.RENAME_OS):
+        return _os_requests(step)
     if disk is None:
         raise ValueError(f"{k.value} has no helper requests")
     res = disk.resource

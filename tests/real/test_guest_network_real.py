@@ -59,6 +59,23 @@ class NetnsEnv:
             mapped[0] = require_tool("qemu-system-x86_64", "qemu-system-x86")
         return self.real.run(["ip", "netns", "exec", self.ns, *mapped], stdin=stdin)
 
+    def run_script(
+        self,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str,
+        log: str,
+        timeout_s: float,
+    ) -> Outcome:
+        return self.real.run_script(
+            ["ip", "netns", "exec", self.ns, *[self._map(a) for a in argv]],
+            env={k: self._map(v) for k, v in env.items()},
+            cwd=self._map(cwd),
+            log=self._map(log),
+            timeout_s=timeout_s,
+        )
+
     def read_file(self, path: str) -> bytes | None:
         return self.real.read_file(self._map(path))
 

@@ -134,10 +134,16 @@ async def test_create_reinstall_and_rename_run_the_definitions_scripts(tmp_path:
         }, create.env
         assert node1.images[f"/dev/drbd{d0}"] == "os:debootstrap+default:web1"
         assert not c.lab.fabric.hosts["node2"].os_runs  # the secondary only syncs
-        logs = [p for p in node1.files if p.startswith("/var/log/corral/os/add-debootstrap+default-web1-")]
+        logs = [
+            p
+            for p in node1.files
+            if p.startswith("/var/log/corral/os/add-debootstrap+default-web1-")
+        ]
         assert len(logs) == 1 and node1.files[logs[0]] == b"creating the guest\n", logs
         assert running(c, "web1")
-        assert not [p for p in node1.files if p.startswith("/var/lib/corral/seed/")]  # no seed asked
+        assert not [
+            p for p in node1.files if p.startswith("/var/lib/corral/seed/")
+        ]  # no seed asked
         assert engine.state.installs[InstanceName("web1")].done
 
         # A reinstall: stopped, the create script again with INSTANCE_REINSTALL=1, started.
@@ -156,7 +162,11 @@ async def test_create_reinstall_and_rename_run_the_definitions_scripts(tmp_path:
         assert rename.env["OLD_INSTANCE_NAME"] == "web1"
         assert rename.env["INSTANCE_OS"] == "debootstrap+default"
         assert rename.env["DISK_0_PATH"] == f"/dev/drbd{minor_of(node1, 'web2-d0')}"
-        assert [p for p in node1.files if p.startswith("/var/log/corral/os/rename-debootstrap+default-web1-web2-")]
+        assert [
+            p
+            for p in node1.files
+            if p.startswith("/var/log/corral/os/rename-debootstrap+default-web1-web2-")
+        ]
         assert InstanceName("web2") in engine.state.desired.instances
         # the disks went back to Secondary: the stopped instance holds no Primary
         assert all(node1.copies[r].role == "Secondary" for r in ("web2-d0", "web2-d1"))
@@ -225,4 +235,6 @@ async def test_failures_are_recorded_before_or_after_the_script_and_nothing_star
             assert done["status"] == "success", done
         (create,) = runs(node1, "create", "web4")
         assert create.env["OS_VARIANT"] == "minimal" and create.env["NIC_COUNT"] == "0"
-        assert node1.images[f"/dev/drbd{minor_of(node1, 'web4-d0')}"] == "os:debootstrap+minimal:web4"
+        assert (
+            node1.images[f"/dev/drbd{minor_of(node1, 'web4-d0')}"] == "os:debootstrap+minimal:web4"
+        )

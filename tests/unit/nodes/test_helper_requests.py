@@ -78,7 +78,16 @@ def steps() -> list[Step]:
         image=ImageSpec(name="debootstrap+default", kind="ganeti-os", parameters=(("dhcp", "no"),)),
         nics=(replace(nic, ip="192.0.2.5"),),
     )
-    out.append(Step(kind=StepKind.INSTALL_OS, spec=with_def, disk=DISK, disks=(DISK,), reinstall=True, **common))  # type: ignore[arg-type]
+    out.append(
+        Step(
+            kind=StepKind.INSTALL_OS,
+            spec=with_def,
+            disk=DISK,
+            disks=(DISK,),
+            reinstall=True,
+            **common,  # type: ignore[arg-type]
+        )
+    )
     out.append(
         Step(kind=StepKind.RENAME_OS, spec=with_def, disks=(DISK,), renamed_from="old", **common)  # type: ignore[arg-type]
     )
