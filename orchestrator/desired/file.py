@@ -26,7 +26,7 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from events.ids import InstanceName, NodeName
-from events.specs import DesiredCluster, HvParams
+from events.specs import DesiredCluster, HvParams, ImageSpec
 from orchestrator.desired import schema as s
 from orchestrator.desired.images import read_images
 from orchestrator.desired.instances import read_instances
@@ -291,7 +291,7 @@ def _sections(problems: Problems, raw: _Raw, file: str, doc: Any) -> None:
         if top.has(key):
             value, value_at = top.get(key)
             for i, item, item_at in s.items(problems, value, value_at, what=key):
-                label = _label(item, i)
+                label = _label(item, i, key)
                 into.append(
                     (
                         i,
@@ -303,11 +303,13 @@ def _sections(problems: Problems, raw: _Raw, file: str, doc: Any) -> None:
                 )
 
 
-def _label(item: Any, index: int) -> str:
-    """How a list entry is named in field paths: its name when it has a valid one."""
+def _label(item: Any, index: int, key: str = "") -> str:
+    """How a list entry is named in field paths: its name when it has a valid one
+    (an image's may be a Ganeti OS definition's NAME+VARIANT)."""
     if isinstance(item, dict):
         name = item.get("name")
-        if isinstance(name, str) and s.name("name")(Problems(), name, _NOWHERE) is not None:
+        valid = s.rule(ImageSpec, "name") if key == "images" else s.name("name")
+        if isinstance(name, str) and valid(Problems(), name, _NOWHERE) is not None:
             return str(name)
     return str(index)
 

@@ -69,6 +69,9 @@ class HelperRequest:
     body: Mapping[str, Any] | None = None
     summary: str = ""
     ok_if_stderr: str = ""  # a non-zero exit whose stderr matches this regex is fine
+    # How much longer than a command's usual allowance it may take (an OS
+    # definition's script: the node helper's own limit, nodehelper.osdef).
+    extra_timeout_s: float = 0.0
 
     @property
     def mutating(self) -> bool:
@@ -268,6 +271,9 @@ def install_requests(spec: InstanceSpec, disk: DiskConfig) -> list[HelperRequest
     return [*fetch, write]
 
 
+OS_SCRIPT_TIMEOUT_S = 4 * 3600.0  # nodehelper.osdef.SCRIPT_TIMEOUT_S
+
+
 def os_script_request(
     spec: InstanceSpec,
     disks: Sequence[DiskConfig],
@@ -311,7 +317,12 @@ def os_script_request(
     if script == "rename":
         body["old_name"] = check_name(old_name, what="old instance name")
     what = f"{image.name} {script} for {name}" + (f" (was {old_name})" if old_name else "")
-    return HelperRequest(verb=f"os-{script}", body=body, summary=f"run OS definition {what}")
+    return HelperRequest(
+        verb=f"os-{script}",
+        body=body,
+        summary=f"run OS definition {what}",
+        extra_timeout_s=OS_SCRIPT_TIMEOUT_S + 60.0,
+    )
 
 
 # qemu's device for each of Ganeti's kvm `nic_type`s ("": paravirtual, virtio-net).

@@ -257,7 +257,8 @@ class SshNodeOps:
 
     async def helper(self, node: NodeName, request: HelperRequest) -> CommandResult:
         """One helper verb on `node`, under the current term if it changes the node."""
-        return await self.run(node, helper_line(request, term=self.term))
+        timeout = self.command_timeout_s + request.extra_timeout_s
+        return await self.run(node, helper_line(request, term=self.term), timeout_s=timeout)
 
     async def batch(
         self, node: NodeName, groups: Sequence[tuple[str, Sequence[HelperRequest]]]
@@ -272,6 +273,7 @@ class SshNodeOps:
         # allowance each, and a little for every other request.
         longest = max((len(requests) for _, requests in groups), default=1)
         timeout = self.command_timeout_s * max(1, longest) + 2.0 * count
+        timeout += sum(r.extra_timeout_s for _, requests in groups for r in requests)
         result = await self.run(node, line, timeout_s=timeout)
         if result.rc != 0:
             raise HelperRefused(node, result)

@@ -76,6 +76,67 @@ def test_an_unquoted_number_and_a_broken_entry_say_so_once() -> None:
     assert [(p.field, "in quotes" in p.message) for p in found] == [("images[deb].sha256", True)]
 
 
+def test_os_names_a_ganeti_os_definition_by_name_and_variant() -> None:
+    defs = (
+        CATALOGUE
+        + "  - name: debootstrap+default\n    kind: ganeti-os\n"
+        + '    parameters: {dhcp: "no", root-size: 8, swap: yes}\n'
+    )
+    spec = load(file_with("    os: debootstrap+default\n", defs)).cluster.instances[
+        InstanceName("vm01")
+    ]
+    assert spec.image is not None and spec.image.ganeti_os and spec.os == "debootstrap+default"
+    assert spec.image.parameters == (("dhcp", "no"), ("root-size", "8"), ("swap", "yes"))
+    assert (spec.image.source, spec.image.sha256) == ("", "")
+    assert spec.cloud_init is None  # no seed unless cloud_init is given
+
+
+def test_bad_ganeti_os_entries_name_line_and_field() -> None:
+    def entry(text: str) -> str:
+        return file_with("", CATALOGUE + text)
+
+    one_problem(
+        entry("  - {name: deb+x, kind: ganeti-os, sha256: abc}\n"),
+        field="images[deb+x].sha256",
+        contains="has no sha256",
+    )
+    one_problem(
+        entry("  - {name: deb+x, kind: ganeti-os, parameters: {Bad Name: 1}}\n"),
+        field="images[deb+x].parameters",
+        contains="parameter name 'Bad Name'",
+    )
+    one_problem(
+        entry("  - {name: deb+x, kind: ganeti-cd}\n"),
+        field="images[deb+x].kind",
+        contains="image, ganeti-os",
+    )
+    one_problem(
+        entry(f'  - {{name: deb+x, source: "http://x/y", sha256: "{SHA}"}}\n'),
+        field="images[deb+x].name",
+        contains="add `kind: ganeti-os`",
+    )
+    one_problem(
+        entry("  - {name: deb+Big, kind: ganeti-os}\n"),
+        field="images[2].name",  # an invalid name: the entry by its index
+        contains="os variant 'Big' must be lowercase",
+    )
+    unknown = one_problem(
+        file_with("    os: debootstrap+default\n"),
+        field="instances[vm01].os",
+        contains="not an image or OS definition",
+    )
+    assert unknown.line == 20
+
+
+def test_the_os_definitions_example_file_is_valid() -> None:
+    root = Path(__file__).resolve().parents[3]
+    text = (root / "deploy" / "examples" / "os-definitions.yaml").read_text()
+    instances = load(text).cluster.instances
+    web1, tools1 = instances[InstanceName("web1")], instances[InstanceName("tools1")]
+    assert web1.image is not None and web1.image.parameters == (("dhcp", "yes"),)
+    assert tools1.image is not None and tools1.image.name == "debootstrap+minimal"
+
+
 def test_the_example_file_is_valid() -> None:
     root = Path(__file__).resolve().parents[3]
     text = (root / "deploy" / "examples" / "os-images.yaml").read_text()
