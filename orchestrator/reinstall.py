@@ -67,7 +67,7 @@ async def reinstall_instance(
         raise OperationRefused(f"no instance named {instance!r}", field="instance")
     images = catalogue(state)
     if os_name is not None:
-        image = images.get(os_name)
+        image = images.get(os_name) or _variant_of(state, os_name)
         if image is None:
             known = ", ".join(sorted(images)) or "none (apply a file with `images:`)"
             raise OperationRefused(

@@ -372,7 +372,8 @@ class _Present:
                     instance=self.name,
                     disk=self.configs[0],
                     disks=tuple(self.configs),
-                    spec=self.spec,
+                    # filled hvparams: a definition's script gets them as INSTANCE_HV_*
+                    spec=effective_hv(state=self.state, spec=self.spec, node=self.p),
                     note=verdict.why,
                     reinstall=verdict.reinstall,
                 )

@@ -17,7 +17,7 @@ from events.ids import InstanceName, NodeName
 from events.state import ClusterState, Placement
 from reactors.naming import disks_by_instance
 from reactors.plans.queries import node_actionable, node_fenced, vm_alive, vm_on
-from reactors.plans.steps import Step, StepKind, disk_configs
+from reactors.plans.steps import Step, StepKind, disk_configs, effective_hv
 
 
 def _nodes(placement: Placement) -> tuple[NodeName, NodeName]:
@@ -142,7 +142,7 @@ def os_rename_steps(
         kind=StepKind.RENAME_OS,
         node=p,
         instance=instance,
-        spec=replace(spec, name=new),
+        spec=replace(effective_hv(state=state, spec=spec, node=p), name=new),
         disks=disks,
         renamed_from=instance,
         note=f"{spec.image.name} rename from {instance}",

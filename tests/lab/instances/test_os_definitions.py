@@ -53,8 +53,9 @@ CATALOGUE = """images:
 """
 
 
-def instance(name: str, os_name: str, *, state: str = "running") -> str:
-    return f"""  - name: {name}
+def instance(name: str, os_name: str, *, state: str = "running", extra: str = "") -> str:
+    return (
+        f"""  - name: {name}
     memory: 256M
     disks: [1G, 512M]
     primary: node1
@@ -62,6 +63,8 @@ def instance(name: str, os_name: str, *, state: str = "running") -> str:
     state: {state}
     nics: [{{link: br0, ip: 10.9.0.5}}]
 """
+        + extra
+    )
 
 
 def minor_of(host: Host, resource: str) -> int:
@@ -92,7 +95,8 @@ async def test_create_reinstall_and_rename_run_the_definitions_scripts(tmp_path:
         for host in c.lab.fabric.hosts.values():
             install_definition(host)
         f = tmp_path / "cluster.yaml"
-        f.write_text(cluster_yaml(c, instance("web1", "debootstrap+default")) + CATALOGUE)
+        hv = "    hvparams: {nic_type: e1000}\n"
+        f.write_text(cluster_yaml(c, instance("web1", "debootstrap+default", extra=hv)) + CATALOGUE)
         applied = await c.corral("apply", "-f", str(f), "--wait")
         assert applied.returncode == 0, applied.stdout + applied.stderr
         assert "web1: OS definition debootstrap+default installed on node1" in applied.stdout
@@ -130,6 +134,8 @@ async def test_create_reinstall_and_rename_run_the_definitions_scripts(tmp_path:
             "INSTANCE_BE_maxmem": "256",
             "INSTANCE_BE_minmem": "256",
             "INSTANCE_BE_vcpus": "1",
+            "INSTANCE_HV_nic_type": "e1000",
+            "NIC_0_FRONTEND_TYPE": "e1000",
             "OSP_DHCP": "no",
         }, create.env
         assert node1.images[f"/dev/drbd{d0}"] == "os:debootstrap+default:web1"
@@ -152,6 +158,18 @@ async def test_create_reinstall_and_rename_run_the_definitions_scripts(tmp_path:
         first, second = runs(node1, "create", "web1")
         assert "INSTANCE_REINSTALL" not in first.env and second.env["INSTANCE_REINSTALL"] == "1"
         assert running(c, "web1")
+        # Another variant of the declared definition (the node checks it).
+        other = await c.corral(
+            "instance", "reinstall", "web1", "--os", "debootstrap+minimal", "--yes", "--wait"
+        )
+        assert other.returncode == 0, other.stdout + other.stderr
+        third = runs(node1, "create", "web1")[-1]
+        assert (third.env["INSTANCE_OS"], third.env["OS_VARIANT"]) == (
+            "debootstrap+minimal",
+            "minimal",
+        )
+        assert third.env["OSP_DHCP"] == "no"  # the definition's parameters in the catalogue
+        assert node1.images[f"/dev/drbd{d0}"] == "os:debootstrap+minimal:web1"
 
         # A rename: the rename script on the primary, with the new disks' names.
         stopped = await c.corral("instance", "stop", "web1", "--wait")
@@ -160,12 +178,12 @@ async def test_create_reinstall_and_rename_run_the_definitions_scripts(tmp_path:
         assert renamed.returncode == 0, renamed.stdout + renamed.stderr
         (rename,) = runs(node1, "rename", "web2")
         assert rename.env["OLD_INSTANCE_NAME"] == "web1"
-        assert rename.env["INSTANCE_OS"] == "debootstrap+default"
+        assert rename.env["INSTANCE_OS"] == "debootstrap+minimal"
         assert rename.env["DISK_0_PATH"] == f"/dev/drbd{minor_of(node1, 'web2-d0')}"
         assert [
             p
             for p in node1.files
-            if p.startswith("/var/log/corral/os/rename-debootstrap+default-web1-web2-")
+            if p.startswith("/var/log/corral/os/rename-debootstrap+minimal-web1-web2-")
         ]
         assert InstanceName("web2") in engine.state.desired.instances
         # the disks went back to Secondary: the stopped instance holds no Primary
