@@ -1,7 +1,8 @@
 """A Ganeti RAPI version-1 instance creation request (`POST /2/instances`) read into
 the one typed model: Ganeti's shape (beparams, disks with sizes in MiB or with M/G/T,
 nics, pnode/snode) mapped onto `events.specs.InstanceSpec` and held to the rules a
-desired-state file is held to (`events.validation`); problems named in Ganeti's words.
+desired-state file is held to (`events.validation`); problems named in Ganeti's words;
+`osparams` over the parameters of the catalogue's Ganeti OS definition.
 
 Pure: no I/O, no logging. Must not accept a request corral cannot honour (another
 disk template, import, a hypervisor other than kvm): those are refused, not ignored.
@@ -9,11 +10,12 @@ disk template, import, a hypervisor other than kvm): those are refused, not igno
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from events.fields.sizes import size_text
-from events.specs import InstanceSpec, PowerState
-from events.validation import SpecError, validate
+from events.specs import ImageSpec, InstanceSpec, PowerState
+from events.validation import SpecError, check_field, validate
 from orchestrator.rapi.context import RapiError
 
 _CREATE_IGNORED = frozenset(
@@ -138,3 +140,23 @@ def parse_create(body: dict[str, Any]) -> InstanceSpec:
         raise RapiError(
             400, "; ".join(f"{_ganeti_path(p.loc)}: {p.message}" for p in exc.problems)
         ) from None
+
+
+def with_osparams(spec: InstanceSpec, osparams: object) -> InstanceSpec:
+    """A creation's `osparams` over the parameters of the catalogue's entry for
+    its Ganeti OS definition (Ganeti's instance osparams over the OS's); 400 for
+    osparams without a definition or that the model refuses."""
+    if not osparams:
+        return spec
+    if not isinstance(osparams, dict):
+        raise RapiError(400, "osparams must be an object")
+    image = spec.image
+    if image is None or not image.ganeti_os:
+        raise RapiError(
+            400, f"osparams: os {spec.os!r} is not a Ganeti OS definition of the catalogue"
+        )
+    try:
+        params = check_field(ImageSpec, "parameters", {**dict(image.parameters), **osparams})
+    except SpecError as exc:
+        raise RapiError(400, "osparams: " + "; ".join(p.message for p in exc.problems)) from None
+    return replace(spec, image=replace(image, parameters=params))

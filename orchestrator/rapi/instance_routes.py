@@ -28,7 +28,7 @@ from orchestrator.cluster_report import instance_row
 from orchestrator.desired.macs import used_macs, with_macs
 from orchestrator.rapi import job_views, views
 from orchestrator.rapi.context import Rapi, RapiError, reply
-from orchestrator.rapi.instance_create import ganeti_size, parse_create
+from orchestrator.rapi.instance_create import ganeti_size, parse_create, with_osparams
 from orchestrator.rapi.job_index import REMOVE_CORRELATION, TAGS_CORRELATION
 from orchestrator.reinstall import with_catalogue_image
 from orchestrator.roles import Action, Principal
@@ -79,7 +79,8 @@ class InstanceRoutes:
     async def create(self, request: web.Request) -> web.Response:
         who = self.r.require(request, Action.ADMIN)
         self.r.no_dry_run(request)
-        spec = parse_create(await self.r.body_dict(request))
+        body = await self.r.body_dict(request)
+        spec = parse_create(body)
         state = self.r.state()
         if spec.name in state.desired.instances:
             raise RapiError(409, f"instance {spec.name!r} already exists")
@@ -91,7 +92,7 @@ class InstanceRoutes:
             if nic.mac in taken:
                 raise RapiError(400, f"nics[{i}].mac {nic.mac} is already used in the cluster")
         spec = with_macs(spec, taken=taken, prefix=state.desired.policy.mac_prefix)
-        spec = with_catalogue_image(spec, state)
+        spec = with_osparams(with_catalogue_image(spec, state), body.get("osparams"))
         key = instance_key(spec.name)
         revision = await self.r.store.append(
             [

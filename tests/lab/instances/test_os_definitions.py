@@ -7,9 +7,10 @@ its `rename` script with OLD_INSTANCE_NAME. A script that fails, an unknown
 variant and a missing definition are each recorded as install_failed naming the
 definition and the node (the exit code and the log's last lines for a script),
 with no VM started and, for the last two, no script run. A RAPI create whose
-os_type names the definition runs it too. Assertions look at what the simulated
-hosts recorded (the scripts run, the environment each got, the device written,
-the log files) and at the recorded events."""
+os_type names the definition runs it too, its osparams over the catalogue's.
+Assertions look at what the simulated hosts recorded (the scripts run, the
+environment each got, the device written, the log files) and at the recorded
+events."""
 
 from __future__ import annotations
 
@@ -244,15 +245,22 @@ async def test_failures_are_recorded_before_or_after_the_script_and_nothing_star
             rapi(c, RapiUsers.from_text(USERS)) as port,
             stock_client(tmp_path, port, "root", "rootpw") as gc,
         ):
+            bad = await gc.try_call(
+                "CreateInstance", "create", "web5", "drbd", [{"size": 1024}], [],
+                os="debootstrap+minimal", pnode="node1", snode="node2",
+                osparams={"Root Size": "8"},
+            )  # fmt: skip
+            assert bad["code"] == 400 and "parameter name 'Root Size'" in bad["error"], bad
             created = await gc.call(
                 "CreateInstance", "create", "web4", "drbd", [{"size": 1024}], [],
                 os="debootstrap+minimal", pnode="node1", snode="node2",
-                beparams={"maxmem": 256},
+                beparams={"maxmem": 256}, osparams={"dhcp": "yes"},
             )  # fmt: skip
             done = await gc.run_job(created)
             assert done["status"] == "success", done
         (create,) = runs(node1, "create", "web4")
         assert create.env["OS_VARIANT"] == "minimal" and create.env["NIC_COUNT"] == "0"
+        assert create.env["OSP_DHCP"] == "yes"  # the request's over the catalogue's "no"
         assert (
             node1.images[f"/dev/drbd{minor_of(node1, 'web4-d0')}"] == "os:debootstrap+minimal:web4"
         )

@@ -76,6 +76,14 @@ def prepared(node: Node) -> None:
     assert helper(node, "drbdadm", "--term", "5", "primary", "--force", "web-d0")[0] == 0
 
 
+OS: dict[str, Any] = {
+    "os": "debootstrap+default",
+    "instance": "web",
+    "primary": "node1",
+    "disks": [{"path": "/dev/drbd3", "size_mib": 64}],
+}
+OS_NIC = {"mac": "aa:00:00:00:00:01", "mode": "bridged", "link": "br0"}
+
 REFUSED: list[tuple[tuple[str, ...], Any, str]] = [
     (("lv-create", "--term", "5", "corral", "web-d0\n", "64"), None, "LV 'web-d0\\n'"),
     (("lv-create", "--term", "5", "corral", "../etc-d0", "64"), None, "not a corral disk"),
@@ -122,6 +130,24 @@ REFUSED: list[tuple[tuple[str, ...], Any, str]] = [
     (("vm-start", "--term", "5"), {**VM, "disks": [{"index": 0, "minor": "/etc"}]}, "minor"),
     (("vm-start", "--term", "5"), {**VM, "disks": [{"index": 0, "file": "/etc/shadow"}]}, "file"),
     (("vm-start", "--term", "5"), {**VM, "incoming": {"address": "0 -S", "port": 4444}}, "addr"),
+    (("os-create", "--term", "5"), {**OS, "os": "../../bin/sh"}, "not NAME or NAME+VARIANT"),
+    (("os-create", "--term", "5"), {**OS, "os": "deb+x y"}, "not NAME or NAME+VARIANT"),
+    (("os-create", "--term", "5"), {**OS, "script": "/bin/sh"}, "unknown field 'script'"),
+    (
+        ("os-create", "--term", "5"),
+        {**OS, "disks": [{"path": "/etc/shadow", "size_mib": 1}]},
+        "is not one /dev/drbdN",
+    ),
+    (("os-create", "--term", "5"), {**OS, "disks": []}, "disks must be a list of 1 to"),
+    (("os-create", "--term", "5"), {**OS, "params": {"PATH": "/tmp"}}, "'PATH' is not a name"),
+    (("os-create", "--term", "5"), {**OS, "params": {"x": "a\nb"}}, "printable ASCII"),
+    (("os-create", "--term", "5"), {**OS, "hv": {"LD_PRELOAD": "/x.so"}}, "'LD_PRELOAD'"),
+    (("os-create", "--term", "5"), {**OS, "nics": [{**OS_NIC, "mac": "x"}]}, "nics[0].mac"),
+    (("os-create", "--term", "5"), {**OS, "nics": [{**OS_NIC, "link": "br0 x"}]}, "nics[0].link"),
+    (("os-create", "--term", "5"), {**OS, "nics": [{**OS_NIC, "ip": "1.2.3.4;id"}]}, "nics[0].ip"),
+    (("os-create", "--term", "5"), {**OS, "old_name": "x"}, "old_name is for os-rename only"),
+    (("os-rename", "--term", "5"), OS, "old_name"),
+    (("os-create",), OS, "needs --term"),
     (("vm-kill", "--term", "5", "web;reboot"), None, "VM name"),
     (("vm-stop", "--term", "5", "../../sbin/init"), None, "VM name"),
     (("probe", "--term", "5"), None, "option '--term'"),
