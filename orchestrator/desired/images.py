@@ -3,16 +3,17 @@ format; or `kind: ganeti-os`, a Ganeti OS definition on the nodes named
 `NAME+VARIANT`, with its `parameters`) and an instance's `cloud_init:` (SSH keys,
 user-data), read into `events.specs.ImageSpec` / `CloudInitSpec`; `os:` resolved
 against the catalogue (an unknown name is a problem at the `os` value, naming the
-entries declared).
+entries declared), with an instance's `osparams:` over its definition's parameters.
 
 Pure: no I/O, no logging. Must not raise for any input: problems are recorded.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
+from events.fields.images import MAX_OS_PARAMS
 from events.specs import CloudInitSpec, ImageSpec
 from orchestrator.desired import schema as s
 from orchestrator.desired.schema import At, Problems, YamlMapping
@@ -125,6 +126,28 @@ def cloud_init_over(base: CloudInitSpec) -> s.Parser[CloudInitSpec]:
     return parse
 
 
+def _with_osparams(
+    problems: Problems, m: YamlMapping, image: ImageSpec | None, os_name: str
+) -> tuple[bool, ImageSpec | None]:
+    """An instance's own `osparams` over its definition's `parameters` (Ganeti's
+    `gnt-instance add -O` over the OS's)."""
+    own = m.opt("osparams", s.rule(ImageSpec, "parameters"), ())
+    if own is None:
+        return False, None
+    if image is None or not image.ganeti_os:
+        problems.add(
+            m.key_at("osparams"),
+            f"osparams are a Ganeti OS definition's parameters; os {os_name!r} is not a "
+            "definition of the catalogue (kind: ganeti-os)",
+        )
+        return False, None
+    merged = {**dict(image.parameters), **dict(own)}
+    if len(merged) > MAX_OS_PARAMS:
+        problems.add(m.key_at("osparams"), f"at most {MAX_OS_PARAMS} parameters in all")
+        return False, None
+    return True, replace(image, parameters=tuple(sorted(merged.items())))
+
+
 def resolve_os(
     problems: Problems,
     m: YamlMapping,
@@ -134,10 +157,13 @@ def resolve_os(
 ) -> tuple[bool, ImageSpec | None]:
     """(ok, the image `os` names): `none` is no image; any other name must be in
     the catalogue (reported at the instance's `os`, or the instance when the
-    name came from defaults)."""
+    name came from defaults); a definition with the instance's `osparams` over
+    its own parameters."""
+    image = None if os_name == NO_OS else catalogue.images.get(os_name)
+    if m.has("osparams"):
+        return _with_osparams(problems, m, image, os_name)
     if os_name == NO_OS:
         return True, None
-    image = catalogue.images.get(os_name)
     if image is not None:
         return True, image
     if os_name in catalogue.broken:

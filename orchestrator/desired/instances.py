@@ -54,6 +54,7 @@ _INSTANCE_KEYS = (
     "auto_balance",
     "hvparams",
     "cloud_init",
+    "osparams",
 )
 _STATES = ("running", "stopped", "absent")
 _NO_TAGS: frozenset[str] = frozenset()

@@ -89,6 +89,13 @@ def test_os_names_a_ganeti_os_definition_by_name_and_variant() -> None:
     assert spec.image.parameters == (("dhcp", "no"), ("root-size", "8"), ("swap", "yes"))
     assert (spec.image.source, spec.image.sha256) == ("", "")
     assert spec.cloud_init is None  # no seed unless cloud_init is given
+    own = load(
+        file_with('    os: debootstrap+default\n    osparams: {dhcp: "yes", x: y}\n', defs)
+    ).cluster.instances[InstanceName("vm01")]
+    assert own.image is not None
+    assert own.image.parameters == (
+        ("dhcp", "yes"), ("root-size", "8"), ("swap", "yes"), ("x", "y"),
+    )  # fmt: skip
 
 
 def test_bad_ganeti_os_entries_name_line_and_field() -> None:
@@ -120,6 +127,11 @@ def test_bad_ganeti_os_entries_name_line_and_field() -> None:
         field="images[2].name",  # an invalid name: the entry by its index
         contains="os variant 'Big' must be lowercase",
     )
+    one_problem(
+        file_with("    os: deb\n    osparams: {dhcp: no}\n"),
+        field="instances[vm01].osparams",
+        contains="os 'deb' is not a definition",
+    )
     unknown = one_problem(
         file_with("    os: debootstrap+default\n"),
         field="instances[vm01].os",
@@ -133,8 +145,9 @@ def test_the_os_definitions_example_file_is_valid() -> None:
     text = (root / "deploy" / "examples" / "os-definitions.yaml").read_text()
     instances = load(text).cluster.instances
     web1, tools1 = instances[InstanceName("web1")], instances[InstanceName("tools1")]
-    assert web1.image is not None and web1.image.parameters == (("dhcp", "yes"),)
+    assert web1.image is not None and web1.image.parameters == (("filesystem", "ext4"),)
     assert tools1.image is not None and tools1.image.name == "debootstrap+minimal"
+    assert tools1.image.parameters == (("filesystem", "ext3"),)
 
 
 def test_the_example_file_is_valid() -> None:
