@@ -190,6 +190,16 @@ async def test_create_reinstall_and_rename_run_the_definitions_scripts(tmp_path:
         # the disks went back to Secondary: the stopped instance holds no Primary
         assert all(node1.copies[r].role == "Secondary" for r in ("web2-d0", "web2-d1"))
 
+        # A rename script that fails: said in the job, the rename done all the same
+        # (as Ganeti: "Could not run OS rename script").
+        node1.files[f"{OS_DIR}/rename"] = b"echo hostname file missing\nexit 4\n"
+        again = await c.corral("instance", "rename", "web2", "web3", "--wait")
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "WARNING: the OS rename script of web3 did not run through" in again.stdout
+        assert "exited 4" in again.stdout and "hostname file missing" in again.stdout
+        assert InstanceName("web3") in engine.state.desired.instances
+        assert all(node1.copies[r].role == "Secondary" for r in ("web3-d0", "web3-d1"))
+
 
 async def test_failures_are_recorded_before_or_after_the_script_and_nothing_starts(
     tmp_path: Path,
