@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -283,3 +284,30 @@ def test_a_missing_definition_or_api_version_is_refused(tmp_path: Path) -> None:
     old = helper(env, request("tinyos+default"))
     assert old.rc == 65 and b"API version mismatch" in old.stderr, old
     assert not list(tmp_path.glob("add-*.log"))  # nothing ran
+
+
+def test_a_script_past_its_time_is_killed_with_its_children(tmp_path: Path) -> None:
+    script = tmp_path / "create"
+    pidfile = tmp_path / "child.pid"
+    script.write_text(f"#!/bin/sh\necho started\nsleep 60 &\necho $! > {pidfile}\nwait\n")
+    script.chmod(0o755)
+    env = RealEnv()
+    done = env.run_script(
+        [str(script)], env={"PATH": "/bin:/usr/bin"}, cwd=str(tmp_path),
+        log=str(tmp_path / "logs" / "x.log"), timeout_s=1.0,
+    )  # fmt: skip
+    assert done.rc == 124 and b"started" in done.stderr and b"killed after 1s" in done.stderr
+    child = int(pidfile.read_text())
+
+    def alive() -> bool:  # a zombie (killed, not yet reaped by init) counts as gone
+        try:
+            stat = Path(f"/proc/{child}/stat").read_text()
+        except FileNotFoundError:
+            return False
+        return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+    for _ in range(50):
+        if not alive():
+            break
+        time.sleep(0.1)
+    assert not alive(), "the script's child outlived it"
