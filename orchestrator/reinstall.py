@@ -1,11 +1,12 @@
 """`corral instance reinstall NAME [--os IMAGE]`: the operation, shared by the CLI
-(and any later API face). It records an `instance.reinstall` job carrying the
-instance's spec with the image (another one of the last applied file's catalogue
-with --os; an image or a Ganeti OS definition) and InstanceReinstallRequested; the
-instance plan then stops the VM, writes the image onto its first disk (or runs
-the definition's create script with INSTANCE_REINSTALL=1), writes a new cloud-init seed (a new
-instance-id) and starts it, or, for an instance desired stopped, leaves it stopped
-(reactors.plans.install).
+and RAPI (which layers a request's osparams over the new spec's definition first).
+It records an `instance.reinstall` job carrying the instance's spec with the image
+(another one of the last applied file's catalogue with --os; an image or a Ganeti
+OS definition) and InstanceReinstallRequested; the instance plan then stops the
+VM, writes the image onto its first disk (or runs the definition's create script
+with INSTANCE_REINSTALL=1 and the spec's parameters as OSP_*), writes a new
+cloud-init seed (a new instance-id) and starts it, or, for an instance desired
+stopped, leaves it stopped (reactors.plans.install).
 
 Must not run node commands. Refuses, changing nothing, an instance without an
 image and an image the catalogue does not hold.
@@ -62,6 +63,20 @@ async def reinstall_instance(
 ) -> Accepted:
     """`power`: the run state wanted after the write (Ganeti's `start`), recorded
     with the spec; None keeps the instance's own."""
+    spec, new = reinstalled(state, instance=instance, os_name=os_name, power=power)
+    return await record_reinstall(store, state, spec=spec, new=new, actor=actor, reason=reason)
+
+
+def reinstalled(
+    state: ClusterState,
+    *,
+    instance: str,
+    os_name: str | None = None,
+    power: PowerState | None = None,
+) -> tuple[InstanceSpec, InstanceSpec]:
+    """(the instance's spec, the spec its reinstall records): the catalogue's
+    current entry for its image, or the one `os_name` names; a face may change
+    the new spec's image further (RAPI's osparams) before it is recorded."""
     spec = state.desired.instances.get(InstanceName(instance))
     if spec is None:
         raise OperationRefused(f"no instance named {instance!r}", field="instance")
@@ -88,6 +103,24 @@ async def reinstall_instance(
         cloud_init=spec.cloud_init or (None if image.ganeti_os else CloudInitSpec()),
         power=spec.power if power is None else power,
     )
+    return spec, new
+
+
+async def record_reinstall(
+    store: EventAppender,
+    state: ClusterState,
+    *,
+    spec: InstanceSpec,
+    new: InstanceSpec,
+    actor: str,
+    reason: str = "",
+) -> Accepted:
+    """The `instance.reinstall` job writing `new.image` (with the new spec first
+    when it differs from `spec`, the instance's)."""
+    image = new.image
+    if image is None:
+        raise OperationRefused(f"{spec.name} has no OS image to reinstall", field="os")
+    instance = str(spec.name)
     why = f"reinstall {instance} with {image.name} " + (
         "(its OS definition's create script)"
         if image.ganeti_os

@@ -2,7 +2,8 @@
 the one typed model: Ganeti's shape (beparams, disks with sizes in MiB or with M/G/T,
 nics, pnode/snode) mapped onto `events.specs.InstanceSpec` and held to the rules a
 desired-state file is held to (`events.validation`); problems named in Ganeti's words;
-`osparams` over the parameters of the catalogue's Ganeti OS definition.
+`osparams` (a creation's or a reinstall's) over the parameters of the catalogue's
+Ganeti OS definition.
 
 Pure: no I/O, no logging. Must not accept a request corral cannot honour (another
 disk template, import, a hypervisor other than kvm): those are refused, not ignored.
@@ -143,15 +144,22 @@ def parse_create(body: dict[str, Any]) -> InstanceSpec:
 
 
 def with_osparams(spec: InstanceSpec, osparams: object) -> InstanceSpec:
-    """A creation's `osparams` over the parameters of the catalogue's entry for
-    its Ganeti OS definition (Ganeti's instance osparams over the OS's); 400 for
-    osparams without a definition or that the model refuses."""
+    """A creation's or reinstall's `osparams` over the parameters of the
+    catalogue's entry for its Ganeti OS definition (Ganeti's instance osparams
+    over the OS's); 400 for osparams without a definition (an image takes none)
+    or that the model refuses."""
     if not osparams:
         return spec
     if not isinstance(osparams, dict):
         raise RapiError(400, "osparams must be an object")
     image = spec.image
-    if image is None or not image.ganeti_os:
+    if image is not None and not image.ganeti_os:
+        raise RapiError(
+            400,
+            f"osparams: os {spec.os!r} is an image, and images take no OS parameters "
+            "(only a Ganeti OS definition, kind: ganeti-os, does)",
+        )
+    if image is None:
         raise RapiError(
             400, f"osparams: os {spec.os!r} is not a Ganeti OS definition of the catalogue"
         )

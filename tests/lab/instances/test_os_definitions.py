@@ -7,7 +7,8 @@ its `rename` script with OLD_INSTANCE_NAME. A script that fails, an unknown
 variant and a missing definition are each recorded as install_failed naming the
 definition and the node (the exit code and the log's last lines for a script),
 with no VM started and, for the last two, no script run. A RAPI create whose
-os_type names the definition runs it too, its osparams over the catalogue's.
+os_type names the definition runs it too, its osparams over the catalogue's, and
+a RAPI reinstall's osparams reach the create script the same way.
 Assertions look at what the simulated hosts recorded (the scripts run, the
 environment each got, the device written, the log files) and at the recorded
 events."""
@@ -268,9 +269,36 @@ async def test_failures_are_recorded_before_or_after_the_script_and_nothing_star
             )  # fmt: skip
             done = await gc.run_job(created)
             assert done["status"] == "success", done
-        (create,) = runs(node1, "create", "web4")
-        assert create.env["OS_VARIANT"] == "minimal" and create.env["NIC_COUNT"] == "0"
-        assert create.env["OSP_DHCP"] == "yes"  # the request's over the catalogue's "no"
-        assert (
-            node1.images[f"/dev/drbd{minor_of(node1, 'web4-d0')}"] == "os:debootstrap+minimal:web4"
-        )
+            (create,) = runs(node1, "create", "web4")
+            assert create.env["OS_VARIANT"] == "minimal" and create.env["NIC_COUNT"] == "0"
+            assert create.env["OSP_DHCP"] == "yes"  # the request's over the catalogue's "no"
+            web4_d0 = f"/dev/drbd{minor_of(node1, 'web4-d0')}"
+            assert node1.images[web4_d0] == "os:debootstrap+minimal:web4"
+
+            # A reinstall's osparams: a bad name is refused, nothing recorded ...
+            before = engine.state.desired.instances[InstanceName("web4")]
+            bad = await gc.try_call(
+                "ReinstallInstance", "web4", os="debootstrap+default", osparams={"Root Size": "8"}
+            )
+            assert bad["code"] == 400 and "parameter name 'Root Size'" in bad["error"], bad
+            assert engine.state.desired.instances[InstanceName("web4")] == before
+            assert len(runs(node1, "create", "web4")) == 1
+            # ... good ones go over the catalogue entry's for the create script.
+            done = await gc.run_job(
+                await gc.call(
+                    "ReinstallInstance",
+                    "web4",
+                    os="debootstrap+default",
+                    osparams={"dhcp": "maybe"},
+                )
+            )
+            assert done["status"] == "success", done
+            _, again = runs(node1, "create", "web4")
+            assert again.env["INSTANCE_REINSTALL"] == "1", again.env
+            assert (again.env["INSTANCE_OS"], again.env["OSP_DHCP"]) == (
+                "debootstrap+default",
+                "maybe",
+            ), again.env
+            await c.wait_for("web4 running again", lambda: running(c, "web4"))
+        # written again by the reinstall's definition
+        assert node1.images[web4_d0] == "os:debootstrap+default:web4"

@@ -151,7 +151,7 @@ async def test_wrong_checksum_or_missing_image_writes_nothing(tmp_path: Path) ->
         assert not failed.done and failed.error.startswith("on node1: write image tiny"), failed
 
         # The image fixed on the node, Ganeti's stock client reinstalls web1 (osparams
-        # are refused with 501, nothing recorded): written, started.
+        # are refused with 400, an image takes none; nothing recorded): written, started.
         require_debian(CLIENT_MODULE, "python3-ganeti-rapi")
         node1.files["/var/lib/corral/images/tiny.raw"] = IMAGE
         async with (
@@ -159,7 +159,8 @@ async def test_wrong_checksum_or_missing_image_writes_nothing(tmp_path: Path) ->
             stock_client(tmp_path, port, "root", "rootpw") as gc,
         ):
             refused = await gc.try_call("ReinstallInstance", "web1", osparams={"x": "1"})
-            assert refused["code"] == 501 and "osparams" in refused["error"], refused
+            assert refused["code"] == 400, refused
+            assert "images take no OS parameters" in refused["error"], refused
             done = await gc.run_job(await gc.call("ReinstallInstance", "web1"))
             assert done["ops"][0]["OP_ID"] == "OP_INSTANCE_REINSTALL", done
             # A RAPI create whose os_type is an image of the applied catalogue gets it.
