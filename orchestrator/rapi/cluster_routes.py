@@ -1,6 +1,6 @@
 """Ganeti RAPI v2 cluster, node and group routes: `/`, `/version`, `/2/features`,
-`/2/info`, `/2/os`, `/2/tags`, `/2/nodes/...` (role, evacuate, migrate, tags) and
-`/2/groups/...`.
+`/2/info`, `/2/os` (the applied catalogue's images and OS definitions), `/2/tags`,
+`/2/nodes/...` (role, evacuate, migrate, tags) and `/2/groups/...`.
 
 Must not run node commands or wait for convergence; mutations go through
 `orchestrator.operations` or append desired-state events with expected versions.
@@ -15,10 +15,12 @@ from aiohttp import web
 from events.ids import NodeName
 from events.model import JobKind
 from events.state import ClusterState
+from orchestrator.desired.images import NO_OS
 from orchestrator.operations import OperationRefused, set_node_flags
 from orchestrator.rapi import views
 from orchestrator.rapi.context import FEATURES, Rapi, RapiError, refused_error, reply
 from orchestrator.rapi.job_index import ChangeRecord
+from orchestrator.reinstall import catalogue
 from orchestrator.roles import Action
 
 
@@ -42,8 +44,12 @@ class ClusterRoutes:
         return reply(views.info(state, bc=views.htools_view(state)))
 
     async def os_list(self, _: web.Request) -> web.Response:
+        """What a create may name (Ganeti lists its valid OSes, a definition as
+        NAME+VARIANT per variant): the last applied catalogue's images and OS
+        definitions as declared, "none", and what instances use."""
         state = self.r.state()
-        return reply(sorted({s.os for s in state.desired.instances.values()} | {"none"}))
+        used = {s.os for s in state.desired.instances.values()}
+        return reply(sorted(set(catalogue(state)) | used | {NO_OS}))
 
     async def tags_get(self, _: web.Request) -> web.Response:
         return reply(views.cluster_tags(views.htools_view(self.r.state())))

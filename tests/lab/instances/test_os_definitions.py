@@ -8,7 +8,8 @@ variant and a missing definition are each recorded as install_failed naming the
 definition and the node (the exit code and the log's last lines for a script),
 with no VM started and, for the last two, no script run. A RAPI create whose
 os_type names the definition runs it too, its osparams over the catalogue's, and
-a RAPI reinstall's osparams reach the create script the same way.
+a RAPI reinstall's osparams reach the create script the same way; RAPI's OS list
+holds the catalogue's entries.
 Assertions look at what the simulated hosts recorded (the scripts run, the
 environment each got, the device written, the log files) and at the recorded
 events."""
@@ -52,6 +53,15 @@ CATALOGUE = """images:
     kind: ganeti-os
   - name: missing+default
     kind: ganeti-os
+"""
+
+
+# Catalogue entries no instance uses (RAPI's /2/os lists them all the same).
+UNUSED = f"""  - name: lenny
+    kind: ganeti-os
+  - name: cirros
+    source: /var/lib/corral/images/cirros.raw
+    sha256: "{"0" * 64}"
 """
 
 
@@ -220,6 +230,7 @@ async def test_failures_are_recorded_before_or_after_the_script_and_nothing_star
                 + instance("web3", "missing+default", state="stopped"),
             )
             + CATALOGUE
+            + UNUSED
         )
         applied = await c.corral("apply", "-f", str(f), "--wait", "--timeout", "60")
         assert applied.returncode == 1, applied.stdout + applied.stderr
@@ -274,6 +285,17 @@ async def test_failures_are_recorded_before_or_after_the_script_and_nothing_star
             assert create.env["OSP_DHCP"] == "yes"  # the request's over the catalogue's "no"
             web4_d0 = f"/dev/drbd{minor_of(node1, 'web4-d0')}"
             assert node1.images[web4_d0] == "os:debootstrap+minimal:web4"
+            # What a create may name: the catalogue's entries as declared (a plain
+            # NAME definition too), "none", and the variant web4 uses.
+            assert await gc.call("GetOperatingSystems") == [
+                "cirros",
+                "debootstrap+default",
+                "debootstrap+minimal",
+                "debootstrap+nope",
+                "lenny",
+                "missing+default",
+                "none",
+            ]
 
             # A reinstall's osparams: a bad name is refused, nothing recorded ...
             before = engine.state.desired.instances[InstanceName("web4")]

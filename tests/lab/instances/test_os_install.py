@@ -161,6 +161,7 @@ async def test_wrong_checksum_or_missing_image_writes_nothing(tmp_path: Path) ->
             refused = await gc.try_call("ReinstallInstance", "web1", osparams={"x": "1"})
             assert refused["code"] == 400, refused
             assert "images take no OS parameters" in refused["error"], refused
+            assert await gc.call("GetOperatingSystems") == ["net", "none", "tiny"]
             done = await gc.run_job(await gc.call("ReinstallInstance", "web1"))
             assert done["ops"][0]["OP_ID"] == "OP_INSTANCE_REINSTALL", done
             # A RAPI create whose os_type is an image of the applied catalogue gets it.
