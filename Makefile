@@ -38,17 +38,11 @@ lint: $(STAMP)
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-# The linters run beside the tests (the suite keeps one core busy about three
-# quarters of the time, so the second core takes them): their report follows the
-# tests', and either failing fails `make test`.
+# The linters and the suite on both cores (scripts/run-tests says how): the CPU-bound
+# unit and parity tests beside the etcd, lab and real tests, then the tests marked
+# `serial` alone; every part's report is printed and any failing fails make test.
 test: $(STAMP) system-tools
-	@mkdir -p var
-	@$(MAKE) --no-print-directory lint > var/lint.log 2>&1 & lint=$$!; \
-	$(BIN)/python -m pytest -q; tests=$$?; \
-	wait $$lint; linted=$$?; \
-	echo "== lint (ran beside the tests) =="; cat var/lint.log; \
-	if [ $$linted -ne 0 ]; then echo "corral: lint failed (above)"; fi; \
-	[ $$tests -eq 0 ] && [ $$linted -eq 0 ]
+	@bash scripts/run-tests
 
 bench: $(STAMP) system-tools bytecode
 	$(BIN)/python -m pytest -q -m slow

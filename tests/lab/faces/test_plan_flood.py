@@ -15,6 +15,8 @@ import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from events.model import NodeHealth, NodeHealthChanged
 from orchestrator.api.auth import ApiAuth, new_token_entry
 from orchestrator.api.server import start_api
@@ -56,6 +58,7 @@ def flood(url: str, token: str, body: bytes, until: float, statuses: list[int]) 
             statuses.append(0)
 
 
+@pytest.mark.serial  # its loop-lag bound is for this test alone on the machine
 async def test_a_megabyte_plan_flood_neither_stalls_nor_fences(tmp_path: Path) -> None:
     async with cluster(tmp_path) as c:
         await c.declare_nodes()
