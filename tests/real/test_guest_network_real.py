@@ -20,96 +20,21 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from nodehelper.env import Outcome, QmpCommand, RealEnv
 from nodehelper.hotplug import hotplug, hotplug_request
 from nodehelper.vm import launch, start_request
 from tests.support.nodes.guest import GuestKit, guest_kit
-from tests.support.tools import require_tool
+from tests.support.nodes.mapped_env import NetnsEnv
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
 
 GUEST_IP = "10.99.0.10"
 MAC = "aa:00:00:5e:00:01"
-
-
-@dataclass
-class NetnsEnv:
-    """RealEnv inside network namespace `ns`, with production paths mapped to the
-    test's files (argv, QMP arguments and file paths alike)."""
-
-    ns: str
-    paths: dict[str, str]
-    real: RealEnv = field(default_factory=RealEnv)
-
-    def _map(self, text: str) -> str:
-        for prod, local in self.paths.items():
-            text = text.replace(prod, local)
-        return text
-
-    def run(self, argv: Sequence[str], *, stdin: bytes = b"") -> Outcome:
-        mapped = [self._map(a) for a in argv]
-        if mapped[0] == "qemu-system-x86_64":
-            mapped[0] = require_tool("qemu-system-x86_64", "qemu-system-x86")
-        return self.real.run(["ip", "netns", "exec", self.ns, *mapped], stdin=stdin)
-
-    def run_script(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str],
-        cwd: str,
-        log: str,
-        timeout_s: float,
-    ) -> Outcome:
-        return self.real.run_script(
-            ["ip", "netns", "exec", self.ns, *[self._map(a) for a in argv]],
-            env={k: self._map(v) for k, v in env.items()},
-            cwd=self._map(cwd),
-            log=self._map(log),
-            timeout_s=timeout_s,
-        )
-
-    def read_file(self, path: str) -> bytes | None:
-        return self.real.read_file(self._map(path))
-
-    def write_file(self, path: str, data: bytes) -> None:
-        self.real.write_file(self._map(path), data)
-
-    def write_private(self, path: str, data: bytes) -> None:
-        self.real.write_private(self._map(path), data)
-
-    def remove_file(self, path: str) -> bool:
-        return self.real.remove_file(self._map(path))
-
-    def glob(self, pattern: str) -> list[str]:
-        return self.real.glob(self._map(pattern))
-
-    def make_run_dir(self, path: str) -> None:
-        os.makedirs(self._map(path), exist_ok=True)
-
-    def share_socket(self, path: str) -> None:
-        return None
-
-    def term_lock(self, *, exclusive: bool) -> Any:
-        return self.real.term_lock(exclusive=exclusive)
-
-    def qmp(self, path: str, commands: Sequence[QmpCommand]) -> list[dict[str, object]]:
-        def local(args: Mapping[str, object]) -> dict[str, object]:
-            out = {k: (local(v) if isinstance(v, dict) else v) for k, v in args.items()}
-            if out.get("driver") == "host_device":  # a raw file stands for /dev/drbdN
-                out["driver"] = "file"
-            if isinstance(out.get("filename"), str):
-                out["filename"] = self._map(str(out["filename"]))
-            return out
-
-        return self.real.qmp(self._map(path), [(c, local(a)) for c, a in commands])
 
 
 class Serial:

@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 
 from nodehelper.main import run as run_helper
-from tests.real.test_os_definition_real import MappedEnv, debugfs, request
+from tests.real.test_os_definition_real import debugfs, request
+from tests.support.nodes.mapped_env import MappedEnv
 from tests.support.tools import require_tool
 
 DEFINITION = Path("/usr/share/ganeti/os/debootstrap")

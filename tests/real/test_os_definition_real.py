@@ -18,19 +18,18 @@ import json
 import os
 import subprocess
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from events.ids import InstanceName, NodeName
 from events.specs import DiskSpec, ImageSpec, InstanceSpec, NicSpec
-from nodehelper.env import Outcome, QmpCommand, RealEnv
+from nodehelper.env import Outcome, RealEnv
 from nodehelper.main import run as run_helper
 from reactors.nodes.commands import HelperRequest, os_script_request
 from reactors.plans.steps import DiskConfig, DrbdPeerConfig
+from tests.support.nodes.mapped_env import MappedEnv
 from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="loop devices need root")
@@ -62,74 +61,6 @@ echo "fail must be yes or no, not $OSP_FAIL" >&2
 exit 1
 """
 MAC = "aa:00:00:12:34:56"
-
-
-@dataclass
-class MappedEnv:
-    """RealEnv with production paths mapped to the test's (argv, cwd, the log and
-    the script's environment values alike)."""
-
-    paths: dict[str, str]
-    real: RealEnv = field(default_factory=RealEnv)
-
-    def _map(self, text: str) -> str:
-        for prod, local in self.paths.items():
-            text = text.replace(prod, local)
-        return text
-
-    def run(self, argv: Sequence[str], *, stdin: bytes = b"") -> Outcome:
-        return self.real.run([self._map(a) for a in argv], stdin=stdin)
-
-    def run_script(
-        self,
-        argv: Sequence[str],
-        *,
-        env: Mapping[str, str],
-        cwd: str,
-        log: str,
-        timeout_s: float,
-    ) -> Outcome:
-        return self.real.run_script(
-            [self._map(a) for a in argv],
-            env={k: self._map(v) for k, v in env.items()},
-            cwd=self._map(cwd),
-            log=self._map(log),
-            timeout_s=timeout_s,
-        )
-
-    def read_file(self, path: str) -> bytes | None:
-        return self.real.read_file(self._map(path))
-
-    def write_file(self, path: str, data: bytes) -> None:
-        self.real.write_file(self._map(path), data)
-
-    def write_private(self, path: str, data: bytes) -> None:
-        self.real.write_private(self._map(path), data)
-
-    def remove_file(self, path: str) -> bool:
-        return self.real.remove_file(self._map(path))
-
-    def glob(self, pattern: str) -> list[str]:
-        found = self.real.glob(self._map(pattern))
-        back = {local: prod for prod, local in self.paths.items()}
-        out = []
-        for p in found:
-            for local, prod in back.items():
-                p = p.replace(local, prod)
-            out.append(p)
-        return out
-
-    def make_run_dir(self, path: str) -> None:
-        os.makedirs(self._map(path), exist_ok=True)
-
-    def share_socket(self, path: str) -> None:
-        return None
-
-    def term_lock(self, *, exclusive: bool) -> Any:
-        return self.real.term_lock(exclusive=exclusive)
-
-    def qmp(self, path: str, commands: Sequence[QmpCommand]) -> list[dict[str, object]]:
-        return self.real.qmp(self._map(path), commands)
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ directory) from the texts the orchestrator generates; `vm-start` with
 hostname and address from the seed, shows the first bytes of the disk corral
 wrote, and answers ping and HTTP on the bridge. The requests are the
 orchestrator's own (reactors.nodes.commands); only the paths differ from
-production (tests.real.test_guest_network_real.NetnsEnv). Root only."""
+production (tests.support.nodes.mapped_env.NetnsEnv). Root only."""
 
 from __future__ import annotations
 
@@ -32,7 +32,6 @@ from reactors.plans.steps import DiskConfig
 from tests.real.test_guest_network_real import (  # noqa: F401  (nodes: a fixture)
     GUEST_IP,
     MAC,
-    NetnsEnv,
     Serial,
     http,
     nodes,
@@ -40,6 +39,7 @@ from tests.real.test_guest_network_real import (  # noqa: F401  (nodes: a fixtur
     sh,
 )
 from tests.support.nodes.guest import guest_kit
+from tests.support.nodes.mapped_env import NetnsEnv
 from tests.support.tools import require_tool
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="network namespaces need root")
