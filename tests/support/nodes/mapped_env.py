@@ -83,6 +83,9 @@ class MappedEnv:
     def term_lock(self, *, exclusive: bool) -> Any:
         return self.real.term_lock(exclusive=exclusive)
 
+    def qmp(self, path: str, commands: Sequence[QmpCommand]) -> list[dict[str, object]]:
+        return self.real.qmp(self._map(path), commands)
+
 
 @dataclass(kw_only=True)
 class NetnsEnv(MappedEnv):
